@@ -1,0 +1,32 @@
+#include <unistd.h>
+
+#include <sstream>
+
+#include "apps/commands.h"
+#include "engine/error.h"
+
+namespace sprig::app {
+
+bool stdout_is_terminal() { return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO); }
+
+std::vector<int64_t> parse_shape_flag(const std::string& flag, const std::string& value) {
+  std::vector<int64_t> shape;
+  std::stringstream ss(value);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(part, &used);
+    } catch (...) {
+      used = 0;
+    }
+    SPRIG_CHECK(used == part.size() && used > 0 && v > 0, flag, " must be positive integers ",
+                "separated by commas (e.g. 1,28,28), got '", value, "'");
+    shape.push_back(v);
+  }
+  SPRIG_CHECK(!shape.empty(), flag, " is empty");
+  return shape;
+}
+
+}  // namespace sprig::app

@@ -1,0 +1,66 @@
+// sprig eval: accuracy (or MSE) of a checkpoint on a dataset's test split.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "apps/trainer.h"
+#include "kernels/cpu/threads.h"
+#include "nn/checkpoint.h"
+
+namespace sprig::app {
+
+namespace {
+struct EvalArgs {
+  std::string in, dataset, data_dir;
+  int64_t batch_size = 256;
+  int threads = 0;
+  bool json = false;
+};
+
+int run_eval(const EvalArgs& a) {
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  std::string dataset = a.dataset;
+  if (dataset.empty()) {
+    auto it = ck.metadata.find("dataset");
+    dataset = it == ck.metadata.end() ? "fashion-mnist" : it->second;
+  }
+  DataSource src = load_data_source(dataset, a.data_dir, 0);
+  SPRIG_CHECK(src.input_shape == ck.model.input_shape, a.in, " expects inputs ",
+              to_string(ck.model.input_shape), " but ", dataset, " has ",
+              to_string(src.input_shape));
+  EvalResult r = evaluate(ck.model, src.data.test, src.task, a.batch_size);
+  if (a.json) {
+    nlohmann::json j = {{"in", a.in}, {"dataset", dataset}, {"samples", r.samples},
+                        {"test_loss", r.loss}, {"params", ck.model.num_parameters()}};
+    if (src.task == Task::Classification)
+      j["test_accuracy"] = r.accuracy;
+    else
+      j["test_mse"] = r.loss;
+    std::printf("%s\n", j.dump().c_str());
+  } else if (src.task == Task::Classification) {
+    std::printf("%s on %s test (%lld samples): accuracy %.2f%%, loss %.4f\n", a.in.c_str(),
+                dataset.c_str(), (long long)r.samples, 100.0 * r.accuracy, r.loss);
+  } else {
+    std::printf("%s on %s test (%lld samples): mse %.4f\n", a.in.c_str(), dataset.c_str(),
+                (long long)r.samples, r.loss);
+  }
+  return 0;
+}
+}  // namespace
+
+Command add_eval_command(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--dataset", a->dataset, "dataset (default: the one it was trained on)")
+      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
+  app.add_option("--data-dir", a->data_dir, "directory with the IDX files");
+  app.add_option("--batch-size", a->batch_size, "samples per forward pass")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_flag("--json", a->json, "print one JSON object");
+  return [a] { return run_eval(*a); };
+}
+
+}  // namespace sprig::app

@@ -1,0 +1,19 @@
+#pragma once
+// Each sprig subcommand registers its options on the CLI and returns the function that runs it.
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace sprig::app {
+
+using Command = std::function<int()>;  // returns the process exit code
+
+Command add_train_command(CLI::App& app);
+Command add_eval_command(CLI::App& app);
+Command add_summary_command(CLI::App& app);
+
+// True when stdout is a terminal (progress bars) rather than a pipe or file (plain lines).
+bool stdout_is_terminal();
+// Parses "1,28,28" into a shape; throws sprig::Error naming the flag otherwise.
+std::vector<int64_t> parse_shape_flag(const std::string& flag, const std::string& value);
+
+}  // namespace sprig::app

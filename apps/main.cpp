@@ -1,0 +1,44 @@
+// The sprig command line: one binary, one subcommand per job.
+#include <cstdio>
+#include <map>
+
+#include "apps/commands.h"
+#include "engine/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sprig: a tensor engine with sparsity built in (train, prune, run sparse)"};
+  app.require_subcommand(1);
+  std::map<CLI::App*, sprig::app::Command> commands;
+  auto add = [&](const char* name, const char* help, auto adder) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    commands[sub] = adder(*sub);
+  };
+  add("train", "train a model and optionally save a checkpoint", sprig::app::add_train_command);
+  add("eval", "evaluate a checkpoint on a dataset's test split", sprig::app::add_eval_command);
+  add("summary", "print a model's layers, parameters, sparsity and FLOPs",
+      sprig::app::add_summary_command);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "sprig: error: %s (see --help)\n", e.what());
+    return 2;
+  }
+  try {
+    for (auto& [sub, run] : commands)
+      if (sub->parsed()) return run();
+  } catch (const sprig::Error& e) {
+    std::fprintf(stderr, "sprig: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "sprig: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sprig: internal error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}

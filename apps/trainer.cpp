@@ -1,0 +1,165 @@
+#include "apps/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "datasets/dataloader.h"
+#include "datasets/friedman.h"
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace sprig::app {
+
+DataSource load_data_source(const std::string& name, const std::string& data_dir,
+                            uint64_t seed) {
+  DataSource src;
+  src.name = name;
+  if (name == "fashion-mnist") {
+    src.data = data::load_fashion_mnist(data_dir);
+    data::normalize(src.data.train, data::kFashionMnistMean, data::kFashionMnistStd);
+    data::normalize(src.data.test, data::kFashionMnistMean, data::kFashionMnistStd);
+  } else if (name == "mnist") {
+    SPRIG_CHECK(!data_dir.empty(), "--dataset mnist needs --data-dir DIR holding the four "
+                                   "MNIST files (train-images-idx3-ubyte[.gz], ...)");
+    src.data = data::load_mnist_dir(data_dir, "mnist");
+    data::normalize(src.data.train, data::kMnistMean, data::kMnistStd);
+    data::normalize(src.data.test, data::kMnistMean, data::kMnistStd);
+  } else if (name == "friedman1") {
+    // Seed 004: make_friedman1(n_samples=10000) split 67/33.
+    auto all = data::make_friedman1(10000, 10, 0.0f, seed);
+    auto split = data::train_test_split(all, 0.33, seed);
+    src.data.train = split.first;
+    src.data.test = split.second;
+    src.task = Task::Regression;
+  } else {
+    throw Error("unknown dataset '" + name + "' (expected fashion-mnist, mnist or friedman1)");
+  }
+  const Shape& s = src.data.train.images.shape();
+  src.input_shape = Shape(s.begin() + 1, s.end());
+  return src;
+}
+
+std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& cfg,
+                                              std::vector<nn::ParameterPtr> params) {
+  if (cfg.name == "sgd") {
+    nn::SGDOptions o;
+    o.lr = cfg.lr;
+    o.momentum = cfg.momentum;
+    o.weight_decay = cfg.weight_decay;
+    o.nesterov = cfg.nesterov;
+    return std::make_unique<nn::SGD>(std::move(params), o);
+  }
+  if (cfg.name == "adam" || cfg.name == "adamw") {
+    nn::AdamOptions o;
+    o.lr = cfg.lr;
+    o.weight_decay = cfg.weight_decay;
+    o.decoupled = cfg.name == "adamw";
+    return std::make_unique<nn::Adam>(std::move(params), o);
+  }
+  throw Error("unknown optimizer '" + cfg.name + "' (expected sgd, adam or adamw)");
+}
+
+static Tensor loss_of(Task task, const Tensor& out, const Tensor& target) {
+  return task == Task::Classification ? cross_entropy(out, target) : mse_loss(out, target);
+}
+
+EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
+                    int64_t batch_size) {
+  NoGradGuard no_grad;
+  model.net->eval();
+  data::DataLoader loader(ds, batch_size, false);
+  loader.start_epoch();
+  data::Batch b;
+  EvalResult r;
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  while (loader.next(b)) {
+    Tensor out = model.forward(b.x);
+    int64_t n = b.x.size(0);
+    loss_sum += double(loss_of(task, out, b.y).item()) * double(n);
+    if (task == Task::Classification) {
+      const float* logits = out.data();  // (n, C)
+      const int32_t* labels = b.y.data_as<int32_t>();
+      int64_t C = out.size(1);
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t best = 0;
+        for (int64_t c = 1; c < C; ++c)
+          if (logits[i * C + c] > logits[i * C + best]) best = c;
+        correct += best == labels[i];
+      }
+    }
+    r.samples += n;
+  }
+  model.net->train();
+  if (r.samples) {
+    r.loss = loss_sum / double(r.samples);
+    r.accuracy = double(correct) / double(r.samples);
+  }
+  return r;
+}
+
+static void draw_progress(int epoch, int epochs, size_t step, size_t steps, double loss,
+                          double samples_per_s) {
+  const int width = 30;
+  int filled = steps ? int(width * step / steps) : width;
+  std::fprintf(stderr, "\repoch %d/%d [%s%s] %zu/%zu loss %.4f %.0f samples/s ", epoch, epochs,
+               std::string(filled, '=').c_str(), std::string(width - filled, ' ').c_str(), step,
+               steps, loss, samples_per_s);
+  std::fflush(stderr);
+}
+
+std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
+                            const data::Dataset& test, Task task, const FitConfig& cfg) {
+  SPRIG_CHECK(cfg.epochs >= 0, "epochs must be >= 0, got ", cfg.epochs);
+  data::DataLoader loader(train, cfg.batch_size, /*shuffle=*/true, cfg.seed);
+  std::vector<EpochStats> history;
+  model.net->train();
+  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
+    using clock = std::chrono::steady_clock;
+    auto t0 = clock::now();
+    loader.start_epoch();
+    data::Batch b;
+    double loss_sum = 0.0;
+    int64_t seen = 0;
+    size_t step = 0;
+    while (loader.next(b)) {
+      opt.zero_grad();
+      Tensor loss = loss_of(task, model.forward(b.x), b.y);
+      float value = loss.item();
+      SPRIG_CHECK(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch,
+                  " step ", step + 1, " (try a lower --lr)");
+      loss.backward();
+      opt.step();
+      int64_t n = b.x.size(0);
+      loss_sum += double(value) * double(n);
+      seen += n;
+      ++step;
+      if (cfg.progress_bar && (step % 20 == 0 || step == loader.num_batches())) {
+        double secs = std::chrono::duration<double>(clock::now() - t0).count();
+        draw_progress(epoch, cfg.epochs, step, loader.num_batches(), loss_sum / double(seen),
+                      double(seen) / std::max(secs, 1e-9));
+      }
+    }
+    EpochStats st;
+    st.epoch = epoch;
+    st.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    st.train_loss = seen ? loss_sum / double(seen) : 0.0;
+    if (cfg.progress_bar) std::fprintf(stderr, "\n");
+    if (test.size() > 0) st.test = evaluate(model, test, task);
+    if (cfg.log_lines || cfg.progress_bar) {
+      if (task == Task::Classification)
+        std::printf("epoch %d/%d  train_loss %.4f  test_loss %.4f  test_accuracy %.2f%%  %.2f s\n",
+                    epoch, cfg.epochs, st.train_loss, st.test.loss, 100.0 * st.test.accuracy,
+                    st.seconds);
+      else
+        std::printf("epoch %d/%d  train_mse %.4f  test_mse %.4f  %.2f s\n", epoch, cfg.epochs,
+                    st.train_loss, st.test.loss, st.seconds);
+      std::fflush(stdout);
+    }
+    history.push_back(st);
+  }
+  return history;
+}
+
+}  // namespace sprig::app

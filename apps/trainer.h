@@ -1,0 +1,65 @@
+#pragma once
+// The training loop shared by the sprig commands and the tests: datasets by name, optimizers
+// by name, fit() and evaluate().
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "datasets/mnist.h"
+#include "nn/model.h"
+#include "nn/optim.h"
+
+namespace sprig::app {
+
+enum class Task { Classification, Regression };
+
+struct DataSource {
+  data::TrainTest data;
+  Shape input_shape;  // per sample
+  Task task = Task::Classification;
+  std::string name;
+};
+
+// "fashion-mnist" (default dir /usr/share/datasets/fashion-mnist), "mnist" (needs data_dir)
+// or "friedman1" (generated: 10,000 samples, 33% test, seed from `seed`). Images are
+// normalised with the dataset's mean and std.
+DataSource load_data_source(const std::string& name, const std::string& data_dir, uint64_t seed);
+
+struct OptimizerConfig {
+  std::string name = "adam";  // sgd | adam | adamw
+  float lr = 1e-3f, momentum = 0.0f, weight_decay = 0.0f;
+  bool nesterov = false;
+};
+std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& cfg,
+                                              std::vector<nn::ParameterPtr> params);
+
+struct EvalResult {
+  double loss = 0.0;      // mean cross-entropy or MSE
+  double accuracy = 0.0;  // classification only
+  int64_t samples = 0;
+};
+EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
+                    int64_t batch_size = 256);
+
+struct EpochStats {
+  int epoch = 0;  // from 1
+  double train_loss = 0.0;
+  double seconds = 0.0;  // training time of this epoch, evaluation excluded
+  EvalResult test;
+};
+
+struct FitConfig {
+  int epochs = 1;
+  int64_t batch_size = 64;
+  uint64_t seed = 0;   // shuffling
+  bool progress_bar = false;  // redraw one line per step (for terminals)
+  bool log_lines = false;     // print one line per epoch
+};
+
+// Trains for cfg.epochs, evaluating on `test` after each epoch. Throws sprig::Error if the
+// loss becomes NaN or infinite.
+std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
+                            const data::Dataset& test, Task task, const FitConfig& cfg);
+
+}  // namespace sprig::app

@@ -1,0 +1,48 @@
+#pragma once
+// Differentiable op front-ends. Each checks its inputs (shapes, dtypes, devices) and names
+// what disagrees, runs the kernel, and records a backward node when grad is needed.
+// Forward and backward of a family live side by side in engine/ops_<family>.cpp.
+#include "engine/tensor.h"
+
+namespace sprig {
+
+// Element-wise (ops_eltwise.cpp): a and b have the same shape.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, float s);
+Tensor relu(const Tensor& x);
+
+// Products (ops_linear.cpp).
+// a (M, K) x b (K, N) -> (M, N)
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x (N, in), weight (out, in), bias (out) or undefined -> y (N, out) = x weight^T + bias
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// Convolution (ops_conv.cpp).
+struct Conv2dOptions {
+  int64_t stride = 1, padding = 0, dilation = 1;
+};
+// x (N, C, H, W), weight (K, C, R, S), bias (K) or undefined -> (N, K, P, Q)
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+              const Conv2dOptions& opt = {});
+
+// Pooling (ops_pool.cpp). stride 0 means stride = kernel.
+Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+
+// Shapes (ops_shape.cpp): views of the same storage. One dimension may be -1.
+Tensor reshape(const Tensor& x, const Shape& shape);
+// Keeps dims [0, start_dim) and folds the rest into one.
+Tensor flatten(const Tensor& x, int64_t start_dim = 1);
+
+// Reductions (ops_reduce.cpp) to a one-value tensor of shape ().
+Tensor sum(const Tensor& x);
+Tensor mean(const Tensor& x);
+
+// Losses (ops_loss.cpp), averaged over the batch, shape ().
+// logits (N, C) float32, labels (N) int32 in [0, C)
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+// pred and target of the same shape
+Tensor mse_loss(const Tensor& pred, const Tensor& target);
+
+}  // namespace sprig

@@ -1,0 +1,230 @@
+#include "engine/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/rng.h"
+#include "kernels/cpu/eltwise.h"
+
+namespace sprig {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::I32: return 4;
+    case DType::U8: return 1;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "float32";
+    case DType::I32: return "int32";
+    case DType::U8: return "uint8";
+  }
+  return "?";
+}
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::cpu();
+  if (s == "cuda") return Device::cuda(0);
+  if (s.rfind("cuda:", 0) == 0) {
+    char* end = nullptr;
+    long idx = std::strtol(s.c_str() + 5, &end, 10);
+    if (end && *end == '\0' && end != s.c_str() + 5 && idx >= 0) return Device::cuda(int(idx));
+  }
+  throw Error("unknown device '" + s + "' (expected cpu, cuda or cuda:N)");
+}
+
+// ---- caching CPU allocator ---------------------------------------------------------------
+// Freed blocks are kept in a free list per exact byte size; a training step re-requests the
+// same sizes every iteration, so after the first step no call reaches malloc.
+namespace {
+struct CpuCache {
+  std::mutex mu;
+  std::unordered_multimap<size_t, void*> free_blocks;
+};
+CpuCache& cpu_cache() {
+  static CpuCache* cache = new CpuCache();  // leaked on purpose: outlives static tensors
+  return *cache;
+}
+size_t round_bytes(size_t bytes) { return (bytes + 63) / 64 * 64; }
+}  // namespace
+
+Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
+  SPRIG_CHECK(device.is_cpu(), "device ", device.str(),
+              " is not available in this build (only cpu tensors exist so far)");
+  size_t rounded = round_bytes(bytes == 0 ? 1 : bytes);
+  {
+    CpuCache& c = cpu_cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.free_blocks.find(rounded);
+    if (it != c.free_blocks.end()) {
+      data_ = it->second;
+      c.free_blocks.erase(it);
+      return;
+    }
+  }
+  data_ = std::aligned_alloc(64, rounded);
+  SPRIG_CHECK(data_, "out of memory allocating ", bytes, " bytes");
+}
+
+Storage::~Storage() {
+  CpuCache& c = cpu_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.free_blocks.emplace(round_bytes(bytes_ == 0 ? 1 : bytes_), data_);
+}
+
+void release_cached_memory() {
+  CpuCache& c = cpu_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (auto& kv : c.free_blocks) std::free(kv.second);
+  c.free_blocks.clear();
+}
+
+// ---- factories ---------------------------------------------------------------------------
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape) SPRIG_CHECK(d >= 0, "negative dimension in shape ", to_string(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(sprig::numel(shape) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  std::memset(t.impl()->storage->data(), 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::full(const Shape& shape, float value) {
+  Tensor t = empty(shape);
+  cpu::fill(t.numel(), value, t.data());
+  return t;
+}
+
+Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape) {
+  SPRIG_CHECK(int64_t(values.size()) == sprig::numel(shape), "from_vector: ", values.size(),
+              " values do not fill shape ", to_string(shape));
+  Tensor t = empty(shape);
+  std::memcpy(t.data(), values.data(), values.size() * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::from_vector_i32(const std::vector<int32_t>& values, const Shape& shape) {
+  SPRIG_CHECK(int64_t(values.size()) == sprig::numel(shape), "from_vector_i32: ", values.size(),
+              " values do not fill shape ", to_string(shape));
+  Tensor t = empty(shape, DType::I32);
+  std::memcpy(t.data_as<int32_t>(), values.data(), values.size() * sizeof(int32_t));
+  return t;
+}
+
+Tensor Tensor::uniform(const Shape& shape, float lo, float hi, Rng& rng) {
+  Tensor t = empty(shape);
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(lo, hi);
+  return t;
+}
+
+Tensor Tensor::normal(const Shape& shape, float mean, float stddev, Rng& rng) {
+  Tensor t = empty(shape);
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = mean + stddev * rng.normal();
+  return t;
+}
+
+// ---- accessors ---------------------------------------------------------------------------
+int64_t Tensor::size(int64_t i) const {
+  int64_t d = dim();
+  int64_t j = i < 0 ? i + d : i;
+  SPRIG_CHECK(j >= 0 && j < d, "dimension ", i, " out of range for shape ", to_string(shape()));
+  return shape()[j];
+}
+
+float Tensor::item() const {
+  SPRIG_CHECK(numel() == 1, "item() needs a tensor with one value, got shape ",
+              to_string(shape()));
+  return data()[0];
+}
+
+std::vector<float> Tensor::to_vector() const {
+  const float* p = data();
+  return std::vector<float>(p, p + numel());
+}
+
+std::vector<int32_t> Tensor::to_vector_i32() const {
+  const int32_t* p = data_as<int32_t>();
+  return std::vector<int32_t>(p, p + numel());
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>(*checked());
+  impl->requires_grad = false;
+  impl->grad = nullptr;
+  impl->grad_fn = nullptr;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape(), dtype(), device());
+  std::memcpy(t.impl()->storage->data(), static_cast<char*>(impl_->storage->data()) +
+                                             impl_->offset * dtype_size(dtype()),
+              nbytes());
+  return t;
+}
+
+void Tensor::copy_(const Tensor& src) {
+  SPRIG_CHECK(src.shape() == shape() && src.dtype() == dtype(), "copy_: source ", src.str(),
+              " does not match destination ", str());
+  std::memcpy(static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(dtype()),
+              static_cast<char*>(src.impl()->storage->data()) +
+                  src.impl()->offset * dtype_size(dtype()),
+              nbytes());
+}
+
+void Tensor::fill_(float value) { cpu::fill(numel(), value, data()); }
+
+void Tensor::zero_() {
+  std::memset(static_cast<char*>(checked()->storage->data()) + impl_->offset * dtype_size(dtype()),
+              0, nbytes());
+}
+
+Tensor Tensor::to(Device device) const {
+  SPRIG_CHECK(device.is_cpu(), "device ", device.str(), " is not available in this build");
+  return *this;
+}
+
+Tensor Tensor::reshape(const Shape& s) const { return sprig::reshape(*this, s); }
+Tensor Tensor::flatten(int64_t start_dim) const { return sprig::flatten(*this, start_dim); }
+
+Tensor& Tensor::set_requires_grad(bool on) {
+  SPRIG_CHECK(!on || dtype() == DType::F32, "only float32 tensors can require grad, got ",
+              dtype_name(dtype()));
+  SPRIG_CHECK(is_leaf(), "set_requires_grad on a non-leaf tensor");
+  checked()->requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::grad() const {
+  const auto& g = checked()->grad;
+  return g ? Tensor(g) : Tensor();
+}
+
+void Tensor::zero_grad() {
+  if (checked()->grad) Tensor(impl_->grad).zero_();
+}
+
+void Tensor::clear_grad() { checked()->grad = nullptr; }
+
+std::string Tensor::str() const {
+  if (!impl_) return "Tensor(undefined)";
+  return "Tensor(" + to_string(shape()) + ", " + dtype_name(dtype()) + ", " + device().str() + ")";
+}
+
+}  // namespace sprig

@@ -1,0 +1,30 @@
+#pragma once
+// 2-D convolution (cross-correlation, as in PyTorch), NCHW, forward and backward.
+#include <cstdint>
+
+namespace sprig::cpu {
+
+struct Conv2dShape {
+  int64_t N, C, H, W;  // input (N, C, H, W)
+  int64_t K, R, S;     // weight (K, C, R, S): K output channels, R x S kernel
+  int64_t stride = 1, pad = 0, dilation = 1;
+  int64_t P() const { return (H + 2 * pad - dilation * (R - 1) - 1) / stride + 1; }  // out height
+  int64_t Q() const { return (W + 2 * pad - dilation * (S - 1) - 1) / stride + 1; }  // out width
+};
+
+// y (N, K, P, Q) = conv(x (N, C, H, W), w (K, C, R, S)) + b (K); b may be null.
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                    float* y);
+
+// Given dy (N, K, P, Q), writes (overwrites) any of dx (N, C, H, W), dw (K, C, R, S), db (K)
+// that is not null. Deterministic for a fixed thread count.
+void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db);
+
+// Direct seven-loop references.
+void conv2d_forward_ref(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                        float* y);
+void conv2d_backward_ref(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                         float* dx, float* dw, float* db);
+
+}  // namespace sprig::cpu

@@ -1,0 +1,69 @@
+// Element-wise kernels. Plain loops the compiler vectorizes; OpenMP only pays past ~64K values.
+#include "kernels/cpu/eltwise.h"
+
+#include <algorithm>
+
+namespace sprig::cpu {
+
+static constexpr int64_t kParallelMin = 1 << 16;
+
+void add(int64_t n, const float* a, const float* b, float* out) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void sub(int64_t n, const float* a, const float* b, float* out) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] - b[i];
+}
+
+void mul(int64_t n, const float* a, const float* b, float* out) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * b[i];
+}
+
+void scale(int64_t n, const float* a, float s, float* out) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * s;
+}
+
+void axpy(int64_t n, float alpha, const float* x, float* y) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void fill(int64_t n, float value, float* out) { std::fill(out, out + n, value); }
+
+void relu_forward(int64_t n, const float* x, float* y) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void relu_backward(int64_t n, const float* x, const float* dy, float* dx) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void add_row_bias(int64_t rows, int64_t cols, const float* b, float* y) {
+#pragma omp parallel for if (rows * cols >= kParallelMin) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* yr = y + r * cols;  // (cols)
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) yr[c] += b[c];
+  }
+}
+
+void relu_forward_ref(int64_t n, const float* x, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::max(x[i], 0.0f);
+}
+
+void relu_backward_ref(int64_t n, const float* x, const float* dy, float* dx) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] > 0.0f)
+      dx[i] = dy[i];
+    else
+      dx[i] = 0.0f;
+  }
+}
+
+}  // namespace sprig::cpu

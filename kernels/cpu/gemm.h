@@ -1,0 +1,22 @@
+#pragma once
+// Dense matrix product on raw row-major pointers. Nothing here knows what a Tensor is.
+#include <cstdint>
+
+namespace sprig::cpu {
+
+// C (M, N) = alpha * op(A) * op(B) + beta * C, all row-major.
+// op(A) is (M, K): A is stored (M, K) with row stride lda, or (K, M) when trans_a.
+// op(B) is (K, N): B is stored (K, N) with row stride ldb, or (N, K) when trans_b.
+// beta == 0 overwrites C without reading it (so C may hold NaN garbage).
+// Runs on the OpenMP team when called outside a parallel region and the product is big
+// enough; inside a parallel region it runs on the calling thread.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+          int64_t ldc);
+
+// The naive triple loop (double accumulation) the tests compare gemm against.
+void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc);
+
+}  // namespace sprig::cpu

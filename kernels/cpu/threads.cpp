@@ -1,0 +1,15 @@
+#include "kernels/cpu/threads.h"
+
+#include <omp.h>
+
+namespace sprig::cpu {
+
+void set_num_threads(int n) {
+  if (n > 0) omp_set_num_threads(n);  // 0 leaves OpenMP's default (OMP_NUM_THREADS) alone
+}
+
+int num_threads() {
+  return omp_get_max_threads();
+}
+
+}  // namespace sprig::cpu

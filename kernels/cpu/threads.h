@@ -1,0 +1,6 @@
+#pragma once
+// The OpenMP thread count sprig uses; 0 means OpenMP's default.
+namespace sprig::cpu {
+void set_num_threads(int n);
+int num_threads();
+}  // namespace sprig::cpu

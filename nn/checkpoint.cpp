@@ -1,0 +1,101 @@
+#include "nn/checkpoint.h"
+
+#include <set>
+#include <sstream>
+
+#include "engine/safetensors.h"
+
+namespace sprig::nn {
+
+static std::string shape_to_csv(const Shape& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  return out;
+}
+
+static Shape csv_to_shape(const std::string& path, const std::string& csv) {
+  Shape s;
+  std::stringstream ss(csv);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    try {
+      size_t used = 0;
+      long long v = std::stoll(part, &used);
+      SPRIG_CHECK(used == part.size() && v > 0, "");
+      s.push_back(v);
+    } catch (...) {
+      throw Error(path + ": metadata input_shape '" + csv + "' is not a list of positive integers");
+    }
+  }
+  SPRIG_CHECK(!s.empty(), path, ": metadata input_shape is empty");
+  return s;
+}
+
+static MaskGranularity parse_granularity(const std::string& path, const std::string& g) {
+  for (auto v : {MaskGranularity::Element, MaskGranularity::OutputChannel,
+                 MaskGranularity::InputChannel, MaskGranularity::Block, MaskGranularity::NM})
+    if (g == granularity_name(v)) return v;
+  throw Error(path + ": unknown mask granularity '" + g + "'");
+}
+
+void save_checkpoint(const std::string& path, const Model& model,
+                     const std::map<std::string, std::string>& extra) {
+  std::map<std::string, std::string> meta = extra;
+  meta["format"] = kCheckpointFormat;
+  meta["spec"] = model.spec;
+  meta["input_shape"] = shape_to_csv(model.input_shape);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, p] : model.named_parameters()) {
+    tensors.push_back({name, p->value.detach()});
+    if (p->mask) {
+      tensors.push_back({name + ".mask", p->mask->keep});
+      meta["mask." + name] = granularity_name(p->mask->granularity);
+    }
+  }
+  save_safetensors(path, tensors, meta);
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  TensorFile file = load_safetensors(path);
+  auto meta = [&](const char* key) -> const std::string& {
+    auto it = file.metadata.find(key);
+    SPRIG_CHECK(it != file.metadata.end(), path, ": not a sprig checkpoint (no '", key,
+                "' in the safetensors metadata)");
+    return it->second;
+  };
+  SPRIG_CHECK(meta("format") == kCheckpointFormat, path, ": checkpoint format '", meta("format"),
+              "' is not supported (expected ", kCheckpointFormat, ")");
+  Checkpoint ck;
+  try {
+    ck.model = build_model(meta("spec"), csv_to_shape(path, meta("input_shape")), 0);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+  ck.metadata = file.metadata;
+
+  std::set<std::string> used;
+  for (auto& [name, p] : ck.model.named_parameters()) {
+    const Tensor* t = file.find(name);
+    SPRIG_CHECK(t, path, ": missing tensor '", name, "' required by the spec");
+    SPRIG_CHECK(t->dtype() == DType::F32 && t->shape() == p->value.shape(), path, ": tensor '",
+                name, "' is ", dtype_name(t->dtype()), " ", to_string(t->shape()),
+                " but the spec needs float32 ", to_string(p->value.shape()));
+    p->value.copy_(*t);
+    used.insert(name);
+    if (const Tensor* m = file.find(name + ".mask")) {
+      SPRIG_CHECK(m->dtype() == DType::U8 && m->shape() == p->value.shape(), path, ": mask '",
+                  name, ".mask' is ", dtype_name(m->dtype()), " ", to_string(m->shape()),
+                  " but must be uint8 ", to_string(p->value.shape()));
+      auto g = file.metadata.find("mask." + name);
+      p->set_mask(m->clone(), g == file.metadata.end() ? MaskGranularity::Element
+                                                       : parse_granularity(path, g->second));
+      used.insert(name + ".mask");
+    }
+  }
+  for (auto& [name, t] : file.tensors)
+    SPRIG_CHECK(used.count(name), path, ": unexpected tensor '", name,
+                "' (not a parameter of spec '", ck.model.spec, "')");
+  return ck;
+}
+
+}  // namespace sprig::nn

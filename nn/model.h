@@ -1,0 +1,39 @@
+#pragma once
+// Models from the zoo or from a short text spec such as
+//   conv(8,3,pad=1) relu conv(16,3,pad=1) relu flatten linear(10)
+// Layers: conv(out, kernel[, stride=1][, pad=0][, dilation=1][, bias=1]), linear(out[, bias=1]),
+// relu, maxpool(kernel[, stride=kernel][, pad=0]), flatten. Input features and channels are
+// inferred from the input shape, so a spec plus an input shape defines every parameter.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/layers.h"
+
+namespace sprig::nn {
+
+struct Model {
+  std::string spec;   // canonical spec (parse_spec(spec) rebuilds the same layers)
+  Shape input_shape;  // per sample, e.g. (1, 28, 28)
+  std::shared_ptr<Sequential> net;
+
+  Tensor forward(const Tensor& x) const { return net->forward(x); }
+  std::vector<std::pair<std::string, ParameterPtr>> named_parameters() const {
+    return net->named_parameters();
+  }
+  std::vector<ParameterPtr> parameters() const { return net->parameters(); }
+  int64_t num_parameters() const { return net->num_parameters(); }
+  Shape output_shape() const { return net->output_shape(input_shape); }
+};
+
+// The zoo: mlp (LeNet-300-100), cnn2 (seed 002's 2-conv Fashion-MNIST model), lenet5.
+std::vector<std::string> zoo_names();
+// The spec of a zoo model, or "" when name is not in the zoo.
+std::string zoo_spec(const std::string& name);
+
+// Builds a zoo model or a spec for per-sample input_shape, initialised from seed.
+// Throws sprig::Error naming the token and its position on a malformed spec, and naming the
+// layer on a shape that does not fit.
+Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed);
+
+}  // namespace sprig::nn

@@ -1,0 +1,39 @@
+#pragma once
+// Parameter: a trainable tensor with its gradient, optimizer state and optional pruning mask.
+#include <map>
+#include <memory>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace sprig::nn {
+
+// How a mask was chosen. The mask is always stored expanded to the parameter's shape so the
+// optimizer can apply it element-wise; the granularity says which structure it follows.
+enum class MaskGranularity { Element, OutputChannel, InputChannel, Block, NM };
+const char* granularity_name(MaskGranularity g);
+
+struct Mask {
+  MaskGranularity granularity = MaskGranularity::Element;
+  Tensor keep;  // uint8, same shape as the parameter: 1 = kept, 0 = pruned
+};
+
+struct Parameter {
+  std::string name;                     // e.g. "0.weight"
+  Tensor value;                         // leaf tensor with requires_grad
+  std::shared_ptr<Mask> mask;           // null while the parameter is dense
+  std::map<std::string, Tensor> state;  // optimizer state, e.g. "exp_avg" (same shape as value)
+
+  Parameter(std::string n, Tensor v);
+  Tensor grad() const { return value.grad(); }
+  int64_t numel() const { return value.numel(); }
+  int64_t count_nonzero() const;
+  // Zeroes value (and every state buffer) wherever the mask is 0: the mask invariant.
+  void apply_mask();
+  // Installs a mask (uint8, same shape) and applies it.
+  void set_mask(Tensor keep, MaskGranularity g = MaskGranularity::Element);
+};
+
+using ParameterPtr = std::shared_ptr<Parameter>;
+
+}  // namespace sprig::nn

@@ -1,0 +1,214 @@
+// conv2d (im2col + gemm) and maxpool2d against their direct references.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/conv.h"
+#include "kernels/cpu/pool.h"
+
+using namespace sprig::cpu;
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<float> abs_vec(const std::vector<float>& v) {
+  std::vector<float> a(v.size());
+  for (size_t i = 0; i < v.size(); i++) a[i] = std::fabs(v[i]);
+  return a;
+}
+
+// Every output is a float32 sum of products; its rounding error is a few ulps of the sum of
+// the magnitudes of its terms, which the reference gives us when run on |x|, |w|, |dy|.
+// 1e-5 of that bound is ~80 ulps of slack yet far smaller than any single term.
+void expect_close(const char* what, const std::vector<float>& got, const std::vector<float>& want,
+                  const std::vector<float>& mag) {
+  CAPTURE(what);
+  REQUIRE(got.size() == want.size());
+  int64_t bad = 0;
+  for (size_t i = 0; i < got.size(); i++)
+    if (!(std::fabs(got[i] - want[i]) <= 1e-5f * mag[i] + 1e-30f))
+      if (bad++ < 5) FAIL_CHECK(what << "[" << i << "] = " << got[i] << ", want " << want[i]);
+  CHECK(bad == 0);
+}
+
+size_t x_size(const Conv2dShape& s) {
+  return s.N * s.C * s.H * s.W;
+}
+size_t w_size(const Conv2dShape& s) {
+  return s.K * s.C * s.R * s.S;
+}
+size_t y_size(const Conv2dShape& s) {
+  return s.N * s.K * s.P() * s.Q();
+}
+
+void check_conv(const Conv2dShape& s) {
+  CAPTURE(s.N);
+  CAPTURE(s.C);
+  CAPTURE(s.H);
+  CAPTURE(s.W);
+  CAPTURE(s.K);
+  CAPTURE(s.R);
+  CAPTURE(s.S);
+  CAPTURE(s.stride);
+  CAPTURE(s.pad);
+  CAPTURE(s.dilation);
+  REQUIRE(s.P() > 0);
+  REQUIRE(s.Q() > 0);
+  auto x = random_vec(x_size(s), 1), w = random_vec(w_size(s), 2), b = random_vec(s.K, 3);
+  auto dy = random_vec(y_size(s), 4);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+
+  // Forward, with and without bias; outputs start as NaN to prove they are overwritten.
+  for (bool bias : {true, false}) {
+    std::vector<float> y(y_size(s), nan), yref(y_size(s)), ymag(y_size(s));
+    conv2d_forward(s, x.data(), w.data(), bias ? b.data() : nullptr, y.data());
+    conv2d_forward_ref(s, x.data(), w.data(), bias ? b.data() : nullptr, yref.data());
+    auto xa = abs_vec(x), wa = abs_vec(w), ba = abs_vec(b);
+    conv2d_forward_ref(s, xa.data(), wa.data(), bias ? ba.data() : nullptr, ymag.data());
+    expect_close(bias ? "y (bias)" : "y", y, yref, ymag);
+  }
+
+  // Backward: all three gradients, overwriting NaN-filled outputs.
+  std::vector<float> dx(x_size(s), nan), dw(w_size(s), nan), db(s.K, nan);
+  std::vector<float> dxr(x_size(s)), dwr(w_size(s)), dbr(s.K);
+  std::vector<float> dxm(x_size(s)), dwm(w_size(s)), dbm(s.K);
+  conv2d_backward(s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
+  conv2d_backward_ref(s, x.data(), w.data(), dy.data(), dxr.data(), dwr.data(), dbr.data());
+  auto xa = abs_vec(x), wa = abs_vec(w), dya = abs_vec(dy);
+  conv2d_backward_ref(s, xa.data(), wa.data(), dya.data(), dxm.data(), dwm.data(), dbm.data());
+  expect_close("dx", dx, dxr, dxm);
+  expect_close("dw", dw, dwr, dwm);
+  expect_close("db", db, dbr, dbm);
+
+  // Any subset may be requested; the rest must not be touched.
+  std::vector<float> dw2(w_size(s), nan), dx2(x_size(s), 7.0f), db2(s.K, 7.0f);
+  conv2d_backward(s, x.data(), w.data(), dy.data(), nullptr, dw2.data(), nullptr);
+  CHECK(dw2 == dw);  // same thread split, same order: bit-identical
+  conv2d_backward(s, x.data(), w.data(), dy.data(), dx2.data(), nullptr, nullptr);
+  CHECK(dx2 == dx);
+  conv2d_backward(s, x.data(), w.data(), dy.data(), nullptr, nullptr, db2.data());
+  CHECK(db2 == db);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d matches the direct reference") {
+  // N, C, H, W, K, R, S, stride, pad, dilation
+  const Conv2dShape shapes[] = {
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1},    {5, 3, 7, 9, 4, 3, 3, 1, 1, 1},
+      {5, 3, 9, 7, 5, 3, 3, 2, 1, 1},    {1, 5, 11, 10, 3, 3, 2, 2, 0, 1},
+      {5, 3, 12, 13, 7, 2, 3, 1, 2, 1},  {5, 2, 13, 11, 3, 3, 3, 1, 2, 2},
+      {1, 7, 10, 10, 9, 3, 3, 2, 1, 2},  {5, 3, 8, 8, 5, 1, 1, 1, 0, 1},
+      {1, 33, 6, 5, 17, 1, 1, 1, 0, 1},  {5, 4, 9, 9, 3, 1, 1, 2, 0, 1},
+      {5, 3, 6, 6, 4, 1, 1, 1, 1, 1},    {5, 1, 28, 28, 8, 3, 3, 1, 1, 1},
+      {5, 8, 28, 28, 16, 3, 3, 1, 1, 1}, {5, 3, 7, 7, 2, 5, 5, 3, 2, 1},
+      {5, 3, 6, 9, 4, 1, 5, 1, 2, 1},    {2, 3, 4, 4, 3, 4, 4, 1, 0, 1},
+      {5, 65, 5, 5, 33, 3, 3, 1, 1, 1},
+  };
+  for (auto& s : shapes) check_conv(s);
+}
+
+TEST_CASE("conv2d on a hand-computed example") {
+  // x = [[1 2 3] [4 5 6] [7 8 9]], w = [[1 0] [0 -1]], b = 10:
+  // y = [[1-5 2-6] [4-8 5-9]] + 10 = [[6 6] [6 6]]
+  Conv2dShape s{1, 1, 3, 3, 1, 2, 2};
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w = {1, 0, 0, -1}, b = {10}, y(4);
+  conv2d_forward(s, x.data(), w.data(), b.data(), y.data());
+  CHECK(y == std::vector<float>{6, 6, 6, 6});
+  // dy = ones: dw[r][s] = sum of the 2x2 window of x at offset (r, s); db = 4.
+  std::vector<float> dy(4, 1.0f), dx(9), dw(4), db(1);
+  conv2d_backward(s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
+  CHECK(dw == std::vector<float>{12, 16, 24, 28});
+  CHECK(db[0] == 4.0f);
+  CHECK(dx == std::vector<float>{1, 1, 0, 1, 0, -1, 0, -1, -1});
+}
+
+TEST_CASE("conv2d_backward is deterministic: repeated runs give bit-identical dw, db") {
+  Conv2dShape s{64, 8, 28, 28, 16, 3, 3, 1, 1, 1};
+  auto x = random_vec(x_size(s), 11), w = random_vec(w_size(s), 12), dy = random_vec(y_size(s), 13);
+  std::vector<float> dw1(w_size(s)), dw2(w_size(s)), db1(s.K), db2(s.K);
+  conv2d_backward(s, x.data(), w.data(), dy.data(), nullptr, dw1.data(), db1.data());
+  conv2d_backward(s, x.data(), w.data(), dy.data(), nullptr, dw2.data(), db2.data());
+  CHECK(dw1 == dw2);
+  CHECK(db1 == db2);
+}
+
+namespace {
+
+void check_pool(const Pool2dShape& s, bool ties) {
+  CAPTURE(s.N);
+  CAPTURE(s.C);
+  CAPTURE(s.H);
+  CAPTURE(s.W);
+  CAPTURE(s.kernel);
+  CAPTURE(s.stride);
+  CAPTURE(s.pad);
+  CAPTURE(ties);
+  const size_t nx = s.N * s.C * s.H * s.W, ny = s.N * s.C * s.P() * s.Q();
+  auto x = random_vec(nx, 21);
+  if (ties)  // few distinct values, many equal maxima: first one must win
+    for (auto& v : x) v = std::floor(v * 2.0f);
+  auto dy = random_vec(ny, 22);
+  std::vector<float> y(ny), yref(ny), dx(nx, 7.0f), dxref(nx);
+  std::vector<int32_t> am(ny), amref(ny);
+  maxpool2d_forward(s, x.data(), y.data(), am.data());
+  maxpool2d_forward_ref(s, x.data(), yref.data(), amref.data());
+  CHECK(y == yref);
+  CHECK(am == amref);
+  maxpool2d_backward(s, dy.data(), am.data(), dx.data());
+  maxpool2d_backward_ref(s, dy.data(), amref.data(), dxref.data());
+  // Each dx is a sum of at most ceil(kernel / stride)^2 dy values added in the same order.
+  for (size_t i = 0; i < nx; i++) REQUIRE(std::fabs(dx[i] - dxref[i]) <= 1e-6f);
+}
+
+}  // namespace
+
+TEST_CASE("maxpool2d matches the reference") {
+  for (int64_t kernel : {2, 3})
+    for (int64_t stride : {1, 2, 3})
+      for (int64_t pad : {0, 1}) {
+        if (pad * 2 > kernel) continue;  // as PyTorch: pad at most half the kernel
+        for (int64_t N : {1, 5}) {
+          check_pool({N, 3, 7, 9, kernel, stride, pad}, false);
+          check_pool({N, 3, 7, 9, kernel, stride, pad}, true);
+          check_pool({N, 2, 28, 28, kernel, stride, pad}, true);
+        }
+      }
+}
+
+TEST_CASE("maxpool2d on a hand-computed example") {
+  // 4x4 plane, 2x2 windows, stride 2; the tie in the last window picks the first (5 at 10).
+  Pool2dShape s{1, 1, 4, 4, 2, 2};
+  std::vector<float> x = {1, 3, 2, 0, 4, 2, 1, 8, 0, 0, 5, 1, 0, -1, 2, 5};
+  std::vector<float> y(4), dx(16);
+  std::vector<int32_t> am(4);
+  maxpool2d_forward(s, x.data(), y.data(), am.data());
+  CHECK(y == std::vector<float>{4, 8, 0, 5});
+  CHECK(am == std::vector<int32_t>{4, 7, 8, 10});
+  std::vector<float> dy = {1, 2, 3, 4};
+  maxpool2d_backward(s, dy.data(), am.data(), dx.data());
+  std::vector<float> want(16, 0.0f);
+  want[4] = 1;
+  want[7] = 2;
+  want[8] = 3;
+  want[10] = 4;
+  CHECK(dx == want);
+  // Padding is -inf: with pad 1 an all-negative corner window still picks the image value.
+  Pool2dShape p{1, 1, 2, 2, 2, 2, 1};
+  std::vector<float> neg = {-5, -6, -7, -8}, y2(4);
+  std::vector<int32_t> am2(4);
+  maxpool2d_forward(p, neg.data(), y2.data(), am2.data());
+  CHECK(y2 == std::vector<float>{-5, -6, -7, -8});
+  CHECK(am2 == std::vector<int32_t>{0, 1, 2, 3});
+}

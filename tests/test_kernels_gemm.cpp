@@ -1,0 +1,173 @@
+// gemm against its naive double-accumulating reference.
+#include <doctest/doctest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/threads.h"
+
+using namespace sprig::cpu;
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<float> abs_vec(const std::vector<float>& v) {
+  std::vector<float> a(v.size());
+  for (size_t i = 0; i < v.size(); i++) a[i] = std::fabs(v[i]);
+  return a;
+}
+
+struct Case {
+  bool ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+  int64_t pad = 0;  // extra row stride on A, B and C, to catch code that assumes ld == cols
+};
+
+// Runs gemm and gemm_ref on the same random inputs and checks every element of C.
+// Tolerance: float32 sums of K products drift by about sqrt(K) ulps of the sum of the
+// magnitudes |alpha| sum_k |a_ik b_kj| + |beta c_ij| (not of the result, which can cancel
+// to ~0). We allow 1e-5 of that bound (about 80 ulps), far below the size of any one term,
+// so a dropped, doubled or misplaced term is always caught.
+void check(const Case& c, bool nan_c = false) {
+  CAPTURE(c.ta);
+  CAPTURE(c.tb);
+  CAPTURE(c.M);
+  CAPTURE(c.N);
+  CAPTURE(c.K);
+  CAPTURE(c.alpha);
+  CAPTURE(c.beta);
+  CAPTURE(c.pad);
+  const int64_t a_rows = c.ta ? c.K : c.M, a_cols = c.ta ? c.M : c.K;
+  const int64_t b_rows = c.tb ? c.N : c.K, b_cols = c.tb ? c.K : c.N;
+  const int64_t lda = a_cols + c.pad, ldb = b_cols + c.pad, ldc = c.N + c.pad;
+  auto A = random_vec(a_rows * lda, 1 + (uint32_t)(c.M * 7 + c.K));
+  auto B = random_vec(b_rows * ldb, 2 + (uint32_t)(c.N * 13 + c.K));
+  auto C0 = random_vec(c.M * ldc, 3 + (uint32_t)(c.M + c.N));
+  if (nan_c)
+    for (auto& v : C0) v = std::numeric_limits<float>::quiet_NaN();
+  auto C = C0, Cref = C0;
+  gemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(), ldc);
+  gemm_ref(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, Cref.data(),
+           ldc);
+  auto Aa = abs_vec(A), Ba = abs_vec(B), Cmag = abs_vec(C0);
+  if (nan_c) Cmag.assign(Cmag.size(), 0.0f);
+  gemm_ref(c.ta, c.tb, c.M, c.N, c.K, std::fabs(c.alpha), Aa.data(), lda, Ba.data(), ldb,
+           std::fabs(c.beta), Cmag.data(), ldc);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < c.M; i++)
+    for (int64_t j = 0; j < c.N; j++) {
+      float got = C[i * ldc + j], want = Cref[i * ldc + j];
+      float tol = 1e-5f * Cmag[i * ldc + j] + 1e-30f;
+      if (!(std::fabs(got - want) <= tol)) {
+        if (bad++ < 5) FAIL_CHECK("C(" << i << ", " << j << ") = " << got << ", want " << want);
+      }
+    }
+  CHECK(bad == 0);
+  // The padding columns past N belong to someone else and must be left alone.
+  for (int64_t i = 0; i < c.M; i++)
+    for (int64_t j = c.N; j < ldc; j++)
+      if (!nan_c) REQUIRE(C[i * ldc + j] == C0[i * ldc + j]);
+}
+
+const int64_t kSizes[][3] = {
+    {1, 1, 1},     {3, 7, 17},    {7, 3, 1},      {17, 33, 65},  {33, 17, 7},   {65, 129, 257},
+    {129, 65, 33}, {257, 7, 300}, {7, 257, 600},  {1, 300, 7},   {300, 1, 7},   {33, 65, 1000},
+    {16, 784, 72}, {64, 10, 600}, {10, 1000, 64}, {64, 900, 10}, {5, 7, 3000},  {2, 3, 1025},
+    {9, 31, 33},   {31, 9, 513},  {8, 32, 256},   {16, 64, 512}, {100, 40, 70}, {40, 100, 70},
+};
+
+}  // namespace
+
+TEST_CASE("gemm matches gemm_ref: sizes x transposes") {
+  for (auto& s : kSizes)
+    for (int t = 0; t < 4; t++) check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.0f});
+}
+
+TEST_CASE("gemm alpha and beta") {
+  for (auto& s : kSizes)
+    for (int t = 0; t < 4; t++) {
+      check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 0.5f, 1.0f});
+      check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], -1.5f, -0.25f});
+    }
+}
+
+TEST_CASE("gemm with beta == 0 never reads C (NaN-filled C)") {
+  for (auto& s : kSizes)
+    for (int t = 0; t < 4; t++)
+      check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 2.0f, 0.0f}, true);
+}
+
+TEST_CASE("gemm with row strides larger than the row length") {
+  for (auto& s : kSizes)
+    for (int t = 0; t < 4; t++) {
+      check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.5f, 5});
+      check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.0f, 19});
+    }
+}
+
+TEST_CASE("gemm degenerate sizes: K == 0 scales C, alpha == 0 ignores A and B") {
+  std::vector<float> C = {1, 2, 3, 4}, A = {1}, B = {1};
+  gemm(false, false, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 0.5f, C.data(), 2);
+  CHECK(C == std::vector<float>{0.5f, 1.0f, 1.5f, 2.0f});
+  std::vector<float> nanA(4, std::numeric_limits<float>::quiet_NaN());
+  gemm(false, false, 2, 2, 2, 0.0f, nanA.data(), 2, nanA.data(), 2, 0.0f, C.data(), 2);
+  CHECK(C == std::vector<float>{0, 0, 0, 0});
+  gemm(false, false, 0, 2, 2, 1.0f, A.data(), 2, B.data(), 2, 0.0f, C.data(), 2);  // no-op
+}
+
+TEST_CASE("gemm on a hand-computed 2x3 * 3x2 product") {
+  // [1 2 3; 4 5 6] * [7 8; 9 10; 11 12] = [58 64; 139 154]
+  std::vector<float> A = {1, 2, 3, 4, 5, 6}, B = {7, 8, 9, 10, 11, 12}, C(4);
+  gemm(false, false, 2, 2, 3, 1.0f, A.data(), 3, B.data(), 2, 0.0f, C.data(), 2);
+  CHECK(C == std::vector<float>{58, 64, 139, 154});
+  // The same with both operands stored transposed.
+  std::vector<float> At = {1, 4, 2, 5, 3, 6}, Bt = {7, 9, 11, 8, 10, 12};
+  gemm(true, true, 2, 2, 3, 1.0f, At.data(), 2, Bt.data(), 3, 0.0f, C.data(), 2);
+  CHECK(C == std::vector<float>{58, 64, 139, 154});
+}
+
+TEST_CASE("gemm inside an OpenMP parallel region runs per thread") {
+  int failures = 0;
+#pragma omp parallel reduction(+ : failures)
+  {
+    int t = omp_get_thread_num();
+    const int64_t M = 37 + t, N = 70, K = 300;
+    auto A = random_vec(M * K, 10 + t), B = random_vec(K * N, 20 + t);
+    std::vector<float> C(M * N), Cref(M * N);
+    gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+    gemm_ref(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, Cref.data(), N);
+    for (int64_t i = 0; i < M * N; i++)
+      if (!(std::fabs(C[i] - Cref[i]) <= 1e-4f * (1.0f + std::fabs(Cref[i])))) failures++;
+  }
+  CHECK(failures == 0);
+}
+
+TEST_CASE("gemm with an odd thread count and repeated runs are bit-identical") {
+  int saved = num_threads();
+  set_num_threads(3);
+  CHECK(num_threads() == 3);
+  for (auto& s : kSizes)
+    for (int t = 0; t < 4; t++) check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.5f});
+  // The split-K path (tiny C, long K) must give the same bits every time.
+  const int64_t M = 5, N = 7, K = 5000;
+  auto A = random_vec(M * K, 5), B = random_vec(K * N, 6);
+  std::vector<float> C1(M * N), C2(M * N);
+  gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C1.data(), N);
+  gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C2.data(), N);
+  CHECK(C1 == C2);
+  set_num_threads(saved);
+  CHECK(num_threads() == saved);
+}
