@@ -1,11 +1,24 @@
 #include <unistd.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "apps/commands.h"
 #include "engine/error.h"
 
 namespace sprig::app {
+
+const CLI::Validator FiniteNumber(
+    [](std::string& value) -> std::string {
+      try {
+        size_t used = 0;
+        double v = std::stod(value, &used);
+        if (used == value.size() && std::isfinite(v)) return "";
+      } catch (...) {
+      }
+      return "value " + value + " is not a finite number";
+    },
+    "FINITE");
 
 bool stdout_is_terminal() { return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO); }
 

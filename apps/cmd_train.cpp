@@ -15,7 +15,7 @@ namespace sprig::app {
 
 namespace {
 struct TrainArgs {
-  std::string model = "cnn2", dataset = "fashion-mnist", data_dir, out;
+  std::string model = "cnn2", dataset = "fashion-mnist", data_dir, out, lr_schedule = "constant";
   int epochs = 5;
   int64_t batch_size = 64, limit_train = -1;
   OptimizerConfig optim;
@@ -44,6 +44,7 @@ int run_train(const TrainArgs& a) {
   fc.epochs = a.epochs;
   fc.batch_size = a.batch_size;
   fc.seed = a.seed;
+  fc.lr_schedule = parse_lr_schedule(a.lr_schedule);
   fc.progress_bar = human && stdout_is_terminal();
   fc.log_lines = !a.quiet;
   auto history = fit(model, *opt, src.data.train, src.data.test, src.task, fc);
@@ -82,6 +83,7 @@ int run_train(const TrainArgs& a) {
                         {"batch_size", a.batch_size},
                         {"optimizer", opt->name()},
                         {"lr", a.optim.lr},
+                        {"lr_schedule", a.lr_schedule},
                         {"threads", cpu::num_threads()},
                         {"seed", a.seed},
                         {"params", model.num_parameters()},
@@ -118,15 +120,18 @@ Command add_train_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--batch-size", a->batch_size, "samples per step")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
-  app.add_option("--lr", a->optim.lr, "learning rate")->check(CLI::Range(0.0, 1e3))
+  app.add_option("--lr", a->optim.lr, "learning rate")
+      ->check(FiniteNumber & CLI::Range(0.0, 1e3))
       ->capture_default_str();
+  app.add_option("--lr-schedule", a->lr_schedule, "constant, or cosine (decay to 0 over the run)")
+      ->check(CLI::IsMember({"constant", "cosine"}))->capture_default_str();
   app.add_option("--optimizer", a->optim.name, "sgd, adam or adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))->capture_default_str();
   app.add_option("--momentum", a->optim.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   app.add_flag("--nesterov", a->optim.nesterov, "SGD with Nesterov momentum");
   app.add_option("--weight-decay", a->optim.weight_decay, "L2 penalty (decoupled for adamw)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0))->capture_default_str();
   app.add_option("--seed", a->seed, "seed for initialisation and shuffling")->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads (0: OpenMP's default)")
       ->check(CLI::Range(0, 1024))->capture_default_str();

@@ -11,6 +11,9 @@ Command add_train_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_summary_command(CLI::App& app);
 
+// A CLI11 check that rejects NaN and infinities (CLI::Range lets NaN through).
+extern const CLI::Validator FiniteNumber;
+
 // True when stdout is a terminal (progress bars) rather than a pipe or file (plain lines).
 bool stdout_is_terminal();
 // Parses "1,28,28" into a shape; throws sprig::Error naming the flag otherwise.

@@ -17,6 +17,15 @@ int main(int argc, char** argv) {
   add("eval", "evaluate a checkpoint on a dataset's test split", sprig::app::add_eval_command);
   add("summary", "print a model's layers, parameters, sparsity and FLOPs",
       sprig::app::add_summary_command);
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (auto& kv : commands) known = known || kv.first->get_name() == argv[1];
+    if (!known) {
+      std::fprintf(stderr, "sprig: error: unknown command '%s' (expected train, eval or summary)\n",
+                   argv[1]);
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

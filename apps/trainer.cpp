@@ -109,12 +109,20 @@ static void draw_progress(int epoch, int epochs, size_t step, size_t steps, doub
   std::fflush(stderr);
 }
 
+LrSchedule parse_lr_schedule(const std::string& name) {
+  if (name == "constant") return LrSchedule::Constant;
+  if (name == "cosine") return LrSchedule::Cosine;
+  throw Error("unknown learning-rate schedule '" + name + "' (expected constant or cosine)");
+}
+
 std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
                             const data::Dataset& test, Task task, const FitConfig& cfg) {
   SPRIG_CHECK(cfg.epochs >= 0, "epochs must be >= 0, got ", cfg.epochs);
   data::DataLoader loader(train, cfg.batch_size, /*shuffle=*/true, cfg.seed);
   std::vector<EpochStats> history;
   model.net->train();
+  const float base_lr = opt.lr;
+  const double total_steps = double(cfg.epochs) * double(loader.num_batches());
   for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
     using clock = std::chrono::steady_clock;
     auto t0 = clock::now();
@@ -130,6 +138,10 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
       SPRIG_CHECK(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch,
                   " step ", step + 1, " (try a lower --lr)");
       loss.backward();
+      if (cfg.lr_schedule == LrSchedule::Cosine) {
+        double t = double(epoch - 1) * double(loader.num_batches()) + double(step);
+        opt.lr = float(base_lr * 0.5 * (1.0 + std::cos(M_PI * t / total_steps)));
+      }
       opt.step();
       int64_t n = b.x.size(0);
       loss_sum += double(value) * double(n);

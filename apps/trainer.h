@@ -49,8 +49,14 @@ struct EpochStats {
   EvalResult test;
 };
 
+// constant: the optimizer's lr throughout. cosine: lr * (1 + cos(pi t / T)) / 2 at step t of
+// T, decaying to 0 by the last step (PyTorch's CosineAnnealingLR with T_max = T, per step).
+enum class LrSchedule { Constant, Cosine };
+LrSchedule parse_lr_schedule(const std::string& name);
+
 struct FitConfig {
   int epochs = 1;
+  LrSchedule lr_schedule = LrSchedule::Constant;
   int64_t batch_size = 64;
   uint64_t seed = 0;   // shuffling
   bool progress_bar = false;  // redraw one line per step (for terminals)

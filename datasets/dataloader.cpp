@@ -30,8 +30,7 @@ std::vector<int64_t> permutation(int64_t n, uint64_t seed) {
 
 DataLoader::DataLoader(const Dataset& data, int64_t batch_size, bool shuffle, uint64_t seed,
                        bool drop_last)
-    : data_(data), batch_size_(batch_size), shuffle_(shuffle), seed_(seed),
-      drop_last_(drop_last) {
+    : data_(data), batch_size_(batch_size), shuffle_(shuffle), seed_(seed), drop_last_(drop_last) {
   SPRIG_CHECK(batch_size > 0, "DataLoader: batch size must be > 0, got ", batch_size);
   check_dataset(data, "DataLoader");
   SPRIG_CHECK(data.images.dtype() == DType::F32, "DataLoader: inputs of dataset '", data.name,
@@ -39,8 +38,8 @@ DataLoader::DataLoader(const Dataset& data, int64_t batch_size, bool shuffle, ui
   DType yt = data.labels.dtype();
   SPRIG_CHECK(yt == DType::F32 || (yt == DType::I32 && data.labels.dim() == 1),
               "DataLoader: targets of dataset '", data.name,
-              "' must be (N) int32 labels or (N, ...) float32 values, got ",
-              dtype_name(yt), " ", to_string(data.labels.shape()));
+              "' must be (N) int32 labels or (N, ...) float32 values, got ", dtype_name(yt), " ",
+              to_string(data.labels.shape()));
   n_ = data.images.size(0);
 }
 
@@ -49,7 +48,9 @@ size_t DataLoader::num_batches() const {
   return static_cast<size_t>((n_ + batch_size_ - 1) / batch_size_);
 }
 
-void DataLoader::start_epoch() { start_epoch(epoch_ + 1); }
+void DataLoader::start_epoch() {
+  start_epoch(epoch_ + 1);
+}
 
 void DataLoader::start_epoch(int64_t epoch) {
   SPRIG_CHECK(epoch >= 0, "DataLoader: epoch must be >= 0, got ", epoch);

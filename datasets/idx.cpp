@@ -12,24 +12,36 @@ namespace sprig::data {
 
 size_t idx_type_size(IdxType t) {
   switch (t) {
-    case IdxType::U8: return 1;
-    case IdxType::I8: return 1;
-    case IdxType::I16: return 2;
-    case IdxType::I32: return 4;
-    case IdxType::F32: return 4;
-    case IdxType::F64: return 8;
+    case IdxType::U8:
+      return 1;
+    case IdxType::I8:
+      return 1;
+    case IdxType::I16:
+      return 2;
+    case IdxType::I32:
+      return 4;
+    case IdxType::F32:
+      return 4;
+    case IdxType::F64:
+      return 8;
   }
   return 0;
 }
 
 const char* idx_type_name(IdxType t) {
   switch (t) {
-    case IdxType::U8: return "ubyte";
-    case IdxType::I8: return "byte";
-    case IdxType::I16: return "short";
-    case IdxType::I32: return "int";
-    case IdxType::F32: return "float";
-    case IdxType::F64: return "double";
+    case IdxType::U8:
+      return "ubyte";
+    case IdxType::I8:
+      return "byte";
+    case IdxType::I16:
+      return "short";
+    case IdxType::I32:
+      return "int";
+    case IdxType::F32:
+      return "float";
+    case IdxType::F64:
+      return "double";
   }
   return "?";
 }
@@ -94,6 +106,8 @@ class GzipSource : public ByteSource {
       if (member_done_) {
         if (zs_.avail_in == 0 && file_eof_) break;  // clean end of the last gzip member
         if (zs_.avail_in == 0) continue;
+        SPRIG_CHECK(zs_.next_in[0] == 0x1f, path_, ": unexpected data after the end of the gzip ",
+                    "stream at compressed byte ", consumed(), " (corrupt gzip file?)");
         // Concatenated gzip members decompress to the concatenation, as with gunzip.
         inflateReset(&zs_);
         member_done_ = false;
@@ -112,9 +126,8 @@ class GzipSource : public ByteSource {
                     ": gzip stream is truncated (ends after ", consumed(),
                     " compressed bytes, before the end-of-stream marker)");
       } else if (rc != Z_OK) {
-        throw Error(detail::concat(path_, ": corrupt gzip stream near compressed byte ",
-                                   consumed(), " (zlib: ", zs_.msg ? zs_.msg : zError(rc),
-                                   ")"));
+        throw Error(detail::concat(path_, ": corrupt gzip stream near compressed byte ", consumed(),
+                                   " (zlib: ", zs_.msg ? zs_.msg : zError(rc), ")"));
       }
     }
     return produced;
@@ -192,18 +205,20 @@ IdxArray read_idx(const std::string& path) {
   } else {
     src = std::make_unique<RawSource>(file.get(), path);
   }
-  const char* where = gz ? " (after gzip decompression)" : "";
+  // Sizes and offsets below count decompressed bytes; say so for gzip files.
+  const char* dz = gz ? "decompressed " : "";
+  const char* where = gz ? " in the decompressed data" : "";
 
   // Magic: 00 00 <type> <rank>.
   uint8_t head[4];
   size_t got = src->read(head, 4);
-  SPRIG_CHECK(got > 0, path, ": file is empty", where, ", expected an IDX header");
+  SPRIG_CHECK(got > 0, path, gz ? ": gzip stream decompresses to nothing" : ": file is empty",
+              ", expected an IDX header");
   SPRIG_CHECK(got == 4, path, ": truncated header: expected a 4-byte magic number, found ", got,
-              " bytes", where);
+              " ", dz, "bytes");
   uint32_t magic = load_be32(head);
-  SPRIG_CHECK(head[0] == 0 && head[1] == 0, path, ": bad magic ", hex32(magic),
-              " at offset 0 (expected 0x0000TTRR: two zero bytes, type code TT, rank RR)",
-              where);
+  SPRIG_CHECK(head[0] == 0 && head[1] == 0, path, ": bad magic ", hex32(magic), " at offset 0",
+              where, " (expected 0x0000TTRR: two zero bytes, type code TT, rank RR)");
   SPRIG_CHECK(known_type_code(head[2]), path, ": unknown element type code ", hex8(head[2]),
               " at offset 2 (magic ", hex32(magic),
               "; expected 0x08 ubyte, 0x09 byte, 0x0b short, 0x0c int, 0x0d float or "
@@ -219,7 +234,7 @@ IdxArray read_idx(const std::string& path) {
   uint8_t dimbuf[16];  // rank big-endian uint32 dimensions
   got = src->read(dimbuf, 4 * rank);
   SPRIG_CHECK(got == size_t(4 * rank), path, ": truncated header: rank ", rank, " needs a ",
-              header_bytes, "-byte header, found ", 4 + got, " bytes", where);
+              header_bytes, "-byte header, found ", 4 + got, " ", dz, "bytes");
 
   const uint64_t elem = idx_type_size(a.type);
   uint64_t expected = elem;  // data bytes
@@ -245,22 +260,21 @@ IdxArray read_idx(const std::string& path) {
     size_t n = src->read(a.data.data() + have, want);
     have += n;
     if (n < want) {
-      throw Error(detail::concat(path, ": expected ", expected, " data bytes after the ",
-                                 header_bytes, "-byte header, found ", have, " (truncated)",
-                                 where));
+      throw Error(detail::concat(path, ": expected ", expected, " ", dz, "data bytes after the ",
+                                 header_bytes, "-byte header, found ", have, " (truncated)"));
     }
   }
   uint64_t extra = count_rest(*src);
-  SPRIG_CHECK(extra == 0, path, ": expected ", expected, " data bytes after the ",
+  SPRIG_CHECK(extra == 0, path, ": expected ", expected, " ", dz, "data bytes after the ",
               header_bytes, "-byte header, found ", expected + extra, " (", extra,
-              " trailing bytes: the file is longer than its header says)", where);
+              " trailing bytes: the file is longer than its header says)");
   return a;
 }
 
 // ---- write ---------------------------------------------------------------------------------
 void write_idx(const std::string& path, const IdxArray& a, bool gzip) {
-  SPRIG_CHECK(a.dims.size() >= 1 && a.dims.size() <= 4, path, ": write_idx: rank ",
-              a.dims.size(), " not supported (expected 1 to 4)");
+  SPRIG_CHECK(a.dims.size() >= 1 && a.dims.size() <= 4, path, ": write_idx: rank ", a.dims.size(),
+              " not supported (expected 1 to 4)");
   for (int64_t d : a.dims)
     SPRIG_CHECK(d > 0 && d <= int64_t(UINT32_MAX), path, ": write_idx: bad dimension ", d);
   uint64_t expected = uint64_t(a.numel()) * idx_type_size(a.type);
@@ -312,8 +326,8 @@ void write_idx(const std::string& path, const IdxArray& a, bool gzip) {
 Tensor idx_to_tensor(const IdxArray& a) {
   const int64_t n = a.numel();
   const uint8_t* p = a.data.data();
-  SPRIG_CHECK(a.data.size() == uint64_t(n) * idx_type_size(a.type), "idx_to_tensor: ",
-              a.data.size(), " bytes do not match dims ", to_string(a.dims));
+  SPRIG_CHECK(a.data.size() == uint64_t(n) * idx_type_size(a.type),
+              "idx_to_tensor: ", a.data.size(), " bytes do not match dims ", to_string(a.dims));
   switch (a.type) {
     case IdxType::U8: {
       Tensor t = Tensor::empty(a.dims, DType::U8);

@@ -96,8 +96,8 @@ TrainTest load_fashion_mnist(const std::string& dir) {
 void check_dataset(const Dataset& ds, const char* what) {
   SPRIG_CHECK(ds.images.defined(), what, ": dataset '", ds.name, "' has no images tensor");
   SPRIG_CHECK(ds.labels.defined(), what, ": dataset '", ds.name, "' has no labels tensor");
-  SPRIG_CHECK(ds.images.device().is_cpu() && ds.labels.device().is_cpu(), what,
-              ": dataset '", ds.name, "' must live on the cpu");
+  SPRIG_CHECK(ds.images.device().is_cpu() && ds.labels.device().is_cpu(), what, ": dataset '",
+              ds.name, "' must live on the cpu");
   SPRIG_CHECK(ds.images.dim() >= 1 && ds.labels.dim() >= 1, what, ": dataset '", ds.name,
               "' needs a leading sample dimension, got images ", to_string(ds.images.shape()),
               " and labels ", to_string(ds.labels.shape()));

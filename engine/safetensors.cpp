@@ -29,21 +29,27 @@ constexpr int kMaxJsonDepth = 16;  // a valid header nests 3 deep; bound patholo
 const char* const kMetadataKey = "__metadata__";
 const char* const kSupportedDTypes = "F32, I32, U8";
 
+// safetensors' dtype names for sprig's dtypes.
+struct DTypeName {
+  DType dtype;
+  const char* name;
+};
+const DTypeName kDTypes[] = {{DType::F32, "F32"}, {DType::I32, "I32"}, {DType::U8, "U8"}};
+
 const char* st_dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "F32";
-    case DType::I32: return "I32";
-    case DType::U8: return "U8";
-  }
+  for (const DTypeName& d : kDTypes)
+    if (d.dtype == t) return d.name;
   return "?";
 }
 
 bool parse_st_dtype(const std::string& s, DType* out) {
-  if (s == "F32") *out = DType::F32;
-  else if (s == "I32") *out = DType::I32;
-  else if (s == "U8") *out = DType::U8;
-  else return false;
-  return true;
+  for (const DTypeName& d : kDTypes) {
+    if (s == d.name) {
+      *out = d.dtype;
+      return true;
+    }
+  }
+  return false;
 }
 
 // Every load error names the file first.
@@ -115,8 +121,9 @@ Json parse_header(const std::string& text, const std::string& path) {
   try {
     return Json::parse(text, check);
   } catch (const Json::parse_error& e) {
-    fail(path, "header is not valid JSON (error at header byte ", e.byte, ", file byte ",
-         8 + e.byte, "): ", e.what());
+    // e.byte counts from 1 within the header; the header starts at file offset 8.
+    fail(path, "header is not valid JSON at header byte ", e.byte, " (file offset ", 7 + e.byte,
+         "): ", e.what());
   } catch (const Json::exception& e) {
     fail(path, "header is not valid JSON: ", e.what());
   }
@@ -136,8 +143,9 @@ bool as_u64(const Json& v, uint64_t* out) {
   return true;
 }
 
-Entry parse_entry(const std::string& name, const Json& v, uint64_t data_size,
+Entry parse_entry(const std::string& name, const Json& v, uint64_t data_start, uint64_t file_size,
                   const std::string& path) {
+  const uint64_t data_size = file_size - data_start;
   Entry e;
   e.name = name;
   const std::string what = "tensor '" + name + "'";
@@ -149,20 +157,23 @@ Entry parse_entry(const std::string& name, const Json& v, uint64_t data_size,
   };
 
   const Json& dtype = field("dtype");
-  if (!dtype.is_string()) fail(path, what, ": \"dtype\" is a JSON ", dtype.type_name(), ", not a string");
+  if (!dtype.is_string())
+    fail(path, what, ": \"dtype\" is a JSON ", dtype.type_name(), ", not a string");
   const std::string& dname = dtype.get_ref<const std::string&>();
   if (!parse_st_dtype(dname, &e.dtype))
     fail(path, what, ": unsupported dtype '", dname, "' (supported: ", kSupportedDTypes, ")");
 
   const Json& shape = field("shape");
-  if (!shape.is_array()) fail(path, what, ": \"shape\" is a JSON ", shape.type_name(), ", not an array");
+  if (!shape.is_array())
+    fail(path, what, ": \"shape\" is a JSON ", shape.type_name(), ", not an array");
   uint64_t numel = 1;
   bool overflow = false;
   for (const Json& d : shape) {
     if (d.is_number_integer() && !d.is_number_unsigned() && d.get<int64_t>() < 0)
       fail(path, what, ": negative dimension ", d.get<int64_t>(), " in shape ", shape.dump());
     uint64_t n = 0;
-    if (!as_u64(d, &n)) fail(path, what, ": shape ", shape.dump(), " holds a non-integer dimension");
+    if (!as_u64(d, &n))
+      fail(path, what, ": shape ", shape.dump(), " holds a non-integer dimension");
     if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       fail(path, what, ": dimension ", n, " in shape ", shape.dump(), " is too large");
     e.shape.push_back(static_cast<int64_t>(n));
@@ -181,12 +192,13 @@ Entry parse_entry(const std::string& name, const Json& v, uint64_t data_size,
   if (e.begin > e.end)
     fail(path, what, ": data_offsets [", e.begin, ", ", e.end, "] have begin > end");
   if (e.end > data_size)
-    fail(path, what, ": data_offsets end ", e.end, " is beyond the data section of ", data_size,
-         " bytes; the file is truncated or the header is wrong (expected at least ", e.end,
-         " data bytes, actual size ", data_size, ")");
+    fail(path, what, ": data_offsets end ", e.end, " is beyond the ", data_size,
+         "-byte data section; the file is truncated or the header is wrong (expected at least ",
+         data_start + e.end, " bytes, actual size ", file_size, ")");
   if (e.end - e.begin != bytes)
     fail(path, what, ": data_offsets [", e.begin, ", ", e.end, "] span ", e.end - e.begin,
-         " bytes but shape ", shape.dump(), " of ", dname, " needs ", bytes, " bytes (size mismatch)");
+         " bytes but shape ", shape.dump(), " of ", dname, " needs ", bytes,
+         " bytes (size mismatch)");
   return e;
 }
 
@@ -211,8 +223,8 @@ void check_coverage(const std::vector<Entry>& entries, const std::vector<size_t>
   for (size_t i : by_offset) {
     const Entry& e = entries[i];
     if (e.begin < expected)
-      fail(path, "tensor '", e.name, "' [", e.begin, ", ", e.end, ") overlaps tensor '",
-           prev->name, "' [", prev->begin, ", ", prev->end, ")");
+      fail(path, "tensor '", e.name, "' [", e.begin, ", ", e.end, ") overlaps tensor '", prev->name,
+           "' [", prev->begin, ", ", prev->end, ")");
     if (e.begin > expected)
       fail(path, "gap in the data section: bytes [", expected, ", ", e.begin,
            ") belong to no tensor (before tensor '", e.name, "')");
@@ -220,8 +232,8 @@ void check_coverage(const std::vector<Entry>& entries, const std::vector<size_t>
     prev = &e;
   }
   if (expected != data_size)
-    fail(path, "data section has ", data_size, " bytes but the tensors cover only ", expected,
-         " (", data_size - expected, " trailing bytes belong to no tensor)");
+    fail(path, "data section has ", data_size, " bytes but the tensors cover only ", expected, " (",
+         data_size - expected, " trailing bytes belong to no tensor)");
 }
 
 // ---- saving ------------------------------------------------------------------------------
@@ -265,7 +277,8 @@ const Tensor& TensorFile::at(const std::string& name) const {
   const Tensor* t = find(name);
   if (!t) {
     std::string names;
-    for (size_t i = 0; i < tensors.size() && i < 8; ++i) names += (i ? ", " : "") + tensors[i].first;
+    for (size_t i = 0; i < tensors.size() && i < 8; ++i)
+      names += (i ? ", " : "") + tensors[i].first;
     if (tensors.size() > 8) names += ", ...";
     throw Error(detail::concat("safetensors file '", path, "' has no tensor '", name, "' (it has ",
                                tensors.size(), ": ", names, ")"));
@@ -293,8 +306,8 @@ TensorFile load_safetensors(const std::string& path) {
     fail(path, "header length ", header_len, " bytes is absurd (limit ", kMaxHeaderBytes,
          "; file is ", file_size, " bytes)");
   if (header_len > file_size - 8)
-    fail(path, "header length ", header_len, " bytes is larger than the file: only ",
-         file_size - 8, " bytes follow the length field (file is ", file_size, " bytes)");
+    fail(path, "header length ", header_len, " bytes is larger than the file: only ", file_size - 8,
+         " bytes follow the length field (file is ", file_size, " bytes)");
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file_size - data_start;
 
@@ -307,8 +320,10 @@ TensorFile load_safetensors(const std::string& path) {
   out.path = path;
   std::vector<Entry> entries;
   for (const auto& kv : header.items()) {
-    if (kv.key() == kMetadataKey) parse_metadata(kv.value(), &out.metadata, path);
-    else entries.push_back(parse_entry(kv.key(), kv.value(), data_size, path));
+    if (kv.key() == kMetadataKey)
+      parse_metadata(kv.value(), &out.metadata, path);
+    else
+      entries.push_back(parse_entry(kv.key(), kv.value(), data_start, file_size, path));
   }
   std::vector<size_t> by_offset(entries.size());
   std::iota(by_offset.begin(), by_offset.end(), 0);
@@ -322,7 +337,8 @@ TensorFile load_safetensors(const std::string& path) {
   out.tensors.reserve(entries.size());
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype);
-    if (e.end > e.begin) read_exact(fd.get(), raw_bytes(t), e.end - e.begin, data_start + e.begin, path);
+    if (e.end > e.begin)
+      read_exact(fd.get(), raw_bytes(t), e.end - e.begin, data_start + e.begin, path);
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
@@ -337,7 +353,8 @@ void save_safetensors(const std::string& path,
   std::set<std::string> names;
   for (const auto& [name, t] : tensors) {
     if (name.empty()) save_fail(path, "a tensor has an empty name");
-    if (name == kMetadataKey) save_fail(path, "'", kMetadataKey, "' is reserved, not a tensor name");
+    if (name == kMetadataKey)
+      save_fail(path, "'", kMetadataKey, "' is reserved, not a tensor name");
     if (!names.insert(name).second) save_fail(path, "duplicate tensor name '", name, "'");
     if (!t.defined()) save_fail(path, "tensor '", name, "' is undefined");
     if (!t.device().is_cpu())
@@ -389,7 +406,8 @@ void save_safetensors(const std::string& path,
       const Tensor& t = tensors[i].second;
       if (t.nbytes() > 0) write_all(fd.get(), raw_bytes(t), t.nbytes(), path, tmp);
     }
-    if (::fsync(fd.get()) != 0) save_fail(path, "fsync of '", tmp, "' failed: ", std::strerror(errno));
+    if (::fsync(fd.get()) != 0)
+      save_fail(path, "fsync of '", tmp, "' failed: ", std::strerror(errno));
     if (fd.close() != 0) save_fail(path, "close of '", tmp, "' failed: ", std::strerror(errno));
     if (::rename(tmp.c_str(), path.c_str()) != 0)
       save_fail(path, "rename from '", tmp, "' failed: ", std::strerror(errno));

@@ -34,8 +34,8 @@ struct LayerSpec {
 };
 
 [[noreturn]] void spec_error(const std::string& spec, size_t pos, const std::string& what) {
-  throw Error("model spec, at character " + std::to_string(pos + 1) + ": " + what + "\n  " +
-              spec + "\n  " + std::string(pos, ' ') + "^");
+  // One line, so the command line can print it as its single error line.
+  throw Error("model spec '" + spec + "', at character " + std::to_string(pos + 1) + ": " + what);
 }
 
 int64_t parse_int(const std::string& spec, size_t& i) {

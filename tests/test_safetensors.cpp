@@ -128,9 +128,9 @@ std::vector<std::pair<std::string, Tensor>> expected_tensors() {
   for (int i = 0; i < 12; ++i) w[i] = float(i) * 0.25f - 1.5f;
   return {
       {"weight", Tensor::from_vector(w, {3, 4})},
-      {"special", f32_from_bits({0x7FC00001u, 0xFF800000u, 0x7F800000u, 0x80000000u, 0x00000001u,
-                                 0x7F7FFFFFu},
-                                {6})},
+      {"special",
+       f32_from_bits({0x7FC00001u, 0xFF800000u, 0x7F800000u, 0x80000000u, 0x00000001u, 0x7F7FFFFFu},
+                     {6})},
       {"labels", Tensor::from_vector_i32({INT32_MIN, -1, 0, 1, INT32_MAX}, {5})},
       {"mask", u8_tensor({0, 1, 255, 128, 7, 0}, {2, 3})},
       {"scalar", Tensor::from_vector({42.5f}, {})},
@@ -139,7 +139,7 @@ std::vector<std::pair<std::string, Tensor>> expected_tensors() {
 }
 
 const std::map<std::string, std::string> kExpectedMetadata = {
-    {"model", "mlp"}, {"note", "\xc3\xbcn\xc3\xaf" "code \xe2\x9c\x93"}, {"json", "{\"a\": [1, 2]}"}};
+    {"model", "mlp"}, {"note", u8"\u00fcn\u00efcode \u2713"}, {"json", "{\"a\": [1, 2]}"}};
 
 // A small valid file used by the corruption and truncation tests.
 std::vector<std::pair<std::string, Tensor>> small_tensors() {
@@ -166,7 +166,8 @@ TEST_CASE("safetensors: round trip is bit-exact for every dtype, scalars, emptie
   tensors.push_back({"offset_view", offset_view});
   tensors.push_back({"empty_u8", u8_tensor({}, {0})});
   tensors.push_back({"empty_i32", Tensor::empty({2, 0, 5}, DType::I32)});
-  tensors.push_back({"odd_u8", u8_tensor({9, 8, 7}, {3})});  // makes later data unaligned if unsorted
+  tensors.push_back(
+      {"odd_u8", u8_tensor({9, 8, 7}, {3})});  // makes later data unaligned if unsorted
   tensors.push_back({"after_u8", Tensor::from_vector({-0.0f, 1e-38f}, {2})});
   std::map<std::string, std::string> meta = kExpectedMetadata;
   meta["empty"] = "";
@@ -218,7 +219,7 @@ TEST_CASE("safetensors: empty files (no tensors) round trip") {
 TEST_CASE("safetensors: file layout follows the spec") {
   TempDir dir;
   std::string path = dir.file("layout.safetensors");
-  auto tensors = small_tensors();  // F32, I32 scalar, U8
+  auto tensors = small_tensors();                                     // F32, I32 scalar, U8
   tensors.insert(tensors.begin(), {"u", u8_tensor({1, 2, 3}, {3})});  // U8 given first
   save_safetensors(path, tensors, {{"format", "pt"}});
   std::string bytes = read_bytes(path);
@@ -293,12 +294,11 @@ TEST_CASE("safetensors: malformed headers are rejected with a precise message") 
                   {"tensor 'a'", "missing", "dtype"});
   expect_bad_file(dir, R"({"a": {"dtype": "F32", "data_offsets": [0, 4]}})", f4,
                   {"missing", "shape"});
-  expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": [1]}})", f4,
-                  {"missing", "data_offsets"});
+  expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": [1]}})", f4, {"missing", "data_offsets"});
   expect_bad_file(dir, R"({"a": {"dtype": 1, "shape": [1], "data_offsets": [0, 4]}})", f4,
                   {"dtype", "not a string"});
-  expect_bad_file(dir, R"({"a": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}})",
-                  f4 + f4, {"unsupported dtype", "F64", "F32, I32, U8"});
+  expect_bad_file(dir, R"({"a": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}})", f4 + f4,
+                  {"unsupported dtype", "F64", "F32, I32, U8"});
   expect_bad_file(dir, R"({"a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}})", f4,
                   {"unsupported dtype", "BF16"});
   expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": 1, "data_offsets": [0, 4]}})", f4,
@@ -309,27 +309,30 @@ TEST_CASE("safetensors: malformed headers are rejected with a precise message") 
                   {"non-integer"});
   expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", f4,
                   {"negative dimension", "-1"});
-  expect_bad_file(dir,
-                  R"({"a": {"dtype": "F32", "shape": [9223372036854775808], "data_offsets": [0, 4]}})",
-                  f4, {"too large"});
-  expect_bad_file(dir,
-                  R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})",
-                  f4, {"too many elements"});
-  expect_bad_file(dir,
-                  R"({"a": {"dtype": "U8", "shape": [4294967296, 4294967296, 0], "data_offsets": [0, 4]}})",
-                  f4, {"too many elements"});
+  expect_bad_file(
+      dir, R"({"a": {"dtype": "F32", "shape": [9223372036854775808], "data_offsets": [0, 4]}})", f4,
+      {"too large"});
+  expect_bad_file(
+      dir, R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})",
+      f4, {"too many elements"});
+  expect_bad_file(
+      dir,
+      R"({"a": {"dtype": "U8", "shape": [4294967296, 4294967296, 0], "data_offsets": [0, 4]}})", f4,
+      {"too many elements"});
 
   // Offsets.
   for (const char* offsets : {"[0]", "[0, 4, 8]", "\"0-4\"", "[-1, 4]", "[0.0, 4]", "null"}) {
-    expect_bad_file(dir,
-                    std::string(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": )") +
-                        offsets + "}}",
-                    f4, {"tensor 'a'", "data_offsets", "[begin, end]"});
+    expect_bad_file(
+        dir,
+        std::string(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": )") + offsets + "}}",
+        f4, {"tensor 'a'", "data_offsets", "[begin, end]"});
   }
   expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}})", f4,
                   {"begin > end"});
-  expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", f4,
-                  {"truncated", "expected at least 8", "actual size 4"});
+  const std::string two = R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})";
+  expect_bad_file(dir, two, f4,
+                  {"truncated", "expected at least " + std::to_string(8 + two.size() + 8),
+                   "actual size " + std::to_string(8 + two.size() + 4)});
   expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}})", f4,
                   {"size mismatch", "needs 8 bytes"});
   expect_bad_file(dir, R"({"a": {"dtype": "U8", "shape": [], "data_offsets": [0, 0]}})", "",
@@ -360,7 +363,8 @@ TEST_CASE("safetensors: malformed headers are rejected with a precise message") 
                       "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
                   std::string(8, '\0'), {"duplicate tensor name 'a'"});
   expect_bad_file(dir, R"({"__metadata__": {"k": "1", "k": "2"}})", "", {"duplicate key 'k'"});
-  expect_bad_file(dir, R"({"__metadata__": {"k": 1}})", "", {"__metadata__", "'k'", "not a string"});
+  expect_bad_file(dir, R"({"__metadata__": {"k": 1}})", "",
+                  {"__metadata__", "'k'", "not a string"});
   expect_bad_file(dir, R"({"__metadata__": {"k": {"x": "y"}}})", "", {"not a string"});
   expect_bad_file(dir, R"({"__metadata__": ["k"]})", "", {"__metadata__", "not an object"});
 }
@@ -400,6 +404,32 @@ TEST_CASE("safetensors: every truncation of a valid file is rejected") {
   // One extra byte is rejected too: the data must be fully indexed.
   write_bytes(path, bytes + std::string(1, '\0'));
   CHECK_THROWS_AS(load_safetensors(path), Error);
+}
+
+TEST_CASE("safetensors: single-byte corruptions load or throw sprig::Error, nothing else") {
+  TempDir dir;
+  std::string good = dir.file("good.safetensors");
+  save_safetensors(good, small_tensors(), {{"k", "v"}});
+  const std::string bytes = read_bytes(good);
+  std::string path = dir.file("mutated.safetensors");
+  int rejected = 0;
+  for (size_t pos = 0; pos < bytes.size(); ++pos) {
+    for (char c : {'\0', '\xff', '"', '9', '-', '[', '}', ' '}) {
+      if (bytes[pos] == c) continue;
+      std::string mutated = bytes;
+      mutated[pos] = c;
+      write_bytes(path, mutated);
+      INFO("byte ", pos, " set to ", int(uint8_t(c)));
+      try {
+        load_safetensors(path);  // e.g. a changed data byte is still a valid file
+      } catch (const Error&) {
+        ++rejected;
+      } catch (...) {
+        FAIL("an exception other than sprig::Error escaped");
+      }
+    }
+  }
+  CHECK(rejected > 0);
 }
 
 TEST_CASE("safetensors: bad arguments to save throw before touching the file") {

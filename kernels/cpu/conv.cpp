@@ -178,7 +178,8 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
         if (pointwise) {
           gemm(true, false, s.C, PQ, s.K, 1.0f, w, CRS, dyn, PQ, 0.0f, dxn, PQ);
         } else {
-          float* dcol = grow(tls_col, CRS * PQ);  // (CRS, PQ); the im2col above is done with
+          // (CRS, PQ): reuses the col buffer, which the dW product has finished with.
+          float* dcol = grow(tls_col, CRS * PQ);
           gemm(true, false, CRS, PQ, s.K, 1.0f, w, CRS, dyn, PQ, 0.0f, dcol, PQ);
           col2im(s, dcol, dxn);
         }
