@@ -20,7 +20,9 @@ const CLI::Validator FiniteNumber(
     },
     "FINITE");
 
-bool stdout_is_terminal() { return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO); }
+bool stdout_is_terminal() {
+  return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
+}
 
 std::vector<int64_t> parse_shape_flag(const std::string& flag, const std::string& value) {
   std::vector<int64_t> shape;

@@ -1,6 +1,5 @@
 // sprig eval: accuracy (or MSE) of a checkpoint on a dataset's test split.
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -32,8 +31,11 @@ int run_eval(const EvalArgs& a) {
               to_string(src.input_shape));
   EvalResult r = evaluate(ck.model, src.data.test, src.task, a.batch_size);
   if (a.json) {
-    nlohmann::json j = {{"in", a.in}, {"dataset", dataset}, {"samples", r.samples},
-                        {"test_loss", r.loss}, {"params", ck.model.num_parameters()}};
+    nlohmann::json j = {{"in", a.in},
+                        {"dataset", dataset},
+                        {"samples", r.samples},
+                        {"test_loss", r.loss},
+                        {"params", ck.model.num_parameters()}};
     if (src.task == Task::Classification)
       j["test_accuracy"] = r.accuracy;
     else
@@ -57,7 +59,8 @@ Command add_eval_command(CLI::App& app) {
       ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
   app.add_option("--data-dir", a->data_dir, "directory with the IDX files");
   app.add_option("--batch-size", a->batch_size, "samples per forward pass")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_eval(*a); };

@@ -2,7 +2,6 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -34,10 +33,11 @@ int run_train(const TrainArgs& a) {
 
   bool human = !a.json && !a.quiet;
   if (human) {
-    std::printf("model %s on %s (%lld train, %lld test samples), %s lr %g, batch %lld, %d threads\n",
-                a.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
-                (long long)src.data.test.size(), opt->name().c_str(), a.optim.lr,
-                (long long)a.batch_size, cpu::num_threads());
+    std::printf(
+        "model %s on %s (%lld train, %lld test samples), %s lr %g, batch %lld, %d threads\n",
+        a.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
+        (long long)src.data.test.size(), opt->name().c_str(), a.optim.lr, (long long)a.batch_size,
+        cpu::num_threads());
     std::printf("%s", nn::format_summary(nn::summarize(model)).c_str());
   }
   FitConfig fc;
@@ -56,15 +56,17 @@ int run_train(const TrainArgs& a) {
     epoch_seconds.push_back(e.seconds);
     test_metric.push_back(src.task == Task::Classification ? e.test.accuracy : e.test.loss);
   }
-  EvalResult final_test = history.empty() ? evaluate(model, src.data.test, src.task) : history.back().test;
+  EvalResult final_test =
+      history.empty() ? evaluate(model, src.data.test, src.task) : history.back().test;
   if (!a.out.empty()) {
-    nn::save_checkpoint(a.out, model,
-                        {{"dataset", a.dataset},
-                         {"epochs", std::to_string(a.epochs)},
-                         {"optimizer", opt->name()},
-                         {"seed", std::to_string(a.seed)},
-                         {"test_metric", std::to_string(test_metric.empty() ? 0.0 : test_metric.back())},
-                         {"created_by", "sprig train"}});
+    nn::save_checkpoint(
+        a.out, model,
+        {{"dataset", a.dataset},
+         {"epochs", std::to_string(a.epochs)},
+         {"optimizer", opt->name()},
+         {"seed", std::to_string(a.seed)},
+         {"test_metric", std::to_string(test_metric.empty() ? 0.0 : test_metric.back())},
+         {"created_by", "sprig train"}});
     if (human) std::printf("saved %s\n", a.out.c_str());
   }
   if (human) {
@@ -116,25 +118,32 @@ Command add_train_command(CLI::App& app) {
   app.add_option("--data-dir", a->data_dir,
                  "directory with the IDX files (default for fashion-mnist: "
                  "/usr/share/datasets/fashion-mnist)");
-  app.add_option("--epochs", a->epochs, "training epochs")->check(CLI::Range(0, 100000))
+  app.add_option("--epochs", a->epochs, "training epochs")
+      ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   app.add_option("--batch-size", a->batch_size, "samples per step")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
   app.add_option("--lr", a->optim.lr, "learning rate")
       ->check(FiniteNumber & CLI::Range(0.0, 1e3))
       ->capture_default_str();
   app.add_option("--lr-schedule", a->lr_schedule, "constant, or cosine (decay to 0 over the run)")
-      ->check(CLI::IsMember({"constant", "cosine"}))->capture_default_str();
+      ->check(CLI::IsMember({"constant", "cosine"}))
+      ->capture_default_str();
   app.add_option("--optimizer", a->optim.name, "sgd, adam or adamw")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw"}))->capture_default_str();
-  app.add_option("--momentum", a->optim.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0))
+      ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
+      ->capture_default_str();
+  app.add_option("--momentum", a->optim.momentum, "SGD momentum")
+      ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   app.add_flag("--nesterov", a->optim.nesterov, "SGD with Nesterov momentum");
   app.add_option("--weight-decay", a->optim.weight_decay, "L2 penalty (decoupled for adamw)")
-      ->check(FiniteNumber & CLI::Range(0.0, 1.0))->capture_default_str();
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   app.add_option("--seed", a->seed, "seed for initialisation and shuffling")->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads (0: OpenMP's default)")
-      ->check(CLI::Range(0, 1024))->capture_default_str();
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--out", a->out, "write the trained model to this checkpoint (.safetensors)");

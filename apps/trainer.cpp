@@ -11,8 +11,7 @@
 
 namespace sprig::app {
 
-DataSource load_data_source(const std::string& name, const std::string& data_dir,
-                            uint64_t seed) {
+DataSource load_data_source(const std::string& name, const std::string& data_dir, uint64_t seed) {
   DataSource src;
   src.name = name;
   if (name == "fashion-mnist") {
@@ -20,8 +19,9 @@ DataSource load_data_source(const std::string& name, const std::string& data_dir
     data::normalize(src.data.train, data::kFashionMnistMean, data::kFashionMnistStd);
     data::normalize(src.data.test, data::kFashionMnistMean, data::kFashionMnistStd);
   } else if (name == "mnist") {
-    SPRIG_CHECK(!data_dir.empty(), "--dataset mnist needs --data-dir DIR holding the four "
-                                   "MNIST files (train-images-idx3-ubyte[.gz], ...)");
+    SPRIG_CHECK(!data_dir.empty(),
+                "--dataset mnist needs --data-dir DIR holding the four "
+                "MNIST files (train-images-idx3-ubyte[.gz], ...)");
     src.data = data::load_mnist_dir(data_dir, "mnist");
     data::normalize(src.data.train, data::kMnistMean, data::kMnistStd);
     data::normalize(src.data.test, data::kMnistMean, data::kMnistStd);

@@ -58,7 +58,7 @@ struct FitConfig {
   int epochs = 1;
   LrSchedule lr_schedule = LrSchedule::Constant;
   int64_t batch_size = 64;
-  uint64_t seed = 0;   // shuffling
+  uint64_t seed = 0;          // shuffling
   bool progress_bar = false;  // redraw one line per step (for terminals)
   bool log_lines = false;     // print one line per epoch
 };

@@ -9,9 +9,15 @@ namespace sprig {
 
 static thread_local bool g_grad_enabled = true;
 
-bool grad_enabled() { return g_grad_enabled; }
-NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+bool grad_enabled() {
+  return g_grad_enabled;
+}
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) {
+  g_grad_enabled = false;
+}
+NoGradGuard::~NoGradGuard() {
+  g_grad_enabled = prev_;
+}
 
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   if (!g_grad_enabled) return false;
@@ -60,8 +66,8 @@ void Tensor::backward(const Tensor& seed) const {
                 to_string(shape()));
     root_grad = Tensor::ones(shape());
   }
-  SPRIG_CHECK(root_grad.shape() == shape(), "backward seed ", root_grad.str(),
-              " does not match ", str());
+  SPRIG_CHECK(root_grad.shape() == shape(), "backward seed ", root_grad.str(), " does not match ",
+              str());
   NoGradGuard no_grad;  // backward formulas are not themselves recorded
 
   // Reverse topological order by iterative depth-first search over grad_fn edges.
@@ -96,8 +102,8 @@ void Tensor::backward(const Tensor& seed) const {
     if (t->grad_fn) {
       Node& node = *t->grad_fn;
       std::vector<Tensor> dinputs = node.backward(g);
-      SPRIG_CHECK(dinputs.size() == node.inputs.size(), node.name(), " returned ",
-                  dinputs.size(), " gradients for ", node.inputs.size(), " inputs");
+      SPRIG_CHECK(dinputs.size() == node.inputs.size(), node.name(), " returned ", dinputs.size(),
+                  " gradients for ", node.inputs.size(), " inputs");
       for (size_t i = 0; i < dinputs.size(); ++i) {
         if (!node.needs_grad(i) || !dinputs[i].defined()) continue;
         SPRIG_CHECK(dinputs[i].shape() == node.inputs[i].shape(), node.name(), " gradient ", i,

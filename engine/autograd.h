@@ -14,7 +14,9 @@ struct Node {
   // Given d(loss)/d(output), returns d(loss)/d(inputs[i]) for each input, in order.
   // An entry may be undefined when inputs[i] does not require grad.
   virtual std::vector<Tensor> backward(const Tensor& dout) = 0;
-  bool needs_grad(size_t i) const { return i < inputs.size() && inputs[i].defined() && inputs[i].requires_grad(); }
+  bool needs_grad(size_t i) const {
+    return i < inputs.size() && inputs[i].defined() && inputs[i].requires_grad();
+  }
 
   std::vector<Tensor> inputs;  // the tensors this node sends gradients to
 };

@@ -24,7 +24,7 @@ std::string concat(const Args&... args) {
 }  // namespace sprig
 
 // SPRIG_CHECK(cond, "part", value, "part") throws sprig::Error with the parts concatenated.
-#define SPRIG_CHECK(cond, ...)                                     \
-  do {                                                             \
+#define SPRIG_CHECK(cond, ...)                                               \
+  do {                                                                       \
     if (!(cond)) throw ::sprig::Error(::sprig::detail::concat(__VA_ARGS__)); \
   } while (0)

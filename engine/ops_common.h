@@ -15,8 +15,8 @@ inline void check_float(const Tensor& t, const char* op, const char* arg) {
 }
 
 inline void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
-  SPRIG_CHECK(a.device() == b.device(), op, ": inputs are on different devices (",
-              a.device().str(), " and ", b.device().str(), ")");
+  SPRIG_CHECK(a.device() == b.device(), op, ": inputs are on different devices (", a.device().str(),
+              " and ", b.device().str(), ")");
 }
 
 inline void check_same_shape(const Tensor& a, const Tensor& b, const char* op) {

@@ -25,33 +25,30 @@ struct Conv2dBackward : Node {
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
-              const Conv2dOptions& opt) {
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt) {
   check_float(x, "conv2d", "input");
   check_float(weight, "conv2d", "weight");
   check_same_device(x, weight, "conv2d");
   SPRIG_CHECK(x.dim() == 4, "conv2d: input must be (N, C, H, W), got ", to_string(x.shape()));
   SPRIG_CHECK(weight.dim() == 4, "conv2d: weight must be (K, C, R, S), got ",
               to_string(weight.shape()));
-  SPRIG_CHECK(x.size(1) == weight.size(1), "conv2d: input has ", x.size(1),
-              " channels but weight ", to_string(weight.shape()), " expects ", weight.size(1));
+  SPRIG_CHECK(x.size(1) == weight.size(1), "conv2d: input has ", x.size(1), " channels but weight ",
+              to_string(weight.shape()), " expects ", weight.size(1));
   SPRIG_CHECK(opt.stride >= 1 && opt.padding >= 0 && opt.dilation >= 1,
               "conv2d: need stride >= 1, padding >= 0, dilation >= 1 (got ", opt.stride, ", ",
               opt.padding, ", ", opt.dilation, ")");
-  cpu::Conv2dShape s{x.size(0), x.size(1), x.size(2), x.size(3),
-                     weight.size(0), weight.size(2), weight.size(3),
-                     opt.stride, opt.padding, opt.dilation};
+  cpu::Conv2dShape s{x.size(0),      x.size(1),      x.size(2),  x.size(3),   weight.size(0),
+                     weight.size(2), weight.size(3), opt.stride, opt.padding, opt.dilation};
   SPRIG_CHECK(s.P() >= 1 && s.Q() >= 1, "conv2d: input ", to_string(x.shape()),
-              " is smaller than the (dilated) kernel ", to_string(weight.shape()),
-              " with padding ", opt.padding);
+              " is smaller than the (dilated) kernel ", to_string(weight.shape()), " with padding ",
+              opt.padding);
   if (bias.defined()) {
     check_float(bias, "conv2d", "bias");
     SPRIG_CHECK(bias.shape() == Shape{s.K}, "conv2d: bias ", to_string(bias.shape()),
                 " does not match ", s.K, " output channels");
   }
   Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
-  cpu::conv2d_forward(s, x.data(), weight.data(), bias.defined() ? bias.data() : nullptr,
-                      y.data());
+  cpu::conv2d_forward(s, x.data(), weight.data(), bias.defined() ? bias.data() : nullptr, y.data());
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   auto node = make_node<Conv2dBackward>({x, weight, bias});
   node->s = s;

@@ -80,8 +80,12 @@ struct ReluBackward : Node {
 
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) { return add_or_sub(a, b, 1.0f, "add"); }
-Tensor sub(const Tensor& a, const Tensor& b) { return add_or_sub(a, b, -1.0f, "sub"); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return add_or_sub(a, b, 1.0f, "add");
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return add_or_sub(a, b, -1.0f, "sub");
+}
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   check_float(a, "mul", "a");

@@ -72,9 +72,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_same_device(x, weight, "linear");
   SPRIG_CHECK(weight.dim() == 2, "linear: weight must be (out, in), got ",
               to_string(weight.shape()));
-  SPRIG_CHECK(x.dim() == 2 && x.size(1) == weight.size(1), "linear: input ",
-              to_string(x.shape()), " does not match weight ", to_string(weight.shape()),
-              " (need input (N, ", weight.size(1), "))");
+  SPRIG_CHECK(x.dim() == 2 && x.size(1) == weight.size(1), "linear: input ", to_string(x.shape()),
+              " does not match weight ", to_string(weight.shape()), " (need input (N, ",
+              weight.size(1), "))");
   int64_t N = x.size(0), in = x.size(1), out = weight.size(0);
   if (bias.defined()) {
     check_float(bias, "linear", "bias");

@@ -23,12 +23,11 @@ struct MaxPool2dBackward : Node {
 
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   check_float(x, "max_pool2d", "input");
-  SPRIG_CHECK(x.dim() == 4, "max_pool2d: input must be (N, C, H, W), got ",
-              to_string(x.shape()));
+  SPRIG_CHECK(x.dim() == 4, "max_pool2d: input must be (N, C, H, W), got ", to_string(x.shape()));
   if (stride == 0) stride = kernel;
   SPRIG_CHECK(kernel >= 1 && stride >= 1 && padding >= 0 && 2 * padding <= kernel,
-              "max_pool2d: need kernel >= 1, stride >= 1, 0 <= padding <= kernel/2 (got ",
-              kernel, ", ", stride, ", ", padding, ")");
+              "max_pool2d: need kernel >= 1, stride >= 1, 0 <= padding <= kernel/2 (got ", kernel,
+              ", ", stride, ", ", padding, ")");
   cpu::Pool2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
   SPRIG_CHECK(s.P() >= 1 && s.Q() >= 1, "max_pool2d: input ", to_string(x.shape()),
               " is smaller than the ", kernel, "x", kernel, " window");

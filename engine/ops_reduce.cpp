@@ -31,7 +31,11 @@ Tensor reduce(const Tensor& x, bool is_mean, const char* op) {
 
 }  // namespace
 
-Tensor sum(const Tensor& x) { return reduce(x, false, "sum"); }
-Tensor mean(const Tensor& x) { return reduce(x, true, "mean"); }
+Tensor sum(const Tensor& x) {
+  return reduce(x, false, "sum");
+}
+Tensor mean(const Tensor& x) {
+  return reduce(x, true, "mean");
+}
 
 }  // namespace sprig

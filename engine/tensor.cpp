@@ -14,18 +14,24 @@ namespace sprig {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::I32: return 4;
-    case DType::U8: return 1;
+    case DType::F32:
+      return 4;
+    case DType::I32:
+      return 4;
+    case DType::U8:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "float32";
-    case DType::I32: return "int32";
-    case DType::U8: return "uint8";
+    case DType::F32:
+      return "float32";
+    case DType::I32:
+      return "int32";
+    case DType::U8:
+      return "uint8";
   }
   return "?";
 }
@@ -53,7 +59,9 @@ CpuCache& cpu_cache() {
   static CpuCache* cache = new CpuCache();  // leaked on purpose: outlives static tensors
   return *cache;
 }
-size_t round_bytes(size_t bytes) { return (bytes + 63) / 64 * 64; }
+size_t round_bytes(size_t bytes) {
+  return (bytes + 63) / 64 * 64;
+}
 }  // namespace
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
@@ -148,8 +156,7 @@ int64_t Tensor::size(int64_t i) const {
 }
 
 float Tensor::item() const {
-  SPRIG_CHECK(numel() == 1, "item() needs a tensor with one value, got shape ",
-              to_string(shape()));
+  SPRIG_CHECK(numel() == 1, "item() needs a tensor with one value, got shape ", to_string(shape()));
   return data()[0];
 }
 
@@ -173,8 +180,8 @@ Tensor Tensor::detach() const {
 
 Tensor Tensor::clone() const {
   Tensor t = empty(shape(), dtype(), device());
-  std::memcpy(t.impl()->storage->data(), static_cast<char*>(impl_->storage->data()) +
-                                             impl_->offset * dtype_size(dtype()),
+  std::memcpy(t.impl()->storage->data(),
+              static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(dtype()),
               nbytes());
   return t;
 }
@@ -182,13 +189,15 @@ Tensor Tensor::clone() const {
 void Tensor::copy_(const Tensor& src) {
   SPRIG_CHECK(src.shape() == shape() && src.dtype() == dtype(), "copy_: source ", src.str(),
               " does not match destination ", str());
-  std::memcpy(static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(dtype()),
-              static_cast<char*>(src.impl()->storage->data()) +
-                  src.impl()->offset * dtype_size(dtype()),
-              nbytes());
+  std::memcpy(
+      static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(dtype()),
+      static_cast<char*>(src.impl()->storage->data()) + src.impl()->offset * dtype_size(dtype()),
+      nbytes());
 }
 
-void Tensor::fill_(float value) { cpu::fill(numel(), value, data()); }
+void Tensor::fill_(float value) {
+  cpu::fill(numel(), value, data());
+}
 
 void Tensor::zero_() {
   std::memset(static_cast<char*>(checked()->storage->data()) + impl_->offset * dtype_size(dtype()),
@@ -200,8 +209,12 @@ Tensor Tensor::to(Device device) const {
   return *this;
 }
 
-Tensor Tensor::reshape(const Shape& s) const { return sprig::reshape(*this, s); }
-Tensor Tensor::flatten(int64_t start_dim) const { return sprig::flatten(*this, start_dim); }
+Tensor Tensor::reshape(const Shape& s) const {
+  return sprig::reshape(*this, s);
+}
+Tensor Tensor::flatten(int64_t start_dim) const {
+  return sprig::flatten(*this, start_dim);
+}
 
 Tensor& Tensor::set_requires_grad(bool on) {
   SPRIG_CHECK(!on || dtype() == DType::F32, "only float32 tensors can require grad, got ",
@@ -220,7 +233,9 @@ void Tensor::zero_grad() {
   if (checked()->grad) Tensor(impl_->grad).zero_();
 }
 
-void Tensor::clear_grad() { checked()->grad = nullptr; }
+void Tensor::clear_grad() {
+  checked()->grad = nullptr;
+}
 
 std::string Tensor::str() const {
   if (!impl_) return "Tensor(undefined)";

@@ -82,8 +82,8 @@ class Tensor {
   float* data() const { return data_as<float>(); }
   template <typename T>
   T* data_as() const;
-  float item() const;                      // the single value of a 1-element f32 tensor
-  std::vector<float> to_vector() const;    // copy out (f32)
+  float item() const;                    // the single value of a 1-element f32 tensor
+  std::vector<float> to_vector() const;  // copy out (f32)
   std::vector<int32_t> to_vector_i32() const;
 
   // Same storage, no autograd history.

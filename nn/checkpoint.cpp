@@ -83,8 +83,8 @@ Checkpoint load_checkpoint(const std::string& path) {
     p->value.copy_(*t);
     used.insert(name);
     if (const Tensor* m = file.find(name + ".mask")) {
-      SPRIG_CHECK(m->dtype() == DType::U8 && m->shape() == p->value.shape(), path, ": mask '",
-                  name, ".mask' is ", dtype_name(m->dtype()), " ", to_string(m->shape()),
+      SPRIG_CHECK(m->dtype() == DType::U8 && m->shape() == p->value.shape(), path, ": mask '", name,
+                  ".mask' is ", dtype_name(m->dtype()), " ", to_string(m->shape()),
                   " but must be uint8 ", to_string(p->value.shape()));
       auto g = file.metadata.find("mask." + name);
       p->set_mask(m->clone(), g == file.metadata.end() ? MaskGranularity::Element

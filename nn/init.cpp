@@ -40,7 +40,9 @@ void kaiming_uniform_(Tensor& t, Rng& rng, float a) {
   uniform_(t, -bound, bound, rng);
 }
 
-void kaiming_normal_(Tensor& t, Rng& rng, float a) { normal_(t, 0.0f, kaiming_std(t, a), rng); }
+void kaiming_normal_(Tensor& t, Rng& rng, float a) {
+  normal_(t, 0.0f, kaiming_std(t, a), rng);
+}
 
 static float xavier_std(const Tensor& t, float gain) {
   return gain * std::sqrt(2.0f / float(fan_in(t.shape()) + fan_out(t.shape())));
@@ -51,6 +53,8 @@ void xavier_uniform_(Tensor& t, Rng& rng, float gain) {
   uniform_(t, -bound, bound, rng);
 }
 
-void xavier_normal_(Tensor& t, Rng& rng, float gain) { normal_(t, 0.0f, xavier_std(t, gain), rng); }
+void xavier_normal_(Tensor& t, Rng& rng, float gain) {
+  normal_(t, 0.0f, xavier_std(t, gain), rng);
+}
 
 }  // namespace sprig::nn::init

@@ -49,11 +49,10 @@ std::vector<std::pair<std::string, ParameterPtr>> Linear::local_parameters() con
 }
 
 // ---- Conv2d ------------------------------------------------------------------------------
-Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, const Conv2dOptions& o, bool has_bias,
-               Rng& rng)
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, const Conv2dOptions& o, bool has_bias, Rng& rng)
     : in_channels(in), out_channels(out), kernel(k), opt(o) {
-  SPRIG_CHECK(in > 0 && out > 0 && k > 0, "conv: channels and kernel must be positive, got in=",
-              in, " out=", out, " kernel=", k);
+  SPRIG_CHECK(in > 0 && out > 0 && k > 0, "conv: channels and kernel must be positive, got in=", in,
+              " out=", out, " kernel=", k);
   SPRIG_CHECK(o.stride >= 1 && o.padding >= 0 && o.dilation >= 1,
               "conv: need stride >= 1, pad >= 0, dilation >= 1");
   weight = std::make_shared<Parameter>("weight", Tensor::empty({out, in, k, k}));

@@ -7,7 +7,9 @@
 
 namespace sprig::nn {
 
-std::vector<std::string> zoo_names() { return {"mlp", "cnn2", "lenet5"}; }
+std::vector<std::string> zoo_names() {
+  return {"mlp", "cnn2", "lenet5"};
+}
 
 std::string zoo_spec(const std::string& name) {
   static const std::map<std::string, std::string> zoo = {
@@ -69,7 +71,8 @@ std::vector<LayerSpec> tokenize(const std::string& spec) {
         size_t arg_pos = i;
         if (std::isalpha(static_cast<unsigned char>(spec[i]))) {
           std::string key;
-          while (i < spec.size() && (std::isalnum(static_cast<unsigned char>(spec[i])) || spec[i] == '_'))
+          while (i < spec.size() &&
+                 (std::isalnum(static_cast<unsigned char>(spec[i])) || spec[i] == '_'))
             key += spec[i++];
           skip_space();
           if (i >= spec.size() || spec[i] != '=') spec_error(spec, i, "expected '=' after " + key);
@@ -111,8 +114,9 @@ struct Arg {
 std::map<std::string, int64_t> bind_args(const std::string& spec, const LayerSpec& l,
                                          const std::vector<Arg>& sig) {
   if (l.positional.size() > sig.size())
-    spec_error(spec, l.pos, l.name + " takes at most " + std::to_string(sig.size()) +
-                                " arguments, got " + std::to_string(l.positional.size()));
+    spec_error(spec, l.pos,
+               l.name + " takes at most " + std::to_string(sig.size()) + " arguments, got " +
+                   std::to_string(l.positional.size()));
   std::map<std::string, int64_t> out;
   for (size_t k = 0; k < sig.size(); ++k) {
     const Arg& a = sig[k];
@@ -134,7 +138,8 @@ std::map<std::string, int64_t> bind_args(const std::string& spec, const LayerSpe
     if (!known) {
       std::string names;
       for (const Arg& a : sig) names += (names.empty() ? "" : ", ") + std::string(a.name);
-      spec_error(spec, l.pos, l.name + " has no argument '" + kv.first + "' (it takes " + names + ")");
+      spec_error(spec, l.pos,
+                 l.name + " has no argument '" + kv.first + "' (it takes " + names + ")");
     }
   }
   return out;
@@ -147,7 +152,8 @@ Model build_model(const std::string& name_or_spec, const Shape& input_shape, uin
   if (spec.empty()) spec = name_or_spec;
   SPRIG_CHECK(!input_shape.empty(), "build_model: empty input shape");
   for (int64_t d : input_shape)
-    SPRIG_CHECK(d > 0, "build_model: input shape ", to_string(input_shape), " has a zero or negative dimension");
+    SPRIG_CHECK(d > 0, "build_model: input shape ", to_string(input_shape),
+                " has a zero or negative dimension");
   Rng rng(seed);
   auto net = std::make_shared<Sequential>();
   Shape shape = input_shape;  // per sample, tracked layer by layer to infer in-features
@@ -156,8 +162,13 @@ Model build_model(const std::string& name_or_spec, const Shape& input_shape, uin
     try {
       if (l.name == "conv" || l.name == "conv2d") {
         SPRIG_CHECK(shape.size() == 3, "conv needs (C, H, W) input, got ", to_string(shape));
-        auto a = bind_args(spec, l, {{"out", true, 0}, {"kernel", true, 0}, {"stride", false, 1},
-                                     {"pad", false, 0}, {"dilation", false, 1}, {"bias", false, 1}});
+        auto a = bind_args(spec, l,
+                           {{"out", true, 0},
+                            {"kernel", true, 0},
+                            {"stride", false, 1},
+                            {"pad", false, 0},
+                            {"dilation", false, 1},
+                            {"bias", false, 1}});
         Conv2dOptions opt{a["stride"], a["pad"], a["dilation"]};
         layer = std::make_shared<Conv2d>(shape[0], a["out"], a["kernel"], opt, a["bias"] != 0, rng);
       } else if (l.name == "linear" || l.name == "dense") {
@@ -175,8 +186,9 @@ Model build_model(const std::string& name_or_spec, const Shape& input_shape, uin
         bind_args(spec, l, {});
         layer = std::make_shared<Flatten>();
       } else {
-        spec_error(spec, l.pos, "unknown layer '" + l.name +
-                                    "' (known: conv, linear, relu, maxpool, flatten; zoo: mlp, cnn2, lenet5)");
+        spec_error(spec, l.pos,
+                   "unknown layer '" + l.name +
+                       "' (known: conv, linear, relu, maxpool, flatten; zoo: mlp, cnn2, lenet5)");
       }
       shape = layer->output_shape(shape);
     } catch (const Error& e) {

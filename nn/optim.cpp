@@ -18,14 +18,16 @@ static Tensor& state_of(Parameter& p, const char* key) {
 }
 
 Optimizer::Optimizer(std::vector<ParameterPtr> ps, float lr_) : lr(lr_), params(std::move(ps)) {
-  SPRIG_CHECK(lr_ >= 0.0f && std::isfinite(lr_), "learning rate must be finite and >= 0, got ", lr_);
+  SPRIG_CHECK(lr_ >= 0.0f && std::isfinite(lr_), "learning rate must be finite and >= 0, got ",
+              lr_);
 }
 
 void Optimizer::zero_grad() {
   for (auto& p : params) p->value.zero_grad();
 }
 
-SGD::SGD(std::vector<ParameterPtr> ps, const SGDOptions& o) : Optimizer(std::move(ps), o.lr), opt(o) {
+SGD::SGD(std::vector<ParameterPtr> ps, const SGDOptions& o)
+    : Optimizer(std::move(ps), o.lr), opt(o) {
   SPRIG_CHECK(o.momentum >= 0.0f, "sgd: momentum must be >= 0, got ", o.momentum);
   SPRIG_CHECK(o.weight_decay >= 0.0f, "sgd: weight decay must be >= 0, got ", o.weight_decay);
   SPRIG_CHECK(!o.nesterov || (o.momentum > 0.0f && o.dampening == 0.0f),
@@ -48,7 +50,8 @@ void SGD::step() {
   ++steps;
 }
 
-Adam::Adam(std::vector<ParameterPtr> ps, const AdamOptions& o) : Optimizer(std::move(ps), o.lr), opt(o) {
+Adam::Adam(std::vector<ParameterPtr> ps, const AdamOptions& o)
+    : Optimizer(std::move(ps), o.lr), opt(o) {
   SPRIG_CHECK(o.beta1 >= 0.0f && o.beta1 < 1.0f && o.beta2 >= 0.0f && o.beta2 < 1.0f,
               "adam: betas must be in [0, 1), got ", o.beta1, ", ", o.beta2);
   SPRIG_CHECK(o.eps > 0.0f, "adam: eps must be > 0, got ", o.eps);

@@ -4,11 +4,16 @@ namespace sprig::nn {
 
 const char* granularity_name(MaskGranularity g) {
   switch (g) {
-    case MaskGranularity::Element: return "element";
-    case MaskGranularity::OutputChannel: return "output_channel";
-    case MaskGranularity::InputChannel: return "input_channel";
-    case MaskGranularity::Block: return "block";
-    case MaskGranularity::NM: return "n:m";
+    case MaskGranularity::Element:
+      return "element";
+    case MaskGranularity::OutputChannel:
+      return "output_channel";
+    case MaskGranularity::InputChannel:
+      return "input_channel";
+    case MaskGranularity::Block:
+      return "block";
+    case MaskGranularity::NM:
+      return "n:m";
   }
   return "?";
 }

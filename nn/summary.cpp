@@ -70,8 +70,11 @@ nlohmann::json summary_json(const ModelSummary& s) {
                       {"nonzero", l.nonzero},
                       {"sparsity", l.sparsity()},
                       {"flops", l.flops}});
-  return {{"input_shape", s.input_shape}, {"params", s.params}, {"nonzero", s.nonzero},
-          {"flops", s.flops},             {"layers", layers}};
+  return {{"input_shape", s.input_shape},
+          {"params", s.params},
+          {"nonzero", s.nonzero},
+          {"flops", s.flops},
+          {"layers", layers}};
 }
 
 }  // namespace sprig::nn

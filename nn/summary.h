@@ -1,17 +1,16 @@
 #pragma once
 // Per-layer summary of a model: output shape, parameters, nonzeros, sparsity, FLOPs.
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "nn/model.h"
 
 namespace sprig::nn {
 
 struct LayerSummary {
-  std::string name;  // index in the Sequential, e.g. "0"
-  std::string spec;  // e.g. "conv(8,3,pad=1)"
+  std::string name;    // index in the Sequential, e.g. "0"
+  std::string spec;    // e.g. "conv(8,3,pad=1)"
   Shape output_shape;  // per sample
   int64_t params = 0, nonzero = 0, flops = 0;
   double sparsity() const { return params ? 1.0 - double(nonzero) / double(params) : 0.0; }

@@ -115,14 +115,15 @@ TEST_SUITE("gradcheck") {
     check_gradients([&](const V& v) { return conv.forward(v[0]); },
                     {img, conv.weight->value, conv.bias->value});
 
-    nn::Model m = nn::build_model("conv(3,3,pad=1) relu maxpool(2) flatten linear(4)", {1, 6, 6}, 3);
+    nn::Model m =
+        nn::build_model("conv(3,3,pad=1) relu maxpool(2) flatten linear(4)", {1, 6, 6}, 3);
     Tensor in = param({2, 1, 6, 6}, rng);
     V all = {in};
     for (auto& p : m.parameters()) all.push_back(p->value);
     Tensor labels = Tensor::from_vector_i32({1, 3}, {2});
     // Small eps: the ReLU and max-pool kinks are crossed with probability ~ eps.
-    check_gradients([&](const V& v) { return cross_entropy(m.forward(v[0]), labels); }, all,
-                    2e-3f, 3e-2, 3e-3);
+    check_gradients([&](const V& v) { return cross_entropy(m.forward(v[0]), labels); }, all, 2e-3f,
+                    3e-2, 3e-3);
   }
 }
 
@@ -169,13 +170,12 @@ TEST_SUITE("autograd") {
                          doctest::Contains("(2, 3) and (3, 2)"), Error);
     CHECK_THROWS_WITH_AS(matmul(Tensor::ones({2, 3}), Tensor::ones({2, 3})),
                          doctest::Contains("do not chain"), Error);
-    CHECK_THROWS_WITH_AS(
-        conv2d(Tensor::ones({1, 3, 5, 5}), Tensor::ones({4, 2, 3, 3}), Tensor()),
-        doctest::Contains("3 channels"), Error);
+    CHECK_THROWS_WITH_AS(conv2d(Tensor::ones({1, 3, 5, 5}), Tensor::ones({4, 2, 3, 3}), Tensor()),
+                         doctest::Contains("3 channels"), Error);
     CHECK_THROWS_WITH_AS(cross_entropy(Tensor::ones({2, 3}), Tensor::from_vector_i32({0, 3}, {2})),
                          doctest::Contains("label 3"), Error);
-    CHECK_THROWS_WITH_AS(reshape(Tensor::ones({2, 3}), {4, 2}), doctest::Contains("cannot be viewed"),
-                         Error);
+    CHECK_THROWS_WITH_AS(reshape(Tensor::ones({2, 3}), {4, 2}),
+                         doctest::Contains("cannot be viewed"), Error);
     CHECK_THROWS_AS(Tensor().shape(), Error);
   }
 

@@ -2,6 +2,7 @@
 // input giving one-line errors with a non-zero exit and no damage to existing files.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -9,7 +10,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <unistd.h>
 
 namespace fs = std::filesystem;
 
@@ -33,7 +33,8 @@ static Result run(const std::string& args) {
 static std::string last_line(const std::string& s) {
   size_t end = s.find_last_not_of('\n');
   size_t start = s.rfind('\n', end);
-  return s.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+  return s.substr(start == std::string::npos ? 0 : start + 1,
+                  end - (start == std::string::npos ? 0 : start + 1) + 1);
 }
 
 static int count_lines(const std::string& s) {
@@ -60,8 +61,10 @@ TEST_CASE("--help works for every command") {
 TEST_CASE("train --json --out, then eval and summary of the checkpoint") {
   fs::path dir = temp_dir();
   std::string ck = (dir / "mlp.safetensors").string();
-  Result r = run("train --model mlp --epochs 1 --limit-train 2000 --batch-size 50 --threads 2 "
-                 "--json --out " + ck);
+  Result r =
+      run("train --model mlp --epochs 1 --limit-train 2000 --batch-size 50 --threads 2 "
+          "--json --out " +
+          ck);
   REQUIRE_MESSAGE(r.code == 0, r.out);
   auto j = nlohmann::json::parse(last_line(r.out));
   CHECK(j["epochs"] == 1);

@@ -10,24 +10,14 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/threads.h"
+#include "tests/kernel_test_util.h"
 
 using namespace sprig::cpu;
 
 namespace {
 
-std::vector<float> random_vec(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<float> abs_vec(const std::vector<float>& v) {
-  std::vector<float> a(v.size());
-  for (size_t i = 0; i < v.size(); i++) a[i] = std::fabs(v[i]);
-  return a;
-}
+using sprig::testing::abs_vec;
+using sprig::testing::random_vec;
 
 struct Case {
   bool ta, tb;

@@ -109,7 +109,8 @@ TEST_CASE("softmax cross-entropy matches the two-pass reference, and stays finit
     std::vector<float> d(N * C), d_ref(N * C);
     cpu::softmax_cross_entropy_backward(N, C, logits.data(), labels.data(), 0.7f, d.data());
     cpu::softmax_cross_entropy_backward_ref(N, C, logits.data(), labels.data(), 0.7f, d_ref.data());
-    for (int64_t i = 0; i < N * C; ++i) REQUIRE(d[i] == doctest::Approx(d_ref[i]).epsilon(1e-5).scale(1e-3));
+    for (int64_t i = 0; i < N * C; ++i)
+      REQUIRE(d[i] == doctest::Approx(d_ref[i]).epsilon(1e-5).scale(1e-3));
   }
   // Huge logits: a naive exp would overflow to inf and give NaN. The exact loss is
   // logsumexp - 999 = 1000 + log(1 + e^-1 + e^-2000) - 999.
@@ -145,9 +146,10 @@ TEST_CASE("fused optimizer kernels match their references over several steps") {
       std::vector<float> v(n, 0), v_ref(n, 0), m2(n, 0), m2_ref(n, 0);
       for (int step = 1; step <= 4; ++step) {
         auto g = random_vec(n, rng);
-        cpu::sgd_step(n, w.data(), g.data(), v.data(), mk, 0.05f, 0.9f, 0.1f, 1e-3f, false, step == 1);
-        cpu::sgd_step_ref(n, w_ref.data(), g.data(), v_ref.data(), mk, 0.05f, 0.9f, 0.1f, 1e-3f, false,
-                          step == 1);
+        cpu::sgd_step(n, w.data(), g.data(), v.data(), mk, 0.05f, 0.9f, 0.1f, 1e-3f, false,
+                      step == 1);
+        cpu::sgd_step_ref(n, w_ref.data(), g.data(), v_ref.data(), mk, 0.05f, 0.9f, 0.1f, 1e-3f,
+                          false, step == 1);
       }
       for (int64_t i = 0; i < n; ++i) {
         REQUIRE(w[i] == doctest::Approx(w_ref[i]).epsilon(1e-5));

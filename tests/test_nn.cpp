@@ -1,12 +1,12 @@
 // Model specs and the zoo, summaries, initialisers, optimizers (against the kernel
 // references and the mask invariant), and checkpoints.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "engine/ops.h"
 #include "engine/safetensors.h"
@@ -38,8 +38,9 @@ TEST_SUITE("model") {
   }
 
   TEST_CASE("a spec round-trips through its canonical form") {
-    std::string spec = "conv(8, 3, pad=1) relu conv(16,3,stride=2,pad=1,bias=0) relu maxpool(2) "
-                       "flatten linear(32) relu linear(10,bias=0)";
+    std::string spec =
+        "conv(8, 3, pad=1) relu conv(16,3,stride=2,pad=1,bias=0) relu maxpool(2) "
+        "flatten linear(32) relu linear(10,bias=0)";
     nn::Model a = nn::build_model(spec, {3, 17, 17}, 1);
     nn::Model b = nn::build_model(a.spec, {3, 17, 17}, 1);
     CHECK(a.spec == b.spec);
@@ -49,7 +50,8 @@ TEST_SUITE("model") {
     CHECK(pa.front().first == "0.weight");
     CHECK(pa.back().first == "8.weight");  // no bias on the last layer
     // The same seed gives the same weights.
-    CHECK(pa.front().second->value.to_vector() == b.named_parameters().front().second->value.to_vector());
+    CHECK(pa.front().second->value.to_vector() ==
+          b.named_parameters().front().second->value.to_vector());
   }
 
   TEST_CASE("bad specs name the problem") {
@@ -188,8 +190,8 @@ TEST_SUITE("optim") {
             [&](std::vector<nn::ParameterPtr> ps) { return std::make_unique<nn::Adam>(ps, o); },
             [&](int64_t n, float* w, const float* g, float* m1, float* m2, const uint8_t* m,
                 int step) {
-              cpu::adam_step_ref(n, w, g, m1, m2, m, o.lr, o.beta1, o.beta2, o.eps,
-                                 o.weight_decay, step, o.decoupled);
+              cpu::adam_step_ref(n, w, g, m1, m2, m, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay,
+                                 step, o.decoupled);
             },
             masked);
       }
@@ -209,7 +211,8 @@ TEST_SUITE("optim") {
   TEST_CASE("bad hyper-parameters are rejected") {
     auto p = std::make_shared<nn::Parameter>("w", Tensor::zeros({2}));
     CHECK_THROWS_WITH_AS(nn::SGD({p}, {-0.1f}), doctest::Contains("learning rate"), Error);
-    CHECK_THROWS_WITH_AS(nn::SGD({p}, {0.1f, 0.0f, 0.0f, 0.0f, true}), doctest::Contains("nesterov"), Error);
+    CHECK_THROWS_WITH_AS(nn::SGD({p}, {0.1f, 0.0f, 0.0f, 0.0f, true}),
+                         doctest::Contains("nesterov"), Error);
     CHECK_THROWS_WITH_AS(nn::Adam({p}, {NAN}), doctest::Contains("learning rate"), Error);
     CHECK_THROWS_WITH_AS(nn::Adam({p}, {1e-3f, 1.0f}), doctest::Contains("betas"), Error);
   }
@@ -282,7 +285,8 @@ TEST_SUITE("checkpoint") {
                          doctest::Contains("absent.safetensors"), Error);
 
     // Saving into a directory that does not exist fails and leaves the good file alone.
-    CHECK_THROWS_AS(nn::save_checkpoint((dir / "no" / "such" / "m.safetensors").string(), m), Error);
+    CHECK_THROWS_AS(nn::save_checkpoint((dir / "no" / "such" / "m.safetensors").string(), m),
+                    Error);
     CHECK(file_bytes(good) == bytes);
   }
 }

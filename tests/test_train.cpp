@@ -61,7 +61,8 @@ TEST_CASE("a regression MLP learns Friedman #1") {
   app::DataSource src = app::load_data_source("friedman1", "", 0);
   CHECK(src.task == app::Task::Regression);
   CHECK(src.input_shape == Shape{10});
-  nn::Model model = nn::build_model("linear(64) relu linear(64) relu linear(1)", src.input_shape, 0);
+  nn::Model model =
+      nn::build_model("linear(64) relu linear(64) relu linear(1)", src.input_shape, 0);
   auto opt = app::make_optimizer({"adam", 3e-3f}, model.parameters());
   app::FitConfig cfg;
   cfg.epochs = 15;

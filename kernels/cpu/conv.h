@@ -13,8 +13,7 @@ struct Conv2dShape {
 };
 
 // y (N, K, P, Q) = conv(x (N, C, H, W), w (K, C, R, S)) + b (K); b may be null.
-void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
-                    float* y);
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y);
 
 // Given dy (N, K, P, Q), writes (overwrites) any of dx (N, C, H, W), dw (K, C, R, S), db (K)
 // that is not null. Deterministic for a fixed thread count.

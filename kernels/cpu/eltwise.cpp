@@ -32,7 +32,9 @@ void axpy(int64_t n, float alpha, const float* x, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-void fill(int64_t n, float value, float* out) { std::fill(out, out + n, value); }
+void fill(int64_t n, float value, float* out) {
+  std::fill(out, out + n, value);
+}
 
 void relu_forward(int64_t n, const float* x, float* y) {
 #pragma omp parallel for simd if (n >= kParallelMin) schedule(static)

@@ -10,9 +10,8 @@ namespace sprig::cpu {
 // beta == 0 overwrites C without reading it (so C may hold NaN garbage).
 // Runs on the OpenMP team when called outside a parallel region and the product is big
 // enough; inside a parallel region it runs on the calling thread.
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-          int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 // The naive triple loop (double accumulation) the tests compare gemm against.
 void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

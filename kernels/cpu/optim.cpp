@@ -9,8 +9,7 @@ namespace sprig::cpu {
 static constexpr int64_t kParallelMin = 1 << 15;
 
 void sgd_step(int64_t n, float* w, const float* g, float* velocity, const uint8_t* mask, float lr,
-              float momentum, float dampening, float weight_decay, bool nesterov,
-              bool first_step) {
+              float momentum, float dampening, float weight_decay, bool nesterov, bool first_step) {
 #pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float keep = mask ? float(mask[i] != 0) : 1.0f;
