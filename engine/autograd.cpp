@@ -58,6 +58,19 @@ static void accumulate(GradSlot& slot, const Tensor& g) {
   cpu::add(acc.numel(), acc.data(), g.data(), acc.data());
 }
 
+// Gradients kept on a tensor (leaves, and non-leaves with retain_grad) accumulate (+=) across
+// backward calls, in a buffer the tensor owns.
+static void store_grad(TensorImpl& t, const Tensor& g) {
+  if (!t.grad) {
+    t.grad = g.clone().impl_ptr();
+    return;
+  }
+  Tensor acc(t.grad);
+  SPRIG_CHECK(acc.shape() == g.shape(), "backward: gradient ", g.str(), " does not match the ",
+              "stored ", acc.str());
+  cpu::add(acc.numel(), acc.data(), g.data(), acc.data());
+}
+
 void Tensor::backward(const Tensor& seed) const {
   SPRIG_CHECK(requires_grad(), "backward() on a tensor that does not require grad");
   Tensor root_grad = seed;
@@ -99,6 +112,7 @@ void Tensor::backward(const Tensor& seed) const {
     if (found == grads.end()) continue;
     Tensor g = found->second.value;
     grads.erase(found);
+    if (t->grad_fn && t->retain_grad) store_grad(*t, g);
     if (t->grad_fn) {
       Node& node = *t->grad_fn;
       std::vector<Tensor> dinputs = node.backward(g);
@@ -112,15 +126,7 @@ void Tensor::backward(const Tensor& seed) const {
         accumulate(grads[node.inputs[i].impl()], dinputs[i]);
       }
     } else if (t->requires_grad) {
-      // Leaf gradients accumulate (+=) across backward calls, in a buffer the leaf owns.
-      if (!t->grad) {
-        t->grad = g.clone().impl_ptr();
-      } else {
-        Tensor acc(t->grad);
-        SPRIG_CHECK(acc.shape() == g.shape(), "backward: gradient ", g.str(),
-                    " does not match the leaf's ", acc.str());
-        cpu::add(acc.numel(), acc.data(), g.data(), acc.data());
-      }
+      store_grad(*t, g);
     }
   }
 }

@@ -229,6 +229,11 @@ Tensor Tensor::grad() const {
   return g ? Tensor(g) : Tensor();
 }
 
+void Tensor::retain_grad() {
+  SPRIG_CHECK(requires_grad(), "retain_grad on a tensor that does not require grad");
+  checked()->retain_grad = true;
+}
+
 void Tensor::zero_grad() {
   if (checked()->grad) Tensor(impl_->grad).zero_();
 }

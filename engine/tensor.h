@@ -45,7 +45,8 @@ struct TensorImpl {
   Shape shape;
   DType dtype = DType::F32;
   bool requires_grad = false;
-  std::shared_ptr<TensorImpl> grad;  // accumulated d(loss)/d(this), leaves only
+  bool retain_grad = false;          // keep grad on a non-leaf too (for activation criteria)
+  std::shared_ptr<TensorImpl> grad;  // accumulated d(loss)/d(this): leaves, and retain_grad
   std::shared_ptr<Node> grad_fn;     // the op that produced this tensor, if recorded
 };
 
@@ -105,6 +106,9 @@ class Tensor {
   Tensor& set_requires_grad(bool on);
   bool is_leaf() const { return checked()->grad_fn == nullptr; }
   Tensor grad() const;  // undefined until a backward pass reaches this leaf
+  // Asks backward to store this non-leaf tensor's gradient in grad() as well (PyTorch's
+  // retain_grad); a no-op on leaves, which always keep theirs.
+  void retain_grad();
   void zero_grad();     // zeroes the grad buffer in place (keeps it allocated)
   void clear_grad();    // drops the grad buffer
   const std::shared_ptr<Node>& grad_fn() const { return checked()->grad_fn; }

@@ -119,7 +119,7 @@ Shape MaxPool2d::output_shape(const Shape& in) const {
 // ---- Sequential --------------------------------------------------------------------------
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& layer : layers) h = layer->forward(h);
+  for (auto& layer : layers) h = (*layer)(h);
   return h;
 }
 

@@ -17,7 +17,7 @@ struct Model {
   Shape input_shape;  // per sample, e.g. (1, 28, 28)
   std::shared_ptr<Sequential> net;
 
-  Tensor forward(const Tensor& x) const { return net->forward(x); }
+  Tensor forward(const Tensor& x) const { return (*net)(x); }
   std::vector<std::pair<std::string, ParameterPtr>> named_parameters() const {
     return net->named_parameters();
   }

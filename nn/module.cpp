@@ -2,6 +2,25 @@
 
 namespace sprig::nn {
 
+Tensor Module::operator()(const Tensor& x) {
+  Tensor y = forward(x);
+  for (auto& [id, hook] : hooks_) hook(*this, x, y);
+  return y;
+}
+
+int Module::add_forward_hook(ForwardHook hook) {
+  hooks_.push_back({next_hook_id_, std::move(hook)});
+  return next_hook_id_++;
+}
+
+void Module::remove_forward_hook(int id) {
+  for (auto it = hooks_.begin(); it != hooks_.end(); ++it)
+    if (it->first == id) {
+      hooks_.erase(it);
+      return;
+    }
+}
+
 std::vector<std::pair<std::string, ParameterPtr>> Module::named_parameters(
     const std::string& prefix) const {
   std::vector<std::pair<std::string, ParameterPtr>> out;

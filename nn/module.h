@@ -1,6 +1,7 @@
 #pragma once
 // Module: a layer or a container of layers. Shapes passed to output_shape/flops are
 // per-sample (no batch dimension), e.g. (1, 28, 28) for an MNIST image.
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -15,7 +16,15 @@ class Module {
  public:
   virtual ~Module() = default;
   virtual Tensor forward(const Tensor& x) = 0;
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  // Runs forward, then every forward hook (in the order added). Containers call their
+  // children through this, so hooks see every layer's input and output.
+  Tensor operator()(const Tensor& x);
+
+  // A forward hook sees (module, input, output); pruning criteria use them to record
+  // activations (e.g. Taylor). add_forward_hook returns an id for remove_forward_hook.
+  using ForwardHook = std::function<void(Module&, const Tensor& input, const Tensor& output)>;
+  int add_forward_hook(ForwardHook hook);
+  void remove_forward_hook(int id);
 
   // The layer in the model-spec language, e.g. "conv(8,3,pad=1)"; parse_spec reads it back.
   virtual std::string spec() const = 0;
@@ -41,6 +50,10 @@ class Module {
 
  protected:
   bool training_ = true;
+
+ private:
+  std::vector<std::pair<int, ForwardHook>> hooks_;
+  int next_hook_id_ = 0;
 };
 
 using ModulePtr = std::shared_ptr<Module>;

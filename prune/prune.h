@@ -1,0 +1,104 @@
+#pragma once
+// Pruning: score the prunable units of each weight with a criterion, choose the lowest-scoring
+// units per layer or globally, and install masks (nn::Parameter::mask) that zero them. Names
+// follow torch.nn.utils.prune where the concept exists there.
+//
+// Units by granularity (weights viewed as 2-D (rows, cols) = (out, in * kh * kw)):
+//   element  one weight                                  scores shaped like the weight
+//   filter   one output channel / neuron (a row)         scores (out)
+//   channel  one input channel (all kh*kw columns of it) scores (in)
+//   block    a block_rows x block_cols tile of the 2-D view, edge tiles smaller
+//                                                        scores (ceil(rows/br), ceil(cols/bc))
+//   nm       N of every M consecutive weights along a row are kept (2:4 by default); the amount
+//            is implied (1 - N/M) and scope is always per group
+// Filter pruning also masks the layer's bias entry for that filter, so the unit's output is
+// exactly 0 and shrink() can remove it without changing the model's outputs.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "nn/model.h"
+
+namespace sprig::prune {
+
+enum class Criterion {
+  Magnitude,  // |w|; for structured units the L1 norm of the unit (same as L1Norm)
+  Gradient,   // |dL/dw| (accumulated gradient); structured: sum over the unit
+  Taylor,     // element/block/channel: |w * dL/dw| (first-order Taylor, weight x gradient);
+              // filter: Molchanov et al. 2017 activation scores passed in by the caller
+  Random,     // uniform random scores from PruneSpec::seed
+  L1Norm,     // Li et al. 2017: sum |w| over the unit
+  L2Norm,     // sqrt(sum w^2) over the unit
+  FPGM,       // He et al. 2019: units closest to the geometric median of the layer's units
+              // (smallest sum of Euclidean distances to all other units) are pruned first
+};
+enum class Granularity { Element, Filter, Channel, Block, NM };
+enum class Scope { Layer, Global };
+
+Criterion parse_criterion(const std::string& s);  // magnitude|gradient|taylor|random|l1|l2|fpgm
+Granularity parse_granularity(const std::string& s);  // element|filter|neuron|channel|block|N:M
+const char* criterion_name(Criterion c);
+const char* granularity_name(Granularity g);
+
+struct PruneSpec {
+  Criterion criterion = Criterion::Magnitude;
+  Granularity granularity = Granularity::Element;
+  Scope scope = Scope::Layer;
+  // Target fraction of each layer's units (Layer scope) or of all chosen units (Global scope)
+  // that is pruned after this call, counting units already pruned (they stay pruned). So an
+  // iterative schedule passes cumulative targets 0.5, 0.75, ... In [0, 1].
+  double amount = 0.0;
+  int64_t count = -1;        // >= 0: prune this many units in total instead of a fraction
+  double threshold = -1.0;   // >= 0: prune every unit whose score is below it instead
+  int64_t min_keep = 1;      // units each layer keeps whatever the amount
+  int64_t n = 2, m = 4;      // N:M
+  int64_t block_rows = 1, block_cols = 4;
+  // Weight names to prune (e.g. "0.weight"); empty = every conv and linear weight.
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;
+  // Filter/channel pruning never removes the last layer's outputs (they are the classes) nor
+  // the first layer's inputs (they are the data).
+  uint64_t seed = 0;
+};
+
+struct LayerReport {
+  std::string name;  // weight name, e.g. "2.weight"
+  int64_t units = 0, pruned_units = 0;
+  int64_t params = 0, nonzero = 0;  // of the weight (and its bias) after pruning
+};
+struct PruneReport {
+  std::vector<LayerReport> layers;
+  int64_t params = 0, nonzero = 0;  // whole model after pruning
+  double sparsity() const { return params ? 1.0 - double(nonzero) / double(params) : 0.0; }
+};
+
+// Scores of the units of one weight (see the table above); higher = more important.
+// activation_scores: for Taylor filter pruning, the (out) scores from prune/taylor.h.
+Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, const PruneSpec& spec,
+                   const Tensor* activation_scores = nullptr);
+
+// Prunes model according to spec. For Criterion::Taylor with Granularity::Filter,
+// activation_scores maps weight names to their (out) scores. Gradient-based criteria read
+// each weight's grad(), which the caller fills (prune/data_criteria.h).
+PruneReport prune_model(nn::Model& model, const PruneSpec& spec,
+                        const std::map<std::string, Tensor>& activation_scores = {});
+
+// The weights prune_model would consider under spec (include/exclude applied), in model order.
+std::vector<std::pair<std::string, nn::ParameterPtr>> prunable_weights(const nn::Model& model,
+                                                                       const PruneSpec& spec);
+
+// torch.nn.utils.prune equivalents on a single parameter (amount as in PruneSpec).
+void l1_unstructured(nn::Parameter& p, double amount);
+void random_unstructured(nn::Parameter& p, double amount, uint64_t seed);
+// n = 1 or 2 (the norm), dim = 0 (filters / neurons) or 1 (input channels).
+void ln_structured(nn::Parameter& p, double amount, int n, int dim);
+void global_unstructured(const std::vector<nn::Parameter*>& params, double amount,
+                         Criterion c = Criterion::Magnitude);
+// Makes pruning permanent: drops the mask and keeps the zeros.
+void remove(nn::Parameter& p);
+void remove(nn::Model& model);
+
+// Fraction of zero weights over all parameters of the model.
+double sparsity(const nn::Model& model);
+
+}  // namespace sprig::prune
