@@ -188,3 +188,20 @@ TEST_SUITE("autograd") {
     CHECK(reshape(x, {-1}).shape() == Shape{6});
   }
 }
+
+TEST_SUITE("autograd") {
+  TEST_CASE("retain_grad keeps a non-leaf's gradient") {
+    Tensor x = Tensor::from_vector({1.0f, -2.0f, 3.0f}, {3});
+    x.set_requires_grad(true);
+    Tensor h = scale(x, 2.0f);  // non-leaf
+    h.retain_grad();
+    Tensor w = Tensor::from_vector({0.5f, 1.0f, -1.0f}, {3});
+    sum(mul(h, w)).backward();
+    REQUIRE(h.grad().defined());
+    CHECK(h.grad().to_vector() == w.to_vector());  // dL/dh = w
+    CHECK(x.grad().to_vector() == std::vector<float>{1.0f, 2.0f, -2.0f});
+    Tensor h2 = scale(x, 2.0f);  // without retain_grad nothing is kept
+    sum(h2).backward();
+    CHECK_FALSE(h2.grad().defined());
+  }
+}

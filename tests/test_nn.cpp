@@ -290,3 +290,23 @@ TEST_SUITE("checkpoint") {
     CHECK(file_bytes(good) == bytes);
   }
 }
+
+TEST_SUITE("model") {
+  TEST_CASE("forward hooks see every layer's input and output, and can be removed") {
+    nn::Model m = nn::build_model("flatten linear(4) relu linear(2)", {1, 3, 3}, 0);
+    std::vector<Shape> seen;
+    int id = m.net->layers[1]->add_forward_hook(
+        [&](nn::Module&, const Tensor& in, const Tensor& out) {
+          seen.push_back(in.shape());
+          seen.push_back(out.shape());
+        });
+    Tensor x = Tensor::ones({5, 1, 3, 3});
+    m.forward(x);
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0] == Shape{5, 9});
+    CHECK(seen[1] == Shape{5, 4});
+    m.net->layers[1]->remove_forward_hook(id);
+    m.forward(x);
+    CHECK(seen.size() == 2);
+  }
+}
