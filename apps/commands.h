@@ -10,6 +10,8 @@ using Command = std::function<int()>;  // returns the process exit code
 Command add_train_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_summary_command(CLI::App& app);
+Command add_prune_command(CLI::App& app);
+Command add_sensitivity_command(CLI::App& app);
 
 // A CLI11 check that rejects NaN and infinities (CLI::Range lets NaN through).
 extern const CLI::Validator FiniteNumber;

@@ -15,13 +15,17 @@ int main(int argc, char** argv) {
   };
   add("train", "train a model and optionally save a checkpoint", sprig::app::add_train_command);
   add("eval", "evaluate a checkpoint on a dataset's test split", sprig::app::add_eval_command);
+  add("prune", "prune a checkpoint (criterion, granularity, scope, schedule), fine-tune, shrink",
+      sprig::app::add_prune_command);
+  add("sensitivity", "prune each layer alone at 10..90% and report the accuracy drop",
+      sprig::app::add_sensitivity_command);
   add("summary", "print a model's layers, parameters, sparsity and FLOPs",
       sprig::app::add_summary_command);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (auto& kv : commands) known = known || kv.first->get_name() == argv[1];
     if (!known) {
-      std::fprintf(stderr, "sprig: error: unknown command '%s' (expected train, eval or summary)\n",
+      std::fprintf(stderr, "sprig: error: unknown command '%s' (expected train, eval, prune, sensitivity or summary)\n",
                    argv[1]);
       return 2;
     }

@@ -60,6 +60,9 @@ struct FitConfig {
   int64_t batch_size = 64;
   uint64_t seed = 0;          // shuffling
   bool progress_bar = false;  // redraw one line per step (for terminals)
+  // Called after every optimizer step with the step count so far (from 1), e.g. for gradual
+  // pruning schedules.
+  std::function<void(int64_t step)> after_step;
   bool log_lines = false;     // print one line per epoch
 };
 

@@ -15,6 +15,7 @@
 // exactly 0 and shrink() can remove it without changing the model's outputs.
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nn/model.h"
@@ -37,6 +38,8 @@ enum class Scope { Layer, Global };
 
 Criterion parse_criterion(const std::string& s);  // magnitude|gradient|taylor|random|l1|l2|fpgm
 Granularity parse_granularity(const std::string& s);  // element|filter|neuron|channel|block|N:M
+// "2:4" -> {2, 4}; errors unless 0 < N <= M, both integers.
+std::pair<int64_t, int64_t> parse_nm(const std::string& s);
 const char* criterion_name(Criterion c);
 const char* granularity_name(Granularity g);
 
@@ -73,7 +76,7 @@ struct PruneReport {
 };
 
 // Scores of the units of one weight (see the table above); higher = more important.
-// activation_scores: for Taylor filter pruning, the (out) scores from prune/taylor.h.
+// activation_scores: for Taylor filter pruning, the (out) scores from prune/data_criteria.h.
 Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, const PruneSpec& spec,
                    const Tensor* activation_scores = nullptr);
 

@@ -1,0 +1,202 @@
+// sprig prune: prune a checkpoint with a criterion, granularity, scope and schedule, fine-tune,
+// optionally shrink, and save the result.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "apps/prune_driver.h"
+#include "kernels/cpu/threads.h"
+#include "nn/checkpoint.h"
+#include "nn/summary.h"
+
+namespace sprig::app {
+
+namespace {
+struct PruneArgs {
+  std::string in, out, method = "magnitude", granularity = "element", scope = "layer";
+  std::string schedule = "oneshot", block = "1x4", dataset, data_dir, lr_schedule = "constant";
+  double amount = 0.5, threshold = -1.0;
+  int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1;
+  std::vector<std::string> layers, exclude;
+  int finetune_epochs = 0, criterion_batches = 10, threads = 0;
+  OptimizerConfig optim{"adam", 1e-3f};
+  uint64_t seed = 0;
+  bool shrink = false, json = false, quiet = false;
+};
+
+std::pair<int64_t, int64_t> parse_block(const std::string& s) {
+  size_t x = s.find('x');
+  try {
+    if (x != std::string::npos) {
+      size_t a = 0, b = 0;
+      int64_t r = std::stoll(s.substr(0, x), &a), c = std::stoll(s.substr(x + 1), &b);
+      if (a == x && b == s.size() - x - 1 && r > 0 && c > 0) return {r, c};
+    }
+  } catch (...) {
+  }
+  throw Error("--block must be ROWSxCOLS with positive sizes (e.g. 1x4 or 4x4), got '" + s + "'");
+}
+
+nlohmann::json eval_json(const EvalResult& r, Task task) {
+  if (task == Task::Classification) return r.accuracy;
+  return r.loss;
+}
+
+int run_prune(const PruneArgs& a) {
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  std::string dataset = a.dataset;
+  if (dataset.empty()) {
+    auto it = ck.metadata.find("dataset");
+    dataset = it == ck.metadata.end() ? "fashion-mnist" : it->second;
+  }
+  DataSource src = load_data_source(dataset, a.data_dir, a.seed);
+  if (a.limit_train >= 0) src.data.train = data::take(src.data.train, a.limit_train);
+  SPRIG_CHECK(src.input_shape == ck.model.input_shape, a.in, " expects inputs ",
+              to_string(ck.model.input_shape), " but ", dataset, " has ",
+              to_string(src.input_shape));
+
+  PrunePlan plan;
+  plan.spec.criterion = prune::parse_criterion(a.method);
+  plan.spec.granularity = prune::parse_granularity(a.granularity);
+  if (plan.spec.granularity == prune::Granularity::NM)
+    std::tie(plan.spec.n, plan.spec.m) = prune::parse_nm(a.granularity);
+  std::tie(plan.spec.block_rows, plan.spec.block_cols) = parse_block(a.block);
+  plan.spec.scope = a.scope == "global" ? prune::Scope::Global : prune::Scope::Layer;
+  plan.spec.amount = a.amount;
+  plan.spec.count = a.count;
+  plan.spec.threshold = a.threshold;
+  plan.spec.min_keep = a.min_keep;
+  plan.spec.include = a.layers;
+  plan.spec.exclude = a.exclude;
+  plan.spec.seed = a.seed;
+  plan.schedule = prune::parse_schedule(a.schedule, a.amount);
+  plan.finetune_epochs = a.finetune_epochs;
+  plan.criterion_batches = a.criterion_batches;
+  plan.optim = a.optim;
+  plan.fit.batch_size = a.batch_size;
+  plan.fit.seed = a.seed;
+  plan.fit.lr_schedule = parse_lr_schedule(a.lr_schedule);
+  plan.fit.log_lines = !a.quiet && !a.json;
+  plan.shrink = a.shrink;
+
+  bool human = !a.json && !a.quiet;
+  if (human)
+    std::printf("pruning %s: %s %s, %s scope, amount %g, schedule %s, %d fine-tuning epochs\n",
+                a.in.c_str(), a.method.c_str(), a.granularity.c_str(), a.scope.c_str(), a.amount,
+                a.schedule.c_str(), a.finetune_epochs);
+  PruneOutcome r = run_prune_plan(ck.model, src, plan);
+  bool cls = src.task == Task::Classification;
+  if (human) {
+    for (size_t k = 0; k < r.steps.size(); ++k) {
+      const PruneStep& s = r.steps[k];
+      std::printf("step %zu: target %.4f  model sparsity %.2f%%  %s after pruning %.4f, after fine-tuning %.4f\n",
+                  k + 1, s.target, 100.0 * s.sparsity, cls ? "accuracy" : "mse",
+                  cls ? s.after_prune.accuracy : s.after_prune.loss,
+                  cls ? s.after_finetune.accuracy : s.after_finetune.loss);
+    }
+    std::printf("%s", nn::format_summary(nn::summarize(ck.model)).c_str());
+    std::printf("params %lld -> %lld (%lld nonzero, %.2f%% sparsity); %s %.4f -> %.4f\n",
+                (long long)r.params_before, (long long)r.params_after,
+                (long long)r.nonzero_after, 100.0 * r.sparsity, cls ? "test accuracy" : "test mse",
+                cls ? r.before.accuracy : r.before.loss, cls ? r.after.accuracy : r.after.loss);
+  }
+  if (!a.out.empty()) {
+    std::map<std::string, std::string> meta = ck.metadata;
+    for (const char* k : {"format", "spec", "input_shape"}) meta.erase(k);
+    for (auto it = meta.begin(); it != meta.end();)
+      it = it->first.rfind("mask.", 0) == 0 ? meta.erase(it) : std::next(it);
+    meta["dataset"] = dataset;
+    meta["created_by"] = "sprig prune";
+    meta["pruned_from"] = a.in;
+    meta["prune"] = a.method + " " + a.granularity + " " + a.scope + " amount " +
+                    std::to_string(a.amount) + " schedule " + a.schedule;
+    nn::save_checkpoint(a.out, ck.model, meta);
+    if (human) std::printf("saved %s\n", a.out.c_str());
+  }
+  if (a.json) {
+    nlohmann::json steps = nlohmann::json::array();
+    for (const PruneStep& s : r.steps)
+      steps.push_back({{"target", s.target},
+                       {"sparsity", s.sparsity},
+                       {"after_prune", eval_json(s.after_prune, src.task)},
+                       {"after_finetune", eval_json(s.after_finetune, src.task)}});
+    std::string metric = cls ? "test_accuracy" : "test_mse";
+    nlohmann::json j = {{metric + "_before", eval_json(r.before, src.task)},
+                        {metric + "_after", eval_json(r.after, src.task)},
+                        {"params_before", r.params_before},
+                        {"params_after", r.params_after},
+                        {"nonzero_after", r.nonzero_after},
+                        {"sparsity", r.sparsity},
+                        {"method", a.method},
+                        {"granularity", a.granularity},
+                        {"scope", a.scope},
+                        {"schedule", a.schedule},
+                        {"spec_after", ck.model.spec},
+                        {"steps", steps}};
+    if (!a.out.empty()) j["out"] = a.out;
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+}  // namespace
+
+Command add_prune_command(CLI::App& app) {
+  auto a = std::make_shared<PruneArgs>();
+  app.add_option("--in,model", a->in, "checkpoint to prune (.safetensors)")->required();
+  app.add_option("--out", a->out, "write the pruned model here");
+  app.add_option("--method", a->method, "magnitude, gradient, taylor, random, l1, l2 or fpgm")
+      ->check(CLI::IsMember({"magnitude", "gradient", "taylor", "random", "l1", "l2", "fpgm"}))
+      ->capture_default_str();
+  app.add_option("--granularity", a->granularity,
+                 "element, filter, neuron, channel, block or N:M (e.g. 2:4)")
+      ->capture_default_str();
+  app.add_option("--block", a->block, "block size for --granularity block, ROWSxCOLS")
+      ->capture_default_str();
+  app.add_option("--scope", a->scope, "layer (each layer to the amount) or global")
+      ->check(CLI::IsMember({"layer", "global"}))->capture_default_str();
+  app.add_option("--amount", a->amount, "fraction of units pruned in the end, in [0, 1]")
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--count", a->count, "prune this many units instead of --amount")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--threshold", a->threshold, "prune units scoring below T instead of --amount")
+      ->check(FiniteNumber & CLI::Range(0.0, 1e30));
+  app.add_option("--min-keep", a->min_keep, "units each layer keeps at least")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))->capture_default_str();
+  app.add_option("--layers", a->layers, "weights to prune, e.g. 0.weight 2.weight (default: all)")
+      ->delimiter(',');
+  app.add_option("--exclude", a->exclude, "weights not to prune")->delimiter(',');
+  app.add_option("--schedule", a->schedule,
+                 "oneshot, iterative:STEPS, iterative:S1,S2,..., or agp:BEGIN,END,FREQ")
+      ->capture_default_str();
+  app.add_option("--finetune-epochs", a->finetune_epochs,
+                 "fine-tuning epochs after each pruning step (the whole run for agp)")
+      ->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("--criterion-batches", a->criterion_batches,
+                 "batches of training data for gradient and Taylor criteria")
+      ->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_flag("--shrink", a->shrink, "remove zeroed filters and neurons physically");
+  app.add_option("--optimizer", a->optim.name, "fine-tuning optimizer: sgd, adam or adamw")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw"}))->capture_default_str();
+  app.add_option("--lr", a->optim.lr, "fine-tuning learning rate")
+      ->check(FiniteNumber & CLI::Range(0.0, 1e3))->capture_default_str();
+  app.add_option("--momentum", a->optim.momentum, "SGD momentum")
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0));
+  app.add_option("--lr-schedule", a->lr_schedule, "constant or cosine")
+      ->check(CLI::IsMember({"constant", "cosine"}))->capture_default_str();
+  app.add_option("--batch-size", a->batch_size, "fine-tuning batch size")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
+  app.add_option("--dataset", a->dataset, "dataset (default: the one the model was trained on)")
+      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
+  app.add_option("--data-dir", a->data_dir, "directory with the IDX files");
+  app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--seed", a->seed, "seed for random scores and shuffling")->capture_default_str();
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
+  app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");
+  return [a] { return run_prune(*a); };
+}
+
+}  // namespace sprig::app

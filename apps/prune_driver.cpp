@@ -1,0 +1,113 @@
+#include "apps/prune_driver.h"
+
+#include "datasets/dataloader.h"
+#include "engine/ops.h"
+#include "prune/data_criteria.h"
+#include "prune/shrink.h"
+
+namespace sprig::app {
+
+static bool needs_gradients(const prune::PruneSpec& s) {
+  return s.criterion == prune::Criterion::Gradient ||
+         (s.criterion == prune::Criterion::Taylor && s.granularity != prune::Granularity::Filter);
+}
+
+std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSource& src,
+                                                const prune::PruneSpec& spec, int batches,
+                                                uint64_t seed) {
+  bool taylor_filters =
+      spec.criterion == prune::Criterion::Taylor && spec.granularity == prune::Granularity::Filter;
+  if (!taylor_filters && !needs_gradients(spec)) return {};
+  SPRIG_CHECK(batches > 0, "criterion ", prune::criterion_name(spec.criterion),
+              " needs data: --criterion-batches must be > 0");
+  data::DataLoader loader(src.data.train, 64, /*shuffle=*/true, seed);
+  loader.start_epoch();
+  prune::BatchFn next = [&](Tensor& x, Tensor& y) {
+    data::Batch b;
+    if (!loader.next(b)) return false;
+    x = b.x;
+    y = b.y;
+    return true;
+  };
+  Task task = src.task;
+  prune::LossFn loss = [&, task](const Tensor& x, const Tensor& y) {
+    Tensor out = model.forward(x);
+    return task == Task::Classification ? cross_entropy(out, y) : mse_loss(out, y);
+  };
+  if (taylor_filters) return prune::taylor_filter_scores(model, next, loss, batches);
+  prune::accumulate_gradients(model, next, loss, batches);
+  return {};
+}
+
+// Prunes to target (cumulative), computing the criterion's data first.
+static prune::PruneReport prune_to(nn::Model& model, const DataSource& src, const PrunePlan& plan,
+                                   double target, int64_t round) {
+  prune::PruneSpec spec = plan.spec;
+  spec.amount = target;
+  auto scores = prepare_criterion(model, src, spec, plan.criterion_batches, spec.seed + round);
+  prune::PruneReport report = prune::prune_model(model, spec, scores);
+  // Gradients used as a criterion must not leak into the next optimizer step.
+  for (auto& p : model.parameters()) p->value.clear_grad();
+  return report;
+}
+
+static std::vector<EpochStats> finetune(nn::Model& model, const DataSource& src,
+                                        const PrunePlan& plan, int epochs,
+                                        std::function<void(int64_t)> after_step = nullptr) {
+  if (epochs <= 0) return {};
+  auto opt = make_optimizer(plan.optim, model.parameters());
+  FitConfig fc = plan.fit;
+  fc.epochs = epochs;
+  fc.after_step = std::move(after_step);
+  return fit(model, *opt, src.data.train, src.data.test, src.task, fc);
+}
+
+PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const PrunePlan& plan) {
+  PruneOutcome out;
+  out.params_before = model.num_parameters();
+  out.before = evaluate(model, src.data.test, src.task);
+
+  using Kind = prune::ScheduleSpec::Kind;
+  if (plan.schedule.kind == Kind::Polynomial) {
+    // Gradual pruning during fine-tuning (Zhu & Gupta 2017): at every pruning step of the
+    // schedule the target rises along the cubic, and training in between lets the network
+    // recover.
+    const prune::PolynomialDecay& agp = plan.schedule.agp;
+    data::DataLoader probe(src.data.train, plan.fit.batch_size);
+    int64_t total_steps = int64_t(plan.finetune_epochs) * int64_t(probe.num_batches());
+    SPRIG_CHECK(agp.end_step <= total_steps, "agp end step ", agp.end_step, " is beyond the ",
+                total_steps, " training steps of --finetune-epochs ", plan.finetune_epochs);
+    PruneStep step;
+    step.target = agp.final_sparsity;
+    int64_t round = 0;
+    step.epochs = finetune(model, src, plan, plan.finetune_epochs, [&](int64_t t) {
+      if (agp.should_prune(t)) out.last_report = prune_to(model, src, plan, agp.sparsity_at(t), round++);
+    });
+    step.sparsity = prune::sparsity(model);
+    step.after_prune = step.after_finetune = evaluate(model, src.data.test, src.task);
+    out.steps.push_back(step);
+  } else {
+    std::vector<double> targets = plan.schedule.targets;
+    if (plan.schedule.kind == Kind::OneShot) targets = {plan.spec.amount};
+    for (size_t k = 0; k < targets.size(); ++k) {
+      PruneStep step;
+      step.target = targets[k];
+      out.last_report = prune_to(model, src, plan, targets[k], int64_t(k));
+      step.after_prune = evaluate(model, src.data.test, src.task);
+      step.epochs = finetune(model, src, plan, plan.finetune_epochs);
+      step.after_finetune = step.epochs.empty() ? step.after_prune : step.epochs.back().test;
+      step.sparsity = prune::sparsity(model);
+      out.steps.push_back(step);
+    }
+  }
+
+  if (plan.shrink) prune::shrink(model);
+  out.after = evaluate(model, src.data.test, src.task);
+  out.params_after = model.num_parameters();
+  for (auto& p : model.parameters()) out.nonzero_after += p->count_nonzero();
+  // Relative to the original model, so shrunk and masked results compare directly.
+  out.sparsity = 1.0 - double(out.nonzero_after) / double(out.params_before);
+  return out;
+}
+
+}  // namespace sprig::app

@@ -1,0 +1,50 @@
+#pragma once
+// The pruning pipeline behind `sprig prune` and the experiments: data-driven criteria,
+// schedules (one-shot, iterative, gradual polynomial decay) with fine-tuning, and shrinking.
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "apps/trainer.h"
+#include "prune/prune.h"
+#include "prune/schedule.h"
+
+namespace sprig::app {
+
+struct PrunePlan {
+  prune::PruneSpec spec;            // what to prune (amount = the final target)
+  prune::ScheduleSpec schedule;     // how to get there
+  int finetune_epochs = 0;          // per iterative step; the whole run for agp
+  int criterion_batches = 10;       // batches for gradient / Taylor criteria
+  OptimizerConfig optim;            // fine-tuning optimizer
+  FitConfig fit;                    // fine-tuning loop (epochs is set per phase)
+  bool shrink = false;              // remove zeroed filters / neurons at the end
+};
+
+struct PruneStep {
+  double target = 0.0;        // the schedule's target sparsity of the pruned units
+  double sparsity = 0.0;      // of the whole model after this step
+  EvalResult after_prune;     // before fine-tuning
+  EvalResult after_finetune;  // equal to after_prune when there is no fine-tuning
+  std::vector<EpochStats> epochs;
+};
+
+struct PruneOutcome {
+  EvalResult before, after;
+  int64_t params_before = 0, params_after = 0, nonzero_after = 0;
+  double sparsity = 0.0;  // 1 - nonzero_after / params_before
+  std::vector<PruneStep> steps;
+  prune::PruneReport last_report;
+};
+
+// Runs the plan on model with the given data (the model is changed in place).
+PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const PrunePlan& plan);
+
+// Computes what plan.spec.criterion needs from data: gradients on the parameters (gradient,
+// weight x gradient) or Molchanov activation scores (Taylor filters), which it returns.
+std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSource& src,
+                                                const prune::PruneSpec& spec, int batches,
+                                                uint64_t seed);
+
+}  // namespace sprig::app
