@@ -1,7 +1,6 @@
 // sprig prune: prune a checkpoint with a criterion, granularity, scope and schedule, fine-tune,
 // optionally shrink, and save the result.
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -81,25 +80,30 @@ int run_prune(const PruneArgs& a) {
   plan.fit.log_lines = !a.quiet && !a.json;
   plan.shrink = a.shrink;
 
+  prune::validate_spec(ck.model, plan.spec);
   bool human = !a.json && !a.quiet;
   if (human)
-    std::printf("pruning %s: %s %s, %s scope, amount %g, schedule %s, %d fine-tuning epochs\n",
-                a.in.c_str(), a.method.c_str(), a.granularity.c_str(), a.scope.c_str(), a.amount,
+    std::printf("pruning %s: %s %s, %s scope, %s %g, schedule %s, %d fine-tuning epochs\n",
+                a.in.c_str(), a.method.c_str(), a.granularity.c_str(), a.scope.c_str(),
+                a.count >= 0 ? "count" : "amount", a.count >= 0 ? double(a.count) : a.amount,
                 a.schedule.c_str(), a.finetune_epochs);
+  int64_t flops_before = nn::summarize(ck.model).flops;
   PruneOutcome r = run_prune_plan(ck.model, src, plan);
   bool cls = src.task == Task::Classification;
   if (human) {
     for (size_t k = 0; k < r.steps.size(); ++k) {
       const PruneStep& s = r.steps[k];
-      std::printf("step %zu: target %.4f  model sparsity %.2f%%  %s after pruning %.4f, after fine-tuning %.4f\n",
-                  k + 1, s.target, 100.0 * s.sparsity, cls ? "accuracy" : "mse",
-                  cls ? s.after_prune.accuracy : s.after_prune.loss,
-                  cls ? s.after_finetune.accuracy : s.after_finetune.loss);
+      std::printf(
+          "step %zu: target %.4f  model sparsity %.2f%%  %s after pruning %.4f, after fine-tuning "
+          "%.4f\n",
+          k + 1, s.target, 100.0 * s.sparsity, cls ? "accuracy" : "mse",
+          cls ? s.after_prune.accuracy : s.after_prune.loss,
+          cls ? s.after_finetune.accuracy : s.after_finetune.loss);
     }
     std::printf("%s", nn::format_summary(nn::summarize(ck.model)).c_str());
     std::printf("params %lld -> %lld (%lld nonzero, %.2f%% sparsity); %s %.4f -> %.4f\n",
-                (long long)r.params_before, (long long)r.params_after,
-                (long long)r.nonzero_after, 100.0 * r.sparsity, cls ? "test accuracy" : "test mse",
+                (long long)r.params_before, (long long)r.params_after, (long long)r.nonzero_after,
+                100.0 * r.sparsity, cls ? "test accuracy" : "test mse",
                 cls ? r.before.accuracy : r.before.loss, cls ? r.after.accuracy : r.after.loss);
   }
   if (!a.out.empty()) {
@@ -123,12 +127,19 @@ int run_prune(const PruneArgs& a) {
                        {"after_prune", eval_json(s.after_prune, src.task)},
                        {"after_finetune", eval_json(s.after_finetune, src.task)}});
     std::string metric = cls ? "test_accuracy" : "test_mse";
+    // Seconds per fine-tuning epoch of the last step: the pruned model's training speed.
+    std::vector<double> finetune_seconds;
+    if (!r.steps.empty())
+      for (const EpochStats& e : r.steps.back().epochs) finetune_seconds.push_back(e.seconds);
     nlohmann::json j = {{metric + "_before", eval_json(r.before, src.task)},
                         {metric + "_after", eval_json(r.after, src.task)},
                         {"params_before", r.params_before},
                         {"params_after", r.params_after},
                         {"nonzero_after", r.nonzero_after},
                         {"sparsity", r.sparsity},
+                        {"flops_before", flops_before},
+                        {"flops_after", nn::summarize(ck.model).flops},
+                        {"finetune_epoch_seconds", finetune_seconds},
                         {"method", a.method},
                         {"granularity", a.granularity},
                         {"scope", a.scope},
@@ -155,15 +166,18 @@ Command add_prune_command(CLI::App& app) {
   app.add_option("--block", a->block, "block size for --granularity block, ROWSxCOLS")
       ->capture_default_str();
   app.add_option("--scope", a->scope, "layer (each layer to the amount) or global")
-      ->check(CLI::IsMember({"layer", "global"}))->capture_default_str();
+      ->check(CLI::IsMember({"layer", "global"}))
+      ->capture_default_str();
   app.add_option("--amount", a->amount, "fraction of units pruned in the end, in [0, 1]")
-      ->check(FiniteNumber & CLI::Range(0.0, 1.0))->capture_default_str();
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   app.add_option("--count", a->count, "prune this many units instead of --amount")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--threshold", a->threshold, "prune units scoring below T instead of --amount")
       ->check(FiniteNumber & CLI::Range(0.0, 1e30));
   app.add_option("--min-keep", a->min_keep, "units each layer keeps at least")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))->capture_default_str();
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->capture_default_str();
   app.add_option("--layers", a->layers, "weights to prune, e.g. 0.weight 2.weight (default: all)")
       ->delimiter(',');
   app.add_option("--exclude", a->exclude, "weights not to prune")->delimiter(',');
@@ -172,21 +186,27 @@ Command add_prune_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--finetune-epochs", a->finetune_epochs,
                  "fine-tuning epochs after each pruning step (the whole run for agp)")
-      ->check(CLI::Range(0, 100000))->capture_default_str();
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
   app.add_option("--criterion-batches", a->criterion_batches,
                  "batches of training data for gradient and Taylor criteria")
-      ->check(CLI::Range(1, 1000000))->capture_default_str();
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   app.add_flag("--shrink", a->shrink, "remove zeroed filters and neurons physically");
   app.add_option("--optimizer", a->optim.name, "fine-tuning optimizer: sgd, adam or adamw")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw"}))->capture_default_str();
+      ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
+      ->capture_default_str();
   app.add_option("--lr", a->optim.lr, "fine-tuning learning rate")
-      ->check(FiniteNumber & CLI::Range(0.0, 1e3))->capture_default_str();
+      ->check(FiniteNumber & CLI::Range(0.0, 1e3))
+      ->capture_default_str();
   app.add_option("--momentum", a->optim.momentum, "SGD momentum")
       ->check(FiniteNumber & CLI::Range(0.0, 1.0));
   app.add_option("--lr-schedule", a->lr_schedule, "constant or cosine")
-      ->check(CLI::IsMember({"constant", "cosine"}))->capture_default_str();
+      ->check(CLI::IsMember({"constant", "cosine"}))
+      ->capture_default_str();
   app.add_option("--batch-size", a->batch_size, "fine-tuning batch size")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
   app.add_option("--dataset", a->dataset, "dataset (default: the one the model was trained on)")
       ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
   app.add_option("--data-dir", a->data_dir, "directory with the IDX files");

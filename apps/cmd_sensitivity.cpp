@@ -1,9 +1,8 @@
 // sprig sensitivity: prune each layer alone at a range of amounts and report how much the test
 // metric drops, to choose per-layer amounts (as NNI's and Distiller's sensitivity analyses).
 #include <cstdio>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "apps/commands.h"
 #include "apps/prune_driver.h"
@@ -88,14 +87,18 @@ int run_sensitivity(const SensitivityArgs& a) {
     std::printf("  %6.0f%%\n", 100.0 * suggest);
     layers.push_back({{"name", name}, {"drops", drops}, {"suggested_amount", suggest}});
   }
-  std::printf("suggest = the largest amount whose drop stays within %g %s at that amount and all "
-              "smaller ones\n",
-              a.max_drop, cls ? "percentage points" : "(mse)");
+  std::printf(
+      "suggest = the largest amount whose drop stays within %g %s at that amount and all "
+      "smaller ones\n",
+      a.max_drop, cls ? "percentage points" : "(mse)");
   if (a.json) {
-    nlohmann::json j = {{"in", a.in},           {"method", a.method},
-                        {"granularity", a.granularity}, {"baseline", base},
+    nlohmann::json j = {{"in", a.in},
+                        {"method", a.method},
+                        {"granularity", a.granularity},
+                        {"baseline", base},
                         {"metric", cls ? "test_accuracy_percent" : "test_mse"},
-                        {"max_drop", a.max_drop}, {"layers", layers}};
+                        {"max_drop", a.max_drop},
+                        {"layers", layers}};
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;
@@ -111,14 +114,17 @@ Command add_sensitivity_command(CLI::App& app) {
   app.add_option("--granularity", a->granularity, "element, filter, neuron, channel or block")
       ->capture_default_str();
   app.add_option("--amounts", a->amounts, "amounts to try, e.g. 0.1,0.3,0.5")
-      ->delimiter(',')->check(CLI::Range(0.0, 1.0));
+      ->delimiter(',')
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--max-drop", a->max_drop,
                  "largest acceptable drop for the suggestion (accuracy points, or MSE)")
-      ->check(FiniteNumber & CLI::Range(0.0, 1e9))->capture_default_str();
+      ->check(FiniteNumber & CLI::Range(0.0, 1e9))
+      ->capture_default_str();
   app.add_option("--limit-test", a->limit_test, "evaluate on the first N test samples only")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   app.add_option("--criterion-batches", a->criterion_batches, "batches for data-driven criteria")
-      ->check(CLI::Range(1, 1000000))->capture_default_str();
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   app.add_option("--dataset", a->dataset, "dataset (default: the one the model was trained on)")
       ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
   app.add_option("--data-dir", a->data_dir, "directory with the IDX files");

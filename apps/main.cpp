@@ -25,7 +25,9 @@ int main(int argc, char** argv) {
     bool known = false;
     for (auto& kv : commands) known = known || kv.first->get_name() == argv[1];
     if (!known) {
-      std::fprintf(stderr, "sprig: error: unknown command '%s' (expected train, eval, prune, sensitivity or summary)\n",
+      std::fprintf(stderr,
+                   "sprig: error: unknown command '%s' (expected train, eval, prune, sensitivity "
+                   "or summary)\n",
                    argv[1]);
       return 2;
     }

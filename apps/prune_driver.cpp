@@ -81,7 +81,8 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
     step.target = agp.final_sparsity;
     int64_t round = 0;
     step.epochs = finetune(model, src, plan, plan.finetune_epochs, [&](int64_t t) {
-      if (agp.should_prune(t)) out.last_report = prune_to(model, src, plan, agp.sparsity_at(t), round++);
+      if (agp.should_prune(t))
+        out.last_report = prune_to(model, src, plan, agp.sparsity_at(t), round++);
     });
     step.sparsity = prune::sparsity(model);
     step.after_prune = step.after_finetune = evaluate(model, src.data.test, src.task);

@@ -13,13 +13,13 @@
 namespace sprig::app {
 
 struct PrunePlan {
-  prune::PruneSpec spec;            // what to prune (amount = the final target)
-  prune::ScheduleSpec schedule;     // how to get there
-  int finetune_epochs = 0;          // per iterative step; the whole run for agp
-  int criterion_batches = 10;       // batches for gradient / Taylor criteria
-  OptimizerConfig optim;            // fine-tuning optimizer
-  FitConfig fit;                    // fine-tuning loop (epochs is set per phase)
-  bool shrink = false;              // remove zeroed filters / neurons at the end
+  prune::PruneSpec spec;         // what to prune (amount = the final target)
+  prune::ScheduleSpec schedule;  // how to get there
+  int finetune_epochs = 0;       // per iterative step; the whole run for agp
+  int criterion_batches = 10;    // batches for gradient / Taylor criteria
+  OptimizerConfig optim;         // fine-tuning optimizer
+  FitConfig fit;                 // fine-tuning loop (epochs is set per phase)
+  bool shrink = false;           // remove zeroed filters / neurons at the end
 };
 
 struct PruneStep {

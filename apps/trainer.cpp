@@ -143,7 +143,8 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
         opt.lr = float(base_lr * 0.5 * (1.0 + std::cos(M_PI * t / total_steps)));
       }
       opt.step();
-      if (cfg.after_step) cfg.after_step(int64_t(epoch - 1) * int64_t(loader.num_batches()) + step + 1);
+      if (cfg.after_step)
+        cfg.after_step(int64_t(epoch - 1) * int64_t(loader.num_batches()) + step + 1);
       int64_t n = b.x.size(0);
       loss_sum += double(value) * double(n);
       seen += n;

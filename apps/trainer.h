@@ -63,7 +63,7 @@ struct FitConfig {
   // Called after every optimizer step with the step count so far (from 1), e.g. for gradual
   // pruning schedules.
   std::function<void(int64_t step)> after_step;
-  bool log_lines = false;     // print one line per epoch
+  bool log_lines = false;  // print one line per epoch
 };
 
 // Trains for cfg.epochs, evaluating on `test` after each epoch. Throws sprig::Error if the

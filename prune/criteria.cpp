@@ -103,16 +103,10 @@ static std::vector<double> fpgm_scores(const std::vector<float>& units, int64_t 
   return s;
 }
 
-Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, const PruneSpec& spec,
-                   const Tensor* activation_scores) {
-  const WeightView v = detail::weight_view(weight, spec);
-  const int64_t U = detail::num_units(v, g);
-  const int64_t n = v.rows * v.cols;
-  const float* w = weight.value.data();  // (rows, cols)
-  const bool per_element = g == Granularity::Element || g == Granularity::NM;
-
+void detail::check_applies(Criterion c, Granularity g) {
   // Norm criteria measure a whole unit; on single weights they all reduce to |w|, which is
   // what magnitude means, so asking for them there is most likely a mistake.
+  bool per_element = g == Granularity::Element || g == Granularity::NM;
   bool structured_only = c == Criterion::L1Norm || c == Criterion::L2Norm || c == Criterion::FPGM;
   SPRIG_CHECK(!(structured_only && per_element), "criterion '", criterion_name(c),
               "' scores whole units and does not apply to ", granularity_name(g),
@@ -120,6 +114,16 @@ Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, cons
               "'magnitude' for single weights");
   SPRIG_CHECK(!(c == Criterion::FPGM && g == Granularity::Block),
               "criterion 'fpgm' does not apply to block granularity (filter or channel only)");
+}
+
+Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, const PruneSpec& spec,
+                   const Tensor* activation_scores) {
+  const WeightView v = detail::weight_view(weight, spec);
+  const int64_t U = detail::num_units(v, g);
+  const int64_t n = v.rows * v.cols;
+  const float* w = weight.value.data();  // (rows, cols)
+
+  detail::check_applies(c, g);
 
   std::vector<double> s(U, 0.0);  // (U) unit scores
   if (c == Criterion::Random) {

@@ -92,6 +92,16 @@ static void check_spec(const PruneSpec& s) {
                 ": need 0 < N <= M");
 }
 
+void validate_spec(const nn::Model& model, const PruneSpec& spec) {
+  check_spec(spec);
+  detail::check_applies(spec.criterion, spec.granularity);
+  SPRIG_CHECK(!prunable_weights(model, spec).empty(), "nothing to prune: ",
+              weighted_layers(model).empty()
+                  ? "the model has no conv or linear weights"
+                  : "the include/exclude lists leave no weight (filter pruning skips the last "
+                    "layer, channel pruning the first)");
+}
+
 std::vector<std::pair<std::string, nn::ParameterPtr>> prunable_weights(const nn::Model& model,
                                                                        const PruneSpec& spec) {
   std::vector<WeightedLayer> layers = weighted_layers(model);
@@ -352,13 +362,9 @@ static std::vector<LayerReport> prune_targets(const std::vector<Target>& targets
 
 PruneReport prune_model(nn::Model& model, const PruneSpec& spec,
                         const std::map<std::string, Tensor>& activation_scores) {
-  check_spec(spec);
+  validate_spec(model, spec);
   std::vector<WeightedLayer> layers = weighted_layers(model);
   auto chosen = prunable_weights(model, spec);
-  SPRIG_CHECK(!chosen.empty(), "nothing to prune: ",
-              layers.empty() ? "the model has no conv or linear weights"
-                             : "the include/exclude lists leave no weight (filter pruning skips "
-                               "the last layer, channel pruning the first)");
   std::vector<Target> targets;
   for (auto& [name, w] : chosen) {
     nn::Parameter* bias = nullptr;

@@ -35,4 +35,7 @@ inline int64_t unit_of(const WeightView& v, Granularity g, int64_t r, int64_t c)
   }
 }
 
+// Throws when criterion c cannot score units of granularity g (e.g. FPGM on single weights).
+void check_applies(Criterion c, Granularity g);
+
 }  // namespace sprig::prune::detail

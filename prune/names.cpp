@@ -27,24 +27,36 @@ Granularity parse_granularity(const std::string& s) {
 
 const char* criterion_name(Criterion c) {
   switch (c) {
-    case Criterion::Magnitude: return "magnitude";
-    case Criterion::Gradient: return "gradient";
-    case Criterion::Taylor: return "taylor";
-    case Criterion::Random: return "random";
-    case Criterion::L1Norm: return "l1";
-    case Criterion::L2Norm: return "l2";
-    case Criterion::FPGM: return "fpgm";
+    case Criterion::Magnitude:
+      return "magnitude";
+    case Criterion::Gradient:
+      return "gradient";
+    case Criterion::Taylor:
+      return "taylor";
+    case Criterion::Random:
+      return "random";
+    case Criterion::L1Norm:
+      return "l1";
+    case Criterion::L2Norm:
+      return "l2";
+    case Criterion::FPGM:
+      return "fpgm";
   }
   return "?";
 }
 
 const char* granularity_name(Granularity g) {
   switch (g) {
-    case Granularity::Element: return "element";
-    case Granularity::Filter: return "filter";
-    case Granularity::Channel: return "channel";
-    case Granularity::Block: return "block";
-    case Granularity::NM: return "nm";
+    case Granularity::Element:
+      return "element";
+    case Granularity::Filter:
+      return "filter";
+    case Granularity::Channel:
+      return "channel";
+    case Granularity::Block:
+      return "block";
+    case Granularity::NM:
+      return "nm";
   }
   return "?";
 }

@@ -36,7 +36,7 @@ enum class Criterion {
 enum class Granularity { Element, Filter, Channel, Block, NM };
 enum class Scope { Layer, Global };
 
-Criterion parse_criterion(const std::string& s);  // magnitude|gradient|taylor|random|l1|l2|fpgm
+Criterion parse_criterion(const std::string& s);      // magnitude|gradient|taylor|random|l1|l2|fpgm
 Granularity parse_granularity(const std::string& s);  // element|filter|neuron|channel|block|N:M
 // "2:4" -> {2, 4}; errors unless 0 < N <= M, both integers.
 std::pair<int64_t, int64_t> parse_nm(const std::string& s);
@@ -51,10 +51,10 @@ struct PruneSpec {
   // that is pruned after this call, counting units already pruned (they stay pruned). So an
   // iterative schedule passes cumulative targets 0.5, 0.75, ... In [0, 1].
   double amount = 0.0;
-  int64_t count = -1;        // >= 0: prune this many units in total instead of a fraction
-  double threshold = -1.0;   // >= 0: prune every unit whose score is below it instead
-  int64_t min_keep = 1;      // units each layer keeps whatever the amount
-  int64_t n = 2, m = 4;      // N:M
+  int64_t count = -1;       // >= 0: prune this many units in total instead of a fraction
+  double threshold = -1.0;  // >= 0: prune every unit whose score is below it instead
+  int64_t min_keep = 1;     // units each layer keeps whatever the amount
+  int64_t n = 2, m = 4;     // N:M
   int64_t block_rows = 1, block_cols = 4;
   // Weight names to prune (e.g. "0.weight"); empty = every conv and linear weight.
   std::vector<std::string> include;
@@ -85,6 +85,11 @@ Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, cons
 // each weight's grad(), which the caller fills (prune/data_criteria.h).
 PruneReport prune_model(nn::Model& model, const PruneSpec& spec,
                         const std::map<std::string, Tensor>& activation_scores = {});
+
+// Checks spec against model without changing anything: amount, count, threshold, N:M, the
+// include/exclude names, that something is left to prune, and that the criterion applies to
+// the granularity. Data-dependent problems (a missing gradient) are only found when pruning.
+void validate_spec(const nn::Model& model, const PruneSpec& spec);
 
 // The weights prune_model would consider under spec (include/exclude applied), in model order.
 std::vector<std::pair<std::string, nn::ParameterPtr>> prunable_weights(const nn::Model& model,

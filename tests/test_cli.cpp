@@ -92,6 +92,76 @@ TEST_CASE("train --json --out, then eval and summary of the checkpoint") {
   CHECK(t.out.find("126,698") != std::string::npos);
 }
 
+TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity") {
+  fs::path dir = temp_dir();
+  std::string base = (dir / "base.safetensors").string();
+  Result t =
+      run("train --model 'conv(6,3,pad=1) relu maxpool(2) flatten linear(32) relu linear(10)' "
+          "--epochs 1 --limit-train 1000 --threads 2 --quiet --out " +
+          base);
+  REQUIRE_MESSAGE(t.code == 0, t.out);
+
+  std::string sparse = (dir / "sparse.safetensors").string();
+  Result p = run("prune --in " + base + " --method magnitude --scope global --amount 0.8 " +
+                 "--json --out " + sparse);
+  REQUIRE_MESSAGE(p.code == 0, p.out);
+  auto j = nlohmann::json::parse(last_line(p.out));
+  int64_t params = j["params_before"];
+  CHECK(j["params_after"] == params);
+  // 80% of the weights (not biases) are zero, so the model is a little under 80% sparse.
+  CHECK(j["sparsity"].get<double>() > 0.78);
+  CHECK(j["sparsity"].get<double>() < 0.80);
+  CHECK(j["test_accuracy_before"].get<double>() > 0.5);
+  CHECK(j["test_accuracy_after"].get<double>() > 0.3);
+  Result s = run("summary --in " + sparse + " --json");
+  REQUIRE(s.code == 0);
+  auto js = nlohmann::json::parse(last_line(s.out));
+  CHECK(js["nonzero"] == j["nonzero_after"]);
+  // The masks are in the checkpoint: pruning the pruned model further keeps the old zeros.
+  Result again =
+      run("prune --in " + sparse + " --method magnitude --scope global --amount 0.9 --json");
+  REQUIRE(again.code == 0);
+  CHECK(nlohmann::json::parse(last_line(again.out))["sparsity"].get<double>() > 0.88);
+
+  std::string shrunk = (dir / "shrunk.safetensors").string();
+  Result f = run("prune --in " + base + " --method l1 --granularity filter --amount 0.5 --shrink " +
+                 "--finetune-epochs 1 --limit-train 500 --json --out " + shrunk);
+  REQUIRE_MESSAGE(f.code == 0, f.out);
+  auto jf = nlohmann::json::parse(last_line(f.out));
+  CHECK(jf["params_after"].get<int64_t>() < params);
+  CHECK(jf["spec_after"].get<std::string>().rfind(
+            "conv(3,3,pad=1) relu maxpool(2) flatten linear(16)", 0) == 0);
+  Result e = run("eval --in " + shrunk + " --json");
+  REQUIRE_MESSAGE(e.code == 0, e.out);
+  CHECK(nlohmann::json::parse(last_line(e.out))["test_accuracy"] == jf["test_accuracy_after"]);
+
+  Result sens = run("sensitivity --in " + base + " --amounts 0.5,0.9 --limit-test 500 --json");
+  REQUIRE_MESSAGE(sens.code == 0, sens.out);
+  auto jsens = nlohmann::json::parse(last_line(sens.out));
+  CHECK(jsens["layers"].size() == 3);
+  CHECK(jsens["layers"][0]["drops"].size() == 2);
+
+  // Bad pruning requests on a good model: one line naming the problem, and --out untouched.
+  for (auto [args, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"--granularity 5:4", "5:4"},
+           {"--granularity diagonal", "diagonal"},
+           {"--schedule agp:10,5,1", "agp"},
+           {"--schedule sometimes", "sometimes"},
+           {"--block 0x4 --granularity block", "--block"},
+           {"--method fpgm --granularity element", "fpgm"},
+           {"--method gradient --criterion-batches 0", "--criterion-batches"},
+           {"--layers 7.weight", "7.weight"},
+       }) {
+    CAPTURE(args);
+    Result r = run("prune --in " + base + " " + args + " --out " + sparse);
+    CHECK(r.code != 0);
+    CHECK(count_lines(r.out) == 1);
+    CHECK_MESSAGE(r.out.find(expect) != std::string::npos, r.out);
+  }
+  Result still = run("summary --in " + sparse + " --json");
+  CHECK(nlohmann::json::parse(last_line(still.out))["nonzero"] == j["nonzero_after"]);
+}
+
 TEST_CASE("bad input: one line, non-zero exit, existing files untouched") {
   fs::path dir = temp_dir();
   std::string keep = (dir / "keep.safetensors").string();
@@ -116,6 +186,9 @@ TEST_CASE("bad input: one line, non-zero exit, existing files untouched") {
            Case{"summary", "exactly one of"},
            Case{"summary --model cnn2 --input-shape 1,x,28", "--input-shape"},
            Case{"frobnicate", "frobnicate"},
+           Case{"prune --in /no/such.safetensors", "/no/such.safetensors"},
+           Case{"prune --in " + keep + " --amount 1.5", "--amount"},
+           Case{"prune --in " + keep + " --method size", "size"},
        }) {
     CAPTURE(c.args);
     Result r = run(c.args);

@@ -295,8 +295,8 @@ TEST_SUITE("model") {
   TEST_CASE("forward hooks see every layer's input and output, and can be removed") {
     nn::Model m = nn::build_model("flatten linear(4) relu linear(2)", {1, 3, 3}, 0);
     std::vector<Shape> seen;
-    int id = m.net->layers[1]->add_forward_hook(
-        [&](nn::Module&, const Tensor& in, const Tensor& out) {
+    int id =
+        m.net->layers[1]->add_forward_hook([&](nn::Module&, const Tensor& in, const Tensor& out) {
           seen.push_back(in.shape());
           seen.push_back(out.shape());
         });
