@@ -16,7 +16,7 @@ struct PruneArgs {
   std::string in, out, method = "magnitude", granularity = "element", scope = "layer";
   std::string schedule = "oneshot", block = "1x4", dataset, data_dir, lr_schedule = "constant";
   double amount = 0.5, threshold = -1.0;
-  int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1;
+  int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1, rewind = -1;
   std::vector<std::string> layers, exclude;
   int finetune_epochs = 0, criterion_batches = 10, threads = 0;
   OptimizerConfig optim{"adam", 1e-3f};
@@ -79,6 +79,14 @@ int run_prune(const PruneArgs& a) {
   plan.fit.lr_schedule = parse_lr_schedule(a.lr_schedule);
   plan.fit.log_lines = !a.quiet && !a.json;
   plan.shrink = a.shrink;
+  if (a.rewind >= 0) {
+    auto it = ck.metadata.find("rewind_step");
+    SPRIG_CHECK(!ck.rewind.empty() && it != ck.metadata.end(), a.in,
+                " holds no rewind snapshot: train it with sprig train --rewind-step ", a.rewind);
+    SPRIG_CHECK(it->second == std::to_string(a.rewind), "--rewind ", a.rewind, ": ", a.in,
+                " holds the weights of step ", it->second, " only");
+    plan.rewind = ck.rewind;
+  }
 
   prune::validate_spec(ck.model, plan.spec);
   bool human = !a.json && !a.quiet;
@@ -108,7 +116,7 @@ int run_prune(const PruneArgs& a) {
   }
   if (!a.out.empty()) {
     std::map<std::string, std::string> meta = ck.metadata;
-    for (const char* k : {"format", "spec", "input_shape"}) meta.erase(k);
+    for (const char* k : {"format", "spec", "input_shape", "rewind_step"}) meta.erase(k);
     for (auto it = meta.begin(); it != meta.end();)
       it = it->first.rfind("mask.", 0) == 0 ? meta.erase(it) : std::next(it);
     meta["dataset"] = dataset;
@@ -192,6 +200,10 @@ Command add_prune_command(CLI::App& app) {
                  "batches of training data for gradient and Taylor criteria")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
+  app.add_option("--rewind", a->rewind,
+                 "lottery ticket: reset surviving weights to those of this training step "
+                 "(stored by sprig train --rewind-step) after each pruning step")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_flag("--shrink", a->shrink, "remove zeroed filters and neurons physically");
   app.add_option("--optimizer", a->optim.name, "fine-tuning optimizer: sgd, adam or adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))

@@ -9,6 +9,7 @@
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
+#include "prune/schedule.h"
 
 namespace sprig::app {
 
@@ -16,7 +17,7 @@ namespace {
 struct TrainArgs {
   std::string model = "cnn2", dataset = "fashion-mnist", data_dir, out, lr_schedule = "constant";
   int epochs = 5;
-  int64_t batch_size = 64, limit_train = -1;
+  int64_t batch_size = 64, limit_train = -1, rewind_step = -1;
   OptimizerConfig optim;
   uint64_t seed = 0;
   int threads = 0;
@@ -45,9 +46,18 @@ int run_train(const TrainArgs& a) {
   fc.batch_size = a.batch_size;
   fc.seed = a.seed;
   fc.lr_schedule = parse_lr_schedule(a.lr_schedule);
+  // Lottery-ticket rewinding point: the weights after this many steps go into the checkpoint.
+  prune::WeightSnapshot rewind;
+  if (a.rewind_step == 0) rewind = prune::snapshot_weights(model);
+  if (a.rewind_step > 0)
+    fc.after_step = [&](int64_t step) {
+      if (step == a.rewind_step) rewind = prune::snapshot_weights(model);
+    };
   fc.progress_bar = human && stdout_is_terminal();
   fc.log_lines = !a.quiet;
   auto history = fit(model, *opt, src.data.train, src.data.test, src.task, fc);
+  SPRIG_CHECK(a.rewind_step < 0 || !rewind.values.empty(), "--rewind-step ", a.rewind_step,
+              " was never reached (the run had fewer steps)");
 
   double train_seconds = 0.0;
   std::vector<double> epoch_seconds, test_metric;
@@ -59,14 +69,15 @@ int run_train(const TrainArgs& a) {
   EvalResult final_test =
       history.empty() ? evaluate(model, src.data.test, src.task) : history.back().test;
   if (!a.out.empty()) {
-    nn::save_checkpoint(
-        a.out, model,
-        {{"dataset", a.dataset},
-         {"epochs", std::to_string(a.epochs)},
-         {"optimizer", opt->name()},
-         {"seed", std::to_string(a.seed)},
-         {"test_metric", std::to_string(test_metric.empty() ? 0.0 : test_metric.back())},
-         {"created_by", "sprig train"}});
+    std::map<std::string, std::string> meta = {
+        {"dataset", a.dataset},
+        {"epochs", std::to_string(a.epochs)},
+        {"optimizer", opt->name()},
+        {"seed", std::to_string(a.seed)},
+        {"test_metric", std::to_string(test_metric.empty() ? 0.0 : test_metric.back())},
+        {"created_by", "sprig train"}};
+    if (a.rewind_step >= 0) meta["rewind_step"] = std::to_string(a.rewind_step);
+    nn::save_checkpoint(a.out, model, meta, rewind.values);
     if (human) std::printf("saved %s\n", a.out.c_str());
   }
   if (human) {
@@ -147,6 +158,10 @@ Command add_train_command(CLI::App& app) {
   app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--out", a->out, "write the trained model to this checkpoint (.safetensors)");
+  app.add_option("--rewind-step", a->rewind_step,
+                 "also store the weights after this many steps (0: the initial weights) for "
+                 "lottery-ticket rewinding with sprig prune --rewind")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");
   return [a] { return run_train(*a); };

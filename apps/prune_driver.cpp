@@ -72,6 +72,8 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
     // Gradual pruning during fine-tuning (Zhu & Gupta 2017): at every pruning step of the
     // schedule the target rises along the cubic, and training in between lets the network
     // recover.
+    SPRIG_CHECK(plan.rewind.empty(), "--rewind applies to oneshot and iterative schedules, not agp "
+                                     "(gradual pruning keeps training the same weights)");
     const prune::PolynomialDecay& agp = plan.schedule.agp;
     data::DataLoader probe(src.data.train, plan.fit.batch_size);
     int64_t total_steps = int64_t(plan.finetune_epochs) * int64_t(probe.num_batches());
@@ -94,6 +96,7 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
       PruneStep step;
       step.target = targets[k];
       out.last_report = prune_to(model, src, plan, targets[k], int64_t(k));
+      if (!plan.rewind.empty()) prune::rewind_weights(model, prune::WeightSnapshot{plan.rewind});
       step.after_prune = evaluate(model, src.data.test, src.task);
       step.epochs = finetune(model, src, plan, plan.finetune_epochs);
       step.after_finetune = step.epochs.empty() ? step.after_prune : step.epochs.back().test;

@@ -20,6 +20,9 @@ struct PrunePlan {
   OptimizerConfig optim;         // fine-tuning optimizer
   FitConfig fit;                 // fine-tuning loop (epochs is set per phase)
   bool shrink = false;           // remove zeroed filters / neurons at the end
+  // Lottery-ticket rewinding (Frankle & Carbin 2019; Frankle et al. 2020): after each pruning
+  // step the surviving weights go back to these early values before fine-tuning.
+  std::map<std::string, Tensor> rewind;
 };
 
 struct PruneStep {

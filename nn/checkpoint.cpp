@@ -39,7 +39,8 @@ static MaskGranularity parse_granularity(const std::string& path, const std::str
 }
 
 void save_checkpoint(const std::string& path, const Model& model,
-                     const std::map<std::string, std::string>& extra) {
+                     const std::map<std::string, std::string>& extra,
+                     const std::map<std::string, Tensor>& rewind) {
   std::map<std::string, std::string> meta = extra;
   meta["format"] = kCheckpointFormat;
   meta["spec"] = model.spec;
@@ -52,6 +53,7 @@ void save_checkpoint(const std::string& path, const Model& model,
       meta["mask." + name] = granularity_name(p->mask->granularity);
     }
   }
+  for (auto& [name, t] : rewind) tensors.push_back({kRewindPrefix + name, t});
   save_safetensors(path, tensors, meta);
 }
 
@@ -91,6 +93,16 @@ Checkpoint load_checkpoint(const std::string& path) {
                                                        : parse_granularity(path, g->second));
       used.insert(name + ".mask");
     }
+  }
+  const std::string prefix = kRewindPrefix;
+  for (auto& [name, t] : file.tensors) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    std::string param = name.substr(prefix.size());
+    const Tensor* value = file.find(param);
+    SPRIG_CHECK(value && used.count(param) && t.shape() == value->shape() && t.dtype() == DType::F32,
+                path, ": rewind tensor '", name, "' does not match a parameter of the model");
+    ck.rewind[param] = t;
+    used.insert(name);
   }
   for (auto& [name, t] : file.tensors)
     SPRIG_CHECK(used.count(name), path, ": unexpected tensor '", name,

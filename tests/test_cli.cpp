@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "nn/checkpoint.h"
 #include <string>
 
 namespace fs = std::filesystem;
@@ -160,6 +162,44 @@ TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity"
   }
   Result still = run("summary --in " + sparse + " --json");
   CHECK(nlohmann::json::parse(last_line(still.out))["nonzero"] == j["nonzero_after"]);
+}
+
+TEST_CASE("lottery ticket: train with a rewind snapshot, prune with --rewind") {
+  fs::path dir = temp_dir();
+  std::string base = (dir / "ticket.safetensors").string();
+  Result t = run("train --model mlp --epochs 1 --limit-train 1000 --threads 2 --quiet "
+                 "--rewind-step 0 --json --out " + base);
+  REQUIRE_MESSAGE(t.code == 0, t.out);
+  std::string ticket = (dir / "ticket_pruned.safetensors").string();
+  Result p = run("prune --in " + base + " --scope global --amount 0.5 --rewind 0 --json --out " +
+                 ticket);
+  REQUIRE_MESSAGE(p.code == 0, p.out);
+  CHECK(nlohmann::json::parse(last_line(p.out))["sparsity"].get<double>() > 0.49);
+  // Every surviving weight is back at its initial value; every pruned one is 0.
+  sprig::nn::Checkpoint before = sprig::nn::load_checkpoint(base);
+  sprig::nn::Checkpoint after = sprig::nn::load_checkpoint(ticket);
+  REQUIRE(before.rewind.size() == 6);
+  int64_t kept = 0, changed = 0;
+  for (auto& [name, param] : after.model.named_parameters()) {
+    std::vector<float> init = before.rewind.at(name).to_vector(), now = param->value.to_vector();
+    std::vector<float> trained;
+    for (auto& [n, q] : before.model.named_parameters())
+      if (n == name) trained = q->value.to_vector();
+    for (size_t i = 0; i < now.size(); ++i) {
+      if (now[i] == 0.0f) continue;
+      ++kept;
+      REQUIRE(now[i] == init[i]);
+      changed += init[i] != trained[i];
+    }
+  }
+  CHECK(kept > 0);
+  CHECK(changed > kept / 2);  // training had moved them, so the rewind is visible
+  Result wrong = run("prune --in " + base + " --rewind 5");
+  CHECK(wrong.code != 0);
+  CHECK(wrong.out.find("step 0 only") != std::string::npos);
+  Result none = run("prune --in " + base + " --rewind 0 --schedule agp:0,10,5 --finetune-epochs 1");
+  CHECK(none.code != 0);
+  CHECK(none.out.find("agp") != std::string::npos);
 }
 
 TEST_CASE("bad input: one line, non-zero exit, existing files untouched") {
