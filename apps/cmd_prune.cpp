@@ -15,6 +15,7 @@ namespace {
 struct PruneArgs {
   std::string in, out, method = "magnitude", granularity = "element", scope = "layer";
   std::string schedule = "oneshot", block = "1x4", dataset, data_dir, lr_schedule = "constant";
+  std::string taylor_variant = "reference";
   double amount = 0.5, threshold = -1.0;
   int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1, rewind = -1;
   std::vector<std::string> layers, exclude;
@@ -71,8 +72,15 @@ int run_prune(const PruneArgs& a) {
   plan.spec.exclude = a.exclude;
   plan.spec.seed = a.seed;
   plan.schedule = prune::parse_schedule(a.schedule, a.amount);
+  SPRIG_CHECK(plan.spec.granularity != prune::Granularity::NM ||
+                  plan.schedule.kind == prune::ScheduleSpec::OneShot,
+              "--granularity ", a.granularity,
+              " fixes the sparsity at 1 - N/M in one step: use "
+              "--schedule oneshot (--amount, --count and --threshold do not apply)");
   plan.finetune_epochs = a.finetune_epochs;
   plan.criterion_batches = a.criterion_batches;
+  plan.taylor_variant = a.taylor_variant == "paper" ? prune::TaylorVariant::Paper
+                                                    : prune::TaylorVariant::ReferenceCode;
   plan.optim = a.optim;
   plan.fit.batch_size = a.batch_size;
   plan.fit.seed = a.seed;
@@ -176,8 +184,13 @@ Command add_prune_command(CLI::App& app) {
   app.add_option("--scope", a->scope, "layer (each layer to the amount) or global")
       ->check(CLI::IsMember({"layer", "global"}))
       ->capture_default_str();
-  app.add_option("--amount", a->amount, "fraction of units pruned in the end, in [0, 1]")
+  app.add_option("--amount", a->amount, "fraction of units pruned in the end, in [0, 1)")
       ->check(FiniteNumber & CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--taylor-variant", a->taylor_variant,
+                 "Taylor filter scores: reference (Gildenblat's code, as seed 002) or paper "
+                 "(Molchanov et al. 2017, eq. 8, per example)")
+      ->check(CLI::IsMember({"reference", "paper"}))
       ->capture_default_str();
   app.add_option("--count", a->count, "prune this many units instead of --amount")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));

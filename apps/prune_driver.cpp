@@ -14,7 +14,7 @@ static bool needs_gradients(const prune::PruneSpec& s) {
 
 std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSource& src,
                                                 const prune::PruneSpec& spec, int batches,
-                                                uint64_t seed) {
+                                                uint64_t seed, prune::TaylorVariant variant) {
   bool taylor_filters =
       spec.criterion == prune::Criterion::Taylor && spec.granularity == prune::Granularity::Filter;
   if (!taylor_filters && !needs_gradients(spec)) return {};
@@ -34,7 +34,7 @@ std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSour
     Tensor out = model.forward(x);
     return task == Task::Classification ? cross_entropy(out, y) : mse_loss(out, y);
   };
-  if (taylor_filters) return prune::taylor_filter_scores(model, next, loss, batches);
+  if (taylor_filters) return prune::taylor_filter_scores(model, next, loss, batches, variant);
   prune::accumulate_gradients(model, next, loss, batches);
   return {};
 }
@@ -44,7 +44,8 @@ static prune::PruneReport prune_to(nn::Model& model, const DataSource& src, cons
                                    double target, int64_t round) {
   prune::PruneSpec spec = plan.spec;
   spec.amount = target;
-  auto scores = prepare_criterion(model, src, spec, plan.criterion_batches, spec.seed + round);
+  auto scores = prepare_criterion(model, src, spec, plan.criterion_batches, spec.seed + round,
+                                  plan.taylor_variant);
   prune::PruneReport report = prune::prune_model(model, spec, scores);
   // Gradients used as a criterion must not leak into the next optimizer step.
   for (auto& p : model.parameters()) p->value.clear_grad();
@@ -72,8 +73,9 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
     // Gradual pruning during fine-tuning (Zhu & Gupta 2017): at every pruning step of the
     // schedule the target rises along the cubic, and training in between lets the network
     // recover.
-    SPRIG_CHECK(plan.rewind.empty(), "--rewind applies to oneshot and iterative schedules, not agp "
-                                     "(gradual pruning keeps training the same weights)");
+    SPRIG_CHECK(plan.rewind.empty(),
+                "--rewind applies to oneshot and iterative schedules, not agp "
+                "(gradual pruning keeps training the same weights)");
     const prune::PolynomialDecay& agp = plan.schedule.agp;
     data::DataLoader probe(src.data.train, plan.fit.batch_size);
     int64_t total_steps = int64_t(plan.finetune_epochs) * int64_t(probe.num_batches());

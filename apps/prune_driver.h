@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "apps/trainer.h"
+#include "prune/data_criteria.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
 
@@ -17,9 +18,10 @@ struct PrunePlan {
   prune::ScheduleSpec schedule;  // how to get there
   int finetune_epochs = 0;       // per iterative step; the whole run for agp
   int criterion_batches = 10;    // batches for gradient / Taylor criteria
-  OptimizerConfig optim;         // fine-tuning optimizer
-  FitConfig fit;                 // fine-tuning loop (epochs is set per phase)
-  bool shrink = false;           // remove zeroed filters / neurons at the end
+  prune::TaylorVariant taylor_variant = prune::TaylorVariant::ReferenceCode;
+  OptimizerConfig optim;  // fine-tuning optimizer
+  FitConfig fit;          // fine-tuning loop (epochs is set per phase)
+  bool shrink = false;    // remove zeroed filters / neurons at the end
   // Lottery-ticket rewinding (Frankle & Carbin 2019; Frankle et al. 2020): after each pruning
   // step the surviving weights go back to these early values before fine-tuning.
   std::map<std::string, Tensor> rewind;
@@ -46,8 +48,8 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
 
 // Computes what plan.spec.criterion needs from data: gradients on the parameters (gradient,
 // weight x gradient) or Molchanov activation scores (Taylor filters), which it returns.
-std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSource& src,
-                                                const prune::PruneSpec& spec, int batches,
-                                                uint64_t seed);
+std::map<std::string, Tensor> prepare_criterion(
+    nn::Model& model, const DataSource& src, const prune::PruneSpec& spec, int batches,
+    uint64_t seed, prune::TaylorVariant variant = prune::TaylorVariant::ReferenceCode);
 
 }  // namespace sprig::app

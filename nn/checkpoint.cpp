@@ -99,8 +99,9 @@ Checkpoint load_checkpoint(const std::string& path) {
     if (name.rfind(prefix, 0) != 0) continue;
     std::string param = name.substr(prefix.size());
     const Tensor* value = file.find(param);
-    SPRIG_CHECK(value && used.count(param) && t.shape() == value->shape() && t.dtype() == DType::F32,
-                path, ": rewind tensor '", name, "' does not match a parameter of the model");
+    SPRIG_CHECK(
+        value && used.count(param) && t.shape() == value->shape() && t.dtype() == DType::F32, path,
+        ": rewind tensor '", name, "' does not match a parameter of the model");
     ck.rewind[param] = t;
     used.insert(name);
   }

@@ -1,4 +1,5 @@
 // Criteria: the score of every prunable unit of one weight (higher = more important).
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -172,6 +173,14 @@ Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, cons
             break;  // Magnitude, L1Norm
         }
         s[unit_of(v, g, r, col)] += e;
+      }
+    // Edge tiles hold fewer weights; averaging (as TF-MOT's block pooling does) keeps them
+    // from looking unimportant just for being small.
+    if (g == Granularity::Block)
+      for (int64_t u = 0; u < U; ++u) {
+        int64_t tr = u / v.block_cols(), tc = u % v.block_cols();
+        int64_t h = std::min(v.br, v.rows - tr * v.br), wd = std::min(v.bc, v.cols - tc * v.bc);
+        s[u] /= double(h * wd);
       }
     if (c == Criterion::L2Norm)
       for (double& x : s) x = std::sqrt(x);

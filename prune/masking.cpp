@@ -280,10 +280,9 @@ static void install_units(const Target& t, const WeightView& v, Granularity g,
 // short last group (cols not a multiple of M) keeps min(N, len): padded with zeros to M it is a
 // valid N:M group, which is what sparse N:M kernels do with a ragged edge. Weights an earlier
 // mask pruned stay pruned, so such a group may keep fewer than N.
-static LayerReport prune_nm(const Target& t, const PruneSpec& spec) {
+static LayerReport prune_nm(const Target& t, const PruneSpec& spec, const Tensor& scores) {
   nn::Parameter& w = *t.weight;
   const WeightView v = detail::weight_view(w, spec);
-  Tensor scores = unit_scores(w, spec.criterion, Granularity::NM, spec);
   const float* s = scores.data();  // (rows, cols)
   const uint8_t* old = w.mask ? w.mask->keep.data_as<uint8_t>() : nullptr;
   Tensor keep = Tensor::zeros(w.value.shape(), DType::U8);
@@ -313,7 +312,12 @@ static std::vector<LayerReport> prune_targets(const std::vector<Target>& targets
   std::vector<LayerReport> reports;
   const Granularity g = spec.granularity;
   if (g == Granularity::NM) {
-    for (const Target& t : targets) reports.push_back(prune_nm(t, spec));
+    // Score every layer before any mask changes, so a bad layer leaves the model as it was.
+    std::vector<Tensor> scores;
+    for (const Target& t : targets)
+      scores.push_back(unit_scores(*t.weight, spec.criterion, Granularity::NM, spec));
+    for (size_t i = 0; i < targets.size(); ++i)
+      reports.push_back(prune_nm(targets[i], spec, scores[i]));
     return reports;
   }
 

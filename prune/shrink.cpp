@@ -94,7 +94,8 @@ struct Plan {
 }
 
 // Decides what layer i keeps, given what its producer keeps (g). Reads the layer only.
-Plan plan_layer(const std::vector<nn::ModulePtr>& layers, const Group& g, size_t i, bool is_last) {
+Plan plan_layer(const std::vector<nn::ModulePtr>& layers, const Group& g, size_t i, bool is_last,
+                const std::vector<char>& unread) {
   Weighted w = as_weighted(layers[i].get());
   const nn::Parameter& weight = w.weight();
   const nn::Parameter* bias = w.bias();
@@ -117,10 +118,10 @@ Plan plan_layer(const std::vector<nn::ModulePtr>& layers, const Group& g, size_t
   plan.inner = row_len / plan.units;  // weights per input unit and output row
 
   // Outputs: a row is removable when its weights on the kept inputs and its bias are all
-  // exactly zero. Only the producer's own zeros count: an output that the consumer never reads
-  // (zero columns in the consumer) is kept, as Torch-Pruning keeps it. Reading the row on the
-  // kept inputs only removes units that read nothing but removed units, and makes a second
-  // shrink a no-op.
+  // exactly zero (reading the row on the kept inputs only removes units that read nothing but
+  // removed units, and makes a second shrink a no-op), or when the consumer never reads it
+  // (its columns there are all zero, as channel pruning leaves them): whatever such a unit
+  // outputs, even a constant from its bias, is multiplied by zeros.
   Tensor wv = to_cpu(weight.value);  // (out, units, inner)
   const float* wp = wv.data();
   Tensor bv = bias ? to_cpu(bias->value) : Tensor();  // (out)
@@ -132,7 +133,8 @@ Plan plan_layer(const std::vector<nn::ModulePtr>& layers, const Group& g, size_t
       for (int64_t x = 0; x < plan.inner && zero; ++x) zero = s[x] == 0.0f;
     }
     bool bias_zero = !bias || bv.data()[r] == 0.0f;
-    if (is_last || !zero || !bias_zero) plan.rows.push_back(r);
+    bool is_unread = r < int64_t(unread.size()) && unread[r];
+    if (is_last || ((!zero || !bias_zero) && !is_unread)) plan.rows.push_back(r);
     if (zero && !bias_zero) ++zero_weight_kept;
   }
   // All outputs are zero: keep the first, so the layer still exists (and outputs zeros).
@@ -167,6 +169,45 @@ nn::ModulePtr build_small(nn::Module* layer, const Plan& plan, Rng& dummy) {
   return small;
 }
 
+// For every conv/linear layer, which of its outputs its consumer never reads: the consumer's
+// weights on that unit's inputs (a block of `block` features after a flatten) are all zero.
+std::vector<std::vector<char>> unread_outputs(const std::vector<nn::ModulePtr>& layers,
+                                              const std::vector<Shape>& in_shapes) {
+  std::vector<std::vector<char>> unread(layers.size());
+  int producer = -1;
+  int64_t block = 1;
+  bool opaque = false;  // a layer kind shrink cannot see through lies in between
+  for (size_t i = 0; i < layers.size(); ++i) {
+    nn::Module* layer = layers[i].get();
+    Weighted w = as_weighted(layer);
+    if (w.ok()) {
+      if (producer >= 0 && !opaque) {
+        int64_t units = as_weighted(layers[producer].get()).out();
+        Tensor wv = to_cpu(w.weight().value);  // (out, units * block * rest)
+        int64_t row_len = wv.numel() / w.out();
+        if (row_len % (units * block) == 0) {
+          int64_t inner = row_len / units;  // consumer weights per producer unit and row
+          const float* wp = wv.data();
+          std::vector<char>& dead = unread[producer];
+          dead.assign(units, 1);
+          for (int64_t r = 0; r < w.out(); ++r)
+            for (int64_t u = 0; u < units; ++u)
+              for (int64_t x = 0; x < inner && dead[u]; ++x)
+                if (wp[(r * units + u) * inner + x] != 0.0f) dead[u] = 0;
+        }
+      }
+      producer = int(i);
+      block = 1;
+      opaque = false;
+    } else if (dynamic_cast<nn::Flatten*>(layer)) {
+      block *= numel(in_shapes[i]) / in_shapes[i][0];
+    } else if (!dynamic_cast<nn::ReLU*>(layer) && !dynamic_cast<nn::MaxPool2d*>(layer)) {
+      opaque = true;
+    }
+  }
+  return unread;
+}
+
 }  // namespace
 
 ShrinkReport shrink(nn::Model& model) {
@@ -184,13 +225,15 @@ ShrinkReport shrink(nn::Model& model) {
     if (as_weighted(layers[i].get()).ok()) last_weighted = i;
   }
 
+  const std::vector<std::vector<char>> unread = unread_outputs(layers, in_shapes);
+
   // Plan every layer first, so that an unsupported structure throws before anything changed.
   std::vector<Plan> plans;
   Group g;
   for (size_t i = 0; i < layers.size(); ++i) {
     nn::Module* layer = layers[i].get();
     if (as_weighted(layer).ok()) {
-      plans.push_back(plan_layer(layers, g, i, i == last_weighted));
+      plans.push_back(plan_layer(layers, g, i, i == last_weighted, unread[i]));
       g = Group{};
       g.producer = int(i);
       g.keep = plans.back().rows;

@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "nn/checkpoint.h"
-#include <string>
 
 namespace fs = std::filesystem;
 
@@ -167,12 +167,14 @@ TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity"
 TEST_CASE("lottery ticket: train with a rewind snapshot, prune with --rewind") {
   fs::path dir = temp_dir();
   std::string base = (dir / "ticket.safetensors").string();
-  Result t = run("train --model mlp --epochs 1 --limit-train 1000 --threads 2 --quiet "
-                 "--rewind-step 0 --json --out " + base);
+  Result t =
+      run("train --model mlp --epochs 1 --limit-train 1000 --threads 2 --quiet "
+          "--rewind-step 0 --json --out " +
+          base);
   REQUIRE_MESSAGE(t.code == 0, t.out);
   std::string ticket = (dir / "ticket_pruned.safetensors").string();
-  Result p = run("prune --in " + base + " --scope global --amount 0.5 --rewind 0 --json --out " +
-                 ticket);
+  Result p =
+      run("prune --in " + base + " --scope global --amount 0.5 --rewind 0 --json --out " + ticket);
   REQUIRE_MESSAGE(p.code == 0, p.out);
   CHECK(nlohmann::json::parse(last_line(p.out))["sparsity"].get<double>() > 0.49);
   // Every surviving weight is back at its initial value; every pruned one is 0.

@@ -109,7 +109,7 @@ TEST_SUITE("prune criteria") {
     check_close(scores(*lin, Criterion::FPGM, Granularity::Channel), {7, 8, 9});
   }
 
-  TEST_CASE("block scores sum over each tile, edge tiles smaller") {
+  TEST_CASE("block scores average over each tile, so smaller edge tiles are not favoured") {
     // (4, 6) with |w| = 1..24 row-major, 2x4 blocks -> a (2, 2) grid; the right tiles are 2x2.
     std::vector<float> v(24);
     for (int i = 0; i < 24; ++i) v[i] = (i % 2 ? -1.0f : 1.0f) * float(i + 1);
@@ -119,16 +119,19 @@ TEST_SUITE("prune criteria") {
     spec.block_cols = 4;
     Tensor s = prune::unit_scores(*p, Criterion::Magnitude, Granularity::Block, spec);
     CHECK(s.shape() == Shape{2, 2});
-    // 1+2+3+4+7+8+9+10, 5+6+11+12, 13+..+16+19+..+22, 17+18+23+24
-    check_close(s.to_vector(), {44, 34, 140, 82});
+    // (1+2+3+4+7+8+9+10)/8, (5+6+11+12)/4, (13+..+16+19+..+22)/8, (17+18+23+24)/4
+    check_close(s.to_vector(), {44 / 8.0, 34 / 4.0, 140 / 8.0, 82 / 4.0});
+    // Root mean square over the tile.
     check_close(scores(*p, Criterion::L2Norm, Granularity::Block, spec),
-                {std::sqrt(1 + 4 + 9 + 16 + 49 + 64 + 81 + 100.0), std::sqrt(25 + 36 + 121 + 144.0),
-                 std::sqrt(169 + 196 + 225 + 256 + 361 + 400 + 441 + 484.0),
-                 std::sqrt(289 + 324 + 529 + 576.0)});
-    // Gradient and taylor blocks: g = 1 everywhere -> gradient counts the tile's weights.
+                {std::sqrt((1 + 4 + 9 + 16 + 49 + 64 + 81 + 100.0) / 8),
+                 std::sqrt((25 + 36 + 121 + 144.0) / 4),
+                 std::sqrt((169 + 196 + 225 + 256 + 361 + 400 + 441 + 484.0) / 8),
+                 std::sqrt((289 + 324 + 529 + 576.0) / 4)});
+    // Gradient and taylor blocks: g = 1 everywhere -> the mean gradient is 1 in every tile.
     set_grad(*p, std::vector<float>(24, 1.0f));
-    check_close(scores(*p, Criterion::Gradient, Granularity::Block, spec), {8, 4, 8, 4});
-    check_close(scores(*p, Criterion::Taylor, Granularity::Block, spec), {44, 34, 140, 82});
+    check_close(scores(*p, Criterion::Gradient, Granularity::Block, spec), {1, 1, 1, 1});
+    check_close(scores(*p, Criterion::Taylor, Granularity::Block, spec),
+                {44 / 8.0, 34 / 4.0, 140 / 8.0, 82 / 4.0});
   }
 
   TEST_CASE("random scores are deterministic per seed and differ between layers") {

@@ -146,9 +146,12 @@ TEST_SUITE("shrink") {
   TEST_CASE("a layer whose units are all zero keeps one") {
     nn::Model m = nn::build_model("flatten linear(12) relu linear(9) relu linear(3)", {1, 4, 4}, 4);
     for (int64_t u = 0; u < 9; ++u) zero_unit(m, 3, u);
-    // linear(12) unchanged: 12*16+12 = 204; linear(1) on 12: 13; linear(3) on 1: 6
-    auto r = shrink_and_check(m, 204 + 13 + 6, "flatten linear(12) relu linear(1) relu linear(3)");
+    // Layer 3 keeps one (zero) unit. Its weights are all zero, so it reads none of layer 1's
+    // outputs, and layer 1 keeps one unit too: linear(1) on 16: 17; linear(1) on 1: 2;
+    // linear(3) on 1: 6.
+    auto r = shrink_and_check(m, 17 + 2 + 6, "flatten linear(1) relu linear(1) relu linear(3)");
     CHECK(layer_report(r, "3").units_after == 1);
+    CHECK(layer_report(r, "1").units_after == 1);
   }
 
   TEST_CASE("units that read only removed inputs go too; a second shrink is a no-op") {
@@ -285,5 +288,26 @@ TEST_SUITE("shrink") {
     CHECK(msg.find("layer 1 (identity)") != std::string::npos);
     CHECK(msg.find("layer 0 (conv(6,3,pad=1))") != std::string::npos);
     CHECK(m.num_parameters() == r.params_before);  // untouched
+  }
+}
+
+TEST_SUITE("shrink") {
+  TEST_CASE("channel pruning: outputs the consumer never reads are removed, bias or not") {
+    // conv(6) -> relu -> conv(5) -> relu -> flatten -> linear(4) on (2, 6, 6).
+    nn::Model m = nn::build_model("conv(6,3,pad=1) relu conv(5,3,pad=1) relu flatten linear(4)",
+                                  {2, 6, 6}, 11);
+    // Channel pruning of layer 2: its input channels 1 and 4 read nothing. Layer 0's filters
+    // 1 and 4 keep their nonzero weights and biases, yet no output depends on them.
+    nn::Parameter& w2 = weight_of(m, 2);  // (5, 6, 3, 3)
+    float* p = w2.value.data();
+    for (int64_t k = 0; k < 5; ++k)
+      for (int64_t c : {1, 4}) std::fill(p + (k * 6 + c) * 9, p + (k * 6 + c + 1) * 9, 0.0f);
+    // And the linear layer never reads conv 2's channel 3 (its 36 columns are zero).
+    nn::Parameter& w5 = weight_of(m, 5);  // (4, 5 * 36)
+    for (int64_t r = 0; r < 4; ++r)
+      std::fill(w5.value.data() + r * 180 + 3 * 36, w5.value.data() + r * 180 + 4 * 36, 0.0f);
+    // conv(4): 4*2*9+4 = 76; conv(4): 4*4*9+4 = 148; linear 4*(4*36)+4 = 580.
+    shrink_and_check(m, 76 + 148 + 580,
+                     "conv(4,3,pad=1) relu conv(4,3,pad=1) relu flatten linear(4)");
   }
 }
