@@ -12,6 +12,7 @@ Command add_eval_command(CLI::App& app);
 Command add_summary_command(CLI::App& app);
 Command add_prune_command(CLI::App& app);
 Command add_sensitivity_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);  // sprig bench <gemm|linear|model>
 
 // A CLI11 check that rejects NaN and infinities (CLI::Range lets NaN through).
 extern const CLI::Validator FiniteNumber;

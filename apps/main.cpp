@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
       sprig::app::add_prune_command);
   add("sensitivity", "prune each layer alone at 10..90% and report the accuracy drop",
       sprig::app::add_sensitivity_command);
+  add("bench", "time sprig's kernels and models (median of repeated runs, JSON)",
+      sprig::app::add_bench_command);
   add("summary", "print a model's layers, parameters, sparsity and FLOPs",
       sprig::app::add_summary_command);
   if (argc > 1 && argv[1][0] != '-') {

@@ -1,0 +1,26 @@
+// sprig bench: timing commands that print medians (after a warm-up) as JSON, so anyone can
+// compare sprig with their own libraries. Each sub-command lives in its own cmd_bench_*.cpp.
+#include <memory>
+#include <vector>
+
+#include "apps/commands.h"
+
+namespace sprig::app {
+
+Command add_bench_command(CLI::App& app) {
+  app.require_subcommand(1);
+  auto subs = std::make_shared<std::vector<std::pair<CLI::App*, Command>>>();
+  auto add = [&](const char* name, const char* help, Command (*adder)(CLI::App&)) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    subs->push_back({sub, adder(*sub)});
+  };
+  // Sub-commands register here, one line each:
+  (void)add;
+  return [subs] {
+    for (auto& [sub, run] : *subs)
+      if (sub->parsed()) return run();
+    return 2;
+  };
+}
+
+}  // namespace sprig::app

@@ -1,0 +1,66 @@
+#pragma once
+// Sparse weight formats packed from masked (zeroed) dense weights, and the inference kernels
+// that use them. A weight is viewed as a 2-D matrix W (rows, cols): (out, in) for a Linear,
+// (K, C*R*S) for a Conv2d. Nothing here knows what a Tensor is.
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/conv.h"
+
+namespace sprig::cpu {
+
+// Compressed sparse rows. Column indices are 16-bit when cols <= 65536 (half the index bytes),
+// else 32-bit; exactly one of col16 / col32 is filled.
+struct CsrMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<int64_t> row_ptr;  // (rows + 1)
+  std::vector<uint16_t> col16;   // (nnz) when narrow()
+  std::vector<int32_t> col32;    // (nnz) otherwise
+  std::vector<float> values;     // (nnz)
+  int64_t nnz() const { return int64_t(values.size()); }
+  bool narrow() const { return cols <= 65536; }
+  size_t bytes() const;  // storage of the arrays above
+};
+
+// Block sparse rows: dense br x bc blocks, stored when any entry is nonzero. Edge blocks are
+// zero-padded to full size.
+struct BsrMatrix {
+  int64_t rows = 0, cols = 0, br = 1, bc = 4;
+  std::vector<int64_t> block_row_ptr;  // (ceil(rows / br) + 1)
+  std::vector<int32_t> block_col;      // (nblocks) block column index
+  std::vector<float> values;           // (nblocks, br, bc)
+  int64_t nblocks() const { return int64_t(block_col.size()); }
+  size_t bytes() const;
+};
+
+// N:M: every group of M consecutive columns of a row holds at most N nonzeros; each group
+// stores exactly N values and their positions in the group (padding with zeros).
+struct NmMatrix {
+  int64_t rows = 0, cols = 0, n = 2, m = 4;
+  std::vector<float> values;  // (rows, ceil(cols / m), n)
+  std::vector<uint8_t> index; // (rows, ceil(cols / m), n) position within the group, < m
+  size_t bytes() const;
+};
+
+// Packing from a dense row-major W (rows, cols); zeros are dropped. nm_from_dense throws
+// std::invalid_argument when a group holds more than n nonzeros.
+CsrMatrix csr_from_dense(int64_t rows, int64_t cols, const float* w);
+BsrMatrix bsr_from_dense(int64_t rows, int64_t cols, int64_t br, int64_t bc, const float* w);
+NmMatrix nm_from_dense(int64_t rows, int64_t cols, int64_t n, int64_t m, const float* w);
+// Back to dense (rows, cols), for tests and for unpacking.
+void csr_to_dense(const CsrMatrix& a, float* w);
+void bsr_to_dense(const BsrMatrix& a, float* w);
+void nm_to_dense(const NmMatrix& a, float* w);
+
+// y (B, rows) = x (B, cols) W^T + bias (rows; may be null): a Linear layer with sparse W.
+void csr_linear(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
+void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
+void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, float* y);
+// The plain loop over the CSR arrays, the reference for all three.
+void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
+
+// y (N, K, P, Q) = conv(x (N, C, H, W), W) + bias with W (K, C*R*S) in CSR.
+void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
+                float* y);
+
+}  // namespace sprig::cpu
