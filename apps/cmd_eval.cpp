@@ -20,15 +20,8 @@ struct EvalArgs {
 int run_eval(const EvalArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  std::string dataset = a.dataset;
-  if (dataset.empty()) {
-    auto it = ck.metadata.find("dataset");
-    dataset = it == ck.metadata.end() ? "fashion-mnist" : it->second;
-  }
-  DataSource src = load_data_source(dataset, a.data_dir, 0);
-  SPRIG_CHECK(src.input_shape == ck.model.input_shape, a.in, " expects inputs ",
-              to_string(ck.model.input_shape), " but ", dataset, " has ",
-              to_string(src.input_shape));
+  std::string dataset;
+  DataSource src = load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
   EvalResult r = evaluate(ck.model, src.data.test, src.task, a.batch_size);
   if (a.json) {
     nlohmann::json j = {{"in", a.in},

@@ -46,16 +46,10 @@ nlohmann::json eval_json(const EvalResult& r, Task task) {
 int run_prune(const PruneArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  std::string dataset = a.dataset;
-  if (dataset.empty()) {
-    auto it = ck.metadata.find("dataset");
-    dataset = it == ck.metadata.end() ? "fashion-mnist" : it->second;
-  }
-  DataSource src = load_data_source(dataset, a.data_dir, a.seed);
+  std::string dataset;
+  DataSource src =
+      load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
   if (a.limit_train >= 0) src.data.train = data::take(src.data.train, a.limit_train);
-  SPRIG_CHECK(src.input_shape == ck.model.input_shape, a.in, " expects inputs ",
-              to_string(ck.model.input_shape), " but ", dataset, " has ",
-              to_string(src.input_shape));
 
   PrunePlan plan;
   plan.spec.criterion = prune::parse_criterion(a.method);

@@ -33,12 +33,9 @@ int run_sensitivity(const SensitivityArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   nn::Model& model = ck.model;
-  std::string dataset = a.dataset;
-  if (dataset.empty()) {
-    auto it = ck.metadata.find("dataset");
-    dataset = it == ck.metadata.end() ? "fashion-mnist" : it->second;
-  }
-  DataSource src = load_data_source(dataset, a.data_dir, a.seed);
+  std::string dataset;
+  DataSource src =
+      load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
   if (a.limit_test >= 0) src.data.test = data::take(src.data.test, a.limit_test);
   bool cls = src.task == Task::Classification;
   // Drop in the metric's reporting unit: accuracy in percentage points, MSE as is.

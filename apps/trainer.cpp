@@ -40,6 +40,21 @@ DataSource load_data_source(const std::string& name, const std::string& data_dir
   return src;
 }
 
+DataSource load_data_for(const nn::Model& model, const std::map<std::string, std::string>& meta,
+                         const std::string& path, const std::string& dataset,
+                         const std::string& data_dir, uint64_t seed, std::string* name) {
+  std::string chosen = dataset;
+  if (chosen.empty()) {
+    auto it = meta.find("dataset");
+    chosen = it == meta.end() ? "fashion-mnist" : it->second;
+  }
+  DataSource src = load_data_source(chosen, data_dir, seed);
+  SPRIG_CHECK(src.input_shape == model.input_shape, path, " expects inputs ",
+              to_string(model.input_shape), " but ", chosen, " has ", to_string(src.input_shape));
+  if (name) *name = chosen;
+  return src;
+}
+
 std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& cfg,
                                               std::vector<nn::ParameterPtr> params) {
   if (cfg.name == "sgd") {

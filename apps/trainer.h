@@ -2,6 +2,7 @@
 // The training loop shared by the sprig commands and the tests: datasets by name, optimizers
 // by name, fit() and evaluate().
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,13 @@ struct DataSource {
 // or "friedman1" (generated: 10,000 samples, 33% test, seed from `seed`). Images are
 // normalised with the dataset's mean and std.
 DataSource load_data_source(const std::string& name, const std::string& data_dir, uint64_t seed);
+
+// The data for a model loaded from checkpoint `path`: `dataset` when given, else the one
+// recorded in its metadata (fashion-mnist when none). Checks that the model takes the
+// dataset's input shape. *name (if given) receives the dataset's name.
+DataSource load_data_for(const nn::Model& model, const std::map<std::string, std::string>& meta,
+                         const std::string& path, const std::string& dataset,
+                         const std::string& data_dir, uint64_t seed, std::string* name = nullptr);
 
 struct OptimizerConfig {
   std::string name = "adam";  // sgd | adam | adamw
