@@ -20,6 +20,17 @@ const CLI::Validator FiniteNumber(
     },
     "FINITE");
 
+const CLI::Validator FractionBelowOne(
+    [](std::string& value) -> std::string {
+      try {
+        double v = std::stod(value);
+        if (v >= 0.0 && v < 1.0) return "";
+      } catch (...) {
+      }
+      return "value " + value + " is not in [0, 1)";
+    },
+    "[0, 1)");
+
 bool stdout_is_terminal() {
   return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
 }

@@ -82,6 +82,9 @@ int run_prune(const PruneArgs& a) {
   plan.fit.log_lines = !a.quiet && !a.json;
   plan.shrink = a.shrink;
   if (a.rewind >= 0) {
+    SPRIG_CHECK(plan.schedule.kind != prune::ScheduleSpec::Polynomial,
+                "--rewind applies to oneshot and iterative schedules, not agp (gradual pruning "
+                "keeps training the same weights)");
     auto it = ck.metadata.find("rewind_step");
     SPRIG_CHECK(!ck.rewind.empty() && it != ck.metadata.end(), a.in,
                 " holds no rewind snapshot: train it with sprig train --rewind-step ", a.rewind);
@@ -179,7 +182,7 @@ Command add_prune_command(CLI::App& app) {
       ->check(CLI::IsMember({"layer", "global"}))
       ->capture_default_str();
   app.add_option("--amount", a->amount, "fraction of units pruned in the end, in [0, 1)")
-      ->check(FiniteNumber & CLI::Range(0.0, 1.0))
+      ->check(FiniteNumber & FractionBelowOne)
       ->capture_default_str();
   app.add_option("--taylor-variant", a->taylor_variant,
                  "Taylor filter scores: reference (Gildenblat's code, as seed 002) or paper "

@@ -23,13 +23,14 @@
 namespace sprig::prune {
 
 enum class Criterion {
-  Magnitude,  // |w|; for structured units the L1 norm of the unit (same as L1Norm)
-  Gradient,   // |dL/dw| (accumulated gradient); structured: sum over the unit
+  Magnitude,  // |w|; filters and channels: the L1 norm of the unit (same as L1Norm);
+              // blocks: the mean |w| over the tile (so small edge tiles are not favoured)
+  Gradient,   // |dL/dw| (accumulated gradient); filters and channels: sum, blocks: mean
   Taylor,     // element/block/channel: |w * dL/dw| (first-order Taylor, weight x gradient);
               // filter: Molchanov et al. 2017 activation scores passed in by the caller
   Random,     // uniform random scores from PruneSpec::seed
-  L1Norm,     // Li et al. 2017: sum |w| over the unit
-  L2Norm,     // sqrt(sum w^2) over the unit
+  L1Norm,     // Li et al. 2017: sum |w| over the unit (blocks: mean)
+  L2Norm,     // sqrt(sum w^2) over the unit (blocks: root mean square)
   FPGM,       // He et al. 2019: units closest to the geometric median of the layer's units
               // (smallest sum of Euclidean distances to all other units) are pruned first
 };

@@ -134,8 +134,9 @@ Plan plan_layer(const std::vector<nn::ModulePtr>& layers, const Group& g, size_t
     }
     bool bias_zero = !bias || bv.data()[r] == 0.0f;
     bool is_unread = r < int64_t(unread.size()) && unread[r];
-    if (is_last || ((!zero || !bias_zero) && !is_unread)) plan.rows.push_back(r);
-    if (zero && !bias_zero) ++zero_weight_kept;
+    bool keep = is_last || ((!zero || !bias_zero) && !is_unread);
+    if (keep) plan.rows.push_back(r);
+    if (keep && zero && !bias_zero) ++zero_weight_kept;
   }
   // All outputs are zero: keep the first, so the layer still exists (and outputs zeros).
   if (plan.rows.empty()) plan.rows.push_back(0);

@@ -1,8 +1,9 @@
 #pragma once
 // Shrink: turn a pruned model into a smaller dense model. Filter / neuron pruning leaves
-// output channels whose weights and bias are exactly zero; shrink() removes them physically
-// and removes the matching inputs of the layer that consumes them (a dependency group, as in
-// Torch-Pruning), so the model computes the same outputs with fewer parameters and FLOPs.
+// output channels whose weights and bias are exactly zero, and channel pruning leaves inputs
+// that the consumer never reads; shrink() removes such outputs physically together with the
+// matching inputs of the layer that consumes them (a dependency group, as in Torch-Pruning),
+// so the model computes the same outputs with fewer parameters and FLOPs.
 //
 // Dependency groups in a Sequential model (producer -> ... -> consumer):
 //   conv   -> (relu | maxpool)*           -> conv    consumer loses input channels
@@ -36,7 +37,8 @@ struct ShrinkReport {
 };
 
 // Removes every output channel (conv) / neuron (linear) whose weights and bias are all exactly
-// zero, and the matching inputs of the layer that consumes it (see the groups above). Updates
+// zero or whose consumer's weights on it are all zero, and the matching inputs of the layer
+// that consumes it (see the groups above). Updates
 // model.spec and renames the parameters. The model's outputs are unchanged up to float rounding
 // of the remaining sums. The last conv/linear layer's outputs (the model's outputs) are never
 // removed, and every layer keeps at least one unit. Masks are sliced along with the weights
