@@ -13,9 +13,16 @@ Command add_summary_command(CLI::App& app);
 Command add_prune_command(CLI::App& app);
 Command add_sensitivity_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);  // sprig bench <gemm|linear|model>
+Command add_pack_command(CLI::App& app);   // sprig pack: checkpoint -> packed sparse model file
+Command add_run_command(CLI::App& app);    // sprig run: evaluate a packed model file
+Command add_plan_command(CLI::App& app);   // sprig plan: per-layer dense / sparse choice and why
+Command add_bench_linear_command(CLI::App& app);  // sprig bench linear (cmd_bench_sparse.cpp)
+Command add_bench_model_command(CLI::App& app);   // sprig bench model (cmd_bench_sparse.cpp)
 
 // A CLI11 check that rejects NaN and infinities (CLI::Range lets NaN through).
 extern const CLI::Validator FiniteNumber;
+// Accepts values in [0, 1), e.g. a sparsity target.
+extern const CLI::Validator FractionBelowOne;
 
 // True when stdout is a terminal (progress bars) rather than a pipe or file (plain lines).
 bool stdout_is_terminal();
