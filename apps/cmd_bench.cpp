@@ -15,6 +15,9 @@ Command add_bench_command(CLI::App& app) {
     subs->push_back({sub, adder(*sub)});
   };
   // Sub-commands register here, one line each:
+  add("gemm", "time cpu::gemm (median GFLOP/s after a warm-up)", add_bench_gemm_command);
+  add("linear", "dense gemm vs sparse kernel, one masked Linear", add_bench_linear_command);
+  add("model", "a checkpoint dense vs its auto inference plan", add_bench_model_command);
   (void)add;
   return [subs] {
     for (auto& [sub, run] : *subs)

@@ -23,13 +23,19 @@ int main(int argc, char** argv) {
       sprig::app::add_bench_command);
   add("summary", "print a model's layers, parameters, sparsity and FLOPs",
       sprig::app::add_summary_command);
+  add("pack", "pack a checkpoint into a sparse inference model file (per-layer format)",
+      sprig::app::add_pack_command);
+  add("run", "evaluate a packed model file: test accuracy and throughput",
+      sprig::app::add_run_command);
+  add("plan", "print each layer's measured dense / sparse times and the choice",
+      sprig::app::add_plan_command);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (auto& kv : commands) known = known || kv.first->get_name() == argv[1];
     if (!known) {
       std::fprintf(stderr,
-                   "sprig: error: unknown command '%s' (expected train, eval, prune, sensitivity "
-                   "or summary)\n",
+                   "sprig: error: unknown command '%s' (expected train, eval, prune, sensitivity, "
+                   "summary, bench, pack, run or plan)\n",
                    argv[1]);
       return 2;
     }

@@ -4,11 +4,11 @@
 // Backward, per sample n:  dW (K, CRS) += dy_n (K, PQ) x col_n^T (PQ, CRS)
 //                          dcol (CRS, PQ) = W^T (CRS, K) x dy_n (K, PQ), then col2im -> dx_n
 //
-// The batch is split across OpenMP threads (static, contiguous samples per thread) and
-// each thread runs the single-threaded gemm on its own samples: for the small images we
-// train on, one sample's gemm is too small to split well, while the batch splits evenly.
-// dW and db are accumulated per thread and summed in thread order afterwards, so results
-// are bit-identical from run to run for a fixed thread count.
+// The batch is split across OpenMP threads (samples, or fixed chunks of samples, taken
+// dynamically) and each thread runs the single-threaded gemm on its samples: for the small
+// images we train on, one sample's gemm is too small to split well, while the batch splits
+// evenly. dW and db are accumulated per chunk and summed in chunk order afterwards, so
+// results are bit-identical from run to run for a fixed thread count.
 #include "kernels/cpu/conv.h"
 
 #include <omp.h>
@@ -19,12 +19,20 @@
 
 #include "kernels/cpu/gemm.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace sprig::cpu {
 namespace {
 
 // Per-thread scratch that only grows, so warm calls do not allocate.
-thread_local std::vector<float> tls_col;      // im2col / dcol buffer (CRS, PQ)
-thread_local std::vector<float> tls_partial;  // dW (K, CRS) then db (K) partial sums
+thread_local std::vector<float> tls_col;             // im2col / dcol buffer (CRS, PQ)
+thread_local std::vector<float> tls_chunk_partials;  // (chunks, K*CRS + K), see backward
+
+// The backward pass sums dW over the batch in this many fixed chunks (fewer when the batch
+// is smaller). More chunks balance better between threads; each costs one (K, CRS) partial.
+constexpr int64_t kBackwardChunks = 16;
 
 float* grow(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -48,35 +56,91 @@ void valid_cols(const Conv2dShape& s, int64_t Q, int64_t ss, int64_t* q0, int64_
   *q1 = std::max(*q0, std::min(Q, ceil_div(s.W - off, s.stride)));
 }
 
+// Writes one im2col row: d[q] = src[q] for q in [q0, q1) and 0 for the rest of [0, Q)
+// (stride 1). Rows are short (Q = 28 for our images), so a libc memcpy + memset per row cost
+// more than the copy itself; with AVX-512 the row is a few masked load/stores whose masks are
+// computed once per kernel column. Masked loads never touch src outside [q0, q1) (which may
+// lie before the image row when padding).
+struct RowCopier {
+  int64_t Q, q0, q1;
+#if defined(__AVX512F__)
+  static constexpr int64_t kMaxChunks = 64;  // rows up to 1024 wide use the masks
+  int64_t chunks = 0;                        // 0: fall back to the scalar copy
+  __mmask16 load[kMaxChunks], store[kMaxChunks];
+#endif
+  RowCopier(int64_t Q_, int64_t q0_, int64_t q1_) : Q(Q_), q0(q0_), q1(q1_) {
+#if defined(__AVX512F__)
+    // Lanes [0, n) of a chunk, clipped to [0, 16].
+    auto below = [](int64_t n) -> __mmask16 {
+      return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+    };
+    if (Q <= 16 * kMaxChunks) {
+      chunks = (Q + 15) / 16;
+      for (int64_t i = 0; i < chunks; i++) {
+        store[i] = below(Q - 16 * i);
+        load[i] = below(q1 - 16 * i) & (__mmask16)~below(q0 - 16 * i);
+      }
+    }
+#endif
+  }
+  void copy(const float* src, float* d) const {
+#if defined(__AVX512F__)
+    if (chunks) {
+      for (int64_t i = 0; i < chunks; i++)
+        _mm512_mask_storeu_ps(d + 16 * i, store[i], _mm512_maskz_loadu_ps(load[i], src + 16 * i));
+      return;
+    }
+#endif
+    for (int64_t q = 0; q < q0; q++) d[q] = 0.0f;
+    std::memcpy(d + q0, src + q0, (q1 - q0) * sizeof(float));
+    for (int64_t q = q1; q < Q; q++) d[q] = 0.0f;
+  }
+  void zero(float* d) const {
+#if defined(__AVX512F__)
+    if (chunks) {
+      for (int64_t i = 0; i < chunks; i++)
+        _mm512_mask_storeu_ps(d + 16 * i, store[i], _mm512_setzero_ps());
+      return;
+    }
+#endif
+    std::memset(d, 0, Q * sizeof(float));
+  }
+};
+
 // col (C*R*S, P*Q) <- x (C, H, W) of one sample; out-of-image taps are 0.
 void im2col(const Conv2dShape& s, const float* x, float* col) {
   const int64_t P = s.P(), Q = s.Q();
-  for (int64_t c = 0; c < s.C; c++)
-    for (int64_t r = 0; r < s.R; r++)
-      for (int64_t ss = 0; ss < s.S; ss++) {
+  for (int64_t ss = 0; ss < s.S; ss++) {
+    int64_t q0, q1;
+    valid_cols(s, Q, ss, &q0, &q1);
+    const int64_t woff = ss * s.dilation - s.pad;
+    const RowCopier row(Q, q0, q1);
+    for (int64_t c = 0; c < s.C; c++)
+      for (int64_t r = 0; r < s.R; r++) {
         float* dst = col + ((c * s.R + r) * s.S + ss) * P * Q;
-        int64_t q0, q1;
-        valid_cols(s, Q, ss, &q0, &q1);
-        int64_t woff = ss * s.dilation - s.pad;
         for (int64_t p = 0; p < P; p++) {
           float* d = dst + p * Q;
           int64_t h = p * s.stride - s.pad + r * s.dilation;
           if (h < 0 || h >= s.H) {
-            std::memset(d, 0, Q * sizeof(float));
+            row.zero(d);
             continue;
           }
           const float* src = x + (c * s.H + h) * s.W + woff;  // src[q * stride] is tap q
+          if (s.stride == 1) {
+            row.copy(src, d);
+            continue;
+          }
           for (int64_t q = 0; q < q0; q++) d[q] = 0.0f;
-          if (s.stride == 1)
-            std::memcpy(d + q0, src + q0, (q1 - q0) * sizeof(float));
-          else
-            for (int64_t q = q0; q < q1; q++) d[q] = src[q * s.stride];
+          for (int64_t q = q0; q < q1; q++) d[q] = src[q * s.stride];
           for (int64_t q = q1; q < Q; q++) d[q] = 0.0f;
         }
       }
+  }
 }
 
 // dx (C, H, W) = sum of col (C*R*S, P*Q) scattered back to the taps it came from.
+// (Plain loops here: masked read-modify-writes of neighbouring dx rows measured slower, as
+// a masked load that overlaps a recent masked store cannot take the stored data forward.)
 void col2im(const Conv2dShape& s, const float* col, float* dx) {
   const int64_t P = s.P(), Q = s.Q();
   std::memset(dx, 0, s.C * s.H * s.W * sizeof(float));
@@ -98,6 +162,18 @@ void col2im(const Conv2dShape& s, const float* col, float* dx) {
             for (int64_t q = q0; q < q1; q++) d[q * s.stride] += sp[q];
         }
       }
+}
+
+// Sum of x[0, n) in double. Eight interleaved accumulators (lane j takes x[i] with
+// i % 8 == j, then the lanes are added in order) so the loop vectorizes instead of waiting
+// on one add chain; the order is fixed, so the result is deterministic.
+double sum_plane(const float* x, int64_t n) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) lane[j] += x[i + j];
+  for (; i < n; i++) lane[i % 8] += x[i];
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
 // Use the team over the batch only from outside a parallel region and with >1 sample;
@@ -129,7 +205,10 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
   };
   const int nt = batch_threads(s.N);
   if (nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
+    // Dynamic: samples are independent, and when another process takes one core for a while
+    // the other thread keeps taking samples instead of waiting at the end (static halves
+    // made a busy machine cost twice the time).
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t n = 0; n < s.N; n++) sample(n);
   } else {
     for (int64_t n = 0; n < s.N; n++) sample(n);
@@ -139,23 +218,28 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P() * s.Q(), CHW = s.C * s.H * s.W;
-  const int64_t KCRS = s.K * CRS;
+  const int64_t KCRS = s.K * CRS, part_len = KCRS + s.K;
   const bool pointwise = is_pointwise(s);
   const bool want_partial = dw || db;
-  constexpr int kMaxThreads = 256;
-  const int nt = std::min(batch_threads(s.N), kMaxThreads);
-  float* partial[kMaxThreads];  // partial[t]: thread t's dW (K, CRS) followed by db (K)
+  // The batch is cut into a fixed number of chunks, each with its own dW ++ db partial sum,
+  // and the threads take chunks dynamically (a thread slowed by another process does not
+  // hold the other back). Partials are summed in chunk order, so the result depends on
+  // neither the thread count nor which thread ran which chunk.
+  const int64_t chunks = std::min<int64_t>(s.N, kBackwardChunks);
+  if (chunks == 0) {  // empty batch: the gradients are zero, dx is empty
+    if (dw) std::memset(dw, 0, KCRS * sizeof(float));
+    if (db) std::memset(db, 0, s.K * sizeof(float));
+    return;
+  }
+  // (chunks, KCRS + K): chunk c's dW (K, CRS) followed by its db (K). Owned by the calling
+  // thread and shared with the team.
+  float* partials = want_partial ? grow(tls_chunk_partials, chunks * part_len) : nullptr;
 
-  // Thread t of T handles samples [N t / T, N (t + 1) / T) and fills partial[t].
-  auto run = [&](int t, int T) {
-    float* pdw = nullptr;
-    if (want_partial) {
-      pdw = grow(tls_partial, KCRS + s.K);
-      std::memset(pdw, 0, (KCRS + s.K) * sizeof(float));
-      partial[t] = pdw;
-    }
+  auto run_chunk = [&](int64_t c) {
+    float* pdw = want_partial ? partials + c * part_len : nullptr;
     float* pdb = pdw ? pdw + KCRS : nullptr;
-    for (int64_t n = s.N * t / T; n < s.N * (t + 1) / T; n++) {
+    if (pdw) std::memset(pdw, 0, part_len * sizeof(float));
+    for (int64_t n = s.N * c / chunks; n < s.N * (c + 1) / chunks; n++) {
       const float* xn = x + n * CHW;         // (C, H, W)
       const float* dyn = dy + n * s.K * PQ;  // (K, PQ)
       if (dw) {
@@ -168,11 +252,7 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
         gemm(false, true, s.K, CRS, PQ, 1.0f, dyn, PQ, col, PQ, 1.0f, pdw, CRS);
       }
       if (db)
-        for (int64_t k = 0; k < s.K; k++) {
-          double acc = 0.0;
-          for (int64_t i = 0; i < PQ; i++) acc += dyn[k * PQ + i];
-          pdb[k] += (float)acc;
-        }
+        for (int64_t k = 0; k < s.K; k++) pdb[k] += (float)sum_plane(dyn + k * PQ, PQ);
       if (dx) {
         float* dxn = dx + n * CHW;  // (C, H, W)
         if (pointwise) {
@@ -186,11 +266,11 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
       }
     }
   };
-  // Sums the partials in thread order over elements [e0, e1) of dW ++ db.
-  auto reduce = [&](int T, int64_t e0, int64_t e1) {
+  // Sums the chunk partials in chunk order over elements [e0, e1) of dW ++ db.
+  auto reduce = [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; e++) {
-      float v = partial[0][e];
-      for (int u = 1; u < T; u++) v += partial[u][e];
+      float v = partials[e];
+      for (int64_t c = 1; c < chunks; c++) v += partials[c * part_len + e];
       if (e < KCRS) {
         if (dw) dw[e] = v;
       } else if (db) {
@@ -199,19 +279,20 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
     }
   };
 
+  const int nt = batch_threads(s.N);
   if (nt <= 1) {
-    run(0, 1);
-    if (want_partial) reduce(1, 0, KCRS + s.K);
+    for (int64_t c = 0; c < chunks; c++) run_chunk(c);
+    if (want_partial) reduce(0, part_len);
     return;
   }
 #pragma omp parallel num_threads(nt)
   {
-    int t = omp_get_thread_num(), T = omp_get_num_threads();
-    run(t, T);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t c = 0; c < chunks; c++) run_chunk(c);
+    // (the implicit barrier of the loop: every partial is complete)
     if (want_partial) {
-#pragma omp barrier
-      int64_t total = KCRS + s.K;
-      reduce(T, total * t / T, total * (t + 1) / T);
+      int t = omp_get_thread_num(), T = omp_get_num_threads();
+      reduce(part_len * t / T, part_len * (t + 1) / T);
     }
   }
 }

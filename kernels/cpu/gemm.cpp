@@ -41,8 +41,13 @@ constexpr int64_t KC = 256;      // A micro-panel MR*KC floats fits L1 next to t
 constexpr int64_t MC = MR * 16;  // A block MC*KC floats (128 KiB with AVX-512) fits L2
 constexpr int64_t NC = NR * 64;  // B block KC*NC floats (2 MiB with AVX-512), L2/L3
 
-// Below this many multiply-adds the OpenMP fork/join costs more than it saves.
-constexpr int64_t kParallelMinWork = 64 * 64 * 64;
+// Below this many multiply-adds the OpenMP fork/join (several microseconds, more when the
+// other core is busy) costs more than it saves: measured on 2 cores, 64^3 ran at half the
+// speed with 2 threads as with 1, and 128^3 gains only ~1.3x.
+constexpr int64_t kParallelMinWork = 128 * 128 * 64;
+
+// B is read in place instead of packed when C has at most this many rows (see gemm_serial).
+constexpr int64_t kDirectBMaxM = 2 * MR;
 
 // A read-only matrix view: element (i, j) is at p[i * rs + j * cs]. op(A) and op(B) are
 // expressed as views so that transposition is only a swap of strides.
@@ -105,6 +110,26 @@ inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd)
 // panel and cols run along k. Rows beyond `rows` up to `width` are zero-filled.
 void pack_panel(View a, int64_t rows, int64_t cols, int width, float* dst) {
   if (a.rs == 1) {  // each k reads `rows` contiguous floats
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    // Masked loads read only the live rows and zero the padding in the same instruction;
+    // a variable-length memcpy per k (32 floats at most) costs several times more.
+    if (width == 32) {
+      __mmask16 m0 = rows >= 16 ? 0xFFFF : (__mmask16)((1u << rows) - 1);
+      __mmask16 m1 = rows >= 32 ? 0xFFFF : rows > 16 ? (__mmask16)((1u << (rows - 16)) - 1) : 0;
+      for (int64_t c = 0; c < cols; c++) {
+        const float* src = a.at(0, c);
+        _mm512_storeu_ps(dst + c * 32, _mm512_maskz_loadu_ps(m0, src));
+        _mm512_storeu_ps(dst + c * 32 + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+      }
+      return;
+    }
+    if (width == 8) {
+      __mmask8 m = rows >= 8 ? 0xFF : (__mmask8)((1u << rows) - 1);
+      for (int64_t c = 0; c < cols; c++)
+        _mm256_storeu_ps(dst + c * 8, _mm256_maskz_loadu_ps(m, a.at(0, c)));
+      return;
+    }
+#endif
     for (int64_t c = 0; c < cols; c++) {
       const float* src = a.at(0, c);
       float* d = dst + c * width;
@@ -160,9 +185,11 @@ inline void store_tile_generic(const float* t, float* c, int64_t rsc, int64_t cs
     }
 }
 
-// C(0:m, 0:n) = alpha * Apanel * Bpanel + beta * C. a: packed (kc, MR), b: packed (kc, NR).
+// C(0:m, 0:n) = alpha * Apanel * Bpanel + beta * C. a: packed (kc, MR); b: (kc, NR) with
+// row stride bs (NR when packed, B's own row stride when read in place; all NR columns of
+// each row must be readable).
 template <int m>
-void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c,
+void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, int64_t bs, float* c,
              int64_t rsc, int64_t csc, int n, float alpha, float beta) {
 #if defined(__AVX512F__)
   __m512 c0[m], c1[m];
@@ -176,7 +203,7 @@ void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, f
       c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
     }
     a += MR;
-    b += NR;
+    b += bs;
   }
   __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   if (csc == 1) {
@@ -212,7 +239,7 @@ void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, f
       c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
     }
     a += MR;
-    b += NR;
+    b += bs;
   }
   if (csc == 1 && n == NR) {
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
@@ -242,14 +269,14 @@ void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, f
       for (int j = 0; j < NR; j++) t[i * NR + j] += ai * b[j];
     }
     a += MR;
-    b += NR;
+    b += bs;
   }
   store_tile_generic<m>(t, c, rsc, csc, n, alpha, beta);
 #endif
 }
 
-using Kernel = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, int, float,
-                        float);
+using Kernel = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, int64_t, int,
+                        float, float);
 template <int... I>
 constexpr std::array<Kernel, sizeof...(I)> make_kernels(std::integer_sequence<int, I...>) {
   return {&ukernel<I + 1>...};
@@ -265,12 +292,19 @@ void gemm_serial(int64_t M, int64_t N, int64_t K, float alpha, View a, View b, f
                  int64_t rsc, int64_t csc) {
   float* ap = tls_apack.get(MC * KC);  // ceil(MC / MR) panels of (KC, MR)
   float* bp = tls_bpack.get(KC * NC);  // ceil(NC / NR) panels of (KC, NR)
+  // With few rows of C each B panel is used only once or twice, so copying it costs about as
+  // much as the products (conv forward: W (K, CRS) x col (CRS, PQ) with K = 8..16). Full
+  // NR-column panels of a row-major B are then read in place; only the ragged last panel is
+  // packed (zero-padded), since the kernel reads all NR columns.
+  const bool direct_b = b.cs == 1 && M <= kDirectBMaxM;
   for (int64_t jc = 0; jc < N; jc += NC) {
     int64_t nc = std::min(NC, N - jc);
+    const int64_t n_full = direct_b ? nc / NR * NR : 0;  // columns read in place
     for (int64_t pc = 0; pc < K; pc += KC) {
       int64_t kc = std::min(KC, K - pc);
       float beta_k = pc == 0 ? beta : 1.0f;  // later K blocks add onto the first
-      pack_b(View{b.at(pc, jc), b.rs, b.cs}, kc, nc, bp);
+      // Packed panels of columns [n_full, nc); panel p at bp + p * NR * kc.
+      if (n_full < nc) pack_b(View{b.at(pc, jc + n_full), b.rs, b.cs}, kc, nc - n_full, bp);
       for (int64_t ic = 0; ic < M; ic += MC) {
         int64_t mc = std::min(MC, M - ic);
         pack_a(View{a.at(ic, pc), a.rs, a.cs}, mc, kc, ap);
@@ -280,7 +314,10 @@ void gemm_serial(int64_t M, int64_t N, int64_t K, float alpha, View a, View b, f
           for (int64_t jr = 0; jr < nc; jr += NR) {
             int n = (int)std::min<int64_t>(NR, nc - jr);
             float* ct = c + (ic + ir) * rsc + (jc + jr) * csc;
-            kern(kc, ap + ir * kc, bp + jr * kc, ct, rsc, csc, n, alpha, beta_k);
+            if (jr < n_full)
+              kern(kc, ap + ir * kc, b.at(pc, jc + jr), b.rs, ct, rsc, csc, n, alpha, beta_k);
+            else
+              kern(kc, ap + ir * kc, bp + (jr - n_full) * kc, NR, ct, rsc, csc, n, alpha, beta_k);
           }
         }
       }

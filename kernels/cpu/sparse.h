@@ -2,6 +2,7 @@
 // Sparse weight formats packed from masked (zeroed) dense weights, and the inference kernels
 // that use them. A weight is viewed as a 2-D matrix W (rows, cols): (out, in) for a Linear,
 // (K, C*R*S) for a Conv2d. Nothing here knows what a Tensor is.
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -35,10 +36,12 @@ struct BsrMatrix {
 
 // N:M: every group of M consecutive columns of a row holds at most N nonzeros; each group
 // stores exactly N values and their positions in the group (padding with zeros).
+// Padding entries point at zero positions of their group (position 0 when the group is shorter
+// than n), so every stored position is inside the matrix. A short last group keeps its length.
 struct NmMatrix {
   int64_t rows = 0, cols = 0, n = 2, m = 4;
-  std::vector<float> values;  // (rows, ceil(cols / m), n)
-  std::vector<uint8_t> index; // (rows, ceil(cols / m), n) position within the group, < m
+  std::vector<float> values;   // (rows, ceil(cols / m), n)
+  std::vector<uint8_t> index;  // (rows, ceil(cols / m), n) position within the group, < m
   size_t bytes() const;
 };
 
@@ -47,19 +50,32 @@ struct NmMatrix {
 CsrMatrix csr_from_dense(int64_t rows, int64_t cols, const float* w);
 BsrMatrix bsr_from_dense(int64_t rows, int64_t cols, int64_t br, int64_t bc, const float* w);
 NmMatrix nm_from_dense(int64_t rows, int64_t cols, int64_t n, int64_t m, const float* w);
+// Checks that the arrays are consistent (sizes, monotonic row pointers, indices in range,
+// exactly one of col16 / col32 used), as a loader must before handing a matrix read from a file
+// to a kernel; the kernels trust their input. Throws std::invalid_argument naming the problem.
+void csr_validate(const CsrMatrix& a);
+void bsr_validate(const BsrMatrix& a);
+void nm_validate(const NmMatrix& a);
 // Back to dense (rows, cols), for tests and for unpacking.
 void csr_to_dense(const CsrMatrix& a, float* w);
 void bsr_to_dense(const BsrMatrix& a, float* w);
 void nm_to_dense(const NmMatrix& a, float* w);
 
 // y (B, rows) = x (B, cols) W^T + bias (rows; may be null): a Linear layer with sparse W.
+// y is overwritten. They run on the OpenMP team (rows split by stored entries) when called
+// outside a parallel region and the product is big enough, else on the calling thread; scratch
+// buffers are thread-local, so concurrent calls from different threads are safe. The result of
+// each output does not depend on the thread count.
 void csr_linear(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 // The plain loop over the CSR arrays, the reference for all three.
 void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 
-// y (N, K, P, Q) = conv(x (N, C, H, W), W) + bias with W (K, C*R*S) in CSR.
+// y (N, K, P, Q) = conv(x (N, C, H, W), W) + bias with W (K, C*R*S) in CSR: im2col per sample
+// into a reused thread-local buffer, then the SpMM (a 1x1 stride-1 unpadded conv reads x
+// directly). Same output as conv2d_forward, stride, pad and dilation included. Throws
+// std::invalid_argument when W is not K x C*R*S.
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
                 float* y);
 

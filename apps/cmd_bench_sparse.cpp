@@ -1,0 +1,281 @@
+// sprig bench linear: sprig's dense gemm against a sparse kernel on one random Linear layer.
+// sprig bench model: a whole checkpoint run dense (as masked) against its auto inference plan.
+// Both print medians after a warm-up; --json gives one object that bench/sparse_sweep.py reads.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "apps/commands.h"
+#include "engine/autograd.h"
+#include "engine/rng.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/threads.h"
+#include "nn/checkpoint.h"
+#include "prune/pack.h"
+#include "prune/prune.h"
+
+namespace sprig::app {
+
+namespace {
+
+struct LinearArgs {
+  int64_t in = 0, out = 0, batch = 1;
+  double sparsity = 0.9;
+  std::string format = "csr", block = "1x4", nm = "2:4";
+  int threads = 0, repeats = 20;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+std::pair<int64_t, int64_t> parse_block_arg(const std::string& s) {
+  size_t x = s.find('x');
+  try {
+    if (x != std::string::npos) {
+      size_t a = 0, b = 0;
+      int64_t r = std::stoll(s.substr(0, x), &a), c = std::stoll(s.substr(x + 1), &b);
+      if (a == x && b == s.size() - x - 1 && r > 0 && c > 0 && r <= 256 && c <= 256) return {r, c};
+    }
+  } catch (...) {
+  }
+  throw Error("--block must be ROWSxCOLS with sizes in 1..256 (e.g. 1x4), got '" + s + "'");
+}
+
+// Zeroes exactly round(fraction * n) of the n units chosen by a seeded partial shuffle;
+// prune(unit) zeroes one unit.
+void zero_random_units(int64_t n, double fraction, Rng& rng,
+                       const std::function<void(int64_t)>& prune_unit) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  int64_t k = std::llround(fraction * double(n));
+  for (int64_t i = 0; i < k; ++i) {
+    std::swap(order[size_t(i)], order[size_t(i + int64_t(rng.below(uint64_t(n - i))))]);
+    prune_unit(order[size_t(i)]);
+  }
+}
+
+int run_bench_linear(const LinearArgs& a) {
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  auto [br, bc] = parse_block_arg(a.block);
+  auto [n, m] = prune::parse_nm(a.nm);
+  SPRIG_CHECK(a.format != "nm" || m <= 255, "--nm ", a.nm, ": M must be at most 255");
+  const int64_t rows = a.out, cols = a.in, B = a.batch;
+  Rng rng(a.seed);
+  std::vector<float> w(size_t(rows * cols));  // (out, in)
+  for (float& v : w) {
+    v = rng.uniform(-1.0f, 1.0f);
+    if (v == 0.0f) v = 0.5f;  // a kept weight is never 0, so the sparsity is exact
+  }
+  if (a.format == "bsr") {
+    // Whole br x bc tiles are pruned (edge tiles smaller), as prune's block granularity.
+    int64_t tr = (rows + br - 1) / br, tc = (cols + bc - 1) / bc;
+    zero_random_units(tr * tc, a.sparsity, rng, [&](int64_t t) {
+      for (int64_t r = (t / tc) * br; r < std::min(rows, (t / tc + 1) * br); ++r)
+        for (int64_t c = (t % tc) * bc; c < std::min(cols, (t % tc + 1) * bc); ++c)
+          w[size_t(r * cols + c)] = 0.0f;
+    });
+  } else if (a.format == "nm") {
+    // n random survivors in every group of m along a row; the sparsity is 1 - n/m.
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c0 = 0; c0 < cols; c0 += m) {
+        int64_t len = std::min(m, cols - c0);
+        std::vector<int64_t> pos(static_cast<size_t>(len));
+        std::iota(pos.begin(), pos.end(), c0);
+        for (int64_t i = 0; i < len; ++i)
+          std::swap(pos[size_t(i)], pos[size_t(i + int64_t(rng.below(uint64_t(len - i))))]);
+        for (int64_t i = n; i < len; ++i) w[size_t(r * cols + pos[size_t(i)])] = 0.0f;
+      }
+  } else {
+    zero_random_units(rows * cols, a.sparsity, rng, [&](int64_t i) { w[size_t(i)] = 0.0f; });
+  }
+  int64_t nnz = 0;
+  for (float v : w) nnz += v != 0.0f;
+
+  std::vector<float> x(size_t(B * cols)), yd(size_t(B * rows)), ys(size_t(B * rows));
+  for (float& v : x) v = rng.uniform(-1.0f, 1.0f);  // (B, in)
+  double dense_ms = prune::time_median_ms(
+      [&] {
+        cpu::gemm(false, true, B, rows, cols, 1.0f, x.data(), cols, w.data(), cols, 0.0f, yd.data(),
+                  rows);
+      },
+      a.repeats);
+
+  cpu::CsrMatrix csr;
+  cpu::BsrMatrix bsr;
+  cpu::NmMatrix nmm;
+  size_t sparse_bytes = 0;
+  std::function<void()> sparse;
+  if (a.format == "bsr") {
+    bsr = cpu::bsr_from_dense(rows, cols, br, bc, w.data());
+    sparse_bytes = bsr.bytes();
+    sparse = [&] { cpu::bsr_linear(bsr, B, x.data(), nullptr, ys.data()); };
+  } else if (a.format == "nm") {
+    nmm = cpu::nm_from_dense(rows, cols, n, m, w.data());
+    sparse_bytes = nmm.bytes();
+    sparse = [&] { cpu::nm_linear(nmm, B, x.data(), nullptr, ys.data()); };
+  } else {
+    csr = cpu::csr_from_dense(rows, cols, w.data());
+    sparse_bytes = csr.bytes();
+    sparse = [&] { cpu::csr_linear(csr, B, x.data(), nullptr, ys.data()); };
+  }
+  double sparse_ms = prune::time_median_ms(sparse, a.repeats);
+  // Both outputs hold the last run's result: they must agree (relative to the output scale).
+  double max_diff = 0.0, max_ref = 0.0;
+  for (size_t i = 0; i < yd.size(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(yd[i] - ys[i])));
+    max_ref = std::max(max_ref, double(std::fabs(yd[i])));
+  }
+  double sparsity = 1.0 - double(nnz) / double(rows * cols);
+  double speedup = sparse_ms > 0 ? dense_ms / sparse_ms : 0.0;
+  if (a.json) {
+    nlohmann::json j = {{"in", cols},
+                        {"out", rows},
+                        {"batch", B},
+                        {"format", a.format},
+                        {"sparsity", sparsity},
+                        {"nnz", nnz},
+                        {"threads", cpu::num_threads()},
+                        {"repeats", a.repeats},
+                        {"dense_ms", dense_ms},
+                        {"sparse_ms", sparse_ms},
+                        {"speedup", speedup},
+                        {"dense_bytes", rows * cols * int64_t(sizeof(float))},
+                        {"sparse_bytes", sparse_bytes},
+                        {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff}};
+    if (a.format == "bsr") j["block"] = a.block;
+    if (a.format == "nm") j["nm"] = a.nm;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf(
+        "linear %lldx%lld (out x in), batch %lld, %s at %.1f%% sparsity, %d threads: "
+        "dense %.4f ms, sparse %.4f ms, speedup %.2fx\n",
+        (long long)rows, (long long)cols, (long long)B, a.format.c_str(), 100.0 * sparsity,
+        cpu::num_threads(), dense_ms, sparse_ms, speedup);
+  }
+  return 0;
+}
+
+struct ModelArgs {
+  std::string in, format = "auto";
+  int64_t batch = 1;
+  int threads = 0, repeats = 10;
+  uint64_t seed = 0;
+  bool no_shrink = false, json = false;
+};
+
+int run_bench_model(const ModelArgs& a) {
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  prune::PackOptions opt;
+  opt.format = prune::parse_pack_format(a.format);
+  opt.batch = a.batch;
+  opt.shrink = !a.no_shrink;
+  opt.seed = a.seed;
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  Rng rng(a.seed);
+  Shape xs = ck.model.input_shape;
+  xs.insert(xs.begin(), a.batch);
+  Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng);  // (batch, input_shape...)
+
+  NoGradGuard no_grad;
+  ck.model.net->eval();
+  double dense_ms = prune::time_median_ms([&] { ck.model.forward(x); }, a.repeats);
+  auto t0 = std::chrono::steady_clock::now();
+  prune::InferenceModel plan = prune::pack_model(ck.model, opt);
+  double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double plan_ms = prune::time_median_ms([&] { plan.forward(x); }, a.repeats);
+  // The plan must compute what the dense model computes.
+  std::vector<float> yd = ck.model.forward(x).to_vector(), yp = plan.forward(x).to_vector();
+  double max_diff = 0.0, max_ref = 0.0;
+  for (size_t i = 0; i < yd.size(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(yd[i] - yp[i])));
+    max_ref = std::max(max_ref, double(std::fabs(yd[i])));
+  }
+  double speedup = plan_ms > 0 ? dense_ms / plan_ms : 0.0;
+  if (a.json) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (auto& l : plan.layers) {
+      nlohmann::json times = nlohmann::json::object();
+      for (auto& t : l.times) times[t.format] = t.ms;
+      layers.push_back({{"name", l.name},
+                        {"format", l.format()},
+                        {"rows", l.rows},
+                        {"cols", l.cols},
+                        {"sparsity", l.sparsity()},
+                        {"times_ms", times},
+                        {"reason", l.reason}});
+    }
+    nlohmann::json j = {{"in", a.in},
+                        {"batch", a.batch},
+                        {"format", a.format},
+                        {"threads", cpu::num_threads()},
+                        {"repeats", a.repeats},
+                        {"sparsity", prune::sparsity(ck.model)},
+                        {"dense_ms", dense_ms},
+                        {"plan_ms", plan_ms},
+                        {"speedup", speedup},
+                        {"plan_seconds", plan_s},
+                        {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff},
+                        {"layers", layers}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s at batch %lld, %d threads: dense %.4f ms, plan %.4f ms, speedup %.2fx\n",
+                a.in.c_str(), (long long)a.batch, cpu::num_threads(), dense_ms, plan_ms, speedup);
+    for (auto& l : plan.layers)
+      std::printf("  layer %-3s %-12s %s\n", l.name.c_str(), l.format().c_str(), l.reason.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_linear_command(CLI::App& app) {
+  auto a = std::make_shared<LinearArgs>();
+  app.add_option("--in", a->in, "input features")
+      ->required()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  app.add_option("--out", a->out, "output features")
+      ->required()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  app.add_option("--batch", a->batch, "batch size")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->capture_default_str();
+  app.add_option("--sparsity", a->sparsity, "fraction of zero weights (blocks for bsr)")
+      ->check(FiniteNumber & CLI::Range(0.0, 0.9999))
+      ->capture_default_str();
+  app.add_option("--format", a->format, "sparse kernel")
+      ->check(CLI::IsMember({"csr", "bsr", "nm"}))
+      ->capture_default_str();
+  app.add_option("--block", a->block, "BSR block ROWSxCOLS")->capture_default_str();
+  app.add_option("--nm", a->nm, "N:M pattern for --format nm (sparsity 1 - N/M)")
+      ->capture_default_str();
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--repeats", a->repeats, "timed runs (median)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--seed", a->seed, "weights, mask and input")->capture_default_str();
+  app.add_flag("--json", a->json, "print one JSON object");
+  return [a] { return run_bench_linear(*a); };
+}
+
+Command add_bench_model_command(CLI::App& app) {
+  auto a = std::make_shared<ModelArgs>();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--batch", a->batch, "batch size")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->capture_default_str();
+  app.add_option("--format", a->format, "plan: auto, or one format forced (dense|csr|bsr|nm)")
+      ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
+      ->capture_default_str();
+  app.add_flag("--no-shrink", a->no_shrink, "plan without shrinking zeroed neurons / filters");
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--repeats", a->repeats, "timed runs (median)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--seed", a->seed, "random input")->capture_default_str();
+  app.add_flag("--json", a->json, "print one JSON object");
+  return [a] { return run_bench_model(*a); };
+}
+
+}  // namespace sprig::app

@@ -1,0 +1,290 @@
+// sprig pack / run / plan: sparse inference from the command line.
+//   pack  checkpoint -> packed sparse model file (per-layer format chosen by measurement or
+//         forced), with the per-layer table and the size report
+//   run   evaluates a packed file on a dataset's test split: accuracy and throughput
+//   plan  what pack --format auto would choose for a checkpoint at a batch size, and why
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "apps/trainer.h"
+#include "datasets/dataloader.h"
+#include "engine/ops.h"
+#include "kernels/cpu/threads.h"
+#include "nn/checkpoint.h"
+#include "prune/pack.h"
+
+namespace sprig::app {
+
+namespace {
+
+struct SparseArgs {
+  std::string in, out, format = "auto", block = "1x4", dataset, data_dir;
+  int64_t batch = 1, batch_size = 256, limit_test = -1;
+  int repeats = 5, threads = 0;
+  bool no_shrink = false, json = false;
+};
+
+std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
+  size_t x = s.find('x');
+  try {
+    if (x != std::string::npos) {
+      size_t a = 0, b = 0;
+      int64_t r = std::stoll(s.substr(0, x), &a), c = std::stoll(s.substr(x + 1), &b);
+      if (a == x && b == s.size() - x - 1 && r > 0 && c > 0 && r <= 256 && c <= 256) return {r, c};
+    }
+  } catch (...) {
+  }
+  throw Error("--block must be ROWSxCOLS with sizes in 1..256 (e.g. 1x4 or 4x4), got '" + s + "'");
+}
+
+prune::PackOptions pack_options(const SparseArgs& a) {
+  prune::PackOptions o;
+  o.format = prune::parse_pack_format(a.format);
+  o.batch = a.batch;
+  o.repeats = a.repeats;
+  o.shrink = !a.no_shrink;
+  std::tie(o.block_rows, o.block_cols) = parse_block_flag(a.block);
+  return o;
+}
+
+std::string shape_str(int64_t r, int64_t c) {
+  return std::to_string(r) + "x" + std::to_string(c);
+}
+
+nlohmann::json layers_json(const prune::InferenceModel& m) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const prune::PackedLayer& l : m.layers) {
+    nlohmann::json times = nlohmann::json::object();
+    for (auto& t : l.times) times[t.format] = t.ms;
+    layers.push_back({{"name", l.name},
+                      {"type", l.conv ? "conv" : "linear"},
+                      {"rows", l.rows},
+                      {"cols", l.cols},
+                      {"rows_before", l.rows_before},
+                      {"cols_before", l.cols_before},
+                      {"nonzero", l.nonzero},
+                      {"sparsity", l.sparsity()},
+                      {"format", l.format()},
+                      {"weight_bytes", l.weight_bytes()},
+                      {"times_ms", times},
+                      {"reason", l.reason}});
+  }
+  return layers;
+}
+
+// One line per layer: name, kind, shape (and the shape before shrink), sparsity, format, bytes,
+// then the measured times and the reason.
+void print_layers(const prune::InferenceModel& m) {
+  std::printf("%-5s %-6s %-11s %-11s %8s  %-12s %10s  %s\n", "layer", "type", "shape", "was",
+              "sparsity", "format", "bytes", "why");
+  for (const prune::PackedLayer& l : m.layers) {
+    std::printf("%-5s %-6s %-11s %-11s %7.1f%%  %-12s %10zu  %s\n", l.name.c_str(),
+                l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(),
+                l.shrunk ? shape_str(l.rows_before, l.cols_before).c_str() : "-",
+                100.0 * l.sparsity(), l.format().c_str(), l.weight_bytes(), l.reason.c_str());
+  }
+}
+
+int run_pack(const SparseArgs& a) {
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  prune::PackOptions opt = pack_options(a);  // flags first: bad input fails before any work
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  prune::InferenceModel m = prune::pack_model(ck.model, opt);
+  std::map<std::string, std::string> extra = {{"source", a.in}};
+  auto ds = ck.metadata.find("dataset");
+  if (ds != ck.metadata.end()) extra["dataset"] = ds->second;
+  prune::save_packed(a.out, m, extra);
+  prune::SizeReport s = prune::size_report(ck.model, a.out);
+  if (a.json) {
+    nlohmann::json j = {
+        {"in", a.in},
+        {"out", a.out},
+        {"format", a.format},
+        {"batch", a.batch},
+        {"threads", cpu::num_threads()},
+        {"spec", m.model.spec},
+        {"source_spec", m.source_spec},
+        {"params_before", m.source_params},
+        {"nonzero", m.nonzero()},
+        {"layers", layers_json(m)},
+        {"dense_bytes", s.dense_bytes},
+        {"dense_file_bytes", s.dense_file_bytes},
+        {"dense_gzip_bytes", s.dense_gzip_bytes},
+        {"packed_bytes", s.packed_bytes},
+        {"ratio", s.ratio()},
+        {"gzip_ratio",
+         s.dense_file_bytes ? double(s.dense_gzip_bytes) / double(s.dense_file_bytes) : 0.0}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("%s -> %s (format %s, batch %lld, %d threads)\n", a.in.c_str(), a.out.c_str(),
+              a.format.c_str(), (long long)a.batch, cpu::num_threads());
+  if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
+  print_layers(m);
+  std::printf(
+      "size: dense %lld B (float32 params), dense file %lld B, gzipped %lld B (%.1f%%), "
+      "packed %lld B (%.1f%% of the dense file)\n",
+      (long long)s.dense_bytes, (long long)s.dense_file_bytes, (long long)s.dense_gzip_bytes,
+      100.0 * double(s.dense_gzip_bytes) / double(std::max<int64_t>(1, s.dense_file_bytes)),
+      (long long)s.packed_bytes, 100.0 * s.ratio());
+  return 0;
+}
+
+int run_plan(const SparseArgs& a) {
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  prune::PackOptions opt = pack_options(a);
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  prune::InferenceModel m = prune::pack_model(ck.model, opt);
+  if (a.json) {
+    nlohmann::json j = {{"in", a.in},
+                        {"batch", a.batch},
+                        {"format", a.format},
+                        {"threads", cpu::num_threads()},
+                        {"spec", m.model.spec},
+                        {"source_spec", m.source_spec},
+                        {"layers", layers_json(m)}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("plan for %s at batch %lld (%d threads; median of %d runs per candidate)\n",
+              a.in.c_str(), (long long)a.batch, cpu::num_threads(), a.repeats);
+  if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
+  std::printf("%-5s %-6s %-11s %8s  %-32s  %-12s  %s\n", "layer", "type", "shape", "sparsity",
+              "measured ms", "choice", "why");
+  for (const prune::PackedLayer& l : m.layers) {
+    std::string times;
+    for (auto& t : l.times) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%s%s %.4f", times.empty() ? "" : ", ", t.format.c_str(),
+                    t.ms);
+      times += buf;
+    }
+    std::printf("%-5s %-6s %-11s %7.1f%%  %-32s  %-12s  %s\n", l.name.c_str(),
+                l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
+                times.empty() ? "-" : times.c_str(), l.format().c_str(), l.reason.c_str());
+  }
+  return 0;
+}
+
+int run_packed_eval(const SparseArgs& a) {
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  prune::PackedFile pf = prune::load_packed(a.in);
+  const prune::InferenceModel& m = pf.model;
+  std::string dataset;
+  DataSource src = load_data_for(m.model, pf.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
+  data::Dataset test = a.limit_test >= 0 ? data::take(src.data.test, a.limit_test) : src.data.test;
+  data::DataLoader loader(test, a.batch_size, false);
+  loader.start_epoch();
+  data::Batch b;
+  int64_t samples = 0, correct = 0;
+  double loss_sum = 0.0, seconds = 0.0;
+  while (loader.next(b)) {
+    auto t0 = std::chrono::steady_clock::now();
+    Tensor out = m.forward(b.x);  // only the forward pass is timed
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    int64_t n = b.x.size(0);
+    if (src.task == Task::Classification) {
+      loss_sum += double(cross_entropy(out, b.y).item()) * double(n);
+      const float* logits = out.data();  // (n, C)
+      const int32_t* labels = b.y.data_as<int32_t>();
+      int64_t C = out.size(1);
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t best = 0;
+        for (int64_t c = 1; c < C; ++c)
+          if (logits[i * C + c] > logits[i * C + best]) best = c;
+        correct += best == labels[i];
+      }
+    } else {
+      loss_sum += double(mse_loss(out, b.y).item()) * double(n);
+    }
+    samples += n;
+  }
+  double loss = samples ? loss_sum / double(samples) : 0.0;
+  double acc = samples ? double(correct) / double(samples) : 0.0;
+  double per_s = seconds > 0 ? double(samples) / seconds : 0.0;
+  if (a.json) {
+    nlohmann::json formats = nlohmann::json::object();
+    for (auto& l : m.layers) formats[l.name] = l.format();
+    nlohmann::json j = {{"in", a.in},
+                        {"dataset", dataset},
+                        {"samples", samples},
+                        {"batch_size", a.batch_size},
+                        {"threads", cpu::num_threads()},
+                        {"test_loss", loss},
+                        {"forward_seconds", seconds},
+                        {"samples_per_second", per_s},
+                        {"formats", formats}};
+    if (src.task == Task::Classification)
+      j["test_accuracy"] = acc;
+    else
+      j["test_mse"] = loss;
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::string formats;
+  for (auto& l : m.layers) formats += (formats.empty() ? "" : ", ") + l.name + " " + l.format();
+  std::printf("%s (%s) on %s test (%lld samples): ", a.in.c_str(), formats.c_str(), dataset.c_str(),
+              (long long)samples);
+  if (src.task == Task::Classification)
+    std::printf("accuracy %.2f%%, loss %.4f", 100.0 * acc, loss);
+  else
+    std::printf("mse %.4f", loss);
+  std::printf("; forward %.3f s, %.0f samples/s at batch %lld\n", seconds, per_s,
+              (long long)a.batch_size);
+  return 0;
+}
+
+void add_plan_flags(CLI::App& app, SparseArgs& a) {
+  app.add_option("--format", a.format, "dense, csr, bsr, nm, or auto (measure and pick)")
+      ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
+      ->capture_default_str();
+  app.add_option("--batch", a.batch, "batch size the plan measures at")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->capture_default_str();
+  app.add_option("--repeats", a.repeats, "timed runs per candidate (median)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--block", a.block, "BSR block for --format bsr when the zeros have none")
+      ->capture_default_str();
+  app.add_flag("--no-shrink", a.no_shrink, "do not shrink zeroed neurons / filters first");
+  app.add_option("--threads", a.threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+}
+
+}  // namespace
+
+Command add_pack_command(CLI::App& app) {
+  auto a = std::make_shared<SparseArgs>();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--out", a->out, "packed model file to write (.safetensors)")->required();
+  add_plan_flags(app, *a);
+  app.add_flag("--json", a->json, "print one JSON object with the layers and the size report");
+  return [a] { return run_pack(*a); };
+}
+
+Command add_plan_command(CLI::App& app) {
+  auto a = std::make_shared<SparseArgs>();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  add_plan_flags(app, *a);
+  app.add_flag("--json", a->json, "print one JSON object");
+  return [a] { return run_plan(*a); };
+}
+
+Command add_run_command(CLI::App& app) {
+  auto a = std::make_shared<SparseArgs>();
+  app.add_option("--in,model", a->in, "packed model file (from sprig pack)")->required();
+  app.add_option("--dataset", a->dataset, "dataset (default: the one it was trained on)")
+      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
+  app.add_option("--data-dir", a->data_dir, "directory with the IDX files");
+  app.add_option("--batch-size", a->batch_size, "samples per forward pass")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
+  app.add_option("--limit-test", a->limit_test, "evaluate only the first N test samples")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_flag("--json", a->json, "print one JSON object");
+  return [a] { return run_packed_eval(*a); };
+}
+
+}  // namespace sprig::app

@@ -1,0 +1,134 @@
+#pragma once
+// Sparse packing: turn a pruned (masked or zeroed) model into an inference model in which each
+// conv / linear layer runs as one of
+//   dense         the layer as it is (the normal module forward)
+//   shrunk-dense  dense, after prune::shrink removed its zeroed outputs / inputs
+//   csr           compressed sparse rows (16-bit column indices when they fit); linear and conv
+//   bsr RxC       block sparse rows; linear only, when the zeros form RxC blocks
+//   nm N:M        at most N nonzeros in every M consecutive weights of a row; linear only
+// The plan (`PackFormat::Auto`) measures each candidate kernel for the layer's real shape at the
+// given batch on this machine and keeps the fastest, recording the times and why.
+//
+// Packed model files are safetensors (engine/safetensors.h); see save_packed for the layout.
+#include <cstddef>  // size_t, which kernels/cpu/sparse.h uses
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/sparse.h"
+#include "nn/model.h"
+
+namespace sprig::prune {
+
+inline constexpr const char* kPackedFormat = "sprig-packed-1";
+
+enum class PackFormat { Auto, Dense, Csr, Bsr, Nm };
+PackFormat parse_pack_format(const std::string& s);  // auto|dense|csr|bsr|nm
+const char* pack_format_name(PackFormat f);
+
+struct PackOptions {
+  PackFormat format = PackFormat::Auto;
+  int64_t batch = 1;  // the batch size the auto plan measures at
+  int repeats = 5;    // timed samples per candidate (after a warm-up); the median is kept
+  // Shrink a copy of the model first (prune::shrink): layers lose their zeroed outputs and
+  // inputs, and every later choice is made on the smaller shapes.
+  bool shrink = true;
+  // BSR block for --format bsr when the zeros show no block pattern of their own.
+  int64_t block_rows = 1, block_cols = 4;
+  uint64_t seed = 0;  // random inputs for the measurements
+};
+
+struct CandidateTime {
+  std::string format;  // "dense", "csr", "bsr 1x4", "nm 2:4"
+  double ms = 0.0;     // median time of one layer forward at the plan's batch
+};
+
+struct PackedLayer {
+  enum Kind { Dense, Csr, Bsr, Nm };
+  std::string name;  // index of the layer in the Sequential, e.g. "0"
+  size_t index = 0;  // the same as a number
+  bool conv = false;
+  Kind kind = Dense;
+  bool shrunk = false;         // shrink changed this layer's shape
+  int64_t rows = 0, cols = 0;  // the weight as 2-D (out, in * kh * kw), after any shrink
+  int64_t rows_before = 0, cols_before = 0;  // before shrink
+  int64_t nonzero = 0;                       // nonzero weights
+  Shape in_shape;                            // per-sample input shape of the layer
+  cpu::CsrMatrix csr;                        // the one matching kind is filled
+  cpu::BsrMatrix bsr;
+  cpu::NmMatrix nm;
+  std::vector<CandidateTime> times;  // measured candidates (auto plans only)
+  std::string reason;                // why this kind, for `sprig plan`
+
+  double sparsity() const {
+    return rows * cols > 0 ? 1.0 - double(nonzero) / double(rows * cols) : 0.0;
+  }
+  std::string format() const;   // "dense", "shrunk-dense", "csr", "bsr 1x4", "nm 2:4"
+  size_t weight_bytes() const;  // bytes of the weight in its format (dense: 4 per weight)
+};
+
+struct InferenceModel {
+  // The dense equivalent (shrunk when shrink removed something): its non-weighted layers
+  // (relu, pool, flatten) and dense layers run as they are; its weights of packed layers are
+  // kept (unpacked on load) so the model can always be checked against the packed kernels.
+  nn::Model model;
+  std::string source_spec;          // the spec before shrink
+  int64_t source_params = 0;        // parameters before shrink
+  int64_t batch = 1;                // the batch the plan measured at
+  std::vector<PackedLayer> layers;  // one per conv / linear layer, in model order
+
+  // x (N, input_shape...) -> the model's output (N, ...), without recording autograd.
+  Tensor forward(const Tensor& x) const;
+  int64_t nonzero() const;  // nonzero weights plus biases of the packed model
+};
+
+// Builds the inference model from model (which is not changed). Forced formats apply to every
+// conv / linear layer where they can: bsr and nm have no conv kernel and nm needs groups that
+// qualify, and such layers fall back to csr, saying so in their reason.
+InferenceModel pack_model(const nn::Model& model, const PackOptions& opt = {});
+
+// The packed model file, safetensors with, per conv / linear layer <i> (its Sequential index):
+//   dense:  "<i>.weight" F32 (its full shape, as in checkpoints)
+//   csr:    "<i>.weight.csr.values" F32 (nnz), "<i>.weight.csr.row_ptr" I32 (rows + 1),
+//           "<i>.weight.csr.col" U8 (2 * nnz: little-endian uint16) when cols <= 65536,
+//           else I32 (nnz)
+//   bsr:    "<i>.weight.bsr.values" F32 (nblocks, br, bc), "<i>.weight.bsr.block_col" I32
+//           (nblocks), "<i>.weight.bsr.block_row_ptr" I32 (ceil(rows / br) + 1)
+//   nm:     "<i>.weight.nm.values" F32 (rows, ceil(cols / m), n), "<i>.weight.nm.index" U8
+//           (same shape; position within the group)
+//   and "<i>.bias" F32 (out) when the layer has one.
+// __metadata__: format = sprig-packed-1, spec (after shrink), input_shape ("1,28,28"),
+// source_spec, source_params, batch, and per layer "pack.<i>" = its format(), "reason.<i>",
+// "times.<i>" ("dense=0.4500,csr=0.1200" in ms). `extra` adds keys (e.g. dataset).
+// The write is atomic: an existing file survives any failure.
+void save_packed(const std::string& path, const InferenceModel& m,
+                 const std::map<std::string, std::string>& extra = {});
+
+struct PackedFile {
+  InferenceModel model;
+  std::map<std::string, std::string> metadata;
+};
+// Loads and validates everything (dtypes, shapes against the spec, row pointers monotone and
+// ending at nnz, indices in range and increasing, N:M positions inside their group), so a
+// corrupt file gives a sprig::Error naming the file and the tensor, never a bad read.
+PackedFile load_packed(const std::string& path);
+
+// Sizes of one model three ways: float32 parameters, the dense safetensors file of those
+// parameters (no masks) and its zlib-compressed size (compress2 at the default level 6, what
+// zip measures), and the packed file.
+struct SizeReport {
+  int64_t dense_bytes = 0;       // 4 x parameters of the unshrunk model
+  int64_t dense_file_bytes = 0;  // that dense model as a safetensors file
+  int64_t dense_gzip_bytes = 0;  // the dense file compressed
+  int64_t packed_bytes = 0;      // the packed file on disk
+  double ratio() const { return dense_file_bytes ? double(packed_bytes) / dense_file_bytes : 0; }
+};
+SizeReport size_report(const nn::Model& dense, const std::string& packed_path);
+
+// Median milliseconds of fn over `repeats` samples after one warm-up call. Fast calls are
+// repeated inside a sample (so each sample lasts about 0.2 ms at least) and divided back.
+double time_median_ms(const std::function<void()>& fn, int repeats);
+
+}  // namespace sprig::prune

@@ -1,0 +1,196 @@
+// sprig pack / run / plan / bench linear / bench model end to end on a tiny trained model: JSON
+// fields, the packed model's accuracy equal to the dense masked model's, one-line errors with a
+// non-zero exit for bad flags, and an existing --out file surviving a failed pack.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  std::string cmd = std::string(SPRIG_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string last_line(const std::string& s) {
+  size_t end = s.find_last_not_of('\n');
+  size_t start = s.rfind('\n', end);
+  return s.substr(start == std::string::npos ? 0 : start + 1,
+                  end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+fs::path temp_dir() {
+  fs::path d = fs::temp_directory_path() / ("sprig_test_cli_sparse_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("--help works for pack, run, plan and bench linear / model") {
+  for (const char* sub : {"pack", "run", "plan", "bench linear", "bench model"}) {
+    Result r = run(std::string(sub) + " --help");
+    CAPTURE(sub);
+    CHECK(r.code == 0);
+    CHECK(r.out.find("Usage") != std::string::npos);
+  }
+}
+
+TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
+  fs::path dir = temp_dir();
+  std::string base = (dir / "mlp.safetensors").string();
+  Result t =
+      run("train --model mlp --epochs 1 --limit-train 1000 --threads 2 --quiet --out " + base);
+  REQUIRE_MESSAGE(t.code == 0, t.out);
+  std::string pruned = (dir / "mlp92.safetensors").string();
+  Result p = run("prune --in " + base + " --scope global --amount 0.92 --quiet --out " + pruned);
+  REQUIRE_MESSAGE(p.code == 0, p.out);
+  Result e = run("eval --in " + pruned + " --json");
+  REQUIRE_MESSAGE(e.code == 0, e.out);
+  double dense_acc = nlohmann::json::parse(last_line(e.out))["test_accuracy"];
+
+  for (const char* format : {"auto", "csr", "bsr", "nm", "dense"}) {
+    CAPTURE(format);
+    std::string packed = (dir / (std::string("p_") + format + ".safetensors")).string();
+    Result k = run("pack --in " + pruned + " --out " + packed + " --format " + format +
+                   " --batch 4 --repeats 2 --json");
+    REQUIRE_MESSAGE(k.code == 0, k.out);
+    auto j = nlohmann::json::parse(last_line(k.out));
+    for (const char* key : {"dense_bytes", "dense_file_bytes", "dense_gzip_bytes", "packed_bytes",
+                            "ratio", "layers", "spec"})
+      CHECK_MESSAGE(j.contains(key), key);
+    CHECK(j["dense_bytes"] == 266610 * 4);
+    CHECK(j["packed_bytes"].get<int64_t>() == int64_t(fs::file_size(packed)));
+    CHECK(j["layers"].size() == 3);
+    // CSR of a 92% sparse mlp is under 15% of the dense file (the bar); auto picks by
+    // speed, so its size depends on the machine.
+    if (std::string(format) == "csr") CHECK(j["ratio"].get<double>() < 0.15);
+    CHECK(j["dense_gzip_bytes"].get<int64_t>() < j["dense_file_bytes"].get<int64_t>());
+    for (auto& l : j["layers"]) CHECK(!l["reason"].get<std::string>().empty());
+
+    // The packed model classifies the test set exactly as the dense masked model does.
+    Result r = run("run --in " + packed + " --json");
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    auto jr = nlohmann::json::parse(last_line(r.out));
+    CHECK(jr["test_accuracy"].get<double>() == dense_acc);
+    CHECK(jr["samples"] == 10000);
+    CHECK(jr["samples_per_second"].get<double>() > 0);
+    CHECK(jr["formats"].size() == 3);
+  }
+  // Human-readable pack output has the table and the size line.
+  Result k =
+      run("pack --in " + pruned + " --out " + (dir / "h.safetensors").string() + " --format csr");
+  REQUIRE_MESSAGE(k.code == 0, k.out);
+  CHECK(k.out.find("packed") != std::string::npos);
+  CHECK(k.out.find("gzipped") != std::string::npos);
+
+  Result pl = run("plan " + pruned + " --batch 8 --repeats 2 --json");
+  REQUIRE_MESSAGE(pl.code == 0, pl.out);
+  auto jp = nlohmann::json::parse(last_line(pl.out));
+  REQUIRE(jp["layers"].size() == 3);
+  for (auto& l : jp["layers"]) {
+    CHECK(l["times_ms"].contains("dense"));
+    CHECK(l["times_ms"].contains("csr"));
+    CHECK(l["reason"].get<std::string>().find(" ms") != std::string::npos);
+  }
+  Result ph = run("plan " + pruned + " --batch 8 --repeats 2");
+  REQUIRE_MESSAGE(ph.code == 0, ph.out);
+  CHECK(ph.out.find("choice") != std::string::npos);
+
+  Result bm = run("bench model " + pruned + " --batch 2 --repeats 3 --json");
+  REQUIRE_MESSAGE(bm.code == 0, bm.out);
+  auto jb = nlohmann::json::parse(last_line(bm.out));
+  CHECK(jb["dense_ms"].get<double>() > 0);
+  CHECK(jb["plan_ms"].get<double>() > 0);
+  CHECK(jb["max_rel_diff"].get<double>() <= 1e-5);
+  CHECK(jb["layers"].size() == 3);
+
+  // Bad input: one line, non-zero exit, and the existing --out file untouched.
+  std::string keep = (dir / "keep.safetensors").string();
+  {
+    std::ofstream f(keep);
+    f << "precious";
+  }
+  struct Case {
+    std::string args, expect;
+  };
+  for (const Case& c : {
+           Case{"pack --in " + pruned + " --out " + keep + " --format zip", "zip"},
+           Case{"pack --in " + pruned + " --out " + keep + " --batch 0", "--batch"},
+           Case{"pack --in " + pruned + " --out " + keep + " --format bsr --block 0x4", "--block"},
+           Case{"pack --in " + base + ".missing --out " + keep, ".missing"},
+           Case{"pack --in " + keep + " --out " + keep, "keep.safetensors"},
+           Case{"pack --in " + pruned + " --out /no/such/dir/p.safetensors", "/no/such/dir"},
+           Case{"run --in " + pruned, "is not a packed model"},
+           Case{"run --in " + keep, "keep.safetensors"},
+           Case{"run --in " + (dir / "p_csr.safetensors").string() + " --batch-size 0",
+                "--batch-size"},
+           Case{"plan " + pruned + " --batch -1", "--batch"},
+           Case{"plan " + pruned + " --format sparse", "sparse"},
+           Case{"bench model " + pruned + " --repeats 0", "--repeats"},
+           Case{"bench linear --in 8 --out 8 --sparsity 1.5", "--sparsity"},
+           Case{"bench linear --in 8 --out 8 --format coo", "coo"},
+           Case{"bench linear --in 8 --out 8 --format nm --nm 5:4", "5:4"},
+           Case{"bench linear --in 0 --out 8", "--in"},
+           Case{"bench linear --out 8", "--in"},
+       }) {
+    CAPTURE(c.args);
+    Result r = run(c.args);
+    CHECK(r.code != 0);
+    CHECK(count_lines(r.out) == 1);
+    CHECK_MESSAGE(r.out.find(c.expect) != std::string::npos, r.out);
+  }
+  CHECK(read_file(keep) == "precious");
+}
+
+TEST_CASE("bench linear: csr, bsr and nm JSON") {
+  for (const char* extra : {"--format csr --sparsity 0.9",
+                            "--format bsr --block 1x4 --sparsity 0.8", "--format nm --nm 2:4"}) {
+    CAPTURE(extra);
+    Result r = run(std::string("bench linear --in 96 --out 40 --batch 3 --repeats 3 --threads 2 ") +
+                   extra + " --json");
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    auto j = nlohmann::json::parse(last_line(r.out));
+    for (const char* key : {"dense_ms", "sparse_ms", "speedup", "in", "out", "batch", "sparsity"})
+      CHECK_MESSAGE(j.contains(key), key);
+    CHECK(j["in"] == 96);
+    CHECK(j["out"] == 40);
+    CHECK(j["max_rel_diff"].get<double>() <= 1e-5);
+  }
+  Result r = run("bench linear --in 100 --out 10 --sparsity 0.9 --json");
+  REQUIRE(r.code == 0);
+  // Exactly round(0.9 x 1000) weights are zero.
+  CHECK(nlohmann::json::parse(last_line(r.out))["nnz"] == 100);
+}

@@ -1,0 +1,375 @@
+// Sparse formats and kernels against the dense path on the same zeroed weights.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/cpu/conv.h"
+#include "kernels/cpu/sparse.h"
+#include "kernels/cpu/threads.h"
+#include "tests/kernel_test_util.h"
+
+using namespace sprig::cpu;
+
+namespace {
+
+using sprig::testing::abs_vec;
+using sprig::testing::random_vec;
+
+// Dense (rows, cols) weights in [-1, 1) with each entry zeroed with probability `sparsity`
+// (0 keeps all, 1 zeroes all).
+std::vector<float> masked_weights(int64_t rows, int64_t cols, double sparsity, uint32_t seed) {
+  auto w = random_vec(size_t(rows * cols), seed);
+  std::mt19937 rng(seed + 1000);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (auto& v : w)
+    if (u(rng) < sparsity) v = 0.0f;
+  return w;
+}
+
+// The dense path: y (B, rows) = bias + x (B, cols) W^T with the zeros of W, in double.
+std::vector<float> dense_linear(const std::vector<float>& w, int64_t rows, int64_t cols, int64_t B,
+                                const float* x, const float* bias) {
+  std::vector<float> y(size_t(B * rows));
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t i = 0; i < rows; i++) {
+      double acc = bias ? bias[i] : 0.0;
+      // Skipping zero weights changes nothing (x is finite) and keeps the suite quick.
+      for (int64_t j = 0; j < cols; j++)
+        if (w[i * cols + j] != 0.0f) acc += double(x[b * cols + j]) * w[i * cols + j];
+      y[b * rows + i] = float(acc);
+    }
+  return y;
+}
+
+// Every element of got within 1e-5 of the sum of the magnitudes of its terms (mag, the same
+// product on |x|, |W|, |bias|): a dropped, doubled or misplaced term is always caught, while
+// float rounding of a long sum is not.
+void check_close(const std::vector<float>& got, const std::vector<float>& want,
+                 const std::vector<float>& mag) {
+  REQUIRE(got.size() == want.size());
+  int64_t bad = 0;
+  for (size_t e = 0; e < got.size(); e++) {
+    const float tol = 1e-5f * mag[e] + 1e-30f;
+    if (!(std::fabs(got[e] - want[e]) <= tol))
+      if (bad++ < 5) FAIL_CHECK("y[" << e << "] = " << got[e] << ", want " << want[e]);
+  }
+  CHECK(bad == 0);
+}
+
+struct LinearCase {
+  int64_t rows, cols;
+  double sparsity;
+  int64_t B;
+  bool bias;
+};
+
+// The dense answer, its magnitude bound, the input and the bias of one case.
+struct LinearData {
+  std::vector<float> x, bias, want, mag;
+  const float* b() const { return bias.empty() ? nullptr : bias.data(); }
+};
+
+LinearData linear_data(const LinearCase& c, const std::vector<float>& w) {
+  LinearData d;
+  d.x = random_vec(size_t(c.B * c.cols), uint32_t(7 + c.B * 31 + c.cols));
+  if (c.bias) d.bias = random_vec(size_t(c.rows), uint32_t(11 + c.rows));
+  d.want = dense_linear(w, c.rows, c.cols, c.B, d.x.data(), d.b());
+  auto xa = abs_vec(d.x), wa = abs_vec(w), ba = abs_vec(d.bias);
+  d.mag = dense_linear(wa, c.rows, c.cols, c.B, xa.data(), c.bias ? ba.data() : nullptr);
+  return d;
+}
+
+const int64_t kShapes[][2] = {{1, 1},   {1, 17},  {3, 1},     {3, 3},      {17, 33},
+                              {33, 17}, {64, 64}, {300, 784}, {10, 12544}, {3, 70000}};
+const double kSparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
+const int64_t kBatches[] = {1, 2, 7, 64, 129};
+
+}  // namespace
+
+TEST_CASE("csr_linear and csr_linear_ref equal the dense masked product") {
+  for (auto& sh : kShapes)
+    for (double sp : kSparsities)
+      for (int64_t B : kBatches)
+        for (bool bias : {false, true}) {
+          LinearCase c{sh[0], sh[1], sp, B, bias};
+          // The big shapes (their dense reference is slow) run batches 1 and 64 without bias
+          // and 7 with it.
+          if (c.rows * c.cols > 100000 && (B == 2 || B == 129 || bias != (B == 7))) continue;
+          CAPTURE(c.rows);
+          CAPTURE(c.cols);
+          CAPTURE(c.sparsity);
+          CAPTURE(c.B);
+          CAPTURE(c.bias);
+          auto w = masked_weights(c.rows, c.cols, sp, uint32_t(c.rows * 3 + c.cols));
+          auto d = linear_data(c, w);
+          CsrMatrix a = csr_from_dense(c.rows, c.cols, w.data());
+          CHECK(a.narrow() == (c.cols <= 65536));
+          std::vector<float> y(size_t(B * c.rows), -7.0f);
+          csr_linear(a, B, d.x.data(), d.b(), y.data());
+          check_close(y, d.want, d.mag);
+          std::vector<float> yr(size_t(B * c.rows), -7.0f);
+          csr_linear_ref(a, B, d.x.data(), d.b(), yr.data());
+          check_close(yr, d.want, d.mag);
+        }
+}
+
+TEST_CASE("csr_linear balances skewed rows and gives the same bits on 1 and 2 threads") {
+  // The first 20 rows dense, the rest nearly empty: the thread split must follow the entries.
+  const int64_t rows = 200, cols = 513, B = 70;
+  auto w = masked_weights(rows, cols, 0.99, 5);
+  auto dense_rows = random_vec(size_t(20 * cols), 6);
+  std::copy(dense_rows.begin(), dense_rows.end(), w.begin());
+  LinearCase c{rows, cols, 0.0, B, true};
+  auto d = linear_data(c, w);
+  CsrMatrix a = csr_from_dense(rows, cols, w.data());
+  for (int64_t b : {int64_t(1), B}) {
+    std::vector<float> y1(size_t(b * rows)), y2(size_t(b * rows));
+    const int before = num_threads();
+    set_num_threads(1);
+    csr_linear(a, b, d.x.data(), d.b(), y1.data());
+    set_num_threads(2);
+    csr_linear(a, b, d.x.data(), d.b(), y2.data());
+    set_num_threads(before);
+    CHECK(y1 == y2);
+    check_close(y2, std::vector<float>(d.want.begin(), d.want.begin() + b * rows),
+                std::vector<float>(d.mag.begin(), d.mag.begin() + b * rows));
+  }
+}
+
+TEST_CASE("bsr_linear equals the dense masked product, edge blocks included") {
+  const int64_t blocks[][2] = {{1, 4}, {4, 4}, {1, 8}, {2, 3}, {4, 1}, {3, 16}};
+  const int64_t shapes[][2] = {{1, 1}, {3, 5}, {17, 33}, {33, 17}, {300, 784}, {10, 12544}};
+  for (auto& bl : blocks)
+    for (auto& sh : shapes)
+      for (double sp : {0.0, 0.5, 0.9, 1.0})
+        for (int64_t B : kBatches) {
+          const int64_t rows = sh[0], cols = sh[1], br = bl[0], bc = bl[1];
+          if (rows * cols > 100000 && (B == 2 || B == 129 || bc == 16 || bc == 8)) continue;
+          CAPTURE(br);
+          CAPTURE(bc);
+          CAPTURE(rows);
+          CAPTURE(cols);
+          CAPTURE(sp);
+          CAPTURE(B);
+          // A block mask (whole blocks zeroed) plus a few single zeros inside kept blocks.
+          auto w = masked_weights(rows, cols, 0.1, uint32_t(rows + cols + br));
+          std::mt19937 rng(uint32_t(rows * 7 + bc));
+          std::uniform_real_distribution<double> u(0.0, 1.0);
+          for (int64_t I = 0; I < (rows + br - 1) / br; I++)
+            for (int64_t J = 0; J < (cols + bc - 1) / bc; J++)
+              if (u(rng) < sp)
+                for (int64_t i = I * br; i < std::min(rows, I * br + br); i++)
+                  for (int64_t j = J * bc; j < std::min(cols, J * bc + bc); j++)
+                    w[i * cols + j] = 0.0f;
+          LinearCase c{rows, cols, sp, B, B % 2 == 1};
+          auto d = linear_data(c, w);
+          BsrMatrix a = bsr_from_dense(rows, cols, br, bc, w.data());
+          std::vector<float> y(size_t(B * rows), -7.0f);
+          bsr_linear(a, B, d.x.data(), d.b(), y.data());
+          check_close(y, d.want, d.mag);
+        }
+}
+
+// Dense weights where each group of m columns keeps at most n random nonzeros (sometimes
+// fewer), the last group short when cols % m != 0.
+std::vector<float> nm_weights(int64_t rows, int64_t cols, int64_t n, int64_t m, uint32_t seed) {
+  auto w = random_vec(size_t(rows * cols), seed);
+  std::mt19937 rng(seed + 1);
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t g0 = 0; g0 < cols; g0 += m) {
+      const int64_t len = std::min(m, cols - g0);
+      std::vector<int64_t> pos(len);
+      for (int64_t c = 0; c < len; c++) pos[c] = c;
+      std::shuffle(pos.begin(), pos.end(), rng);
+      const int64_t keep = std::min<int64_t>(len, int64_t(rng() % (n + 1)));
+      for (int64_t c = keep; c < len; c++) w[i * cols + g0 + pos[c]] = 0.0f;
+    }
+  return w;
+}
+
+TEST_CASE("nm_linear equals the dense masked product, ragged last group included") {
+  const int64_t patterns[][2] = {{2, 4}, {1, 3}, {2, 8}, {4, 8}, {3, 5}};
+  const int64_t shapes[][2] = {{1, 1}, {3, 6}, {17, 33}, {33, 17}, {300, 784}, {10, 12545}};
+  for (auto& pt : patterns)
+    for (auto& sh : shapes)
+      for (int64_t B : kBatches) {
+        const int64_t rows = sh[0], cols = sh[1], n = pt[0], m = pt[1];
+        if (rows * cols > 100000 && (B == 2 || B == 129)) continue;
+        CAPTURE(n);
+        CAPTURE(m);
+        CAPTURE(rows);
+        CAPTURE(cols);
+        CAPTURE(B);
+        auto w = nm_weights(rows, cols, n, m, uint32_t(rows * 5 + cols + m));
+        LinearCase c{rows, cols, 0.5, B, B != 7};
+        auto d = linear_data(c, w);
+        NmMatrix a = nm_from_dense(rows, cols, n, m, w.data());
+        CHECK(a.values.size() == size_t(rows * ((cols + m - 1) / m) * n));
+        CHECK(std::all_of(a.index.begin(), a.index.end(), [&](uint8_t ix) { return ix < m; }));
+        std::vector<float> y(size_t(B * rows), -7.0f);
+        nm_linear(a, B, d.x.data(), d.b(), y.data());
+        check_close(y, d.want, d.mag);
+      }
+}
+
+TEST_CASE("nm_from_dense rejects a group with too many nonzeros and bad patterns") {
+  // 2:4 with three nonzeros in the second group.
+  std::vector<float> w = {1, 0, 0, 2, 3, 4, 0, 5};
+  CHECK_THROWS_AS(nm_from_dense(1, 8, 2, 4, w.data()), std::invalid_argument);
+  // The short last group (columns 4..5) holds two nonzeros under 1:4.
+  std::vector<float> r = {1, 0, 0, 0, 2, 3};
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 1, 4, r.data()), std::invalid_argument);
+  CHECK_NOTHROW(nm_from_dense(1, 6, 2, 4, r.data()));
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 3, 2, r.data()), std::invalid_argument);  // n > m
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 0, 4, r.data()), std::invalid_argument);
+  CHECK_THROWS_AS(bsr_from_dense(1, 6, 0, 4, r.data()), std::invalid_argument);
+}
+
+TEST_CASE("pack then to_dense gives back the same weights exactly") {
+  for (auto& sh : kShapes)
+    for (double sp : kSparsities) {
+      const int64_t rows = sh[0], cols = sh[1];
+      CAPTURE(rows);
+      CAPTURE(cols);
+      CAPTURE(sp);
+      auto w = masked_weights(rows, cols, sp, uint32_t(rows + cols * 3));
+      std::vector<float> back(w.size(), 9.0f);
+      CsrMatrix c = csr_from_dense(rows, cols, w.data());
+      CHECK((c.col16.empty() != c.col32.empty() || c.nnz() == 0));
+      CHECK((c.narrow() ? c.col16.size() : c.col32.size()) == size_t(c.nnz()));
+      csr_to_dense(c, back.data());
+      CHECK(back == w);
+      for (int64_t br : {1, 4})
+        for (int64_t bc : {4, 3}) {
+          BsrMatrix b = bsr_from_dense(rows, cols, br, bc, w.data());
+          std::fill(back.begin(), back.end(), 9.0f);
+          bsr_to_dense(b, back.data());
+          CHECK(back == w);
+        }
+    }
+  for (int64_t m : {4, 3, 7}) {
+    auto w = nm_weights(13, 50, 2, m, uint32_t(m));
+    std::vector<float> back(w.size(), 9.0f);
+    nm_to_dense(nm_from_dense(13, 50, 2, m, w.data()), back.data());
+    CHECK(back == w);
+  }
+}
+
+TEST_CASE("bytes() of tiny matrices, counted by hand") {
+  // 3x5 with 4 nonzeros.
+  std::vector<float> w = {1, 0, 0, 2, 0,  //
+                          0, 0, 0, 0, 0,  //
+                          0, 3, 0, 0, 4};
+  CsrMatrix c = csr_from_dense(3, 5, w.data());
+  CHECK(c.nnz() == 4);
+  CHECK(c.bytes() == 8 * 4 + 2 * 4 + 4 * 4);  // row_ptr, 16-bit columns, values
+  // 2x2 blocks: block rows {0,1}, {2}; block columns {0,1}, {2,3}, {4}. Kept: (0,0), (0,1),
+  // (1,0), (1,2): 3 block-row pointers, 4 block columns, 4 x 4 values.
+  BsrMatrix b = bsr_from_dense(3, 5, 2, 2, w.data());
+  CHECK(b.nblocks() == 4);
+  CHECK(b.bytes() == 8 * 3 + 4 * 4 + 4 * 4 * 4);
+  // 2:4 on 5 columns: 2 groups per row, 2 entries each: 12 values and 12 one-byte positions.
+  NmMatrix n = nm_from_dense(3, 5, 2, 4, w.data());
+  CHECK(n.bytes() == 4 * 12 + 12);
+  // 32-bit columns past 65536.
+  std::vector<float> wide(70000, 0.0f);
+  wide[69999] = 1.0f;
+  CsrMatrix c32 = csr_from_dense(1, 70000, wide.data());
+  CHECK(!c32.narrow());
+  CHECK(c32.col32.size() == 1);
+  CHECK(c32.bytes() == 8 * 2 + 4 + 4);
+}
+
+TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
+  struct ConvCase {
+    Conv2dShape s;
+    double sparsity;
+    bool bias;
+  };
+  const ConvCase cases[] = {
+      {{1, 3, 8, 8, 4, 3, 3, 1, 1, 1}, 0.5, true},     // one sample: threads share the sample
+      {{3, 3, 8, 8, 4, 3, 3, 1, 1, 1}, 0.5, false},    // a sample per thread
+      {{2, 2, 9, 7, 5, 3, 3, 2, 1, 1}, 0.9, true},     // stride 2, odd sizes
+      {{2, 2, 11, 10, 3, 3, 2, 1, 2, 2}, 0.5, true},   // dilation 2, pad 2, 3x2 kernel
+      {{2, 4, 6, 6, 8, 1, 1, 1, 0, 1}, 0.7, true},     // 1x1: x read directly
+      {{1, 4, 6, 6, 8, 1, 1, 2, 0, 1}, 0.7, false},    // 1x1 stride 2: im2col
+      {{3, 8, 28, 28, 16, 5, 5, 1, 2, 1}, 0.9, true},  // more than 64 output positions
+      {{2, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 1.0, true},     // all-zero weights: bias only
+      {{1, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 0.0, false},    // dense
+  };
+  for (const auto& c : cases) {
+    const Conv2dShape& s = c.s;
+    CAPTURE(s.N);
+    CAPTURE(s.C);
+    CAPTURE(s.R);
+    CAPTURE(s.stride);
+    CAPTURE(s.pad);
+    CAPTURE(s.dilation);
+    CAPTURE(c.sparsity);
+    const int64_t CRS = s.C * s.R * s.S, outn = s.N * s.K * s.P() * s.Q();
+    auto w = masked_weights(s.K, CRS, c.sparsity, uint32_t(CRS + s.K));
+    auto x = random_vec(size_t(s.N * s.C * s.H * s.W), uint32_t(s.H * s.W));
+    std::vector<float> bias = c.bias ? random_vec(size_t(s.K), 3) : std::vector<float>();
+    const float* bp = c.bias ? bias.data() : nullptr;
+    std::vector<float> want(outn), mag(outn), got(outn, -7.0f);
+    conv2d_forward_ref(s, x.data(), w.data(), bp, want.data());
+    auto xa = abs_vec(x), wa = abs_vec(w), ba = abs_vec(bias);
+    conv2d_forward_ref(s, xa.data(), wa.data(), c.bias ? ba.data() : nullptr, mag.data());
+    CsrMatrix a = csr_from_dense(s.K, CRS, w.data());
+    csr_conv2d(a, s, x.data(), bp, got.data());
+    check_close(got, want, mag);
+  }
+  // A weight of the wrong shape is an error, not a crash.
+  std::vector<float> w(4 * 10, 1.0f);
+  CsrMatrix a = csr_from_dense(4, 10, w.data());
+  Conv2dShape s{1, 3, 5, 5, 4, 3, 3, 1, 1, 1};
+  std::vector<float> x(75), y(100);
+  CHECK_THROWS_AS(csr_conv2d(a, s, x.data(), nullptr, y.data()), std::invalid_argument);
+}
+
+TEST_CASE("validate accepts packed matrices and rejects broken arrays") {
+  auto w = masked_weights(9, 13, 0.5, 4);
+  CsrMatrix c = csr_from_dense(9, 13, w.data());
+  BsrMatrix b = bsr_from_dense(9, 13, 4, 4, w.data());
+  auto wn = nm_weights(9, 13, 2, 4, 4);
+  NmMatrix n = nm_from_dense(9, 13, 2, 4, wn.data());
+  CHECK_NOTHROW(csr_validate(c));
+  CHECK_NOTHROW(bsr_validate(b));
+  CHECK_NOTHROW(nm_validate(n));
+  REQUIRE(c.nnz() > 0);
+  {
+    CsrMatrix x = c;
+    x.col16[0] = 13;  // column out of range
+    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+    x = c;
+    x.row_ptr[3] = x.row_ptr[4] + 1;  // decreasing
+    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+    x = c;
+    x.col32.assign(x.col16.begin(), x.col16.end());  // both index arrays
+    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+    x = c;
+    x.values.pop_back();
+    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+  }
+  {
+    BsrMatrix x = b;
+    x.block_col[0] = 4;  // 13 columns make 4 block columns: 0..3
+    CHECK_THROWS_AS(bsr_validate(x), std::invalid_argument);
+    x = b;
+    x.values.pop_back();
+    CHECK_THROWS_AS(bsr_validate(x), std::invalid_argument);
+  }
+  {
+    NmMatrix x = n;
+    x.index[x.index.size() - 1] = 1;  // the last group of each row is one column wide
+    CHECK_THROWS_AS(nm_validate(x), std::invalid_argument);
+    x = n;
+    x.index[0] = 4;
+    CHECK_THROWS_AS(nm_validate(x), std::invalid_argument);
+  }
+}

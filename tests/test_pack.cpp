@@ -1,0 +1,395 @@
+// Sparse packing: packed inference models compute what the dense masked model computes (every
+// forced format and the auto plan; unstructured, block, 2:4 and shrunk models), packed files
+// round-trip, corrupt packed files give a sprig::Error naming the problem, and the size report.
+#include <doctest/doctest.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/autograd.h"
+#include "engine/rng.h"
+#include "engine/safetensors.h"
+#include "prune/pack.h"
+#include "prune/prune.h"
+#include "prune/shrink.h"
+
+using namespace sprig;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir() {
+  fs::path d = fs::temp_directory_path() / ("sprig_test_pack_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+Tensor random_input(const nn::Model& m, int64_t batch, uint64_t seed) {
+  Rng rng(seed);
+  Shape s = m.input_shape;
+  s.insert(s.begin(), batch);
+  return Tensor::uniform(s, -1.0f, 1.0f, rng);
+}
+
+// max |a - b| / max |a|: relative to the output's scale, so outputs near 0 do not dominate.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(x[i] - y[i])));
+    scale = std::max(scale, double(std::fabs(x[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+nn::Model pruned(const std::string& spec, const Shape& in, prune::Granularity g, double amount) {
+  nn::Model m = nn::build_model(spec, in, 7);
+  prune::PruneSpec ps;
+  ps.granularity = g;
+  ps.amount = amount;
+  ps.block_rows = 2;
+  ps.block_cols = 4;
+  prune::prune_model(m, ps);
+  return m;
+}
+
+const char* kConv =
+    "conv(4,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu flatten linear(16) relu "
+    "linear(10)";
+
+// Packs m every way and checks each against the dense masked model at batches 1 and 5.
+void check_all_formats(const nn::Model& m) {
+  NoGradGuard no_grad;
+  for (int64_t batch : {1, 5}) {
+    Tensor x = random_input(m, batch, 3);
+    Tensor want = m.forward(x);
+    for (auto f : {prune::PackFormat::Dense, prune::PackFormat::Csr, prune::PackFormat::Bsr,
+                   prune::PackFormat::Nm, prune::PackFormat::Auto})
+      for (bool shrink : {false, true}) {
+        prune::PackOptions o;
+        o.format = f;
+        o.batch = batch;
+        o.repeats = 1;
+        o.shrink = shrink;
+        prune::InferenceModel im = prune::pack_model(m, o);
+        CAPTURE(prune::pack_format_name(f));
+        CAPTURE(shrink);
+        CAPTURE(batch);
+        CHECK(rel_diff(want, im.forward(x)) <= 1e-5);
+        for (auto& l : im.layers) CHECK(!l.reason.empty());
+        if (f == prune::PackFormat::Csr)
+          for (auto& l : im.layers) CHECK(l.kind == prune::PackedLayer::Csr);
+        if (f == prune::PackFormat::Auto)
+          for (auto& l : im.layers) CHECK(l.times.size() >= 2);
+      }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("packed mlp equals the dense masked model: unstructured, block, 2:4") {
+  check_all_formats(pruned("mlp", {1, 28, 28}, prune::Granularity::Element, 0.9));
+  nn::Model block = pruned("mlp", {1, 28, 28}, prune::Granularity::Block, 0.75);
+  check_all_formats(block);
+  nn::Model nm = pruned("mlp", {1, 28, 28}, prune::Granularity::NM, 0.0);
+  check_all_formats(nm);
+
+  // The structure is found: BSR for the 2x4 blocks, N:M 2:4 (or sparser) for the 2:4 masks.
+  prune::PackOptions o;
+  o.format = prune::PackFormat::Bsr;
+  o.shrink = false;
+  for (auto& l : prune::pack_model(block, o).layers) {
+    CHECK(l.kind == prune::PackedLayer::Bsr);
+    CHECK(l.format() == "bsr 2x4");
+  }
+  o.format = prune::PackFormat::Nm;
+  for (auto& l : prune::pack_model(nm, o).layers) {
+    CHECK(l.kind == prune::PackedLayer::Nm);
+    CHECK(l.nm.n * 2 <= l.nm.m);
+  }
+  // Forced nm on unstructured zeros falls back to csr and says so.
+  auto un = prune::pack_model(pruned("mlp", {1, 28, 28}, prune::Granularity::Element, 0.5), o);
+  CHECK(un.layers[0].kind == prune::PackedLayer::Csr);
+  CHECK(un.layers[0].reason.find("not N:M") != std::string::npos);
+}
+
+TEST_CASE("packed conv model equals the dense masked model, and shrunk models too") {
+  check_all_formats(pruned(kConv, {1, 12, 12}, prune::Granularity::Element, 0.8));
+  check_all_formats(pruned(kConv, {1, 12, 12}, prune::Granularity::Block, 0.5));
+  check_all_formats(pruned(kConv, {1, 12, 12}, prune::Granularity::NM, 0.0));
+  // Filter pruning: shrink removes filters, the plan records it and still computes the same.
+  nn::Model f = pruned(kConv, {1, 12, 12}, prune::Granularity::Filter, 0.5);
+  check_all_formats(f);
+  prune::PackOptions o;
+  o.format = prune::PackFormat::Dense;
+  prune::InferenceModel im = prune::pack_model(f, o);
+  CHECK(im.model.spec != f.spec);
+  CHECK(im.source_spec == f.spec);
+  CHECK(im.layers[0].shrunk);
+  CHECK(im.layers[0].format() == "shrunk-dense");
+  CHECK(im.layers[0].rows == 2);
+  CHECK(im.layers[0].rows_before == 4);
+  // An already shrunk checkpoint packs as it is.
+  nn::Model g = prune::copy_model(f);
+  prune::shrink(g);
+  check_all_formats(g);
+}
+
+TEST_CASE("packed file round trip: same layers, same outputs, dense weights restored") {
+  fs::path dir = temp_dir();
+  nn::Model m = pruned(kConv, {1, 12, 12}, prune::Granularity::Element, 0.7);
+  nn::Model nm = pruned("flatten linear(24) relu linear(6)", {1, 5, 7}, prune::Granularity::NM, 0);
+  nn::Model blk =
+      pruned("flatten linear(24) relu linear(6)", {1, 5, 7}, prune::Granularity::Block, 0.5);
+  for (auto f : {prune::PackFormat::Dense, prune::PackFormat::Csr, prune::PackFormat::Bsr,
+                 prune::PackFormat::Nm, prune::PackFormat::Auto})
+    for (const nn::Model* model : {&m, &nm, &blk}) {
+      prune::PackOptions o;
+      o.format = f;
+      o.repeats = 1;
+      prune::InferenceModel im = prune::pack_model(*model, o);
+      std::string path = (dir / "rt.safetensors").string();
+      prune::save_packed(path, im, {{"dataset", "fashion-mnist"}});
+      prune::PackedFile pf = prune::load_packed(path);
+      CAPTURE(prune::pack_format_name(f));
+      CHECK(pf.metadata.at("dataset") == "fashion-mnist");
+      CHECK(pf.model.model.spec == im.model.spec);
+      CHECK(pf.model.source_spec == model->spec);
+      REQUIRE(pf.model.layers.size() == im.layers.size());
+      for (size_t i = 0; i < im.layers.size(); ++i) {
+        CHECK(pf.model.layers[i].format() == im.layers[i].format());
+        CHECK(pf.model.layers[i].reason == im.layers[i].reason);
+        CHECK(pf.model.layers[i].times.size() == im.layers[i].times.size());
+        CHECK(pf.model.layers[i].nonzero == im.layers[i].nonzero);
+      }
+      // Unpacked dense weights are exactly the packed model's weights.
+      auto a = im.model.named_parameters(), b = pf.model.model.named_parameters();
+      REQUIRE(a.size() == b.size());
+      for (size_t i = 0; i < a.size(); ++i)
+        CHECK(a[i].second->value.to_vector() == b[i].second->value.to_vector());
+      Tensor x = random_input(*model, 3, 9);
+      NoGradGuard no_grad;
+      CHECK(rel_diff(model->forward(x), pf.model.forward(x)) <= 1e-5);
+      CHECK(rel_diff(im.forward(x), pf.model.forward(x)) == 0.0);
+    }
+}
+
+TEST_CASE("a layer with no nonzero weights packs, saves and loads") {
+  fs::path dir = temp_dir();
+  nn::Model m = nn::build_model("flatten linear(8) relu linear(3)", {1, 2, 5}, 1);
+  m.named_parameters()[2].second->value.zero_();  // 3.weight: all zero, bias kept
+  for (auto f : {prune::PackFormat::Csr, prune::PackFormat::Bsr, prune::PackFormat::Auto}) {
+    prune::PackOptions o;
+    o.format = f;
+    o.repeats = 1;
+    o.shrink = false;
+    prune::InferenceModel im = prune::pack_model(m, o);
+    std::string path = (dir / "empty.safetensors").string();
+    prune::save_packed(path, im);
+    prune::PackedFile pf = prune::load_packed(path);
+    Tensor x = random_input(m, 2, 4);
+    NoGradGuard no_grad;
+    CHECK(rel_diff(m.forward(x), pf.model.forward(x)) <= 1e-5);
+    CHECK(pf.model.layers[1].nonzero == 0);
+  }
+}
+
+namespace {
+
+// Loads path, lets edit change the tensors / metadata, writes it to a new file and expects
+// load_packed to throw a sprig::Error containing `expect`.
+using Edit = std::function<void(std::vector<std::pair<std::string, Tensor>>&,
+                                std::map<std::string, std::string>&)>;
+void expect_corrupt(const std::string& path, const Edit& edit, const std::string& expect) {
+  TensorFile f = load_safetensors(path);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [n, t] : f.tensors) tensors.push_back({n, t.clone()});
+  std::map<std::string, std::string> meta = f.metadata;
+  edit(tensors, meta);
+  std::string bad = path + ".bad.safetensors";
+  save_safetensors(bad, tensors, meta);
+  CAPTURE(expect);
+  try {
+    prune::load_packed(bad);
+    FAIL("no error");
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    CHECK_MESSAGE(msg.find(expect) != std::string::npos, msg);
+    CHECK_MESSAGE(msg.find(bad) != std::string::npos, msg);
+  }
+}
+
+Tensor& tensor(std::vector<std::pair<std::string, Tensor>>& ts, const std::string& name) {
+  for (auto& [n, t] : ts)
+    if (n == name) return t;
+  FAIL("no tensor " << name);
+  throw 0;
+}
+
+}  // namespace
+
+TEST_CASE("corrupt packed files: a sprig::Error naming the file and the problem") {
+  fs::path dir = temp_dir();
+  nn::Model m = pruned("flatten linear(24) relu linear(6)", {1, 5, 7}, prune::Granularity::NM, 0);
+  auto save = [&](prune::PackFormat f, const std::string& name) {
+    prune::PackOptions o;
+    o.format = f;
+    o.shrink = false;
+    std::string path = (dir / name).string();
+    prune::save_packed(path, prune::pack_model(m, o));
+    return path;
+  };
+  std::string csr = save(prune::PackFormat::Csr, "csr.safetensors");
+  std::string bsr = save(prune::PackFormat::Bsr, "bsr.safetensors");
+  std::string nm = save(prune::PackFormat::Nm, "nm.safetensors");
+  std::string dense = save(prune::PackFormat::Dense, "dense.safetensors");
+  using T = std::vector<std::pair<std::string, Tensor>>;
+  using M = std::map<std::string, std::string>;
+
+  // Truncated: load_safetensors finds it before anything is read.
+  {
+    std::ifstream in(csr, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string cut = csr + ".cut";
+    std::ofstream(cut, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size() - 9));
+    CHECK_THROWS_WITH_AS(prune::load_packed(cut), doctest::Contains(cut.c_str()), Error);
+  }
+  expect_corrupt(
+      csr,
+      [](T& t, M&) {
+        uint8_t* c = tensor(t, "1.weight.csr.col").data_as<uint8_t>();
+        c[2] = 0xff, c[3] = 0x7f;  // column 32767 of 35
+      },
+      "out of range");
+  expect_corrupt(
+      csr,
+      [](T& t, M&) {
+        int32_t* p = tensor(t, "1.weight.csr.row_ptr").data_as<int32_t>();
+        std::swap(p[3], p[5]);
+      },
+      "not monotone");
+  expect_corrupt(
+      csr,
+      [](T& t, M&) {
+        uint8_t* c = tensor(t, "1.weight.csr.col").data_as<uint8_t>();
+        std::swap(c[0], c[2]);  // the first row's first two columns out of order
+      },
+      "not increasing");
+  expect_corrupt(
+      csr,
+      [](T& t, M&) {
+        Tensor& v = tensor(t, "1.weight.csr.values");
+        v = Tensor::zeros({v.numel() - 1});
+      },
+      "ends at");
+  expect_corrupt(
+      csr, [](T& t, M&) { tensor(t, "1.weight.csr.col") = Tensor::zeros({3}, DType::U8); },
+      "1.weight.csr.col");
+  expect_corrupt(
+      csr, [](T& t, M&) { tensor(t, "3.bias") = Tensor::zeros({7}); }, "3.bias");
+  expect_corrupt(
+      csr,
+      [](T& t, M&) {
+        t.push_back({"extra", Tensor::zeros({1})});
+      },
+      "unexpected tensor");
+  expect_corrupt(
+      csr, [](T& t, M&) { t.erase(t.begin()); }, "missing tensor");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["format"] = "sprig-packed-9"; }, "sprig-packed-9");
+  expect_corrupt(
+      csr, [](T&, M& m) { m.erase("spec"); }, "'spec'");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["spec"] = "flatten linear(25) relu linear(6)"; }, "must be");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["pack.1"] = "zip"; }, "'zip'");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["pack.7"] = "csr"; }, "pack.7");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["input_shape"] = "1,x"; }, "input_shape");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["times.1"] = "dense=fast"; }, "times.1");
+  expect_corrupt(
+      bsr, [](T& t, M&) { tensor(t, "1.weight.bsr.block_col").data_as<int32_t>()[0] = 1000; },
+      "out of range");
+  expect_corrupt(
+      bsr, [](T&, M& m) { m["pack.1"] = "bsr 0x4"; }, "bsr 0x4");
+  expect_corrupt(
+      bsr,
+      [](T& t, M&) {
+        int32_t* p = tensor(t, "1.weight.bsr.block_row_ptr").data_as<int32_t>();
+        p[0] = 1;
+      },
+      "start at 0");
+  expect_corrupt(
+      nm, [](T& t, M&) { tensor(t, "1.weight.nm.index").data_as<uint8_t>()[0] = 9; },
+      "outside its group");
+  expect_corrupt(
+      nm,
+      [](T& t, M&) {
+        // Row 0, group 0: both stored values at the same position.
+        uint8_t* i = tensor(t, "1.weight.nm.index").data_as<uint8_t>();
+        float* v = tensor(t, "1.weight.nm.values").data();
+        v[0] = v[1] = 1.0f;
+        i[1] = i[0];
+      },
+      "repeats position");
+  expect_corrupt(
+      nm, [](T&, M& m) { m["pack.1"] = "nm 2:999"; }, "nm 2:999");
+  expect_corrupt(
+      dense,
+      [](T& t, M&) {
+        tensor(t, "1.weight") = Tensor::zeros({24, 36});
+      },
+      "1.weight");
+  // A checkpoint is not a packed model.
+  CHECK_THROWS_WITH_AS(prune::load_packed("/no/such/file.safetensors"),
+                       doctest::Contains("/no/such/file.safetensors"), Error);
+}
+
+TEST_CASE("size report of a tiny model, checked by hand") {
+  fs::path dir = temp_dir();
+  // flatten linear(2) on (1, 1, 3): weight (2, 3), bias (2): 8 float32 = 32 bytes.
+  nn::Model m = nn::build_model("flatten linear(2)", {1, 1, 3}, 0);
+  auto params = m.named_parameters();
+  params[0].second->value.copy_(Tensor::from_vector({1, 0, 0, 0, 0, 2}, {2, 3}));
+  params[1].second->value.copy_(Tensor::from_vector({0.5f, -0.5f}, {2}));
+  prune::PackOptions o;
+  o.format = prune::PackFormat::Csr;
+  prune::InferenceModel im = prune::pack_model(m, o);
+  REQUIRE(im.layers[0].csr.nnz() == 2);
+  std::string path = (dir / "tiny.safetensors").string();
+  prune::save_packed(path, im);
+  prune::SizeReport r = prune::size_report(m, path);
+  CHECK(r.dense_bytes == 32);
+  // A safetensors file is 8 bytes of header length, the header, then the data.
+  auto data_bytes = [](const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    uint64_t n = 0;
+    f.read(reinterpret_cast<char*>(&n), 8);
+    return int64_t(fs::file_size(p)) - 8 - int64_t(n);
+  };
+  // Packed data: values 2 x 4 + row_ptr 3 x 4 + columns 2 x 2 + bias 2 x 4 = 32 bytes.
+  CHECK(data_bytes(path) == 32);
+  CHECK(r.packed_bytes == int64_t(fs::file_size(path)));
+  // The dense file: the same parameters as a plain safetensors file; gzip is zlib's compress2.
+  std::string ref = (dir / "tiny_dense.safetensors").string();
+  save_safetensors(ref,
+                   {{"1.weight", params[0].second->value}, {"1.bias", params[1].second->value}},
+                   {{"spec", m.spec}});
+  CHECK(data_bytes(ref) == 32);
+  CHECK(r.dense_file_bytes == int64_t(fs::file_size(ref)));
+  std::ifstream f(ref, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  uLongf z = compressBound(uLong(bytes.size()));
+  std::vector<Bytef> buf(z);
+  REQUIRE(compress2(buf.data(), &z, reinterpret_cast<const Bytef*>(bytes.data()),
+                    uLong(bytes.size()), Z_DEFAULT_COMPRESSION) == Z_OK);
+  CHECK(r.dense_gzip_bytes == int64_t(z));
+  CHECK(r.ratio() == doctest::Approx(double(r.packed_bytes) / double(r.dense_file_bytes)));
+}
