@@ -54,6 +54,7 @@ namespace {
 struct CpuCache {
   std::mutex mu;
   std::unordered_multimap<size_t, void*> free_blocks;
+  AllocatorStats stats;
 };
 CpuCache& cpu_cache() {
   static CpuCache* cache = new CpuCache();  // leaked on purpose: outlives static tensors
@@ -75,8 +76,10 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     if (it != c.free_blocks.end()) {
       data_ = it->second;
       c.free_blocks.erase(it);
+      ++c.stats.reuses;
       return;
     }
+    ++c.stats.system_allocs;
   }
   data_ = std::aligned_alloc(64, rounded);
   SPRIG_CHECK(data_, "out of memory allocating ", bytes, " bytes");
@@ -86,6 +89,12 @@ Storage::~Storage() {
   CpuCache& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
   c.free_blocks.emplace(round_bytes(bytes_ == 0 ? 1 : bytes_), data_);
+}
+
+AllocatorStats cpu_allocator_stats() {
+  CpuCache& c = cpu_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.stats;
 }
 
 void release_cached_memory() {

@@ -37,6 +37,13 @@ class Storage {
 // Frees the CPU allocator's cached blocks (e.g. between experiments).
 void release_cached_memory();
 
+// Counts of the CPU allocator: blocks obtained from the system and blocks reused from the
+// cache. A training step after the first should only reuse.
+struct AllocatorStats {
+  int64_t system_allocs = 0, reuses = 0;
+};
+AllocatorStats cpu_allocator_stats();
+
 struct Node;
 
 struct TensorImpl {
@@ -109,8 +116,8 @@ class Tensor {
   // Asks backward to store this non-leaf tensor's gradient in grad() as well (PyTorch's
   // retain_grad); a no-op on leaves, which always keep theirs.
   void retain_grad();
-  void zero_grad();     // zeroes the grad buffer in place (keeps it allocated)
-  void clear_grad();    // drops the grad buffer
+  void zero_grad();   // zeroes the grad buffer in place (keeps it allocated)
+  void clear_grad();  // drops the grad buffer
   const std::shared_ptr<Node>& grad_fn() const { return checked()->grad_fn; }
   // Back-propagates from this tensor. Without an argument the tensor must hold one value
   // and the seed gradient is 1.

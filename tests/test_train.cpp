@@ -73,3 +73,26 @@ TEST_CASE("a regression MLP learns Friedman #1") {
   // y has variance ~24; a linear model reaches ~6; the MLP must do clearly better.
   CHECK(h.back().test.loss < 3.0);
 }
+
+TEST_CASE("after the first steps, a training step takes no new memory from the system") {
+  // Same batch size every step (drop the last partial batch), so every buffer a step needs
+  // was freed by the step before and comes back from the allocator's cache.
+  Rng rng(3);
+  data::Dataset ds;
+  ds.images = Tensor::uniform({640, 1, 28, 28}, 0.0f, 1.0f, rng);
+  std::vector<int32_t> labels(640);
+  for (auto& l : labels) l = int32_t(rng.below(10));
+  ds.labels = Tensor::from_vector_i32(labels, {640});
+  nn::Model model = nn::build_model("cnn2", {1, 28, 28}, 0);
+  auto opt = app::make_optimizer({"adam", 1e-3f}, model.parameters());
+  app::FitConfig cfg;
+  cfg.epochs = 1;
+  int64_t after_warmup = -1;
+  cfg.after_step = [&](int64_t step) {
+    if (step == 3) after_warmup = cpu_allocator_stats().system_allocs;
+  };
+  app::fit(model, *opt, ds, data::Dataset{}, app::Task::Classification, cfg);
+  REQUIRE(after_warmup >= 0);
+  CHECK(cpu_allocator_stats().system_allocs == after_warmup);
+  CHECK(cpu_allocator_stats().reuses > 0);
+}
