@@ -30,19 +30,6 @@ struct LinearArgs {
   bool json = false;
 };
 
-std::pair<int64_t, int64_t> parse_block_arg(const std::string& s) {
-  size_t x = s.find('x');
-  try {
-    if (x != std::string::npos) {
-      size_t a = 0, b = 0;
-      int64_t r = std::stoll(s.substr(0, x), &a), c = std::stoll(s.substr(x + 1), &b);
-      if (a == x && b == s.size() - x - 1 && r > 0 && c > 0 && r <= 256 && c <= 256) return {r, c};
-    }
-  } catch (...) {
-  }
-  throw Error("--block must be ROWSxCOLS with sizes in 1..256 (e.g. 1x4), got '" + s + "'");
-}
-
 // Zeroes exactly round(fraction * n) of the n units chosen by a seeded partial shuffle;
 // prune(unit) zeroes one unit.
 void zero_random_units(int64_t n, double fraction, Rng& rng,
@@ -58,7 +45,7 @@ void zero_random_units(int64_t n, double fraction, Rng& rng,
 
 int run_bench_linear(const LinearArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
-  auto [br, bc] = parse_block_arg(a.block);
+  auto [br, bc] = parse_block_flag(a.block);
   auto [n, m] = prune::parse_nm(a.nm);
   SPRIG_CHECK(a.format != "nm" || m <= 255, "--nm ", a.nm, ": M must be at most 255");
   const int64_t rows = a.out, cols = a.in, B = a.batch;

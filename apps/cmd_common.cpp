@@ -31,6 +31,19 @@ const CLI::Validator FractionBelowOne(
     },
     "[0, 1)");
 
+std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
+  size_t x = s.find('x');
+  try {
+    if (x != std::string::npos) {
+      size_t a = 0, b = 0;
+      int64_t r = std::stoll(s.substr(0, x), &a), c = std::stoll(s.substr(x + 1), &b);
+      if (a == x && b == s.size() - x - 1 && r > 0 && c > 0 && r <= 256 && c <= 256) return {r, c};
+    }
+  } catch (...) {
+  }
+  throw Error("--block must be ROWSxCOLS with sizes in 1..256 (e.g. 1x4 or 4x4), got '" + s + "'");
+}
+
 bool stdout_is_terminal() {
   return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
 }

@@ -25,19 +25,6 @@ struct PruneArgs {
   bool shrink = false, json = false, quiet = false;
 };
 
-std::pair<int64_t, int64_t> parse_block(const std::string& s) {
-  size_t x = s.find('x');
-  try {
-    if (x != std::string::npos) {
-      size_t a = 0, b = 0;
-      int64_t r = std::stoll(s.substr(0, x), &a), c = std::stoll(s.substr(x + 1), &b);
-      if (a == x && b == s.size() - x - 1 && r > 0 && c > 0) return {r, c};
-    }
-  } catch (...) {
-  }
-  throw Error("--block must be ROWSxCOLS with positive sizes (e.g. 1x4 or 4x4), got '" + s + "'");
-}
-
 nlohmann::json eval_json(const EvalResult& r, Task task) {
   if (task == Task::Classification) return r.accuracy;
   return r.loss;
@@ -56,7 +43,7 @@ int run_prune(const PruneArgs& a) {
   plan.spec.granularity = prune::parse_granularity(a.granularity);
   if (plan.spec.granularity == prune::Granularity::NM)
     std::tie(plan.spec.n, plan.spec.m) = prune::parse_nm(a.granularity);
-  std::tie(plan.spec.block_rows, plan.spec.block_cols) = parse_block(a.block);
+  std::tie(plan.spec.block_rows, plan.spec.block_cols) = parse_block_flag(a.block);
   plan.spec.scope = a.scope == "global" ? prune::Scope::Global : prune::Scope::Layer;
   plan.spec.amount = a.amount;
   plan.spec.count = a.count;

@@ -26,19 +26,6 @@ struct SparseArgs {
   bool no_shrink = false, json = false;
 };
 
-std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
-  size_t x = s.find('x');
-  try {
-    if (x != std::string::npos) {
-      size_t a = 0, b = 0;
-      int64_t r = std::stoll(s.substr(0, x), &a), c = std::stoll(s.substr(x + 1), &b);
-      if (a == x && b == s.size() - x - 1 && r > 0 && c > 0 && r <= 256 && c <= 256) return {r, c};
-    }
-  } catch (...) {
-  }
-  throw Error("--block must be ROWSxCOLS with sizes in 1..256 (e.g. 1x4 or 4x4), got '" + s + "'");
-}
-
 prune::PackOptions pack_options(const SparseArgs& a) {
   prune::PackOptions o;
   o.format = prune::parse_pack_format(a.format);
@@ -187,15 +174,7 @@ int run_packed_eval(const SparseArgs& a) {
     int64_t n = b.x.size(0);
     if (src.task == Task::Classification) {
       loss_sum += double(cross_entropy(out, b.y).item()) * double(n);
-      const float* logits = out.data();  // (n, C)
-      const int32_t* labels = b.y.data_as<int32_t>();
-      int64_t C = out.size(1);
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t best = 0;
-        for (int64_t c = 1; c < C; ++c)
-          if (logits[i * C + c] > logits[i * C + best]) best = c;
-        correct += best == labels[i];
-      }
+      correct += count_correct(out, b.y);
     } else {
       loss_sum += double(mse_loss(out, b.y).item()) * double(n);
     }

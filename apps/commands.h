@@ -12,11 +12,11 @@ Command add_eval_command(CLI::App& app);
 Command add_summary_command(CLI::App& app);
 Command add_prune_command(CLI::App& app);
 Command add_sensitivity_command(CLI::App& app);
-Command add_bench_command(CLI::App& app);  // sprig bench <gemm|linear|model>
+Command add_bench_command(CLI::App& app);       // sprig bench <gemm|linear|model>
 Command add_bench_gemm_command(CLI::App& app);  // sprig bench gemm
-Command add_pack_command(CLI::App& app);   // sprig pack: checkpoint -> packed sparse model file
-Command add_run_command(CLI::App& app);    // sprig run: evaluate a packed model file
-Command add_plan_command(CLI::App& app);   // sprig plan: per-layer dense / sparse choice and why
+Command add_pack_command(CLI::App& app);  // sprig pack: checkpoint -> packed sparse model file
+Command add_run_command(CLI::App& app);   // sprig run: evaluate a packed model file
+Command add_plan_command(CLI::App& app);  // sprig plan: per-layer dense / sparse choice and why
 Command add_bench_linear_command(CLI::App& app);  // sprig bench linear (cmd_bench_sparse.cpp)
 Command add_bench_model_command(CLI::App& app);   // sprig bench model (cmd_bench_sparse.cpp)
 
@@ -24,6 +24,9 @@ Command add_bench_model_command(CLI::App& app);   // sprig bench model (cmd_benc
 extern const CLI::Validator FiniteNumber;
 // Accepts values in [0, 1), e.g. a sparsity target.
 extern const CLI::Validator FractionBelowOne;
+
+// Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
+std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);
 
 // True when stdout is a terminal (progress bars) rather than a pipe or file (plain lines).
 bool stdout_is_terminal();

@@ -79,6 +79,19 @@ static Tensor loss_of(Task task, const Tensor& out, const Tensor& target) {
   return task == Task::Classification ? cross_entropy(out, target) : mse_loss(out, target);
 }
 
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  const float* l = logits.data();  // (n, C)
+  const int32_t* y = labels.data_as<int32_t>();
+  int64_t n = logits.size(0), C = logits.size(1), correct = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t best = 0;
+    for (int64_t c = 1; c < C; ++c)
+      if (l[i * C + c] > l[i * C + best]) best = c;
+    correct += best == y[i];
+  }
+  return correct;
+}
+
 EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
                     int64_t batch_size) {
   NoGradGuard no_grad;
@@ -93,17 +106,7 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
     Tensor out = model.forward(b.x);
     int64_t n = b.x.size(0);
     loss_sum += double(loss_of(task, out, b.y).item()) * double(n);
-    if (task == Task::Classification) {
-      const float* logits = out.data();  // (n, C)
-      const int32_t* labels = b.y.data_as<int32_t>();
-      int64_t C = out.size(1);
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t best = 0;
-        for (int64_t c = 1; c < C; ++c)
-          if (logits[i * C + c] > logits[i * C + best]) best = c;
-        correct += best == labels[i];
-      }
-    }
+    if (task == Task::Classification) correct += count_correct(out, b.y);
     r.samples += n;
   }
   model.net->train();

@@ -47,6 +47,9 @@ struct EvalResult {
   double accuracy = 0.0;  // classification only
   int64_t samples = 0;
 };
+// How many rows of logits (n, C) have their largest value at the label (n, int32).
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
 EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
                     int64_t batch_size = 256);
 

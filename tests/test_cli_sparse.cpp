@@ -12,44 +12,19 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/cli_test_util.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  std::string cmd = std::string(SPRIG_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-std::string last_line(const std::string& s) {
-  size_t end = s.find_last_not_of('\n');
-  size_t start = s.rfind('\n', end);
-  return s.substr(start == std::string::npos ? 0 : start + 1,
-                  end - (start == std::string::npos ? 0 : start + 1) + 1);
-}
-
-int count_lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
+using sprig::testing::count_lines;
+using sprig::testing::last_line;
+using sprig::testing::Result;
+using sprig::testing::run;
 
 fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() / ("sprig_test_cli_sparse_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  return sprig::testing::temp_dir("test_cli_sparse");
 }
 
 std::string read_file(const std::string& path) {

@@ -1,0 +1,54 @@
+#pragma once
+// Running the sprig binary from a test: exit code and output, and the helpers the CLI suites
+// share. SPRIG_BINARY is defined by tests/CMakeLists.txt.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace sprig::testing {
+
+struct Result {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+// Runs `sprig <args>` through the shell.
+inline Result run(const std::string& args) {
+  std::string cmd = std::string(SPRIG_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+inline std::string last_line(const std::string& s) {
+  size_t end = s.find_last_not_of('\n');
+  size_t start = s.rfind('\n', end);
+  size_t from = start == std::string::npos ? 0 : start + 1;
+  return s.substr(from, end - from + 1);
+}
+
+inline int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+// A directory for this test process's files, named after the suite.
+inline std::filesystem::path temp_dir(const std::string& suite) {
+  std::filesystem::path d = std::filesystem::temp_directory_path() /
+                            ("sprig_" + suite + "_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+}  // namespace sprig::testing
