@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on Fashion-MNIST: build; train cnn2 (5 epochs, batch 64, Adam 1e-3); prune it
 # (Molchanov Taylor filter pruning, seed 002's recipe) and fine-tune 5 epochs with the zeroed
-# filters removed; prune 90% of the classifier's weights; pack it for sparse inference at batch 1 (per-layer plan measured on this machine) and
-# run the packed model; print each stage's summary and accuracy, and a closing report.
+# filters removed; prune 90% of the classifier's weights; pack it for sparse inference at
+# batch 1 (per-layer plan measured on this machine) and run the packed model; print each
+# stage's summary and accuracy, and a closing report.
 # EPOCHS=1 FINETUNE_EPOCHS=1 make a quick run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
