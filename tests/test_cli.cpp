@@ -26,7 +26,8 @@ fs::path temp_dir() {
 }
 
 TEST_CASE("--help works for every command") {
-  for (const char* sub : {"", "train", "eval", "summary"}) {
+  for (const char* sub : {"", "train", "eval", "summary", "prune", "sensitivity", "pack", "run",
+                          "plan", "bench", "bench gemm", "bench linear", "bench model"}) {
     Result r = run(std::string(sub) + " --help");
     CAPTURE(sub);
     CHECK(r.code == 0);

@@ -34,15 +34,6 @@ std::string read_file(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("--help works for pack, run, plan and bench linear / model") {
-  for (const char* sub : {"pack", "run", "plan", "bench linear", "bench model"}) {
-    Result r = run(std::string(sub) + " --help");
-    CAPTURE(sub);
-    CHECK(r.code == 0);
-    CHECK(r.out.find("Usage") != std::string::npos);
-  }
-}
-
 TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   fs::path dir = temp_dir();
   std::string base = (dir / "mlp.safetensors").string();

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -126,6 +127,15 @@ struct RowAcc {
     for (int q = 0; q < NV - 1; q++) b[q] = _mm512_fmadd_ps(vv, _mm512_loadu_ps(x + 16 * q), b[q]);
     b[NV - 1] = _mm512_fmadd_ps(vv, _mm512_maskz_loadu_ps(tail, x + 16 * (NV - 1)), b[NV - 1]);
   }
+  // a = out (partial sums of an earlier column block), b = 0.
+  void load(const float* out) {
+    for (int q = 0; q < NV - 1; q++) a[q] = _mm512_loadu_ps(out + 16 * q);
+    a[NV - 1] = _mm512_maskz_loadu_ps(tail, out + 16 * (NV - 1));
+  }
+  void store_sum(float* out) {
+    for (int q = 0; q < NV - 1; q++) _mm512_storeu_ps(out + 16 * q, _mm512_add_ps(a[q], b[q]));
+    _mm512_mask_storeu_ps(out + 16 * (NV - 1), tail, _mm512_add_ps(a[NV - 1], b[NV - 1]));
+  }
   void store(float bias, float* out) {
     const __m512 bv = _mm512_set1_ps(bias);
     for (int q = 0; q < NV - 1; q++)
@@ -147,6 +157,12 @@ struct RowAcc {
     for (int64_t j = 0; j < w; j++) a[j] += v * x[j];
   }
   void fma_b(float v, const float* x) { fma_a(v, x); }
+  void load(const float* out) {
+    for (int64_t j = 0; j < w; j++) a[j] = out[j];
+  }
+  void store_sum(float* out) {
+    for (int64_t j = 0; j < w; j++) out[j] = a[j];
+  }
   void store(float bias, float* out) {
     for (int64_t j = 0; j < w; j++) out[j] = a[j] + bias;
   }
@@ -165,6 +181,50 @@ void csr_row(const Idx* col, const float* val, int64_t cnt, const float* rhs, in
   }
   if (k < cnt) acc.fma_a(val[k], rhs + int64_t(col[k]) * ldr);
   acc.store(bias, out);
+}
+
+// Output rows [i0, i0 + nr) (nr <= kCsrTileRows) over a panel, bias included, into tile (nr, ldr).
+// The columns are walked in blocks of kColBlock: the xT rows of one block (kColBlock x 256 bytes
+// at 64 samples) and the tile stay in L1 while every row of the tile takes its entries in that
+// block, so each xT row fetched from L2 feeds several rows instead of one. A row's partial sums
+// wait in the tile between blocks. The blocks are the same for every tile, so the order each
+// output is summed in does not depend on where the tiles (threads) start. Entries are taken in
+// stored order; unsorted columns stay correct (a block then just stops early).
+constexpr int64_t kCsrTileRows = 64;
+constexpr int64_t kColBlock = 96;
+
+template <int NV, typename Idx>
+void csr_tile(const Idx* col, const float* val, const int64_t* rp, int64_t i0, int64_t nr,
+              int64_t cols, const float* rhs, int64_t ldr, int64_t w, const float* bias,
+              float* tile) {
+  int64_t cur[kCsrTileRows];
+  for (int64_t r = 0; r < nr; r++) {
+    cur[r] = rp[i0 + r];
+    std::fill(tile + r * ldr, tile + r * ldr + ldr, 0.0f);
+  }
+  for (int64_t c0 = 0; c0 < cols; c0 += kColBlock) {
+    const int64_t c1 = c0 + kColBlock >= cols ? INT64_MAX : c0 + kColBlock;
+    for (int64_t r = 0; r < nr; r++) {
+      int64_t k = cur[r];
+      const int64_t end = rp[i0 + r + 1];
+      if (k == end || int64_t(col[k]) >= c1) continue;
+      RowAcc<NV> acc(w);
+      acc.load(tile + r * ldr);
+      for (;;) {
+        acc.fma_a(val[k], rhs + int64_t(col[k]) * ldr);
+        if (++k == end || int64_t(col[k]) >= c1) break;
+        acc.fma_b(val[k], rhs + int64_t(col[k]) * ldr);
+        if (++k == end || int64_t(col[k]) >= c1) break;
+      }
+      acc.store_sum(tile + r * ldr);
+      cur[r] = k;
+    }
+  }
+  if (bias)
+    for (int64_t r = 0; r < nr; r++) {
+      const float bv = bias[i0 + r];
+      for (int64_t b = 0; b < w; b++) tile[r * ldr + b] += bv;
+    }
 }
 
 // Row i of a BSR matrix: each block contributes BC consecutive columns (BC = 0: a.bc at run
@@ -252,7 +312,7 @@ void nm_row(const NmMatrix& a, int64_t i, const float* rhs, int64_t ldr, int64_t
 // and writes each tile transposed into y (B, rows).
 // tile_fn(i0, nr, xT, ldr, w, tile) writes output rows [i0, i0 + nr), bias included, over the
 // panel to tile (nr, ldr).
-template <class TileFn>
+template <int64_t TileRows = kTileRows, class TileFn>
 void linear_panels(int64_t rows, int64_t cols, int64_t cols_pad, int64_t B, const float* x,
                    const float* bias, float* y, const std::vector<int64_t>& bounds,
                    TileFn tile_fn) {
@@ -262,7 +322,7 @@ void linear_panels(int64_t rows, int64_t cols, int64_t cols_pad, int64_t B, cons
 #pragma omp parallel num_threads(T)
   {
     const int t = omp_get_thread_num();
-    alignas(64) float tile[kTileRows * kPanel];  // (16, ldr)
+    alignas(64) float tile[TileRows * kPanel];  // (TileRows, ldr)
     for (int64_t b0 = 0; b0 < B; b0 += kPanel) {
       const int64_t w = std::min(kPanel, B - b0);
       // Transpose the panel, 64 columns of x at a time so reads and writes stay in L1.
@@ -275,8 +335,8 @@ void linear_panels(int64_t rows, int64_t cols, int64_t cols_pad, int64_t B, cons
           for (int64_t j = std::max(j0, jx); j < j1; j++) xT[j * ldr + b] = 0.0f;
         }
       }  // implicit barrier: the panel is complete
-      for (int64_t i0 = bounds[t]; i0 < bounds[t + 1]; i0 += kTileRows) {
-        const int64_t nr = std::min(kTileRows, bounds[t + 1] - i0);
+      for (int64_t i0 = bounds[t]; i0 < bounds[t + 1]; i0 += TileRows) {
+        const int64_t nr = std::min(TileRows, bounds[t + 1] - i0);
         tile_fn(i0, nr, xT, ldr, w, tile);
         for (int64_t b = 0; b < w; b++) {
           float* yb = y + (b0 + b) * rows + i0;
@@ -425,15 +485,13 @@ void csr_linear_impl(const CsrMatrix& w, const Idx* col, int64_t B, const float*
     }
     return;
   }
-  linear_panels(w.rows, w.cols, w.cols, B, x, bias, y, bounds,
-                [&](int64_t i0, int64_t nr, const float* xT, int64_t ldr, int64_t wd, float* tile) {
-                  with_nv(wd, [&](auto nv) {
-                    for (int64_t i = i0; i < i0 + nr; i++)
-                      csr_row<decltype(nv)::value>(col + rp[i], val + rp[i], rp[i + 1] - rp[i], xT,
-                                                   ldr, wd, bias ? bias[i] : 0.0f,
-                                                   tile + (i - i0) * ldr);
-                  });
-                });
+  linear_panels<kCsrTileRows>(
+      w.rows, w.cols, w.cols, B, x, bias, y, bounds,
+      [&](int64_t i0, int64_t nr, const float* xT, int64_t ldr, int64_t wd, float* tile) {
+        with_nv(wd, [&](auto nv) {
+          csr_tile<decltype(nv)::value>(col, val, rp, i0, nr, w.cols, xT, ldr, wd, bias, tile);
+        });
+      });
 }
 
 template <int BC>
