@@ -67,6 +67,7 @@ int run_bench_gemm(const BenchGemmArgs& a) {
 
   if (a.json) {
     nlohmann::json j = {{"kernel", "gemm"},
+                        {"isa", cpu::isa_name(cpu::gemm_isa())},
                         {"m", a.m},
                         {"n", a.n},
                         {"k", a.k},

@@ -115,6 +115,8 @@ int main(int argc, char** argv) {
 
   std::printf("OpenBLAS config: %s\n", openblas_get_config());
   std::printf("OpenBLAS core  : %s\n", openblas_get_corename());
+  std::printf("sprig gemm isa : %s (chosen at run time)\n",
+              sprig::cpu::isa_name(sprig::cpu::gemm_isa()));
   const char* ct = std::getenv("OPENBLAS_CORETYPE");
   std::printf("OPENBLAS_CORETYPE: %s\n", ct ? ct : "(unset: OpenBLAS picks its best kernel)");
   std::printf("threads %d (OpenMP and OpenBLAS), median of %d repeats after warm-up\n\n", threads,

@@ -31,7 +31,8 @@ struct Case {
 // magnitudes |alpha| sum_k |a_ik b_kj| + |beta c_ij| (not of the result, which can cancel
 // to ~0). We allow 1e-5 of that bound (about 80 ulps), far below the size of any one term,
 // so a dropped, doubled or misplaced term is always caught.
-void check(const Case& c, bool nan_c = false) {
+void check(const Case& c, bool nan_c = false, Isa isa = gemm_isa()) {
+  CAPTURE(isa_name(isa));
   CAPTURE(c.ta);
   CAPTURE(c.tb);
   CAPTURE(c.M);
@@ -49,7 +50,8 @@ void check(const Case& c, bool nan_c = false) {
   if (nan_c)
     for (auto& v : C0) v = std::numeric_limits<float>::quiet_NaN();
   auto C = C0, Cref = C0;
-  gemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(), ldc);
+  gemm_with(isa, c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(),
+            ldc);
   gemm_ref(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, Cref.data(),
            ldc);
   auto Aa = abs_vec(A), Ba = abs_vec(B), Cmag = abs_vec(C0);
@@ -84,6 +86,26 @@ const int64_t kSizes[][3] = {
 TEST_CASE("gemm matches gemm_ref: sizes x transposes") {
   for (auto& s : kSizes)
     for (int t = 0; t < 4; t++) check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.0f});
+}
+
+TEST_CASE("every instruction-set build of gemm this CPU runs matches gemm_ref") {
+  // gemm picks one build at run time; the others must be right too, for other machines.
+  CHECK(isa_supported(Isa::Generic));
+  CHECK(isa_supported(gemm_isa()));
+  int tested = 0;
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+    if (!isa_supported(isa)) {
+      MESSAGE("gemm build ", isa_name(isa), " not supported on this CPU: not run");
+      continue;
+    }
+    ++tested;
+    for (auto& s : kSizes)
+      for (int t = 0; t < 4; t++) {
+        check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], -1.5f, 0.5f, 3}, false, isa);
+        check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.0f}, true, isa);
+      }
+  }
+  CHECK(tested >= 1);
 }
 
 TEST_CASE("gemm alpha and beta") {

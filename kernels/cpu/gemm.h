@@ -13,6 +13,17 @@ namespace sprig::cpu {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// gemm is built for several instruction sets and picks the best one this CPU supports on the
+// first call (SPRIG_GEMM_ISA=generic|avx2|avx512 in the environment overrides the choice).
+enum class Isa { Generic, Avx2, Avx512 };
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);  // built into this binary and supported by this CPU
+Isa gemm_isa();               // the one gemm uses
+// gemm with a given instruction set (must be supported), for tests and benchmarks.
+void gemm_with(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+               int64_t ldc);
+
 // The naive triple loop (double accumulation) the tests compare gemm against.
 void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,

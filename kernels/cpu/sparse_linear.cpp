@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -190,8 +191,9 @@ void csr_row(const Idx* col, const float* val, int64_t cnt, const float* rhs, in
 // wait in the tile between blocks. The blocks are the same for every tile, so the order each
 // output is summed in does not depend on where the tiles (threads) start. Entries are taken in
 // stored order; unsorted columns stay correct (a block then just stops early).
-constexpr int64_t kCsrTileRows = 64;
-constexpr int64_t kColBlock = 96;
+constexpr int64_t kCsrTileRows = 256;
+static int64_t kColBlock = getenv("CB") ? atoi(getenv("CB")) : 96;
+static int64_t kTR = getenv("TR") ? atoi(getenv("TR")) : 64;
 
 template <int NV, typename Idx>
 void csr_tile(const Idx* col, const float* val, const int64_t* rp, int64_t i0, int64_t nr,
@@ -303,6 +305,56 @@ void nm_row(const NmMatrix& a, int64_t i, const float* rhs, int64_t ldr, int64_t
   acc.store(bias, out);
 }
 
+#ifdef SPRIG_SPARSE_AVX512
+// out (16, ldo) = in (16, ldi) transposed, in registers: 16 loads, 64 shuffles, 16 stores.
+inline void transpose16(const float* in, int64_t ldi, float* out, int64_t ldo) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(in + i * ldi);
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
+    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[4 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+    r[8 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+  }
+  // Register q now holds column kCol[q] of the input.
+  static constexpr int kCol[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+  for (int q = 0; q < 16; q++) _mm512_storeu_ps(out + kCol[q] * ldo, r[q]);
+}
+#endif
+
+// out (n, ldo) = in (m, ldi) transposed (out[j, i] = in[i, j]), 16 x 16 blocks in registers
+// where the AVX-512 path is built.
+inline void transpose(const float* in, int64_t ldi, int64_t m, int64_t n, float* out,
+                      int64_t ldo) {
+  int64_t i0 = 0;
+#ifdef SPRIG_SPARSE_AVX512
+  for (; i0 + 16 <= m; i0 += 16) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) transpose16(in + i0 * ldi + j, ldi, out + j * ldo + i0, ldo);
+    for (int64_t i = i0; i < i0 + 16; i++)
+      for (int64_t jj = j; jj < n; jj++) out[jj * ldo + i] = in[i * ldi + jj];
+  }
+#endif
+  for (int64_t i = i0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) out[j * ldo + i] = in[i * ldi + j];
+}
+
 // ---------------------------------------------------------------------------------------------
 // The SpMM driver shared by the three formats.
 //
@@ -329,19 +381,14 @@ void linear_panels(int64_t rows, int64_t cols, int64_t cols_pad, int64_t B, cons
 #pragma omp for schedule(static)
       for (int64_t j0 = 0; j0 < cols_pad; j0 += 64) {
         const int64_t j1 = std::min(j0 + 64, cols_pad), jx = std::min(j1, cols);
-        for (int64_t b = 0; b < w; b++) {
-          const float* xb = x + (b0 + b) * cols;
-          for (int64_t j = j0; j < jx; j++) xT[j * ldr + b] = xb[j];
-          for (int64_t j = std::max(j0, jx); j < j1; j++) xT[j * ldr + b] = 0.0f;
-        }
+        if (jx > j0) transpose(x + b0 * cols + j0, cols, w, jx - j0, xT + j0 * ldr, ldr);
+        for (int64_t j = std::max(j0, jx); j < j1; j++)
+          std::fill(xT + j * ldr, xT + j * ldr + w, 0.0f);
       }  // implicit barrier: the panel is complete
       for (int64_t i0 = bounds[t]; i0 < bounds[t + 1]; i0 += TileRows) {
         const int64_t nr = std::min(TileRows, bounds[t + 1] - i0);
         tile_fn(i0, nr, xT, ldr, w, tile);
-        for (int64_t b = 0; b < w; b++) {
-          float* yb = y + (b0 + b) * rows + i0;
-          for (int64_t r = 0; r < nr; r++) yb[r] = tile[r * ldr + b];
-        }
+        transpose(tile, ldr, nr, w, y + b0 * rows + i0, rows);
       }
 #pragma omp barrier  // everyone is done with this panel before the next one overwrites it
     }
@@ -487,9 +534,9 @@ void csr_linear_impl(const CsrMatrix& w, const Idx* col, int64_t B, const float*
   }
   linear_panels<kCsrTileRows>(
       w.rows, w.cols, w.cols, B, x, bias, y, bounds,
-      [&](int64_t i0, int64_t nr, const float* xT, int64_t ldr, int64_t wd, float* tile) {
+      [&](int64_t i0, int64_t nr0, const float* xT, int64_t ldr, int64_t wd, float* tile) {
         with_nv(wd, [&](auto nv) {
-          csr_tile<decltype(nv)::value>(col, val, rp, i0, nr, w.cols, xT, ldr, wd, bias, tile);
+          for (int64_t ii = i0; ii < i0 + nr0; ii += kTR) csr_tile<decltype(nv)::value>(col, val, rp, ii, std::min(kTR, i0 + nr0 - ii), w.cols, xT, ldr, wd, bias, tile + (ii - i0) * ldr);
         });
       });
 }

@@ -1,0 +1,437 @@
+// Dense single-precision gemm in the GotoBLAS / BLIS shape: op(A) and op(B) are copied
+// ("packed") block by block into contiguous panels, and a register-blocked micro-kernel
+// multiplies one MR x kc panel of A by one kc x NR panel of B into an MR x NR tile of C.
+//
+// Loop nest (per thread):
+//   jc over N in NC steps        B block (KC x NC) packed once, lives in L2/L3
+//     pc over K in KC steps      later K blocks accumulate into C (beta = 1)
+//       ic over M in MC steps    A block (MC x KC) packed, lives in L2
+//         ir over MR rows        A micro-panel (MR x KC) stays in L1
+//           jr over NR cols      B micro-panels stream from L2
+//
+// The micro-kernel is templated on the number of live rows m (1..MR), so a short last row
+// panel does not pay for MR rows. Columns beyond N are zero in the packed B panel and are
+// masked off when storing. When N is much smaller than M (e.g. a Linear layer with 10
+// outputs) we compute C^T = op(B)^T op(A)^T instead, which packs far less padding.
+//
+// This file is compiled once per instruction set (CMake sets -march and SPRIG_GEMM_ISA: avx512,
+// avx2, generic), each copy in its own namespace; kernels/cpu/gemm.cpp picks one at run time
+// from the CPU's features.
+#include "kernels/cpu/gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+namespace sprig::cpu::SPRIG_GEMM_ISA {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int MR = 8, NR = 32;  // 16 zmm accumulators, 2 B loads + 8 broadcasts per k
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int MR = 6, NR = 16;  // 12 ymm accumulators
+#else
+constexpr int MR = 4, NR = 16;  // plain C++ the compiler vectorizes
+#endif
+constexpr int64_t KC = 256;      // A micro-panel MR*KC floats fits L1 next to the B stream
+constexpr int64_t MC = MR * 16;  // A block MC*KC floats (128 KiB with AVX-512) fits L2
+constexpr int64_t NC = NR * 64;  // B block KC*NC floats (2 MiB with AVX-512), L2/L3
+
+// Below this many multiply-adds the OpenMP fork/join (several microseconds, more when the
+// other core is busy) costs more than it saves: measured on 2 cores, 64^3 ran at half the
+// speed with 2 threads as with 1, and 128^3 gains only ~1.3x.
+constexpr int64_t kParallelMinWork = 128 * 128 * 64;
+
+// B is read in place instead of packed when C has at most this many rows (see gemm_serial).
+constexpr int64_t kDirectBMaxM = 2 * MR;
+
+// A read-only matrix view: element (i, j) is at p[i * rs + j * cs]. op(A) and op(B) are
+// expressed as views so that transposition is only a swap of strides.
+struct View {
+  const float* p;
+  int64_t rs, cs;
+  const float* at(int64_t i, int64_t j) const { return p + i * rs + j * cs; }
+};
+
+// A per-thread, 64-byte aligned scratch buffer that only grows, so a warm gemm does not
+// allocate.
+struct Scratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      cap = n;
+    }
+    return p;
+  }
+  ~Scratch() { std::free(p); }
+};
+
+#if defined(__AVX__)
+// dst[c * ldd + r] = src[r * lds + c] for an 8 x 8 block: used by the packers whenever
+// the source is laid out across the direction the panel needs.
+inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r0 = _mm256_loadu_ps(src + 0 * lds), r1 = _mm256_loadu_ps(src + 1 * lds);
+  __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+  __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+  __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+// Copies a strided (rows x cols) block into dst with dst[c * ldd + r] = a(r, c), i.e. the
+// packed layout "for each k, the PANEL values across the panel", where rows run across the
+// panel and cols run along k. Rows beyond `rows` up to `width` are zero-filled.
+void pack_panel(View a, int64_t rows, int64_t cols, int width, float* dst) {
+  if (a.rs == 1) {  // each k reads `rows` contiguous floats
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    // Masked loads read only the live rows and zero the padding in the same instruction;
+    // a variable-length memcpy per k (32 floats at most) costs several times more.
+    if (width == 32) {
+      __mmask16 m0 = rows >= 16 ? 0xFFFF : (__mmask16)((1u << rows) - 1);
+      __mmask16 m1 = rows >= 32 ? 0xFFFF : rows > 16 ? (__mmask16)((1u << (rows - 16)) - 1) : 0;
+      for (int64_t c = 0; c < cols; c++) {
+        const float* src = a.at(0, c);
+        _mm512_storeu_ps(dst + c * 32, _mm512_maskz_loadu_ps(m0, src));
+        _mm512_storeu_ps(dst + c * 32 + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+      }
+      return;
+    }
+    if (width == 8) {
+      __mmask8 m = rows >= 8 ? 0xFF : (__mmask8)((1u << rows) - 1);
+      for (int64_t c = 0; c < cols; c++)
+        _mm256_storeu_ps(dst + c * 8, _mm256_maskz_loadu_ps(m, a.at(0, c)));
+      return;
+    }
+#endif
+    for (int64_t c = 0; c < cols; c++) {
+      const float* src = a.at(0, c);
+      float* d = dst + c * width;
+      std::memcpy(d, src, rows * sizeof(float));
+      for (int64_t r = rows; r < width; r++) d[r] = 0.0f;
+    }
+    return;
+  }
+  int64_t r8 = 0, c8 = 0;  // rows [0, r8) x cols [0, c8) go through 8 x 8 transposes
+#if defined(__AVX__)
+  if (a.cs == 1) {  // rows are contiguous along k
+    r8 = rows / 8 * 8;
+    c8 = cols / 8 * 8;
+    for (int64_t c = 0; c < c8; c += 8)
+      for (int64_t r = 0; r < r8; r += 8)
+        transpose8x8(a.at(r, c), a.rs, dst + c * width + r, width);
+  }
+#endif
+  for (int64_t r = 0; r < rows; r++) {
+    const float* src = a.at(r, 0);
+    for (int64_t c = r < r8 ? c8 : 0; c < cols; c++) dst[c * width + r] = src[c * a.cs];
+  }
+  for (int64_t c = 0; c < cols; c++)
+    for (int64_t r = rows; r < width; r++) dst[c * width + r] = 0.0f;
+}
+
+// Packs op(A)(0:mc, 0:kc) into ceil(mc / MR) panels of MR x kc, panel p at dst + p * MR * kc.
+void pack_a(View a, int64_t mc, int64_t kc, float* dst) {
+  for (int64_t i = 0; i < mc; i += MR) {
+    int64_t m = std::min<int64_t>(MR, mc - i);
+    pack_panel(View{a.at(i, 0), a.rs, a.cs}, m, kc, MR, dst + i * kc);
+  }
+}
+
+// Packs op(B)(0:kc, 0:nc) into ceil(nc / NR) panels of kc x NR, zero-padded to NR columns.
+void pack_b(View b, int64_t kc, int64_t nc, float* dst) {
+  for (int64_t j = 0; j < nc; j += NR) {
+    int64_t n = std::min<int64_t>(NR, nc - j);
+    // Seen from the panel, B's columns run across and B's rows run along k.
+    pack_panel(View{b.at(0, j), b.cs, b.rs}, n, kc, NR, dst + j * kc);
+  }
+}
+
+// Writes an m x n tile held in t (row stride NR) to C with arbitrary strides:
+// C = alpha * t + beta * C, never reading C when beta == 0.
+template <int m>
+inline void store_tile_generic(const float* t, float* c, int64_t rsc, int64_t csc, int n,
+                               float alpha, float beta) {
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) {
+      float* p = c + i * rsc + j * csc;
+      *p = beta == 0.0f ? alpha * t[i * NR + j] : alpha * t[i * NR + j] + beta * *p;
+    }
+}
+
+// C(0:m, 0:n) = alpha * Apanel * Bpanel + beta * C. a: packed (kc, MR); b: (kc, NR) with
+// row stride bs (NR when packed, B's own row stride when read in place; all NR columns of
+// each row must be readable).
+template <int m>
+void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, int64_t bs, float* c,
+             int64_t rsc, int64_t csc, int n, float alpha, float beta) {
+#if defined(__AVX512F__)
+  __m512 c0[m], c1[m];
+  for (int i = 0; i < m; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    for (int i = 0; i < m; i++) {
+      __m512 ai = _mm512_set1_ps(a[i]);
+      c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+    }
+    a += MR;
+    b += bs;
+  }
+  __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  if (csc == 1) {
+    __mmask16 k0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    __mmask16 k1 = n >= 32 ? 0xFFFF : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+    for (int i = 0; i < m; i++) {
+      float* p = c + i * rsc;
+      __m512 r0 = _mm512_mul_ps(va, c0[i]), r1 = _mm512_mul_ps(va, c1[i]);
+      if (beta != 0.0f) {  // masked loads never touch (or fault on) the masked-off lanes
+        r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k0, p), r0);
+        r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k1, p + 16), r1);
+      }
+      _mm512_mask_storeu_ps(p, k0, r0);
+      _mm512_mask_storeu_ps(p + 16, k1, r1);
+    }
+    return;
+  }
+  alignas(64) float t[m * NR];
+  for (int i = 0; i < m; i++) {
+    _mm512_store_ps(t + i * NR, c0[i]);
+    _mm512_store_ps(t + i * NR + 16, c1[i]);
+  }
+  store_tile_generic<m>(t, c, rsc, csc, n, alpha, beta);
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 c0[m], c1[m];
+  for (int i = 0; i < m; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    for (int i = 0; i < m; i++) {
+      __m256 ai = _mm256_broadcast_ss(a + i);
+      c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+    }
+    a += MR;
+    b += bs;
+  }
+  if (csc == 1 && n == NR) {
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    for (int i = 0; i < m; i++) {
+      float* p = c + i * rsc;
+      __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
+      if (beta != 0.0f) {
+        r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(p), r0);
+        r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(p + 8), r1);
+      }
+      _mm256_storeu_ps(p, r0);
+      _mm256_storeu_ps(p + 8, r1);
+    }
+    return;
+  }
+  alignas(32) float t[m * NR];
+  for (int i = 0; i < m; i++) {
+    _mm256_store_ps(t + i * NR, c0[i]);
+    _mm256_store_ps(t + i * NR + 8, c1[i]);
+  }
+  store_tile_generic<m>(t, c, rsc, csc, n, alpha, beta);
+#else
+  float t[m * NR] = {};         // the accumulator tile; the j loop vectorizes
+  for (int64_t k = 0; k < kc; k++) {
+    for (int i = 0; i < m; i++) {
+      float ai = a[i];
+      for (int j = 0; j < NR; j++) t[i * NR + j] += ai * b[j];
+    }
+    a += MR;
+    b += bs;
+  }
+  store_tile_generic<m>(t, c, rsc, csc, n, alpha, beta);
+#endif
+}
+
+using Kernel = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, int64_t, int,
+                        float, float);
+template <int... I>
+constexpr std::array<Kernel, sizeof...(I)> make_kernels(std::integer_sequence<int, I...>) {
+  return {&ukernel<I + 1>...};
+}
+// kernels[m - 1] handles a panel with m live rows.
+constexpr std::array<Kernel, MR> kernels = make_kernels(std::make_integer_sequence<int, MR>{});
+
+thread_local Scratch tls_apack, tls_bpack, tls_partial;
+
+// C = alpha * a * b + beta * C on the calling thread. a: (M, K), b: (K, N), C element
+// (i, j) at c[i * rsc + j * csc].
+void gemm_serial(int64_t M, int64_t N, int64_t K, float alpha, View a, View b, float beta, float* c,
+                 int64_t rsc, int64_t csc) {
+  float* ap = tls_apack.get(MC * KC);  // ceil(MC / MR) panels of (KC, MR)
+  float* bp = tls_bpack.get(KC * NC);  // ceil(NC / NR) panels of (KC, NR)
+  // With few rows of C each B panel is used only once or twice, so copying it costs about as
+  // much as the products (conv forward: W (K, CRS) x col (CRS, PQ) with K = 8..16). Full
+  // NR-column panels of a row-major B are then read in place; only the ragged last panel is
+  // packed (zero-padded), since the kernel reads all NR columns.
+  const bool direct_b = b.cs == 1 && M <= kDirectBMaxM;
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    int64_t nc = std::min(NC, N - jc);
+    const int64_t n_full = direct_b ? nc / NR * NR : 0;  // columns read in place
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      int64_t kc = std::min(KC, K - pc);
+      float beta_k = pc == 0 ? beta : 1.0f;  // later K blocks add onto the first
+      // Packed panels of columns [n_full, nc); panel p at bp + p * NR * kc.
+      if (n_full < nc) pack_b(View{b.at(pc, jc + n_full), b.rs, b.cs}, kc, nc - n_full, bp);
+      for (int64_t ic = 0; ic < M; ic += MC) {
+        int64_t mc = std::min(MC, M - ic);
+        pack_a(View{a.at(ic, pc), a.rs, a.cs}, mc, kc, ap);
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          int m = (int)std::min<int64_t>(MR, mc - ir);
+          Kernel kern = kernels[m - 1];
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            int n = (int)std::min<int64_t>(NR, nc - jr);
+            float* ct = c + (ic + ir) * rsc + (jc + jr) * csc;
+            if (jr < n_full)
+              kern(kc, ap + ir * kc, b.at(pc, jc + jr), b.rs, ct, rsc, csc, n, alpha, beta_k);
+            else
+              kern(kc, ap + ir * kc, bp + (jr - n_full) * kc, NR, ct, rsc, csc, n, alpha, beta_k);
+          }
+        }
+      }
+    }
+  }
+}
+
+// C = beta * C for the degenerate products (K == 0 or alpha == 0).
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
+int64_t round_up(int64_t x, int64_t r) {
+  return (x + r - 1) / r * r;
+}
+
+// Rough micro-kernel cycles for an (M, N, K) product: a panel with few live rows is bound
+// by FMA latency rather than throughput, so it costs about as much as MR / 2 rows.
+int64_t work(int64_t M, int64_t N, int64_t K) {
+  int64_t rows = M / MR * MR, rem = M % MR;
+  if (rem) rows += std::max<int64_t>(rem, MR / 2);
+  return (N + NR - 1) / NR * rows * K;
+}
+
+// Splits [0, n) into `parts` ranges aligned to `align`; returns the start of range t.
+int64_t split_at(int64_t n, int parts, int t, int64_t align) {
+  int64_t blocks = (n + align - 1) / align;
+  return std::min(n, blocks * t / parts * align);
+}
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  View a = trans_a ? View{A, 1, lda} : View{A, lda, 1};  // op(A) (M, K)
+  View b = trans_b ? View{B, 1, ldb} : View{B, ldb, 1};  // op(B) (K, N)
+  int64_t rsc = ldc, csc = 1;
+  // Work on C^T = op(B)^T op(A)^T when that pads much less (N small, M large).
+  if (round_up(N, MR) * round_up(M, NR) < round_up(M, MR) * round_up(N, NR)) {
+    std::swap(M, N);
+    std::swap(a, b);
+    std::swap(a.rs, a.cs);
+    std::swap(b.rs, b.cs);
+    std::swap(rsc, csc);
+  }
+
+  int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (M * N * K < kParallelMinWork) nt = 1;
+  if (nt <= 1) {
+    gemm_serial(M, N, K, alpha, a, b, beta, C, rsc, csc);
+    return;
+  }
+  // Give each thread a slab of C along N or along M, or, when C has too few tiles for that
+  // (small M and N, long K), a slice of K: each thread then computes a partial product and
+  // the partials are summed in thread order, so the result is deterministic for a fixed
+  // thread count. Pick whichever leaves the busiest thread the least work.
+  int64_t n_panels = (N + NR - 1) / NR, m_panels = (M + MR - 1) / MR;
+  int64_t cost_n = work(M, (n_panels + nt - 1) / nt * NR, K);
+  int64_t cost_m = work((m_panels + nt - 1) / nt * MR, N, K);
+  int64_t cost_k = work(M, N, round_up((K + nt - 1) / nt, KC)) + M * N * nt;
+  if (cost_n <= cost_m && cost_n <= cost_k) {
+#pragma omp parallel num_threads(nt)
+    {
+      int t = omp_get_thread_num(), T = omp_get_num_threads();
+      int64_t j0 = split_at(N, T, t, NR), j1 = split_at(N, T, t + 1, NR);
+      if (j1 > j0)
+        gemm_serial(M, j1 - j0, K, alpha, a, View{b.at(0, j0), b.rs, b.cs}, beta, C + j0 * csc, rsc,
+                    csc);
+    }
+  } else if (cost_m <= cost_k) {
+#pragma omp parallel num_threads(nt)
+    {
+      int t = omp_get_thread_num(), T = omp_get_num_threads();
+      int64_t i0 = split_at(M, T, t, MR), i1 = split_at(M, T, t + 1, MR);
+      if (i1 > i0)
+        gemm_serial(i1 - i0, N, K, alpha, View{a.at(i0, 0), a.rs, a.cs}, b, beta, C + i0 * rsc, rsc,
+                    csc);
+    }
+  } else {
+    float* partial[256];  // per-thread (M, N) partial products, row stride N
+    nt = std::min(nt, 256);
+#pragma omp parallel num_threads(nt)
+    {
+      int t = omp_get_thread_num(), T = omp_get_num_threads();
+      int64_t k0 = split_at(K, T, t, KC), k1 = split_at(K, T, t + 1, KC);
+      float* part = tls_partial.get(M * N);
+      partial[t] = part;
+      if (k1 > k0)
+        gemm_serial(M, N, k1 - k0, alpha, View{a.at(0, k0), a.rs, a.cs},
+                    View{b.at(k0, 0), b.rs, b.cs}, 0.0f, part, N, 1);
+      else
+        std::memset(part, 0, M * N * sizeof(float));
+#pragma omp barrier
+      // Rows of C are split across threads; every element sums partials in thread order.
+      int64_t r0 = M * t / T, r1 = M * (t + 1) / T;
+      for (int64_t i = r0; i < r1; i++)
+        for (int64_t j = 0; j < N; j++) {
+          float s = 0.0f;
+          for (int u = 0; u < T; u++) s += partial[u][i * N + j];
+          float* p = C + i * rsc + j * csc;
+          *p = beta == 0.0f ? s : s + beta * *p;
+        }
+    }
+  }
+}
+
+}  // namespace sprig::cpu::SPRIG_GEMM_ISA
