@@ -10,10 +10,13 @@
 //    contiguous memory per nonzero instead of one gathered multiply. A 4096-column panel is 1 MiB
 //    and stays in L2 while every row of W goes past it. csr_conv2d is the same product with the
 //    im2col buffer (C*R*S, P*Q) as the panel, already in that layout.
-//    Measured on the 2-core AVX-512 machine: about 6-7 cycles per nonzero at 64 samples, bound by
-//    the four xT loads per nonzero rather than the FMAs (walking the columns in L1-sized chunks or
-//    prefetching did not help). BSR with br = 2 or 4 loads each xT row once for br rows, which is
-//    why it beats CSR per stored value at batch.
+//    CSR walks 64 rows at a time over the columns in blocks of 192 (csr_tile), so the xT rows of
+//    a block stay in L1 while all 64 rows take their entries there. Measured on the 2-core
+//    AVX-512 machine: about 6 cycles per nonzero at 64 samples, bound by the four xT loads and
+//    FMAs per nonzero. BSR with br = 2 or 4 loads each xT row once for br rows, which is why it
+//    beats CSR per stored value at batch.
+//    Each thread transposes x into its own xT (16 x 16 blocks in registers), up to 1 MiB of
+//    panels at once, so a thread never waits at a barrier nor reads xT from another core's cache.
 // Rows are split over threads by stored entries, so a skewed mask still balances. Each output is
 // summed in an order that does not depend on the thread count.
 #include <omp.h>
@@ -21,7 +24,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -43,6 +45,7 @@ namespace {
 
 constexpr int64_t kPanel = 64;     // samples per SpMM panel: four 16-float vectors
 constexpr int64_t kTileRows = 16;  // output rows computed before writing them transposed into y
+constexpr int64_t kGroupBytes = int64_t(1) << 20;  // bytes of xT panels transposed at once
 
 // Threads for a kernel doing about `work` multiply-adds: one inside a parallel region (the
 // caller already splits the work) or when the job is too small to pay for waking the team.
@@ -191,9 +194,8 @@ void csr_row(const Idx* col, const float* val, int64_t cnt, const float* rhs, in
 // wait in the tile between blocks. The blocks are the same for every tile, so the order each
 // output is summed in does not depend on where the tiles (threads) start. Entries are taken in
 // stored order; unsorted columns stay correct (a block then just stops early).
-constexpr int64_t kCsrTileRows = 256;
-static int64_t kColBlock = getenv("CB") ? atoi(getenv("CB")) : 96;
-static int64_t kTR = getenv("TR") ? atoi(getenv("TR")) : 64;
+constexpr int64_t kCsrTileRows = 64;
+constexpr int64_t kColBlock = 192;
 
 template <int NV, typename Idx>
 void csr_tile(const Idx* col, const float* val, const int64_t* rp, int64_t i0, int64_t nr,
@@ -358,10 +360,11 @@ inline void transpose(const float* in, int64_t ldi, int64_t m, int64_t n, float*
 // ---------------------------------------------------------------------------------------------
 // The SpMM driver shared by the three formats.
 //
-// x (B, cols) goes through panels of w <= 64 samples. xT (cols_pad, ldr) holds one panel
-// transposed, with zero rows from cols to cols_pad (edge blocks and N:M groups past the last
-// column read zeros). Each thread computes its rows [bounds[t], bounds[t+1]) in tiles of 16 rows
-// and writes each tile transposed into y (B, rows).
+// x (B, cols) goes through panels of w <= 64 samples. xT holds a group of panels, each
+// (cols_pad, ldr) transposed, with zero rows from cols to cols_pad (edge blocks and N:M groups
+// past the last column read zeros); every thread builds its own copy. Each thread computes its
+// rows [bounds[t], bounds[t+1]) in tiles of TileRows rows, for each panel of the group, and
+// writes each tile transposed into y (B, rows).
 // tile_fn(i0, nr, xT, ldr, w, tile) writes output rows [i0, i0 + nr), bias included, over the
 // panel to tile (nr, ldr).
 template <int64_t TileRows = kTileRows, class TileFn>
@@ -370,27 +373,39 @@ void linear_panels(int64_t rows, int64_t cols, int64_t cols_pad, int64_t B, cons
                    TileFn tile_fn) {
   const int T = int(bounds.size()) - 1;
   const int64_t ldr = std::min(kPanel, (B + 15) / 16 * 16);
-  float* xT = aligned_scratch(tls_panel, size_t(cols_pad * ldr));  // (cols_pad, ldr)
+  const int64_t panel = cols_pad * ldr, npanels = (B + kPanel - 1) / kPanel;
+  // Panels transposed together while they fit in kGroupBytes (the L2 of a core holds them).
+  const int64_t group =
+      std::max<int64_t>(1, std::min<int64_t>(npanels, kGroupBytes / int64_t(sizeof(float) * panel)));
+  const int64_t nchunks = (cols_pad + 63) / 64;
 #pragma omp parallel num_threads(T)
   {
     const int t = omp_get_thread_num();
+    // Each thread transposes the panels into its own buffer: no barrier, and no thread reads
+    // xT rows out of another core's cache.
+    float* xT = aligned_scratch(tls_panel, size_t(group * panel));  // group x (cols_pad, ldr)
     alignas(64) float tile[TileRows * kPanel];  // (TileRows, ldr)
-    for (int64_t b0 = 0; b0 < B; b0 += kPanel) {
-      const int64_t w = std::min(kPanel, B - b0);
-      // Transpose the panel, 64 columns of x at a time so reads and writes stay in L1.
-#pragma omp for schedule(static)
-      for (int64_t j0 = 0; j0 < cols_pad; j0 += 64) {
+    for (int64_t p0 = 0; p0 < npanels; p0 += group) {
+      const int64_t np = std::min(group, npanels - p0);
+      if (bounds[t] == bounds[t + 1]) break;
+      // Transpose the panels, 64 columns of x at a time so reads and writes stay in L1.
+      for (int64_t c = 0; c < np * nchunks; c++) {
+        const int64_t p = c / nchunks, j0 = c % nchunks * 64, b0 = (p0 + p) * kPanel;
+        const int64_t w = std::min(kPanel, B - b0);
         const int64_t j1 = std::min(j0 + 64, cols_pad), jx = std::min(j1, cols);
-        if (jx > j0) transpose(x + b0 * cols + j0, cols, w, jx - j0, xT + j0 * ldr, ldr);
+        float* xp = xT + p * panel;
+        if (jx > j0) transpose(x + b0 * cols + j0, cols, w, jx - j0, xp + j0 * ldr, ldr);
         for (int64_t j = std::max(j0, jx); j < j1; j++)
-          std::fill(xT + j * ldr, xT + j * ldr + w, 0.0f);
-      }  // implicit barrier: the panel is complete
+          std::fill(xp + j * ldr, xp + j * ldr + w, 0.0f);
+      }
       for (int64_t i0 = bounds[t]; i0 < bounds[t + 1]; i0 += TileRows) {
         const int64_t nr = std::min(TileRows, bounds[t + 1] - i0);
-        tile_fn(i0, nr, xT, ldr, w, tile);
-        transpose(tile, ldr, nr, w, y + b0 * rows + i0, rows);
+        for (int64_t p = 0; p < np; p++) {
+          const int64_t b0 = (p0 + p) * kPanel, w = std::min(kPanel, B - b0);
+          tile_fn(i0, nr, xT + p * panel, ldr, w, tile);
+          transpose(tile, ldr, nr, w, y + b0 * rows + i0, rows);
+        }
       }
-#pragma omp barrier  // everyone is done with this panel before the next one overwrites it
     }
   }
 }
@@ -534,9 +549,9 @@ void csr_linear_impl(const CsrMatrix& w, const Idx* col, int64_t B, const float*
   }
   linear_panels<kCsrTileRows>(
       w.rows, w.cols, w.cols, B, x, bias, y, bounds,
-      [&](int64_t i0, int64_t nr0, const float* xT, int64_t ldr, int64_t wd, float* tile) {
+      [&](int64_t i0, int64_t nr, const float* xT, int64_t ldr, int64_t wd, float* tile) {
         with_nv(wd, [&](auto nv) {
-          for (int64_t ii = i0; ii < i0 + nr0; ii += kTR) csr_tile<decltype(nv)::value>(col, val, rp, ii, std::min(kTR, i0 + nr0 - ii), w.cols, xT, ldr, wd, bias, tile + (ii - i0) * ldr);
+          csr_tile<decltype(nv)::value>(col, val, rp, i0, nr, w.cols, xT, ldr, wd, bias, tile);
         });
       });
 }
