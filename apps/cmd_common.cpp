@@ -44,6 +44,12 @@ std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
   throw Error("--block must be ROWSxCOLS with sizes in 1..256 (e.g. 1x4 or 4x4), got '" + s + "'");
 }
 
+void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string& data_dir) {
+  app.add_option("--dataset", dataset, "dataset (default: the one the model was trained on)")
+      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
+  app.add_option("--data-dir", data_dir, "directory with the IDX files");
+}
+
 bool stdout_is_terminal() {
   return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
 }

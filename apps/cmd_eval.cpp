@@ -48,9 +48,7 @@ int run_eval(const EvalArgs& a) {
 Command add_eval_command(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
-  app.add_option("--dataset", a->dataset, "dataset (default: the one it was trained on)")
-      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
-  app.add_option("--data-dir", a->data_dir, "directory with the IDX files");
+  add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--batch-size", a->batch_size, "samples per forward pass")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();

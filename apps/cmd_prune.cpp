@@ -216,9 +216,7 @@ Command add_prune_command(CLI::App& app) {
   app.add_option("--batch-size", a->batch_size, "fine-tuning batch size")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
-  app.add_option("--dataset", a->dataset, "dataset (default: the one the model was trained on)")
-      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
-  app.add_option("--data-dir", a->data_dir, "directory with the IDX files");
+  add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--seed", a->seed, "seed for random scores and shuffling")->capture_default_str();

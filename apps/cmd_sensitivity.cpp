@@ -122,9 +122,7 @@ Command add_sensitivity_command(CLI::App& app) {
   app.add_option("--criterion-batches", a->criterion_batches, "batches for data-driven criteria")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
-  app.add_option("--dataset", a->dataset, "dataset (default: the one the model was trained on)")
-      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
-  app.add_option("--data-dir", a->data_dir, "directory with the IDX files");
+  add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--seed", a->seed, "seed")->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
   app.add_flag("--json", a->json, "print one JSON object with the table as the last line");

@@ -25,6 +25,10 @@ extern const CLI::Validator FiniteNumber;
 // Accepts values in [0, 1), e.g. a sparsity target.
 extern const CLI::Validator FractionBelowOne;
 
+// --dataset and --data-dir for commands that read a checkpoint: the dataset defaults to the one
+// the model was trained on (see load_data_for in apps/trainer.h).
+void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string& data_dir);
+
 // Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);
 
