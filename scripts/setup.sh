@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages sprig needs to build, test and run its main job. Idempotent:
+# Installs the Debian packages sprig needs to build and run its main job; with --test also what
+# the test suite needs (Debian packages and pip packages for the python3 on PATH). Idempotent:
 # packages already present are skipped, so a second run does nothing.
+# Usage: bash scripts/setup.sh [--test]
 set -euo pipefail
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
 
 packages=(
   build-essential cmake        # compiler and build
@@ -12,13 +16,26 @@ packages=(
   dataset-fashion-mnist        # the main job's data, in /usr/share/datasets/fashion-mnist
   python3-numpy                # tests cross-check safetensors files with numpy
 )
+test_packages=(                # only with --test
+)
+python_test_packages=(         # pip, only with --test
+)
+[ "$with_tests" -eq 1 ] && packages+=("${test_packages[@]}")
+
+install_python_packages() {
+  [ "$with_tests" -eq 1 ] && [ ${#python_test_packages[@]} -gt 0 ] || return 0
+  # PIP_BREAK_SYSTEM_PACKAGES lets this work with Debian's python3 too (pyenv's ignores it).
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
+    "${python_test_packages[@]}"
+}
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all packages present"
+  echo "setup: all Debian packages present"
+  install_python_packages
   exit 0
 fi
 
@@ -28,4 +45,5 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_python_packages
 echo "setup: done"
