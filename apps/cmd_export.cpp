@@ -1,0 +1,57 @@
+// sprig export: a checkpoint as a model file for other runtimes (ONNX for now).
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "engine/error.h"
+#include "nn/checkpoint.h"
+#include "nn/onnx_export.h"
+
+namespace sprig::app {
+
+namespace {
+struct ExportArgs {
+  std::string in, format = "onnx", out;
+  bool json = false;
+};
+
+const char* const kFormats = "onnx";
+
+int run_export(const ExportArgs& a) {
+  SPRIG_CHECK(a.format == "onnx", "--format '", a.format, "' is not supported (allowed: ", kFormats,
+              ")");
+  // load_checkpoint checks every tensor against the spec; nothing is written until the whole
+  // ONNX file is in memory, and then only through a temporary file.
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  nn::export_onnx(ck.model, a.out);
+  const int64_t bytes = static_cast<int64_t>(std::filesystem::file_size(a.out));
+  if (a.json) {
+    nlohmann::json j = {{"in", a.in},
+                        {"out", a.out},
+                        {"format", a.format},
+                        {"bytes", bytes},
+                        {"params", ck.model.num_parameters()},
+                        {"ir_version", nn::kOnnxIrVersion},
+                        {"opset", nn::kOnnxOpset}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s -> %s (ONNX IR %lld, opset %lld, %lld parameters, %lld bytes)\n", a.in.c_str(),
+                a.out.c_str(), (long long)nn::kOnnxIrVersion, (long long)nn::kOnnxOpset,
+                (long long)ck.model.num_parameters(), (long long)bytes);
+  }
+  return 0;
+}
+}  // namespace
+
+Command add_export_command(CLI::App& app) {
+  auto a = std::make_shared<ExportArgs>();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--format", a->format, std::string("output format: ") + kFormats)
+      ->capture_default_str();
+  app.add_option("--out", a->out, "output file (replaced atomically)")->required();
+  app.add_flag("--json", a->json, "print one JSON object");
+  return [a] { return run_export(*a); };
+}
+
+}  // namespace sprig::app

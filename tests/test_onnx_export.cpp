@@ -1,0 +1,427 @@
+// ONNX export (nn/onnx_export.h, sprig export): the graph decoded field by field with the
+// independent reader in tests/protobuf_reader.h (nodes, attributes, initializers, inputs and
+// outputs) for the zoo models, masked and shrunk models, layers that cannot be exported, the
+// command line with its errors, and numerical agreement with onnxruntime (tests/onnx_check.py).
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/rng.h"
+#include "engine/safetensors.h"
+#include "nn/checkpoint.h"
+#include "nn/onnx_export.h"
+#include "prune/prune.h"
+#include "prune/shrink.h"
+#include "tests/cli_test_util.h"
+#include "tests/protobuf_reader.h"
+
+using namespace sprig;
+namespace fs = std::filesystem;
+namespace pb = sprig::testing::pb;
+using sprig::testing::count_lines;
+using sprig::testing::Result;
+using sprig::testing::run;
+
+namespace {
+
+// ---- decoding -------------------------------------------------------------------------------
+
+struct OnnxNode {
+  std::vector<std::string> inputs, outputs;
+  std::string name, op;
+  std::map<std::string, pb::Message> attrs;
+};
+
+struct Decoded {
+  pb::Message model, graph;
+  std::vector<OnnxNode> nodes;
+  std::map<std::string, pb::Message> inits;  // by name
+  std::vector<std::string> init_order;
+};
+
+Decoded decode(const std::string& bytes) {
+  Decoded d;
+  d.model = pb::Message(bytes);
+  d.graph = d.model.msg(7);
+  for (const pb::Message& n : d.graph.msgs(1)) {
+    OnnxNode node{n.strs(1), n.strs(2), n.str(3), n.str(4), {}};
+    for (const pb::Message& a : n.msgs(5)) {
+      INFO("attribute of node ", node.name);
+      REQUIRE(node.attrs.count(a.str(1)) == 0);
+      node.attrs[a.str(1)] = a;
+    }
+    d.nodes.push_back(node);
+  }
+  for (const pb::Message& t : d.graph.msgs(5)) {
+    d.init_order.push_back(t.str(8));
+    d.inits[t.str(8)] = t;
+  }
+  return d;
+}
+
+std::vector<int64_t> repeated_ints(const pb::Message& m, uint32_t field) {
+  std::vector<int64_t> r;
+  for (const pb::Field* f : m.all(field)) {
+    REQUIRE(f->wire_type == 0);
+    r.push_back(f->as_int64());
+  }
+  return r;
+}
+
+// AttributeProto: type 7 (INTS) with ints = field 8.
+std::vector<int64_t> ints_attr(const OnnxNode& n, const std::string& name) {
+  INFO("node ", n.name, " attribute ", name);
+  REQUIRE(n.attrs.count(name) == 1);
+  const pb::Message& a = n.attrs.at(name);
+  CHECK(a.i64(20) == 7);
+  return repeated_ints(a, 8);
+}
+
+// AttributeProto: type 2 (INT) with i = field 3.
+int64_t int_attr(const OnnxNode& n, const std::string& name) {
+  INFO("node ", n.name, " attribute ", name);
+  REQUIRE(n.attrs.count(name) == 1);
+  const pb::Message& a = n.attrs.at(name);
+  CHECK(a.i64(20) == 2);
+  return a.i64(3);
+}
+
+// ValueInfoProto -> (name, dims) with the symbolic batch as -1; checks the FLOAT element type.
+std::pair<std::string, std::vector<int64_t>> value_info(const pb::Message& v) {
+  pb::Message tensor = v.msg(2).msg(1);
+  CHECK(tensor.i64(1) == 1);
+  std::vector<int64_t> dims;
+  for (const pb::Message& d : tensor.msg(2).msgs(1)) {
+    if (d.count(2)) {
+      CHECK(d.str(2) == "N");
+      dims.push_back(-1);
+    } else {
+      dims.push_back(d.i64(1));
+    }
+  }
+  return {v.str(1), dims};
+}
+
+std::string float_bytes(const Tensor& t) {
+  std::vector<float> v = t.to_vector();
+  std::string s(v.size() * 4, '\0');
+  std::memcpy(&s[0], v.data(), s.size());  // the test machine is little-endian (x86, arm64)
+  return s;
+}
+
+// Every initializer is F32 raw_data holding exactly the parameter's value, in parameter order.
+void check_initializers(const Decoded& d, const nn::Model& m) {
+  auto params = m.named_parameters();
+  REQUIRE(d.init_order.size() == params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    INFO("initializer ", name);
+    CHECK(d.init_order[i] == name);
+    const pb::Message& t = d.inits.at(name);
+    CHECK(repeated_ints(t, 1) == p->value.shape());
+    CHECK(t.i64(2) == 1);  // FLOAT
+    CHECK(t.str(9) == float_bytes(p->value));
+  }
+}
+
+std::vector<std::string> op_types(const Decoded& d) {
+  std::vector<std::string> r;
+  for (const OnnxNode& n : d.nodes) r.push_back(n.op);
+  return r;
+}
+
+void check_header(const Decoded& d, const nn::Model& m) {
+  CHECK(d.model.i64(1) == 8);  // ir_version
+  CHECK(d.model.str(2) == "sprig");
+  CHECK(!d.model.str(3).empty());
+  auto opsets = d.model.msgs(8);
+  REQUIRE(opsets.size() == 1);
+  CHECK(opsets[0].str(1).empty());  // the default ai.onnx domain
+  CHECK(opsets[0].i64(2) == 17);
+  std::map<std::string, std::string> meta;
+  for (const pb::Message& e : d.model.msgs(14)) meta[e.str(1)] = e.str(2);
+  CHECK(meta["sprig.spec"] == m.spec);
+  auto in = value_info(d.graph.msg(11));
+  auto out = value_info(d.graph.msg(12));
+  CHECK(in.first == "input");
+  CHECK(out.first == "logits");
+  Shape want_in = {-1}, want_out = {-1};
+  for (int64_t v : m.input_shape) want_in.push_back(v);
+  for (int64_t v : m.output_shape()) want_out.push_back(v);
+  CHECK(in.second == want_in);
+  CHECK(out.second == want_out);
+  // A chain: each node reads the previous node's output; the last writes "logits".
+  std::string prev = "input";
+  for (const OnnxNode& n : d.nodes) {
+    INFO("node ", n.name);
+    REQUIRE(!n.inputs.empty());
+    CHECK(n.inputs[0] == prev);
+    REQUIRE(n.outputs.size() == 1);
+    prev = n.outputs[0];
+  }
+  CHECK(prev == "logits");
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_file(const fs::path& p, const std::string& s) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << s;
+  REQUIRE(out.good());
+}
+
+// Prunes half the filters / neurons by L1 norm and removes them physically.
+nn::Model shrunk(const std::string& name, const Shape& in, uint64_t seed) {
+  nn::Model m = nn::build_model(name, in, seed);
+  prune::PruneSpec s;
+  s.criterion = prune::Criterion::L1Norm;
+  s.granularity = prune::Granularity::Filter;
+  s.amount = 0.5;
+  prune::prune_model(m, s);
+  prune::shrink(m);
+  return m;
+}
+
+// A layer kind the exporter does not know.
+struct Tanh : nn::Module {
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string spec() const override { return "tanh"; }
+};
+
+}  // namespace
+
+TEST_SUITE("onnx export") {
+  TEST_CASE("cnn2: Conv Relu Conv Relu Flatten Gemm with attributes and initializers") {
+    nn::Model m = nn::build_model("cnn2", {1, 28, 28}, 1);
+    Decoded d = decode(nn::onnx_model_bytes(m));
+    check_header(d, m);
+    CHECK(op_types(d) ==
+          std::vector<std::string>{"Conv", "Relu", "Conv", "Relu", "Flatten", "Gemm"});
+    for (size_t i : {0, 2}) {
+      const OnnxNode& c = d.nodes[i];
+      CHECK(ints_attr(c, "kernel_shape") == std::vector<int64_t>{3, 3});
+      CHECK(ints_attr(c, "strides") == std::vector<int64_t>{1, 1});
+      CHECK(ints_attr(c, "pads") == std::vector<int64_t>{1, 1, 1, 1});
+      CHECK(ints_attr(c, "dilations") == std::vector<int64_t>{1, 1});
+      CHECK(c.attrs.size() == 4);
+      std::string k = std::to_string(i);
+      CHECK(c.inputs == std::vector<std::string>{i ? "h1" : "input", k + ".weight", k + ".bias"});
+    }
+    CHECK(d.nodes[0].outputs[0] == "h0");
+    CHECK(d.nodes[1].attrs.empty());
+    CHECK(int_attr(d.nodes[4], "axis") == 1);
+    const OnnxNode& gemm = d.nodes[5];
+    CHECK(int_attr(gemm, "transB") == 1);
+    CHECK(gemm.attrs.size() == 1);
+    CHECK(gemm.inputs == std::vector<std::string>{"h4", "5.weight", "5.bias"});
+    CHECK(repeated_ints(d.inits.at("0.weight"), 1) == std::vector<int64_t>{8, 1, 3, 3});
+    CHECK(repeated_ints(d.inits.at("2.weight"), 1) == std::vector<int64_t>{16, 8, 3, 3});
+    CHECK(repeated_ints(d.inits.at("5.weight"), 1) == std::vector<int64_t>{10, 16 * 28 * 28});
+    check_initializers(d, m);
+  }
+
+  TEST_CASE("mlp: Flatten Gemm Relu Gemm Relu Gemm") {
+    nn::Model m = nn::build_model("mlp", {1, 28, 28}, 2);
+    Decoded d = decode(nn::onnx_model_bytes(m));
+    check_header(d, m);
+    CHECK(op_types(d) ==
+          std::vector<std::string>{"Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"});
+    for (size_t i : {1, 3, 5}) CHECK(int_attr(d.nodes[i], "transB") == 1);
+    CHECK(repeated_ints(d.inits.at("1.weight"), 1) == std::vector<int64_t>{300, 784});
+    CHECK(repeated_ints(d.inits.at("3.weight"), 1) == std::vector<int64_t>{100, 300});
+    CHECK(repeated_ints(d.inits.at("5.bias"), 1) == std::vector<int64_t>{10});
+    check_initializers(d, m);
+  }
+
+  TEST_CASE("lenet5 and a spec: MaxPool, strides, dilations, no bias") {
+    nn::Model l = nn::build_model("lenet5", {1, 28, 28}, 3);
+    Decoded d = decode(nn::onnx_model_bytes(l));
+    check_header(d, l);
+    CHECK(op_types(d)[2] == "MaxPool");
+    CHECK(ints_attr(d.nodes[2], "kernel_shape") == std::vector<int64_t>{2, 2});
+    CHECK(ints_attr(d.nodes[2], "strides") == std::vector<int64_t>{2, 2});
+    CHECK(ints_attr(d.nodes[2], "pads") == std::vector<int64_t>{0, 0, 0, 0});
+    check_initializers(d, l);
+
+    nn::Model m = nn::build_model(
+        "conv(4,3,stride=2,pad=2,dilation=2,bias=0) relu maxpool(3,stride=2,pad=1) flatten "
+        "linear(5,bias=0)",
+        {3, 11, 9}, 4);
+    d = decode(nn::onnx_model_bytes(m));
+    check_header(d, m);
+    CHECK(op_types(d) == std::vector<std::string>{"Conv", "Relu", "MaxPool", "Flatten", "Gemm"});
+    CHECK(d.nodes[0].inputs == std::vector<std::string>{"input", "0.weight"});
+    CHECK(ints_attr(d.nodes[0], "strides") == std::vector<int64_t>{2, 2});
+    CHECK(ints_attr(d.nodes[0], "pads") == std::vector<int64_t>{2, 2, 2, 2});
+    CHECK(ints_attr(d.nodes[0], "dilations") == std::vector<int64_t>{2, 2});
+    CHECK(ints_attr(d.nodes[2], "kernel_shape") == std::vector<int64_t>{3, 3});
+    CHECK(ints_attr(d.nodes[2], "pads") == std::vector<int64_t>{1, 1, 1, 1});
+    CHECK(d.nodes[4].inputs == std::vector<std::string>{"h3", "4.weight"});
+    check_initializers(d, m);
+  }
+
+  TEST_CASE("masked models export their values (zeros included); shrunk models are smaller") {
+    nn::Model m = nn::build_model("cnn2", {1, 28, 28}, 5);
+    prune::l1_unstructured(*m.named_parameters()[4].second, 0.9);  // 5.weight
+    REQUIRE(m.named_parameters()[4].second->mask);
+    Decoded d = decode(nn::onnx_model_bytes(m));
+    check_initializers(d, m);
+    std::vector<float> w = pb::unpack_float(d.inits.at("5.weight").str(9));
+    int64_t zeros = 0;
+    for (float v : w) zeros += v == 0.0f;
+    CHECK(zeros == 112896);  // 90% of 125440
+
+    nn::Model s = shrunk("cnn2", {1, 28, 28}, 6);
+    CHECK(s.spec == "conv(4,3,pad=1) relu conv(8,3,pad=1) relu flatten linear(10)");
+    d = decode(nn::onnx_model_bytes(s));
+    check_header(d, s);
+    CHECK(repeated_ints(d.inits.at("2.weight"), 1) == std::vector<int64_t>{8, 4, 3, 3});
+    CHECK(repeated_ints(d.inits.at("5.weight"), 1) == std::vector<int64_t>{10, 8 * 28 * 28});
+    check_initializers(d, s);
+  }
+
+  TEST_CASE("a layer with no ONNX equivalent is an error naming it") {
+    nn::Model m = nn::build_model("mlp", {1, 28, 28}, 7);
+    m.net->layers.insert(m.net->layers.begin() + 2, std::make_shared<Tanh>());
+    std::string msg;
+    try {
+      nn::onnx_model_bytes(m);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    CHECK(msg.find("layer 2 'tanh'") != std::string::npos);
+    CHECK(msg.find("no ONNX equivalent") != std::string::npos);
+
+    // Nothing is written when the model cannot be exported.
+    fs::path dir = sprig::testing::temp_dir("test_onnx_export");
+    fs::path out = dir / "kept.onnx";
+    write_file(out, "precious");
+    CHECK_THROWS_AS(nn::export_onnx(m, out.string()), Error);
+    CHECK(read_file(out) == "precious");
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("sprig export: writes the same bytes; bad input is a one-line error, --out kept") {
+    fs::path dir = sprig::testing::temp_dir("test_onnx_export_cli");
+    nn::Model m = nn::build_model("cnn2", {1, 28, 28}, 8);
+    std::string ck = (dir / "cnn2.safetensors").string();
+    nn::save_checkpoint(ck, m);
+    fs::path out = dir / "cnn2.onnx";
+
+    Result ok = run("export " + ck + " --format onnx --out " + out.string() + " --json");
+    INFO(ok.out);
+    REQUIRE(ok.code == 0);
+    CHECK(read_file(out) == nn::onnx_model_bytes(nn::load_checkpoint(ck).model));
+    CHECK(ok.out.find("\"opset\":17") != std::string::npos);
+    Result help = run("export --help");
+    CHECK(help.code == 0);
+    CHECK(help.out.find("--format") != std::string::npos);
+
+    fs::path kept = dir / "kept.onnx";
+    struct Bad {
+      std::string args, words[2];
+    };
+    const Bad bad[] = {
+        {"export " + ck + " --format tflite --out " + kept.string(), {"'tflite'", "onnx"}},
+        {"export " + (dir / "missing.safetensors").string() + " --out " + kept.string(),
+         {"missing.safetensors", "error"}},
+        {"export --in " + ck + " --format onnx --out " + kept.string() + "/x.onnx",
+         {"kept.onnx/x.onnx", "cannot write"}},
+        {"export " + ck + " --out " + dir.string(), {dir.string(), "rename"}},  // a directory
+    };
+    for (const Bad& b : bad) {
+      write_file(kept, "precious");
+      Result r = run(b.args);
+      INFO(b.args, "\n", r.out);
+      CHECK(r.code != 0);
+      CHECK(count_lines(r.out) == 1);
+      CHECK(r.out.rfind("sprig: error: ", 0) == 0);
+      for (const std::string& w : b.words) CHECK(r.out.find(w) != std::string::npos);
+      CHECK(read_file(kept) == "precious");
+    }
+    // No temporary files left behind by the failed writes.
+    for (const auto& e : fs::directory_iterator(dir))
+      CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+    fs::remove_all(dir);
+  }
+}
+
+// ---- onnxruntime ------------------------------------------------------------------------------
+
+namespace {
+
+std::string check_script() {
+  return std::string(SPRIG_SOURCE_DIR) + "/tests/onnx_check.py";
+}
+
+// A Python with numpy and onnxruntime: $SPRIG_PYTHON, python3 on PATH, or Debian's. Empty when
+// none has both.
+std::string python_with_onnxruntime() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("SPRIG_PYTHON")) candidates.push_back(env);
+  candidates.push_back("python3");
+  candidates.push_back("/usr/bin/python3");
+  for (const std::string& py : candidates) {
+    std::string cmd = "'" + py + "' -c 'import numpy, onnxruntime' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return py;
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("onnxruntime runs the exports and agrees with sprig to 1e-5 (relative)") {
+  std::string py = python_with_onnxruntime();
+  // Not a skip: CI installs onnxruntime (scripts/setup.sh --test), so its absence is a failure.
+  REQUIRE_MESSAGE(!py.empty(),
+                  "no python3 with numpy and onnxruntime (run bash scripts/setup.sh --test, or "
+                  "set SPRIG_PYTHON to one)");
+  fs::path dir = sprig::testing::temp_dir("test_onnx_export_ort");
+  const Shape image = {1, 28, 28};
+  std::vector<std::pair<std::string, nn::Model>> models;
+  models.emplace_back("cnn2-dense", nn::build_model("cnn2", image, 11));
+  models.emplace_back("cnn2-shrunk", shrunk("cnn2", image, 12));
+  models.emplace_back("mlp-dense", nn::build_model("mlp", image, 13));
+  models.emplace_back("mlp-shrunk", shrunk("mlp", image, 14));
+  models.emplace_back("lenet5-dense", nn::build_model("lenet5", image, 15));
+  models.emplace_back(
+      "spec-stride-dilation-pool",
+      nn::build_model("conv(4,3,stride=2,pad=2,dilation=2,bias=0) relu maxpool(3,stride=2,pad=1) "
+                      "conv(6,2) relu flatten linear(5,bias=0)",
+                      {3, 17, 15}, 16));
+  CHECK(models[1].second.spec == "conv(4,3,pad=1) relu conv(8,3,pad=1) relu flatten linear(10)");
+  CHECK(models[3].second.spec == "flatten linear(150) relu linear(50) relu linear(10)");
+
+  std::string args;
+  Rng rng(17);
+  for (auto& [label, m] : models) {
+    Shape batch = {7};
+    for (int64_t v : m.input_shape) batch.push_back(v);
+    Tensor x = Tensor::normal(batch, 0.0f, 1.0f, rng);  // (7, C, H, W)
+    Tensor y;
+    {
+      NoGradGuard no_grad;
+      y = m.forward(x).detach();  // (7, classes)
+    }
+    std::string data = (dir / (label + ".safetensors")).string();
+    std::string onnx = (dir / (label + ".onnx")).string();
+    save_safetensors(data, {{"input", x}, {"logits", y}});
+    nn::export_onnx(m, onnx);
+    args += " '" + label + "' '" + onnx + "' '" + data + "'";
+  }
+  // The script prints each model's largest error; its exit code says whether all agreed.
+  std::string cmd = "'" + py + "' '" + check_script() + "'" + args;
+  CHECK(std::system(cmd.c_str()) == 0);
+  fs::remove_all(dir);
+}
