@@ -1,10 +1,12 @@
-// sprig train: train a zoo model or a spec on a dataset, report accuracy, save a checkpoint.
+// sprig train: train a zoo model or a spec on a dataset, report accuracy, save a checkpoint;
+// with --resume, continue an interrupted run from a training checkpoint.
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "apps/train_state.h"
 #include "apps/trainer.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
@@ -15,49 +17,151 @@ namespace sprig::app {
 
 namespace {
 struct TrainArgs {
-  std::string model = "cnn2", dataset = "fashion-mnist", data_dir, out, lr_schedule = "constant";
-  int epochs = 5;
-  int64_t batch_size = 64, limit_train = -1, rewind_step = -1;
-  OptimizerConfig optim;
-  uint64_t seed = 0;
-  int threads = 0;
-  bool json = false, quiet = false;
+  TrainConfig cfg;
+  std::string out, resume;
+  int64_t save_every = 0, stop_at_step = -1;
+  bool checkpoint_every_epoch = false, json = false, quiet = false;
+  CLI::App* app = nullptr;  // to tell flags given on the command line from defaults
 };
 
+bool given(const TrainArgs& a, const char* flag) {
+  return a.app->count(flag) > 0;
+}
+
+// The config of a resumed run: the checkpoint's, with --epochs, --data-dir and --threads
+// allowed to change; any other training flag must agree with the checkpoint.
+TrainConfig resumed_config(const TrainArgs& a, const ResumePoint& rp) {
+  const TrainConfig& was = rp.state.config;
+  const TrainConfig& now = a.cfg;
+  auto conflict = [&](const char* flag, bool differs, const auto& value, const auto& stored) {
+    SPRIG_CHECK(!given(a, flag) || !differs, flag, " ", value, " conflicts with ", a.resume,
+                ", which was trained with ", stored,
+                " (a resumed run keeps its training config; only --epochs, --data-dir and "
+                "--threads may change)");
+  };
+  bool same_model = now.model == was.model;
+  if (given(a, "--model") && !same_model) {
+    try {  // a zoo name and its spec, or two spellings of one spec, are the same model
+      same_model = nn::build_model(now.model, rp.checkpoint.model.input_shape, 0).spec ==
+                   rp.checkpoint.model.spec;
+    } catch (const Error&) {
+    }
+  }
+  conflict("--model", !same_model, "'" + now.model + "'", "'" + was.model + "'");
+  conflict("--dataset", now.dataset != was.dataset, now.dataset, was.dataset);
+  conflict("--optimizer", now.optim.name != was.optim.name, now.optim.name, was.optim.name);
+  conflict("--lr", now.optim.lr != was.optim.lr, now.optim.lr, was.optim.lr);
+  conflict("--lr-schedule", now.lr_schedule != was.lr_schedule, now.lr_schedule, was.lr_schedule);
+  conflict("--momentum", now.optim.momentum != was.optim.momentum, now.optim.momentum,
+           was.optim.momentum);
+  conflict("--nesterov", now.optim.nesterov != was.optim.nesterov, "", "--nesterov off");
+  conflict("--weight-decay", now.optim.weight_decay != was.optim.weight_decay,
+           now.optim.weight_decay, was.optim.weight_decay);
+  conflict("--batch-size", now.batch_size != was.batch_size, now.batch_size, was.batch_size);
+  conflict("--seed", now.seed != was.seed, now.seed, was.seed);
+  conflict("--limit-train", now.limit_train != was.limit_train, now.limit_train, was.limit_train);
+  conflict("--rewind-step", now.rewind_step != was.rewind_step, now.rewind_step, was.rewind_step);
+  TrainConfig cfg = was;
+  if (given(a, "--epochs")) cfg.epochs = now.epochs;
+  if (given(a, "--data-dir")) cfg.data_dir = now.data_dir;
+  if (given(a, "--threads")) cfg.threads = now.threads;
+  const FitPosition& pos = rp.state.position;
+  int done = pos.epoch + (pos.step_in_epoch > 0 ? 1 : 0);
+  SPRIG_CHECK(cfg.epochs >= done, "--epochs ", cfg.epochs, " is fewer than the ", done, " epochs ",
+              a.resume, " has already started");
+  return cfg;
+}
+
 int run_train(const TrainArgs& a) {
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
-  DataSource src = load_data_source(a.dataset, a.data_dir, a.seed);
-  if (a.limit_train >= 0) src.data.train = data::take(src.data.train, a.limit_train);
-  SPRIG_CHECK(src.data.train.size() > 0, "no training samples (--limit-train ", a.limit_train, ")");
-  nn::Model model = nn::build_model(a.model, src.input_shape, a.seed);
-  auto opt = make_optimizer(a.optim, model.parameters());
+  const bool resuming = !a.resume.empty();
+  ResumePoint rp;
+  TrainConfig cfg = a.cfg;
+  if (resuming) {
+    rp = load_training_checkpoint(a.resume);
+    cfg = resumed_config(a, rp);
+  }
+  const std::string out = a.out.empty() && resuming ? a.resume : a.out;
+  SPRIG_CHECK(!out.empty() || (a.save_every == 0 && !a.checkpoint_every_epoch),
+              "--save-every and --checkpoint-every-epoch need --out (where to write)");
+  SPRIG_CHECK(!out.empty() || a.stop_at_step < 0,
+              "--stop-at-step needs --out (the checkpoint to resume from)");
+  if (cfg.threads > 0) cpu::set_num_threads(cfg.threads);
+  cfg.threads = cpu::num_threads();  // recorded, so a resumed run uses the same count
+
+  DataSource src = load_data_source(cfg.dataset, cfg.data_dir, cfg.seed);
+  if (cfg.limit_train >= 0) src.data.train = data::take(src.data.train, cfg.limit_train);
+  SPRIG_CHECK(src.data.train.size() > 0, "no training samples (--limit-train ", cfg.limit_train,
+              ")");
+  nn::Model model;
+  if (resuming) {
+    model = rp.checkpoint.model;
+    SPRIG_CHECK(model.input_shape == src.input_shape, a.resume, " expects inputs ",
+                to_string(model.input_shape), " but ", cfg.dataset, " has ",
+                to_string(src.input_shape));
+  } else {
+    model = nn::build_model(cfg.model, src.input_shape, cfg.seed);
+  }
+  auto opt = make_optimizer(cfg.optim, model.parameters());
+  if (resuming) restore_optimizer(*opt, rp, a.resume);
+  FitPosition pos = rp.state.position;
+  const std::vector<EpochStats> earlier = rp.state.history;
 
   bool human = !a.json && !a.quiet;
   if (human) {
     std::printf(
         "model %s on %s (%lld train, %lld test samples), %s lr %g, batch %lld, %d threads\n",
-        a.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
-        (long long)src.data.test.size(), opt->name().c_str(), a.optim.lr, (long long)a.batch_size,
-        cpu::num_threads());
+        cfg.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
+        (long long)src.data.test.size(), opt->name().c_str(), cfg.optim.lr,
+        (long long)cfg.batch_size, cpu::num_threads());
     std::printf("%s", nn::format_summary(nn::summarize(model)).c_str());
+    if (resuming)
+      std::printf("resuming %s after epoch %d, step %lld (global step %lld) of %d epochs\n",
+                  a.resume.c_str(), pos.epoch, (long long)pos.step_in_epoch,
+                  (long long)pos.global_step, cfg.epochs);
   }
   FitConfig fc;
-  fc.epochs = a.epochs;
-  fc.batch_size = a.batch_size;
-  fc.seed = a.seed;
-  fc.lr_schedule = parse_lr_schedule(a.lr_schedule);
+  fc.epochs = cfg.epochs;
+  fc.batch_size = cfg.batch_size;
+  fc.seed = cfg.seed;
+  fc.lr_schedule = parse_lr_schedule(cfg.lr_schedule);
+  fc.stop_at_step = a.stop_at_step;
   // Lottery-ticket rewinding point: the weights after this many steps go into the checkpoint.
   prune::WeightSnapshot rewind;
-  if (a.rewind_step == 0) rewind = prune::snapshot_weights(model);
-  if (a.rewind_step > 0)
+  if (resuming) rewind.values = rp.checkpoint.rewind;
+  if (cfg.rewind_step == 0 && !resuming) rewind = prune::snapshot_weights(model);
+  if (cfg.rewind_step > 0)
     fc.after_step = [&](int64_t step) {
-      if (step == a.rewind_step) rewind = prune::snapshot_weights(model);
+      if (step == cfg.rewind_step) rewind = prune::snapshot_weights(model);
     };
   fc.progress_bar = human && stdout_is_terminal();
   fc.log_lines = !a.quiet;
-  auto history = fit(model, *opt, src.data.train, src.data.test, src.task, fc);
-  SPRIG_CHECK(a.rewind_step < 0 || !rewind.values.empty(), "--rewind-step ", a.rewind_step,
-              " was never reached (the run had fewer steps)");
+
+  auto save = [&](const FitPosition& at, const std::vector<EpochStats>& now) {
+    TrainState st{cfg, at, opt->steps, earlier};
+    st.history.insert(st.history.end(), now.begin(), now.end());
+    const EpochStats* last = st.history.empty() ? nullptr : &st.history.back();
+    double metric = !last                              ? 0.0
+                    : src.task == Task::Classification ? last->test.accuracy
+                                                       : last->test.loss;
+    std::map<std::string, std::string> meta = {{"dataset", cfg.dataset},
+                                               {"epochs", std::to_string(cfg.epochs)},
+                                               {"optimizer", opt->name()},
+                                               {"seed", std::to_string(cfg.seed)},
+                                               {"test_metric", std::to_string(metric)},
+                                               {"created_by", "sprig train"}};
+    if (cfg.rewind_step >= 0) meta["rewind_step"] = std::to_string(cfg.rewind_step);
+    save_training_checkpoint(out, model, st, meta, rewind.values);
+  };
+  fc.checkpoint_every_steps = a.save_every;
+  fc.checkpoint_every_epoch = a.checkpoint_every_epoch;
+  if (!out.empty()) fc.checkpoint = save;
+
+  auto fresh = fit(model, *opt, src.data.train, src.data.test, src.task, fc, pos);
+  const bool finished = pos.epoch == cfg.epochs;
+  SPRIG_CHECK(!finished || cfg.rewind_step < 0 || !rewind.values.empty(), "--rewind-step ",
+              cfg.rewind_step, " was never reached (the run had fewer steps)");
+  std::vector<EpochStats> history = earlier;
+  history.insert(history.end(), fresh.begin(), fresh.end());
 
   double train_seconds = 0.0;
   std::vector<double> epoch_seconds, test_metric;
@@ -66,39 +170,41 @@ int run_train(const TrainArgs& a) {
     epoch_seconds.push_back(e.seconds);
     test_metric.push_back(src.task == Task::Classification ? e.test.accuracy : e.test.loss);
   }
-  EvalResult final_test =
-      history.empty() ? evaluate(model, src.data.test, src.task) : history.back().test;
-  if (!a.out.empty()) {
-    std::map<std::string, std::string> meta = {
-        {"dataset", a.dataset},
-        {"epochs", std::to_string(a.epochs)},
-        {"optimizer", opt->name()},
-        {"seed", std::to_string(a.seed)},
-        {"test_metric", std::to_string(test_metric.empty() ? 0.0 : test_metric.back())},
-        {"created_by", "sprig train"}};
-    if (a.rewind_step >= 0) meta["rewind_step"] = std::to_string(a.rewind_step);
-    nn::save_checkpoint(a.out, model, meta, rewind.values);
-    if (human) std::printf("saved %s\n", a.out.c_str());
+  // A run stopped mid-epoch has no evaluation of its current weights yet.
+  EvalResult final_test = history.empty() || pos.step_in_epoch > 0
+                              ? evaluate(model, src.data.test, src.task)
+                              : history.back().test;
+  if (!out.empty()) {
+    save(pos, fresh);
+    if (human) std::printf("saved %s\n", out.c_str());
   }
   if (human) {
+    if (!finished)
+      std::printf(
+          "stopped at global step %lld (epoch %d, step %lld); continue with: sprig train "
+          "--resume %s\n",
+          (long long)pos.global_step, pos.epoch + 1, (long long)pos.step_in_epoch, out.c_str());
     if (src.task == Task::Classification)
       std::printf("test accuracy %.2f%%  (%.1f s training, %d epochs)\n",
-                  100.0 * final_test.accuracy, train_seconds, a.epochs);
+                  100.0 * final_test.accuracy, train_seconds, pos.epoch);
     else
       std::printf("test mse %.4f  (%.1f s training, %d epochs)\n", final_test.loss, train_seconds,
-                  a.epochs);
+                  pos.epoch);
   }
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},
+    nlohmann::json j = {{"model", cfg.model},
                         {"spec", model.spec},
-                        {"dataset", a.dataset},
-                        {"epochs", a.epochs},
-                        {"batch_size", a.batch_size},
+                        {"dataset", cfg.dataset},
+                        {"epochs", cfg.epochs},
+                        {"epochs_done", pos.epoch},
+                        {"global_step", pos.global_step},
+                        {"finished", finished},
+                        {"batch_size", cfg.batch_size},
                         {"optimizer", opt->name()},
-                        {"lr", a.optim.lr},
-                        {"lr_schedule", a.lr_schedule},
+                        {"lr", cfg.optim.lr},
+                        {"lr_schedule", cfg.lr_schedule},
                         {"threads", cpu::num_threads()},
-                        {"seed", a.seed},
+                        {"seed", cfg.seed},
                         {"params", model.num_parameters()},
                         {"train_samples", src.data.train.size()},
                         {"train_seconds", train_seconds},
@@ -112,7 +218,8 @@ int run_train(const TrainArgs& a) {
       j["test_mse"] = final_test.loss;
       j["test_mse_per_epoch"] = test_metric;
     }
-    if (!a.out.empty()) j["out"] = a.out;
+    if (resuming) j["resumed_from"] = a.resume;
+    if (!out.empty()) j["out"] = out;
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;
@@ -121,46 +228,63 @@ int run_train(const TrainArgs& a) {
 
 Command add_train_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
-  app.add_option("--model", a->model, "zoo name (mlp, cnn2, lenet5) or a model spec")
+  a->app = &app;
+  TrainConfig& c = a->cfg;
+  app.add_option("--model", c.model, "zoo name (mlp, cnn2, lenet5) or a model spec")
       ->capture_default_str();
-  app.add_option("--dataset", a->dataset, "fashion-mnist, mnist or friedman1")
+  app.add_option("--dataset", c.dataset, "fashion-mnist, mnist or friedman1")
       ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}))
       ->capture_default_str();
-  app.add_option("--data-dir", a->data_dir,
+  app.add_option("--data-dir", c.data_dir,
                  "directory with the IDX files (default for fashion-mnist: "
                  "/usr/share/datasets/fashion-mnist)");
-  app.add_option("--epochs", a->epochs, "training epochs")
+  app.add_option("--epochs", c.epochs, "training epochs (with --resume: the new total)")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
-  app.add_option("--batch-size", a->batch_size, "samples per step")
+  app.add_option("--batch-size", c.batch_size, "samples per step")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
-  app.add_option("--lr", a->optim.lr, "learning rate")
+  app.add_option("--lr", c.optim.lr, "learning rate")
       ->check(FiniteNumber & CLI::Range(0.0, 1e3))
       ->capture_default_str();
-  app.add_option("--lr-schedule", a->lr_schedule, "constant, or cosine (decay to 0 over the run)")
+  app.add_option("--lr-schedule", c.lr_schedule, "constant, or cosine (decay to 0 over the run)")
       ->check(CLI::IsMember({"constant", "cosine"}))
       ->capture_default_str();
-  app.add_option("--optimizer", a->optim.name, "sgd, adam or adamw")
+  app.add_option("--optimizer", c.optim.name, "sgd, adam or adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
       ->capture_default_str();
-  app.add_option("--momentum", a->optim.momentum, "SGD momentum")
-      ->check(CLI::Range(0.0, 1.0))
-      ->capture_default_str();
-  app.add_flag("--nesterov", a->optim.nesterov, "SGD with Nesterov momentum");
-  app.add_option("--weight-decay", a->optim.weight_decay, "L2 penalty (decoupled for adamw)")
+  app.add_option("--momentum", c.optim.momentum, "SGD momentum")
       ->check(FiniteNumber & CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  app.add_option("--seed", a->seed, "seed for initialisation and shuffling")->capture_default_str();
-  app.add_option("--threads", a->threads, "OpenMP threads (0: OpenMP's default)")
+  app.add_flag("--nesterov", c.optim.nesterov, "SGD with Nesterov momentum");
+  app.add_option("--weight-decay", c.optim.weight_decay, "L2 penalty (decoupled for adamw)")
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--seed", c.seed, "seed for initialisation and shuffling")->capture_default_str();
+  app.add_option("--threads", c.threads,
+                 "OpenMP threads (0: OpenMP's default; with --resume: the run's count)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
-  app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
+  app.add_option("--limit-train", c.limit_train, "use only the first N training samples")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  app.add_option("--out", a->out, "write the trained model to this checkpoint (.safetensors)");
-  app.add_option("--rewind-step", a->rewind_step,
+  app.add_option("--out", a->out,
+                 "write the trained model with its training state to this checkpoint "
+                 "(.safetensors; default with --resume: the resumed file)");
+  app.add_option("--rewind-step", c.rewind_step,
                  "also store the weights after this many steps (0: the initial weights) for "
                  "lottery-ticket rewinding with sprig prune --rewind")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--resume", a->resume,
+                 "continue the run saved in this training checkpoint (its config applies; "
+                 "--epochs may extend it)");
+  app.add_option("--save-every", a->save_every,
+                 "also write --out every N steps, so an interrupted run can be resumed")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_flag("--checkpoint-every-epoch", a->checkpoint_every_epoch,
+               "also write --out after every epoch");
+  app.add_option("--stop-at-step", a->stop_at_step,
+                 "stop once the run has done N steps, as if interrupted, and save a checkpoint "
+                 "that --resume continues")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");

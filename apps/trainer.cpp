@@ -135,21 +135,38 @@ LrSchedule parse_lr_schedule(const std::string& name) {
 
 std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
                             const data::Dataset& test, Task task, const FitConfig& cfg) {
+  FitPosition pos;
+  return fit(model, opt, train, test, task, cfg, pos);
+}
+
+std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
+                            const data::Dataset& test, Task task, const FitConfig& cfg,
+                            FitPosition& pos) {
   SPRIG_CHECK(cfg.epochs >= 0, "epochs must be >= 0, got ", cfg.epochs);
   data::DataLoader loader(train, cfg.batch_size, /*shuffle=*/true, cfg.seed);
+  const int64_t batches = int64_t(loader.num_batches());
+  SPRIG_CHECK(pos.epoch >= 0 && pos.step_in_epoch >= 0 && pos.step_in_epoch <= batches &&
+                  pos.global_step == int64_t(pos.epoch) * batches + pos.step_in_epoch,
+              "cannot resume at epoch ", pos.epoch, " step ", pos.step_in_epoch, " (global step ",
+              pos.global_step, "): an epoch here has ", batches, " steps");
+  SPRIG_CHECK(pos.epoch < cfg.epochs || (pos.epoch == cfg.epochs && pos.step_in_epoch == 0),
+              "cannot resume at epoch ", pos.epoch + 1, " step ", pos.step_in_epoch,
+              " of a run of ", cfg.epochs, " epochs");
   std::vector<EpochStats> history;
   model.net->train();
   const float base_lr = opt.lr;
-  const double total_steps = double(cfg.epochs) * double(loader.num_batches());
-  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
+  const double total_steps = double(cfg.epochs) * double(batches);
+  auto stopped = [&] { return cfg.stop_at_step >= 0 && pos.global_step >= cfg.stop_at_step; };
+  for (int epoch = pos.epoch + 1; epoch <= cfg.epochs && !stopped(); ++epoch) {
     using clock = std::chrono::steady_clock;
     auto t0 = clock::now();
-    loader.start_epoch();
+    loader.start_epoch(epoch - 1);
     data::Batch b;
-    double loss_sum = 0.0;
-    int64_t seen = 0;
-    size_t step = 0;
-    while (loader.next(b)) {
+    // Resuming mid-epoch: the permutation is the same, so skipping the batches already done
+    // puts the loader where the interrupted run was.
+    for (int64_t k = 0; k < pos.step_in_epoch; ++k) loader.next(b);
+    size_t step = size_t(pos.step_in_epoch);
+    while (!stopped() && loader.next(b)) {
       opt.zero_grad();
       Tensor loss = loss_of(task, model.forward(b.x), b.y);
       float value = loss.item();
@@ -157,27 +174,33 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
                   " step ", step + 1, " (try a lower --lr)");
       loss.backward();
       if (cfg.lr_schedule == LrSchedule::Cosine) {
-        double t = double(epoch - 1) * double(loader.num_batches()) + double(step);
+        double t = double(epoch - 1) * double(batches) + double(step);
         opt.lr = float(base_lr * 0.5 * (1.0 + std::cos(M_PI * t / total_steps)));
       }
       opt.step();
-      if (cfg.after_step)
-        cfg.after_step(int64_t(epoch - 1) * int64_t(loader.num_batches()) + step + 1);
-      int64_t n = b.x.size(0);
-      loss_sum += double(value) * double(n);
-      seen += n;
       ++step;
+      int64_t n = b.x.size(0);
+      pos.epoch_loss_sum += double(value) * double(n);
+      pos.epoch_seen += n;
+      pos.step_in_epoch = int64_t(step);
+      pos.global_step = int64_t(epoch - 1) * batches + int64_t(step);
+      if (cfg.after_step) cfg.after_step(pos.global_step);
       if (cfg.progress_bar && (step % 20 == 0 || step == loader.num_batches())) {
         double secs = std::chrono::duration<double>(clock::now() - t0).count();
-        draw_progress(epoch, cfg.epochs, step, loader.num_batches(), loss_sum / double(seen),
-                      double(seen) / std::max(secs, 1e-9));
+        draw_progress(epoch, cfg.epochs, step, loader.num_batches(),
+                      pos.epoch_loss_sum / double(pos.epoch_seen),
+                      double(pos.epoch_seen) / std::max(secs, 1e-9));
       }
+      if (cfg.checkpoint && cfg.checkpoint_every_steps > 0 &&
+          pos.global_step % cfg.checkpoint_every_steps == 0)
+        cfg.checkpoint(pos, history);
     }
+    if (cfg.progress_bar) std::fprintf(stderr, "\n");
+    if (int64_t(step) < batches) break;  // stopped mid-epoch: pos says where
     EpochStats st;
     st.epoch = epoch;
     st.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-    st.train_loss = seen ? loss_sum / double(seen) : 0.0;
-    if (cfg.progress_bar) std::fprintf(stderr, "\n");
+    st.train_loss = pos.epoch_seen ? pos.epoch_loss_sum / double(pos.epoch_seen) : 0.0;
     if (test.size() > 0) st.test = evaluate(model, test, task);
     if (cfg.log_lines || cfg.progress_bar) {
       if (task == Task::Classification)
@@ -190,6 +213,8 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
       std::fflush(stdout);
     }
     history.push_back(st);
+    pos = FitPosition{epoch, 0, int64_t(epoch) * batches, 0.0, 0};
+    if (cfg.checkpoint && cfg.checkpoint_every_epoch) cfg.checkpoint(pos, history);
   }
   return history;
 }

@@ -65,6 +65,16 @@ struct EpochStats {
 enum class LrSchedule { Constant, Cosine };
 LrSchedule parse_lr_schedule(const std::string& name);
 
+// Where a run stands. The batches of epoch e are fixed by (seed, e), so this position plus the
+// weights, masks and optimizer state determine the rest of the run exactly.
+struct FitPosition {
+  int epoch = 0;                // epochs completed
+  int64_t step_in_epoch = 0;    // steps done in the epoch in progress (0 at an epoch boundary)
+  int64_t global_step = 0;      // optimizer steps since the start of the run
+  double epoch_loss_sum = 0.0;  // sum of loss x samples over the epoch in progress so far
+  int64_t epoch_seen = 0;       // samples of the epoch in progress so far
+};
+
 struct FitConfig {
   int epochs = 1;
   LrSchedule lr_schedule = LrSchedule::Constant;
@@ -75,11 +85,25 @@ struct FitConfig {
   // pruning schedules.
   std::function<void(int64_t step)> after_step;
   bool log_lines = false;  // print one line per epoch
+  // Stop once this many global steps are done, as if interrupted (-1: run all epochs). A stop
+  // on an epoch's last step still evaluates that epoch.
+  int64_t stop_at_step = -1;
+  // Periodic checkpoints: `checkpoint` is called every `checkpoint_every_steps` global steps
+  // and/or after each epoch's evaluation, with the position and the epochs finished by this
+  // call of fit.
+  int64_t checkpoint_every_steps = 0;
+  bool checkpoint_every_epoch = false;
+  std::function<void(const FitPosition&, const std::vector<EpochStats>&)> checkpoint;
 };
 
 // Trains for cfg.epochs, evaluating on `test` after each epoch. Throws sprig::Error if the
 // loss becomes NaN or infinite.
 std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
                             const data::Dataset& test, Task task, const FitConfig& cfg);
+// Continues a run from `pos` (model and optimizer must hold the state of that point; opt.lr is
+// the base learning rate) and leaves `pos` where it stopped. Returns the epochs it finished.
+std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
+                            const data::Dataset& test, Task task, const FitConfig& cfg,
+                            FitPosition& pos);
 
 }  // namespace sprig::app

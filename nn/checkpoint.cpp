@@ -1,5 +1,6 @@
 #include "nn/checkpoint.h"
 
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -31,6 +32,15 @@ static Shape csv_to_shape(const std::string& path, const std::string& csv) {
   return s;
 }
 
+// A NaN or infinite weight poisons every output; it comes from a diverged run or a damaged
+// file, so refuse it at load rather than print NaN metrics later.
+static void check_finite(const std::string& path, const std::string& name, const Tensor& t) {
+  const float* v = t.data_as<float>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    SPRIG_CHECK(std::isfinite(v[i]), path, ": tensor '", name, "' holds ", v[i], " at element ", i,
+                " of ", to_string(t.shape()), " (weights must be finite)");
+}
+
 static MaskGranularity parse_granularity(const std::string& path, const std::string& g) {
   for (auto v : {MaskGranularity::Element, MaskGranularity::OutputChannel,
                  MaskGranularity::InputChannel, MaskGranularity::Block, MaskGranularity::NM})
@@ -40,8 +50,10 @@ static MaskGranularity parse_granularity(const std::string& path, const std::str
 
 void save_checkpoint(const std::string& path, const Model& model,
                      const std::map<std::string, std::string>& extra,
-                     const std::map<std::string, Tensor>& rewind) {
+                     const std::map<std::string, Tensor>& rewind, const std::string& train_state) {
   std::map<std::string, std::string> meta = extra;
+  meta.erase(kTrainStateKey);
+  if (!train_state.empty()) meta[kTrainStateKey] = train_state;
   meta["format"] = kCheckpointFormat;
   meta["spec"] = model.spec;
   meta["input_shape"] = shape_to_csv(model.input_shape);
@@ -54,6 +66,13 @@ void save_checkpoint(const std::string& path, const Model& model,
     }
   }
   for (auto& [name, t] : rewind) tensors.push_back({kRewindPrefix + name, t});
+  if (!train_state.empty())
+    for (auto& [name, p] : model.named_parameters())
+      for (auto& [key, t] : p->state) {
+        SPRIG_CHECK(key.find('.') == std::string::npos, "save_checkpoint: optimizer state key '",
+                    key, "' of ", name, " contains '.'");
+        tensors.push_back({kOptimPrefix + name + "." + key, t});
+      }
   save_safetensors(path, tensors, meta);
 }
 
@@ -68,8 +87,11 @@ Checkpoint load_checkpoint(const std::string& path) {
   SPRIG_CHECK(meta("format") == kCheckpointFormat, path, ": checkpoint format '", meta("format"),
               "' is not supported (expected ", kCheckpointFormat, ")");
   Checkpoint ck;
+  // Outside the try: these errors already name the file.
+  const std::string& spec = meta("spec");
+  const Shape input_shape = csv_to_shape(path, meta("input_shape"));
   try {
-    ck.model = build_model(meta("spec"), csv_to_shape(path, meta("input_shape")), 0);
+    ck.model = build_model(spec, input_shape, 0);
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
   }
@@ -82,12 +104,17 @@ Checkpoint load_checkpoint(const std::string& path) {
     SPRIG_CHECK(t->dtype() == DType::F32 && t->shape() == p->value.shape(), path, ": tensor '",
                 name, "' is ", dtype_name(t->dtype()), " ", to_string(t->shape()),
                 " but the spec needs float32 ", to_string(p->value.shape()));
+    check_finite(path, name, *t);
     p->value.copy_(*t);
     used.insert(name);
     if (const Tensor* m = file.find(name + ".mask")) {
       SPRIG_CHECK(m->dtype() == DType::U8 && m->shape() == p->value.shape(), path, ": mask '", name,
                   ".mask' is ", dtype_name(m->dtype()), " ", to_string(m->shape()),
                   " but must be uint8 ", to_string(p->value.shape()));
+      const uint8_t* keep = m->data_as<uint8_t>();
+      for (int64_t i = 0; i < m->numel(); ++i)
+        SPRIG_CHECK(keep[i] <= 1, path, ": mask '", name, ".mask' holds ", int(keep[i]),
+                    " at element ", i, " (a mask is 0 or 1)");
       auto g = file.metadata.find("mask." + name);
       p->set_mask(m->clone(), g == file.metadata.end() ? MaskGranularity::Element
                                                        : parse_granularity(path, g->second));
@@ -105,6 +132,22 @@ Checkpoint load_checkpoint(const std::string& path) {
     ck.rewind[param] = t;
     used.insert(name);
   }
+  // Parameter names hold dots ("0.weight"), state keys do not: split at the last dot.
+  const std::string optim = kOptimPrefix;
+  for (auto& [name, t] : file.tensors) {
+    if (name.rfind(optim, 0) != 0) continue;
+    size_t dot = name.find_last_of('.');
+    std::string param = dot > optim.size() ? name.substr(optim.size(), dot - optim.size()) : "";
+    const Tensor* value = file.find(param);
+    SPRIG_CHECK(value && used.count(param) && t.shape() == value->shape() &&
+                    t.dtype() == DType::F32 && dot + 1 < name.size(),
+                path, ": optimizer tensor '", name, "' (", dtype_name(t.dtype()), " ",
+                to_string(t.shape()), ") does not match a parameter of the model");
+    ck.optimizer_state[param][name.substr(dot + 1)] = t;
+    used.insert(name);
+  }
+  auto ts = file.metadata.find(kTrainStateKey);
+  if (ts != file.metadata.end()) ck.train_state = ts->second;
   for (auto& [name, t] : file.tensors)
     SPRIG_CHECK(used.count(name), path, ": unexpected tensor '", name,
                 "' (not a parameter of spec '", ck.model.spec, "')");

@@ -1,0 +1,60 @@
+#pragma once
+// Training checkpoints: the weights and masks plus everything `sprig train --resume` needs to
+// continue the run exactly where it stopped (bit-identical to an uninterrupted run with the same
+// thread count): the training config, the position (epoch, step), Adam's step count, the
+// per-epoch history, and the optimizer buffers (stored by nn::save_checkpoint as
+// "optim.<param>.<key>"). The state is JSON in the metadata key "train_state":
+//   {"version": 1, "config": {"model": "cnn2", "dataset": ..., "optimizer": {"name": "adam",
+//    "lr": ..., ...}, "epochs": 5, ...}, "epoch": 2, "step_in_epoch": 0, "global_step": 1876,
+//    "optimizer_steps": 1876, "history": [{"epoch": 1, "train_loss": ..., ...}, ...]}
+#include <map>
+#include <string>
+#include <vector>
+
+#include "apps/trainer.h"
+#include "nn/checkpoint.h"
+
+namespace sprig::app {
+
+// Everything that decides what `sprig train` computes.
+struct TrainConfig {
+  std::string model = "cnn2";  // zoo name or spec, as given
+  std::string dataset = "fashion-mnist", data_dir, lr_schedule = "constant";
+  int epochs = 5;
+  int64_t batch_size = 64, limit_train = -1, rewind_step = -1;
+  OptimizerConfig optim;
+  uint64_t seed = 0;
+  int threads = 0;  // the count the run used (results are bit-identical only for the same count)
+};
+
+struct TrainState {
+  TrainConfig config;
+  FitPosition position;
+  int64_t optimizer_steps = 0;      // Optimizer::steps (Adam's bias correction counts them)
+  std::vector<EpochStats> history;  // every epoch finished so far
+};
+
+std::string train_state_to_json(const TrainState& s);
+// Throws sprig::Error naming `path` and the field when the JSON is malformed.
+TrainState parse_train_state(const std::string& json, const std::string& path);
+
+// A training checkpoint: nn::save_checkpoint with the optimizer buffers of model's parameters
+// and the state; atomic like every checkpoint write.
+void save_training_checkpoint(const std::string& path, const nn::Model& model,
+                              const TrainState& state,
+                              const std::map<std::string, std::string>& extra_metadata = {},
+                              const std::map<std::string, Tensor>& rewind = {});
+
+struct ResumePoint {
+  nn::Checkpoint checkpoint;  // model with weights and masks, optimizer buffers, rewind snapshot
+  TrainState state;
+};
+// Loads a checkpoint and its training state; a file without one (pruned, packed, written by
+// an older sprig) raises sprig::Error saying so.
+ResumePoint load_training_checkpoint(const std::string& path);
+
+// Puts the checkpoint's optimizer buffers into the parameters of opt (by parameter name) and
+// sets opt.steps. Throws when a buffer does not belong to this kind of optimizer.
+void restore_optimizer(nn::Optimizer& opt, const ResumePoint& r, const std::string& path);
+
+}  // namespace sprig::app

@@ -1,0 +1,416 @@
+// Crash-safe checkpoint writes and resuming training: a writer killed with SIGKILL leaves the
+// previous file intact; a run stopped at any step and resumed from its checkpoint ends with
+// weights bit-identical to the uninterrupted run (Adam + cosine, SGD + momentum, masked
+// models, mid-epoch, a run killed while writing a checkpoint every step); bad resumes give one
+// line. Friedman #1 is generated in process, so these need no dataset on disk.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "apps/train_state.h"
+#include "kernels/cpu/threads.h"
+#include "nn/checkpoint.h"
+#include "tests/cli_test_util.h"
+
+namespace fs = std::filesystem;
+using namespace sprig;
+using sprig::testing::count_lines;
+using sprig::testing::last_line;
+using sprig::testing::Result;
+using sprig::testing::run;
+
+static fs::path temp_dir() {
+  return sprig::testing::temp_dir("test_resume");
+}
+
+static std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// Bitwise equality of every parameter (and mask) of two models with the same spec.
+static void require_same_weights(const nn::Model& a, const nn::Model& b) {
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    CAPTURE(pa[i].first);
+    REQUIRE(pa[i].first == pb[i].first);
+    const Tensor &x = pa[i].second->value, &y = pb[i].second->value;
+    REQUIRE(x.shape() == y.shape());
+    CHECK(std::memcmp(x.data(), y.data(), size_t(x.numel()) * sizeof(float)) == 0);
+    REQUIRE(bool(pa[i].second->mask) == bool(pb[i].second->mask));
+    if (pa[i].second->mask)
+      CHECK(std::memcmp(pa[i].second->mask->keep.data_as<uint8_t>(),
+                        pb[i].second->mask->keep.data_as<uint8_t>(), size_t(x.numel())) == 0);
+  }
+}
+
+static bool any_weight_differs(const nn::Model& a, const nn::Model& b) {
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  for (size_t i = 0; i < pa.size(); ++i)
+    if (pa[i].second->value.to_vector() != pb[i].second->value.to_vector()) return true;
+  return false;
+}
+
+// ---- crash-safe writes ---------------------------------------------------------------------
+
+TEST_CASE("a checkpoint writer killed with SIGKILL leaves the previous file byte-identical") {
+  fs::path dir = temp_dir();
+  std::string path = (dir / "ck.safetensors").string();
+  nn::Model small = nn::build_model("linear(4) relu linear(2)", {8}, 1);
+  nn::save_checkpoint(path, small, {{"created_by", "test"}});
+  const std::string before = read_bytes(path);
+  // 128 MB of weights: writing and fsync'ing them takes long enough to be killed midway.
+  nn::Model big = nn::build_model("linear(4096)", {8192}, 2);
+
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    try {
+      nn::save_checkpoint(path, big);
+    } catch (...) {
+    }
+    _exit(0);
+  }
+  // Kill once the temp file has grown past 1 MB, i.e. while the data is being written.
+  std::string tmp = path + ".tmp." + std::to_string(child);
+  bool writing = false;
+  for (int i = 0; i < 20000 && !writing; ++i) {
+    struct stat st;
+    writing = ::stat(tmp.c_str(), &st) == 0 && st.st_size > (1 << 20);
+    if (!writing) std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  ::kill(child, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE_MESSAGE(writing, "the child never started writing ", tmp);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  // Killed before the rename: the half-written temp file is still there ...
+  REQUIRE_MESSAGE(fs::exists(tmp), "the save finished before the kill; the test proved nothing");
+  // ... and the checkpoint is the old one, byte for byte, and loads.
+  CHECK(read_bytes(path) == before);
+  nn::Checkpoint ck = nn::load_checkpoint(path);
+  CHECK(ck.model.spec == small.spec);
+  require_same_weights(ck.model, small);
+
+  // The leftover does not disturb the next save, which replaces the file completely.
+  nn::Model next = nn::build_model("linear(3)", {5}, 3);
+  nn::save_checkpoint(path, next);
+  CHECK(nn::load_checkpoint(path).model.spec == next.spec);
+  CHECK(fs::exists(tmp));  // another process's leftover is never touched by a save
+  fs::remove(tmp);
+}
+
+TEST_CASE("a stale temp file with this process's own name is truncated, not appended to") {
+  fs::path dir = temp_dir();
+  std::string path = (dir / "stale.safetensors").string();
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << std::string(1 << 20, 'x');  // longer than the checkpoint that follows
+  }
+  nn::Model m = nn::build_model("linear(2)", {3}, 4);
+  nn::save_checkpoint(path, m);
+  CHECK_FALSE(fs::exists(tmp));
+  require_same_weights(nn::load_checkpoint(path).model, m);
+}
+
+// ---- resuming through the library ----------------------------------------------------------
+
+namespace {
+struct Setup {
+  std::string spec = "linear(32) relu linear(16) relu linear(1)";
+  app::OptimizerConfig optim;
+  app::LrSchedule schedule = app::LrSchedule::Constant;
+  int epochs = 4;
+  bool masked = false;
+};
+
+struct Trained {
+  nn::Model model;
+  std::unique_ptr<nn::Optimizer> opt;
+};
+
+const app::DataSource& friedman() {
+  static app::DataSource src = [] {
+    app::DataSource s = app::load_data_source("friedman1", "", 0);
+    s.data.train = data::take(s.data.train, 640);  // 20 steps of 32 per epoch
+    s.data.test = data::take(s.data.test, 200);
+    return s;
+  }();
+  return src;
+}
+
+app::FitConfig fit_config(const Setup& s) {
+  app::FitConfig fc;
+  fc.epochs = s.epochs;
+  fc.batch_size = 32;
+  fc.seed = 7;
+  fc.lr_schedule = s.schedule;
+  return fc;
+}
+
+Trained start(const Setup& s) {
+  Trained t{nn::build_model(s.spec, friedman().input_shape, 5), nullptr};
+  if (s.masked) {  // a fixed half of each weight matrix pruned, as sprig prune leaves it
+    Rng rng(11);
+    for (auto& [name, p] : t.model.named_parameters()) {
+      if (p->value.dim() != 2) continue;
+      std::vector<float> keep(size_t(p->numel()));
+      for (auto& k : keep) k = rng.uniform() < 0.5f ? 1.0f : 0.0f;
+      Tensor m = Tensor::empty(p->value.shape(), DType::U8);
+      for (size_t i = 0; i < keep.size(); ++i) m.data_as<uint8_t>()[i] = uint8_t(keep[i]);
+      p->set_mask(m, nn::MaskGranularity::Element);
+    }
+  }
+  t.opt = app::make_optimizer(s.optim, t.model.parameters());
+  return t;
+}
+
+// Trains uninterrupted, and in two parts through a checkpoint file; both must agree exactly.
+void check_resume(const Setup& s, int64_t stop_at, const std::string& path) {
+  cpu::set_num_threads(2);
+  const app::DataSource& src = friedman();
+  Trained whole = start(s);
+  app::fit(whole.model, *whole.opt, src.data.train, src.data.test, src.task, fit_config(s));
+
+  Trained first = start(s);
+  app::FitConfig fc = fit_config(s);
+  fc.stop_at_step = stop_at;
+  app::FitPosition pos;
+  auto h = app::fit(first.model, *first.opt, src.data.train, src.data.test, src.task, fc, pos);
+  REQUIRE(pos.global_step == stop_at);
+  app::TrainState st;
+  st.config.optim = s.optim;
+  st.position = pos;
+  st.optimizer_steps = first.opt->steps;
+  st.history = h;
+  app::save_training_checkpoint(path, first.model, st);
+  // The interrupted model really is behind the finished one.
+  CHECK(any_weight_differs(first.model, whole.model));
+
+  app::ResumePoint rp = app::load_training_checkpoint(path);
+  CHECK(rp.state.position.global_step == stop_at);
+  CHECK(rp.state.position.epoch == pos.epoch);
+  CHECK(rp.state.position.step_in_epoch == pos.step_in_epoch);
+  CHECK(rp.state.position.epoch_loss_sum == pos.epoch_loss_sum);
+  CHECK(rp.state.history.size() == h.size());
+  nn::Model model = rp.checkpoint.model;
+  auto opt = app::make_optimizer(s.optim, model.parameters());
+  app::restore_optimizer(*opt, rp, path);
+  CHECK(opt->steps == first.opt->steps);
+  app::FitPosition at = rp.state.position;
+  auto rest = app::fit(model, *opt, src.data.train, src.data.test, src.task, fit_config(s), at);
+  CHECK(at.epoch == s.epochs);
+  CHECK(int(h.size() + rest.size()) == s.epochs);
+  require_same_weights(model, whole.model);
+
+  // Control: the optimizer state matters, so dropping it shows up in the weights.
+  nn::Model bare = nn::load_checkpoint(path).model;
+  auto fresh = app::make_optimizer(s.optim, bare.parameters());
+  fresh->steps = first.opt->steps;
+  app::FitPosition again = rp.state.position;
+  app::fit(bare, *fresh, src.data.train, src.data.test, src.task, fit_config(s), again);
+  CHECK(any_weight_differs(bare, whole.model));
+}
+}  // namespace
+
+TEST_CASE("resume through a checkpoint is bit-identical to an uninterrupted run") {
+  fs::path dir = temp_dir();
+  Setup adam;
+  adam.optim = {"adam", 3e-3f};
+  adam.schedule = app::LrSchedule::Cosine;
+  SUBCASE("adam, cosine lr, at an epoch boundary") {
+    check_resume(adam, 40, (dir / "adam.safetensors").string());
+  }
+  SUBCASE("adam, cosine lr, mid-epoch") {
+    check_resume(adam, 47, (dir / "adam_mid.safetensors").string());
+  }
+  Setup sgd;
+  sgd.optim = {"sgd", 0.01f, 0.9f};
+  SUBCASE("sgd with momentum, at an epoch boundary") {
+    check_resume(sgd, 20, (dir / "sgd.safetensors").string());
+  }
+  SUBCASE("sgd with nesterov momentum and weight decay, mid-epoch") {
+    Setup s = sgd;
+    s.optim.nesterov = true;
+    s.optim.weight_decay = 1e-3f;
+    check_resume(s, 33, (dir / "sgd_mid.safetensors").string());
+  }
+  SUBCASE("masked model: the masks and the zeros survive") {
+    Setup m = adam;
+    m.optim.name = "adamw";
+    m.optim.weight_decay = 1e-2f;
+    m.masked = true;
+    std::string path = (dir / "masked.safetensors").string();
+    check_resume(m, 30, path);
+    nn::Checkpoint ck = nn::load_checkpoint(path);
+    int masked = 0;
+    for (auto& [name, p] : ck.model.named_parameters()) {
+      if (!p->mask) continue;
+      ++masked;
+      const uint8_t* keep = p->mask->keep.data_as<uint8_t>();
+      for (int64_t i = 0; i < p->numel(); ++i) {
+        if (keep[i]) continue;
+        REQUIRE(p->value.data()[i] == 0.0f);
+        for (auto& [key, buf] : ck.optimizer_state.at(name)) REQUIRE(buf.data()[i] == 0.0f);
+      }
+    }
+    CHECK(masked == 3);
+  }
+}
+
+TEST_CASE("the training state is written only beside its optimizer buffers") {
+  fs::path dir = temp_dir();
+  nn::Model m = nn::build_model("linear(2)", {3}, 4);
+  auto opt = app::make_optimizer({"adam", 1e-3f}, m.parameters());
+  app::TrainState st;
+  app::save_training_checkpoint((dir / "t.safetensors").string(), m, st);
+  nn::Checkpoint ck = nn::load_checkpoint((dir / "t.safetensors").string());
+  REQUIRE_FALSE(ck.train_state.empty());
+  // What sprig prune does: copy the metadata into a plain checkpoint. The state is dropped.
+  nn::save_checkpoint((dir / "p.safetensors").string(), ck.model, ck.metadata);
+  nn::Checkpoint pruned = nn::load_checkpoint((dir / "p.safetensors").string());
+  CHECK(pruned.train_state.empty());
+  CHECK(pruned.optimizer_state.empty());
+  CHECK_THROWS_WITH_AS(app::load_training_checkpoint((dir / "p.safetensors").string()),
+                       doctest::Contains("holds no training state"), Error);
+  CHECK_THROWS_WITH_AS(app::parse_train_state("{\"version\": 1}", "x.safetensors"),
+                       doctest::Contains("x.safetensors: metadata 'train_state' is invalid: no "
+                                         "'config'"),
+                       Error);
+  CHECK_THROWS_WITH_AS(app::parse_train_state("[1", "x.safetensors"),
+                       doctest::Contains("not valid JSON"), Error);
+}
+
+// ---- resuming through the sprig binary -----------------------------------------------------
+
+static const std::string kFriedman =
+    "train --dataset friedman1 --model 'linear(32) relu linear(1)' --limit-train 640 "
+    "--batch-size 32 --seed 3 --threads 2 --quiet ";
+
+static nn::Model trained(const std::string& args, const std::string& out) {
+  Result r = run(kFriedman + args + " --out " + out);
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  return nn::load_checkpoint(out).model;
+}
+
+TEST_CASE("sprig train --resume: bit-identical to the uninterrupted run") {
+  fs::path dir = temp_dir();
+  auto p = [&](const char* name) { return (dir / name).string(); };
+  SUBCASE("adam with cosine lr, stopped at an epoch boundary and mid-epoch") {
+    const std::string cfg = "--optimizer adam --lr 3e-3 --lr-schedule cosine --epochs 4";
+    nn::Model whole = trained(cfg, p("whole.safetensors"));
+    for (int stop : {40, 27}) {
+      CAPTURE(stop);
+      Result s = run(kFriedman + cfg + " --stop-at-step " + std::to_string(stop) +
+                     " --json --out " + p("part.safetensors"));
+      REQUIRE_MESSAGE(s.code == 0, s.out);
+      auto js = nlohmann::json::parse(last_line(s.out));
+      CHECK(js["global_step"] == stop);
+      CHECK(js["finished"] == false);
+      // Only the checkpoint and --resume: no other flag is needed.
+      Result r = run("train --resume " + p("part.safetensors") + " --quiet --json");
+      REQUIRE_MESSAGE(r.code == 0, r.out);
+      auto jr = nlohmann::json::parse(last_line(r.out));
+      CHECK(jr["finished"] == true);
+      CHECK(jr["global_step"] == 80);
+      CHECK(jr["test_mse_per_epoch"].size() == 4);
+      CHECK(jr["optimizer"] == "adam");
+      require_same_weights(nn::load_checkpoint(p("part.safetensors")).model, whole);
+    }
+  }
+  SUBCASE("sgd with momentum: a finished run extended with --epochs") {
+    const std::string cfg = "--optimizer sgd --lr 0.01 --momentum 0.9";
+    nn::Model whole = trained(cfg + " --epochs 4", p("sgd4.safetensors"));
+    trained(cfg + " --epochs 2", p("sgd2.safetensors"));
+    // Repeating a flag with the checkpoint's value is fine; --out may name another file.
+    Result r = run("train --resume " + p("sgd2.safetensors") +
+                   " --epochs 4 --optimizer sgd --quiet --out " + p("sgd2to4.safetensors"));
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    require_same_weights(nn::load_checkpoint(p("sgd2to4.safetensors")).model, whole);
+    CHECK(any_weight_differs(nn::load_checkpoint(p("sgd2.safetensors")).model, whole));
+  }
+}
+
+TEST_CASE("kill -9 during a run that checkpoints every step, then resume from the file") {
+  fs::path dir = temp_dir();
+  std::string out = (dir / "killed.safetensors").string();
+  const std::string cfg = "--optimizer adam --lr 3e-3 --lr-schedule cosine --epochs 400";
+  nn::Model whole = trained(cfg, (dir / "unkilled.safetensors").string());
+
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    std::string cmd = std::string("exec ") + SPRIG_BINARY + " " + kFriedman + cfg +
+                      " --save-every 1 --checkpoint-every-epoch --out " + out + " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // 8,000 steps, each followed by an fsync'ed checkpoint: busy for seconds (or at least
+  // hundreds of milliseconds where fsync is free), so still running when it is killed.
+  for (int i = 0; i < 20000 && !fs::exists(out); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ::kill(child, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE_MESSAGE(WIFSIGNALED(status), "the run ended before it was killed (status ", status, ")");
+
+  // Whatever step it was killed at, the file on disk is a complete, resumable checkpoint.
+  app::ResumePoint rp = app::load_training_checkpoint(out);
+  MESSAGE("killed after global step ", rp.state.position.global_step);
+  CHECK(rp.state.position.global_step > 0);
+  CHECK(rp.state.position.global_step < 8000);
+  Result r = run("train --resume " + out + " --quiet --json");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(nlohmann::json::parse(last_line(r.out))["finished"] == true);
+  require_same_weights(nn::load_checkpoint(out).model, whole);
+  for (auto& e : fs::directory_iterator(dir))  // the killed writer's temp file, if any
+    if (e.path().string().rfind(out + ".tmp.", 0) == 0) fs::remove(e.path());
+}
+
+TEST_CASE("bad resumes: one line naming the problem, files untouched") {
+  fs::path dir = temp_dir();
+  std::string ck = (dir / "ok.safetensors").string();
+  trained("--epochs 2", ck);
+  const std::string before = read_bytes(ck);
+  std::string plain = (dir / "plain.safetensors").string();
+  nn::save_checkpoint(plain, nn::build_model("linear(1)", {10}, 0),
+                      {{"created_by", "sprig prune"}});
+  struct Case {
+    std::string args, expect;
+  };
+  for (const Case& c : {
+           Case{"--resume /no/such/run.safetensors", "/no/such/run.safetensors"},
+           Case{"--resume " + plain, "holds no training state"},
+           Case{"--resume " + plain, "sprig prune"},
+           Case{"--resume " + ck + " --lr 0.5", "--lr 0.5 conflicts with"},
+           Case{"--resume " + ck + " --optimizer sgd", "--optimizer sgd conflicts"},
+           Case{"--resume " + ck + " --model mlp", "--model 'mlp' conflicts"},
+           Case{"--resume " + ck + " --seed 9", "--seed 9 conflicts"},
+           Case{"--resume " + ck + " --batch-size 8", "--batch-size 8 conflicts"},
+           Case{"--resume " + ck + " --epochs 1", "--epochs 1 is fewer than the 2 epochs"},
+           Case{"--epochs 1 --save-every 5", "--save-every"},
+           Case{"--epochs 1 --stop-at-step 5", "--stop-at-step needs --out"},
+       }) {
+    CAPTURE(c.args);
+    Result r = run("train " + c.args);
+    CHECK(r.code != 0);
+    CHECK(count_lines(r.out) == 1);
+    CHECK_MESSAGE(r.out.find(c.expect) != std::string::npos, r.out);
+  }
+  CHECK(read_bytes(ck) == before);
+  // The model given as its spec is the same model, so it is no conflict.
+  Result same = run("train --resume " + ck + " --model 'linear(32) relu linear(1)' --quiet");
+  CHECK_MESSAGE(same.code == 0, same.out);
+}

@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""sprig <-> PyTorch interchange through safetensors files with PyTorch-style names.
+
+Usage: /usr/bin/python3 tests/torch_interchange.py SPRIG_BINARY FASHION_MNIST_DIR
+
+1. PyTorch builds cnn2 from sprig's own description of it (`sprig summary --model cnn2
+   --json`), initialises it with a fixed torch seed and saves its state_dict as safetensors;
+   `sprig predict` loads that file and its logits for a batch of real test images match
+   PyTorch's within 1e-5 relative to the logits' scale.
+2. Weights with the wrong shape make `sprig predict` fail with one line naming the tensor and
+   both shapes.
+3. sprig trains cnn2 briefly; PyTorch loads sprig's checkpoint (strict: every parameter, no
+   extras besides sprig's optimizer state) and evaluates it on the whole Fashion-MNIST test
+   set. The count of correct predictions must equal `sprig eval`'s exactly; a difference of at
+   most 2 of 10,000 is tolerated only where the two argmaxes are float near-ties (top-2 logits
+   within 1e-4), which the script checks and reports.
+
+Needs Debian's python3-torch (/usr/bin/python3); fails when it is missing. Debian has no
+python3-safetensors, so the format (8-byte little-endian header length, JSON header, raw
+little-endian data) is read and written by hand below, with numpy.
+"""
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+try:
+    import torch
+except ImportError:
+    sys.exit("torch_interchange: PyTorch is not importable by " + sys.executable +
+             " (install Debian's python3-torch: bash scripts/setup.sh --test)")
+
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST, as sprig normalises it
+DTYPES = {"F32": np.float32, "I32": np.int32, "U8": np.uint8}
+NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
+
+
+def save_safetensors(path, tensors, metadata=None):
+    header, offset, blobs = {}, 0, []
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": NAMES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None) or {}
+    out = {}
+    for name, e in header.items():
+        b, end = e["data_offsets"]
+        dt = np.dtype(DTYPES[e["dtype"]]).newbyteorder("<")
+        out[name] = np.frombuffer(raw[8 + n + b:8 + n + end], dtype=dt).reshape(e["shape"])
+    return out, meta
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw[4 + 4 * ndim:], dtype=np.uint8).reshape(dims)
+
+
+def sprig(*args):
+    r = subprocess.run([SPRIG, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("torch_interchange: sprig " + " ".join(args) + " failed:\n" + r.stdout + r.stderr)
+    return r.stdout
+
+
+def torch_model_from_sprig(zoo_name):
+    """The PyTorch twin of a sprig model, layer by layer from `sprig summary --json`, so the
+    state_dict keys ("0.weight", "2.bias", ...) are sprig's parameter names."""
+    s = json.loads(sprig("summary", "--model", zoo_name, "--json").strip().splitlines()[-1])
+    shape = s["input_shape"]
+    layers = []
+    for layer in s["layers"]:
+        spec = layer["spec"]
+        kind, _, rest = spec.partition("(")
+        args = [a for a in rest.rstrip(")").split(",") if a]
+        pos = [int(a) for a in args if "=" not in a]
+        kw = {k: int(v) for k, v in (a.split("=") for a in args if "=" in a)}
+        if kind == "conv":
+            layers.append(torch.nn.Conv2d(shape[0], pos[0], pos[1], stride=kw.get("stride", 1),
+                                          padding=kw.get("pad", 0),
+                                          dilation=kw.get("dilation", 1),
+                                          bias=kw.get("bias", 1) != 0))
+        elif kind == "linear":
+            layers.append(torch.nn.Linear(shape[0], pos[0], bias=kw.get("bias", 1) != 0))
+        elif kind == "relu":
+            layers.append(torch.nn.ReLU())
+        elif kind == "flatten":
+            layers.append(torch.nn.Flatten())
+        elif kind == "maxpool":
+            layers.append(torch.nn.MaxPool2d(pos[0], stride=kw.get("stride") or None,
+                                             padding=kw.get("pad", 0)))
+        else:
+            sys.exit("torch_interchange: no PyTorch twin for sprig layer '" + spec + "'")
+        shape = layer["output_shape"]
+    return torch.nn.Sequential(*layers), s
+
+
+def close(a, b, what):
+    """Within 1e-5 of the reference logits' scale (an element-wise relative bound would be
+    meaningless for logits near 0)."""
+    scale = float(np.abs(b).max())
+    err = float(np.abs(a - b).max())
+    print(f"{what}: max |sprig - torch| = {err:.3g}, logit scale {scale:.3g}, "
+          f"relative {err / scale:.3g}")
+    if not err <= 1e-5 * scale:
+        sys.exit(f"torch_interchange: {what}: logits differ by {err:.3g} "
+                 f"(> 1e-5 x {scale:.3g})")
+
+
+def main():
+    torch.set_num_threads(2)
+    test_x = read_idx(os.path.join(DATA, "t10k-images-idx3-ubyte.gz"))
+    test_y = read_idx(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
+    x_all = ((test_x.astype(np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD))
+    x_all = x_all.astype(np.float32).reshape(-1, 1, 28, 28)
+    with tempfile.TemporaryDirectory(prefix="sprig_torch_") as tmp:
+        check_all(tmp, x_all, test_y)
+    print("torch_interchange: OK")
+
+
+def check_all(tmp, x_all, test_y):
+
+    # 1. PyTorch-initialised weights -> sprig predict.
+    torch.manual_seed(1234)
+    net, summary = torch_model_from_sprig("cnn2")
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    n_params = sum(v.size for v in sd.values())
+    assert n_params == summary["params"], (n_params, summary["params"])
+    weights = os.path.join(tmp, "torch_cnn2.safetensors")
+    save_safetensors(weights, sd)
+    batch = x_all[:64]
+    inp = os.path.join(tmp, "input.safetensors")
+    save_safetensors(inp, {"input": batch})
+    out = os.path.join(tmp, "logits.safetensors")
+    sprig("predict", "--in", weights, "--model", "cnn2", "--input-shape", "1,28,28", "--input",
+          inp, "--out", out, "--threads", "2")
+    got, _ = load_safetensors(out)
+    with torch.no_grad():
+        want = net.eval()(torch.from_numpy(batch)).numpy()
+    assert got["logits"].shape == want.shape, (got["logits"].shape, want.shape)
+    close(got["logits"], want, "torch-initialised cnn2, 64 test images")
+
+    # 2. A shape mismatch is one line naming the tensor and both shapes.
+    bad = dict(sd)
+    bad["2.weight"] = np.zeros((16, 8, 5, 5), np.float32)
+    bad_path = os.path.join(tmp, "bad.safetensors")
+    save_safetensors(bad_path, bad)
+    r = subprocess.run([SPRIG, "predict", "--in", bad_path, "--model", "cnn2", "--input", inp,
+                        "--out", os.path.join(tmp, "never.safetensors")],
+                       capture_output=True, text=True)
+    msg = r.stdout + r.stderr
+    if (r.returncode == 0 or msg.count("\n") != 1 or "2.weight" not in msg
+            or "(16, 8, 5, 5)" not in msg or "(16, 8, 3, 3)" not in msg):
+        sys.exit("torch_interchange: a wrong shape was not reported as expected: " + msg)
+    if os.path.exists(os.path.join(tmp, "never.safetensors")):
+        sys.exit("torch_interchange: predict wrote an output despite the error")
+
+    # 3. sprig-trained checkpoint -> PyTorch, on the whole test set.
+    ck = os.path.join(tmp, "sprig_cnn2.safetensors")
+    sprig("train", "--model", "cnn2", "--epochs", "1", "--limit-train", "1920",
+          "--batch-size", "64", "--seed", "5", "--threads", "2", "--quiet", "--data-dir", DATA,
+          "--out", ck)
+    ev = json.loads(sprig("eval", "--in", ck, "--json", "--threads", "2", "--data-dir",
+                          DATA).strip().splitlines()[-1])
+    sprig_correct = round(ev["test_accuracy"] * ev["samples"])
+    tensors, meta = load_safetensors(ck)
+    assert meta.get("format") == "sprig-checkpoint-1", meta
+    extra = [k for k in tensors if k not in sd and not k.startswith("optim.")]
+    if extra:
+        sys.exit("torch_interchange: sprig's checkpoint has tensors PyTorch does not know: " +
+                 ", ".join(extra))
+    trained = torch_model_from_sprig("cnn2")[0]
+    trained.load_state_dict({k: torch.from_numpy(tensors[k].copy()) for k in sd}, strict=True)
+    trained.eval()
+    with torch.no_grad():
+        logits = torch.cat([trained(torch.from_numpy(x_all[i:i + 500]))
+                            for i in range(0, len(x_all), 500)]).numpy()
+    pred = logits.argmax(1)
+    torch_correct = int((pred == test_y).sum())
+    print(f"test set: sprig eval {sprig_correct} correct, PyTorch {torch_correct} correct "
+          f"of {len(test_y)}")
+
+    # The same logits from both, per sample, on the first 2,000 test images.
+    inp2 = os.path.join(tmp, "input2.safetensors")
+    save_safetensors(inp2, {"input": x_all[:2000]})
+    out2 = os.path.join(tmp, "logits2.safetensors")
+    sprig("predict", "--in", ck, "--input", inp2, "--out", out2, "--threads", "2")
+    close(load_safetensors(out2)[0]["logits"], logits[:2000], "sprig-trained cnn2, 2000 images")
+
+    if sprig_correct != torch_correct:
+        top2 = np.sort(logits, 1)[:, -2:]
+        near_ties = int((top2[:, 1] - top2[:, 0] < 1e-4).sum())
+        print(f"differing by {abs(sprig_correct - torch_correct)}; {near_ties} near-ties")
+        if abs(sprig_correct - torch_correct) > min(2, near_ties):
+            sys.exit("torch_interchange: accuracies differ beyond float near-ties")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    SPRIG, DATA = sys.argv[1], sys.argv[2]
+    main()
