@@ -112,7 +112,7 @@ Command add_sensitivity_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--amounts", a->amounts, "amounts to try, e.g. 0.1,0.3,0.5")
       ->delimiter(',')
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0));
   app.add_option("--max-drop", a->max_drop,
                  "largest acceptable drop for the suggestion (accuracy points, or MSE)")
       ->check(FiniteNumber & CLI::Range(0.0, 1e9))

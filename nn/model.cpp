@@ -1,5 +1,6 @@
 #include "nn/model.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 
@@ -89,6 +90,8 @@ std::vector<LayerSpec> tokenize(const std::string& spec) {
         if (i < spec.size() && spec[i] == ',') {
           ++i;
           skip_space();
+          if (i < spec.size() && spec[i] == ')')
+            spec_error(spec, i, "expected an argument after ','");
         } else if (i < spec.size() && spec[i] != ')') {
           spec_error(spec, i, "expected ',' or ')'");
         }
@@ -132,6 +135,9 @@ std::map<std::string, int64_t> bind_args(const std::string& spec, const LayerSpe
     else
       out[a.name] = a.fallback;
   }
+  auto bias = out.find("bias");
+  if (bias != out.end() && bias->second != 0 && bias->second != 1)
+    spec_error(spec, l.pos, l.name + ": bias must be 0 or 1, got " + std::to_string(bias->second));
   for (auto& kv : l.named) {
     bool known = false;
     for (const Arg& a : sig) known = known || kv.first == a.name;
@@ -169,6 +175,14 @@ Model build_model(const std::string& name_or_spec, const Shape& input_shape, uin
                             {"pad", false, 0},
                             {"dilation", false, 1},
                             {"bias", false, 1}});
+        // Refuse a kernel wider than the padded input before its weight is allocated:
+        // conv(1,100000) would otherwise ask for 40 GB first and fail only afterwards.
+        int64_t span = 0;
+        SPRIG_CHECK(a["kernel"] < 1 || a["dilation"] < 1 || a["pad"] < 0 ||
+                        (!__builtin_mul_overflow(a["dilation"], a["kernel"] - 1, &span) &&
+                         span < std::min(shape[1], shape[2]) + 2 * a["pad"]),
+                    "conv: input ", to_string(shape), " padded by ", a["pad"],
+                    " is smaller than the kernel ", a["kernel"], " (dilation ", a["dilation"], ")");
         Conv2dOptions opt{a["stride"], a["pad"], a["dilation"]};
         layer = std::make_shared<Conv2d>(shape[0], a["out"], a["kernel"], opt, a["bias"] != 0, rng);
       } else if (l.name == "linear" || l.name == "dense") {

@@ -133,6 +133,7 @@ struct Loader {
     SPRIG_CHECK(t->dtype() == dtype && t->shape() == shape, path, ": tensor '", name, "' is ",
                 dtype_name(t->dtype()), " ", to_string(t->shape()), " but must be ",
                 dtype_name(dtype), " ", to_string(shape));
+    check_finite(name, *t);
     used->insert(name);
     return *t;
   }
@@ -143,8 +144,17 @@ struct Loader {
     SPRIG_CHECK(t->dtype() == dtype && t->dim() == 1, path, ": tensor '", name, "' is ",
                 dtype_name(t->dtype()), " ", to_string(t->shape()), " but must be 1-D ",
                 dtype_name(dtype));
+    check_finite(name, *t);
     used->insert(name);
     return *t;
+  }
+  // NaN or infinite weights would only surface as NaN accuracy; refuse them here.
+  void check_finite(const std::string& name, const Tensor& t) {
+    if (t.dtype() != DType::F32) return;
+    const float* v = t.data_as<float>();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      SPRIG_CHECK(std::isfinite(v[i]), path, ": tensor '", name, "' holds ", v[i], " at element ",
+                  i, " (weights must be finite)");
   }
   // row_ptr (n + 1) starts at 0, never decreases and ends at total.
   std::vector<int64_t> row_ptr(const std::string& name, int64_t n, int64_t total) {

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -49,6 +50,44 @@ inline std::filesystem::path temp_dir(const std::string& suite) {
                             ("sprig_" + suite + "_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
   return d;
+}
+
+// A command's result with stdout and stderr apart, and how it ended.
+struct Outcome {
+  int code = -1;   // exit status; -1 when a signal ended it
+  int signal = 0;  // the signal that ended it, 0 when it exited
+  std::string out, err;
+};
+
+// Runs a shell command line (e.g. "ulimit -f 16; exec sprig ...") with stdout and stderr
+// captured apart. A shell that reports 128 + N for a child killed by signal N counts as killed.
+inline Outcome run_shell(const std::string& command) {
+  char err_path[] = "/tmp/sprig_stderr_XXXXXX";
+  int fd = ::mkstemp(err_path);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  std::string cmd = "{ " + command + "\n} 2>" + err_path;
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  Outcome o;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.out.append(buf.data(), n);
+  int status = pclose(p);
+  if (WIFEXITED(status)) o.code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) o.signal = WTERMSIG(status);
+  if (o.code > 128) o.signal = o.code - 128, o.code = -1;
+  FILE* e = std::fopen(err_path, "rb");
+  REQUIRE(e);
+  while ((n = fread(buf.data(), 1, buf.size(), e)) > 0) o.err.append(buf.data(), n);
+  std::fclose(e);
+  ::unlink(err_path);
+  return o;
+}
+
+// Runs `sprig <args>` with stdout and stderr apart.
+inline Outcome run_split(const std::string& args) {
+  return run_shell(std::string(SPRIG_BINARY) + " " + args);
 }
 
 }  // namespace sprig::testing

@@ -1,0 +1,626 @@
+// The catalogue of bad inputs, end to end through the sprig binary: missing and unreadable
+// files, truncated and corrupt checkpoints, shape mismatches, NaN / Inf in data and flags,
+// values out of range, unknown names, malformed specs, and a full disk while saving. Every case
+// must exit non-zero without a signal, print exactly one line on stderr starting
+// "sprig: error:" that names the problem, and leave every file in its directory byte-identical
+// (no temp file left behind either).
+//
+// With SPRIG_BAD_INPUTS_DOC=docs/bad-inputs.md the run also rewrites the generated part of that
+// page with each command and the exact message it printed.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "engine/safetensors.h"
+#include "tests/cli_test_util.h"
+
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+using sprig::testing::Outcome;
+using sprig::testing::run_shell;
+
+namespace {
+
+std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+void write_file(const fs::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << bytes;
+  REQUIRE(f.good());
+}
+
+// Every entry under dir: regular files by content, directories by a marker.
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> s;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    std::string rel = fs::relative(e.path(), dir).string();
+    s[rel] = e.is_directory() ? "<dir>" : e.is_regular_file() ? read_file(e.path()) : "<other>";
+  }
+  return s;
+}
+
+// A safetensors file split into its header (parsed) and data section, and put back together.
+struct StFile {
+  Json header;
+  std::string data;
+};
+
+StFile split_st(const std::string& bytes) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[i])) << (8 * i);
+  return {Json::parse(bytes.substr(8, n)), bytes.substr(8 + n)};
+}
+
+std::string length_field(uint64_t n) {
+  std::string len(8, '\0');
+  for (int i = 0; i < 8; ++i) len[i] = char(n >> (8 * i));
+  return len;
+}
+
+std::string join_st(const StFile& f) {
+  std::string text = f.header.dump();
+  return length_field(text.size()) + text + f.data;
+}
+
+// A tensor's [begin, end) in the data section, as the header says.
+std::pair<size_t, size_t> offsets(const StFile& f, const std::string& name) {
+  const Json& o = f.header.at(name).at("data_offsets");
+  return {o[0].get<size_t>(), o[1].get<size_t>()};
+}
+
+std::string float_bytes(float v) {
+  std::string b(4, '\0');
+  std::memcpy(&b[0], &v, 4);
+  return b;
+}
+
+// One row of docs/bad-inputs.md.
+struct Row {
+  std::string group, what, command, message;
+  int code;
+};
+// A plain global defined before doc_writer, so it is still alive when doc_writer's destructor
+// runs at exit.
+std::vector<Row> g_rows;
+std::vector<Row>& rows() {
+  return g_rows;
+}
+
+struct Case {
+  std::string what;                 // the bad input, in words
+  std::string args;                 // after "sprig "
+  std::vector<std::string> expect;  // substrings the error line must hold
+  std::string prefix = "";          // shell commands before sprig, e.g. "ulimit -f 16; "
+};
+
+// The fixture: one directory of small files every case runs in (so messages show short
+// relative paths), built once per process.
+struct Fixture {
+  fs::path dir;
+  Fixture() {
+    dir = sprig::testing::temp_dir("test_cli_bad_inputs");
+    // Tiny friedman1 models train in milliseconds.
+    sh("train --dataset friedman1 --model 'linear(8) relu linear(1)' --epochs 1 --quiet "
+       "--out good.safetensors");
+    // About 15 KB (45 KB with the optimizer state), past the 8 KB the full-disk cases allow.
+    sh("train --dataset friedman1 --model 'linear(300) relu linear(1)' --epochs 1 --quiet "
+       "--out big.safetensors");
+    sh("prune --in good.safetensors --amount 0.5 --quiet --out pruned.safetensors");
+    sh("pack --in pruned.safetensors --repeats 1 --out packed.safetensors > /dev/null");
+    fs::copy_file(dir / "good.safetensors", dir / "keep.safetensors");
+    write_file(dir / "plain.txt", "precious\n");
+    fs::create_directories(dir / "adir");
+    fs::create_directories(dir / "mnist-dir-as-file" / "train-images-idx3-ubyte");
+    fs::create_directories(dir / "mnist-garbage");
+    write_file(dir / "mnist-garbage" / "train-images-idx3-ubyte", "this is no IDX file");
+    write_file(dir / "mnist-garbage" / "train-labels-idx1-ubyte", "nor is this");
+  }
+  ~Fixture() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  void sh(const std::string& args) {
+    Outcome o = run_shell(cd() + SPRIG_BINARY + " " + args);
+    REQUIRE_MESSAGE(o.code == 0, args, "\n", o.out, o.err);
+  }
+  // One thread: the cases are tiny, and on a busy machine OpenMP threads only wait.
+  std::string cd() const { return "cd '" + dir.string() + "' && export OMP_NUM_THREADS=1 && "; }
+  std::string bytes(const std::string& name) const { return read_file(dir / name); }
+  void put(const std::string& name, const std::string& content) const {
+    write_file(dir / name, content);
+  }
+};
+
+Fixture& fixture() {
+  static Fixture f;
+  return f;
+}
+
+// Runs one case in the fixture directory and checks the contract.
+void check_case(const std::string& group, const Case& c) {
+  Fixture& fx = fixture();
+  CAPTURE(c.args);
+  auto before = snapshot(fx.dir);
+  Outcome o = run_shell(fx.cd() + c.prefix + "exec " + SPRIG_BINARY + " " + c.args);
+  CHECK_MESSAGE(o.signal == 0, "killed by signal ", o.signal);
+  CHECK(o.code > 0);
+  CHECK_MESSAGE(sprig::testing::count_lines(o.err) == 1, o.err);
+  CHECK_MESSAGE(o.err.rfind("sprig: error: ", 0) == 0, o.err);
+  CHECK((!o.err.empty() && o.err.back() == '\n'));
+  CHECK(o.err.find("internal error") == std::string::npos);
+  for (const std::string& e : c.expect) CHECK_MESSAGE(o.err.find(e) != std::string::npos, e);
+  auto after = snapshot(fx.dir);
+  for (const auto& [name, content] : before) {
+    auto it = after.find(name);
+    CHECK_MESSAGE(it != after.end(), name, " was removed");
+    if (it != after.end()) CHECK_MESSAGE(it->second == content, name, " was changed");
+  }
+  for (const auto& [name, content] : after)
+    CHECK_MESSAGE(before.count(name), name, " was left behind");
+  std::string message = o.err.substr(0, o.err.find('\n'));
+  // Temp files carry the process id; keep the page stable from run to run.
+  message = std::regex_replace(message, std::regex(R"(\.tmp\.[0-9]+)"), ".tmp.<pid>");
+  rows().push_back({group, c.what, c.prefix + "sprig " + c.args, message, o.code});
+}
+
+void check_all(const std::string& group, const std::vector<Case>& cases) {
+  for (const Case& c : cases) check_case(group, c);
+}
+
+// Writes the rows between the markers of the page named by SPRIG_BAD_INPUTS_DOC.
+struct DocWriter {
+  ~DocWriter() {
+    const char* path = std::getenv("SPRIG_BAD_INPUTS_DOC");
+    if (!path || rows().empty()) return;
+    const std::string begin = "<!-- BEGIN GENERATED -->", end = "<!-- END GENERATED -->";
+    std::string page = read_file(path);
+    size_t b = page.find(begin), e = page.find(end);
+    if (b == std::string::npos || e == std::string::npos || e < b) return;
+    auto cell = [](std::string s) {
+      std::string out;
+      for (char ch : s) out += ch == '|' ? std::string("\\|") : std::string(1, ch);
+      return out;
+    };
+    std::string table, group;
+    for (const Row& r : rows()) {
+      if (r.group != group) {
+        group = r.group;
+        table += "\n### " + group + "\n\n| Case | Command | Exit | Message (stderr) |\n";
+        table += "|---|---|---|---|\n";
+      }
+      table += "| " + cell(r.what) + " | `" + cell(r.command) + "` | " + std::to_string(r.code) +
+               " | `" + cell(r.message) + "` |\n";
+    }
+    page = page.substr(0, b + begin.size()) + "\n" + table + "\n" + page.substr(e);
+    write_file(path, page);
+  }
+} doc_writer;
+
+}  // namespace
+
+TEST_CASE("missing and unreadable files") {
+  check_all(
+      "Missing and unreadable files",
+      {
+          {"checkpoint does not exist",
+           "eval --in missing.safetensors",
+           {"missing.safetensors", "No such file or directory"}},
+          // The tests may run as root, for whom chmod 000 stops nothing: use a directory.
+          {"checkpoint is a directory", "summary --in adir", {"'adir'", "not a regular file"}},
+          {"path runs through a regular file",
+           "prune --in plain.txt/x.safetensors",
+           {"plain.txt/x.safetensors", "Not a directory"}},
+          {"input missing, --out exists",
+           "prune --in missing.safetensors --out keep.safetensors",
+           {"missing.safetensors"}},
+          {"sensitivity of a directory", "sensitivity --in adir", {"adir"}},
+          {"pack a missing file",
+           "pack --in missing.safetensors --out keep.safetensors",
+           {"missing.safetensors"}},
+          {"plan through a non-directory", "plan --in plain.txt/y", {"plain.txt/y"}},
+          {"run a directory", "run --in adir", {"adir"}},
+          {"bench a missing model",
+           "bench model --in missing.safetensors",
+           {"missing.safetensors"}},
+          {"dataset directory does not exist",
+           "train --dataset mnist --data-dir /nonexistent --epochs 1",
+           {"/nonexistent"}},
+          {"dataset directory does not exist (eval)",
+           "eval --in good.safetensors --dataset mnist --data-dir /nonexistent",
+           {"/nonexistent"}},
+          {"dataset directory is a file",
+           "train --dataset mnist --data-dir plain.txt",
+           {"plain.txt", "not a directory"}},
+          {"dataset directory without the files",
+           "train --dataset fashion-mnist --data-dir adir",
+           {"adir"}},
+          {"IDX file is a directory",
+           "train --dataset mnist --data-dir mnist-dir-as-file",
+           {"mnist-dir-as-file", "train-images-idx3-ubyte"}},
+          {"IDX file holds garbage",
+           "train --dataset mnist --data-dir mnist-garbage",
+           {"mnist-garbage/train-images-idx3-ubyte", "magic"}},
+          {"--out in a missing directory",
+           "train --dataset friedman1 --model 'linear(1)' --epochs 1 --out nodir/x.safetensors",
+           {"nodir/x.safetensors", "No such file or directory"}},
+          {"--out is a directory",
+           "prune --in good.safetensors --out adir",
+           {"'adir'", "Is a directory"}},
+      });
+}
+
+TEST_CASE("truncated, corrupt and foreign checkpoint files") {
+  Fixture& fx = fixture();
+  const std::string good = fx.bytes("good.safetensors");
+  StFile st = split_st(good);
+  const size_t header_end = good.size() - st.data.size();
+  fx.put("cut-in-length.safetensors", good.substr(0, 5));
+  fx.put("cut-in-header.safetensors", good.substr(0, 100));
+  fx.put("cut-in-data.safetensors", good.substr(0, header_end + 10));
+  fx.put("cut-last-byte.safetensors", good.substr(0, good.size() - 1));
+  fx.put("empty.safetensors", "");
+  {
+    std::string bad = good;
+    bad[8] = '[';  // the header's opening brace
+    fx.put("bad-json.safetensors", bad);
+    fx.put("long-length.safetensors", length_field(good.size()) + good.substr(8));
+    fx.put("huge-length.safetensors", length_field(~0ull) + good.substr(8));
+  }
+  auto edit = [&](const std::string& name, auto change) {
+    StFile f = st;
+    change(f);
+    fx.put(name, join_st(f));
+  };
+  edit("offsets-past-end.safetensors", [](StFile& f) {
+    f.header["2.bias"]["data_offsets"] = {offsets(f, "2.bias").first, 99999};
+  });
+  edit("offsets-reversed.safetensors", [](StFile& f) {
+    auto [begin, end] = offsets(f, "2.bias");
+    f.header["2.bias"]["data_offsets"] = {end, begin};
+  });
+  edit("offsets-overlap.safetensors", [](StFile& f) {
+    size_t w_end = offsets(f, "0.weight").second;  // 0.bias (32 bytes) now starts inside it
+    f.header["0.bias"]["data_offsets"] = {w_end - 20, w_end + 12};
+  });
+  edit("dtype-f16.safetensors", [](StFile& f) { f.header["0.weight"]["dtype"] = "F16"; });
+  edit("dtype-i32.safetensors", [](StFile& f) { f.header["0.weight"]["dtype"] = "I32"; });
+  edit("negative-dim.safetensors", [](StFile& f) { f.header["0.bias"]["shape"] = {-8}; });
+  edit("header-array.safetensors", [](StFile& f) { f.header = Json::array({1, 2}); });
+  {
+    // nlohmann keeps only one of two equal keys, so write the duplicate as raw text.
+    std::string text = st.header.dump();
+    text.insert(text.size() - 1, ",\"0.bias\":" + st.header["0.bias"].dump());
+    fx.put("duplicate-name.safetensors", length_field(text.size()) + text + st.data);
+  }
+  fx.put("gzip.safetensors",
+         std::string("\x1f\x8b\x08\0\0\0\0\0\0\x03", 10) + std::string(50, 'x'));
+  check_all("Truncated, corrupt and foreign checkpoint files",
+            {
+                {"cut inside the 8-byte length",
+                 "eval --in cut-in-length.safetensors",
+                 {"cut-in-length.safetensors", "5 bytes", "8-byte header length"}},
+                {"cut inside the JSON header",
+                 "eval --in cut-in-header.safetensors",
+                 {"cut-in-header.safetensors", "larger than the file"}},
+                {"cut inside the data",
+                 "summary --in cut-in-data.safetensors",
+                 {"cut-in-data.safetensors", "truncated"}},
+                {"last byte missing",
+                 "prune --in cut-last-byte.safetensors --out keep.safetensors",
+                 {"cut-last-byte.safetensors", "is beyond the", "truncated"}},
+                {"empty file", "plan --in empty.safetensors", {"empty.safetensors", "0 bytes"}},
+                {"header is not JSON",
+                 "eval --in bad-json.safetensors",
+                 {"bad-json.safetensors", "not valid JSON"}},
+                {"header is a JSON array",
+                 "eval --in header-array.safetensors",
+                 {"header-array.safetensors", "array, not an object"}},
+                {"header length larger than the file",
+                 "eval --in long-length.safetensors",
+                 {"long-length.safetensors", "larger than the file"}},
+                {"header length 2^64 - 1",
+                 "sensitivity --in huge-length.safetensors",
+                 {"huge-length.safetensors", "18446744073709551615"}},
+                {"data_offsets past the end",
+                 "eval --in offsets-past-end.safetensors",
+                 {"offsets-past-end.safetensors", "tensor '2.bias'", "end 99999 is beyond"}},
+                {"data_offsets begin > end",
+                 "eval --in offsets-reversed.safetensors",
+                 {"offsets-reversed.safetensors", "tensor '2.bias'", "begin > end"}},
+                {"data_offsets overlap",
+                 "pack --in offsets-overlap.safetensors --out keep.safetensors",
+                 {"offsets-overlap.safetensors", "'0.bias'", "overlaps tensor '0.weight'"}},
+                {"unsupported dtype",
+                 "eval --in dtype-f16.safetensors",
+                 {"dtype-f16.safetensors", "0.weight", "F16"}},
+                {"wrong dtype for a parameter",
+                 "eval --in dtype-i32.safetensors",
+                 {"dtype-i32.safetensors", "'0.weight' is int32", "needs float32"}},
+                {"negative dimension",
+                 "eval --in negative-dim.safetensors",
+                 {"negative-dim.safetensors", "0.bias", "negative dimension"}},
+                {"duplicate tensor name",
+                 "eval --in duplicate-name.safetensors",
+                 {"duplicate-name.safetensors", "duplicate tensor name '0.bias'"}},
+                {"a text file", "eval --in plain.txt", {"plain.txt", "header length"}},
+                {"a gzip file", "bench model --in gzip.safetensors", {"gzip.safetensors"}},
+            });
+}
+
+TEST_CASE("checkpoints that disagree with their spec") {
+  Fixture& fx = fixture();
+  StFile st = split_st(fx.bytes("good.safetensors"));
+  auto edit = [&](const std::string& name, auto change) {
+    StFile f = st;
+    change(f);
+    fx.put(name, join_st(f));
+  };
+  edit("shape-swapped.safetensors", [](StFile& f) { f.header["0.weight"]["shape"] = {10, 8}; });
+  edit("spec-narrower.safetensors",
+       [](StFile& f) { f.header["__metadata__"]["spec"] = "linear(4) relu linear(1)"; });
+  edit("spec-malformed.safetensors",
+       [](StFile& f) { f.header["__metadata__"]["spec"] = "linear(8) wobble"; });
+  edit("spec-missing.safetensors", [](StFile& f) { f.header["__metadata__"].erase("spec"); });
+  edit("input-shape-bad.safetensors",
+       [](StFile& f) { f.header["__metadata__"]["input_shape"] = "0"; });
+  edit("format-foreign.safetensors",
+       [](StFile& f) { f.header["__metadata__"]["format"] = "pytorch"; });
+  {
+    // Removing or adding a tensor moves the data, so let the library write these.
+    sprig::TensorFile t = sprig::load_safetensors((fx.dir / "good.safetensors").string());
+    auto without = t.tensors;
+    without.erase(std::remove_if(without.begin(), without.end(),
+                                 [](const auto& kv) { return kv.first == "2.bias"; }),
+                  without.end());
+    REQUIRE(without.size() + 1 == t.tensors.size());
+    sprig::save_safetensors((fx.dir / "param-missing.safetensors").string(), without, t.metadata);
+    auto with = t.tensors;
+    with.emplace_back("extra", sprig::Tensor::zeros({1}));
+    sprig::save_safetensors((fx.dir / "tensor-extra.safetensors").string(), with, t.metadata);
+  }
+  StFile pr = split_st(fx.bytes("pruned.safetensors"));
+  {
+    StFile f = pr;
+    f.data[f.header["0.weight.mask"]["data_offsets"][0].get<size_t>()] = 7;
+    fx.put("mask-value.safetensors", join_st(f));
+    f = pr;
+    f.header["__metadata__"]["mask.0.weight"] = "diagonal";
+    fx.put("mask-granularity.safetensors", join_st(f));
+  }
+  check_all(
+      "Checkpoints that disagree with their spec",
+      {
+          {"a tensor's shape edited",
+           "eval --in shape-swapped.safetensors",
+           {"shape-swapped.safetensors", "'0.weight' is float32 (10, 8)", "needs float32 (8, 10)"}},
+          {"the spec edited",
+           "summary --in spec-narrower.safetensors",
+           {"spec-narrower.safetensors", "'0.weight' is float32 (8, 10)", "needs float32 (4, 10)"}},
+          {"malformed spec in the file",
+           "eval --in spec-malformed.safetensors",
+           {"spec-malformed.safetensors", "wobble"}},
+          {"no spec in the file",
+           "eval --in spec-missing.safetensors",
+           {"spec-missing.safetensors", "'spec'"}},
+          {"bad input shape in the file",
+           "eval --in input-shape-bad.safetensors",
+           {"input-shape-bad.safetensors", "input_shape '0'"}},
+          {"not a sprig checkpoint",
+           "eval --in format-foreign.safetensors",
+           {"format-foreign.safetensors", "pytorch"}},
+          {"a parameter missing",
+           "prune --in param-missing.safetensors --out keep.safetensors",
+           {"param-missing.safetensors", "missing tensor '2.bias'"}},
+          {"an unexpected tensor",
+           "eval --in tensor-extra.safetensors",
+           {"tensor-extra.safetensors", "unexpected tensor 'extra'"}},
+          {"mask value other than 0 / 1",
+           "summary --in mask-value.safetensors",
+           {"mask-value.safetensors", "'0.weight.mask' holds 7"}},
+          {"unknown mask granularity",
+           "eval --in mask-granularity.safetensors",
+           {"mask-granularity.safetensors", "diagonal"}},
+          {"checkpoint given to run",
+           "run --in good.safetensors",
+           {"good.safetensors", "sprig-packed-1"}},
+          {"packed file given to plan",
+           "plan --in packed.safetensors",
+           {"packed.safetensors", "sprig-packed-1"}},
+          {"model input vs dataset",
+           "eval --in good.safetensors --dataset fashion-mnist",
+           {"good.safetensors", "(10)", "(1, 28, 28)"}},
+      });
+}
+
+TEST_CASE("NaN and infinity in data and flags") {
+  Fixture& fx = fixture();
+  StFile st = split_st(fx.bytes("good.safetensors"));
+  {
+    StFile f = st;
+    f.data.replace(offsets(f, "0.weight").first, 4, float_bytes(std::nanf("")));
+    fx.put("nan-weight.safetensors", join_st(f));
+    f = st;
+    f.data.replace(offsets(f, "0.bias").first, 4, float_bytes(-HUGE_VALF));
+    fx.put("inf-bias.safetensors", join_st(f));
+    StFile pk = split_st(fx.bytes("packed.safetensors"));
+    for (auto& [name, entry] : pk.header.items()) {
+      if (name == "__metadata__" || entry["dtype"] != "F32") continue;
+      pk.data.replace(entry["data_offsets"][0].get<size_t>(), 4, float_bytes(std::nanf("")));
+      break;
+    }
+    fx.put("nan-packed.safetensors", join_st(pk));
+  }
+  const std::string tiny = "--dataset friedman1 --model 'linear(4) relu linear(1)' --epochs 1 ";
+  check_all(
+      "NaN and infinity in data and flags",
+      {
+          {"NaN weight",
+           "eval --in nan-weight.safetensors",
+           {"nan-weight.safetensors", "'0.weight' holds nan at element 0"}},
+          {"-inf bias",
+           "prune --in inf-bias.safetensors --out keep.safetensors",
+           {"inf-bias.safetensors", "'0.bias' holds -inf at element 0"}},
+          {"NaN in a packed file",
+           "run --in nan-packed.safetensors",
+           {"nan-packed.safetensors", "holds nan"}},
+          {"training diverges",
+           "train --dataset friedman1 --model 'linear(64) relu linear(1)' --optimizer sgd "
+           "--lr 1000 --epochs 2 --quiet --out keep.safetensors",
+           {"diverged", "loss is", "epoch 1", "step", "--lr"}},
+          {"--lr nan", "train " + tiny + "--lr nan", {"--lr", "nan"}},
+          {"--lr inf", "prune --in good.safetensors --lr inf", {"--lr", "inf"}},
+          {"--momentum nan",
+           "train " + tiny + "--optimizer sgd --momentum nan",
+           {"--momentum", "nan"}},
+          {"--weight-decay -inf", "train " + tiny + "--weight-decay -inf", {"--weight-decay"}},
+          {"--amount inf", "prune --in good.safetensors --amount inf", {"--amount", "inf"}},
+          {"--amount nan", "prune --in good.safetensors --amount nan", {"--amount", "nan"}},
+          {"--threshold nan",
+           "prune --in good.safetensors --threshold nan",
+           {"--threshold", "nan"}},
+          {"--amounts with nan",
+           "sensitivity --in good.safetensors --amounts 0.5,nan",
+           {"--amounts", "nan"}},
+          {"--sparsity nan", "bench linear --in 8 --out 8 --sparsity nan", {"--sparsity", "nan"}},
+      });
+}
+
+TEST_CASE("values out of range, unknown names, malformed specs") {
+  const std::string f1 = "--dataset friedman1 --epochs 1 ";
+  check_all(
+      "Values out of range, unknown names, malformed specs",
+      {
+          {"--amount above 1", "prune --in good.safetensors --amount 1.5", {"--amount", "1.5"}},
+          {"--amount below 0", "prune --in good.safetensors --amount -0.1", {"--amount", "-0.1"}},
+          {"--amounts above 1",
+           "sensitivity --in good.safetensors --amounts 0.5,1.5",
+           {"--amounts", "1.5"}},
+          {"unknown method", "prune --in good.safetensors --method foo", {"--method", "foo"}},
+          {"unknown granularity", "prune --in good.safetensors --granularity foo", {"'foo'"}},
+          {"bad N:M", "prune --in good.safetensors --granularity 5:4", {"5:4"}},
+          {"unknown scope", "prune --in good.safetensors --scope foo", {"--scope", "foo"}},
+          {"unknown schedule", "prune --in good.safetensors --schedule foo", {"'foo'"}},
+          {"iterative with 0 steps",
+           "prune --in good.safetensors --schedule iterative:0",
+           {"iterative:0"}},
+          {"unknown granularity (sensitivity)",
+           "sensitivity --in good.safetensors --granularity x",
+           {"'x'"}},
+          {"unknown weight", "prune --in good.safetensors --layers 9.weight", {"9.weight"}},
+          {"unknown model name", "train " + f1 + "--model resnet50", {"resnet50"}},
+          {"unknown optimizer", "train " + f1 + "--optimizer rmsprop", {"rmsprop"}},
+          {"unknown lr schedule", "train " + f1 + "--lr-schedule step", {"--lr-schedule", "step"}},
+          {"unknown dataset", "train --dataset cifar", {"cifar"}},
+          {"unknown command", "frobnicate", {"frobnicate"}},
+          {"unknown benchmark", "bench foo", {"bench", "'foo'"}},
+          {"unknown pack format",
+           "pack --in pruned.safetensors --out keep.safetensors --format x",
+           {"--format", "x"}},
+          {"spec: unclosed (", "train " + f1 + "--model 'linear(8'", {"linear(8", "missing ')'"}},
+          {"spec: stray )", "train " + f1 + "--model 'linear(8)) linear(1)'", {"unexpected ')'"}},
+          {"spec: trailing comma",
+           "train " + f1 + "--model 'linear(8,)'",
+           {"linear(8,)", "after ','"}},
+          {"spec: not an integer", "train " + f1 + "--model 'linear(1e9)'", {"linear(1e9)"}},
+          {"spec: integer too large",
+           "train " + f1 + "--model 'linear(99999999999999999999)'",
+           {"too large"}},
+          {"spec: bias=2", "train " + f1 + "--model 'linear(8,bias=2)'", {"bias", "2"}},
+          {"spec: unknown argument", "train " + f1 + "--model 'linear(8,foo=1)'", {"foo"}},
+          {"spec: empty", "train " + f1 + "--model ''", {"empty"}},
+          {"zero-size linear", "train " + f1 + "--model 'linear(0)'", {"linear(0)", "out=0"}},
+          {"zero-size conv", "summary --model 'conv(0,3)'", {"conv(0,3)", "out=0"}},
+          {"zero-size kernel", "summary --model 'conv(8,0)'", {"conv(8,0)", "kernel=0"}},
+          {"zero-size pool", "summary --model 'flatten maxpool(0)'", {"maxpool(0)"}},
+          {"kernel larger than the input", "summary --model 'conv(8,30)'", {"conv(8,30)"}},
+          {"zero in --input-shape",
+           "summary --model mlp --input-shape 0,28,28",
+           {"--input-shape", "0,28,28"}},
+          {"train batch size 0", "train " + f1 + "--batch-size 0", {"--batch-size", "0"}},
+          {"eval batch size 0", "eval --in good.safetensors --batch-size 0", {"--batch-size"}},
+          {"run batch size 0", "run --in packed.safetensors --batch-size 0", {"--batch-size"}},
+          {"plan batch 0", "plan --in pruned.safetensors --batch 0", {"--batch", "0"}},
+          {"threads -1", "train " + f1 + "--threads -1", {"--threads", "-1"}},
+          {"threads 5000", "eval --in good.safetensors --threads 5000", {"--threads", "5000"}},
+          {"negative epochs", "train --epochs -1", {"--epochs", "-1"}},
+          {"no training samples",
+           "train " + f1 + "--model 'linear(1)' --limit-train 0",
+           {"--limit-train 0"}},
+          {"gemm size 0", "bench gemm --m 0", {"--m", "0"}},
+          {"bad --nm", "bench linear --in 8 --out 8 --format nm --nm 5:4", {"5:4"}},
+          {"bad --block", "bench linear --in 8 --out 8 --format bsr --block 0x4", {"--block"}},
+      });
+}
+
+TEST_CASE("a full disk while saving leaves the existing file alone") {
+  // ulimit -f counts 512-byte blocks in dash: past 8 KB write() fails with EFBIG (sprig
+  // ignores SIGXFSZ, which would otherwise kill it mid-write).
+  const std::string limit = "ulimit -f 16; ";
+  check_all("A full disk while saving",
+            {
+                {"train past the file-size limit",
+                 "train --dataset friedman1 --model 'linear(300) relu linear(1)' --epochs 1 "
+                 "--quiet --out keep.safetensors",
+                 {"keep.safetensors", "File too large"},
+                 limit},
+                {"prune past the file-size limit",
+                 "prune --in big.safetensors --quiet --out keep.safetensors",
+                 {"keep.safetensors", "File too large"},
+                 limit},
+                {"pack past the file-size limit",
+                 "pack --in big.safetensors --repeats 1 --out keep.safetensors",
+                 {"keep.safetensors", "File too large"},
+                 limit},
+            });
+
+  // A real ENOSPC needs a small filesystem: a 16 KB tmpfs in a private mount namespace, where
+  // unprivileged user namespaces allow it (skipped elsewhere).
+  Fixture& fx = fixture();
+  const std::string d = "'" + fx.dir.string() + "'";
+  fs::path mnt = fx.dir / "tiny-fs";
+  fs::create_directories(mnt);
+  Outcome probe =
+      run_shell("unshare -rm sh -c 'mount -t tmpfs -o size=16k tmpfs " + d + "/tiny-fs' 2>&1");
+  if (probe.code != 0) {
+    MESSAGE("no tmpfs in a user namespace here, ENOSPC case skipped: " << probe.out);
+    fs::remove(mnt);
+    return;
+  }
+  Outcome o = run_shell(
+      "cd " + d +
+      " && unshare -rm sh -c '"
+      "mount -t tmpfs -o size=16k tmpfs tiny-fs && cp good.safetensors tiny-fs/keep.safetensors "
+      "&& { " +
+      std::string(SPRIG_BINARY) +
+      " train --dataset friedman1 --model \"linear(300) relu linear(1)\" --epochs 1 --quiet "
+      "--out tiny-fs/keep.safetensors >/dev/null; echo \"exit=$?\"; "
+      "cmp -s good.safetensors tiny-fs/keep.safetensors && echo unchanged; "
+      "echo \"left: $(ls -A tiny-fs | tr \"\\n\" \" \")\"; }'");
+  fs::remove(mnt);
+  CHECK(o.signal == 0);
+  CHECK_MESSAGE(o.out.find("exit=1\n") != std::string::npos, o.out);
+  CHECK_MESSAGE(o.out.find("unchanged\n") != std::string::npos, o.out);
+  CHECK_MESSAGE(o.out.find("left: keep.safetensors \n") != std::string::npos, o.out);
+  CHECK(sprig::testing::count_lines(o.err) == 1);
+  CHECK(o.err.rfind("sprig: error: ", 0) == 0);
+  CHECK(o.err.find("tiny-fs/keep.safetensors") != std::string::npos);
+  CHECK_MESSAGE(o.err.find("No space left on device") != std::string::npos, o.err);
+  std::string message = std::regex_replace(o.err.substr(0, o.err.find('\n')),
+                                           std::regex(R"(\.tmp\.[0-9]+)"), ".tmp.<pid>");
+  rows().push_back({"A full disk while saving", "train onto a full 16 KB tmpfs",
+                    "sprig train ... --out tiny-fs/keep.safetensors (16 KB tmpfs, unshare -rm)",
+                    message, 1});
+}
