@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -250,12 +251,13 @@ IdxArray read_idx(const std::string& path) {
     a.dims.push_back(d);
   }
 
-  // Grow the buffer as data arrives, so a lying header cannot make us allocate gigabytes
-  // for a file that holds a few bytes.
+  // Grow the buffer as data arrives (doubling, from 64 KiB up to 16 MiB steps), so a lying
+  // header cannot make us allocate much more than the file holds.
   const size_t chunk = size_t(1) << 24;
   size_t have = 0;
   while (have < expected) {
-    size_t want = std::min<uint64_t>(chunk, expected - have);
+    size_t step = std::min(chunk, std::max(have, size_t(1) << 16));
+    size_t want = std::min<uint64_t>(step, expected - have);
     a.data.resize(have + want);
     size_t n = src->read(a.data.data() + have, want);
     have += n;

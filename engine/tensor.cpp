@@ -1,5 +1,7 @@
 #include "engine/tensor.h"
 
+#include <sanitizer/asan_interface.h>  // no-op macros unless built with AddressSanitizer
+
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -77,18 +79,25 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
       data_ = it->second;
       c.free_blocks.erase(it);
       ++c.stats.reuses;
+      ASAN_UNPOISON_MEMORY_REGION(data_, bytes);
       return;
     }
     ++c.stats.system_allocs;
   }
   data_ = std::aligned_alloc(64, rounded);
   SPRIG_CHECK(data_, "out of memory allocating ", bytes, " bytes");
+  // Under ASan only the requested bytes are addressable, not the rounding, so a kernel that
+  // reads past a tensor's end is reported; cached blocks are poisoned (use after free).
+  ASAN_POISON_MEMORY_REGION(data_, rounded);
+  ASAN_UNPOISON_MEMORY_REGION(data_, bytes);
 }
 
 Storage::~Storage() {
   CpuCache& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  c.free_blocks.emplace(round_bytes(bytes_ == 0 ? 1 : bytes_), data_);
+  const size_t rounded = round_bytes(bytes_ == 0 ? 1 : bytes_);
+  ASAN_POISON_MEMORY_REGION(data_, rounded);
+  c.free_blocks.emplace(rounded, data_);
 }
 
 AllocatorStats cpu_allocator_stats() {
@@ -100,15 +109,24 @@ AllocatorStats cpu_allocator_stats() {
 void release_cached_memory() {
   CpuCache& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  for (auto& kv : c.free_blocks) std::free(kv.second);
+  for (auto& kv : c.free_blocks) {
+    ASAN_UNPOISON_MEMORY_REGION(kv.second, kv.first);
+    std::free(kv.second);
+  }
   c.free_blocks.clear();
 }
 
 // ---- factories ---------------------------------------------------------------------------
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) SPRIG_CHECK(d >= 0, "negative dimension in shape ", to_string(shape));
+  int64_t bytes = int64_t(dtype_size(dtype));
+  for (int64_t d : shape) {
+    SPRIG_CHECK(d >= 0, "negative dimension in shape ", to_string(shape));
+    // A shape from a file or a spec can be absurd; its size must not wrap around.
+    SPRIG_CHECK(!__builtin_mul_overflow(bytes, d, &bytes), "shape ", to_string(shape),
+                " is too large (its size overflows 64 bits)");
+  }
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(sprig::numel(shape) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(size_t(bytes), device);
   impl->shape = shape;
   impl->dtype = dtype;
   return Tensor(std::move(impl));

@@ -1,5 +1,6 @@
 #include "nn/layers.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "nn/init.h"
@@ -76,9 +77,14 @@ std::string Conv2d::spec() const {
 Shape Conv2d::output_shape(const Shape& in) const {
   SPRIG_CHECK(in.size() == 3 && in[0] == in_channels, spec(), " expects (", in_channels,
               ", H, W) per sample, got ", to_string(in));
-  int64_t P = (in[1] + 2 * opt.padding - opt.dilation * (kernel - 1) - 1) / opt.stride + 1;
-  int64_t Q = (in[2] + 2 * opt.padding - opt.dilation * (kernel - 1) - 1) / opt.stride + 1;
-  SPRIG_CHECK(P >= 1 && Q >= 1, spec(), ": input ", to_string(in), " is smaller than the kernel");
+  // The numerators must not be negative: C++ division truncates toward zero, so a kernel up to
+  // stride - 1 wider than the input would otherwise give P = 1. Checked against overflow too.
+  int64_t span = 0;
+  const bool fits = !__builtin_mul_overflow(opt.dilation, kernel - 1, &span) &&
+                    span < std::min(in[1], in[2]) + 2 * opt.padding;
+  SPRIG_CHECK(fits, spec(), ": input ", to_string(in), " is smaller than the kernel");
+  int64_t P = (in[1] + 2 * opt.padding - span - 1) / opt.stride + 1;
+  int64_t Q = (in[2] + 2 * opt.padding - span - 1) / opt.stride + 1;
   return {out_channels, P, Q};
 }
 
@@ -110,10 +116,23 @@ std::string MaxPool2d::spec() const {
 
 Shape MaxPool2d::output_shape(const Shape& in) const {
   SPRIG_CHECK(in.size() == 3, spec(), " expects (C, H, W) per sample, got ", to_string(in));
+  // Checked before dividing: truncation toward zero would turn a window up to stride - 1
+  // wider than the input into P = 1.
+  SPRIG_CHECK(kernel <= std::min(in[1], in[2]) + 2 * padding, spec(), ": input ", to_string(in),
+              " is smaller than the window");
   int64_t P = (in[1] + 2 * padding - kernel) / stride + 1;
   int64_t Q = (in[2] + 2 * padding - kernel) / stride + 1;
-  SPRIG_CHECK(P >= 1 && Q >= 1, spec(), ": input ", to_string(in), " is smaller than the window");
   return {in[0], P, Q};
+}
+
+// ---- Flatten -----------------------------------------------------------------------------
+Shape Flatten::output_shape(const Shape& in) const {
+  // Shapes come from specs and files; an absurd one must not wrap around.
+  int64_t n = 1;
+  for (int64_t d : in)
+    SPRIG_CHECK(!__builtin_mul_overflow(n, d, &n), "flatten: input ", to_string(in),
+                " has too many elements");
+  return {n};
 }
 
 // ---- Sequential --------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class Flatten : public Module {
  public:
   Tensor forward(const Tensor& x) override { return flatten(x, 1); }
   std::string spec() const override { return "flatten"; }
-  Shape output_shape(const Shape& in) const override { return {numel(in)}; }
+  Shape output_shape(const Shape& in) const override;  // throws when the size overflows
 };
 
 class Sequential : public Module {

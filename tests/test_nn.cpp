@@ -73,6 +73,17 @@ TEST_SUITE("model") {
     CHECK(err("").find("empty") != std::string::npos);
     CHECK(err("conv(8,3,pad=x)").find("expected an integer") != std::string::npos);
     CHECK(err("cnn2", {0, 28, 28}).find("zero or negative") != std::string::npos);
+    // Rejected before the 40 GB weight is allocated, and without overflow (UBSan checks).
+    CHECK(err("conv(1,100000)").find("smaller than the kernel") != std::string::npos);
+    CHECK(err("conv(1,3,dilation=999999999999,pad=9)").find("smaller than") != std::string::npos);
+    // A window wider than the input by less than the stride is an error too (truncating
+    // division used to make it one output); as in PyTorch.
+    CHECK(err("maxpool(3,stride=2)", {1, 2, 2}).find("smaller than the window") !=
+          std::string::npos);
+    CHECK(err("conv(1,3,stride=2)", {1, 2, 2}).find("smaller than") != std::string::npos);
+    CHECK(err("flatten", {1 << 30, 1 << 30, 1 << 30}).find("too many elements") !=
+          std::string::npos);
+    CHECK(err("conv(999999,3000000,pad=999999999999)").find("too large") != std::string::npos);
   }
 
   TEST_CASE("summary counts parameters, nonzeros and FLOPs per layer") {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds sprig with AddressSanitizer + UndefinedBehaviorSanitizer (gcc, CUDA off) in build-asan
+# and runs the whole CTest suite with every report fatal: the first ASan, UBSan or leak report
+# fails the test that triggered it. The sprig binary the CLI tests start is instrumented too.
+# Usage: bash scripts/sanitize.sh [ctest arguments, e.g. -R test_pack]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+# -O1 -g1 (line tables): reports still have file:line stacks, and the instrumented build
+# compiles about 2.5x faster than with -O2 -g (gcc 12), which is most of this script's time.
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPRIG_SANITIZE=address,undefined \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DSPRIG_CUDA=OFF "${launcher[@]}" \
+  >/dev/null
+cmake --build build-asan -j"$(nproc)"
+
+# halt_on_error makes UBSan's (recoverable by default) checks abort like ASan's; leaks are
+# reported at exit and fail the process. No suppressions: libgomp and libcurl report nothing.
+export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_init_order=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+# mlflow_iterative (an iterative pruning run against a live MLflow server) takes ~280 s under
+# ASan, 40% of the suite; its C++ paths also run in mlflow_tracker and test_experiments, and it
+# runs uninstrumented in scripts/test.sh. Pass other ctest arguments (e.g. -E x) to override.
+ctest --test-dir build-asan --output-on-failure -E '^mlflow_iterative$' "$@"

@@ -1,0 +1,121 @@
+// libFuzzer target: the packed sparse model reader (prune/pack.h, load_packed) on arbitrary
+// bytes. A file that loads must hold layers that pass the kernels' own validators
+// (cpu::csr_validate / bsr_validate / nm_validate), and its sparse forward pass on a batch of 2
+// must match the dense model it unpacked to, within a float error bound measured on |W| |x|.
+// Files whose spec could reach gigabytes are skipped (fuzz_util.h, spec_bound).
+// Expected failures are sprig::Error; anything else aborts the run.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/rng.h"
+#include "engine/safetensors.h"
+#include "prune/pack.h"
+#include "tests/fuzz/fuzz_util.h"
+
+namespace {
+
+// Whether the spec and input shape in the file's metadata are small enough to build.
+bool within_budget(const std::string& path, sprig::fuzz::SpecBound* bound) {
+  sprig::TensorFile f;
+  try {
+    f = sprig::load_safetensors(path);
+  } catch (const sprig::Error&) {
+    return false;  // load_packed fails the same way; fuzz_safetensors covers this reader
+  }
+  auto spec = f.metadata.find("spec"), shape = f.metadata.find("input_shape");
+  if (spec == f.metadata.end() || shape == f.metadata.end()) return true;  // rejected early
+  sprig::Shape dims;  // every number in input_shape, capped so the bound cannot overflow
+  int64_t v = -1;
+  for (char c : shape->second + ",") {
+    if (c >= '0' && c <= '9') {
+      v = std::min<int64_t>((v < 0 ? 0 : v) * 10 + (c - '0'), int64_t(1) << 40);
+    } else if (v >= 0) {
+      dims.push_back(v);
+      v = -1;
+    }
+  }
+  *bound = sprig::fuzz::spec_bound(spec->second, dims);
+  return bound->params <= 4e6 && bound->features <= 4e6;
+}
+
+void validate(const sprig::prune::PackedLayer& l) {
+  try {
+    switch (l.kind) {
+      case sprig::prune::PackedLayer::Csr:
+        sprig::cpu::csr_validate(l.csr);
+        break;
+      case sprig::prune::PackedLayer::Bsr:
+        sprig::cpu::bsr_validate(l.bsr);
+        break;
+      case sprig::prune::PackedLayer::Nm:
+        sprig::cpu::nm_validate(l.nm);
+        break;
+      case sprig::prune::PackedLayer::Dense:
+        break;
+    }
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "load_packed accepted layer %s that the validator rejects: %s\n",
+                 l.name.c_str(), e.what());
+    std::abort();
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  sprig::fuzz::ReleaseCache release;
+  static sprig::fuzz::MemFile file;
+  const std::string& path = file.write(data, size);
+  sprig::fuzz::SpecBound bound;
+  if (!within_budget(path, &bound)) return 0;
+  sprig::prune::PackedFile pf;
+  try {
+    pf = sprig::prune::load_packed(path);
+  } catch (const sprig::Error&) {
+    return 0;
+  }
+  const sprig::prune::InferenceModel& im = pf.model;
+  for (const auto& l : im.layers) validate(l);
+  if (bound.im2col > 4e6) return 0;
+
+  sprig::NoGradGuard no_grad;
+  sprig::Shape shape = im.model.input_shape;
+  shape.insert(shape.begin(), 2);
+  sprig::Rng rng(3);
+  sprig::Tensor x = sprig::Tensor::uniform(shape, -1.0f, 1.0f, rng);
+  sprig::Tensor sparse = im.forward(x);
+  sprig::Tensor dense = im.model.forward(x);
+  if (sparse.shape() != dense.shape()) std::abort();
+
+  // The same network on |W| and |x| bounds every partial sum (ReLU and max-pooling are
+  // monotone), so float reordering moves an output by at most a small multiple of it.
+  sprig::nn::Model mag = sprig::nn::build_model(im.model.spec, im.model.input_shape, 0);
+  auto src = im.model.named_parameters(), dst = mag.named_parameters();
+  bool finite = true;
+  for (size_t i = 0; i < src.size(); ++i) {
+    const float* s = src[i].second->value.data();
+    float* d = dst[i].second->value.data();
+    for (int64_t k = 0; k < src[i].second->numel(); ++k) {
+      d[k] = std::fabs(s[k]);
+      finite = finite && d[k] <= 1e12f;
+    }
+  }
+  sprig::Tensor ax = x.detach().clone();
+  for (int64_t k = 0; k < ax.numel(); ++k) ax.data()[k] = std::fabs(ax.data()[k]);
+  sprig::Tensor scale = mag.forward(ax);
+  if (!finite) return 0;
+  for (int64_t k = 0; k < dense.numel(); ++k) {
+    double a = sparse.data()[k], b = dense.data()[k], s = scale.data()[k];
+    if (!std::isfinite(s) || !std::isfinite(a) || !std::isfinite(b)) continue;
+    if (std::fabs(a - b) > 1e-4 * s + 1e-30) {
+      std::fprintf(stderr, "output %lld: sparse %g, dense %g (bound %g)\n", (long long)k, a, b, s);
+      std::abort();
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+// libFuzzer target: the safetensors reader (engine/safetensors.h) on arbitrary bytes. A file
+// that loads must describe tensors whose bytes fill the data section exactly; every tensor is
+// read in full (so ASan sees any short buffer). Expected failures are sprig::Error.
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/error.h"
+#include "engine/safetensors.h"
+#include "tests/fuzz/fuzz_util.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  sprig::fuzz::ReleaseCache release;
+  static sprig::fuzz::MemFile file;
+  const std::string& path = file.write(data, size);
+  sprig::TensorFile f;
+  try {
+    f = sprig::load_safetensors(path);
+  } catch (const sprig::Error&) {
+    return 0;
+  }
+  // Header length + header + data: the tensors cover the data section, nothing more or less.
+  if (size < 8) std::abort();
+  uint64_t header = 0;
+  std::memcpy(&header, data, 8);  // little-endian host (safetensors.cpp checks)
+  uint64_t total = 0;
+  unsigned checksum = 0;
+  for (auto& [name, t] : f.tensors) {
+    if (name == "__metadata__" || !t.defined()) std::abort();
+    total += uint64_t(t.nbytes());
+    const uint8_t* p = t.dtype() == sprig::DType::U8 ? t.data_as<uint8_t>()
+                       : t.dtype() == sprig::DType::I32
+                           ? reinterpret_cast<uint8_t*>(t.data_as<int32_t>())
+                           : reinterpret_cast<uint8_t*>(t.data());
+    for (size_t i = 0; i < t.nbytes(); ++i) checksum += p[i];
+    if (f.find(name) == nullptr) std::abort();
+  }
+  if (8 + header + total != size) std::abort();
+  try {
+    (void)f.at("no such tensor \xff");
+    std::abort();  // absent names must throw
+  } catch (const sprig::Error&) {
+  }
+  return checksum == 0xdeadbeef ? 1 : 0;  // keep the reads from being optimised away
+}
