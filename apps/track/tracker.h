@@ -15,10 +15,10 @@
 namespace sprig::track {
 
 struct TrackerOptions {
-  std::string tracking_uri;            // "" = local store only; "http://host:port" = REST too
-  std::string local_dir = "mlruns";    // the local store (always written)
-  std::string experiment_name;         // created when missing, reused otherwise
-  std::string tensorboard_dir;         // "" = none; else scalar event files, one dir per run
+  std::string tracking_uri;          // "" = local store only; "http://host:port" = REST too
+  std::string local_dir = "mlruns";  // the local store (always written)
+  std::string experiment_name;       // created when missing, reused otherwise
+  std::string tensorboard_dir;       // "" = none; else scalar event files, one dir per run
 };
 
 class Tracker {
@@ -43,8 +43,14 @@ class Tracker {
                 const std::string& text);
   void end_run(const std::string& run_id, const std::string& status = "FINISHED");
 
+  // The experiment's id in the local store; server_experiment_id() is the server's ("" without
+  // one). The two stores number experiments independently; run ids are shared.
   const std::string& experiment_id() const;
-  bool server_ok() const;                      // false once a server call has failed
+  const std::string& server_experiment_id() const;
+  const std::string& local_dir() const;                  // the local store, absolute
+  std::string run_dir(const std::string& run_id) const;  // <local_dir>/<experiment_id>/<run_id>
+  // True while a tracking server is configured and every call to it has succeeded.
+  bool server_ok() const;
   const std::vector<std::string>& warnings() const;  // what went wrong with the server, if anything
 
  private:
