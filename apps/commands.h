@@ -19,6 +19,9 @@ Command add_run_command(CLI::App& app);   // sprig run: evaluate a packed model 
 Command add_plan_command(CLI::App& app);  // sprig plan: per-layer dense / sparse choice and why
 Command add_bench_linear_command(CLI::App& app);  // sprig bench linear (cmd_bench_sparse.cpp)
 Command add_bench_model_command(CLI::App& app);   // sprig bench model (cmd_bench_sparse.cpp)
+Command add_predict_command(CLI::App& app);       // sprig predict: outputs for an input batch
+Command add_export_command(CLI::App& app);        // sprig export: checkpoint -> ONNX
+Command add_experiment_command(CLI::App& app);    // sprig experiment NAME (apps/experiments/)
 
 // A CLI11 check that rejects NaN and infinities (CLI::Range lets NaN through).
 extern const CLI::Validator FiniteNumber;

@@ -1,4 +1,5 @@
 // The sprig command line: one binary, one subcommand per job.
+#include <csignal>
 #include <cstdio>
 #include <map>
 
@@ -6,6 +7,10 @@
 #include "engine/error.h"
 
 int main(int argc, char** argv) {
+  // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ halfway through a
+  // save, leaving the temp file behind; ignored, write() fails with EFBIG instead and the save
+  // reports it, removes the temp file and leaves the existing file alone.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"sprig: a tensor engine with sparsity built in (train, prune, run sparse)"};
   app.require_subcommand(1);
   std::map<CLI::App*, sprig::app::Command> commands;
@@ -29,15 +34,37 @@ int main(int argc, char** argv) {
       sprig::app::add_run_command);
   add("plan", "print each layer's measured dense / sparse times and the choice",
       sprig::app::add_plan_command);
+  add("predict", "run a model (sprig or PyTorch safetensors weights) on an input batch",
+      sprig::app::add_predict_command);
+  add("export", "export a checkpoint as an ONNX model file", sprig::app::add_export_command);
+  add("experiment", "run a seed write-up as an experiment: MLflow runs, HTML report, tables",
+      sprig::app::add_experiment_command);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (auto& kv : commands) known = known || kv.first->get_name() == argv[1];
     if (!known) {
       std::fprintf(stderr,
                    "sprig: error: unknown command '%s' (expected train, eval, prune, sensitivity, "
-                   "summary, bench, pack, run or plan)\n",
+                   "summary, bench, pack, run, plan, predict, export or experiment)\n",
                    argv[1]);
       return 2;
+    }
+    // For a command with its own subcommands (bench) CLI11 would only say "A subcommand is
+    // required", without naming the word it did not know.
+    CLI::App* cmd = app.get_subcommand(argv[1]);
+    auto subs = cmd->get_subcommands([](CLI::App*) { return true; });
+    if (!subs.empty() && argc > 2 && argv[2][0] != '-') {
+      bool sub_known = false;
+      std::string names;
+      for (CLI::App* s : subs) {
+        sub_known = sub_known || s->get_name() == argv[2];
+        names += (names.empty() ? "" : ", ") + s->get_name();
+      }
+      if (!sub_known) {
+        std::fprintf(stderr, "sprig: error: unknown %s '%s' (expected %s)\n", argv[1], argv[2],
+                     names.c_str());
+        return 2;
+      }
     }
   }
   try {

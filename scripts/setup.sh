@@ -13,12 +13,20 @@ packages=(
   zlib1g-dev                   # gzip IDX files
   nlohmann-json3-dev           # safetensors headers, --json output
   libcli11-dev                 # command line
+  libcurl4-openssl-dev         # experiment tracking: MLflow REST API
   dataset-fashion-mnist        # the main job's data, in /usr/share/datasets/fashion-mnist
   python3-numpy                # tests cross-check safetensors files with numpy
 )
 test_packages=(                # only with --test
+  clang-14 libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer, ASan and UBSan runtimes
+  libomp-14-dev                # OpenMP for clang in the fuzz build
+  chromium fonts-dejavu-core   # tests/report_check.py: reports rendered in headless Chromium
+  python3-torch                # tests/torch_interchange.py (/usr/bin/python3): PyTorch twin of cnn2
 )
 python_test_packages=(         # pip, only with --test
+  mlflow                       # tests/mlflow_check.py: a real server and file-store reader
+  websocket-client             # tests/report_check.py: speaks DevTools protocol to Chromium
+  onnxruntime                  # tests/onnx_check.py: runs sprig's ONNX exports
 )
 [ "$with_tests" -eq 1 ] && packages+=("${test_packages[@]}")
 

@@ -1,0 +1,217 @@
+// What every `sprig experiment` shares: the common flags, the Context (tracker and report), the
+// data, the base model and the last line.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "apps/experiments/experiment.h"
+#include "engine/error.h"
+#include "kernels/cpu/threads.h"
+#include "nn/checkpoint.h"
+
+namespace sprig::app::experiments {
+
+namespace {
+const CLI::Validator HttpUri(
+    [](std::string& value) -> std::string {
+      for (const std::string scheme : {"http://", "https://"})
+        if (value.rfind(scheme, 0) == 0 && value.size() > scheme.size() &&
+            value.find_first_of(" \t\n") == std::string::npos)
+          return "";
+      return "'" + value + "' is not an http(s)://HOST[:PORT] tracking server address";
+    },
+    "http://HOST:PORT");
+
+const CLI::Validator NonEmpty(
+    [](std::string& value) -> std::string { return value.empty() ? "must not be empty" : ""; },
+    "TEXT");
+}  // namespace
+
+void add_common_flags(CLI::App& app, CommonFlags& f) {
+  app.add_option("--tracking-uri", f.tracking_uri,
+                 "MLflow tracking server (http://HOST:PORT); runs go to the local store too")
+      ->check(HttpUri);
+  app.add_option("--local-store", f.local_store,
+                 "local MLflow store directory (always written; `mlflow ui` reads it)")
+      ->check(NonEmpty)
+      ->capture_default_str();
+  app.add_option("--report", f.report, "HTML report path (default reports/<experiment>.html)")
+      ->check(NonEmpty);
+  app.add_option("--tensorboard", f.tensorboard, "also write TensorBoard scalars under DIR")
+      ->check(NonEmpty);
+  app.add_option("--dataset", f.dataset, "fashion-mnist, mnist or friedman1")
+      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
+  app.add_option("--data-dir", f.data_dir, "directory with the IDX files");
+  app.add_option("--experiment-name", f.experiment_name,
+                 "MLflow experiment (default sprig-<experiment>)")
+      ->check(NonEmpty);
+  app.add_option("--seed", f.seed, "seed for initialisation, shuffling and the search")
+      ->capture_default_str();
+  app.add_option("--threads", f.threads, "OpenMP threads (0: OpenMP's default)")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--train-samples", f.train_samples,
+                 "use only the first N training samples (quick runs)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--test-samples", f.test_samples, "evaluate on the first N test samples only")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+}
+
+Context::Context(const std::string& n, const CommonFlags& f)
+    : name(n), flags(f), report("sprig experiment " + n) {
+  if (flags.threads > 0) cpu::set_num_threads(flags.threads);
+  if (flags.experiment_name.empty()) flags.experiment_name = "sprig-" + name;
+  report_path = flags.report.empty() ? "reports/" + name + ".html" : flags.report;
+  track::TrackerOptions opts;
+  opts.tracking_uri = flags.tracking_uri;
+  opts.local_dir = flags.local_store;
+  opts.experiment_name = flags.experiment_name;
+  opts.tensorboard_dir = flags.tensorboard;
+  tracker = std::make_unique<track::Tracker>(opts);
+}
+
+void finish(Context& ctx, const std::string& run_id) {
+  ctx.report.write(ctx.report_path);
+  if (!run_id.empty()) ctx.tracker->log_artifact(run_id, ctx.report_path);
+  std::fflush(stdout);
+  // The tracker printed the failure when it happened; at the end, say where the record is.
+  if (!ctx.tracker->warnings().empty())
+    std::fprintf(stderr,
+                 "sprig: warning: the tracking server did not get every call; the runs are "
+                 "complete in the local store %s\n",
+                 ctx.tracker->local_dir().c_str());
+  std::fflush(stderr);
+  std::printf("%s\n", ctx.report_path.c_str());
+  std::fflush(stdout);
+}
+
+RunScope::~RunScope() {
+  if (!open_) return;
+  try {
+    tracker_.end_run(id_, "FAILED");
+  } catch (...) {
+    // Already unwinding from the error that matters; the run stays RUNNING in the store.
+  }
+}
+
+void RunScope::end(const std::string& status) {
+  open_ = false;
+  tracker_.end_run(id_, status);
+}
+
+std::string pct(double fraction) {
+  return report::fmt(100.0 * fraction, 2) + "%";
+}
+
+std::string with_commas(int64_t value) {
+  std::string s = std::to_string(value < 0 ? -value : value);
+  for (int i = int(s.size()) - 3; i > 0; i -= 3) s.insert(size_t(i), ",");
+  return value < 0 ? "-" + s : s;
+}
+
+std::string plural(int64_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
+void limit_samples(const Context& ctx, DataSource& src) {
+  if (ctx.flags.train_samples > 0)
+    src.data.train = data::take(src.data.train, ctx.flags.train_samples);
+  if (ctx.flags.test_samples > 0) src.data.test = data::take(src.data.test, ctx.flags.test_samples);
+}
+
+DataSource load_data(const Context& ctx, const std::string& fallback) {
+  std::string name = ctx.flags.dataset.empty() ? fallback : ctx.flags.dataset;
+  DataSource src = load_data_source(name, ctx.flags.data_dir, ctx.flags.seed);
+  limit_samples(ctx, src);
+  return src;
+}
+
+void log_epochs(Context& ctx, const std::string& run_id, const std::vector<EpochStats>& epochs,
+                Task task, int64_t step_offset, const std::string& prefix) {
+  for (const EpochStats& e : epochs) {
+    int64_t step = e.epoch + step_offset;
+    ctx.tracker->log_metric(run_id, prefix + "train_loss", e.train_loss, step);
+    if (task == Task::Classification)
+      ctx.tracker->log_metric(run_id, prefix + "test_accuracy", e.test.accuracy, step);
+    else
+      ctx.tracker->log_metric(run_id, prefix + "test_mse", e.test.loss, step);
+    ctx.tracker->log_metric(run_id, prefix + "epoch_seconds", e.seconds, step);
+  }
+}
+
+void add_base_flags(CLI::App& app, BaseFlags& f, bool with_base_flag) {
+  if (with_base_flag)
+    app.add_option("--base", f.base,
+                   "start from this trained checkpoint instead of training one (saves time)")
+        ->check(CLI::ExistingFile);
+  app.add_option("--model", f.model, "zoo name (mlp, cnn2, lenet5) or a model spec")
+      ->capture_default_str();
+  app.add_option("--batch-size", f.batch_size, "samples per training step")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
+  app.add_option("--lr", f.optim.lr, "Adam learning rate (training and fine-tuning)")
+      ->check(FiniteNumber & CLI::Range(1e-8, 10.0))
+      ->capture_default_str();
+}
+
+BaseModel make_base(Context& ctx, const BaseFlags& f) {
+  BaseModel b;
+  if (!f.base.empty()) {
+    nn::Checkpoint ck = nn::load_checkpoint(f.base);
+    b.src = load_data_for(ck.model, ck.metadata, f.base, ctx.flags.dataset, ctx.flags.data_dir,
+                          ctx.flags.seed);
+    limit_samples(ctx, b.src);
+    b.model = std::move(ck.model);
+    b.test = evaluate(b.model, b.src.data.test, b.src.task);
+    b.origin = f.base;
+    return b;
+  }
+  b.src = load_data(ctx, "fashion-mnist");
+  SPRIG_CHECK(b.src.data.train.size() > 0, "no training samples");
+  b.model = nn::build_model(f.model, b.src.input_shape, ctx.flags.seed);
+  auto opt = make_optimizer(f.optim, b.model.parameters());
+  FitConfig fc;
+  fc.epochs = f.epochs;
+  fc.batch_size = f.batch_size;
+  fc.seed = ctx.flags.seed;
+  b.history = fit(b.model, *opt, b.src.data.train, b.src.data.test, b.src.task, fc);
+  b.test =
+      b.history.empty() ? evaluate(b.model, b.src.data.test, b.src.task) : b.history.back().test;
+  b.origin = "trained " + plural(f.epochs, "epoch");
+  return b;
+}
+
+nn::Model clone_model(const nn::Model& model) {
+  nn::Model copy = nn::build_model(model.spec, model.input_shape, 0);
+  auto src = model.named_parameters();
+  auto dst = copy.named_parameters();
+  SPRIG_CHECK(src.size() == dst.size(), "clone_model: ", model.spec, " rebuilt with ", dst.size(),
+              " parameters instead of ", src.size());
+  for (size_t i = 0; i < src.size(); ++i) {
+    dst[i].second->value.copy_(src[i].second->value);
+    if (src[i].second->mask)
+      dst[i].second->set_mask(src[i].second->mask->keep.clone(), src[i].second->mask->granularity);
+  }
+  return copy;
+}
+
+void log_model_artifact(Context& ctx, const std::string& run_id, const nn::Model& model,
+                        const std::string& dataset, const std::string& file_name) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("sprig-experiment-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::path tmp = dir / file_name;
+  nn::save_checkpoint(tmp.string(), model,
+                      {{"dataset", dataset}, {"created_by", "sprig experiment " + ctx.name}});
+  try {
+    ctx.tracker->log_artifact(run_id, tmp.string(), "model");
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    throw;
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+}  // namespace sprig::app::experiments

@@ -1,0 +1,379 @@
+// sprig experiment iterative (seed 000): train a base model and log it as the parent run, then
+// let Bayesian optimisation choose the amount of iterative global magnitude pruning, one nested
+// child run per trial (prune in steps from the base model, fine-tuning after each step).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "apps/experiments/bayes_opt.h"
+#include "apps/experiments/experiment.h"
+#include "apps/prune_driver.h"
+#include "engine/error.h"
+#include "nn/summary.h"
+
+namespace sprig::app::experiments {
+
+namespace {
+struct IterativeArgs {
+  IterativeArgs() {
+    base.model = "mlp";
+    base.epochs = 2;
+  }
+  CommonFlags common;
+  BaseFlags base;
+  int max_epochs = 2;
+  int total_trials = 8;
+  int initial_trials = 3;
+  int prune_iterations = 2;
+  double min_amount = 0.1, max_amount = 0.99;
+  std::string objective = "test_accuracy", method = "magnitude", scope = "global";
+  double max_accuracy_drop = 0.02;
+};
+
+struct Trial {
+  int index = 0;  // from 1
+  double amount = 0.0, accuracy = 0.0, sparsity = 0.0, objective = 0.0, seconds = 0.0;
+  int64_t nonzero = 0;
+  bool feasible = true;
+  std::vector<EpochStats> epochs;
+  nn::ModelSummary summary;
+};
+
+// Fine-tuning epochs after each of `steps` pruning steps, `total` in all; earlier steps get
+// the remainder so the last step is never the only one trained.
+std::vector<int> split_epochs(int total, int steps) {
+  std::vector<int> e(steps, total / steps);
+  for (int k = 0; k < total % steps; ++k) ++e[k];
+  return e;
+}
+
+int run_iterative(const IterativeArgs& a) {
+  SPRIG_CHECK(a.min_amount < a.max_amount, "--min-amount ", a.min_amount,
+              " must be below --max-amount ", a.max_amount);
+  bool by_sparsity = a.objective == "sparsity";
+  Context ctx("iterative", a.common);
+  BaseFlags bf = a.base;
+  bf.epochs = a.max_epochs;
+  std::string what =
+      a.base.base.empty() ? a.base.model + ", " + plural(a.max_epochs, "epoch") : a.base.base;
+  std::printf("iterative pruning (seed 000): base model %s, then %s\n", what.c_str(),
+              plural(a.total_trials, "trial").c_str());
+  std::fflush(stdout);
+  BaseModel base = make_base(ctx, bf);
+  const DataSource& src = base.src;
+  SPRIG_CHECK(src.task == Task::Classification,
+              "experiment iterative optimises test accuracy: ", "dataset ", src.name,
+              " is a regression problem");
+  track::Tracker& tr = *ctx.tracker;
+  nn::ModelSummary base_summary = nn::summarize(base.model);
+
+  RunScope parent_run(tr, tr.start_run("base-model"));
+  const std::string& parent = parent_run.id();
+  tr.set_tag(parent, "sprig.experiment", "iterative");
+  std::map<std::string, std::string> params = {
+      {"model", base.model.spec},
+      {"dataset", src.name},
+      {"base", base.origin},
+      {"max_epochs", std::to_string(a.max_epochs)},
+      {"batch_size", std::to_string(a.base.batch_size)},
+      {"optimizer", "adam"},
+      {"lr", report::fmt(a.base.optim.lr, 6)},
+      {"seed", std::to_string(a.common.seed)},
+      {"train_samples", std::to_string(src.data.train.size())},
+      {"test_samples", std::to_string(src.data.test.size())},
+      {"total_trials", std::to_string(a.total_trials)},
+      {"prune_iterations", std::to_string(a.prune_iterations)},
+      {"method", a.method},
+      {"scope", a.scope},
+      {"objective", a.objective},
+      {"amount_bounds", report::fmt(a.min_amount, 4) + "," + report::fmt(a.max_amount, 4)}};
+  if (by_sparsity) params["max_accuracy_drop"] = report::fmt(a.max_accuracy_drop, 4);
+  for (auto& [k, v] : params) tr.log_param(parent, k, v);
+  log_epochs(ctx, parent, base.history, src.task);
+  if (base.history.empty()) tr.log_metric(parent, "test_accuracy", base.test.accuracy);
+  tr.log_metric(parent, "params", double(base_summary.params));
+  tr.log_text(parent, "summary.txt", nn::format_summary(base_summary));
+  log_model_artifact(ctx, parent, base.model, src.name, "base.safetensors");
+  std::printf("base model: test accuracy %s, %s parameters\n", pct(base.test.accuracy).c_str(),
+              with_commas(base_summary.params).c_str());
+
+  BayesOptOptions bo_opt;
+  bo_opt.initial_points = a.initial_trials;
+  bo_opt.seed = a.common.seed;
+  BayesOpt bo({{a.min_amount, a.max_amount}}, bo_opt);
+  double floor = base.test.accuracy - a.max_accuracy_drop;
+  std::vector<int> phase_epochs = split_epochs(a.max_epochs, a.prune_iterations);
+  std::vector<Trial> trials;
+  for (int t = 1; t <= a.total_trials; ++t) {
+    auto t0 = std::chrono::steady_clock::now();
+    Trial tri;
+    tri.index = t;
+    tri.amount = bo.suggest()[0];
+    RunScope child_run(tr, tr.start_run("trial-" + std::to_string(t), parent));
+    const std::string& child = child_run.id();
+    std::vector<double> targets = prune::iterative_targets(tri.amount, a.prune_iterations);
+    tr.log_param(child, "amount", report::fmt(tri.amount, 6));
+    tr.log_param(child, "method", a.method);
+    tr.log_param(child, "scope", a.scope);
+    tr.log_param(child, "granularity", "element");
+    tr.log_param(child, "prune_iterations", std::to_string(a.prune_iterations));
+    tr.log_param(child, "finetune_epochs", std::to_string(a.max_epochs));
+    std::string tlist;
+    for (double v : targets) tlist += (tlist.empty() ? "" : ",") + report::fmt(v, 4);
+    tr.log_param(child, "targets", tlist);
+
+    nn::Model model = clone_model(base.model);
+    for (size_t k = 0; k < targets.size(); ++k) {
+      PrunePlan plan;
+      plan.spec.criterion = prune::parse_criterion(a.method);
+      plan.spec.granularity = prune::Granularity::Element;
+      plan.spec.scope = a.scope == "global" ? prune::Scope::Global : prune::Scope::Layer;
+      plan.spec.amount = targets[k];
+      plan.spec.seed = a.common.seed + uint64_t(t);
+      plan.schedule.kind = prune::ScheduleSpec::OneShot;
+      plan.finetune_epochs = phase_epochs[k];
+      plan.optim = a.base.optim;
+      plan.fit.batch_size = a.base.batch_size;
+      plan.fit.seed = a.common.seed + uint64_t(1000 * t + k);
+      PruneOutcome out = run_prune_plan(model, src, plan);
+      const PruneStep& s = out.steps.back();
+      int64_t step = int64_t(k) + 1;
+      tr.log_metric(child, "step_target", s.target, step);
+      tr.log_metric(child, "step_sparsity", s.sparsity, step);
+      tr.log_metric(child, "step_accuracy_after_prune", s.after_prune.accuracy, step);
+      tr.log_metric(child, "step_accuracy_after_finetune", s.after_finetune.accuracy, step);
+      for (EpochStats e : s.epochs) {
+        e.epoch = int(tri.epochs.size()) + 1;
+        tri.epochs.push_back(e);
+      }
+      tri.accuracy = out.after.accuracy;
+      tri.sparsity = out.sparsity;
+      tri.nonzero = out.nonzero_after;
+    }
+    log_epochs(ctx, child, tri.epochs, src.task, 0, "finetune_");
+    tri.summary = nn::summarize(model);
+    tri.feasible = tri.accuracy >= floor;
+    // Infeasible trials score below every feasible one (feasible scores lie in [0, 1]), and
+    // less so the closer they come to the accuracy floor, so the GP still sees a slope.
+    tri.objective = !by_sparsity   ? tri.accuracy
+                    : tri.feasible ? tri.sparsity
+                                   : tri.sparsity - 1.0 - 10.0 * (floor - tri.accuracy);
+    tri.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    tr.log_metric(child, "test_accuracy", tri.accuracy);
+    tr.log_metric(child, "sparsity", tri.sparsity);
+    tr.log_metric(child, "nonzero_params", double(tri.nonzero));
+    tr.log_metric(child, "accuracy_drop", base.test.accuracy - tri.accuracy);
+    tr.log_metric(child, "objective", tri.objective);
+    tr.log_metric(child, "trial_seconds", tri.seconds);
+    tr.set_tag(child, "feasible", tri.feasible ? "true" : "false");
+    tr.log_text(child, "summary.txt", nn::format_summary(tri.summary));
+    child_run.end();
+    bo.observe({tri.amount}, tri.objective);
+    std::printf("trial %d/%d: amount %.4f -> sparsity %s, test accuracy %s%s (%.1f s)\n", t,
+                a.total_trials, tri.amount, pct(tri.sparsity).c_str(), pct(tri.accuracy).c_str(),
+                by_sparsity && !tri.feasible ? ", below the accuracy floor" : "", tri.seconds);
+    std::fflush(stdout);
+    trials.push_back(std::move(tri));
+  }
+
+  size_t best = 0;
+  for (size_t i = 1; i < trials.size(); ++i)
+    if (trials[i].objective > trials[best].objective) best = i;
+  const Trial& b = trials[best];
+  tr.log_metric(parent, "best_trial", double(b.index));
+  tr.log_metric(parent, "best_amount", b.amount);
+  tr.log_metric(parent, "best_test_accuracy", b.accuracy);
+  tr.log_metric(parent, "best_sparsity", b.sparsity);
+  tr.log_metric(parent, "best_objective", b.objective);
+
+  // Tables, for the report and the terminal.
+  report::Table trials_table{
+      "Trials (objective: " + a.objective + ")",
+      {"trial", "amount", "sparsity", "test accuracy", "drop", "objective", "seconds"},
+      {}};
+  if (by_sparsity) trials_table.header.insert(trials_table.header.begin() + 5, "feasible");
+  for (const Trial& t : trials) {
+    std::vector<std::string> row = {
+        std::to_string(t.index) + (&t == &b ? " *" : ""),
+        report::fmt(t.amount, 4),
+        pct(t.sparsity),
+        pct(t.accuracy),
+        report::fmt(100.0 * (base.test.accuracy - t.accuracy), 2) + " pp",
+        report::fmt(t.objective, 4),
+        report::fmt(t.seconds, 1)};
+    if (by_sparsity) row.insert(row.begin() + 5, t.feasible ? "yes" : "no");
+    trials_table.rows.push_back(row);
+  }
+  report::Table layers_table{"Best trial (" + std::to_string(b.index) + "): sparsity per layer",
+                             {"layer", "spec", "params", "nonzero", "sparsity"},
+                             {}};
+  report::Chart layer_bars{report::Chart::Kind::Bar,
+                           "best-layer-sparsity",
+                           "Best trial: sparsity per layer",
+                           "layer",
+                           "sparsity",
+                           {},
+                           {},
+                           false};
+  report::Series bars{"sparsity", {}, {}, {}};
+  for (const nn::LayerSummary& l : b.summary.layers) {
+    if (l.params == 0) continue;
+    layers_table.rows.push_back(
+        {l.name, l.spec, with_commas(l.params), with_commas(l.nonzero), pct(l.sparsity())});
+    bars.x.push_back(double(layer_bars.categories.size()));
+    bars.y.push_back(l.sparsity());
+    layer_bars.categories.push_back(l.name + " " + l.spec);
+  }
+  layer_bars.series.push_back(bars);
+
+  report::Chart scatter{report::Chart::Kind::Scatter,
+                        "accuracy-vs-sparsity",
+                        "Test accuracy vs sparsity",
+                        "sparsity",
+                        "test accuracy",
+                        {},
+                        {},
+                        false};
+  report::Series trial_pts{"trials", {}, {}, {}},
+      base_pt{"base model", {0.0}, {base.test.accuracy}, {}};
+  for (const Trial& t : trials) {
+    trial_pts.x.push_back(t.sparsity);
+    trial_pts.y.push_back(t.accuracy);
+  }
+  scatter.series = {trial_pts, base_pt, {"best trial", {b.sparsity}, {b.accuracy}, {}}};
+
+  report::Chart trace{report::Chart::Kind::Line,
+                      "bo-trace",
+                      "Bayesian optimisation trace",
+                      "trial",
+                      a.objective + " objective",
+                      {},
+                      {},
+                      false};
+  report::Series observed{"trial objective", {}, {}, {}}, so_far{"best so far", {}, {}, {}};
+  double running = -std::numeric_limits<double>::infinity();
+  for (const Trial& t : trials) {
+    running = std::max(running, t.objective);
+    observed.x.push_back(t.index);
+    observed.y.push_back(t.objective);
+    so_far.x.push_back(t.index);
+    so_far.y.push_back(running);
+  }
+  trace.series = {observed, so_far};
+
+  report::Chart curves{report::Chart::Kind::Line,
+                       "base-curves",
+                       "Base model: test accuracy",
+                       "epoch",
+                       "test accuracy",
+                       {},
+                       {},
+                       false};
+  report::Chart loss{report::Chart::Kind::Line,
+                     "base-loss",
+                     "Base model: training loss",
+                     "epoch",
+                     "mean training loss",
+                     {},
+                     {},
+                     false};
+  report::Series acc_s{"test accuracy", {}, {}, {}}, loss_s{"train loss", {}, {}, {}};
+  for (const EpochStats& e : base.history) {
+    acc_s.x.push_back(e.epoch);
+    acc_s.y.push_back(e.test.accuracy);
+    loss_s.x.push_back(e.epoch);
+    loss_s.y.push_back(e.train_loss);
+  }
+  curves.series = {acc_s};
+  loss.series = {loss_s};
+
+  std::string base_line = "Base model " + base.model.spec + " on " + src.name + " (" + base.origin +
+                          "): test accuracy " + pct(base.test.accuracy) + ", " +
+                          with_commas(base_summary.params) + " parameters.";
+  std::string search_line =
+      "Each trial prunes the base model's weights (" + a.method + ", " + a.scope +
+      " scope) to the proposed amount in " + plural(a.prune_iterations, "step") + " with " +
+      plural(a.max_epochs, "fine-tuning epoch") +
+      " in all; a Gaussian-process Bayesian optimiser proposes the amount in [" +
+      report::fmt(a.min_amount, 2) + ", " + report::fmt(a.max_amount, 2) + "] (" +
+      plural(a.initial_trials, "random trial") + " first) to maximise " + a.objective +
+      (by_sparsity ? " subject to test accuracy >= " + pct(floor) : std::string()) + ".";
+  std::string best_line = "Best: trial " + std::to_string(b.index) + ", amount " +
+                          report::fmt(b.amount, 4) + ", sparsity " + pct(b.sparsity) +
+                          ", test accuracy " + pct(b.accuracy) + ".";
+
+  report::Report& r = ctx.report;
+  r.add_heading("Iterative pruning with Bayesian optimisation (seed 000)");
+  r.add_paragraph(base_line);
+  r.add_paragraph(search_line);
+  r.add_table(trials_table);
+  r.add_paragraph(best_line);
+  r.add_chart(scatter);
+  r.add_chart(trace);
+  r.add_heading("Base model");
+  r.add_preformatted(nn::format_summary(base_summary));
+  if (!base.history.empty()) {
+    r.add_chart(curves);
+    r.add_chart(loss);
+  }
+  r.add_heading("Best trial");
+  r.add_table(layers_table);
+  r.add_chart(layer_bars);
+  r.add_preformatted(nn::format_summary(b.summary));
+
+  std::printf("\n%s\n%s\n%s\n%s\n", base_line.c_str(), report::format_table(trials_table).c_str(),
+              best_line.c_str(), report::format_table(layers_table).c_str());
+  finish(ctx, parent);
+  parent_run.end();
+  return 0;
+}
+}  // namespace
+
+Command add_iterative(CLI::App& app) {
+  auto a = std::make_shared<IterativeArgs>();
+  add_common_flags(app, a->common);
+  add_base_flags(app, a->base, true);
+  app.add_option("--max-epochs", a->max_epochs,
+                 "epochs of base training, and of fine-tuning in each trial (split over the "
+                 "pruning steps)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--total-trials", a->total_trials, "pruning trials (child runs)")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--initial-trials", a->initial_trials,
+                 "trials with random amounts before the Gaussian process proposes them")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--prune-iterations", a->prune_iterations,
+                 "pruning steps per trial (each prunes the same share of what is left, then "
+                 "fine-tunes)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--min-amount", a->min_amount, "lowest pruning amount searched")
+      ->check(FiniteNumber & FractionBelowOne)
+      ->capture_default_str();
+  app.add_option("--max-amount", a->max_amount, "highest pruning amount searched")
+      ->check(FiniteNumber & FractionBelowOne)
+      ->capture_default_str();
+  app.add_option("--objective", a->objective,
+                 "test_accuracy (maximise it) or sparsity (maximise it with test accuracy at "
+                 "least the base's minus --max-accuracy-drop)")
+      ->check(CLI::IsMember({"test_accuracy", "sparsity"}))
+      ->capture_default_str();
+  app.add_option("--max-accuracy-drop", a->max_accuracy_drop,
+                 "with --objective sparsity: accuracy the pruned model may lose, in [0, 1]")
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--method", a->method, "weight criterion: magnitude, gradient, taylor or random")
+      ->check(CLI::IsMember({"magnitude", "gradient", "taylor", "random"}))
+      ->capture_default_str();
+  app.add_option("--scope", a->scope, "global (one threshold for all layers) or layer")
+      ->check(CLI::IsMember({"global", "layer"}))
+      ->capture_default_str();
+  return [a] { return run_iterative(*a); };
+}
+
+}  // namespace sprig::app::experiments

@@ -1,0 +1,247 @@
+// sprig experiment l1-vs-fpgm (seed 001): filter pruning of cnn2 by L1 norm (Li et al. 2017)
+// and by FPGM (He et al. 2019) at several amounts, each shrunk and fine-tuned, against the
+// original in accuracy, parameters, FLOPs and training time per epoch.
+#include <cmath>
+#include <cstdio>
+
+#include "apps/experiments/experiment.h"
+#include "apps/prune_driver.h"
+#include "engine/error.h"
+#include "nn/summary.h"
+
+namespace sprig::app::experiments {
+
+namespace {
+struct L1FpgmArgs {
+  L1FpgmArgs() {
+    base.model = "cnn2";
+    base.epochs = 5;
+  }
+  CommonFlags common;
+  BaseFlags base;
+  std::vector<std::string> methods = {"l1", "fpgm"};
+  std::vector<double> amounts = {0.5, 0.75};
+  int finetune_epochs = 3;
+};
+
+struct Variant {
+  std::string label, method, spec;
+  double amount = 0.0, accuracy = 0.0, accuracy_after_prune = 0.0, epoch_seconds = 0.0;
+  int64_t params = 0, flops = 0;
+  std::vector<EpochStats> epochs;
+};
+
+double mean_seconds(const std::vector<EpochStats>& epochs) {
+  double s = 0.0;
+  for (const EpochStats& e : epochs) s += e.seconds;
+  return epochs.empty() ? 0.0 : s / double(epochs.size());
+}
+
+int run_l1_vs_fpgm(const L1FpgmArgs& a) {
+  Context ctx("l1-vs-fpgm", a.common);
+  std::printf("L1-norm vs FPGM filter pruning (seed 001): base %s\n",
+              a.base.base.empty() ? (a.base.model + ", " + plural(a.base.epochs, "epoch")).c_str()
+                                  : a.base.base.c_str());
+  std::fflush(stdout);
+  BaseModel base = make_base(ctx, a.base);
+  const DataSource& src = base.src;
+  SPRIG_CHECK(src.task == Task::Classification,
+              "experiment l1-vs-fpgm compares accuracies: ", "dataset ", src.name,
+              " is a regression problem");
+  track::Tracker& tr = *ctx.tracker;
+  nn::ModelSummary base_summary = nn::summarize(base.model);
+  double base_epoch = mean_seconds(base.history);
+
+  RunScope parent_run(tr, tr.start_run("original"));
+  const std::string& parent = parent_run.id();
+  tr.set_tag(parent, "sprig.experiment", "l1-vs-fpgm");
+  tr.log_param(parent, "model", base.model.spec);
+  tr.log_param(parent, "dataset", src.name);
+  tr.log_param(parent, "base", base.origin);
+  tr.log_param(parent, "finetune_epochs", std::to_string(a.finetune_epochs));
+  tr.log_param(parent, "batch_size", std::to_string(a.base.batch_size));
+  tr.log_param(parent, "lr", report::fmt(a.base.optim.lr, 6));
+  tr.log_param(parent, "seed", std::to_string(a.common.seed));
+  tr.log_param(parent, "train_samples", std::to_string(src.data.train.size()));
+  log_epochs(ctx, parent, base.history, src.task);
+  if (base.history.empty()) tr.log_metric(parent, "test_accuracy", base.test.accuracy);
+  tr.log_metric(parent, "params", double(base_summary.params));
+  tr.log_metric(parent, "flops", double(base_summary.flops));
+  if (!base.history.empty()) tr.log_metric(parent, "mean_epoch_seconds", base_epoch);
+  tr.log_text(parent, "summary.txt", nn::format_summary(base_summary));
+  std::printf("original: test accuracy %s, %s parameters, %s FLOPs\n",
+              pct(base.test.accuracy).c_str(), with_commas(base_summary.params).c_str(),
+              with_commas(base_summary.flops).c_str());
+
+  std::vector<Variant> variants;
+  for (const std::string& method : a.methods)
+    for (double amount : a.amounts) {
+      Variant v;
+      v.method = method;
+      v.amount = amount;
+      v.label = method + " " + report::fmt(100.0 * amount, 0) + "%";
+      nn::Model model = clone_model(base.model);
+      PrunePlan plan;
+      plan.spec.criterion = prune::parse_criterion(method);
+      plan.spec.granularity = prune::Granularity::Filter;
+      plan.spec.scope = prune::Scope::Layer;
+      plan.spec.amount = amount;
+      plan.spec.seed = a.common.seed;
+      plan.schedule.kind = prune::ScheduleSpec::OneShot;
+      plan.finetune_epochs = a.finetune_epochs;
+      plan.optim = a.base.optim;
+      plan.fit.batch_size = a.base.batch_size;
+      plan.fit.seed = a.common.seed;
+      plan.shrink = true;
+      prune::validate_spec(model, plan.spec);
+      PruneOutcome out = run_prune_plan(model, src, plan);
+      nn::ModelSummary s = nn::summarize(model);
+      v.spec = model.spec;
+      v.accuracy = out.after.accuracy;
+      v.accuracy_after_prune = out.steps.back().after_prune.accuracy;
+      v.params = s.params;
+      v.flops = s.flops;
+      v.epochs = out.steps.back().epochs;
+      v.epoch_seconds = mean_seconds(v.epochs);
+
+      RunScope child_run(tr, tr.start_run(method + "-" + report::fmt(amount, 2), parent));
+      const std::string& child = child_run.id();
+      tr.log_param(child, "method", method);
+      tr.log_param(child, "amount", report::fmt(amount, 4));
+      tr.log_param(child, "granularity", "filter");
+      tr.log_param(child, "shrink", "true");
+      tr.log_param(child, "finetune_epochs", std::to_string(a.finetune_epochs));
+      tr.log_param(child, "spec_after", v.spec);
+      tr.log_metric(child, "finetune_test_accuracy", v.accuracy_after_prune, 0);
+      log_epochs(ctx, child, v.epochs, src.task, 0, "finetune_");
+      tr.log_metric(child, "test_accuracy_after_prune", v.accuracy_after_prune);
+      tr.log_metric(child, "test_accuracy", v.accuracy);
+      tr.log_metric(child, "params", double(v.params));
+      tr.log_metric(child, "flops", double(v.flops));
+      tr.log_metric(child, "sparsity", out.sparsity);
+      if (!v.epochs.empty()) tr.log_metric(child, "mean_epoch_seconds", v.epoch_seconds);
+      tr.log_text(child, "summary.txt", nn::format_summary(s));
+      child_run.end();
+      std::printf("%s: %s, test accuracy %s (after pruning %s), %s parameters\n", v.label.c_str(),
+                  v.spec.c_str(), pct(v.accuracy).c_str(), pct(v.accuracy_after_prune).c_str(),
+                  with_commas(v.params).c_str());
+      std::fflush(stdout);
+      variants.push_back(std::move(v));
+    }
+
+  report::Table table{"Original and pruned models",
+                      {"model", "spec", "params", "FLOPs", "test accuracy", "s / training epoch"},
+                      {}};
+  table.rows.push_back({"original (" + base.origin + ")", base.model.spec,
+                        with_commas(base_summary.params), with_commas(base_summary.flops),
+                        pct(base.test.accuracy),
+                        base.history.empty() ? "-" : report::fmt(base_epoch, 2)});
+  for (const Variant& v : variants)
+    table.rows.push_back({v.label + ", " + plural(a.finetune_epochs, "fine-tuning epoch"), v.spec,
+                          with_commas(v.params), with_commas(v.flops), pct(v.accuracy),
+                          v.epochs.empty() ? "-" : report::fmt(v.epoch_seconds, 2)});
+
+  using Kind = report::Chart::Kind;
+  report::Chart acc{Kind::Bar, "accuracy", "Test accuracy", "model", "test accuracy", {},
+                    {},        false};
+  report::Chart size{
+      Kind::Bar, "size", "Size relative to the original", "model", "fraction of the original", {},
+      {},        false};
+  report::Chart speed{Kind::Bar, "epoch-time", "Training time per epoch", "model", "seconds", {},
+                      {},        false};
+  report::Series acc_s{"test accuracy", {}, {}, {}}, params_s{"parameters", {}, {}, {}},
+      flops_s{"FLOPs", {}, {}, {}}, speed_s{"s / epoch", {}, {}, {}};
+  auto add_bar = [&](const std::string& label, double accuracy, int64_t params, int64_t flops,
+                     double seconds) {
+    double x = double(acc.categories.size());
+    for (report::Chart* c : {&acc, &size, &speed}) c->categories.push_back(label);
+    acc_s.x.push_back(x);
+    acc_s.y.push_back(accuracy);
+    params_s.x.push_back(x);
+    params_s.y.push_back(double(params) / double(base_summary.params));
+    flops_s.x.push_back(x);
+    flops_s.y.push_back(double(flops) / double(base_summary.flops));
+    speed_s.x.push_back(x);
+    speed_s.y.push_back(seconds);
+  };
+  add_bar("original", base.test.accuracy, base_summary.params, base_summary.flops,
+          base.history.empty() ? std::nan("") : base_epoch);
+  for (const Variant& v : variants)
+    add_bar(v.label, v.accuracy, v.params, v.flops,
+            v.epochs.empty() ? std::nan("") : v.epoch_seconds);
+  acc.series = {acc_s};
+  size.series = {params_s, flops_s};
+  speed.series = {speed_s};
+
+  report::Chart curves{Kind::Line,
+                       "finetune-curves",
+                       "Test accuracy during fine-tuning",
+                       "fine-tuning epoch (0: just pruned)",
+                       "test accuracy",
+                       {},
+                       {},
+                       false};
+  for (const Variant& v : variants) {
+    report::Series s{v.label, {0.0}, {v.accuracy_after_prune}, {}};
+    for (const EpochStats& e : v.epochs) {
+      s.x.push_back(e.epoch);
+      s.y.push_back(e.test.accuracy);
+    }
+    curves.series.push_back(s);
+  }
+  if (!base.history.empty()) {
+    report::Series s{"original (training)", {}, {}, {}};
+    for (const EpochStats& e : base.history) {
+      s.x.push_back(e.epoch);
+      s.y.push_back(e.test.accuracy);
+    }
+    curves.series.push_back(s);
+  }
+
+  std::string intro =
+      "Each variant prunes whole filters of every layer but the classifier (" +
+      std::string("L1 norm: smallest sum |w|; FPGM: closest to the layer's geometric median") +
+      "), removes them physically (shrink) and fine-tunes for " +
+      plural(a.finetune_epochs, "epoch") + " on " + src.name + " (" +
+      std::to_string(src.data.train.size()) + " training samples). Epoch times are " +
+      "wall-clock seconds of training on this machine at the time of the run.";
+  report::Report& r = ctx.report;
+  r.add_heading("L1-norm vs FPGM filter pruning (seed 001)");
+  r.add_paragraph(intro);
+  r.add_table(table);
+  r.add_chart(acc);
+  r.add_chart(size);
+  r.add_chart(speed);
+  r.add_chart(curves);
+  r.add_heading("Original model");
+  r.add_preformatted(nn::format_summary(base_summary));
+
+  std::printf("\n%s\n", report::format_table(table).c_str());
+  finish(ctx, parent);
+  parent_run.end();
+  return 0;
+}
+}  // namespace
+
+Command add_l1_vs_fpgm(CLI::App& app) {
+  auto a = std::make_shared<L1FpgmArgs>();
+  add_common_flags(app, a->common);
+  add_base_flags(app, a->base, true);
+  app.add_option("--base-epochs", a->base.epochs, "epochs to train the original (without --base)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  app.add_option("--methods", a->methods, "filter criteria to compare: l1, l2, fpgm")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"l1", "l2", "fpgm"}))
+      ->capture_default_str();
+  app.add_option("--amounts", a->amounts, "fractions of each layer's filters pruned, in [0, 1)")
+      ->delimiter(',')
+      ->check(FiniteNumber & FractionBelowOne)
+      ->capture_default_str();
+  app.add_option("--finetune-epochs", a->finetune_epochs, "fine-tuning epochs after pruning")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  return [a] { return run_l1_vs_fpgm(*a); };
+}
+
+}  // namespace sprig::app::experiments
