@@ -20,7 +20,4 @@ cmake --build build-asan -j"$(nproc)"
 # reported at exit and fail the process. No suppressions: libgomp and libcurl report nothing.
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_init_order=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-# mlflow_iterative (an iterative pruning run against a live MLflow server) takes ~280 s under
-# ASan, 40% of the suite; its C++ paths also run in mlflow_tracker and test_experiments, and it
-# runs uninstrumented in scripts/test.sh. Pass other ctest arguments (e.g. -E x) to override.
-ctest --test-dir build-asan --output-on-failure -E '^mlflow_iterative$' "$@"
+ctest --test-dir build-asan --output-on-failure "$@"
