@@ -11,12 +11,16 @@
 #include <vector>
 
 #include "tests/cli_test_util.h"
+#include "tests/mlruns_test_util.h"
 
 namespace fs = std::filesystem;
 using sprig::testing::count_lines;
 using sprig::testing::last_line;
+using sprig::testing::load_runs;
 using sprig::testing::Result;
 using sprig::testing::run;
+using Run = sprig::testing::StoredRun;
+using sprig::testing::read_text;
 
 namespace {
 
@@ -24,79 +28,11 @@ fs::path temp_dir() {
   return sprig::testing::temp_dir("test_experiments");
 }
 
-std::string read(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct Point {
-  double value;
-  long long step;
-};
-
-struct Run {
-  std::string id;
-  fs::path dir;
-  std::string param(const std::string& k) const {
-    REQUIRE_MESSAGE(fs::exists(dir / "params" / k), "param " << k << " of run " << id);
-    return read(dir / "params" / k);
-  }
-  std::string tag(const std::string& k) const {
-    return fs::exists(dir / "tags" / k) ? read(dir / "tags" / k) : "";
-  }
-  std::vector<Point> metric(const std::string& k) const {
-    std::vector<Point> out;
-    std::ifstream f(dir / "metrics" / k);
-    long long ts, step;
-    double v;
-    while (f >> ts >> v >> step) out.push_back({v, step});
-    return out;
-  }
-  double last(const std::string& k) const {
-    auto m = metric(k);
-    REQUIRE_MESSAGE(!m.empty(), "metric " << k << " of run " << id);
-    return m.back().value;
-  }
-  bool artifact(const std::string& rel) const { return fs::exists(dir / "artifacts" / rel); }
-  std::string status() const {
-    std::string meta = read(dir / "meta.yaml");
-    size_t p = meta.find("status: ");
-    return p == std::string::npos ? "" : meta.substr(p + 8, 1);
-  }
-};
-
-// The parent run and its children of the experiment `name` in the store at root.
-void load_runs(const fs::path& root, const std::string& name, Run& parent,
-               std::vector<Run>& children) {
-  std::vector<Run> runs;
-  for (auto& e : fs::directory_iterator(root)) {
-    if (!e.is_directory() || !fs::exists(e.path() / "meta.yaml")) continue;
-    std::string meta = read(e.path() / "meta.yaml");
-    if (meta.find("\nname: " + name + "\n") == std::string::npos &&
-        meta.find("\nname: \"" + name + "\"") == std::string::npos)
-      continue;
-    for (auto& r : fs::directory_iterator(e.path()))
-      if (r.is_directory() && fs::exists(r.path() / "meta.yaml"))
-        runs.push_back({r.path().filename().string(), r.path()});
-  }
-  int parents = 0;
-  for (const Run& r : runs)
-    if (r.tag("mlflow.parentRunId").empty()) parent = r, ++parents;
-  REQUIRE(parents == 1);
-  for (const Run& r : runs)
-    if (!r.tag("mlflow.parentRunId").empty()) {
-      CHECK(r.tag("mlflow.parentRunId") == parent.id);
-      children.push_back(r);
-    }
-}
-
 // Each named chart is in the page, with `series` series in the sidecar, each with points.
 void check_charts(const fs::path& html, const std::vector<std::pair<std::string, int>>& charts) {
   REQUIRE(fs::exists(html));
-  std::string page = read(html);
-  auto sidecar = nlohmann::json::parse(read(html.string() + ".charts.json"));
+  std::string page = read_text(html);
+  auto sidecar = nlohmann::json::parse(read_text(html.string() + ".charts.json"));
   for (auto& [id, series] : charts) {
     CAPTURE(id);
     CHECK(page.find("id=\"chart-" + id + "\"") != std::string::npos);
@@ -154,7 +90,7 @@ TEST_CASE("iterative: base model as parent run, one child run per trial, report 
   CHECK(acc[0].value > 0.3);
   CHECK(parent.metric("train_loss").size() == 1);
   CHECK(parent.artifact("summary.txt"));
-  CHECK(read(parent.dir / "artifacts" / "summary.txt").find("266,610") != std::string::npos);
+  CHECK(read_text(parent.dir / "artifacts" / "summary.txt").find("266,610") != std::string::npos);
   CHECK(parent.artifact("model/base.safetensors"));
   CHECK(parent.artifact("iterative.html"));
   CHECK(parent.status() == "3");  // FINISHED
@@ -294,11 +230,11 @@ TEST_CASE("taylor: from a --base checkpoint, summaries before and after, seed 00
   CHECK(c.metric("finetune_test_accuracy").size() == 3);  // epoch 0 (just pruned), 1, 2
   CHECK(c.artifact("summary_before.txt"));
   CHECK(c.artifact("summary_after.txt"));
-  CHECK(read(c.dir / "artifacts" / "summary_after.txt").find("78,920") != std::string::npos);
+  CHECK(read_text(c.dir / "artifacts" / "summary_after.txt").find("78,920") != std::string::npos);
   CHECK(c.artifact("model/pruned.safetensors"));
   // No training curve of the original when it was loaded: only the pruned model's.
   check_charts(html, {{"accuracy-per-epoch", 1}, {"params", 2}});
-  std::string page = read(html);
+  std::string page = read_text(html);
   CHECK(page.find("<pre") != std::string::npos);
 }
 

@@ -13,81 +13,21 @@
 #include <vector>
 
 #include "tests/cli_test_util.h"
+#include "tests/mlruns_test_util.h"
 
 namespace fs = std::filesystem;
 using sprig::testing::count_lines;
 using sprig::testing::last_line;
+using sprig::testing::load_runs;
 using sprig::testing::Result;
 using sprig::testing::run;
+using Run = sprig::testing::StoredRun;
+using sprig::testing::read_text;
 
 namespace {
 
 fs::path temp_dir() {
   return sprig::testing::temp_dir("test_experiments_gradual_friedman");
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct MetricPoint {
-  double value;
-  int64_t step;
-};
-
-struct Run {
-  std::string id;
-  fs::path dir;
-  std::string param(const std::string& k) const { return read(dir / "params" / k); }
-  std::string tag(const std::string& k) const {
-    return fs::exists(dir / "tags" / k) ? read(dir / "tags" / k) : "";
-  }
-  // Every "timestamp value step" line of a metric, in order.
-  std::vector<MetricPoint> metric(const std::string& k) const {
-    std::vector<MetricPoint> out;
-    std::ifstream f(dir / "metrics" / k);
-    long long ts, step;
-    double v;
-    while (f >> ts >> v >> step) out.push_back({v, step});
-    return out;
-  }
-  double last(const std::string& k) const {
-    auto m = metric(k);
-    REQUIRE_MESSAGE(!m.empty(), "metric " << k << " of run " << id);
-    return m.back().value;
-  }
-};
-
-// The runs of the experiment called `name` in the local store at root.
-std::vector<Run> runs_of(const fs::path& root, const std::string& name) {
-  std::vector<Run> runs;
-  for (auto& e : fs::directory_iterator(root)) {
-    if (!e.is_directory() || !fs::exists(e.path() / "meta.yaml")) continue;
-    std::string meta = read(e.path() / "meta.yaml");
-    if (meta.find("name: " + name + "\n") == std::string::npos &&
-        meta.find("name: \"" + name + "\"") == std::string::npos)
-      continue;
-    for (auto& r : fs::directory_iterator(e.path()))
-      if (r.is_directory() && fs::exists(r.path() / "meta.yaml"))
-        runs.push_back({r.path().filename().string(), r.path()});
-  }
-  return runs;
-}
-
-// Splits runs into the parent (no mlflow.parentRunId) and its children.
-void split_runs(const std::vector<Run>& runs, Run& parent, std::vector<Run>& children) {
-  int parents = 0;
-  for (const Run& r : runs)
-    if (r.tag("mlflow.parentRunId").empty()) parent = r, ++parents;
-  REQUIRE(parents == 1);
-  for (const Run& r : runs)
-    if (!r.tag("mlflow.parentRunId").empty()) {
-      CHECK(r.tag("mlflow.parentRunId") == parent.id);
-      children.push_back(r);
-    }
 }
 
 nlohmann::json chart(const nlohmann::json& charts, const std::string& id) {
@@ -145,7 +85,7 @@ TEST_CASE("gradual-vs-instant: parent and child runs, stepped metrics, report wi
 
   Run parent;
   std::vector<Run> children;
-  split_runs(runs_of(store, "sprig-gradual-vs-instant"), parent, children);
+  load_runs(store, "sprig-gradual-vs-instant", parent, children);
   CHECK(parent.param("sparsities") == "0.5,0.9");
   CHECK(parent.param("steps") == "1,2");
   CHECK(parent.param("train_samples") == "600");
@@ -192,11 +132,11 @@ TEST_CASE("gradual-vs-instant: parent and child runs, stepped metrics, report wi
   for (auto& [cell, n] : cells) CHECK_MESSAGE(n == 2, cell);
 
   REQUIRE(fs::exists(html));
-  std::string page = read(html);
+  std::string page = read_text(html);
   CHECK(page.find("id=\"chart-accuracy\"") != std::string::npos);
   CHECK(page.find("id=\"chart-gain\"") != std::string::npos);
   CHECK(page.find("Finding") != std::string::npos);
-  auto charts = nlohmann::json::parse(read(html.string() + ".charts.json"));
+  auto charts = nlohmann::json::parse(read_text(html.string() + ".charts.json"));
   auto acc = chart(charts, "accuracy");
   REQUIRE(acc["series"].size() == 2);
   CHECK(acc["series"][0]["name"] == "1 step (instant)");
@@ -225,7 +165,7 @@ TEST_CASE("friedman: three variants, loss curves, sizes, report with charts") {
 
   Run parent;
   std::vector<Run> children;
-  split_runs(runs_of(store, "sprig-friedman"), parent, children);
+  load_runs(store, "sprig-friedman", parent, children);
   CHECK(parent.param("spec") == "linear(128) relu linear(1) relu");
   REQUIRE(children.size() == 3);
   std::map<std::string, Run> by;
@@ -274,7 +214,7 @@ TEST_CASE("friedman: three variants, loss curves, sizes, report with charts") {
         0.6 * by["unpruned"].last("size_packed_bytes"));
 
   REQUIRE(fs::exists(html));
-  auto charts = nlohmann::json::parse(read(html.string() + ".charts.json"));
+  auto charts = nlohmann::json::parse(read_text(html.string() + ".charts.json"));
   auto curves = chart(charts, "loss-curves");
   CHECK(curves["kind"] == "line");
   CHECK(curves["series"].size() == 6);
@@ -288,7 +228,7 @@ TEST_CASE("friedman: three variants, loss curves, sizes, report with charts") {
   auto size = chart(charts, "size");
   REQUIRE(size["series"].size() == 3);
   for (const auto& s : size["series"]) CHECK(s["points"] == 3);
-  std::string page = read(html);
+  std::string page = read_text(html);
   for (const char* id : {"chart-loss-curves", "chart-test-mse", "chart-size"})
     CHECK(page.find(std::string("id=\"") + id + "\"") != std::string::npos);
   check_rendering(html);
