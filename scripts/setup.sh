@@ -33,7 +33,7 @@ python_test_packages=(         # pip, only with --test
 install_python_packages() {
   [ "$with_tests" -eq 1 ] && [ ${#python_test_packages[@]} -gt 0 ] || return 0
   # PIP_BREAK_SYSTEM_PACKAGES lets this work with Debian's python3 too (pyenv's ignores it).
-  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     "${python_test_packages[@]}"
 }
 
