@@ -344,12 +344,42 @@ Tensor InferenceModel::forward(const Tensor& x) const {
   want.insert(want.begin(), x.dim() > 0 ? x.size(0) : 1);
   SPRIG_CHECK(x.shape() == want, "packed model expects input (N, ", to_string(in).substr(1),
               " but got ", to_string(x.shape()));
+  auto& mods = model.net->layers;
+  // The packed layer of module i, or null.
+  std::vector<const PackedLayer*> packed(mods.size(), nullptr);
+  for (auto& p : layers) packed[p.index] = &p;
+  // A CSR Linear at batch >= 4 runs csr_linear_ex: a ReLU right after it is fused, and when the
+  // next layer is also such a Linear the activations stay (features, N) in between.
+  const int64_t N = x.dim() > 0 ? x.size(0) : 1;
+  auto chained = [&](size_t i) {
+    return i < mods.size() && packed[i] && packed[i]->kind == PackedLayer::Csr && N >= 4 &&
+           dynamic_cast<nn::Linear*>(mods[i].get());
+  };
+  auto is_relu = [&](size_t i) {
+    return i < mods.size() && dynamic_cast<nn::ReLU*>(mods[i].get());
+  };
   Tensor h = x;
-  size_t next = 0;
-  for (size_t i = 0; i < model.net->layers.size(); ++i) {
-    nn::Module& m = *model.net->layers[i];
-    if (next < layers.size() && layers[next].index == i)
-      h = run_layer(layers[next++], m, h);
+  bool transposed = false;  // h holds (features, N)
+  for (size_t i = 0; i < mods.size(); ++i) {
+    nn::Module& m = *mods[i];
+    if (chained(i) && (transposed || (h.dim() == 2 && h.size(1) == packed[i]->cols))) {
+      auto& lin = dynamic_cast<nn::Linear&>(m);
+      const bool relu = is_relu(i + 1);
+      const PackedLayer& p = *packed[i];
+      // Transposed only for a next layer that takes this one's features (a mismatch goes the
+      // checked way, run_packed, and gets its error there).
+      const size_t j = relu ? i + 2 : i + 1;
+      const bool out_t = chained(j) && packed[j]->cols == p.rows;
+      Tensor y = out_t ? Tensor::empty({p.rows, N}) : Tensor::empty({N, p.rows});
+      cpu::csr_linear_ex(p.csr, N, h.data(), transposed,
+                         lin.bias ? lin.bias->value.data() : nullptr, relu, y.data(), out_t);
+      h = y;
+      transposed = out_t;
+      if (relu) ++i;
+      continue;
+    }
+    if (packed[i])
+      h = run_layer(*packed[i], m, h);
     else
       h = m(h);
   }

@@ -141,6 +141,57 @@ TEST_CASE("csr_linear balances skewed rows and gives the same bits on 1 and 2 th
   }
 }
 
+TEST_CASE("csr_linear_ex: transposed x and y and the fused ReLU equal the dense product") {
+  // (rows, cols, B): one panel, a ragged last panel, more panels than threads; skewed rows.
+  const int64_t cases[][3] = {{1, 1, 1},       {17, 33, 3},    {33, 17, 4},   {300, 784, 64},
+                              {100, 300, 129}, {10, 100, 256}, {200, 513, 70}};
+  for (auto& cs : cases)
+    for (bool bias : {false, true}) {
+      const int64_t rows = cs[0], cols = cs[1], B = cs[2];
+      auto w = masked_weights(rows, cols, 0.9, uint32_t(rows + cols));
+      if (rows == 200) {  // the first 20 rows dense: the row split must follow the entries
+        auto dense_rows = random_vec(size_t(20 * cols), 6);
+        std::copy(dense_rows.begin(), dense_rows.end(), w.begin());
+      }
+      LinearCase c{rows, cols, 0.9, B, bias};
+      auto d = linear_data(c, w);
+      CsrMatrix a = csr_from_dense(rows, cols, w.data());
+      std::vector<float> xt(size_t(cols * B));  // (cols, B)
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < cols; j++) xt[j * B + b] = d.x[b * cols + j];
+      std::vector<float> plain(size_t(B * rows));
+      csr_linear(a, B, d.x.data(), d.b(), plain.data());
+      for (bool x_t : {false, true})
+        for (bool y_t : {false, true})
+          for (bool relu : {false, true}) {
+            CAPTURE(rows);
+            CAPTURE(cols);
+            CAPTURE(B);
+            CAPTURE(bias);
+            CAPTURE(x_t);
+            CAPTURE(y_t);
+            CAPTURE(relu);
+            std::vector<float> got[2];
+            const int before = num_threads();
+            for (int t : {1, 2}) {
+              set_num_threads(t);
+              std::vector<float> y(size_t(B * rows), -7.0f);
+              csr_linear_ex(a, B, x_t ? xt.data() : d.x.data(), x_t, d.b(), relu, y.data(), y_t);
+              got[t - 1].resize(y.size());  // back to (B, rows)
+              for (int64_t b = 0; b < B; b++)
+                for (int64_t i = 0; i < rows; i++)
+                  got[t - 1][b * rows + i] = y_t ? y[i * B + b] : y[b * rows + i];
+            }
+            set_num_threads(before);
+            CHECK(got[0] == got[1]);  // the sums do not depend on the thread split
+            auto want = d.want;
+            for (auto& v : want) v = relu ? std::max(v, 0.0f) : v;
+            check_close(got[1], want, d.mag);
+            if (B >= 4 && !relu) CHECK(got[1] == plain);  // csr_linear's sums, same order
+          }
+    }
+}
+
 TEST_CASE("bsr_linear equals the dense masked product, edge blocks included") {
   const int64_t blocks[][2] = {{1, 4}, {4, 4}, {1, 8}, {2, 3}, {4, 1}, {3, 16}};
   const int64_t shapes[][2] = {{1, 1}, {3, 5}, {17, 33}, {33, 17}, {300, 784}, {10, 12544}};

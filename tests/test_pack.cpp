@@ -13,6 +13,7 @@
 #include "engine/autograd.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
+#include "kernels/cpu/threads.h"
 #include "prune/pack.h"
 #include "prune/prune.h"
 #include "prune/shrink.h"
@@ -116,6 +117,36 @@ TEST_CASE("packed mlp equals the dense masked model: unstructured, block, 2:4") 
   auto un = prune::pack_model(pruned("mlp", {1, 28, 28}, prune::Granularity::Element, 0.5), o);
   CHECK(un.layers[0].kind == prune::PackedLayer::Csr);
   CHECK(un.layers[0].reason.find("not N:M") != std::string::npos);
+}
+
+TEST_CASE("chained csr layers (transposed activations, fused ReLU) equal the dense model") {
+  // Forced csr: consecutive Linear + ReLU layers run csr_linear_ex with the activations kept
+  // (features, N) between them, at batches of one panel, ragged panels and more panels than
+  // threads, on 1 and 2 threads. The conv model chains its two Linear layers after flatten.
+  NoGradGuard no_grad;
+  const int before = cpu::num_threads();
+  for (const char* spec : {"mlp", kConv}) {
+    nn::Model m = pruned(spec, std::string(spec) == "mlp" ? Shape{1, 28, 28} : Shape{1, 12, 12},
+                         prune::Granularity::Element, 0.92);
+    prune::PackOptions o;
+    o.format = prune::PackFormat::Csr;
+    o.shrink = false;
+    prune::InferenceModel im = prune::pack_model(m, o);
+    for (int64_t batch : {4, 64, 130, 256}) {
+      Tensor x = random_input(m, batch, 5);
+      Tensor want = m.forward(x);
+      for (int t : {1, 2}) {
+        cpu::set_num_threads(t);
+        CAPTURE(spec);
+        CAPTURE(batch);
+        CAPTURE(t);
+        Tensor got = im.forward(x);
+        CHECK(got.shape() == want.shape());
+        CHECK(rel_diff(want, got) <= 1e-5);
+      }
+    }
+  }
+  cpu::set_num_threads(before);
 }
 
 TEST_CASE("packed conv model equals the dense masked model, and shrunk models too") {

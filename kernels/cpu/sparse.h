@@ -69,6 +69,12 @@ void nm_to_dense(const NmMatrix& a, float* w);
 void csr_linear(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, float* y);
+// csr_linear with either side transposed and an optional fused ReLU: x is (B, cols), or
+// (cols, B) when x_t; y is (B, rows), or (rows, B) when y_t; relu sets y = max(y, 0) after the
+// bias (NaN -> 0, as relu_forward). Consecutive sparse layers keep their activations transposed
+// and skip csr_linear's transposes in and out. Same threading rules as csr_linear.
+void csr_linear_ex(const CsrMatrix& w, int64_t B, const float* x, bool x_t, const float* bias,
+                   bool relu, float* y, bool y_t);
 // The plain loop over the CSR arrays, the reference for all three.
 void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 
