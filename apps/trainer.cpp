@@ -79,7 +79,8 @@ static Tensor loss_of(Task task, const Tensor& out, const Tensor& target) {
   return task == Task::Classification ? cross_entropy(out, target) : mse_loss(out, target);
 }
 
-int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+int64_t count_correct(const Tensor& logits_any, const Tensor& labels_any) {
+  const Tensor logits = logits_any.to(Device::cpu()), labels = labels_any.to(Device::cpu());
   const float* l = logits.data();  // (n, C)
   const int32_t* y = labels.data_as<int32_t>();
   int64_t n = logits.size(0), C = logits.size(1), correct = 0;
@@ -96,6 +97,7 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
                     int64_t batch_size) {
   NoGradGuard no_grad;
   model.net->eval();
+  const Device dev = model.device();
   data::DataLoader loader(ds, batch_size, false);
   loader.start_epoch();
   data::Batch b;
@@ -103,9 +105,10 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
   double loss_sum = 0.0;
   int64_t correct = 0;
   while (loader.next(b)) {
-    Tensor out = model.forward(b.x);
+    const Tensor x = b.x.to(dev), y = b.y.to(dev);
+    Tensor out = model.forward(x);
     int64_t n = b.x.size(0);
-    loss_sum += double(loss_of(task, out, b.y).item()) * double(n);
+    loss_sum += double(loss_of(task, out, y).item()) * double(n);
     if (task == Task::Classification) correct += count_correct(out, b.y);
     r.samples += n;
   }
@@ -157,7 +160,26 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
   const float base_lr = opt.lr;
   const double total_steps = double(cfg.epochs) * double(batches);
   auto stopped = [&] { return cfg.stop_at_step >= 0 && pos.global_step >= cfg.stop_at_step; };
-  for (int epoch = pos.epoch + 1; epoch <= cfg.epochs && !stopped(); ++epoch) {
+  const Device dev = model.device();
+  // On the GPU a step's loss is read back only when needed (progress bar, checkpoint, end of
+  // epoch), so the host queues the next steps instead of waiting for each one.
+  struct PendingLoss {
+    Tensor loss;  // () on dev
+    int64_t n, step;
+  };
+  std::vector<PendingLoss> pending;
+  int epoch = 0;
+  auto flush_losses = [&] {
+    for (const PendingLoss& p : pending) {
+      const float value = p.loss.item();
+      SPRIG_CHECK(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch,
+                  " step ", p.step, " (try a lower --lr)");
+      pos.epoch_loss_sum += double(value) * double(p.n);
+      pos.epoch_seen += p.n;
+    }
+    pending.clear();
+  };
+  for (epoch = pos.epoch + 1; epoch <= cfg.epochs && !stopped(); ++epoch) {
     using clock = std::chrono::steady_clock;
     auto t0 = clock::now();
     loader.start_epoch(epoch - 1);
@@ -168,10 +190,9 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
     size_t step = size_t(pos.step_in_epoch);
     while (!stopped() && loader.next(b)) {
       opt.zero_grad();
-      Tensor loss = loss_of(task, model.forward(b.x), b.y);
-      float value = loss.item();
-      SPRIG_CHECK(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch,
-                  " step ", step + 1, " (try a lower --lr)");
+      Tensor loss = loss_of(task, model.forward(b.x.to(dev)), b.y.to(dev));
+      pending.push_back({loss.detach(), b.x.size(0), int64_t(step) + 1});
+      if (dev.is_cpu()) flush_losses();  // free on the CPU: stop at the first bad step
       loss.backward();
       if (cfg.lr_schedule == LrSchedule::Cosine) {
         double t = double(epoch - 1) * double(batches) + double(step);
@@ -179,22 +200,23 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
       }
       opt.step();
       ++step;
-      int64_t n = b.x.size(0);
-      pos.epoch_loss_sum += double(value) * double(n);
-      pos.epoch_seen += n;
       pos.step_in_epoch = int64_t(step);
       pos.global_step = int64_t(epoch - 1) * batches + int64_t(step);
       if (cfg.after_step) cfg.after_step(pos.global_step);
       if (cfg.progress_bar && (step % 20 == 0 || step == loader.num_batches())) {
+        flush_losses();
         double secs = std::chrono::duration<double>(clock::now() - t0).count();
         draw_progress(epoch, cfg.epochs, step, loader.num_batches(),
                       pos.epoch_loss_sum / double(pos.epoch_seen),
                       double(pos.epoch_seen) / std::max(secs, 1e-9));
       }
       if (cfg.checkpoint && cfg.checkpoint_every_steps > 0 &&
-          pos.global_step % cfg.checkpoint_every_steps == 0)
+          pos.global_step % cfg.checkpoint_every_steps == 0) {
+        flush_losses();
         cfg.checkpoint(pos, history);
+      }
     }
+    flush_losses();
     if (cfg.progress_bar) std::fprintf(stderr, "\n");
     if (int64_t(step) < batches) break;  // stopped mid-epoch: pos says where
     EpochStats st;

@@ -3,7 +3,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "kernels/cpu/eltwise.h"
+#include "engine/backend.h"
 
 namespace sprig {
 
@@ -53,9 +53,9 @@ static void accumulate(GradSlot& slot, const Tensor& g) {
     slot.owned = true;
   }
   Tensor& acc = slot.value;
-  SPRIG_CHECK(acc.shape() == g.shape(), "backward: gradient ", g.str(),
-              " does not match accumulated ", acc.str());
-  cpu::add(acc.numel(), acc.data(), g.data(), acc.data());
+  SPRIG_CHECK(acc.shape() == g.shape() && acc.device() == g.device(), "backward: gradient ",
+              g.str(), " does not match accumulated ", acc.str());
+  backend_for(acc.device()).add(acc.numel(), acc.ptr(), g.ptr(), acc.ptr());
 }
 
 // Gradients kept on a tensor (leaves, and non-leaves with retain_grad) accumulate (+=) across
@@ -66,9 +66,9 @@ static void store_grad(TensorImpl& t, const Tensor& g) {
     return;
   }
   Tensor acc(t.grad);
-  SPRIG_CHECK(acc.shape() == g.shape(), "backward: gradient ", g.str(), " does not match the ",
-              "stored ", acc.str());
-  cpu::add(acc.numel(), acc.data(), g.data(), acc.data());
+  SPRIG_CHECK(acc.shape() == g.shape() && acc.device() == g.device(), "backward: gradient ",
+              g.str(), " does not match the stored ", acc.str());
+  backend_for(acc.device()).add(acc.numel(), acc.ptr(), g.ptr(), acc.ptr());
 }
 
 void Tensor::backward(const Tensor& seed) const {
@@ -77,7 +77,7 @@ void Tensor::backward(const Tensor& seed) const {
   if (!root_grad.defined()) {
     SPRIG_CHECK(numel() == 1, "backward() without a seed needs a single value, got shape ",
                 to_string(shape()));
-    root_grad = Tensor::ones(shape());
+    root_grad = Tensor::full(shape(), 1.0f, device());
   }
   SPRIG_CHECK(root_grad.shape() == shape(), "backward seed ", root_grad.str(), " does not match ",
               str());

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/tensor.h"
 
 namespace sprig::detail {

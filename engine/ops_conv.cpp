@@ -13,12 +13,14 @@ struct Conv2dBackward : Node {
   const char* name() const override { return "Conv2dBackward"; }
   std::vector<Tensor> backward(const Tensor& dy) override {
     const Tensor &x = inputs[0], &w = inputs[1];
+    const Device dev = dy.device();
     Tensor dx, dw, db;
-    if (needs_grad(0)) dx = Tensor::empty(x.shape());  // (N, C, H, W)
-    if (needs_grad(1)) dw = Tensor::empty(w.shape());  // (K, C, R, S)
-    if (needs_grad(2)) db = Tensor::empty({s.K});      // (K)
-    cpu::conv2d_backward(s, x.data(), w.data(), dy.data(), dx.defined() ? dx.data() : nullptr,
-                         dw.defined() ? dw.data() : nullptr, db.defined() ? db.data() : nullptr);
+    if (needs_grad(0)) dx = Tensor::empty(x.shape(), DType::F32, dev);  // (N, C, H, W)
+    if (needs_grad(1)) dw = Tensor::empty(w.shape(), DType::F32, dev);  // (K, C, R, S)
+    if (needs_grad(2)) db = Tensor::empty({s.K}, DType::F32, dev);      // (K)
+    backend_for(dev).conv2d_backward(
+        s, x.ptr(), w.ptr(), dy.ptr(), dx.defined() ? dx.ptr() : nullptr,
+        dw.defined() ? dw.ptr() : nullptr, db.defined() ? db.ptr() : nullptr);
     return {dx, dw, db};
   }
 };
@@ -44,11 +46,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
               opt.padding);
   if (bias.defined()) {
     check_float(bias, "conv2d", "bias");
+    check_same_device(x, bias, "conv2d");
     SPRIG_CHECK(bias.shape() == Shape{s.K}, "conv2d: bias ", to_string(bias.shape()),
                 " does not match ", s.K, " output channels");
   }
-  Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
-  cpu::conv2d_forward(s, x.data(), weight.data(), bias.defined() ? bias.data() : nullptr, y.data());
+  Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::F32, x.device());
+  backend_for(x.device())
+      .conv2d_forward(s, x.ptr(), weight.ptr(), bias.defined() ? bias.ptr() : nullptr, y.ptr());
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   auto node = make_node<Conv2dBackward>({x, weight, bias});
   node->s = s;

@@ -1,7 +1,6 @@
 // Element-wise ops: add, sub, mul, scale, relu. Forward and backward side by side.
 #include "engine/ops.h"
 #include "engine/ops_common.h"
-#include "kernels/cpu/eltwise.h"
 
 namespace sprig {
 using namespace detail;
@@ -17,8 +16,8 @@ struct AddBackward : Node {
       if (sign_b > 0) {
         db = dout;
       } else {
-        db = Tensor::empty(dout.shape());
-        cpu::scale(dout.numel(), dout.data(), -1.0f, db.data());
+        db = Tensor::empty(dout.shape(), DType::F32, dout.device());
+        backend_for(dout.device()).scale(dout.numel(), dout.ptr(), -1.0f, db.ptr());
       }
     }
     return {needs_grad(0) ? dout : Tensor(), db};
@@ -30,11 +29,12 @@ Tensor add_or_sub(const Tensor& a, const Tensor& b, float sign_b, const char* op
   check_float(b, op, "b");
   check_same_device(a, b, op);
   check_same_shape(a, b, op);
-  Tensor out = Tensor::empty(a.shape());
+  const Backend& be = backend_for(a.device());
+  Tensor out = Tensor::empty(a.shape(), DType::F32, be.device());
   if (sign_b > 0)
-    cpu::add(a.numel(), a.data(), b.data(), out.data());
+    be.add(a.numel(), a.ptr(), b.ptr(), out.ptr());
   else
-    cpu::sub(a.numel(), a.data(), b.data(), out.data());
+    be.sub(a.numel(), a.ptr(), b.ptr(), out.ptr());
   if (!any_requires_grad({&a, &b})) return out;
   auto node = make_node<AddBackward>({a, b});
   node->sign_b = sign_b;
@@ -46,13 +46,14 @@ struct MulBackward : Node {
   std::vector<Tensor> backward(const Tensor& dout) override {
     Tensor da, db;
     const Tensor &a = inputs[0], &b = inputs[1];
+    const Backend& be = backend_for(dout.device());
     if (needs_grad(0)) {
-      da = Tensor::empty(a.shape());
-      cpu::mul(a.numel(), dout.data(), b.data(), da.data());
+      da = Tensor::empty(a.shape(), DType::F32, be.device());
+      be.mul(a.numel(), dout.ptr(), b.ptr(), da.ptr());
     }
     if (needs_grad(1)) {
-      db = Tensor::empty(b.shape());
-      cpu::mul(b.numel(), dout.data(), a.data(), db.data());
+      db = Tensor::empty(b.shape(), DType::F32, be.device());
+      be.mul(b.numel(), dout.ptr(), a.ptr(), db.ptr());
     }
     return {da, db};
   }
@@ -62,8 +63,8 @@ struct ScaleBackward : Node {
   float s = 1.0f;
   const char* name() const override { return "ScaleBackward"; }
   std::vector<Tensor> backward(const Tensor& dout) override {
-    Tensor dx = Tensor::empty(dout.shape());
-    cpu::scale(dout.numel(), dout.data(), s, dx.data());
+    Tensor dx = Tensor::empty(dout.shape(), DType::F32, dout.device());
+    backend_for(dout.device()).scale(dout.numel(), dout.ptr(), s, dx.ptr());
     return {dx};
   }
 };
@@ -72,8 +73,8 @@ struct ReluBackward : Node {
   Tensor y;  // the output; y > 0 exactly where x > 0, so it stands in for x
   const char* name() const override { return "ReluBackward"; }
   std::vector<Tensor> backward(const Tensor& dout) override {
-    Tensor dx = Tensor::empty(dout.shape());
-    cpu::relu_backward(dout.numel(), y.data(), dout.data(), dx.data());
+    Tensor dx = Tensor::empty(dout.shape(), DType::F32, dout.device());
+    backend_for(dout.device()).relu_backward(dout.numel(), y.ptr(), dout.ptr(), dx.ptr());
     return {dx};
   }
 };
@@ -92,16 +93,16 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   check_float(b, "mul", "b");
   check_same_device(a, b, "mul");
   check_same_shape(a, b, "mul");
-  Tensor out = Tensor::empty(a.shape());
-  cpu::mul(a.numel(), a.data(), b.data(), out.data());
+  Tensor out = Tensor::empty(a.shape(), DType::F32, a.device());
+  backend_for(a.device()).mul(a.numel(), a.ptr(), b.ptr(), out.ptr());
   if (!any_requires_grad({&a, &b})) return out;
   return record(out, make_node<MulBackward>({a, b}));
 }
 
 Tensor scale(const Tensor& a, float s) {
   check_float(a, "scale", "a");
-  Tensor out = Tensor::empty(a.shape());
-  cpu::scale(a.numel(), a.data(), s, out.data());
+  Tensor out = Tensor::empty(a.shape(), DType::F32, a.device());
+  backend_for(a.device()).scale(a.numel(), a.ptr(), s, out.ptr());
   if (!any_requires_grad({&a})) return out;
   auto node = make_node<ScaleBackward>({a});
   node->s = s;
@@ -110,8 +111,8 @@ Tensor scale(const Tensor& a, float s) {
 
 Tensor relu(const Tensor& x) {
   check_float(x, "relu", "x");
-  Tensor y = Tensor::empty(x.shape());
-  cpu::relu_forward(x.numel(), x.data(), y.data());
+  Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
+  backend_for(x.device()).relu_forward(x.numel(), x.ptr(), y.ptr());
   if (!any_requires_grad({&x})) return y;
   auto node = make_node<ReluBackward>({x});
   node->y = y.detach();

@@ -1,9 +1,6 @@
 // Matrix products: matmul and linear (x W^T + b). Forward and backward side by side.
 #include "engine/ops.h"
 #include "engine/ops_common.h"
-#include "kernels/cpu/eltwise.h"
-#include "kernels/cpu/gemm.h"
-#include "kernels/cpu/reduce.h"
 
 namespace sprig {
 using namespace detail;
@@ -15,14 +12,15 @@ struct MatmulBackward : Node {
   std::vector<Tensor> backward(const Tensor& dc) override {
     const Tensor &a = inputs[0], &b = inputs[1];  // a (M, K), b (K, N), dc (M, N)
     int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+    const Backend& be = backend_for(dc.device());
     Tensor da, db;
     if (needs_grad(0)) {  // da (M, K) = dc b^T
-      da = Tensor::empty({M, K});
-      cpu::gemm(false, true, M, K, N, 1.0f, dc.data(), N, b.data(), N, 0.0f, da.data(), K);
+      da = Tensor::empty({M, K}, DType::F32, be.device());
+      be.gemm(false, true, M, K, N, 1.0f, dc.ptr(), N, b.ptr(), N, 0.0f, da.ptr(), K);
     }
     if (needs_grad(1)) {  // db (K, N) = a^T dc
-      db = Tensor::empty({K, N});
-      cpu::gemm(true, false, K, N, M, 1.0f, a.data(), K, dc.data(), N, 0.0f, db.data(), N);
+      db = Tensor::empty({K, N}, DType::F32, be.device());
+      be.gemm(true, false, K, N, M, 1.0f, a.ptr(), K, dc.ptr(), N, 0.0f, db.ptr(), N);
     }
     return {da, db};
   }
@@ -33,18 +31,19 @@ struct LinearBackward : Node {
   std::vector<Tensor> backward(const Tensor& dy) override {
     const Tensor &x = inputs[0], &w = inputs[1];  // x (N, in), w (out, in), dy (N, out)
     int64_t N = x.size(0), in = x.size(1), out = w.size(0);
+    const Backend& be = backend_for(dy.device());
     Tensor dx, dw, db;
     if (needs_grad(0)) {  // dx (N, in) = dy w
-      dx = Tensor::empty({N, in});
-      cpu::gemm(false, false, N, in, out, 1.0f, dy.data(), out, w.data(), in, 0.0f, dx.data(), in);
+      dx = Tensor::empty({N, in}, DType::F32, be.device());
+      be.gemm(false, false, N, in, out, 1.0f, dy.ptr(), out, w.ptr(), in, 0.0f, dx.ptr(), in);
     }
     if (needs_grad(1)) {  // dw (out, in) = dy^T x
-      dw = Tensor::empty({out, in});
-      cpu::gemm(true, false, out, in, N, 1.0f, dy.data(), out, x.data(), in, 0.0f, dw.data(), in);
+      dw = Tensor::empty({out, in}, DType::F32, be.device());
+      be.gemm(true, false, out, in, N, 1.0f, dy.ptr(), out, x.ptr(), in, 0.0f, dw.ptr(), in);
     }
     if (needs_grad(2)) {  // db (out) = sum over the batch of dy
-      db = Tensor::empty({out});
-      cpu::sum_rows(N, out, dy.data(), db.data());
+      db = Tensor::empty({out}, DType::F32, be.device());
+      be.sum_rows(N, out, dy.ptr(), db.ptr());
     }
     return {dx, dw, db};
   }
@@ -60,8 +59,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
               to_string(a.shape()), " and ", to_string(b.shape()),
               " do not chain (need (M, K) x (K, N))");
   int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  Tensor c = Tensor::empty({M, N});
-  cpu::gemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
+  const Backend& be = backend_for(a.device());
+  Tensor c = Tensor::empty({M, N}, DType::F32, be.device());
+  be.gemm(false, false, M, N, K, 1.0f, a.ptr(), K, b.ptr(), N, 0.0f, c.ptr(), N);
   if (!any_requires_grad({&a, &b})) return c;
   return record(c, make_node<MatmulBackward>({a, b}));
 }
@@ -78,12 +78,14 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   int64_t N = x.size(0), in = x.size(1), out = weight.size(0);
   if (bias.defined()) {
     check_float(bias, "linear", "bias");
+    check_same_device(x, bias, "linear");
     SPRIG_CHECK(bias.shape() == Shape{out}, "linear: bias ", to_string(bias.shape()),
                 " does not match ", out, " outputs");
   }
-  Tensor y = Tensor::empty({N, out});
-  cpu::gemm(false, true, N, out, in, 1.0f, x.data(), in, weight.data(), in, 0.0f, y.data(), out);
-  if (bias.defined()) cpu::add_row_bias(N, out, bias.data(), y.data());
+  const Backend& be = backend_for(x.device());
+  Tensor y = Tensor::empty({N, out}, DType::F32, be.device());
+  be.gemm(false, true, N, out, in, 1.0f, x.ptr(), in, weight.ptr(), in, 0.0f, y.ptr(), out);
+  if (bias.defined()) be.add_row_bias(N, out, bias.ptr(), y.ptr());
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   return record(y, make_node<LinearBackward>({x, weight, bias}));
 }

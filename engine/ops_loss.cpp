@@ -1,7 +1,6 @@
 // Losses: softmax cross-entropy (fused, stable) and mean squared error.
 #include "engine/ops.h"
 #include "engine/ops_common.h"
-#include "kernels/cpu/loss.h"
 
 namespace sprig {
 using namespace detail;
@@ -12,10 +11,11 @@ struct CrossEntropyBackward : Node {
   Tensor labels;  // (N) int32
   const char* name() const override { return "CrossEntropyBackward"; }
   std::vector<Tensor> backward(const Tensor& dout) override {
-    const Tensor& logits = inputs[0];  // (N, C)
-    Tensor dlogits = Tensor::empty(logits.shape());
-    cpu::softmax_cross_entropy_backward(logits.size(0), logits.size(1), logits.data(),
-                                        labels.data_as<int32_t>(), dout.item(), dlogits.data());
+    const Tensor& logits = inputs[0];                                             // (N, C)
+    Tensor dlogits = Tensor::empty(logits.shape(), DType::F32, logits.device());  // (N, C)
+    backend_for(logits.device())
+        .softmax_cross_entropy_backward(logits.size(0), logits.size(1), logits.ptr(),
+                                        labels.ptr_as<int32_t>(), dout.ptr(), dlogits.ptr());
     return {dlogits};
   }
 };
@@ -24,14 +24,15 @@ struct MseBackward : Node {
   const char* name() const override { return "MseBackward"; }
   std::vector<Tensor> backward(const Tensor& dout) override {
     const Tensor &pred = inputs[0], &target = inputs[1];
+    const Backend& be = backend_for(pred.device());
     Tensor dpred, dtarget;
     if (needs_grad(0)) {
-      dpred = Tensor::empty(pred.shape());
-      cpu::mse_backward(pred.numel(), pred.data(), target.data(), dout.item(), dpred.data());
+      dpred = Tensor::empty(pred.shape(), DType::F32, be.device());
+      be.mse_backward(pred.numel(), pred.ptr(), target.ptr(), dout.ptr(), dpred.ptr());
     }
     if (needs_grad(1)) {  // d/dtarget = -d/dpred
-      dtarget = Tensor::empty(target.shape());
-      cpu::mse_backward(pred.numel(), target.data(), pred.data(), dout.item(), dtarget.data());
+      dtarget = Tensor::empty(target.shape(), DType::F32, be.device());
+      be.mse_backward(pred.numel(), target.ptr(), pred.ptr(), dout.ptr(), dtarget.ptr());
     }
     return {dpred, dtarget};
   }
@@ -47,14 +48,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
               "cross_entropy: labels must be int32");
   SPRIG_CHECK(labels.shape() == Shape{logits.size(0)}, "cross_entropy: labels ",
               to_string(labels.shape()), " do not match logits ", to_string(logits.shape()));
+  check_same_device(logits, labels, "cross_entropy");
   int64_t N = logits.size(0), C = logits.size(1);
   SPRIG_CHECK(N > 0 && C > 0, "cross_entropy: empty logits ", to_string(logits.shape()));
-  const int32_t* lab = labels.data_as<int32_t>();
-  for (int64_t i = 0; i < N; ++i)
-    SPRIG_CHECK(lab[i] >= 0 && lab[i] < C, "cross_entropy: label ", lab[i], " at index ", i,
-                " is outside [0, ", C, ")");
-  float loss = cpu::softmax_cross_entropy_forward(N, C, logits.data(), lab);
-  Tensor y = Tensor::full({}, loss);
+  const Backend& be = backend_for(logits.device());
+  const int32_t* lab = labels.ptr_as<int32_t>();  // (N)
+  if (!be.labels_in_range(N, lab, C)) {
+    const std::vector<int32_t> host = labels.to_vector_i32();
+    for (int64_t i = 0; i < N; ++i)
+      SPRIG_CHECK(host[i] >= 0 && host[i] < C, "cross_entropy: label ", host[i], " at index ", i,
+                  " is outside [0, ", C, ")");
+  }
+  Tensor y = Tensor::empty({}, DType::F32, be.device());  // ()
+  be.softmax_cross_entropy_forward(N, C, logits.ptr(), lab, y.ptr());
   if (!any_requires_grad({&logits})) return y;
   auto node = make_node<CrossEntropyBackward>({logits});
   node->labels = labels;
@@ -67,7 +73,8 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   check_same_device(pred, target, "mse_loss");
   check_same_shape(pred, target, "mse_loss");
   SPRIG_CHECK(pred.numel() > 0, "mse_loss: empty input");
-  Tensor y = Tensor::full({}, cpu::mse_forward(pred.numel(), pred.data(), target.data()));
+  Tensor y = Tensor::empty({}, DType::F32, pred.device());  // ()
+  backend_for(pred.device()).mse_forward(pred.numel(), pred.ptr(), target.ptr(), y.ptr());
   if (!any_requires_grad({&pred, &target})) return y;
   return record(y, make_node<MseBackward>({pred, target}));
 }

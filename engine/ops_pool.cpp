@@ -13,8 +13,8 @@ struct MaxPool2dBackward : Node {
   Tensor argmax;  // (N, C, P, Q) int32, flat index within each (H, W) plane
   const char* name() const override { return "MaxPool2dBackward"; }
   std::vector<Tensor> backward(const Tensor& dy) override {
-    Tensor dx = Tensor::empty(inputs[0].shape());
-    cpu::maxpool2d_backward(s, dy.data(), argmax.data_as<int32_t>(), dx.data());
+    Tensor dx = Tensor::empty(inputs[0].shape(), DType::F32, dy.device());
+    backend_for(dy.device()).maxpool2d_backward(s, dy.ptr(), argmax.ptr_as<int32_t>(), dx.ptr());
     return {dx};
   }
 };
@@ -31,9 +31,9 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
   cpu::Pool2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
   SPRIG_CHECK(s.P() >= 1 && s.Q() >= 1, "max_pool2d: input ", to_string(x.shape()),
               " is smaller than the ", kernel, "x", kernel, " window");
-  Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()});
-  Tensor argmax = Tensor::empty(y.shape(), DType::I32);
-  cpu::maxpool2d_forward(s, x.data(), y.data(), argmax.data_as<int32_t>());
+  Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()}, DType::F32, x.device());
+  Tensor argmax = Tensor::empty(y.shape(), DType::I32, x.device());
+  backend_for(x.device()).maxpool2d_forward(s, x.ptr(), y.ptr(), argmax.ptr_as<int32_t>());
   if (!any_requires_grad({&x})) return y;
   auto node = make_node<MaxPool2dBackward>({x});
   node->s = s;

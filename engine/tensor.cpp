@@ -8,9 +8,9 @@
 #include <unordered_map>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
-#include "kernels/cpu/eltwise.h"
 
 namespace sprig {
 
@@ -68,8 +68,10 @@ size_t round_bytes(size_t bytes) {
 }  // namespace
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-  SPRIG_CHECK(device.is_cpu(), "device ", device.str(),
-              " is not available in this build (only cpu tensors exist so far)");
+  if (!device.is_cpu()) {
+    data_ = backend_for(device).alloc(bytes == 0 ? 1 : bytes);
+    return;
+  }
   size_t rounded = round_bytes(bytes == 0 ? 1 : bytes);
   {
     CpuCache& c = cpu_cache();
@@ -93,6 +95,10 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
 }
 
 Storage::~Storage() {
+  if (!device_.is_cpu()) {
+    backend_for(device_).free(data_, bytes_ == 0 ? 1 : bytes_);
+    return;
+  }
   CpuCache& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
   const size_t rounded = round_bytes(bytes_ == 0 ? 1 : bytes_);
@@ -134,13 +140,13 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  std::memset(t.impl()->storage->data(), 0, t.nbytes());
+  t.zero_();
   return t;
 }
 
-Tensor Tensor::full(const Shape& shape, float value) {
-  Tensor t = empty(shape);
-  cpu::fill(t.numel(), value, t.data());
+Tensor Tensor::full(const Shape& shape, float value, Device device) {
+  Tensor t = empty(shape, DType::F32, device);
+  t.fill_(value);
   return t;
 }
 
@@ -184,17 +190,21 @@ int64_t Tensor::size(int64_t i) const {
 
 float Tensor::item() const {
   SPRIG_CHECK(numel() == 1, "item() needs a tensor with one value, got shape ", to_string(shape()));
-  return data()[0];
+  float v = 0.0f;
+  backend_for(device()).copy_to_host(&v, ptr(), sizeof(float));
+  return v;
 }
 
 std::vector<float> Tensor::to_vector() const {
-  const float* p = data();
-  return std::vector<float>(p, p + numel());
+  std::vector<float> out(numel());
+  backend_for(device()).copy_to_host(out.data(), ptr(), nbytes());
+  return out;
 }
 
 std::vector<int32_t> Tensor::to_vector_i32() const {
-  const int32_t* p = data_as<int32_t>();
-  return std::vector<int32_t>(p, p + numel());
+  std::vector<int32_t> out(numel());
+  backend_for(device()).copy_to_host(out.data(), ptr_as<int32_t>(), nbytes());
+  return out;
 }
 
 Tensor Tensor::detach() const {
@@ -205,35 +215,45 @@ Tensor Tensor::detach() const {
   return Tensor(std::move(impl));
 }
 
+// The first byte of t's values on its device.
+static char* bytes_of(const Tensor& t) {
+  return static_cast<char*>(t.impl()->storage->data()) + t.impl()->offset * dtype_size(t.dtype());
+}
+
 Tensor Tensor::clone() const {
   Tensor t = empty(shape(), dtype(), device());
-  std::memcpy(t.impl()->storage->data(),
-              static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(dtype()),
-              nbytes());
+  t.copy_(*this);
   return t;
 }
 
 void Tensor::copy_(const Tensor& src) {
   SPRIG_CHECK(src.shape() == shape() && src.dtype() == dtype(), "copy_: source ", src.str(),
               " does not match destination ", str());
-  std::memcpy(
-      static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(dtype()),
-      static_cast<char*>(src.impl()->storage->data()) + src.impl()->offset * dtype_size(dtype()),
-      nbytes());
+  const Device from = src.device(), to = device();
+  if (from == to) {
+    backend_for(to).copy(bytes_of(*this), bytes_of(src), nbytes());
+  } else if (from.is_cpu()) {
+    backend_for(to).copy_from_host(bytes_of(*this), bytes_of(src), nbytes());
+  } else if (to.is_cpu()) {
+    backend_for(from).copy_to_host(bytes_of(*this), bytes_of(src), nbytes());
+  } else {  // between two GPUs: through the host
+    copy_(src.to(Device::cpu()));
+  }
 }
 
 void Tensor::fill_(float value) {
-  cpu::fill(numel(), value, data());
+  backend_for(device()).fill(numel(), value, ptr());
 }
 
 void Tensor::zero_() {
-  std::memset(static_cast<char*>(checked()->storage->data()) + impl_->offset * dtype_size(dtype()),
-              0, nbytes());
+  backend_for(device()).zero(bytes_of(*this), nbytes());
 }
 
 Tensor Tensor::to(Device device) const {
-  SPRIG_CHECK(device.is_cpu(), "device ", device.str(), " is not available in this build");
-  return *this;
+  if (device == this->device()) return *this;
+  Tensor t = empty(shape(), dtype(), device);
+  t.copy_(*this);
+  return t;
 }
 
 Tensor Tensor::reshape(const Shape& s) const {

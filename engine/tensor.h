@@ -67,7 +67,7 @@ class Tensor {
   // Factories. Values are uninitialised for empty().
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
-  static Tensor full(const Shape& shape, float value);
+  static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
   static Tensor ones(const Shape& shape) { return full(shape, 1.0f); }
   static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
   static Tensor from_vector_i32(const std::vector<int32_t>& values, const Shape& shape);
@@ -86,22 +86,29 @@ class Tensor {
   Device device() const { return checked()->storage->device(); }
   size_t nbytes() const { return numel() * dtype_size(dtype()); }
 
-  // Typed pointers; throw if the dtype differs.
+  // Typed pointers for host code; throw if the dtype differs or the tensor is not on the CPU
+  // (host code cannot read device memory: copy with to(Device::cpu()) first).
   float* data() const { return data_as<float>(); }
   template <typename T>
   T* data_as() const;
-  float item() const;                    // the single value of a 1-element f32 tensor
-  std::vector<float> to_vector() const;  // copy out (f32)
+  // Typed pointers on the tensor's own device, to hand to its backend's kernels
+  // (engine/backend.h); throw if the dtype differs.
+  float* ptr() const { return ptr_as<float>(); }
+  template <typename T>
+  T* ptr_as() const;
+  float item() const;                    // the single value of a 1-element f32 tensor (any device)
+  std::vector<float> to_vector() const;  // copy out (f32, any device)
   std::vector<int32_t> to_vector_i32() const;
 
   // Same storage, no autograd history.
   Tensor detach() const;
   // A new buffer holding the same values, no autograd history.
   Tensor clone() const;
-  // Copies values from src (same shape and dtype) into this tensor's buffer.
+  // Copies values from src (same shape and dtype, any device) into this tensor's buffer.
   void copy_(const Tensor& src);
   void fill_(float value);
   void zero_();
+  // This tensor on device: itself when already there, else a copy without autograd history.
   Tensor to(Device device) const;
 
   // Views (autograd-aware; see engine/ops.h).
@@ -149,11 +156,18 @@ struct DTypeOf<uint8_t> {
 };
 
 template <typename T>
-T* Tensor::data_as() const {
+T* Tensor::ptr_as() const {
   TensorImpl* t = checked();
   SPRIG_CHECK(t->dtype == DTypeOf<T>::value, "tensor has dtype ", dtype_name(t->dtype),
               ", asked for ", dtype_name(DTypeOf<T>::value));
   return static_cast<T*>(t->storage->data()) + t->offset;
+}
+
+template <typename T>
+T* Tensor::data_as() const {
+  SPRIG_CHECK(checked()->storage->device().is_cpu(), str(),
+              " is on the GPU: host code needs a CPU copy (to(Device::cpu()))");
+  return ptr_as<T>();
 }
 
 }  // namespace sprig

@@ -24,6 +24,14 @@ struct Model {
   std::vector<ParameterPtr> parameters() const { return net->parameters(); }
   int64_t num_parameters() const { return net->num_parameters(); }
   Shape output_shape() const { return net->output_shape(input_shape); }
+  // Moves every parameter (with its gradient, mask and optimizer state) to device d.
+  void to(Device d) const {
+    for (auto& p : parameters()) p->to(d);
+  }
+  Device device() const {
+    auto ps = parameters();
+    return ps.empty() ? Device::cpu() : ps.front()->device();
+  }
 };
 
 // The zoo: mlp (LeNet-300-100), cnn2 (seed 002's 2-conv Fashion-MNIST model), lenet5.

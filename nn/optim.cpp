@@ -2,19 +2,28 @@
 
 #include <cmath>
 
-#include "kernels/cpu/optim.h"
+#include "engine/backend.h"
 
 namespace sprig::nn {
 
 static const uint8_t* mask_of(const Parameter& p) {
-  return p.mask ? p.mask->keep.data_as<uint8_t>() : nullptr;
+  return p.mask ? p.mask->keep.ptr_as<uint8_t>() : nullptr;
 }
 
-// The named state buffer of p, created as zeros on first use.
+// The named state buffer of p, created as zeros on first use, on the parameter's device.
 static Tensor& state_of(Parameter& p, const char* key) {
   auto it = p.state.find(key);
-  if (it == p.state.end()) it = p.state.emplace(key, Tensor::zeros(p.value.shape())).first;
+  if (it == p.state.end())
+    it = p.state.emplace(key, Tensor::zeros(p.value.shape(), DType::F32, p.device())).first;
+  SPRIG_CHECK(it->second.device() == p.device(), "optimizer state '", key, "' of ", p.name,
+              " is on ", it->second.device().str(), " but the parameter is on ", p.device().str());
   return it->second;
+}
+
+static const Backend& backend_of(const Parameter& p, const Tensor& g) {
+  SPRIG_CHECK(g.device() == p.device(), "gradient of ", p.name, " is on ", g.device().str(),
+              " but the parameter is on ", p.device().str());
+  return backend_for(p.device());
 }
 
 Optimizer::Optimizer(std::vector<ParameterPtr> ps, float lr_) : lr(lr_), params(std::move(ps)) {
@@ -42,10 +51,10 @@ void SGD::step() {
     bool first = false;
     if (opt.momentum != 0.0f) {
       first = p->state.find("momentum_buffer") == p->state.end();
-      velocity = state_of(*p, "momentum_buffer").data();
+      velocity = state_of(*p, "momentum_buffer").ptr();
     }
-    cpu::sgd_step(p->numel(), p->value.data(), g.data(), velocity, mask_of(*p), lr, opt.momentum,
-                  opt.dampening, opt.weight_decay, opt.nesterov, first);
+    backend_of(*p, g).sgd_step(p->numel(), p->value.ptr(), g.ptr(), velocity, mask_of(*p), lr,
+                               opt.momentum, opt.dampening, opt.weight_decay, opt.nesterov, first);
   }
   ++steps;
 }
@@ -65,8 +74,9 @@ void Adam::step() {
     if (!g.defined()) continue;
     Tensor& m = state_of(*p, "exp_avg");
     Tensor& v = state_of(*p, "exp_avg_sq");
-    cpu::adam_step(p->numel(), p->value.data(), g.data(), m.data(), v.data(), mask_of(*p), lr,
-                   opt.beta1, opt.beta2, opt.eps, opt.weight_decay, steps, opt.decoupled);
+    backend_of(*p, g).adam_step(p->numel(), p->value.ptr(), g.ptr(), m.ptr(), v.ptr(), mask_of(*p),
+                                lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, steps,
+                                opt.decoupled);
   }
 }
 

@@ -30,8 +30,11 @@ struct Parameter {
   int64_t count_nonzero() const;
   // Zeroes value (and every state buffer) wherever the mask is 0: the mask invariant.
   void apply_mask();
-  // Installs a mask (uint8, same shape) and applies it.
+  // Installs a mask (uint8, same shape, any device: it moves to the parameter's) and applies it.
   void set_mask(Tensor keep, MaskGranularity g = MaskGranularity::Element);
+  // Moves value, gradient, mask and optimizer state to device d (a no-op when already there).
+  void to(Device d);
+  Device device() const { return value.device(); }
 };
 
 using ParameterPtr = std::shared_ptr<Parameter>;

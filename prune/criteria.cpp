@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/rng.h"
 #include "prune/masking_internal.h"
 
@@ -13,8 +14,8 @@ namespace detail {
 
 WeightView weight_view(const nn::Parameter& w, const PruneSpec& spec) {
   const Tensor& t = w.value;
-  SPRIG_CHECK(t.dtype() == DType::F32 && t.device().is_cpu(), "cannot prune '", w.name,
-              "': pruning needs a float32 CPU weight, got ", t.str());
+  SPRIG_CHECK(t.dtype() == DType::F32, "cannot prune '", w.name,
+              "': pruning needs a float32 weight, got ", t.str());
   SPRIG_CHECK(t.dim() == 2 || t.dim() == 4, "cannot prune '", w.name,
               "': expected a linear (out, in) or conv (out, in, kh, kw) weight, got shape ",
               to_string(t.shape()));
@@ -74,34 +75,35 @@ static const float* gradient_of(const nn::Parameter& w, Criterion c) {
   SPRIG_CHECK(g.defined(), "criterion '", criterion_name(c), "' needs the gradient of '", w.name,
               "', but '", w.name,
               "' has no gradient: run a backward pass (or use prune/data_criteria) first");
-  SPRIG_CHECK(g.shape() == w.value.shape() && g.device().is_cpu(), "gradient of '", w.name, "' is ",
-              g.str(), ", expected a CPU tensor of shape ", to_string(w.value.shape()));
-  return g.data();
+  SPRIG_CHECK(g.shape() == w.value.shape() && g.device() == w.device(), "gradient of '", w.name,
+              "' is ", g.str(), ", expected shape ", to_string(w.value.shape()), " on ",
+              w.device().str());
+  return g.ptr();
 }
 
-// FPGM (He et al. 2019, "Filter Pruning via Geometric Median for Deep Convolutional Neural
-// Network Acceleration", CVPR). Like the authors' reference code we approximate "distance to the
-// geometric median" by each unit's total Euclidean distance to all other units of the layer:
-// score_i = sum_j ||u_i - u_j||_2. Units with the smallest sum lie nearest the median, so the
-// others can best stand in for them: they score lowest and are pruned first.
-// units: (U, D) row-major.
-static std::vector<double> fpgm_scores(const std::vector<float>& units, int64_t U, int64_t D) {
-  std::vector<double> s(U, 0.0);
-  for (int64_t i = 0; i < U; ++i) {
-    for (int64_t j = i + 1; j < U; ++j) {
-      const float* a = &units[i * D];
-      const float* b = &units[j * D];
-      double d2 = 0.0;
-      for (int64_t k = 0; k < D; ++k) {
-        double d = double(a[k]) - double(b[k]);
-        d2 += d * d;
-      }
-      double d = std::sqrt(d2);
-      s[i] += d;
-      s[j] += d;
-    }
+// The kernels' view of the units of granularity g.
+static cpu::UnitLayout unit_layout(const WeightView& v, Granularity g) {
+  cpu::UnitLayout l;
+  l.rows = v.rows;
+  l.cols = v.cols;
+  l.kk = v.kk;
+  l.br = v.br;
+  l.bc = v.bc;
+  switch (g) {
+    case Granularity::Filter:
+      l.kind = cpu::UnitLayout::Row;
+      break;
+    case Granularity::Channel:
+      l.kind = cpu::UnitLayout::Channel;
+      break;
+    case Granularity::Block:
+      l.kind = cpu::UnitLayout::Block;
+      break;
+    default:
+      l.kind = cpu::UnitLayout::Element;
+      break;
   }
-  return s;
+  return l;
 }
 
 void detail::check_applies(Criterion c, Granularity g) {
@@ -121,69 +123,40 @@ Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, cons
                    const Tensor* activation_scores) {
   const WeightView v = detail::weight_view(weight, spec);
   const int64_t U = detail::num_units(v, g);
-  const int64_t n = v.rows * v.cols;
-  const float* w = weight.value.data();  // (rows, cols)
+  const float* w = weight.value.ptr();  // (rows, cols) on the weight's device
 
   detail::check_applies(c, g);
 
-  std::vector<double> s(U, 0.0);  // (U) unit scores
+  // Random and activation scores are made on the host; the others are computed where the
+  // weight lives (kernels/*/criteria) and copied back for the selection, which is on the host.
+  std::vector<float> s(U, 0.0f);  // (U) unit scores
   if (c == Criterion::Random) {
     Rng rng(spec.seed ^ fnv1a(weight.name));
-    for (int64_t u = 0; u < U; ++u) s[u] = rng.uniform();
+    for (int64_t u = 0; u < U; ++u) s[u] = float(rng.uniform());
   } else if (c == Criterion::Taylor && g == Granularity::Filter) {
     SPRIG_CHECK(activation_scores && activation_scores->defined(),
                 "taylor filter pruning needs activation scores for '", weight.name,
                 "' (see prune/data_criteria.h), none were given");
     const Tensor& a = *activation_scores;
-    SPRIG_CHECK(a.dtype() == DType::F32 && a.device().is_cpu() && a.numel() == v.rows,
-                "activation scores for '", weight.name, "' must be a float32 CPU tensor of ",
-                v.rows, " values (one per output), got ", a.str());
-    for (int64_t u = 0; u < U; ++u) s[u] = a.data()[u];
-  } else if (c == Criterion::FPGM) {
-    // Gather the units as equal-length vectors: filters are rows, channels are the kk columns
-    // of one input channel across all rows.
-    const int64_t D = U ? n / U : 0;
-    std::vector<float> units(n);  // (U, D)
-    std::vector<int64_t> fill(U, 0);
-    for (int64_t r = 0; r < v.rows; ++r)
-      for (int64_t col = 0; col < v.cols; ++col) {
-        int64_t u = unit_of(v, g, r, col);
-        units[u * D + fill[u]++] = w[r * v.cols + col];
-      }
-    s = fpgm_scores(units, U, D);
+    SPRIG_CHECK(a.dtype() == DType::F32 && a.numel() == v.rows, "activation scores for '",
+                weight.name, "' must be a float32 tensor of ", v.rows,
+                " values (one per output), got ", a.str());
+    s = a.to_vector();
   } else {
-    const float* gr = nullptr;
-    if (c == Criterion::Gradient || c == Criterion::Taylor) gr = gradient_of(weight, c);
-    for (int64_t r = 0; r < v.rows; ++r)
-      for (int64_t col = 0; col < v.cols; ++col) {
-        int64_t i = r * v.cols + col;
-        double e;
-        switch (c) {
-          case Criterion::Gradient:
-            e = std::fabs(gr[i]);
-            break;
-          case Criterion::Taylor:
-            e = std::fabs(double(w[i]) * double(gr[i]));
-            break;
-          case Criterion::L2Norm:
-            e = double(w[i]) * double(w[i]);
-            break;
-          default:
-            e = std::fabs(w[i]);
-            break;  // Magnitude, L1Norm
-        }
-        s[unit_of(v, g, r, col)] += e;
-      }
-    // Edge tiles hold fewer weights; averaging (as TF-MOT's block pooling does) keeps them
-    // from looking unimportant just for being small.
-    if (g == Granularity::Block)
-      for (int64_t u = 0; u < U; ++u) {
-        int64_t tr = u / v.block_cols(), tc = u % v.block_cols();
-        int64_t h = std::min(v.br, v.rows - tr * v.br), wd = std::min(v.bc, v.cols - tc * v.bc);
-        s[u] /= double(h * wd);
-      }
-    if (c == Criterion::L2Norm)
-      for (double& x : s) x = std::sqrt(x);
+    const Backend& be = backend_for(weight.device());
+    const cpu::UnitLayout layout = unit_layout(v, g);
+    Tensor scores = Tensor::empty({U}, DType::F32, weight.device());  // (U)
+    if (c == Criterion::FPGM) {
+      be.fpgm_scores(layout, w, scores.ptr());
+    } else {
+      cpu::ElementScore e = cpu::ElementScore::AbsWeight;  // Magnitude, L1Norm
+      if (c == Criterion::Gradient) e = cpu::ElementScore::AbsGrad;
+      if (c == Criterion::Taylor) e = cpu::ElementScore::AbsWeightGrad;
+      if (c == Criterion::L2Norm) e = cpu::ElementScore::SquareWeight;
+      const bool reads_grad = c == Criterion::Gradient || c == Criterion::Taylor;
+      be.unit_scores(layout, e, w, reads_grad ? gradient_of(weight, c) : nullptr, scores.ptr());
+    }
+    s = scores.to_vector();
   }
 
   Tensor out = Tensor::empty(detail::unit_shape(weight, v, g));

@@ -36,7 +36,8 @@ void accumulate_gradients(nn::Model& model, const BatchFn& next, const LossFn& l
   // A parameter the loss does not reach (e.g. a layer after the one the loss reads) gets
   // an explicit zero, so every grad() is defined for the criteria.
   for (auto& p : model.parameters())
-    if (!p->grad().defined()) p->value.impl()->grad = Tensor::zeros(p->value.shape()).impl_ptr();
+    if (!p->grad().defined())
+      p->value.impl()->grad = Tensor::zeros(p->value.shape(), DType::F32, p->device()).impl_ptr();
 }
 
 // ---- Taylor --------------------------------------------------------------------------------
@@ -77,8 +78,11 @@ static void add_taylor(TaylorLayer& l, const Tensor& a, TaylorVariant variant) {
   l.examples += N;
   Tensor g = a.grad();
   if (!g.defined() || N == 0 || S == 0) return;  // the loss does not depend on this output
-  const float* pa = a.data();                    // (N, K, S)
-  const float* pg = g.data();                    // (N, K, S)
+  // The per-channel sums are small next to the forward and backward that made a and g, so a
+  // GPU model's activations are summed here on the host.
+  const Tensor ha = a.to(Device::cpu()), hg = g.to(Device::cpu());
+  const float* pa = ha.data();  // (N, K, S)
+  const float* pg = hg.data();  // (N, K, S)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
       const float* an = pa + (n * K + k) * S;

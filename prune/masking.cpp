@@ -142,7 +142,8 @@ static std::vector<uint8_t> already_pruned(const nn::Parameter& w, const WeightV
   const int64_t U = detail::num_units(v, g);
   std::vector<uint8_t> pruned(U, 0);
   if (!w.mask) return pruned;
-  const uint8_t* keep = w.mask->keep.data_as<uint8_t>();  // (rows, cols)
+  const Tensor host_keep = w.mask->keep.to(Device::cpu());
+  const uint8_t* keep = host_keep.data_as<uint8_t>();  // (rows, cols)
   std::vector<int64_t> kept(U, 0);
   for (int64_t r = 0; r < v.rows; ++r)
     for (int64_t c = 0; c < v.cols; ++c) kept[unit_of(v, g, r, c)] += keep[r * v.cols + c] != 0;
@@ -224,7 +225,8 @@ static nn::MaskGranularity mask_granularity(Granularity g) {
 // recorded as element, the only structure both follow; one that adds no zeros keeps its own.
 static void install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g) {
   if (p.mask && p.mask->granularity != g) {
-    const uint8_t* old = p.mask->keep.data_as<uint8_t>();
+    const Tensor host_old = p.mask->keep.to(Device::cpu());
+    const uint8_t* old = host_old.data_as<uint8_t>();
     const uint8_t* now = keep.data_as<uint8_t>();
     bool old_has_zeros = false, same = true;
     for (int64_t i = 0; i < p.numel(); ++i) {
@@ -252,7 +254,8 @@ static LayerReport report_for(const Target& t, int64_t units, int64_t pruned_uni
 static void install_units(const Target& t, const WeightView& v, Granularity g,
                           const std::vector<uint8_t>& pruned) {
   nn::Parameter& w = *t.weight;
-  const uint8_t* old = w.mask ? w.mask->keep.data_as<uint8_t>() : nullptr;
+  const Tensor host_old = w.mask ? w.mask->keep.to(Device::cpu()) : Tensor();
+  const uint8_t* old = w.mask ? host_old.data_as<uint8_t>() : nullptr;
   Tensor keep = Tensor::empty(w.value.shape(), DType::U8);
   uint8_t* k = keep.data_as<uint8_t>();  // (rows, cols)
   for (int64_t r = 0; r < v.rows; ++r)
@@ -269,7 +272,8 @@ static void install_units(const Target& t, const WeightView& v, Granularity g,
   nn::Parameter& b = *t.bias;
   SPRIG_CHECK(b.numel() == v.rows, "bias '", b.name, "' has ", b.numel(), " entries for ", v.rows,
               " filters of '", t.name, "'");
-  const uint8_t* bold = b.mask ? b.mask->keep.data_as<uint8_t>() : nullptr;
+  const Tensor host_bold = b.mask ? b.mask->keep.to(Device::cpu()) : Tensor();
+  const uint8_t* bold = b.mask ? host_bold.data_as<uint8_t>() : nullptr;
   Tensor bkeep = Tensor::empty(b.value.shape(), DType::U8);
   uint8_t* bk = bkeep.data_as<uint8_t>();  // (out)
   for (int64_t r = 0; r < v.rows; ++r) bk[r] = !pruned[r] && (!bold || bold[r]);
@@ -284,7 +288,8 @@ static LayerReport prune_nm(const Target& t, const PruneSpec& spec, const Tensor
   nn::Parameter& w = *t.weight;
   const WeightView v = detail::weight_view(w, spec);
   const float* s = scores.data();  // (rows, cols)
-  const uint8_t* old = w.mask ? w.mask->keep.data_as<uint8_t>() : nullptr;
+  const Tensor host_old = w.mask ? w.mask->keep.to(Device::cpu()) : Tensor();
+  const uint8_t* old = w.mask ? host_old.data_as<uint8_t>() : nullptr;
   Tensor keep = Tensor::zeros(w.value.shape(), DType::U8);
   uint8_t* k = keep.data_as<uint8_t>();  // (rows, cols)
   std::vector<int64_t> idx;

@@ -1,18 +1,101 @@
-#include <cuda_runtime.h>
-
-#include <stdexcept>
+// Devices, errors, the stream and handles, and the caching device allocator.
+#include <cstdio>
+#include <map>
+#include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/runtime.cuh"
 
 namespace sprig::cuda {
+
+namespace detail {
+
+static std::string where(const char* file, int line) {
+  std::string f = file;
+  size_t k = f.find("kernels/cuda/");
+  return " (" + (k == std::string::npos ? f : f.substr(k)) + ":" + std::to_string(line) + ")";
+}
+
+void throw_cuda(cudaError_t err, const char* call, const char* file, int line) {
+  cudaGetLastError();  // clear a non-sticky error so the next call starts clean
+  throw Error(std::string(call) + " failed: " + cudaGetErrorName(err) + ": " +
+              cudaGetErrorString(err) + where(file, line));
+}
+
+void throw_cublas(cublasStatus_t st, const char* call, const char* file, int line) {
+  throw Error(std::string(call) + " failed: " + cublasGetStatusName(st) + ": " +
+              cublasGetStatusString(st) + where(file, line));
+}
+
+void throw_cusparse(cusparseStatus_t st, const char* call, const char* file, int line) {
+  throw Error(std::string(call) + " failed: " + cusparseGetErrorName(st) + ": " +
+              cusparseGetErrorString(st) + where(file, line));
+}
+
+void check_launch(const char* kernel, const char* file, int line) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw Error(std::string("launch of CUDA kernel ") + kernel + " failed: " +
+                cudaGetErrorName(err) + ": " + cudaGetErrorString(err) + where(file, line));
+}
+
+// Per-device state, created on first use of the device.
+struct DeviceState {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cusparseHandle_t cusparse = nullptr;
+};
+static std::mutex g_mu;
+static std::map<int, DeviceState>& states() {
+  static auto* s = new std::map<int, DeviceState>();  // leaked: outlives static tensors
+  return *s;
+}
+static thread_local int t_device = -1;
+
+static int current_device() {
+  if (t_device < 0) use_device(0);
+  return t_device;
+}
+
+static DeviceState& state() {
+  const int dev = current_device();
+  std::lock_guard<std::mutex> lock(g_mu);
+  DeviceState& s = states()[dev];
+  if (!s.stream) {
+    SPRIG_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    SPRIG_CUBLAS_CHECK(cublasCreate(&s.cublas));
+    SPRIG_CUBLAS_CHECK(cublasSetStream(s.cublas, s.stream));
+    // Plain FP32 products, as the CPU path computes (no TF32 rounding of the inputs).
+    SPRIG_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH));
+    SPRIG_CUSPARSE_CHECK(cusparseCreate(&s.cusparse));
+    SPRIG_CUSPARSE_CHECK(cusparseSetStream(s.cusparse, s.stream));
+  }
+  return s;
+}
+
+cudaStream_t stream() {
+  return state().stream;
+}
+cublasHandle_t cublas() {
+  return state().cublas;
+}
+cusparseHandle_t cusparse() {
+  return state().cusparse;
+}
+
+}  // namespace detail
+
+using namespace detail;
 
 int device_count(std::string* why) {
   int n = 0;
   cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
     if (why) *why = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
-    cudaGetLastError();  // clear the sticky error so later calls start clean
+    cudaGetLastError();
     return 0;
   }
   if (n == 0 && why) *why = "no CUDA device found";
@@ -21,11 +104,140 @@ int device_count(std::string* why) {
 
 std::string device_name(int index) {
   cudaDeviceProp prop{};
-  cudaError_t err = cudaGetDeviceProperties(&prop, index);
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(err));
+  SPRIG_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
   return std::string(prop.name) + " (sm_" + std::to_string(prop.major) +
          std::to_string(prop.minor) + ")";
+}
+
+void use_device(int index) {
+  if (index == t_device) return;
+  std::string why;
+  const int n = device_count(&why);
+  if (n == 0) throw Error("CUDA is not available: " + why);
+  if (index < 0 || index >= n)
+    throw Error("CUDA device " + std::to_string(index) + " does not exist (this machine has " +
+                std::to_string(n) + ")");
+  SPRIG_CUDA_CHECK(cudaSetDevice(index));
+  t_device = index;
+}
+
+// ---- caching allocator ---------------------------------------------------------------------
+namespace {
+struct Cache {
+  std::mutex mu;
+  std::unordered_multimap<size_t, void*> free_blocks[64];  // per device index
+  DeviceAllocatorStats stats;
+};
+Cache& cache() {
+  static Cache* c = new Cache();  // leaked on purpose: outlives static tensors
+  return *c;
+}
+// Small sizes round to 512 bytes, larger ones to 1/8 of their power of two (at most 12.5%
+// waste), so slightly different sizes (batch remainders) share blocks.
+size_t round_size(size_t bytes) {
+  if (bytes <= 512) return 512;
+  size_t p = 1;
+  while (p < bytes) p <<= 1;
+  size_t step = p >= 8 * 512 ? p / 8 : 512;
+  return (bytes + step - 1) / step * step;
+}
+int device_slot() {
+  const int d = current_device();
+  if (d >= 64) throw Error("sprig supports CUDA devices 0-63");
+  return d;
+}
+}  // namespace
+
+void* device_alloc(size_t bytes) {
+  const size_t rounded = round_size(bytes);
+  const int dev = device_slot();
+  Cache& c = cache();
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.free_blocks[dev].find(rounded);
+    if (it != c.free_blocks[dev].end()) {
+      void* p = it->second;
+      c.free_blocks[dev].erase(it);
+      ++c.stats.reuses;
+      c.stats.cached_bytes -= int64_t(rounded);
+      c.stats.in_use_bytes += int64_t(rounded);
+      return p;
+    }
+  }
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, rounded);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    empty_cache();
+    err = cudaMalloc(&p, rounded);
+  }
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    throw Error("out of GPU memory allocating " + std::to_string(bytes) +
+                " bytes on cuda:" + std::to_string(dev) + " (cudaMalloc)");
+  }
+  SPRIG_CUDA_CHECK(err);
+  std::lock_guard<std::mutex> lock(c.mu);
+  ++c.stats.system_allocs;
+  c.stats.in_use_bytes += int64_t(rounded);
+  return p;
+}
+
+void device_free(void* p, size_t bytes) {
+  if (!p) return;
+  const size_t rounded = round_size(bytes);
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.free_blocks[current_device()].emplace(rounded, p);
+  c.stats.cached_bytes += int64_t(rounded);
+  c.stats.in_use_bytes -= int64_t(rounded);
+}
+
+void empty_cache() {
+  if (t_device < 0) return;  // nothing was ever allocated on this thread's device
+  // Queued kernels may still read blocks that were freed after they were launched.
+  SPRIG_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (auto& kv : c.free_blocks[t_device]) {
+    cudaFree(kv.second);
+    c.stats.cached_bytes -= int64_t(kv.first);
+  }
+  c.free_blocks[t_device].clear();
+}
+
+DeviceAllocatorStats device_allocator_stats() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.stats;
+}
+
+// ---- copies ----------------------------------------------------------------------------------
+void copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  SPRIG_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
+  SPRIG_CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
+
+void copy_from_host(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return;
+  // Pageable host memory: the call returns once the source has been staged, so the caller may
+  // reuse its buffer at once.
+  SPRIG_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream()));
+}
+
+void copy_on_device(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  SPRIG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
+}
+
+void zero(void* p, size_t bytes) {
+  if (bytes == 0) return;
+  SPRIG_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream()));
+}
+
+void synchronize() {
+  SPRIG_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 
 }  // namespace sprig::cuda

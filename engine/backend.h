@@ -1,0 +1,104 @@
+#pragma once
+// Backend: every kernel the engine, nn/ and prune/ call, on raw pointers that live on one
+// device. The op front-ends (engine/ops_*.cpp) are written once against this interface;
+// backend_for(device) picks the CPU kernels (kernels/cpu) or the CUDA ones (kernels/cuda, via
+// engine/backend_cuda.cpp). Pointers passed to a backend's kernels must be on its device;
+// scalars that the GPU computes (a loss, a sum) stay on the device as 1-value buffers, so a
+// training step does not wait for the GPU until someone reads a value.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "engine/device.h"
+#include "kernels/cpu/conv.h"
+#include "kernels/cpu/criteria.h"
+#include "kernels/cpu/pool.h"
+
+namespace sprig {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // ---- memory ------------------------------------------------------------------------------
+  virtual void* alloc(size_t bytes) const = 0;  // cached; throws sprig::Error when out of memory
+  virtual void free(void* p, size_t bytes) const = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) const = 0;  // both on this device
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) const = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) const = 0;
+  virtual void zero(void* p, size_t bytes) const = 0;
+  virtual void synchronize() const = 0;  // waits for queued work (no-op on the CPU)
+
+  // ---- element-wise (kernels/*/eltwise) ------------------------------------------------------
+  virtual void add(int64_t n, const float* a, const float* b, float* out) const = 0;
+  virtual void sub(int64_t n, const float* a, const float* b, float* out) const = 0;
+  virtual void mul(int64_t n, const float* a, const float* b, float* out) const = 0;
+  virtual void scale(int64_t n, const float* a, float s, float* out) const = 0;
+  virtual void fill(int64_t n, float value, float* out) const = 0;
+  // out[i] = factor * scalar[0] for n values; scalar is a 1-value buffer on this device.
+  virtual void fill_scaled(int64_t n, const float* scalar, float factor, float* out) const = 0;
+  virtual void relu_forward(int64_t n, const float* x, float* y) const = 0;
+  virtual void relu_backward(int64_t n, const float* x, const float* dy, float* dx) const = 0;
+  virtual void add_row_bias(int64_t rows, int64_t cols, const float* b, float* y) const = 0;
+  // x[i] = 0 where keep[i] == 0 (the mask invariant).
+  virtual void mask_zero(int64_t n, const uint8_t* keep, float* x) const = 0;
+
+  // ---- products (kernels/*/gemm): row-major, as kernels/cpu/gemm.h -----------------------------
+  virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                    int64_t ldc) const = 0;
+
+  // ---- reductions (kernels/*/reduce) -----------------------------------------------------------
+  // out[0] = factor * sum(x), accumulated in double.
+  virtual void sum(int64_t n, const float* x, float factor, float* out) const = 0;
+  virtual void sum_rows(int64_t rows, int64_t cols, const float* x, float* out) const = 0;
+  virtual bool all_finite(int64_t n, const float* x) const = 0;
+  virtual int64_t count_nonzero(int64_t n, const float* x) const = 0;
+
+  // ---- convolution and pooling (kernels/*/conv, kernels/*/pool) --------------------------------
+  virtual void conv2d_forward(const cpu::Conv2dShape& s, const float* x, const float* w,
+                              const float* b, float* y) const = 0;
+  virtual void conv2d_backward(const cpu::Conv2dShape& s, const float* x, const float* w,
+                               const float* dy, float* dx, float* dw, float* db) const = 0;
+  virtual void maxpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y,
+                                 int32_t* argmax) const = 0;
+  virtual void maxpool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* argmax,
+                                  float* dx) const = 0;
+
+  // ---- losses (kernels/*/loss); loss and dloss are 1-value buffers on this device --------------
+  // True when every label is in [0, C).
+  virtual bool labels_in_range(int64_t N, const int32_t* labels, int64_t C) const = 0;
+  virtual void softmax_cross_entropy_forward(int64_t N, int64_t C, const float* logits,
+                                             const int32_t* labels, float* loss) const = 0;
+  virtual void softmax_cross_entropy_backward(int64_t N, int64_t C, const float* logits,
+                                              const int32_t* labels, const float* dloss,
+                                              float* dlogits) const = 0;
+  virtual void mse_forward(int64_t n, const float* pred, const float* target,
+                           float* loss) const = 0;
+  virtual void mse_backward(int64_t n, const float* pred, const float* target, const float* dloss,
+                            float* dpred) const = 0;
+
+  // ---- optimizers (kernels/*/optim): the update with its mask fused, as kernels/cpu/optim.h ----
+  virtual void sgd_step(int64_t n, float* w, const float* g, float* velocity, const uint8_t* mask,
+                        float lr, float momentum, float dampening, float weight_decay,
+                        bool nesterov, bool first_step) const = 0;
+  virtual void adam_step(int64_t n, float* w, const float* g, float* m, float* v,
+                         const uint8_t* mask, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, int64_t step, bool decoupled) const = 0;
+
+  // ---- pruning criteria (kernels/*/criteria) ---------------------------------------------------
+  // As kernels/cpu/criteria.h; out is on this device.
+  virtual void unit_scores(const cpu::UnitLayout& layout, cpu::ElementScore e, const float* w,
+                           const float* g, float* out) const = 0;
+  virtual void fpgm_scores(const cpu::UnitLayout& layout, const float* w, float* out) const = 0;
+};
+
+// The backend of device d. For CUDA this initialises the driver on first use and throws
+// sprig::Error naming the reason when this build has no CUDA or the machine no GPU.
+const Backend& backend_for(Device d);
+
+// True when CUDA tensors can be made here (a CUDA build and a usable GPU); *why says why not.
+bool cuda_available(std::string* why = nullptr);
+
+}  // namespace sprig

@@ -1,0 +1,174 @@
+// The CPU backend: kernels/cpu behind the Backend interface, and backend_for().
+#include <cmath>
+#include <cstring>
+
+#include "engine/backend.h"
+#include "engine/error.h"
+#include "kernels/cpu/eltwise.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/loss.h"
+#include "kernels/cpu/optim.h"
+#include "kernels/cpu/reduce.h"
+
+namespace sprig {
+
+#ifdef SPRIG_HAVE_CUDA
+const Backend& cuda_backend(int index);  // engine/backend_cuda.cpp
+bool cuda_devices_present(std::string* why);
+#endif
+
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cpu(); }
+
+  // Storage allocates CPU memory itself (engine/tensor.cpp's caching allocator).
+  void* alloc(size_t) const override { throw Error("CpuBackend::alloc is not used"); }
+  void free(void*, size_t) const override {}
+  void copy(void* dst, const void* src, size_t bytes) const override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void copy_to_host(void* dst, const void* src, size_t bytes) const override {
+    copy(dst, src, bytes);
+  }
+  void copy_from_host(void* dst, const void* src, size_t bytes) const override {
+    copy(dst, src, bytes);
+  }
+  void zero(void* p, size_t bytes) const override {
+    if (bytes) std::memset(p, 0, bytes);
+  }
+  void synchronize() const override {}
+
+  void add(int64_t n, const float* a, const float* b, float* out) const override {
+    cpu::add(n, a, b, out);
+  }
+  void sub(int64_t n, const float* a, const float* b, float* out) const override {
+    cpu::sub(n, a, b, out);
+  }
+  void mul(int64_t n, const float* a, const float* b, float* out) const override {
+    cpu::mul(n, a, b, out);
+  }
+  void scale(int64_t n, const float* a, float s, float* out) const override {
+    cpu::scale(n, a, s, out);
+  }
+  void fill(int64_t n, float value, float* out) const override { cpu::fill(n, value, out); }
+  void fill_scaled(int64_t n, const float* scalar, float factor, float* out) const override {
+    cpu::fill(n, factor * scalar[0], out);
+  }
+  void relu_forward(int64_t n, const float* x, float* y) const override {
+    cpu::relu_forward(n, x, y);
+  }
+  void relu_backward(int64_t n, const float* x, const float* dy, float* dx) const override {
+    cpu::relu_backward(n, x, dy, dx);
+  }
+  void add_row_bias(int64_t rows, int64_t cols, const float* b, float* y) const override {
+    cpu::add_row_bias(rows, cols, b, y);
+  }
+  void mask_zero(int64_t n, const uint8_t* keep, float* x) const override {
+    for (int64_t i = 0; i < n; ++i)
+      if (!keep[i]) x[i] = 0.0f;
+  }
+
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+            int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+            int64_t ldc) const override {
+    cpu::gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  void sum(int64_t n, const float* x, float factor, float* out) const override {
+    out[0] = float(double(factor) * cpu::sum(n, x));
+  }
+  void sum_rows(int64_t rows, int64_t cols, const float* x, float* out) const override {
+    cpu::sum_rows(rows, cols, x, out);
+  }
+  bool all_finite(int64_t n, const float* x) const override { return cpu::all_finite(n, x); }
+  int64_t count_nonzero(int64_t n, const float* x) const override {
+    int64_t nz = 0;
+    for (int64_t i = 0; i < n; ++i) nz += x[i] != 0.0f;
+    return nz;
+  }
+
+  void conv2d_forward(const cpu::Conv2dShape& s, const float* x, const float* w, const float* b,
+                      float* y) const override {
+    cpu::conv2d_forward(s, x, w, b, y);
+  }
+  void conv2d_backward(const cpu::Conv2dShape& s, const float* x, const float* w, const float* dy,
+                       float* dx, float* dw, float* db) const override {
+    cpu::conv2d_backward(s, x, w, dy, dx, dw, db);
+  }
+  void maxpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y,
+                         int32_t* argmax) const override {
+    cpu::maxpool2d_forward(s, x, y, argmax);
+  }
+  void maxpool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* argmax,
+                          float* dx) const override {
+    cpu::maxpool2d_backward(s, dy, argmax, dx);
+  }
+
+  bool labels_in_range(int64_t N, const int32_t* labels, int64_t C) const override {
+    for (int64_t i = 0; i < N; ++i)
+      if (labels[i] < 0 || labels[i] >= C) return false;
+    return true;
+  }
+  void softmax_cross_entropy_forward(int64_t N, int64_t C, const float* logits,
+                                     const int32_t* labels, float* loss) const override {
+    loss[0] = cpu::softmax_cross_entropy_forward(N, C, logits, labels);
+  }
+  void softmax_cross_entropy_backward(int64_t N, int64_t C, const float* logits,
+                                      const int32_t* labels, const float* dloss,
+                                      float* dlogits) const override {
+    cpu::softmax_cross_entropy_backward(N, C, logits, labels, dloss[0], dlogits);
+  }
+  void mse_forward(int64_t n, const float* pred, const float* target, float* loss) const override {
+    loss[0] = cpu::mse_forward(n, pred, target);
+  }
+  void mse_backward(int64_t n, const float* pred, const float* target, const float* dloss,
+                    float* dpred) const override {
+    cpu::mse_backward(n, pred, target, dloss[0], dpred);
+  }
+
+  void sgd_step(int64_t n, float* w, const float* g, float* velocity, const uint8_t* mask, float lr,
+                float momentum, float dampening, float weight_decay, bool nesterov,
+                bool first_step) const override {
+    cpu::sgd_step(n, w, g, velocity, mask, lr, momentum, dampening, weight_decay, nesterov,
+                  first_step);
+  }
+  void adam_step(int64_t n, float* w, const float* g, float* m, float* v, const uint8_t* mask,
+                 float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                 bool decoupled) const override {
+    cpu::adam_step(n, w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay, step, decoupled);
+  }
+
+  void unit_scores(const cpu::UnitLayout& layout, cpu::ElementScore e, const float* w,
+                   const float* g, float* out) const override {
+    cpu::unit_scores(layout, e, w, g, out);
+  }
+  void fpgm_scores(const cpu::UnitLayout& layout, const float* w, float* out) const override {
+    cpu::fpgm_scores(layout, w, out);
+  }
+};
+
+}  // namespace
+
+const Backend& backend_for(Device d) {
+  static const CpuBackend cpu_backend;
+  if (d.is_cpu()) return cpu_backend;
+#ifdef SPRIG_HAVE_CUDA
+  return cuda_backend(d.index);
+#else
+  throw Error("device " + d.str() +
+              " is not available: this sprig was built without CUDA (SPRIG_CUDA=OFF)");
+#endif
+}
+
+bool cuda_available(std::string* why) {
+#ifdef SPRIG_HAVE_CUDA
+  return cuda_devices_present(why);
+#else
+  if (why) *why = "this sprig was built without CUDA (SPRIG_CUDA=OFF)";
+  return false;
+#endif
+}
+
+}  // namespace sprig
