@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "apps/commands.h"
+#include "engine/backend.h"
 #include "engine/error.h"
 
 namespace sprig::app {
@@ -48,6 +49,25 @@ void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string&
   app.add_option("--dataset", dataset, "dataset (default: the one the model was trained on)")
       ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
   app.add_option("--data-dir", data_dir, "directory with the IDX files");
+}
+
+void add_device_flag(CLI::App& app, std::string& device) {
+  app.add_option("--device", device, "where to compute: cpu, cuda or cuda:N")
+      ->capture_default_str();
+}
+
+Device device_from_flag(const std::string& value) {
+  Device d;
+  try {
+    d = parse_device(value);
+  } catch (const Error& e) {
+    throw Error(std::string("--device: ") + e.what());
+  }
+  if (d.is_cpu()) return d;
+  std::string why;
+  SPRIG_CHECK(cuda_available(&why), "--device ", value, ": CUDA is not available: ", why);
+  backend_for(d);  // checks the index and initialises the device now, not mid-run
+  return d;
 }
 
 bool stdout_is_terminal() {

@@ -14,21 +14,22 @@ struct EvalArgs {
   std::string in, dataset, data_dir;
   int64_t batch_size = 256;
   int threads = 0;
+  std::string device = "cpu";
   bool json = false;
 };
 
 int run_eval(const EvalArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
+  const Device device = device_from_flag(a.device);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  ck.model.to(device);
   std::string dataset;
   DataSource src = load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
   EvalResult r = evaluate(ck.model, src.data.test, src.task, a.batch_size);
   if (a.json) {
-    nlohmann::json j = {{"in", a.in},
-                        {"dataset", dataset},
-                        {"samples", r.samples},
-                        {"test_loss", r.loss},
-                        {"params", ck.model.num_parameters()}};
+    nlohmann::json j = {{"in", a.in},           {"dataset", dataset},
+                        {"samples", r.samples}, {"device", device.str()},
+                        {"test_loss", r.loss},  {"params", ck.model.num_parameters()}};
     if (src.task == Task::Classification)
       j["test_accuracy"] = r.accuracy;
     else
@@ -53,6 +54,7 @@ Command add_eval_command(CLI::App& app) {
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_eval(*a); };
 }

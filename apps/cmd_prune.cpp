@@ -21,6 +21,7 @@ struct PruneArgs {
   std::vector<std::string> layers, exclude;
   int finetune_epochs = 0, criterion_batches = 10, threads = 0;
   OptimizerConfig optim{"adam", 1e-3f};
+  std::string device = "cpu";
   uint64_t seed = 0;
   bool shrink = false, json = false, quiet = false;
 };
@@ -32,7 +33,9 @@ nlohmann::json eval_json(const EvalResult& r, Task task) {
 
 int run_prune(const PruneArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
+  const Device device = device_from_flag(a.device);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  ck.model.to(device);
   std::string dataset;
   DataSource src =
       load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
@@ -221,6 +224,7 @@ Command add_prune_command(CLI::App& app) {
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--seed", a->seed, "seed for random scores and shuffling")->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");
   return [a] { return run_prune(*a); };

@@ -18,7 +18,7 @@ namespace sprig::app {
 namespace {
 struct TrainArgs {
   TrainConfig cfg;
-  std::string out, resume;
+  std::string out, resume, device = "cpu";
   int64_t save_every = 0, stop_at_step = -1;
   bool checkpoint_every_epoch = false, json = false, quiet = false;
   CLI::App* app = nullptr;  // to tell flags given on the command line from defaults
@@ -87,6 +87,7 @@ int run_train(const TrainArgs& a) {
               "--stop-at-step needs --out (the checkpoint to resume from)");
   if (cfg.threads > 0) cpu::set_num_threads(cfg.threads);
   cfg.threads = cpu::num_threads();  // recorded, so a resumed run uses the same count
+  const Device device = device_from_flag(a.device);
 
   DataSource src = load_data_source(cfg.dataset, cfg.data_dir, cfg.seed);
   if (cfg.limit_train >= 0) src.data.train = data::take(src.data.train, cfg.limit_train);
@@ -103,16 +104,18 @@ int run_train(const TrainArgs& a) {
   }
   auto opt = make_optimizer(cfg.optim, model.parameters());
   if (resuming) restore_optimizer(*opt, rp, a.resume);
+  model.to(device);  // with the restored optimizer state
   FitPosition pos = rp.state.position;
   const std::vector<EpochStats> earlier = rp.state.history;
 
   bool human = !a.json && !a.quiet;
   if (human) {
-    std::printf(
-        "model %s on %s (%lld train, %lld test samples), %s lr %g, batch %lld, %d threads\n",
-        cfg.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
-        (long long)src.data.test.size(), opt->name().c_str(), cfg.optim.lr,
-        (long long)cfg.batch_size, cpu::num_threads());
+    std::printf("model %s on %s (%lld train, %lld test samples), %s lr %g, batch %lld, %s\n",
+                cfg.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
+                (long long)src.data.test.size(), opt->name().c_str(), cfg.optim.lr,
+                (long long)cfg.batch_size,
+                device.is_cpu() ? (std::to_string(cpu::num_threads()) + " threads").c_str()
+                                : device.str().c_str());
     std::printf("%s", nn::format_summary(nn::summarize(model)).c_str());
     if (resuming)
       std::printf("resuming %s after epoch %d, step %lld (global step %lld) of %d epochs\n",
@@ -204,6 +207,7 @@ int run_train(const TrainArgs& a) {
                         {"lr", cfg.optim.lr},
                         {"lr_schedule", cfg.lr_schedule},
                         {"threads", cpu::num_threads()},
+                        {"device", device.str()},
                         {"seed", cfg.seed},
                         {"params", model.num_parameters()},
                         {"train_samples", src.data.train.size()},
@@ -286,6 +290,7 @@ Command add_train_command(CLI::App& app) {
                  "stop once the run has done N steps, as if interrupted, and save a checkpoint "
                  "that --resume continues")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");
   return [a] { return run_train(*a); };

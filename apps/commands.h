@@ -2,6 +2,9 @@
 // Each sprig subcommand registers its options on the CLI and returns the function that runs it.
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
+
+#include "engine/device.h"
 
 namespace sprig::app {
 
@@ -22,6 +25,8 @@ Command add_bench_model_command(CLI::App& app);   // sprig bench model (cmd_benc
 Command add_predict_command(CLI::App& app);       // sprig predict: outputs for an input batch
 Command add_export_command(CLI::App& app);        // sprig export: checkpoint -> ONNX
 Command add_experiment_command(CLI::App& app);    // sprig experiment NAME (apps/experiments/)
+// sprig bench sparse-gpu (cmd_bench_sparse_gpu.cpp)
+Command add_bench_sparse_gpu_command(CLI::App& app);
 
 // A CLI11 check that rejects NaN and infinities (CLI::Range lets NaN through).
 extern const CLI::Validator FiniteNumber;
@@ -34,6 +39,11 @@ void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string&
 
 // Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);
+
+// --device: cpu (default), cuda or cuda:N. device_from_flag parses it and, for a GPU, checks
+// that one is usable here, naming the reason otherwise (no GPU, no driver, a CPU-only build).
+void add_device_flag(CLI::App& app, std::string& device);
+Device device_from_flag(const std::string& value);
 
 // True when stdout is a terminal (progress bars) rather than a pipe or file (plain lines).
 bool stdout_is_terminal();

@@ -25,8 +25,8 @@ std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSour
   prune::BatchFn next = [&](Tensor& x, Tensor& y) {
     data::Batch b;
     if (!loader.next(b)) return false;
-    x = b.x;
-    y = b.y;
+    x = b.x.to(model.device());
+    y = b.y.to(model.device());
     return true;
   };
   Task task = src.task;

@@ -357,8 +357,6 @@ void save_safetensors(const std::string& path,
       save_fail(path, "'", kMetadataKey, "' is reserved, not a tensor name");
     if (!names.insert(name).second) save_fail(path, "duplicate tensor name '", name, "'");
     if (!t.defined()) save_fail(path, "tensor '", name, "' is undefined");
-    if (!t.device().is_cpu())
-      save_fail(path, "tensor '", name, "' is on ", t.device().str(), "; copy it to cpu first");
   }
 
   // Data layout: 4-byte dtypes first, then U8, each group in the given order, so every
@@ -403,7 +401,7 @@ void save_safetensors(const std::string& path,
     write_all(fd.get(), len_bytes, 8, path, tmp);
     write_all(fd.get(), text.data(), text.size(), path, tmp);
     for (size_t i : order) {
-      const Tensor& t = tensors[i].second;
+      const Tensor t = tensors[i].second.to(Device::cpu());  // GPU tensors: one at a time
       if (t.nbytes() > 0) write_all(fd.get(), raw_bytes(t), t.nbytes(), path, tmp);
     }
     if (::fsync(fd.get()) != 0)

@@ -211,7 +211,7 @@ std::vector<std::vector<char>> unread_outputs(const std::vector<nn::ModulePtr>& 
 
 }  // namespace
 
-ShrinkReport shrink(nn::Model& model) {
+static ShrinkReport shrink_on_host(nn::Model& model) {
   std::vector<nn::ModulePtr>& layers = model.net->layers;
   ShrinkReport report;
   report.params_before = model.num_parameters();
@@ -284,6 +284,22 @@ nn::Model copy_model(const nn::Model& m) {
   }
   c.net->train(m.net->is_training());
   return c;
+}
+
+// Shrinking gathers rows and columns of small weights: a GPU model makes the trip through the
+// host (and comes back even when shrink refuses the model).
+ShrinkReport shrink(nn::Model& model) {
+  const Device device = model.device();
+  if (device.is_cpu()) return shrink_on_host(model);
+  model.to(Device::cpu());
+  try {
+    ShrinkReport report = shrink_on_host(model);
+    model.to(device);
+    return report;
+  } catch (...) {
+    model.to(device);
+    throw;
+  }
 }
 
 }  // namespace sprig::prune

@@ -94,7 +94,11 @@ int device_count(std::string* why) {
   int n = 0;
   cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
-    if (why) *why = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
+    if (why) {
+      *why = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
+      if (err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice)
+        *why += " (no NVIDIA GPU with a working driver on this machine)";
+    }
     cudaGetLastError();
     return 0;
   }
