@@ -57,17 +57,16 @@ void add_device_flag(CLI::App& app, std::string& device) {
 }
 
 Device device_from_flag(const std::string& value) {
-  Device d;
   try {
-    d = parse_device(value);
+    const Device d = parse_device(value);
+    if (d.is_cpu()) return d;
+    std::string why;
+    SPRIG_CHECK(cuda_available(&why), "CUDA is not available: ", why);
+    backend_for(d);  // checks the index and initialises the device now, not mid-run
+    return d;
   } catch (const Error& e) {
-    throw Error(std::string("--device: ") + e.what());
+    throw Error("--device " + value + ": " + e.what());
   }
-  if (d.is_cpu()) return d;
-  std::string why;
-  SPRIG_CHECK(cuda_available(&why), "--device ", value, ": CUDA is not available: ", why);
-  backend_for(d);  // checks the index and initialises the device now, not mid-run
-  return d;
 }
 
 bool stdout_is_terminal() {

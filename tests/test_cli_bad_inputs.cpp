@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/safetensors.h"
 #include "tests/cli_test_util.h"
 
@@ -563,6 +564,26 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
           {"bad --nm", "bench linear --in 8 --out 8 --format nm --nm 5:4", {"5:4"}},
           {"bad --block", "bench linear --in 8 --out 8 --format bsr --block 0x4", {"--block"}},
       });
+}
+
+TEST_CASE("devices that are unknown or not usable here") {
+  std::vector<Case> cases = {
+      {"unknown device", "train --dataset friedman1 --epochs 1 --device tpu", {"--device", "tpu"}},
+      {"negative device index", "eval --in good.safetensors --device cuda:-1", {"cuda:-1"}},
+  };
+  std::string why;
+  if (!sprig::cuda_available(&why)) {  // CPU-only builds and machines without a GPU
+    for (const char* cmd : {"train --dataset friedman1 --epochs 1", "eval --in good.safetensors",
+                            "prune --in good.safetensors"})
+      cases.push_back({std::string(cmd).substr(0, std::string(cmd).find(' ')) + " on no GPU",
+                       std::string(cmd) + " --device cuda",
+                       {"--device cuda", "CUDA is not available"}});
+  } else {
+    cases.push_back({"device index past the last GPU",
+                     "eval --in good.safetensors --device cuda:63",
+                     {"cuda:63", "does not exist"}});
+  }
+  check_all("Devices", cases);
 }
 
 TEST_CASE("a full disk while saving leaves the existing file alone") {
