@@ -75,8 +75,11 @@ std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& cfg,
   throw Error("unknown optimizer '" + cfg.name + "' (expected sgd, adam or adamw)");
 }
 
+// target comes from the host: class labels stay there (cross_entropy checks them on the host
+// and uploads them without waiting for the GPU), regression targets go to out's device.
 static Tensor loss_of(Task task, const Tensor& out, const Tensor& target) {
-  return task == Task::Classification ? cross_entropy(out, target) : mse_loss(out, target);
+  return task == Task::Classification ? cross_entropy(out, target)
+                                      : mse_loss(out, target.to(out.device()));
 }
 
 int64_t count_correct(const Tensor& logits_any, const Tensor& labels_any) {
@@ -105,10 +108,9 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
   double loss_sum = 0.0;
   int64_t correct = 0;
   while (loader.next(b)) {
-    const Tensor x = b.x.to(dev), y = b.y.to(dev);
-    Tensor out = model.forward(x);
+    Tensor out = model.forward(b.x.to(dev));
     int64_t n = b.x.size(0);
-    loss_sum += double(loss_of(task, out, y).item()) * double(n);
+    loss_sum += double(loss_of(task, out, b.y).item()) * double(n);
     if (task == Task::Classification) correct += count_correct(out, b.y);
     r.samples += n;
   }
@@ -190,7 +192,7 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
     size_t step = size_t(pos.step_in_epoch);
     while (!stopped() && loader.next(b)) {
       opt.zero_grad();
-      Tensor loss = loss_of(task, model.forward(b.x.to(dev)), b.y.to(dev));
+      Tensor loss = loss_of(task, model.forward(b.x.to(dev)), b.y);
       pending.push_back({loss.detach(), b.x.size(0), int64_t(step) + 1});
       if (dev.is_cpu()) flush_losses();  // free on the CPU: stop at the first bad step
       loss.backward();

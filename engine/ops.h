@@ -40,7 +40,7 @@ Tensor sum(const Tensor& x);
 Tensor mean(const Tensor& x);
 
 // Losses (ops_loss.cpp), averaged over the batch, shape ().
-// logits (N, C) float32, labels (N) int32 in [0, C)
+// logits (N, C) float32, labels (N) int32 in [0, C), on the logits' device or on the CPU
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 // pred and target of the same shape
 Tensor mse_loss(const Tensor& pred, const Tensor& target);

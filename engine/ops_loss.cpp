@@ -48,22 +48,28 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
               "cross_entropy: labels must be int32");
   SPRIG_CHECK(labels.shape() == Shape{logits.size(0)}, "cross_entropy: labels ",
               to_string(labels.shape()), " do not match logits ", to_string(logits.shape()));
-  check_same_device(logits, labels, "cross_entropy");
+  // Labels may also come from the host with GPU logits: they are checked there and uploaded,
+  // so the step does not wait for the GPU to check them (labels already on the GPU are checked
+  // by a kernel, which does wait).
+  SPRIG_CHECK(labels.device() == logits.device() || labels.device().is_cpu(),
+              "cross_entropy: labels on ", labels.device().str(), " but logits on ",
+              logits.device().str());
   int64_t N = logits.size(0), C = logits.size(1);
   SPRIG_CHECK(N > 0 && C > 0, "cross_entropy: empty logits ", to_string(logits.shape()));
   const Backend& be = backend_for(logits.device());
-  const int32_t* lab = labels.ptr_as<int32_t>();  // (N)
-  if (!be.labels_in_range(N, lab, C)) {
+  if (!backend_for(labels.device()).labels_in_range(N, labels.ptr_as<int32_t>(), C)) {
     const std::vector<int32_t> host = labels.to_vector_i32();
     for (int64_t i = 0; i < N; ++i)
       SPRIG_CHECK(host[i] >= 0 && host[i] < C, "cross_entropy: label ", host[i], " at index ", i,
                   " is outside [0, ", C, ")");
   }
+  const Tensor labels_here = labels.to(logits.device());  // (N)
+  const int32_t* lab = labels_here.ptr_as<int32_t>();
   Tensor y = Tensor::empty({}, DType::F32, be.device());  // ()
   be.softmax_cross_entropy_forward(N, C, logits.ptr(), lab, y.ptr());
   if (!any_requires_grad({&logits})) return y;
   auto node = make_node<CrossEntropyBackward>({logits});
-  node->labels = labels;
+  node->labels = labels_here;
   return record(y, node);
 }
 
