@@ -1,5 +1,7 @@
 // Devices, errors, the stream and handles, and the caching device allocator.
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
@@ -223,11 +225,64 @@ void copy_to_host(void* host_dst, const void* src, size_t bytes) {
   SPRIG_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 
+// ---- pinned staging for host-to-device copies ----------------------------------------------
+// A copy from pageable memory may wait for the whole stream before it starts, which would
+// make every training step wait for the previous one. So batch-sized copies go through
+// page-locked buffers: the host copies into a free one and queues the DMA; an event recorded
+// after the DMA says when the buffer is free again.
+namespace {
+constexpr size_t kMaxStaged = size_t(16) << 20;  // larger copies (whole models) go direct
+constexpr size_t kMaxStagingBuffers = 8;
+struct StagingBuffer {
+  void* host = nullptr;
+  size_t bytes = 0;
+  cudaEvent_t free_again = nullptr;  // recorded after the last copy out of it
+};
+std::mutex g_staging_mu;
+std::map<int, std::vector<StagingBuffer>>& staging_pools() {
+  static auto* pools = new std::map<int, std::vector<StagingBuffer>>();  // leaked, as states()
+  return *pools;
+}
+
+// A buffer of at least `bytes` whose last copy has finished (waiting for one when all are
+// busy). Call with g_staging_mu held.
+StagingBuffer& staging_buffer(size_t bytes) {
+  std::vector<StagingBuffer>& pool = staging_pools()[current_device()];
+  for (StagingBuffer& b : pool)
+    if (b.bytes >= bytes && cudaEventQuery(b.free_again) == cudaSuccess) return b;
+  if (pool.size() < kMaxStagingBuffers) {
+    StagingBuffer b;
+    b.bytes = std::max(bytes, size_t(1) << 20);
+    SPRIG_CUDA_CHECK(cudaMallocHost(&b.host, b.bytes));
+    SPRIG_CUDA_CHECK(cudaEventCreateWithFlags(&b.free_again, cudaEventDisableTiming));
+    pool.push_back(b);
+    return pool.back();
+  }
+  // All busy or too small: wait for the first, and grow it if needed.
+  StagingBuffer& b = pool.front();
+  SPRIG_CUDA_CHECK(cudaEventSynchronize(b.free_again));
+  if (b.bytes < bytes) {
+    SPRIG_CUDA_CHECK(cudaFreeHost(b.host));
+    b.host = nullptr;
+    SPRIG_CUDA_CHECK(cudaMallocHost(&b.host, bytes));
+    b.bytes = bytes;
+  }
+  return b;
+}
+}  // namespace
+
 void copy_from_host(void* dst, const void* host_src, size_t bytes) {
   if (bytes == 0) return;
-  // Pageable host memory: the call returns once the source has been staged, so the caller may
-  // reuse its buffer at once.
-  SPRIG_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream()));
+  if (bytes > kMaxStaged) {
+    // The call returns once the source has been staged, so the caller may reuse it at once.
+    SPRIG_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream()));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(g_staging_mu);
+  StagingBuffer& b = staging_buffer(bytes);
+  std::memcpy(b.host, host_src, bytes);
+  SPRIG_CUDA_CHECK(cudaMemcpyAsync(dst, b.host, bytes, cudaMemcpyHostToDevice, stream()));
+  SPRIG_CUDA_CHECK(cudaEventRecord(b.free_again, stream()));
 }
 
 void copy_on_device(void* dst, const void* src, size_t bytes) {

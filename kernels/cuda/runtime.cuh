@@ -28,7 +28,8 @@ struct DeviceAllocatorStats {
 DeviceAllocatorStats device_allocator_stats();
 
 // Copies on sprig's stream. To-host copies wait for the stream (the values are needed now);
-// from-host and device-to-device copies are queued.
+// from-host and device-to-device copies are queued without waiting (from-host copies of up to
+// 16 MB go through page-locked staging buffers), and the caller may reuse its buffer at once.
 void copy_to_host(void* host_dst, const void* src, size_t bytes);
 void copy_from_host(void* dst, const void* host_src, size_t bytes);
 void copy_on_device(void* dst, const void* src, size_t bytes);
