@@ -79,6 +79,8 @@ void Tensor::backward(const Tensor& seed) const {
                 to_string(shape()));
     root_grad = Tensor::full(shape(), 1.0f, device());
   }
+  SPRIG_CHECK(root_grad.device() == device(), "backward seed is on ", root_grad.device().str(),
+              " but ", str(), " is on ", device().str());
   SPRIG_CHECK(root_grad.shape() == shape(), "backward seed ", root_grad.str(), " does not match ",
               str());
   NoGradGuard no_grad;  // backward formulas are not themselves recorded

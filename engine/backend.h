@@ -22,7 +22,9 @@ class Backend {
   virtual Device device() const = 0;
 
   // ---- memory ------------------------------------------------------------------------------
-  virtual void* alloc(size_t bytes) const = 0;  // cached; throws sprig::Error when out of memory
+  // Storage's memory, from a caching allocator per backend; throws sprig::Error when out of
+  // memory.
+  virtual void* alloc(size_t bytes) const = 0;
   virtual void free(void* p, size_t bytes) const = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) const = 0;  // both on this device
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) const = 0;

@@ -1,9 +1,15 @@
 // The CPU backend: kernels/cpu behind the Backend interface, and backend_for().
+#include <sanitizer/asan_interface.h>  // no-op macros unless built with AddressSanitizer
+
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "engine/backend.h"
 #include "engine/error.h"
+#include "engine/tensor.h"  // AllocatorStats
 #include "kernels/cpu/eltwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loss.h"
@@ -17,15 +23,80 @@ const Backend& cuda_backend(int index);  // engine/backend_cuda.cpp
 bool cuda_devices_present(std::string* why);
 #endif
 
+// ---- caching CPU allocator ---------------------------------------------------------------
+// Freed blocks are kept in a free list per exact byte size; a training step re-requests the
+// same sizes every iteration, so after the first step no call reaches malloc.
+namespace {
+struct CpuCache {
+  std::mutex mu;
+  std::unordered_multimap<size_t, void*> free_blocks;
+  AllocatorStats stats;
+};
+CpuCache& cpu_cache() {
+  static CpuCache* cache = new CpuCache();  // leaked on purpose: outlives static tensors
+  return *cache;
+}
+size_t round_bytes(size_t bytes) {
+  return (bytes + 63) / 64 * 64;
+}
+void* cpu_cached_alloc(size_t bytes) {
+  const size_t rounded = round_bytes(bytes);
+  {
+    CpuCache& c = cpu_cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.free_blocks.find(rounded);
+    if (it != c.free_blocks.end()) {
+      void* p = it->second;
+      c.free_blocks.erase(it);
+      ++c.stats.reuses;
+      ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+      return p;
+    }
+    ++c.stats.system_allocs;
+  }
+  void* p = std::aligned_alloc(64, rounded);
+  SPRIG_CHECK(p, "out of memory allocating ", bytes, " bytes");
+  // Under ASan only the requested bytes are addressable, not the rounding, so a kernel that
+  // reads past a tensor's end is reported; cached blocks are poisoned (use after free).
+  ASAN_POISON_MEMORY_REGION(p, rounded);
+  ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+  return p;
+}
+
+void cpu_cached_free(void* p, size_t bytes) {
+  CpuCache& c = cpu_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  const size_t rounded = round_bytes(bytes);
+  ASAN_POISON_MEMORY_REGION(p, rounded);
+  c.free_blocks.emplace(rounded, p);
+}
+
+}  // namespace
+
+AllocatorStats cpu_allocator_stats() {
+  CpuCache& c = cpu_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.stats;
+}
+
+void release_cached_memory() {
+  CpuCache& c = cpu_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (auto& kv : c.free_blocks) {
+    ASAN_UNPOISON_MEMORY_REGION(kv.second, kv.first);
+    std::free(kv.second);
+  }
+  c.free_blocks.clear();
+}
+
 namespace {
 
 class CpuBackend final : public Backend {
  public:
   Device device() const override { return Device::cpu(); }
 
-  // Storage allocates CPU memory itself (engine/tensor.cpp's caching allocator).
-  void* alloc(size_t) const override { throw Error("CpuBackend::alloc is not used"); }
-  void free(void*, size_t) const override {}
+  void* alloc(size_t bytes) const override { return cpu_cached_alloc(bytes); }
+  void free(void* p, size_t bytes) const override { cpu_cached_free(p, bytes); }
   void copy(void* dst, const void* src, size_t bytes) const override {
     if (bytes) std::memcpy(dst, src, bytes);
   }

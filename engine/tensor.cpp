@@ -1,11 +1,7 @@
 #include "engine/tensor.h"
 
-#include <sanitizer/asan_interface.h>  // no-op macros unless built with AddressSanitizer
-
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <unordered_map>
 
 #include "engine/autograd.h"
 #include "engine/backend.h"
@@ -49,77 +45,12 @@ Device parse_device(const std::string& s) {
   throw Error("unknown device '" + s + "' (expected cpu, cuda or cuda:N)");
 }
 
-// ---- caching CPU allocator ---------------------------------------------------------------
-// Freed blocks are kept in a free list per exact byte size; a training step re-requests the
-// same sizes every iteration, so after the first step no call reaches malloc.
-namespace {
-struct CpuCache {
-  std::mutex mu;
-  std::unordered_multimap<size_t, void*> free_blocks;
-  AllocatorStats stats;
-};
-CpuCache& cpu_cache() {
-  static CpuCache* cache = new CpuCache();  // leaked on purpose: outlives static tensors
-  return *cache;
-}
-size_t round_bytes(size_t bytes) {
-  return (bytes + 63) / 64 * 64;
-}
-}  // namespace
-
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-  if (!device.is_cpu()) {
-    data_ = backend_for(device).alloc(bytes == 0 ? 1 : bytes);
-    return;
-  }
-  size_t rounded = round_bytes(bytes == 0 ? 1 : bytes);
-  {
-    CpuCache& c = cpu_cache();
-    std::lock_guard<std::mutex> lock(c.mu);
-    auto it = c.free_blocks.find(rounded);
-    if (it != c.free_blocks.end()) {
-      data_ = it->second;
-      c.free_blocks.erase(it);
-      ++c.stats.reuses;
-      ASAN_UNPOISON_MEMORY_REGION(data_, bytes);
-      return;
-    }
-    ++c.stats.system_allocs;
-  }
-  data_ = std::aligned_alloc(64, rounded);
-  SPRIG_CHECK(data_, "out of memory allocating ", bytes, " bytes");
-  // Under ASan only the requested bytes are addressable, not the rounding, so a kernel that
-  // reads past a tensor's end is reported; cached blocks are poisoned (use after free).
-  ASAN_POISON_MEMORY_REGION(data_, rounded);
-  ASAN_UNPOISON_MEMORY_REGION(data_, bytes);
+  data_ = backend_for(device).alloc(bytes == 0 ? 1 : bytes);
 }
 
 Storage::~Storage() {
-  if (!device_.is_cpu()) {
-    backend_for(device_).free(data_, bytes_ == 0 ? 1 : bytes_);
-    return;
-  }
-  CpuCache& c = cpu_cache();
-  std::lock_guard<std::mutex> lock(c.mu);
-  const size_t rounded = round_bytes(bytes_ == 0 ? 1 : bytes_);
-  ASAN_POISON_MEMORY_REGION(data_, rounded);
-  c.free_blocks.emplace(rounded, data_);
-}
-
-AllocatorStats cpu_allocator_stats() {
-  CpuCache& c = cpu_cache();
-  std::lock_guard<std::mutex> lock(c.mu);
-  return c.stats;
-}
-
-void release_cached_memory() {
-  CpuCache& c = cpu_cache();
-  std::lock_guard<std::mutex> lock(c.mu);
-  for (auto& kv : c.free_blocks) {
-    ASAN_UNPOISON_MEMORY_REGION(kv.second, kv.first);
-    std::free(kv.second);
-  }
-  c.free_blocks.clear();
+  backend_for(device_).free(data_, bytes_ == 0 ? 1 : bytes_);
 }
 
 // ---- factories ---------------------------------------------------------------------------

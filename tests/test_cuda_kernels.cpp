@@ -1,0 +1,347 @@
+// The CUDA backend's kernels that no op reaches, against the CPU backend and the references.
+// Built with tests/cuda_main.cpp, which exits 77 (CTest: not run) without a usable GPU.
+//   - optimizer steps (masked and not, every option) over several steps
+//   - fill_scaled, mask_zero, count_nonzero, all_finite, labels_in_range, sum, sum_rows
+//     (one row, one column, many rows)
+//   - unit_scores / fpgm_scores for every layout and element score
+//   - gemm: all transposes, padded leading dimensions, alpha and beta (0 must not read C),
+//     against cpu::gemm_ref with a proven error bound
+// Ops and their gradients are in tests/test_cuda_ops.cpp.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/rng.h"
+#include "kernels/cpu/criteria.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/reduce.h"
+#include "tests/cuda_test_util.h"
+
+using namespace sprig;
+using namespace sprig::testing;
+
+TEST_CASE("sgd_step and adam_step match the CPU over several steps, with and without a mask") {
+  const int64_t n = 4099;  // not a multiple of the block size
+  struct Config {
+    const char* name;
+    bool adam;
+    float lr, momentum, dampening, weight_decay;
+    bool nesterov, decoupled;
+  };
+  const Config configs[] = {
+      {"sgd", false, 0.1f, 0.0f, 0.0f, 0.0f, false, false},
+      {"sgd weight decay", false, 0.05f, 0.0f, 0.0f, 0.01f, false, false},
+      {"sgd momentum dampening", false, 0.05f, 0.9f, 0.1f, 0.0f, false, false},
+      {"sgd nesterov weight decay", false, 0.05f, 0.9f, 0.0f, 1e-3f, true, false},
+      {"adam", true, 1e-2f, 0.0f, 0.0f, 0.0f, false, false},
+      {"adam l2", true, 1e-2f, 0.0f, 0.0f, 0.1f, false, false},
+      {"adamw", true, 1e-2f, 0.0f, 0.0f, 0.1f, false, true},
+  };
+  for (const Config& cfg : configs)
+    for (bool masked : {false, true}) {
+      INFO((std::string(cfg.name) + (masked ? " masked" : " dense")));
+      Rng rng(7);
+      std::vector<float> w = random_values(n, rng);
+      std::vector<uint8_t> keep(size_t(n), 1);
+      for (auto& k : keep) k = rng.uniform() < 0.3f ? 0 : 1;
+      if (masked)  // the mask invariant holds on entry, as Parameter::set_mask makes it
+        for (int64_t i = 0; i < n; ++i)
+          if (!keep[size_t(i)]) w[size_t(i)] = 0.0f;
+      const bool has_velocity = !cfg.adam && cfg.momentum != 0.0f;
+      // Host state (n each) and device copies.
+      std::vector<float> m(size_t(n), 0.0f), v(size_t(n), 0.0f);
+      Tensor wd = Tensor::from_vector(w, {n}).to(kGpu);
+      Tensor md = Tensor::zeros({n}, DType::F32, kGpu), vd = Tensor::zeros({n}, DType::F32, kGpu);
+      Tensor keepd = u8_tensor(keep).to(kGpu);
+      const uint8_t* mask_h = masked ? keep.data() : nullptr;
+      const uint8_t* mask_d = masked ? keepd.ptr_as<uint8_t>() : nullptr;
+      for (int64_t step = 1; step <= 5; ++step) {
+        // Gradients are nonzero at pruned positions too: the step itself must ignore them.
+        const std::vector<float> g = random_values(n, rng, -2.0f, 2.0f);
+        Tensor gd = Tensor::from_vector(g, {n}).to(kGpu);
+        if (cfg.adam) {
+          cpu_be().adam_step(n, w.data(), g.data(), m.data(), v.data(), mask_h, cfg.lr, 0.9f,
+                             0.999f, 1e-8f, cfg.weight_decay, step, cfg.decoupled);
+          gpu_be().adam_step(n, wd.ptr(), gd.ptr(), md.ptr(), vd.ptr(), mask_d, cfg.lr, 0.9f,
+                             0.999f, 1e-8f, cfg.weight_decay, step, cfg.decoupled);
+        } else {
+          cpu_be().sgd_step(n, w.data(), g.data(), has_velocity ? m.data() : nullptr, mask_h,
+                            cfg.lr, cfg.momentum, cfg.dampening, cfg.weight_decay, cfg.nesterov,
+                            step == 1);
+          gpu_be().sgd_step(n, wd.ptr(), gd.ptr(), has_velocity ? md.ptr() : nullptr, mask_d,
+                            cfg.lr, cfg.momentum, cfg.dampening, cfg.weight_decay, cfg.nesterov,
+                            step == 1);
+        }
+      }
+      // Per element the same float operations in the same order; FMA contraction on the GPU
+      // gives a few ulp per step. So 1e-5 relative, plus 1e-6 of the buffer's largest value for
+      // entries that cancel to near 0 (w - lr * d with both ~1 keeps the ulp of 1).
+      const std::vector<float> wg = wd.to_vector(), mg = md.to_vector(), vg = vd.to_vector();
+      auto close = [&](const std::vector<float>& got, const std::vector<float>& want,
+                       const std::string& what) {
+        double largest = 0.0;
+        for (float x : want) largest = std::max(largest, double(std::fabs(x)));
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const double e = std::fabs(double(got[size_t(i)]) - double(want[size_t(i)]));
+          if (!(e <= 1e-5 * std::fabs(double(want[size_t(i)])) + 1e-6 * largest)) ++bad;
+        }
+        CHECK_MESSAGE(bad == 0, what, ": ", bad, " of ", n, " differ");
+      };
+      close(wg, w, "weights");
+      if (cfg.adam || has_velocity) close(mg, m, cfg.adam ? "exp_avg" : "velocity");
+      if (cfg.adam) close(vg, v, "exp_avg_sq");
+      if (masked) {
+        int64_t nonzero_pruned = 0;
+        for (int64_t i = 0; i < n; ++i)
+          if (!keep[size_t(i)])
+            nonzero_pruned +=
+                wg[size_t(i)] != 0.0f || mg[size_t(i)] != 0.0f || vg[size_t(i)] != 0.0f;
+        CHECK(nonzero_pruned == 0);
+      }
+    }
+}
+
+TEST_CASE("fill_scaled, mask_zero and count_nonzero match plain loops") {
+  Rng rng(11);
+  for (int64_t n : {int64_t(1), int64_t(255), int64_t(256), int64_t(1000003)}) {
+    INFO("n = ", n);
+    // fill_scaled reads its scalar from device memory.
+    Tensor scalar = Tensor::full({1}, -3.25f, kGpu);
+    Tensor out = Tensor::full({n + 1}, 7.0f, kGpu);  // one guard value past n
+    gpu_be().fill_scaled(n, scalar.ptr(), 0.5f, out.ptr());
+    const std::vector<float> o = out.to_vector();
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i) wrong += o[size_t(i)] != -1.625f;
+    CHECK(wrong == 0);
+    CHECK(o[size_t(n)] == 7.0f);
+
+    std::vector<float> x = random_values(n, rng);
+    std::vector<uint8_t> keep(static_cast<size_t>(n));
+    for (auto& k : keep) k = rng.uniform() < 0.5f ? 0 : uint8_t(1 + rng.below(255));
+    x[0] = std::numeric_limits<float>::quiet_NaN();  // masked or not, a NaN stays put or goes
+    Tensor xd = Tensor::from_vector(x, {n}).to(kGpu);
+    gpu_be().mask_zero(n, u8_tensor(keep).to(kGpu).ptr_as<uint8_t>(), xd.ptr());
+    std::vector<float> want = x;
+    cpu_be().mask_zero(n, keep.data(), want.data());
+    const std::vector<float> got = xd.to_vector();
+    int64_t differ = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = got[size_t(i)], b = want[size_t(i)];
+      differ += !(a == b || (std::isnan(a) && std::isnan(b)));
+    }
+    CHECK(differ == 0);
+
+    // count_nonzero: zeros, -0, NaN, inf and a denormal.
+    std::vector<float> z = random_values(n, rng);
+    for (int64_t i = 0; i < n; i += 3) z[size_t(i)] = 0.0f;
+    if (n > 5) {
+      z[1] = -0.0f;
+      z[2] = std::numeric_limits<float>::quiet_NaN();
+      z[4] = -std::numeric_limits<float>::infinity();
+      z[5] = std::numeric_limits<float>::denorm_min();
+    }
+    CHECK(gpu_be().count_nonzero(n, Tensor::from_vector(z, {n}).to(kGpu).ptr()) ==
+          cpu_be().count_nonzero(n, z.data()));
+  }
+  CHECK(gpu_be().count_nonzero(0, Tensor::zeros({1}, DType::F32, kGpu).ptr()) == 0);
+}
+
+TEST_CASE("all_finite finds a NaN or an infinity anywhere") {
+  const int64_t n = (1 << 20) + 3;
+  Rng rng(12);
+  const std::vector<float> x = random_values(n, rng);
+  CHECK(gpu_be().all_finite(n, Tensor::from_vector(x, {n}).to(kGpu).ptr()));
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()})
+    for (int64_t at : {int64_t(0), int64_t(777), n / 2, n - 1}) {
+      INFO("value ", bad, " at ", at);
+      std::vector<float> y = x;
+      y[size_t(at)] = bad;
+      Tensor yd = Tensor::from_vector(y, {n}).to(kGpu);
+      CHECK_FALSE(gpu_be().all_finite(n, yd.ptr()));
+      if (at > 0) CHECK(gpu_be().all_finite(at, yd.ptr()));  // the prefix before it is fine
+    }
+  CHECK(gpu_be().all_finite(0, Tensor::zeros({1}, DType::F32, kGpu).ptr()));
+}
+
+TEST_CASE("labels_in_range on the GPU") {
+  for (int64_t N : {int64_t(1), int64_t(64), int64_t(100003)}) {
+    INFO("N = ", N);
+    Rng rng(static_cast<uint64_t>(N));
+    std::vector<int32_t> l(static_cast<size_t>(N));
+    for (auto& v : l) v = int32_t(rng.below(10));
+    auto on_gpu = [&](const std::vector<int32_t>& labels, int64_t C) {
+      Tensor t = Tensor::from_vector_i32(labels, {N}).to(kGpu);
+      return gpu_be().labels_in_range(N, t.ptr_as<int32_t>(), C);
+    };
+    CHECK(on_gpu(l, 10));
+    for (int32_t bad : {-1, 10, std::numeric_limits<int32_t>::min(), 1 << 30})
+      for (int64_t at : {int64_t(0), N - 1, N / 2}) {
+        std::vector<int32_t> b = l;
+        b[size_t(at)] = bad;
+        CHECK_MESSAGE(!on_gpu(b, 10), "label ", bad, " at ", at);
+        CHECK(on_gpu(b, 10) == cpu_be().labels_in_range(N, b.data(), 10));
+      }
+  }
+}
+
+TEST_CASE("sum and sum_rows: one row, one column, many rows") {
+  struct RC {
+    int64_t rows, cols;
+  };
+  for (RC s : {RC{1, 1}, RC{1, 1000}, RC{1000, 1}, RC{4097, 129}, RC{100000, 3}, RC{3, 70000}}) {
+    INFO("rows ", s.rows, " cols ", s.cols);
+    Rng rng(uint64_t(s.rows * 7 + s.cols));
+    const int64_t n = s.rows * s.cols;
+    const std::vector<float> x = random_values(n, rng);
+    Tensor xd = Tensor::from_vector(x, {n}).to(kGpu);
+    // Both sides accumulate each column in double: a float rounding apart at most, so 1e-6 of
+    // the column's magnitude (which also covers columns that cancel to ~0).
+    std::vector<float> want(static_cast<size_t>(s.cols));
+    cpu::sum_rows_ref(s.rows, s.cols, x.data(), want.data());
+    Tensor out = Tensor::empty({s.cols}, DType::F32, kGpu);
+    gpu_be().sum_rows(s.rows, s.cols, xd.ptr(), out.ptr());
+    const std::vector<float> got = out.to_vector();
+    for (int64_t c = 0; c < s.cols; ++c) {
+      double mag = 0.0;
+      for (int64_t r = 0; r < s.rows; ++r) mag += std::fabs(double(x[size_t(r * s.cols + c)]));
+      REQUIRE_MESSAGE(std::fabs(double(got[size_t(c)]) - double(want[size_t(c)])) <= 1e-6 * mag,
+                      "column ", c, ": gpu ", got[size_t(c)], " vs ", want[size_t(c)]);
+    }
+    if (s.rows == 1) CHECK(got == x);  // a sum of one value is that value
+
+    Tensor total = Tensor::empty({}, DType::F32, kGpu);
+    gpu_be().sum(n, xd.ptr(), -0.5f, total.ptr());
+    double mag = 0.0;
+    for (float v : x) mag += std::fabs(double(v));
+    CHECK(std::fabs(double(total.item()) - (-0.5 * cpu::sum_ref(n, x.data()))) <= 1e-6 * mag);
+  }
+}
+
+TEST_CASE("unit_scores and fpgm_scores for every layout match the CPU") {
+  using L = cpu::UnitLayout;
+  struct Geo {
+    L::Kind kind;
+    int64_t rows, cols, kk, br, bc;
+  };
+  const Geo geos[] = {
+      {L::Element, 7, 13, 1, 1, 1},   {L::Row, 16, 72, 1, 1, 1},     {L::Row, 1, 5, 1, 1, 1},
+      {L::Row, 300, 784, 1, 1, 1},    {L::Channel, 16, 72, 9, 1, 1}, {L::Channel, 5, 3, 1, 1, 1},
+      {L::Channel, 8, 200, 25, 1, 1}, {L::Block, 10, 784, 1, 1, 4},  {L::Block, 9, 14, 1, 4, 4},
+      {L::Block, 33, 70, 1, 8, 16},   {L::Block, 3, 3, 1, 5, 5},
+  };
+  const cpu::ElementScore scores[] = {cpu::ElementScore::AbsWeight, cpu::ElementScore::AbsGrad,
+                                      cpu::ElementScore::AbsWeightGrad,
+                                      cpu::ElementScore::SquareWeight};
+  for (const Geo& geo : geos) {
+    L layout;
+    layout.kind = geo.kind;
+    layout.rows = geo.rows;
+    layout.cols = geo.cols;
+    layout.kk = geo.kk;
+    layout.br = geo.br;
+    layout.bc = geo.bc;
+    INFO("layout kind ", int(geo.kind), " ", geo.rows, "x", geo.cols, " kk ", geo.kk, " block ",
+         geo.br, "x", geo.bc);
+    Rng rng(uint64_t(geo.rows * 1000 + geo.cols));
+    const int64_t n = geo.rows * geo.cols, U = layout.units();
+    std::vector<float> w = random_values(n, rng), g = random_values(n, rng);
+    w[size_t(n / 2)] = 0.0f;  // pruned weights score 0
+    Tensor wd = Tensor::from_vector(w, {n}).to(kGpu), gd = Tensor::from_vector(g, {n}).to(kGpu);
+    for (cpu::ElementScore e : scores) {
+      INFO("element score ", int(e));
+      std::vector<float> want(static_cast<size_t>(U));
+      cpu_be().unit_scores(layout, e, w.data(), g.data(), want.data());
+      Tensor out = Tensor::empty({U}, DType::F32, kGpu);
+      gpu_be().unit_scores(layout, e, wd.ptr(), gd.ptr(), out.ptr());
+      // Both sum each unit's scores in double in the same order (kernels/cuda/criteria.cu):
+      // equal to a rounding.
+      check_close(out.to_vector(), want, 1e-6, false, "unit_scores");
+    }
+    if (geo.kind == L::Row || geo.kind == L::Channel) {
+      std::vector<float> want(static_cast<size_t>(U));
+      cpu_be().fpgm_scores(layout, w.data(), want.data());
+      Tensor out = Tensor::empty({U}, DType::F32, kGpu);
+      gpu_be().fpgm_scores(layout, wd.ptr(), out.ptr());
+      // Sums of U square roots of double sums: a few float roundings.
+      check_close(out.to_vector(), want, 1e-5, true, "fpgm_scores");
+    }
+  }
+}
+
+TEST_CASE("gemm: every transpose, padded leading dimensions, alpha and beta, vs cpu::gemm_ref") {
+  struct Dims {
+    int64_t M, N, K;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float sentinel = 12345.0f;
+  uint64_t seed = 1;
+  for (Dims d : {Dims{1, 1, 1}, Dims{7, 5, 3}, Dims{33, 17, 65}, Dims{128, 96, 200},
+                 Dims{5, 300, 2}, Dims{257, 3, 129}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.0f, 1.0f, -0.75f}) {
+          const float alpha = beta == 1.0f ? 0.5f : 1.0f;
+          INFO("M ", d.M, " N ", d.N, " K ", d.K, " ta ", ta, " tb ", tb, " alpha ", alpha,
+               " beta ", beta);
+          Rng rng(++seed);
+          // Stored shapes and padded row strides; padding is NaN, so a read of it shows.
+          const int64_t a_rows = ta ? d.K : d.M, a_cols = ta ? d.M : d.K;
+          const int64_t b_rows = tb ? d.N : d.K, b_cols = tb ? d.K : d.N;
+          const int64_t lda = a_cols + 3, ldb = b_cols + 1, ldc = d.N + 5;
+          std::vector<float> A(size_t(a_rows * lda), nan), B(size_t(b_rows * ldb), nan);
+          std::vector<float> C(size_t(d.M * ldc), sentinel);
+          for (int64_t r = 0; r < a_rows; ++r)
+            for (int64_t c = 0; c < a_cols; ++c) A[size_t(r * lda + c)] = rng.uniform(-1, 1);
+          for (int64_t r = 0; r < b_rows; ++r)
+            for (int64_t c = 0; c < b_cols; ++c) B[size_t(r * ldb + c)] = rng.uniform(-1, 1);
+          // beta == 0 must not read C: its values are NaN then.
+          for (int64_t r = 0; r < d.M; ++r)
+            for (int64_t c = 0; c < d.N; ++c)
+              C[size_t(r * ldc + c)] = beta == 0.0f ? nan : rng.uniform(-1, 1);
+
+          std::vector<float> want = C;
+          cpu::gemm_ref(ta, tb, d.M, d.N, d.K, alpha, A.data(), lda, B.data(), ldb, beta,
+                        want.data(), ldc);
+          // The magnitude of each output: the same product on |A|, |B|, |C|.
+          auto absv = [](std::vector<float> v) {
+            for (auto& x : v) x = std::isnan(x) ? 0.0f : std::fabs(x);
+            return v;
+          };
+          std::vector<float> mag = absv(C);
+          cpu::gemm_ref(ta, tb, d.M, d.N, d.K, std::fabs(alpha), absv(A).data(), lda,
+                        absv(B).data(), ldb, std::fabs(beta), mag.data(), ldc);
+
+          Tensor Ad = Tensor::from_vector(A, {int64_t(A.size())}).to(kGpu);
+          Tensor Bd = Tensor::from_vector(B, {int64_t(B.size())}).to(kGpu);
+          Tensor Cd = Tensor::from_vector(C, {int64_t(C.size())}).to(kGpu);
+          gpu_be().gemm(ta, tb, d.M, d.N, d.K, alpha, Ad.ptr(), lda, Bd.ptr(), ldb, beta, Cd.ptr(),
+                        ldc);
+          const std::vector<float> got = Cd.to_vector();
+          // Any order of summing K products errs by at most ~(K + 2) float roundings of the
+          // magnitude (Higham); twice that is a bound, not a guess.
+          const double u = std::ldexp(1.0, -24);
+          int64_t bad = 0, touched_padding = 0;
+          for (int64_t r = 0; r < d.M; ++r)
+            for (int64_t c = 0; c < ldc; ++c) {
+              const size_t i = size_t(r * ldc + c);
+              if (c >= d.N) {
+                touched_padding += got[i] != sentinel;
+                continue;
+              }
+              const double tol = 2.0 * double(d.K + 2) * u * double(mag[i]);
+              if (!(std::fabs(double(got[i]) - double(want[i])) <= tol)) {
+                if (bad < 3) MESSAGE("C[", r, "][", c, "]: gpu ", got[i], " vs ref ", want[i]);
+                ++bad;
+              }
+            }
+          CHECK(bad == 0);
+          CHECK(touched_padding == 0);
+        }
+}
