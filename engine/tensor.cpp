@@ -50,7 +50,12 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
 }
 
 Storage::~Storage() {
-  backend_for(device_).free(data_, bytes_ == 0 ? 1 : bytes_);
+  try {
+    backend_for(device_).free(data_, bytes_ == 0 ? 1 : bytes_);
+  } catch (const Error&) {
+    // A GPU tensor outliving the CUDA runtime (a static at exit): its block is left to the
+    // driver, which frees everything at process end.
+  }
 }
 
 // ---- factories ---------------------------------------------------------------------------
