@@ -31,19 +31,6 @@ WeightView weight_view(const nn::Parameter& w, const PruneSpec& spec) {
   return v;
 }
 
-int64_t num_units(const WeightView& v, Granularity g) {
-  switch (g) {
-    case Granularity::Filter:
-      return v.rows;
-    case Granularity::Channel:
-      return v.in;
-    case Granularity::Block:
-      return ((v.rows + v.br - 1) / v.br) * v.block_cols();
-    default:
-      return v.rows * v.cols;
-  }
-}
-
 Shape unit_shape(const nn::Parameter& w, const WeightView& v, Granularity g) {
   switch (g) {
     case Granularity::Filter:
@@ -59,7 +46,6 @@ Shape unit_shape(const nn::Parameter& w, const WeightView& v, Granularity g) {
 
 }  // namespace detail
 
-using detail::unit_of;
 using detail::WeightView;
 
 // FNV-1a: a portable string hash (std::hash differs between standard libraries), so random
@@ -79,31 +65,6 @@ static const float* gradient_of(const nn::Parameter& w, Criterion c) {
               "' is ", g.str(), ", expected shape ", to_string(w.value.shape()), " on ",
               w.device().str());
   return g.ptr();
-}
-
-// The kernels' view of the units of granularity g.
-static cpu::UnitLayout unit_layout(const WeightView& v, Granularity g) {
-  cpu::UnitLayout l;
-  l.rows = v.rows;
-  l.cols = v.cols;
-  l.kk = v.kk;
-  l.br = v.br;
-  l.bc = v.bc;
-  switch (g) {
-    case Granularity::Filter:
-      l.kind = cpu::UnitLayout::Row;
-      break;
-    case Granularity::Channel:
-      l.kind = cpu::UnitLayout::Channel;
-      break;
-    case Granularity::Block:
-      l.kind = cpu::UnitLayout::Block;
-      break;
-    default:
-      l.kind = cpu::UnitLayout::Element;
-      break;
-  }
-  return l;
 }
 
 void detail::check_applies(Criterion c, Granularity g) {
@@ -144,7 +105,7 @@ Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, cons
     s = a.to_vector();
   } else {
     const Backend& be = backend_for(weight.device());
-    const cpu::UnitLayout layout = unit_layout(v, g);
+    const cpu::UnitLayout layout = detail::unit_layout(v, g);
     Tensor scores = Tensor::empty({U}, DType::F32, weight.device());  // (U)
     if (c == Criterion::FPGM) {
       be.fpgm_scores(layout, w, scores.ptr());
