@@ -18,6 +18,8 @@ Command add_bench_command(CLI::App& app) {
   add("gemm", "time cpu::gemm (median GFLOP/s after a warm-up)", add_bench_gemm_command);
   add("linear", "dense gemm vs sparse kernel, one masked Linear", add_bench_linear_command);
   add("model", "a checkpoint dense vs its auto inference plan", add_bench_model_command);
+  add("sparse-gpu", "cuBLAS vs cuSPARSE vs sprig's SpMM kernels on one GPU",
+      add_bench_sparse_gpu_command);
   (void)add;
   return [subs] {
     for (auto& [sub, run] : *subs)

@@ -1,5 +1,6 @@
 // sprig bench linear: sprig's dense gemm against a sparse kernel on one random Linear layer.
-// sprig bench model: a whole checkpoint run dense (as masked) against its auto inference plan.
+// sprig bench model: a whole checkpoint run dense (as masked) against its auto inference plan;
+// with --device cuda both run on the GPU (prune/pack_cuda.cpp).
 // Both print medians after a warm-up; --json gives one object that bench/sparse_sweep.py reads.
 #include <chrono>
 #include <cmath>
@@ -145,15 +146,87 @@ int run_bench_linear(const LinearArgs& a) {
 }
 
 struct ModelArgs {
-  std::string in, format = "auto";
+  std::string in, format = "auto", device = "cpu";
   int64_t batch = 1;
   int threads = 0, repeats = 10;
   uint64_t seed = 0;
   bool no_shrink = false, json = false;
 };
 
+// bench model on the GPU: the unshrunk model all dense (cuBLAS) against the GPU plan.
+int run_bench_model_cuda(const ModelArgs& a, Device dev) {
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  prune::PackOptions po;
+  po.format = prune::PackFormat::Dense;  // the GPU plans measure on their own
+  po.shrink = false;
+  prune::InferenceModel dense_im = prune::pack_model(ck.model, po);
+  po.shrink = !a.no_shrink;
+  prune::InferenceModel plan_im = prune::pack_model(ck.model, po);
+  prune::CudaPlanOptions go;
+  go.format = prune::PackFormat::Dense;
+  go.batch = a.batch;
+  go.repeats = a.repeats;
+  go.seed = a.seed;
+  go.device = dev.index;
+  prune::CudaInferenceModel dense(dense_im, go);
+  const std::string& gpu = dense.device();
+  go.format = prune::parse_pack_format(a.format);
+  auto t0 = std::chrono::steady_clock::now();
+  prune::CudaInferenceModel plan(plan_im, go);
+  double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double dense_ms = dense.time_forward_ms(a.batch, a.repeats, a.seed);
+  double plan_ms = plan.time_forward_ms(a.batch, a.repeats, a.seed);
+  Rng rng(a.seed);
+  Shape xs = ck.model.input_shape;
+  xs.insert(xs.begin(), a.batch);
+  Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng);  // (batch, input_shape...)
+  std::vector<float> yd = dense.forward(x).to_vector(), yp = plan.forward(x).to_vector();
+  double max_diff = 0.0, max_ref = 0.0;
+  for (size_t i = 0; i < yd.size(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(yd[i] - yp[i])));
+    max_ref = std::max(max_ref, double(std::fabs(yd[i])));
+  }
+  double speedup = plan_ms > 0 ? dense_ms / plan_ms : 0.0;
+  if (a.json) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (auto& l : plan.layers()) {
+      nlohmann::json times = nlohmann::json::object();
+      for (auto& t : l.times) times[t.format] = t.ms;
+      layers.push_back({{"name", l.name},
+                        {"kernel", l.kernel},
+                        {"rows", l.rows},
+                        {"cols", l.cols},
+                        {"sparsity", l.sparsity()},
+                        {"times_ms", times},
+                        {"reason", l.reason}});
+    }
+    nlohmann::json j = {{"in", a.in},
+                        {"device", dev.str()},
+                        {"gpu", gpu},
+                        {"batch", a.batch},
+                        {"format", a.format},
+                        {"repeats", a.repeats},
+                        {"sparsity", prune::sparsity(ck.model)},
+                        {"dense_ms", dense_ms},
+                        {"plan_ms", plan_ms},
+                        {"speedup", speedup},
+                        {"plan_seconds", plan_s},
+                        {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff},
+                        {"layers", layers}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s at batch %lld on %s: dense %.4f ms, plan %.4f ms, speedup %.2fx\n",
+                a.in.c_str(), (long long)a.batch, gpu.c_str(), dense_ms, plan_ms, speedup);
+    for (auto& l : plan.layers())
+      std::printf("  layer %-3s %-9s %s\n", l.name.c_str(), l.kernel.c_str(), l.reason.c_str());
+  }
+  return 0;
+}
+
 int run_bench_model(const ModelArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
+  const Device dev = device_from_flag(a.device);  // no GPU: one error line, before any work
+  if (!dev.is_cpu()) return run_bench_model_cuda(a, dev);
   prune::PackOptions opt;
   opt.format = prune::parse_pack_format(a.format);
   opt.batch = a.batch;
@@ -261,6 +334,7 @@ Command add_bench_model_command(CLI::App& app) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   app.add_option("--seed", a->seed, "random input")->capture_default_str();
+  add_device_flag(app, a->device);  // GPU: dense and plan both there
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_bench_model(*a); };
 }

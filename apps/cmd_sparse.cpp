@@ -3,8 +3,11 @@
 //         forced), with the per-layer table and the size report
 //   run   evaluates a packed file on a dataset's test split: accuracy and throughput
 //   plan  what pack --format auto would choose for a checkpoint at a batch size, and why
+// run and plan take --device cuda: the layers then run on the GPU (prune/pack_cuda.cpp), each
+// linear layer on cuBLAS, cuSPARSE or one of sprig's SpMM kernels, measured at the batch.
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -20,11 +23,57 @@ namespace sprig::app {
 namespace {
 
 struct SparseArgs {
-  std::string in, out, format = "auto", block = "1x4", dataset, data_dir;
+  std::string in, out, format = "auto", block = "1x4", dataset, data_dir, device = "cpu";
+  std::string gpu_kernel;  // --gpu-kernel: every layer on it (with --device cuda)
   int64_t batch = 1, batch_size = 256, limit_test = -1;
   int repeats = 5, threads = 0;
   bool no_shrink = false, json = false;
 };
+
+prune::CudaPlanOptions cuda_plan_options(const SparseArgs& a, int64_t batch, Device dev) {
+  prune::CudaPlanOptions o;
+  o.format = prune::parse_pack_format(a.format);
+  o.batch = batch;
+  o.repeats = a.repeats;
+  o.device = dev.index;
+  o.force_kernel = a.gpu_kernel;
+  return o;
+}
+
+// --device, checked before any work (no GPU: one error line), and --gpu-kernel only with a GPU.
+Device device_of(const SparseArgs& a) {
+  const Device dev = device_from_flag(a.device);
+  SPRIG_CHECK(a.gpu_kernel.empty() || !dev.is_cpu(), "--gpu-kernel ", a.gpu_kernel,
+              " needs --device cuda");
+  return dev;
+}
+
+void add_gpu_flags(CLI::App& app, SparseArgs& a) {
+  add_device_flag(app, a.device);
+  app.add_option("--gpu-kernel", a.gpu_kernel,
+                 "with --device cuda: run every layer on this kernel instead of measuring "
+                 "(conv layers have no cusparse path and stay dense)")
+      ->check(CLI::IsMember({"dense", "cusparse", "rowsplit", "coltile"}));
+}
+
+// The GPU plan's layers: kernel, measured candidates and why.
+nlohmann::json cuda_layers_json(const prune::CudaInferenceModel& g) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const prune::CudaLayerPlan& l : g.layers()) {
+    nlohmann::json times = nlohmann::json::object();
+    for (auto& t : l.times) times[t.format] = t.ms;
+    layers.push_back({{"name", l.name},
+                      {"type", l.conv ? "conv" : "linear"},
+                      {"rows", l.rows},
+                      {"cols", l.cols},
+                      {"nonzero", l.nonzero},
+                      {"sparsity", l.sparsity()},
+                      {"kernel", l.kernel},
+                      {"times_ms", times},
+                      {"reason", l.reason}});
+  }
+  return layers;
+}
 
 prune::PackOptions pack_options(const SparseArgs& a) {
   prune::PackOptions o;
@@ -119,8 +168,50 @@ int run_pack(const SparseArgs& a) {
   return 0;
 }
 
+int run_plan_cuda(const SparseArgs& a, Device dev) {
+  prune::PackOptions opt = pack_options(a);
+  prune::CudaPlanOptions gopt = cuda_plan_options(a, a.batch, dev);
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  opt.format = prune::PackFormat::Dense;  // only the shrink; the GPU plan measures its own
+  prune::InferenceModel m = prune::pack_model(ck.model, opt);
+  prune::CudaInferenceModel g(m, gopt);
+  const std::string& gpu = g.device();
+  if (a.json) {
+    nlohmann::json j = {{"in", a.in},
+                        {"batch", a.batch},
+                        {"format", a.format},
+                        {"device", dev.str()},
+                        {"gpu", gpu},
+                        {"spec", m.model.spec},
+                        {"source_spec", m.source_spec},
+                        {"layers", cuda_layers_json(g)}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("GPU plan for %s at batch %lld on %s (median of %d runs per candidate)\n",
+              a.in.c_str(), (long long)a.batch, gpu.c_str(), a.repeats);
+  if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
+  std::printf("%-5s %-6s %-11s %8s  %-64s  %-9s  %s\n", "layer", "type", "shape", "sparsity",
+              "measured ms", "choice", "why");
+  for (const prune::CudaLayerPlan& l : g.layers()) {
+    std::string times;
+    for (auto& t : l.times) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%s%s %.4f", times.empty() ? "" : ", ", t.format.c_str(),
+                    t.ms);
+      times += buf;
+    }
+    std::printf("%-5s %-6s %-11s %7.1f%%  %-64s  %-9s  %s\n", l.name.c_str(),
+                l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
+                times.empty() ? "-" : times.c_str(), l.kernel.c_str(), l.reason.c_str());
+  }
+  return 0;
+}
+
 int run_plan(const SparseArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
+  const Device dev = device_of(a);
+  if (!dev.is_cpu()) return run_plan_cuda(a, dev);
   prune::PackOptions opt = pack_options(a);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   prune::InferenceModel m = prune::pack_model(ck.model, opt);
@@ -157,8 +248,14 @@ int run_plan(const SparseArgs& a) {
 
 int run_packed_eval(const SparseArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
+  const Device dev = device_of(a);
   prune::PackedFile pf = prune::load_packed(a.in);
   const prune::InferenceModel& m = pf.model;
+  // On the GPU the layers are re-planned there at the run's batch size (the file's formats
+  // were measured on a CPU); forward copies each batch in and its outputs back, timed too.
+  std::unique_ptr<prune::CudaInferenceModel> gpu;
+  if (!dev.is_cpu())
+    gpu = std::make_unique<prune::CudaInferenceModel>(m, cuda_plan_options(a, a.batch_size, dev));
   std::string dataset;
   DataSource src = load_data_for(m.model, pf.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
   data::Dataset test = a.limit_test >= 0 ? data::take(src.data.test, a.limit_test) : src.data.test;
@@ -169,7 +266,7 @@ int run_packed_eval(const SparseArgs& a) {
   double loss_sum = 0.0, seconds = 0.0;
   while (loader.next(b)) {
     auto t0 = std::chrono::steady_clock::now();
-    Tensor out = m.forward(b.x);  // only the forward pass is timed
+    Tensor out = gpu ? gpu->forward(b.x) : m.forward(b.x);  // only the forward pass is timed
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int64_t n = b.x.size(0);
     if (src.task == Task::Classification) {
@@ -185,33 +282,39 @@ int run_packed_eval(const SparseArgs& a) {
   double per_s = seconds > 0 ? double(samples) / seconds : 0.0;
   if (a.json) {
     nlohmann::json formats = nlohmann::json::object();
-    for (auto& l : m.layers) formats[l.name] = l.format();
-    nlohmann::json j = {{"in", a.in},
-                        {"dataset", dataset},
-                        {"samples", samples},
-                        {"batch_size", a.batch_size},
-                        {"threads", cpu::num_threads()},
-                        {"test_loss", loss},
-                        {"forward_seconds", seconds},
-                        {"samples_per_second", per_s},
-                        {"formats", formats}};
+    if (gpu)
+      for (auto& l : gpu->layers()) formats[l.name] = l.kernel;
+    else
+      for (auto& l : m.layers) formats[l.name] = l.format();
+    nlohmann::json j = {
+        {"in", a.in},         {"device", a.device},         {"dataset", dataset},
+        {"samples", samples}, {"batch_size", a.batch_size}, {"threads", cpu::num_threads()},
+        {"test_loss", loss},  {"forward_seconds", seconds}, {"samples_per_second", per_s},
+        {"formats", formats}};
     if (src.task == Task::Classification)
       j["test_accuracy"] = acc;
     else
       j["test_mse"] = loss;
+    if (gpu) j["gpu"] = gpu->device();
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
   std::string formats;
-  for (auto& l : m.layers) formats += (formats.empty() ? "" : ", ") + l.name + " " + l.format();
+  if (gpu)
+    for (auto& l : gpu->layers())
+      formats += (formats.empty() ? "" : ", ") + l.name + " " + l.kernel;
+  else
+    for (auto& l : m.layers) formats += (formats.empty() ? "" : ", ") + l.name + " " + l.format();
   std::printf("%s (%s) on %s test (%lld samples): ", a.in.c_str(), formats.c_str(), dataset.c_str(),
               (long long)samples);
   if (src.task == Task::Classification)
     std::printf("accuracy %.2f%%, loss %.4f", 100.0 * acc, loss);
   else
     std::printf("mse %.4f", loss);
-  std::printf("; forward %.3f s, %.0f samples/s at batch %lld\n", seconds, per_s,
+  std::printf("; forward %.3f s, %.0f samples/s at batch %lld", seconds, per_s,
               (long long)a.batch_size);
+  if (gpu) std::printf(" on %s (copies included)", gpu->device().c_str());
+  std::printf("\n");
   return 0;
 }
 
@@ -246,6 +349,7 @@ Command add_plan_command(CLI::App& app) {
   auto a = std::make_shared<SparseArgs>();
   app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
   add_plan_flags(app, *a);
+  add_gpu_flags(app, *a);  // GPU: dense / cuSPARSE / sprig's kernels, measured
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_plan(*a); };
 }
@@ -260,6 +364,10 @@ Command add_run_command(CLI::App& app) {
   app.add_option("--limit-test", a->limit_test, "evaluate only the first N test samples")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  add_gpu_flags(app, *a);  // GPU: the layers re-planned there at --batch-size
+  app.add_option("--repeats", a->repeats, "with --device cuda: timed runs per GPU candidate")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_packed_eval(*a); };
 }

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -130,5 +131,82 @@ SizeReport size_report(const nn::Model& dense, const std::string& packed_path);
 // Median milliseconds of fn over `repeats` samples after one warm-up call. Fast calls are
 // repeated inside a sample (so each sample lasts about 0.2 ms at least) and divided back.
 double time_median_ms(const std::function<void()>& fn, int repeats);
+
+// ---- Inference on the GPU (prune/pack_cuda.cpp) -----------------------------------------------
+// Each linear layer runs as one of
+//   dense     cuBLAS (kernels/cuda/gemm.cuh) + bias
+//   cusparse  cusparseSpMM on the CSR weight (kernels/cuda/sparse.cuh)
+//   rowsplit  sprig's row-split CSR SpMM (best at high sparsity or small batches)
+//   coltile   sprig's column-tiled CSR SpMM (x tiles in shared memory; large batches)
+// A ReLU after a linear / conv layer is fused into it, and consecutive rowsplit / coltile
+// linear layers keep their activations transposed (features, N) in between. Conv layers run
+// dense (kernels/cuda/conv.cuh) or as im2col + rowsplit / coltile (cuda::csr_conv2d); cuSPARSE
+// is for linear layers only. BSR / N:M layers of a packed file have no GPU kernel: their
+// weights are re-packed as CSR. Everything here throws sprig::Error when this build has no
+// CUDA backend or the machine no usable GPU.
+
+// "NVIDIA H100 80GB HBM3 (sm_90)" for the GPU sprig runs on, or throws saying why there is none.
+std::string cuda_device_description();
+
+struct CudaPlanOptions {
+  // auto: measure the kernels per layer (linear: four, conv: three) and keep the fastest;
+  // dense: every layer dense; csr (also bsr, nm): every layer on its fastest CSR kernel.
+  PackFormat format = PackFormat::Auto;
+  int64_t batch = 1;  // the batch the candidates are measured at
+  int repeats = 5;    // timed samples per candidate (median)
+  uint64_t seed = 0;  // random inputs for the measurements
+  // "dense", "cusparse", "rowsplit" or "coltile": every linear layer on it, unmeasured (tests).
+  std::string force_kernel;
+  int device = 0;  // CUDA device index
+};
+
+struct CudaLayerPlan {
+  std::string name;  // index of the layer in the Sequential
+  size_t index = 0;
+  bool conv = false;
+  int64_t rows = 0, cols = 0, nonzero = 0;
+  std::string kernel;                // "dense", "cusparse", "rowsplit" or "coltile"
+  std::vector<CandidateTime> times;  // measured candidates (auto and csr plans)
+  std::string reason;
+  double sparsity() const {
+    return rows * cols > 0 ? 1.0 - double(nonzero) / double(rows * cols) : 0.0;
+  }
+};
+
+// An InferenceModel's layers uploaded to the GPU with a kernel chosen per layer.
+class CudaInferenceModel {
+ public:
+  // Uploads the weights of m.model (dense, unpacked) and plans; m is not kept.
+  explicit CudaInferenceModel(const InferenceModel& m, const CudaPlanOptions& opt = {});
+  ~CudaInferenceModel();
+  CudaInferenceModel(CudaInferenceModel&&) noexcept;
+  CudaInferenceModel& operator=(CudaInferenceModel&&) noexcept;
+
+  // x (N, input_shape...) on the CPU (copied in) or on the model's GPU (read in place) -> the
+  // model's output (N, ...) on the CPU.
+  Tensor forward(const Tensor& x) const;
+  // Median ms of one forward at batch n on random input already on the GPU (no copies).
+  double time_forward_ms(int64_t n, int repeats, uint64_t seed = 0) const;
+  const std::vector<CudaLayerPlan>& layers() const;
+  const std::string& device() const;  // cuda_device_description()
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One random W (rows, cols) with about `sparsity` of its weights zero, and a bias, timed on the
+// GPU for each batch: cuBLAS dense, cusparseSpMM and sprig's two kernels (medians in ms, each
+// with the bias), and the largest difference of each sparse output from the dense one,
+// relative to the largest dense output.
+struct CudaSpmmTiming {
+  int64_t rows = 0, cols = 0, batch = 0, nnz = 0;
+  double sparsity = 0.0;  // the real fraction of zeros
+  double dense_ms = 0.0, cusparse_ms = 0.0, rowsplit_ms = 0.0, coltile_ms = 0.0;
+  double cusparse_rel_diff = 0.0, rowsplit_rel_diff = 0.0, coltile_rel_diff = 0.0;
+};
+std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t rows, int64_t cols, double sparsity,
+                                                 const std::vector<int64_t>& batches, int repeats,
+                                                 uint64_t seed = 0);
 
 }  // namespace sprig::prune

@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "engine/backend.h"
 #include "tests/cli_test_util.h"
 
 namespace fs = std::filesystem;
@@ -103,6 +105,53 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   CHECK(jb["max_rel_diff"].get<double>() <= 1e-5);
   CHECK(jb["layers"].size() == 3);
 
+  // --device cuda: with a usable GPU the packed model runs there and classifies (almost: float
+  // sums in another order) as on the CPU; without one (or without CUDA in the build) each
+  // command prints one `sprig: error:` line and exits non-zero.
+  std::string no_gpu_reason;
+  const bool gpu = sprig::cuda_available(&no_gpu_reason);
+  CAPTURE(no_gpu_reason);
+  const std::string p_csr = (dir / "p_csr.safetensors").string();
+  for (const std::string& args :
+       {"run --in " + p_csr + " --device cuda --repeats 2 --json",
+        "run --in " + p_csr + " --device cuda --gpu-kernel coltile --limit-test 500 --json",
+        "plan " + pruned + " --device cuda --batch 8 --repeats 2 --json",
+        "bench model " + pruned + " --device cuda --batch 2 --repeats 2 --json",
+        std::string("bench sparse-gpu --rows 64 --cols 96 --sparsity 0.9 --batch 4,5 "
+                    "--repeats 2 --json")}) {
+    CAPTURE(args);
+    Result r = run(args);
+    if (!gpu) {
+      CHECK(r.code != 0);
+      CHECK(count_lines(r.out) == 1);
+      CHECK_MESSAGE(r.out.rfind("sprig: error: ", 0) == 0, r.out);
+      CHECK_MESSAGE(r.out.find("CUDA") != std::string::npos, r.out);
+      continue;
+    }
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    auto j = nlohmann::json::parse(last_line(r.out));
+    if (args.find("--gpu-kernel coltile") != std::string::npos) {
+      CHECK(j["samples"] == 500);
+      REQUIRE(j["formats"].size() == 3);
+      for (auto& f : j["formats"]) CHECK(f == "coltile");
+    } else if (args.rfind("run", 0) == 0) {
+      CHECK(std::fabs(j["test_accuracy"].get<double>() - dense_acc) <= 5e-4);
+      CHECK(j["samples"] == 10000);
+      CHECK(j["formats"].size() == 3);
+    } else if (args.rfind("plan", 0) == 0) {
+      REQUIRE(j["layers"].size() == 3);
+      for (auto& l : j["layers"]) CHECK(l["times_ms"].size() == 4);
+    } else if (args.rfind("bench model", 0) == 0) {
+      CHECK(j["max_rel_diff"].get<double>() <= 1e-4);  // cuBLAS vs sparse sums
+    } else {
+      REQUIRE(j["runs"].size() == 2);
+      for (auto& t : j["runs"]) {
+        CHECK(t["rowsplit_rel_diff"].get<double>() <= 1e-5);
+        CHECK(t["coltile_rel_diff"].get<double>() <= 1e-5);
+      }
+    }
+  }
+
   // Bad input: one line, non-zero exit, and the existing --out file untouched.
   std::string keep = (dir / "keep.safetensors").string();
   {
@@ -125,6 +174,10 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
                 "--batch-size"},
            Case{"plan " + pruned + " --batch -1", "--batch"},
            Case{"plan " + pruned + " --format sparse", "sparse"},
+           Case{"plan " + pruned + " --device tpu", "tpu"},
+           Case{"run --in " + p_csr + " --device gpu", "gpu"},
+           Case{"run --in " + p_csr + " --gpu-kernel rowsplit", "--gpu-kernel"},
+           Case{"plan " + pruned + " --device cuda --gpu-kernel coo", "coo"},
            Case{"bench model " + pruned + " --repeats 0", "--repeats"},
            Case{"bench linear --in 8 --out 8 --sparsity 1.5", "--sparsity"},
            Case{"bench linear --in 8 --out 8 --format coo", "coo"},

@@ -1,0 +1,377 @@
+// CSR Linear on the GPU (kernels/cuda/sparse.cuh) and packed models run there (prune/pack.h,
+// CudaInferenceModel). Built with tests/cuda_main.cpp, which exits 77 (CTest: skipped) when the
+// machine has no usable GPU, so every case here may assume one.
+//   - cuSPARSE, the row-split and column-tiled kernels (all four x_t / y_t layouts, fused ReLU,
+//     float4 and scalar paths) and the naive kernel against cpu::csr_linear_ref: odd shapes,
+//     empty rows, an all-zero matrix, rows longer than a warp and than a column tile, 32-bit
+//     column indices, B = 1 to 5 (CSR-vector for B <= 4), 9, 64, 130, 257
+//   - csr_conv2d (im2col + either kernel, fused ReLU) against cpu::conv2d_forward: stride,
+//     padding, dilation, 1x1, one sample and several
+//   - packed models on the GPU (every kernel forced, csr, auto; mlp and a conv model) against
+//     the dense masked model on the CPU
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/rng.h"
+#include "kernels/cpu/conv.h"
+#include "kernels/cpu/sparse.h"
+#include "kernels/cuda/runtime.cuh"
+#include "kernels/cuda/sparse.cuh"
+#include "prune/pack.h"
+#include "prune/prune.h"
+#include "tests/kernel_test_util.h"
+
+using namespace sprig;
+
+namespace {
+
+// n floats on the GPU, freed at scope exit; `offset` floats of slack in front make the data
+// pointer misaligned for float4 (offset 1) on purpose.
+struct DeviceFloats {
+  float* base = nullptr;
+  float* p = nullptr;
+  size_t bytes = 0;
+  explicit DeviceFloats(size_t n, size_t offset = 0) : bytes((n + offset + 1) * sizeof(float)) {
+    base = static_cast<float*>(cuda::device_alloc(bytes));
+    p = base + offset;
+  }
+  DeviceFloats(const std::vector<float>& h, size_t offset = 0) : DeviceFloats(h.size(), offset) {
+    cuda::copy_from_host(p, h.data(), h.size() * sizeof(float));
+  }
+  ~DeviceFloats() { cuda::device_free(base, bytes); }
+  std::vector<float> get(size_t n) const {
+    std::vector<float> h(n);
+    cuda::copy_to_host(h.data(), p, n * sizeof(float));
+    return h;
+  }
+};
+
+// W (rows, cols) with about `density` of its weights nonzero and every third row empty.
+std::vector<float> random_weight(int64_t rows, int64_t cols, double density, uint32_t seed) {
+  std::vector<float> w = testing::random_vec(size_t(rows * cols), seed);
+  Rng rng(seed);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      float& v = w[size_t(r * cols + c)];
+      if (r % 3 == 1 || rng.uniform() >= density)
+        v = 0.0f;
+      else if (v == 0.0f)
+        v = 0.25f;  // a kept weight is never 0
+    }
+  return w;
+}
+
+std::vector<float> transposed(const std::vector<float>& a, int64_t rows, int64_t cols) {
+  std::vector<float> t(a.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) t[size_t(c * rows + r)] = a[size_t(r * cols + c)];
+  return t;
+}
+
+// got and want (same layout) agree to float rounding: the tolerance scales with the sum of
+// magnitudes of each output (the reference run on |W| and |x|). Summing K terms in another
+// order differs by up to ~K * 6e-8 of that sum, ~sqrt(K) * 6e-8 with random signs; K <= 200
+// here (the 70000-column case stores ~700 per row, but spread over random signs). Any wrong
+// index or a missed entry is off by O(1) of a single term.
+void check_close(const std::vector<float>& got, const std::vector<float>& want,
+                 const std::vector<float>& magnitude, const char* what) {
+  REQUIRE(got.size() == want.size());
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = 2e-5 * (double(magnitude[i]) + 1.0);
+    if (!(std::fabs(double(got[i]) - double(want[i])) <= tol)) {
+      if (++bad <= 3) MESSAGE(what << ": [" << i << "] got " << got[i] << ", want " << want[i]);
+    }
+  }
+  CHECK_MESSAGE(bad == 0, what << ": " << bad << " of " << got.size() << " outputs differ");
+}
+
+void relu_in_place(std::vector<float>& v) {
+  for (float& x : v) x = x > 0.0f ? x : 0.0f;
+}
+
+struct Case {
+  int64_t rows, cols, B;
+  double density;
+};
+
+}  // namespace
+
+TEST_CASE("GPU csr_linear: cuSPARSE, sprig's kernels and the naive one equal the CPU reference") {
+  const Case cases[] = {
+      {1, 1, 1, 1.0},      {7, 5, 3, 0.5},    {33, 65, 64, 0.3},    {100, 37, 257, 0.1},
+      {5, 300, 1, 0.2},    {64, 48, 3, 0.0},  {129, 257, 64, 0.05}, {1000, 64, 130, 0.5},
+      {40, 96, 257, 0.9},  {17, 200, 9, 1.0}, {300, 90, 2, 0.05},   {50, 500, 4, 0.3},
+      {3, 70000, 5, 0.01},  // cols > 65536: 32-bit column indices on the CPU side
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.rows);
+    CAPTURE(c.cols);
+    CAPTURE(c.B);
+    CAPTURE(c.density);
+    std::vector<float> w = random_weight(c.rows, c.cols, c.density, uint32_t(c.rows * 7 + c.B));
+    std::vector<float> x = testing::random_vec(size_t(c.B * c.cols), 11);  // (B, cols)
+    std::vector<float> bias = testing::random_vec(size_t(c.rows), 12);     // (rows)
+    cpu::CsrMatrix csr = cpu::csr_from_dense(c.rows, c.cols, w.data());
+    CHECK(csr.narrow() == (c.cols <= 65536));
+    std::vector<float> want(size_t(c.B * c.rows)), magnitude(size_t(c.B * c.rows));  // (B, rows)
+    cpu::csr_linear_ref(csr, c.B, x.data(), bias.data(), want.data());
+    std::vector<float> wa = testing::abs_vec(w), xa = testing::abs_vec(x),
+                       ba = testing::abs_vec(bias);
+    cpu::CsrMatrix csr_abs = cpu::csr_from_dense(c.rows, c.cols, wa.data());
+    cpu::csr_linear_ref(csr_abs, c.B, xa.data(), ba.data(), magnitude.data());
+    std::vector<float> want_relu = want;
+    relu_in_place(want_relu);
+
+    cuda::DeviceCsr d(csr);
+    CHECK(d.nnz == csr.nnz());
+    const size_t ny = size_t(c.B * c.rows);
+    DeviceFloats xd(x), bd(bias);
+    {
+      DeviceFloats y(ny);
+      cuda::csr_linear_cusparse(d, c.B, xd.p, bd.p, y.p);
+      check_close(y.get(ny), want, magnitude, "cusparse");
+      cuda::csr_linear_cusparse(d, c.B, xd.p, bd.p, y.p, true);
+      check_close(y.get(ny), want_relu, magnitude, "cusparse + relu");
+      cuda::csr_linear_cusparse(d, c.B, xd.p, nullptr, y.p);  // no bias: the workspace is reused
+      std::vector<float> nob(ny);
+      cpu::csr_linear_ref(csr, c.B, x.data(), nullptr, nob.data());
+      check_close(y.get(ny), nob, magnitude, "cusparse, no bias");
+    }
+    {
+      DeviceFloats y(ny);
+      cuda::csr_linear_naive(d, c.B, xd.p, bd.p, y.p);
+      check_close(y.get(ny), want, magnitude, "naive");
+      cuda::csr_linear(d, c.B, xd.p, bd.p, y.p);
+      check_close(y.get(ny), want, magnitude, "rowsplit");
+      cuda::csr_linear(d, c.B, xd.p, bd.p, y.p, cuda::CsrAlgo::ColTile);
+      check_close(y.get(ny), want, magnitude, "coltile");
+    }
+    // csr_linear_ex in every layout, with and without the fused ReLU, aligned and not.
+    const std::vector<float> want_t = transposed(want, c.B, c.rows),
+                             want_relu_t = transposed(want_relu, c.B, c.rows),
+                             magnitude_t = transposed(magnitude, c.B, c.rows);
+    for (auto algo : {cuda::CsrAlgo::RowSplit, cuda::CsrAlgo::ColTile})
+      for (int x_t = 0; x_t < 2; ++x_t)
+        for (int y_t = 0; y_t < 2; ++y_t)
+          for (int relu = 0; relu < 2; ++relu)
+            for (size_t offset : {size_t(0), size_t(1)}) {
+              CAPTURE(algo == cuda::CsrAlgo::ColTile);
+              CAPTURE(x_t);
+              CAPTURE(y_t);
+              CAPTURE(relu);
+              CAPTURE(offset);
+              DeviceFloats xin(x_t ? transposed(x, c.B, c.cols) : x, offset);
+              DeviceFloats y(ny, offset);
+              cuda::csr_linear_ex(d, c.B, xin.p, x_t, bd.p, relu, y.p, y_t, algo);
+              const auto& ref = y_t ? (relu ? want_relu_t : want_t) : (relu ? want_relu : want);
+              check_close(y.get(ny), ref, y_t ? magnitude_t : magnitude, "csr_linear_ex");
+            }
+  }
+}
+
+TEST_CASE("GPU transpose and DeviceCsr moves") {
+  for (auto [r, c] : {std::pair<int64_t, int64_t>{1, 1}, {31, 33}, {64, 64}, {257, 3}, {5, 1000}}) {
+    CAPTURE(r);
+    CAPTURE(c);
+    std::vector<float> a = testing::random_vec(size_t(r * c), 3);
+    DeviceFloats in(a), out(a.size());
+    cuda::transpose(r, c, in.p, out.p);
+    CHECK(out.get(a.size()) == transposed(a, r, c));
+  }
+  std::vector<float> w = random_weight(9, 13, 0.4, 5);
+  cpu::CsrMatrix csr = cpu::csr_from_dense(9, 13, w.data());
+  cuda::DeviceCsr a(csr);
+  cuda::DeviceCsr b(std::move(a));
+  CHECK(a.row_ptr == nullptr);
+  CHECK(a.nnz == 0);
+  CHECK(b.nnz == csr.nnz());
+  std::vector<float> x = testing::random_vec(2 * 13, 6), want(2 * 9), got;
+  cpu::csr_linear_ref(csr, 2, x.data(), nullptr, want.data());
+  DeviceFloats xd(x), y(18);
+  cuda::csr_linear_cusparse(b, 2, xd.p, nullptr, y.p);  // creates b's cuSPARSE state
+  a = std::move(b);                                     // and a takes it over
+  cuda::csr_linear_cusparse(a, 2, xd.p, nullptr, y.p);
+  got = y.get(18);
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+}
+
+TEST_CASE("GPU csr_conv2d equals the CPU convolution") {
+  struct ConvCase {
+    int64_t N, C, H, W, K, R, S, stride, pad, dilation;
+  };
+  for (const ConvCase& c :
+       {ConvCase{1, 1, 5, 5, 2, 3, 3, 1, 1, 1}, ConvCase{3, 2, 7, 6, 5, 3, 2, 2, 1, 1},
+        ConvCase{2, 3, 9, 9, 4, 3, 3, 1, 2, 2}, ConvCase{4, 8, 4, 4, 16, 1, 1, 1, 0, 1},
+        ConvCase{5, 4, 12, 12, 8, 3, 3, 1, 1, 1}}) {
+    CAPTURE(c.N);
+    CAPTURE(c.C);
+    CAPTURE(c.K);
+    CAPTURE(c.R);
+    CAPTURE(c.stride);
+    CAPTURE(c.pad);
+    CAPTURE(c.dilation);
+    cpu::Conv2dShape s{c.N, c.C, c.H, c.W, c.K, c.R, c.S, c.stride, c.pad, c.dilation};
+    const int64_t CRS = c.C * c.R * c.S, ny = c.N * c.K * s.P() * s.Q();
+    std::vector<float> w = random_weight(c.K, CRS, 0.3, uint32_t(c.K + c.C));  // (K, C, R, S)
+    std::vector<float> x = testing::random_vec(size_t(c.N * c.C * c.H * c.W), 21);
+    std::vector<float> bias = testing::random_vec(size_t(c.K), 22);
+    std::vector<float> want(static_cast<size_t>(ny));       // (N, K, P, Q)
+    std::vector<float> magnitude(static_cast<size_t>(ny));  // (N, K, P, Q)
+    cpu::conv2d_forward(s, x.data(), w.data(), bias.data(), want.data());
+    std::vector<float> wa = testing::abs_vec(w), xa = testing::abs_vec(x),
+                       ba = testing::abs_vec(bias);
+    cpu::conv2d_forward(s, xa.data(), wa.data(), ba.data(), magnitude.data());
+    std::vector<float> want_relu = want;
+    relu_in_place(want_relu);
+    cuda::DeviceCsr d(cpu::csr_from_dense(c.K, CRS, w.data()));
+    DeviceFloats xd(x), bd(bias), y(static_cast<size_t>(ny));
+    for (auto algo : {cuda::CsrAlgo::RowSplit, cuda::CsrAlgo::ColTile})
+      for (bool relu : {false, true}) {
+        CAPTURE(algo == cuda::CsrAlgo::ColTile);
+        CAPTURE(relu);
+        cuda::csr_conv2d(d, s, xd.p, bd.p, y.p, relu, algo);
+        check_close(y.get(size_t(ny)), relu ? want_relu : want, magnitude, "csr_conv2d");
+      }
+  }
+  cuda::DeviceCsr wrong(cpu::csr_from_dense(2, 5, random_weight(2, 5, 1.0, 1).data()));
+  cpu::Conv2dShape s{1, 1, 5, 5, 2, 3, 3, 1, 1, 1};
+  CHECK_THROWS_AS(cuda::csr_conv2d(wrong, s, nullptr, nullptr, nullptr), Error);  // 2x5, not 2x9
+}
+
+namespace {
+
+Tensor random_input(const nn::Model& m, int64_t batch, uint64_t seed) {
+  Rng rng(seed);
+  Shape s = m.input_shape;
+  s.insert(s.begin(), batch);
+  return Tensor::uniform(s, -1.0f, 1.0f, rng);
+}
+
+// max |a - b| / max |a|.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(x[i] - y[i])));
+    scale = std::max(scale, double(std::fabs(x[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+nn::Model pruned(const std::string& spec, const Shape& in, double amount) {
+  nn::Model m = nn::build_model(spec, in, 7);
+  prune::PruneSpec ps;
+  ps.granularity = prune::Granularity::Element;
+  ps.amount = amount;
+  prune::prune_model(m, ps);
+  return m;
+}
+
+const char* kConv =
+    "conv(4,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu flatten linear(16) relu "
+    "linear(10)";
+
+}  // namespace
+
+TEST_CASE("packed models on the GPU equal the dense masked model on the CPU") {
+  NoGradGuard no_grad;
+  for (const char* spec : {"mlp", kConv}) {
+    const bool mlp = std::string(spec) == "mlp";
+    nn::Model m = pruned(spec, mlp ? Shape{1, 28, 28} : Shape{1, 12, 12}, 0.9);
+    for (bool shrink : {false, true}) {
+      prune::PackOptions po;
+      po.format = prune::PackFormat::Csr;
+      po.shrink = shrink;
+      prune::InferenceModel im = prune::pack_model(m, po);
+      struct Plan {
+        prune::PackFormat format;
+        const char* force;
+      };
+      for (Plan p :
+           {Plan{prune::PackFormat::Auto, ""}, Plan{prune::PackFormat::Csr, ""},
+            Plan{prune::PackFormat::Dense, ""}, Plan{prune::PackFormat::Auto, "dense"},
+            Plan{prune::PackFormat::Auto, "cusparse"}, Plan{prune::PackFormat::Auto, "rowsplit"},
+            Plan{prune::PackFormat::Auto, "coltile"}}) {
+        CAPTURE(spec);
+        CAPTURE(shrink);
+        CAPTURE(prune::pack_format_name(p.format));
+        CAPTURE(p.force);
+        prune::CudaPlanOptions go;
+        go.format = p.format;
+        go.force_kernel = p.force;
+        go.batch = 64;
+        go.repeats = 1;
+        prune::CudaInferenceModel g(im, go);
+        CHECK(g.device().find("sm_") != std::string::npos);
+        CHECK(g.layers().size() == im.layers.size());
+        for (auto& l : g.layers()) {
+          CAPTURE(l.name);
+          CHECK(!l.reason.empty());
+          const std::string force = p.force;
+          // cuSPARSE has no conv path: such layers stay dense.
+          if (!force.empty()) CHECK(l.kernel == (l.conv && force == "cusparse" ? "dense" : force));
+          if (force.empty() && p.format == prune::PackFormat::Auto)
+            CHECK(l.times.size() == (l.conv ? 3 : 4));
+          if (force.empty() && p.format == prune::PackFormat::Csr) CHECK(l.kernel != "dense");
+          if (force.empty() && p.format == prune::PackFormat::Dense) CHECK(l.kernel == "dense");
+        }
+        // Batches of one (the row-split chain skips its transposes), odd, one float4 tile, and
+        // past a tile.
+        for (int64_t batch : {1, 3, 64, 257}) {
+          CAPTURE(batch);
+          Tensor x = random_input(m, batch, 5);
+          // cuBLAS and the CPU gemm sum in different orders: 1e-4, as tests/test_cuda_ops.cpp.
+          CHECK(rel_diff(m.forward(x), g.forward(x)) <= 1e-4);
+        }
+        // Input already on the GPU: read in place, the same result.
+        Tensor x = random_input(m, 3, 6);
+        CHECK(rel_diff(g.forward(x), g.forward(x.to(Device::cuda()))) <= 1e-6);
+        CHECK(g.time_forward_ms(4, 1) > 0.0);
+      }
+    }
+  }
+}
+
+TEST_CASE("GPU plan errors and the bench helper") {
+  nn::Model m = pruned("mlp", {1, 28, 28}, 0.9);
+  prune::PackOptions po;
+  po.format = prune::PackFormat::Csr;
+  prune::InferenceModel im = prune::pack_model(m, po);
+  prune::CudaPlanOptions go;
+  go.force_kernel = "coo";
+  try {
+    prune::CudaInferenceModel bad(im, go);
+    FAIL("an unknown kernel was accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("'coo'") != std::string::npos);
+  }
+  go = {};
+  go.batch = 0;
+  CHECK_THROWS_AS(prune::CudaInferenceModel(im, go), Error);
+  go = {};
+  prune::CudaInferenceModel g(im, go);
+  CHECK_THROWS_AS(g.forward(Tensor::zeros({2, 10})), Error);  // wrong input shape
+
+  auto runs = prune::time_csr_linear_cuda(64, 96, 0.9, {1, 8, 33}, 2, 3);
+  REQUIRE(runs.size() == 3);
+  for (auto& t : runs) {
+    CAPTURE(t.batch);
+    CHECK(t.dense_ms > 0);
+    CHECK(t.cusparse_ms > 0);
+    CHECK(t.rowsplit_ms > 0);
+    CHECK(t.coltile_ms > 0);
+    CHECK(t.sparsity > 0.8);
+    CHECK(t.sparsity < 0.97);
+    CHECK(t.cusparse_rel_diff <= 1e-5);
+    CHECK(t.rowsplit_rel_diff <= 1e-5);
+    CHECK(t.coltile_rel_diff <= 1e-5);
+  }
+  CHECK(prune::cuda_device_description() == g.device());
+}
