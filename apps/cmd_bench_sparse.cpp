@@ -8,6 +8,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <tuple>
 
 #include "apps/commands.h"
 #include "engine/autograd.h"
@@ -46,8 +47,10 @@ void zero_random_units(int64_t n, double fraction, Rng& rng,
 
 int run_bench_linear(const LinearArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
-  auto [br, bc] = parse_block_flag(a.block);
-  auto [n, m] = prune::parse_nm(a.nm);
+  // Plain variables, not structured bindings: lambdas below capture them (C++17).
+  int64_t br, bc, n, m;
+  std::tie(br, bc) = parse_block_flag(a.block);
+  std::tie(n, m) = prune::parse_nm(a.nm);
   SPRIG_CHECK(a.format != "nm" || m <= 255, "--nm ", a.nm, ": M must be at most 255");
   const int64_t rows = a.out, cols = a.in, B = a.batch;
   Rng rng(a.seed);
