@@ -147,6 +147,16 @@ size_t round_size(size_t bytes) {
   size_t step = p >= 8 * 512 ? p / 8 : 512;
   return (bytes + step - 1) / step * step;
 }
+// Tells the CPU emulator (kernels/cuda/emulator, -DSPRIG_CUDA=EMULATE) how many bytes of block p
+// are in use (0: back in the cache), so that it reports accesses past them; a no-op otherwise.
+void note_use(void* p, size_t bytes) {
+#ifdef SPRIG_CUDA_EMULATOR
+  ::sprig_emu::note_device_use(p, bytes);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
 int device_slot() {
   const int d = current_device();
   if (d >= 64) throw Error("sprig supports CUDA devices 0-63");
@@ -167,6 +177,7 @@ void* device_alloc(size_t bytes) {
       ++c.stats.reuses;
       c.stats.cached_bytes -= int64_t(rounded);
       c.stats.in_use_bytes += int64_t(rounded);
+      note_use(p, bytes);
       return p;
     }
   }
@@ -186,6 +197,7 @@ void* device_alloc(size_t bytes) {
   std::lock_guard<std::mutex> lock(c.mu);
   ++c.stats.system_allocs;
   c.stats.in_use_bytes += int64_t(rounded);
+  note_use(p, bytes);
   return p;
 }
 
@@ -194,6 +206,7 @@ void device_free(void* p, size_t bytes) {
   const size_t rounded = round_size(bytes);
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
+  note_use(p, 0);
   c.free_blocks[current_device()].emplace(rounded, p);
   c.stats.cached_bytes += int64_t(rounded);
   c.stats.in_use_bytes -= int64_t(rounded);
