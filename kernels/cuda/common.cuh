@@ -29,6 +29,29 @@ inline unsigned blocks_for(int64_t n) {
   return unsigned(b < 1 ? 1 : (b > 65535 * 8 ? 65535 * 8 : b));
 }
 
+// Grid-stride loops: for (int64_t i = first_index(); i < n; i += grid_stride()).
+__device__ inline int64_t first_index() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ inline int64_t grid_stride() {
+  return int64_t(gridDim.x) * blockDim.x;
+}
+
+// Sum of v over the block (blockDim.x a power of two, at most kThreads) by the same tree every
+// time, so results do not change from run to run; every thread gets the total.
+// shared: (kThreads)
+__device__ inline double block_sum(double v, double* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+    __syncthreads();
+  }
+  const double total = shared[0];
+  __syncthreads();  // shared may be reused by the caller
+  return total;
+}
+
 }  // namespace sprig::cuda::detail
 
 // SPRIG_CUDA_CHECK(cudaMemcpyAsync(...)) throws sprig::Error("cudaMemcpyAsync(...) failed: ...").

@@ -12,17 +12,12 @@
 namespace sprig::cuda {
 
 using detail::blocks_for;
+using detail::first_index;
+using detail::grid_stride;
 using detail::kThreads;
 using detail::stream;
 
 namespace {
-
-__device__ inline int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_stride() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
 
 template <ElementScore E>
 __device__ inline double element_score(const float* w, const float* g, int64_t i) {

@@ -5,17 +5,12 @@
 namespace sprig::cuda {
 
 using detail::blocks_for;
+using detail::first_index;
+using detail::grid_stride;
 using detail::kThreads;
 using detail::stream;
 
 namespace {
-
-__device__ inline int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_stride() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
 
 __global__ void add_kernel(int64_t n, const float* a, const float* b, float* out) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) out[i] = a[i] + b[i];

@@ -10,7 +10,10 @@
 
 namespace sprig::cuda {
 
+using detail::block_sum;
 using detail::blocks_for;
+using detail::first_index;
+using detail::grid_stride;
 using detail::kThreads;
 using detail::stream;
 
@@ -19,13 +22,6 @@ namespace {
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr unsigned kMaxPartials = 1024;
-
-__device__ inline int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_stride() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
 
 // Blocks giving one warp per row, capped (the kernels loop over rows per warp).
 unsigned blocks_for_rows(int64_t rows) {
@@ -53,20 +49,6 @@ __device__ double row_logsumexp(int64_t C, const float* row, int lane) {
   for (int64_t c = lane; c < C; c += kWarp) s += exp(double(row[c] - mx));
   s = warp_sum(s);
   return log(s) + double(mx);
-}
-
-// Sum of v over the block (blockDim.x == kThreads), fixed tree, result in every thread.
-// shared: (kThreads)
-__device__ double block_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-    __syncthreads();
-  }
-  double total = shared[0];
-  __syncthreads();
-  return total;
 }
 
 // One block: loss[0] = float(sum(terms (count)) / divisor)

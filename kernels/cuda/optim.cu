@@ -9,17 +9,12 @@
 namespace sprig::cuda {
 
 using detail::blocks_for;
+using detail::first_index;
+using detail::grid_stride;
 using detail::kThreads;
 using detail::stream;
 
 namespace {
-
-__device__ inline int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_stride() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
 
 // w, g, velocity, mask (n); velocity is only touched when momentum != 0 (may be null then),
 // mask may be null (keep everything).

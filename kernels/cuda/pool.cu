@@ -11,17 +11,12 @@
 namespace sprig::cuda {
 
 using detail::blocks_for;
+using detail::first_index;
+using detail::grid_stride;
 using detail::kThreads;
 using detail::stream;
 
 namespace {
-
-__device__ inline int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_stride() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
 
 // One thread per output. x (N, C, H, W), y and argmax (N, C, P, Q)
 __global__ void maxpool2d_forward_kernel(Pool2dShape s, int64_t P, int64_t Q, const float* x,

@@ -9,7 +9,10 @@
 
 namespace sprig::cuda {
 
+using detail::block_sum;
 using detail::blocks_for;
+using detail::first_index;
+using detail::grid_stride;
 using detail::kThreads;
 using detail::stream;
 
@@ -17,27 +20,6 @@ namespace {
 
 // Enough blocks to fill an H100 several times over; more would only lengthen the final pass.
 constexpr unsigned kMaxPartials = 1024;
-
-__device__ inline int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_stride() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
-
-// Sum of v over the block (blockDim.x == kThreads, a power of two), the same tree every time.
-// Returns the total in every thread. shared: (kThreads)
-__device__ double block_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-    __syncthreads();
-  }
-  double total = shared[0];
-  __syncthreads();  // shared may be reused by the caller
-  return total;
-}
 
 // partial (gridDim.x) = per-block sums of x (n)
 __global__ void sum_partial_kernel(int64_t n, const float* x, double* partial) {
