@@ -85,6 +85,17 @@ prune::PackOptions pack_options(const SparseArgs& a) {
   return o;
 }
 
+// "dense 0.4500, csr 0.1200": a plan's measured candidates, for the plan tables.
+std::string times_str(const std::vector<prune::CandidateTime>& times) {
+  std::string out;
+  for (const prune::CandidateTime& t : times) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s%s %.4f", out.empty() ? "" : ", ", t.format.c_str(), t.ms);
+    out += buf;
+  }
+  return out;
+}
+
 std::string shape_str(int64_t r, int64_t c) {
   return std::to_string(r) + "x" + std::to_string(c);
 }
@@ -194,13 +205,7 @@ int run_plan_cuda(const SparseArgs& a, Device dev) {
   std::printf("%-5s %-6s %-11s %8s  %-64s  %-9s  %s\n", "layer", "type", "shape", "sparsity",
               "measured ms", "choice", "why");
   for (const prune::CudaLayerPlan& l : g.layers()) {
-    std::string times;
-    for (auto& t : l.times) {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%s%s %.4f", times.empty() ? "" : ", ", t.format.c_str(),
-                    t.ms);
-      times += buf;
-    }
+    const std::string times = times_str(l.times);
     std::printf("%-5s %-6s %-11s %7.1f%%  %-64s  %-9s  %s\n", l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
                 times.empty() ? "-" : times.c_str(), l.kernel.c_str(), l.reason.c_str());
@@ -232,13 +237,7 @@ int run_plan(const SparseArgs& a) {
   std::printf("%-5s %-6s %-11s %8s  %-32s  %-12s  %s\n", "layer", "type", "shape", "sparsity",
               "measured ms", "choice", "why");
   for (const prune::PackedLayer& l : m.layers) {
-    std::string times;
-    for (auto& t : l.times) {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%s%s %.4f", times.empty() ? "" : ", ", t.format.c_str(),
-                    t.ms);
-      times += buf;
-    }
+    const std::string times = times_str(l.times);
     std::printf("%-5s %-6s %-11s %7.1f%%  %-32s  %-12s  %s\n", l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
                 times.empty() ? "-" : times.c_str(), l.format().c_str(), l.reason.c_str());

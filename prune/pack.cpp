@@ -9,9 +9,13 @@
 
 #include "engine/autograd.h"
 #include "engine/rng.h"
+#include "prune/pack_internal.h"
 #include "prune/shrink.h"
 
 namespace sprig::prune {
+
+using detail::fmt_ms;
+using detail::pct;
 
 PackFormat parse_pack_format(const std::string& s) {
   for (auto f :
@@ -145,18 +149,6 @@ std::pair<int64_t, int64_t> detect_nm(const WeightView& v) {
     if (best.second == 0 || n * best.second < best.first * m) best = {n, m};
   }
   return best;
-}
-
-std::string fmt_ms(double ms) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, ms < 0.1 ? "%.4f" : "%.3f", ms);
-  return buf;
-}
-
-std::string pct(double f) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * f);
-  return buf;
 }
 
 // Fills the kind's matrix from the dense weight.

@@ -4,6 +4,7 @@
 // buffers of its own (it knows the five layer kinds), so it needs neither autograd nor CUDA
 // tensors. Only this file knows whether the build has CUDA (SPRIG_HAVE_CUDA).
 #include "prune/pack.h"
+#include "prune/pack_internal.h"
 
 #ifdef SPRIG_HAVE_CUDA
 #include <algorithm>
@@ -21,6 +22,9 @@
 #endif
 
 namespace sprig::prune {
+
+using detail::fmt_ms;
+using detail::pct;
 
 #ifndef SPRIG_HAVE_CUDA
 
@@ -144,18 +148,6 @@ Floats random_on_device(size_t n, uint64_t seed) {
   std::vector<float> h(n);
   for (float& v : h) v = rng.uniform(-1.0f, 1.0f);
   return Floats::upload(h.data(), n);
-}
-
-std::string fmt_ms(double ms) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, ms < 0.1 ? "%.4f" : "%.3f", ms);
-  return buf;
-}
-
-std::string pct(double f) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * f);
-  return buf;
 }
 
 enum class Op { Linear, Conv, Relu, Pool, Flatten };
