@@ -23,6 +23,9 @@ struct Parameter {
   Tensor value;                         // leaf tensor with requires_grad
   std::shared_ptr<Mask> mask;           // null while the parameter is dense
   std::map<std::string, Tensor> state;  // optimizer state, e.g. "exp_avg" (same shape as value)
+  // A normalisation layer's scale or shift (BatchNorm weight / bias). Training recipes leave
+  // these out of weight decay by default; the BN-scale pruning criterion reads the scales.
+  bool norm_affine = false;
 
   Parameter(std::string n, Tensor v);
   Tensor grad() const { return value.grad(); }
