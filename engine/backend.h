@@ -12,6 +12,7 @@
 #include "engine/device.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/criteria.h"
+#include "kernels/cpu/norm.h"
 #include "kernels/cpu/pool.h"
 
 namespace sprig {
@@ -67,6 +68,31 @@ class Backend {
                                  int32_t* argmax) const = 0;
   virtual void maxpool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* argmax,
                                   float* dx) const = 0;
+
+  // As kernels/cpu/pool.h: average, global average, and the option-A residual shortcut.
+  virtual void avgpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y) const = 0;
+  virtual void avgpool2d_backward(const cpu::Pool2dShape& s, const float* dy, float* dx) const = 0;
+  virtual void global_avgpool_forward(int64_t planes, int64_t hw, const float* x,
+                                      float* y) const = 0;
+  virtual void global_avgpool_backward(int64_t planes, int64_t hw, const float* dy,
+                                       float* dx) const = 0;
+  virtual void shortcut_forward(const cpu::ShortcutShape& s, const float* x, float* y) const = 0;
+  virtual void shortcut_backward(const cpu::ShortcutShape& s, const float* dy, float* dx) const = 0;
+
+  // ---- batch normalisation (kernels/*/norm), as kernels/cpu/norm.h ----------------------------
+  virtual void batchnorm_forward_train(const cpu::BatchNormShape& s, const float* x,
+                                       const float* gamma, const float* beta, float eps,
+                                       float momentum, float* running_mean, float* running_var,
+                                       float* y, float* save_mean, float* save_invstd) const = 0;
+  virtual void batchnorm_forward_eval(const cpu::BatchNormShape& s, const float* x,
+                                      const float* gamma, const float* beta,
+                                      const float* running_mean, const float* running_var,
+                                      float eps, float* y, float* save_mean,
+                                      float* save_invstd) const = 0;
+  virtual void batchnorm_backward(const cpu::BatchNormShape& s, bool batch_stats, const float* x,
+                                  const float* gamma, const float* save_mean,
+                                  const float* save_invstd, const float* dy, float* dx,
+                                  float* dgamma, float* dbeta) const = 0;
 
   // ---- losses (kernels/*/loss); loss and dloss are 1-value buffers on this device --------------
   // True when every label is in [0, C).

@@ -13,6 +13,7 @@
 #include "kernels/cpu/eltwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loss.h"
+#include "kernels/cpu/norm.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/cpu/reduce.h"
 
@@ -175,6 +176,46 @@ class CpuBackend final : public Backend {
   void maxpool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* argmax,
                           float* dx) const override {
     cpu::maxpool2d_backward(s, dy, argmax, dx);
+  }
+  void avgpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y) const override {
+    cpu::avgpool2d_forward(s, x, y);
+  }
+  void avgpool2d_backward(const cpu::Pool2dShape& s, const float* dy, float* dx) const override {
+    cpu::avgpool2d_backward(s, dy, dx);
+  }
+  void global_avgpool_forward(int64_t planes, int64_t hw, const float* x, float* y) const override {
+    cpu::global_avgpool_forward(planes, hw, x, y);
+  }
+  void global_avgpool_backward(int64_t planes, int64_t hw, const float* dy,
+                               float* dx) const override {
+    cpu::global_avgpool_backward(planes, hw, dy, dx);
+  }
+  void shortcut_forward(const cpu::ShortcutShape& s, const float* x, float* y) const override {
+    cpu::shortcut_forward(s, x, y);
+  }
+  void shortcut_backward(const cpu::ShortcutShape& s, const float* dy, float* dx) const override {
+    cpu::shortcut_backward(s, dy, dx);
+  }
+
+  void batchnorm_forward_train(const cpu::BatchNormShape& s, const float* x, const float* gamma,
+                               const float* beta, float eps, float momentum, float* running_mean,
+                               float* running_var, float* y, float* save_mean,
+                               float* save_invstd) const override {
+    cpu::batchnorm_forward_train(s, x, gamma, beta, eps, momentum, running_mean, running_var, y,
+                                 save_mean, save_invstd);
+  }
+  void batchnorm_forward_eval(const cpu::BatchNormShape& s, const float* x, const float* gamma,
+                              const float* beta, const float* running_mean,
+                              const float* running_var, float eps, float* y, float* save_mean,
+                              float* save_invstd) const override {
+    cpu::batchnorm_forward_eval(s, x, gamma, beta, running_mean, running_var, eps, y, save_mean,
+                                save_invstd);
+  }
+  void batchnorm_backward(const cpu::BatchNormShape& s, bool batch_stats, const float* x,
+                          const float* gamma, const float* save_mean, const float* save_invstd,
+                          const float* dy, float* dx, float* dgamma, float* dbeta) const override {
+    cpu::batchnorm_backward(s, batch_stats, x, gamma, save_mean, save_invstd, dy, dx, dgamma,
+                            dbeta);
   }
 
   bool labels_in_range(int64_t N, const int32_t* labels, int64_t C) const override {

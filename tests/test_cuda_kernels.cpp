@@ -6,6 +6,8 @@
 //   - unit_scores / fpgm_scores for every layout and element score
 //   - gemm: all transposes, padded leading dimensions, alpha and beta (0 must not read C),
 //     against cpu::gemm_ref with a proven error bound
+//   - avgpool2d, global_avgpool, shortcut (bit for bit) and batchnorm train / eval / backward
+//     (null affine, null running statistics, any subset of the gradients)
 // Ops and their gradients are in tests/test_cuda_ops.cpp.
 #include <doctest/doctest.h>
 
@@ -19,6 +21,7 @@
 #include "engine/rng.h"
 #include "kernels/cpu/criteria.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/pool.h"
 #include "kernels/cpu/reduce.h"
 #include "tests/cuda_test_util.h"
 
@@ -344,4 +347,209 @@ TEST_CASE("gemm: every transpose, padded leading dimensions, alpha and beta, vs 
           CHECK(bad == 0);
           CHECK(touched_padding == 0);
         }
+}
+
+TEST_CASE("avgpool2d, global_avgpool and shortcut match the CPU bit for bit") {
+  // The GPU adds in the CPU's order (kernels/cuda/pool.cu) with no multiplies to fuse, so the
+  // results are equal, not close. Outputs start as device NaN, so a skipped element shows.
+  Rng rng(21);
+  for (int64_t kernel : {1, 2, 3})
+    for (int64_t stride : {1, 2, 3})
+      for (int64_t pad : {0, 1}) {
+        if (pad * 2 > kernel) continue;
+        for (cpu::Pool2dShape s : {cpu::Pool2dShape{1, 1, 5, 3, kernel, stride, pad},
+                                   cpu::Pool2dShape{3, 2, 7, 9, kernel, stride, pad}}) {
+          INFO("avgpool N ", s.N, " C ", s.C, " H ", s.H, " W ", s.W, " kernel ", kernel,
+               " stride ", stride, " pad ", pad);
+          const int64_t nx = s.N * s.C * s.H * s.W, ny = s.N * s.C * s.P() * s.Q();
+          const std::vector<float> x = random_values(nx, rng), dy = random_values(ny, rng);
+          std::vector<float> y(static_cast<size_t>(ny)), dx(static_cast<size_t>(nx));
+          cpu_be().avgpool2d_forward(s, x.data(), y.data());
+          cpu_be().avgpool2d_backward(s, dy.data(), dx.data());
+          Tensor yd = Tensor::empty({ny}, DType::F32, kGpu),
+                 dxd = Tensor::empty({nx}, DType::F32, kGpu);
+          gpu_be().avgpool2d_forward(s, Tensor::from_vector(x, {nx}).to(kGpu).ptr(), yd.ptr());
+          gpu_be().avgpool2d_backward(s, Tensor::from_vector(dy, {ny}).to(kGpu).ptr(), dxd.ptr());
+          CHECK(yd.to_vector() == y);
+          CHECK(dxd.to_vector() == dx);
+        }
+      }
+
+  for (int64_t planes : {1, 7, 300})
+    for (int64_t hw : {1, 49, 1000}) {
+      INFO("global_avgpool planes ", planes, " hw ", hw);
+      const std::vector<float> x = random_values(planes * hw, rng), dy = random_values(planes, rng);
+      std::vector<float> y(static_cast<size_t>(planes)), dx(static_cast<size_t>(planes * hw));
+      cpu_be().global_avgpool_forward(planes, hw, x.data(), y.data());
+      cpu_be().global_avgpool_backward(planes, hw, dy.data(), dx.data());
+      Tensor yd = Tensor::empty({planes}, DType::F32, kGpu);
+      Tensor dxd = Tensor::empty({planes * hw}, DType::F32, kGpu);
+      gpu_be().global_avgpool_forward(
+          planes, hw, Tensor::from_vector(x, {planes * hw}).to(kGpu).ptr(), yd.ptr());
+      gpu_be().global_avgpool_backward(planes, hw, Tensor::from_vector(dy, {planes}).to(kGpu).ptr(),
+                                       dxd.ptr());
+      CHECK(yd.to_vector() == y);
+      CHECK(dxd.to_vector() == dx);
+    }
+
+  for (cpu::ShortcutShape s :
+       {cpu::ShortcutShape{1, 1, 1, 1, 1, 1, 0}, cpu::ShortcutShape{2, 3, 5, 7, 3, 1, 0},
+        cpu::ShortcutShape{2, 3, 5, 7, 7, 2, 2}, cpu::ShortcutShape{1, 4, 8, 8, 8, 2, 0},
+        cpu::ShortcutShape{3, 4, 9, 6, 9, 3, 5}, cpu::ShortcutShape{2, 16, 32, 32, 32, 2, 8}}) {
+    INFO("shortcut N ", s.N, " C ", s.C, " H ", s.H, " W ", s.W, " K ", s.K, " stride ", s.stride,
+         " pad_lo ", s.pad_lo);
+    const int64_t nx = s.N * s.C * s.H * s.W, ny = s.N * s.K * s.P() * s.Q();
+    const std::vector<float> x = random_values(nx, rng), dy = random_values(ny, rng);
+    std::vector<float> y(static_cast<size_t>(ny)), dx(static_cast<size_t>(nx));
+    cpu::shortcut_forward_ref(s, x.data(), y.data());
+    cpu::shortcut_backward_ref(s, dy.data(), dx.data());
+    Tensor yd = Tensor::empty({ny}, DType::F32, kGpu), dxd = Tensor::empty({nx}, DType::F32, kGpu);
+    gpu_be().shortcut_forward(s, Tensor::from_vector(x, {nx}).to(kGpu).ptr(), yd.ptr());
+    gpu_be().shortcut_backward(s, Tensor::from_vector(dy, {ny}).to(kGpu).ptr(), dxd.ptr());
+    CHECK(yd.to_vector() == y);
+    CHECK(dxd.to_vector() == dx);
+  }
+}
+
+namespace {
+
+// |got - want| <= tol[i] for every element; NaN fails.
+void check_within(const std::vector<float>& got, const std::vector<float>& want,
+                  const std::vector<double>& tol, const std::string& what) {
+  REQUIRE_MESSAGE(got.size() == want.size(), what, ": ", got.size(), " values vs ", want.size());
+  int64_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(double(got[i]) - double(want[i])) <= tol[i])) {
+      if (bad < 5)
+        MESSAGE(what, " [", i, "]: gpu ", got[i], " vs cpu ", want[i], " (tolerance ", tol[i], ")");
+      ++bad;
+    }
+  CHECK_MESSAGE(bad == 0, what, ": ", bad, " of ", got.size(), " values differ");
+}
+
+Tensor on_gpu(const std::vector<float>& v) {
+  return Tensor::from_vector(v, {int64_t(v.size())}).to(kGpu);
+}
+
+}  // namespace
+
+TEST_CASE("batchnorm forward (train, eval) and backward match the CPU") {
+  using S = cpu::BatchNormShape;
+  const float eps = 1e-5f, momentum = 0.1f;
+  uint64_t seed = 30;
+  for (S s : {S{1, 1, 1}, S{1, 3, 1}, S{5, 1, 1}, S{1, 1, 7}, S{4, 5, 9}, S{2, 6, 289},
+              S{64, 32, 1}, S{3, 1, 1000}, S{2, 3, 257}})
+    for (bool train : {true, false})
+      for (bool affine : {true, false}) {
+        INFO("N ", s.N, " C ", s.C, " HW ", s.HW, " train ", train, " affine ", affine);
+        Rng rng(++seed);
+        const int64_t n = s.N * s.HW, total = s.N * s.C * s.HW;
+        const std::vector<float> x = random_values(total, rng), dy = random_values(total, rng);
+        const std::vector<float> gamma = random_values(s.C, rng), beta = random_values(s.C, rng);
+        const std::vector<float> rm0 = random_values(s.C, rng);
+        const std::vector<float> rv0 = random_values(s.C, rng, 0.25f, 1.25f);
+        const float* g = affine ? gamma.data() : nullptr;
+        const float* b = affine ? beta.data() : nullptr;
+
+        // CPU (the fast kernels, which tests/test_kernels_norm.cpp holds to the references).
+        std::vector<float> y(static_cast<size_t>(total)), mean(size_t(s.C)), invstd(size_t(s.C));
+        std::vector<float> rm = rm0, rv = rv0;
+        if (train)
+          cpu_be().batchnorm_forward_train(s, x.data(), g, b, eps, momentum, rm.data(), rv.data(),
+                                           y.data(), mean.data(), invstd.data());
+        else
+          cpu_be().batchnorm_forward_eval(s, x.data(), g, b, rm.data(), rv.data(), eps, y.data(),
+                                          mean.data(), invstd.data());
+        std::vector<float> dx(static_cast<size_t>(total)), dgamma(size_t(s.C)), dbeta(size_t(s.C));
+        cpu_be().batchnorm_backward(s, train, x.data(), g, mean.data(), invstd.data(), dy.data(),
+                                    dx.data(), dgamma.data(), dbeta.data());
+
+        // GPU. Outputs start as device NaN.
+        Tensor xd = on_gpu(x), dyd = on_gpu(dy), gd = on_gpu(gamma), bd = on_gpu(beta);
+        Tensor rmd = on_gpu(rm0), rvd = on_gpu(rv0);
+        Tensor yd = Tensor::empty({total}, DType::F32, kGpu);
+        Tensor meand = Tensor::empty({s.C}, DType::F32, kGpu);
+        Tensor invstdd = Tensor::empty({s.C}, DType::F32, kGpu);
+        const float* gp = affine ? gd.ptr() : nullptr;
+        const float* bp = affine ? bd.ptr() : nullptr;
+        if (train)
+          gpu_be().batchnorm_forward_train(s, xd.ptr(), gp, bp, eps, momentum, rmd.ptr(), rvd.ptr(),
+                                           yd.ptr(), meand.ptr(), invstdd.ptr());
+        else
+          gpu_be().batchnorm_forward_eval(s, xd.ptr(), gp, bp, rmd.ptr(), rvd.ptr(), eps, yd.ptr(),
+                                          meand.ptr(), invstdd.ptr());
+        Tensor dxd = Tensor::empty({total}, DType::F32, kGpu);
+        Tensor dgd = Tensor::empty({s.C}, DType::F32, kGpu);
+        Tensor dbd = Tensor::empty({s.C}, DType::F32, kGpu);
+        gpu_be().batchnorm_backward(s, train, xd.ptr(), gp, meand.ptr(), invstdd.ptr(), dyd.ptr(),
+                                    dxd.ptr(), dgd.ptr(), dbd.ptr());
+
+        // Both take the statistics and sums in double (in different orders) and round them once
+        // (1e-6 of the terms' magnitudes); y and dx are a few float roundings of their terms
+        // (1e-5, ~80 ulps, of the terms' magnitudes).
+        std::vector<double> tol_y(static_cast<size_t>(total)), tol_dx(static_cast<size_t>(total));
+        std::vector<double> tol_mean(size_t(s.C)), tol_is(size_t(s.C)), tol_rm(size_t(s.C)),
+            tol_rv(size_t(s.C)), tol_dg(size_t(s.C)), tol_db(size_t(s.C));
+        for (int64_t c = 0; c < s.C; ++c) {
+          const double gm = affine ? std::fabs(gamma[size_t(c)]) : 1.0;
+          const double bm = affine ? std::fabs(beta[size_t(c)]) : 0.0;
+          const double m = mean[size_t(c)], is = invstd[size_t(c)];
+          double ax = 0, ady = 0, adyx = 0;
+          auto idx = [&](int64_t j) { return size_t(((j / s.HW) * s.C + c) * s.HW + j % s.HW); };
+          for (int64_t j = 0; j < n; ++j) {
+            const size_t i = idx(j);
+            ax += std::fabs(x[i]);
+            ady += std::fabs(dy[i]);
+            adyx += std::fabs(dy[i] * (x[i] - m) * is);
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            const size_t i = idx(j);
+            const double span = std::fabs(x[i]) + std::fabs(m);
+            tol_y[i] = 1e-5 * (span * is * gm + bm);
+            double terms = std::fabs(dy[i]);
+            if (train) terms += (span * is * adyx + ady) / double(n);
+            tol_dx[i] = 1e-5 * gm * is * terms;
+          }
+          tol_mean[size_t(c)] = 1e-6 * ax / double(n);
+          tol_is[size_t(c)] = 1e-6 * is;
+          tol_rm[size_t(c)] = 1e-6 * (std::fabs(rm0[size_t(c)]) + ax / double(n));
+          tol_rv[size_t(c)] = 1e-6 * (std::fabs(rv0[size_t(c)]) + std::fabs(rv[size_t(c)]));
+          tol_dg[size_t(c)] = 1e-6 * adyx;
+          tol_db[size_t(c)] = 1e-6 * ady;
+        }
+        check_within(yd.to_vector(), y, tol_y, "y");
+        check_within(meand.to_vector(), mean, tol_mean, "save_mean");
+        check_within(invstdd.to_vector(), invstd, tol_is, "save_invstd");
+        check_within(rmd.to_vector(), rm, tol_rm, "running_mean");
+        check_within(rvd.to_vector(), rv, tol_rv, "running_var");
+        check_within(dxd.to_vector(), dx, tol_dx, "dx");
+        check_within(dgd.to_vector(), dgamma, tol_dg, "dgamma");
+        check_within(dbd.to_vector(), dbeta, tol_db, "dbeta");
+
+        // Null running statistics (train) and any subset of the gradients: the same values
+        // (the GPU is deterministic), the outputs not asked for untouched.
+        if (train) {
+          Tensor y2 = Tensor::empty({total}, DType::F32, kGpu);
+          Tensor m2 = Tensor::empty({s.C}, DType::F32, kGpu);
+          Tensor i2 = Tensor::empty({s.C}, DType::F32, kGpu);
+          gpu_be().batchnorm_forward_train(s, xd.ptr(), gp, bp, eps, momentum, nullptr, nullptr,
+                                           y2.ptr(), m2.ptr(), i2.ptr());
+          CHECK(y2.to_vector() == yd.to_vector());
+          CHECK(m2.to_vector() == meand.to_vector());
+          CHECK(i2.to_vector() == invstdd.to_vector());
+        }
+        for (int mask = 0; mask < 7; ++mask) {  // 7 = all three, done above
+          INFO("backward outputs mask ", mask);
+          Tensor dx2 = Tensor::full({total}, 7.0f, kGpu);
+          Tensor dg2 = Tensor::full({s.C}, 7.0f, kGpu), db2 = Tensor::full({s.C}, 7.0f, kGpu);
+          gpu_be().batchnorm_backward(s, train, xd.ptr(), gp, meand.ptr(), invstdd.ptr(), dyd.ptr(),
+                                      mask & 1 ? dx2.ptr() : nullptr,
+                                      mask & 2 ? dg2.ptr() : nullptr,
+                                      mask & 4 ? db2.ptr() : nullptr);
+          const std::vector<float> sevens_x(size_t(total), 7.0f), sevens_c(size_t(s.C), 7.0f);
+          CHECK(dx2.to_vector() == (mask & 1 ? dxd.to_vector() : sevens_x));
+          CHECK(dg2.to_vector() == (mask & 2 ? dgd.to_vector() : sevens_c));
+          CHECK(db2.to_vector() == (mask & 4 ? dbd.to_vector() : sevens_c));
+        }
+      }
 }

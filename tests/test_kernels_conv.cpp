@@ -1,4 +1,4 @@
-// conv2d (im2col + gemm) and maxpool2d against their direct references.
+// conv2d (im2col + gemm) against its direct reference (pooling: test_kernels_pool.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "kernels/cpu/conv.h"
-#include "kernels/cpu/pool.h"
 #include "tests/kernel_test_util.h"
 
 using namespace sprig::cpu;
@@ -132,73 +131,4 @@ TEST_CASE("conv2d_backward is deterministic: repeated runs give bit-identical dw
   conv2d_backward(s, x.data(), w.data(), dy.data(), nullptr, dw2.data(), db2.data());
   CHECK(dw1 == dw2);
   CHECK(db1 == db2);
-}
-
-namespace {
-
-void check_pool(const Pool2dShape& s, bool ties) {
-  CAPTURE(s.N);
-  CAPTURE(s.C);
-  CAPTURE(s.H);
-  CAPTURE(s.W);
-  CAPTURE(s.kernel);
-  CAPTURE(s.stride);
-  CAPTURE(s.pad);
-  CAPTURE(ties);
-  const size_t nx = s.N * s.C * s.H * s.W, ny = s.N * s.C * s.P() * s.Q();
-  auto x = random_vec(nx, 21);
-  if (ties)  // few distinct values, many equal maxima: first one must win
-    for (auto& v : x) v = std::floor(v * 2.0f);
-  auto dy = random_vec(ny, 22);
-  std::vector<float> y(ny), yref(ny), dx(nx, 7.0f), dxref(nx);
-  std::vector<int32_t> am(ny), amref(ny);
-  maxpool2d_forward(s, x.data(), y.data(), am.data());
-  maxpool2d_forward_ref(s, x.data(), yref.data(), amref.data());
-  CHECK(y == yref);
-  CHECK(am == amref);
-  maxpool2d_backward(s, dy.data(), am.data(), dx.data());
-  maxpool2d_backward_ref(s, dy.data(), amref.data(), dxref.data());
-  // Each dx is a sum of at most ceil(kernel / stride)^2 dy values added in the same order.
-  for (size_t i = 0; i < nx; i++) REQUIRE(std::fabs(dx[i] - dxref[i]) <= 1e-6f);
-}
-
-}  // namespace
-
-TEST_CASE("maxpool2d matches the reference") {
-  for (int64_t kernel : {2, 3})
-    for (int64_t stride : {1, 2, 3})
-      for (int64_t pad : {0, 1}) {
-        if (pad * 2 > kernel) continue;  // as PyTorch: pad at most half the kernel
-        for (int64_t N : {1, 5}) {
-          check_pool({N, 3, 7, 9, kernel, stride, pad}, false);
-          check_pool({N, 3, 7, 9, kernel, stride, pad}, true);
-          check_pool({N, 2, 28, 28, kernel, stride, pad}, true);
-        }
-      }
-}
-
-TEST_CASE("maxpool2d on a hand-computed example") {
-  // 4x4 plane, 2x2 windows, stride 2; the tie in the last window picks the first (5 at 10).
-  Pool2dShape s{1, 1, 4, 4, 2, 2};
-  std::vector<float> x = {1, 3, 2, 0, 4, 2, 1, 8, 0, 0, 5, 1, 0, -1, 2, 5};
-  std::vector<float> y(4), dx(16);
-  std::vector<int32_t> am(4);
-  maxpool2d_forward(s, x.data(), y.data(), am.data());
-  CHECK(y == std::vector<float>{4, 8, 0, 5});
-  CHECK(am == std::vector<int32_t>{4, 7, 8, 10});
-  std::vector<float> dy = {1, 2, 3, 4};
-  maxpool2d_backward(s, dy.data(), am.data(), dx.data());
-  std::vector<float> want(16, 0.0f);
-  want[4] = 1;
-  want[7] = 2;
-  want[8] = 3;
-  want[10] = 4;
-  CHECK(dx == want);
-  // Padding is -inf: with pad 1 an all-negative corner window still picks the image value.
-  Pool2dShape p{1, 1, 2, 2, 2, 2, 1};
-  std::vector<float> neg = {-5, -6, -7, -8}, y2(4);
-  std::vector<int32_t> am2(4);
-  maxpool2d_forward(p, neg.data(), y2.data(), am2.data());
-  CHECK(y2 == std::vector<float>{-5, -6, -7, -8});
-  CHECK(am2 == std::vector<int32_t>{0, 1, 2, 3});
 }

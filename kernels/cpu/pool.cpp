@@ -1,5 +1,6 @@
-// 2-D max pooling, NCHW. Planes (n, c) are independent, so both directions parallelise over
-// them with no write conflicts, and every sum is done in a fixed order.
+// 2-D pooling and the option-A shortcut, NCHW. Planes (n, c) are independent, so both
+// directions parallelise over them with no write conflicts, and every sum is done in a fixed
+// order: the fast kernels add in the same order as the references, so they agree bit for bit.
 #include "kernels/cpu/pool.h"
 
 #include <omp.h>
@@ -40,6 +41,46 @@ void maxpool_plane(const Pool2dShape& s, const float* x, float* y, int32_t* am) 
   }
 }
 
+// One (H, W) plane: window sums in row-major order over the in-image part (padding adds 0),
+// divided by the full window size (count_include_pad).
+void avgpool_plane(const Pool2dShape& s, const float* x, float* y) {
+  const int64_t P = s.P(), Q = s.Q();
+  const float area = float(s.kernel * s.kernel);
+  for (int64_t p = 0; p < P; p++) {
+    int64_t h0 = p * s.stride - s.pad, h1 = std::min(h0 + s.kernel, s.H);
+    h0 = std::max<int64_t>(h0, 0);
+    for (int64_t q = 0; q < Q; q++) {
+      int64_t w0 = q * s.stride - s.pad, w1 = std::min(w0 + s.kernel, s.W);
+      w0 = std::max<int64_t>(w0, 0);
+      float acc = 0.0f;
+      for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++) acc += x[h * s.W + w];
+      y[p * Q + q] = acc / area;
+    }
+  }
+}
+
+// Scatter over one plane: each input collects the dy of its windows in output order (the
+// order of the gather in the reference and on the GPU), and is divided once at the end.
+// dy (P, Q), dx (H, W)
+void avgpool_backward_plane(const Pool2dShape& s, const float* dy, float* dx) {
+  const int64_t P = s.P(), Q = s.Q();
+  const float area = float(s.kernel * s.kernel);
+  std::memset(dx, 0, s.H * s.W * sizeof(float));
+  for (int64_t p = 0; p < P; p++) {
+    int64_t h0 = p * s.stride - s.pad, h1 = std::min(h0 + s.kernel, s.H);
+    h0 = std::max<int64_t>(h0, 0);
+    for (int64_t q = 0; q < Q; q++) {
+      int64_t w0 = q * s.stride - s.pad, w1 = std::min(w0 + s.kernel, s.W);
+      w0 = std::max<int64_t>(w0, 0);
+      const float g = dy[p * Q + q];
+      for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++) dx[h * s.W + w] += g;
+    }
+  }
+  for (int64_t i = 0; i < s.H * s.W; i++) dx[i] /= area;
+}
+
 }  // namespace
 
 void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* argmax) {
@@ -60,6 +101,83 @@ void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* ar
     // Overlapping windows (stride < kernel) can route several outputs to one input.
     for (int64_t j = 0; j < PQ; j++)
       if (ap[j] >= 0 && ap[j] < HW) dxp[ap[j]] += dyp[j];
+  }
+}
+
+void avgpool2d_forward(const Pool2dShape& s, const float* x, float* y) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P() * s.Q();
+#pragma omp parallel for schedule(static) if (planes > 1 && \
+                                              planes * PQ * s.kernel * s.kernel > 32768)
+  for (int64_t i = 0; i < planes; i++) avgpool_plane(s, x + i * HW, y + i * PQ);
+}
+
+void avgpool2d_backward(const Pool2dShape& s, const float* dy, float* dx) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P() * s.Q();
+#pragma omp parallel for schedule(static) if (planes > 1 && \
+                                              planes * (HW + PQ * s.kernel * s.kernel) > 32768)
+  for (int64_t i = 0; i < planes; i++) avgpool_backward_plane(s, dy + i * PQ, dx + i * HW);
+}
+
+// Each plane's sum runs in order in double, as in the reference and on the GPU (one thread per
+// plane there), so all three agree bit for bit.
+void global_avgpool_forward(int64_t planes, int64_t hw, const float* x, float* y) {
+#pragma omp parallel for schedule(static) if (planes > 1 && planes * hw > 32768)
+  for (int64_t p = 0; p < planes; p++) {
+    const float* xp = x + p * hw;  // (hw)
+    double acc = 0.0;
+    for (int64_t i = 0; i < hw; i++) acc += xp[i];
+    y[p] = float(acc / double(hw));
+  }
+}
+
+void global_avgpool_backward(int64_t planes, int64_t hw, const float* dy, float* dx) {
+  const float div = float(hw);
+#pragma omp parallel for schedule(static) if (planes > 1 && planes * hw > 32768)
+  for (int64_t p = 0; p < planes; p++) {
+    const float g = dy[p] / div;
+    float* dxp = dx + p * hw;  // (hw)
+    for (int64_t i = 0; i < hw; i++) dxp[i] = g;
+  }
+}
+
+void shortcut_forward(const ShortcutShape& s, const float* x, float* y) {
+  const int64_t P = s.P(), Q = s.Q(), planes = s.N * s.K;
+#pragma omp parallel for schedule(static) if (planes > 1 && planes * P * Q > 32768)
+  for (int64_t i = 0; i < planes; i++) {
+    const int64_t n = i / s.K, c = i % s.K - s.pad_lo;
+    float* yp = y + i * P * Q;  // (P, Q)
+    if (c < 0 || c >= s.C) {
+      std::memset(yp, 0, P * Q * sizeof(float));
+      continue;
+    }
+    const float* xp = x + (n * s.C + c) * s.H * s.W;  // (H, W)
+    if (s.stride == 1) {
+      std::memcpy(yp, xp, P * Q * sizeof(float));
+      continue;
+    }
+    for (int64_t p = 0; p < P; p++) {
+      const float* row = xp + p * s.stride * s.W;
+      for (int64_t q = 0; q < Q; q++) yp[p * Q + q] = row[q * s.stride];
+    }
+  }
+}
+
+void shortcut_backward(const ShortcutShape& s, const float* dy, float* dx) {
+  const int64_t P = s.P(), Q = s.Q(), planes = s.N * s.C, HW = s.H * s.W;
+#pragma omp parallel for schedule(static) if (planes > 1 && planes * HW > 32768)
+  for (int64_t i = 0; i < planes; i++) {
+    const int64_t n = i / s.C, c = i % s.C;
+    const float* dyp = dy + (n * s.K + s.pad_lo + c) * P * Q;  // (P, Q)
+    float* dxp = dx + i * HW;                                  // (H, W)
+    if (s.stride == 1) {
+      std::memcpy(dxp, dyp, HW * sizeof(float));
+      continue;
+    }
+    std::memset(dxp, 0, HW * sizeof(float));
+    for (int64_t p = 0; p < P; p++) {
+      float* row = dxp + p * s.stride * s.W;
+      for (int64_t q = 0; q < Q; q++) row[q * s.stride] = dyp[p * Q + q];
+    }
   }
 }
 
@@ -101,6 +219,78 @@ void maxpool2d_backward_ref(const Pool2dShape& s, const float* dy, const int32_t
         if (argmax[i * PQ + j] == hw) g += dy[i * PQ + j];
       dx[i * HW + hw] = g;
     }
+}
+
+void avgpool2d_forward_ref(const Pool2dShape& s, const float* x, float* y) {
+  const int64_t P = s.P(), Q = s.Q();
+  for (int64_t n = 0; n < s.N; n++)
+    for (int64_t c = 0; c < s.C; c++) {
+      const float* xp = x + (n * s.C + c) * s.H * s.W;
+      for (int64_t p = 0; p < P; p++)
+        for (int64_t q = 0; q < Q; q++) {
+          float acc = 0.0f;
+          for (int64_t i = 0; i < s.kernel; i++)
+            for (int64_t j = 0; j < s.kernel; j++) {
+              int64_t h = p * s.stride - s.pad + i, w = q * s.stride - s.pad + j;
+              if (h >= 0 && h < s.H && w >= 0 && w < s.W) acc += xp[h * s.W + w];
+            }
+          y[((n * s.C + c) * P + p) * Q + q] = acc / float(s.kernel * s.kernel);
+        }
+    }
+}
+
+void avgpool2d_backward_ref(const Pool2dShape& s, const float* dy, float* dx) {
+  // For each input position, gather every output whose window covers it (in output order).
+  const int64_t P = s.P(), Q = s.Q();
+  for (int64_t i = 0; i < s.N * s.C; i++)
+    for (int64_t h = 0; h < s.H; h++)
+      for (int64_t w = 0; w < s.W; w++) {
+        float g = 0.0f;
+        for (int64_t p = 0; p < P; p++)
+          for (int64_t q = 0; q < Q; q++) {
+            int64_t dh = h - (p * s.stride - s.pad), dw = w - (q * s.stride - s.pad);
+            if (dh >= 0 && dh < s.kernel && dw >= 0 && dw < s.kernel) g += dy[(i * P + p) * Q + q];
+          }
+        dx[(i * s.H + h) * s.W + w] = g / float(s.kernel * s.kernel);
+      }
+}
+
+void global_avgpool_forward_ref(int64_t planes, int64_t hw, const float* x, float* y) {
+  for (int64_t p = 0; p < planes; p++) {
+    double acc = 0.0;
+    for (int64_t i = 0; i < hw; i++) acc += x[p * hw + i];
+    y[p] = float(acc / double(hw));
+  }
+}
+
+void global_avgpool_backward_ref(int64_t planes, int64_t hw, const float* dy, float* dx) {
+  for (int64_t p = 0; p < planes; p++)
+    for (int64_t i = 0; i < hw; i++) dx[p * hw + i] = dy[p] / float(hw);
+}
+
+void shortcut_forward_ref(const ShortcutShape& s, const float* x, float* y) {
+  const int64_t P = s.P(), Q = s.Q();
+  for (int64_t n = 0; n < s.N; n++)
+    for (int64_t k = 0; k < s.K; k++)
+      for (int64_t p = 0; p < P; p++)
+        for (int64_t q = 0; q < Q; q++) {
+          const int64_t c = k - s.pad_lo;
+          y[((n * s.K + k) * P + p) * Q + q] =
+              c >= 0 && c < s.C ? x[((n * s.C + c) * s.H + p * s.stride) * s.W + q * s.stride]
+                                : 0.0f;
+        }
+}
+
+void shortcut_backward_ref(const ShortcutShape& s, const float* dy, float* dx) {
+  const int64_t P = s.P(), Q = s.Q();
+  for (int64_t n = 0; n < s.N; n++)
+    for (int64_t c = 0; c < s.C; c++)
+      for (int64_t h = 0; h < s.H; h++)
+        for (int64_t w = 0; w < s.W; w++) {
+          const bool picked = h % s.stride == 0 && w % s.stride == 0;
+          dx[((n * s.C + c) * s.H + h) * s.W + w] =
+              picked ? dy[((n * s.K + s.pad_lo + c) * P + h / s.stride) * Q + w / s.stride] : 0.0f;
+        }
 }
 
 }  // namespace sprig::cpu
