@@ -30,6 +30,9 @@ std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSour
     return true;
   };
   Task task = src.task;
+  // Evaluation mode: BatchNorm normalises with its running statistics and leaves them alone,
+  // so scoring does not change the model it scores (gradients flow all the same).
+  nn::ModeGuard mode(*model.net, /*training=*/false);
   prune::LossFn loss = [&, task](const Tensor& x, const Tensor& y) {
     Tensor out = model.forward(x);
     return task == Task::Classification ? cross_entropy(out, y) : mse_loss(out, y);

@@ -29,6 +29,24 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
 
 // Pooling (ops_pool.cpp). stride 0 means stride = kernel.
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+// Average pooling with PyTorch's defaults (padding counts as zeros in the average).
+Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+// x (N, C, H, W) -> (N, C, 1, 1), the mean of each plane (AdaptiveAvgPool2d(1)).
+Tensor global_avg_pool2d(const Tensor& x);
+// The option-A residual shortcut: x (N, C, H, W) -> (N, out_channels, ceil(H / stride),
+// ceil(W / stride)) holding x[:, :, ::stride, ::stride] at channels [pad_lo, pad_lo + C) and
+// zeros elsewhere; pad_lo = -1 centres the input's channels ((out_channels - C) / 2 zeros
+// before them, as pytorch_resnet_cifar10).
+Tensor shortcut(const Tensor& x, int64_t out_channels, int64_t stride, int64_t pad_lo = -1);
+
+// Normalisation (ops_norm.cpp).
+// x (N, C) or (N, C, H, W); weight and bias (C) or undefined; running_mean and running_var (C)
+// on x's device. training: normalise with the batch's statistics and update the running ones
+// in place (momentum as PyTorch: running = (1 - momentum) running + momentum batch, unbiased
+// variance); otherwise normalise with the running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  const Tensor& running_mean, const Tensor& running_var, bool training,
+                  float momentum = 0.1f, float eps = 1e-5f);
 
 // Shapes (ops_shape.cpp): views of the same storage. One dimension may be -1.
 Tensor reshape(const Tensor& x, const Shape& shape);

@@ -65,6 +65,7 @@ void save_checkpoint(const std::string& path, const Model& model,
       meta["mask." + name] = granularity_name(p->mask->granularity);
     }
   }
+  for (auto& [name, b] : model.named_buffers()) tensors.push_back({name, *b});
   for (auto& [name, t] : rewind) tensors.push_back({kRewindPrefix + name, t});
   if (!train_state.empty())
     for (auto& [name, p] : model.named_parameters())
@@ -120,6 +121,21 @@ Checkpoint load_checkpoint(const std::string& path) {
                                                        : parse_granularity(path, g->second));
       used.insert(name + ".mask");
     }
+  }
+  for (auto& [name, b] : ck.model.named_buffers()) {
+    const Tensor* t = file.find(name);
+    SPRIG_CHECK(t, path, ": missing tensor '", name, "' required by the spec");
+    SPRIG_CHECK(t->dtype() == DType::F32 && t->shape() == b->shape(), path, ": tensor '", name,
+                "' is ", dtype_name(t->dtype()), " ", to_string(t->shape()),
+                " but the spec needs float32 ", to_string(b->shape()));
+    check_finite(path, name, *t);
+    const float* v = t->data_as<float>();
+    if (name.size() >= 11 && name.compare(name.size() - 11, 11, "running_var") == 0)
+      for (int64_t i = 0; i < t->numel(); ++i)
+        SPRIG_CHECK(v[i] >= 0, path, ": tensor '", name, "' holds ", v[i], " at element ", i,
+                    " (a variance is never negative)");
+    b->copy_(*t);
+    used.insert(name);
   }
   const std::string prefix = kRewindPrefix;
   for (auto& [name, t] : file.tensors) {

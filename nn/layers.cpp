@@ -99,6 +99,35 @@ std::vector<std::pair<std::string, ParameterPtr>> Conv2d::local_parameters() con
   return {{"weight", weight}};
 }
 
+// ---- BatchNorm ---------------------------------------------------------------------------
+BatchNorm::BatchNorm(int64_t c, float e, float m) : num_features(c), eps(e), momentum(m) {
+  SPRIG_CHECK(c > 0, "bn: features must be positive, got ", c);
+  weight = std::make_shared<Parameter>("weight", Tensor::full({c}, 1.0f));
+  bias = std::make_shared<Parameter>("bias", Tensor::zeros({c}));
+  weight->norm_affine = bias->norm_affine = true;
+  running_mean = Tensor::zeros({c});
+  running_var = Tensor::full({c}, 1.0f);
+}
+
+Tensor BatchNorm::forward(const Tensor& x) {
+  return batch_norm(x, weight->value, bias->value, running_mean, running_var, is_training(),
+                    momentum, eps);
+}
+
+Shape BatchNorm::output_shape(const Shape& in) const {
+  SPRIG_CHECK((in.size() == 1 || in.size() == 3) && in[0] == num_features, "bn expects (",
+              num_features, ") or (", num_features, ", H, W) per sample, got ", to_string(in));
+  return in;
+}
+
+std::vector<std::pair<std::string, ParameterPtr>> BatchNorm::local_parameters() const {
+  return {{"weight", weight}, {"bias", bias}};
+}
+
+std::vector<std::pair<std::string, Tensor*>> BatchNorm::local_buffers() {
+  return {{"running_mean", &running_mean}, {"running_var", &running_var}};
+}
+
 // ---- MaxPool2d ---------------------------------------------------------------------
 MaxPool2d::MaxPool2d(int64_t k, int64_t s, int64_t p)
     : kernel(k), stride(s == 0 ? k : s), padding(p) {
@@ -125,6 +154,56 @@ Shape MaxPool2d::output_shape(const Shape& in) const {
   return {in[0], P, Q};
 }
 
+// ---- AvgPool2d ---------------------------------------------------------------------------
+AvgPool2d::AvgPool2d(int64_t k, int64_t s, int64_t p)
+    : kernel(k), stride(s == 0 ? k : s), padding(p) {
+  SPRIG_CHECK(k >= 1 && stride >= 1 && p >= 0 && 2 * p <= k,
+              "avgpool: need kernel >= 1, stride >= 1, 0 <= pad <= kernel/2 (got ", k, ", ", s,
+              ", ", p, ")");
+}
+
+std::string AvgPool2d::spec() const {
+  std::string s = "avgpool(" + std::to_string(kernel);
+  if (stride != kernel) s += ",stride=" + std::to_string(stride);
+  if (padding != 0) s += ",pad=" + std::to_string(padding);
+  return s + ")";
+}
+
+Shape AvgPool2d::output_shape(const Shape& in) const {
+  SPRIG_CHECK(in.size() == 3, spec(), " expects (C, H, W) per sample, got ", to_string(in));
+  SPRIG_CHECK(kernel <= std::min(in[1], in[2]) + 2 * padding, spec(), ": input ", to_string(in),
+              " is smaller than the window");
+  return {in[0], (in[1] + 2 * padding - kernel) / stride + 1,
+          (in[2] + 2 * padding - kernel) / stride + 1};
+}
+
+// ---- GlobalAvgPool2d ---------------------------------------------------------------------
+Shape GlobalAvgPool2d::output_shape(const Shape& in) const {
+  SPRIG_CHECK(in.size() == 3, "gap expects (C, H, W) per sample, got ", to_string(in));
+  return {in[0], 1, 1};
+}
+
+// ---- Shortcut ----------------------------------------------------------------------------
+Shortcut::Shortcut(int64_t out, int64_t s, int64_t pad)
+    : out_channels(out), stride(s), pad_lo(pad) {
+  SPRIG_CHECK(out > 0 && s >= 1 && pad >= -1,
+              "shortcut: need out > 0, stride >= 1 and pad >= 0, got ", out, ", ", s, ", ", pad);
+}
+
+std::string Shortcut::spec() const {
+  return "shortcut(" + std::to_string(out_channels) +
+         (stride != 1 ? ",stride=" + std::to_string(stride) : "") +
+         (pad_lo >= 0 ? ",pad=" + std::to_string(pad_lo) : "") + ")";
+}
+
+Shape Shortcut::output_shape(const Shape& in) const {
+  SPRIG_CHECK(in.size() == 3 && in[0] <= out_channels, spec(),
+              " expects (C, H, W) per sample with C <= ", out_channels, ", got ", to_string(in));
+  SPRIG_CHECK(pad_lo <= out_channels - in[0], spec(), ": ", pad_lo, " zero channels before the ",
+              in[0], " input channels do not fit in ", out_channels);
+  return {out_channels, (in[1] - 1) / stride + 1, (in[2] - 1) / stride + 1};
+}
+
 // ---- Flatten -----------------------------------------------------------------------------
 Shape Flatten::output_shape(const Shape& in) const {
   // Shapes come from specs and files; an absurd one must not wrap around.
@@ -144,8 +223,17 @@ Tensor Sequential::forward(const Tensor& x) {
 
 std::string Sequential::spec() const {
   std::string s;
-  for (auto& layer : layers) s += (s.empty() ? "" : " ") + layer->spec();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!s.empty()) s += " ";
+    if (i < names.size() && !names[i].empty()) s += names[i] + ":";
+    const bool nested = dynamic_cast<const Sequential*>(layers[i].get()) != nullptr;
+    s += nested ? "seq[" + layers[i]->spec() + "]" : layers[i]->spec();
+  }
   return s;
+}
+
+std::string Sequential::name_of(size_t i) const {
+  return i < names.size() && !names[i].empty() ? names[i] : std::to_string(i);
 }
 
 Shape Sequential::output_shape(const Shape& in) const {
@@ -166,7 +254,47 @@ int64_t Sequential::flops(const Shape& in) const {
 
 std::vector<std::pair<std::string, Module*>> Sequential::children() const {
   std::vector<std::pair<std::string, Module*>> out;
-  for (size_t i = 0; i < layers.size(); ++i) out.push_back({std::to_string(i), layers[i].get()});
+  for (size_t i = 0; i < layers.size(); ++i) out.push_back({name_of(i), layers[i].get()});
+  return out;
+}
+
+// ---- Residual ----------------------------------------------------------------------------
+Residual::Residual(std::shared_ptr<Sequential> b, std::shared_ptr<Sequential> s, bool relu)
+    : body(std::move(b)), shortcut(std::move(s)), relu_out(relu) {
+  SPRIG_CHECK(body && !body->layers.empty(), "res: the body branch is empty");
+  for (size_t i = 0; i < body->layers.size(); ++i)
+    SPRIG_CHECK(body->name_of(i) != "shortcut",
+                "res: a body layer may not be named 'shortcut' (that is the other branch)");
+}
+
+Tensor Residual::forward(const Tensor& x) {
+  Tensor y = add((*body)(x), identity_shortcut() ? x : (*shortcut)(x));
+  return relu_out ? relu(y) : y;
+}
+
+std::string Residual::spec() const {
+  std::string s = relu_out ? "res[" : "res(relu=0)[";
+  s += body->spec();
+  if (!identity_shortcut()) s += " | " + shortcut->spec();
+  return s + "]";
+}
+
+Shape Residual::output_shape(const Shape& in) const {
+  Shape main = body->output_shape(in);
+  Shape side = identity_shortcut() ? in : shortcut->output_shape(in);
+  SPRIG_CHECK(main == side, "res: the body gives ", to_string(main), " per sample but the ",
+              identity_shortcut() ? "identity shortcut passes " : "shortcut gives ",
+              to_string(side), " (they are added)");
+  return main;
+}
+
+int64_t Residual::flops(const Shape& in) const {
+  return body->flops(in) + (identity_shortcut() ? 0 : shortcut->flops(in));
+}
+
+std::vector<std::pair<std::string, Module*>> Residual::children() const {
+  auto out = body->children();
+  if (!identity_shortcut()) out.push_back({"shortcut", shortcut.get()});
   return out;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-// The layers: Linear, Conv2d, ReLU, MaxPool2d, Flatten, and the Sequential container.
+// The layers: Linear, Conv2d, BatchNorm, ReLU, MaxPool2d, AvgPool2d, GlobalAvgPool2d, Shortcut,
+// Flatten, and the containers Sequential and Residual (two branches joined by an add).
 // New layers start with PyTorch's default initialisation (kaiming_uniform with a = sqrt(5),
 // i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases), so a sprig model and a
 // PyTorch model trained with the same recipe are comparable.
@@ -39,6 +40,28 @@ class Conv2d : public Module {
   ParameterPtr bias;    // (K), or null
 };
 
+// BatchNorm1d on flat (C) samples, BatchNorm2d on (C, H, W) ones, as PyTorch's: training mode
+// normalises with the batch's statistics and updates the running ones (momentum 0.1, unbiased
+// variance), evaluation mode uses the running statistics. weight starts at 1, bias at 0.
+// PyTorch's num_batches_tracked only matters for momentum=None, which sprig does not offer,
+// so it is not kept.
+class BatchNorm : public Module {
+ public:
+  explicit BatchNorm(int64_t num_features, float eps = 1e-5f, float momentum = 0.1f);
+  Tensor forward(const Tensor& x) override;  // (N, C) or (N, C, H, W), same shape out
+  std::string spec() const override { return "bn"; }
+  Shape output_shape(const Shape& in) const override;
+  std::vector<std::pair<std::string, ParameterPtr>> local_parameters() const override;
+  std::vector<std::pair<std::string, Tensor*>> local_buffers() override;
+
+  int64_t num_features;
+  float eps, momentum;
+  ParameterPtr weight;  // (C) scale, gamma
+  ParameterPtr bias;    // (C) shift, beta
+  Tensor running_mean;  // (C)
+  Tensor running_var;   // (C)
+};
+
 class ReLU : public Module {
  public:
   Tensor forward(const Tensor& x) override { return relu(x); }
@@ -55,6 +78,39 @@ class MaxPool2d : public Module {
   int64_t kernel, stride, padding;
 };
 
+// Average pooling; padding counts as zeros in the average (PyTorch's count_include_pad).
+class AvgPool2d : public Module {
+ public:
+  AvgPool2d(int64_t kernel, int64_t stride, int64_t padding);
+  Tensor forward(const Tensor& x) override { return avg_pool2d(x, kernel, stride, padding); }
+  std::string spec() const override;
+  Shape output_shape(const Shape& in) const override;
+
+  int64_t kernel, stride, padding;
+};
+
+// (C, H, W) -> (C, 1, 1): the mean of each channel (AdaptiveAvgPool2d(1)).
+class GlobalAvgPool2d : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return global_avg_pool2d(x); }
+  std::string spec() const override { return "gap"; }
+  Shape output_shape(const Shape& in) const override;
+};
+
+// The option-A residual shortcut of He et al.'s CIFAR ResNets: the input subsampled by stride
+// with zero channels on both sides up to out_channels (see engine/ops.h shortcut). No weights.
+// pad_lo zero channels come first; -1 centres the input's channels (pytorch_resnet_cifar10).
+// Shrinking a ResNet can leave them off-centre, so the spec says pad= then.
+class Shortcut : public Module {
+ public:
+  Shortcut(int64_t out_channels, int64_t stride, int64_t pad_lo = -1);
+  Tensor forward(const Tensor& x) override { return shortcut(x, out_channels, stride, pad_lo); }
+  std::string spec() const override;
+  Shape output_shape(const Shape& in) const override;
+
+  int64_t out_channels, stride, pad_lo;
+};
+
 class Flatten : public Module {
  public:
   Tensor forward(const Tensor& x) override { return flatten(x, 1); }
@@ -67,12 +123,38 @@ class Sequential : public Module {
   Sequential() = default;
   explicit Sequential(std::vector<ModulePtr> layers) : layers(std::move(layers)) {}
   Tensor forward(const Tensor& x) override;
-  std::string spec() const override;  // the layers' specs joined by spaces
+  // The layers' specs joined by spaces, each named one as "name:spec", nested containers in
+  // brackets ("seq[...]", "res[...]").
+  std::string spec() const override;
   Shape output_shape(const Shape& in) const override;
   int64_t flops(const Shape& in) const override;
   std::vector<std::pair<std::string, Module*>> children() const override;
+  // The local name of layer i: names[i] when given and not empty, else its index, as
+  // PyTorch names nn.Sequential's children (and named submodules, for ResNets).
+  std::string name_of(size_t i) const;
 
   std::vector<ModulePtr> layers;
+  std::vector<std::string> names;  // optional, parallel to layers
+};
+
+// A residual block: y = body(x) + shortcut(x), then ReLU when relu_out (He et al.'s basic
+// block: the ReLU after the add). An empty shortcut is the identity. The body's layers are
+// this block's children under their own names and the shortcut is child "shortcut", so a
+// basic block's parameters are named as pytorch_resnet_cifar10's (conv1.weight, bn1.weight,
+// ..., shortcut.0.weight for an option-B shortcut).
+class Residual : public Module {
+ public:
+  Residual(std::shared_ptr<Sequential> body, std::shared_ptr<Sequential> shortcut, bool relu_out);
+  Tensor forward(const Tensor& x) override;
+  std::string spec() const override;  // "res[body | shortcut]", "res(relu=0)[body]"
+  Shape output_shape(const Shape& in) const override;  // checks both branches agree
+  int64_t flops(const Shape& in) const override;
+  std::vector<std::pair<std::string, Module*>> children() const override;
+
+  std::shared_ptr<Sequential> body;      // never null
+  std::shared_ptr<Sequential> shortcut;  // null or empty: identity
+  bool relu_out = true;
+  bool identity_shortcut() const { return !shortcut || shortcut->layers.empty(); }
 };
 
 }  // namespace sprig::nn

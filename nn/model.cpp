@@ -3,14 +3,53 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <set>
 
 #include "engine/rng.h"
 
 namespace sprig::nn {
 
 std::vector<std::string> zoo_names() {
-  return {"mlp", "cnn2", "lenet5"};
+  return {"mlp",      "cnn2",      "lenet5",    "resnet20", "resnet32",
+          "resnet56", "resnet20b", "resnet32b", "resnet56b"};
 }
+
+namespace {
+
+// He et al. 2016's CIFAR ResNet-(6n+2): a 3x3 conv to 16 channels, three stages of n basic
+// blocks at 16, 32 and 64 channels (the first block of stages 2 and 3 has stride 2), global
+// average pooling and a linear classifier. Layers are named as pytorch_resnet_cifar10's, so a
+// PyTorch state_dict of its models loads by name. Option A: the shortcut of a downsampling
+// block subsamples and pads channels with zeros (no weights); option B: 1x1 conv + BN.
+std::string resnet_spec(int n, bool option_b) {
+  auto conv_bn = [](int idx, int c, int stride) {
+    std::string i = std::to_string(idx);
+    return "conv" + i + ":conv(" + std::to_string(c) + ",3" +
+           (stride != 1 ? ",stride=" + std::to_string(stride) : "") + ",pad=1,bias=0) bn" + i +
+           ":bn";
+  };
+  std::string s = conv_bn(1, 16, 1) + " relu";
+  int in = 16;
+  for (int stage = 0; stage < 3; ++stage) {
+    const int c = 16 << stage;
+    s += " layer" + std::to_string(stage + 1) + ":seq[";
+    for (int b = 0; b < n; ++b) {
+      const int stride = (b == 0 && stage > 0) ? 2 : 1;
+      s += std::string(b ? " " : "") + "res[" + conv_bn(1, c, stride) + " relu " + conv_bn(2, c, 1);
+      if (stride != 1 || in != c)
+        s += option_b
+                 ? " | conv(" + std::to_string(c) + ",1,stride=" + std::to_string(stride) +
+                       ",bias=0) bn"
+                 : " | shortcut(" + std::to_string(c) + ",stride=" + std::to_string(stride) + ")";
+      s += "]";
+      in = c;
+    }
+    s += "]";
+  }
+  return s + " gap flatten linear:linear(10)";
+}
+
+}  // namespace
 
 std::string zoo_spec(const std::string& name) {
   static const std::map<std::string, std::string> zoo = {
@@ -23,6 +62,12 @@ std::string zoo_spec(const std::string& name) {
        "conv(6,5,pad=2) relu maxpool(2) conv(16,5) relu maxpool(2) flatten linear(120) relu "
        "linear(84) relu linear(10)"},
   };
+  if (name == "resnet20") return resnet_spec(3, false);
+  if (name == "resnet32") return resnet_spec(5, false);
+  if (name == "resnet56") return resnet_spec(9, false);
+  if (name == "resnet20b") return resnet_spec(3, true);
+  if (name == "resnet32b") return resnet_spec(5, true);
+  if (name == "resnet56b") return resnet_spec(9, true);
   auto it = zoo.find(name);
   return it == zoo.end() ? "" : it->second;
 }
@@ -30,9 +75,13 @@ std::string zoo_spec(const std::string& name) {
 namespace {
 
 struct LayerSpec {
+  std::string label;  // "conv1" in "conv1:conv(16,3)", or "" (named by its index)
   std::string name;
   std::vector<int64_t> positional;
   std::map<std::string, int64_t> named;
+  // Containers: "seq[a b]" has one branch, "res[a b | c]" two (body and shortcut).
+  std::vector<std::vector<LayerSpec>> branches;
+  bool bracketed = false;
   size_t pos = 0;  // character offset in the spec, for messages
 };
 
@@ -51,60 +100,113 @@ int64_t parse_int(const std::string& spec, size_t& i) {
   return std::stoll(digits);
 }
 
-std::vector<LayerSpec> tokenize(const std::string& spec) {
-  std::vector<LayerSpec> layers;
-  size_t i = 0;
-  auto skip_space = [&] {
-    while (i < spec.size() && std::isspace(static_cast<unsigned char>(spec[i]))) ++i;
-  };
-  skip_space();
-  while (i < spec.size()) {
-    LayerSpec layer;
-    layer.pos = i;
-    while (i < spec.size() && (std::isalnum(static_cast<unsigned char>(spec[i])) || spec[i] == '_'))
-      layer.name += char(std::tolower(static_cast<unsigned char>(spec[i++])));
-    if (layer.name.empty()) spec_error(spec, i, std::string("unexpected '") + spec[i] + "'");
-    skip_space();
-    if (i < spec.size() && spec[i] == '(') {
-      ++i;
-      skip_space();
-      while (i < spec.size() && spec[i] != ')') {
-        size_t arg_pos = i;
-        if (std::isalpha(static_cast<unsigned char>(spec[i]))) {
-          std::string key;
-          while (i < spec.size() &&
-                 (std::isalnum(static_cast<unsigned char>(spec[i])) || spec[i] == '_'))
-            key += spec[i++];
-          skip_space();
-          if (i >= spec.size() || spec[i] != '=') spec_error(spec, i, "expected '=' after " + key);
-          ++i;
-          skip_space();
-          if (layer.named.count(key)) spec_error(spec, arg_pos, "argument " + key + " given twice");
-          layer.named[key] = parse_int(spec, i);
-        } else {
-          if (!layer.named.empty())
-            spec_error(spec, arg_pos, "positional argument after a named one");
-          layer.positional.push_back(parse_int(spec, i));
-        }
-        skip_space();
-        if (i < spec.size() && spec[i] == ',') {
-          ++i;
-          skip_space();
-          if (i < spec.size() && spec[i] == ')')
-            spec_error(spec, i, "expected an argument after ','");
-        } else if (i < spec.size() && spec[i] != ')') {
-          spec_error(spec, i, "expected ',' or ')'");
-        }
-      }
-      if (i >= spec.size()) spec_error(spec, layer.pos, "missing ')' for " + layer.name);
-      ++i;  // ')'
-    }
-    layers.push_back(std::move(layer));
-    skip_space();
-  }
-  if (layers.empty()) throw Error("model spec is empty");
-  return layers;
+bool is_word_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
 }
+
+// Nesting deeper than this is refused, so a hostile spec cannot exhaust the stack.
+constexpr int kMaxSpecDepth = 16;
+
+class SpecTokenizer {
+ public:
+  explicit SpecTokenizer(const std::string& spec) : spec_(spec) {}
+
+  std::vector<LayerSpec> parse() {
+    std::vector<LayerSpec> layers = sequence(0);
+    if (i_ < spec_.size()) spec_error(spec_, i_, std::string("unexpected '") + spec_[i_] + "'");
+    if (layers.empty()) throw Error("model spec is empty");
+    return layers;
+  }
+
+ private:
+  void skip_space() {
+    while (i_ < spec_.size() && std::isspace(static_cast<unsigned char>(spec_[i_]))) ++i_;
+  }
+
+  // Layers up to the end, a '|' or a ']' (left for the caller).
+  std::vector<LayerSpec> sequence(int depth) {
+    std::vector<LayerSpec> layers;
+    skip_space();
+    while (i_ < spec_.size() && spec_[i_] != '|' && spec_[i_] != ']') {
+      layers.push_back(layer(depth));
+      skip_space();
+    }
+    return layers;
+  }
+
+  std::string word() {
+    std::string w;
+    while (i_ < spec_.size() && is_word_char(spec_[i_])) w += spec_[i_++];
+    return w;
+  }
+
+  LayerSpec layer(int depth) {
+    LayerSpec layer;
+    layer.pos = i_;
+    std::string w = word();
+    if (w.empty()) spec_error(spec_, i_, std::string("unexpected '") + spec_[i_] + "'");
+    skip_space();
+    if (i_ < spec_.size() && spec_[i_] == ':') {
+      layer.label = w;
+      ++i_;
+      skip_space();
+      w = word();
+      if (w.empty()) spec_error(spec_, i_, "expected a layer after '" + layer.label + ":'");
+    }
+    for (char c : w) layer.name += char(std::tolower(static_cast<unsigned char>(c)));
+    skip_space();
+    if (i_ < spec_.size() && spec_[i_] == '(') arguments(layer);
+    skip_space();
+    if (i_ < spec_.size() && spec_[i_] == '[') {
+      if (depth >= kMaxSpecDepth)
+        spec_error(spec_, i_, "blocks nested more than " + std::to_string(kMaxSpecDepth) + " deep");
+      layer.bracketed = true;
+      ++i_;
+      for (;;) {
+        layer.branches.push_back(sequence(depth + 1));
+        if (i_ >= spec_.size()) spec_error(spec_, layer.pos, "missing ']' for " + layer.name);
+        if (spec_[i_++] == ']') break;  // else '|': another branch
+      }
+    }
+    return layer;
+  }
+
+  void arguments(LayerSpec& layer) {
+    ++i_;  // '('
+    skip_space();
+    while (i_ < spec_.size() && spec_[i_] != ')') {
+      size_t arg_pos = i_;
+      if (std::isalpha(static_cast<unsigned char>(spec_[i_]))) {
+        std::string key = word();
+        skip_space();
+        if (i_ >= spec_.size() || spec_[i_] != '=')
+          spec_error(spec_, i_, "expected '=' after " + key);
+        ++i_;
+        skip_space();
+        if (layer.named.count(key)) spec_error(spec_, arg_pos, "argument " + key + " given twice");
+        layer.named[key] = parse_int(spec_, i_);
+      } else {
+        if (!layer.named.empty())
+          spec_error(spec_, arg_pos, "positional argument after a named one");
+        layer.positional.push_back(parse_int(spec_, i_));
+      }
+      skip_space();
+      if (i_ < spec_.size() && spec_[i_] == ',') {
+        ++i_;
+        skip_space();
+        if (i_ < spec_.size() && spec_[i_] == ')')
+          spec_error(spec_, i_, "expected an argument after ','");
+      } else if (i_ < spec_.size() && spec_[i_] != ')') {
+        spec_error(spec_, i_, "expected ',' or ')'");
+      }
+    }
+    if (i_ >= spec_.size()) spec_error(spec_, layer.pos, "missing ')' for " + layer.name);
+    ++i_;  // ')'
+  }
+
+  const std::string& spec_;
+  size_t i_ = 0;
+};
 
 // Reads the arguments of one layer against its signature: names in order, with defaults
 // (missing default = required).
@@ -151,24 +253,47 @@ std::map<std::string, int64_t> bind_args(const std::string& spec, const LayerSpe
   return out;
 }
 
-}  // namespace
+// Builds the layers of one branch for per-sample input `shape`, leaving `shape` at its output.
+class ModelBuilder {
+ public:
+  ModelBuilder(const std::string& spec, uint64_t seed) : spec_(spec), rng_(seed) {}
 
-Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed) {
-  std::string spec = zoo_spec(name_or_spec);
-  if (spec.empty()) spec = name_or_spec;
-  SPRIG_CHECK(!input_shape.empty(), "build_model: empty input shape");
-  for (int64_t d : input_shape)
-    SPRIG_CHECK(d > 0, "build_model: input shape ", to_string(input_shape),
-                " has a zero or negative dimension");
-  Rng rng(seed);
-  auto net = std::make_shared<Sequential>();
-  Shape shape = input_shape;  // per sample, tracked layer by layer to infer in-features
-  for (const LayerSpec& l : tokenize(spec)) {
+  std::shared_ptr<Sequential> sequence(const std::vector<LayerSpec>& specs, Shape& shape) {
+    auto seq = std::make_shared<Sequential>();
+    std::set<std::string> labels;
+    for (const LayerSpec& l : specs) {
+      if (!l.label.empty()) {
+        if (!labels.insert(l.label).second)
+          spec_error(spec_, l.pos, "name '" + l.label + "' is used twice in one block");
+        if (std::all_of(l.label.begin(), l.label.end(), ::isdigit))
+          spec_error(spec_, l.pos,
+                     "name '" + l.label +
+                         "' is a number (unnamed layers are "
+                         "named by their index)");
+      }
+      seq->layers.push_back(layer(l, shape));
+      seq->names.push_back(l.label);
+    }
+    for (size_t i = 0; i < seq->layers.size(); ++i)
+      if (specs[i].label.empty() && labels.count(seq->name_of(i)))
+        spec_error(spec_, specs[i].pos,
+                   "name '" + seq->name_of(i) + "' is used twice in one block");
+    return seq;
+  }
+
+ private:
+  ModulePtr layer(const LayerSpec& l, Shape& shape) {
     ModulePtr layer;
+    const bool container = l.name == "seq" || l.name == "res";
+    if (l.bracketed != container)
+      spec_error(spec_, l.pos,
+                 container
+                     ? l.name + " needs its layers in brackets, e.g. " + l.name + "[conv(8,3) relu]"
+                     : l.name + " takes no [...] block (only seq and res do)");
     try {
       if (l.name == "conv" || l.name == "conv2d") {
         SPRIG_CHECK(shape.size() == 3, "conv needs (C, H, W) input, got ", to_string(shape));
-        auto a = bind_args(spec, l,
+        auto a = bind_args(spec_, l,
                            {{"out", true, 0},
                             {"kernel", true, 0},
                             {"stride", false, 1},
@@ -184,34 +309,91 @@ Model build_model(const std::string& name_or_spec, const Shape& input_shape, uin
                     "conv: input ", to_string(shape), " padded by ", a["pad"],
                     " is smaller than the kernel ", a["kernel"], " (dilation ", a["dilation"], ")");
         Conv2dOptions opt{a["stride"], a["pad"], a["dilation"]};
-        layer = std::make_shared<Conv2d>(shape[0], a["out"], a["kernel"], opt, a["bias"] != 0, rng);
+        layer =
+            std::make_shared<Conv2d>(shape[0], a["out"], a["kernel"], opt, a["bias"] != 0, rng_);
       } else if (l.name == "linear" || l.name == "dense") {
         SPRIG_CHECK(shape.size() == 1, "linear needs flat input, got ", to_string(shape),
                     " (add flatten before it)");
-        auto a = bind_args(spec, l, {{"out", true, 0}, {"bias", false, 1}});
-        layer = std::make_shared<Linear>(shape[0], a["out"], a["bias"] != 0, rng);
+        auto a = bind_args(spec_, l, {{"out", true, 0}, {"bias", false, 1}});
+        layer = std::make_shared<Linear>(shape[0], a["out"], a["bias"] != 0, rng_);
+      } else if (l.name == "bn" || l.name == "batchnorm") {
+        bind_args(spec_, l, {});
+        SPRIG_CHECK(shape.size() == 1 || shape.size() == 3, "bn needs (C) or (C, H, W) input, got ",
+                    to_string(shape));
+        layer = std::make_shared<BatchNorm>(shape[0]);
       } else if (l.name == "relu") {
-        bind_args(spec, l, {});
+        bind_args(spec_, l, {});
         layer = std::make_shared<ReLU>();
       } else if (l.name == "maxpool" || l.name == "maxpool2d") {
-        auto a = bind_args(spec, l, {{"kernel", true, 0}, {"stride", false, 0}, {"pad", false, 0}});
+        auto a =
+            bind_args(spec_, l, {{"kernel", true, 0}, {"stride", false, 0}, {"pad", false, 0}});
         layer = std::make_shared<MaxPool2d>(a["kernel"], a["stride"], a["pad"]);
+      } else if (l.name == "avgpool" || l.name == "avgpool2d") {
+        auto a =
+            bind_args(spec_, l, {{"kernel", true, 0}, {"stride", false, 0}, {"pad", false, 0}});
+        layer = std::make_shared<AvgPool2d>(a["kernel"], a["stride"], a["pad"]);
+      } else if (l.name == "gap") {
+        bind_args(spec_, l, {});
+        layer = std::make_shared<GlobalAvgPool2d>();
+      } else if (l.name == "shortcut") {
+        auto a = bind_args(spec_, l, {{"out", true, 0}, {"stride", false, 1}, {"pad", false, -1}});
+        layer = std::make_shared<Shortcut>(a["out"], a["stride"], a["pad"]);
       } else if (l.name == "flatten") {
-        bind_args(spec, l, {});
+        bind_args(spec_, l, {});
         layer = std::make_shared<Flatten>();
+      } else if (l.name == "seq") {
+        bind_args(spec_, l, {});
+        if (l.branches.size() != 1) spec_error(spec_, l.pos, "seq takes one branch (no '|')");
+        Shape out = shape;
+        layer = sequence(l.branches[0], out);
+      } else if (l.name == "res") {
+        auto a = bind_args(spec_, l, {{"relu", false, 1}});
+        SPRIG_CHECK(a["relu"] == 0 || a["relu"] == 1, "res: relu must be 0 or 1, got ", a["relu"]);
+        if (l.branches.size() > 2)
+          spec_error(spec_, l.pos, "res takes a body and at most one shortcut ('|' once)");
+        if (l.branches[0].empty()) spec_error(spec_, l.pos, "res: the body branch is empty");
+        Shape body_out = shape, side_out = shape;
+        auto body = sequence(l.branches[0], body_out);
+        std::shared_ptr<Sequential> side;
+        if (l.branches.size() == 2) side = sequence(l.branches[1], side_out);
+        layer = std::make_shared<Residual>(body, side, a["relu"] != 0);
       } else {
-        spec_error(spec, l.pos,
+        spec_error(spec_, l.pos,
                    "unknown layer '" + l.name +
-                       "' (known: conv, linear, relu, maxpool, flatten; zoo: mlp, cnn2, lenet5)");
+                       "' (known: conv, linear, bn, relu, maxpool, avgpool, gap, shortcut, "
+                       "flatten, seq[...], res[...]; zoo: " +
+                       zoo_list() + ")");
       }
       shape = layer->output_shape(shape);
     } catch (const Error& e) {
       std::string msg = e.what();
       if (msg.rfind("model spec", 0) == 0) throw;
-      spec_error(spec, l.pos, msg);
+      spec_error(spec_, l.pos, msg);
     }
-    net->layers.push_back(layer);
+    return layer;
   }
+
+  static std::string zoo_list() {
+    std::string out;
+    for (auto& n : zoo_names()) out += (out.empty() ? "" : ", ") + n;
+    return out;
+  }
+
+  const std::string& spec_;
+  Rng rng_;
+};
+
+}  // namespace
+
+Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed) {
+  std::string spec = zoo_spec(name_or_spec);
+  if (spec.empty()) spec = name_or_spec;
+  SPRIG_CHECK(!input_shape.empty(), "build_model: empty input shape");
+  for (int64_t d : input_shape)
+    SPRIG_CHECK(d > 0, "build_model: input shape ", to_string(input_shape),
+                " has a zero or negative dimension");
+  Shape shape = input_shape;  // per sample, tracked layer by layer to infer in-features
+  auto net = ModelBuilder(spec, seed).sequence(SpecTokenizer(spec).parse(), shape);
   Model m;
   m.spec = net->spec();
   m.input_shape = input_shape;

@@ -2,8 +2,14 @@
 // Models from the zoo or from a short text spec such as
 //   conv(8,3,pad=1) relu conv(16,3,pad=1) relu flatten linear(10)
 // Layers: conv(out, kernel[, stride=1][, pad=0][, dilation=1][, bias=1]), linear(out[, bias=1]),
-// relu, maxpool(kernel[, stride=kernel][, pad=0]), flatten. Input features and channels are
-// inferred from the input shape, so a spec plus an input shape defines every parameter.
+// bn (BatchNorm1d or 2d by the input), relu, maxpool(kernel[, stride=kernel][, pad=0]),
+// avgpool(kernel[, stride=kernel][, pad=0]), gap (global average pooling to (C, 1, 1)),
+// shortcut(out[, stride=1][, pad=centred]) (option-A residual shortcut), flatten. Input features
+// and channels are inferred from the input shape, so a spec plus an input shape defines every
+// parameter. Containers: seq[layers] (a nested Sequential) and res[body | shortcut] (a residual
+// block y = relu(body(x) + shortcut(x)); no '|' = identity shortcut; res(relu=0)[...] skips the
+// ReLU). Any layer may be named, "conv1:conv(16,3)"; unnamed layers are named by index, so
+// parameters are "conv1.weight", "layer1.0.bn1.running_mean", "3.weight" as in PyTorch.
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +33,11 @@ struct Model {
   // Moves every parameter (with its gradient, mask and optimizer state) to device d.
   void to(Device d) const {
     for (auto& p : parameters()) p->to(d);
+    for (auto& [name, b] : net->named_buffers()) *b = b->to(d);
+  }
+  // BatchNorm running statistics and other non-trained state, by name.
+  std::vector<std::pair<std::string, Tensor*>> named_buffers() const {
+    return net->named_buffers();
   }
   Device device() const {
     auto ps = parameters();
@@ -34,7 +45,10 @@ struct Model {
   }
 };
 
-// The zoo: mlp (LeNet-300-100), cnn2 (seed 002's 2-conv Fashion-MNIST model), lenet5.
+// The zoo: mlp (LeNet-300-100), cnn2 (seed 002's 2-conv Fashion-MNIST model), lenet5,
+// resnet20 / resnet32 / resnet56 (He et al. 2016's CIFAR ResNets, option-A shortcuts) and
+// resnet20b / resnet32b / resnet56b (option-B shortcuts: 1x1 conv + BN), for any (C, H, W)
+// input.
 std::vector<std::string> zoo_names();
 // The spec of a zoo model, or "" when name is not in the zoo.
 std::string zoo_spec(const std::string& name);

@@ -32,6 +32,16 @@ std::vector<std::pair<std::string, ParameterPtr>> Module::named_parameters(
   return out;
 }
 
+std::vector<std::pair<std::string, Tensor*>> Module::named_buffers(const std::string& prefix) {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (auto& [name, t] : local_buffers()) out.push_back({prefix + name, t});
+  for (auto& [name, child] : children()) {
+    auto sub = child->named_buffers(prefix + name + ".");
+    out.insert(out.end(), sub.begin(), sub.end());
+  }
+  return out;
+}
+
 std::vector<ParameterPtr> Module::parameters() const {
   std::vector<ParameterPtr> out;
   for (auto& kv : named_parameters()) out.push_back(kv.second);

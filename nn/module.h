@@ -35,14 +35,19 @@ class Module {
 
   // This module's own parameters, by local name ("weight", "bias").
   virtual std::vector<std::pair<std::string, ParameterPtr>> local_parameters() const { return {}; }
-  // Child modules by local name ("0", "1", ...).
+  // Child modules by local name ("0", "1", ..., or the name the spec gave them).
   virtual std::vector<std::pair<std::string, Module*>> children() const { return {}; }
+  // State a layer saves beside its parameters but does not train (BatchNorm's running
+  // statistics), by local name; the pointers let loading and device moves replace them.
+  virtual std::vector<std::pair<std::string, Tensor*>> local_buffers() { return {}; }
 
   // Every parameter below this module, named "child.child.local" as in PyTorch.
   std::vector<ParameterPtr> parameters() const;
   std::vector<std::pair<std::string, ParameterPtr>> named_parameters(
       const std::string& prefix = "") const;
   int64_t num_parameters() const;
+  // Every buffer below this module, named as parameters are ("bn1.running_mean").
+  std::vector<std::pair<std::string, Tensor*>> named_buffers(const std::string& prefix = "");
 
   void train(bool on = true);
   void eval() { train(false); }
@@ -57,5 +62,20 @@ class Module {
 };
 
 using ModulePtr = std::shared_ptr<Module>;
+
+// Sets a module's mode (train(on)) for a scope and restores the previous one after, e.g. so a
+// pruning criterion that runs forward and backward passes leaves BatchNorm's running
+// statistics as they were.
+class ModeGuard {
+ public:
+  ModeGuard(Module& m, bool training) : m_(m), prev_(m.is_training()) { m.train(training); }
+  ~ModeGuard() { m_.train(prev_); }
+  ModeGuard(const ModeGuard&) = delete;
+  ModeGuard& operator=(const ModeGuard&) = delete;
+
+ private:
+  Module& m_;
+  bool prev_;
+};
 
 }  // namespace sprig::nn

@@ -4,27 +4,58 @@
 
 namespace sprig::nn {
 
-ModelSummary summarize(const Model& model) {
-  ModelSummary s;
-  s.input_shape = model.input_shape;
-  Shape shape = model.input_shape;
-  for (size_t i = 0; i < model.net->layers.size(); ++i) {
-    const Module& layer = *model.net->layers[i];
-    LayerSummary l;
-    l.name = std::to_string(i);
+namespace {
+
+// Appends the rows of `layer` (and of its children) for per-sample input `in`; returns its
+// output shape.
+Shape summarize_layer(const Module& layer, const std::string& name, int depth, const Shape& in,
+                      ModelSummary& s) {
+  LayerSummary l;
+  l.name = name;
+  l.depth = depth;
+  l.flops = layer.flops(in);
+  l.output_shape = layer.output_shape(in);
+  for (auto& [pname, p] : layer.named_parameters()) {
+    l.params += p->numel();
+    l.nonzero += p->count_nonzero();
+  }
+  const auto* seq = dynamic_cast<const Sequential*>(&layer);
+  const auto* res = dynamic_cast<const Residual*>(&layer);
+  l.container = seq || res;
+  if (!l.container) {
     l.spec = layer.spec();
-    l.flops = layer.flops(shape);
-    shape = layer.output_shape(shape);
-    l.output_shape = shape;
-    for (auto& [name, p] : layer.named_parameters()) {
-      l.params += p->numel();
-      l.nonzero += p->count_nonzero();
-    }
     s.params += l.params;
     s.nonzero += l.nonzero;
     s.flops += l.flops;
     s.layers.push_back(l);
+    return l.output_shape;
   }
+  l.spec = seq ? "seq" : res->identity_shortcut() ? "res (identity)" : "res";
+  s.layers.push_back(l);
+  const std::string prefix = name + ".";
+  if (seq) {
+    Shape shape = in;
+    for (size_t i = 0; i < seq->layers.size(); ++i)
+      shape = summarize_layer(*seq->layers[i], prefix + seq->name_of(i), depth + 1, shape, s);
+  } else {
+    Shape shape = in;
+    for (size_t i = 0; i < res->body->layers.size(); ++i)
+      shape = summarize_layer(*res->body->layers[i], prefix + res->body->name_of(i), depth + 1,
+                              shape, s);
+    if (!res->identity_shortcut())
+      summarize_layer(*res->shortcut, prefix + "shortcut", depth + 1, in, s);
+  }
+  return l.output_shape;
+}
+
+}  // namespace
+
+ModelSummary summarize(const Model& model) {
+  ModelSummary s;
+  s.input_shape = model.input_shape;
+  Shape shape = model.input_shape;
+  for (size_t i = 0; i < model.net->layers.size(); ++i)
+    shape = summarize_layer(*model.net->layers[i], model.net->name_of(i), 0, shape, s);
   return s;
 }
 
@@ -40,20 +71,23 @@ static std::string with_commas(int64_t v) {
 std::string format_summary(const ModelSummary& s) {
   char line[256];
   std::string out;
-  std::snprintf(line, sizeof line, "%-4s %-22s %-15s %12s %12s %9s %14s\n", "#", "layer",
+  std::snprintf(line, sizeof line, "%-20s %-34s %-15s %12s %12s %9s %14s\n", "name", "layer",
                 "output shape", "params", "nonzero", "sparsity", "FLOPs");
   out += line;
-  out += std::string(94, '-') + "\n";
+  out += std::string(122, '-') + "\n";
   for (const auto& l : s.layers) {
-    std::snprintf(line, sizeof line, "%-4s %-22s %-15s %12s %12s %8.2f%% %14s\n", l.name.c_str(),
-                  l.spec.c_str(), to_string(l.output_shape).c_str(), with_commas(l.params).c_str(),
-                  with_commas(l.nonzero).c_str(), 100.0 * l.sparsity(),
-                  with_commas(l.flops).c_str());
+    // Deeper rows are indented, so the tree shows; the name column holds the leaf's own name.
+    std::string indent(2 * l.depth, ' ');
+    std::string leaf = l.name.substr(l.name.find_last_of('.') + 1);
+    std::snprintf(line, sizeof line, "%-20s %-34s %-15s %12s %12s %8.2f%% %14s\n",
+                  (indent + leaf).c_str(), l.spec.c_str(), to_string(l.output_shape).c_str(),
+                  with_commas(l.params).c_str(), with_commas(l.nonzero).c_str(),
+                  100.0 * l.sparsity(), with_commas(l.flops).c_str());
     out += line;
   }
-  out += std::string(94, '-') + "\n";
+  out += std::string(122, '-') + "\n";
   double sparsity = s.params ? 100.0 * (1.0 - double(s.nonzero) / double(s.params)) : 0.0;
-  std::snprintf(line, sizeof line, "%-4s %-22s %-15s %12s %12s %8.2f%% %14s\n", "", "total",
+  std::snprintf(line, sizeof line, "%-20s %-34s %-15s %12s %12s %8.2f%% %14s\n", "", "total",
                 ("in " + to_string(s.input_shape)).c_str(), with_commas(s.params).c_str(),
                 with_commas(s.nonzero).c_str(), sparsity, with_commas(s.flops).c_str());
   out += line;
@@ -65,6 +99,8 @@ nlohmann::json summary_json(const ModelSummary& s) {
   for (const auto& l : s.layers)
     layers.push_back({{"name", l.name},
                       {"spec", l.spec},
+                      {"depth", l.depth},
+                      {"container", l.container},
                       {"output_shape", l.output_shape},
                       {"params", l.params},
                       {"nonzero", l.nonzero},

@@ -8,9 +8,13 @@
 
 namespace sprig::nn {
 
+// One row per layer, containers (seq, res) included, in forward order: a container's row is
+// followed by its children's, one level deeper. A container's numbers are its children's sums.
 struct LayerSummary {
-  std::string name;    // index in the Sequential, e.g. "0"
-  std::string spec;    // e.g. "conv(8,3,pad=1)"
+  std::string name;  // path as in parameter names, e.g. "0" or "layer2.0.conv1"
+  std::string spec;  // e.g. "conv(8,3,pad=1)"; "seq" / "res" for a container
+  int depth = 0;     // 0 for the model's own layers
+  bool container = false;
   Shape output_shape;  // per sample
   int64_t params = 0, nonzero = 0, flops = 0;
   double sparsity() const { return params ? 1.0 - double(nonzero) / double(params) : 0.0; }
@@ -19,7 +23,7 @@ struct LayerSummary {
 struct ModelSummary {
   Shape input_shape;
   std::vector<LayerSummary> layers;
-  int64_t params = 0, nonzero = 0, flops = 0;
+  int64_t params = 0, nonzero = 0, flops = 0;  // over the leaf layers
 };
 
 ModelSummary summarize(const Model& model);

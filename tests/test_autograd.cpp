@@ -85,6 +85,64 @@ TEST_SUITE("gradcheck") {
     }
   }
 
+  TEST_CASE("avg_pool2d, global_avg_pool2d, shortcut") {
+    Rng rng(21);
+    Tensor x = param({2, 3, 7, 6}, rng);
+    for (auto [k, s, p] : {std::tuple{2, 2, 0}, std::tuple{3, 2, 1}, std::tuple{3, 1, 0}})
+      check_gradients([k = k, s = s, p = p](const V& in) { return avg_pool2d(in[0], k, s, p); },
+                      {x});
+    check_gradients([](const V& in) { return global_avg_pool2d(in[0]); }, {x});
+    // Stride 2 on odd and even sizes, channels centred and shifted.
+    check_gradients([](const V& in) { return shortcut(in[0], 7, 2); }, {x});
+    check_gradients([](const V& in) { return shortcut(in[0], 5, 3, 0); }, {x});
+    check_gradients([](const V& in) { return shortcut(in[0], 3, 1); }, {x});
+  }
+
+  TEST_CASE("batch_norm: batch statistics, running statistics, with and without affine") {
+    Rng rng(22);
+    for (Shape shape : {Shape{4, 3, 3, 2}, Shape{5, 4}, Shape{1, 2, 3, 3}}) {
+      CAPTURE(to_string(shape));
+      const int64_t C = shape[1];
+      Tensor x = param(shape, rng, -2.0f, 2.0f);
+      Tensor w = param({C}, rng, 0.5f, 1.5f), b = param({C}, rng);
+      Tensor rm = Tensor::from_vector(std::vector<float>(C, 0.1f), {C});
+      Tensor rv = Tensor::from_vector(std::vector<float>(C, 0.8f), {C});
+      // Momentum 0 keeps the running statistics fixed while the differences are taken.
+      for (bool training : {true, false}) {
+        CAPTURE(training);
+        check_gradients(
+            [&](const V& in) { return batch_norm(in[0], in[1], in[2], rm, rv, training, 0.0f); },
+            {x, w, b});
+        check_gradients(
+            [&](const V& in) {
+              return batch_norm(in[0], Tensor(), Tensor(), rm, rv, training, 0.0f);
+            },
+            {x});
+      }
+    }
+  }
+
+  TEST_CASE("a residual block with BatchNorm and both shortcut kinds") {
+    Rng rng(23);
+    for (const char* spec :
+         {"res[conv(3,3,pad=1,bias=0) bn relu conv(3,3,pad=1,bias=0) bn] gap flatten linear(4)",
+          "res[conv(6,3,stride=2,pad=1) bn relu conv(6,3,pad=1) bn | shortcut(6,stride=2)] "
+          "flatten linear(4)",
+          "res(relu=0)[conv(5,3,stride=2,pad=1) bn | conv(5,1,stride=2) bn] avgpool(2) flatten "
+          "linear(4)"}) {
+      CAPTURE(spec);
+      nn::Model m = nn::build_model(spec, {3, 6, 6}, 5);
+      Tensor in = param({3, 3, 6, 6}, rng);
+      V all = {in};
+      for (auto& p : m.parameters()) all.push_back(p->value);
+      Tensor labels = Tensor::from_vector_i32({1, 3, 0}, {3});
+      // Training mode: batch statistics (running ones change between calls but do not feed
+      // the output).
+      check_gradients([&](const V& v) { return cross_entropy(m.forward(v[0]), labels); }, all,
+                      2e-3f, 3e-2, 3e-3);
+    }
+  }
+
   TEST_CASE("reshape, flatten, sum, mean") {
     Rng rng(7);
     Tensor x = param({2, 3, 4}, rng);
