@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "engine/rng.h"
+#include "prune/groups.h"
 
 namespace sprig::prune {
 
@@ -63,202 +64,156 @@ void slice_into(const nn::Parameter& from, nn::Parameter& to, int64_t units, int
   }
 }
 
-// The layers between a producer and its consumer: what they are and how they map channels.
-struct Group {
-  int producer = -1;          // layer index of the last conv/linear seen, -1 before the first
-  int64_t block = 1;          // consumer inputs per producer unit (H*W after a flatten of a conv)
-  int unknown = -1;           // index of a layer kind shrink cannot see through, -1 if none
-  std::vector<int64_t> keep;  // the producer's kept units
-  int64_t units = 0;          // the producer's units before shrinking
-};
-
-// What to keep of one conv/linear layer, its weight viewed as (out, units, inner).
-struct Plan {
-  size_t index = 0;
-  std::vector<int64_t> rows;  // kept outputs
-  std::vector<int64_t> cols;  // kept input units
-  int64_t units = 1, inner = 1;
-  ShrinkLayer report;
-  bool changes() const {
-    return int64_t(rows.size()) < report.units_before || int64_t(cols.size()) < units;
+// One step of the removal fixed point: unit u can go when it is not fixed, has producers, and
+// either nothing reads it (every consumer's weights on it are zero) or it is exactly zero: every
+// producer row is zero on the inputs that stay and has a zero bias, and every BatchNorm on it
+// has zero scale and shift (with a zero input, BN would still output its shift minus the
+// scaled running mean). Reading rows on the inputs that stay lets removals cascade forward, so
+// a second shrink is a no-op.
+bool removable(const DependencyGraph& g, int u, const std::vector<char>& removed,
+               std::vector<char>* constant_output) {
+  const ChannelUnit& unit = g.units[u];
+  if (unit.producers.empty() || (unit.fixed && unit.opaque_reader.empty())) return false;
+  bool unread = !unit.consumers.empty();
+  for (const UnitRef& c : unit.consumers) {
+    const GraphLayer& L = g.layers[c.layer];
+    Weighted w = as_weighted(L.module);
+    Tensor wv = to_cpu(w.weight().value);  // (out, in, inner)
+    const int64_t inner = wv.numel() / (w.out() * L.in);
+    for (int64_t r = 0; r < w.out() && unread; ++r)
+      for (int64_t x = 0; x < inner && unread; ++x)
+        unread = wv.data()[(r * L.in + c.index) * inner + x] == 0.0f;
   }
-};
-
-[[noreturn]] void unsupported(const std::vector<nn::ModulePtr>& layers, const Group& g, size_t i) {
-  throw Error("shrink: cannot remove " + std::to_string(g.units - int64_t(g.keep.size())) +
-              " units of layer " + std::to_string(g.producer) + " (" + layers[g.producer]->spec() +
-              "): layer " + std::to_string(g.unknown) + " (" + layers[g.unknown]->spec() +
-              ") between it and its consumer, layer " + std::to_string(i) + " (" +
-              layers[i]->spec() +
-              "), is not a kind shrink can see through (relu, maxpool, flatten)");
-}
-
-// Decides what layer i keeps, given what its producer keeps (g). Reads the layer only.
-Plan plan_layer(const std::vector<nn::ModulePtr>& layers, const Group& g, size_t i, bool is_last,
-                const std::vector<char>& unread) {
-  Weighted w = as_weighted(layers[i].get());
-  const nn::Parameter& weight = w.weight();
-  const nn::Parameter* bias = w.bias();
-  Plan plan;
-  plan.index = i;
-  const int64_t out = w.out();
-  const int64_t row_len = weight.numel() / out;  // C*R*S or in_features
-
-  // Inputs: drop the columns that read the producer's removed units.
-  if (g.producer >= 0 && int64_t(g.keep.size()) < g.units) {
-    if (g.unknown >= 0) unsupported(layers, g, i);
-    SPRIG_CHECK(row_len % (g.units * g.block) == 0, "shrink: layer ", i, " (", layers[i]->spec(),
-                ") has ", row_len, " inputs per output, not a multiple of ", g.units,
-                " units of layer ", g.producer, " x ", g.block);
-    plan.units = g.units;
-    plan.cols = g.keep;
-  } else {
-    plan.cols = {0};  // every input, as one unit
-  }
-  plan.inner = row_len / plan.units;  // weights per input unit and output row
-
-  // Outputs: a row is removable when its weights on the kept inputs and its bias are all
-  // exactly zero (reading the row on the kept inputs only removes units that read nothing but
-  // removed units, and makes a second shrink a no-op), or when the consumer never reads it
-  // (its columns there are all zero, as channel pruning leaves them): whatever such a unit
-  // outputs, even a constant from its bias, is multiplied by zeros.
-  Tensor wv = to_cpu(weight.value);  // (out, units, inner)
-  const float* wp = wv.data();
-  Tensor bv = bias ? to_cpu(bias->value) : Tensor();  // (out)
-  int64_t zero_weight_kept = 0;
-  for (int64_t r = 0; r < out; ++r) {
-    bool zero = true;
-    for (size_t k = 0; k < plan.cols.size() && zero; ++k) {
-      const float* s = wp + (r * plan.units + plan.cols[k]) * plan.inner;
-      for (int64_t x = 0; x < plan.inner && zero; ++x) zero = s[x] == 0.0f;
+  if (unread && !unit.fixed) return true;
+  bool weights_zero = true, bias_zero = true;
+  for (const UnitRef& p : unit.producers) {
+    const GraphLayer& L = g.layers[p.layer];
+    Weighted w = as_weighted(L.module);
+    Tensor wv = to_cpu(w.weight().value);
+    const int64_t inner = wv.numel() / (w.out() * L.in);
+    for (int64_t c = 0; c < L.in && weights_zero; ++c) {
+      if (removed[L.in_units[c]]) continue;
+      const float* row = wv.data() + (p.index * L.in + c) * inner;
+      for (int64_t x = 0; x < inner && weights_zero; ++x) weights_zero = row[x] == 0.0f;
     }
-    bool bias_zero = !bias || bv.data()[r] == 0.0f;
-    bool is_unread = r < int64_t(unread.size()) && unread[r];
-    bool keep = is_last || ((!zero || !bias_zero) && !is_unread);
-    if (keep) plan.rows.push_back(r);
-    if (keep && zero && !bias_zero) ++zero_weight_kept;
+    if (w.bias()) bias_zero = bias_zero && to_cpu(w.bias()->value).data()[p.index] == 0.0f;
   }
-  // All outputs are zero: keep the first, so the layer still exists (and outputs zeros).
-  if (plan.rows.empty()) plan.rows.push_back(0);
-
-  plan.report.name = std::to_string(i);
-  plan.report.spec_before = layers[i]->spec();
-  plan.report.units_before = out;
-  plan.report.units_after = int64_t(plan.rows.size());
-  plan.report.zero_weight_kept = zero_weight_kept;
-  return plan;
+  for (const UnitRef& n : unit.norms) {
+    auto* bn = dynamic_cast<nn::BatchNorm*>(g.layers[n.layer].module);
+    bias_zero = bias_zero && to_cpu(bn->weight->value).data()[n.index] == 0.0f &&
+                to_cpu(bn->bias->value).data()[n.index] == 0.0f;
+  }
+  if (weights_zero && !bias_zero && constant_output) (*constant_output)[u] = 1;
+  if (unit.fixed && (unread || (weights_zero && bias_zero))) {
+    const GraphLayer& P = g.layers[unit.producers[0].layer];
+    throw Error("shrink: cannot remove channel " + std::to_string(unit.producers[0].index) +
+                " of layer " + P.name + " (" + P.module->spec() + "): " + unit.opaque_reader +
+                " reads it and is not a kind shrink can see through (bn, relu, pooling, "
+                "flatten, shortcut, res)");
+  }
+  return !unit.fixed && weights_zero && bias_zero;
 }
 
-// Builds the smaller layer of a plan and copies the kept weights (and masks) into it.
-nn::ModulePtr build_small(nn::Module* layer, const Plan& plan, Rng& dummy) {
-  Weighted w = as_weighted(layer);
-  const bool has_bias = w.bias() != nullptr;
-  const int64_t out = int64_t(plan.rows.size());
-  const int64_t row_len = int64_t(plan.cols.size()) * plan.inner;
+// The removed units: the fixed point of `removable`, then each layer keeps at least one
+// output (its first), so no layer vanishes.
+std::vector<char> removed_units(const DependencyGraph& g, std::vector<char>& constant_output) {
+  std::vector<char> removed(g.units.size(), 0);
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t u = 0; u < g.units.size(); ++u)
+      if (!removed[u] && removable(g, int(u), removed, nullptr)) removed[u] = changed = true;
+  }
+  for (const GraphLayer& L : g.layers) {
+    if (!as_weighted(L.module).ok()) continue;
+    bool any = false;
+    for (int u : L.out_units) any = any || !removed[u];
+    if (!any && !L.out_units.empty()) removed[L.out_units[0]] = 0;
+  }
+  constant_output.assign(g.units.size(), 0);
+  for (size_t u = 0; u < g.units.size(); ++u)
+    if (!removed[u]) removable(g, int(u), removed, &constant_output);
+  return removed;
+}
+
+std::vector<int64_t> kept(const std::vector<int>& units, const std::vector<char>& removed) {
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < units.size(); ++i)
+    if (!removed[units[i]]) out.push_back(int64_t(i));
+  return out;
+}
+
+// The smaller copy of one graph layer, or null when it keeps everything.
+nn::ModulePtr build_small(const GraphLayer& L, const std::vector<char>& removed, Rng& dummy) {
+  const std::vector<int64_t> rows = kept(L.out_units, removed), cols = kept(L.in_units, removed);
+  if (int64_t(rows.size()) == L.out && int64_t(cols.size()) == L.in) return nullptr;
+  const int64_t out = int64_t(rows.size()), in = int64_t(cols.size());
   nn::ModulePtr small;
-  if (w.conv) {
-    int64_t in_channels = row_len / (w.conv->kernel * w.conv->kernel);
-    small = std::make_shared<nn::Conv2d>(in_channels, out, w.conv->kernel, w.conv->opt, has_bias,
-                                         dummy);
+  if (auto* conv = dynamic_cast<nn::Conv2d*>(L.module)) {
+    auto c = std::make_shared<nn::Conv2d>(in, out, conv->kernel, conv->opt, conv->bias != nullptr,
+                                          dummy);
+    const int64_t kk = conv->kernel * conv->kernel;
+    slice_into(*conv->weight, *c->weight, L.in, kk, rows, cols);
+    if (conv->bias) slice_into(*conv->bias, *c->bias, 1, 1, rows, {0});
+    small = c;
+  } else if (auto* lin = dynamic_cast<nn::Linear*>(L.module)) {
+    auto l = std::make_shared<nn::Linear>(in, out, lin->bias != nullptr, dummy);
+    slice_into(*lin->weight, *l->weight, L.in, 1, rows, cols);
+    if (lin->bias) slice_into(*lin->bias, *l->bias, 1, 1, rows, {0});
+    small = l;
+  } else if (auto* bn = dynamic_cast<nn::BatchNorm*>(L.module)) {
+    auto b = std::make_shared<nn::BatchNorm>(out, bn->eps, bn->momentum);
+    slice_into(*bn->weight, *b->weight, 1, 1, rows, {0});
+    slice_into(*bn->bias, *b->bias, 1, 1, rows, {0});
+    Tensor mean = to_cpu(bn->running_mean), var = to_cpu(bn->running_var);  // (C) each
+    gather(mean.data(), 1, 1, rows, {0}, b->running_mean.data());
+    gather(var.data(), 1, 1, rows, {0}, b->running_var.data());
+    small = b;
+  } else if (auto* sc = dynamic_cast<nn::Shortcut*>(L.module)) {
+    // The input's surviving channels stay contiguous in the output (they are the same units);
+    // the zero channels kept before them are the new padding.
+    const int64_t lo = sc->pad_lo >= 0 ? sc->pad_lo : (sc->out_channels - L.in) / 2;
+    int64_t pad = 0;
+    for (int64_t r : rows) pad += r < lo;
+    small = std::make_shared<nn::Shortcut>(out, sc->stride, pad);
   } else {
-    small = std::make_shared<nn::Linear>(row_len, out, has_bias, dummy);
+    throw Error("shrink: layer " + L.name + " (" + L.module->spec() + ") cannot be shrunk");
   }
-  small->train(layer->is_training());
-  Weighted ws = as_weighted(small.get());
-  slice_into(w.weight(), ws.weight(), plan.units, plan.inner, plan.rows, plan.cols);
-  if (has_bias) slice_into(*w.bias(), *ws.bias(), 1, 1, plan.rows, {0});
+  small->train(L.module->is_training());
   return small;
-}
-
-// For every conv/linear layer, which of its outputs its consumer never reads: the consumer's
-// weights on that unit's inputs (a block of `block` features after a flatten) are all zero.
-std::vector<std::vector<char>> unread_outputs(const std::vector<nn::ModulePtr>& layers,
-                                              const std::vector<Shape>& in_shapes) {
-  std::vector<std::vector<char>> unread(layers.size());
-  int producer = -1;
-  int64_t block = 1;
-  bool opaque = false;  // a layer kind shrink cannot see through lies in between
-  for (size_t i = 0; i < layers.size(); ++i) {
-    nn::Module* layer = layers[i].get();
-    Weighted w = as_weighted(layer);
-    if (w.ok()) {
-      if (producer >= 0 && !opaque) {
-        int64_t units = as_weighted(layers[producer].get()).out();
-        Tensor wv = to_cpu(w.weight().value);  // (out, units * block * rest)
-        int64_t row_len = wv.numel() / w.out();
-        if (row_len % (units * block) == 0) {
-          int64_t inner = row_len / units;  // consumer weights per producer unit and row
-          const float* wp = wv.data();
-          std::vector<char>& dead = unread[producer];
-          dead.assign(units, 1);
-          for (int64_t r = 0; r < w.out(); ++r)
-            for (int64_t u = 0; u < units; ++u)
-              for (int64_t x = 0; x < inner && dead[u]; ++x)
-                if (wp[(r * units + u) * inner + x] != 0.0f) dead[u] = 0;
-        }
-      }
-      producer = int(i);
-      block = 1;
-      opaque = false;
-    } else if (dynamic_cast<nn::Flatten*>(layer)) {
-      block *= numel(in_shapes[i]) / in_shapes[i][0];
-    } else if (!dynamic_cast<nn::ReLU*>(layer) && !dynamic_cast<nn::MaxPool2d*>(layer)) {
-      opaque = true;
-    }
-  }
-  return unread;
 }
 
 }  // namespace
 
 static ShrinkReport shrink_on_host(nn::Model& model) {
-  std::vector<nn::ModulePtr>& layers = model.net->layers;
   ShrinkReport report;
   report.params_before = model.num_parameters();
-
-  // Per-sample input shape of every layer, for the spatial size at a flatten.
-  std::vector<Shape> in_shapes;
-  Shape shape = model.input_shape;
-  size_t last_weighted = layers.size();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    in_shapes.push_back(shape);
-    shape = layers[i]->output_shape(shape);
-    if (as_weighted(layers[i].get()).ok()) last_weighted = i;
-  }
-
-  const std::vector<std::vector<char>> unread = unread_outputs(layers, in_shapes);
-
-  // Plan every layer first, so that an unsupported structure throws before anything changed.
-  std::vector<Plan> plans;
-  Group g;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    nn::Module* layer = layers[i].get();
-    if (as_weighted(layer).ok()) {
-      plans.push_back(plan_layer(layers, g, i, i == last_weighted, unread[i]));
-      g = Group{};
-      g.producer = int(i);
-      g.keep = plans.back().rows;
-      g.units = plans.back().report.units_before;
-    } else if (dynamic_cast<nn::ReLU*>(layer) || dynamic_cast<nn::MaxPool2d*>(layer)) {
-      // Both map an all-zero channel to zeros, channel by channel.
-    } else if (dynamic_cast<nn::Flatten*>(layer)) {
-      // Channel c of a (C, H, W) input becomes features [c*H*W, (c+1)*H*W); a flat input
-      // passes through (factor 1).
-      const Shape& in = in_shapes[i];
-      g.block *= numel(in) / in[0];
-    } else if (g.unknown < 0) {
-      g.unknown = int(i);
-    }
-  }
+  // Everything is planned before any layer is replaced, so an error leaves the model as it was.
+  const DependencyGraph g = build_dependency_graph(model);
+  std::vector<char> constant_output;
+  const std::vector<char> removed = removed_units(g, constant_output);
+  Rng dummy(0);  // the new layers' initial values are overwritten with the kept weights
+  std::vector<nn::ModulePtr> replacement(g.layers.size());
+  for (size_t i = 0; i < g.layers.size(); ++i)
+    replacement[i] = build_small(g.layers[i], removed, dummy);
 
   // Layers with nothing to remove stay the same objects.
-  Rng dummy(0);  // the new layers' initial values are overwritten with the kept weights
-  for (Plan& plan : plans) {
-    if (plan.changes()) layers[plan.index] = build_small(layers[plan.index].get(), plan, dummy);
-    plan.report.spec_after = layers[plan.index]->spec();
-    report.layers.push_back(plan.report);
+  for (size_t i = 0; i < g.layers.size(); ++i) {
+    const GraphLayer& L = g.layers[i];
+    Weighted w = as_weighted(L.module);
+    ShrinkLayer r;
+    if (w.ok()) {
+      r.name = L.name;
+      r.spec_before = L.module->spec();
+      r.units_before = L.out;
+      r.units_after = int64_t(kept(L.out_units, removed).size());
+      for (int u : L.out_units) r.zero_weight_kept += constant_output[u];
+    }
+    if (replacement[i]) L.parent->layers[L.index] = replacement[i];
+    if (w.ok()) {
+      r.spec_after = L.parent->layers[L.index]->spec();
+      report.layers.push_back(r);
+    }
   }
-
   for (auto& [name, p] : model.named_parameters()) p->name = name;
   model.spec = model.net->spec();
   report.params_after = model.num_parameters();
@@ -282,6 +237,9 @@ nn::Model copy_model(const nn::Model& m) {
     if (s.mask)
       d.mask = std::make_shared<nn::Mask>(nn::Mask{s.mask->granularity, s.mask->keep.clone()});
   }
+  auto src_buffers = m.named_buffers(), dst_buffers = c.named_buffers();
+  for (size_t k = 0; k < src_buffers.size() && k < dst_buffers.size(); ++k)
+    *dst_buffers[k].second = src_buffers[k].second->clone();
   c.net->train(m.net->is_training());
   return c;
 }
