@@ -14,6 +14,7 @@ namespace sprig::app {
 namespace {
 struct PruneArgs {
   std::string in, out, method = "magnitude", granularity = "element", scope = "layer";
+  std::string group_reduce = "mean";
   std::string schedule = "oneshot", block = "1x4", dataset, data_dir, lr_schedule = "constant";
   std::string taylor_variant = "reference";
   double amount = 0.5, threshold = -1.0;
@@ -25,6 +26,44 @@ struct PruneArgs {
   uint64_t seed = 0;
   bool shrink = false, json = false, quiet = false;
 };
+
+// Filter pruning: per dependency group, which channels went and why a group kept them all.
+std::string format_group_report(const prune::PruneReport& r) {
+  if (r.groups.empty()) return "";
+  std::string out = "dependency groups (channels pruned / prunable):\n";
+  for (const prune::GroupReport& g : r.groups) {
+    if (g.units == 0) continue;  // the model's outputs
+    std::string layers;
+    for (const std::string& l : g.layers) layers += (layers.empty() ? "" : " ") + l;
+    char head[160];
+    std::snprintf(head, sizeof head, "  %-16s %4lld / %-4lld ", g.name.c_str(), (long long)g.pruned,
+                  (long long)g.units);
+    out += head;
+    if (!g.kept.empty()) {
+      out += "kept: " + g.kept;
+    } else {
+      out += "removed";
+      const size_t shown = std::min<size_t>(g.removed.size(), 8);
+      for (size_t i = 0; i < shown; ++i) out += " " + g.removed[i];
+      if (g.removed.size() > shown)
+        out += " and " + std::to_string(g.removed.size() - shown) + " more";
+    }
+    out += "\n    layers: " + layers + "\n";
+  }
+  return out;
+}
+
+nlohmann::json group_report_json(const prune::PruneReport& r) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (const prune::GroupReport& g : r.groups)
+    groups.push_back({{"name", g.name},
+                      {"layers", g.layers},
+                      {"units", g.units},
+                      {"pruned", g.pruned},
+                      {"removed", g.removed},
+                      {"kept", g.kept}});
+  return groups;
+}
 
 nlohmann::json eval_json(const EvalResult& r, Task task) {
   if (task == Task::Classification) return r.accuracy;
@@ -52,6 +91,7 @@ int run_prune(const PruneArgs& a) {
   plan.spec.count = a.count;
   plan.spec.threshold = a.threshold;
   plan.spec.min_keep = a.min_keep;
+  plan.spec.group_reduce = prune::parse_group_reduce(a.group_reduce);
   plan.spec.include = a.layers;
   plan.spec.exclude = a.exclude;
   plan.spec.seed = a.seed;
@@ -103,6 +143,7 @@ int run_prune(const PruneArgs& a) {
           cls ? s.after_prune.accuracy : s.after_prune.loss,
           cls ? s.after_finetune.accuracy : s.after_finetune.loss);
     }
+    std::printf("%s", format_group_report(r.last_report).c_str());
     std::printf("%s", nn::format_summary(nn::summarize(ck.model)).c_str());
     std::printf("params %lld -> %lld (%lld nonzero, %.2f%% sparsity); %s %.4f -> %.4f\n",
                 (long long)r.params_before, (long long)r.params_after, (long long)r.nonzero_after,
@@ -148,6 +189,7 @@ int run_prune(const PruneArgs& a) {
                         {"scope", a.scope},
                         {"schedule", a.schedule},
                         {"spec_after", ck.model.spec},
+                        {"groups", group_report_json(r.last_report)},
                         {"steps", steps}};
     if (!a.out.empty()) j["out"] = a.out;
     std::printf("%s\n", j.dump().c_str());
@@ -160,8 +202,16 @@ Command add_prune_command(CLI::App& app) {
   auto a = std::make_shared<PruneArgs>();
   app.add_option("--in,model", a->in, "checkpoint to prune (.safetensors)")->required();
   app.add_option("--out", a->out, "write the pruned model here");
-  app.add_option("--method", a->method, "magnitude, gradient, taylor, random, l1, l2 or fpgm")
-      ->check(CLI::IsMember({"magnitude", "gradient", "taylor", "random", "l1", "l2", "fpgm"}))
+  app.add_option("--method", a->method,
+                 "magnitude, gradient, taylor, random, l1, l2, fpgm or bn-scale (|gamma| of the "
+                 "BatchNorm on each channel, network slimming; filter granularity)")
+      ->check(CLI::IsMember(
+          {"magnitude", "gradient", "taylor", "random", "l1", "l2", "fpgm", "bn-scale"}))
+      ->capture_default_str();
+  app.add_option("--group-reduce", a->group_reduce,
+                 "filter pruning: a channel made by several layers (a residual stream) scores "
+                 "the mean or the sum of their scores")
+      ->check(CLI::IsMember({"mean", "sum"}))
       ->capture_default_str();
   app.add_option("--granularity", a->granularity,
                  "element, filter, neuron, channel, block or N:M (e.g. 2:4)")
@@ -183,7 +233,8 @@ Command add_prune_command(CLI::App& app) {
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--threshold", a->threshold, "prune units scoring below T instead of --amount")
       ->check(FiniteNumber & CLI::Range(0.0, 1e30));
-  app.add_option("--min-keep", a->min_keep, "units each layer keeps at least")
+  app.add_option("--min-keep", a->min_keep,
+                 "units each layer (filter pruning: each dependency group) keeps at least")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
       ->capture_default_str();
   app.add_option("--layers", a->layers, "weights to prune, e.g. 0.weight 2.weight (default: all)")

@@ -42,6 +42,17 @@ std::vector<std::pair<std::string, Tensor*>> Module::named_buffers(const std::st
   return out;
 }
 
+std::vector<std::pair<std::string, Module*>> Module::named_modules(
+    const std::string& prefix) const {
+  std::vector<std::pair<std::string, Module*>> out;
+  for (auto& [name, child] : children()) {
+    out.push_back({prefix + name, child});
+    auto sub = child->named_modules(prefix + name + ".");
+    out.insert(out.end(), sub.begin(), sub.end());
+  }
+  return out;
+}
+
 std::vector<ParameterPtr> Module::parameters() const {
   std::vector<ParameterPtr> out;
   for (auto& kv : named_parameters()) out.push_back(kv.second);

@@ -48,6 +48,9 @@ class Module {
   int64_t num_parameters() const;
   // Every buffer below this module, named as parameters are ("bn1.running_mean").
   std::vector<std::pair<std::string, Tensor*>> named_buffers(const std::string& prefix = "");
+  // Every module below this one (not itself), parents before children, by path
+  // ("layer1.0.conv1"), as PyTorch's named_modules without the root.
+  std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "") const;
 
   void train(bool on = true);
   void eval() { train(false); }

@@ -78,6 +78,10 @@ void detail::check_applies(Criterion c, Granularity g) {
               "'magnitude' for single weights");
   SPRIG_CHECK(!(c == Criterion::FPGM && g == Granularity::Block),
               "criterion 'fpgm' does not apply to block granularity (filter or channel only)");
+  SPRIG_CHECK(c != Criterion::BnScale || g == Granularity::Filter,
+              "criterion 'bn-scale' scores the channels a BatchNorm scales: use filter "
+              "granularity, not ",
+              granularity_name(g));
 }
 
 Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, const PruneSpec& spec,
@@ -87,6 +91,8 @@ Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, cons
   const float* w = weight.value.ptr();  // (rows, cols) on the weight's device
 
   detail::check_applies(c, g);
+  SPRIG_CHECK(c != Criterion::BnScale, "criterion 'bn-scale' scores BatchNorm channels, not the ",
+              "units of one weight ('", weight.name, "'): prune the model (prune_model)");
 
   // Random and activation scores are made on the host; the others are computed where the
   // weight lives (kernels/*/criteria) and copied back for the selection, which is on the host.

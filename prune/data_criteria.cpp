@@ -104,13 +104,13 @@ std::map<std::string, Tensor> taylor_filter_scores(nn::Model& model, const Batch
   for (auto& [name, p] : model.named_parameters()) names[p.get()] = name;
 
   std::vector<TaylorLayer> layers;
-  for (auto& m : model.net->layers) {
+  for (auto& [path, m] : model.net->named_modules()) {
     TaylorLayer l;
-    l.module = m.get();
-    if (auto* conv = dynamic_cast<nn::Conv2d*>(m.get())) {
+    l.module = m;
+    if (auto* conv = dynamic_cast<nn::Conv2d*>(m)) {
       l.name = names.at(conv->weight.get());
       l.channels = conv->out_channels;
-    } else if (auto* lin = dynamic_cast<nn::Linear*>(m.get())) {
+    } else if (auto* lin = dynamic_cast<nn::Linear*>(m)) {
       l.name = names.at(lin->weight.get());
       l.channels = lin->out_features;
     } else {

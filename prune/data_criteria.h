@@ -35,8 +35,8 @@ enum class TaylorVariant {
   Paper,
 };
 
-// Taylor scores per output channel / neuron of every Conv2d and Linear weight in
-// model.net->layers (Molchanov et al. 2017), keyed by weight name ("0.weight", ...), each an
+// Taylor scores per output channel / neuron of every Conv2d and Linear weight of the model,
+// inside blocks too (Molchanov et al. 2017), keyed by weight name ("0.weight", ...), each an
 // (out) f32 tensor, higher = more important, l2-normalised per layer (theta / ||theta||_2, the
 // paper's layer-wise normalisation; an all-zero layer stays zero). The activation is the
 // layer's own output, before any ReLU that follows (as in the reference code). Uses up to

@@ -16,6 +16,13 @@
 
 namespace sprig::prune {
 
+using detail::already_pruned;
+using detail::install_mask;
+using detail::install_units;
+using detail::LayerUnits;
+using detail::report_for;
+using detail::select_units;
+using detail::Target;
 using detail::unit_of;
 using detail::WeightView;
 
@@ -45,37 +52,17 @@ struct WeightedLayer {
   nn::ParameterPtr weight, bias;
 };
 
-// A weight to prune, with the bias that filter pruning also masks (null for none).
-struct Target {
-  std::string name;
-  nn::Parameter* weight;
-  nn::Parameter* bias;
-};
-
-// Scores and pruned flags of one weight's units while choosing.
-struct LayerUnits {
-  std::string name;
-  std::vector<float> score;     // (U)
-  std::vector<uint8_t> pruned;  // (U) 1 = pruned: on entry by an earlier mask, on exit chosen
-};
-
 }  // namespace
 
-static void collect_layers(const nn::Module& m, const std::string& prefix,
-                           std::vector<WeightedLayer>& out) {
-  if (auto* l = dynamic_cast<const nn::Linear*>(&m)) {
-    out.push_back({prefix + "weight", l->weight, l->bias});
-  } else if (auto* c = dynamic_cast<const nn::Conv2d*>(&m)) {
-    out.push_back({prefix + "weight", c->weight, c->bias});
-  } else {
-    for (auto& [name, child] : m.children()) collect_layers(*child, prefix + name + ".", out);
-  }
-}
-
 static std::vector<WeightedLayer> weighted_layers(const nn::Model& model) {
-  std::vector<WeightedLayer> out;
   SPRIG_CHECK(model.net, "cannot prune a model without layers");
-  collect_layers(*model.net, "", out);
+  std::vector<WeightedLayer> out;
+  for (auto& [path, m] : model.net->named_modules()) {
+    if (auto* l = dynamic_cast<const nn::Linear*>(m))
+      out.push_back({path + ".weight", l->weight, l->bias});
+    if (auto* c = dynamic_cast<const nn::Conv2d*>(m))
+      out.push_back({path + ".weight", c->weight, c->bias});
+  }
   return out;
 }
 
@@ -137,8 +124,8 @@ std::vector<std::pair<std::string, nn::ParameterPtr>> prunable_weights(const nn:
 // ---- choosing units ----
 
 // Units whose every element an earlier mask already zeroed: they stay pruned.
-static std::vector<uint8_t> already_pruned(const nn::Parameter& w, const WeightView& v,
-                                           Granularity g) {
+std::vector<uint8_t> detail::already_pruned(const nn::Parameter& w, const WeightView& v,
+                                            Granularity g) {
   const int64_t U = detail::num_units(v, g);
   std::vector<uint8_t> pruned(U, 0);
   if (!w.mask) return pruned;
@@ -154,7 +141,8 @@ static std::vector<uint8_t> already_pruned(const nn::Parameter& w, const WeightV
 // Marks more units of `layers` pruned, lowest score first, until the spec's target for them
 // together is met. With one layer this is layer scope, with all of them global scope. No layer
 // loses units below min_keep; units pruned earlier count toward the target and stay pruned.
-static void select_units(const std::vector<LayerUnits*>& layers, const PruneSpec& spec) {
+void detail::select_units(const std::vector<LayerUnits*>& layers, const PruneSpec& spec,
+                          const UnitFilter& may_prune) {
   struct Candidate {
     float score;
     int64_t layer, index;
@@ -198,10 +186,18 @@ static void select_units(const std::vector<LayerUnits*>& layers, const PruneSpec
     if (pruned >= target) break;
     if (by_threshold && !(c.score < spec.threshold)) break;
     if (room[c.layer] == 0) continue;
+    if (may_prune && !may_prune(c.layer, c.index)) continue;
     layers[c.layer]->pruned[c.index] = 1;
     --room[c.layer];
     ++pruned;
   }
+}
+
+void detail::normalise_scores(LayerUnits& L) {
+  double ss = 0.0;
+  for (float x : L.score) ss += double(x) * double(x);
+  if (ss > 0.0)
+    for (float& x : L.score) x = float(double(x) / std::sqrt(ss));
 }
 
 // ---- installing masks ----
@@ -223,7 +219,7 @@ static nn::MaskGranularity mask_granularity(Granularity g) {
 
 // keep must already include the old mask's zeros. A mask that now mixes two structures is
 // recorded as element, the only structure both follow; one that adds no zeros keeps its own.
-static void install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g) {
+void detail::install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g) {
   if (p.mask && p.mask->granularity != g) {
     const Tensor host_old = p.mask->keep.to(Device::cpu());
     const uint8_t* old = host_old.data_as<uint8_t>();
@@ -241,7 +237,7 @@ static void install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g) {
   p.set_mask(std::move(keep), g);
 }
 
-static LayerReport report_for(const Target& t, int64_t units, int64_t pruned_units) {
+LayerReport detail::report_for(const Target& t, int64_t units, int64_t pruned_units) {
   LayerReport r;
   r.name = t.name;
   r.units = units;
@@ -251,8 +247,8 @@ static LayerReport report_for(const Target& t, int64_t units, int64_t pruned_uni
   return r;
 }
 
-static void install_units(const Target& t, const WeightView& v, Granularity g,
-                          const std::vector<uint8_t>& pruned) {
+void detail::install_units(const Target& t, const WeightView& v, Granularity g,
+                           const std::vector<uint8_t>& pruned) {
   nn::Parameter& w = *t.weight;
   const Tensor host_old = w.mask ? w.mask->keep.to(Device::cpu()) : Tensor();
   const uint8_t* old = w.mask ? host_old.data_as<uint8_t>() : nullptr;
@@ -346,14 +342,8 @@ static std::vector<LayerReport> prune_targets(const std::vector<Target>& targets
     // neuron `in` weights) and differ in scale between layers, so each layer's scores are first
     // divided by the L2 norm of that layer's score vector. A threshold is then compared with
     // the normalised scores.
-    if (g != Granularity::Element) {
-      for (LayerUnits& L : units) {
-        double ss = 0.0;
-        for (float x : L.score) ss += double(x) * double(x);
-        if (ss > 0.0)
-          for (float& x : L.score) x = float(double(x) / std::sqrt(ss));
-      }
-    }
+    if (g != Granularity::Element)
+      for (LayerUnits& L : units) detail::normalise_scores(L);
     std::vector<LayerUnits*> all;
     for (LayerUnits& L : units) all.push_back(&L);
     select_units(all, spec);
@@ -372,6 +362,8 @@ static std::vector<LayerReport> prune_targets(const std::vector<Target>& targets
 PruneReport prune_model(nn::Model& model, const PruneSpec& spec,
                         const std::map<std::string, Tensor>& activation_scores) {
   validate_spec(model, spec);
+  if (spec.granularity == Granularity::Filter)
+    return detail::prune_filter_groups(model, spec, activation_scores);
   std::vector<WeightedLayer> layers = weighted_layers(model);
   auto chosen = prunable_weights(model, spec);
   std::vector<Target> targets;

@@ -1,6 +1,9 @@
 #pragma once
 // Internal to prune/: the 2-D view of a weight and the unit each element belongs to, shared by
-// the criteria (criteria.cpp) and the mask builder (masking.cpp).
+// the criteria (criteria.cpp), the mask builder (masking.cpp) and filter pruning by dependency
+// groups (group_masking.cpp).
+#include <functional>
+
 #include "kernels/cpu/criteria.h"
 #include "prune/prune.h"
 
@@ -45,5 +48,42 @@ inline int64_t unit_of(const WeightView& v, Granularity g, int64_t r, int64_t c)
 
 // Throws when criterion c cannot score units of granularity g (e.g. FPGM on single weights).
 void check_applies(Criterion c, Granularity g);
+
+// A weight to prune, with the bias that filter pruning also masks (null for none).
+struct Target {
+  std::string name;
+  nn::Parameter* weight;
+  nn::Parameter* bias;
+};
+
+// Scores and pruned flags of the units of one weight (or one dependency group) while choosing.
+struct LayerUnits {
+  std::string name;
+  std::vector<float> score;     // (U)
+  std::vector<uint8_t> pruned;  // (U) 1 = pruned: on entry by an earlier mask, on exit chosen
+};
+
+// Units whose every element an earlier mask already zeroed (they stay pruned).
+std::vector<uint8_t> already_pruned(const nn::Parameter& w, const WeightView& v, Granularity g);
+// Says whether unit `index` of layers[layer] may still be pruned; called just before it would
+// be, so it may count what it allows.
+using UnitFilter = std::function<bool(size_t layer, int64_t index)>;
+// Marks more units pruned, lowest score first, until the spec's target for `layers` together
+// is met (one entry: layer scope; all: global scope), leaving each at least min_keep and
+// skipping units may_prune refuses.
+void select_units(const std::vector<LayerUnits*>& layers, const PruneSpec& spec,
+                  const UnitFilter& may_prune = nullptr);
+// Divides the scores by their L2 norm, so global scope compares layers of different scales.
+void normalise_scores(LayerUnits& L);
+// Installs a mask on p, keeping its old zeros (keep must include them).
+void install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g);
+// Masks the pruned units of t's weight (and, for filters, their bias entries).
+void install_units(const Target& t, const WeightView& v, Granularity g,
+                   const std::vector<uint8_t>& pruned);
+LayerReport report_for(const Target& t, int64_t units, int64_t pruned_units);
+
+// Filter pruning over the model's dependency groups (group_masking.cpp); spec is checked.
+PruneReport prune_filter_groups(nn::Model& model, const PruneSpec& spec,
+                                const std::map<std::string, Tensor>& activation_scores);
 
 }  // namespace sprig::prune::detail

@@ -11,8 +11,9 @@ Criterion parse_criterion(const std::string& s) {
   if (s == "l1") return Criterion::L1Norm;
   if (s == "l2") return Criterion::L2Norm;
   if (s == "fpgm") return Criterion::FPGM;
+  if (s == "bn-scale") return Criterion::BnScale;
   throw Error("unknown pruning method '" + s +
-              "' (expected magnitude, gradient, taylor, random, l1, l2 or fpgm)");
+              "' (expected magnitude, gradient, taylor, random, l1, l2, fpgm or bn-scale)");
 }
 
 Granularity parse_granularity(const std::string& s) {
@@ -41,6 +42,8 @@ const char* criterion_name(Criterion c) {
       return "l2";
     case Criterion::FPGM:
       return "fpgm";
+    case Criterion::BnScale:
+      return "bn-scale";
   }
   return "?";
 }
@@ -59,6 +62,16 @@ const char* granularity_name(Granularity g) {
       return "nm";
   }
   return "?";
+}
+
+GroupReduce parse_group_reduce(const std::string& s) {
+  if (s == "mean") return GroupReduce::Mean;
+  if (s == "sum") return GroupReduce::Sum;
+  throw Error("unknown group reduction '" + s + "' (expected mean or sum)");
+}
+
+const char* group_reduce_name(GroupReduce r) {
+  return r == GroupReduce::Sum ? "sum" : "mean";
 }
 
 }  // namespace sprig::prune

@@ -3,6 +3,14 @@
 // units per layer or globally, and install masks (nn::Parameter::mask) that zero them. Names
 // follow torch.nn.utils.prune where the concept exists there.
 //
+// Filter pruning works on dependency groups (prune/groups.h): a channel is one unit of the
+// network, however many layers make it (a residual stream: the stem, every block's last conv and
+// BatchNorm, option-B shortcuts), scored by reducing its members' scores (GroupReduce) and
+// pruned in all of them at once: their weight rows, biases and BatchNorm scales and shifts are
+// masked, so it is exactly zero and shrink() removes it with every consumer's inputs. Amounts,
+// counts and min_keep apply per group (Layer scope) or across groups (Global scope); channels
+// tied to the model's inputs or outputs are never pruned. In a plain chain a group is one layer.
+//
 // Units by granularity (weights viewed as 2-D (rows, cols) = (out, in * kh * kw)):
 //   element  one weight                                  scores shaped like the weight
 //   filter   one output channel / neuron (a row)         scores (out)
@@ -33,16 +41,24 @@ enum class Criterion {
   L2Norm,     // sqrt(sum w^2) over the unit (blocks: root mean square)
   FPGM,       // He et al. 2019: units closest to the geometric median of the layer's units
               // (smallest sum of Euclidean distances to all other units) are pruned first
+  BnScale,    // Liu et al. 2017 (network slimming): |gamma| of the BatchNorm on each channel;
+              // filter granularity only (train with sprig train --bn-l1 to make it sparse)
 };
+// How the member scores of one channel of a dependency group (one per producing layer, or per
+// BatchNorm for BnScale) become its score, as Torch-Pruning's group importance.
+enum class GroupReduce { Mean, Sum };
 enum class Granularity { Element, Filter, Channel, Block, NM };
 enum class Scope { Layer, Global };
 
-Criterion parse_criterion(const std::string& s);      // magnitude|gradient|taylor|random|l1|l2|fpgm
+// magnitude|gradient|taylor|random|l1|l2|fpgm|bn-scale
+Criterion parse_criterion(const std::string& s);
 Granularity parse_granularity(const std::string& s);  // element|filter|neuron|channel|block|N:M
 // "2:4" -> {2, 4}; errors unless 0 < N <= M, both integers.
 std::pair<int64_t, int64_t> parse_nm(const std::string& s);
 const char* criterion_name(Criterion c);
 const char* granularity_name(Granularity g);
+GroupReduce parse_group_reduce(const std::string& s);  // mean|sum
+const char* group_reduce_name(GroupReduce r);
 
 struct PruneSpec {
   Criterion criterion = Criterion::Magnitude;
@@ -54,8 +70,9 @@ struct PruneSpec {
   double amount = 0.0;
   int64_t count = -1;       // >= 0: prune this many units in total instead of a fraction
   double threshold = -1.0;  // >= 0: prune every unit whose score is below it instead
-  int64_t min_keep = 1;     // units each layer keeps whatever the amount
-  int64_t n = 2, m = 4;     // N:M
+  int64_t min_keep = 1;     // units each layer (filter pruning: each group) keeps
+  GroupReduce group_reduce = GroupReduce::Mean;  // filter pruning: member scores -> channel
+  int64_t n = 2, m = 4;                          // N:M
   int64_t block_rows = 1, block_cols = 4;
   // Weight names to prune (e.g. "0.weight"); empty = every conv and linear weight.
   std::vector<std::string> include;
@@ -70,8 +87,19 @@ struct LayerReport {
   int64_t units = 0, pruned_units = 0;
   int64_t params = 0, nonzero = 0;  // of the weight (and its bias) after pruning
 };
+// Filter pruning: what happened to one dependency group.
+struct GroupReport {
+  std::string name;                 // its first producer's path, e.g. "conv1"
+  std::vector<std::string> layers;  // every producer and BatchNorm on its channels, model order
+  int64_t units = 0;                // channels that may be pruned (not tied to inputs/outputs)
+  int64_t pruned = 0;               // of those, pruned after this call (earlier ones included)
+  // Channels this call pruned, each named by its first producer: "layer2.0.conv2[5]".
+  std::vector<std::string> removed;
+  std::string kept;  // when nothing could be pruned in it: why (else "")
+};
 struct PruneReport {
   std::vector<LayerReport> layers;
+  std::vector<GroupReport> groups;  // filter pruning only
   int64_t params = 0, nonzero = 0;  // whole model after pruning
   double sparsity() const { return params ? 1.0 - double(nonzero) / double(params) : 0.0; }
 };

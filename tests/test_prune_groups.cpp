@@ -11,8 +11,11 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "nn/optim.h"
 #include "nn/summary.h"
+#include "prune/data_criteria.h"
 #include "prune/groups.h"
+#include "prune/prune.h"
 #include "prune/shrink.h"
 
 using namespace sprig;
@@ -95,6 +98,46 @@ const prune::DependencyGroup& group_named(const prune::DependencyGraph& g,
     if (group.name == name) return group;
   FAIL("no group " << name);
   throw;
+}
+
+// Sets every weight row of a conv or linear to the same value, so its L1 norm is `l1`.
+void set_row_l1(nn::Model& m, const std::string& weight, const std::vector<float>& l1) {
+  for (auto& [name, p] : m.named_parameters()) {
+    if (name != weight) continue;
+    const int64_t rows = p->value.size(0), len = p->numel() / rows;
+    REQUIRE(int64_t(l1.size()) == rows);
+    for (int64_t r = 0; r < rows; ++r)
+      std::fill(p->value.data() + r * len, p->value.data() + (r + 1) * len, l1[r] / float(len));
+    return;
+  }
+  FAIL("no weight " << weight);
+}
+
+nn::Parameter& param(nn::Model& m, const std::string& name) {
+  for (auto& [n, p] : m.named_parameters())
+    if (n == name) return *p;
+  FAIL("no parameter " << name);
+  throw;
+}
+
+const prune::GroupReport& report_of(const prune::PruneReport& r, const std::string& name) {
+  for (auto& g : r.groups)
+    if (g.name == name) return g;
+  FAIL("no group report " << name);
+  throw;
+}
+
+// Every channel the report says was removed has zero weight rows, biases and BN entries in
+// every member, and shrinking keeps the logits.
+void check_pruned_then_shrink(nn::Model& m, const Shape& input) {
+  const Tensor x = batch(input, 3, 21);
+  const auto train_before = logits(m, x, true), eval_before = logits(m, x, false);
+  const int64_t flops_before = nn::summarize(m).flops;
+  prune::ShrinkReport r = prune::shrink(m);
+  CHECK(r.params_after < r.params_before);
+  CHECK(nn::summarize(m).flops < flops_before);
+  check_close(eval_before, logits(m, x, false));
+  check_close(train_before, logits(m, x, true));
 }
 
 }  // namespace
@@ -255,5 +298,184 @@ TEST_SUITE("shrink across residual blocks") {
     // stage 3's 56: 16 zero channels, stage 2's 24, 16 zero channels.
     CHECK(m.spec.find("shortcut(24,stride=2,pad=4)") != std::string::npos);
     CHECK(m.spec.find("shortcut(56,stride=2,pad=16)") != std::string::npos);
+  }
+}
+
+TEST_SUITE("filter pruning by dependency groups") {
+  // conv(2) bn, then a block whose option-A shortcut puts the stem's 2 channels at 1 and 2 of
+  // its 4: channels 1 and 2 of the stream are made by the stem and the block's conv2, channels 0
+  // and 3 by the conv2 alone.
+  const char* kTied =
+      "conv(2,3,pad=1,bias=0) bn res[conv(4,3,stride=2,pad=1,bias=0) bn relu "
+      "conv(4,3,pad=1,bias=0) bn | shortcut(4,stride=2)] gap flatten linear(2)";
+
+  TEST_CASE("a channel's score is the mean (or sum) of its producers' scores") {
+    for (prune::GroupReduce reduce : {prune::GroupReduce::Mean, prune::GroupReduce::Sum}) {
+      CAPTURE(prune::group_reduce_name(reduce));
+      nn::Model m = nn::build_model(kTied, {1, 6, 6}, 0);
+      set_row_l1(m, "0.weight", {8, 4});
+      set_row_l1(m, "2.3.weight", {2, 1, 1, 4});
+      prune::PruneSpec spec;
+      spec.criterion = prune::Criterion::L1Norm;
+      spec.granularity = prune::Granularity::Filter;
+      spec.count = 1;
+      spec.group_reduce = reduce;
+      prune::PruneReport r = prune::prune_model(m, spec);
+      const prune::GroupReport& stream = report_of(r, "0");
+      CHECK(stream.layers == std::vector<std::string>{"0", "1", "2.3", "2.4"});
+      CHECK(stream.units == 4);
+      CHECK(stream.pruned == 1);
+      // Each producer's scores over its mean: the stem's 4/3, 2/3, the conv2's 1, 1/2, 1/2, 2.
+      // Mean: channels 0..3 score 1, 11/12, 7/12, 2 -> channel 2 (the stem's channel 1) goes.
+      // Sum: 1, 11/6, 7/6, 2 -> channel 0, made by the conv2 alone, goes.
+      const std::string want = reduce == prune::GroupReduce::Mean ? "0[1]" : "2.3[0]";
+      REQUIRE(stream.removed.size() == 1);
+      CHECK(stream.removed[0] == want);
+      if (reduce == prune::GroupReduce::Mean) {
+        // Pruned in both producers and both BatchNorms.
+        CHECK(param(m, "0.weight").mask->keep.data_as<uint8_t>()[1 * 9] == 0);
+        CHECK(param(m, "2.3.weight").mask->keep.data_as<uint8_t>()[2 * 4 * 9] == 0);
+        CHECK(param(m, "1.weight").value.data()[1] == 0.0f);
+        CHECK(param(m, "2.4.bias").value.data()[2] == 0.0f);
+        CHECK(param(m, "2.4.weight").value.data()[0] != 0.0f);
+      }
+      CHECK(report_of(r, "5").kept == "its channels are the model's outputs");
+      check_pruned_then_shrink(m, {1, 6, 6});
+    }
+  }
+
+  TEST_CASE("min_keep holds for every producer of a group, not only for the group") {
+    nn::Model m = nn::build_model("resnet20", {3, 8, 8}, 0);
+    prune::PruneSpec spec;
+    spec.criterion = prune::Criterion::L1Norm;
+    spec.granularity = prune::Granularity::Filter;
+    spec.amount = 0.99;
+    spec.min_keep = 3;
+    prune::PruneReport r = prune::prune_model(m, spec);
+    // The stream has 64 channels, but the stem makes only 16 of them: it keeps 3.
+    for (const prune::LayerReport& l : r.layers) {
+      CAPTURE(l.name);
+      CHECK(l.units - l.pruned_units == 3);
+    }
+    CHECK(report_of(r, "conv1").pruned == 64 - 3);
+  }
+
+  TEST_CASE("excluding one producer keeps the whole stream and says why") {
+    nn::Model m = nn::build_model(kTied, {1, 6, 6}, 0);
+    prune::PruneSpec spec;
+    spec.criterion = prune::Criterion::L1Norm;
+    spec.granularity = prune::Granularity::Filter;
+    spec.amount = 0.5;
+    spec.exclude = {"2.3.weight"};
+    prune::PruneReport r = prune::prune_model(m, spec);
+    CHECK(report_of(r, "0").pruned == 0);
+    CHECK(report_of(r, "0").kept.find("'2.3.weight', which makes its channels, is not among") !=
+          std::string::npos);
+    CHECK(report_of(r, "2.0").pruned == 2);  // the block's inner conv is its own group
+  }
+
+  TEST_CASE("every criterion prunes resnet20 and resnet20b by group; shrinking keeps the logits") {
+    for (const char* model : {"resnet20", "resnet20b"}) {
+      for (prune::Criterion c :
+           {prune::Criterion::L1Norm, prune::Criterion::L2Norm, prune::Criterion::FPGM,
+            prune::Criterion::Random, prune::Criterion::Taylor, prune::Criterion::Gradient,
+            prune::Criterion::BnScale}) {
+        for (prune::Scope scope : {prune::Scope::Layer, prune::Scope::Global}) {
+          CAPTURE(model);
+          CAPTURE(prune::criterion_name(c));
+          CAPTURE(int(scope));
+          const Shape input = {3, 8, 8};
+          nn::Model m = nn::build_model(model, input, 11);
+          randomize_norms(m, 12);
+          prune::PruneSpec spec;
+          spec.criterion = c;
+          spec.granularity = prune::Granularity::Filter;
+          spec.scope = scope;
+          spec.amount = 0.4;
+          std::map<std::string, Tensor> activations;
+          if (c == prune::Criterion::Taylor || c == prune::Criterion::Gradient) {
+            int left = 2;
+            Rng rng(13);
+            prune::BatchFn next = [&](Tensor& x, Tensor& y) {
+              if (left-- == 0) return false;
+              x = Tensor::normal({4, 3, 8, 8}, 0.0f, 1.0f, rng);
+              y = Tensor::from_vector_i32({0, 3, 5, 9}, {4});
+              return true;
+            };
+            prune::LossFn loss = [&](const Tensor& x, const Tensor& y) {
+              return cross_entropy(m.forward(x), y);
+            };
+            nn::ModeGuard mode(*m.net, false);
+            if (c == prune::Criterion::Taylor)
+              activations = prune::taylor_filter_scores(m, next, loss, -1);
+            else
+              prune::accumulate_gradients(m, next, loss, -1);
+          }
+          prune::PruneReport r = prune::prune_model(m, spec, activations);
+          int64_t units = 0, pruned = 0;
+          for (const prune::GroupReport& g : r.groups) {
+            units += g.units;
+            pruned += g.pruned;
+            CHECK(int64_t(g.removed.size()) == g.pruned);
+            if (scope == prune::Scope::Layer && g.kept.empty())
+              CHECK(g.pruned == int64_t(std::nearbyint(0.4 * double(g.units))));
+          }
+          if (scope == prune::Scope::Global)
+            CHECK(pruned == int64_t(std::nearbyint(0.4 * double(units))));
+          check_pruned_then_shrink(m, input);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("pruned BatchNorm channels stay zero through training, and still shrink exactly") {
+    nn::Model m = nn::build_model("resnet20", {3, 8, 8}, 14);
+    randomize_norms(m, 15);
+    prune::PruneSpec spec;
+    spec.criterion = prune::Criterion::L1Norm;
+    spec.granularity = prune::Granularity::Filter;
+    spec.amount = 0.5;
+    prune::prune_model(m, spec);
+    nn::SGDOptions o;
+    o.lr = 0.1f;
+    o.momentum = 0.9f;
+    o.weight_decay = 5e-4f;
+    nn::SGD opt(m.parameters(), o);
+    Rng rng(16);
+    for (int step = 0; step < 3; ++step) {
+      Tensor x = Tensor::normal({4, 3, 8, 8}, 0.0f, 1.0f, rng);
+      Tensor y = Tensor::from_vector_i32({1, 2, 3, 4}, {4});
+      opt.zero_grad();
+      cross_entropy(m.forward(x), y).backward();
+      opt.step();
+    }
+    for (auto& [name, p] : m.named_parameters()) {
+      if (!p->mask) continue;
+      CAPTURE(name);
+      int64_t leaked = 0;
+      for (int64_t i = 0; i < p->numel(); ++i)
+        leaked += !p->mask->keep.data_as<uint8_t>()[i] && p->value.data()[i] != 0.0f;
+      CHECK(leaked == 0);
+    }
+    check_pruned_then_shrink(m, {3, 8, 8});
+  }
+
+  TEST_CASE("bn-scale prunes the channels with the smallest mean |gamma|; it needs BatchNorm") {
+    nn::Model m = nn::build_model(kTied, {1, 6, 6}, 0);
+    // The block's inner BN (2.1): channel 2 has the smallest scale.
+    param(m, "2.1.weight").value.copy_(Tensor::from_vector({0.9f, -0.8f, 0.05f, 0.7f}, {4}));
+    prune::PruneSpec spec;
+    spec.criterion = prune::Criterion::BnScale;
+    spec.granularity = prune::Granularity::Filter;
+    spec.count = 1;
+    prune::PruneReport r = prune::prune_model(m, spec);
+    REQUIRE(report_of(r, "2.0").removed.size() == 1);
+    CHECK(report_of(r, "2.0").removed[0] == "2.0[2]");
+    nn::Model plain = nn::build_model("cnn2", {1, 28, 28}, 0);
+    CHECK_THROWS_WITH_AS(prune::prune_model(plain, spec),
+                         doctest::Contains("bn-scale needs a BatchNorm on its channels"), Error);
+    spec.granularity = prune::Granularity::Element;
+    CHECK_THROWS_WITH_AS(prune::prune_model(m, spec), doctest::Contains("use filter granularity"),
+                         Error);
   }
 }
