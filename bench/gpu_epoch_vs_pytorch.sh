@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training epochs on the GPU: sprig (`sprig train --device cuda`) beside PyTorch's CUDA build,
 # same models, data, batch size, optimizer, learning rate and seed, and sprig's CPU epoch for
-# the GPU speed-up (the bar is 10x). The GPU counterpart of bench/cnn2_epoch_vs_pytorch.sh.
+# the GPU speed-up (the bar is 10x). The GPU counterpart of bench/epoch_vs_pytorch.sh.
 #
 # Usage: bench/gpu_epoch_vs_pytorch.sh [--models "cnn2 mlp"] [--epochs E] [--batch-size B]
 #            [--optimizer adam|sgd] [--threads T] [--tf32]

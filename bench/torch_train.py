@@ -2,7 +2,8 @@
 """Reference trainer: the same models and data as `sprig train`, in PyTorch.
 
 Reads Fashion-MNIST straight from the IDX gzip files (no torchvision, no
-downloads), trains `cnn2` or `mlp`, and prints per epoch the mean train loss,
+downloads), trains `cnn2`, `mlp` or a CIFAR ResNet of bench/torch_resnet.py
+(resnet20/32/56, option A; resnet20b, option B), and prints per epoch the mean train loss,
 the test accuracy and the seconds spent in the training loop (evaluation is
 not timed). With --json the last line of stdout is one JSON object.
 
@@ -13,6 +14,7 @@ Run with a Python that has torch, e.g.
 import argparse
 import gzip
 import json
+import math
 import os
 import sys
 import time
@@ -21,6 +23,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_resnet  # noqa: E402  (the twin of sprig's zoo ResNets)
 
 # Fashion-MNIST statistics of x/255 over the training set.
 FASHION_MEAN = 0.2860
@@ -73,6 +78,8 @@ def build_model(name):
             nn.Linear(784, 300), nn.ReLU(),
             nn.Linear(300, 100), nn.ReLU(),
             nn.Linear(100, 10))
+    if name in torch_resnet.ZOO:
+        return torch_resnet.build(name, 1)
     raise ValueError(f"unknown model {name}")
 
 
@@ -89,11 +96,18 @@ def evaluate(model, x, y, batch_size=1000):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["cnn2", "mlp"], default="cnn2")
+    p.add_argument("--model", choices=["cnn2", "mlp"] + sorted(torch_resnet.ZOO), default="cnn2")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="L2 penalty, not on BatchNorm scales and shifts (as sprig's default)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: lr * (1 + cos(pi t / T)) / 2 per step, as sprig")
+    p.add_argument("--limit-test", type=int, default=0,
+                   help="evaluate on the first N test images only (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-train", type=int, default=0,
@@ -112,14 +126,22 @@ def main():
     x_test, y_test = load_split(args.data_dir, "t10k", args.normalize)
     if args.limit_train > 0:
         x_train, y_train = x_train[:args.limit_train], y_train[:args.limit_train]
+    if args.limit_test > 0:
+        x_test, y_test = x_test[:args.limit_test], y_test[:args.limit_test]
     n = x_train.shape[0]
 
     model = build_model(args.model)
     params = sum(t.numel() for t in model.parameters())
+    norm = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
+    rest = [p for p in model.parameters() if all(p is not q for q in norm)]
+    groups = [{"params": rest, "weight_decay": args.weight_decay},
+              {"params": norm, "weight_decay": 0.0}]
     if args.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        opt = torch.optim.Adam(groups, lr=args.lr)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+        opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum)
+    steps_per_epoch = (n + args.batch_size - 1) // args.batch_size
+    total_steps = args.epochs * steps_per_epoch
 
     print(f"pytorch {torch.__version__}  model={args.model} params={params} "
           f"train={n} test={x_test.shape[0]} batch={args.batch_size} "
@@ -141,6 +163,10 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
+            if args.lr_schedule == "cosine":
+                t = (epoch - 1) * steps_per_epoch + i // args.batch_size
+                for g in opt.param_groups:
+                    g["lr"] = args.lr * 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
             opt.step()
             loss_sum += loss.item() * idx.shape[0]
         secs = time.perf_counter() - t0
