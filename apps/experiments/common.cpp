@@ -103,6 +103,18 @@ std::string pct(double fraction) {
   return report::fmt(100.0 * fraction, 2) + "%";
 }
 
+std::string short_spec(const nn::Model& model) {
+  if (model.spec.size() <= 80) return model.spec;
+  std::string widths;
+  for (auto& [path, m] : model.net->named_modules()) {
+    int64_t out = -1;
+    if (auto* c = dynamic_cast<const nn::Conv2d*>(m)) out = c->out_channels;
+    if (auto* l = dynamic_cast<const nn::Linear*>(m)) out = l->out_features;
+    if (out >= 0) widths += (widths.empty() ? "" : "/") + std::to_string(out);
+  }
+  return "widths " + widths;
+}
+
 std::string with_commas(int64_t value) {
   std::string s = std::to_string(value < 0 ? -value : value);
   for (int i = int(s.size()) - 3; i > 0; i -= 3) s.insert(size_t(i), ",");

@@ -100,6 +100,9 @@ void log_model_artifact(Context& ctx, const std::string& run_id, const nn::Model
 std::string pct(double fraction);
 std::string with_commas(int64_t value);
 std::string plural(int64_t n, const std::string& noun);
+// The model's spec when it is short; for a long one (a ResNet) the output widths of its conv
+// and linear layers in order, "widths 16/8/16/8/16/...", which is what pruning changes.
+std::string short_spec(const nn::Model& model);
 
 // One per experiment, each in its own file; registered under `sprig experiment`.
 Command add_iterative(CLI::App& app);           // seed 000, iterative.cpp

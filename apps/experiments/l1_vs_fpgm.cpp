@@ -96,7 +96,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
       prune::validate_spec(model, plan.spec);
       PruneOutcome out = run_prune_plan(model, src, plan);
       nn::ModelSummary s = nn::summarize(model);
-      v.spec = model.spec;
+      v.spec = short_spec(model);
       v.accuracy = out.after.accuracy;
       v.accuracy_after_prune = out.steps.back().after_prune.accuracy;
       v.params = s.params;
@@ -111,7 +111,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
       tr.log_param(child, "granularity", "filter");
       tr.log_param(child, "shrink", "true");
       tr.log_param(child, "finetune_epochs", std::to_string(a.finetune_epochs));
-      tr.log_param(child, "spec_after", v.spec);
+      tr.log_param(child, "spec_after", model.spec);
       tr.log_metric(child, "finetune_test_accuracy", v.accuracy_after_prune, 0);
       log_epochs(ctx, child, v.epochs, src.task, 0, "finetune_");
       tr.log_metric(child, "test_accuracy_after_prune", v.accuracy_after_prune);
@@ -132,7 +132,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
   report::Table table{"Original and pruned models",
                       {"model", "spec", "params", "FLOPs", "test accuracy", "s / training epoch"},
                       {}};
-  table.rows.push_back({"original (" + base.origin + ")", base.model.spec,
+  table.rows.push_back({"original (" + base.origin + ")", short_spec(base.model),
                         with_commas(base_summary.params), with_commas(base_summary.flops),
                         pct(base.test.accuracy),
                         base.history.empty() ? "-" : report::fmt(base_epoch, 2)});
