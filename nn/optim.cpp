@@ -20,6 +20,11 @@ static Tensor& state_of(Parameter& p, const char* key) {
   return it->second;
 }
 
+// The weight decay for p: none on normalisation parameters unless asked for.
+static float weight_decay_for(const Parameter& p, float weight_decay, bool decay_norm_affine) {
+  return p.norm_affine && !decay_norm_affine ? 0.0f : weight_decay;
+}
+
 static const Backend& backend_of(const Parameter& p, const Tensor& g) {
   SPRIG_CHECK(g.device() == p.device(), "gradient of ", p.name, " is on ", g.device().str(),
               " but the parameter is on ", p.device().str());
@@ -53,8 +58,9 @@ void SGD::step() {
       first = p->state.find("momentum_buffer") == p->state.end();
       velocity = state_of(*p, "momentum_buffer").ptr();
     }
-    backend_of(*p, g).sgd_step(p->numel(), p->value.ptr(), g.ptr(), velocity, mask_of(*p), lr,
-                               opt.momentum, opt.dampening, opt.weight_decay, opt.nesterov, first);
+    backend_of(*p, g).sgd_step(
+        p->numel(), p->value.ptr(), g.ptr(), velocity, mask_of(*p), lr, opt.momentum, opt.dampening,
+        weight_decay_for(*p, opt.weight_decay, opt.decay_norm_affine), opt.nesterov, first);
   }
   ++steps;
 }
@@ -75,8 +81,9 @@ void Adam::step() {
     Tensor& m = state_of(*p, "exp_avg");
     Tensor& v = state_of(*p, "exp_avg_sq");
     backend_of(*p, g).adam_step(p->numel(), p->value.ptr(), g.ptr(), m.ptr(), v.ptr(), mask_of(*p),
-                                lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, steps,
-                                opt.decoupled);
+                                lr, opt.beta1, opt.beta2, opt.eps,
+                                weight_decay_for(*p, opt.weight_decay, opt.decay_norm_affine),
+                                steps, opt.decoupled);
   }
 }
 

@@ -24,6 +24,9 @@ class Optimizer {
 struct SGDOptions {
   float lr = 0.01f, momentum = 0.0f, dampening = 0.0f, weight_decay = 0.0f;
   bool nesterov = false;
+  // Weight decay also on normalisation scales and shifts (Parameter::norm_affine). Off by
+  // default: the usual ResNet recipes leave BatchNorm out of weight decay.
+  bool decay_norm_affine = false;
 };
 
 class SGD : public Optimizer {
@@ -36,7 +39,8 @@ class SGD : public Optimizer {
 
 struct AdamOptions {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
-  bool decoupled = false;  // true: AdamW
+  bool decoupled = false;          // true: AdamW
+  bool decay_norm_affine = false;  // as SGDOptions::decay_norm_affine
 };
 
 class Adam : public Optimizer {
