@@ -7,9 +7,7 @@
 
 namespace sprig::data {
 
-// A well-mixed 64-bit hash (splitmix64's finaliser), so that nearby (seed, epoch) pairs give
-// unrelated streams.
-static uint64_t mix64(uint64_t z) {
+uint64_t mix64(uint64_t z) {
   z += 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;

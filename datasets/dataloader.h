@@ -60,6 +60,10 @@ class DataLoader {
   std::vector<int64_t> order_;  // (N) sample indices for this epoch
 };
 
+// A well-mixed 64-bit hash (splitmix64's finaliser), so that nearby (seed, epoch) pairs give
+// unrelated streams.
+uint64_t mix64(uint64_t z);
+
 // Fisher-Yates permutation of 0..n-1 from Rng(seed), drawing with Rng::below.
 std::vector<int64_t> permutation(int64_t n, uint64_t seed);
 

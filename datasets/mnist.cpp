@@ -118,6 +118,27 @@ void normalize(Dataset& ds, float mean, float std) {
   ds.images = out;
 }
 
+void normalize_channels(Dataset& ds, const std::vector<float>& mean,
+                        const std::vector<float>& std) {
+  SPRIG_CHECK(ds.images.defined() && ds.images.dim() >= 2, "normalize_channels: dataset '", ds.name,
+              "' needs images (N, C, ...)");
+  const int64_t n = ds.images.size(0), channels = ds.images.size(1);
+  SPRIG_CHECK(int64_t(mean.size()) == channels && int64_t(std.size()) == channels,
+              "normalize_channels: dataset '", ds.name, "' has ", channels, " channels but ",
+              mean.size(), " means and ", std.size(), " stds");
+  for (float s : std) SPRIG_CHECK(s > 0.0f, "normalize_channels: std must be > 0, got ", s);
+  const int64_t plane = n * channels > 0 ? ds.images.numel() / (n * channels) : 0;
+  Tensor out = Tensor::empty(ds.images.shape());
+  const float* in = ds.images.data();  // (N, C, plane)
+  float* o = out.data();               // (N, C, plane)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t base = (i * channels + c) * plane;
+      for (int64_t k = 0; k < plane; ++k) o[base + k] = (in[base + k] - mean[c]) / std[c];
+    }
+  ds.images = out;
+}
+
 // Copies rows `indices` of t (any rank, any dtype) into a new tensor.
 static Tensor gather_rows(const Tensor& t, const std::vector<int64_t>& indices) {
   Shape shape = t.shape();

@@ -45,6 +45,10 @@ TrainTest load_fashion_mnist(const std::string& dir = "");
 // buffer keep the old values). std must be > 0.
 void normalize(Dataset& ds, float mean, float std);
 
+// Per channel: images (N, C, ...) become (images - mean[c]) / std[c] in a new buffer, as
+// torchvision's Normalize. mean and std hold C values; every std must be > 0.
+void normalize_channels(Dataset& ds, const std::vector<float>& mean, const std::vector<float>& std);
+
 // The samples at `indices`, in that order, copied into new tensors (same name).
 Dataset subset(const Dataset& ds, const std::vector<int64_t>& indices);
 
