@@ -45,10 +45,17 @@ std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
   throw Error("--block must be ROWSxCOLS with sizes in 1..256 (e.g. 1x4 or 4x4), got '" + s + "'");
 }
 
+CLI::Validator dataset_validator() {
+  return CLI::IsMember(dataset_names());
+}
+
 void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string& data_dir) {
-  app.add_option("--dataset", dataset, "dataset (default: the one the model was trained on)")
-      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
-  app.add_option("--data-dir", data_dir, "directory with the IDX files");
+  app.add_option("--dataset", dataset,
+                 "fashion-mnist, mnist, cifar10 or friedman1 (default: the one the model was "
+                 "trained on)")
+      ->check(dataset_validator());
+  app.add_option("--data-dir", data_dir,
+                 "directory with the dataset's files (IDX files; CIFAR-10's data_batch_*.bin)");
 }
 
 void add_device_flag(CLI::App& app, std::string& device) {

@@ -236,12 +236,14 @@ Command add_train_command(CLI::App& app) {
   TrainConfig& c = a->cfg;
   app.add_option("--model", c.model, "zoo name (mlp, cnn2, lenet5) or a model spec")
       ->capture_default_str();
-  app.add_option("--dataset", c.dataset, "fashion-mnist, mnist or friedman1")
-      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}))
+  app.add_option("--dataset", c.dataset, "fashion-mnist, mnist, cifar10 or friedman1")
+      ->check(dataset_validator())
       ->capture_default_str();
   app.add_option("--data-dir", c.data_dir,
-                 "directory with the IDX files (default for fashion-mnist: "
-                 "/usr/share/datasets/fashion-mnist)");
+                 "directory with the dataset's files (default for fashion-mnist: "
+                 "/usr/share/datasets/fashion-mnist; for cifar10: "
+                 "/usr/share/datasets/cifar-10-batches-bin, holding data_batch_1.bin .. "
+                 "data_batch_5.bin and test_batch.bin)");
   app.add_option("--epochs", c.epochs, "training epochs (with --resume: the new total)")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();

@@ -4,6 +4,7 @@
 #include <functional>
 #include <string>
 
+#include "apps/trainer.h"
 #include "engine/device.h"
 
 namespace sprig::app {
@@ -36,6 +37,9 @@ extern const CLI::Validator FractionBelowOne;
 // --dataset and --data-dir for commands that read a checkpoint: the dataset defaults to the one
 // the model was trained on (see load_data_for in apps/trainer.h).
 void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string& data_dir);
+
+// A CLI11 check that accepts exactly the dataset names load_data_source knows.
+CLI::Validator dataset_validator();
 
 // Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);

@@ -4,12 +4,21 @@
 #include <cmath>
 #include <cstdio>
 
+#include "datasets/augment.h"
+#include "datasets/cifar10.h"
 #include "datasets/dataloader.h"
 #include "datasets/friedman.h"
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/ops.h"
+#include "nn/layers.h"
 
 namespace sprig::app {
+
+const std::vector<std::string>& dataset_names() {
+  static const std::vector<std::string> names = {"fashion-mnist", "mnist", "cifar10", "friedman1"};
+  return names;
+}
 
 DataSource load_data_source(const std::string& name, const std::string& data_dir, uint64_t seed) {
   DataSource src;
@@ -18,6 +27,7 @@ DataSource load_data_source(const std::string& name, const std::string& data_dir
     src.data = data::load_fashion_mnist(data_dir);
     data::normalize(src.data.train, data::kFashionMnistMean, data::kFashionMnistStd);
     data::normalize(src.data.test, data::kFashionMnistMean, data::kFashionMnistStd);
+    src.black = {(0.0f - data::kFashionMnistMean) * (1.0f / data::kFashionMnistStd)};
   } else if (name == "mnist") {
     SPRIG_CHECK(!data_dir.empty(),
                 "--dataset mnist needs --data-dir DIR holding the four "
@@ -25,6 +35,14 @@ DataSource load_data_source(const std::string& name, const std::string& data_dir
     src.data = data::load_mnist_dir(data_dir, "mnist");
     data::normalize(src.data.train, data::kMnistMean, data::kMnistStd);
     data::normalize(src.data.test, data::kMnistMean, data::kMnistStd);
+    src.black = {(0.0f - data::kMnistMean) * (1.0f / data::kMnistStd)};
+  } else if (name == "cifar10") {
+    src.data = data::load_cifar10(data_dir);
+    const std::vector<float> mean(data::kCifar10Mean, data::kCifar10Mean + 3),
+        std(data::kCifar10Std, data::kCifar10Std + 3);
+    data::normalize_channels(src.data.train, mean, std);
+    data::normalize_channels(src.data.test, mean, std);
+    for (int c = 0; c < 3; ++c) src.black.push_back((0.0f - mean[c]) / std[c]);
   } else if (name == "friedman1") {
     // Seed 004: make_friedman1(n_samples=10000) split 67/33.
     auto all = data::make_friedman1(10000, 10, 0.0f, seed);
@@ -33,7 +51,8 @@ DataSource load_data_source(const std::string& name, const std::string& data_dir
     src.data.test = split.second;
     src.task = Task::Regression;
   } else {
-    throw Error("unknown dataset '" + name + "' (expected fashion-mnist, mnist or friedman1)");
+    throw Error("unknown dataset '" + name +
+                "' (expected fashion-mnist, mnist, cifar10 or friedman1)");
   }
   const Shape& s = src.data.train.images.shape();
   src.input_shape = Shape(s.begin() + 1, s.end());

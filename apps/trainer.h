@@ -20,11 +20,18 @@ struct DataSource {
   Shape input_shape;  // per sample
   Task task = Task::Classification;
   std::string name;
+  // Images only: per channel, the normalised value of a black pixel (-mean / std), which
+  // augmentation pads with. Empty for data that is not images.
+  std::vector<float> black;
 };
 
-// "fashion-mnist" (default dir /usr/share/datasets/fashion-mnist), "mnist" (needs data_dir)
-// or "friedman1" (generated: 10,000 samples, 33% test, seed from `seed`). Images are
-// normalised with the dataset's mean and std.
+// The names --dataset accepts, in the order help texts list them.
+const std::vector<std::string>& dataset_names();
+
+// "fashion-mnist" (default dir /usr/share/datasets/fashion-mnist), "mnist" (needs data_dir),
+// "cifar10" (default dir data::kCifar10DefaultDir) or "friedman1" (generated: 10,000 samples,
+// 33% test, seed from `seed`). Images are normalised with the dataset's mean and std (per
+// channel for cifar10).
 DataSource load_data_source(const std::string& name, const std::string& data_dir, uint64_t seed);
 
 // The data for a model loaded from checkpoint `path`: `dataset` when given, else the one

@@ -40,9 +40,9 @@ void add_common_flags(CLI::App& app, CommonFlags& f) {
       ->check(NonEmpty);
   app.add_option("--tensorboard", f.tensorboard, "also write TensorBoard scalars under DIR")
       ->check(NonEmpty);
-  app.add_option("--dataset", f.dataset, "fashion-mnist, mnist or friedman1")
-      ->check(CLI::IsMember({"fashion-mnist", "mnist", "friedman1"}));
-  app.add_option("--data-dir", f.data_dir, "directory with the IDX files");
+  app.add_option("--dataset", f.dataset, "fashion-mnist, mnist, cifar10 or friedman1")
+      ->check(dataset_validator());
+  app.add_option("--data-dir", f.data_dir, "directory with the dataset's files");
   app.add_option("--experiment-name", f.experiment_name,
                  "MLflow experiment (default sprig-<experiment>)")
       ->check(NonEmpty);
