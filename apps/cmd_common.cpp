@@ -58,6 +58,35 @@ void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string&
                  "directory with the dataset's files (IDX files; CIFAR-10's data_batch_*.bin)");
 }
 
+void add_lr_schedule_flags(CLI::App& app, LrScheduleConfig& c) {
+  app.add_option("--lr-schedule", c.name,
+                 "constant, cosine (decay to 0 over the run), step (x --lr-gamma every "
+                 "--lr-step-size epochs) or multistep (x --lr-gamma at each of --lr-milestones)")
+      ->check(CLI::IsMember({"constant", "cosine", "step", "multistep"}))
+      ->capture_default_str();
+  app.add_option("--lr-step-size", c.step_size, "step schedule: epochs between decays")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--lr-milestones", c.milestones,
+                 "multistep schedule: increasing epochs at which the lr is multiplied by "
+                 "--lr-gamma, e.g. 100,150")
+      ->delimiter(',');
+  app.add_option("--lr-gamma", c.gamma, "step / multistep: factor of each decay (> 0)")
+      ->check(FiniteNumber)
+      ->capture_default_str();
+  app.add_option("--warmup-epochs", c.warmup_epochs,
+                 "linear warm-up per step from ~0 to --lr over this many epochs, then the "
+                 "schedule")
+      ->check(CLI::Range(0, 1000000));
+}
+
+void enable_augment(const DataSource& src, FitConfig& fc) {
+  SPRIG_CHECK(!src.black.empty() && src.input_shape.size() == 3, "--augment needs image data ",
+              "(cifar10, fashion-mnist or mnist), not ", src.name);
+  fc.augment = true;
+  fc.augment_pad = 4;
+  fc.augment_fill = src.black;
+}
+
 void add_device_flag(CLI::App& app, std::string& device) {
   app.add_option("--device", device, "where to compute: cpu, cuda or cuda:N")
       ->capture_default_str();

@@ -14,8 +14,9 @@ namespace sprig::app {
 namespace {
 struct PruneArgs {
   std::string in, out, method = "magnitude", granularity = "element", scope = "layer";
-  std::string group_reduce = "mean";
-  std::string schedule = "oneshot", block = "1x4", dataset, data_dir, lr_schedule = "constant";
+std::string group_reduce = "mean";
+  std::string schedule = "oneshot", block = "1x4", dataset, data_dir;
+  LrScheduleConfig lr;
   std::string taylor_variant = "reference";
   double amount = 0.5, threshold = -1.0;
   int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1, rewind = -1;
@@ -24,7 +25,7 @@ struct PruneArgs {
   OptimizerConfig optim{"adam", 1e-3f};
   std::string device = "cpu";
   uint64_t seed = 0;
-  bool shrink = false, json = false, quiet = false;
+  bool shrink = false, augment = false, json = false, quiet = false;
 };
 
 // Filter pruning: per dependency group, which channels went and why a group kept them all.
@@ -108,7 +109,11 @@ int run_prune(const PruneArgs& a) {
   plan.optim = a.optim;
   plan.fit.batch_size = a.batch_size;
   plan.fit.seed = a.seed;
-  plan.fit.lr_schedule = parse_lr_schedule(a.lr_schedule);
+  // Each fine-tuning phase runs finetune_epochs epochs (agp: the whole run), so the schedule
+  // is checked against that now rather than after the first pruning step.
+  plan.fit.epochs = a.finetune_epochs;
+  apply_lr_schedule(a.lr, plan.fit);
+  if (a.augment) enable_augment(src, plan.fit);
   plan.fit.log_lines = !a.quiet && !a.json;
   plan.shrink = a.shrink;
   if (a.rewind >= 0) {
@@ -264,9 +269,9 @@ Command add_prune_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--momentum", a->optim.momentum, "SGD momentum")
       ->check(FiniteNumber & CLI::Range(0.0, 1.0));
-  app.add_option("--lr-schedule", a->lr_schedule, "constant or cosine")
-      ->check(CLI::IsMember({"constant", "cosine"}))
-      ->capture_default_str();
+  add_lr_schedule_flags(app, a->lr);
+  app.add_flag("--augment", a->augment,
+               "fine-tune on randomly cropped (4-pixel black padding) and flipped samples");
   app.add_option("--batch-size", a->batch_size, "fine-tuning batch size")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();

@@ -51,7 +51,23 @@ TrainConfig resumed_config(const TrainArgs& a, const ResumePoint& rp) {
   conflict("--dataset", now.dataset != was.dataset, now.dataset, was.dataset);
   conflict("--optimizer", now.optim.name != was.optim.name, now.optim.name, was.optim.name);
   conflict("--lr", now.optim.lr != was.optim.lr, now.optim.lr, was.optim.lr);
-  conflict("--lr-schedule", now.lr_schedule != was.lr_schedule, now.lr_schedule, was.lr_schedule);
+  conflict("--lr-schedule", now.lr.name != was.lr.name, now.lr.name, was.lr.name);
+  conflict("--lr-step-size", now.lr.step_size != was.lr.step_size, now.lr.step_size,
+           was.lr.step_size);
+  auto list = [](const std::vector<int>& v) {
+    std::string s;
+    for (int m : v) s += (s.empty() ? "" : ",") + std::to_string(m);
+    return s.empty() ? std::string("none") : s;
+  };
+  conflict("--lr-milestones", now.lr.milestones != was.lr.milestones, list(now.lr.milestones),
+           list(was.lr.milestones));
+  conflict("--lr-gamma", now.lr.gamma != was.lr.gamma, now.lr.gamma, was.lr.gamma);
+  conflict("--warmup-epochs", now.lr.warmup_epochs != was.lr.warmup_epochs, now.lr.warmup_epochs,
+           was.lr.warmup_epochs);
+  conflict("--augment", now.augment != was.augment, "", "--augment off");
+  conflict("--bn-weight-decay", now.optim.bn_weight_decay != was.optim.bn_weight_decay, "",
+           "--bn-weight-decay off");
+  conflict("--bn-l1", now.bn_l1 != was.bn_l1, now.bn_l1, was.bn_l1);
   conflict("--momentum", now.optim.momentum != was.optim.momentum, now.optim.momentum,
            was.optim.momentum);
   conflict("--nesterov", now.optim.nesterov != was.optim.nesterov, "", "--nesterov off");
@@ -88,11 +104,15 @@ int run_train(const TrainArgs& a) {
   if (cfg.threads > 0) cpu::set_num_threads(cfg.threads);
   cfg.threads = cpu::num_threads();  // recorded, so a resumed run uses the same count
   const Device device = device_from_flag(a.device);
+  FitConfig fc;
+  fc.epochs = cfg.epochs;
+  apply_lr_schedule(cfg.lr, fc);  // bad schedule flags stop the run before any data is read
 
   DataSource src = load_data_source(cfg.dataset, cfg.data_dir, cfg.seed);
   if (cfg.limit_train >= 0) src.data.train = data::take(src.data.train, cfg.limit_train);
   SPRIG_CHECK(src.data.train.size() > 0, "no training samples (--limit-train ", cfg.limit_train,
               ")");
+  if (cfg.augment) enable_augment(src, fc);
   nn::Model model;
   if (resuming) {
     model = rp.checkpoint.model;
@@ -122,11 +142,15 @@ int run_train(const TrainArgs& a) {
                   a.resume.c_str(), pos.epoch, (long long)pos.step_in_epoch,
                   (long long)pos.global_step, cfg.epochs);
   }
-  FitConfig fc;
-  fc.epochs = cfg.epochs;
   fc.batch_size = cfg.batch_size;
   fc.seed = cfg.seed;
-  fc.lr_schedule = parse_lr_schedule(cfg.lr_schedule);
+  if (cfg.bn_l1 > 0.0f) {
+    bool has_bn = false;
+    for (auto& p : model.parameters()) has_bn |= p->norm_affine;
+    SPRIG_CHECK(has_bn, "--bn-l1 penalises BatchNorm scales, but ", cfg.model,
+                " has no BatchNorm layer");
+  }
+  fc.bn_l1 = cfg.bn_l1;
   fc.stop_at_step = a.stop_at_step;
   // Lottery-ticket rewinding point: the weights after this many steps go into the checkpoint.
   prune::WeightSnapshot rewind;
@@ -205,7 +229,9 @@ int run_train(const TrainArgs& a) {
                         {"batch_size", cfg.batch_size},
                         {"optimizer", opt->name()},
                         {"lr", cfg.optim.lr},
-                        {"lr_schedule", cfg.lr_schedule},
+                        {"lr_schedule", cfg.lr.name},
+                        {"warmup_epochs", cfg.lr.warmup_epochs},
+                        {"augment", cfg.augment},
                         {"threads", cpu::num_threads()},
                         {"device", device.str()},
                         {"seed", cfg.seed},
@@ -244,6 +270,9 @@ Command add_train_command(CLI::App& app) {
                  "/usr/share/datasets/fashion-mnist; for cifar10: "
                  "/usr/share/datasets/cifar-10-batches-bin, holding data_batch_1.bin .. "
                  "data_batch_5.bin and test_batch.bin)");
+  app.add_flag("--augment", c.augment,
+               "random crop (4-pixel black padding) and horizontal flip of each training "
+               "sample (image datasets)");
   app.add_option("--epochs", c.epochs, "training epochs (with --resume: the new total)")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
@@ -253,9 +282,7 @@ Command add_train_command(CLI::App& app) {
   app.add_option("--lr", c.optim.lr, "learning rate")
       ->check(FiniteNumber & CLI::Range(0.0, 1e3))
       ->capture_default_str();
-  app.add_option("--lr-schedule", c.lr_schedule, "constant, or cosine (decay to 0 over the run)")
-      ->check(CLI::IsMember({"constant", "cosine"}))
-      ->capture_default_str();
+  add_lr_schedule_flags(app, c.lr);
   app.add_option("--optimizer", c.optim.name, "sgd, adam or adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
       ->capture_default_str();
@@ -266,6 +293,12 @@ Command add_train_command(CLI::App& app) {
   app.add_option("--weight-decay", c.optim.weight_decay, "L2 penalty (decoupled for adamw)")
       ->check(FiniteNumber & CLI::Range(0.0, 1.0))
       ->capture_default_str();
+  app.add_flag("--bn-weight-decay", c.optim.bn_weight_decay,
+               "apply --weight-decay to BatchNorm scales and shifts too (default: not)");
+  app.add_option("--bn-l1", c.bn_l1,
+                 "network slimming: L1 penalty LAMBDA on BatchNorm scales (adds LAMBDA x "
+                 "sign(gamma) to their gradients)")
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0));
   app.add_option("--seed", c.seed, "seed for initialisation and shuffling")->capture_default_str();
   app.add_option("--threads", c.threads,
                  "OpenMP threads (0: OpenMP's default; with --resume: the run's count)")

@@ -41,6 +41,14 @@ void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string&
 // A CLI11 check that accepts exactly the dataset names load_data_source knows.
 CLI::Validator dataset_validator();
 
+// --lr-schedule, --lr-step-size, --lr-milestones, --lr-gamma and --warmup-epochs into c
+// (apply_lr_schedule in apps/trainer.h checks how they combine).
+void add_lr_schedule_flags(CLI::App& app, LrScheduleConfig& c);
+
+// Turns on augmentation in fc for src (random crop with 4-pixel padding filled with a black
+// pixel, and horizontal flip); an error naming --augment when src holds no images.
+void enable_augment(const DataSource& src, FitConfig& fc);
+
 // Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);
 

@@ -16,11 +16,18 @@ std::string train_state_to_json(const TrainState& s) {
                 {"lr", double(c.optim.lr)},
                 {"momentum", double(c.optim.momentum)},
                 {"weight_decay", double(c.optim.weight_decay)},
-                {"nesterov", c.optim.nesterov}};
+                {"nesterov", c.optim.nesterov},
+                {"bn_weight_decay", c.optim.bn_weight_decay}};
   Json config = {{"model", c.model},
                  {"dataset", c.dataset},
                  {"data_dir", c.data_dir},
-                 {"lr_schedule", c.lr_schedule},
+                 {"lr_schedule", c.lr.name},
+                 {"lr_step_size", c.lr.step_size},
+                 {"lr_milestones", c.lr.milestones},
+                 {"lr_gamma", c.lr.gamma},
+                 {"warmup_epochs", c.lr.warmup_epochs},
+                 {"augment", c.augment},
+                 {"bn_l1", double(c.bn_l1)},
                  {"epochs", c.epochs},
                  {"batch_size", c.batch_size},
                  {"limit_train", c.limit_train},
@@ -55,6 +62,7 @@ struct Reader {
   const Json& obj;
   std::string where;  // e.g. "train_state.config"
 
+  bool has(const char* key) const { return obj.find(key) != obj.end(); }
   const Json& field(const char* key) const {
     auto it = obj.find(key);
     SPRIG_CHECK(it != obj.end(), "no '", key, "' in ", where);
@@ -104,7 +112,14 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
     cfg.model = c.get<std::string>("model");
     cfg.dataset = c.get<std::string>("dataset");
     cfg.data_dir = c.get<std::string>("data_dir");
-    cfg.lr_schedule = c.get<std::string>("lr_schedule");
+    cfg.lr.name = c.get<std::string>("lr_schedule");
+    // Absent in files written before these existed: the defaults are what those runs did.
+    if (c.has("lr_step_size")) cfg.lr.step_size = int(c.integer("lr_step_size", 0));
+    if (c.has("lr_milestones")) cfg.lr.milestones = c.get<std::vector<int>>("lr_milestones");
+    if (c.has("lr_gamma")) cfg.lr.gamma = c.number("lr_gamma");
+    if (c.has("warmup_epochs")) cfg.lr.warmup_epochs = int(c.integer("warmup_epochs", 0));
+    if (c.has("augment")) cfg.augment = c.get<bool>("augment");
+    if (c.has("bn_l1")) cfg.bn_l1 = float(c.number("bn_l1"));
     cfg.epochs = int(c.integer("epochs", 0));
     cfg.batch_size = c.integer("batch_size", 1);
     cfg.limit_train = c.integer("limit_train", -1);
@@ -119,6 +134,8 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
     cfg.optim.momentum = float(o.number("momentum"));
     cfg.optim.weight_decay = float(o.number("weight_decay"));
     cfg.optim.nesterov = o.get<bool>("nesterov");
+    // Files from before the key decayed every parameter, BatchNorm included.
+    cfg.optim.bn_weight_decay = o.has("bn_weight_decay") ? o.get<bool>("bn_weight_decay") : true;
 
     FitPosition& p = s.position;
     p.epoch = int(r.integer("epoch", 0));

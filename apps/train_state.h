@@ -7,6 +7,8 @@
 //   {"version": 1, "config": {"model": "cnn2", "dataset": ..., "optimizer": {"name": "adam",
 //    "lr": ..., ...}, "epochs": 5, ...}, "epoch": 2, "step_in_epoch": 0, "global_step": 1876,
 //    "optimizer_steps": 1876, "history": [{"epoch": 1, "train_loss": ..., ...}, ...]}
+// Keys added later (the step / multistep / warm-up schedule fields, "augment", "bn_l1",
+// "bn_weight_decay") may be absent in older files and then take their defaults.
 #include <map>
 #include <string>
 #include <vector>
@@ -19,10 +21,13 @@ namespace sprig::app {
 // Everything that decides what `sprig train` computes.
 struct TrainConfig {
   std::string model = "cnn2";  // zoo name or spec, as given
-  std::string dataset = "fashion-mnist", data_dir, lr_schedule = "constant";
+  std::string dataset = "fashion-mnist", data_dir;
+  LrScheduleConfig lr;
   int epochs = 5;
   int64_t batch_size = 64, limit_train = -1, rewind_step = -1;
   OptimizerConfig optim;
+  bool augment = false;  // random crop + flip of training batches
+  float bn_l1 = 0.0f;    // network-slimming penalty on BatchNorm scales
   uint64_t seed = 0;
   int threads = 0;  // the count the run used (results are bit-identical only for the same count)
 };

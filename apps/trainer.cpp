@@ -82,6 +82,7 @@ std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& cfg,
     o.momentum = cfg.momentum;
     o.weight_decay = cfg.weight_decay;
     o.nesterov = cfg.nesterov;
+    o.decay_norm_affine = cfg.bn_weight_decay;
     return std::make_unique<nn::SGD>(std::move(params), o);
   }
   if (cfg.name == "adam" || cfg.name == "adamw") {
@@ -89,6 +90,7 @@ std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& cfg,
     o.lr = cfg.lr;
     o.weight_decay = cfg.weight_decay;
     o.decoupled = cfg.name == "adamw";
+    o.decay_norm_affine = cfg.bn_weight_decay;
     return std::make_unique<nn::Adam>(std::move(params), o);
   }
   throw Error("unknown optimizer '" + cfg.name + "' (expected sgd, adam or adamw)");
@@ -154,7 +156,104 @@ static void draw_progress(int epoch, int epochs, size_t step, size_t steps, doub
 LrSchedule parse_lr_schedule(const std::string& name) {
   if (name == "constant") return LrSchedule::Constant;
   if (name == "cosine") return LrSchedule::Cosine;
-  throw Error("unknown learning-rate schedule '" + name + "' (expected constant or cosine)");
+  if (name == "step") return LrSchedule::Step;
+  if (name == "multistep") return LrSchedule::MultiStep;
+  throw Error("unknown learning-rate schedule '" + name +
+              "' (expected constant, cosine, step or multistep)");
+}
+
+void check_lr_schedule(const FitConfig& cfg) {
+  const LrSchedule k = cfg.lr_schedule;
+  SPRIG_CHECK(k == LrSchedule::Step || cfg.lr_step_size == 0,
+              "--lr-step-size applies to --lr-schedule step only");
+  SPRIG_CHECK(k != LrSchedule::Step || cfg.lr_step_size >= 1,
+              "--lr-schedule step needs --lr-step-size EPOCHS >= 1, got ", cfg.lr_step_size);
+  SPRIG_CHECK(k == LrSchedule::MultiStep || cfg.lr_milestones.empty(),
+              "--lr-milestones applies to --lr-schedule multistep only");
+  if (k == LrSchedule::MultiStep) {
+    SPRIG_CHECK(!cfg.lr_milestones.empty(),
+                "--lr-schedule multistep needs --lr-milestones E1,E2,... (epochs)");
+    std::string list;
+    for (int m : cfg.lr_milestones) list += (list.empty() ? "" : ",") + std::to_string(m);
+    for (size_t i = 0; i < cfg.lr_milestones.size(); ++i)
+      SPRIG_CHECK(
+          cfg.lr_milestones[i] >= 1 && (i == 0 || cfg.lr_milestones[i] > cfg.lr_milestones[i - 1]),
+          "--lr-milestones must be strictly increasing epochs >= 1, got ", list);
+  }
+  SPRIG_CHECK(std::isfinite(cfg.lr_gamma) && cfg.lr_gamma > 0.0, "--lr-gamma must be > 0, got ",
+              cfg.lr_gamma);
+  SPRIG_CHECK(k == LrSchedule::Step || k == LrSchedule::MultiStep || cfg.lr_gamma == 0.1,
+              "--lr-gamma applies to --lr-schedule step and multistep only");
+  SPRIG_CHECK(cfg.warmup_epochs >= 0, "--warmup-epochs must be >= 0, got ", cfg.warmup_epochs);
+  SPRIG_CHECK(cfg.warmup_epochs <= cfg.epochs, "--warmup-epochs ", cfg.warmup_epochs,
+              " is longer than the ", cfg.epochs, " epochs of training");
+}
+
+void apply_lr_schedule(const LrScheduleConfig& c, FitConfig& fc) {
+  fc.lr_schedule = parse_lr_schedule(c.name);
+  fc.lr_step_size = c.step_size;
+  fc.lr_milestones = c.milestones;
+  fc.lr_gamma = c.gamma;
+  fc.warmup_epochs = c.warmup_epochs;
+  check_lr_schedule(fc);
+}
+
+double scheduled_lr(const FitConfig& cfg, double base_lr, int64_t t, int64_t steps_per_epoch) {
+  const int64_t warmup_steps = int64_t(cfg.warmup_epochs) * steps_per_epoch;
+  const int64_t epoch = steps_per_epoch > 0 ? t / steps_per_epoch : 0;
+  double warmup = 1.0;
+  if (t < warmup_steps) warmup = double(t + 1) / double(warmup_steps);
+  double decay = 1.0;
+  switch (cfg.lr_schedule) {
+    case LrSchedule::Constant:
+      break;
+    case LrSchedule::Cosine:
+      if (t >= warmup_steps) {
+        const double total = double(cfg.epochs) * double(steps_per_epoch) - double(warmup_steps);
+        return base_lr * 0.5 * (1.0 + std::cos(M_PI * double(t - warmup_steps) / total));
+      }
+      break;
+    case LrSchedule::Step:
+      decay = std::pow(cfg.lr_gamma, double(epoch / cfg.lr_step_size));
+      break;
+    case LrSchedule::MultiStep: {
+      int passed = 0;
+      for (int m : cfg.lr_milestones) passed += m <= epoch;
+      decay = std::pow(cfg.lr_gamma, double(passed));
+      break;
+    }
+  }
+  return base_lr * warmup * decay;
+}
+
+// Every BatchNorm below m, depth first.
+static void find_batchnorms(nn::Module& m, std::vector<nn::BatchNorm*>& out) {
+  if (auto* bn = dynamic_cast<nn::BatchNorm*>(&m)) out.push_back(bn);
+  for (auto& [name, child] : m.children()) find_batchnorms(*child, out);
+}
+
+void add_bn_l1_subgradient(nn::Model& model, float lambda) {
+  std::vector<nn::BatchNorm*> bns;
+  find_batchnorms(*model.net, bns);
+  for (nn::BatchNorm* bn : bns) {
+    nn::Parameter& gamma = *bn->weight;
+    Tensor g = gamma.grad();
+    if (!g.defined()) continue;
+    const Backend& be = backend_for(gamma.device());
+    const int64_t n = gamma.numel();
+    // lambda x sign(gamma) from existing kernels, the same on every device and without a copy
+    // to the host: relu_backward(x, dy) passes dy where x > 0, so it gives lambda where
+    // gamma > 0 and, on -gamma, lambda where gamma < 0; zeros get nothing.
+    Tensor fill = Tensor::empty({n}, DType::F32, gamma.device());     // (C) all lambda
+    Tensor negated = Tensor::empty({n}, DType::F32, gamma.device());  // (C) -gamma
+    Tensor part = Tensor::empty({n}, DType::F32, gamma.device());     // (C)
+    be.fill(n, lambda, fill.ptr());
+    be.relu_backward(n, gamma.value.ptr(), fill.ptr(), part.ptr());
+    be.add(n, g.ptr(), part.ptr(), g.ptr());
+    be.scale(n, gamma.value.ptr(), -1.0f, negated.ptr());
+    be.relu_backward(n, negated.ptr(), fill.ptr(), part.ptr());
+    be.sub(n, g.ptr(), part.ptr(), g.ptr());
+  }
 }
 
 std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
@@ -167,6 +266,12 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
                             const data::Dataset& test, Task task, const FitConfig& cfg,
                             FitPosition& pos) {
   SPRIG_CHECK(cfg.epochs >= 0, "epochs must be >= 0, got ", cfg.epochs);
+  check_lr_schedule(cfg);
+  const Shape& image = train.images.shape();  // (N, C, H, W) when augmenting
+  SPRIG_CHECK(!cfg.augment || (image.size() == 4 && int64_t(cfg.augment_fill.size()) == image[1] &&
+                               cfg.augment_pad >= 0),
+              "--augment needs image data (N, C, H, W) with a fill value per channel, got inputs ",
+              to_string(image), " and ", cfg.augment_fill.size(), " fill values");
   data::DataLoader loader(train, cfg.batch_size, /*shuffle=*/true, cfg.seed);
   const int64_t batches = int64_t(loader.num_batches());
   SPRIG_CHECK(pos.epoch >= 0 && pos.step_in_epoch >= 0 && pos.step_in_epoch <= batches &&
@@ -179,7 +284,6 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
   std::vector<EpochStats> history;
   model.net->train();
   const float base_lr = opt.lr;
-  const double total_steps = double(cfg.epochs) * double(batches);
   auto stopped = [&] { return cfg.stop_at_step >= 0 && pos.global_step >= cfg.stop_at_step; };
   const Device dev = model.device();
   // On the GPU a step's loss is read back only when needed (progress bar, checkpoint, end of
@@ -210,15 +314,20 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
     for (int64_t k = 0; k < pos.step_in_epoch; ++k) loader.next(b);
     size_t step = size_t(pos.step_in_epoch);
     while (!stopped() && loader.next(b)) {
+      if (cfg.augment) {
+        // Drawn from (seed, epoch, batch) alone, so a resumed run draws the same crops.
+        Rng rng(data::augment_seed(cfg.seed, epoch - 1, int64_t(step)));
+        b.x = data::crop_flip(b.x, data::draw_crop_flip(b.x.size(0), cfg.augment_pad, rng),
+                              cfg.augment_pad, cfg.augment_fill);
+      }
       opt.zero_grad();
       Tensor loss = loss_of(task, model.forward(b.x.to(dev)), b.y);
       pending.push_back({loss.detach(), b.x.size(0), int64_t(step) + 1});
       if (dev.is_cpu()) flush_losses();  // free on the CPU: stop at the first bad step
       loss.backward();
-      if (cfg.lr_schedule == LrSchedule::Cosine) {
-        double t = double(epoch - 1) * double(batches) + double(step);
-        opt.lr = float(base_lr * 0.5 * (1.0 + std::cos(M_PI * t / total_steps)));
-      }
+      if (cfg.bn_l1 != 0.0f) add_bn_l1_subgradient(model, cfg.bn_l1);
+      const int64_t t = int64_t(epoch - 1) * batches + int64_t(step);
+      opt.lr = float(scheduled_lr(cfg, base_lr, t, batches));
       opt.step();
       ++step;
       pos.step_in_epoch = int64_t(step);

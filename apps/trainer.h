@@ -45,6 +45,9 @@ struct OptimizerConfig {
   std::string name = "adam";  // sgd | adam | adamw
   float lr = 1e-3f, momentum = 0.0f, weight_decay = 0.0f;
   bool nesterov = false;
+  // Weight decay on BatchNorm scales and shifts too (Parameter::norm_affine); off by default,
+  // as in the usual ResNet recipes.
+  bool bn_weight_decay = false;
 };
 std::unique_ptr<nn::Optimizer> make_optimizer(const OptimizerConfig& cfg,
                                               std::vector<nn::ParameterPtr> params);
@@ -67,9 +70,17 @@ struct EpochStats {
   EvalResult test;
 };
 
-// constant: the optimizer's lr throughout. cosine: lr * (1 + cos(pi t / T)) / 2 at step t of
-// T, decaying to 0 by the last step (PyTorch's CosineAnnealingLR with T_max = T, per step).
-enum class LrSchedule { Constant, Cosine };
+// The learning rate at optimizer step t (from 0) of a run of T = epochs x B steps, B steps per
+// epoch, e = floor(t / B) the epoch (from 0), base the optimizer's lr, W warm-up epochs and
+// Tw = W x B warm-up steps:
+//   lr(t) = base x warmup(t) x decay(t),  warmup(t) = (t + 1) / Tw for t < Tw, else 1
+//   constant:  decay = 1
+//   cosine:    decay = (1 + cos(pi (t - Tw) / (T - Tw))) / 2 for t >= Tw, else 1 (PyTorch's
+//              CosineAnnealingLR per step over the steps after the warm-up; reaches ~0 at the end)
+//   step:      decay = gamma ^ floor(e / step_size)          (PyTorch's StepLR, per epoch)
+//   multistep: decay = gamma ^ (number of milestones <= e)   (PyTorch's MultiStepLR, per epoch)
+// Milestones and step sizes count epochs of the whole run, warm-up included.
+enum class LrSchedule { Constant, Cosine, Step, MultiStep };
 LrSchedule parse_lr_schedule(const std::string& name);
 
 // Where a run stands. The batches of epoch e are fixed by (seed, e), so this position plus the
@@ -85,6 +96,19 @@ struct FitPosition {
 struct FitConfig {
   int epochs = 1;
   LrSchedule lr_schedule = LrSchedule::Constant;
+  int lr_step_size = 0;            // step: epochs between decays (>= 1)
+  std::vector<int> lr_milestones;  // multistep: increasing epochs (>= 1)
+  double lr_gamma = 0.1;           // step, multistep: the factor of each decay (> 0)
+  int warmup_epochs = 0;           // linear warm-up before the schedule, <= epochs
+  // Random crop (zero padding of augment_pad, filled with augment_fill per channel) and
+  // horizontal flip of every training sample (datasets/augment.h); images only.
+  bool augment = false;
+  int64_t augment_pad = 4;
+  std::vector<float> augment_fill;
+  // Network slimming (Liu et al. 2017): after backward, bn_l1 x sign(gamma) is added to the
+  // gradient of every BatchNorm scale gamma (an L1 penalty on the scales; the reported loss
+  // leaves it out).
+  float bn_l1 = 0.0f;
   int64_t batch_size = 64;
   uint64_t seed = 0;          // shuffling
   bool progress_bar = false;  // redraw one line per step (for terminals)
@@ -102,6 +126,27 @@ struct FitConfig {
   bool checkpoint_every_epoch = false;
   std::function<void(const FitPosition&, const std::vector<EpochStats>&)> checkpoint;
 };
+
+// The schedule as the command line gives it (sprig train and prune share these flags).
+struct LrScheduleConfig {
+  std::string name = "constant";  // --lr-schedule constant | cosine | step | multistep
+  int step_size = 0;              // --lr-step-size
+  std::vector<int> milestones;    // --lr-milestones
+  double gamma = 0.1;             // --lr-gamma
+  int warmup_epochs = 0;          // --warmup-epochs
+};
+// Puts c into fc (whose epochs must be set already) and checks it with check_lr_schedule.
+void apply_lr_schedule(const LrScheduleConfig& c, FitConfig& fc);
+
+// Throws sprig::Error naming the flag (--lr-step-size, --lr-milestones, --lr-gamma,
+// --warmup-epochs) when the schedule fields of cfg are inconsistent or out of range.
+void check_lr_schedule(const FitConfig& cfg);
+// lr(t) above, computed in double; steps_per_epoch = B.
+double scheduled_lr(const FitConfig& cfg, double base_lr, int64_t t, int64_t steps_per_epoch);
+
+// Network slimming's subgradient: grad += lambda x sign(gamma) for every BatchNorm scale of
+// model that has a gradient (sign(0) = 0, so pruned scales, held at 0 by their mask, get none).
+void add_bn_l1_subgradient(nn::Model& model, float lambda);
 
 // Trains for cfg.epochs, evaluating on `test` after each epoch. Throws sprig::Error if the
 // loss becomes NaN or infinite.

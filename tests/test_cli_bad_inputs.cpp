@@ -523,7 +523,9 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
           {"unknown weight", "prune --in good.safetensors --layers 9.weight", {"9.weight"}},
           {"unknown model name", "train " + f1 + "--model resnet50", {"resnet50"}},
           {"unknown optimizer", "train " + f1 + "--optimizer rmsprop", {"rmsprop"}},
-          {"unknown lr schedule", "train " + f1 + "--lr-schedule step", {"--lr-schedule", "step"}},
+          {"unknown lr schedule",
+           "train " + f1 + "--lr-schedule exponential",
+           {"--lr-schedule", "exponential"}},
           {"unknown dataset", "train --dataset cifar", {"cifar"}},
           {"unknown command", "frobnicate", {"frobnicate"}},
           {"unknown benchmark", "bench foo", {"bench", "'foo'"}},
@@ -563,6 +565,114 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
           {"gemm size 0", "bench gemm --m 0", {"--m", "0"}},
           {"bad --nm", "bench linear --in 8 --out 8 --format nm --nm 5:4", {"5:4"}},
           {"bad --block", "bench linear --in 8 --out 8 --format bsr --block 0x4", {"--block"}},
+      });
+}
+
+TEST_CASE("CIFAR-10 files that are missing or damaged") {
+  Fixture& fx = fixture();
+  // Small directories in the real format: one 3073-byte record per file (label, then R, G, B).
+  std::string record(3073, '\x40');
+  record[0] = 3;
+  auto cifar_dir = [&](const std::string& name) {
+    fs::create_directories(fx.dir / name);
+    for (int i = 1; i <= 5; ++i) fx.put(name + "/data_batch_" + std::to_string(i) + ".bin", record);
+    fx.put(name + "/test_batch.bin", record);
+  };
+  cifar_dir("cifar-ok");
+  cifar_dir("cifar-cut");
+  fx.put("cifar-cut/data_batch_2.bin", record + record.substr(0, 10));
+  cifar_dir("cifar-empty");
+  fx.put("cifar-empty/test_batch.bin", "");
+  cifar_dir("cifar-label");
+  std::string bad = record + record;
+  bad[3073] = 10;
+  fx.put("cifar-label/data_batch_4.bin", bad);
+  cifar_dir("cifar-partial");
+  fs::remove(fx.dir / "cifar-partial" / "data_batch_5.bin");
+  fs::remove(fx.dir / "cifar-partial" / "test_batch.bin");
+  const std::string train = "train --dataset cifar10 --epochs 1 --data-dir ";
+  check_all(
+      "CIFAR-10 files",
+      {
+          {"no CIFAR-10 in the default directory",
+           "train --dataset cifar10 --epochs 1",
+           {"/usr/share/datasets/cifar-10-batches-bin", "data_batch_1.bin", "--data-dir"}},
+          {"a directory without the files",
+           train + "adir",
+           {"adir lacks data_batch_1.bin, data_batch_2.bin", "test_batch.bin"}},
+          {"two files missing",
+           train + "cifar-partial",
+           {"cifar-partial lacks data_batch_5.bin, test_batch.bin"}},
+          {"a truncated file",
+           train + "cifar-cut",
+           {"cifar-cut/data_batch_2.bin", "3083 bytes", "3073-byte",
+            "record 1 starts at byte 3073"}},
+          {"an empty file", train + "cifar-empty", {"cifar-empty/test_batch.bin", "empty file"}},
+          {"a label above 9",
+           train + "cifar-label",
+           {"cifar-label/data_batch_4.bin", "record 1 (byte offset 3073)", "label 10"}},
+          {"a model for other inputs",
+           "eval --in good.safetensors --dataset cifar10 --data-dir cifar-ok",
+           {"good.safetensors", "(10)", "(3, 32, 32)"}},
+      });
+}
+
+TEST_CASE("training-recipe flags out of range or inconsistent") {
+  const std::string f1 = "--dataset friedman1 --epochs 1 ";
+  check_all(
+      "Training-recipe flags",
+      {
+          {"step schedule without a step size",
+           "train " + f1 + "--lr-schedule step",
+           {"--lr-schedule step needs --lr-step-size"}},
+          {"step size 0",
+           "train " + f1 + "--lr-schedule step --lr-step-size 0",
+           {"--lr-step-size", "0"}},
+          {"multistep without milestones",
+           "train " + f1 + "--lr-schedule multistep",
+           {"needs --lr-milestones"}},
+          {"milestones not increasing",
+           "train " + f1 + "--lr-schedule multistep --lr-milestones 5,3",
+           {"--lr-milestones", "strictly increasing", "5,3"}},
+          {"a negative milestone",
+           "train " + f1 + "--lr-schedule multistep --lr-milestones=-2,3",
+           {"--lr-milestones", "-2,3"}},
+          {"a milestone that is no number",
+           "train " + f1 + "--lr-schedule multistep --lr-milestones 5,x",
+           {"--lr-milestones"}},
+          {"milestones without multistep",
+           "train " + f1 + "--lr-schedule cosine --lr-milestones 5",
+           {"--lr-milestones applies to --lr-schedule multistep"}},
+          {"gamma 0",
+           "train " + f1 + "--lr-schedule step --lr-step-size 1 --lr-gamma 0",
+           {"--lr-gamma must be > 0, got 0"}},
+          {"gamma negative",
+           "train " + f1 + "--lr-schedule step --lr-step-size 1 --lr-gamma=-0.5",
+           {"--lr-gamma must be > 0, got -0.5"}},
+          {"gamma NaN",
+           "train " + f1 + "--lr-schedule step --lr-step-size 1 --lr-gamma nan",
+           {"--lr-gamma", "nan"}},
+          {"gamma without step or multistep",
+           "train " + f1 + "--lr-gamma 0.5",
+           {"--lr-gamma applies to"}},
+          {"negative warm-up", "train " + f1 + "--warmup-epochs=-1", {"--warmup-epochs", "-1"}},
+          {"warm-up longer than training",
+           "train " + f1 + "--warmup-epochs 2",
+           {"--warmup-epochs 2 is longer than the 1 epochs"}},
+          {"warm-up longer than fine-tuning",
+           "prune --in good.safetensors --finetune-epochs 1 --warmup-epochs 3",
+           {"--warmup-epochs 3 is longer than the 1 epochs"}},
+          {"augmenting data that are not images",
+           "train " + f1 + "--augment",
+           {"--augment needs image data", "friedman1"}},
+          {"augmenting fine-tuning on data that are not images",
+           "prune --in good.safetensors --finetune-epochs 1 --augment",
+           {"--augment", "friedman1"}},
+          {"--bn-l1 on a model without BatchNorm",
+           "train " + f1 + "--model 'linear(1)' --bn-l1 1e-4",
+           {"--bn-l1", "no BatchNorm"}},
+          {"--bn-l1 negative", "train " + f1 + "--bn-l1=-1e-4", {"--bn-l1"}},
+          {"--bn-l1 NaN", "train " + f1 + "--bn-l1 nan", {"--bn-l1", "nan"}},
       });
 }
 

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -133,6 +134,13 @@ struct Setup {
   app::LrSchedule schedule = app::LrSchedule::Constant;
   int epochs = 4;
   bool masked = false;
+  // The recipe flags of ResNet training; they need images (below) for augment and BatchNorm
+  // in the spec for bn_l1.
+  int step_size = 0, warmup_epochs = 0;
+  std::vector<int> milestones;
+  double gamma = 0.1;
+  bool images = false, augment = false;
+  float bn_l1 = 0.0f;
 };
 
 struct Trained {
@@ -150,17 +158,48 @@ const app::DataSource& friedman() {
   return src;
 }
 
+// 160 random 8x8 one-channel images in 10 classes (5 steps of 32 per epoch), normalised so a
+// black pixel is -1.
+const app::DataSource& images() {
+  static app::DataSource src = [] {
+    app::DataSource s;
+    s.name = "images";
+    s.input_shape = {1, 8, 8};
+    s.black = {-1.0f};
+    Rng rng(21);
+    for (data::Dataset* d : {&s.data.train, &s.data.test}) {
+      const int64_t n = d == &s.data.train ? 160 : 40;
+      d->images = Tensor::uniform({n, 1, 8, 8}, -1.0f, 1.0f, rng);
+      d->labels = Tensor::empty({n}, DType::I32);
+      for (int64_t i = 0; i < n; ++i) d->labels.data_as<int32_t>()[i] = int32_t(rng.below(10));
+    }
+    return s;
+  }();
+  return src;
+}
+
+const app::DataSource& data_of(const Setup& s) {
+  return s.images ? images() : friedman();
+}
+
 app::FitConfig fit_config(const Setup& s) {
   app::FitConfig fc;
   fc.epochs = s.epochs;
   fc.batch_size = 32;
   fc.seed = 7;
   fc.lr_schedule = s.schedule;
+  fc.lr_step_size = s.step_size;
+  fc.lr_milestones = s.milestones;
+  fc.lr_gamma = s.gamma;
+  fc.warmup_epochs = s.warmup_epochs;
+  fc.augment = s.augment;
+  fc.augment_fill = data_of(s).black;
+  fc.bn_l1 = s.bn_l1;
   return fc;
 }
 
 Trained start(const Setup& s) {
-  Trained t{nn::build_model(s.spec, friedman().input_shape, 5), nullptr};
+  Trained t{nn::build_model(s.spec, data_of(s).input_shape, 5), nullptr};
   if (s.masked) {  // a fixed half of each weight matrix pruned, as sprig prune leaves it
     Rng rng(11);
     for (auto& [name, p] : t.model.named_parameters()) {
@@ -179,7 +218,7 @@ Trained start(const Setup& s) {
 // Trains uninterrupted, and in two parts through a checkpoint file; both must agree exactly.
 void check_resume(const Setup& s, int64_t stop_at, const std::string& path) {
   cpu::set_num_threads(2);
-  const app::DataSource& src = friedman();
+  const app::DataSource& src = data_of(s);
   Trained whole = start(s);
   app::fit(whole.model, *whole.opt, src.data.train, src.data.test, src.task, fit_config(s));
 
@@ -269,6 +308,33 @@ TEST_CASE("resume through a checkpoint is bit-identical to an uninterrupted run"
   }
 }
 
+TEST_CASE("resume is bit-identical with step / multistep schedules, warm-up, augment, bn-l1") {
+  fs::path dir = temp_dir();
+  Setup s;
+  s.spec = "conv(4,3,pad=1) bn relu flatten linear(10)";
+  s.images = true;
+  s.augment = true;
+  s.optim = {"sgd", 0.05f, 0.9f, 5e-4f};
+  s.warmup_epochs = 1;
+  s.bn_l1 = 1e-3f;
+  SUBCASE("multistep with warm-up, stopped inside the warm-up") {
+    s.schedule = app::LrSchedule::MultiStep;
+    s.milestones = {2, 3};
+    s.gamma = 0.2;
+    check_resume(s, 3, (dir / "multistep.safetensors").string());
+  }
+  SUBCASE("step with warm-up, stopped mid-epoch after a decay") {
+    s.schedule = app::LrSchedule::Step;
+    s.step_size = 2;
+    check_resume(s, 12, (dir / "step.safetensors").string());
+  }
+  SUBCASE("adam, cosine after the warm-up, at an epoch boundary") {
+    s.optim = {"adam", 3e-3f};
+    s.schedule = app::LrSchedule::Cosine;
+    check_resume(s, 10, (dir / "cosine.safetensors").string());
+  }
+}
+
 TEST_CASE("the training state is written only beside its optimizer buffers") {
   fs::path dir = temp_dir();
   nn::Model m = nn::build_model("linear(2)", {3}, 4);
@@ -290,6 +356,36 @@ TEST_CASE("the training state is written only beside its optimizer buffers") {
                        Error);
   CHECK_THROWS_WITH_AS(app::parse_train_state("[1", "x.safetensors"),
                        doctest::Contains("not valid JSON"), Error);
+}
+
+TEST_CASE("the recipe fields round-trip, and files from before them get what those runs did") {
+  app::TrainState st;
+  st.config.lr = {"multistep", 0, {3, 7}, 0.25, 2};
+  st.config.augment = true;
+  st.config.bn_l1 = 3e-5f;
+  st.config.optim.bn_weight_decay = false;
+  app::TrainState back = app::parse_train_state(app::train_state_to_json(st), "x");
+  CHECK(back.config.lr.name == "multistep");
+  CHECK(back.config.lr.milestones == std::vector<int>{3, 7});
+  CHECK(back.config.lr.gamma == 0.25);
+  CHECK(back.config.lr.warmup_epochs == 2);
+  CHECK(back.config.augment);
+  CHECK(back.config.bn_l1 == 3e-5f);
+  CHECK_FALSE(back.config.optim.bn_weight_decay);
+
+  nlohmann::json old = nlohmann::json::parse(app::train_state_to_json(app::TrainState{}));
+  for (const char* key :
+       {"lr_step_size", "lr_milestones", "lr_gamma", "warmup_epochs", "augment", "bn_l1"})
+    REQUIRE(old["config"].erase(key) == 1);
+  REQUIRE(old["config"]["optimizer"].erase("bn_weight_decay") == 1);
+  app::TrainState was = app::parse_train_state(old.dump(), "old.safetensors");
+  CHECK(was.config.lr.name == "constant");
+  CHECK(was.config.lr.milestones.empty());
+  CHECK(was.config.lr.gamma == 0.1);
+  CHECK(was.config.lr.warmup_epochs == 0);
+  CHECK_FALSE(was.config.augment);
+  CHECK(was.config.bn_l1 == 0.0f);
+  CHECK(was.config.optim.bn_weight_decay);  // the optimizer decayed BatchNorm then
 }
 
 // ---- resuming through the sprig binary -----------------------------------------------------
@@ -340,6 +436,87 @@ TEST_CASE("sprig train --resume: bit-identical to the uninterrupted run") {
     require_same_weights(nn::load_checkpoint(p("sgd2to4.safetensors")).model, whole);
     CHECK(any_weight_differs(nn::load_checkpoint(p("sgd2.safetensors")).model, whole));
   }
+}
+
+namespace {
+// A fake CIFAR-10 directory in the real binary format: 32 random records per training file
+// (160 training samples) and 32 test records.
+void write_fake_cifar10(const fs::path& dir) {
+  fs::create_directories(dir);
+  Rng rng(8);
+  auto write = [&](const std::string& name) {
+    std::string bytes;
+    for (int r = 0; r < 32; ++r) {
+      bytes.push_back(char(rng.below(10)));
+      for (int k = 0; k < 3072; ++k) bytes.push_back(char(rng.below(256)));
+    }
+    std::ofstream f(dir / name, std::ios::binary);
+    f << bytes;
+    REQUIRE(f.good());
+  };
+  for (int i = 1; i <= 5; ++i) write("data_batch_" + std::to_string(i) + ".bin");
+  write("test_batch.bin");
+}
+}  // namespace
+
+TEST_CASE("sprig train --resume on cifar10 with the ResNet recipe flags: bit-identical") {
+  fs::path dir = temp_dir();
+  const std::string data = (dir / "cifar").string();
+  write_fake_cifar10(data);
+  auto p = [&](const char* name) { return (dir / name).string(); };
+  const std::string base = "train --dataset cifar10 --data-dir " + data +
+                           " --model 'conv(4,3,stride=4) bn relu flatten linear(10)' "
+                           "--batch-size 32 --epochs 3 --seed 4 --threads 2 --quiet "
+                           "--optimizer sgd --lr 0.05 --momentum 0.9 --weight-decay 5e-4 ";
+  const std::string recipe =
+      "--lr-schedule multistep --lr-milestones 1,2 --lr-gamma 0.5 --warmup-epochs 1 --augment "
+      "--bn-l1 1e-3";
+  Result w = run(base + recipe + " --json --out " + p("whole.safetensors"));
+  REQUIRE_MESSAGE(w.code == 0, w.out);
+  auto jw = nlohmann::json::parse(last_line(w.out));
+  CHECK(jw["train_samples"] == 160);
+  CHECK(jw["global_step"] == 15);
+  CHECK(jw["augment"] == true);
+  nn::Model whole = nn::load_checkpoint(p("whole.safetensors")).model;
+  for (int stop : {7, 10}) {
+    CAPTURE(stop);
+    Result s = run(base + recipe + " --stop-at-step " + std::to_string(stop) + " --out " +
+                   p("part.safetensors"));
+    REQUIRE_MESSAGE(s.code == 0, s.out);
+    Result r = run("train --resume " + p("part.safetensors") + " --quiet --json");
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    CHECK(nlohmann::json::parse(last_line(r.out))["finished"] == true);
+    require_same_weights(nn::load_checkpoint(p("part.safetensors")).model, whole);
+  }
+  // Each recipe flag changes the run, so the agreement above is not vacuous.
+  for (const std::string& other :
+       {std::string("--lr-schedule multistep --lr-milestones 1,2 --lr-gamma 0.5 --warmup-epochs 1 "
+                    "--bn-l1 1e-3"),
+        std::string("--lr-schedule multistep --lr-milestones 1,2 --lr-gamma 0.5 --augment "
+                    "--bn-l1 1e-3"),
+        std::string("--lr-schedule multistep --lr-milestones 1,2 --lr-gamma 0.5 --warmup-epochs 1 "
+                    "--augment")}) {
+    CAPTURE(other);
+    Result o = run(base + other + " --out " + p("other.safetensors"));
+    REQUIRE_MESSAGE(o.code == 0, o.out);
+    CHECK(any_weight_differs(nn::load_checkpoint(p("other.safetensors")).model, whole));
+  }
+  // prune fine-tunes through the same loop: --augment and the schedule flags reach it.
+  std::map<bool, nn::Model> pruned;
+  for (bool augment : {false, true}) {
+    const std::string out = p(augment ? "pruned_aug.safetensors" : "pruned.safetensors");
+    Result pr = run("prune --in " + p("whole.safetensors") + " --data-dir " + data +
+                    " --amount 0.5 --finetune-epochs 2 --optimizer sgd --lr 0.05 --lr-schedule "
+                    "step --lr-step-size 1 --warmup-epochs 1 --threads 2 --quiet --out " +
+                    out + (augment ? " --augment" : ""));
+    REQUIRE_MESSAGE(pr.code == 0, pr.out);
+    pruned[augment] = nn::load_checkpoint(out).model;
+  }
+  CHECK(any_weight_differs(pruned[false], pruned[true]));
+  // A resumed run keeps its recipe: changing it is a conflict.
+  Result c = run("train --resume " + p("whole.safetensors") + " --warmup-epochs 2");
+  CHECK(c.code != 0);
+  CHECK_MESSAGE(c.out.find("--warmup-epochs 2 conflicts with") != std::string::npos, c.out);
 }
 
 TEST_CASE("kill -9 during a run that checkpoints every step, then resume from the file") {
