@@ -1,6 +1,7 @@
 // End-to-end training on real data: the first accuracy bar, determinism, and regression.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "apps/trainer.h"
@@ -55,6 +56,27 @@ TEST_CASE("same seed and thread count give the identical final loss twice") {
   CHECK(a.first == b.first);  // bit-identical, not approximately equal
   CHECK(a.second == b.second);
   CHECK(a.first != c.first);  // and the seed does matter
+}
+
+TEST_CASE("fashion-mnist --augment pads with exactly what a black pixel normalises to") {
+  REQUIRE_MESSAGE(have_fashion_mnist(), "Fashion-MNIST missing: run scripts/setup.sh");
+  app::DataSource src = app::load_data_source("fashion-mnist", "", 0);
+  REQUIRE(src.black.size() == 1);
+  const Tensor& x = src.data.train.images;  // (N, 1, 28, 28); the borders are mostly black
+  float lowest = x.data()[0];
+  for (int64_t i = 0; i < x.numel(); ++i) lowest = std::min(lowest, x.data()[i]);
+  CHECK(lowest == src.black[0]);
+  // Training on 28x28 crops of the 36x36 padded images works, and the crops change the run.
+  data::Dataset train = data::take(src.data.train, 256), test = data::take(src.data.test, 100);
+  auto run = [&](bool augment) {
+    nn::Model model = nn::build_model("mlp", src.input_shape, 1);
+    auto opt = app::make_optimizer({"sgd", 0.05f, 0.9f}, model.parameters());
+    app::FitConfig cfg;
+    cfg.augment = augment;
+    cfg.augment_fill = src.black;
+    return app::fit(model, *opt, train, test, app::Task::Classification, cfg).back().train_loss;
+  };
+  CHECK(run(true) != run(false));
 }
 
 TEST_CASE("a regression MLP learns Friedman #1") {
