@@ -199,6 +199,31 @@ TEST_CASE("l1-vs-fpgm: one child per method and amount, shrunk specs, report wit
   check_charts(html, {{"accuracy", 1}, {"size", 2}, {"epoch-time", 1}, {"finetune-curves", 3}});
 }
 
+TEST_CASE("l1-vs-fpgm on resnet20: dependency groups shrink blocks and the residual stream") {
+  fs::path dir = temp_dir() / "l1fpgm_resnet";
+  fs::remove_all(dir);
+  fs::path store = dir / "mlruns", html = dir / "l1.html";
+  Result r = run(
+      "experiment l1-vs-fpgm --model resnet20 --batch-size 32 --base-epochs 1 --finetune-epochs 1 "
+      "--methods l1 --amounts 0.25 --train-samples 64 --test-samples 32 --threads 2 "
+      "--local-store " +
+      store.string() + " --report " + html.string());
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  // Tables show a ResNet by its layers' widths: the stem and each block's two convs.
+  CHECK(r.out.find("widths 16/16/16/16/16/16/16/32/32/32/32/32/32/64/64/64/64/64/64/10") !=
+        std::string::npos);
+  Run parent;
+  std::vector<Run> children;
+  load_runs(store, "sprig-l1-vs-fpgm", parent, children);
+  REQUIRE(children.size() == 1);
+  const Run& c = children[0];
+  // A quarter of every group: 4 of each stage-1 block's 16 inner channels, 16 of the stream's 64.
+  CHECK(c.param("spec_after").find("res[conv1:conv(12,3,pad=1,bias=0)") != std::string::npos);
+  CHECK(c.param("spec_after").find("shortcut(") != std::string::npos);
+  CHECK(c.last("params") < parent.last("params"));
+  CHECK(c.last("flops") < 0.75 * parent.last("flops"));
+}
+
 TEST_CASE("taylor: from a --base checkpoint, summaries before and after, seed 002's counts") {
   fs::path dir = temp_dir() / "taylor";
   fs::remove_all(dir);
