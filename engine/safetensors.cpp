@@ -42,6 +42,17 @@ const char* st_dtype_name(DType t) {
   return "?";
 }
 
+// Element sizes of every dtype the safetensors format defines, for tensors a caller asked to
+// skip: they are checked against the data section but never read.
+size_t st_dtype_size(const std::string& s) {
+  static const std::map<std::string, size_t> sizes = {
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1},
+      {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
+      {"U32", 4},  {"F32", 4}, {"I64", 8}, {"U64", 8},     {"F64", 8}};
+  auto it = sizes.find(s);
+  return it == sizes.end() ? 0 : it->second;
+}
+
 bool parse_st_dtype(const std::string& s, DType* out) {
   for (const DTypeName& d : kDTypes) {
     if (s == d.name) {
@@ -132,6 +143,9 @@ Json parse_header(const std::string& text, const std::string& path) {
 struct Entry {
   std::string name;
   DType dtype = DType::F32;
+  std::string dtype_name;  // as in the header
+  size_t element_size = 4;
+  bool skip = false;  // validated, not read (load_safetensors' skip_suffixes)
   Shape shape;
   uint64_t begin = 0, end = 0;
 };
@@ -144,7 +158,7 @@ bool as_u64(const Json& v, uint64_t* out) {
 }
 
 Entry parse_entry(const std::string& name, const Json& v, uint64_t data_start, uint64_t file_size,
-                  const std::string& path) {
+                  const std::string& path, bool skip) {
   const uint64_t data_size = file_size - data_start;
   Entry e;
   e.name = name;
@@ -160,7 +174,13 @@ Entry parse_entry(const std::string& name, const Json& v, uint64_t data_start, u
   if (!dtype.is_string())
     fail(path, what, ": \"dtype\" is a JSON ", dtype.type_name(), ", not a string");
   const std::string& dname = dtype.get_ref<const std::string&>();
-  if (!parse_st_dtype(dname, &e.dtype))
+  e.dtype_name = dname;
+  e.skip = skip;
+  if (parse_st_dtype(dname, &e.dtype))
+    e.element_size = dtype_size(e.dtype);
+  else if (skip && st_dtype_size(dname) > 0)
+    e.element_size = st_dtype_size(dname);
+  else
     fail(path, what, ": unsupported dtype '", dname, "' (supported: ", kSupportedDTypes, ")");
 
   const Json& shape = field("shape");
@@ -180,7 +200,7 @@ Entry parse_entry(const std::string& name, const Json& v, uint64_t data_start, u
     overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
   }
   uint64_t bytes = 0;
-  overflow = overflow || __builtin_mul_overflow(numel, dtype_size(e.dtype), &bytes);
+  overflow = overflow || __builtin_mul_overflow(numel, e.element_size, &bytes);
   if (overflow || numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
     fail(path, what, ": shape ", shape.dump(), " has too many elements");
 
@@ -289,6 +309,17 @@ const Tensor& TensorFile::at(const std::string& name) const {
 // ---- load ---------------------------------------------------------------------------------
 
 TensorFile load_safetensors(const std::string& path) {
+  return load_safetensors(path, {});
+}
+
+TensorFile load_safetensors(const std::string& path,
+                            const std::vector<std::string>& skip_suffixes) {
+  auto skipped = [&](const std::string& name) {
+    for (const std::string& s : skip_suffixes)
+      if (name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0)
+        return true;
+    return false;
+  };
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) fail(path, "cannot open: ", std::strerror(errno));
   struct stat st;
@@ -323,7 +354,8 @@ TensorFile load_safetensors(const std::string& path) {
     if (kv.key() == kMetadataKey)
       parse_metadata(kv.value(), &out.metadata, path);
     else
-      entries.push_back(parse_entry(kv.key(), kv.value(), data_start, file_size, path));
+      entries.push_back(
+          parse_entry(kv.key(), kv.value(), data_start, file_size, path, skipped(kv.key())));
   }
   std::vector<size_t> by_offset(entries.size());
   std::iota(by_offset.begin(), by_offset.end(), 0);
@@ -336,6 +368,10 @@ TensorFile load_safetensors(const std::string& path) {
   // Everything is consistent; only now allocate and read, straight into the tensors.
   out.tensors.reserve(entries.size());
   for (const Entry& e : entries) {
+    if (e.skip) {
+      out.skipped.push_back({e.name, e.dtype_name, e.shape});
+      continue;
+    }
     Tensor t = Tensor::empty(e.shape, e.dtype);
     if (e.end > e.begin)
       read_exact(fd.get(), raw_bytes(t), e.end - e.begin, data_start + e.begin, path);

@@ -12,11 +12,18 @@
 
 namespace sprig {
 
+// A tensor load_safetensors was asked to leave out (see skip_suffixes): checked, not read.
+struct SkippedTensor {
+  std::string name, dtype;  // dtype as safetensors spells it ("I64")
+  Shape shape;
+};
+
 struct TensorFile {
   // In header order. For files sprig wrote that is the order given to save_safetensors.
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::map<std::string, std::string> metadata;  // the "__metadata__" object
   std::string path;                             // where it was loaded from, for messages
+  std::vector<SkippedTensor> skipped;           // in header order
 
   const Tensor* find(const std::string& name) const;  // nullptr when absent
   const Tensor& at(const std::string& name) const;    // throws sprig::Error when absent
@@ -37,5 +44,10 @@ void save_safetensors(const std::string& path,
 // a malformed, truncated or inconsistent file raises sprig::Error naming the file and the
 // problem; nothing is read out of bounds.
 TensorFile load_safetensors(const std::string& path);
+// The same, but a tensor whose name ends with one of skip_suffixes may have any dtype the
+// safetensors format defines (I64, F16, ...); it is validated like the others and listed in
+// `skipped` instead of being read. For state we do not keep, such as PyTorch's BatchNorm
+// "num_batches_tracked" (I64).
+TensorFile load_safetensors(const std::string& path, const std::vector<std::string>& skip_suffixes);
 
 }  // namespace sprig

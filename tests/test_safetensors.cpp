@@ -387,6 +387,35 @@ TEST_CASE("safetensors: valid hand-written files are accepted") {
   CHECK(f.metadata.empty());
 }
 
+TEST_CASE("safetensors: skip_suffixes leaves out tensors of any dtype, still validated") {
+  TempDir dir;
+  std::string path = dir.file("torch.safetensors");
+  // A PyTorch BatchNorm's state: an I64 counter beside F32 statistics.
+  const std::string header =
+      R"({"bn.num_batches_tracked": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]},
+          "bn.running_mean": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})";
+  write_bytes(path, make_file(header, u64_le(3) + std::string(4, '\0')));
+  expect_load_error(path, {"bn.num_batches_tracked", "unsupported dtype 'I64'"});
+  TensorFile f = load_safetensors(path, {".num_batches_tracked"});
+  REQUIRE(f.tensors.size() == 1);
+  CHECK(f.tensors[0].first == "bn.running_mean");
+  REQUIRE(f.skipped.size() == 1);
+  CHECK(f.skipped[0].name == "bn.num_batches_tracked");
+  CHECK(f.skipped[0].dtype == "I64");
+  CHECK(f.skipped[0].shape == Shape{});
+  CHECK(f.find("bn.num_batches_tracked") == nullptr);
+
+  // Skipped or not, the size must fit the dtype and the data section, and the dtype must exist.
+  for (const char* bad :
+       {R"({"a.num_batches_tracked": {"dtype": "I64", "shape": [2], "data_offsets": [0, 8]}})",
+        R"({"a.num_batches_tracked": {"dtype": "I64", "shape": [], "data_offsets": [0, 16]}})",
+        R"({"a.num_batches_tracked": {"dtype": "Q7", "shape": [], "data_offsets": [0, 8]}})"}) {
+    write_bytes(path, make_file(bad, u64_le(3)));
+    INFO(bad);
+    CHECK_THROWS_AS(load_safetensors(path, {".num_batches_tracked"}), Error);
+  }
+}
+
 TEST_CASE("safetensors: every truncation of a valid file is rejected") {
   TempDir dir;
   std::string good = dir.file("good.safetensors");
