@@ -1,4 +1,4 @@
-// sprig export: a checkpoint as a model file for other runtimes (ONNX for now).
+// sprig export: a checkpoint as a model file for other runtimes (ONNX for now), in eval mode.
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -13,7 +13,7 @@ namespace sprig::app {
 namespace {
 struct ExportArgs {
   std::string in, format = "onnx", out;
-  bool json = false;
+  bool json = false, no_fold_bn = false;
 };
 
 const char* const kFormats = "onnx";
@@ -24,7 +24,9 @@ int run_export(const ExportArgs& a) {
   // load_checkpoint checks every tensor against the spec; nothing is written until the whole
   // ONNX file is in memory, and then only through a temporary file.
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  nn::export_onnx(ck.model, a.out);
+  nn::OnnxExportOptions opt;
+  opt.fold_bn = !a.no_fold_bn;
+  nn::export_onnx(ck.model, a.out, opt);
   const int64_t bytes = static_cast<int64_t>(std::filesystem::file_size(a.out));
   if (a.json) {
     nlohmann::json j = {{"in", a.in},
@@ -33,7 +35,8 @@ int run_export(const ExportArgs& a) {
                         {"bytes", bytes},
                         {"params", ck.model.num_parameters()},
                         {"ir_version", nn::kOnnxIrVersion},
-                        {"opset", nn::kOnnxOpset}};
+                        {"opset", nn::kOnnxOpset},
+                        {"fold_bn", opt.fold_bn}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("%s -> %s (ONNX IR %lld, opset %lld, %lld parameters, %lld bytes)\n", a.in.c_str(),
@@ -50,6 +53,9 @@ Command add_export_command(CLI::App& app) {
   app.add_option("--format", a->format, std::string("output format: ") + kFormats)
       ->capture_default_str();
   app.add_option("--out", a->out, "output file (replaced atomically)")->required();
+  app.add_flag("--no-fold-bn", a->no_fold_bn,
+               "keep BatchNorm layers as BatchNormalization nodes (default: fold each BN that "
+               "directly follows a conv into that conv)");
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_export(*a); };
 }

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "engine/protobuf.h"
@@ -38,12 +40,12 @@ namespace node_proto {  // NodeProto
 constexpr uint32_t kInput = 1, kOutput = 2, kName = 3, kOpType = 4, kAttribute = 5;
 }
 namespace attribute_proto {  // AttributeProto
-constexpr uint32_t kName = 1, kI = 3, kInts = 8, kType = 20;
-constexpr uint64_t kTypeInt = 2, kTypeInts = 7;  // AttributeProto.AttributeType
+constexpr uint32_t kName = 1, kF = 2, kI = 3, kInts = 8, kType = 20;
+constexpr uint64_t kTypeFloat = 1, kTypeInt = 2, kTypeInts = 7;  // AttributeProto.AttributeType
 }  // namespace attribute_proto
 namespace tensor_proto {  // TensorProto
 constexpr uint32_t kDims = 1, kDataType = 2, kName = 8, kRawData = 9;
-constexpr uint64_t kFloat = 1;  // TensorProto.DataType.FLOAT
+constexpr uint64_t kFloat = 1, kInt64 = 7;  // TensorProto.DataType
 }  // namespace tensor_proto
 namespace value_info {  // ValueInfoProto, TypeProto, TypeProto.Tensor, TensorShapeProto
 constexpr uint32_t kName = 1, kType = 2;
@@ -72,17 +74,6 @@ Writer ints_attribute(const std::string& name, const std::vector<int64_t>& v) {
   a.string(attribute_proto::kName, name).varint(attribute_proto::kType, attribute_proto::kTypeInts);
   repeated_int64(a, attribute_proto::kInts, v);
   return a;
-}
-
-Writer node(const std::string& name, const std::string& op, const std::vector<std::string>& inputs,
-            const std::string& output, const std::vector<Writer>& attributes = {}) {
-  Writer n;
-  for (const std::string& in : inputs) n.string(node_proto::kInput, in);
-  n.string(node_proto::kOutput, output);
-  n.string(node_proto::kName, name);
-  n.string(node_proto::kOpType, op);
-  for (const Writer& a : attributes) n.message(node_proto::kAttribute, a);
-  return n;
 }
 
 // A float32 initializer; raw_data is little-endian whatever the host's byte order.
@@ -121,65 +112,285 @@ Writer batched_value_info(const std::string& name, const Shape& per_sample) {
   return v;
 }
 
-std::string layer_label(size_t i, const Module& layer) {
-  return "layer " + std::to_string(i) + " '" + layer.spec() + "'";
+// An int64 initializer (Slice's starts / ends / axes / steps, Pad's pads), 1-D.
+Writer int64_initializer(const std::string& name, const std::vector<int64_t>& values) {
+  std::string raw;
+  raw.reserve(8 * values.size());
+  for (int64_t v : values) {
+    const uint64_t u = static_cast<uint64_t>(v);
+    for (int b = 0; b < 8; ++b) raw.push_back(static_cast<char>((u >> (8 * b)) & 0xff));
+  }
+  Writer w;
+  w.int64(tensor_proto::kDims, static_cast<int64_t>(values.size()));
+  w.varint(tensor_proto::kDataType, tensor_proto::kInt64);
+  w.string(tensor_proto::kName, name);
+  w.string(tensor_proto::kRawData, raw);
+  return w;
 }
+
+Writer float_attribute(const std::string& name, float v) {
+  Writer a;
+  a.string(attribute_proto::kName, name)
+      .varint(attribute_proto::kType, attribute_proto::kTypeFloat)
+      .float32(attribute_proto::kF, v);
+  return a;
+}
+
+// A node before serialisation: the graph's last output is renamed to "logits" at the end.
+struct Node {
+  std::string name, op;
+  std::vector<std::string> inputs;
+  std::string output;
+  std::vector<Writer> attributes;
+};
+
+std::string join_path(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+std::string layer_label(const std::string& path, const Module& layer) {
+  return "layer " + path + " '" + layer.spec() + "'";
+}
+
+// Walks the module tree in forward order and emits one or more nodes per layer. Values are
+// named after the node that writes them (the module's path, "layer1.0.conv1"), initializers
+// after the parameter or buffer they hold ("layer1.0.bn1.running_var").
+class GraphBuilder {
+ public:
+  explicit GraphBuilder(const OnnxExportOptions& opt) : opt_(opt) {}
+
+  // Emits module m at path reading value `in` of per-sample shape `shape`; returns the name of
+  // its output value and leaves its per-sample shape in `shape`.
+  std::string emit(const Module& m, const std::string& path, const std::string& in, Shape& shape) {
+    if (auto* seq = dynamic_cast<const Sequential*>(&m))
+      return emit_sequential(*seq, path, in, shape);
+    if (auto* res = dynamic_cast<const Residual*>(&m)) return emit_residual(*res, path, in, shape);
+    const Shape out_shape = m.output_shape(shape);
+    std::string out;
+    if (auto* conv = dynamic_cast<const Conv2d*>(&m)) {
+      out = emit_conv(*conv, nullptr, path, "", in);
+    } else if (auto* bn = dynamic_cast<const BatchNorm*>(&m)) {
+      check_statistics(*bn, path);
+      out = add(path, "BatchNormalization",
+                {in, param(path, "weight", bn->weight), param(path, "bias", bn->bias),
+                 buffer(path, "running_mean", bn->running_mean),
+                 buffer(path, "running_var", bn->running_var)},
+                {float_attribute("epsilon", bn->eps)});
+    } else if (auto* lin = dynamic_cast<const Linear*>(&m)) {
+      std::vector<std::string> inputs = {in, param(path, "weight", lin->weight)};
+      if (lin->bias) inputs.push_back(param(path, "bias", lin->bias));
+      out = add(path, "Gemm", inputs, {int_attribute("transB", 1)});
+    } else if (dynamic_cast<const ReLU*>(&m)) {
+      out = add(path, "Relu", {in});
+    } else if (auto* pool = dynamic_cast<const MaxPool2d*>(&m)) {
+      const int64_t k = pool->kernel, s = pool->stride, p = pool->padding;
+      // ONNX pads with -inf as sprig clips; a window wholly in the padding would differ.
+      SPRIG_CHECK(2 * p <= k, "onnx export: ", layer_label(path, m), " has padding ", p,
+                  " > kernel/2, which ONNX MaxPool does not define the same way");
+      out = add(path, "MaxPool", {in},
+                {ints_attribute("kernel_shape", {k, k}), ints_attribute("strides", {s, s}),
+                 ints_attribute("pads", {p, p, p, p})});
+    } else if (auto* pool = dynamic_cast<const AvgPool2d*>(&m)) {
+      const int64_t k = pool->kernel, s = pool->stride, p = pool->padding;
+      // sprig and PyTorch count the padding's zeros in the average; ONNX's default does not.
+      out = add(path, "AveragePool", {in},
+                {ints_attribute("kernel_shape", {k, k}), ints_attribute("strides", {s, s}),
+                 ints_attribute("pads", {p, p, p, p}), int_attribute("count_include_pad", 1)});
+    } else if (dynamic_cast<const GlobalAvgPool2d*>(&m)) {
+      out = add(path, "GlobalAveragePool", {in});
+    } else if (auto* sc = dynamic_cast<const Shortcut*>(&m)) {
+      out = emit_shortcut(*sc, path, in, shape);
+    } else if (dynamic_cast<const Flatten*>(&m)) {
+      out = add(path, "Flatten", {in}, {int_attribute("axis", 1)});
+    } else {
+      throw Error("onnx export: " + layer_label(path, m) +
+                  " has no ONNX equivalent (exportable: conv, linear, bn, relu, maxpool, avgpool, "
+                  "gap, shortcut, flatten, seq, res)");
+    }
+    shape = out_shape;
+    return out;
+  }
+
+  std::vector<Node> nodes;
+  std::vector<Writer> initializers;
+
+ private:
+  const OnnxExportOptions& opt_;
+
+  std::string add(const std::string& name, const std::string& op,
+                  const std::vector<std::string>& inputs, std::vector<Writer> attributes = {}) {
+    nodes.push_back({name, op, inputs, name, std::move(attributes)});
+    return name;
+  }
+
+  std::string param(const std::string& path, const std::string& local, const ParameterPtr& p) {
+    const std::string name = join_path(path, local);  // as in named_parameters / checkpoints
+    initializers.push_back(initializer(name, p->value));
+    return name;
+  }
+
+  std::string buffer(const std::string& path, const std::string& local, const Tensor& t) {
+    const std::string name = join_path(path, local);
+    initializers.push_back(initializer(name, t));
+    return name;
+  }
+
+  std::string emit_sequential(const Sequential& seq, const std::string& path, const std::string& in,
+                              Shape& shape) {
+    std::string current = in;
+    for (size_t i = 0; i < seq.layers.size(); ++i) {
+      const Module* layer = seq.layers[i].get();
+      const std::string child = join_path(path, seq.name_of(i));
+      SPRIG_CHECK(layer, "onnx export: layer ", child, " is empty");
+      auto* conv = dynamic_cast<const Conv2d*>(layer);
+      auto* bn = i + 1 < seq.layers.size() ? dynamic_cast<const BatchNorm*>(seq.layers[i + 1].get())
+                                           : nullptr;
+      if (opt_.fold_bn && conv && bn) {
+        // The BN reads this conv's output and nothing else: fold it into the conv.
+        const std::string bn_path = join_path(path, seq.name_of(i + 1));
+        check_statistics(*bn, bn_path);
+        const Shape conv_out = conv->output_shape(shape);
+        current = emit_conv(*conv, bn, child, seq.name_of(i + 1), current);
+        shape = bn->output_shape(conv_out);
+        ++i;
+        continue;
+      }
+      current = emit(*layer, child, current, shape);
+    }
+    return current;
+  }
+
+  std::string emit_residual(const Residual& res, const std::string& path, const std::string& in,
+                            Shape& shape) {
+    Shape body_shape = shape, shortcut_shape = shape;
+    // The body's layers are the block's children under their own names (Residual::children).
+    const std::string body = emit_sequential(*res.body, path, in, body_shape);
+    const std::string skip =
+        res.identity_shortcut()
+            ? in
+            : emit_sequential(*res.shortcut, join_path(path, "shortcut"), in, shortcut_shape);
+    SPRIG_CHECK(body_shape == shortcut_shape, "onnx export: ", layer_label(path, res),
+                ": body gives ", to_string(body_shape), ", shortcut ", to_string(shortcut_shape));
+    std::string out = add(join_path(path, "add"), "Add", {body, skip});
+    if (res.relu_out) out = add(join_path(path, "relu"), "Relu", {out});
+    shape = body_shape;
+    return out;
+  }
+
+  // A conv, or a conv with the BatchNorm after it folded in (bn != null, named bn_name):
+  //   w' = w * gamma / sqrt(var + eps) per output channel,
+  //   b' = (b - mean) * gamma / sqrt(var + eps) + beta  (b = 0 when the conv has no bias),
+  // computed in double and rounded once. The folded tensors are named "<conv>+<bn>.weight" /
+  // ".bias", since they are neither parameter.
+  std::string emit_conv(const Conv2d& conv, const BatchNorm* bn, const std::string& path,
+                        const std::string& bn_name, const std::string& in) {
+    const int64_t k = conv.kernel, s = conv.opt.stride, p = conv.opt.padding, d = conv.opt.dilation;
+    std::vector<Writer> attributes = {
+        ints_attribute("kernel_shape", {k, k}), ints_attribute("strides", {s, s}),
+        ints_attribute("pads", {p, p, p, p}), ints_attribute("dilations", {d, d})};
+    if (!bn) {
+      std::vector<std::string> inputs = {in, param(path, "weight", conv.weight)};
+      if (conv.bias) inputs.push_back(param(path, "bias", conv.bias));
+      return add(path, "Conv", inputs, std::move(attributes));
+    }
+    const int64_t out_ch = conv.out_channels;
+    const std::vector<float> w = conv.weight->value.to_vector();  // (K, C, R, S)
+    const std::vector<float> b =
+        conv.bias ? conv.bias->value.to_vector() : std::vector<float>(out_ch, 0.0f);  // (K)
+    const std::vector<float> gamma = bn->weight->value.to_vector();                   // (K)
+    const std::vector<float> beta = bn->bias->value.to_vector();                      // (K)
+    const std::vector<float> mean = bn->running_mean.to_vector();                     // (K)
+    const std::vector<float> var = bn->running_var.to_vector();                       // (K)
+    SPRIG_CHECK(static_cast<int64_t>(gamma.size()) == out_ch,
+                "onnx export: ", layer_label(path, conv), " has ", out_ch,
+                " channels but the BatchNorm after it ", gamma.size());
+    const int64_t per_channel = static_cast<int64_t>(w.size()) / out_ch;
+    std::vector<float> folded_w(w.size());  // (K, C, R, S)
+    std::vector<float> folded_b(out_ch);    // (K)
+    for (int64_t c = 0; c < out_ch; ++c) {
+      const double scale = double(gamma[c]) / std::sqrt(double(var[c]) + double(bn->eps));
+      for (int64_t j = 0; j < per_channel; ++j)
+        folded_w[c * per_channel + j] = static_cast<float>(double(w[c * per_channel + j]) * scale);
+      folded_b[c] = static_cast<float>((double(b[c]) - double(mean[c])) * scale + double(beta[c]));
+    }
+    const std::string name = path + "+" + bn_name;
+    initializers.push_back(
+        initializer(name + ".weight", Tensor::from_vector(folded_w, conv.weight->value.shape())));
+    initializers.push_back(initializer(name + ".bias", Tensor::from_vector(folded_b, {out_ch})));
+    return add(name, "Conv", {in, name + ".weight", name + ".bias"}, std::move(attributes));
+  }
+
+  // Option A: x[:, :, ::stride, ::stride] (Slice with steps on H and W), then pad_lo zero
+  // channels before and the rest after (Pad on axis 1, constant 0).
+  std::string emit_shortcut(const Shortcut& sc, const std::string& path, const std::string& in,
+                            const Shape& shape) {
+    sc.output_shape(shape);  // checks that out_channels and pad_lo fit the input
+    const int64_t channels = shape[0];
+    const int64_t lo = sc.pad_lo < 0 ? (sc.out_channels - channels) / 2 : sc.pad_lo;
+    const int64_t hi = sc.out_channels - channels - lo;
+    std::string current = in;
+    if (sc.stride != 1) {
+      const std::string n = join_path(path, "slice");
+      const int64_t end = std::numeric_limits<int64_t>::max();  // ONNX clamps to the size
+      initializers.push_back(int64_initializer(n + ".starts", {0, 0}));
+      initializers.push_back(int64_initializer(n + ".ends", {end, end}));
+      initializers.push_back(int64_initializer(n + ".axes", {2, 3}));
+      initializers.push_back(int64_initializer(n + ".steps", {sc.stride, sc.stride}));
+      current = add(n, "Slice", {current, n + ".starts", n + ".ends", n + ".axes", n + ".steps"});
+    }
+    if (lo != 0 || hi != 0) {
+      const std::string n = join_path(path, "pad");
+      // pads: begin of (N, C, H, W), then end of (N, C, H, W)
+      initializers.push_back(int64_initializer(n + ".pads", {0, lo, 0, 0, 0, hi, 0, 0}));
+      current = add(n, "Pad", {current, n + ".pads"});
+    }
+    return current;
+  }
+
+  // Export describes eval mode: the running statistics are the normalisation, so they must be
+  // usable numbers.
+  static void check_statistics(const BatchNorm& bn, const std::string& path) {
+    const std::vector<float> mean = bn.running_mean.to_vector();  // (C)
+    const std::vector<float> var = bn.running_var.to_vector();    // (C)
+    for (size_t c = 0; c < mean.size(); ++c)
+      SPRIG_CHECK(std::isfinite(mean[c]), "onnx export: ", join_path(path, "running_mean"),
+                  " holds ", mean[c], " at channel ", c);
+    for (size_t c = 0; c < var.size(); ++c)
+      SPRIG_CHECK(std::isfinite(var[c]) && var[c] >= 0,
+                  "onnx export: ", join_path(path, "running_var"), " holds ", var[c],
+                  " at channel ", c, " (a variance is finite and not negative)");
+  }
+};
 
 }  // namespace
 
-std::string onnx_model_bytes(const Model& model) {
+std::string onnx_model_bytes(const Model& model, const OnnxExportOptions& opt) {
   SPRIG_CHECK(model.net, "onnx export: the model has no network");
-  const auto& layers = model.net->layers;
-  SPRIG_CHECK(!layers.empty(), "onnx export: the model '", model.spec, "' has no layers");
+  SPRIG_CHECK(!model.net->layers.empty(), "onnx export: the model '", model.spec,
+              "' has no layers");
   const Shape out_shape = model.output_shape();  // throws when input_shape does not fit
 
+  GraphBuilder g(opt);
+  Shape shape = model.input_shape;
+  const std::string last = g.emit(*model.net, "", kOnnxInputName, shape);
+  // Nodes come in forward order, so nothing reads the last node's output but the graph.
+  if (!g.nodes.empty() && g.nodes.back().output == last)
+    g.nodes.back().output = kOnnxOutputName;
+  else
+    g.nodes.push_back({"output", "Identity", {last}, kOnnxOutputName, {}});
+
   Writer graph;
-  std::vector<Writer> initializers;
-  std::string current = kOnnxInputName;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const Module* layer = layers[i].get();
-    SPRIG_CHECK(layer, "onnx export: layer ", i, " is empty");
-    const std::string idx = std::to_string(i);
-    const std::string out = i + 1 == layers.size() ? kOnnxOutputName : "h" + idx;
-    auto add_param = [&](const std::string& local, const ParameterPtr& p) {
-      std::string name = idx + "." + local;  // as in named_parameters / checkpoints
-      initializers.push_back(initializer(name, p->value));
-      return name;
-    };
-    Writer n;
-    if (auto* conv = dynamic_cast<const Conv2d*>(layer)) {
-      std::vector<std::string> in = {current, add_param("weight", conv->weight)};
-      if (conv->bias) in.push_back(add_param("bias", conv->bias));
-      const int64_t k = conv->kernel, s = conv->opt.stride, p = conv->opt.padding,
-                    d = conv->opt.dilation;
-      n = node(idx, "Conv", in, out,
-               {ints_attribute("kernel_shape", {k, k}), ints_attribute("strides", {s, s}),
-                ints_attribute("pads", {p, p, p, p}), ints_attribute("dilations", {d, d})});
-    } else if (auto* lin = dynamic_cast<const Linear*>(layer)) {
-      std::vector<std::string> in = {current, add_param("weight", lin->weight)};
-      if (lin->bias) in.push_back(add_param("bias", lin->bias));
-      n = node(idx, "Gemm", in, out, {int_attribute("transB", 1)});
-    } else if (dynamic_cast<const ReLU*>(layer)) {
-      n = node(idx, "Relu", {current}, out);
-    } else if (auto* pool = dynamic_cast<const MaxPool2d*>(layer)) {
-      const int64_t k = pool->kernel, s = pool->stride, p = pool->padding;
-      // ONNX pads with -inf as sprig clips; a window wholly in the padding would differ.
-      SPRIG_CHECK(2 * p <= k, "onnx export: ", layer_label(i, *layer), " has padding ", p,
-                  " > kernel/2, which ONNX MaxPool does not define the same way");
-      n = node(idx, "MaxPool", {current}, out,
-               {ints_attribute("kernel_shape", {k, k}), ints_attribute("strides", {s, s}),
-                ints_attribute("pads", {p, p, p, p})});
-    } else if (dynamic_cast<const Flatten*>(layer)) {
-      n = node(idx, "Flatten", {current}, out, {int_attribute("axis", 1)});
-    } else {
-      throw Error("onnx export: " + layer_label(i, *layer) +
-                  " has no ONNX equivalent (exportable: conv, linear, relu, maxpool, flatten)");
-    }
-    graph.message(graph_proto::kNode, n);
-    current = out;
+  for (const Node& n : g.nodes) {
+    Writer w;
+    for (const std::string& in : n.inputs) w.string(node_proto::kInput, in);
+    w.string(node_proto::kOutput, n.output);
+    w.string(node_proto::kName, n.name);
+    w.string(node_proto::kOpType, n.op);
+    for (const Writer& a : n.attributes) w.message(node_proto::kAttribute, a);
+    graph.message(graph_proto::kNode, w);
   }
   graph.string(graph_proto::kName, "sprig");
-  for (const Writer& t : initializers) graph.message(graph_proto::kInitializer, t);
+  for (const Writer& t : g.initializers) graph.message(graph_proto::kInitializer, t);
   graph.message(graph_proto::kInput, batched_value_info(kOnnxInputName, model.input_shape));
   graph.message(graph_proto::kOutput, batched_value_info(kOnnxOutputName, out_shape));
 
@@ -201,6 +412,10 @@ std::string onnx_model_bytes(const Model& model) {
   m.message(model_proto::kMetadataProps, Writer()
                                              .string(string_entry::kKey, "sprig.input_shape")
                                              .string(string_entry::kValue, input_shape));
+  m.message(model_proto::kMetadataProps,
+            Writer()
+                .string(string_entry::kKey, "sprig.fold_bn")
+                .string(string_entry::kValue, opt.fold_bn ? "1" : "0"));
   return m.bytes();
 }
 
@@ -219,9 +434,10 @@ std::string parent_dir(const std::string& path) {
 
 }  // namespace
 
-void export_onnx(const Model& model, const std::string& path) {
+void export_onnx(const Model& model, const std::string& path, const OnnxExportOptions& opt) {
   SPRIG_CHECK(!path.empty(), "onnx export: empty output path");
-  const std::string bytes = onnx_model_bytes(model);  // every model error before any file exists
+  const std::string bytes =
+      onnx_model_bytes(model, opt);  // every model error before any file exists
   // The temp file sits beside path: rename is atomic only within one filesystem.
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
