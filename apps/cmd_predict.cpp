@@ -1,7 +1,9 @@
 // sprig predict: the model's outputs for a batch of inputs, both in safetensors files. The
 // weights may come from another framework (a PyTorch state_dict saved as safetensors): when the
 // file has no sprig metadata, --model and --input-shape give the architecture and the tensors
-// are matched to it by PyTorch-style name ("0.weight").
+// are matched to it by PyTorch-style name ("0.weight", "layer1.0.bn1.running_var"); PyTorch's
+// "*.num_batches_tracked" are ignored.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -29,34 +31,82 @@ std::string canonical_spec(const std::string& name_or_spec, const Shape& input_s
   return nn::build_model(name_or_spec, input_shape, 0).spec;
 }
 
-// A model from a safetensors file that has no sprig metadata: build the architecture, then
-// take every parameter from the file by name, insisting on an exact match both ways.
+// PyTorch's BatchNorm counts its batches in "<bn>.num_batches_tracked" (int64, shape ()). sprig's
+// BatchNorm has no use for it (it only matters with momentum=None), so the tensor is accepted
+// beside each BatchNorm of the model and ignored.
+const char* const kNumBatchesTracked = ".num_batches_tracked";
+
+// "'a' (3), 'b' (3, 4)", at most 6 names, then how many more.
+std::string name_list(const std::vector<std::pair<std::string, Shape>>& items) {
+  std::string s;
+  for (size_t i = 0; i < items.size() && i < 6; ++i)
+    s += (i ? ", '" : "'") + items[i].first + "' " + to_string(items[i].second);
+  if (items.size() > 6) s += " and " + std::to_string(items.size() - 6) + " more";
+  return s;
+}
+
+// A model from a safetensors file that has no sprig metadata (a PyTorch state_dict): build the
+// architecture, then take every parameter and buffer (BatchNorm's running statistics) from the
+// file by name, insisting on an exact match both ways, as load_state_dict(strict=True) does.
 nn::Model model_from_foreign_weights(const PredictArgs& a, const TensorFile& file) {
   SPRIG_CHECK(!a.model.empty(), a.in,
               " is not a sprig checkpoint (no sprig metadata): give --model (a zoo name or spec) "
               "and --input-shape for its weights");
   Shape shape = parse_shape_flag("--input-shape", a.input_shape);
   nn::Model model = nn::build_model(a.model, shape, 0);
+  std::vector<std::pair<std::string, Tensor*>> wanted;  // parameters, then buffers
+  for (auto& [name, p] : model.named_parameters()) wanted.push_back({name, &p->value});
+  for (auto& [name, b] : model.named_buffers()) wanted.push_back({name, b});
+
   std::set<std::string> used;
-  for (auto& [name, p] : model.named_parameters()) {
+  std::vector<std::pair<std::string, Shape>> missing, unexpected;
+  for (auto& [name, dst] : wanted) {
     const Tensor* t = file.find(name);
-    SPRIG_CHECK(t, a.in, " has no tensor '", name, "', which model '", model.spec, "' needs (",
-                to_string(p->value.shape()), ")");
-    SPRIG_CHECK(t->dtype() == DType::F32 && t->shape() == p->value.shape(), "tensor '", name,
-                "' in ", a.in, " is ", dtype_name(t->dtype()), " ", to_string(t->shape()),
-                " but model '", model.spec, "' needs float32 ", to_string(p->value.shape()));
-    p->value.copy_(*t);
+    if (!t) {
+      missing.push_back({name, dst->shape()});
+      continue;
+    }
+    SPRIG_CHECK(t->dtype() == DType::F32 && t->shape() == dst->shape(), "tensor '", name, "' in ",
+                a.in, " is ", dtype_name(t->dtype()), " ", to_string(t->shape()), " but model '",
+                a.model, "' needs float32 ", to_string(dst->shape()));
+    const float* v = t->data_as<float>();
+    const bool variance =
+        name.size() > 12 && name.compare(name.size() - 12, 12, ".running_var") == 0;
+    for (int64_t i = 0; i < t->numel(); ++i)
+      SPRIG_CHECK(std::isfinite(v[i]) && !(variance && v[i] < 0), "tensor '", name, "' in ", a.in,
+                  " holds ", v[i], " at element ", i,
+                  variance ? " (a variance is finite and not negative)" : " (not finite)");
+    dst->copy_(*t);
     used.insert(name);
   }
   for (auto& [name, t] : file.tensors)
-    SPRIG_CHECK(used.count(name), a.in, " has tensor '", name, "' ", to_string(t.shape()),
-                ", which is not a parameter of model '", model.spec, "'");
+    if (!used.count(name)) unexpected.push_back({name, t.shape()});
+  const std::string suffix = kNumBatchesTracked;
+  for (const SkippedTensor& t : file.skipped) {
+    const std::string bn = t.name.substr(0, t.name.size() - suffix.size());
+    bool beside_bn = false;
+    for (auto& [name, b] : model.named_buffers()) beside_bn |= name == bn + ".running_mean";
+    if (!beside_bn) {
+      unexpected.push_back({t.name, t.shape});
+      continue;
+    }
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;
+    SPRIG_CHECK(t.dtype == "I64" && numel == 1, "tensor '", t.name, "' in ", a.in, " is ", t.dtype,
+                " ", to_string(t.shape), " but PyTorch's num_batches_tracked is one int64");
+  }
+  // Named by --model as given: a zoo model's whole spec would drown the names.
+  SPRIG_CHECK(missing.empty(), a.in, " lacks ", missing.size(), " tensor(s) that model '", a.model,
+              "' needs: ", name_list(missing));
+  SPRIG_CHECK(unexpected.empty(), a.in, " has ", unexpected.size(),
+              " tensor(s) that are not parameters or buffers of model '", a.model,
+              "': ", name_list(unexpected));
   return model;
 }
 
 int run_predict(const PredictArgs& a) {
   if (a.threads > 0) cpu::set_num_threads(a.threads);
-  TensorFile weights = load_safetensors(a.in);
+  TensorFile weights = load_safetensors(a.in, {kNumBatchesTracked});
   auto format = weights.metadata.find("format");
   nn::Model model;
   if (format != weights.metadata.end() && format->second == nn::kCheckpointFormat) {

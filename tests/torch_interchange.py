@@ -15,6 +15,15 @@ Usage: /usr/bin/python3 tests/torch_interchange.py SPRIG_BINARY FASHION_MNIST_DI
    most 2 of 10,000 is tolerated only where the two argmaxes are float near-ties (top-2 logits
    within 1e-4), which the script checks and reports.
 
+4. ResNet-20 (bench/torch_resnet.py, pytorch_resnet_cifar10's names) with BatchNorm statistics
+   from a few training-mode passes: its state_dict, num_batches_tracked (int64) included, goes
+   to `sprig predict --model resnet20`, whose logits must match PyTorch's eval-mode ones within
+   1e-5 of their scale; a state_dict without a running_var, or with a tensor the model does not
+   have, is one line naming it.
+5. sprig trains resnet20 briefly (one epoch on a few hundred images); the PyTorch twin loads
+   the checkpoint with load_state_dict(strict=True) (only num_batches_tracked, which sprig does
+   not keep, is added) and gets the same count of correct test predictions as `sprig eval`.
+
 Needs Debian's python3-torch (/usr/bin/python3); fails when it is missing. Debian has no
 python3-safetensors, so the format (8-byte little-endian header length, JSON header, raw
 little-endian data) is read and written by hand below, with numpy.
@@ -36,7 +45,7 @@ except ImportError:
              " (install Debian's python3-torch: bash scripts/setup.sh --test)")
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST, as sprig normalises it
-DTYPES = {"F32": np.float32, "I32": np.int32, "U8": np.uint8}
+DTYPES = {"F32": np.float32, "I32": np.int32, "U8": np.uint8, "I64": np.int64}
 NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
@@ -141,6 +150,7 @@ def main():
     x_all = x_all.astype(np.float32).reshape(-1, 1, 28, 28)
     with tempfile.TemporaryDirectory(prefix="sprig_torch_") as tmp:
         check_all(tmp, x_all, test_y)
+        check_resnet(tmp, x_all, test_y)
     print("torch_interchange: OK")
 
 
@@ -220,6 +230,101 @@ def check_all(tmp, x_all, test_y):
         if abs(sprig_correct - torch_correct) > min(2, near_ties):
             sys.exit("torch_interchange: accuracies differ beyond float near-ties")
 
+
+def torch_resnet(name):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+    import torch_resnet  # the PyTorch twin of sprig's zoo ResNets, same module names
+    return torch_resnet.build(name, 1)
+
+
+def expect_error(args, words, what):
+    r = subprocess.run([SPRIG, *args], capture_output=True, text=True)
+    msg = r.stdout + r.stderr
+    if (r.returncode == 0 or msg.count("\n") != 1 or not msg.startswith("sprig: error:")
+            or not all(w in msg for w in words)):
+        sys.exit(f"torch_interchange: {what} was not reported as expected: {msg}")
+    print(f"{what}: {msg.strip()}")
+
+
+def check_resnet(tmp, x_all, test_y):
+    # 4. A PyTorch resnet20 with BatchNorm statistics that matter -> sprig predict.
+    torch.manual_seed(4321)
+    net = torch_resnet("resnet20")
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.3)
+        net.train()
+        for i in range(3):  # moves running_mean / running_var and num_batches_tracked
+            net(torch.from_numpy(x_all[64 * i:64 * (i + 1)]) * 1.5 + 0.2)
+    net.eval()
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    assert sd["bn1.num_batches_tracked"].dtype == np.int64 and int(sd["bn1.num_batches_tracked"]) == 3
+    weights = os.path.join(tmp, "torch_resnet20.safetensors")
+    save_safetensors(weights, sd)
+    batch = x_all[1000:1064]
+    inp = os.path.join(tmp, "resnet_input.safetensors")
+    save_safetensors(inp, {"input": batch})
+    out = os.path.join(tmp, "resnet_logits.safetensors")
+    sprig("predict", "--in", weights, "--model", "resnet20", "--input-shape", "1,28,28",
+          "--input", inp, "--out", out, "--threads", "2")
+    with torch.no_grad():
+        want = net(torch.from_numpy(batch)).numpy()
+    close(load_safetensors(out)[0]["logits"], want, "torch resnet20 (BN statistics), 64 test images")
+
+    bad = dict(sd)
+    del bad["layer2.1.bn1.running_var"]
+    bad["fc.weight"] = np.zeros((10, 64), np.float32)
+    bad_path = os.path.join(tmp, "bad_resnet.safetensors")
+    save_safetensors(bad_path, bad)
+    never = os.path.join(tmp, "never.safetensors")
+    expect_error(["predict", "--in", bad_path, "--model", "resnet20", "--input", inp, "--out",
+                  never], ["'layer2.1.bn1.running_var' (32)"], "a missing running_var")
+    del bad["fc.weight"]
+    bad["layer2.1.bn1.running_var"] = sd["layer2.1.bn1.running_var"]
+    bad["linear.num_batches_tracked"] = np.zeros((), np.int64)
+    save_safetensors(bad_path, bad)
+    expect_error(["predict", "--in", bad_path, "--model", "resnet20", "--input", inp, "--out",
+                  never], ["'linear.num_batches_tracked'", "not parameters or buffers"],
+                 "num_batches_tracked without a BatchNorm")
+    if os.path.exists(never):
+        sys.exit("torch_interchange: predict wrote an output despite the error")
+
+    # 5. A sprig-trained resnet20 -> the PyTorch twin (strict), the whole test set.
+    ck = os.path.join(tmp, "sprig_resnet20.safetensors")
+    sprig("train", "--model", "resnet20", "--epochs", "1", "--limit-train", str(RESNET_TRAIN),
+          "--batch-size", "32", "--seed", "6", "--threads", "2", "--quiet", "--data-dir", DATA,
+          "--out", ck)
+    ev = json.loads(sprig("eval", "--in", ck, "--json", "--threads", "2", "--data-dir",
+                          DATA).strip().splitlines()[-1])
+    sprig_correct = round(ev["test_accuracy"] * ev["samples"])
+    tensors, meta = load_safetensors(ck)
+    twin = torch_resnet("resnet20")
+    want_keys = set(twin.state_dict())
+    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items() if not k.startswith("optim.")}
+    if any(k.endswith("num_batches_tracked") for k in state):
+        sys.exit("torch_interchange: sprig wrote a num_batches_tracked")
+    for k in want_keys:  # the one thing sprig does not keep (see nn/layers.h BatchNorm)
+        if k.endswith(".num_batches_tracked"):
+            state[k] = torch.tensor(0, dtype=torch.int64)
+    twin.load_state_dict(state, strict=True)
+    twin.eval()
+    with torch.no_grad():
+        logits = torch.cat([twin(torch.from_numpy(x_all[i:i + 1000]))
+                            for i in range(0, len(x_all), 1000)]).numpy()
+    torch_correct = int((logits.argmax(1) == test_y).sum())
+    print(f"resnet20 trained by sprig on {RESNET_TRAIN} images: sprig eval {sprig_correct} "
+          f"correct, PyTorch {torch_correct} correct of {len(test_y)}")
+    if sprig_correct != torch_correct:
+        top2 = np.sort(logits, 1)[:, -2:]
+        near_ties = int((top2[:, 1] - top2[:, 0] < 1e-4).sum())
+        print(f"differing by {abs(sprig_correct - torch_correct)}; {near_ties} near-ties")
+        if abs(sprig_correct - torch_correct) > min(2, near_ties):
+            sys.exit("torch_interchange: resnet20 accuracies differ beyond float near-ties")
+
+
+RESNET_TRAIN = 512
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
