@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <set>
 #include <vector>
 
 #include "engine/protobuf.h"
@@ -378,6 +379,12 @@ std::string onnx_model_bytes(const Model& model, const OnnxExportOptions& opt) {
     g.nodes.back().output = kOnnxOutputName;
   else
     g.nodes.push_back({"output", "Identity", {last}, kOnnxOutputName, {}});
+  // ONNX values are assigned once. Module paths are unique, but a layer the user named "add"
+  // or "relu" inside a res[...] would meet the block's own Add / Relu.
+  std::set<std::string> written = {kOnnxInputName};
+  for (const Node& n : g.nodes)
+    SPRIG_CHECK(written.insert(n.output).second, "onnx export: two nodes would write value '",
+                n.output, "'; rename the layer of that name in the spec");
 
   Writer graph;
   for (const Node& n : g.nodes) {

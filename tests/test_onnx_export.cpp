@@ -473,6 +473,10 @@ TEST_SUITE("onnx export") {
     CHECK(msg.find("layer 2 'tanh'") != std::string::npos);
     CHECK(msg.find("no ONNX equivalent") != std::string::npos);
 
+    // A block's own Add would clash with a layer the spec named "add".
+    nn::Model clash = nn::build_model("res[add:conv(2,3,pad=1)] flatten linear(3)", {2, 4, 4}, 7);
+    CHECK_THROWS_WITH_AS(nn::onnx_model_bytes(clash), doctest::Contains("value '0.add'"), Error);
+
     // Nothing is written when the model cannot be exported.
     fs::path dir = sprig::testing::temp_dir("test_onnx_export");
     fs::path out = dir / "kept.onnx";
