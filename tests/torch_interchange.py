@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -149,8 +150,11 @@ def main():
     x_all = ((test_x.astype(np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD))
     x_all = x_all.astype(np.float32).reshape(-1, 1, 28, 28)
     with tempfile.TemporaryDirectory(prefix="sprig_torch_") as tmp:
+        start = time.perf_counter()
         check_all(tmp, x_all, test_y)
+        middle = time.perf_counter()
         check_resnet(tmp, x_all, test_y)
+        print(f"seconds: cnn2 {middle - start:.1f}, resnet20 {time.perf_counter() - middle:.1f}")
     print("torch_interchange: OK")
 
 
