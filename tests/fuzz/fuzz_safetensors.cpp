@@ -1,6 +1,7 @@
 // libFuzzer target: the safetensors reader (engine/safetensors.h) on arbitrary bytes. A file
 // that loads must describe tensors whose bytes fill the data section exactly; every tensor is
-// read in full (so ASan sees any short buffer). Expected failures are sprig::Error.
+// read in full (so ASan sees any short buffer). Expected failures are sprig::Error. The same
+// bytes also go through load_safetensors' skip_suffixes path.
 #include <cstdlib>
 #include <cstring>
 
@@ -12,12 +13,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sprig::fuzz::ReleaseCache release;
   static sprig::fuzz::MemFile file;
   const std::string& path = file.write(data, size);
+  // Skipping every tensor (the empty suffix ends every name) reads no data but validates the
+  // same header, and also accepts dtypes sprig cannot hold: it must never fail where the full
+  // load succeeds, and must list every tensor.
+  sprig::TensorFile skipped_all;
+  bool skip_ok = true;
+  try {
+    skipped_all = sprig::load_safetensors(path, {""});
+  } catch (const sprig::Error&) {
+    skip_ok = false;
+  }
+  if (skip_ok && !skipped_all.tensors.empty()) std::abort();
   sprig::TensorFile f;
   try {
     f = sprig::load_safetensors(path);
   } catch (const sprig::Error&) {
     return 0;
   }
+  if (!skip_ok || skipped_all.skipped.size() != f.tensors.size()) std::abort();
   // Header length + header + data: the tensors cover the data section, nothing more or less.
   if (size < 8) std::abort();
   uint64_t header = 0;

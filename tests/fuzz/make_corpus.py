@@ -60,6 +60,11 @@ put("fuzz_safetensors", "overlap", st({
     "a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
     "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]},
 }, b"abc"))
+# A PyTorch BatchNorm's state: num_batches_tracked is I64, which only the skip path accepts.
+put("fuzz_safetensors", "torch-bn-state", st({
+    "bn.num_batches_tracked": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]},
+    "bn.running_var": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
+}, struct.pack("<qf", 3, 1.5)))
 put("fuzz_safetensors", "bad-dtype", st({"a": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, b"xx"))
 
 # ---- model specs -------------------------------------------------------------------------
