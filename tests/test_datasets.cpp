@@ -20,34 +20,17 @@
 #include "datasets/friedman.h"
 #include "datasets/idx.h"
 #include "datasets/mnist.h"
+#include "tests/temp_dir.h"
 
 using namespace sprig;
 using namespace sprig::data;
 namespace fs = std::filesystem;
+using test::TempDir;
+using test::write_bytes;
 
 namespace {
 
 // A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("sprig_test_datasets_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-}
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -270,7 +253,7 @@ TEST_CASE("idx: damaged files are errors that name the file and the problem") {
     write_bytes(dir.file("empty"), {});
     check_idx_error(dir.file("empty"), "empty");
     check_idx_error(dir.file("no-such-file.gz"), "not found");
-    std::string msg = error_of([&] { read_idx(dir.path.string()); });
+    std::string msg = error_of([&] { read_idx(dir.path); });
     CHECK(contains(msg, "directory"));
   }
   SUBCASE("corrupt gzip streams") {
@@ -347,7 +330,7 @@ void write_fake_mnist(const TempDir& dir, int n_train, int n_test, int n_train_l
 TEST_CASE("mnist: a fake four-file directory loads") {
   TempDir dir;
   write_fake_mnist(dir, 5, 3);
-  TrainTest tt = load_mnist_dir(dir.path.string(), "fake");
+  TrainTest tt = load_mnist_dir(dir.path, "fake");
   CHECK(tt.train.images.shape() == Shape{5, 1, 28, 28});
   CHECK(tt.train.labels.shape() == Shape{5});
   CHECK(tt.train.labels.dtype() == DType::I32);
@@ -382,19 +365,19 @@ TEST_CASE("mnist: missing and inconsistent files are named") {
   SUBCASE("missing file") {
     write_fake_mnist(dir, 5, 3);
     fs::remove(dir.file("t10k-labels-idx1-ubyte"));
-    std::string msg = error_of([&] { load_mnist_dir(dir.path.string()); });
+    std::string msg = error_of([&] { load_mnist_dir(dir.path); });
     CHECK(contains(msg, "t10k-labels-idx1-ubyte"));
     CHECK(contains(msg, "missing"));
   }
   SUBCASE("label count differs from image count") {
     write_fake_mnist(dir, 5, 3, /*n_train_labels=*/4);
-    std::string msg = error_of([&] { load_mnist_dir(dir.path.string()); });
+    std::string msg = error_of([&] { load_mnist_dir(dir.path); });
     CHECK(contains(msg, "5 images"));
     CHECK(contains(msg, "4 labels"));
   }
   SUBCASE("label out of range") {
     write_fake_mnist(dir, 5, 3, -1, /*bad_label=*/12);
-    std::string msg = error_of([&] { load_mnist_dir(dir.path.string()); });
+    std::string msg = error_of([&] { load_mnist_dir(dir.path); });
     CHECK(contains(msg, "train-labels-idx1-ubyte.gz"));
     CHECK(contains(msg, "label 12 at index 1"));
   }
@@ -404,7 +387,7 @@ TEST_CASE("mnist: missing and inconsistent files are named") {
     flat.dims = {3, 784};
     flat.data.assign(3 * 784, 0);
     write_idx(dir.file("t10k-images-idx3-ubyte"), flat);
-    std::string msg = error_of([&] { load_mnist_dir(dir.path.string()); });
+    std::string msg = error_of([&] { load_mnist_dir(dir.path); });
     CHECK(contains(msg, "t10k-images-idx3-ubyte"));
     CHECK(contains(msg, "rank 2"));
   }

@@ -15,34 +15,15 @@
 #include "datasets/augment.h"
 #include "datasets/cifar10.h"
 #include "datasets/dataloader.h"
+#include "tests/temp_dir.h"
 
 using namespace sprig;
 using namespace sprig::data;
 namespace fs = std::filesystem;
+using test::TempDir;
+using test::write_bytes;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("sprig_test_cifar10_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-  REQUIRE(f.good());
-}
 
 // The pixel byte at (channel, row, col) of record r of file `file`: distinct enough across
 // records, files and positions that any mix-up shows.
@@ -88,7 +69,7 @@ std::string error_of(const std::function<void()>& fn) {
 TEST_CASE("cifar10: a fake six-file directory loads with the right labels and pixels") {
   TempDir d;
   write_cifar10(d, 3, 2);
-  TrainTest tt = load_cifar10(d.path.string());
+  TrainTest tt = load_cifar10(d.path);
   CHECK(tt.train.name == "cifar10/train");
   CHECK(tt.test.name == "cifar10/test");
   REQUIRE(tt.train.images.shape() == Shape{15, 3, 32, 32});
@@ -114,7 +95,7 @@ TEST_CASE("cifar10: a fake six-file directory loads with the right labels and pi
 TEST_CASE("cifar10: --dataset cifar10 normalises each channel with CIFAR-10's statistics") {
   TempDir d;
   write_cifar10(d, 2, 1);
-  app::DataSource src = app::load_data_source("cifar10", d.path.string(), 0);
+  app::DataSource src = app::load_data_source("cifar10", d.path, 0);
   CHECK(src.input_shape == Shape{3, 32, 32});
   CHECK(src.task == app::Task::Classification);
   const double mean[3] = {0.4914, 0.4822, 0.4465}, stdev[3] = {0.2470, 0.2435, 0.2616};
@@ -146,14 +127,14 @@ TEST_CASE("cifar10: missing, empty, truncated files and bad labels are named") {
     write_cifar10(d, 1, 1);
     fs::remove(d.file("data_batch_3.bin"));
     fs::remove(d.file("test_batch.bin"));
-    std::string e = error_of([&] { load_cifar10(d.path.string()); });
-    CHECK(e.find(d.path.string() + " lacks data_batch_3.bin, test_batch.bin") != std::string::npos);
+    std::string e = error_of([&] { load_cifar10(d.path); });
+    CHECK(e.find(d.path + " lacks data_batch_3.bin, test_batch.bin") != std::string::npos);
     CHECK(e.find('\n') == std::string::npos);
   }
   SUBCASE("an empty file") {
     write_cifar10(d, 1, 1);
     write_bytes(d.file("data_batch_2.bin"), {});
-    std::string e = error_of([&] { load_cifar10(d.path.string()); });
+    std::string e = error_of([&] { load_cifar10(d.path); });
     CHECK(e.find(d.file("data_batch_2.bin") + ": empty file") != std::string::npos);
   }
   SUBCASE("a truncated file") {
@@ -161,7 +142,7 @@ TEST_CASE("cifar10: missing, empty, truncated files and bad labels are named") {
     std::vector<uint8_t> cut = batch_file(4, 2);
     cut.resize(3073 + 100);
     write_bytes(d.file("data_batch_5.bin"), cut);
-    std::string e = error_of([&] { load_cifar10(d.path.string()); });
+    std::string e = error_of([&] { load_cifar10(d.path); });
     CHECK(e.find(d.file("data_batch_5.bin") + ": 3173 bytes is not a whole number of 3073-byte") !=
           std::string::npos);
     CHECK(e.find("record 1 starts at byte 3073 and has only 100 bytes") != std::string::npos);
@@ -171,7 +152,7 @@ TEST_CASE("cifar10: missing, empty, truncated files and bad labels are named") {
     std::vector<uint8_t> bad = batch_file(0, 3);
     bad[2 * 3073] = 10;
     write_bytes(d.file("data_batch_1.bin"), bad);
-    std::string e = error_of([&] { load_cifar10(d.path.string()); });
+    std::string e = error_of([&] { load_cifar10(d.path); });
     CHECK(e.find(d.file("data_batch_1.bin") +
                  ": record 2 (byte offset 6146) has label 10, outside 0..9") != std::string::npos);
   }
@@ -179,7 +160,7 @@ TEST_CASE("cifar10: missing, empty, truncated files and bad labels are named") {
     write_cifar10(d, 1, 1);
     fs::remove(d.file("test_batch.bin"));
     fs::create_directories(d.file("test_batch.bin"));
-    std::string e = error_of([&] { load_cifar10(d.path.string()); });
+    std::string e = error_of([&] { load_cifar10(d.path); });
     CHECK(e.find(d.file("test_batch.bin") + ": not a regular file") != std::string::npos);
   }
 }

@@ -18,32 +18,15 @@
 
 #include "apps/report/report.h"
 #include "engine/error.h"
+#include "tests/temp_dir.h"
 
 using namespace sprig::report;
 namespace fs = std::filesystem;
+using sprig::test::TempDir;
 
 namespace {
 
 const double kNaN = std::nan("");
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sprig_report_XXXXXX").string();
-    REQUIRE(::mkdtemp(&tmpl[0]) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  bool has_temp_files() const {
-    for (const auto& e : fs::recursive_directory_iterator(path))
-      if (e.path().filename().string().find(".tmp.") != std::string::npos) return true;
-    return false;
-  }
-};
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

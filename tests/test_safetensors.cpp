@@ -17,47 +17,17 @@
 #include <vector>
 
 #include "engine/safetensors.h"
+#include "tests/temp_dir.h"
 
 using namespace sprig;
 namespace fs = std::filesystem;
+using test::read_bytes;
+using test::TempDir;
+using test::write_bytes;
 
 namespace {
 
 // A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sprig_st_XXXXXX").string();
-    REQUIRE(::mkdtemp(&tmpl[0]) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-    return out;
-  }
-  bool has_temp_files() const {
-    for (const std::string& n : names())
-      if (n.find(".tmp.") != std::string::npos) return true;
-    return false;
-  }
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
 
 std::string u64_le(uint64_t v) {
   std::string s(8, '\0');
