@@ -128,22 +128,22 @@ std::vector<std::pair<std::string, Tensor*>> BatchNorm::local_buffers() {
   return {{"running_mean", &running_mean}, {"running_var", &running_var}};
 }
 
-// ---- MaxPool2d ---------------------------------------------------------------------
-MaxPool2d::MaxPool2d(int64_t k, int64_t s, int64_t p)
-    : kernel(k), stride(s == 0 ? k : s), padding(p) {
-  SPRIG_CHECK(k >= 1 && stride >= 1 && p >= 0 && 2 * p <= k,
-              "maxpool: need kernel >= 1, stride >= 1, 0 <= pad <= kernel/2 (got ", k, ", ", s,
-              ", ", p, ")");
+// ---- Pool2d (max and average) -------------------------------------------------------------
+Pool2d::Pool2d(const char* name, int64_t k, int64_t s, int64_t p)
+    : kernel(k), stride(s == 0 ? k : s), padding(p), name_(name) {
+  SPRIG_CHECK(k >= 1 && stride >= 1 && p >= 0 && 2 * p <= k, name,
+              ": need kernel >= 1, stride >= 1, 0 <= pad <= kernel/2 (got ", k, ", ", s, ", ", p,
+              ")");
 }
 
-std::string MaxPool2d::spec() const {
-  std::string s = "maxpool(" + std::to_string(kernel);
+std::string Pool2d::spec() const {
+  std::string s = std::string(name_) + "(" + std::to_string(kernel);
   if (stride != kernel) s += ",stride=" + std::to_string(stride);
   if (padding != 0) s += ",pad=" + std::to_string(padding);
   return s + ")";
 }
 
-Shape MaxPool2d::output_shape(const Shape& in) const {
+Shape Pool2d::output_shape(const Shape& in) const {
   SPRIG_CHECK(in.size() == 3, spec(), " expects (C, H, W) per sample, got ", to_string(in));
   // Checked before dividing: truncation toward zero would turn a window up to stride - 1
   // wider than the input into P = 1.
@@ -152,29 +152,6 @@ Shape MaxPool2d::output_shape(const Shape& in) const {
   int64_t P = (in[1] + 2 * padding - kernel) / stride + 1;
   int64_t Q = (in[2] + 2 * padding - kernel) / stride + 1;
   return {in[0], P, Q};
-}
-
-// ---- AvgPool2d ---------------------------------------------------------------------------
-AvgPool2d::AvgPool2d(int64_t k, int64_t s, int64_t p)
-    : kernel(k), stride(s == 0 ? k : s), padding(p) {
-  SPRIG_CHECK(k >= 1 && stride >= 1 && p >= 0 && 2 * p <= k,
-              "avgpool: need kernel >= 1, stride >= 1, 0 <= pad <= kernel/2 (got ", k, ", ", s,
-              ", ", p, ")");
-}
-
-std::string AvgPool2d::spec() const {
-  std::string s = "avgpool(" + std::to_string(kernel);
-  if (stride != kernel) s += ",stride=" + std::to_string(stride);
-  if (padding != 0) s += ",pad=" + std::to_string(padding);
-  return s + ")";
-}
-
-Shape AvgPool2d::output_shape(const Shape& in) const {
-  SPRIG_CHECK(in.size() == 3, spec(), " expects (C, H, W) per sample, got ", to_string(in));
-  SPRIG_CHECK(kernel <= std::min(in[1], in[2]) + 2 * padding, spec(), ": input ", to_string(in),
-              " is smaller than the window");
-  return {in[0], (in[1] + 2 * padding - kernel) / stride + 1,
-          (in[2] + 2 * padding - kernel) / stride + 1};
 }
 
 // ---- GlobalAvgPool2d ---------------------------------------------------------------------

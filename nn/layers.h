@@ -68,25 +68,33 @@ class ReLU : public Module {
   std::string spec() const override { return "relu"; }
 };
 
-class MaxPool2d : public Module {
+// Max and average pooling share their window: kernel, stride (0 = kernel) and padding, spec
+// "maxpool(k[,stride=][,pad=])" and output shape.
+class Pool2d : public Module {
  public:
-  MaxPool2d(int64_t kernel, int64_t stride, int64_t padding);
-  Tensor forward(const Tensor& x) override { return max_pool2d(x, kernel, stride, padding); }
   std::string spec() const override;
   Shape output_shape(const Shape& in) const override;
 
   int64_t kernel, stride, padding;
+
+ protected:
+  Pool2d(const char* name, int64_t kernel, int64_t stride, int64_t padding);
+  const char* name_;  // "maxpool" or "avgpool"
+};
+
+class MaxPool2d : public Pool2d {
+ public:
+  MaxPool2d(int64_t kernel, int64_t stride, int64_t padding)
+      : Pool2d("maxpool", kernel, stride, padding) {}
+  Tensor forward(const Tensor& x) override { return max_pool2d(x, kernel, stride, padding); }
 };
 
 // Average pooling; padding counts as zeros in the average (PyTorch's count_include_pad).
-class AvgPool2d : public Module {
+class AvgPool2d : public Pool2d {
  public:
-  AvgPool2d(int64_t kernel, int64_t stride, int64_t padding);
+  AvgPool2d(int64_t kernel, int64_t stride, int64_t padding)
+      : Pool2d("avgpool", kernel, stride, padding) {}
   Tensor forward(const Tensor& x) override { return avg_pool2d(x, kernel, stride, padding); }
-  std::string spec() const override;
-  Shape output_shape(const Shape& in) const override;
-
-  int64_t kernel, stride, padding;
 };
 
 // (C, H, W) -> (C, 1, 1): the mean of each channel (AdaptiveAvgPool2d(1)).
