@@ -4,7 +4,8 @@
 //   - a table of op cases: inputs made on the host from a seeded Rng, the op run forward on the
 //     CPU and on the GPU (inputs .to(cuda)), outputs compared, then backward from the same random
 //     seed gradient on both and every input gradient compared; and a finite-difference check on
-//     the device of the GPU's gradients
+//     the device of the GPU's gradients (the harness: tests/cuda_op_harness.h; batch norm,
+//     average pooling and the shortcut have their cases in tests/test_cuda_ops_norm.cpp)
 //   - the mask invariant through Adam and SGD-momentum steps on the device
 //   - the caching allocator: a second identical training step does no cudaMalloc
 //   - errors: mixed devices, data() on a GPU tensor, a bad label on the GPU
@@ -38,8 +39,8 @@
 #include "kernels/cuda/runtime.cuh"
 #include "nn/model.h"
 #include "nn/optim.h"
+#include "tests/cuda_op_harness.h"
 #include "tests/cuda_test_util.h"
-#include "tests/gradcheck.h"
 
 using namespace sprig;
 using namespace sprig::testing;
@@ -47,37 +48,6 @@ using namespace sprig::testing;
 namespace {
 
 // ---- the op table --------------------------------------------------------------------------
-
-struct InputSpec {
-  enum Kind {
-    Uniform,       // U(-1, 1)
-    AwayFromZero,  // U(-1, 1) pushed at least 0.05 from 0 (relu kinks, see gradcheck.h)
-    Distinct,      // a shuffled grid 0.03 apart: no ties, no max changes within +-eps
-    Labels,        // int32 in [0, classes)
-  };
-  Shape shape;
-  Kind kind = Uniform;
-  bool grad = true;
-  int64_t classes = 0;
-};
-
-struct OpCase {
-  std::string name;
-  std::vector<InputSpec> inputs;
-  std::function<Tensor(const std::vector<Tensor>&)> fn;
-  double rtol;      // forward and backward parity
-  bool of_largest;  // tolerance relative to the largest value (reductions) or per element
-  bool fd = true;   // finite differences on the device (off for kinked compositions)
-};
-
-InputSpec in(Shape s, InputSpec::Kind k = InputSpec::Uniform) {
-  return {std::move(s), k, true, 0};
-}
-InputSpec labels(int64_t n, int64_t classes) {
-  return {{n}, InputSpec::Labels, false, classes};
-}
-
-constexpr double kElt = 1e-5, kGemm = 1e-4;
 
 Tensor conv(const std::vector<Tensor>& t, int64_t stride, int64_t pad, int64_t dil, bool bias) {
   return conv2d(t[0], t[1], bias ? t[2] : Tensor(), {stride, pad, dil});
@@ -253,138 +223,14 @@ std::vector<OpCase> op_cases() {
   return c;
 }
 
-// The case's inputs on the host, from a seed of their own.
-std::vector<Tensor> make_inputs(const OpCase& c, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<Tensor> out;
-  for (const InputSpec& s : c.inputs) {
-    const int64_t n = numel(s.shape);
-    if (s.kind == InputSpec::Labels) {
-      std::vector<int32_t> l(static_cast<size_t>(n));
-      for (auto& v : l) v = int32_t(rng.below(uint64_t(s.classes)));
-      out.push_back(Tensor::from_vector_i32(l, s.shape));
-      continue;
-    }
-    Tensor t = Tensor::uniform(s.shape, -1.0f, 1.0f, rng);
-    if (s.kind == InputSpec::AwayFromZero) testing::away_from_zero(t, 0.05f);
-    if (s.kind == InputSpec::Distinct) {
-      float* p = t.data();
-      for (int64_t i = 0; i < n; ++i) p[i] = 0.03f * float(i - n / 2);
-      for (int64_t i = n - 1; i > 0; --i) std::swap(p[i], p[rng.below(uint64_t(i) + 1)]);
-    }
-    out.push_back(t);
-  }
-  return out;
-}
-
-// inputs on device d, with requires_grad where the case asks for it.
-std::vector<Tensor> inputs_on(const OpCase& c, const std::vector<Tensor>& host, Device d) {
-  std::vector<Tensor> out;
-  for (size_t k = 0; k < host.size(); ++k) {
-    Tensor t = host[k].to(d);
-    if (d.is_cpu()) t = t.clone();  // a fresh leaf, not the host copy itself
-    if (c.inputs[k].grad) t.set_requires_grad(true);
-    out.push_back(t);
-  }
-  return out;
-}
-
-// The seed gradient R: backward(R) gives the gradient of sum(R * y).
-Tensor random_seed_like(const Tensor& y, uint64_t seed) {
-  Rng rng(seed);
-  return Tensor::uniform(y.shape(), -1.0f, 1.0f, rng);
-}
-
 }  // namespace
 
 TEST_CASE("every op: forward and backward on the GPU match the CPU") {
-  uint64_t seed = 100;
-  for (const OpCase& c : op_cases()) {
-    INFO("op case: ", c.name);
-    const std::vector<Tensor> host = make_inputs(c, ++seed);
-    std::vector<Tensor> xc = inputs_on(c, host, Device::cpu());
-    std::vector<Tensor> xg = inputs_on(c, host, kGpu);
-    for (const Tensor& t : xg) REQUIRE(t.device() == kGpu);
-
-    Tensor yc = c.fn(xc), yg = c.fn(xg);
-    REQUIRE(yg.device() == kGpu);
-    REQUIRE(yg.shape() == yc.shape());
-    check_close(yg.to_vector(), yc.to_vector(), c.rtol, c.of_largest, c.name + " forward");
-
-    const Tensor R = random_seed_like(yc, seed * 31);
-    yc.backward(R);
-    yg.backward(R.to(kGpu));
-    for (size_t k = 0; k < host.size(); ++k) {
-      if (!c.inputs[k].grad) continue;
-      const std::string what = c.name + " d/input" + std::to_string(k);
-      REQUIRE_MESSAGE(xc[k].grad().defined(), what, ": no gradient on the CPU");
-      REQUIRE_MESSAGE(xg[k].grad().defined(), what, ": no gradient on the GPU");
-      CHECK(xg[k].grad().device() == kGpu);
-      CHECK(xg[k].grad().shape() == xc[k].shape());
-      check_close(xg[k].grad().to_vector(), xc[k].grad().to_vector(), c.rtol, c.of_largest, what);
-    }
-  }
+  check_op_parity(op_cases(), 101);
 }
 
 TEST_CASE("every op: GPU gradients match central differences computed on the GPU") {
-  // L(x) = sum(R * f(x)) evaluated on the device (float, accumulated in double by the sum
-  // kernel). As in tests/gradcheck.h, eps = 1e-2: the truncation error is ~eps^2 (0 for the
-  // piecewise linear and quadratic ops) and the float roundings of L+ and L- (a few ulp of |L|)
-  // cost ~4 * 2^-24 * |L| / eps. So |analytic - numeric| <= atol + 2e-2 |numeric| with atol =
-  // 2e-3 of the largest gradient of the input (capped at 2e-3, gradcheck.h's constant) plus
-  // that rounding term: ops whose gradients are all small (mean, the losses) are checked at
-  // their own scale. The inputs keep kinks (relu's 0, ties in a pooling window) farther than
-  // eps from every value.
-  const float eps = 1e-2f;
-  const double rtol = 2e-2;
-  uint64_t seed = 100;
-  for (const OpCase& c : op_cases()) {
-    ++seed;
-    if (!c.fd) continue;
-    INFO("op case: ", c.name);
-    const std::vector<Tensor> host = make_inputs(c, seed);
-    std::vector<Tensor> xg = inputs_on(c, host, kGpu);
-    Tensor y = c.fn(xg);
-    const Tensor R = random_seed_like(y, seed * 31).to(kGpu);
-    y.backward(R);
-
-    NoGradGuard no_grad;
-    std::vector<Tensor> plain;  // the same inputs on the GPU without autograd
-    for (const Tensor& t : host) plain.push_back(t.to(kGpu));
-    auto loss = [&](const std::vector<Tensor>& xs) {
-      Tensor L = sum(mul(c.fn(xs), R));
-      REQUIRE(L.device() == kGpu);
-      return double(L.item());
-    };
-    const double rounding = 4.0 * std::ldexp(1.0, -24) * std::fabs(loss(plain)) / double(eps);
-    Rng pick(seed);
-    for (size_t k = 0; k < host.size(); ++k) {
-      if (!c.inputs[k].grad) continue;
-      const std::vector<float> analytic = xg[k].grad().to_vector();
-      double largest = 0.0;
-      for (float g : analytic) largest = std::max(largest, double(std::fabs(g)));
-      const double atol = 2e-3 * std::min(1.0, largest) + rounding;
-      const int64_t n = host[k].numel();
-      // The first and last element (edges of grids and tiles) and a few anywhere.
-      std::vector<int64_t> idx = {0, n - 1};
-      for (int j = 0; j < 4; ++j) idx.push_back(int64_t(pick.below(uint64_t(n))));
-      for (int64_t i : idx) {
-        Tensor h = host[k].clone();
-        const float saved = h.data()[i];
-        h.data()[i] = saved + eps;
-        std::vector<Tensor> xs = plain;
-        xs[k] = h.to(kGpu);
-        const double plus = loss(xs);
-        h.data()[i] = saved - eps;
-        xs[k] = h.to(kGpu);
-        const double minus = loss(xs);
-        const double numeric = (plus - minus) / (2.0 * double(eps));
-        const double err = std::fabs(double(analytic[size_t(i)]) - numeric);
-        CHECK_MESSAGE(err <= atol + rtol * std::fabs(numeric), c.name, " input ", k, " element ", i,
-                      ": gpu analytic ", analytic[size_t(i)], " vs numeric ", numeric);
-      }
-    }
-  }
+  check_op_finite_differences(op_cases(), 101);
 }
 
 // ---- the mask invariant, the allocator, errors --------------------------------------------
@@ -515,8 +361,9 @@ TEST_CASE("errors: mixed devices, host access to GPU memory, a bad label on the 
   // Labels may stay on the host with GPU logits (checked there, then uploaded): same loss.
   const Tensor host_labels = Tensor::from_vector_i32({0, 1}, {2});
   CHECK(cross_entropy(hg, host_labels).item() == cross_entropy(hg, host_labels.to(kGpu)).item());
-  const std::string host_bad =
-      error_of([&] { cross_entropy(hg, Tensor::from_vector_i32({0, 2}, {2})); });
+  const std::string host_bad = error_of([&] {
+    cross_entropy(hg, Tensor::from_vector_i32({0, 2}, {2}));
+  });
   CHECK_MESSAGE(contains(host_bad, "label 2 at index 1"), host_bad);
 
   // Host pointers to GPU memory: data() and data_as() throw, ptr() is fine.
