@@ -32,7 +32,9 @@ struct BatchNormBackward : Node {
 
 void check_channel_vector(const Tensor& t, const Tensor& x, int64_t C, const char* arg) {
   check_float(t, "batch_norm", arg);
-  check_same_device(x, t, "batch_norm");
+  // Named, since the usual cause is a model whose buffers stayed behind (Model::to moves them).
+  SPRIG_CHECK(t.device() == x.device(), "batch_norm: ", arg, " is on ", t.device().str(),
+              " but the input is on ", x.device().str(), " (never copied silently)");
   SPRIG_CHECK(t.shape() == Shape{C}, "batch_norm: ", arg, " ", to_string(t.shape()),
               " does not match ", C, " channels of input ", to_string(x.shape()));
 }
