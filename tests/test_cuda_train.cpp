@@ -7,6 +7,9 @@
 //   - prune_model on a GPU model (magnitude element, l1 / l2 / fpgm filter, fpgm channel,
 //     magnitude block, taylor element) gives the CPU model's masks, on the GPU
 //   - Model::to round trips and evaluate() on the GPU
+//   - resnet20 and resnet20b (BatchNorm, option-A / option-B shortcuts): SGD-momentum steps on a
+//     tiny input give the same losses, weights and BN running statistics, then the same
+//     evaluation-mode logits
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -17,12 +20,14 @@
 #include "apps/trainer.h"
 #include "datasets/dataloader.h"
 #include "datasets/mnist.h"
+#include "engine/autograd.h"
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 #include "prune/data_criteria.h"
 #include "prune/prune.h"
+#include "tests/cuda_test_util.h"
 
 using namespace sprig;
 
@@ -126,6 +131,81 @@ TEST_CASE("cnn2 and mlp: SGD and Adam steps on the GPU match the CPU") {
         for (auto& kv : pg[i].second->state) CHECK(kv.second.device() == kGpu);
       }
     }
+}
+
+TEST_CASE("resnet20 and resnet20b: SGD-momentum steps on the GPU match the CPU") {
+  // Random (3, 8, 8) inputs, batches of 4 (the last stage sees 2x2 planes: 16 values per BN
+  // channel, the smallest batch statistics a real run meets), four steps of lr 0.05, momentum
+  // 0.9, weight decay 5e-4. Tolerances, as for cnn2 above:
+  //   loss k: 1e-5 + 1e-4 (k - 1), relative: step 1 differs only by the forward's rounding
+  //     (cuBLAS and the CPU gemm sum in other orders, ~1e-6 relative), later steps also by
+  //     weights that already differ.
+  //   weights after k steps: ||w_gpu - w_cpu|| <= 1e-3 k ||w_cpu - w_0||. Each gradient
+  //     differs by ~1e-6 relative; 19 conv + BN layers pass it on without growing it much, since
+  //     BN renormalises every layer's output, and SGD adds the steps up linearly.
+  //   BN running statistics: 1e-4 k of the largest value of each buffer. They are 0.1 of each
+  //     step's batch mean / variance of a conv output, which carries that conv's rounding
+  //     (1e-4 of the largest, the gemm bound) plus the drift of the weights so far.
+  //   evaluation-mode logits after the steps: 1e-3 of the largest, the weights' and the
+  //     statistics' drift through the network.
+  const int steps = 4;
+  const int64_t batch = 4;
+  const Shape in_shape = {3, 8, 8};
+  Rng rng(17);
+  std::vector<Tensor> xs, ys;  // the batches on the host: (4, 3, 8, 8) and (4)
+  for (int k = 0; k <= steps; ++k) {
+    xs.push_back(Tensor::uniform({batch, 3, 8, 8}, -1, 1, rng));
+    std::vector<int32_t> l(batch);
+    for (auto& v : l) v = int32_t(rng.below(10));
+    ys.push_back(Tensor::from_vector_i32(l, {batch}));
+  }
+  for (const std::string model_name : {"resnet20", "resnet20b"}) {
+    INFO(model_name);
+    nn::Model mc = nn::build_model(model_name, in_shape, 0);
+    nn::Model mg = nn::build_model(model_name, in_shape, 0);
+    std::vector<std::vector<float>> w0;
+    for (auto& p : mc.parameters()) w0.push_back(p->value.to_vector());
+    mg.to(kGpu);
+    for (auto& [name, b] : mg.named_buffers()) REQUIRE_MESSAGE(b->device() == kGpu, name);
+    nn::SGDOptions o;
+    o.lr = 0.05f;
+    o.momentum = 0.9f;
+    o.weight_decay = 5e-4f;
+    nn::SGD oc(mc.parameters(), o), og(mg.parameters(), o);
+    for (int k = 1; k <= steps; ++k) {
+      data::Batch b;
+      b.x = xs[size_t(k - 1)];
+      b.y = ys[size_t(k - 1)];
+      const float lc = train_step(mc, oc, b), lg = train_step(mg, og, b);
+      const double tol = 1e-5 + 1e-4 * (k - 1);
+      CHECK_MESSAGE(std::fabs(double(lg) - double(lc)) <= tol * std::fabs(double(lc)), "step ", k,
+                    ": loss gpu ", lg, " cpu ", lc);
+    }
+    const auto pc = mc.named_parameters(), pg = mg.named_parameters();
+    REQUIRE(pc.size() == pg.size());
+    for (size_t i = 0; i < pc.size(); ++i) {
+      const std::vector<float> wc = pc[i].second->value.to_vector();
+      const std::vector<float> wg = pg[i].second->value.to_vector();
+      const double moved = l2_distance(wc, w0[i]), diff = l2_distance(wg, wc);
+      CHECK(moved > 0.0);
+      CHECK_MESSAGE(diff <= 1e-3 * steps * moved, pc[i].first, ": |w_gpu - w_cpu| ", diff,
+                    " vs |w_cpu - w_0| ", moved);
+    }
+    const auto bc = mc.named_buffers(), bg = mg.named_buffers();
+    REQUIRE(bc.size() == bg.size());
+    REQUIRE(bc.size() >= 2 * 19);  // running mean and variance of every BN
+    for (size_t i = 0; i < bc.size(); ++i) {
+      CHECK(bg[i].second->device() == kGpu);
+      testing::check_close(bg[i].second->to_vector(), bc[i].second->to_vector(), 1e-4 * steps, true,
+                           bc[i].first);
+    }
+    mc.net->eval();
+    mg.net->eval();
+    NoGradGuard no_grad;
+    const Tensor& x = xs[size_t(steps)];  // a batch no step saw
+    testing::check_close(mg.forward(x.to(kGpu)).to_vector(), mc.forward(x).to_vector(), 1e-3, true,
+                         "evaluation-mode logits");
+  }
 }
 
 TEST_CASE("Model::to moves every parameter and back without changing a value") {
