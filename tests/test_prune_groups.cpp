@@ -17,33 +17,17 @@
 #include "prune/groups.h"
 #include "prune/prune.h"
 #include "prune/shrink.h"
+#include "tests/shrink_test_util.h"
 
 using namespace sprig;
+using test::check_close;
 
 namespace {
-
-Tensor batch(const Shape& per_sample, int64_t n, uint64_t seed) {
-  Shape s = {n};
-  s.insert(s.end(), per_sample.begin(), per_sample.end());
-  Rng rng(seed);
-  return Tensor::normal(s, 0.0f, 1.0f, rng);
-}
 
 std::vector<float> logits(const nn::Model& m, const Tensor& x, bool training) {
   nn::ModeGuard mode(*m.net, training);
   NoGradGuard no_grad;
   return m.forward(x).to_vector();
-}
-
-// max |a - b| <= 1e-5 * max(1, max |a|)
-void check_close(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  float diff = 0.0f, scale = 1.0f;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(a[i] - b[i]));
-    scale = std::max(scale, std::fabs(a[i]));
-  }
-  CHECK(diff <= 1e-5f * scale);
 }
 
 // Gives every BatchNorm non-trivial scales, shifts and running statistics, so that a channel
@@ -130,7 +114,7 @@ const prune::GroupReport& report_of(const prune::PruneReport& r, const std::stri
 // Every channel the report says was removed has zero weight rows, biases and BN entries in
 // every member, and shrinking keeps the logits.
 void check_pruned_then_shrink(nn::Model& m, const Shape& input) {
-  const Tensor x = batch(input, 3, 21);
+  const Tensor x = test::random_batch(input, 3, 21);
   const auto train_before = logits(m, x, true), eval_before = logits(m, x, false);
   const int64_t flops_before = nn::summarize(m).flops;
   prune::ShrinkReport r = prune::shrink(m);
@@ -230,7 +214,7 @@ TEST_SUITE("shrink across residual blocks") {
         randomize_norms(m, 2);
         const int64_t zeroed = zero_random_units(m, p, 3);
         CHECK(zeroed > 0);
-        const Tensor x = batch(c.input, 3, 4);
+        const Tensor x = test::random_batch(c.input, 3, 4);
         // A training-mode pass moves the running statistics, so it goes first.
         const auto train_before = logits(m, x, true), eval_before = logits(m, x, false);
         const nn::ModelSummary s_before = nn::summarize(m);
@@ -262,7 +246,7 @@ TEST_SUITE("shrink across residual blocks") {
     std::fill(w.value.data(), w.value.data() + 8 * 16 * 9, 0.0f);
     auto& bn = *dynamic_cast<nn::BatchNorm*>(g.layers[bn1].module);
     for (int k = 0; k < 8; ++k) bn.weight->value.data()[k] = bn.bias->value.data()[k] = 0.0f;
-    const Tensor x = batch({3, 8, 8}, 2, 7);
+    const Tensor x = test::random_batch({3, 8, 8}, 2, 7);
     const auto before = logits(m, x, false);
     prune::ShrinkReport r = prune::shrink(m);
     check_close(before, logits(m, x, false));
@@ -290,7 +274,7 @@ TEST_SUITE("shrink across residual blocks") {
     }
     REQUIRE(stage1 == 4);
     REQUIRE(stage2 == 4);
-    const Tensor x = batch({3, 8, 8}, 2, 10);
+    const Tensor x = test::random_batch({3, 8, 8}, 2, 10);
     const auto before = logits(m, x, false);
     prune::shrink(m);
     check_close(before, logits(m, x, false));

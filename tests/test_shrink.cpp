@@ -14,8 +14,10 @@
 #include "nn/optim.h"
 #include "nn/summary.h"
 #include "prune/shrink.h"
+#include "tests/shrink_test_util.h"
 
 using namespace sprig;
+using test::check_close;
 namespace fs = std::filesystem;
 
 namespace {
@@ -41,33 +43,15 @@ void zero_unit(nn::Model& m, size_t layer, int64_t unit, bool bias_too = true) {
   if (nn::Parameter* b = bias_of(m, layer); b && bias_too) b->value.data()[unit] = 0.0f;
 }
 
-Tensor batch(const Shape& per_sample, int64_t n, uint64_t seed) {
-  Shape s = {n};
-  s.insert(s.end(), per_sample.begin(), per_sample.end());
-  Rng rng(seed);
-  return Tensor::normal(s, 0.0f, 1.0f, rng);
-}
-
 std::vector<float> run(const nn::Model& m, const Tensor& x) {
   NoGradGuard no_grad;
   return m.forward(x).to_vector();
 }
 
-// max |a - b| <= 1e-5 * max(1, max |a|)
-void check_close(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  float diff = 0.0f, scale = 1.0f;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(a[i] - b[i]));
-    scale = std::max(scale, std::fabs(a[i]));
-  }
-  CHECK(diff <= 1e-5f * scale);
-}
-
 // Shrinks m and checks that a random batch gives the same outputs before and after, that the
 // parameter count and spec are the expected ones and that the summary agrees.
 prune::ShrinkReport shrink_and_check(nn::Model& m, int64_t params, const std::string& spec) {
-  Tensor x = batch(m.input_shape, 4, 7);
+  Tensor x = test::random_batch(m.input_shape, 4, 7);
   std::vector<float> before = run(m, x);
   int64_t params_before = m.num_parameters();
   prune::ShrinkReport r = prune::shrink(m);
@@ -238,7 +222,7 @@ TEST_SUITE("shrink") {
     fs::remove_all(dir);
     CHECK(ck.model.spec == m.spec);
     CHECK(ck.model.num_parameters() == m.num_parameters());
-    Tensor x = batch(m.input_shape, 3, 11);
+    Tensor x = test::random_batch(m.input_shape, 3, 11);
     check_close(run(m, x), run(ck.model, x));
     REQUIRE(weight_of(ck.model, 3).mask);
 
