@@ -226,16 +226,10 @@ double scheduled_lr(const FitConfig& cfg, double base_lr, int64_t t, int64_t ste
   return base_lr * warmup * decay;
 }
 
-// Every BatchNorm below m, depth first.
-static void find_batchnorms(nn::Module& m, std::vector<nn::BatchNorm*>& out) {
-  if (auto* bn = dynamic_cast<nn::BatchNorm*>(&m)) out.push_back(bn);
-  for (auto& [name, child] : m.children()) find_batchnorms(*child, out);
-}
-
 void add_bn_l1_subgradient(nn::Model& model, float lambda) {
-  std::vector<nn::BatchNorm*> bns;
-  find_batchnorms(*model.net, bns);
-  for (nn::BatchNorm* bn : bns) {
+  for (auto& [path, m] : model.net->named_modules()) {
+    auto* bn = dynamic_cast<nn::BatchNorm*>(m);
+    if (!bn) continue;
     nn::Parameter& gamma = *bn->weight;
     Tensor g = gamma.grad();
     if (!g.defined()) continue;

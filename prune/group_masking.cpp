@@ -30,16 +30,6 @@ namespace sprig::prune::detail {
 
 namespace {
 
-const nn::ParameterPtr& weight_param(const nn::Module* m) {
-  if (auto* c = dynamic_cast<const nn::Conv2d*>(m)) return c->weight;
-  return dynamic_cast<const nn::Linear*>(m)->weight;
-}
-
-nn::Parameter* bias_param(const nn::Module* m) {
-  if (auto* c = dynamic_cast<const nn::Conv2d*>(m)) return c->bias.get();
-  return dynamic_cast<const nn::Linear*>(m)->bias.get();
-}
-
 std::string weight_name(const GraphLayer& L) {
   return L.name + ".weight";
 }
@@ -88,7 +78,9 @@ PruneReport prune_filter_groups(nn::Model& model, const PruneSpec& spec,
   // changes.
   std::vector<GroupReport> reports(g.groups.size());
   std::vector<GroupWork> work;
-  std::map<int, std::vector<float>> row_scores;     // graph layer -> (out) criterion scores
+  // graph layer -> (out) scores of its channels: the criterion's per producer row, or |gamma|
+  // per BatchNorm channel for bn-scale
+  std::map<int, std::vector<float>> member_scores;
   std::map<int, std::vector<uint8_t>> rows_pruned;  // graph layer -> (out) masked-out rows
   for (size_t gi = 0; gi < g.groups.size(); ++gi) {
     const DependencyGroup& group = g.groups[gi];
@@ -103,10 +95,27 @@ PruneReport prune_filter_groups(nn::Model& model, const PruneSpec& spec,
     if (!rep.kept.empty()) continue;
 
     for (int l : group.producers) {
-      const nn::Parameter& w = *weight_param(g.layers[l].module);
+      const nn::Parameter& w = as_weighted(g.layers[l].module).weight();
       const WeightView v = weight_view(w, spec);
       rows_pruned[l] = already_pruned(w, v, Granularity::Filter);
-      if (spec.criterion == Criterion::BnScale) continue;
+    }
+    if (spec.criterion == Criterion::BnScale) {
+      // The members are the BatchNorms: |gamma| per channel, read once per layer.
+      for (int l : members) {
+        auto* bn = dynamic_cast<nn::BatchNorm*>(g.layers[l].module);
+        if (!bn) continue;
+        std::vector<float> gamma = bn->weight->value.to_vector();  // (C)
+        for (size_t c = 0; c < gamma.size(); ++c) {
+          SPRIG_CHECK(!std::isnan(gamma[c]), "criterion 'bn-scale': '", g.layers[l].name,
+                      ".weight' holds NaN at channel ", c);
+          gamma[c] = std::fabs(gamma[c]);
+        }
+        member_scores[l] = std::move(gamma);
+      }
+    }
+    for (int l : group.producers) {
+      if (spec.criterion == Criterion::BnScale) break;
+      const nn::Parameter& w = as_weighted(g.layers[l].module).weight();
       auto a = activation_scores.find(weight_name(g.layers[l]));
       std::vector<float> rs = unit_scores(w, spec.criterion, Granularity::Filter, spec,
                                           a == activation_scores.end() ? nullptr : &a->second)
@@ -118,7 +127,7 @@ PruneReport prune_filter_groups(nn::Model& model, const PruneSpec& spec,
         if (mean > 0.0)
           for (float& x : rs) x = float(double(x) / mean);
       }
-      row_scores[l] = std::move(rs);
+      member_scores[l] = std::move(rs);
     }
     GroupWork gw;
     gw.group = int(gi);
@@ -126,28 +135,15 @@ PruneReport prune_filter_groups(nn::Model& model, const PruneSpec& spec,
     for (int u : group.units) {
       const ChannelUnit& unit = g.units[u];
       if (unit.fixed) continue;
+      const auto& members_of_unit =
+          spec.criterion == Criterion::BnScale ? unit.norms : unit.producers;
       double sum = 0.0;
-      int64_t n = 0;
-      if (spec.criterion == Criterion::BnScale) {
-        for (const UnitRef& r : unit.norms) {
-          auto* bn = dynamic_cast<nn::BatchNorm*>(g.layers[r.layer].module);
-          const float gamma = bn->weight->value.to(Device::cpu()).data()[r.index];
-          SPRIG_CHECK(!std::isnan(gamma), "criterion 'bn-scale': '", g.layers[r.layer].name,
-                      ".weight' holds NaN at channel ", r.index);
-          sum += std::fabs(gamma);
-          ++n;
-        }
-      } else {
-        for (const UnitRef& r : unit.producers) {
-          sum += row_scores.at(r.layer)[r.index];
-          ++n;
-        }
-      }
+      for (const UnitRef& r : members_of_unit) sum += member_scores.at(r.layer)[r.index];
+      const double n = double(std::max<size_t>(members_of_unit.size(), 1));
       bool pruned = true;
       for (const UnitRef& r : unit.producers) pruned = pruned && rows_pruned.at(r.layer)[r.index];
       gw.candidates.push_back(u);
-      gw.units.score.push_back(float(
-          spec.group_reduce == GroupReduce::Sum ? sum : sum / double(std::max<int64_t>(n, 1))));
+      gw.units.score.push_back(float(spec.group_reduce == GroupReduce::Sum ? sum : sum / n));
       gw.units.pruned.push_back(pruned);
     }
     gw.before = gw.units.pruned;
@@ -214,9 +210,9 @@ PruneReport prune_filter_groups(nn::Model& model, const PruneSpec& spec,
     bool any = false;
     for (int64_t k = 0; k < L.out; ++k) any = (rows[k] = unit_pruned[L.out_units[k]]) || any;
     if (rows_pruned.count(int(l))) {
-      nn::Parameter& w = *weight_param(L.module);
-      const Target t{weight_name(L), &w, bias_param(L.module)};
-      install_units(t, weight_view(w, spec), Granularity::Filter, rows);
+      const Weighted lw = as_weighted(L.module);
+      const Target t{weight_name(L), &lw.weight(), lw.bias()};
+      install_units(t, weight_view(lw.weight(), spec), Granularity::Filter, rows);
       report.layers.push_back(report_for(t, L.out, std::count(rows.begin(), rows.end(), 1)));
     } else if (auto* bn = dynamic_cast<nn::BatchNorm*>(L.module); bn && any) {
       for (nn::Parameter* p : {bn->weight.get(), bn->bias.get()}) {

@@ -123,10 +123,6 @@ class Walker {
   }
 };
 
-bool is_weighted(const nn::Module* m) {
-  return dynamic_cast<const nn::Conv2d*>(m) || dynamic_cast<const nn::Linear*>(m);
-}
-
 }  // namespace
 
 int DependencyGraph::find_layer(const std::string& name) const {
@@ -165,7 +161,7 @@ DependencyGraph build_dependency_graph(const nn::Model& model) {
     GraphLayer L = p.layer;
     for (int n : p.in_nodes) L.in_units.push_back(unit(n));
     for (int n : p.out_nodes) L.out_units.push_back(unit(n));
-    const bool weighted = is_weighted(L.module);
+    const bool weighted = as_weighted(L.module).ok();
     const bool norm = dynamic_cast<const nn::BatchNorm*>(L.module) != nullptr;
     for (int64_t k = 0; k < L.out && (weighted || norm); ++k)
       (weighted ? g.units[L.out_units[k]].producers : g.units[L.out_units[k]].norms)
@@ -188,7 +184,7 @@ DependencyGraph build_dependency_graph(const nn::Model& model) {
     }
   std::map<int, int> group_of_root;
   for (size_t li = 0; li < g.layers.size(); ++li) {
-    if (!is_weighted(g.layers[li].module)) continue;
+    if (!as_weighted(g.layers[li].module).ok()) continue;
     int r = root(int(li));
     auto it = group_of_root.find(r);
     if (it == group_of_root.end()) {

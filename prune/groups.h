@@ -27,6 +27,23 @@
 
 namespace sprig::prune {
 
+// A conv or linear layer seen uniformly: weight (out, ...), optional bias (out). ok() is false
+// for every other kind.
+struct Weighted {
+  nn::Conv2d* conv = nullptr;
+  nn::Linear* linear = nullptr;
+  bool ok() const { return conv || linear; }
+  int64_t out() const { return conv ? conv->out_channels : linear->out_features; }
+  nn::Parameter& weight() const { return conv ? *conv->weight : *linear->weight; }
+  nn::Parameter* bias() const { return conv ? conv->bias.get() : linear->bias.get(); }
+};
+inline Weighted as_weighted(nn::Module* m) {
+  Weighted w;
+  w.conv = dynamic_cast<nn::Conv2d*>(m);
+  if (!w.conv) w.linear = dynamic_cast<nn::Linear*>(m);
+  return w;
+}
+
 // A layer of the graph that owns channels: conv, linear, bn or shortcut.
 struct GraphLayer {
   std::string name;  // module path, e.g. "layer1.0.conv1"

@@ -9,23 +9,6 @@ namespace sprig::prune {
 
 namespace {
 
-// A conv or linear layer seen uniformly: weight (out, ...), optional bias (out).
-struct Weighted {
-  nn::Conv2d* conv = nullptr;
-  nn::Linear* linear = nullptr;
-  bool ok() const { return conv || linear; }
-  int64_t out() const { return conv ? conv->out_channels : linear->out_features; }
-  nn::Parameter& weight() const { return conv ? *conv->weight : *linear->weight; }
-  nn::Parameter* bias() const { return conv ? conv->bias.get() : linear->bias.get(); }
-};
-
-Weighted as_weighted(nn::Module* m) {
-  Weighted w;
-  w.conv = dynamic_cast<nn::Conv2d*>(m);
-  if (!w.conv) w.linear = dynamic_cast<nn::Linear*>(m);
-  return w;
-}
-
 Tensor to_cpu(const Tensor& t) {
   return t.device().is_cpu() ? t : t.to(Device::cpu());
 }
