@@ -85,6 +85,36 @@ float train_step(nn::Model& model, nn::Optimizer& opt, const data::Batch& b) {
   return loss.item();
 }
 
+// Trains mc on the CPU and mg (the same model, moved to the GPU) side by side, one batch per
+// step, and checks the tolerances the test cases explain: the loss of step k within
+// 1e-5 + 1e-4 (k - 1) relative, and every weight within 1e-3 * steps of how far training moved
+// it, with weights and optimizer state still on the GPU. w0: mc's initial weights.
+void train_side_by_side(nn::Model& mc, nn::Model& mg, nn::Optimizer& oc, nn::Optimizer& og,
+                        const std::vector<data::Batch>& batches,
+                        const std::vector<std::vector<float>>& w0) {
+  const int steps = int(batches.size());
+  for (int k = 1; k <= steps; ++k) {
+    const data::Batch& b = batches[size_t(k - 1)];
+    const float lc = train_step(mc, oc, b), lg = train_step(mg, og, b);
+    const double tol = 1e-5 + 1e-4 * (k - 1);
+    CHECK_MESSAGE(std::fabs(double(lg) - double(lc)) <= tol * std::fabs(double(lc)), "step ", k,
+                  ": loss gpu ", lg, " cpu ", lc);
+  }
+  const auto pc = mc.named_parameters(), pg = mg.named_parameters();
+  REQUIRE(pc.size() == pg.size());
+  for (size_t i = 0; i < pc.size(); ++i) {
+    const std::vector<float> wc = pc[i].second->value.to_vector();
+    const std::vector<float> wg = pg[i].second->value.to_vector();
+    CHECK(pg[i].second->value.device() == kGpu);
+    const double moved = l2_distance(wc, w0[i]), diff = l2_distance(wg, wc);
+    CHECK(moved > 0.0);
+    CHECK_MESSAGE(diff <= 1e-3 * steps * moved, pc[i].first, ": |w_gpu - w_cpu| ", diff,
+                  " vs |w_cpu - w_0| ", moved);
+    // The optimizer state lives where the parameter does.
+    for (auto& kv : pg[i].second->state) CHECK(kv.second.device() == kGpu);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("cnn2 and mlp: SGD and Adam steps on the GPU match the CPU") {
@@ -110,26 +140,7 @@ TEST_CASE("cnn2 and mlp: SGD and Adam steps on the GPU match the CPU") {
       REQUIRE(mg.device() == kGpu);
       for (auto& p : mg.parameters()) REQUIRE(p->device() == kGpu);
       auto oc = make_opt(opt_name, mc), og = make_opt(opt_name, mg);
-      for (int k = 1; k <= steps; ++k) {
-        const data::Batch& b = batches[size_t(k - 1)];
-        const float lc = train_step(mc, *oc, b), lg = train_step(mg, *og, b);
-        const double tol = 1e-5 + 1e-4 * (k - 1);
-        CHECK_MESSAGE(std::fabs(double(lg) - double(lc)) <= tol * std::fabs(double(lc)), "step ", k,
-                      ": loss gpu ", lg, " cpu ", lc);
-      }
-      const auto pc = mc.named_parameters(), pg = mg.named_parameters();
-      REQUIRE(pc.size() == pg.size());
-      for (size_t i = 0; i < pc.size(); ++i) {
-        const std::vector<float> wc = pc[i].second->value.to_vector();
-        const std::vector<float> wg = pg[i].second->value.to_vector();
-        CHECK(pg[i].second->value.device() == kGpu);
-        const double moved = l2_distance(wc, w0[i]), diff = l2_distance(wg, wc);
-        CHECK(moved > 0.0);
-        CHECK_MESSAGE(diff <= 1e-3 * steps * moved, pc[i].first, ": |w_gpu - w_cpu| ", diff,
-                      " vs |w_cpu - w_0| ", moved);
-        // The optimizer state lives where the parameter does.
-        for (auto& kv : pg[i].second->state) CHECK(kv.second.device() == kGpu);
-      }
+      train_side_by_side(mc, mg, *oc, *og, batches, w0);
     }
 }
 
@@ -155,13 +166,16 @@ TEST_CASE("resnet20 and resnet20b: SGD-momentum steps on the GPU match the CPU")
   const int64_t batch = 4;
   const Shape in_shape = {3, 8, 8};
   Rng rng(17);
-  std::vector<Tensor> xs, ys;  // the batches on the host: (4, 3, 8, 8) and (4)
-  for (int k = 0; k <= steps; ++k) {
-    xs.push_back(Tensor::uniform({batch, 3, 8, 8}, -1, 1, rng));
+  // On the host, x (4, 3, 8, 8) and y (4): one per step, then one no step sees.
+  std::vector<data::Batch> batches(steps + 1);
+  for (data::Batch& b : batches) {
+    b.x = Tensor::uniform({batch, 3, 8, 8}, -1, 1, rng);
     std::vector<int32_t> l(batch);
     for (auto& v : l) v = int32_t(rng.below(10));
-    ys.push_back(Tensor::from_vector_i32(l, {batch}));
+    b.y = Tensor::from_vector_i32(l, {batch});
   }
+  const Tensor held_out = batches.back().x;
+  batches.pop_back();
   for (const std::string model_name : {"resnet20", "resnet20b"}) {
     INFO(model_name);
     nn::Model mc = nn::build_model(model_name, in_shape, 0);
@@ -175,25 +189,7 @@ TEST_CASE("resnet20 and resnet20b: SGD-momentum steps on the GPU match the CPU")
     o.momentum = 0.9f;
     o.weight_decay = 5e-4f;
     nn::SGD oc(mc.parameters(), o), og(mg.parameters(), o);
-    for (int k = 1; k <= steps; ++k) {
-      data::Batch b;
-      b.x = xs[size_t(k - 1)];
-      b.y = ys[size_t(k - 1)];
-      const float lc = train_step(mc, oc, b), lg = train_step(mg, og, b);
-      const double tol = 1e-5 + 1e-4 * (k - 1);
-      CHECK_MESSAGE(std::fabs(double(lg) - double(lc)) <= tol * std::fabs(double(lc)), "step ", k,
-                    ": loss gpu ", lg, " cpu ", lc);
-    }
-    const auto pc = mc.named_parameters(), pg = mg.named_parameters();
-    REQUIRE(pc.size() == pg.size());
-    for (size_t i = 0; i < pc.size(); ++i) {
-      const std::vector<float> wc = pc[i].second->value.to_vector();
-      const std::vector<float> wg = pg[i].second->value.to_vector();
-      const double moved = l2_distance(wc, w0[i]), diff = l2_distance(wg, wc);
-      CHECK(moved > 0.0);
-      CHECK_MESSAGE(diff <= 1e-3 * steps * moved, pc[i].first, ": |w_gpu - w_cpu| ", diff,
-                    " vs |w_cpu - w_0| ", moved);
-    }
+    train_side_by_side(mc, mg, oc, og, batches, w0);
     const auto bc = mc.named_buffers(), bg = mg.named_buffers();
     REQUIRE(bc.size() == bg.size());
     REQUIRE(bc.size() >= 2 * 19);  // running mean and variance of every BN
@@ -205,7 +201,7 @@ TEST_CASE("resnet20 and resnet20b: SGD-momentum steps on the GPU match the CPU")
     mc.net->eval();
     mg.net->eval();
     NoGradGuard no_grad;
-    const Tensor& x = xs[size_t(steps)];  // a batch no step saw
+    const Tensor& x = held_out;
     testing::check_close(mg.forward(x.to(kGpu)).to_vector(), mc.forward(x).to_vector(), 1e-3, true,
                          "evaluation-mode logits");
   }
