@@ -81,6 +81,7 @@ TrainConfig resumed_config(const TrainArgs& a, const ResumePoint& rp) {
   if (given(a, "--epochs")) cfg.epochs = now.epochs;
   if (given(a, "--data-dir")) cfg.data_dir = now.data_dir;
   if (given(a, "--threads")) cfg.threads = now.threads;
+  if (given(a, "--limit-test")) cfg.limit_test = now.limit_test;  // changes only what is reported
   const FitPosition& pos = rp.state.position;
   int done = pos.epoch + (pos.step_in_epoch > 0 ? 1 : 0);
   SPRIG_CHECK(cfg.epochs >= done, "--epochs ", cfg.epochs, " is fewer than the ", done, " epochs ",
@@ -112,6 +113,7 @@ int run_train(const TrainArgs& a) {
   if (cfg.limit_train >= 0) src.data.train = data::take(src.data.train, cfg.limit_train);
   SPRIG_CHECK(src.data.train.size() > 0, "no training samples (--limit-train ", cfg.limit_train,
               ")");
+  if (cfg.limit_test >= 0) src.data.test = data::take(src.data.test, cfg.limit_test);
   if (cfg.augment) enable_augment(src, fc);
   nn::Model model;
   if (resuming) {
@@ -237,6 +239,7 @@ int run_train(const TrainArgs& a) {
                         {"seed", cfg.seed},
                         {"params", model.num_parameters()},
                         {"train_samples", src.data.train.size()},
+                        {"test_samples", src.data.test.size()},
                         {"train_seconds", train_seconds},
                         {"epoch_seconds", epoch_seconds},
                         {"final_train_loss", history.empty() ? 0.0 : history.back().train_loss},
@@ -306,6 +309,9 @@ Command add_train_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--limit-train", c.limit_train, "use only the first N training samples")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--limit-test", c.limit_test,
+                 "evaluate on only the first N test samples (quick runs and benchmarks)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   app.add_option("--out", a->out,
                  "write the trained model with its training state to this checkpoint "
                  "(.safetensors; default with --resume: the resumed file)");

@@ -31,6 +31,7 @@ std::string train_state_to_json(const TrainState& s) {
                  {"epochs", c.epochs},
                  {"batch_size", c.batch_size},
                  {"limit_train", c.limit_train},
+                 {"limit_test", c.limit_test},
                  {"rewind_step", c.rewind_step},
                  {"optimizer", optim},
                  {"seed", c.seed},
@@ -123,6 +124,7 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
     cfg.epochs = int(c.integer("epochs", 0));
     cfg.batch_size = c.integer("batch_size", 1);
     cfg.limit_train = c.integer("limit_train", -1);
+    cfg.limit_test = c.integer("limit_test", -1);  // absent in older files: all
     cfg.rewind_step = c.integer("rewind_step", -1);
     cfg.seed = c.get<uint64_t>("seed");
     cfg.threads = int(c.integer("threads", 0));

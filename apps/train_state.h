@@ -25,6 +25,7 @@ struct TrainConfig {
   LrScheduleConfig lr;
   int epochs = 5;
   int64_t batch_size = 64, limit_train = -1, rewind_step = -1;
+  int64_t limit_test = -1;  // evaluate on the first N test samples only (-1: all)
   OptimizerConfig optim;
   bool augment = false;  // random crop + flip of training batches
   float bn_l1 = 0.0f;    // network-slimming penalty on BatchNorm scales

@@ -4,7 +4,7 @@
 # (sprig, pytorch, sprig, pytorch, ...) so that both see the same machine load.
 #
 # Usage: bench/epoch_vs_pytorch.sh [--model cnn2|mlp|resnet20|resnet32|resnet56|resnet20b]
-#            [--epochs E] [--threads T] [--repeats R] [--limit-train N]
+#            [--epochs E] [--threads T] [--repeats R] [--limit-train N] [--limit-test N]
 # cnn2 / mlp: Adam 1e-3, batch 64. ResNets: SGD lr 0.1, momentum 0.9, weight decay 5e-4
 # (not on BatchNorm), cosine schedule, batch 128 (issue 13's recipe).
 # Environment: SPRIG  sprig binary (default ./build/sprig)
@@ -21,6 +21,7 @@ EPOCHS=1
 THREADS=2
 REPEATS=1
 LIMIT_TRAIN=0
+LIMIT_TEST=0
 SEED=0
 
 while [ $# -gt 0 ]; do
@@ -30,7 +31,8 @@ while [ $# -gt 0 ]; do
         --threads)     THREADS="$2"; shift 2 ;;
         --repeats)     REPEATS="$2"; shift 2 ;;
         --limit-train) LIMIT_TRAIN="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --limit-test)  LIMIT_TEST="$2"; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -42,7 +44,8 @@ case "$MODEL" in
     *) echo "--model must be cnn2, mlp, resnet20, resnet32, resnet56 or resnet20b" >&2; exit 2 ;;
 esac
 LIMIT=()
-if [ "$LIMIT_TRAIN" -gt 0 ]; then LIMIT=(--limit-train "$LIMIT_TRAIN"); fi
+if [ "$LIMIT_TRAIN" -gt 0 ]; then LIMIT+=(--limit-train "$LIMIT_TRAIN"); fi
+if [ "$LIMIT_TEST" -gt 0 ]; then LIMIT+=(--limit-test "$LIMIT_TEST"); fi
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 SPRIG="${SPRIG:-./build/sprig}"

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -47,6 +48,7 @@ TEST_CASE("train --json --out, then eval and summary of the checkpoint") {
   CHECK(j["epochs"] == 1);
   CHECK(j["params"] == 266610);
   CHECK(j["train_samples"] == 2000);
+  CHECK(j["test_samples"] == 10000);
   CHECK(j["test_accuracy"].get<double>() > 0.6);
   CHECK(j["train_seconds"].get<double>() > 0.0);
   REQUIRE(fs::exists(ck));
@@ -67,6 +69,16 @@ TEST_CASE("train --json --out, then eval and summary of the checkpoint") {
   Result t = run("summary --model cnn2");
   CHECK(t.code == 0);
   CHECK(t.out.find("126,698") != std::string::npos);
+
+  // --limit-test evaluates on the first N test samples: the accuracy is a multiple of 1/N.
+  Result q =
+      run("train --model mlp --epochs 1 --limit-train 500 --limit-test 40 --threads 2 --json");
+  REQUIRE_MESSAGE(q.code == 0, q.out);
+  auto jq = nlohmann::json::parse(last_line(q.out));
+  CHECK(jq["test_samples"] == 40);
+  double hits = jq["test_accuracy"].get<double>() * 40;
+  CHECK(hits == doctest::Approx(std::round(hits)).epsilon(1e-9));
+  CHECK(run("train --model mlp --epochs 1 --limit-train 10 --limit-test 0").code != 0);
 }
 
 TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity") {
