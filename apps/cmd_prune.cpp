@@ -14,7 +14,7 @@ namespace sprig::app {
 namespace {
 struct PruneArgs {
   std::string in, out, method = "magnitude", granularity = "element", scope = "layer";
-std::string group_reduce = "mean";
+  std::string group_reduce = "mean";
   std::string schedule = "oneshot", block = "1x4", dataset, data_dir;
   LrScheduleConfig lr;
   std::string taylor_variant = "reference";
@@ -83,7 +83,7 @@ int run_prune(const PruneArgs& a) {
 
   PrunePlan plan;
   plan.spec.criterion = prune::parse_criterion(a.method);
-  plan.spec.granularity = prune::parse_granularity(a.granularity);
+  plan.spec.granularity = nn::parse_granularity(a.granularity);
   if (plan.spec.granularity == prune::Granularity::NM)
     std::tie(plan.spec.n, plan.spec.m) = prune::parse_nm(a.granularity);
   std::tie(plan.spec.block_rows, plan.spec.block_cols) = parse_block_flag(a.block);

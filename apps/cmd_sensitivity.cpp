@@ -44,7 +44,7 @@ int run_sensitivity(const SensitivityArgs& a) {
 
   prune::PruneSpec spec;
   spec.criterion = prune::parse_criterion(a.method);
-  spec.granularity = prune::parse_granularity(a.granularity);
+  spec.granularity = nn::parse_granularity(a.granularity);
   if (spec.granularity == prune::Granularity::NM)
     throw Error("sensitivity needs an amount to sweep; N:M fixes it (use element or a structure)");
   spec.seed = a.seed;

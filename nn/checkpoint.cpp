@@ -41,11 +41,15 @@ static void check_finite(const std::string& path, const std::string& name, const
                 " of ", to_string(t.shape()), " (weights must be finite)");
 }
 
-static MaskGranularity parse_granularity(const std::string& path, const std::string& g) {
-  for (auto v : {MaskGranularity::Element, MaskGranularity::OutputChannel,
-                 MaskGranularity::InputChannel, MaskGranularity::Block, MaskGranularity::NM})
-    if (g == granularity_name(v)) return v;
-  throw Error(path + ": unknown mask granularity '" + g + "'");
+// parse_granularity also reads the names checkpoints were saved with before "filter", "channel"
+// and "nm" (output_channel, input_channel, n:m). Its own error speaks of the command line, so
+// say which file holds the bad name instead.
+static Granularity mask_granularity(const std::string& path, const std::string& g) {
+  try {
+    return parse_granularity(g);
+  } catch (const Error&) {
+    throw Error(path + ": unknown mask granularity '" + g + "'");
+  }
 }
 
 void save_checkpoint(const std::string& path, const Model& model,
@@ -117,8 +121,8 @@ Checkpoint load_checkpoint(const std::string& path) {
         SPRIG_CHECK(keep[i] <= 1, path, ": mask '", name, ".mask' holds ", int(keep[i]),
                     " at element ", i, " (a mask is 0 or 1)");
       auto g = file.metadata.find("mask." + name);
-      p->set_mask(m->clone(), g == file.metadata.end() ? MaskGranularity::Element
-                                                       : parse_granularity(path, g->second));
+      p->set_mask(m->clone(), g == file.metadata.end() ? Granularity::Element
+                                                       : mask_granularity(path, g->second));
       used.insert(name + ".mask");
     }
   }

@@ -4,20 +4,31 @@
 
 namespace sprig::nn {
 
-const char* granularity_name(MaskGranularity g) {
+const char* granularity_name(Granularity g) {
   switch (g) {
-    case MaskGranularity::Element:
+    case Granularity::Element:
       return "element";
-    case MaskGranularity::OutputChannel:
-      return "output_channel";
-    case MaskGranularity::InputChannel:
-      return "input_channel";
-    case MaskGranularity::Block:
+    case Granularity::Filter:
+      return "filter";
+    case Granularity::Channel:
+      return "channel";
+    case Granularity::Block:
       return "block";
-    case MaskGranularity::NM:
-      return "n:m";
+    case Granularity::NM:
+      return "nm";
   }
   return "?";
+}
+
+Granularity parse_granularity(const std::string& s) {
+  if (s == "element") return Granularity::Element;
+  if (s == "filter" || s == "neuron" || s == "output_channel") return Granularity::Filter;
+  if (s == "channel" || s == "input_channel") return Granularity::Channel;
+  if (s == "block") return Granularity::Block;
+  // "n:m" (old checkpoints) contains ':' too.
+  if (s == "nm" || s.find(':') != std::string::npos) return Granularity::NM;
+  throw Error("unknown granularity '" + s +
+              "' (expected element, filter, neuron, channel, block or N:M such as 2:4)");
 }
 
 Parameter::Parameter(std::string n, Tensor v) : name(std::move(n)), value(std::move(v)) {
@@ -37,7 +48,7 @@ void Parameter::apply_mask() {
     if (kv.second.shape() == value.shape()) be.mask_zero(value.numel(), keep, kv.second.ptr());
 }
 
-void Parameter::set_mask(Tensor keep, MaskGranularity g) {
+void Parameter::set_mask(Tensor keep, Granularity g) {
   SPRIG_CHECK(keep.dtype() == DType::U8 && keep.shape() == value.shape(), "mask for ", name,
               " must be uint8 with shape ", to_string(value.shape()), ", got ", keep.str());
   mask = std::make_shared<Mask>(Mask{g, keep.to(value.device())});

@@ -8,13 +8,21 @@
 
 namespace sprig::nn {
 
-// How a mask was chosen. The mask is always stored expanded to the parameter's shape so the
-// optimizer can apply it element-wise; the granularity says which structure it follows.
-enum class MaskGranularity { Element, OutputChannel, InputChannel, Block, NM };
-const char* granularity_name(MaskGranularity g);
+// Which structure a pruning mask follows, and the unit a pruning spec (prune/prune.h) scores:
+// one weight, a filter (output channel / neuron: a row of the weight), an input channel, a block,
+// or N of every M weights. The mask is always stored expanded to the parameter's shape so the
+// optimizer can apply it element-wise. Defined here rather than in prune because nn::Mask records
+// it and prune depends on nn.
+enum class Granularity { Element, Filter, Channel, Block, NM };
+// element|filter|channel|block|nm: the command line's spelling, also written into checkpoints.
+const char* granularity_name(Granularity g);
+// Accepts the command line's spellings (element, filter or neuron, channel, block, nm or N:M such
+// as 2:4, whose N and M the caller parses) and the names checkpoints were written with before
+// there was one enum (output_channel, input_channel, n:m), so those files still load.
+Granularity parse_granularity(const std::string& s);
 
 struct Mask {
-  MaskGranularity granularity = MaskGranularity::Element;
+  Granularity granularity = Granularity::Element;
   Tensor keep;  // uint8, same shape as the parameter: 1 = kept, 0 = pruned
 };
 
@@ -34,7 +42,7 @@ struct Parameter {
   // Zeroes value (and every state buffer) wherever the mask is 0: the mask invariant.
   void apply_mask();
   // Installs a mask (uint8, same shape, any device: it moves to the parameter's) and applies it.
-  void set_mask(Tensor keep, MaskGranularity g = MaskGranularity::Element);
+  void set_mask(Tensor keep, Granularity g = Granularity::Element);
   // Moves value, gradient, mask and optimizer state to device d (a no-op when already there).
   void to(Device d);
   Device device() const { return value.device(); }

@@ -73,7 +73,7 @@ void detail::check_applies(Criterion c, Granularity g) {
   bool per_element = g == Granularity::Element || g == Granularity::NM;
   bool structured_only = c == Criterion::L1Norm || c == Criterion::L2Norm || c == Criterion::FPGM;
   SPRIG_CHECK(!(structured_only && per_element), "criterion '", criterion_name(c),
-              "' scores whole units and does not apply to ", granularity_name(g),
+              "' scores whole units and does not apply to ", nn::granularity_name(g),
               " granularity: use filter or channel granularity (l1/l2 also block), or "
               "'magnitude' for single weights");
   SPRIG_CHECK(!(c == Criterion::FPGM && g == Granularity::Block),
@@ -81,7 +81,7 @@ void detail::check_applies(Criterion c, Granularity g) {
   SPRIG_CHECK(c != Criterion::BnScale || g == Granularity::Filter,
               "criterion 'bn-scale' scores the channels a BatchNorm scales: use filter "
               "granularity, not ",
-              granularity_name(g));
+              nn::granularity_name(g));
 }
 
 Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, const PruneSpec& spec,

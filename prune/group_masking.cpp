@@ -221,7 +221,7 @@ PruneReport prune_filter_groups(nn::Model& model, const PruneSpec& spec,
         uint8_t* k = keep.data_as<uint8_t>();  // (C)
         for (int64_t c = 0; c < L.out; ++c)
           k[c] = !rows[c] && (!old.defined() || old.data_as<uint8_t>()[c]);
-        install_mask(*p, keep, nn::MaskGranularity::OutputChannel);
+        install_mask(*p, keep, Granularity::Filter);
       }
     }
   }

@@ -202,24 +202,9 @@ void detail::normalise_scores(LayerUnits& L) {
 
 // ---- installing masks ----
 
-static nn::MaskGranularity mask_granularity(Granularity g) {
-  switch (g) {
-    case Granularity::Filter:
-      return nn::MaskGranularity::OutputChannel;
-    case Granularity::Channel:
-      return nn::MaskGranularity::InputChannel;
-    case Granularity::Block:
-      return nn::MaskGranularity::Block;
-    case Granularity::NM:
-      return nn::MaskGranularity::NM;
-    default:
-      return nn::MaskGranularity::Element;
-  }
-}
-
 // keep must already include the old mask's zeros. A mask that now mixes two structures is
 // recorded as element, the only structure both follow; one that adds no zeros keeps its own.
-void detail::install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g) {
+void detail::install_mask(nn::Parameter& p, Tensor keep, Granularity g) {
   if (p.mask && p.mask->granularity != g) {
     const Tensor host_old = p.mask->keep.to(Device::cpu());
     const uint8_t* old = host_old.data_as<uint8_t>();
@@ -232,7 +217,7 @@ void detail::install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g) 
     if (same)
       g = p.mask->granularity;
     else if (old_has_zeros)
-      g = nn::MaskGranularity::Element;
+      g = Granularity::Element;
   }
   p.set_mask(std::move(keep), g);
 }
@@ -259,7 +244,7 @@ void detail::install_units(const Target& t, const WeightView& v, Granularity g,
       int64_t i = r * v.cols + c;
       k[i] = !pruned[unit_of(v, g, r, c)] && (!old || old[i]);
     }
-  install_mask(w, keep, mask_granularity(g));
+  install_mask(w, keep, g);
 
   // A pruned filter's bias would still add a constant to its output; mask it too so the
   // output is exactly 0 and shrink() can drop the filter without changing the model.
@@ -273,7 +258,7 @@ void detail::install_units(const Target& t, const WeightView& v, Granularity g,
   Tensor bkeep = Tensor::empty(b.value.shape(), DType::U8);
   uint8_t* bk = bkeep.data_as<uint8_t>();  // (out)
   for (int64_t r = 0; r < v.rows; ++r) bk[r] = !pruned[r] && (!bold || bold[r]);
-  install_mask(b, bkeep, nn::MaskGranularity::OutputChannel);
+  install_mask(b, bkeep, Granularity::Filter);
 }
 
 // N:M: in every group of M consecutive columns of a row keep the N highest-scoring weights. A
@@ -302,7 +287,7 @@ static LayerReport prune_nm(const Target& t, const PruneSpec& spec, const Tensor
       for (size_t j = idx.size() - n_keep; j < idx.size(); ++j) k[idx[j]] = 1;
       kept += n_keep;
     }
-  install_mask(w, keep, nn::MaskGranularity::NM);
+  install_mask(w, keep, Granularity::NM);
   return report_for(t, w.numel(), w.numel() - kept);
 }
 

@@ -76,7 +76,7 @@ void select_units(const std::vector<LayerUnits*>& layers, const PruneSpec& spec,
 // Divides the scores by their L2 norm, so global scope compares layers of different scales.
 void normalise_scores(LayerUnits& L);
 // Installs a mask on p, keeping its old zeros (keep must include them).
-void install_mask(nn::Parameter& p, Tensor keep, nn::MaskGranularity g);
+void install_mask(nn::Parameter& p, Tensor keep, Granularity g);
 // Masks the pruned units of t's weight (and, for filters, their bias entries).
 void install_units(const Target& t, const WeightView& v, Granularity g,
                    const std::vector<uint8_t>& pruned);

@@ -1,4 +1,5 @@
-// Names of criteria and granularities, as the command line spells them.
+// Names of criteria and group reductions, as the command line spells them (granularities:
+// nn/parameter.cpp).
 #include "prune/prune.h"
 
 namespace sprig::prune {
@@ -14,16 +15,6 @@ Criterion parse_criterion(const std::string& s) {
   if (s == "bn-scale") return Criterion::BnScale;
   throw Error("unknown pruning method '" + s +
               "' (expected magnitude, gradient, taylor, random, l1, l2, fpgm or bn-scale)");
-}
-
-Granularity parse_granularity(const std::string& s) {
-  if (s == "element") return Granularity::Element;
-  if (s == "filter" || s == "neuron") return Granularity::Filter;
-  if (s == "channel") return Granularity::Channel;
-  if (s == "block") return Granularity::Block;
-  if (s == "nm" || s.find(':') != std::string::npos) return Granularity::NM;
-  throw Error("unknown granularity '" + s +
-              "' (expected element, filter, neuron, channel, block or N:M such as 2:4)");
 }
 
 const char* criterion_name(Criterion c) {
@@ -44,22 +35,6 @@ const char* criterion_name(Criterion c) {
       return "fpgm";
     case Criterion::BnScale:
       return "bn-scale";
-  }
-  return "?";
-}
-
-const char* granularity_name(Granularity g) {
-  switch (g) {
-    case Granularity::Element:
-      return "element";
-    case Granularity::Filter:
-      return "filter";
-    case Granularity::Channel:
-      return "channel";
-    case Granularity::Block:
-      return "block";
-    case Granularity::NM:
-      return "nm";
   }
   return "?";
 }

@@ -202,7 +202,7 @@ void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
   auto nm = p.conv ? std::pair<int64_t, int64_t>{0, 0} : detect_nm(v);
   // N:M explains the zeros only for N:M masks, or when the N:M storage is not much denser than
   // the weights themselves (a 95% unstructured layer fits 7:16, but stores 44% of the values).
-  bool nm_mask = weight.mask && weight.mask->granularity == nn::MaskGranularity::NM;
+  bool nm_mask = weight.mask && weight.mask->granularity == nn::Granularity::NM;
   double density = 1.0 - p.sparsity();
   if (nm.first && !nm_mask && density < 0.75 * double(nm.first) / double(nm.second)) nm = {0, 0};
   std::string shrink_note;

@@ -47,16 +47,16 @@ enum class Criterion {
 // How the member scores of one channel of a dependency group (one per producing layer, or per
 // BatchNorm for BnScale) become its score, as Torch-Pruning's group importance.
 enum class GroupReduce { Mean, Sum };
-enum class Granularity { Element, Filter, Channel, Block, NM };
+// The spec's granularity is the one the installed masks record (nn/parameter.h), so there is
+// one enum, with one name and one parse function (nn::granularity_name, nn::parse_granularity).
+using nn::Granularity;
 enum class Scope { Layer, Global };
 
 // magnitude|gradient|taylor|random|l1|l2|fpgm|bn-scale
 Criterion parse_criterion(const std::string& s);
-Granularity parse_granularity(const std::string& s);  // element|filter|neuron|channel|block|N:M
 // "2:4" -> {2, 4}; errors unless 0 < N <= M, both integers.
 std::pair<int64_t, int64_t> parse_nm(const std::string& s);
 const char* criterion_name(Criterion c);
-const char* granularity_name(Granularity g);
 GroupReduce parse_group_reduce(const std::string& s);  // mean|sum
 const char* group_reduce_name(GroupReduce r);
 

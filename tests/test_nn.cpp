@@ -236,7 +236,7 @@ TEST_SUITE("checkpoint") {
     auto p0 = m.parameters()[0];
     Tensor keep = Tensor::zeros(p0->value.shape(), DType::U8);
     for (int64_t i = 0; i < keep.numel(); i += 2) keep.data_as<uint8_t>()[i] = 1;
-    p0->set_mask(keep, nn::MaskGranularity::Element);
+    p0->set_mask(keep, nn::Granularity::Element);
     p0->value.data()[0] = -0.0f;  // a kept signed zero must survive too
     std::string path = (dir / "m.safetensors").string();
     nn::save_checkpoint(path, m, {{"dataset", "fashion-mnist"}});
@@ -255,6 +255,46 @@ TEST_SUITE("checkpoint") {
     CHECK(std::memcmp(b[0].second->mask->keep.data_as<uint8_t>(), keep.data_as<uint8_t>(),
                       keep.numel()) == 0);
     CHECK_FALSE(b[1].second->mask);
+  }
+
+  TEST_CASE("mask granularities survive save and load, and old checkpoints' names still load") {
+    fs::path dir = temp_dir("granularity");
+    nn::Model m = nn::build_model("cnn2", {1, 28, 28}, 5);
+    auto params = m.named_parameters();
+    const nn::Granularity all[] = {nn::Granularity::Element, nn::Granularity::Filter,
+                                   nn::Granularity::Channel, nn::Granularity::Block,
+                                   nn::Granularity::NM};
+    REQUIRE(params.size() >= 5);
+    for (int i = 0; i < 5; ++i) {
+      Tensor keep = Tensor::zeros(params[i].second->value.shape(), DType::U8);
+      for (int64_t j = 0; j < keep.numel(); ++j) keep.data_as<uint8_t>()[j] = 1;
+      params[i].second->set_mask(keep, all[i]);
+    }
+    std::string path = (dir / "new.safetensors").string();
+    nn::save_checkpoint(path, m);
+    nn::Checkpoint ck = nn::load_checkpoint(path);
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(ck.model.named_parameters()[i].second->mask);
+      CHECK(ck.model.named_parameters()[i].second->mask->granularity == all[i]);
+    }
+
+    // Checkpoints saved before there was one granularity enum name three of them differently.
+    TensorFile tf = load_safetensors(path);
+    auto meta = tf.metadata;
+    meta["mask." + params[1].first] = "output_channel";
+    meta["mask." + params[2].first] = "input_channel";
+    meta["mask." + params[4].first] = "n:m";
+    std::string old = (dir / "old.safetensors").string();
+    save_safetensors(old, tf.tensors, meta);
+    ck = nn::load_checkpoint(old);
+    for (int i = 0; i < 5; ++i)
+      CHECK(ck.model.named_parameters()[i].second->mask->granularity == all[i]);
+
+    meta["mask." + params[3].first] = "diagonal";
+    std::string bad = (dir / "bad.safetensors").string();
+    save_safetensors(bad, tf.tensors, meta);
+    CHECK_THROWS_WITH_AS(nn::load_checkpoint(bad),
+                         (bad + ": unknown mask granularity 'diagonal'").c_str(), Error);
   }
 
   TEST_CASE("bad checkpoints give errors naming the file and tensor; files stay intact") {

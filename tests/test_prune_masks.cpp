@@ -107,7 +107,7 @@ TEST_SUITE("prune masks") {
     s.amount = 1.0;
     s.min_keep = 2;
     CHECK(run(s) == std::vector<int>{1, 0, 0, 1, 0, 0});
-    CHECK(p->mask->granularity == nn::MaskGranularity::Element);
+    CHECK(p->mask->granularity == nn::Granularity::Element);
   }
 
   TEST_CASE("layer and global scope differ when one layer has much larger weights") {
@@ -222,7 +222,7 @@ TEST_SUITE("prune masks") {
     float row0[8] = {0.1f, -0.9f, 0.3f, 0.2f, 5, 4, -3, 0.01f};
     for (int i = 0; i < 8; ++i) w->value.data()[i] = row0[i];
     prune::PruneSpec spec;
-    spec.granularity = prune::parse_granularity("2:4");
+    spec.granularity = nn::parse_granularity("2:4");
     spec.amount = 0.9;  // ignored for N:M
     prune::PruneReport r = prune::prune_model(m, spec);
     std::vector<int> nz = nonzero_pattern(*w);
@@ -232,7 +232,7 @@ TEST_SUITE("prune masks") {
       for (int j = 0; j < 4; ++j) c += nz[g * 4 + j];
       CHECK(c == 2);
     }
-    CHECK(w->mask->granularity == nn::MaskGranularity::NM);
+    CHECK(w->mask->granularity == nn::Granularity::NM);
     CHECK(r.layers[0].pruned_units == 32);
 
     // N:M after an element mask: weights pruned before stay pruned, even when the new
@@ -286,7 +286,7 @@ TEST_SUITE("prune masks") {
     CHECK(r.layers[0].units == 4);
     std::vector<int> nz = nonzero_pattern(*w);
     for (int i = 0; i < 24; ++i) CHECK(nz[i] == (i >= 12));  // the top two rows are gone
-    CHECK(w->mask->granularity == nn::MaskGranularity::Block);
+    CHECK(w->mask->granularity == nn::Granularity::Block);
   }
 
   TEST_CASE("filter pruning zeros rows and bias entries, so those outputs are exactly 0") {
@@ -309,8 +309,8 @@ TEST_SUITE("prune masks") {
       auto w = find(m, name + ".weight");
       auto b = find(m, name + ".bias");
       REQUIRE((w->mask && b->mask));
-      CHECK(w->mask->granularity == nn::MaskGranularity::OutputChannel);
-      CHECK(b->mask->granularity == nn::MaskGranularity::OutputChannel);
+      CHECK(w->mask->granularity == nn::Granularity::Filter);
+      CHECK(b->mask->granularity == nn::Granularity::Filter);
       const int64_t K = w->value.size(0), rowlen = w->numel() / K;
       const int64_t hw = y.numel() / (2 * K);
       int pruned = 0;
@@ -338,7 +338,7 @@ TEST_SUITE("prune masks") {
          {std::tuple<const char*, int, int>{"2.weight", 6, 3}, {"4.weight", 4, 2}}) {
       CAPTURE(name);
       auto w = find(m, name);
-      CHECK(w->mask->granularity == nn::MaskGranularity::InputChannel);
+      CHECK(w->mask->granularity == nn::Granularity::Channel);
       std::vector<int> nz = nonzero_pattern(*w);
       const int rows = int(w->numel()) / in;
       int zero_cols = 0;
@@ -382,7 +382,7 @@ TEST_SUITE("prune masks") {
       spec.amount = 0.25;
       prune::prune_model(m, spec);  // one of the 4 conv filters on top
       REQUIRE(find(m, "0.bias")->mask);
-      CHECK(w0->mask->granularity == nn::MaskGranularity::Element);
+      CHECK(w0->mask->granularity == nn::Granularity::Element);
       const uint8_t* keep = w0->mask->keep.data_as<uint8_t>();
       int64_t masked = 0;
       for (int64_t i = 0; i < w0->numel(); ++i) {
@@ -459,7 +459,7 @@ TEST_SUITE("prune masks") {
     auto a = param("w", v, {3, 4});
     prune::ln_structured(*a, 1.0 / 3, 1, 0);
     CHECK(nonzero_pattern(*a) == std::vector<int>{0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0});
-    CHECK(a->mask->granularity == nn::MaskGranularity::OutputChannel);
+    CHECK(a->mask->granularity == nn::Granularity::Filter);
     auto b = param("w", v, {3, 4});
     prune::ln_structured(*b, 1.0 / 3, 2, 0);
     CHECK(nonzero_pattern(*b) == std::vector<int>{1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0});
@@ -467,7 +467,7 @@ TEST_SUITE("prune masks") {
     auto c = param("w", v, {3, 4});
     prune::ln_structured(*c, 0.5, 2, 1);
     CHECK(nonzero_pattern(*c) == std::vector<int>{1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0});
-    CHECK(c->mask->granularity == nn::MaskGranularity::InputChannel);
+    CHECK(c->mask->granularity == nn::Granularity::Channel);
     CHECK_THROWS_AS(prune::ln_structured(*c, 0.5, 3, 0), Error);
     CHECK_THROWS_AS(prune::ln_structured(*c, 0.5, 1, 2), Error);
 

@@ -208,7 +208,7 @@ Trained start(const Setup& s) {
       for (auto& k : keep) k = rng.uniform() < 0.5f ? 1.0f : 0.0f;
       Tensor m = Tensor::empty(p->value.shape(), DType::U8);
       for (size_t i = 0; i < keep.size(); ++i) m.data_as<uint8_t>()[i] = uint8_t(keep[i]);
-      p->set_mask(m, nn::MaskGranularity::Element);
+      p->set_mask(m, nn::Granularity::Element);
     }
   }
   t.opt = app::make_optimizer(s.optim, t.model.parameters());

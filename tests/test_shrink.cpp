@@ -180,28 +180,28 @@ TEST_SUITE("shrink") {
     Tensor keep0 = Tensor::empty(w0.value.shape(), DType::U8);
     for (int64_t i = 0; i < w0.numel(); ++i)
       keep0.data_as<uint8_t>()[i] = !(i / 9 == 1 || i / 9 == 4);
-    w0.set_mask(keep0, nn::MaskGranularity::OutputChannel);
+    w0.set_mask(keep0, nn::Granularity::Filter);
     Tensor bkeep = Tensor::empty({6}, DType::U8);
     for (int64_t i = 0; i < 6; ++i) bkeep.data_as<uint8_t>()[i] = !(i == 1 || i == 4);
-    bias_of(m, 0)->set_mask(bkeep, nn::MaskGranularity::OutputChannel);
+    bias_of(m, 0)->set_mask(bkeep, nn::Granularity::Filter);
     nn::Parameter& w3 = weight_of(m, 3);  // (5, 6, 3, 3)
     Tensor keep3 = Tensor::empty(w3.value.shape(), DType::U8);
     for (int64_t i = 0; i < w3.numel(); ++i) keep3.data_as<uint8_t>()[i] = i % 3 != 0;
-    w3.set_mask(keep3, nn::MaskGranularity::Element);
+    w3.set_mask(keep3, nn::Granularity::Element);
 
     // conv(4): 40; conv(5) on 4: 5*4*9+5 = 185; linear on 5*3*3: 4*45+4 = 184
     shrink_and_check(m, 40 + 185 + 184,
                      "conv(4,3,pad=1) relu maxpool(2) conv(5,3) relu flatten linear(4)");
     nn::Parameter& s0 = weight_of(m, 0);
     REQUIRE(s0.mask);
-    CHECK(s0.mask->granularity == nn::MaskGranularity::OutputChannel);
+    CHECK(s0.mask->granularity == nn::Granularity::Filter);
     CHECK(s0.mask->keep.shape() == s0.value.shape());
     for (int64_t i = 0; i < s0.numel(); ++i) CHECK(s0.mask->keep.data_as<uint8_t>()[i] == 1);
     REQUIRE(bias_of(m, 0)->mask);
     CHECK(bias_of(m, 0)->mask->keep.shape() == Shape{4});
     nn::Parameter& s3 = weight_of(m, 3);  // (5, 4, 3, 3): kept input channels 0, 2, 3, 5
     REQUIRE(s3.mask);
-    CHECK(s3.mask->granularity == nn::MaskGranularity::Element);
+    CHECK(s3.mask->granularity == nn::Granularity::Element);
     const int64_t old_c[4] = {0, 2, 3, 5};
     int64_t wrong = 0;
     for (int64_t k = 0; k < 5; ++k)
