@@ -3,6 +3,11 @@
 // Forward, per sample n:   y_n (K, PQ) = W (K, CRS) x col_n (CRS, PQ)
 // Backward, per sample n:  dW (K, CRS) += dy_n (K, PQ) x col_n^T (PQ, CRS)
 //                          dcol (CRS, PQ) = W^T (CRS, K) x dy_n (K, PQ), then col2im -> dx_n
+// For stride 1 (square kernels, pad <= dilation*(R-1)), dx_n is instead the forward
+// convolution of dy_n with the flipped, transposed kernel Wf (C, K, R, S) and padding
+// dilation*(R-1) - pad: one im2col of dy and a product whose inner dimension is K*R*S, where
+// W^T x dy's is only K (16 in a ResNet's first stage, a poor shape for gemm) and col2im's
+// scatter-add is a second pass.
 //
 // The batch is split across OpenMP threads (samples, or fixed chunks of samples, taken
 // dynamically) and each thread runs the single-threaded gemm on its samples: for the small
@@ -183,26 +188,49 @@ int batch_threads(int64_t N) {
   return (int)std::min<int64_t>(omp_get_max_threads(), N);
 }
 
+// yn (K, PQ) = conv of one sample xn (C, H, W) with w (K, CRS) (+ b (K) when not null).
+// Uses the calling thread's col buffer.
+void forward_sample(const Conv2dShape& s, const float* xn, const float* w, const float* b,
+                    float* yn) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P() * s.Q();
+  const float* col = xn;  // (CRS, PQ)
+  if (!is_pointwise(s)) {
+    float* buf = grow(tls_col, CRS * PQ);
+    im2col(s, xn, buf);
+    col = buf;
+  }
+  gemm(false, false, s.K, PQ, CRS, 1.0f, w, CRS, col, PQ, 0.0f, yn, PQ);
+  if (b)
+    for (int64_t k = 0; k < s.K; k++)
+      for (int64_t i = 0; i < PQ; i++) yn[k * PQ + i] += b[k];
+}
+
+// The convolution whose forward pass gives dx from dy (see the top of the file), when there
+// is one: *t (one sample) reads dy_n (K, P, Q) and writes dx_n (C, H, W).
+bool transposed_as_forward(const Conv2dShape& s, Conv2dShape* t) {
+  const int64_t reach = s.dilation * (s.R - 1);
+  if (s.stride != 1 || s.R != s.S || s.pad > reach || is_pointwise(s)) return false;
+  *t = Conv2dShape{1, s.K, s.P(), s.Q(), s.C, s.R, s.S, 1, reach - s.pad, s.dilation};
+  return true;
+}
+
+// wf (C, K, R, S): wf[c][k][r][s] = w[k][c][R-1-r][S-1-s].
+void flip_transpose(const Conv2dShape& s, const float* w, float* wf) {
+  const int64_t RS = s.R * s.S;
+  for (int64_t k = 0; k < s.K; k++)
+    for (int64_t c = 0; c < s.C; c++) {
+      const float* src = w + (k * s.C + c) * RS;
+      float* dst = wf + (c * s.K + k) * RS;
+      for (int64_t i = 0; i < RS; i++) dst[i] = src[RS - 1 - i];
+    }
+}
+
 }  // namespace
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                     float* y) {
-  const int64_t CRS = s.C * s.R * s.S, PQ = s.P() * s.Q(), CHW = s.C * s.H * s.W;
-  const bool pointwise = is_pointwise(s);
-  auto sample = [&](int64_t n) {
-    const float* xn = x + n * CHW;  // (C, H, W)
-    float* yn = y + n * s.K * PQ;   // (K, P, Q)
-    const float* col = xn;          // (CRS, PQ)
-    if (!pointwise) {
-      float* buf = grow(tls_col, CRS * PQ);
-      im2col(s, xn, buf);
-      col = buf;
-    }
-    gemm(false, false, s.K, PQ, CRS, 1.0f, w, CRS, col, PQ, 0.0f, yn, PQ);
-    if (b)
-      for (int64_t k = 0; k < s.K; k++)
-        for (int64_t i = 0; i < PQ; i++) yn[k * PQ + i] += b[k];
-  };
+  const int64_t PQ = s.P() * s.Q(), CHW = s.C * s.H * s.W;
+  auto sample = [&](int64_t n) { forward_sample(s, x + n * CHW, w, b, y + n * s.K * PQ); };
   const int nt = batch_threads(s.N);
   if (nt > 1) {
     // Dynamic: samples are independent, and when another process takes one core for a while
@@ -234,6 +262,10 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   // (chunks, KCRS + K): chunk c's dW (K, CRS) followed by its db (K). Owned by the calling
   // thread and shared with the team.
   float* partials = want_partial ? grow(tls_chunk_partials, chunks * part_len) : nullptr;
+  Conv2dShape tshape;
+  const bool dx_by_forward = dx && transposed_as_forward(s, &tshape);
+  std::vector<float> wflip(dx_by_forward ? KCRS : 0);  // (C, K, R, S)
+  if (dx_by_forward) flip_transpose(s, w, wflip.data());
 
   auto run_chunk = [&](int64_t c) {
     float* pdw = want_partial ? partials + c * part_len : nullptr;
@@ -257,6 +289,8 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
         float* dxn = dx + n * CHW;  // (C, H, W)
         if (pointwise) {
           gemm(true, false, s.C, PQ, s.K, 1.0f, w, CRS, dyn, PQ, 0.0f, dxn, PQ);
+        } else if (dx_by_forward) {
+          forward_sample(tshape, dyn, wflip.data(), nullptr, dxn);
         } else {
           // (CRS, PQ): reuses the col buffer, which the dW product has finished with.
           float* dcol = grow(tls_col, CRS * PQ);
