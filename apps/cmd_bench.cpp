@@ -16,6 +16,8 @@ Command add_bench_command(CLI::App& app) {
   };
   // Sub-commands register here, one line each:
   add("gemm", "time cpu::gemm (median GFLOP/s after a warm-up)", add_bench_gemm_command);
+  add("conv", "time cpu::conv2d forward and backward (median ms and GFLOP/s)",
+      add_bench_conv_command);
   add("linear", "dense gemm vs sparse kernel, one masked Linear", add_bench_linear_command);
   add("model", "a checkpoint dense vs its auto inference plan", add_bench_model_command);
   add("sparse-gpu", "cuBLAS vs cuSPARSE vs sprig's SpMM kernels on one GPU",

@@ -16,8 +16,9 @@ Command add_eval_command(CLI::App& app);
 Command add_summary_command(CLI::App& app);
 Command add_prune_command(CLI::App& app);
 Command add_sensitivity_command(CLI::App& app);
-Command add_bench_command(CLI::App& app);       // sprig bench <gemm|linear|model>
+Command add_bench_command(CLI::App& app);       // sprig bench <gemm|conv|linear|model>
 Command add_bench_gemm_command(CLI::App& app);  // sprig bench gemm
+Command add_bench_conv_command(CLI::App& app);  // sprig bench conv
 Command add_pack_command(CLI::App& app);  // sprig pack: checkpoint -> packed sparse model file
 Command add_run_command(CLI::App& app);   // sprig run: evaluate a packed model file
 Command add_plan_command(CLI::App& app);  // sprig plan: per-layer dense / sparse choice and why

@@ -650,6 +650,9 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
            "train " + f1 + "--model 'linear(1)' --limit-train 0",
            {"--limit-train 0"}},
           {"gemm size 0", "bench gemm --m 0", {"--m", "0"}},
+          {"conv size 0", "bench conv --c 0", {"--c", "0"}},
+          {"conv without output", "bench conv --h 2 --w 2 --pad 0", {"3x3", "no output"}},
+          {"limit-test 0", "train " + f1 + "--limit-test 0", {"--limit-test", "0"}},
           {"bad --nm", "bench linear --in 8 --out 8 --format nm --nm 5:4", {"5:4"}},
           {"bad --block", "bench linear --in 8 --out 8 --format bsr --block 0x4", {"--block"}},
       });

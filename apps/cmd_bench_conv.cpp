@@ -1,0 +1,106 @@
+// sprig bench conv: times cpu::conv2d_forward and cpu::conv2d_backward (dx, dw and db) on one
+// random batch and prints the median milliseconds and GFLOP/s of each. The defaults are the
+// 3x3 convolutions of ResNet-20's first stage on Fashion-MNIST at batch 128.
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "apps/commands.h"
+#include "engine/error.h"
+#include "engine/rng.h"
+#include "kernels/cpu/conv.h"
+#include "kernels/cpu/threads.h"
+#include "prune/pack.h"
+
+namespace sprig::app {
+
+namespace {
+
+struct BenchConvArgs {
+  cpu::Conv2dShape s{128, 16, 28, 28, 16, 3, 3, 1, 1, 1};
+  int threads = 0, repeats = 10;
+  bool json = false;
+};
+
+int run_bench_conv(BenchConvArgs a) {
+  cpu::Conv2dShape& s = a.s;
+  s.S = s.R;
+  SPRIG_CHECK(s.P() > 0 && s.Q() > 0, "bench conv: a ", s.R, "x", s.S, " kernel with stride ",
+              s.stride, " and padding ", s.pad, " leaves no output of a ", s.H, "x", s.W, " input");
+  // x, dy, dx are the big buffers; stay well under 1 GiB.
+  SPRIG_CHECK(s.N * std::max(s.C * s.H * s.W, s.K * s.P() * s.Q()) <= (int64_t(1) << 26),
+              "bench conv: the batch is too big (more than 2^26 floats per activation)");
+  if (a.threads > 0) cpu::set_num_threads(a.threads);
+
+  std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
+  std::vector<float> y(s.N * s.K * s.P() * s.Q()), dy(y.size());                  // (N,K,P,Q)
+  std::vector<float> dx(x.size()), dw(w.size()), db(s.K);
+  Rng rng(1);
+  for (auto* v : {&x, &w, &b, &dy})
+    for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
+  double fwd_ms = prune::time_median_ms(
+      [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data()); }, a.repeats);
+  double bwd_ms = prune::time_median_ms(
+      [&] {
+        cpu::conv2d_backward(s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
+      },
+      a.repeats);
+  // Multiply-adds of one product; backward does two (dx and dw).
+  const double macs = double(s.N) * s.K * s.C * s.R * s.S * s.P() * s.Q();
+  const double fwd_gflops = 2 * macs / (fwd_ms * 1e-3) * 1e-9;
+  const double bwd_gflops = 4 * macs / (bwd_ms * 1e-3) * 1e-9;
+  if (a.json) {
+    nlohmann::json j = {{"kernel", "conv2d"},
+                        {"n", s.N},
+                        {"c", s.C},
+                        {"h", s.H},
+                        {"w", s.W},
+                        {"k", s.K},
+                        {"r", s.R},
+                        {"stride", s.stride},
+                        {"pad", s.pad},
+                        {"threads", cpu::num_threads()},
+                        {"repeats", a.repeats},
+                        {"forward_ms", fwd_ms},
+                        {"backward_ms", bwd_ms},
+                        {"forward_gflops", fwd_gflops},
+                        {"backward_gflops", bwd_gflops}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf(
+        "conv2d N=%lld C=%lld %lldx%lld K=%lld %lldx%lld stride %lld pad %lld, %d threads: "
+        "forward %.3f ms (%.1f GFLOP/s), backward %.3f ms (%.1f GFLOP/s), medians of %d\n",
+        (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
+        (long long)s.R, (long long)s.S, (long long)s.stride, (long long)s.pad, cpu::num_threads(),
+        fwd_ms, fwd_gflops, bwd_ms, bwd_gflops, a.repeats);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_conv_command(CLI::App& app) {
+  auto a = std::make_shared<BenchConvArgs>();
+  auto dim = CLI::Range(int64_t(1), int64_t(1) << 16);
+  app.add_option("--n", a->s.N, "batch size")->check(dim)->capture_default_str();
+  app.add_option("--c", a->s.C, "input channels")->check(dim)->capture_default_str();
+  app.add_option("--h", a->s.H, "input height")->check(dim)->capture_default_str();
+  app.add_option("--w", a->s.W, "input width")->check(dim)->capture_default_str();
+  app.add_option("--k", a->s.K, "output channels")->check(dim)->capture_default_str();
+  app.add_option("--r", a->s.R, "kernel size (square)")
+      ->check(CLI::Range(1, 31))
+      ->capture_default_str();
+  app.add_option("--stride", a->s.stride)->check(CLI::Range(1, 31))->capture_default_str();
+  app.add_option("--pad", a->s.pad)->check(CLI::Range(0, 31))->capture_default_str();
+  app.add_option("--threads", a->threads, "OpenMP threads (0: OpenMP's default)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--repeats", a->repeats, "timed runs after the warm-up; the median is reported")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_flag("--json", a->json, "print one JSON object (shape, threads, ms and GFLOP/s)");
+  return [a] { return run_bench_conv(*a); };
+}
+
+}  // namespace sprig::app
