@@ -46,7 +46,7 @@ std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
 }
 
 CLI::Validator dataset_validator() {
-  return CLI::IsMember(dataset_names());
+  return CLI::IsMember(train::dataset_names());
 }
 
 void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string& data_dir) {
@@ -58,7 +58,7 @@ void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string&
                  "directory with the dataset's files (IDX files; CIFAR-10's data_batch_*.bin)");
 }
 
-void add_lr_schedule_flags(CLI::App& app, LrScheduleConfig& c) {
+void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
   app.add_option("--lr-schedule", c.name,
                  "constant, cosine (decay to 0 over the run), step (x --lr-gamma every "
                  "--lr-step-size epochs) or multistep (x --lr-gamma at each of --lr-milestones)")
@@ -79,7 +79,7 @@ void add_lr_schedule_flags(CLI::App& app, LrScheduleConfig& c) {
       ->check(CLI::Range(0, 1000000));
 }
 
-void enable_augment(const DataSource& src, FitConfig& fc) {
+void enable_augment(const train::DataSource& src, train::FitConfig& fc) {
   SPRIG_CHECK(!src.black.empty() && src.input_shape.size() == 3, "--augment needs image data ",
               "(cifar10, fashion-mnist or mnist), not ", src.name);
   fc.augment = true;

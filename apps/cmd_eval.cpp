@@ -3,9 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-#include "apps/trainer.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
+#include "train/trainer.h"
 
 namespace sprig::app {
 
@@ -24,18 +24,19 @@ int run_eval(const EvalArgs& a) {
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   ck.model.to(device);
   std::string dataset;
-  DataSource src = load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
-  EvalResult r = evaluate(ck.model, src.data.test, src.task, a.batch_size);
+  train::DataSource src =
+      train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
+  train::EvalResult r = train::evaluate(ck.model, src.data.test, src.task, a.batch_size);
   if (a.json) {
     nlohmann::json j = {{"in", a.in},           {"dataset", dataset},
                         {"samples", r.samples}, {"device", device.str()},
                         {"test_loss", r.loss},  {"params", ck.model.num_parameters()}};
-    if (src.task == Task::Classification)
+    if (src.task == train::Task::Classification)
       j["test_accuracy"] = r.accuracy;
     else
       j["test_mse"] = r.loss;
     std::printf("%s\n", j.dump().c_str());
-  } else if (src.task == Task::Classification) {
+  } else if (src.task == train::Task::Classification) {
     std::printf("%s on %s test (%lld samples): accuracy %.2f%%, loss %.4f\n", a.in.c_str(),
                 dataset.c_str(), (long long)r.samples, 100.0 * r.accuracy, r.loss);
   } else {

@@ -4,10 +4,10 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-#include "apps/prune_driver.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
+#include "train/prune_driver.h"
 
 namespace sprig::app {
 
@@ -16,13 +16,13 @@ struct PruneArgs {
   std::string in, out, method = "magnitude", granularity = "element", scope = "layer";
   std::string group_reduce = "mean";
   std::string schedule = "oneshot", block = "1x4", dataset, data_dir;
-  LrScheduleConfig lr;
+  train::LrScheduleConfig lr;
   std::string taylor_variant = "reference";
   double amount = 0.5, threshold = -1.0;
   int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1, rewind = -1;
   std::vector<std::string> layers, exclude;
   int finetune_epochs = 0, criterion_batches = 10, threads = 0;
-  OptimizerConfig optim{"adam", 1e-3f};
+  train::OptimizerConfig optim{"adam", 1e-3f};
   std::string device = "cpu";
   uint64_t seed = 0;
   bool shrink = false, augment = false, json = false, quiet = false;
@@ -66,8 +66,8 @@ nlohmann::json group_report_json(const prune::PruneReport& r) {
   return groups;
 }
 
-nlohmann::json eval_json(const EvalResult& r, Task task) {
-  if (task == Task::Classification) return r.accuracy;
+nlohmann::json eval_json(const train::EvalResult& r, train::Task task) {
+  if (task == train::Task::Classification) return r.accuracy;
   return r.loss;
 }
 
@@ -77,11 +77,11 @@ int run_prune(const PruneArgs& a) {
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   ck.model.to(device);
   std::string dataset;
-  DataSource src =
-      load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
+  train::DataSource src =
+      train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
   if (a.limit_train >= 0) src.data.train = data::take(src.data.train, a.limit_train);
 
-  PrunePlan plan;
+  train::PrunePlan plan;
   plan.spec.criterion = prune::parse_criterion(a.method);
   plan.spec.granularity = nn::parse_granularity(a.granularity);
   if (plan.spec.granularity == prune::Granularity::NM)
@@ -112,7 +112,7 @@ int run_prune(const PruneArgs& a) {
   // Each fine-tuning phase runs finetune_epochs epochs (agp: the whole run), so the schedule
   // is checked against that now rather than after the first pruning step.
   plan.fit.epochs = a.finetune_epochs;
-  apply_lr_schedule(a.lr, plan.fit);
+  train::apply_lr_schedule(a.lr, plan.fit);
   if (a.augment) enable_augment(src, plan.fit);
   plan.fit.log_lines = !a.quiet && !a.json;
   plan.shrink = a.shrink;
@@ -136,11 +136,11 @@ int run_prune(const PruneArgs& a) {
                 a.count >= 0 ? "count" : "amount", a.count >= 0 ? double(a.count) : a.amount,
                 a.schedule.c_str(), a.finetune_epochs);
   int64_t flops_before = nn::summarize(ck.model).flops;
-  PruneOutcome r = run_prune_plan(ck.model, src, plan);
-  bool cls = src.task == Task::Classification;
+  train::PruneOutcome r = train::run_prune_plan(ck.model, src, plan);
+  bool cls = src.task == train::Task::Classification;
   if (human) {
     for (size_t k = 0; k < r.steps.size(); ++k) {
-      const PruneStep& s = r.steps[k];
+      const train::PruneStep& s = r.steps[k];
       std::printf(
           "step %zu: target %.4f  model sparsity %.2f%%  %s after pruning %.4f, after fine-tuning "
           "%.4f\n",
@@ -170,7 +170,7 @@ int run_prune(const PruneArgs& a) {
   }
   if (a.json) {
     nlohmann::json steps = nlohmann::json::array();
-    for (const PruneStep& s : r.steps)
+    for (const train::PruneStep& s : r.steps)
       steps.push_back({{"target", s.target},
                        {"sparsity", s.sparsity},
                        {"after_prune", eval_json(s.after_prune, src.task)},
@@ -179,7 +179,8 @@ int run_prune(const PruneArgs& a) {
     // Seconds per fine-tuning epoch of the last step: the pruned model's training speed.
     std::vector<double> finetune_seconds;
     if (!r.steps.empty())
-      for (const EpochStats& e : r.steps.back().epochs) finetune_seconds.push_back(e.seconds);
+      for (const train::EpochStats& e : r.steps.back().epochs)
+        finetune_seconds.push_back(e.seconds);
     nlohmann::json j = {{metric + "_before", eval_json(r.before, src.task)},
                         {metric + "_after", eval_json(r.after, src.task)},
                         {"params_before", r.params_before},

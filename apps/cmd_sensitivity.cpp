@@ -5,9 +5,9 @@
 #include <sstream>
 
 #include "apps/commands.h"
-#include "apps/prune_driver.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
+#include "train/prune_driver.h"
 
 namespace sprig::app {
 
@@ -34,12 +34,12 @@ int run_sensitivity(const SensitivityArgs& a) {
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   nn::Model& model = ck.model;
   std::string dataset;
-  DataSource src =
-      load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
+  train::DataSource src =
+      train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
   if (a.limit_test >= 0) src.data.test = data::take(src.data.test, a.limit_test);
-  bool cls = src.task == Task::Classification;
+  bool cls = src.task == train::Task::Classification;
   // Drop in the metric's reporting unit: accuracy in percentage points, MSE as is.
-  auto metric = [&](const EvalResult& r) { return cls ? 100.0 * r.accuracy : r.loss; };
+  auto metric = [&](const train::EvalResult& r) { return cls ? 100.0 * r.accuracy : r.loss; };
   auto drop = [&](double base, double now) { return cls ? base - now : now - base; };
 
   prune::PruneSpec spec;
@@ -48,8 +48,8 @@ int run_sensitivity(const SensitivityArgs& a) {
   if (spec.granularity == prune::Granularity::NM)
     throw Error("sensitivity needs an amount to sweep; N:M fixes it (use element or a structure)");
   spec.seed = a.seed;
-  auto scores = prepare_criterion(model, src, spec, a.criterion_batches, a.seed);
-  double base = metric(evaluate(model, src.data.test, src.task));
+  auto scores = train::prepare_criterion(model, src, spec, a.criterion_batches, a.seed);
+  double base = metric(train::evaluate(model, src.data.test, src.task));
 
   nlohmann::json layers = nlohmann::json::array();
   std::printf("%s %s sensitivity of %s (baseline %s %.4f), drop per amount:\n", a.method.c_str(),
@@ -71,7 +71,7 @@ int run_sensitivity(const SensitivityArgs& a) {
     for (double amt : a.amounts) {
       one.amount = amt;
       prune::prune_model(model, one, scores);
-      double d = drop(base, metric(evaluate(model, src.data.test, src.task)));
+      double d = drop(base, metric(train::evaluate(model, src.data.test, src.task)));
       for (Saved& s : saved) {
         s.p->value.copy_(s.value);
         s.p->mask = s.mask;

@@ -11,12 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-#include "apps/trainer.h"
 #include "datasets/dataloader.h"
 #include "engine/ops.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "prune/pack.h"
+#include "train/trainer.h"
 
 namespace sprig::app {
 
@@ -256,7 +256,8 @@ int run_packed_eval(const SparseArgs& a) {
   if (!dev.is_cpu())
     gpu = std::make_unique<prune::CudaInferenceModel>(m, cuda_plan_options(a, a.batch_size, dev));
   std::string dataset;
-  DataSource src = load_data_for(m.model, pf.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
+  train::DataSource src =
+      train::load_data_for(m.model, pf.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
   data::Dataset test = a.limit_test >= 0 ? data::take(src.data.test, a.limit_test) : src.data.test;
   data::DataLoader loader(test, a.batch_size, false);
   loader.start_epoch();
@@ -268,9 +269,9 @@ int run_packed_eval(const SparseArgs& a) {
     Tensor out = gpu ? gpu->forward(b.x) : m.forward(b.x);  // only the forward pass is timed
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int64_t n = b.x.size(0);
-    if (src.task == Task::Classification) {
+    if (src.task == train::Task::Classification) {
       loss_sum += double(cross_entropy(out, b.y).item()) * double(n);
-      correct += count_correct(out, b.y);
+      correct += train::count_correct(out, b.y);
     } else {
       loss_sum += double(mse_loss(out, b.y).item()) * double(n);
     }
@@ -290,7 +291,7 @@ int run_packed_eval(const SparseArgs& a) {
         {"samples", samples}, {"batch_size", a.batch_size}, {"threads", cpu::num_threads()},
         {"test_loss", loss},  {"forward_seconds", seconds}, {"samples_per_second", per_s},
         {"formats", formats}};
-    if (src.task == Task::Classification)
+    if (src.task == train::Task::Classification)
       j["test_accuracy"] = acc;
     else
       j["test_mse"] = loss;
@@ -306,7 +307,7 @@ int run_packed_eval(const SparseArgs& a) {
     for (auto& l : m.layers) formats += (formats.empty() ? "" : ", ") + l.name + " " + l.format();
   std::printf("%s (%s) on %s test (%lld samples): ", a.in.c_str(), formats.c_str(), dataset.c_str(),
               (long long)samples);
-  if (src.task == Task::Classification)
+  if (src.task == train::Task::Classification)
     std::printf("accuracy %.2f%%, loss %.4f", 100.0 * acc, loss);
   else
     std::printf("mse %.4f", loss);

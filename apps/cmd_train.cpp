@@ -6,18 +6,18 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-#include "apps/train_state.h"
-#include "apps/trainer.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
 #include "prune/schedule.h"
+#include "train/train_state.h"
+#include "train/trainer.h"
 
 namespace sprig::app {
 
 namespace {
 struct TrainArgs {
-  TrainConfig cfg;
+  train::TrainConfig cfg;
   std::string out, resume, device = "cpu";
   int64_t save_every = 0, stop_at_step = -1;
   bool checkpoint_every_epoch = false, json = false, quiet = false;
@@ -30,9 +30,9 @@ bool given(const TrainArgs& a, const char* flag) {
 
 // The config of a resumed run: the checkpoint's, with --epochs, --data-dir and --threads
 // allowed to change; any other training flag must agree with the checkpoint.
-TrainConfig resumed_config(const TrainArgs& a, const ResumePoint& rp) {
-  const TrainConfig& was = rp.state.config;
-  const TrainConfig& now = a.cfg;
+train::TrainConfig resumed_config(const TrainArgs& a, const train::ResumePoint& rp) {
+  const train::TrainConfig& was = rp.state.config;
+  const train::TrainConfig& now = a.cfg;
   auto conflict = [&](const char* flag, bool differs, const auto& value, const auto& stored) {
     SPRIG_CHECK(!given(a, flag) || !differs, flag, " ", value, " conflicts with ", a.resume,
                 ", which was trained with ", stored,
@@ -77,12 +77,12 @@ TrainConfig resumed_config(const TrainArgs& a, const ResumePoint& rp) {
   conflict("--seed", now.seed != was.seed, now.seed, was.seed);
   conflict("--limit-train", now.limit_train != was.limit_train, now.limit_train, was.limit_train);
   conflict("--rewind-step", now.rewind_step != was.rewind_step, now.rewind_step, was.rewind_step);
-  TrainConfig cfg = was;
+  train::TrainConfig cfg = was;
   if (given(a, "--epochs")) cfg.epochs = now.epochs;
   if (given(a, "--data-dir")) cfg.data_dir = now.data_dir;
   if (given(a, "--threads")) cfg.threads = now.threads;
   if (given(a, "--limit-test")) cfg.limit_test = now.limit_test;  // changes only what is reported
-  const FitPosition& pos = rp.state.position;
+  const train::FitPosition& pos = rp.state.position;
   int done = pos.epoch + (pos.step_in_epoch > 0 ? 1 : 0);
   SPRIG_CHECK(cfg.epochs >= done, "--epochs ", cfg.epochs, " is fewer than the ", done, " epochs ",
               a.resume, " has already started");
@@ -91,10 +91,10 @@ TrainConfig resumed_config(const TrainArgs& a, const ResumePoint& rp) {
 
 int run_train(const TrainArgs& a) {
   const bool resuming = !a.resume.empty();
-  ResumePoint rp;
-  TrainConfig cfg = a.cfg;
+  train::ResumePoint rp;
+  train::TrainConfig cfg = a.cfg;
   if (resuming) {
-    rp = load_training_checkpoint(a.resume);
+    rp = train::load_training_checkpoint(a.resume);
     cfg = resumed_config(a, rp);
   }
   const std::string out = a.out.empty() && resuming ? a.resume : a.out;
@@ -105,11 +105,11 @@ int run_train(const TrainArgs& a) {
   if (cfg.threads > 0) cpu::set_num_threads(cfg.threads);
   cfg.threads = cpu::num_threads();  // recorded, so a resumed run uses the same count
   const Device device = device_from_flag(a.device);
-  FitConfig fc;
+  train::FitConfig fc;
   fc.epochs = cfg.epochs;
-  apply_lr_schedule(cfg.lr, fc);  // bad schedule flags stop the run before any data is read
+  train::apply_lr_schedule(cfg.lr, fc);  // bad schedule flags stop the run before any data is read
 
-  DataSource src = load_data_source(cfg.dataset, cfg.data_dir, cfg.seed);
+  train::DataSource src = train::load_data_source(cfg.dataset, cfg.data_dir, cfg.seed);
   if (cfg.limit_train >= 0) src.data.train = data::take(src.data.train, cfg.limit_train);
   SPRIG_CHECK(src.data.train.size() > 0, "no training samples (--limit-train ", cfg.limit_train,
               ")");
@@ -124,11 +124,11 @@ int run_train(const TrainArgs& a) {
   } else {
     model = nn::build_model(cfg.model, src.input_shape, cfg.seed);
   }
-  auto opt = make_optimizer(cfg.optim, model.parameters());
-  if (resuming) restore_optimizer(*opt, rp, a.resume);
+  auto opt = train::make_optimizer(cfg.optim, model.parameters());
+  if (resuming) train::restore_optimizer(*opt, rp, a.resume);
   model.to(device);  // with the restored optimizer state
-  FitPosition pos = rp.state.position;
-  const std::vector<EpochStats> earlier = rp.state.history;
+  train::FitPosition pos = rp.state.position;
+  const std::vector<train::EpochStats> earlier = rp.state.history;
 
   bool human = !a.json && !a.quiet;
   if (human) {
@@ -165,13 +165,13 @@ int run_train(const TrainArgs& a) {
   fc.progress_bar = human && stdout_is_terminal();
   fc.log_lines = !a.quiet;
 
-  auto save = [&](const FitPosition& at, const std::vector<EpochStats>& now) {
-    TrainState st{cfg, at, opt->steps, earlier};
+  auto save = [&](const train::FitPosition& at, const std::vector<train::EpochStats>& now) {
+    train::TrainState st{cfg, at, opt->steps, earlier};
     st.history.insert(st.history.end(), now.begin(), now.end());
-    const EpochStats* last = st.history.empty() ? nullptr : &st.history.back();
-    double metric = !last                              ? 0.0
-                    : src.task == Task::Classification ? last->test.accuracy
-                                                       : last->test.loss;
+    const train::EpochStats* last = st.history.empty() ? nullptr : &st.history.back();
+    double metric = !last                                     ? 0.0
+                    : src.task == train::Task::Classification ? last->test.accuracy
+                                                              : last->test.loss;
     std::map<std::string, std::string> meta = {{"dataset", cfg.dataset},
                                                {"epochs", std::to_string(cfg.epochs)},
                                                {"optimizer", opt->name()},
@@ -179,17 +179,17 @@ int run_train(const TrainArgs& a) {
                                                {"test_metric", std::to_string(metric)},
                                                {"created_by", "sprig train"}};
     if (cfg.rewind_step >= 0) meta["rewind_step"] = std::to_string(cfg.rewind_step);
-    save_training_checkpoint(out, model, st, meta, rewind.values);
+    train::save_training_checkpoint(out, model, st, meta, rewind.values);
   };
   fc.checkpoint_every_steps = a.save_every;
   fc.checkpoint_every_epoch = a.checkpoint_every_epoch;
   if (!out.empty()) fc.checkpoint = save;
 
-  auto fresh = fit(model, *opt, src.data.train, src.data.test, src.task, fc, pos);
+  auto fresh = train::fit(model, *opt, src.data.train, src.data.test, src.task, fc, pos);
   const bool finished = pos.epoch == cfg.epochs;
   SPRIG_CHECK(!finished || cfg.rewind_step < 0 || !rewind.values.empty(), "--rewind-step ",
               cfg.rewind_step, " was never reached (the run had fewer steps)");
-  std::vector<EpochStats> history = earlier;
+  std::vector<train::EpochStats> history = earlier;
   history.insert(history.end(), fresh.begin(), fresh.end());
 
   double train_seconds = 0.0;
@@ -197,12 +197,12 @@ int run_train(const TrainArgs& a) {
   for (auto& e : history) {
     train_seconds += e.seconds;
     epoch_seconds.push_back(e.seconds);
-    test_metric.push_back(src.task == Task::Classification ? e.test.accuracy : e.test.loss);
+    test_metric.push_back(src.task == train::Task::Classification ? e.test.accuracy : e.test.loss);
   }
   // A run stopped mid-epoch has no evaluation of its current weights yet.
-  EvalResult final_test = history.empty() || pos.step_in_epoch > 0
-                              ? evaluate(model, src.data.test, src.task)
-                              : history.back().test;
+  train::EvalResult final_test = history.empty() || pos.step_in_epoch > 0
+                                     ? train::evaluate(model, src.data.test, src.task)
+                                     : history.back().test;
   if (!out.empty()) {
     save(pos, fresh);
     if (human) std::printf("saved %s\n", out.c_str());
@@ -213,7 +213,7 @@ int run_train(const TrainArgs& a) {
           "stopped at global step %lld (epoch %d, step %lld); continue with: sprig train "
           "--resume %s\n",
           (long long)pos.global_step, pos.epoch + 1, (long long)pos.step_in_epoch, out.c_str());
-    if (src.task == Task::Classification)
+    if (src.task == train::Task::Classification)
       std::printf("test accuracy %.2f%%  (%.1f s training, %d epochs)\n",
                   100.0 * final_test.accuracy, train_seconds, pos.epoch);
     else
@@ -244,7 +244,7 @@ int run_train(const TrainArgs& a) {
                         {"epoch_seconds", epoch_seconds},
                         {"final_train_loss", history.empty() ? 0.0 : history.back().train_loss},
                         {"test_loss", final_test.loss}};
-    if (src.task == Task::Classification) {
+    if (src.task == train::Task::Classification) {
       j["test_accuracy"] = final_test.accuracy;
       j["test_accuracy_per_epoch"] = test_metric;
     } else {
@@ -262,7 +262,7 @@ int run_train(const TrainArgs& a) {
 Command add_train_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   a->app = &app;
-  TrainConfig& c = a->cfg;
+  train::TrainConfig& c = a->cfg;
   app.add_option("--model", c.model, "zoo name (mlp, cnn2, lenet5) or a model spec")
       ->capture_default_str();
   app.add_option("--dataset", c.dataset, "fashion-mnist, mnist, cifar10 or friedman1")

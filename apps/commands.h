@@ -4,8 +4,8 @@
 #include <functional>
 #include <string>
 
-#include "apps/trainer.h"
 #include "engine/device.h"
+#include "train/trainer.h"
 
 namespace sprig::app {
 
@@ -36,19 +36,19 @@ extern const CLI::Validator FiniteNumber;
 extern const CLI::Validator FractionBelowOne;
 
 // --dataset and --data-dir for commands that read a checkpoint: the dataset defaults to the one
-// the model was trained on (see load_data_for in apps/trainer.h).
+// the model was trained on (see load_data_for in train/trainer.h).
 void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string& data_dir);
 
 // A CLI11 check that accepts exactly the dataset names load_data_source knows.
 CLI::Validator dataset_validator();
 
 // --lr-schedule, --lr-step-size, --lr-milestones, --lr-gamma and --warmup-epochs into c
-// (apply_lr_schedule in apps/trainer.h checks how they combine).
-void add_lr_schedule_flags(CLI::App& app, LrScheduleConfig& c);
+// (apply_lr_schedule in train/trainer.h checks how they combine).
+void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c);
 
 // Turns on augmentation in fc for src (random crop with 4-pixel padding filled with a black
 // pixel, and horizontal flip); an error naming --augment when src holds no images.
-void enable_augment(const DataSource& src, FitConfig& fc);
+void enable_augment(const train::DataSource& src, train::FitConfig& fc);
 
 // Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);

@@ -19,7 +19,7 @@ inline constexpr const char* kCheckpointFormat = "sprig-checkpoint-1";
 inline constexpr const char* kRewindPrefix = "rewind/";
 // Optimizer buffers: "optim.<parameter>.<key>", key as in Parameter::state.
 inline constexpr const char* kOptimPrefix = "optim.";
-// The metadata key holding a training checkpoint's state (JSON, defined by apps/trainer.h).
+// The metadata key holding a training checkpoint's state (JSON, defined by train/train_state.h).
 inline constexpr const char* kTrainStateKey = "train_state";
 
 // Writes atomically (temporary file + rename); an existing file survives any failure.

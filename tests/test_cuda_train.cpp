@@ -2,7 +2,7 @@
 // exits 77 (CTest: not run) without a usable GPU, so every case here may assume one.
 //   - cnn2 and mlp (nn::build_model) copied to the GPU with Model::to: a few SGD-momentum and
 //     Adam steps on the same fixed Fashion-MNIST batches give the same losses and weights
-//   - app::fit for one short epoch on a Fashion-MNIST subset: the GPU's test accuracy is
+//   - train::fit for one short epoch on a Fashion-MNIST subset: the GPU's test accuracy is
 //     within a point of the CPU's
 //   - prune_model on a GPU model (magnitude element, l1 / l2 / fpgm filter, fpgm channel,
 //     magnitude block, taylor element) gives the CPU model's masks, on the GPU
@@ -17,7 +17,6 @@
 #include <string>
 #include <vector>
 
-#include "apps/trainer.h"
 #include "datasets/dataloader.h"
 #include "datasets/mnist.h"
 #include "engine/autograd.h"
@@ -28,6 +27,7 @@
 #include "prune/data_criteria.h"
 #include "prune/prune.h"
 #include "tests/cuda_test_util.h"
+#include "train/trainer.h"
 
 using namespace sprig;
 
@@ -41,10 +41,10 @@ bool have_fashion_mnist() {
 }
 
 // Fashion-MNIST, loaded once for the whole suite.
-const app::DataSource& fashion() {
-  static const app::DataSource src = [] {
+const train::DataSource& fashion() {
+  static const train::DataSource src = [] {
     REQUIRE_MESSAGE(have_fashion_mnist(), "Fashion-MNIST missing: run scripts/setup.sh");
-    return app::load_data_source("fashion-mnist", "", 0);
+    return train::load_data_source("fashion-mnist", "", 0);
   }();
   return src;
 }
@@ -224,7 +224,7 @@ TEST_CASE("Model::to moves every parameter and back without changing a value") {
   }
 }
 
-TEST_CASE("evaluate() and app::fit on the GPU reach the CPU's accuracy") {
+TEST_CASE("evaluate() and train::fit on the GPU reach the CPU's accuracy") {
   // One epoch of 4,000 samples (125 Adam steps of 32). Both runs start from the same weights
   // and see the same batches; their trajectories differ only by float rounding, which over a
   // short run moves the test accuracy by a few samples, so within 1 point (20 of 2,000).
@@ -237,20 +237,20 @@ TEST_CASE("evaluate() and app::fit on the GPU reach the CPU's accuracy") {
     mg.to(kGpu);
 
     // Before training: identical weights give the same evaluation.
-    const app::EvalResult ec = app::evaluate(mc, test, app::Task::Classification);
-    const app::EvalResult eg = app::evaluate(mg, test, app::Task::Classification);
+    const train::EvalResult ec = train::evaluate(mc, test, train::Task::Classification);
+    const train::EvalResult eg = train::evaluate(mg, test, train::Task::Classification);
     CHECK(eg.samples == 2000);
     CHECK(eg.loss == doctest::Approx(ec.loss).epsilon(1e-5));
     CHECK(std::fabs(eg.accuracy - ec.accuracy) <= 3.5 / 2000.0);  // near-ties may flip
 
-    auto oc = app::make_optimizer({"adam", 1e-3f}, mc.parameters());
-    auto og = app::make_optimizer({"adam", 1e-3f}, mg.parameters());
-    app::FitConfig cfg;
+    auto oc = train::make_optimizer({"adam", 1e-3f}, mc.parameters());
+    auto og = train::make_optimizer({"adam", 1e-3f}, mg.parameters());
+    train::FitConfig cfg;
     cfg.epochs = 1;
     cfg.batch_size = 32;
     cfg.seed = 5;
-    const auto hc = app::fit(mc, *oc, train, test, app::Task::Classification, cfg);
-    const auto hg = app::fit(mg, *og, train, test, app::Task::Classification, cfg);
+    const auto hc = train::fit(mc, *oc, train, test, train::Task::Classification, cfg);
+    const auto hg = train::fit(mg, *og, train, test, train::Task::Classification, cfg);
     REQUIRE(hc.size() == 1);
     REQUIRE(hg.size() == 1);
     MESSAGE(model_name, ": test accuracy cpu ", hc[0].test.accuracy, " gpu ", hg[0].test.accuracy,

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "apps/trainer.h"
 #include "datasets/augment.h"
 #include "datasets/cifar10.h"
 #include "datasets/dataloader.h"
 #include "tests/temp_dir.h"
+#include "train/trainer.h"
 
 using namespace sprig;
 using namespace sprig::data;
@@ -95,9 +95,9 @@ TEST_CASE("cifar10: a fake six-file directory loads with the right labels and pi
 TEST_CASE("cifar10: --dataset cifar10 normalises each channel with CIFAR-10's statistics") {
   TempDir d;
   write_cifar10(d, 2, 1);
-  app::DataSource src = app::load_data_source("cifar10", d.path, 0);
+  train::DataSource src = train::load_data_source("cifar10", d.path, 0);
   CHECK(src.input_shape == Shape{3, 32, 32});
-  CHECK(src.task == app::Task::Classification);
+  CHECK(src.task == train::Task::Classification);
   const double mean[3] = {0.4914, 0.4822, 0.4465}, stdev[3] = {0.2470, 0.2435, 0.2616};
   REQUIRE(src.black.size() == 3);
   for (int c = 0; c < 3; ++c) {

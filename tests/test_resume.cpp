@@ -16,10 +16,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "apps/train_state.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "tests/cli_test_util.h"
+#include "train/train_state.h"
 
 namespace fs = std::filesystem;
 using namespace sprig;
@@ -130,8 +130,8 @@ TEST_CASE("a stale temp file with this process's own name is truncated, not appe
 namespace {
 struct Setup {
   std::string spec = "linear(32) relu linear(16) relu linear(1)";
-  app::OptimizerConfig optim;
-  app::LrSchedule schedule = app::LrSchedule::Constant;
+  train::OptimizerConfig optim;
+  train::LrSchedule schedule = train::LrSchedule::Constant;
   int epochs = 4;
   bool masked = false;
   // The recipe flags of ResNet training; they need images (below) for augment and BatchNorm
@@ -148,9 +148,9 @@ struct Trained {
   std::unique_ptr<nn::Optimizer> opt;
 };
 
-const app::DataSource& friedman() {
-  static app::DataSource src = [] {
-    app::DataSource s = app::load_data_source("friedman1", "", 0);
+const train::DataSource& friedman() {
+  static train::DataSource src = [] {
+    train::DataSource s = train::load_data_source("friedman1", "", 0);
     s.data.train = data::take(s.data.train, 640);  // 20 steps of 32 per epoch
     s.data.test = data::take(s.data.test, 200);
     return s;
@@ -160,9 +160,9 @@ const app::DataSource& friedman() {
 
 // 160 random 8x8 one-channel images in 10 classes (5 steps of 32 per epoch), normalised so a
 // black pixel is -1.
-const app::DataSource& images() {
-  static app::DataSource src = [] {
-    app::DataSource s;
+const train::DataSource& images() {
+  static train::DataSource src = [] {
+    train::DataSource s;
     s.name = "images";
     s.input_shape = {1, 8, 8};
     s.black = {-1.0f};
@@ -178,12 +178,12 @@ const app::DataSource& images() {
   return src;
 }
 
-const app::DataSource& data_of(const Setup& s) {
+const train::DataSource& data_of(const Setup& s) {
   return s.images ? images() : friedman();
 }
 
-app::FitConfig fit_config(const Setup& s) {
-  app::FitConfig fc;
+train::FitConfig fit_config(const Setup& s) {
+  train::FitConfig fc;
   fc.epochs = s.epochs;
   fc.batch_size = 32;
   fc.seed = 7;
@@ -211,54 +211,54 @@ Trained start(const Setup& s) {
       p->set_mask(m, nn::Granularity::Element);
     }
   }
-  t.opt = app::make_optimizer(s.optim, t.model.parameters());
+  t.opt = train::make_optimizer(s.optim, t.model.parameters());
   return t;
 }
 
 // Trains uninterrupted, and in two parts through a checkpoint file; both must agree exactly.
 void check_resume(const Setup& s, int64_t stop_at, const std::string& path) {
   cpu::set_num_threads(2);
-  const app::DataSource& src = data_of(s);
+  const train::DataSource& src = data_of(s);
   Trained whole = start(s);
-  app::fit(whole.model, *whole.opt, src.data.train, src.data.test, src.task, fit_config(s));
+  train::fit(whole.model, *whole.opt, src.data.train, src.data.test, src.task, fit_config(s));
 
   Trained first = start(s);
-  app::FitConfig fc = fit_config(s);
+  train::FitConfig fc = fit_config(s);
   fc.stop_at_step = stop_at;
-  app::FitPosition pos;
-  auto h = app::fit(first.model, *first.opt, src.data.train, src.data.test, src.task, fc, pos);
+  train::FitPosition pos;
+  auto h = train::fit(first.model, *first.opt, src.data.train, src.data.test, src.task, fc, pos);
   REQUIRE(pos.global_step == stop_at);
-  app::TrainState st;
+  train::TrainState st;
   st.config.optim = s.optim;
   st.position = pos;
   st.optimizer_steps = first.opt->steps;
   st.history = h;
-  app::save_training_checkpoint(path, first.model, st);
+  train::save_training_checkpoint(path, first.model, st);
   // The interrupted model really is behind the finished one.
   CHECK(any_weight_differs(first.model, whole.model));
 
-  app::ResumePoint rp = app::load_training_checkpoint(path);
+  train::ResumePoint rp = train::load_training_checkpoint(path);
   CHECK(rp.state.position.global_step == stop_at);
   CHECK(rp.state.position.epoch == pos.epoch);
   CHECK(rp.state.position.step_in_epoch == pos.step_in_epoch);
   CHECK(rp.state.position.epoch_loss_sum == pos.epoch_loss_sum);
   CHECK(rp.state.history.size() == h.size());
   nn::Model model = rp.checkpoint.model;
-  auto opt = app::make_optimizer(s.optim, model.parameters());
-  app::restore_optimizer(*opt, rp, path);
+  auto opt = train::make_optimizer(s.optim, model.parameters());
+  train::restore_optimizer(*opt, rp, path);
   CHECK(opt->steps == first.opt->steps);
-  app::FitPosition at = rp.state.position;
-  auto rest = app::fit(model, *opt, src.data.train, src.data.test, src.task, fit_config(s), at);
+  train::FitPosition at = rp.state.position;
+  auto rest = train::fit(model, *opt, src.data.train, src.data.test, src.task, fit_config(s), at);
   CHECK(at.epoch == s.epochs);
   CHECK(int(h.size() + rest.size()) == s.epochs);
   require_same_weights(model, whole.model);
 
   // Control: the optimizer state matters, so dropping it shows up in the weights.
   nn::Model bare = nn::load_checkpoint(path).model;
-  auto fresh = app::make_optimizer(s.optim, bare.parameters());
+  auto fresh = train::make_optimizer(s.optim, bare.parameters());
   fresh->steps = first.opt->steps;
-  app::FitPosition again = rp.state.position;
-  app::fit(bare, *fresh, src.data.train, src.data.test, src.task, fit_config(s), again);
+  train::FitPosition again = rp.state.position;
+  train::fit(bare, *fresh, src.data.train, src.data.test, src.task, fit_config(s), again);
   CHECK(any_weight_differs(bare, whole.model));
 }
 }  // namespace
@@ -267,7 +267,7 @@ TEST_CASE("resume through a checkpoint is bit-identical to an uninterrupted run"
   fs::path dir = temp_dir();
   Setup adam;
   adam.optim = {"adam", 3e-3f};
-  adam.schedule = app::LrSchedule::Cosine;
+  adam.schedule = train::LrSchedule::Cosine;
   SUBCASE("adam, cosine lr, at an epoch boundary") {
     check_resume(adam, 40, (dir / "adam.safetensors").string());
   }
@@ -318,19 +318,19 @@ TEST_CASE("resume is bit-identical with step / multistep schedules, warm-up, aug
   s.warmup_epochs = 1;
   s.bn_l1 = 1e-3f;
   SUBCASE("multistep with warm-up, stopped inside the warm-up") {
-    s.schedule = app::LrSchedule::MultiStep;
+    s.schedule = train::LrSchedule::MultiStep;
     s.milestones = {2, 3};
     s.gamma = 0.2;
     check_resume(s, 3, (dir / "multistep.safetensors").string());
   }
   SUBCASE("step with warm-up, stopped mid-epoch after a decay") {
-    s.schedule = app::LrSchedule::Step;
+    s.schedule = train::LrSchedule::Step;
     s.step_size = 2;
     check_resume(s, 12, (dir / "step.safetensors").string());
   }
   SUBCASE("adam, cosine after the warm-up, at an epoch boundary") {
     s.optim = {"adam", 3e-3f};
-    s.schedule = app::LrSchedule::Cosine;
+    s.schedule = train::LrSchedule::Cosine;
     check_resume(s, 10, (dir / "cosine.safetensors").string());
   }
 }
@@ -338,9 +338,9 @@ TEST_CASE("resume is bit-identical with step / multistep schedules, warm-up, aug
 TEST_CASE("the training state is written only beside its optimizer buffers") {
   fs::path dir = temp_dir();
   nn::Model m = nn::build_model("linear(2)", {3}, 4);
-  auto opt = app::make_optimizer({"adam", 1e-3f}, m.parameters());
-  app::TrainState st;
-  app::save_training_checkpoint((dir / "t.safetensors").string(), m, st);
+  auto opt = train::make_optimizer({"adam", 1e-3f}, m.parameters());
+  train::TrainState st;
+  train::save_training_checkpoint((dir / "t.safetensors").string(), m, st);
   nn::Checkpoint ck = nn::load_checkpoint((dir / "t.safetensors").string());
   REQUIRE_FALSE(ck.train_state.empty());
   // What sprig prune does: copy the metadata into a plain checkpoint. The state is dropped.
@@ -348,23 +348,23 @@ TEST_CASE("the training state is written only beside its optimizer buffers") {
   nn::Checkpoint pruned = nn::load_checkpoint((dir / "p.safetensors").string());
   CHECK(pruned.train_state.empty());
   CHECK(pruned.optimizer_state.empty());
-  CHECK_THROWS_WITH_AS(app::load_training_checkpoint((dir / "p.safetensors").string()),
+  CHECK_THROWS_WITH_AS(train::load_training_checkpoint((dir / "p.safetensors").string()),
                        doctest::Contains("holds no training state"), Error);
-  CHECK_THROWS_WITH_AS(app::parse_train_state("{\"version\": 1}", "x.safetensors"),
+  CHECK_THROWS_WITH_AS(train::parse_train_state("{\"version\": 1}", "x.safetensors"),
                        doctest::Contains("x.safetensors: metadata 'train_state' is invalid: no "
                                          "'config'"),
                        Error);
-  CHECK_THROWS_WITH_AS(app::parse_train_state("[1", "x.safetensors"),
+  CHECK_THROWS_WITH_AS(train::parse_train_state("[1", "x.safetensors"),
                        doctest::Contains("not valid JSON"), Error);
 }
 
 TEST_CASE("the recipe fields round-trip, and files from before them get what those runs did") {
-  app::TrainState st;
+  train::TrainState st;
   st.config.lr = {"multistep", 0, {3, 7}, 0.25, 2};
   st.config.augment = true;
   st.config.bn_l1 = 3e-5f;
   st.config.optim.bn_weight_decay = false;
-  app::TrainState back = app::parse_train_state(app::train_state_to_json(st), "x");
+  train::TrainState back = train::parse_train_state(train::train_state_to_json(st), "x");
   CHECK(back.config.lr.name == "multistep");
   CHECK(back.config.lr.milestones == std::vector<int>{3, 7});
   CHECK(back.config.lr.gamma == 0.25);
@@ -373,12 +373,12 @@ TEST_CASE("the recipe fields round-trip, and files from before them get what tho
   CHECK(back.config.bn_l1 == 3e-5f);
   CHECK_FALSE(back.config.optim.bn_weight_decay);
 
-  nlohmann::json old = nlohmann::json::parse(app::train_state_to_json(app::TrainState{}));
+  nlohmann::json old = nlohmann::json::parse(train::train_state_to_json(train::TrainState{}));
   for (const char* key :
        {"lr_step_size", "lr_milestones", "lr_gamma", "warmup_epochs", "augment", "bn_l1"})
     REQUIRE(old["config"].erase(key) == 1);
   REQUIRE(old["config"]["optimizer"].erase("bn_weight_decay") == 1);
-  app::TrainState was = app::parse_train_state(old.dump(), "old.safetensors");
+  train::TrainState was = train::parse_train_state(old.dump(), "old.safetensors");
   CHECK(was.config.lr.name == "constant");
   CHECK(was.config.lr.milestones.empty());
   CHECK(was.config.lr.gamma == 0.1);
@@ -544,7 +544,7 @@ TEST_CASE("kill -9 during a run that checkpoints every step, then resume from th
   REQUIRE_MESSAGE(WIFSIGNALED(status), "the run ended before it was killed (status ", status, ")");
 
   // Whatever step it was killed at, the file on disk is a complete, resumable checkpoint.
-  app::ResumePoint rp = app::load_training_checkpoint(out);
+  train::ResumePoint rp = train::load_training_checkpoint(out);
   MESSAGE("killed after global step ", rp.state.position.global_step);
   CHECK(rp.state.position.global_step > 0);
   CHECK(rp.state.position.global_step < 8000);

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "apps/trainer.h"
 #include "datasets/mnist.h"
 #include "kernels/cpu/threads.h"
+#include "train/trainer.h"
 
 using namespace sprig;
 
@@ -19,18 +19,18 @@ TEST_CASE("mlp trained on 5,000 Fashion-MNIST samples for one epoch passes 80% t
   // The dataset is installed by scripts/setup.sh (Debian's dataset-fashion-mnist); without it
   // this test fails rather than passing vacuously.
   REQUIRE_MESSAGE(have_fashion_mnist(), "Fashion-MNIST missing: run scripts/setup.sh");
-  app::DataSource src = app::load_data_source("fashion-mnist", "", 0);
+  train::DataSource src = train::load_data_source("fashion-mnist", "", 0);
   data::Dataset train = data::take(src.data.train, 5000);
   nn::Model model = nn::build_model("mlp", src.input_shape, 0);
   // One pass over 5,000 samples is few steps; small batches and a cosine decay (which removes
   // the noise of the last steps) make the most of them. With batch 64 and a constant lr, sprig
   // and PyTorch alike end near 77%.
-  auto opt = app::make_optimizer({"adam", 1e-3f}, model.parameters());
-  app::FitConfig cfg;
+  auto opt = train::make_optimizer({"adam", 1e-3f}, model.parameters());
+  train::FitConfig cfg;
   cfg.epochs = 1;
   cfg.batch_size = 4;
-  cfg.lr_schedule = app::LrSchedule::Cosine;
-  auto history = app::fit(model, *opt, train, src.data.test, app::Task::Classification, cfg);
+  cfg.lr_schedule = train::LrSchedule::Cosine;
+  auto history = train::fit(model, *opt, train, src.data.test, train::Task::Classification, cfg);
   REQUIRE(history.size() == 1);
   MESSAGE("mlp, 5000 samples, 1 epoch: test accuracy ", history[0].test.accuracy);
   CHECK(history[0].test.samples == 10000);
@@ -39,17 +39,17 @@ TEST_CASE("mlp trained on 5,000 Fashion-MNIST samples for one epoch passes 80% t
 
 TEST_CASE("same seed and thread count give the identical final loss twice") {
   REQUIRE_MESSAGE(have_fashion_mnist(), "Fashion-MNIST missing: run scripts/setup.sh");
-  app::DataSource src = app::load_data_source("fashion-mnist", "", 0);
+  train::DataSource src = train::load_data_source("fashion-mnist", "", 0);
   data::Dataset train = data::take(src.data.train, 1280);
   data::Dataset test = data::take(src.data.test, 500);
   cpu::set_num_threads(2);
   auto run = [&](uint64_t seed) {
     nn::Model model = nn::build_model("cnn2", src.input_shape, seed);
-    auto opt = app::make_optimizer({"adam", 1e-3f}, model.parameters());
-    app::FitConfig cfg;
+    auto opt = train::make_optimizer({"adam", 1e-3f}, model.parameters());
+    train::FitConfig cfg;
     cfg.epochs = 2;
     cfg.seed = seed;
-    auto h = app::fit(model, *opt, train, test, app::Task::Classification, cfg);
+    auto h = train::fit(model, *opt, train, test, train::Task::Classification, cfg);
     return std::pair<double, double>{h.back().train_loss, h.back().test.loss};
   };
   auto a = run(3), b = run(3), c = run(4);
@@ -60,7 +60,7 @@ TEST_CASE("same seed and thread count give the identical final loss twice") {
 
 TEST_CASE("fashion-mnist --augment pads with exactly what a black pixel normalises to") {
   REQUIRE_MESSAGE(have_fashion_mnist(), "Fashion-MNIST missing: run scripts/setup.sh");
-  app::DataSource src = app::load_data_source("fashion-mnist", "", 0);
+  train::DataSource src = train::load_data_source("fashion-mnist", "", 0);
   REQUIRE(src.black.size() == 1);
   const Tensor& x = src.data.train.images;  // (N, 1, 28, 28); the borders are mostly black
   float lowest = x.data()[0];
@@ -70,27 +70,27 @@ TEST_CASE("fashion-mnist --augment pads with exactly what a black pixel normalis
   data::Dataset train = data::take(src.data.train, 256), test = data::take(src.data.test, 100);
   auto run = [&](bool augment) {
     nn::Model model = nn::build_model("mlp", src.input_shape, 1);
-    auto opt = app::make_optimizer({"sgd", 0.05f, 0.9f}, model.parameters());
-    app::FitConfig cfg;
+    auto opt = train::make_optimizer({"sgd", 0.05f, 0.9f}, model.parameters());
+    train::FitConfig cfg;
     cfg.augment = augment;
     cfg.augment_fill = src.black;
-    return app::fit(model, *opt, train, test, app::Task::Classification, cfg).back().train_loss;
+    return train::fit(model, *opt, train, test, train::Task::Classification, cfg).back().train_loss;
   };
   CHECK(run(true) != run(false));
 }
 
 TEST_CASE("a regression MLP learns Friedman #1") {
-  app::DataSource src = app::load_data_source("friedman1", "", 0);
-  CHECK(src.task == app::Task::Regression);
+  train::DataSource src = train::load_data_source("friedman1", "", 0);
+  CHECK(src.task == train::Task::Regression);
   CHECK(src.input_shape == Shape{10});
   nn::Model model =
       nn::build_model("linear(64) relu linear(64) relu linear(1)", src.input_shape, 0);
-  auto opt = app::make_optimizer({"adam", 3e-3f}, model.parameters());
-  app::FitConfig cfg;
+  auto opt = train::make_optimizer({"adam", 3e-3f}, model.parameters());
+  train::FitConfig cfg;
   cfg.epochs = 15;
   cfg.batch_size = 32;
-  double before = app::evaluate(model, src.data.test, app::Task::Regression).loss;
-  auto h = app::fit(model, *opt, src.data.train, src.data.test, app::Task::Regression, cfg);
+  double before = train::evaluate(model, src.data.test, train::Task::Regression).loss;
+  auto h = train::fit(model, *opt, src.data.train, src.data.test, train::Task::Regression, cfg);
   MESSAGE("friedman1 test MSE ", before, " -> ", h.back().test.loss);
   // y has variance ~24; a linear model reaches ~6; the MLP must do clearly better.
   CHECK(h.back().test.loss < 3.0);
@@ -106,14 +106,14 @@ TEST_CASE("after the first steps, a training step takes no new memory from the s
   for (auto& l : labels) l = int32_t(rng.below(10));
   ds.labels = Tensor::from_vector_i32(labels, {640});
   nn::Model model = nn::build_model("cnn2", {1, 28, 28}, 0);
-  auto opt = app::make_optimizer({"adam", 1e-3f}, model.parameters());
-  app::FitConfig cfg;
+  auto opt = train::make_optimizer({"adam", 1e-3f}, model.parameters());
+  train::FitConfig cfg;
   cfg.epochs = 1;
   int64_t after_warmup = -1;
   cfg.after_step = [&](int64_t step) {
     if (step == 3) after_warmup = cpu_allocator_stats().system_allocs;
   };
-  app::fit(model, *opt, ds, data::Dataset{}, app::Task::Classification, cfg);
+  train::fit(model, *opt, ds, data::Dataset{}, train::Task::Classification, cfg);
   REQUIRE(after_warmup >= 0);
   CHECK(cpu_allocator_stats().system_allocs == after_warmup);
   CHECK(cpu_allocator_stats().reuses > 0);

@@ -6,24 +6,24 @@
 #include <cmath>
 #include <vector>
 
-#include "apps/trainer.h"
 #include "engine/ops.h"
 #include "nn/layers.h"
+#include "train/trainer.h"
 
 using namespace sprig;
 
 namespace {
-app::FitConfig schedule(app::LrSchedule kind, int epochs, int warmup = 0) {
-  app::FitConfig fc;
+train::FitConfig schedule(train::LrSchedule kind, int epochs, int warmup = 0) {
+  train::FitConfig fc;
   fc.epochs = epochs;
   fc.lr_schedule = kind;
   fc.warmup_epochs = warmup;
   return fc;
 }
 
-std::string error_of(const app::FitConfig& fc) {
+std::string error_of(const train::FitConfig& fc) {
   try {
-    app::check_lr_schedule(fc);
+    train::check_lr_schedule(fc);
   } catch (const Error& e) {
     return e.what();
   }
@@ -34,75 +34,75 @@ std::string error_of(const app::FitConfig& fc) {
 TEST_CASE("lr schedules: hand values at chosen steps (5 steps per epoch)") {
   const int64_t B = 5;
   SUBCASE("constant") {
-    app::FitConfig fc = schedule(app::LrSchedule::Constant, 10);
-    for (int64_t t : {0, 7, 49}) CHECK(app::scheduled_lr(fc, 0.3, t, B) == 0.3);
+    train::FitConfig fc = schedule(train::LrSchedule::Constant, 10);
+    for (int64_t t : {0, 7, 49}) CHECK(train::scheduled_lr(fc, 0.3, t, B) == 0.3);
   }
   SUBCASE("step: x gamma every step_size epochs, as StepLR") {
-    app::FitConfig fc = schedule(app::LrSchedule::Step, 10);
+    train::FitConfig fc = schedule(train::LrSchedule::Step, 10);
     fc.lr_step_size = 3;
     fc.lr_gamma = 0.1;
-    CHECK(app::scheduled_lr(fc, 0.1, 0, B) == doctest::Approx(0.1));
-    CHECK(app::scheduled_lr(fc, 0.1, 14, B) == doctest::Approx(0.1));   // epoch 2
-    CHECK(app::scheduled_lr(fc, 0.1, 15, B) == doctest::Approx(0.01));  // epoch 3
-    CHECK(app::scheduled_lr(fc, 0.1, 29, B) == doctest::Approx(0.01));  // epoch 5
-    CHECK(app::scheduled_lr(fc, 0.1, 30, B) == doctest::Approx(0.001));
-    CHECK(app::scheduled_lr(fc, 0.1, 49, B) == doctest::Approx(1e-4));  // epoch 9
+    CHECK(train::scheduled_lr(fc, 0.1, 0, B) == doctest::Approx(0.1));
+    CHECK(train::scheduled_lr(fc, 0.1, 14, B) == doctest::Approx(0.1));   // epoch 2
+    CHECK(train::scheduled_lr(fc, 0.1, 15, B) == doctest::Approx(0.01));  // epoch 3
+    CHECK(train::scheduled_lr(fc, 0.1, 29, B) == doctest::Approx(0.01));  // epoch 5
+    CHECK(train::scheduled_lr(fc, 0.1, 30, B) == doctest::Approx(0.001));
+    CHECK(train::scheduled_lr(fc, 0.1, 49, B) == doctest::Approx(1e-4));  // epoch 9
   }
   SUBCASE("multistep: x gamma at each milestone, as MultiStepLR") {
-    app::FitConfig fc = schedule(app::LrSchedule::MultiStep, 10);
+    train::FitConfig fc = schedule(train::LrSchedule::MultiStep, 10);
     fc.lr_milestones = {2, 5};
     fc.lr_gamma = 0.5;
-    CHECK(app::scheduled_lr(fc, 1.0, 9, B) == 1.0);    // epoch 1
-    CHECK(app::scheduled_lr(fc, 1.0, 10, B) == 0.5);   // epoch 2: the first milestone
-    CHECK(app::scheduled_lr(fc, 1.0, 24, B) == 0.5);   // epoch 4
-    CHECK(app::scheduled_lr(fc, 1.0, 25, B) == 0.25);  // epoch 5
-    CHECK(app::scheduled_lr(fc, 1.0, 49, B) == 0.25);
+    CHECK(train::scheduled_lr(fc, 1.0, 9, B) == 1.0);    // epoch 1
+    CHECK(train::scheduled_lr(fc, 1.0, 10, B) == 0.5);   // epoch 2: the first milestone
+    CHECK(train::scheduled_lr(fc, 1.0, 24, B) == 0.5);   // epoch 4
+    CHECK(train::scheduled_lr(fc, 1.0, 25, B) == 0.25);  // epoch 5
+    CHECK(train::scheduled_lr(fc, 1.0, 49, B) == 0.25);
   }
   SUBCASE("warm-up: (t + 1) / (W B) of the lr, then the schedule") {
-    app::FitConfig fc = schedule(app::LrSchedule::Constant, 10, 2);  // 10 warm-up steps
-    CHECK(app::scheduled_lr(fc, 0.2, 0, B) == doctest::Approx(0.02));
-    CHECK(app::scheduled_lr(fc, 0.2, 4, B) == doctest::Approx(0.1));
-    CHECK(app::scheduled_lr(fc, 0.2, 9, B) == doctest::Approx(0.2));
-    CHECK(app::scheduled_lr(fc, 0.2, 10, B) == 0.2);
+    train::FitConfig fc = schedule(train::LrSchedule::Constant, 10, 2);  // 10 warm-up steps
+    CHECK(train::scheduled_lr(fc, 0.2, 0, B) == doctest::Approx(0.02));
+    CHECK(train::scheduled_lr(fc, 0.2, 4, B) == doctest::Approx(0.1));
+    CHECK(train::scheduled_lr(fc, 0.2, 9, B) == doctest::Approx(0.2));
+    CHECK(train::scheduled_lr(fc, 0.2, 10, B) == 0.2);
     // A milestone inside the warm-up multiplies in.
-    app::FitConfig ms = schedule(app::LrSchedule::MultiStep, 10, 2);
+    train::FitConfig ms = schedule(train::LrSchedule::MultiStep, 10, 2);
     ms.lr_milestones = {1, 3};
     ms.lr_gamma = 0.1;
-    CHECK(app::scheduled_lr(ms, 1.0, 5, B) == doctest::Approx(0.6 * 0.1));
-    CHECK(app::scheduled_lr(ms, 1.0, 14, B) == doctest::Approx(0.1));
-    CHECK(app::scheduled_lr(ms, 1.0, 15, B) == doctest::Approx(0.01));
+    CHECK(train::scheduled_lr(ms, 1.0, 5, B) == doctest::Approx(0.6 * 0.1));
+    CHECK(train::scheduled_lr(ms, 1.0, 14, B) == doctest::Approx(0.1));
+    CHECK(train::scheduled_lr(ms, 1.0, 15, B) == doctest::Approx(0.01));
   }
   SUBCASE("cosine: over the whole run, or over the steps after the warm-up") {
-    app::FitConfig fc = schedule(app::LrSchedule::Cosine, 10);
-    CHECK(app::scheduled_lr(fc, 1.0, 0, B) == 1.0);
-    CHECK(app::scheduled_lr(fc, 1.0, 25, B) == doctest::Approx(0.5));
-    CHECK(app::scheduled_lr(fc, 1.0, 49, B) ==
+    train::FitConfig fc = schedule(train::LrSchedule::Cosine, 10);
+    CHECK(train::scheduled_lr(fc, 1.0, 0, B) == 1.0);
+    CHECK(train::scheduled_lr(fc, 1.0, 25, B) == doctest::Approx(0.5));
+    CHECK(train::scheduled_lr(fc, 1.0, 49, B) ==
           doctest::Approx(0.5 * (1 + std::cos(M_PI * 49 / 50))));
-    app::FitConfig w = schedule(app::LrSchedule::Cosine, 10, 2);  // 10 warm-up, 40 cosine steps
-    CHECK(app::scheduled_lr(w, 1.0, 4, B) == doctest::Approx(0.5));
-    CHECK(app::scheduled_lr(w, 1.0, 10, B) == 1.0);
-    CHECK(app::scheduled_lr(w, 1.0, 30, B) == doctest::Approx(0.5));
-    CHECK(app::scheduled_lr(w, 1.0, 49, B) ==
+    train::FitConfig w = schedule(train::LrSchedule::Cosine, 10, 2);  // 10 warm-up, 40 cosine steps
+    CHECK(train::scheduled_lr(w, 1.0, 4, B) == doctest::Approx(0.5));
+    CHECK(train::scheduled_lr(w, 1.0, 10, B) == 1.0);
+    CHECK(train::scheduled_lr(w, 1.0, 30, B) == doctest::Approx(0.5));
+    CHECK(train::scheduled_lr(w, 1.0, 49, B) ==
           doctest::Approx(0.5 * (1 + std::cos(M_PI * 39 / 40))));
   }
 }
 
 TEST_CASE("lr schedules: fit() steps with the scheduled lr") {
-  app::DataSource src = app::load_data_source("friedman1", "", 0);
+  train::DataSource src = train::load_data_source("friedman1", "", 0);
   data::Dataset train = data::take(src.data.train, 100), test = data::take(src.data.test, 10);
   nn::Model model = nn::build_model("linear(4) relu linear(1)", src.input_shape, 0);
-  auto opt = app::make_optimizer({"sgd", 0.05f, 0.9f}, model.parameters());
-  app::FitConfig fc = schedule(app::LrSchedule::MultiStep, 4, 1);
+  auto opt = train::make_optimizer({"sgd", 0.05f, 0.9f}, model.parameters());
+  train::FitConfig fc = schedule(train::LrSchedule::MultiStep, 4, 1);
   fc.batch_size = 20;  // 5 steps per epoch
   fc.lr_milestones = {2, 3};
   fc.lr_gamma = 0.2;
   std::vector<float> used;
   fc.after_step = [&](int64_t) { used.push_back(opt->lr); };
-  app::fit(model, *opt, train, test, app::Task::Regression, fc);
+  train::fit(model, *opt, train, test, train::Task::Regression, fc);
   REQUIRE(used.size() == 20);
   for (int64_t t = 0; t < 20; ++t) {
     CAPTURE(t);
-    CHECK(used[t] == float(app::scheduled_lr(fc, double(0.05f), t, 5)));
+    CHECK(used[t] == float(train::scheduled_lr(fc, double(0.05f), t, 5)));
   }
   CHECK(used[0] == doctest::Approx(0.01));  // warm-up: 1/5 of 0.05
   CHECK(used[7] == doctest::Approx(0.05));
@@ -111,7 +111,7 @@ TEST_CASE("lr schedules: fit() steps with the scheduled lr") {
 }
 
 TEST_CASE("lr schedules: bad values name the flag") {
-  app::FitConfig step = schedule(app::LrSchedule::Step, 10);
+  train::FitConfig step = schedule(train::LrSchedule::Step, 10);
   CHECK(error_of(step).find("--lr-schedule step needs --lr-step-size") != std::string::npos);
   step.lr_step_size = 2;
   CHECK(error_of(step).empty());
@@ -122,7 +122,7 @@ TEST_CASE("lr schedules: bad values name the flag") {
   step.lr_gamma = -0.5;
   CHECK(error_of(step).find("--lr-gamma must be > 0, got -0.5") != std::string::npos);
 
-  app::FitConfig ms = schedule(app::LrSchedule::MultiStep, 10);
+  train::FitConfig ms = schedule(train::LrSchedule::MultiStep, 10);
   CHECK(error_of(ms).find("needs --lr-milestones") != std::string::npos);
   ms.lr_milestones = {5, 3};
   CHECK(error_of(ms).find("--lr-milestones must be strictly increasing epochs >= 1, got 5,3") !=
@@ -134,7 +134,7 @@ TEST_CASE("lr schedules: bad values name the flag") {
   ms.lr_milestones = {3, 30};  // past the end of the run is allowed, as in PyTorch
   CHECK(error_of(ms).empty());
 
-  app::FitConfig c = schedule(app::LrSchedule::Cosine, 10, 11);
+  train::FitConfig c = schedule(train::LrSchedule::Cosine, 10, 11);
   CHECK(error_of(c).find("--warmup-epochs 11 is longer than the 10 epochs of training") !=
         std::string::npos);
   c.warmup_epochs = -1;
@@ -149,7 +149,7 @@ TEST_CASE("lr schedules: bad values name the flag") {
   c.lr_milestones.clear();
   c.lr_gamma = 0.5;
   CHECK(error_of(c).find("--lr-gamma applies to") != std::string::npos);
-  CHECK_THROWS_WITH_AS(app::parse_lr_schedule("exponential"), doctest::Contains("'exponential'"),
+  CHECK_THROWS_WITH_AS(train::parse_lr_schedule("exponential"), doctest::Contains("'exponential'"),
                        Error);
 }
 
@@ -188,9 +188,9 @@ TEST_CASE("weight decay leaves BatchNorm scales and shifts alone unless --bn-wei
     for (bool bn_decay : {false, true}) {
       CAPTURE(bn_decay);
       BnModel m = bn_model({0.5f, -2.0f, 1.5f});
-      app::OptimizerConfig oc{name, 0.1f, 0.0f, 0.5f};
+      train::OptimizerConfig oc{name, 0.1f, 0.0f, 0.5f};
       oc.bn_weight_decay = bn_decay;
-      auto opt = app::make_optimizer(oc, m.model.parameters());
+      auto opt = train::make_optimizer(oc, m.model.parameters());
       opt->zero_grad();  // defined, zero gradients: only the decay moves anything
       const std::vector<float> conv_before = m.conv->weight->value.to_vector();
       opt->step();
@@ -217,7 +217,7 @@ TEST_CASE("--bn-l1: lambda sign(gamma) added to the scales' gradients, masks res
   const std::vector<float> g0 = m.bn->weight->grad().to_vector();
   const std::vector<float> bias_g0 = m.bn->bias->grad().to_vector();
   const std::vector<float> conv_g0 = m.conv->weight->grad().to_vector();
-  app::add_bn_l1_subgradient(m.model, 0.01f);
+  train::add_bn_l1_subgradient(m.model, 0.01f);
   const std::vector<float> g = m.bn->weight->grad().to_vector();
   CHECK(g[0] == g0[0] + 0.01f);                      // gamma > 0
   CHECK(g[1] == g0[1] - 0.01f);                      // gamma < 0
@@ -230,10 +230,10 @@ TEST_CASE("--bn-l1: lambda sign(gamma) added to the scales' gradients, masks res
   Tensor keep = Tensor::empty({3}, DType::U8);
   keep.data_as<uint8_t>()[0] = 1, keep.data_as<uint8_t>()[1] = 0, keep.data_as<uint8_t>()[2] = 1;
   p.bn->weight->set_mask(keep);
-  auto opt = app::make_optimizer({"sgd", 0.1f, 0.9f}, p.model.parameters());
+  auto opt = train::make_optimizer({"sgd", 0.1f, 0.9f}, p.model.parameters());
   opt->zero_grad();
   for (int k = 0; k < 3; ++k) {
-    app::add_bn_l1_subgradient(p.model, 0.25f);
+    train::add_bn_l1_subgradient(p.model, 0.25f);
     CHECK(p.bn->weight->grad().to_vector()[1] == 0.0f);
     opt->step();
     opt->zero_grad();
@@ -251,7 +251,7 @@ TEST_CASE("--bn-l1 reaches every BatchNorm scale inside residual blocks, and not
   Rng rng(3);
   mean(m.forward(Tensor::uniform({2, 3, 8, 8}, -1.0f, 1.0f, rng))).backward();
   for (auto& p : m.parameters()) p->value.zero_grad();
-  app::add_bn_l1_subgradient(m, 0.5f);
+  train::add_bn_l1_subgradient(m, 0.5f);
   int scales = 0;
   for (auto& [name, p] : m.named_parameters()) {
     CAPTURE(name);

@@ -125,25 +125,26 @@ std::string plural(int64_t n, const std::string& noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
-void limit_samples(const Context& ctx, DataSource& src) {
+void limit_samples(const Context& ctx, train::DataSource& src) {
   if (ctx.flags.train_samples > 0)
     src.data.train = data::take(src.data.train, ctx.flags.train_samples);
   if (ctx.flags.test_samples > 0) src.data.test = data::take(src.data.test, ctx.flags.test_samples);
 }
 
-DataSource load_data(const Context& ctx, const std::string& fallback) {
+train::DataSource load_data(const Context& ctx, const std::string& fallback) {
   std::string name = ctx.flags.dataset.empty() ? fallback : ctx.flags.dataset;
-  DataSource src = load_data_source(name, ctx.flags.data_dir, ctx.flags.seed);
+  train::DataSource src = train::load_data_source(name, ctx.flags.data_dir, ctx.flags.seed);
   limit_samples(ctx, src);
   return src;
 }
 
-void log_epochs(Context& ctx, const std::string& run_id, const std::vector<EpochStats>& epochs,
-                Task task, int64_t step_offset, const std::string& prefix) {
-  for (const EpochStats& e : epochs) {
+void log_epochs(Context& ctx, const std::string& run_id,
+                const std::vector<train::EpochStats>& epochs, train::Task task, int64_t step_offset,
+                const std::string& prefix) {
+  for (const train::EpochStats& e : epochs) {
     int64_t step = e.epoch + step_offset;
     ctx.tracker->log_metric(run_id, prefix + "train_loss", e.train_loss, step);
-    if (task == Task::Classification)
+    if (task == train::Task::Classification)
       ctx.tracker->log_metric(run_id, prefix + "test_accuracy", e.test.accuracy, step);
     else
       ctx.tracker->log_metric(run_id, prefix + "test_mse", e.test.loss, step);
@@ -170,25 +171,25 @@ BaseModel make_base(Context& ctx, const BaseFlags& f) {
   BaseModel b;
   if (!f.base.empty()) {
     nn::Checkpoint ck = nn::load_checkpoint(f.base);
-    b.src = load_data_for(ck.model, ck.metadata, f.base, ctx.flags.dataset, ctx.flags.data_dir,
-                          ctx.flags.seed);
+    b.src = train::load_data_for(ck.model, ck.metadata, f.base, ctx.flags.dataset,
+                                 ctx.flags.data_dir, ctx.flags.seed);
     limit_samples(ctx, b.src);
     b.model = std::move(ck.model);
-    b.test = evaluate(b.model, b.src.data.test, b.src.task);
+    b.test = train::evaluate(b.model, b.src.data.test, b.src.task);
     b.origin = f.base;
     return b;
   }
   b.src = load_data(ctx, "fashion-mnist");
   SPRIG_CHECK(b.src.data.train.size() > 0, "no training samples");
   b.model = nn::build_model(f.model, b.src.input_shape, ctx.flags.seed);
-  auto opt = make_optimizer(f.optim, b.model.parameters());
-  FitConfig fc;
+  auto opt = train::make_optimizer(f.optim, b.model.parameters());
+  train::FitConfig fc;
   fc.epochs = f.epochs;
   fc.batch_size = f.batch_size;
   fc.seed = ctx.flags.seed;
-  b.history = fit(b.model, *opt, b.src.data.train, b.src.data.test, b.src.task, fc);
-  b.test =
-      b.history.empty() ? evaluate(b.model, b.src.data.test, b.src.task) : b.history.back().test;
+  b.history = train::fit(b.model, *opt, b.src.data.train, b.src.data.test, b.src.task, fc);
+  b.test = b.history.empty() ? train::evaluate(b.model, b.src.data.test, b.src.task)
+                             : b.history.back().test;
   b.origin = "trained " + plural(f.epochs, "epoch");
   return b;
 }

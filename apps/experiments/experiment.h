@@ -10,8 +10,8 @@
 #include "apps/commands.h"
 #include "apps/report/report.h"
 #include "apps/track/tracker.h"
-#include "apps/trainer.h"
 #include "nn/model.h"
+#include "train/trainer.h"
 
 namespace sprig::app::experiments {
 
@@ -61,29 +61,30 @@ class RunScope {
 };
 
 // The dataset named by --dataset (else `fallback`) cut to --train-samples / --test-samples.
-DataSource load_data(const Context& ctx, const std::string& fallback);
+train::DataSource load_data(const Context& ctx, const std::string& fallback);
 // Applies --train-samples / --test-samples to data already loaded.
-void limit_samples(const Context& ctx, DataSource& src);
+void limit_samples(const Context& ctx, train::DataSource& src);
 
 // Logs one metric per epoch with step = epoch number + step_offset: <prefix>train_loss,
 // <prefix>test_accuracy (or <prefix>test_mse) and <prefix>epoch_seconds.
-void log_epochs(Context& ctx, const std::string& run_id, const std::vector<EpochStats>& epochs,
-                Task task, int64_t step_offset = 0, const std::string& prefix = "");
+void log_epochs(Context& ctx, const std::string& run_id,
+                const std::vector<train::EpochStats>& epochs, train::Task task,
+                int64_t step_offset = 0, const std::string& prefix = "");
 
 // The model an experiment starts from: trained here, or loaded from a checkpoint (--base).
 struct BaseFlags {
-  std::string base;         // --base CHECKPOINT ("" = train)
-  std::string model;        // --model (zoo name or spec)
-  int epochs = 2;           // --base-epochs (or --max-epochs)
-  int64_t batch_size = 64;  // --batch-size
-  OptimizerConfig optim;    // --lr (Adam)
+  std::string base;              // --base CHECKPOINT ("" = train)
+  std::string model;             // --model (zoo name or spec)
+  int epochs = 2;                // --base-epochs (or --max-epochs)
+  int64_t batch_size = 64;       // --batch-size
+  train::OptimizerConfig optim;  // --lr (Adam)
 };
 struct BaseModel {
   nn::Model model;
-  DataSource src;
-  std::vector<EpochStats> history;  // empty when loaded
-  EvalResult test;                  // on the (possibly limited) test split
-  std::string origin;               // "trained 2 epochs" or the checkpoint path
+  train::DataSource src;
+  std::vector<train::EpochStats> history;  // empty when loaded
+  train::EvalResult test;                  // on the (possibly limited) test split
+  std::string origin;                      // "trained 2 epochs" or the checkpoint path
 };
 // Registers --base (when with_base_flag), --model, --batch-size and --lr; the epochs flag is the
 // caller's (its name differs between experiments).

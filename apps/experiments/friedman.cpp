@@ -27,12 +27,12 @@
 
 #include "apps/experiments/experiment.h"
 #include "apps/experiments/sweep.h"
-#include "apps/trainer.h"
 #include "datasets/dataloader.h"
 #include "engine/error.h"
 #include "prune/pack.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
+#include "train/trainer.h"
 
 namespace sprig::app::experiments {
 
@@ -57,7 +57,7 @@ struct FriedmanArgs {
   std::vector<int> epochs{300, 100, 300}, patience{30, 10, 10};
   std::vector<double> validation_split{0.2, 0.2, 0.1};
   prune::PolynomialDecay agp{0.2, 0.8, 1000, 2000, 100, 3.0};
-  OptimizerConfig optim{"adam", 1e-3f};
+  train::OptimizerConfig optim{"adam", 1e-3f};
   bool restore_best = true;
 };
 
@@ -193,13 +193,13 @@ Outcome train_variant(const FriedmanArgs& a, Variant v, const data::Dataset& tra
 
   const int64_t batches = int64_t(data::DataLoader(train, a.batch_size).num_batches());
   const prune::PolynomialDecay& agp = a.agp;
-  auto opt = make_optimizer(a.optim, m.parameters());
+  auto opt = train::make_optimizer(a.optim, m.parameters());
   int64_t offset = 0;
   double best = std::numeric_limits<double>::infinity();
   int wait = 0;
   prune::WeightSnapshot best_weights;
   for (int e = 1; e <= epochs; ++e) {
-    FitConfig fc;
+    train::FitConfig fc;
     fc.epochs = 1;
     fc.batch_size = a.batch_size;
     // fit() shuffles from its seed: a new one per epoch, as Keras reshuffles every epoch.
@@ -212,7 +212,7 @@ Outcome train_variant(const FriedmanArgs& a, Variant v, const data::Dataset& tra
           prune::prune_model(m, ps);
         }
       };
-    std::vector<EpochStats> h = fit(m, *opt, train, val, Task::Regression, fc);
+    std::vector<train::EpochStats> h = train::fit(m, *opt, train, val, train::Task::Regression, fc);
     offset += batches;
     EpochRow row{e, h[0].train_loss, h[0].test.loss, sparsity_of(m, out.pruned)};
     out.rows.push_back(row);
@@ -229,7 +229,7 @@ Outcome train_variant(const FriedmanArgs& a, Variant v, const data::Dataset& tra
   }
   if (a.restore_best && !best_weights.values.empty()) prune::rewind_weights(m, best_weights);
 
-  out.test_mse = evaluate(m, test, Task::Regression).loss;
+  out.test_mse = train::evaluate(m, test, train::Task::Regression).loss;
   out.pruned_sparsity = sparsity_of(m, out.pruned);
   out.model_sparsity = prune::sparsity(m);
 

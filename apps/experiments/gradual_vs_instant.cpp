@@ -17,11 +17,11 @@
 
 #include "apps/experiments/experiment.h"
 #include "apps/experiments/sweep.h"
-#include "apps/trainer.h"
 #include "datasets/dataloader.h"
 #include "engine/error.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
+#include "train/trainer.h"
 
 namespace sprig::app::experiments {
 
@@ -34,7 +34,7 @@ struct GradualArgs {
   std::vector<int> steps{1, 2, 4, 8};
   int seeds = 3, epochs = 2, pretrain_epochs = 2;
   int64_t eval_samples = 2000, batch_size = 64;
-  OptimizerConfig optim{"adam", 1e-3f};
+  train::OptimizerConfig optim{"adam", 1e-3f};
 };
 
 struct VariantResult {
@@ -46,8 +46,8 @@ struct VariantResult {
   // On the evaluation subset: right after each pruning step and at the end of the training
   // that follows it.
   std::vector<double> pruned_accuracy, trained_accuracy;
-  std::vector<EpochStats> epochs;
-  EvalResult test;  // the full test set at the end
+  std::vector<train::EpochStats> epochs;
+  train::EvalResult test;  // the full test set at the end
   double seconds = 0.0;
 };
 
@@ -65,9 +65,9 @@ std::vector<double> cumulative_targets(double s, int k, const std::string& spaci
   return t;
 }
 
-VariantResult run_variant(const GradualArgs& a, const nn::Model& dense, const DataSource& src,
-                          const data::Dataset& eval_set, double s, int k, int seed_index,
-                          uint64_t seed) {
+VariantResult run_variant(const GradualArgs& a, const nn::Model& dense,
+                          const train::DataSource& src, const data::Dataset& eval_set, double s,
+                          int k, int seed_index, uint64_t seed) {
   auto t0 = std::chrono::steady_clock::now();
   VariantResult r;
   r.sparsity = s;
@@ -75,7 +75,7 @@ VariantResult run_variant(const GradualArgs& a, const nn::Model& dense, const Da
   r.seed_index = seed_index;
   r.targets = cumulative_targets(s, k, a.spacing);
   nn::Model m = clone_model(dense);
-  auto opt = make_optimizer(a.optim, m.parameters());
+  auto opt = train::make_optimizer(a.optim, m.parameters());
 
   data::DataLoader probe(src.data.train, a.batch_size);
   const int64_t total = int64_t(a.epochs) * int64_t(probe.num_batches());
@@ -91,15 +91,16 @@ VariantResult run_variant(const GradualArgs& a, const nn::Model& dense, const Da
     spec.amount = r.targets[j];
     prune::prune_model(m, spec);
     r.model_sparsity.push_back(prune::sparsity(m));
-    r.pruned_accuracy.push_back(evaluate(m, eval_set, Task::Classification).accuracy);
+    r.pruned_accuracy.push_back(train::evaluate(m, eval_set, train::Task::Classification).accuracy);
   };
   auto end_phase = [&] {
-    r.trained_accuracy.push_back(evaluate(m, eval_set, Task::Classification).accuracy);
+    r.trained_accuracy.push_back(
+        train::evaluate(m, eval_set, train::Task::Classification).accuracy);
   };
 
   prune_step(0);
   int next = 1;
-  FitConfig fc;
+  train::FitConfig fc;
   fc.epochs = a.epochs;
   fc.batch_size = a.batch_size;
   fc.seed = seed;
@@ -109,10 +110,10 @@ VariantResult run_variant(const GradualArgs& a, const nn::Model& dense, const Da
       prune_step(next++);
     }
   };
-  r.epochs = fit(m, *opt, src.data.train, data::Dataset{}, Task::Classification, fc);
+  r.epochs = train::fit(m, *opt, src.data.train, data::Dataset{}, train::Task::Classification, fc);
   SPRIG_CHECK(next == k, "gradual-vs-instant: only ", next, " of ", k, " pruning steps ran");
   end_phase();
-  r.test = evaluate(m, src.data.test, Task::Classification);
+  r.test = train::evaluate(m, src.data.test, train::Task::Classification);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
@@ -137,7 +138,8 @@ void log_variant(track::Tracker& tr, const std::string& id, const GradualArgs& a
     tr.log_metric(id, "pruned_accuracy", r.pruned_accuracy[j], step);
     tr.log_metric(id, "trained_accuracy", r.trained_accuracy[j], step);
   }
-  for (const EpochStats& e : r.epochs) tr.log_metric(id, "train_loss", e.train_loss, e.epoch);
+  for (const train::EpochStats& e : r.epochs)
+    tr.log_metric(id, "train_loss", e.train_loss, e.epoch);
   tr.log_metric(id, "test_accuracy", r.test.accuracy);
   tr.log_metric(id, "test_loss", r.test.loss);
   tr.log_metric(id, "final_model_sparsity", r.model_sparsity.back());
@@ -222,7 +224,7 @@ int run_gradual(GradualArgs a) {
   SPRIG_CHECK(dataset != "friedman1",
               "--dataset friedman1: gradual-vs-instant compares classification accuracy; use "
               "fashion-mnist or mnist (sprig experiment friedman covers friedman1)");
-  DataSource src = load_data_source(dataset, a.common.data_dir, a.common.seed);
+  train::DataSource src = train::load_data_source(dataset, a.common.data_dir, a.common.seed);
   if (a.common.train_samples > 0)
     src.data.train = data::take(src.data.train, a.common.train_samples);
   if (a.common.test_samples > 0) src.data.test = data::take(src.data.test, a.common.test_samples);
@@ -267,13 +269,14 @@ int run_gradual(GradualArgs a) {
     for (int i = 0; i < a.seeds; ++i) {
       uint64_t seed = a.common.seed + uint64_t(i);
       nn::Model dense = nn::build_model(a.model, src.input_shape, seed);
-      auto opt = make_optimizer(a.optim, dense.parameters());
-      FitConfig fc;
+      auto opt = train::make_optimizer(a.optim, dense.parameters());
+      train::FitConfig fc;
       fc.epochs = a.pretrain_epochs;
       fc.batch_size = a.batch_size;
       fc.seed = seed;
-      fit(dense, *opt, src.data.train, data::Dataset{}, Task::Classification, fc);
-      dense_acc.push_back(evaluate(dense, src.data.test, Task::Classification).accuracy);
+      train::fit(dense, *opt, src.data.train, data::Dataset{}, train::Task::Classification, fc);
+      dense_acc.push_back(
+          train::evaluate(dense, src.data.test, train::Task::Classification).accuracy);
       tr.log_metric(parent, "dense_test_accuracy", dense_acc.back(), i);
       std::printf("seed %llu: dense model after %d epochs: test accuracy %.2f%%\n",
                   (unsigned long long)seed, a.pretrain_epochs, 100.0 * dense_acc.back());

@@ -9,9 +9,9 @@
 
 #include "apps/experiments/bayes_opt.h"
 #include "apps/experiments/experiment.h"
-#include "apps/prune_driver.h"
 #include "engine/error.h"
 #include "nn/summary.h"
+#include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
 
@@ -37,7 +37,7 @@ struct Trial {
   double amount = 0.0, accuracy = 0.0, sparsity = 0.0, objective = 0.0, seconds = 0.0;
   int64_t nonzero = 0;
   bool feasible = true;
-  std::vector<EpochStats> epochs;
+  std::vector<train::EpochStats> epochs;
   nn::ModelSummary summary;
 };
 
@@ -62,8 +62,8 @@ int run_iterative(const IterativeArgs& a) {
               plural(a.total_trials, "trial").c_str());
   std::fflush(stdout);
   BaseModel base = make_base(ctx, bf);
-  const DataSource& src = base.src;
-  SPRIG_CHECK(src.task == Task::Classification,
+  const train::DataSource& src = base.src;
+  SPRIG_CHECK(src.task == train::Task::Classification,
               "experiment iterative optimises test accuracy: ", "dataset ", src.name,
               " is a regression problem");
   track::Tracker& tr = *ctx.tracker;
@@ -126,7 +126,7 @@ int run_iterative(const IterativeArgs& a) {
 
     nn::Model model = clone_model(base.model);
     for (size_t k = 0; k < targets.size(); ++k) {
-      PrunePlan plan;
+      train::PrunePlan plan;
       plan.spec.criterion = prune::parse_criterion(a.method);
       plan.spec.granularity = prune::Granularity::Element;
       plan.spec.scope = a.scope == "global" ? prune::Scope::Global : prune::Scope::Layer;
@@ -137,14 +137,14 @@ int run_iterative(const IterativeArgs& a) {
       plan.optim = a.base.optim;
       plan.fit.batch_size = a.base.batch_size;
       plan.fit.seed = a.common.seed + uint64_t(1000 * t + k);
-      PruneOutcome out = run_prune_plan(model, src, plan);
-      const PruneStep& s = out.steps.back();
+      train::PruneOutcome out = train::run_prune_plan(model, src, plan);
+      const train::PruneStep& s = out.steps.back();
       int64_t step = int64_t(k) + 1;
       tr.log_metric(child, "step_target", s.target, step);
       tr.log_metric(child, "step_sparsity", s.sparsity, step);
       tr.log_metric(child, "step_accuracy_after_prune", s.after_prune.accuracy, step);
       tr.log_metric(child, "step_accuracy_after_finetune", s.after_finetune.accuracy, step);
-      for (EpochStats e : s.epochs) {
+      for (train::EpochStats e : s.epochs) {
         e.epoch = int(tri.epochs.size()) + 1;
         tri.epochs.push_back(e);
       }
@@ -280,7 +280,7 @@ int run_iterative(const IterativeArgs& a) {
                      {},
                      false};
   report::Series acc_s{"test accuracy", {}, {}, {}}, loss_s{"train loss", {}, {}, {}};
-  for (const EpochStats& e : base.history) {
+  for (const train::EpochStats& e : base.history) {
     acc_s.x.push_back(e.epoch);
     acc_s.y.push_back(e.test.accuracy);
     loss_s.x.push_back(e.epoch);

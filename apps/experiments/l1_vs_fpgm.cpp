@@ -5,9 +5,9 @@
 #include <cstdio>
 
 #include "apps/experiments/experiment.h"
-#include "apps/prune_driver.h"
 #include "engine/error.h"
 #include "nn/summary.h"
+#include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
 
@@ -28,12 +28,12 @@ struct Variant {
   std::string label, method, spec;
   double amount = 0.0, accuracy = 0.0, accuracy_after_prune = 0.0, epoch_seconds = 0.0;
   int64_t params = 0, flops = 0;
-  std::vector<EpochStats> epochs;
+  std::vector<train::EpochStats> epochs;
 };
 
-double mean_seconds(const std::vector<EpochStats>& epochs) {
+double mean_seconds(const std::vector<train::EpochStats>& epochs) {
   double s = 0.0;
-  for (const EpochStats& e : epochs) s += e.seconds;
+  for (const train::EpochStats& e : epochs) s += e.seconds;
   return epochs.empty() ? 0.0 : s / double(epochs.size());
 }
 
@@ -44,8 +44,8 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
                                   : a.base.base.c_str());
   std::fflush(stdout);
   BaseModel base = make_base(ctx, a.base);
-  const DataSource& src = base.src;
-  SPRIG_CHECK(src.task == Task::Classification,
+  const train::DataSource& src = base.src;
+  SPRIG_CHECK(src.task == train::Task::Classification,
               "experiment l1-vs-fpgm compares accuracies: ", "dataset ", src.name,
               " is a regression problem");
   track::Tracker& tr = *ctx.tracker;
@@ -81,7 +81,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
       v.amount = amount;
       v.label = method + " " + report::fmt(100.0 * amount, 0) + "%";
       nn::Model model = clone_model(base.model);
-      PrunePlan plan;
+      train::PrunePlan plan;
       plan.spec.criterion = prune::parse_criterion(method);
       plan.spec.granularity = prune::Granularity::Filter;
       plan.spec.scope = prune::Scope::Layer;
@@ -94,7 +94,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
       plan.fit.seed = a.common.seed;
       plan.shrink = true;
       prune::validate_spec(model, plan.spec);
-      PruneOutcome out = run_prune_plan(model, src, plan);
+      train::PruneOutcome out = train::run_prune_plan(model, src, plan);
       nn::ModelSummary s = nn::summarize(model);
       v.spec = short_spec(model);
       v.accuracy = out.after.accuracy;
@@ -183,7 +183,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
                        false};
   for (const Variant& v : variants) {
     report::Series s{v.label, {0.0}, {v.accuracy_after_prune}, {}};
-    for (const EpochStats& e : v.epochs) {
+    for (const train::EpochStats& e : v.epochs) {
       s.x.push_back(e.epoch);
       s.y.push_back(e.test.accuracy);
     }
@@ -191,7 +191,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
   }
   if (!base.history.empty()) {
     report::Series s{"original (training)", {}, {}, {}};
-    for (const EpochStats& e : base.history) {
+    for (const train::EpochStats& e : base.history) {
       s.x.push_back(e.epoch);
       s.y.push_back(e.test.accuracy);
     }

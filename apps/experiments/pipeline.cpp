@@ -7,13 +7,13 @@
 #include <filesystem>
 
 #include "apps/experiments/experiment.h"
-#include "apps/prune_driver.h"
 #include "datasets/dataloader.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
 #include "prune/pack.h"
+#include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
 
@@ -56,7 +56,7 @@ std::pair<double, double> run_inference(const prune::InferenceModel& m, const da
     auto t0 = std::chrono::steady_clock::now();
     Tensor out = m.forward(b.x);  // (n, 10); only the forward pass is timed
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    correct += count_correct(out, b.y);
+    correct += train::count_correct(out, b.y);
     samples += b.x.size(0);
     ++batches;
   }
@@ -64,8 +64,8 @@ std::pair<double, double> run_inference(const prune::InferenceModel& m, const da
           batches ? 1e3 * seconds / double(batches) : 0.0};
 }
 
-PrunePlan finetune_plan(const PipelineArgs& a, int epochs) {
-  PrunePlan plan;
+train::PrunePlan finetune_plan(const PipelineArgs& a, int epochs) {
+  train::PrunePlan plan;
   plan.spec.seed = a.common.seed;
   plan.schedule.kind = prune::ScheduleSpec::OneShot;
   plan.finetune_epochs = epochs;
@@ -84,9 +84,10 @@ int run_pipeline(const PipelineArgs& a) {
   std::printf("== 1. train %s (%d epochs) ==\n", a.base.model.c_str(), a.base.epochs);
   std::fflush(stdout);
   BaseModel base = make_base(ctx, a.base);
-  const DataSource& src = base.src;
-  SPRIG_CHECK(src.task == Task::Classification, "experiment pipeline measures accuracy: dataset ",
-              src.name, " is a regression problem");
+  const train::DataSource& src = base.src;
+  SPRIG_CHECK(src.task == train::Task::Classification,
+              "experiment pipeline measures accuracy: dataset ", src.name,
+              " is a regression problem");
   RunScope run(tr, tr.start_run("pipeline"));
   tr.set_tag(run.id(), "sprig.experiment", "pipeline");
   tr.log_param(run.id(), "model", base.model.spec);
@@ -114,14 +115,14 @@ int run_pipeline(const PipelineArgs& a) {
               100.0 * a.filter_amount, a.finetune_epochs);
   std::fflush(stdout);
   nn::Model model = clone_model(base.model);
-  PrunePlan filters = finetune_plan(a, a.finetune_epochs);
+  train::PrunePlan filters = finetune_plan(a, a.finetune_epochs);
   filters.spec.criterion = prune::Criterion::Taylor;
   filters.spec.granularity = prune::Granularity::Filter;
   filters.spec.amount = a.filter_amount;
   filters.shrink = true;
   prune::validate_spec(model, filters.spec);
-  PruneOutcome shrunk = run_prune_plan(model, src, filters);
-  const PruneStep& fstep = shrunk.steps.back();
+  train::PruneOutcome shrunk = train::run_prune_plan(model, src, filters);
+  const train::PruneStep& fstep = shrunk.steps.back();
   log_epochs(ctx, run.id(), fstep.epochs, src.task, 0, "finetune_");
   save_stage("filters pruned + shrunk", "cnn2_pruned.safetensors", model, shrunk.after.accuracy);
 
@@ -130,12 +131,12 @@ int run_pipeline(const PipelineArgs& a) {
   std::printf("== 3. prune %.0f%% of the classifier's weights (%s), fine-tune %d epoch(s) ==\n",
               100.0 * a.classifier_amount, classifier.c_str(), a.classifier_finetune_epochs);
   std::fflush(stdout);
-  PrunePlan weights = finetune_plan(a, a.classifier_finetune_epochs);
+  train::PrunePlan weights = finetune_plan(a, a.classifier_finetune_epochs);
   weights.spec.criterion = prune::Criterion::Magnitude;
   weights.spec.amount = a.classifier_amount;
   weights.spec.include = {classifier};
   prune::validate_spec(model, weights.spec);
-  PruneOutcome sparse = run_prune_plan(model, src, weights);
+  train::PruneOutcome sparse = train::run_prune_plan(model, src, weights);
   save_stage("classifier pruned", "cnn2_sparse.safetensors", model, sparse.after.accuracy);
 
   std::printf("== 4. pack for sparse inference (plan measured at batch %lld), run ==\n",
@@ -215,14 +216,14 @@ int run_pipeline(const PipelineArgs& a) {
                        false};
   report::Series train{"training", {}, {}, {}},
       tune{"fine-tuning after filter pruning", {}, {}, {}};
-  for (const EpochStats& e : base.history) {
+  for (const train::EpochStats& e : base.history) {
     train.x.push_back(e.epoch);
     train.y.push_back(e.test.accuracy);
   }
   double offset = double(base.history.size());
   tune.x.push_back(offset);
   tune.y.push_back(fstep.after_prune.accuracy);
-  for (const EpochStats& e : fstep.epochs) {
+  for (const train::EpochStats& e : fstep.epochs) {
     tune.x.push_back(offset + e.epoch);
     tune.y.push_back(e.test.accuracy);
   }

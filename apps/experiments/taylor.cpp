@@ -6,9 +6,9 @@
 #include <cstdio>
 
 #include "apps/experiments/experiment.h"
-#include "apps/prune_driver.h"
 #include "engine/error.h"
 #include "nn/summary.h"
+#include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
 
@@ -35,8 +35,8 @@ int run_taylor(const TaylorArgs& a) {
                                   : a.base.base.c_str());
   std::fflush(stdout);
   BaseModel base = make_base(ctx, a.base);
-  const DataSource& src = base.src;
-  SPRIG_CHECK(src.task == Task::Classification,
+  const train::DataSource& src = base.src;
+  SPRIG_CHECK(src.task == train::Task::Classification,
               "experiment taylor compares accuracies: ", "dataset ", src.name,
               " is a regression problem");
   track::Tracker& tr = *ctx.tracker;
@@ -61,7 +61,7 @@ int run_taylor(const TaylorArgs& a) {
               with_commas(before.params).c_str());
 
   nn::Model model = clone_model(base.model);
-  PrunePlan plan;
+  train::PrunePlan plan;
   plan.spec.criterion = prune::Criterion::Taylor;
   plan.spec.granularity = prune::Granularity::Filter;
   plan.spec.scope = prune::Scope::Layer;
@@ -77,9 +77,9 @@ int run_taylor(const TaylorArgs& a) {
   plan.fit.seed = a.common.seed + 1;
   plan.shrink = true;
   prune::validate_spec(model, plan.spec);
-  PruneOutcome out = run_prune_plan(model, src, plan);
+  train::PruneOutcome out = train::run_prune_plan(model, src, plan);
   nn::ModelSummary after = nn::summarize(model);
-  const PruneStep& step = out.steps.back();
+  const train::PruneStep& step = out.steps.back();
 
   RunScope child_run(tr, tr.start_run("taylor-" + report::fmt(a.amount, 3), parent));
   const std::string& child = child_run.id();
@@ -139,13 +139,13 @@ int run_taylor(const TaylorArgs& a) {
                       {},
                       false};
   report::Series orig{"original (training)", {}, {}, {}};
-  for (const EpochStats& e : base.history) {
+  for (const train::EpochStats& e : base.history) {
     orig.x.push_back(e.epoch);
     orig.y.push_back(e.test.accuracy);
   }
   report::Series pruned{
       "pruned (fine-tuning; 0 = just pruned)", {0.0}, {step.after_prune.accuracy}, {}};
-  for (const EpochStats& e : step.epochs) {
+  for (const train::EpochStats& e : step.epochs) {
     pruned.x.push_back(e.epoch);
     pruned.y.push_back(e.test.accuracy);
   }

@@ -1,11 +1,11 @@
-#include "apps/prune_driver.h"
+#include "train/prune_driver.h"
 
 #include "datasets/dataloader.h"
 #include "engine/ops.h"
 #include "prune/data_criteria.h"
 #include "prune/shrink.h"
 
-namespace sprig::app {
+namespace sprig::train {
 
 static bool needs_gradients(const prune::PruneSpec& s) {
   return s.criterion == prune::Criterion::Gradient ||
@@ -119,4 +119,4 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
   return out;
 }
 
-}  // namespace sprig::app
+}  // namespace sprig::train

@@ -11,7 +11,7 @@
 #include "nn/model.h"
 #include "nn/optim.h"
 
-namespace sprig::app {
+namespace sprig::train {
 
 enum class Task { Classification, Regression };
 
@@ -158,4 +158,4 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
                             const data::Dataset& test, Task task, const FitConfig& cfg,
                             FitPosition& pos);
 
-}  // namespace sprig::app
+}  // namespace sprig::train

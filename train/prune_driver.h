@@ -6,12 +6,12 @@
 #include <string>
 #include <vector>
 
-#include "apps/trainer.h"
 #include "prune/data_criteria.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
+#include "train/trainer.h"
 
-namespace sprig::app {
+namespace sprig::train {
 
 struct PrunePlan {
   prune::PruneSpec spec;         // what to prune (amount = the final target)
@@ -52,4 +52,4 @@ std::map<std::string, Tensor> prepare_criterion(
     nn::Model& model, const DataSource& src, const prune::PruneSpec& spec, int batches,
     uint64_t seed, prune::TaylorVariant variant = prune::TaylorVariant::ReferenceCode);
 
-}  // namespace sprig::app
+}  // namespace sprig::train

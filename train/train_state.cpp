@@ -1,9 +1,9 @@
-#include "apps/train_state.h"
+#include "train/train_state.h"
 
 #include <nlohmann/json.hpp>
 #include <set>
 
-namespace sprig::app {
+namespace sprig::train {
 
 using Json = nlohmann::json;
 
@@ -212,4 +212,4 @@ void restore_optimizer(nn::Optimizer& opt, const ResumePoint& r, const std::stri
   opt.steps = r.state.optimizer_steps;
 }
 
-}  // namespace sprig::app
+}  // namespace sprig::train

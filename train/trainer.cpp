@@ -1,4 +1,4 @@
-#include "apps/trainer.h"
+#include "train/trainer.h"
 
 #include <chrono>
 #include <cmath>
@@ -13,7 +13,7 @@
 #include "engine/ops.h"
 #include "nn/layers.h"
 
-namespace sprig::app {
+namespace sprig::train {
 
 const std::vector<std::string>& dataset_names() {
   static const std::vector<std::string> names = {"fashion-mnist", "mnist", "cifar10", "friedman1"};
@@ -365,4 +365,4 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
   return history;
 }
 
-}  // namespace sprig::app
+}  // namespace sprig::train

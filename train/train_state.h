@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "apps/trainer.h"
 #include "nn/checkpoint.h"
+#include "train/trainer.h"
 
-namespace sprig::app {
+namespace sprig::train {
 
 // Everything that decides what `sprig train` computes.
 struct TrainConfig {
@@ -63,4 +63,4 @@ ResumePoint load_training_checkpoint(const std::string& path);
 // sets opt.steps. Throws when a buffer does not belong to this kind of optimizer.
 void restore_optimizer(nn::Optimizer& opt, const ResumePoint& r, const std::string& path);
 
-}  // namespace sprig::app
+}  // namespace sprig::train
