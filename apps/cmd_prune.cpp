@@ -18,7 +18,7 @@ struct PruneArgs {
   std::string schedule = "oneshot", block = "1x4", dataset, data_dir;
   train::LrScheduleConfig lr;
   std::string taylor_variant = "reference";
-  double amount = 0.5, threshold = -1.0;
+  double amount = 0.5, threshold = -1.0, flops_reduction = -1.0;
   int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1, rewind = -1;
   std::vector<std::string> layers, exclude;
   int finetune_epochs = 0, criterion_batches = 10, threads = 0;
@@ -116,6 +116,7 @@ int run_prune(const PruneArgs& a) {
   if (a.augment) enable_augment(src, plan.fit);
   plan.fit.log_lines = !a.quiet && !a.json;
   plan.shrink = a.shrink;
+  plan.flops_reduction = a.flops_reduction;
   if (a.rewind >= 0) {
     SPRIG_CHECK(plan.schedule.kind != prune::ScheduleSpec::Polynomial,
                 "--rewind applies to oneshot and iterative schedules, not agp (gradual pruning "
@@ -128,16 +129,23 @@ int run_prune(const PruneArgs& a) {
     plan.rewind = ck.rewind;
   }
 
-  prune::validate_spec(ck.model, plan.spec);
+  train::validate_plan(ck.model, plan);
   bool human = !a.json && !a.quiet;
   if (human)
     std::printf("pruning %s: %s %s, %s scope, %s %g, schedule %s, %d fine-tuning epochs\n",
                 a.in.c_str(), a.method.c_str(), a.granularity.c_str(), a.scope.c_str(),
-                a.count >= 0 ? "count" : "amount", a.count >= 0 ? double(a.count) : a.amount,
+                a.flops_reduction >= 0 ? "FLOPs reduction"
+                : a.count >= 0         ? "count"
+                                       : "amount",
+                a.flops_reduction >= 0 ? a.flops_reduction
+                : a.count >= 0         ? double(a.count)
+                                       : a.amount,
                 a.schedule.c_str(), a.finetune_epochs);
   int64_t flops_before = nn::summarize(ck.model).flops;
   train::PruneOutcome r = train::run_prune_plan(ck.model, src, plan);
   bool cls = src.task == train::Task::Classification;
+  // The final amount: --amount, or what the FLOPs target chose.
+  const double amount = r.steps.empty() ? a.amount : r.steps.back().target;
   if (human) {
     for (size_t k = 0; k < r.steps.size(); ++k) {
       const train::PruneStep& s = r.steps[k];
@@ -164,7 +172,7 @@ int run_prune(const PruneArgs& a) {
     meta["created_by"] = "sprig prune";
     meta["pruned_from"] = a.in;
     meta["prune"] = a.method + " " + a.granularity + " " + a.scope + " amount " +
-                    std::to_string(a.amount) + " schedule " + a.schedule;
+                    std::to_string(amount) + " schedule " + a.schedule;
     nn::save_checkpoint(a.out, ck.model, meta);
     if (human) std::printf("saved %s\n", a.out.c_str());
   }
@@ -190,6 +198,7 @@ int run_prune(const PruneArgs& a) {
                         {"flops_before", flops_before},
                         {"flops_after", nn::summarize(ck.model).flops},
                         {"finetune_epoch_seconds", finetune_seconds},
+                        {"amount", amount},
                         {"method", a.method},
                         {"granularity", a.granularity},
                         {"scope", a.scope},
@@ -197,6 +206,7 @@ int run_prune(const PruneArgs& a) {
                         {"spec_after", ck.model.spec},
                         {"groups", group_report_json(r.last_report)},
                         {"steps", steps}};
+    if (a.flops_reduction >= 0) j["flops_reduction"] = a.flops_reduction;
     if (!a.out.empty()) j["out"] = a.out;
     std::printf("%s\n", j.dump().c_str());
   }
@@ -235,6 +245,11 @@ Command add_prune_command(CLI::App& app) {
                  "(Molchanov et al. 2017, eq. 8, per example)")
       ->check(CLI::IsMember({"reference", "paper"}))
       ->capture_default_str();
+  app.add_option("--flops-reduction", a->flops_reduction,
+                 "filter / channel pruning in one shot: remove at least this fraction of the "
+                 "model's FLOPs, choosing the smallest --amount that does (as Torch-Pruning's "
+                 "speed-up target), in [0, 1)")
+      ->check(FiniteNumber & FractionBelowOne);
   app.add_option("--count", a->count, "prune this many units instead of --amount")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_option("--threshold", a->threshold, "prune units scoring below T instead of --amount")
@@ -269,6 +284,10 @@ Command add_prune_command(CLI::App& app) {
       ->check(FiniteNumber & CLI::Range(0.0, 1e3))
       ->capture_default_str();
   app.add_option("--momentum", a->optim.momentum, "SGD momentum")
+      ->check(FiniteNumber & CLI::Range(0.0, 1.0));
+  app.add_option("--weight-decay", a->optim.weight_decay,
+                 "fine-tuning L2 penalty (decoupled for adamw; BatchNorm scales and shifts "
+                 "exempt, as sprig train)")
       ->check(FiniteNumber & CLI::Range(0.0, 1.0));
   add_lr_schedule_flags(app, a->lr);
   app.add_flag("--augment", a->augment,

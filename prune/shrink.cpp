@@ -1,8 +1,10 @@
 #include "prune/shrink.h"
 
+#include <cmath>
 #include <memory>
 
 #include "engine/rng.h"
+#include "nn/summary.h"
 #include "prune/groups.h"
 
 namespace sprig::prune {
@@ -241,6 +243,61 @@ ShrinkReport shrink(nn::Model& model) {
     model.to(device);
     throw;
   }
+}
+
+void validate_flops_target(const PruneSpec& spec, double reduction) {
+  SPRIG_CHECK(std::isfinite(reduction) && reduction >= 0.0 && reduction < 1.0,
+              "FLOPs reduction must be in [0, 1), got ", reduction);
+  SPRIG_CHECK(spec.granularity == Granularity::Filter || spec.granularity == Granularity::Channel,
+              "a FLOPs target needs filter or channel granularity: ",
+              nn::granularity_name(spec.granularity),
+              " pruning zeroes weights inside layers that stay as wide, so their dense FLOPs stay");
+  SPRIG_CHECK(spec.count < 0 && spec.threshold < 0,
+              "a FLOPs target chooses the amount itself: drop the count / threshold");
+}
+
+FlopsSearch amount_for_flops(const nn::Model& model, const PruneSpec& spec,
+                             const std::map<std::string, Tensor>& activation_scores,
+                             double reduction) {
+  validate_flops_target(spec, reduction);
+  FlopsSearch out;
+  out.flops_before = out.flops_after = nn::summarize(model).flops;
+  if (reduction == 0.0) return out;
+  const double budget = (1.0 - reduction) * double(out.flops_before);
+  auto flops_at = [&](double amount) {
+    nn::Model trial = copy_model(model);
+    // Gradient-based criteria read the gradients accumulated on the original's parameters.
+    auto from = model.named_parameters(), to = trial.named_parameters();
+    for (size_t k = 0; k < from.size(); ++k)
+      if (from[k].second->grad().defined())
+        to[k].second->value.impl()->grad = from[k].second->grad().clone().impl_ptr();
+    PruneSpec s = spec;
+    s.amount = amount;
+    prune_model(trial, s, activation_scores);
+    shrink(trial);
+    return nn::summarize(trial).flops;
+  };
+  // Each group prunes its lowest-scoring units, a prefix that grows with the amount, so the
+  // FLOPs fall monotonically and bisection finds the boundary.
+  double lo = 0.0, hi = 1.0 - 1e-9;
+  int64_t flops_hi = flops_at(hi);
+  SPRIG_CHECK(double(flops_hi) <= budget, "a FLOPs reduction of ", reduction,
+              " is out of reach: pruning all but --min-keep ", spec.min_keep,
+              " units of every group leaves ", flops_hi, " of ", out.flops_before, " FLOPs (",
+              100.0 * (1.0 - double(flops_hi) / double(out.flops_before)), "% removed)");
+  while (hi - lo > 1e-4) {
+    const double mid = 0.5 * (lo + hi);
+    const int64_t f = flops_at(mid);
+    if (double(f) <= budget) {
+      hi = mid;
+      flops_hi = f;
+    } else {
+      lo = mid;
+    }
+  }
+  out.amount = hi;
+  out.flops_after = flops_hi;
+  return out;
 }
 
 }  // namespace sprig::prune

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "nn/model.h"
+#include "prune/prune.h"
 
 namespace sprig::prune {
 
@@ -46,5 +47,22 @@ ShrinkReport shrink(nn::Model& model);
 
 // A deep copy (values and masks, not optimizer state or gradients) of a model.
 nn::Model copy_model(const nn::Model& m);
+
+// Pruning to a FLOPs budget, as Torch-Pruning's benchmarks prune to a speed-up: the smallest
+// amount (spec.amount's meaning, to within 1e-4) whose one-shot pruning of model with spec and
+// these scores, once shrunk, removes at least `reduction` of the model's FLOPs. The model is
+// not changed (the trials run on copies; gradients the criterion reads are copied along).
+// Needs filter or channel granularity and spec.amount (not count or threshold); throws
+// sprig::Error naming the FLOPs reached when even pruning all but min_keep falls short.
+struct FlopsSearch {
+  double amount = 0.0;
+  int64_t flops_before = 0, flops_after = 0;  // of the model, and of it pruned and shrunk
+};
+// The checks amount_for_flops makes before any work: reduction in [0, 1), filter or channel
+// granularity, no count or threshold.
+void validate_flops_target(const PruneSpec& spec, double reduction);
+FlopsSearch amount_for_flops(const nn::Model& model, const PruneSpec& spec,
+                             const std::map<std::string, Tensor>& activation_scores,
+                             double reduction);
 
 }  // namespace sprig::prune

@@ -136,6 +136,23 @@ TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity"
   REQUIRE_MESSAGE(e.code == 0, e.out);
   CHECK(nlohmann::json::parse(last_line(e.out))["test_accuracy"] == jf["test_accuracy_after"]);
 
+  // A FLOPs target: the smallest amount that removes half of the FLOPs, reported with them.
+  Result ft = run("prune --in " + base + " --method l1 --granularity filter --flops-reduction 0.5 " +
+                  "--shrink --finetune-epochs 1 --limit-train 300 --optimizer sgd --lr 0.01 " +
+                  "--weight-decay 5e-4 --json");
+  REQUIRE_MESSAGE(ft.code == 0, ft.out);
+  auto jft = nlohmann::json::parse(last_line(ft.out));
+  CHECK(jft["flops_reduction"] == 0.5);
+  CHECK(jft["flops_after"].get<double>() <= 0.5 * jft["flops_before"].get<double>());
+  CHECK(jft["amount"].get<double>() > 0.0);
+  CHECK(jft["amount"].get<double>() < 1.0);
+  CHECK(jft["steps"][0]["target"] == jft["amount"]);
+  // Out of reach shows only once the criterion has scored the model: an error all the same.
+  Result reach = run("prune --in " + base + " --granularity filter --flops-reduction 0.99 " +
+                     "--min-keep 6 --quiet --out " + sparse);
+  CHECK(reach.code != 0);
+  CHECK_MESSAGE(reach.out.find("is out of reach") != std::string::npos, reach.out);
+
   Result sens = run("sensitivity --in " + base + " --amounts 0.5,0.9 --limit-test 500 --json");
   REQUIRE_MESSAGE(sens.code == 0, sens.out);
   auto jsens = nlohmann::json::parse(last_line(sens.out));
@@ -152,6 +169,11 @@ TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity"
            {"--method fpgm --granularity element", "fpgm"},
            {"--method gradient --criterion-batches 0", "--criterion-batches"},
            {"--layers 7.weight", "7.weight"},
+           {"--flops-reduction 0.4", "filter or channel granularity"},
+           {"--granularity filter --flops-reduction 1", "--flops-reduction"},
+           {"--granularity filter --flops-reduction 0.4 --count 2", "count"},
+           {"--granularity filter --flops-reduction 0.4 --schedule iterative:2", "oneshot"},
+           {"--weight-decay -0.1", "--weight-decay"},
        }) {
     CAPTURE(args);
     Result r = run("prune --in " + base + " " + args + " --out " + sparse);

@@ -462,4 +462,80 @@ TEST_SUITE("filter pruning by dependency groups") {
     CHECK_THROWS_WITH_AS(prune::prune_model(m, spec), doctest::Contains("use filter granularity"),
                          Error);
   }
+
+  TEST_CASE("a FLOPs target: the smallest amount that removes the fraction, the model untouched") {
+    for (const char* model : {"resnet20", "resnet20b"}) {
+      for (prune::Criterion c : {prune::Criterion::L1Norm, prune::Criterion::Gradient}) {
+        CAPTURE(model);
+        CAPTURE(prune::criterion_name(c));
+        const Shape input = {3, 8, 8};
+        nn::Model m = nn::build_model(model, input, 31);
+        randomize_norms(m, 32);
+        if (c == prune::Criterion::Gradient) {
+          // The gradients the criterion reads must reach the search's trial copies.
+          int left = 2;
+          Rng rng(33);
+          prune::BatchFn next = [&](Tensor& x, Tensor& y) {
+            if (left-- == 0) return false;
+            x = Tensor::normal({4, 3, 8, 8}, 0.0f, 1.0f, rng);
+            y = Tensor::from_vector_i32({0, 3, 5, 9}, {4});
+            return true;
+          };
+          prune::LossFn loss = [&](const Tensor& x, const Tensor& y) {
+            return cross_entropy(m.forward(x), y);
+          };
+          prune::accumulate_gradients(m, next, loss, -1);
+        }
+        prune::PruneSpec spec;
+        spec.criterion = c;
+        spec.granularity = prune::Granularity::Filter;
+        const std::vector<float> weights_before = param(m, "conv1.weight").value.to_vector();
+        const prune::FlopsSearch f = prune::amount_for_flops(m, spec, {}, 0.4);
+        // Nothing of the model changed: same spec, same weights, no masks.
+        CHECK(param(m, "conv1.weight").value.to_vector() == weights_before);
+        CHECK(!param(m, "conv1.weight").mask);
+        CHECK(f.flops_before == nn::summarize(m).flops);
+        CHECK(f.flops_after <= 0.6 * double(f.flops_before));
+        CHECK(f.amount > 0.0);
+        CHECK(f.amount < 1.0);
+        auto flops_pruned_at = [&](double amount) {
+          nn::Model trial = prune::copy_model(m);
+          for (auto& [name, p] : m.named_parameters())
+            if (p->grad().defined())
+              param(trial, name).value.impl()->grad = p->grad().clone().impl_ptr();
+          prune::PruneSpec s = spec;
+          s.amount = amount;
+          prune::prune_model(trial, s);
+          prune::shrink(trial);
+          return nn::summarize(trial).flops;
+        };
+        CHECK(flops_pruned_at(f.amount) == f.flops_after);
+        // 1e-4 less does not reach the target: the amount is the smallest to that tolerance.
+        CHECK(double(flops_pruned_at(f.amount - 1e-4)) > 0.6 * double(f.flops_before));
+      }
+    }
+  }
+
+  TEST_CASE("a FLOPs target out of reach, unstructured, or with a count is refused by name") {
+    nn::Model m = nn::build_model("resnet20", {3, 8, 8}, 34);
+    prune::PruneSpec spec;
+    spec.criterion = prune::Criterion::L1Norm;
+    spec.granularity = prune::Granularity::Filter;
+    CHECK(prune::amount_for_flops(m, spec, {}, 0.0).amount == 0.0);
+    spec.min_keep = 1000;  // nothing can go
+    CHECK_THROWS_WITH_AS(prune::amount_for_flops(m, spec, {}, 0.1),
+                         doctest::Contains("is out of reach"), Error);
+    spec.min_keep = 1;
+    CHECK_THROWS_WITH_AS(prune::amount_for_flops(m, spec, {}, 1.0),
+                         doctest::Contains("must be in [0, 1)"), Error);
+    CHECK_THROWS_WITH_AS(prune::amount_for_flops(m, spec, {}, std::nan("")),
+                         doctest::Contains("must be in [0, 1)"), Error);
+    spec.count = 3;
+    CHECK_THROWS_WITH_AS(prune::amount_for_flops(m, spec, {}, 0.4),
+                         doctest::Contains("drop the count"), Error);
+    spec.count = -1;
+    spec.granularity = prune::Granularity::Element;
+    CHECK_THROWS_WITH_AS(prune::amount_for_flops(m, spec, {}, 0.4),
+                         doctest::Contains("needs filter or channel granularity"), Error);
+  }
 }

@@ -42,13 +42,17 @@ std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSour
   return {};
 }
 
-// Prunes to target (cumulative), computing the criterion's data first.
+// Prunes to target (cumulative), computing the criterion's data first. With a FLOPs target the
+// amount comes from the scores instead, and target is set to it.
 static prune::PruneReport prune_to(nn::Model& model, const DataSource& src, const PrunePlan& plan,
-                                   double target, int64_t round) {
+                                   double& target, int64_t round) {
   prune::PruneSpec spec = plan.spec;
   spec.amount = target;
   auto scores = prepare_criterion(model, src, spec, plan.criterion_batches, spec.seed + round,
                                   plan.taylor_variant);
+  if (plan.flops_reduction >= 0.0)
+    target = spec.amount =
+        prune::amount_for_flops(model, spec, scores, plan.flops_reduction).amount;
   prune::PruneReport report = prune::prune_model(model, spec, scores);
   // Gradients used as a criterion must not leak into the next optimizer step.
   for (auto& p : model.parameters()) p->value.clear_grad();
@@ -66,7 +70,17 @@ static std::vector<EpochStats> finetune(nn::Model& model, const DataSource& src,
   return fit(model, *opt, src.data.train, src.data.test, src.task, fc);
 }
 
+void validate_plan(const nn::Model& model, const PrunePlan& plan) {
+  prune::validate_spec(model, plan.spec);
+  if (plan.flops_reduction < 0.0) return;
+  prune::validate_flops_target(plan.spec, plan.flops_reduction);
+  SPRIG_CHECK(plan.schedule.kind == prune::ScheduleSpec::OneShot,
+              "a FLOPs target needs --schedule oneshot: iterative and agp schedules score a model "
+              "that is already pruned, so no amount chosen up front guarantees the FLOPs");
+}
+
 PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const PrunePlan& plan) {
+  validate_plan(model, plan);
   PruneOutcome out;
   out.params_before = model.num_parameters();
   out.before = evaluate(model, src.data.test, src.task);
@@ -88,8 +102,8 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
     step.target = agp.final_sparsity;
     int64_t round = 0;
     step.epochs = finetune(model, src, plan, plan.finetune_epochs, [&](int64_t t) {
-      if (agp.should_prune(t))
-        out.last_report = prune_to(model, src, plan, agp.sparsity_at(t), round++);
+      double target = agp.sparsity_at(t);
+      if (agp.should_prune(t)) out.last_report = prune_to(model, src, plan, target, round++);
     });
     step.sparsity = prune::sparsity(model);
     step.after_prune = step.after_finetune = evaluate(model, src.data.test, src.task);
@@ -100,7 +114,7 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
     for (size_t k = 0; k < targets.size(); ++k) {
       PruneStep step;
       step.target = targets[k];
-      out.last_report = prune_to(model, src, plan, targets[k], int64_t(k));
+      out.last_report = prune_to(model, src, plan, step.target, int64_t(k));
       if (!plan.rewind.empty()) prune::rewind_weights(model, prune::WeightSnapshot{plan.rewind});
       step.after_prune = evaluate(model, src.data.test, src.task);
       step.epochs = finetune(model, src, plan, plan.finetune_epochs);

@@ -22,13 +22,16 @@ struct PrunePlan {
   OptimizerConfig optim;  // fine-tuning optimizer
   FitConfig fit;          // fine-tuning loop (epochs is set per phase)
   bool shrink = false;    // remove zeroed filters / neurons at the end
+  // >= 0: a one-shot plan prunes to the amount that removes this fraction of the FLOPs once
+  // shrunk (prune::amount_for_flops on the criterion's scores), not to spec.amount.
+  double flops_reduction = -1.0;
   // Lottery-ticket rewinding (Frankle & Carbin 2019; Frankle et al. 2020): after each pruning
   // step the surviving weights go back to these early values before fine-tuning.
   std::map<std::string, Tensor> rewind;
 };
 
 struct PruneStep {
-  double target = 0.0;        // the schedule's target sparsity of the pruned units
+  double target = 0.0;        // the schedule's target sparsity of the pruned units (the amount)
   double sparsity = 0.0;      // of the whole model after this step
   EvalResult after_prune;     // before fine-tuning
   EvalResult after_finetune;  // equal to after_prune when there is no fine-tuning
@@ -42,6 +45,10 @@ struct PruneOutcome {
   std::vector<PruneStep> steps;
   prune::PruneReport last_report;
 };
+
+// Checks the plan against the model before any work (prune::validate_spec, and a FLOPs target's
+// granularity, schedule and count); run_prune_plan calls it first.
+void validate_plan(const nn::Model& model, const PrunePlan& plan);
 
 // Runs the plan on model with the given data (the model is changed in place).
 PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const PrunePlan& plan);

@@ -93,7 +93,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
       plan.fit.batch_size = a.base.batch_size;
       plan.fit.seed = a.common.seed;
       plan.shrink = true;
-      prune::validate_spec(model, plan.spec);
+      train::validate_plan(model, plan);
       train::PruneOutcome out = train::run_prune_plan(model, src, plan);
       nn::ModelSummary s = nn::summarize(model);
       v.spec = short_spec(model);

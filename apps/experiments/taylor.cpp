@@ -76,7 +76,7 @@ int run_taylor(const TaylorArgs& a) {
   plan.fit.batch_size = a.base.batch_size;
   plan.fit.seed = a.common.seed + 1;
   plan.shrink = true;
-  prune::validate_spec(model, plan.spec);
+  train::validate_plan(model, plan);
   train::PruneOutcome out = train::run_prune_plan(model, src, plan);
   nn::ModelSummary after = nn::summarize(model);
   const train::PruneStep& step = out.steps.back();
