@@ -137,9 +137,10 @@ TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity"
   CHECK(nlohmann::json::parse(last_line(e.out))["test_accuracy"] == jf["test_accuracy_after"]);
 
   // A FLOPs target: the smallest amount that removes half of the FLOPs, reported with them.
-  Result ft = run("prune --in " + base + " --method l1 --granularity filter --flops-reduction 0.5 " +
-                  "--shrink --finetune-epochs 1 --limit-train 300 --optimizer sgd --lr 0.01 " +
-                  "--weight-decay 5e-4 --json");
+  Result ft =
+      run("prune --in " + base + " --method l1 --granularity filter --flops-reduction 0.5 " +
+          "--shrink --finetune-epochs 1 --limit-train 300 --optimizer sgd --lr 0.01 " +
+          "--weight-decay 5e-4 --json");
   REQUIRE_MESSAGE(ft.code == 0, ft.out);
   auto jft = nlohmann::json::parse(last_line(ft.out));
   CHECK(jft["flops_reduction"] == 0.5);

@@ -257,6 +257,23 @@ TEST_SUITE("shrink") {
     CHECK(weight_of(m, 0).value.data()[0] != 42.0f);
   }
 
+  TEST_CASE(
+      "copy_model carries BatchNorm statistics and the mode: a ResNet copy computes the same") {
+    nn::Model m = nn::build_model("resnet20", {3, 8, 8}, 10);
+    Rng rng(11);
+    for (auto& [name, b] : m.named_buffers())
+      b->copy_(Tensor::uniform(b->shape(), name.find("var") != std::string::npos ? 0.5f : -0.5f,
+                               1.0f, rng));
+    m.net->train(false);
+    nn::Model c = prune::copy_model(m);
+    CHECK(!c.net->is_training());
+    const Tensor x = test::random_batch({3, 8, 8}, 2, 12);
+    NoGradGuard no_grad;
+    CHECK(c.forward(x).to_vector() == m.forward(x).to_vector());
+    for (auto& [name, b] : c.named_buffers()) b->fill_(0.0f);
+    CHECK(c.forward(x).to_vector() != m.forward(x).to_vector());
+  }
+
   TEST_CASE("an unknown layer between producer and consumer is an error, when it matters") {
     nn::Model m = nn::build_model("conv(6,3,pad=1) relu conv(5,3) flatten linear(4)", {1, 8, 8}, 9);
     m.net->layers.insert(m.net->layers.begin() + 1, std::make_shared<Identity>());

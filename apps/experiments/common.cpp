@@ -194,20 +194,6 @@ BaseModel make_base(Context& ctx, const BaseFlags& f) {
   return b;
 }
 
-nn::Model clone_model(const nn::Model& model) {
-  nn::Model copy = nn::build_model(model.spec, model.input_shape, 0);
-  auto src = model.named_parameters();
-  auto dst = copy.named_parameters();
-  SPRIG_CHECK(src.size() == dst.size(), "clone_model: ", model.spec, " rebuilt with ", dst.size(),
-              " parameters instead of ", src.size());
-  for (size_t i = 0; i < src.size(); ++i) {
-    dst[i].second->value.copy_(src[i].second->value);
-    if (src[i].second->mask)
-      dst[i].second->set_mask(src[i].second->mask->keep.clone(), src[i].second->mask->granularity);
-  }
-  return copy;
-}
-
 void log_model_artifact(Context& ctx, const std::string& run_id, const nn::Model& model,
                         const std::string& dataset, const std::string& file_name) {
   namespace fs = std::filesystem;

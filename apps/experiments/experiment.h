@@ -90,8 +90,6 @@ struct BaseModel {
 // caller's (its name differs between experiments).
 void add_base_flags(CLI::App& app, BaseFlags& flags, bool with_base_flag);
 BaseModel make_base(Context& ctx, const BaseFlags& flags);
-// A deep copy of a model: its own parameters and masks (no optimizer state).
-nn::Model clone_model(const nn::Model& model);
 // Saves the model to a temporary checkpoint (metadata: dataset, created_by), logs it as an
 // artifact under "model/" and removes the temporary file.
 void log_model_artifact(Context& ctx, const std::string& run_id, const nn::Model& model,

@@ -414,6 +414,75 @@ void build_report(report::Report& rep, const FriedmanArgs& a, const std::vector<
   rep.add_table(table);
 }
 
+void log_setup(track::Tracker& tr, const std::string& parent, const FriedmanArgs& a) {
+  tr.set_tag(parent, "seed", "004");
+  tr.log_param(parent, "spec", a.spec);
+  tr.log_param(parent, "samples", std::to_string(a.samples));
+  tr.log_param(parent, "test_fraction", format_g(a.test_fraction));
+  tr.log_param(parent, "noise", format_g(a.noise));
+  tr.log_param(parent, "batch_size", std::to_string(a.batch_size));
+  tr.log_param(parent, "optimizer", a.optim.name);
+  tr.log_param(parent, "lr", format_g(a.optim.lr));
+  tr.log_param(parent, "restore_best", a.restore_best ? "true" : "false");
+  tr.log_param(parent, "pack_format", a.pack_format);
+  tr.log_param(parent, "data_seed", std::to_string(a.common.seed));
+}
+
+// A directory for the packed models, removed however the variants end.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(fs::path p) : path(std::move(p)) { fs::create_directories(path); }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+// Each variant as a child run, its packed model logged as an artifact.
+std::vector<Outcome> run_variants(track::Tracker& tr, const std::string& parent,
+                                  const FriedmanArgs& a, const data::Dataset& train,
+                                  const data::Dataset& test) {
+  TempDir packed_dir(fs::temp_directory_path() / ("sprig_friedman_" + std::to_string(::getpid())));
+  std::vector<Outcome> outcomes;
+  for (Variant v : {Unpruned, Whole, FirstLayer}) {
+    RunScope child(tr, tr.start_run(kVariantNames[v], parent));
+    fs::path packed = packed_dir.path / (std::string(kVariantKeys[v]) + ".packed.safetensors");
+    Outcome o = train_variant(a, v, train, test, packed);
+    log_outcome(tr, child.id(), a, o);
+    tr.log_artifact(child.id(), packed.string());
+    child.end();
+    tr.log_metric(parent, std::string("test_mse_") + kVariantKeys[v], o.test_mse);
+    std::printf("%-26s test MSE %.4f  %zu epochs (best %d%s)  sparsity %.1f%%  %.1f s\n",
+                kVariantNames[v], o.test_mse, o.rows.size(), o.best_epoch,
+                o.stopped_early ? ", stopped early" : "", 100.0 * o.pruned_sparsity, o.seconds);
+    std::fflush(stdout);
+    outcomes.push_back(o);
+  }
+  return outcomes;
+}
+
+void write_report(Context& ctx, const std::string& parent, const FriedmanArgs& a,
+                  const std::vector<Outcome>& outcomes, int64_t train_size, int64_t test_size) {
+  report::Table table;
+  table.title = "Test MSE and model size";
+  table.header = {"variant",      "pruned sparsity", "epochs",        "best epoch",
+                  "test MSE",     "seed 004 MSE",    "float32 bytes", "gzip bytes",
+                  "packed bytes", "packed formats"};
+  for (const Outcome& o : outcomes)
+    table.rows.push_back(
+        {kVariantNames[o.variant], o.variant == Unpruned ? "-" : percent_label(o.pruned_sparsity),
+         std::to_string(o.rows.size()), std::to_string(o.best_epoch), report::fmt(o.test_mse, 4),
+         report::fmt(kSeedMse[o.variant], 4), std::to_string(o.size.dense_bytes),
+         std::to_string(o.size.dense_gzip_bytes), std::to_string(o.size.packed_bytes), o.formats});
+  std::string found = finding(outcomes, a);
+  build_report(ctx.report, a, outcomes, table, found, train_size, test_size);
+  std::printf("\n%s\n%s\n", report::format_table(table).c_str(), found.c_str());
+  ctx.tracker->log_text(parent, "finding.txt", found + "\n");
+  finish(ctx, parent);
+}
+
 int run_friedman(const FriedmanArgs& a) {
   SPRIG_CHECK(a.common.dataset.empty() || a.common.dataset == "friedman1", "--dataset ",
               a.common.dataset, ": the friedman experiment generates its own friedman1 data");
@@ -430,68 +499,11 @@ int run_friedman(const FriedmanArgs& a) {
 
   Context ctx("friedman", a.common);
   track::Tracker& tr = *ctx.tracker;
-  std::string parent = tr.start_run("friedman");
-  std::string child;
-  fs::path packed_dir =
-      fs::temp_directory_path() / ("sprig_friedman_" + std::to_string(::getpid()));
-  try {
-    tr.set_tag(parent, "seed", "004");
-    tr.log_param(parent, "spec", a.spec);
-    tr.log_param(parent, "samples", std::to_string(a.samples));
-    tr.log_param(parent, "test_fraction", format_g(a.test_fraction));
-    tr.log_param(parent, "noise", format_g(a.noise));
-    tr.log_param(parent, "batch_size", std::to_string(a.batch_size));
-    tr.log_param(parent, "optimizer", a.optim.name);
-    tr.log_param(parent, "lr", format_g(a.optim.lr));
-    tr.log_param(parent, "restore_best", a.restore_best ? "true" : "false");
-    tr.log_param(parent, "pack_format", a.pack_format);
-    tr.log_param(parent, "data_seed", std::to_string(a.common.seed));
-    fs::create_directories(packed_dir);
-
-    std::vector<Outcome> outcomes;
-    for (Variant v : {Unpruned, Whole, FirstLayer}) {
-      child = tr.start_run(kVariantNames[v], parent);
-      fs::path packed = packed_dir / (std::string(kVariantKeys[v]) + ".packed.safetensors");
-      Outcome o = train_variant(a, v, train, test, packed);
-      log_outcome(tr, child, a, o);
-      tr.log_artifact(child, packed.string());
-      tr.end_run(child);
-      child.clear();
-      tr.log_metric(parent, std::string("test_mse_") + kVariantKeys[v], o.test_mse);
-      std::printf("%-26s test MSE %.4f  %zu epochs (best %d%s)  sparsity %.1f%%  %.1f s\n",
-                  kVariantNames[v], o.test_mse, o.rows.size(), o.best_epoch,
-                  o.stopped_early ? ", stopped early" : "", 100.0 * o.pruned_sparsity, o.seconds);
-      std::fflush(stdout);
-      outcomes.push_back(o);
-    }
-    std::error_code ec;
-    fs::remove_all(packed_dir, ec);
-
-    report::Table table;
-    table.title = "Test MSE and model size";
-    table.header = {"variant",      "pruned sparsity", "epochs",        "best epoch",
-                    "test MSE",     "seed 004 MSE",    "float32 bytes", "gzip bytes",
-                    "packed bytes", "packed formats"};
-    for (const Outcome& o : outcomes)
-      table.rows.push_back(
-          {kVariantNames[o.variant], o.variant == Unpruned ? "-" : percent_label(o.pruned_sparsity),
-           std::to_string(o.rows.size()), std::to_string(o.best_epoch), report::fmt(o.test_mse, 4),
-           report::fmt(kSeedMse[o.variant], 4), std::to_string(o.size.dense_bytes),
-           std::to_string(o.size.dense_gzip_bytes), std::to_string(o.size.packed_bytes),
-           o.formats});
-    std::string found = finding(outcomes, a);
-    build_report(ctx.report, a, outcomes, table, found, train.size(), test.size());
-    std::printf("\n%s\n%s\n", report::format_table(table).c_str(), found.c_str());
-    tr.log_text(parent, "finding.txt", found + "\n");
-    finish(ctx, parent);
-    tr.end_run(parent);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(packed_dir, ec);
-    if (!child.empty()) tr.end_run(child, "FAILED");
-    tr.end_run(parent, "FAILED");
-    throw;
-  }
+  RunScope parent(tr, tr.start_run("friedman"));
+  log_setup(tr, parent.id(), a);
+  const std::vector<Outcome> outcomes = run_variants(tr, parent.id(), a, train, test);
+  write_report(ctx, parent.id(), a, outcomes, train.size(), test.size());
+  parent.end();
   return 0;
 }
 

@@ -21,6 +21,7 @@
 #include "engine/error.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
+#include "prune/shrink.h"
 #include "train/trainer.h"
 
 namespace sprig::app::experiments {
@@ -74,7 +75,7 @@ VariantResult run_variant(const GradualArgs& a, const nn::Model& dense,
   r.steps = k;
   r.seed_index = seed_index;
   r.targets = cumulative_targets(s, k, a.spacing);
-  nn::Model m = clone_model(dense);
+  nn::Model m = prune::copy_model(dense);
   auto opt = train::make_optimizer(a.optim, m.parameters());
 
   data::DataLoader probe(src.data.train, a.batch_size);
@@ -215,6 +216,175 @@ std::string finding(const GradualArgs& a, const Cells& acc) {
   return out + buf;
 }
 
+// The parent run's parameters: everything needed to rerun the comparison.
+void log_setup(track::Tracker& tr, const std::string& parent, const GradualArgs& a,
+               const std::string& dataset, const train::DataSource& src,
+               const data::Dataset& eval_set, int64_t total) {
+  tr.set_tag(parent, "seed", "003");
+  tr.set_tag(parent, "parent_metric_steps", "sparsity x 1000");
+  tr.log_param(parent, "model", a.model);
+  tr.log_param(parent, "dataset", dataset);
+  tr.log_param(parent, "sparsities", join(a.sparsities));
+  std::string steps_list;
+  for (int k : a.steps) steps_list += (steps_list.empty() ? "" : ",") + std::to_string(k);
+  tr.log_param(parent, "steps", steps_list);
+  tr.log_param(parent, "seeds", std::to_string(a.seeds));
+  tr.log_param(parent, "first_seed", std::to_string(a.common.seed));
+  tr.log_param(parent, "epochs", std::to_string(a.epochs));
+  tr.log_param(parent, "optimizer_steps_per_variant", std::to_string(total));
+  tr.log_param(parent, "pretrain_epochs", std::to_string(a.pretrain_epochs));
+  tr.log_param(parent, "train_samples", std::to_string(src.data.train.size()));
+  tr.log_param(parent, "eval_samples", std::to_string(eval_set.size()));
+  tr.log_param(parent, "batch_size", std::to_string(a.batch_size));
+  tr.log_param(parent, "optimizer", a.optim.name);
+  tr.log_param(parent, "lr", format_g(a.optim.lr));
+  tr.log_param(parent, "spacing", a.spacing);
+  tr.log_param(parent, "criterion", "global magnitude, element");
+}
+
+struct Trials {
+  Cells acc;                      // test accuracy per (sparsity, steps), in seed order
+  std::vector<double> dense_acc;  // the dense starting point's, per seed
+};
+
+// Per seed: pretrain one dense model, then every (sparsity, steps) variant from it, each a
+// child run.
+Trials run_trials(track::Tracker& tr, const std::string& parent, const GradualArgs& a,
+                  const train::DataSource& src, const data::Dataset& eval_set) {
+  Trials out;
+  for (int i = 0; i < a.seeds; ++i) {
+    uint64_t seed = a.common.seed + uint64_t(i);
+    nn::Model dense = nn::build_model(a.model, src.input_shape, seed);
+    auto opt = train::make_optimizer(a.optim, dense.parameters());
+    train::FitConfig fc;
+    fc.epochs = a.pretrain_epochs;
+    fc.batch_size = a.batch_size;
+    fc.seed = seed;
+    train::fit(dense, *opt, src.data.train, data::Dataset{}, train::Task::Classification, fc);
+    out.dense_acc.push_back(
+        train::evaluate(dense, src.data.test, train::Task::Classification).accuracy);
+    tr.log_metric(parent, "dense_test_accuracy", out.dense_acc.back(), i);
+    std::printf("seed %llu: dense model after %d epochs: test accuracy %.2f%%\n",
+                (unsigned long long)seed, a.pretrain_epochs, 100.0 * out.dense_acc.back());
+    std::fflush(stdout);
+    for (double s : a.sparsities)
+      for (int k : a.steps) {
+        RunScope child(tr, tr.start_run(run_name(s, k, seed), parent));
+        VariantResult r = run_variant(a, dense, src, eval_set, s, k, i, seed);
+        log_variant(tr, child.id(), a, r, seed);
+        child.end();
+        out.acc[{s, k}].push_back(r.test.accuracy);
+        std::printf("  %-28s test accuracy %.2f%%  model sparsity %.2f%%  %.1f s\n",
+                    run_name(s, k, seed).c_str(), 100.0 * r.test.accuracy,
+                    100.0 * r.model_sparsity.back(), r.seconds);
+        std::fflush(stdout);
+      }
+  }
+  return out;
+}
+
+// Summary table, charts and finding: into the report, the parent run and the terminal.
+void write_report(Context& ctx, const std::string& parent, const GradualArgs& a,
+                  const std::string& dataset, const train::DataSource& src, int64_t total,
+                  const Trials& trials) {
+  track::Tracker& tr = *ctx.tracker;
+  const Cells& acc = trials.acc;
+  const int base = a.steps.front();
+  const std::string base_name =
+      base == 1 ? std::string("instant") : std::to_string(base) + " steps";
+  report::Table table;
+  table.title = "Test accuracy (%) over " + std::to_string(a.seeds) +
+                " seeds: mean, sample standard deviation, min and max";
+  table.header = {"sparsity", "steps", "mean", "std", "min", "max", "vs " + base_name};
+  report::Chart chart;
+  chart.id = "accuracy";
+  chart.title = "Test accuracy vs final sparsity (mean ± std over seeds)";
+  chart.x_label = "final sparsity (%)";
+  chart.y_label = "test accuracy (%)";
+  report::Chart gain;
+  gain.id = "gain";
+  gain.title = "Difference from " + base_name + ", paired by seed";
+  gain.x_label = "final sparsity (%)";
+  gain.y_label = "accuracy difference (pp)";
+  // Per seed, in pp: the variant minus the base step count.
+  auto paired_diff = [&](double s, int k) {
+    std::vector<double> diff;
+    for (size_t i = 0; i < acc.at({s, k}).size(); ++i)
+      diff.push_back(100.0 * (acc.at({s, k})[i] - acc.at({s, base})[i]));
+    return spread(diff);
+  };
+  for (int k : a.steps) {
+    report::Series se{k == 1 ? "1 step (instant)" : std::to_string(k) + " steps", {}, {}, {}};
+    report::Series ge = se;
+    for (double s : a.sparsities) {
+      Spread sp = spread(acc.at({s, k}));
+      Spread d = paired_diff(s, k);
+      se.x.push_back(100.0 * s);
+      se.y.push_back(100.0 * sp.mean);
+      se.y_err.push_back(100.0 * sp.std);
+      ge.x.push_back(100.0 * s);
+      ge.y.push_back(d.mean);
+      ge.y_err.push_back(d.std);
+      int64_t step = std::llround(1000.0 * s);
+      tr.log_metric(parent, "mean_test_accuracy_steps_" + std::to_string(k), sp.mean, step);
+      tr.log_metric(parent, "std_test_accuracy_steps_" + std::to_string(k), sp.std, step);
+    }
+    chart.series.push_back(se);
+    gain.series.push_back(ge);  // the base too (at 0), so colours match the first chart
+  }
+  for (double s : a.sparsities)
+    for (int k : a.steps) {
+      Spread sp = spread(acc.at({s, k}));
+      table.rows.push_back({percent_label(s), std::to_string(k), report::fmt(100.0 * sp.mean),
+                            report::fmt(100.0 * sp.std), report::fmt(100.0 * sp.min),
+                            report::fmt(100.0 * sp.max),
+                            k == base ? "" : signed_pp(paired_diff(s, k).mean)});
+    }
+  report::Table dense_table;
+  dense_table.title = "Dense starting points (full test set)";
+  dense_table.header = {"seed", "test accuracy (%)"};
+  for (int i = 0; i < a.seeds; ++i)
+    dense_table.rows.push_back(
+        {std::to_string(a.common.seed + uint64_t(i)), report::fmt(100.0 * trials.dense_acc[i])});
+  std::string found = finding(a, acc);
+
+  report::Report& rep = ctx.report;
+  rep.add_heading("Gradual versus instant pruning (seed 003)");
+  char setup[2048];
+  std::snprintf(
+      setup, sizeof setup,
+      "Model %s on %s (%lld training samples, %lld test samples). Per seed a dense model is "
+      "trained for %d epochs; every variant starts from it and trains for %d epochs (%lld "
+      "optimizer steps, the same for all), pruning by global magnitude in k steps spread "
+      "evenly over that budget (the first before training) to %s cumulative targets, so "
+      "the last pruning step leaves 1/k of the budget to recover from it. "
+      "Optimizer %s, lr %g, batch %lld. Accuracy is on the full test set after the last "
+      "step; spread (error bars) is the sample standard deviation over %d seeds "
+      "(%llu..%llu), and differences are taken per seed before averaging.",
+      a.model.c_str(), dataset.c_str(), (long long)src.data.train.size(),
+      (long long)src.data.test.size(), a.pretrain_epochs, a.epochs, (long long)total,
+      a.spacing.c_str(), a.optim.name.c_str(), double(a.optim.lr), (long long)a.batch_size, a.seeds,
+      (unsigned long long)a.common.seed,
+      (unsigned long long)(a.common.seed + uint64_t(a.seeds) - 1));
+  rep.add_paragraph(setup);
+  rep.add_heading("Finding");
+  rep.add_paragraph(found);
+  rep.add_paragraph(
+      "Seed 003 (PyTorch, its own model and data) reported that pruning 8 times beat pruning "
+      "once in a single run, but that over repeated runs instant pruning did better on "
+      "average, with gradual pruning about equal only at 95% sparsity. It gives its results "
+      "as plots only, without numbers.");
+  rep.add_chart(chart);
+  rep.add_chart(gain);
+  rep.add_table(table);
+  rep.add_table(dense_table);
+
+  std::printf("\n%s\n%s\n%s\n", report::format_table(table).c_str(),
+              report::format_table(dense_table).c_str(), found.c_str());
+  tr.log_text(parent, "finding.txt", found + "\n");
+  finish(ctx, parent);
+}
+
 int run_gradual(GradualArgs a) {
   check_distinct("--sparsities", a.sparsities);
   check_distinct("--steps", a.steps);
@@ -240,168 +410,11 @@ int run_gradual(GradualArgs a) {
 
   Context ctx("gradual-vs-instant", a.common);
   track::Tracker& tr = *ctx.tracker;
-  std::string parent = tr.start_run("gradual-vs-instant");
-  std::string child;
-  try {
-    tr.set_tag(parent, "seed", "003");
-    tr.set_tag(parent, "parent_metric_steps", "sparsity x 1000");
-    tr.log_param(parent, "model", a.model);
-    tr.log_param(parent, "dataset", dataset);
-    tr.log_param(parent, "sparsities", join(a.sparsities));
-    std::string steps_list;
-    for (int k : a.steps) steps_list += (steps_list.empty() ? "" : ",") + std::to_string(k);
-    tr.log_param(parent, "steps", steps_list);
-    tr.log_param(parent, "seeds", std::to_string(a.seeds));
-    tr.log_param(parent, "first_seed", std::to_string(a.common.seed));
-    tr.log_param(parent, "epochs", std::to_string(a.epochs));
-    tr.log_param(parent, "optimizer_steps_per_variant", std::to_string(total));
-    tr.log_param(parent, "pretrain_epochs", std::to_string(a.pretrain_epochs));
-    tr.log_param(parent, "train_samples", std::to_string(src.data.train.size()));
-    tr.log_param(parent, "eval_samples", std::to_string(eval_set.size()));
-    tr.log_param(parent, "batch_size", std::to_string(a.batch_size));
-    tr.log_param(parent, "optimizer", a.optim.name);
-    tr.log_param(parent, "lr", format_g(a.optim.lr));
-    tr.log_param(parent, "spacing", a.spacing);
-    tr.log_param(parent, "criterion", "global magnitude, element");
-
-    Cells acc;
-    std::vector<double> dense_acc;
-    for (int i = 0; i < a.seeds; ++i) {
-      uint64_t seed = a.common.seed + uint64_t(i);
-      nn::Model dense = nn::build_model(a.model, src.input_shape, seed);
-      auto opt = train::make_optimizer(a.optim, dense.parameters());
-      train::FitConfig fc;
-      fc.epochs = a.pretrain_epochs;
-      fc.batch_size = a.batch_size;
-      fc.seed = seed;
-      train::fit(dense, *opt, src.data.train, data::Dataset{}, train::Task::Classification, fc);
-      dense_acc.push_back(
-          train::evaluate(dense, src.data.test, train::Task::Classification).accuracy);
-      tr.log_metric(parent, "dense_test_accuracy", dense_acc.back(), i);
-      std::printf("seed %llu: dense model after %d epochs: test accuracy %.2f%%\n",
-                  (unsigned long long)seed, a.pretrain_epochs, 100.0 * dense_acc.back());
-      std::fflush(stdout);
-      for (double s : a.sparsities)
-        for (int k : a.steps) {
-          child = tr.start_run(run_name(s, k, seed), parent);
-          VariantResult r = run_variant(a, dense, src, eval_set, s, k, i, seed);
-          log_variant(tr, child, a, r, seed);
-          tr.end_run(child);
-          child.clear();
-          acc[{s, k}].push_back(r.test.accuracy);
-          std::printf("  %-28s test accuracy %.2f%%  model sparsity %.2f%%  %.1f s\n",
-                      run_name(s, k, seed).c_str(), 100.0 * r.test.accuracy,
-                      100.0 * r.model_sparsity.back(), r.seconds);
-          std::fflush(stdout);
-        }
-    }
-
-    // Summary table, charts and finding.
-    int base = a.steps.front();
-    report::Table table;
-    table.title = "Test accuracy (%) over " + std::to_string(a.seeds) +
-                  " seeds: mean, sample standard deviation, min and max";
-    table.header = {"sparsity",
-                    "steps",
-                    "mean",
-                    "std",
-                    "min",
-                    "max",
-                    "vs " + (base == 1 ? std::string("instant") : std::to_string(base) + " steps")};
-    report::Chart chart;
-    chart.id = "accuracy";
-    chart.title = "Test accuracy vs final sparsity (mean ± std over seeds)";
-    chart.x_label = "final sparsity (%)";
-    chart.y_label = "test accuracy (%)";
-    report::Chart gain;
-    gain.id = "gain";
-    gain.title = "Difference from " +
-                 (base == 1 ? std::string("instant") : std::to_string(base) + " steps") +
-                 ", paired by seed";
-    gain.x_label = "final sparsity (%)";
-    gain.y_label = "accuracy difference (pp)";
-    for (int k : a.steps) {
-      report::Series se{k == 1 ? "1 step (instant)" : std::to_string(k) + " steps", {}, {}, {}};
-      report::Series ge = se;
-      for (double s : a.sparsities) {
-        Spread sp = spread(acc[{s, k}]);
-        std::vector<double> diff;
-        for (size_t i = 0; i < acc[{s, k}].size(); ++i)
-          diff.push_back(100.0 * (acc[{s, k}][i] - acc[{s, base}][i]));
-        Spread d = spread(diff);
-        se.x.push_back(100.0 * s);
-        se.y.push_back(100.0 * sp.mean);
-        se.y_err.push_back(100.0 * sp.std);
-        ge.x.push_back(100.0 * s);
-        ge.y.push_back(d.mean);
-        ge.y_err.push_back(d.std);
-        int64_t step = std::llround(1000.0 * s);
-        tr.log_metric(parent, "mean_test_accuracy_steps_" + std::to_string(k), sp.mean, step);
-        tr.log_metric(parent, "std_test_accuracy_steps_" + std::to_string(k), sp.std, step);
-      }
-      chart.series.push_back(se);
-      gain.series.push_back(ge);  // the base too (at 0), so colours match the first chart
-    }
-    for (double s : a.sparsities)
-      for (int k : a.steps) {
-        Spread sp = spread(acc[{s, k}]);
-        std::vector<double> diff;
-        for (size_t i = 0; i < acc[{s, k}].size(); ++i)
-          diff.push_back(100.0 * (acc[{s, k}][i] - acc[{s, base}][i]));
-        table.rows.push_back({percent_label(s), std::to_string(k), report::fmt(100.0 * sp.mean),
-                              report::fmt(100.0 * sp.std), report::fmt(100.0 * sp.min),
-                              report::fmt(100.0 * sp.max),
-                              k == base ? "" : signed_pp(spread(diff).mean)});
-      }
-    report::Table dense_table;
-    dense_table.title = "Dense starting points (full test set)";
-    dense_table.header = {"seed", "test accuracy (%)"};
-    for (int i = 0; i < a.seeds; ++i)
-      dense_table.rows.push_back(
-          {std::to_string(a.common.seed + uint64_t(i)), report::fmt(100.0 * dense_acc[i])});
-    std::string found = finding(a, acc);
-
-    report::Report& rep = ctx.report;
-    rep.add_heading("Gradual versus instant pruning (seed 003)");
-    char setup[2048];
-    std::snprintf(
-        setup, sizeof setup,
-        "Model %s on %s (%lld training samples, %lld test samples). Per seed a dense model is "
-        "trained for %d epochs; every variant starts from it and trains for %d epochs (%lld "
-        "optimizer steps, the same for all), pruning by global magnitude in k steps spread "
-        "evenly over that budget (the first before training) to %s cumulative targets, so "
-        "the last pruning step leaves 1/k of the budget to recover from it. "
-        "Optimizer %s, lr %g, batch %lld. Accuracy is on the full test set after the last "
-        "step; spread (error bars) is the sample standard deviation over %d seeds "
-        "(%llu..%llu), and differences are taken per seed before averaging.",
-        a.model.c_str(), dataset.c_str(), (long long)src.data.train.size(),
-        (long long)src.data.test.size(), a.pretrain_epochs, a.epochs, (long long)total,
-        a.spacing.c_str(), a.optim.name.c_str(), double(a.optim.lr), (long long)a.batch_size,
-        a.seeds, (unsigned long long)a.common.seed,
-        (unsigned long long)(a.common.seed + uint64_t(a.seeds) - 1));
-    rep.add_paragraph(setup);
-    rep.add_heading("Finding");
-    rep.add_paragraph(found);
-    rep.add_paragraph(
-        "Seed 003 (PyTorch, its own model and data) reported that pruning 8 times beat pruning "
-        "once in a single run, but that over repeated runs instant pruning did better on "
-        "average, with gradual pruning about equal only at 95% sparsity. It gives its results "
-        "as plots only, without numbers.");
-    rep.add_chart(chart);
-    rep.add_chart(gain);
-    rep.add_table(table);
-    rep.add_table(dense_table);
-
-    std::printf("\n%s\n%s\n%s\n", report::format_table(table).c_str(),
-                report::format_table(dense_table).c_str(), found.c_str());
-    tr.log_text(parent, "finding.txt", found + "\n");
-    finish(ctx, parent);
-    tr.end_run(parent);
-  } catch (...) {
-    if (!child.empty()) tr.end_run(child, "FAILED");
-    tr.end_run(parent, "FAILED");
-    throw;
-  }
+  RunScope parent(tr, tr.start_run("gradual-vs-instant"));
+  log_setup(tr, parent.id(), a, dataset, src, eval_set, total);
+  const Trials trials = run_trials(tr, parent.id(), a, src, eval_set);
+  write_report(ctx, parent.id(), a, dataset, src, total, trials);
+  parent.end();
   return 0;
 }
 

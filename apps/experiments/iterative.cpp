@@ -11,6 +11,7 @@
 #include "apps/experiments/experiment.h"
 #include "engine/error.h"
 #include "nn/summary.h"
+#include "prune/shrink.h"
 #include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
@@ -124,7 +125,7 @@ int run_iterative(const IterativeArgs& a) {
     for (double v : targets) tlist += (tlist.empty() ? "" : ",") + report::fmt(v, 4);
     tr.log_param(child, "targets", tlist);
 
-    nn::Model model = clone_model(base.model);
+    nn::Model model = prune::copy_model(base.model);
     for (size_t k = 0; k < targets.size(); ++k) {
       train::PrunePlan plan;
       plan.spec.criterion = prune::parse_criterion(a.method);

@@ -7,6 +7,7 @@
 #include "apps/experiments/experiment.h"
 #include "engine/error.h"
 #include "nn/summary.h"
+#include "prune/shrink.h"
 #include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
@@ -80,7 +81,7 @@ int run_l1_vs_fpgm(const L1FpgmArgs& a) {
       v.method = method;
       v.amount = amount;
       v.label = method + " " + report::fmt(100.0 * amount, 0) + "%";
-      nn::Model model = clone_model(base.model);
+      nn::Model model = prune::copy_model(base.model);
       train::PrunePlan plan;
       plan.spec.criterion = prune::parse_criterion(method);
       plan.spec.granularity = prune::Granularity::Filter;

@@ -13,6 +13,7 @@
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
 #include "prune/pack.h"
+#include "prune/shrink.h"
 #include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
@@ -114,7 +115,7 @@ int run_pipeline(const PipelineArgs& a) {
   std::printf("== 2. Taylor filter pruning (%.1f%% per layer), shrink, fine-tune %d epochs ==\n",
               100.0 * a.filter_amount, a.finetune_epochs);
   std::fflush(stdout);
-  nn::Model model = clone_model(base.model);
+  nn::Model model = prune::copy_model(base.model);
   train::PrunePlan filters = finetune_plan(a, a.finetune_epochs);
   filters.spec.criterion = prune::Criterion::Taylor;
   filters.spec.granularity = prune::Granularity::Filter;

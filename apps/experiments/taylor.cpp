@@ -8,6 +8,7 @@
 #include "apps/experiments/experiment.h"
 #include "engine/error.h"
 #include "nn/summary.h"
+#include "prune/shrink.h"
 #include "train/prune_driver.h"
 
 namespace sprig::app::experiments {
@@ -60,7 +61,7 @@ int run_taylor(const TaylorArgs& a) {
   std::printf("original: test accuracy %s, %s parameters\n", pct(base.test.accuracy).c_str(),
               with_commas(before.params).c_str());
 
-  nn::Model model = clone_model(base.model);
+  nn::Model model = prune::copy_model(base.model);
   train::PrunePlan plan;
   plan.spec.criterion = prune::Criterion::Taylor;
   plan.spec.granularity = prune::Granularity::Filter;
