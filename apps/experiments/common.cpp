@@ -194,6 +194,32 @@ BaseModel make_base(Context& ctx, const BaseFlags& f) {
   return b;
 }
 
+std::string describe_base(const BaseFlags& f) {
+  return f.base.empty() ? f.model + ", " + plural(f.epochs, "epoch") : f.base;
+}
+
+void append_test_accuracy(report::Series& series, const std::vector<train::EpochStats>& epochs,
+                          double x_offset) {
+  for (const train::EpochStats& e : epochs) {
+    series.x.push_back(x_offset + e.epoch);
+    series.y.push_back(e.test.accuracy);
+  }
+}
+
+report::Chart layer_sparsity_chart(const std::string& id, const std::string& title,
+                                   const nn::ModelSummary& summary) {
+  report::Chart chart{report::Chart::Kind::Bar, id, title, "layer", "sparsity", {}, {}, false};
+  report::Series bars{"sparsity", {}, {}, {}};
+  for (const nn::LayerSummary& l : summary.layers) {
+    if (l.params == 0) continue;
+    bars.x.push_back(double(chart.categories.size()));
+    bars.y.push_back(l.sparsity());
+    chart.categories.push_back(l.name + " " + l.spec);
+  }
+  chart.series.push_back(bars);
+  return chart;
+}
+
 void log_model_artifact(Context& ctx, const std::string& run_id, const nn::Model& model,
                         const std::string& dataset, const std::string& file_name) {
   namespace fs = std::filesystem;

@@ -11,6 +11,7 @@
 #include "apps/report/report.h"
 #include "apps/track/tracker.h"
 #include "nn/model.h"
+#include "nn/summary.h"
 #include "train/trainer.h"
 
 namespace sprig::app::experiments {
@@ -90,10 +91,20 @@ struct BaseModel {
 // caller's (its name differs between experiments).
 void add_base_flags(CLI::App& app, BaseFlags& flags, bool with_base_flag);
 BaseModel make_base(Context& ctx, const BaseFlags& flags);
+// The base model for the first line printed: "mlp, 2 epochs" or the --base checkpoint's path.
+std::string describe_base(const BaseFlags& flags);
 // Saves the model to a temporary checkpoint (metadata: dataset, created_by), logs it as an
 // artifact under "model/" and removes the temporary file.
 void log_model_artifact(Context& ctx, const std::string& run_id, const nn::Model& model,
                         const std::string& dataset, const std::string& file_name);
+
+// Adds a point (epoch + x_offset, test accuracy) per epoch: accuracy curves in the reports.
+void append_test_accuracy(report::Series& series, const std::vector<train::EpochStats>& epochs,
+                          double x_offset = 0.0);
+// One bar per layer that has parameters, its sparsity, labelled "<name> <spec>": where pruning
+// took the weights from.
+report::Chart layer_sparsity_chart(const std::string& id, const std::string& title,
+                                   const nn::ModelSummary& summary);
 
 // Table text: 0.9043 -> "90.43%", 126698 -> "126,698", (1, "epoch") -> "1 epoch".
 std::string pct(double fraction);

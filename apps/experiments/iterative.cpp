@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 
 #include "apps/experiments/bayes_opt.h"
 #include "apps/experiments/experiment.h"
@@ -50,28 +51,20 @@ std::vector<int> split_epochs(int total, int steps) {
   return e;
 }
 
-int run_iterative(const IterativeArgs& a) {
-  SPRIG_CHECK(a.min_amount < a.max_amount, "--min-amount ", a.min_amount,
-              " must be below --max-amount ", a.max_amount);
-  bool by_sparsity = a.objective == "sparsity";
-  Context ctx("iterative", a.common);
-  BaseFlags bf = a.base;
-  bf.epochs = a.max_epochs;
-  std::string what =
-      a.base.base.empty() ? a.base.model + ", " + plural(a.max_epochs, "epoch") : a.base.base;
-  std::printf("iterative pruning (seed 000): base model %s, then %s\n", what.c_str(),
-              plural(a.total_trials, "trial").c_str());
-  std::fflush(stdout);
-  BaseModel base = make_base(ctx, bf);
-  const train::DataSource& src = base.src;
-  SPRIG_CHECK(src.task == train::Task::Classification,
-              "experiment iterative optimises test accuracy: ", "dataset ", src.name,
-              " is a regression problem");
-  track::Tracker& tr = *ctx.tracker;
-  nn::ModelSummary base_summary = nn::summarize(base.model);
+bool by_sparsity(const IterativeArgs& a) {
+  return a.objective == "sparsity";
+}
 
-  RunScope parent_run(tr, tr.start_run("base-model"));
-  const std::string& parent = parent_run.id();
+// With --objective sparsity, the lowest test accuracy a trial may reach and still count.
+double accuracy_floor(const IterativeArgs& a, const BaseModel& base) {
+  return base.test.accuracy - a.max_accuracy_drop;
+}
+
+// The parent run holds the base model: the search's settings, its training and its checkpoint.
+void log_setup(Context& ctx, const std::string& parent, const IterativeArgs& a,
+               const BaseModel& base, const nn::ModelSummary& base_summary) {
+  track::Tracker& tr = *ctx.tracker;
+  const train::DataSource& src = base.src;
   tr.set_tag(parent, "sprig.experiment", "iterative");
   std::map<std::string, std::string> params = {
       {"model", base.model.spec},
@@ -90,7 +83,7 @@ int run_iterative(const IterativeArgs& a) {
       {"scope", a.scope},
       {"objective", a.objective},
       {"amount_bounds", report::fmt(a.min_amount, 4) + "," + report::fmt(a.max_amount, 4)}};
-  if (by_sparsity) params["max_accuracy_drop"] = report::fmt(a.max_accuracy_drop, 4);
+  if (by_sparsity(a)) params["max_accuracy_drop"] = report::fmt(a.max_accuracy_drop, 4);
   for (auto& [k, v] : params) tr.log_param(parent, k, v);
   log_epochs(ctx, parent, base.history, src.task);
   if (base.history.empty()) tr.log_metric(parent, "test_accuracy", base.test.accuracy);
@@ -99,153 +92,185 @@ int run_iterative(const IterativeArgs& a) {
   log_model_artifact(ctx, parent, base.model, src.name, "base.safetensors");
   std::printf("base model: test accuracy %s, %s parameters\n", pct(base.test.accuracy).c_str(),
               with_commas(base_summary.params).c_str());
+}
 
+void log_trial_params(track::Tracker& tr, const std::string& child, const IterativeArgs& a,
+                      double amount, const std::vector<double>& targets) {
+  tr.log_param(child, "amount", report::fmt(amount, 6));
+  tr.log_param(child, "method", a.method);
+  tr.log_param(child, "scope", a.scope);
+  tr.log_param(child, "granularity", "element");
+  tr.log_param(child, "prune_iterations", std::to_string(a.prune_iterations));
+  tr.log_param(child, "finetune_epochs", std::to_string(a.max_epochs));
+  std::string target_list;
+  for (double v : targets) target_list += (target_list.empty() ? "" : ",") + report::fmt(v, 4);
+  tr.log_param(child, "targets", target_list);
+}
+
+// Prunes `model` to each cumulative target in turn, fine-tuning after each step; the steps'
+// metrics go to the child run, the fine-tuning epochs (numbered across steps) and the final
+// accuracy and sparsity to `tri`.
+void prune_in_steps(track::Tracker& tr, const std::string& child, const IterativeArgs& a,
+                    const train::DataSource& src, const std::vector<double>& targets,
+                    nn::Model& model, Trial& tri) {
+  const std::vector<int> phase_epochs = split_epochs(a.max_epochs, a.prune_iterations);
+  for (size_t k = 0; k < targets.size(); ++k) {
+    train::PrunePlan plan;
+    plan.spec.criterion = prune::parse_criterion(a.method);
+    plan.spec.granularity = prune::Granularity::Element;
+    plan.spec.scope = a.scope == "global" ? prune::Scope::Global : prune::Scope::Layer;
+    plan.spec.amount = targets[k];
+    plan.spec.seed = a.common.seed + uint64_t(tri.index);
+    plan.schedule.kind = prune::ScheduleSpec::OneShot;
+    plan.finetune_epochs = phase_epochs[k];
+    plan.optim = a.base.optim;
+    plan.fit.batch_size = a.base.batch_size;
+    plan.fit.seed = a.common.seed + uint64_t(1000 * tri.index + k);
+    train::PruneOutcome out = train::run_prune_plan(model, src, plan);
+    const train::PruneStep& s = out.steps.back();
+    int64_t step = int64_t(k) + 1;
+    tr.log_metric(child, "step_target", s.target, step);
+    tr.log_metric(child, "step_sparsity", s.sparsity, step);
+    tr.log_metric(child, "step_accuracy_after_prune", s.after_prune.accuracy, step);
+    tr.log_metric(child, "step_accuracy_after_finetune", s.after_finetune.accuracy, step);
+    for (train::EpochStats e : s.epochs) {
+      e.epoch = int(tri.epochs.size()) + 1;
+      tri.epochs.push_back(e);
+    }
+    tri.accuracy = out.after.accuracy;
+    tri.sparsity = out.sparsity;
+    tri.nonzero = out.nonzero_after;
+  }
+}
+
+void score_trial(const IterativeArgs& a, double floor, Trial& tri) {
+  tri.feasible = tri.accuracy >= floor;
+  // Infeasible trials score below every feasible one (feasible scores lie in [0, 1]), and
+  // less so the closer they come to the accuracy floor, so the GP still sees a slope.
+  tri.objective = !by_sparsity(a) ? tri.accuracy
+                  : tri.feasible  ? tri.sparsity
+                                  : tri.sparsity - 1.0 - 10.0 * (floor - tri.accuracy);
+}
+
+void log_trial_result(track::Tracker& tr, const std::string& child, const Trial& tri,
+                      double base_accuracy) {
+  tr.log_metric(child, "test_accuracy", tri.accuracy);
+  tr.log_metric(child, "sparsity", tri.sparsity);
+  tr.log_metric(child, "nonzero_params", double(tri.nonzero));
+  tr.log_metric(child, "accuracy_drop", base_accuracy - tri.accuracy);
+  tr.log_metric(child, "objective", tri.objective);
+  tr.log_metric(child, "trial_seconds", tri.seconds);
+  tr.set_tag(child, "feasible", tri.feasible ? "true" : "false");
+  tr.log_text(child, "summary.txt", nn::format_summary(tri.summary));
+}
+
+// Trial `index` as a child run: the optimiser proposes an amount, the base model is pruned to
+// it and fine-tuned, and the optimiser learns the objective.
+Trial run_trial(Context& ctx, const std::string& parent, const IterativeArgs& a,
+                const BaseModel& base, BayesOpt& bo, int index) {
+  auto t0 = std::chrono::steady_clock::now();
+  track::Tracker& tr = *ctx.tracker;
+  Trial tri;
+  tri.index = index;
+  tri.amount = bo.suggest()[0];
+  RunScope child(tr, tr.start_run("trial-" + std::to_string(index), parent));
+  std::vector<double> targets = prune::iterative_targets(tri.amount, a.prune_iterations);
+  log_trial_params(tr, child.id(), a, tri.amount, targets);
+  nn::Model model = prune::copy_model(base.model);
+  prune_in_steps(tr, child.id(), a, base.src, targets, model, tri);
+  log_epochs(ctx, child.id(), tri.epochs, base.src.task, 0, "finetune_");
+  tri.summary = nn::summarize(model);
+  score_trial(a, accuracy_floor(a, base), tri);
+  tri.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log_trial_result(tr, child.id(), tri, base.test.accuracy);
+  child.end();
+  bo.observe({tri.amount}, tri.objective);
+  return tri;
+}
+
+std::vector<Trial> run_trials(Context& ctx, const std::string& parent, const IterativeArgs& a,
+                              const BaseModel& base) {
   BayesOptOptions bo_opt;
   bo_opt.initial_points = a.initial_trials;
   bo_opt.seed = a.common.seed;
   BayesOpt bo({{a.min_amount, a.max_amount}}, bo_opt);
-  double floor = base.test.accuracy - a.max_accuracy_drop;
-  std::vector<int> phase_epochs = split_epochs(a.max_epochs, a.prune_iterations);
   std::vector<Trial> trials;
   for (int t = 1; t <= a.total_trials; ++t) {
-    auto t0 = std::chrono::steady_clock::now();
-    Trial tri;
-    tri.index = t;
-    tri.amount = bo.suggest()[0];
-    RunScope child_run(tr, tr.start_run("trial-" + std::to_string(t), parent));
-    const std::string& child = child_run.id();
-    std::vector<double> targets = prune::iterative_targets(tri.amount, a.prune_iterations);
-    tr.log_param(child, "amount", report::fmt(tri.amount, 6));
-    tr.log_param(child, "method", a.method);
-    tr.log_param(child, "scope", a.scope);
-    tr.log_param(child, "granularity", "element");
-    tr.log_param(child, "prune_iterations", std::to_string(a.prune_iterations));
-    tr.log_param(child, "finetune_epochs", std::to_string(a.max_epochs));
-    std::string tlist;
-    for (double v : targets) tlist += (tlist.empty() ? "" : ",") + report::fmt(v, 4);
-    tr.log_param(child, "targets", tlist);
-
-    nn::Model model = prune::copy_model(base.model);
-    for (size_t k = 0; k < targets.size(); ++k) {
-      train::PrunePlan plan;
-      plan.spec.criterion = prune::parse_criterion(a.method);
-      plan.spec.granularity = prune::Granularity::Element;
-      plan.spec.scope = a.scope == "global" ? prune::Scope::Global : prune::Scope::Layer;
-      plan.spec.amount = targets[k];
-      plan.spec.seed = a.common.seed + uint64_t(t);
-      plan.schedule.kind = prune::ScheduleSpec::OneShot;
-      plan.finetune_epochs = phase_epochs[k];
-      plan.optim = a.base.optim;
-      plan.fit.batch_size = a.base.batch_size;
-      plan.fit.seed = a.common.seed + uint64_t(1000 * t + k);
-      train::PruneOutcome out = train::run_prune_plan(model, src, plan);
-      const train::PruneStep& s = out.steps.back();
-      int64_t step = int64_t(k) + 1;
-      tr.log_metric(child, "step_target", s.target, step);
-      tr.log_metric(child, "step_sparsity", s.sparsity, step);
-      tr.log_metric(child, "step_accuracy_after_prune", s.after_prune.accuracy, step);
-      tr.log_metric(child, "step_accuracy_after_finetune", s.after_finetune.accuracy, step);
-      for (train::EpochStats e : s.epochs) {
-        e.epoch = int(tri.epochs.size()) + 1;
-        tri.epochs.push_back(e);
-      }
-      tri.accuracy = out.after.accuracy;
-      tri.sparsity = out.sparsity;
-      tri.nonzero = out.nonzero_after;
-    }
-    log_epochs(ctx, child, tri.epochs, src.task, 0, "finetune_");
-    tri.summary = nn::summarize(model);
-    tri.feasible = tri.accuracy >= floor;
-    // Infeasible trials score below every feasible one (feasible scores lie in [0, 1]), and
-    // less so the closer they come to the accuracy floor, so the GP still sees a slope.
-    tri.objective = !by_sparsity   ? tri.accuracy
-                    : tri.feasible ? tri.sparsity
-                                   : tri.sparsity - 1.0 - 10.0 * (floor - tri.accuracy);
-    tri.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    tr.log_metric(child, "test_accuracy", tri.accuracy);
-    tr.log_metric(child, "sparsity", tri.sparsity);
-    tr.log_metric(child, "nonzero_params", double(tri.nonzero));
-    tr.log_metric(child, "accuracy_drop", base.test.accuracy - tri.accuracy);
-    tr.log_metric(child, "objective", tri.objective);
-    tr.log_metric(child, "trial_seconds", tri.seconds);
-    tr.set_tag(child, "feasible", tri.feasible ? "true" : "false");
-    tr.log_text(child, "summary.txt", nn::format_summary(tri.summary));
-    child_run.end();
-    bo.observe({tri.amount}, tri.objective);
+    Trial tri = run_trial(ctx, parent, a, base, bo, t);
     std::printf("trial %d/%d: amount %.4f -> sparsity %s, test accuracy %s%s (%.1f s)\n", t,
                 a.total_trials, tri.amount, pct(tri.sparsity).c_str(), pct(tri.accuracy).c_str(),
-                by_sparsity && !tri.feasible ? ", below the accuracy floor" : "", tri.seconds);
+                by_sparsity(a) && !tri.feasible ? ", below the accuracy floor" : "", tri.seconds);
     std::fflush(stdout);
     trials.push_back(std::move(tri));
   }
+  return trials;
+}
 
+// The first trial with the highest objective.
+const Trial& best_trial(const std::vector<Trial>& trials) {
   size_t best = 0;
   for (size_t i = 1; i < trials.size(); ++i)
     if (trials[i].objective > trials[best].objective) best = i;
-  const Trial& b = trials[best];
-  tr.log_metric(parent, "best_trial", double(b.index));
-  tr.log_metric(parent, "best_amount", b.amount);
-  tr.log_metric(parent, "best_test_accuracy", b.accuracy);
-  tr.log_metric(parent, "best_sparsity", b.sparsity);
-  tr.log_metric(parent, "best_objective", b.objective);
+  return trials[best];
+}
 
-  // Tables, for the report and the terminal.
-  report::Table trials_table{
+report::Table trials_table(const IterativeArgs& a, const std::vector<Trial>& trials,
+                           const Trial& best, double base_accuracy) {
+  report::Table table{
       "Trials (objective: " + a.objective + ")",
       {"trial", "amount", "sparsity", "test accuracy", "drop", "objective", "seconds"},
       {}};
-  if (by_sparsity) trials_table.header.insert(trials_table.header.begin() + 5, "feasible");
+  if (by_sparsity(a)) table.header.insert(table.header.begin() + 5, "feasible");
   for (const Trial& t : trials) {
-    std::vector<std::string> row = {
-        std::to_string(t.index) + (&t == &b ? " *" : ""),
-        report::fmt(t.amount, 4),
-        pct(t.sparsity),
-        pct(t.accuracy),
-        report::fmt(100.0 * (base.test.accuracy - t.accuracy), 2) + " pp",
-        report::fmt(t.objective, 4),
-        report::fmt(t.seconds, 1)};
-    if (by_sparsity) row.insert(row.begin() + 5, t.feasible ? "yes" : "no");
-    trials_table.rows.push_back(row);
+    std::vector<std::string> row = {std::to_string(t.index) + (&t == &best ? " *" : ""),
+                                    report::fmt(t.amount, 4),
+                                    pct(t.sparsity),
+                                    pct(t.accuracy),
+                                    report::fmt(100.0 * (base_accuracy - t.accuracy), 2) + " pp",
+                                    report::fmt(t.objective, 4),
+                                    report::fmt(t.seconds, 1)};
+    if (by_sparsity(a)) row.insert(row.begin() + 5, t.feasible ? "yes" : "no");
+    table.rows.push_back(row);
   }
-  report::Table layers_table{"Best trial (" + std::to_string(b.index) + "): sparsity per layer",
-                             {"layer", "spec", "params", "nonzero", "sparsity"},
-                             {}};
-  report::Chart layer_bars{report::Chart::Kind::Bar,
-                           "best-layer-sparsity",
-                           "Best trial: sparsity per layer",
-                           "layer",
-                           "sparsity",
-                           {},
-                           {},
-                           false};
-  report::Series bars{"sparsity", {}, {}, {}};
-  for (const nn::LayerSummary& l : b.summary.layers) {
+  return table;
+}
+
+report::Table layers_table(const Trial& best) {
+  report::Table table{"Best trial (" + std::to_string(best.index) + "): sparsity per layer",
+                      {"layer", "spec", "params", "nonzero", "sparsity"},
+                      {}};
+  for (const nn::LayerSummary& l : best.summary.layers) {
     if (l.params == 0) continue;
-    layers_table.rows.push_back(
+    table.rows.push_back(
         {l.name, l.spec, with_commas(l.params), with_commas(l.nonzero), pct(l.sparsity())});
-    bars.x.push_back(double(layer_bars.categories.size()));
-    bars.y.push_back(l.sparsity());
-    layer_bars.categories.push_back(l.name + " " + l.spec);
   }
-  layer_bars.series.push_back(bars);
+  return table;
+}
 
-  report::Chart scatter{report::Chart::Kind::Scatter,
-                        "accuracy-vs-sparsity",
-                        "Test accuracy vs sparsity",
-                        "sparsity",
-                        "test accuracy",
-                        {},
-                        {},
-                        false};
-  report::Series trial_pts{"trials", {}, {}, {}},
-      base_pt{"base model", {0.0}, {base.test.accuracy}, {}};
+report::Chart accuracy_vs_sparsity_chart(const std::vector<Trial>& trials, const Trial& best,
+                                         double base_accuracy) {
+  report::Chart chart{report::Chart::Kind::Scatter,
+                      "accuracy-vs-sparsity",
+                      "Test accuracy vs sparsity",
+                      "sparsity",
+                      "test accuracy",
+                      {},
+                      {},
+                      false};
+  report::Series trial_points{"trials", {}, {}, {}};
   for (const Trial& t : trials) {
-    trial_pts.x.push_back(t.sparsity);
-    trial_pts.y.push_back(t.accuracy);
+    trial_points.x.push_back(t.sparsity);
+    trial_points.y.push_back(t.accuracy);
   }
-  scatter.series = {trial_pts, base_pt, {"best trial", {b.sparsity}, {b.accuracy}, {}}};
+  chart.series = {trial_points,
+                  {"base model", {0.0}, {base_accuracy}, {}},
+                  {"best trial", {best.sparsity}, {best.accuracy}, {}}};
+  return chart;
+}
 
-  report::Chart trace{report::Chart::Kind::Line,
+// Each trial's objective beside the best one so far.
+report::Chart search_trace_chart(const IterativeArgs& a, const std::vector<Trial>& trials) {
+  report::Chart chart{report::Chart::Kind::Line,
                       "bo-trace",
                       "Bayesian optimisation trace",
                       "trial",
@@ -262,45 +287,70 @@ int run_iterative(const IterativeArgs& a) {
     so_far.x.push_back(t.index);
     so_far.y.push_back(running);
   }
-  trace.series = {observed, so_far};
+  chart.series = {observed, so_far};
+  return chart;
+}
 
-  report::Chart curves{report::Chart::Kind::Line,
-                       "base-curves",
-                       "Base model: test accuracy",
-                       "epoch",
-                       "test accuracy",
-                       {},
-                       {},
-                       false};
-  report::Chart loss{report::Chart::Kind::Line,
-                     "base-loss",
-                     "Base model: training loss",
-                     "epoch",
-                     "mean training loss",
-                     {},
-                     {},
-                     false};
-  report::Series acc_s{"test accuracy", {}, {}, {}}, loss_s{"train loss", {}, {}, {}};
-  for (const train::EpochStats& e : base.history) {
-    acc_s.x.push_back(e.epoch);
-    acc_s.y.push_back(e.test.accuracy);
-    loss_s.x.push_back(e.epoch);
-    loss_s.y.push_back(e.train_loss);
+report::Chart base_accuracy_chart(const std::vector<train::EpochStats>& history) {
+  report::Chart chart{report::Chart::Kind::Line,
+                      "base-curves",
+                      "Base model: test accuracy",
+                      "epoch",
+                      "test accuracy",
+                      {},
+                      {},
+                      false};
+  report::Series accuracy{"test accuracy", {}, {}, {}};
+  append_test_accuracy(accuracy, history);
+  chart.series = {accuracy};
+  return chart;
+}
+
+report::Chart base_loss_chart(const std::vector<train::EpochStats>& history) {
+  report::Chart chart{report::Chart::Kind::Line,
+                      "base-loss",
+                      "Base model: training loss",
+                      "epoch",
+                      "mean training loss",
+                      {},
+                      {},
+                      false};
+  report::Series loss{"train loss", {}, {}, {}};
+  for (const train::EpochStats& e : history) {
+    loss.x.push_back(e.epoch);
+    loss.y.push_back(e.train_loss);
   }
-  curves.series = {acc_s};
-  loss.series = {loss_s};
+  chart.series = {loss};
+  return chart;
+}
 
-  std::string base_line = "Base model " + base.model.spec + " on " + src.name + " (" + base.origin +
-                          "): test accuracy " + pct(base.test.accuracy) + ", " +
+std::string describe_search(const IterativeArgs& a, double floor) {
+  return "Each trial prunes the base model's weights (" + a.method + ", " + a.scope +
+         " scope) to the proposed amount in " + plural(a.prune_iterations, "step") + " with " +
+         plural(a.max_epochs, "fine-tuning epoch") +
+         " in all; a Gaussian-process Bayesian optimiser proposes the amount in [" +
+         report::fmt(a.min_amount, 2) + ", " + report::fmt(a.max_amount, 2) + "] (" +
+         plural(a.initial_trials, "random trial") + " first) to maximise " + a.objective +
+         (by_sparsity(a) ? " subject to test accuracy >= " + pct(floor) : std::string()) + ".";
+}
+
+// The best trial's metrics on the parent run, then the report and the tables on the terminal.
+void write_report(Context& ctx, const std::string& parent, const IterativeArgs& a,
+                  const BaseModel& base, const nn::ModelSummary& base_summary,
+                  const std::vector<Trial>& trials) {
+  track::Tracker& tr = *ctx.tracker;
+  const Trial& b = best_trial(trials);
+  tr.log_metric(parent, "best_trial", double(b.index));
+  tr.log_metric(parent, "best_amount", b.amount);
+  tr.log_metric(parent, "best_test_accuracy", b.accuracy);
+  tr.log_metric(parent, "best_sparsity", b.sparsity);
+  tr.log_metric(parent, "best_objective", b.objective);
+
+  const report::Table trials_tab = trials_table(a, trials, b, base.test.accuracy);
+  const report::Table layers_tab = layers_table(b);
+  std::string base_line = "Base model " + base.model.spec + " on " + base.src.name + " (" +
+                          base.origin + "): test accuracy " + pct(base.test.accuracy) + ", " +
                           with_commas(base_summary.params) + " parameters.";
-  std::string search_line =
-      "Each trial prunes the base model's weights (" + a.method + ", " + a.scope +
-      " scope) to the proposed amount in " + plural(a.prune_iterations, "step") + " with " +
-      plural(a.max_epochs, "fine-tuning epoch") +
-      " in all; a Gaussian-process Bayesian optimiser proposes the amount in [" +
-      report::fmt(a.min_amount, 2) + ", " + report::fmt(a.max_amount, 2) + "] (" +
-      plural(a.initial_trials, "random trial") + " first) to maximise " + a.objective +
-      (by_sparsity ? " subject to test accuracy >= " + pct(floor) : std::string()) + ".";
   std::string best_line = "Best: trial " + std::to_string(b.index) + ", amount " +
                           report::fmt(b.amount, 4) + ", sparsity " + pct(b.sparsity) +
                           ", test accuracy " + pct(b.accuracy) + ".";
@@ -308,26 +358,50 @@ int run_iterative(const IterativeArgs& a) {
   report::Report& r = ctx.report;
   r.add_heading("Iterative pruning with Bayesian optimisation (seed 000)");
   r.add_paragraph(base_line);
-  r.add_paragraph(search_line);
-  r.add_table(trials_table);
+  r.add_paragraph(describe_search(a, accuracy_floor(a, base)));
+  r.add_table(trials_tab);
   r.add_paragraph(best_line);
-  r.add_chart(scatter);
-  r.add_chart(trace);
+  r.add_chart(accuracy_vs_sparsity_chart(trials, b, base.test.accuracy));
+  r.add_chart(search_trace_chart(a, trials));
   r.add_heading("Base model");
   r.add_preformatted(nn::format_summary(base_summary));
   if (!base.history.empty()) {
-    r.add_chart(curves);
-    r.add_chart(loss);
+    r.add_chart(base_accuracy_chart(base.history));
+    r.add_chart(base_loss_chart(base.history));
   }
   r.add_heading("Best trial");
-  r.add_table(layers_table);
-  r.add_chart(layer_bars);
+  r.add_table(layers_tab);
+  r.add_chart(
+      layer_sparsity_chart("best-layer-sparsity", "Best trial: sparsity per layer", b.summary));
   r.add_preformatted(nn::format_summary(b.summary));
 
-  std::printf("\n%s\n%s\n%s\n%s\n", base_line.c_str(), report::format_table(trials_table).c_str(),
-              best_line.c_str(), report::format_table(layers_table).c_str());
+  std::printf("\n%s\n%s\n%s\n%s\n", base_line.c_str(), report::format_table(trials_tab).c_str(),
+              best_line.c_str(), report::format_table(layers_tab).c_str());
   finish(ctx, parent);
-  parent_run.end();
+}
+
+int run_iterative(const IterativeArgs& a) {
+  SPRIG_CHECK(a.min_amount < a.max_amount, "--min-amount ", a.min_amount,
+              " must be below --max-amount ", a.max_amount);
+  Context ctx("iterative", a.common);
+  // The base model trains for as many epochs as each trial fine-tunes.
+  BaseFlags bf = a.base;
+  bf.epochs = a.max_epochs;
+  std::printf("iterative pruning (seed 000): base model %s, then %s\n", describe_base(bf).c_str(),
+              plural(a.total_trials, "trial").c_str());
+  std::fflush(stdout);
+  const BaseModel base = make_base(ctx, bf);
+  SPRIG_CHECK(base.src.task == train::Task::Classification,
+              "experiment iterative optimises test accuracy: ", "dataset ", base.src.name,
+              " is a regression problem");
+  const nn::ModelSummary base_summary = nn::summarize(base.model);
+
+  track::Tracker& tr = *ctx.tracker;
+  RunScope parent(tr, tr.start_run("base-model"));
+  log_setup(ctx, parent.id(), a, base, base_summary);
+  const std::vector<Trial> trials = run_trials(ctx, parent.id(), a, base);
+  write_report(ctx, parent.id(), a, base, base_summary, trials);
+  parent.end();
   return 0;
 }
 }  // namespace

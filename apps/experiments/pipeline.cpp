@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <tuple>
 
 #include "apps/experiments/experiment.h"
 #include "datasets/dataloader.h"
@@ -76,59 +77,56 @@ train::PrunePlan finetune_plan(const PipelineArgs& a, int epochs) {
   return plan;
 }
 
-int run_pipeline(const PipelineArgs& a) {
-  namespace fs = std::filesystem;
-  Context ctx("pipeline", a.common);
-  fs::create_directories(a.out_dir);
+void log_setup(Context& ctx, const std::string& run, const PipelineArgs& a, const BaseModel& base) {
   track::Tracker& tr = *ctx.tracker;
+  tr.set_tag(run, "sprig.experiment", "pipeline");
+  tr.log_param(run, "model", base.model.spec);
+  tr.log_param(run, "dataset", base.src.name);
+  tr.log_param(run, "base", base.origin);
+  tr.log_param(run, "filter_amount", report::fmt(a.filter_amount, 4));
+  tr.log_param(run, "classifier_amount", report::fmt(a.classifier_amount, 4));
+  tr.log_param(run, "finetune_epochs", std::to_string(a.finetune_epochs));
+  tr.log_param(run, "pack_batch", std::to_string(a.pack_batch));
+  log_epochs(ctx, run, base.history, base.src.task);
+}
 
-  std::printf("== 1. train %s (%d epochs) ==\n", a.base.model.c_str(), a.base.epochs);
+// Saves the model of one stage under --out-dir and records it for the stage table.
+void save_stage(std::vector<Stage>& stages, const PipelineArgs& a, const std::string& dataset,
+                const std::string& name, const std::string& file, const nn::Model& m,
+                double accuracy) {
+  std::string path = (std::filesystem::path(a.out_dir) / file).string();
+  nn::save_checkpoint(path, m, {{"dataset", dataset}, {"created_by", "experiment pipeline"}});
+  stages.push_back({name, path, nn::summarize(m), accuracy, file_size(path)});
+  std::printf("%s: test accuracy %s, %s parameters (%s nonzero) -> %s\n", name.c_str(),
+              pct(accuracy).c_str(), with_commas(stages.back().summary.params).c_str(),
+              with_commas(stages.back().summary.nonzero).c_str(), path.c_str());
   std::fflush(stdout);
-  BaseModel base = make_base(ctx, a.base);
-  const train::DataSource& src = base.src;
-  SPRIG_CHECK(src.task == train::Task::Classification,
-              "experiment pipeline measures accuracy: dataset ", src.name,
-              " is a regression problem");
-  RunScope run(tr, tr.start_run("pipeline"));
-  tr.set_tag(run.id(), "sprig.experiment", "pipeline");
-  tr.log_param(run.id(), "model", base.model.spec);
-  tr.log_param(run.id(), "dataset", src.name);
-  tr.log_param(run.id(), "base", base.origin);
-  tr.log_param(run.id(), "filter_amount", report::fmt(a.filter_amount, 4));
-  tr.log_param(run.id(), "classifier_amount", report::fmt(a.classifier_amount, 4));
-  tr.log_param(run.id(), "finetune_epochs", std::to_string(a.finetune_epochs));
-  tr.log_param(run.id(), "pack_batch", std::to_string(a.pack_batch));
-  log_epochs(ctx, run.id(), base.history, src.task);
-  std::vector<Stage> stages;
-  auto save_stage = [&](const std::string& name, const std::string& file, const nn::Model& m,
-                        double accuracy) {
-    std::string path = (fs::path(a.out_dir) / file).string();
-    nn::save_checkpoint(path, m, {{"dataset", src.name}, {"created_by", "experiment pipeline"}});
-    stages.push_back({name, path, nn::summarize(m), accuracy, file_size(path)});
-    std::printf("%s: test accuracy %s, %s parameters (%s nonzero) -> %s\n", name.c_str(),
-                pct(accuracy).c_str(), with_commas(stages.back().summary.params).c_str(),
-                with_commas(stages.back().summary.nonzero).c_str(), path.c_str());
-    std::fflush(stdout);
-  };
-  save_stage("trained", "cnn2.safetensors", base.model, base.test.accuracy);
+}
 
+// Stage 2: Taylor filter pruning, shrink and fine-tuning, in place.
+train::PruneOutcome prune_filters(const PipelineArgs& a, const train::DataSource& src,
+                                  nn::Model& model) {
   std::printf("== 2. Taylor filter pruning (%.1f%% per layer), shrink, fine-tune %d epochs ==\n",
               100.0 * a.filter_amount, a.finetune_epochs);
   std::fflush(stdout);
-  nn::Model model = prune::copy_model(base.model);
   train::PrunePlan filters = finetune_plan(a, a.finetune_epochs);
   filters.spec.criterion = prune::Criterion::Taylor;
   filters.spec.granularity = prune::Granularity::Filter;
   filters.spec.amount = a.filter_amount;
   filters.shrink = true;
   prune::validate_spec(model, filters.spec);
-  train::PruneOutcome shrunk = train::run_prune_plan(model, src, filters);
-  const train::PruneStep& fstep = shrunk.steps.back();
-  log_epochs(ctx, run.id(), fstep.epochs, src.task, 0, "finetune_");
-  save_stage("filters pruned + shrunk", "cnn2_pruned.safetensors", model, shrunk.after.accuracy);
+  return train::run_prune_plan(model, src, filters);
+}
 
-  std::string classifier = model.named_parameters().back().first;  // the last layer's bias
-  classifier = classifier.substr(0, classifier.rfind('.')) + ".weight";
+// The last layer's weight, named from its bias (the model's last parameter).
+std::string classifier_weight(const nn::Model& model) {
+  std::string bias = model.named_parameters().back().first;
+  return bias.substr(0, bias.rfind('.')) + ".weight";
+}
+
+// Stage 3: magnitude pruning of the classifier's weights and fine-tuning, in place.
+train::PruneOutcome prune_classifier(const PipelineArgs& a, const train::DataSource& src,
+                                     const std::string& classifier, nn::Model& model) {
   std::printf("== 3. prune %.0f%% of the classifier's weights (%s), fine-tune %d epoch(s) ==\n",
               100.0 * a.classifier_amount, classifier.c_str(), a.classifier_finetune_epochs);
   std::fflush(stdout);
@@ -137,154 +135,222 @@ int run_pipeline(const PipelineArgs& a) {
   weights.spec.amount = a.classifier_amount;
   weights.spec.include = {classifier};
   prune::validate_spec(model, weights.spec);
-  train::PruneOutcome sparse = train::run_prune_plan(model, src, weights);
-  save_stage("classifier pruned", "cnn2_sparse.safetensors", model, sparse.after.accuracy);
+  return train::run_prune_plan(model, src, weights);
+}
 
+struct Packed {
+  prune::InferenceModel model;
+  std::string path;
+  prune::SizeReport sizes;
+  double accuracy = 0.0, ms = 0.0;              // the packed model's
+  double dense_accuracy = 0.0, dense_ms = 0.0;  // the trained model's, run dense
+  double speedup() const { return ms > 0 ? dense_ms / ms : 0.0; }
+};
+
+// Stage 4: packs the pruned model with a plan measured here, and runs it beside the trained
+// model packed dense, so both go through the same inference path.
+Packed pack_and_run(const PipelineArgs& a, const BaseModel& base, const nn::Model& model) {
   std::printf("== 4. pack for sparse inference (plan measured at batch %lld), run ==\n",
               (long long)a.pack_batch);
   std::fflush(stdout);
+  Packed p;
   prune::PackOptions po;
   po.batch = a.pack_batch;
   po.seed = a.common.seed;
-  prune::InferenceModel packed = prune::pack_model(model, po);
-  std::string packed_path = (fs::path(a.out_dir) / "cnn2_packed.safetensors").string();
-  prune::save_packed(packed_path, packed, {{"dataset", src.name}});
-  prune::InferenceModel dense_baseline = prune::pack_model(base.model, [&] {
-    prune::PackOptions d = po;
-    d.format = prune::PackFormat::Dense;
-    d.shrink = false;
-    return d;
-  }());
-  auto [packed_acc, packed_ms] = run_inference(packed, src.data.test, a.pack_batch);
-  auto [dense_acc, dense_ms] = run_inference(dense_baseline, src.data.test, a.pack_batch);
-  prune::SizeReport sizes = prune::size_report(base.model, packed_path);
+  p.model = prune::pack_model(model, po);
+  p.path = (std::filesystem::path(a.out_dir) / "cnn2_packed.safetensors").string();
+  prune::save_packed(p.path, p.model, {{"dataset", base.src.name}});
+  prune::PackOptions dense = po;
+  dense.format = prune::PackFormat::Dense;
+  dense.shrink = false;
+  prune::InferenceModel dense_baseline = prune::pack_model(base.model, dense);
+  std::tie(p.accuracy, p.ms) = run_inference(p.model, base.src.data.test, a.pack_batch);
+  std::tie(p.dense_accuracy, p.dense_ms) =
+      run_inference(dense_baseline, base.src.data.test, a.pack_batch);
+  p.sizes = prune::size_report(base.model, p.path);
   std::printf(
       "packed: test accuracy %s, %.4f ms per batch of %lld (dense original %.4f ms, "
       "%.2fx), file %s bytes (%.1f%% of the dense file)\n",
-      pct(packed_acc).c_str(), packed_ms, (long long)a.pack_batch, dense_ms,
-      packed_ms > 0 ? dense_ms / packed_ms : 0.0, with_commas(sizes.packed_bytes).c_str(),
-      100.0 * sizes.ratio());
-  tr.log_metric(run.id(), "test_accuracy_trained", base.test.accuracy);
-  tr.log_metric(run.id(), "test_accuracy_shrunk", shrunk.after.accuracy);
-  tr.log_metric(run.id(), "test_accuracy_sparse", sparse.after.accuracy);
-  tr.log_metric(run.id(), "test_accuracy_packed", packed_acc);
-  tr.log_metric(run.id(), "params_trained", double(stages[0].summary.params));
-  tr.log_metric(run.id(), "nonzero_final", double(stages.back().summary.nonzero));
-  tr.log_metric(run.id(), "dense_ms", dense_ms);
-  tr.log_metric(run.id(), "packed_ms", packed_ms);
-  tr.log_metric(run.id(), "packed_bytes", double(sizes.packed_bytes));
-  tr.log_text(run.id(), "summary_trained.txt", nn::format_summary(stages.front().summary));
-  tr.log_text(run.id(), "summary_final.txt", nn::format_summary(stages.back().summary));
-  tr.log_artifact(run.id(), packed_path, "model");
+      pct(p.accuracy).c_str(), p.ms, (long long)a.pack_batch, p.dense_ms, p.speedup(),
+      with_commas(p.sizes.packed_bytes).c_str(), 100.0 * p.sizes.ratio());
+  return p;
+}
 
-  // The report.
-  report::Table stage_table{
+struct Outcome {
+  std::vector<Stage> stages;  // trained, filters pruned + shrunk, classifier pruned
+  train::PruneStep filters;   // stage 2's pruning step and fine-tuning epochs
+  std::string classifier;     // the weight stage 3 prunes
+  Packed packed;
+};
+
+// Stages 2 to 4 on a copy of the trained model, each saved under --out-dir.
+Outcome run_stages(Context& ctx, const std::string& run, const PipelineArgs& a,
+                   const BaseModel& base) {
+  const train::DataSource& src = base.src;
+  Outcome o;
+  save_stage(o.stages, a, src.name, "trained", "cnn2.safetensors", base.model, base.test.accuracy);
+  nn::Model model = prune::copy_model(base.model);
+  train::PruneOutcome shrunk = prune_filters(a, src, model);
+  o.filters = shrunk.steps.back();
+  log_epochs(ctx, run, o.filters.epochs, src.task, 0, "finetune_");
+  save_stage(o.stages, a, src.name, "filters pruned + shrunk", "cnn2_pruned.safetensors", model,
+             shrunk.after.accuracy);
+  o.classifier = classifier_weight(model);
+  train::PruneOutcome sparse = prune_classifier(a, src, o.classifier, model);
+  save_stage(o.stages, a, src.name, "classifier pruned", "cnn2_sparse.safetensors", model,
+             sparse.after.accuracy);
+  o.packed = pack_and_run(a, base, model);
+  return o;
+}
+
+void log_results(track::Tracker& tr, const std::string& run, const Outcome& o) {
+  const Packed& p = o.packed;
+  tr.log_metric(run, "test_accuracy_trained", o.stages[0].accuracy);
+  tr.log_metric(run, "test_accuracy_shrunk", o.stages[1].accuracy);
+  tr.log_metric(run, "test_accuracy_sparse", o.stages[2].accuracy);
+  tr.log_metric(run, "test_accuracy_packed", p.accuracy);
+  tr.log_metric(run, "params_trained", double(o.stages[0].summary.params));
+  tr.log_metric(run, "nonzero_final", double(o.stages.back().summary.nonzero));
+  tr.log_metric(run, "dense_ms", p.dense_ms);
+  tr.log_metric(run, "packed_ms", p.ms);
+  tr.log_metric(run, "packed_bytes", double(p.sizes.packed_bytes));
+  tr.log_text(run, "summary_trained.txt", nn::format_summary(o.stages.front().summary));
+  tr.log_text(run, "summary_final.txt", nn::format_summary(o.stages.back().summary));
+  tr.log_artifact(run, p.path, "model");
+}
+
+report::Table stage_table(const Outcome& o) {
+  report::Table table{
       "Stages", {"stage", "test accuracy", "parameters", "nonzero", "FLOPs", "file"}, {}};
-  for (const Stage& s : stages)
-    stage_table.rows.push_back({s.name, pct(s.accuracy), with_commas(s.summary.params),
-                                with_commas(s.summary.nonzero), with_commas(s.summary.flops),
-                                s.file + " (" + with_commas(s.file_bytes) + " B)"});
-  stage_table.rows.push_back({"packed (sparse inference)", pct(packed_acc),
-                              with_commas(packed.model.num_parameters()),
-                              with_commas(packed.nonzero()), "-",
-                              packed_path + " (" + with_commas(sizes.packed_bytes) + " B)"});
-  report::Table plan_table{"Inference plan at batch " + std::to_string(a.pack_batch),
-                           {"layer", "shape", "sparsity", "measured (ms)", "chosen", "why"},
-                           {}};
+  for (const Stage& s : o.stages)
+    table.rows.push_back({s.name, pct(s.accuracy), with_commas(s.summary.params),
+                          with_commas(s.summary.nonzero), with_commas(s.summary.flops),
+                          s.file + " (" + with_commas(s.file_bytes) + " B)"});
+  const Packed& p = o.packed;
+  table.rows.push_back({"packed (sparse inference)", pct(p.accuracy),
+                        with_commas(p.model.model.num_parameters()), with_commas(p.model.nonzero()),
+                        "-", p.path + " (" + with_commas(p.sizes.packed_bytes) + " B)"});
+  return table;
+}
+
+// Per packed layer: the formats timed and the one chosen, with the reason.
+report::Table plan_table(const PipelineArgs& a, const prune::InferenceModel& packed) {
+  report::Table table{"Inference plan at batch " + std::to_string(a.pack_batch),
+                      {"layer", "shape", "sparsity", "measured (ms)", "chosen", "why"},
+                      {}};
   for (const prune::PackedLayer& l : packed.layers) {
     std::string times;
     for (const prune::CandidateTime& t : l.times)
       times += (times.empty() ? "" : ", ") + t.format + " " + report::fmt(t.ms, 4);
-    plan_table.rows.push_back({l.name, std::to_string(l.rows) + "x" + std::to_string(l.cols),
-                               pct(l.sparsity()), times.empty() ? "-" : times, l.format(),
-                               l.reason});
+    table.rows.push_back({l.name, std::to_string(l.rows) + "x" + std::to_string(l.cols),
+                          pct(l.sparsity()), times.empty() ? "-" : times, l.format(), l.reason});
   }
-  report::Table speed{"Inference at batch " + std::to_string(a.pack_batch),
+  return table;
+}
+
+report::Table speed_table(const PipelineArgs& a, const Packed& p) {
+  report::Table table{"Inference at batch " + std::to_string(a.pack_batch),
                       {"model", "ms per batch", "speed-up", "test accuracy"},
                       {}};
-  speed.rows.push_back({"trained cnn2, dense", report::fmt(dense_ms, 4), "1.00x", pct(dense_acc)});
-  speed.rows.push_back({"pruned, packed", report::fmt(packed_ms, 4),
-                        report::fmt(packed_ms > 0 ? dense_ms / packed_ms : 0.0, 2) + "x",
-                        pct(packed_acc)});
+  table.rows.push_back(
+      {"trained cnn2, dense", report::fmt(p.dense_ms, 4), "1.00x", pct(p.dense_accuracy)});
+  table.rows.push_back(
+      {"pruned, packed", report::fmt(p.ms, 4), report::fmt(p.speedup(), 2) + "x", pct(p.accuracy)});
+  return table;
+}
 
-  report::Chart curves{report::Chart::Kind::Line,
-                       "accuracy",
-                       "Test accuracy per epoch",
-                       "epoch (training, then fine-tuning)",
-                       "test accuracy",
-                       {},
-                       {},
-                       false};
-  report::Series train{"training", {}, {}, {}},
-      tune{"fine-tuning after filter pruning", {}, {}, {}};
-  for (const train::EpochStats& e : base.history) {
-    train.x.push_back(e.epoch);
-    train.y.push_back(e.test.accuracy);
-  }
-  double offset = double(base.history.size());
-  tune.x.push_back(offset);
-  tune.y.push_back(fstep.after_prune.accuracy);
-  for (const train::EpochStats& e : fstep.epochs) {
-    tune.x.push_back(offset + e.epoch);
-    tune.y.push_back(e.test.accuracy);
-  }
-  if (!train.x.empty()) curves.series.push_back(train);
-  curves.series.push_back(tune);
+// Training, then the fine-tuning after filter pruning from just pruned on, on one epoch axis.
+report::Chart accuracy_chart(const BaseModel& base, const train::PruneStep& filters) {
+  report::Chart chart{report::Chart::Kind::Line,
+                      "accuracy",
+                      "Test accuracy per epoch",
+                      "epoch (training, then fine-tuning)",
+                      "test accuracy",
+                      {},
+                      {},
+                      false};
+  report::Series training{"training", {}, {}, {}};
+  append_test_accuracy(training, base.history);
+  const double offset = double(base.history.size());
+  report::Series tuning{
+      "fine-tuning after filter pruning", {offset}, {filters.after_prune.accuracy}, {}};
+  append_test_accuracy(tuning, filters.epochs, offset);
+  if (!training.x.empty()) chart.series.push_back(training);
+  chart.series.push_back(tuning);
+  return chart;
+}
 
-  report::Chart layer_bars{report::Chart::Kind::Bar,
-                           "layer-sparsity",
-                           "Sparsity per layer of the final model",
-                           "layer",
-                           "sparsity",
-                           {},
-                           {},
-                           false};
-  report::Series ls{"sparsity", {}, {}, {}};
-  for (const nn::LayerSummary& l : stages.back().summary.layers) {
-    if (l.params == 0) continue;
-    ls.x.push_back(double(layer_bars.categories.size()));
-    ls.y.push_back(l.sparsity());
-    layer_bars.categories.push_back(l.name + " " + l.spec);
-  }
-  layer_bars.series.push_back(ls);
-  report::Chart size_bars{report::Chart::Kind::Bar,
-                          "sizes",
-                          "Model size on disk",
-                          "file",
-                          "bytes",
-                          {},
-                          {"dense", "dense gzipped", "packed sparse"},
-                          false};
-  size_bars.series.push_back(
+report::Chart size_chart(const prune::SizeReport& sizes) {
+  report::Chart chart{report::Chart::Kind::Bar,
+                      "sizes",
+                      "Model size on disk",
+                      "file",
+                      "bytes",
+                      {},
+                      {"dense", "dense gzipped", "packed sparse"},
+                      false};
+  chart.series.push_back(
       {"bytes",
        {0, 1, 2},
        {double(sizes.dense_file_bytes), double(sizes.dense_gzip_bytes), double(sizes.packed_bytes)},
        {}});
+  return chart;
+}
 
+std::string describe_pipeline(const PipelineArgs& a, const BaseModel& base,
+                              const std::string& classifier) {
+  const train::DataSource& src = base.src;
+  return base.model.spec + " on " + src.name + " (" + with_commas(int64_t(src.data.train.size())) +
+         " training samples, " + with_commas(int64_t(src.data.test.size())) + " test samples), " +
+         base.origin + "; Taylor filter pruning of " + report::fmt(100.0 * a.filter_amount, 1) +
+         "% of each conv layer's filters, shrink, " +
+         plural(a.finetune_epochs, "fine-tuning epoch") + "; magnitude pruning of " +
+         report::fmt(100.0 * a.classifier_amount, 1) + "% of " + classifier + ", " +
+         plural(a.classifier_finetune_epochs, "fine-tuning epoch") +
+         "; packed with a per-layer plan measured on this machine at batch " +
+         std::to_string(a.pack_batch) + ".";
+}
+
+void write_report(Context& ctx, const std::string& run, const PipelineArgs& a,
+                  const BaseModel& base, const Outcome& o) {
+  const report::Table stages = stage_table(o);
+  const report::Table speed = speed_table(a, o.packed);
+  const report::Table plan = plan_table(a, o.packed.model);
   report::Report& r = ctx.report;
   r.add_heading("The main job: train, prune, fine-tune, sparse inference");
-  r.add_paragraph(
-      base.model.spec + " on " + src.name + " (" + with_commas(int64_t(src.data.train.size())) +
-      " training samples, " + with_commas(int64_t(src.data.test.size())) + " test samples), " +
-      base.origin + "; Taylor filter pruning of " + report::fmt(100.0 * a.filter_amount, 1) +
-      "% of each conv layer's filters, shrink, " + plural(a.finetune_epochs, "fine-tuning epoch") +
-      "; magnitude pruning of " + report::fmt(100.0 * a.classifier_amount, 1) + "% of " +
-      classifier + ", " + plural(a.classifier_finetune_epochs, "fine-tuning epoch") +
-      "; packed with a per-layer plan measured on this machine at batch " +
-      std::to_string(a.pack_batch) + ".");
-  r.add_table(stage_table);
-  r.add_chart(curves);
+  r.add_paragraph(describe_pipeline(a, base, o.classifier));
+  r.add_table(stages);
+  r.add_chart(accuracy_chart(base, o.filters));
   r.add_table(speed);
-  r.add_table(plan_table);
-  r.add_chart(layer_bars);
-  r.add_chart(size_bars);
+  r.add_table(plan);
+  r.add_chart(layer_sparsity_chart("layer-sparsity", "Sparsity per layer of the final model",
+                                   o.stages.back().summary));
+  r.add_chart(size_chart(o.packed.sizes));
   r.add_heading("Trained model");
-  r.add_preformatted(nn::format_summary(stages.front().summary));
+  r.add_preformatted(nn::format_summary(o.stages.front().summary));
   r.add_heading("Final model");
-  r.add_preformatted(nn::format_summary(stages.back().summary));
-  std::printf("\n%s\n%s\n%s\n", report::format_table(stage_table).c_str(),
-              report::format_table(speed).c_str(), report::format_table(plan_table).c_str());
-  finish(ctx, run.id());
+  r.add_preformatted(nn::format_summary(o.stages.back().summary));
+  std::printf("\n%s\n%s\n%s\n", report::format_table(stages).c_str(),
+              report::format_table(speed).c_str(), report::format_table(plan).c_str());
+  finish(ctx, run);
+}
+
+int run_pipeline(const PipelineArgs& a) {
+  Context ctx("pipeline", a.common);
+  std::filesystem::create_directories(a.out_dir);
+  std::printf("== 1. train %s (%d epochs) ==\n", a.base.model.c_str(), a.base.epochs);
+  std::fflush(stdout);
+  const BaseModel base = make_base(ctx, a.base);
+  SPRIG_CHECK(base.src.task == train::Task::Classification,
+              "experiment pipeline measures accuracy: dataset ", base.src.name,
+              " is a regression problem");
+
+  track::Tracker& tr = *ctx.tracker;
+  RunScope run(tr, tr.start_run("pipeline"));
+  log_setup(ctx, run.id(), a, base);
+  const Outcome outcome = run_stages(ctx, run.id(), a, base);
+  log_results(tr, run.id(), outcome);
+  write_report(ctx, run.id(), a, base, outcome);
   run.end();
   return 0;
 }

@@ -29,22 +29,11 @@ struct TaylorArgs {
   std::string variant = "reference";
 };
 
-int run_taylor(const TaylorArgs& a) {
-  Context ctx("taylor", a.common);
-  std::printf("Taylor filter pruning (seed 002): base %s\n",
-              a.base.base.empty() ? (a.base.model + ", " + plural(a.base.epochs, "epoch")).c_str()
-                                  : a.base.base.c_str());
-  std::fflush(stdout);
-  BaseModel base = make_base(ctx, a.base);
-  const train::DataSource& src = base.src;
-  SPRIG_CHECK(src.task == train::Task::Classification,
-              "experiment taylor compares accuracies: ", "dataset ", src.name,
-              " is a regression problem");
+// The parent run holds the original model.
+void log_setup(Context& ctx, const std::string& parent, const TaylorArgs& a, const BaseModel& base,
+               const nn::ModelSummary& before) {
   track::Tracker& tr = *ctx.tracker;
-  nn::ModelSummary before = nn::summarize(base.model);
-
-  RunScope parent_run(tr, tr.start_run("original"));
-  const std::string& parent = parent_run.id();
+  const train::DataSource& src = base.src;
   tr.set_tag(parent, "sprig.experiment", "taylor");
   tr.log_param(parent, "model", base.model.spec);
   tr.log_param(parent, "dataset", src.name);
@@ -60,8 +49,9 @@ int run_taylor(const TaylorArgs& a) {
   log_model_artifact(ctx, parent, base.model, src.name, "original.safetensors");
   std::printf("original: test accuracy %s, %s parameters\n", pct(base.test.accuracy).c_str(),
               with_commas(before.params).c_str());
+}
 
-  nn::Model model = prune::copy_model(base.model);
+train::PrunePlan taylor_plan(const TaylorArgs& a) {
   train::PrunePlan plan;
   plan.spec.criterion = prune::Criterion::Taylor;
   plan.spec.granularity = prune::Granularity::Filter;
@@ -77,13 +67,19 @@ int run_taylor(const TaylorArgs& a) {
   plan.fit.batch_size = a.base.batch_size;
   plan.fit.seed = a.common.seed + 1;
   plan.shrink = true;
-  train::validate_plan(model, plan);
-  train::PruneOutcome out = train::run_prune_plan(model, src, plan);
-  nn::ModelSummary after = nn::summarize(model);
-  const train::PruneStep& step = out.steps.back();
+  return plan;
+}
 
-  RunScope child_run(tr, tr.start_run("taylor-" + report::fmt(a.amount, 3), parent));
-  const std::string& child = child_run.id();
+struct Pruned {
+  nn::Model model;  // shrunk and fine-tuned
+  train::PruneOutcome outcome;
+  nn::ModelSummary after;
+  const train::PruneStep& step() const { return outcome.steps.back(); }
+};
+
+void log_pruned(Context& ctx, const std::string& child, const TaylorArgs& a,
+                const train::DataSource& src, const nn::ModelSummary& before, const Pruned& p) {
+  track::Tracker& tr = *ctx.tracker;
   tr.log_param(child, "method", "taylor");
   tr.log_param(child, "taylor_variant", a.variant);
   tr.log_param(child, "granularity", "filter");
@@ -91,47 +87,76 @@ int run_taylor(const TaylorArgs& a) {
   tr.log_param(child, "criterion_batches", std::to_string(a.criterion_batches));
   tr.log_param(child, "finetune_epochs", std::to_string(a.finetune_epochs));
   tr.log_param(child, "shrink", "true");
-  tr.log_param(child, "spec_after", model.spec);
-  tr.log_metric(child, "finetune_test_accuracy", step.after_prune.accuracy, 0);
-  log_epochs(ctx, child, step.epochs, src.task, 0, "finetune_");
-  tr.log_metric(child, "test_accuracy", out.after.accuracy);
-  tr.log_metric(child, "test_accuracy_after_prune", step.after_prune.accuracy);
-  tr.log_metric(child, "params", double(after.params));
-  tr.log_metric(child, "flops", double(after.flops));
+  tr.log_param(child, "spec_after", p.model.spec);
+  tr.log_metric(child, "finetune_test_accuracy", p.step().after_prune.accuracy, 0);
+  log_epochs(ctx, child, p.step().epochs, src.task, 0, "finetune_");
+  tr.log_metric(child, "test_accuracy", p.outcome.after.accuracy);
+  tr.log_metric(child, "test_accuracy_after_prune", p.step().after_prune.accuracy);
+  tr.log_metric(child, "params", double(p.after.params));
+  tr.log_metric(child, "flops", double(p.after.flops));
   tr.log_text(child, "summary_before.txt", nn::format_summary(before));
-  tr.log_text(child, "summary_after.txt", nn::format_summary(after));
-  log_model_artifact(ctx, child, model, src.name, "pruned.safetensors");
-  child_run.end();
+  tr.log_text(child, "summary_after.txt", nn::format_summary(p.after));
+  log_model_artifact(ctx, child, p.model, src.name, "pruned.safetensors");
+}
 
-  report::Table params{"Parameters: sprig vs seed 002",
-                       {"model", "seed 002 params", "sprig params", "sprig spec", "test accuracy"},
-                       {}};
-  params.rows.push_back({"original (" + base.origin + ")", with_commas(kSeedParamsBefore),
-                         with_commas(before.params), base.model.spec, pct(base.test.accuracy)});
-  params.rows.push_back({"Taylor " + report::fmt(100.0 * a.amount, 1) + "% filters, shrunk, " +
-                             plural(a.finetune_epochs, "fine-tuning epoch"),
-                         with_commas(kSeedParamsAfter), with_commas(after.params), model.spec,
-                         pct(out.after.accuracy)});
-  report::Table layers{
-      "Parameters per layer", {"layer", "before", "params", "after", "params"}, {}};
+// Prunes a copy of the original, then logs it as the one child run.
+Pruned run_pruning(Context& ctx, const std::string& parent, const TaylorArgs& a,
+                   const BaseModel& base, const nn::ModelSummary& before) {
+  Pruned p{prune::copy_model(base.model), {}, {}};
+  const train::PrunePlan plan = taylor_plan(a);
+  train::validate_plan(p.model, plan);
+  p.outcome = train::run_prune_plan(p.model, base.src, plan);
+  p.after = nn::summarize(p.model);
+
+  track::Tracker& tr = *ctx.tracker;
+  RunScope child(tr, tr.start_run("taylor-" + report::fmt(a.amount, 3), parent));
+  log_pruned(ctx, child.id(), a, base.src, before, p);
+  child.end();
+  return p;
+}
+
+report::Table params_table(const TaylorArgs& a, const BaseModel& base,
+                           const nn::ModelSummary& before, const Pruned& p) {
+  report::Table table{"Parameters: sprig vs seed 002",
+                      {"model", "seed 002 params", "sprig params", "sprig spec", "test accuracy"},
+                      {}};
+  table.rows.push_back({"original (" + base.origin + ")", with_commas(kSeedParamsBefore),
+                        with_commas(before.params), base.model.spec, pct(base.test.accuracy)});
+  table.rows.push_back({"Taylor " + report::fmt(100.0 * a.amount, 1) + "% filters, shrunk, " +
+                            plural(a.finetune_epochs, "fine-tuning epoch"),
+                        with_commas(kSeedParamsAfter), with_commas(p.after.params), p.model.spec,
+                        pct(p.outcome.after.accuracy)});
+  return table;
+}
+
+// Each layer with parameters before pruning beside the layer of the same name after it.
+report::Table layers_table(const nn::ModelSummary& before, const nn::ModelSummary& after) {
+  report::Table table{"Parameters per layer", {"layer", "before", "params", "after", "params"}, {}};
   for (const nn::LayerSummary& l : before.layers) {
     if (l.params == 0) continue;
     const nn::LayerSummary* m = nullptr;
     for (const nn::LayerSummary& k : after.layers)
       if (k.name == l.name) m = &k;
-    layers.rows.push_back({l.name, l.spec, with_commas(l.params), m ? m->spec : "-",
-                           m ? with_commas(m->params) : "-"});
+    table.rows.push_back({l.name, l.spec, with_commas(l.params), m ? m->spec : "-",
+                          m ? with_commas(m->params) : "-"});
   }
-  report::Table epochs{
+  return table;
+}
+
+report::Table epochs_table(const BaseModel& base, const train::PruneStep& step) {
+  report::Table table{
       "Test accuracy per epoch", {"epoch", "original (training)", "pruned (fine-tuning)"}, {}};
   size_t rows = std::max(base.history.size(), step.epochs.size());
-  epochs.rows.push_back({"0", "-", pct(step.after_prune.accuracy) + " (just pruned)"});
+  table.rows.push_back({"0", "-", pct(step.after_prune.accuracy) + " (just pruned)"});
   for (size_t i = 0; i < rows; ++i)
-    epochs.rows.push_back({std::to_string(i + 1),
-                           i < base.history.size() ? pct(base.history[i].test.accuracy) : "-",
-                           i < step.epochs.size() ? pct(step.epochs[i].test.accuracy) : "-"});
+    table.rows.push_back({std::to_string(i + 1),
+                          i < base.history.size() ? pct(base.history[i].test.accuracy) : "-",
+                          i < step.epochs.size() ? pct(step.epochs[i].test.accuracy) : "-"});
+  return table;
+}
 
-  report::Chart curve{report::Chart::Kind::Line,
+report::Chart accuracy_chart(const BaseModel& base, const train::PruneStep& step) {
+  report::Chart chart{report::Chart::Kind::Line,
                       "accuracy-per-epoch",
                       "Test accuracy: original training vs pruned fine-tuning",
                       "epoch",
@@ -139,63 +164,85 @@ int run_taylor(const TaylorArgs& a) {
                       {},
                       {},
                       false};
-  report::Series orig{"original (training)", {}, {}, {}};
-  for (const train::EpochStats& e : base.history) {
-    orig.x.push_back(e.epoch);
-    orig.y.push_back(e.test.accuracy);
-  }
+  report::Series original{"original (training)", {}, {}, {}};
+  append_test_accuracy(original, base.history);
   report::Series pruned{
       "pruned (fine-tuning; 0 = just pruned)", {0.0}, {step.after_prune.accuracy}, {}};
-  for (const train::EpochStats& e : step.epochs) {
-    pruned.x.push_back(e.epoch);
-    pruned.y.push_back(e.test.accuracy);
-  }
-  if (!base.history.empty()) curve.series.push_back(orig);
-  curve.series.push_back(pruned);
-  report::Chart bars{report::Chart::Kind::Bar,
-                     "params",
-                     "Parameters before and after pruning",
-                     "model",
-                     "parameters",
-                     {},
-                     {"original", "pruned"},
-                     false};
-  bars.series = {{"seed 002", {0, 1}, {double(kSeedParamsBefore), double(kSeedParamsAfter)}, {}},
-                 {"sprig", {0, 1}, {double(before.params), double(after.params)}, {}}};
+  append_test_accuracy(pruned, step.epochs);
+  if (!base.history.empty()) chart.series.push_back(original);
+  chart.series.push_back(pruned);
+  return chart;
+}
 
+report::Chart params_chart(const nn::ModelSummary& before, const nn::ModelSummary& after) {
+  report::Chart chart{report::Chart::Kind::Bar,
+                      "params",
+                      "Parameters before and after pruning",
+                      "model",
+                      "parameters",
+                      {},
+                      {"original", "pruned"},
+                      false};
+  chart.series = {{"seed 002", {0, 1}, {double(kSeedParamsBefore), double(kSeedParamsAfter)}, {}},
+                  {"sprig", {0, 1}, {double(before.params), double(after.params)}, {}}};
+  return chart;
+}
+
+void write_report(Context& ctx, const std::string& parent, const TaylorArgs& a,
+                  const BaseModel& base, const nn::ModelSummary& before, const Pruned& p) {
+  const report::Table params = params_table(a, base, before, p);
+  const report::Table epochs = epochs_table(base, p.step());
+  const double gain = p.outcome.after.accuracy - base.test.accuracy;
   std::string intro =
-      "cnn2 (seed 002's model) on " + src.name + " (" + std::to_string(src.data.train.size()) +
+      "cnn2 (seed 002's model) on " + base.src.name + " (" +
+      std::to_string(base.src.data.train.size()) +
       " training samples): Taylor filter scores (mean of activation x gradient over " +
       std::to_string(a.criterion_batches) + " batches, " + a.variant + " variant), " +
       report::fmt(100.0 * a.amount, 1) +
       "% of each conv layer's filters pruned, removed physically (shrink), then fine-tuned for " +
       plural(a.finetune_epochs, "epoch") + ". Seed 002 counts come from its write-up.";
-  std::string result = "Parameters " + with_commas(before.params) + " -> " +
-                       with_commas(after.params) + " (seed 002: " + with_commas(kSeedParamsBefore) +
-                       " -> " + with_commas(kSeedParamsAfter) + "); test accuracy " +
-                       pct(base.test.accuracy) + " -> " + pct(out.after.accuracy) + " (" +
-                       (out.after.accuracy >= base.test.accuracy ? "+" : "") +
-                       report::fmt(100.0 * (out.after.accuracy - base.test.accuracy), 2) + " pp).";
+  std::string result =
+      "Parameters " + with_commas(before.params) + " -> " + with_commas(p.after.params) +
+      " (seed 002: " + with_commas(kSeedParamsBefore) + " -> " + with_commas(kSeedParamsAfter) +
+      "); test accuracy " + pct(base.test.accuracy) + " -> " + pct(p.outcome.after.accuracy) +
+      " (" + (gain >= 0 ? "+" : "") + report::fmt(100.0 * gain, 2) + " pp).";
   report::Report& r = ctx.report;
   r.add_heading("Taylor filter pruning of cnn2 (seed 002)");
   r.add_paragraph(intro);
   r.add_paragraph(result);
   r.add_table(params);
-  r.add_chart(bars);
-  r.add_chart(curve);
+  r.add_chart(params_chart(before, p.after));
+  r.add_chart(accuracy_chart(base, p.step()));
   r.add_table(epochs);
   r.add_heading("Before pruning");
   r.add_preformatted(nn::format_summary(before));
   r.add_heading("After pruning");
-  r.add_preformatted(nn::format_summary(after));
-  r.add_table(layers);
+  r.add_preformatted(nn::format_summary(p.after));
+  r.add_table(layers_table(before, p.after));
 
   std::printf("\nbefore pruning:\n%s\nafter pruning:\n%s\n%s\n%s\n%s\n",
-              nn::format_summary(before).c_str(), nn::format_summary(after).c_str(),
+              nn::format_summary(before).c_str(), nn::format_summary(p.after).c_str(),
               report::format_table(params).c_str(), report::format_table(epochs).c_str(),
               result.c_str());
   finish(ctx, parent);
-  parent_run.end();
+}
+
+int run_taylor(const TaylorArgs& a) {
+  Context ctx("taylor", a.common);
+  std::printf("Taylor filter pruning (seed 002): base %s\n", describe_base(a.base).c_str());
+  std::fflush(stdout);
+  const BaseModel base = make_base(ctx, a.base);
+  SPRIG_CHECK(base.src.task == train::Task::Classification,
+              "experiment taylor compares accuracies: ", "dataset ", base.src.name,
+              " is a regression problem");
+  const nn::ModelSummary before = nn::summarize(base.model);
+
+  track::Tracker& tr = *ctx.tracker;
+  RunScope parent(tr, tr.start_run("original"));
+  log_setup(ctx, parent.id(), a, base, before);
+  const Pruned pruned = run_pruning(ctx, parent.id(), a, base, before);
+  write_report(ctx, parent.id(), a, base, before, pruned);
+  parent.end();
   return 0;
 }
 }  // namespace
