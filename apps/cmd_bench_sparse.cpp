@@ -317,7 +317,9 @@ Command add_bench_linear_command(CLI::App& app) {
   app.add_option("--repeats", a->repeats, "timed runs (median)")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  app.add_option("--seed", a->seed, "weights, mask and input")->capture_default_str();
+  app.add_option("--seed", a->seed, "weights, mask and input")
+      ->check(SeedNumber)
+      ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_bench_linear(*a); };
 }
@@ -336,7 +338,7 @@ Command add_bench_model_command(CLI::App& app) {
   app.add_option("--repeats", a->repeats, "timed runs (median)")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  app.add_option("--seed", a->seed, "random input")->capture_default_str();
+  app.add_option("--seed", a->seed, "random input")->check(SeedNumber)->capture_default_str();
   add_device_flag(app, a->device);  // GPU: dense and plan both there
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_bench_model(*a); };

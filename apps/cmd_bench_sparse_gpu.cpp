@@ -92,7 +92,9 @@ Command add_bench_sparse_gpu_command(CLI::App& app) {
   app.add_option("--repeats", a->repeats, "timed runs (median)")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  app.add_option("--seed", a->seed, "weights, mask and input")->capture_default_str();
+  app.add_option("--seed", a->seed, "weights, mask and input")
+      ->check(SeedNumber)
+      ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_bench_sparse_gpu(*a); };
 }

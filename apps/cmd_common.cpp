@@ -32,6 +32,20 @@ const CLI::Validator FractionBelowOne(
     },
     "[0, 1)");
 
+// CLI11 reads "-1" and "1e23" into a uint64_t as 2^64 - 1: a seed is plain decimal digits.
+const CLI::Validator SeedNumber(
+    [](std::string& value) -> std::string {
+      const bool digits = !value.empty() && value.size() <= 20 &&
+                          value.find_first_not_of("0123456789") == std::string::npos;
+      if (digits) try {
+          std::stoull(value);
+          return "";
+        } catch (...) {
+        }
+      return "value " + value + " is not a seed (an integer in [0, 2^64))";
+    },
+    "SEED");
+
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
   size_t x = s.find('x');
   try {

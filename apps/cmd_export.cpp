@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "nn/checkpoint.h"
 #include "nn/onnx_export.h"
@@ -19,6 +20,7 @@ struct ExportArgs {
 const char* const kFormats = "onnx";
 
 int run_export(const ExportArgs& a) {
+  check_output_path("--out", a.out, {{"--in", a.in}});
   SPRIG_CHECK(a.format == "onnx", "--format '", a.format, "' is not supported (allowed: ", kFormats,
               ")");
   // load_checkpoint checks every tensor against the spec; nothing is written until the whole

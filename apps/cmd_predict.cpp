@@ -10,6 +10,7 @@
 #include <set>
 
 #include "apps/commands.h"
+#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/threads.h"
@@ -105,6 +106,7 @@ nn::Model model_from_foreign_weights(const PredictArgs& a, const TensorFile& fil
 }
 
 int run_predict(const PredictArgs& a) {
+  check_output_path("--out", a.out, {{"--in", a.in}, {"--input", a.input}});
   if (a.threads > 0) cpu::set_num_threads(a.threads);
   TensorFile weights = load_safetensors(a.in, {kNumBatchesTracked});
   auto format = weights.metadata.find("format");

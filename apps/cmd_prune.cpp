@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "engine/atomic_file.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
@@ -72,6 +73,7 @@ nlohmann::json eval_json(const train::EvalResult& r, train::Task task) {
 }
 
 int run_prune(const PruneArgs& a) {
+  check_output_path("--out", a.out, {{"--in", a.in}});
   if (a.threads > 0) cpu::set_num_threads(a.threads);
   const Device device = device_from_flag(a.device);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
@@ -237,9 +239,10 @@ Command add_prune_command(CLI::App& app) {
   app.add_option("--scope", a->scope, "layer (each layer to the amount) or global")
       ->check(CLI::IsMember({"layer", "global"}))
       ->capture_default_str();
-  app.add_option("--amount", a->amount, "fraction of units pruned in the end, in [0, 1)")
-      ->check(FiniteNumber & FractionBelowOne)
-      ->capture_default_str();
+  CLI::Option* amount =
+      app.add_option("--amount", a->amount, "fraction of units pruned in the end, in [0, 1)")
+          ->check(FiniteNumber & FractionBelowOne)
+          ->capture_default_str();
   app.add_option("--taylor-variant", a->taylor_variant,
                  "Taylor filter scores: reference (Gildenblat's code, as seed 002) or paper "
                  "(Molchanov et al. 2017, eq. 8, per example)")
@@ -249,11 +252,18 @@ Command add_prune_command(CLI::App& app) {
                  "filter / channel pruning in one shot: remove at least this fraction of the "
                  "model's FLOPs, choosing the smallest --amount that does (as Torch-Pruning's "
                  "speed-up target), in [0, 1)")
-      ->check(FiniteNumber & FractionBelowOne);
+      ->check(FiniteNumber & FractionBelowOne)
+      ->excludes(amount);
+  // One way to say how much goes: a second one would be silently ignored.
   app.add_option("--count", a->count, "prune this many units instead of --amount")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->excludes(amount)
+      ->excludes("--flops-reduction");
   app.add_option("--threshold", a->threshold, "prune units scoring below T instead of --amount")
-      ->check(FiniteNumber & CLI::Range(0.0, 1e30));
+      ->check(FiniteNumber & CLI::Range(0.0, 1e30))
+      ->excludes(amount)
+      ->excludes("--flops-reduction")
+      ->excludes("--count");
   app.add_option("--min-keep", a->min_keep,
                  "units each layer (filter pruning: each dependency group) keeps at least")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
@@ -298,7 +308,9 @@ Command add_prune_command(CLI::App& app) {
   add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  app.add_option("--seed", a->seed, "seed for random scores and shuffling")->capture_default_str();
+  app.add_option("--seed", a->seed, "seed for random scores and shuffling")
+      ->check(SeedNumber)
+      ->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
   add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");

@@ -123,7 +123,7 @@ Command add_sensitivity_command(CLI::App& app) {
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   add_checkpoint_data_flags(app, a->dataset, a->data_dir);
-  app.add_option("--seed", a->seed, "seed")->capture_default_str();
+  app.add_option("--seed", a->seed, "seed")->check(SeedNumber)->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
   app.add_flag("--json", a->json, "print one JSON object with the table as the last line");
   return [a] { return run_sensitivity(*a); };

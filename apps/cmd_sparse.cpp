@@ -12,6 +12,7 @@
 
 #include "apps/commands.h"
 #include "datasets/dataloader.h"
+#include "engine/atomic_file.h"
 #include "engine/ops.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
@@ -135,6 +136,7 @@ void print_layers(const prune::InferenceModel& m) {
 }
 
 int run_pack(const SparseArgs& a) {
+  check_output_path("--out", a.out, {{"--in", a.in}});
   if (a.threads > 0) cpu::set_num_threads(a.threads);
   prune::PackOptions opt = pack_options(a);  // flags first: bad input fails before any work
   nn::Checkpoint ck = nn::load_checkpoint(a.in);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "engine/atomic_file.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
@@ -98,6 +99,8 @@ int run_train(const TrainArgs& a) {
     cfg = resumed_config(a, rp);
   }
   const std::string out = a.out.empty() && resuming ? a.resume : a.out;
+  // Writing back to the --resume file is how a run continues, so it is no input to protect.
+  check_output_path("--out", out, {});
   SPRIG_CHECK(!out.empty() || (a.save_every == 0 && !a.checkpoint_every_epoch),
               "--save-every and --checkpoint-every-epoch need --out (where to write)");
   SPRIG_CHECK(!out.empty() || a.stop_at_step < 0,
@@ -302,7 +305,9 @@ Command add_train_command(CLI::App& app) {
                  "network slimming: L1 penalty LAMBDA on BatchNorm scales (adds LAMBDA x "
                  "sign(gamma) to their gradients)")
       ->check(FiniteNumber & CLI::Range(0.0, 1.0));
-  app.add_option("--seed", c.seed, "seed for initialisation and shuffling")->capture_default_str();
+  app.add_option("--seed", c.seed, "seed for initialisation and shuffling")
+      ->check(SeedNumber)
+      ->capture_default_str();
   app.add_option("--threads", c.threads,
                  "OpenMP threads (0: OpenMP's default; with --resume: the run's count)")
       ->check(CLI::Range(0, 1024))

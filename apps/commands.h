@@ -34,6 +34,7 @@ Command add_bench_sparse_gpu_command(CLI::App& app);
 extern const CLI::Validator FiniteNumber;
 // Accepts values in [0, 1), e.g. a sparsity target.
 extern const CLI::Validator FractionBelowOne;
+extern const CLI::Validator SeedNumber;  // decimal digits in [0, 2^64)
 
 // --dataset and --data-dir for commands that read a checkpoint: the dataset defaults to the one
 // the model was trained on (see load_data_for in train/trainer.h).

@@ -13,6 +13,8 @@
 #include <numeric>
 #include <set>
 
+#include "engine/atomic_file.h"
+
 // The data section is raw little-endian bytes copied straight from tensor buffers.
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "sprig's safetensors I/O assumes a little-endian host"
@@ -264,25 +266,6 @@ template <typename... Args>
   throw Error(detail::concat("cannot save safetensors file '", path, "': ", args...));
 }
 
-void write_all(int fd, const void* src, size_t n, const std::string& path, const std::string& tmp) {
-  const char* p = static_cast<const char*>(src);
-  while (n > 0) {
-    size_t chunk = std::min<size_t>(n, 1u << 30);
-    ssize_t put = ::write(fd, p, chunk);
-    if (put < 0 && errno == EINTR) continue;
-    if (put < 0) save_fail(path, "write to '", tmp, "' failed: ", std::strerror(errno));
-    p += put;
-    n -= static_cast<size_t>(put);
-  }
-}
-
-std::string parent_dir(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
 }  // namespace
 
 // ---- TensorFile ---------------------------------------------------------------------------
@@ -429,30 +412,14 @@ void save_safetensors(const std::string& path,
   unsigned char len_bytes[8];
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(text.size() >> (8 * i));
 
-  // Write to a temp file in the same directory (rename is atomic only within a filesystem).
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
-  if (fd.get() < 0) save_fail(path, "cannot create '", tmp, "': ", std::strerror(errno));
-  try {
-    write_all(fd.get(), len_bytes, 8, path, tmp);
-    write_all(fd.get(), text.data(), text.size(), path, tmp);
-    for (size_t i : order) {
-      const Tensor t = tensors[i].second.to(Device::cpu());  // GPU tensors: one at a time
-      if (t.nbytes() > 0) write_all(fd.get(), raw_bytes(t), t.nbytes(), path, tmp);
-    }
-    if (::fsync(fd.get()) != 0)
-      save_fail(path, "fsync of '", tmp, "' failed: ", std::strerror(errno));
-    if (fd.close() != 0) save_fail(path, "close of '", tmp, "' failed: ", std::strerror(errno));
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      save_fail(path, "rename from '", tmp, "' failed: ", std::strerror(errno));
-  } catch (...) {
-    fd.close();
-    ::unlink(tmp.c_str());
-    throw;
+  AtomicFile file(path, "cannot save safetensors file");
+  file.write(len_bytes, 8);
+  file.write(text.data(), text.size());
+  for (size_t i : order) {
+    const Tensor t = tensors[i].second.to(Device::cpu());  // GPU tensors: one at a time
+    if (t.nbytes() > 0) file.write(raw_bytes(t), t.nbytes());
   }
-  // Make the rename itself durable. Best effort: the new file is already in place.
-  Fd dir(::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.get() >= 0) ::fsync(dir.get());
+  file.commit();
 }
 
 }  // namespace sprig

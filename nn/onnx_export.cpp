@@ -1,15 +1,12 @@
 #include "nn/onnx_export.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <set>
 #include <vector>
 
+#include "engine/atomic_file.h"
 #include "engine/protobuf.h"
 
 #ifndef SPRIG_VERSION
@@ -426,56 +423,11 @@ std::string onnx_model_bytes(const Model& model, const OnnxExportOptions& opt) {
   return m.bytes();
 }
 
-namespace {
-
-template <typename... Args>
-[[noreturn]] void write_fail(const std::string& path, const Args&... args) {
-  throw Error(detail::concat("cannot write ONNX file '", path, "': ", args...));
-}
-
-std::string parent_dir(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-}  // namespace
-
 void export_onnx(const Model& model, const std::string& path, const OnnxExportOptions& opt) {
   SPRIG_CHECK(!path.empty(), "onnx export: empty output path");
   const std::string bytes =
       onnx_model_bytes(model, opt);  // every model error before any file exists
-  // The temp file sits beside path: rename is atomic only within one filesystem.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) write_fail(path, "cannot create '", tmp, "': ", std::strerror(errno));
-  try {
-    const char* p = bytes.data();
-    size_t left = bytes.size();
-    while (left > 0) {
-      ssize_t put = ::write(fd, p, left);
-      if (put < 0 && errno == EINTR) continue;
-      if (put < 0) write_fail(path, "write to '", tmp, "' failed: ", std::strerror(errno));
-      p += put;
-      left -= static_cast<size_t>(put);
-    }
-    if (::fsync(fd) != 0) write_fail(path, "fsync of '", tmp, "' failed: ", std::strerror(errno));
-    int rc = ::close(fd);
-    fd = -1;
-    if (rc != 0) write_fail(path, "close of '", tmp, "' failed: ", std::strerror(errno));
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      write_fail(path, "rename from '", tmp, "' failed: ", std::strerror(errno));
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename durable; best effort, the new file is already in place.
-  int dir = ::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  write_file_atomically(path, bytes.data(), bytes.size(), "cannot write ONNX file");
 }
 
 }  // namespace sprig::nn

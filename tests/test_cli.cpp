@@ -175,6 +175,9 @@ TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity"
            {"--granularity filter --flops-reduction 0.4 --count 2", "count"},
            {"--granularity filter --flops-reduction 0.4 --schedule iterative:2", "oneshot"},
            {"--weight-decay -0.1", "--weight-decay"},
+           {"--amount 0.5 --count 3", "excludes"},
+           {"--threshold 0.1 --count 3", "excludes"},
+           {"--granularity filter --flops-reduction 0.4 --amount 0.3", "excludes"},
        }) {
     CAPTURE(args);
     Result r = run("prune --in " + base + " " + args + " --out " + sparse);

@@ -8,6 +8,7 @@
 // With SPRIG_BAD_INPUTS_DOC=docs/bad-inputs.md the run also rewrites the generated part of that
 // page with each command and the exact message it printed.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -264,7 +265,7 @@ TEST_CASE("missing and unreadable files") {
            {"nodir/x.safetensors", "No such file or directory"}},
           {"--out is a directory",
            "prune --in good.safetensors --out adir",
-           {"'adir'", "Is a directory"}},
+           {"--out 'adir' exists and is a directory"}},
       });
 }
 
@@ -655,6 +656,14 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
           {"limit-test 0", "train " + f1 + "--limit-test 0", {"--limit-test", "0"}},
           {"bad --nm", "bench linear --in 8 --out 8 --format nm --nm 5:4", {"5:4"}},
           {"bad --block", "bench linear --in 8 --out 8 --format bsr --block 0x4", {"--block"}},
+          {"negative seed", "train " + f1 + "--seed -1", {"--seed", "-1", "is not a seed"}},
+          {"seed in float notation",
+           "prune --in good.safetensors --seed 1e23",
+           {"--seed", "1e23", "is not a seed"}},
+          {"seed past 2^64", "train " + f1 + "--seed 18446744073709551616", {"is not a seed"}},
+          {"--amount and --count both",
+           "prune --in good.safetensors --amount 0.5 --count 3",
+           {"excludes"}},
       });
 }
 
@@ -784,6 +793,58 @@ TEST_CASE("devices that are unknown or not usable here") {
                      {"cuda:63", "does not exist"}});
   }
   check_all("Devices", cases);
+}
+
+TEST_CASE("an --out that is an input, a FIFO or a directory is refused before any work") {
+  Fixture& fx = fixture();
+  // A FIFO stands in for a device (mknod needs root): replacing it would turn it into a file.
+  if (!fs::exists(fx.dir / "afifo")) REQUIRE(::mkfifo((fx.dir / "afifo").c_str(), 0644) == 0);
+  if (!fs::exists(fx.dir / "fifo-link")) fs::create_symlink("afifo", fx.dir / "fifo-link");
+  if (!fs::exists(fx.dir / "good-link"))
+    fs::create_symlink("good.safetensors", fx.dir / "good-link");
+  if (!fs::exists(fx.dir / "good-hard"))
+    fs::create_hard_link(fx.dir / "good.safetensors", fx.dir / "good-hard");
+  check_all("Outputs that would destroy something",
+            {
+                {"prune --out equal to --in",
+                 "prune --in good.safetensors --out good.safetensors",
+                 {"--out 'good.safetensors' is the same file as --in 'good.safetensors'",
+                  "would destroy the input"}},
+                {"prune --out spelled differently",
+                 "prune --in good.safetensors --out ./good.safetensors",
+                 {"is the same file as --in"}},
+                {"prune --out a symlink to --in",
+                 "prune --in good.safetensors --out good-link",
+                 {"--out 'good-link' is the same file as --in"}},
+                {"prune --out a hard link to --in",
+                 "prune --in good.safetensors --out good-hard",
+                 {"--out 'good-hard' is the same file as --in"}},
+                {"export --out equal to --in",
+                 "export --in good.safetensors --out good.safetensors",
+                 {"is the same file as --in"}},
+                {"predict --out equal to --input",
+                 "predict --in good.safetensors --input keep.safetensors --out keep.safetensors",
+                 {"--out 'keep.safetensors' is the same file as --input"}},
+                {"predict --out equal to --in",
+                 "predict --in good.safetensors --input keep.safetensors --out good.safetensors",
+                 {"is the same file as --in"}},
+                {"pack --out equal to --in",
+                 "pack --in pruned.safetensors --out pruned.safetensors",
+                 {"is the same file as --in"}},
+                {"prune --out a FIFO",
+                 "prune --in good.safetensors --quiet --out afifo",
+                 {"--out 'afifo' exists and is a FIFO", "refusing to replace it"}},
+                {"prune --out a symlink to a FIFO",
+                 "prune --in good.safetensors --quiet --out fifo-link",
+                 {"--out 'fifo-link' exists and is a FIFO"}},
+                {"export --out a directory",
+                 "export --in good.safetensors --out adir",
+                 {"--out 'adir' exists and is a directory"}},
+                {"train --out a FIFO",
+                 "train --dataset friedman1 --model 'linear(1)' --epochs 1 --out afifo",
+                 {"--out 'afifo' exists and is a FIFO"}},
+            });
+  CHECK(fs::is_fifo(fx.dir / "afifo"));
 }
 
 TEST_CASE("a full disk while saving leaves the existing file alone") {

@@ -563,7 +563,7 @@ TEST_SUITE("onnx export") {
          {"missing.safetensors", "error"}},
         {"export --in " + ck + " --format onnx --out " + kept.string() + "/x.onnx",
          {"kept.onnx/x.onnx", "cannot write"}},
-        {"export " + ck + " --out " + dir.string(), {dir.string(), "rename"}},  // a directory
+        {"export " + ck + " --out " + dir.string(), {dir.string(), "exists and is a directory"}},
     };
     for (const Bad& b : bad) {
       write_file(kept, "precious");

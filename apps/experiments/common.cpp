@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "apps/experiments/experiment.h"
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
@@ -47,6 +48,7 @@ void add_common_flags(CLI::App& app, CommonFlags& f) {
                  "MLflow experiment (default sprig-<experiment>)")
       ->check(NonEmpty);
   app.add_option("--seed", f.seed, "seed for initialisation, shuffling and the search")
+      ->check(SeedNumber)
       ->capture_default_str();
   app.add_option("--threads", f.threads, "OpenMP threads (0: OpenMP's default)")
       ->check(CLI::Range(0, 1024));
@@ -168,6 +170,7 @@ void add_base_flags(CLI::App& app, BaseFlags& f, bool with_base_flag) {
 }
 
 BaseModel make_base(Context& ctx, const BaseFlags& f) {
+  check_output_path("--report", ctx.report_path, {{"--base", f.base}});
   BaseModel b;
   if (!f.base.empty()) {
     nn::Checkpoint ck = nn::load_checkpoint(f.base);

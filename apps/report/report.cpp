@@ -2,10 +2,6 @@
 // its sidecar (what tests/report_check.py expects to see rendered).
 #include "apps/report/report.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -18,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 
 namespace sprig::report {
@@ -98,7 +95,7 @@ bool valid_id(const std::string& id) {
   throw Error("cannot write report '" + path + "': " + why);
 }
 
-// The temp file sits beside the target: rename is atomic only within one filesystem.
+// Creates the missing directories of path first (reports/<experiment>.html by default).
 void write_atomic(const std::string& path, const std::string& data) {
   const fs::path parent = fs::path(path).parent_path();
   if (!parent.empty()) {
@@ -108,28 +105,7 @@ void write_atomic(const std::string& path, const std::string& data) {
       write_fail(path, "cannot create directory '" + parent.string() +
                            "': " + (ec ? ec.message() : std::string("not a directory")));
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) write_fail(path, "cannot create '" + tmp + "': " + std::strerror(errno));
-  std::string err;
-  for (size_t done = 0; done < data.size() && err.empty();) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      err = "write to '" + tmp + "' failed: " + std::strerror(errno);
-    else
-      done += static_cast<size_t>(n);
-  }
-  if (err.empty() && ::fsync(fd) != 0)
-    err = "fsync of '" + tmp + "' failed: " + std::strerror(errno);
-  if (::close(fd) != 0 && err.empty())
-    err = "close of '" + tmp + "' failed: " + std::strerror(errno);
-  if (err.empty() && ::rename(tmp.c_str(), path.c_str()) != 0)
-    err = "rename from '" + tmp + "' failed: " + std::strerror(errno);
-  if (!err.empty()) {
-    ::unlink(tmp.c_str());
-    write_fail(path, err);
-  }
+  write_file_atomically(path, data.data(), data.size(), "cannot write report");
 }
 
 // Text as the page shows it: escape_xml's U+FFFD replacements, without the entities, so a
