@@ -141,6 +141,11 @@ int run_predict(const PredictArgs& a) {
   SPRIG_CHECK(x.dtype() == DType::F32 && x.shape() == want, "tensor 'input' in ", a.input, " is ",
               dtype_name(x.dtype()), " ", to_string(x.shape()), " but the model takes float32 ",
               to_string(want), " (samples of ", to_string(model.input_shape), ")");
+  // ReLU passes NaN on, but a NaN pixel can still vanish in a pooling max: refuse it here.
+  for (int64_t i = 0; i < x.numel(); ++i)
+    SPRIG_CHECK(std::isfinite(x.data()[i]), "tensor 'input' in ", a.input, " holds ", x.data()[i],
+                " at element ", i, " (sample ", i / (x.numel() / std::max<int64_t>(x.size(0), 1)),
+                "): inputs must be finite");
 
   NoGradGuard no_grad;
   model.net->eval();
@@ -158,6 +163,10 @@ int run_predict(const PredictArgs& a) {
     Tensor yb = model.forward(xb);
     std::memcpy(y.data() + i * out_row, yb.data(), size_t(b * out_row) * sizeof(float));
   }
+  for (int64_t i = 0; i < y.numel(); ++i)
+    SPRIG_CHECK(std::isfinite(y.data()[i]), "the output of sample ",
+                i / std::max<int64_t>(out_row, 1), " is ", y.data()[i], ": the weights of ", a.in,
+                " overflow float32 on it (nothing was written)");
   save_safetensors(a.out, {{"logits", y}}, {{"spec", model.spec}, {"weights", a.in}});
   if (a.json)
     std::printf("%s\n", nlohmann::json({{"in", a.in},

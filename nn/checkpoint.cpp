@@ -33,12 +33,14 @@ static Shape csv_to_shape(const std::string& path, const std::string& csv) {
 }
 
 // A NaN or infinite weight poisons every output; it comes from a diverged run or a damaged
-// file, so refuse it at load rather than print NaN metrics later.
-static void check_finite(const std::string& path, const std::string& name, const Tensor& t) {
+// file, so refuse it at load rather than print NaN metrics later. The same for what a resumed
+// run or a rewind copies into the weights: optimizer state and rewind snapshots.
+static void check_finite(const std::string& path, const std::string& name, const Tensor& t,
+                         const char* what = "weights") {
   const float* v = t.data_as<float>();
   for (int64_t i = 0; i < t.numel(); ++i)
     SPRIG_CHECK(std::isfinite(v[i]), path, ": tensor '", name, "' holds ", v[i], " at element ", i,
-                " of ", to_string(t.shape()), " (weights must be finite)");
+                " of ", to_string(t.shape()), " (", what, " must be finite)");
 }
 
 // parse_granularity also reads the names checkpoints were saved with before "filter", "channel"
@@ -149,6 +151,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     SPRIG_CHECK(
         value && used.count(param) && t.shape() == value->shape() && t.dtype() == DType::F32, path,
         ": rewind tensor '", name, "' does not match a parameter of the model");
+    check_finite(path, name, t, "rewind weights");
     ck.rewind[param] = t;
     used.insert(name);
   }
@@ -163,7 +166,16 @@ Checkpoint load_checkpoint(const std::string& path) {
                     t.dtype() == DType::F32 && dot + 1 < name.size(),
                 path, ": optimizer tensor '", name, "' (", dtype_name(t.dtype()), " ",
                 to_string(t.shape()), ") does not match a parameter of the model");
-    ck.optimizer_state[param][name.substr(dot + 1)] = t;
+    const std::string key = name.substr(dot + 1);
+    check_finite(path, name, t, "optimizer state");
+    // Adam's second moment is a running mean of squares: a negative one makes sqrt() NaN.
+    if (key == "exp_avg_sq") {
+      const float* v = t.data_as<float>();
+      for (int64_t i = 0; i < t.numel(); ++i)
+        SPRIG_CHECK(v[i] >= 0.0f, path, ": tensor '", name, "' holds ", v[i], " at element ", i,
+                    " (a mean of squared gradients is never negative)");
+    }
+    ck.optimizer_state[param][key] = t;
     used.insert(name);
   }
   auto ts = file.metadata.find(kTrainStateKey);

@@ -469,6 +469,30 @@ TEST_CASE("NaN and infinity in data and flags") {
       break;
     }
     fx.put("nan-packed.safetensors", join_st(pk));
+    // What a resume or a rewind copies into the weights must be finite too.
+    f = st;
+    f.data.replace(offsets(f, "optim.0.weight.exp_avg_sq").first, 4, float_bytes(std::nanf("")));
+    fx.put("nan-optim.safetensors", join_st(f));
+    f = st;
+    f.data.replace(offsets(f, "optim.0.weight.exp_avg_sq").first, 4, float_bytes(-1.0f));
+    fx.put("negative-moment.safetensors", join_st(f));
+    if (!fs::exists(fx.dir / "rewind.safetensors"))
+      fx.sh(
+          "train --dataset friedman1 --model 'linear(8) relu linear(1)' --epochs 1 "
+          "--rewind-step 1 --quiet --out rewind.safetensors");
+    StFile rw = split_st(fx.bytes("rewind.safetensors"));
+    rw.data.replace(offsets(rw, "rewind/0.weight").first, 4, float_bytes(HUGE_VALF));
+    fx.put("inf-rewind.safetensors", join_st(rw));
+    // Finite weights whose products overflow float32.
+    f = st;
+    auto [wb, we] = offsets(f, "0.weight");
+    for (size_t o = wb; o < we; o += 4) f.data.replace(o, 4, float_bytes(3e38f));
+    fx.put("huge-weight.safetensors", join_st(f));
+    sprig::Tensor x = sprig::Tensor::zeros({2, 10});
+    x.data()[13] = std::nanf("");
+    sprig::save_safetensors((fx.dir / "nan-input.safetensors").string(), {{"input", x}});
+    sprig::save_safetensors((fx.dir / "ones-input.safetensors").string(),
+                            {{"input", sprig::Tensor::full({2, 10}, 1.0f)}});
   }
   const std::string tiny = "--dataset friedman1 --model 'linear(4) relu linear(1)' --epochs 1 ";
   check_all(
@@ -483,6 +507,26 @@ TEST_CASE("NaN and infinity in data and flags") {
           {"NaN in a packed file",
            "run --in nan-packed.safetensors",
            {"nan-packed.safetensors", "holds nan"}},
+          {"NaN in Adam's second moment",
+           "train --resume nan-optim.safetensors --epochs 2",
+           {"nan-optim.safetensors", "'optim.0.weight.exp_avg_sq' holds nan at element 0",
+            "optimizer state must be finite"}},
+          {"negative Adam second moment",
+           "train --resume negative-moment.safetensors --epochs 2",
+           {"'optim.0.weight.exp_avg_sq' holds -1 at element 0", "never negative"}},
+          {"inf in a rewind snapshot",
+           "prune --in inf-rewind.safetensors --rewind 1 --out keep.safetensors",
+           {"'rewind/0.weight' holds inf", "rewind weights must be finite"}},
+          {"outputs overflow float32",
+           "eval --in huge-weight.safetensors",
+           {"the loss is", "outputs are not finite"}},
+          {"predict on a NaN input",
+           "predict --in good.safetensors --input nan-input.safetensors --out keep.safetensors",
+           {"'input' in nan-input.safetensors holds nan at element 13 (sample 1)"}},
+          {"predict whose outputs overflow",
+           "predict --in huge-weight.safetensors --input ones-input.safetensors --out "
+           "keep.safetensors",
+           {"the output of sample 0 is", "overflow float32", "nothing was written"}},
           {"training diverges",
            "train --dataset friedman1 --model 'linear(64) relu linear(1)' --optimizer sgd "
            "--lr 1000 --epochs 2 --quiet --out keep.safetensors",

@@ -41,6 +41,29 @@ TEST_CASE("relu forward and backward match the reference") {
   }
 }
 
+TEST_CASE("relu lets NaN through, forward and backward, as PyTorch does") {
+  const float nan = std::nanf("");
+  for (int64_t n : kSizes) {
+    std::vector<float> x(n, -1.0f), dy(n, 2.0f), y(n), y_ref(n), dx(n), dx_ref(n);
+    x[n / 2] = nan;
+    x[0] = n > 1 ? 3.0f : nan;
+    cpu::relu_forward(n, x.data(), y.data());
+    cpu::relu_forward_ref(n, x.data(), y_ref.data());
+    cpu::relu_backward(n, x.data(), dy.data(), dx.data());
+    cpu::relu_backward_ref(n, x.data(), dy.data(), dx_ref.data());
+    CHECK(std::isnan(y[n / 2]));
+    CHECK(std::isnan(y_ref[n / 2]));
+    CHECK(dx[n / 2] == 2.0f);  // threshold_backward cuts only where x <= 0
+    CHECK(dx_ref[n / 2] == 2.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      if (i == n / 2) continue;
+      CHECK(y[i] == y_ref[i]);
+      CHECK(dx[i] == dx_ref[i]);
+    }
+    if (n > 2) CHECK(y[n - 1] == 0.0f);  // -1 stays cut
+  }
+}
+
 TEST_CASE("element-wise arithmetic and row bias") {
   Rng rng(2);
   for (int64_t n : kSizes) {

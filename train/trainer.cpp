@@ -140,6 +140,10 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
     r.loss = loss_sum / double(r.samples);
     r.accuracy = double(correct) / double(r.samples);
   }
+  // An accuracy over NaN outputs is meaningless, and a "nan" loss is easy to miss in a table.
+  SPRIG_CHECK(std::isfinite(r.loss), "evaluation on ", r.samples, " samples: the loss is ", r.loss,
+              " (the model's outputs are not finite: its weights overflow float32, or the inputs "
+              "hold NaN)");
   return r;
 }
 

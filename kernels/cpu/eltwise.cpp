@@ -2,6 +2,7 @@
 #include "kernels/cpu/eltwise.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace sprig::cpu {
 
@@ -36,14 +37,16 @@ void fill(int64_t n, float value, float* out) {
   std::fill(out, out + n, value);
 }
 
+// NaN passes through, as in PyTorch (x <= 0 is false for NaN): mapping it to 0 would hide a
+// diverged layer behind finite outputs and a finite loss.
 void relu_forward(int64_t n, const float* x, float* y) {
 #pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 void relu_backward(int64_t n, const float* x, const float* dy, float* dx) {
 #pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 void add_row_bias(int64_t rows, int64_t cols, const float* b, float* y) {
@@ -56,12 +59,13 @@ void add_row_bias(int64_t rows, int64_t cols, const float* b, float* y) {
 }
 
 void relu_forward_ref(int64_t n, const float* x, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = std::max(x[i], 0.0f);
+  for (int64_t i = 0; i < n; ++i) y[i] = std::isnan(x[i]) ? x[i] : std::max(x[i], 0.0f);
 }
 
+// PyTorch's threshold_backward: the gradient is cut where x <= 0, so it passes at NaN.
 void relu_backward_ref(int64_t n, const float* x, const float* dy, float* dx) {
   for (int64_t i = 0; i < n; ++i) {
-    if (x[i] > 0.0f)
+    if (x[i] > 0.0f || std::isnan(x[i]))
       dx[i] = dy[i];
     else
       dx[i] = 0.0f;

@@ -71,7 +71,7 @@ void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias
 void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 // csr_linear with either side transposed and an optional fused ReLU: x is (B, cols), or
 // (cols, B) when x_t; y is (B, rows), or (rows, B) when y_t; relu sets y = max(y, 0) after the
-// bias (NaN -> 0, as relu_forward). Consecutive sparse layers keep their activations transposed
+// bias (NaN passes through, as relu_forward). Consecutive sparse layers keep their activations transposed
 // and skip csr_linear's transposes in and out. Same threading rules as csr_linear.
 void csr_linear_ex(const CsrMatrix& w, int64_t B, const float* x, bool x_t, const float* bias,
                    bool relu, float* y, bool y_t);

@@ -206,10 +206,10 @@ void csr_tile(const Idx* col, const float* val, const int64_t* rp, int64_t i0, i
       const float bv = bias[i0 + r];
       for (int64_t b = 0; b < w; b++) tile[r * ldt + b] += bv;
     }
-  if (relu)  // as relu_forward: NaN becomes 0
+  if (relu)  // as relu_forward: NaN passes through
     for (int64_t r = 0; r < nr; r++)
       for (int64_t b = 0; b < w; b++)
-        tile[r * ldt + b] = tile[r * ldt + b] > 0.0f ? tile[r * ldt + b] : 0.0f;
+        tile[r * ldt + b] = tile[r * ldt + b] <= 0.0f ? 0.0f : tile[r * ldt + b];
 }
 
 #ifdef SPRIG_SPARSE_AVX512

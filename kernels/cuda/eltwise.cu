@@ -40,11 +40,11 @@ __global__ void fill_scaled_kernel(int64_t n, const float* scalar, float factor,
 
 // x > 0 is false for NaN, so NaN maps to 0 as on the CPU.
 __global__ void relu_forward_kernel(int64_t n, const float* x, float* y) {
-  for (int64_t i = first_index(); i < n; i += grid_stride()) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  for (int64_t i = first_index(); i < n; i += grid_stride()) y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 __global__ void relu_backward_kernel(int64_t n, const float* x, const float* dy, float* dx) {
-  for (int64_t i = first_index(); i < n; i += grid_stride()) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+  for (int64_t i = first_index(); i < n; i += grid_stride()) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 // y (rows, cols), b (cols)

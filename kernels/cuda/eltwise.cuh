@@ -12,7 +12,7 @@ void scale(int64_t n, const float* a, float s, float* out);
 void fill(int64_t n, float value, float* out);
 // out[i] = factor * scalar[0]; scalar is one float in device memory.
 void fill_scaled(int64_t n, const float* scalar, float factor, float* out);
-// y = max(x, 0), NaN -> 0 as on the CPU
+// y = max(x, 0), NaN passing through as on the CPU (and in PyTorch)
 void relu_forward(int64_t n, const float* x, float* y);
 // dx = dy where x > 0, else 0
 void relu_backward(int64_t n, const float* x, const float* dy, float* dx);

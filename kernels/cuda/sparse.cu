@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kRowSplitThreads)
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
         acc[i] += bb;
-        if (relu) acc[i] = acc[i] > 0.0f ? acc[i] : 0.0f;  // NaN -> 0
+        if (relu) acc[i] = acc[i] <= 0.0f ? 0.0f : acc[i];  // NaN stays
       }
       float* yr = yt + row * B + b0;
       if constexpr (VEC == 4)
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(kRowSplitThreads)
 #pragma unroll
       for (int b = 0; b < NB; ++b) {
         float out = acc[b] + bb;
-        if (relu) out = out > 0.0f ? out : 0.0f;  // NaN -> 0
+        if (relu) out = out <= 0.0f ? 0.0f : out;  // NaN stays
         yt[row * NB + b] = out;
       }
     }
@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(kColTileThreads)
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
         acc[i][v] += bb;
-        if (relu) acc[i][v] = acc[i][v] > 0.0f ? acc[i][v] : 0.0f;  // NaN -> 0
+        if (relu) acc[i][v] = acc[i][v] <= 0.0f ? 0.0f : acc[i][v];  // NaN stays
       }
       float* yr = yt + row[i] * B + b0;
       if constexpr (VEC == 4)
@@ -390,7 +390,7 @@ __global__ void bias_relu_kernel(int64_t n, int64_t rows, const float* __restric
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     float v = y[i] + (bias ? bias[i % rows] : 0.0f);
-    if (relu) v = v > 0.0f ? v : 0.0f;
+    if (relu) v = v <= 0.0f ? 0.0f : v;
     y[i] = v;
   }
 }

@@ -59,7 +59,7 @@ enum class CsrAlgo { RowSplit, ColTile };
 // x_t / y_t say whether x is given as (cols, B) and y is wanted as (rows, B), as
 // cpu::csr_linear_ex; otherwise x and y are transposed through scratch buffers. A chain of such
 // layers keeps its activations transposed and transposes only at the ends. relu sets
-// y = max(y, 0) after the bias (NaN -> 0, as relu_forward).
+// y = max(y, 0) after the bias (NaN passes through, as relu_forward).
 void csr_linear_ex(const DeviceCsr& w, int64_t B, const float* x, bool x_t, const float* bias,
                    bool relu, float* y, bool y_t, CsrAlgo algo = CsrAlgo::RowSplit);
 // csr_linear_ex with x (B, cols) and y (B, rows).
