@@ -8,7 +8,6 @@
 
 #include <csignal>
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "engine/atomic_file.h"
@@ -19,17 +18,6 @@ namespace fs = std::filesystem;
 using namespace sprig;
 
 namespace {
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-void write_plain(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << bytes;
-  REQUIRE(f.good());
-}
 
 void save(const fs::path& p, const std::string& bytes) {
   write_file_atomically(p.string(), bytes.data(), bytes.size(), "cannot save test file");
@@ -52,9 +40,9 @@ TEST_SUITE("atomic_file") {
     const fs::path dir = tmp.path;
     fs::path p = dir / "out.bin";
     save(p, "first");
-    CHECK(read_file(p) == "first");
+    CHECK(test::read_bytes(p.string()) == "first");
     save(p, std::string(3 << 20, 'x'));  // past one write() of a pipe-sized buffer
-    CHECK(read_file(p) == std::string(3 << 20, 'x'));
+    CHECK(test::read_bytes(p.string()) == std::string(3 << 20, 'x'));
     CHECK(!tmp.has_temp_files());
   }
 
@@ -62,13 +50,13 @@ TEST_SUITE("atomic_file") {
     sprig::test::TempDir tmp("test_atomic_file");
     const fs::path dir = tmp.path;
     fs::path p = dir / "secret.safetensors";
-    write_plain(p, "old");
+    test::write_bytes(p.string(), "old");
     REQUIRE(::chmod(p.c_str(), 0600) == 0);
     save(p, "new");
     struct stat st {};
     REQUIRE(::stat(p.c_str(), &st) == 0);
     CHECK((st.st_mode & 07777) == 0600);
-    CHECK(read_file(p) == "new");
+    CHECK(test::read_bytes(p.string()) == "new");
     const mode_t mask = ::umask(0);
     ::umask(mask);
     fs::path q = dir / "fresh.bin";
@@ -105,11 +93,11 @@ TEST_SUITE("atomic_file") {
     sprig::test::TempDir tmp("test_atomic_file");
     const fs::path dir = tmp.path;
     fs::create_directories(dir / "real");
-    write_plain(dir / "real" / "model.safetensors", "old");
+    test::write_bytes((dir / "real" / "model.safetensors").string(), "old");
     fs::create_symlink(fs::path("real") / "model.safetensors", dir / "link.safetensors");
     save(dir / "link.safetensors", "new");
     CHECK(fs::is_symlink(dir / "link.safetensors"));
-    CHECK(read_file(dir / "real" / "model.safetensors") == "new");
+    CHECK(test::read_bytes((dir / "real" / "model.safetensors").string()) == "new");
     CHECK(!tmp.has_temp_files());
   }
 
@@ -117,7 +105,7 @@ TEST_SUITE("atomic_file") {
     sprig::test::TempDir tmp("test_atomic_file");
     const fs::path dir = tmp.path;
     fs::path p = dir / "out.bin";
-    write_plain(p, "old");
+    test::write_bytes(p.string(), "old");
     {
       AtomicFile f(p.string(), "cannot save test file");
       f.write("new", 3);
@@ -125,7 +113,7 @@ TEST_SUITE("atomic_file") {
       CHECK(tmp.has_temp_files());
     }
     CHECK(!tmp.has_temp_files());
-    CHECK(read_file(p) == "old");
+    CHECK(test::read_bytes(p.string()) == "old");
   }
 
   TEST_CASE("SIGTERM, SIGINT or SIGHUP mid-write: the process dies of it and leaves no temp file") {
@@ -134,7 +122,7 @@ TEST_SUITE("atomic_file") {
       sprig::test::TempDir tmp("test_atomic_file");
       const fs::path dir = tmp.path;
       fs::path p = dir / "out.bin";
-      write_plain(p, "old");
+      test::write_bytes(p.string(), "old");
       pid_t child = ::fork();
       REQUIRE(child >= 0);
       if (child == 0) {
@@ -154,7 +142,7 @@ TEST_SUITE("atomic_file") {
       CHECK(WIFSIGNALED(status));
       if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == sig);
       CHECK(!tmp.has_temp_files());
-      CHECK(read_file(p) == "old");
+      CHECK(test::read_bytes(p.string()) == "old");
     }
   }
 
@@ -162,8 +150,8 @@ TEST_SUITE("atomic_file") {
     sprig::test::TempDir tmp("test_atomic_file");
     const fs::path dir = tmp.path;
     fs::path in = dir / "w.safetensors", other = dir / "x.safetensors";
-    write_plain(in, "weights");
-    write_plain(other, "input");
+    test::write_bytes(in.string(), "weights");
+    test::write_bytes(other.string(), "input");
     fs::create_symlink(in, dir / "w-link");
     fs::create_hard_link(in, dir / "w-hard");
     auto refused = [&](const fs::path& out) {
@@ -185,12 +173,12 @@ TEST_SUITE("atomic_file") {
     CHECK(refused(other).find("is the same file as --input") != std::string::npos);
     CHECK(refused(dir / "new.safetensors").empty());  // does not exist yet
     CHECK(refused(dir / "adir-missing" / "y").empty());
-    write_plain(dir / "unrelated", "u");
+    test::write_bytes((dir / "unrelated").string(), "u");
     CHECK(refused(dir / "unrelated").empty());
     CHECK_NOTHROW(check_output_path("--out", in.string(), {{"--base", ""}}));
     fs::create_directories(dir / "adir");
     CHECK_THROWS_WITH_AS(check_output_path("--out", (dir / "adir").string(), {}),
                          doctest::Contains("exists and is a directory"), Error);
-    CHECK(read_file(in) == "weights");
+    CHECK(test::read_bytes(in.string()) == "weights");
   }
 }

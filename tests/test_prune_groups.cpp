@@ -30,6 +30,16 @@ std::vector<float> logits(const nn::Model& m, const Tensor& x, bool training) {
   return m.forward(x).to_vector();
 }
 
+// `left` batches of 4 random (3, 8, 8) images with fixed labels, for the data criteria.
+prune::BatchFn two_batches(int& left, Rng& rng) {
+  return [&left, &rng](Tensor& x, Tensor& y) {
+    if (left-- == 0) return false;
+    x = Tensor::normal({4, 3, 8, 8}, 0.0f, 1.0f, rng);
+    y = Tensor::from_vector_i32({0, 3, 5, 9}, {4});
+    return true;
+  };
+}
+
 // Gives every BatchNorm non-trivial scales, shifts and running statistics, so that a channel
 // whose BN was not zeroed would show in the logits.
 void randomize_norms(nn::Model& m, uint64_t seed) {
@@ -380,12 +390,7 @@ TEST_SUITE("filter pruning by dependency groups") {
           if (c == prune::Criterion::Taylor || c == prune::Criterion::Gradient) {
             int left = 2;
             Rng rng(13);
-            prune::BatchFn next = [&](Tensor& x, Tensor& y) {
-              if (left-- == 0) return false;
-              x = Tensor::normal({4, 3, 8, 8}, 0.0f, 1.0f, rng);
-              y = Tensor::from_vector_i32({0, 3, 5, 9}, {4});
-              return true;
-            };
+            prune::BatchFn next = two_batches(left, rng);
             prune::LossFn loss = [&](const Tensor& x, const Tensor& y) {
               return cross_entropy(m.forward(x), y);
             };
@@ -475,12 +480,7 @@ TEST_SUITE("filter pruning by dependency groups") {
           // The gradients the criterion reads must reach the search's trial copies.
           int left = 2;
           Rng rng(33);
-          prune::BatchFn next = [&](Tensor& x, Tensor& y) {
-            if (left-- == 0) return false;
-            x = Tensor::normal({4, 3, 8, 8}, 0.0f, 1.0f, rng);
-            y = Tensor::from_vector_i32({0, 3, 5, 9}, {4});
-            return true;
-          };
+          prune::BatchFn next = two_batches(left, rng);
           prune::LossFn loss = [&](const Tensor& x, const Tensor& y) {
             return cross_entropy(m.forward(x), y);
           };
