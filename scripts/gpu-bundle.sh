@@ -6,6 +6,7 @@
 #   bash gpu-bundle/run.sh check     # every cuda suite, then each under compute-sanitizer
 #   bash gpu-bundle/run.sh epochs    # bench/gpu_epoch_vs_pytorch.sh
 #   bash gpu-bundle/run.sh sparse    # sprig bench sparse-gpu
+#   bash gpu-bundle/run.sh session SECONDS   # all of it for one short lease, most important first
 # Usage here: bash scripts/gpu-bundle.sh [BUILD_DIR]   (a CUDA build; default: build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ for exe in "$stage"/bin/*; do ldd "$exe" | awk '/=> \// {print $3}'; done | sort
 strip "$stage"/bin/* "$stage"/lib/*
 tar -C "$stage" -cJf "$out/payload.tar.xz" bin lib  # the carry limit is 64 MiB in all
 cp /usr/share/datasets/fashion-mnist/*.gz "$out/data/"
-cp bench/gpu_epoch_vs_pytorch.sh bench/torch_train.py "$out/bench/"
+cp bench/gpu_epoch_vs_pytorch.sh bench/torch_train.py bench/torch_resnet.py "$out/bench/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the carried sprig GPU checks (see scripts/gpu-bundle.sh).
@@ -61,7 +62,48 @@ case "${1:-check}" in
     done ;;
   epochs) SPRIG="$here/bin/sprig" bash "$here/bench/gpu_epoch_vs_pytorch.sh" "${@:2}" ;;
   sparse) "$here/bin/sprig" bench sparse-gpu "${@:2}" ;;
-  *) echo "usage: run.sh check|epochs|sparse [args]" >&2; exit 2 ;;
+  session)
+    # One lease of a few minutes: the plain suites, the sparse sweep, the epochs, then the
+    # sanitizers (memcheck on every suite before the other tools), each step under a timeout
+    # and none started after SECONDS. A step that fails is reported and the next one still
+    # runs. After each step the logs are packed into DEST/gpu-logs.tar.gz (DEST: $OUT, where
+    # only a few files come back, else .) beside summary.txt, one line per step.
+    budget=${2:-420}
+    dest=${OUT:-$PWD}
+    logs=$(mktemp -d)/gpu-logs
+    mkdir -p "$logs"
+    start=$SECONDS
+    status=()
+    step() {  # name cap_seconds command...
+      local name=$1 cap=$2 left=$((budget - (SECONDS - start)))
+      shift 2
+      if ((left < 10)); then status+=("$name: not run (out of time)"); return; fi
+      ((cap > left)) && cap=$left
+      echo "== $name (at $((SECONDS - start)) s, cap $cap s)"
+      local t0=$SECONDS rc=0
+      timeout -k 5 "$cap" "$@" >>"$logs/$name.log" 2>&1 || rc=$?
+      tail -n 12 "$logs/$name.log"
+      status+=("$name: rc $rc in $((SECONDS - t0)) s")
+      printf '%s\n' "${status[@]}" >"$dest/summary.txt"
+      tar -C "$(dirname "$logs")" -czf "$dest/gpu-logs.tar.gz" gpu-logs
+    }
+    { nvidia-smi | head -4; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+      grep -m1 "model name" /proc/cpuinfo; nproc; uptime; } 2>&1 | tee "$logs/machine.txt" || true
+    for suite in "$here"/bin/test_cuda_*; do step "$(basename "$suite")" 120 "$suite"; done
+    step sparse 90 "$here/bin/sprig" bench sparse-gpu
+    step epochs 150 env SPRIG="$here/bin/sprig" bash "$here/bench/gpu_epoch_vs_pytorch.sh" \
+      --models "cnn2 mlp" --epochs 5
+    step epochs-resnet20 90 env SPRIG="$here/bin/sprig" bash "$here/bench/gpu_epoch_vs_pytorch.sh" \
+      --models resnet20 --epochs 2 --optimizer sgd --limit-train 8192
+    sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    for tool in memcheck racecheck initcheck synccheck; do
+      for suite in "$here"/bin/test_cuda_*; do
+        step "$tool-$(basename "$suite")" 120 "$sanitizer" --tool "$tool" --error-exitcode 3 "$suite"
+      done
+    done
+    echo "== summary"
+    cat "$dest/summary.txt" ;;
+  *) echo "usage: run.sh check|epochs|sparse|session [args]" >&2; exit 2 ;;
 esac
 RUN
 chmod +x "$out/run.sh"
