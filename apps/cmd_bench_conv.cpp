@@ -31,7 +31,7 @@ int run_bench_conv(BenchConvArgs a) {
   // x, dy, dx are the big buffers; stay well under 1 GiB.
   SPRIG_CHECK(s.N * std::max(s.C * s.H * s.W, s.K * s.P() * s.Q()) <= (int64_t(1) << 26),
               "bench conv: the batch is too big (more than 2^26 floats per activation)");
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
 
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
   std::vector<float> y(s.N * s.K * s.P() * s.Q()), dy(y.size());                  // (N,K,P,Q)
@@ -66,7 +66,7 @@ int run_bench_conv(BenchConvArgs a) {
                         {"backward_ms", bwd_ms},
                         {"forward_gflops", fwd_gflops},
                         {"backward_gflops", bwd_gflops}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else {
     std::printf(
         "conv2d N=%lld C=%lld %lldx%lld K=%lld %lldx%lld stride %lld pad %lld, %d threads: "
@@ -82,22 +82,22 @@ int run_bench_conv(BenchConvArgs a) {
 
 Command add_bench_conv_command(CLI::App& app) {
   auto a = std::make_shared<BenchConvArgs>();
-  auto dim = CLI::Range(int64_t(1), int64_t(1) << 16);
+  auto dim = IntRange(int64_t(1), int64_t(1) << 16);
   app.add_option("--n", a->s.N, "batch size")->check(dim)->capture_default_str();
   app.add_option("--c", a->s.C, "input channels")->check(dim)->capture_default_str();
   app.add_option("--h", a->s.H, "input height")->check(dim)->capture_default_str();
   app.add_option("--w", a->s.W, "input width")->check(dim)->capture_default_str();
   app.add_option("--k", a->s.K, "output channels")->check(dim)->capture_default_str();
   app.add_option("--r", a->s.R, "kernel size (square)")
-      ->check(CLI::Range(1, 31))
+      ->check(IntRange(1, 31))
       ->capture_default_str();
-  app.add_option("--stride", a->s.stride)->check(CLI::Range(1, 31))->capture_default_str();
-  app.add_option("--pad", a->s.pad)->check(CLI::Range(0, 31))->capture_default_str();
+  app.add_option("--stride", a->s.stride)->check(IntRange(1, 31))->capture_default_str();
+  app.add_option("--pad", a->s.pad)->check(IntRange(0, 31))->capture_default_str();
   app.add_option("--threads", a->threads, "OpenMP threads (0: OpenMP's default)")
-      ->check(CLI::Range(0, 1024))
+      ->check(IntRange(0, 1024))
       ->capture_default_str();
   app.add_option("--repeats", a->repeats, "timed runs after the warm-up; the median is reported")
-      ->check(CLI::Range(1, 100000))
+      ->check(IntRange(1, 100000))
       ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object (shape, threads, ms and GFLOP/s)");
   return [a] { return run_bench_conv(*a); };

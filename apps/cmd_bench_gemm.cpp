@@ -32,7 +32,7 @@ int run_bench_gemm(const BenchGemmArgs& a) {
   for (auto [flag, v] : {std::pair{"--m", a.m}, std::pair{"--n", a.n}, std::pair{"--k", a.k}})
     SPRIG_CHECK(v >= 1 && v <= kMaxDim, "bench gemm: ", flag, " must be in [1, ", kMaxDim,
                 "], got ", v);
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
 
   // Stored shapes: A (M, K) or (K, M) with --trans-a; B (K, N) or (N, K) with --trans-b.
   const int64_t lda = a.trans_a ? a.m : a.k, ldb = a.trans_b ? a.k : a.n, ldc = a.n;
@@ -78,7 +78,7 @@ int run_bench_gemm(const BenchGemmArgs& a) {
                         {"ms", median},
                         {"min_ms", ms.front()},
                         {"gflops", gflops}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else {
     std::printf(
         "gemm %s%s M=%lld N=%lld K=%lld, %d threads: %.3f ms median (min %.3f) of %d, "
@@ -93,17 +93,17 @@ int run_bench_gemm(const BenchGemmArgs& a) {
 
 Command add_bench_gemm_command(CLI::App& app) {
   auto a = std::make_shared<BenchGemmArgs>();
-  auto dim = CLI::Range(int64_t(1), kMaxDim);
+  auto dim = IntRange(int64_t(1), kMaxDim);
   app.add_option("--m", a->m, "rows of op(A) and C")->check(dim)->capture_default_str();
   app.add_option("--n", a->n, "columns of op(B) and C")->check(dim)->capture_default_str();
   app.add_option("--k", a->k, "columns of op(A), rows of op(B)")->check(dim)->capture_default_str();
   app.add_flag("--trans-a", a->trans_a, "A is stored (K, M) and used transposed");
   app.add_flag("--trans-b", a->trans_b, "B is stored (N, K) and used transposed");
   app.add_option("--threads", a->threads, "OpenMP threads (0: OpenMP's default)")
-      ->check(CLI::Range(0, 1024))
+      ->check(IntRange(0, 1024))
       ->capture_default_str();
   app.add_option("--repeats", a->repeats, "timed runs after the warm-up; the median is reported")
-      ->check(CLI::Range(1, 100000))
+      ->check(IntRange(1, 100000))
       ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object (m, n, k, threads, ms, gflops)");
   return [a] { return run_bench_gemm(*a); };

@@ -46,7 +46,7 @@ void zero_random_units(int64_t n, double fraction, Rng& rng,
 }
 
 int run_bench_linear(const LinearArgs& a) {
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   // Plain variables, not structured bindings: lambdas below capture them (C++17).
   int64_t br, bc, n, m;
   std::tie(br, bc) = parse_block_flag(a.block);
@@ -137,7 +137,7 @@ int run_bench_linear(const LinearArgs& a) {
                         {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff}};
     if (a.format == "bsr") j["block"] = a.block;
     if (a.format == "nm") j["nm"] = a.nm;
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else {
     std::printf(
         "linear %lldx%lld (out x in), batch %lld, %s at %.1f%% sparsity, %d threads: "
@@ -216,7 +216,7 @@ int run_bench_model_cuda(const ModelArgs& a, Device dev) {
                         {"plan_seconds", plan_s},
                         {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff},
                         {"layers", layers}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else {
     std::printf("%s at batch %lld on %s: dense %.4f ms, plan %.4f ms, speedup %.2fx\n",
                 a.in.c_str(), (long long)a.batch, gpu.c_str(), dense_ms, plan_ms, speedup);
@@ -227,7 +227,7 @@ int run_bench_model_cuda(const ModelArgs& a, Device dev) {
 }
 
 int run_bench_model(const ModelArgs& a) {
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   const Device dev = device_from_flag(a.device);  // no GPU: one error line, before any work
   if (!dev.is_cpu()) return run_bench_model_cuda(a, dev);
   prune::PackOptions opt;
@@ -281,7 +281,7 @@ int run_bench_model(const ModelArgs& a) {
                         {"plan_seconds", plan_s},
                         {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff},
                         {"layers", layers}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else {
     std::printf("%s at batch %lld, %d threads: dense %.4f ms, plan %.4f ms, speedup %.2fx\n",
                 a.in.c_str(), (long long)a.batch, cpu::num_threads(), dense_ms, plan_ms, speedup);
@@ -297,12 +297,12 @@ Command add_bench_linear_command(CLI::App& app) {
   auto a = std::make_shared<LinearArgs>();
   app.add_option("--in", a->in, "input features")
       ->required()
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+      ->check(IntRange(int64_t(1), int64_t(1) << 20));
   app.add_option("--out", a->out, "output features")
       ->required()
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+      ->check(IntRange(int64_t(1), int64_t(1) << 20));
   app.add_option("--batch", a->batch, "batch size")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->check(IntRange(int64_t(1), int64_t(1) << 16))
       ->capture_default_str();
   app.add_option("--sparsity", a->sparsity, "fraction of zero weights (blocks for bsr)")
       ->check(FiniteNumber & CLI::Range(0.0, 0.9999))
@@ -313,9 +313,9 @@ Command add_bench_linear_command(CLI::App& app) {
   app.add_option("--block", a->block, "BSR block ROWSxCOLS")->capture_default_str();
   app.add_option("--nm", a->nm, "N:M pattern for --format nm (sparsity 1 - N/M)")
       ->capture_default_str();
-  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_option("--repeats", a->repeats, "timed runs (median)")
-      ->check(CLI::Range(1, 100000))
+      ->check(IntRange(1, 100000))
       ->capture_default_str();
   app.add_option("--seed", a->seed, "weights, mask and input")
       ->check(SeedNumber)
@@ -326,17 +326,17 @@ Command add_bench_linear_command(CLI::App& app) {
 
 Command add_bench_model_command(CLI::App& app) {
   auto a = std::make_shared<ModelArgs>();
-  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->check(NonEmptyPath)->required();
   app.add_option("--batch", a->batch, "batch size")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->check(IntRange(int64_t(1), int64_t(1) << 16))
       ->capture_default_str();
   app.add_option("--format", a->format, "plan: auto, or one format forced (dense|csr|bsr|nm)")
       ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
       ->capture_default_str();
   app.add_flag("--no-shrink", a->no_shrink, "plan without shrinking zeroed neurons / filters");
-  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_option("--repeats", a->repeats, "timed runs (median)")
-      ->check(CLI::Range(1, 100000))
+      ->check(IntRange(1, 100000))
       ->capture_default_str();
   app.add_option("--seed", a->seed, "random input")->check(SeedNumber)->capture_default_str();
   add_device_flag(app, a->device);  // GPU: dense and plan both there

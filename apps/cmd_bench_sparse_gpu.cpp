@@ -47,7 +47,7 @@ int run_bench_sparse_gpu(const GpuSparseArgs& a) {
                       {"rowsplit_rel_diff", t.rowsplit_rel_diff},
                       {"coltile_rel_diff", t.coltile_rel_diff}});
     nlohmann::json j = {{"gpu", gpu}, {"repeats", a.repeats}, {"seed", a.seed}, {"runs", runs}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
     return 0;
   }
   std::printf(
@@ -76,10 +76,10 @@ int run_bench_sparse_gpu(const GpuSparseArgs& a) {
 Command add_bench_sparse_gpu_command(CLI::App& app) {
   auto a = std::make_shared<GpuSparseArgs>();
   app.add_option("--rows", a->rows, "output features (rows of W)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--cols", a->cols, "input features (columns of W)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--sparsity", a->sparsities, "fractions of zero weights, comma-separated")
       ->delimiter(',')
@@ -87,10 +87,10 @@ Command add_bench_sparse_gpu_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--batch", a->batches, "batch sizes, comma-separated")
       ->delimiter(',')
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->check(IntRange(int64_t(1), int64_t(1) << 16))
       ->capture_default_str();
   app.add_option("--repeats", a->repeats, "timed runs (median)")
-      ->check(CLI::Range(1, 100000))
+      ->check(IntRange(1, 100000))
       ->capture_default_str();
   app.add_option("--seed", a->seed, "weights, mask and input")
       ->check(SeedNumber)

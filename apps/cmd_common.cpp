@@ -1,11 +1,16 @@
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "apps/commands.h"
 #include "engine/backend.h"
 #include "engine/error.h"
+#include "kernels/cpu/threads.h"
 
 namespace sprig::app {
 
@@ -31,6 +36,27 @@ const CLI::Validator FractionBelowOne(
       return "value " + value + " is not in [0, 1)";
     },
     "[0, 1)");
+
+// A path flag given as '' would read or write nothing ("train --out ''" trained and saved
+// nothing, exit 0): refused at parse time.
+const CLI::Validator NonEmptyPath(
+    [](std::string& value) -> std::string { return value.empty() ? "an empty path" : ""; }, "PATH");
+
+CLI::Validator IntRange(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& value) -> std::string {
+        const size_t digits_from = !value.empty() && value[0] == '-' ? 1 : 0;
+        const bool whole = value.size() > digits_from && value.size() <= 20 &&
+                           value.find_first_not_of("0123456789", digits_from) == std::string::npos;
+        if (!whole) return "value " + value + " is not a whole number";
+        errno = 0;
+        const long long v = std::strtoll(value.c_str(), nullptr, 10);
+        if (errno == 0 && v >= lo && v <= hi) return "";
+        return "value " + value + " is not in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+               "]";
+      },
+      "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]");
+}
 
 // CLI11 reads "-1" and "1e23" into a uint64_t as 2^64 - 1: a seed is plain decimal digits.
 const CLI::Validator SeedNumber(
@@ -69,7 +95,8 @@ void add_checkpoint_data_flags(CLI::App& app, std::string& dataset, std::string&
                  "trained on)")
       ->check(dataset_validator());
   app.add_option("--data-dir", data_dir,
-                 "directory with the dataset's files (IDX files; CIFAR-10's data_batch_*.bin)");
+                 "directory with the dataset's files (IDX files; CIFAR-10's data_batch_*.bin)")
+      ->check(NonEmptyPath);
 }
 
 void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
@@ -79,7 +106,7 @@ void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
       ->check(CLI::IsMember({"constant", "cosine", "step", "multistep"}))
       ->capture_default_str();
   app.add_option("--lr-step-size", c.step_size, "step schedule: epochs between decays")
-      ->check(CLI::Range(1, 1000000));
+      ->check(IntRange(1, 1000000));
   app.add_option("--lr-milestones", c.milestones,
                  "multistep schedule: increasing epochs at which the lr is multiplied by "
                  "--lr-gamma, e.g. 100,150")
@@ -90,7 +117,7 @@ void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
   app.add_option("--warmup-epochs", c.warmup_epochs,
                  "linear warm-up per step from ~0 to --lr over this many epochs, then the "
                  "schedule")
-      ->check(CLI::Range(0, 1000000));
+      ->check(IntRange(0, 1000000));
 }
 
 void enable_augment(const train::DataSource& src, train::FitConfig& fc) {
@@ -117,6 +144,21 @@ Device device_from_flag(const std::string& value) {
   } catch (const Error& e) {
     throw Error("--device " + value + ": " + e.what());
   }
+}
+
+void use_threads(int requested) {
+  if (requested <= 0) return;
+  const int cap = kMaxThreadsPerProcessor * std::max(1, cpu::num_processors());
+  if (requested > cap) {
+    std::fprintf(stderr, "sprig: warning: --threads %d on %d processors: using %d\n", requested,
+                 cpu::num_processors(), cap);
+    requested = cap;
+  }
+  cpu::set_num_threads(requested);
+}
+
+void print_json_line(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
 bool stdout_is_terminal() {

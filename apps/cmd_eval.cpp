@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-#include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "train/trainer.h"
 
@@ -19,7 +18,7 @@ struct EvalArgs {
 };
 
 int run_eval(const EvalArgs& a) {
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   const Device device = device_from_flag(a.device);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   ck.model.to(device);
@@ -35,7 +34,7 @@ int run_eval(const EvalArgs& a) {
       j["test_accuracy"] = r.accuracy;
     else
       j["test_mse"] = r.loss;
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else if (src.task == train::Task::Classification) {
     std::printf("%s on %s test (%lld samples): accuracy %.2f%%, loss %.4f\n", a.in.c_str(),
                 dataset.c_str(), (long long)r.samples, 100.0 * r.accuracy, r.loss);
@@ -49,12 +48,12 @@ int run_eval(const EvalArgs& a) {
 
 Command add_eval_command(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
-  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->check(NonEmptyPath)->required();
   add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--batch-size", a->batch_size, "samples per forward pass")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
-  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_eval(*a); };

@@ -39,7 +39,7 @@ int run_export(const ExportArgs& a) {
                         {"ir_version", nn::kOnnxIrVersion},
                         {"opset", nn::kOnnxOpset},
                         {"fold_bn", opt.fold_bn}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else {
     std::printf("%s -> %s (ONNX IR %lld, opset %lld, %lld parameters, %lld bytes)\n", a.in.c_str(),
                 a.out.c_str(), (long long)nn::kOnnxIrVersion, (long long)nn::kOnnxOpset,
@@ -51,10 +51,12 @@ int run_export(const ExportArgs& a) {
 
 Command add_export_command(CLI::App& app) {
   auto a = std::make_shared<ExportArgs>();
-  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->check(NonEmptyPath)->required();
   app.add_option("--format", a->format, std::string("output format: ") + kFormats)
       ->capture_default_str();
-  app.add_option("--out", a->out, "output file (replaced atomically)")->required();
+  app.add_option("--out", a->out, "output file (replaced atomically)")
+      ->check(NonEmptyPath)
+      ->required();
   app.add_flag("--no-fold-bn", a->no_fold_bn,
                "keep BatchNorm layers as BatchNormalization nodes (default: fold each BN that "
                "directly follows a conv into that conv)");

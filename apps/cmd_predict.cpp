@@ -13,7 +13,6 @@
 #include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/safetensors.h"
-#include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 
 namespace sprig::app {
@@ -107,7 +106,7 @@ nn::Model model_from_foreign_weights(const PredictArgs& a, const TensorFile& fil
 
 int run_predict(const PredictArgs& a) {
   check_output_path("--out", a.out, {{"--in", a.in}, {"--input", a.input}});
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   TensorFile weights = load_safetensors(a.in, {kNumBatchesTracked});
   auto format = weights.metadata.find("format");
   nn::Model model;
@@ -169,13 +168,11 @@ int run_predict(const PredictArgs& a) {
                 " overflow float32 on it (nothing was written)");
   save_safetensors(a.out, {{"logits", y}}, {{"spec", model.spec}, {"weights", a.in}});
   if (a.json)
-    std::printf("%s\n", nlohmann::json({{"in", a.in},
-                                        {"spec", model.spec},
-                                        {"samples", n},
-                                        {"output_shape", y.shape()},
-                                        {"out", a.out}})
-                            .dump()
-                            .c_str());
+    print_json_line({{"in", a.in},
+                     {"spec", model.spec},
+                     {"samples", n},
+                     {"output_shape", y.shape()},
+                     {"out", a.out}});
   return 0;
 }
 }  // namespace
@@ -186,19 +183,22 @@ Command add_predict_command(CLI::App& app) {
   app.add_option("--in", a->in,
                  "weights: a sprig checkpoint, or any safetensors file with PyTorch-style "
                  "parameter names (then --model is needed)")
+      ->check(NonEmptyPath)
       ->required();
   app.add_option("--model", a->model,
                  "zoo name or spec of the architecture (needed when --in has no sprig metadata)");
   app.add_option("--input-shape", a->input_shape, "per-sample input shape for --model")
       ->capture_default_str();
   app.add_option("--input", a->input, "safetensors file with a float32 tensor named 'input'")
+      ->check(NonEmptyPath)
       ->required();
   app.add_option("--out", a->out, "write the outputs here as tensor 'logits' (N, outputs)")
+      ->check(NonEmptyPath)
       ->required();
   app.add_option("--batch-size", a->batch_size, "samples per forward pass")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
-  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_predict(*a); };
 }

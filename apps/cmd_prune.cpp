@@ -5,7 +5,7 @@
 
 #include "apps/commands.h"
 #include "engine/atomic_file.h"
-#include "kernels/cpu/threads.h"
+#include "engine/text.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
 #include "train/prune_driver.h"
@@ -74,7 +74,7 @@ nlohmann::json eval_json(const train::EvalResult& r, train::Task task) {
 
 int run_prune(const PruneArgs& a) {
   check_output_path("--out", a.out, {{"--in", a.in}});
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   const Device device = device_from_flag(a.device);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   ck.model.to(device);
@@ -172,7 +172,7 @@ int run_prune(const PruneArgs& a) {
       it = it->first.rfind("mask.", 0) == 0 ? meta.erase(it) : std::next(it);
     meta["dataset"] = dataset;
     meta["created_by"] = "sprig prune";
-    meta["pruned_from"] = a.in;
+    meta["pruned_from"] = printable(a.in);  // metadata is UTF-8; a path is bytes
     meta["prune"] = a.method + " " + a.granularity + " " + a.scope + " amount " +
                     std::to_string(amount) + " schedule " + a.schedule;
     nn::save_checkpoint(a.out, ck.model, meta);
@@ -210,7 +210,7 @@ int run_prune(const PruneArgs& a) {
                         {"steps", steps}};
     if (a.flops_reduction >= 0) j["flops_reduction"] = a.flops_reduction;
     if (!a.out.empty()) j["out"] = a.out;
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   }
   return 0;
 }
@@ -218,8 +218,10 @@ int run_prune(const PruneArgs& a) {
 
 Command add_prune_command(CLI::App& app) {
   auto a = std::make_shared<PruneArgs>();
-  app.add_option("--in,model", a->in, "checkpoint to prune (.safetensors)")->required();
-  app.add_option("--out", a->out, "write the pruned model here");
+  app.add_option("--in,model", a->in, "checkpoint to prune (.safetensors)")
+      ->check(NonEmptyPath)
+      ->required();
+  app.add_option("--out", a->out, "write the pruned model here")->check(NonEmptyPath);
   app.add_option("--method", a->method,
                  "magnitude, gradient, taylor, random, l1, l2, fpgm or bn-scale (|gamma| of the "
                  "BatchNorm on each channel, network slimming; filter granularity)")
@@ -256,7 +258,7 @@ Command add_prune_command(CLI::App& app) {
       ->excludes(amount);
   // One way to say how much goes: a second one would be silently ignored.
   app.add_option("--count", a->count, "prune this many units instead of --amount")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->check(IntRange(int64_t(0), int64_t(1) << 40))
       ->excludes(amount)
       ->excludes("--flops-reduction");
   app.add_option("--threshold", a->threshold, "prune units scoring below T instead of --amount")
@@ -266,7 +268,7 @@ Command add_prune_command(CLI::App& app) {
       ->excludes("--count");
   app.add_option("--min-keep", a->min_keep,
                  "units each layer (filter pruning: each dependency group) keeps at least")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->check(IntRange(int64_t(0), int64_t(1) << 40))
       ->capture_default_str();
   app.add_option("--layers", a->layers, "weights to prune, e.g. 0.weight 2.weight (default: all)")
       ->delimiter(',');
@@ -276,16 +278,16 @@ Command add_prune_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--finetune-epochs", a->finetune_epochs,
                  "fine-tuning epochs after each pruning step (the whole run for agp)")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--criterion-batches", a->criterion_batches,
                  "batches of training data for gradient and Taylor criteria")
-      ->check(CLI::Range(1, 1000000))
+      ->check(IntRange(1, 1000000))
       ->capture_default_str();
   app.add_option("--rewind", a->rewind,
                  "lottery ticket: reset surviving weights to those of this training step "
                  "(stored by sprig train --rewind-step) after each pruning step")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(int64_t(0), int64_t(1) << 40));
   app.add_flag("--shrink", a->shrink, "remove zeroed filters and neurons physically");
   app.add_option("--optimizer", a->optim.name, "fine-tuning optimizer: sgd, adam or adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))
@@ -303,15 +305,15 @@ Command add_prune_command(CLI::App& app) {
   app.add_flag("--augment", a->augment,
                "fine-tune on randomly cropped (4-pixel black padding) and flipped samples");
   app.add_option("--batch-size", a->batch_size, "fine-tuning batch size")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(int64_t(0), int64_t(1) << 40));
   app.add_option("--seed", a->seed, "seed for random scores and shuffling")
       ->check(SeedNumber)
       ->capture_default_str();
-  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");

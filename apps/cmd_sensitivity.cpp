@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include "apps/commands.h"
-#include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "train/prune_driver.h"
 
@@ -30,7 +29,7 @@ struct Saved {
 };
 
 int run_sensitivity(const SensitivityArgs& a) {
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   nn::Model& model = ck.model;
   std::string dataset;
@@ -96,7 +95,7 @@ int run_sensitivity(const SensitivityArgs& a) {
                         {"metric", cls ? "test_accuracy_percent" : "test_mse"},
                         {"max_drop", a.max_drop},
                         {"layers", layers}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   }
   return 0;
 }
@@ -104,7 +103,7 @@ int run_sensitivity(const SensitivityArgs& a) {
 
 Command add_sensitivity_command(CLI::App& app) {
   auto a = std::make_shared<SensitivityArgs>();
-  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->check(NonEmptyPath)->required();
   app.add_option("--method", a->method, "magnitude, gradient, taylor, random, l1, l2 or fpgm")
       ->check(CLI::IsMember({"magnitude", "gradient", "taylor", "random", "l1", "l2", "fpgm"}))
       ->capture_default_str();
@@ -118,13 +117,13 @@ Command add_sensitivity_command(CLI::App& app) {
       ->check(FiniteNumber & CLI::Range(0.0, 1e9))
       ->capture_default_str();
   app.add_option("--limit-test", a->limit_test, "evaluate on the first N test samples only")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
   app.add_option("--criterion-batches", a->criterion_batches, "batches for data-driven criteria")
-      ->check(CLI::Range(1, 1000000))
+      ->check(IntRange(1, 1000000))
       ->capture_default_str();
   add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--seed", a->seed, "seed")->check(SeedNumber)->capture_default_str();
-  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_flag("--json", a->json, "print one JSON object with the table as the last line");
   return [a] { return run_sensitivity(*a); };
 }

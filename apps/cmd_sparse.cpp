@@ -14,6 +14,7 @@
 #include "datasets/dataloader.h"
 #include "engine/atomic_file.h"
 #include "engine/ops.h"
+#include "engine/text.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "prune/pack.h"
@@ -137,11 +138,11 @@ void print_layers(const prune::InferenceModel& m) {
 
 int run_pack(const SparseArgs& a) {
   check_output_path("--out", a.out, {{"--in", a.in}});
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   prune::PackOptions opt = pack_options(a);  // flags first: bad input fails before any work
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   prune::InferenceModel m = prune::pack_model(ck.model, opt);
-  std::map<std::string, std::string> extra = {{"source", a.in}};
+  std::map<std::string, std::string> extra = {{"source", printable(a.in)}};  // UTF-8 metadata
   auto ds = ck.metadata.find("dataset");
   if (ds != ck.metadata.end()) extra["dataset"] = ds->second;
   prune::save_packed(a.out, m, extra);
@@ -165,7 +166,7 @@ int run_pack(const SparseArgs& a) {
         {"ratio", s.ratio()},
         {"gzip_ratio",
          s.dense_file_bytes ? double(s.dense_gzip_bytes) / double(s.dense_file_bytes) : 0.0}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
     return 0;
   }
   std::printf("%s -> %s (format %s, batch %lld, %d threads)\n", a.in.c_str(), a.out.c_str(),
@@ -198,7 +199,7 @@ int run_plan_cuda(const SparseArgs& a, Device dev) {
                         {"spec", m.model.spec},
                         {"source_spec", m.source_spec},
                         {"layers", cuda_layers_json(g)}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
     return 0;
   }
   std::printf("GPU plan for %s at batch %lld on %s (median of %d runs per candidate)\n",
@@ -216,7 +217,7 @@ int run_plan_cuda(const SparseArgs& a, Device dev) {
 }
 
 int run_plan(const SparseArgs& a) {
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   const Device dev = device_of(a);
   if (!dev.is_cpu()) return run_plan_cuda(a, dev);
   prune::PackOptions opt = pack_options(a);
@@ -230,7 +231,7 @@ int run_plan(const SparseArgs& a) {
                         {"spec", m.model.spec},
                         {"source_spec", m.source_spec},
                         {"layers", layers_json(m)}};
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
     return 0;
   }
   std::printf("plan for %s at batch %lld (%d threads; median of %d runs per candidate)\n",
@@ -248,7 +249,7 @@ int run_plan(const SparseArgs& a) {
 }
 
 int run_packed_eval(const SparseArgs& a) {
-  if (a.threads > 0) cpu::set_num_threads(a.threads);
+  use_threads(a.threads);
   const Device dev = device_of(a);
   prune::PackedFile pf = prune::load_packed(a.in);
   const prune::InferenceModel& m = pf.model;
@@ -298,7 +299,7 @@ int run_packed_eval(const SparseArgs& a) {
     else
       j["test_mse"] = loss;
     if (gpu) j["gpu"] = gpu->device();
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
     return 0;
   }
   std::string formats;
@@ -325,23 +326,25 @@ void add_plan_flags(CLI::App& app, SparseArgs& a) {
       ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
       ->capture_default_str();
   app.add_option("--batch", a.batch, "batch size the plan measures at")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->check(IntRange(int64_t(1), int64_t(1) << 16))
       ->capture_default_str();
   app.add_option("--repeats", a.repeats, "timed runs per candidate (median)")
-      ->check(CLI::Range(1, 1000))
+      ->check(IntRange(1, 1000))
       ->capture_default_str();
   app.add_option("--block", a.block, "BSR block for --format bsr when the zeros have none")
       ->capture_default_str();
   app.add_flag("--no-shrink", a.no_shrink, "do not shrink zeroed neurons / filters first");
-  app.add_option("--threads", a.threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", a.threads, "OpenMP threads")->check(IntRange(0, 1024));
 }
 
 }  // namespace
 
 Command add_pack_command(CLI::App& app) {
   auto a = std::make_shared<SparseArgs>();
-  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
-  app.add_option("--out", a->out, "packed model file to write (.safetensors)")->required();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->check(NonEmptyPath)->required();
+  app.add_option("--out", a->out, "packed model file to write (.safetensors)")
+      ->check(NonEmptyPath)
+      ->required();
   add_plan_flags(app, *a);
   app.add_flag("--json", a->json, "print one JSON object with the layers and the size report");
   return [a] { return run_pack(*a); };
@@ -349,7 +352,7 @@ Command add_pack_command(CLI::App& app) {
 
 Command add_plan_command(CLI::App& app) {
   auto a = std::make_shared<SparseArgs>();
-  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->required();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->check(NonEmptyPath)->required();
   add_plan_flags(app, *a);
   add_gpu_flags(app, *a);  // GPU: dense / cuSPARSE / sprig's kernels, measured
   app.add_flag("--json", a->json, "print one JSON object");
@@ -358,17 +361,19 @@ Command add_plan_command(CLI::App& app) {
 
 Command add_run_command(CLI::App& app) {
   auto a = std::make_shared<SparseArgs>();
-  app.add_option("--in,model", a->in, "packed model file (from sprig pack)")->required();
+  app.add_option("--in,model", a->in, "packed model file (from sprig pack)")
+      ->check(NonEmptyPath)
+      ->required();
   add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--batch-size", a->batch_size, "samples per forward pass")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--limit-test", a->limit_test, "evaluate only the first N test samples")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  app.add_option("--threads", a->threads, "OpenMP threads")->check(CLI::Range(0, 1024));
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   add_gpu_flags(app, *a);  // GPU: the layers re-planned there at --batch-size
   app.add_option("--repeats", a->repeats, "with --device cuda: timed runs per GPU candidate")
-      ->check(CLI::Range(1, 1000))
+      ->check(IntRange(1, 1000))
       ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_packed_eval(*a); };

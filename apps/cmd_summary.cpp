@@ -24,7 +24,7 @@ int run_summary(const SummaryArgs& a) {
   if (a.json) {
     nlohmann::json j = nn::summary_json(s);
     j["spec"] = model.spec;
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   } else {
     std::printf("%s\n%s", model.spec.c_str(), nn::format_summary(s).c_str());
   }

@@ -105,7 +105,7 @@ int run_train(const TrainArgs& a) {
               "--save-every and --checkpoint-every-epoch need --out (where to write)");
   SPRIG_CHECK(!out.empty() || a.stop_at_step < 0,
               "--stop-at-step needs --out (the checkpoint to resume from)");
-  if (cfg.threads > 0) cpu::set_num_threads(cfg.threads);
+  use_threads(cfg.threads);
   cfg.threads = cpu::num_threads();  // recorded, so a resumed run uses the same count
   const Device device = device_from_flag(a.device);
   train::FitConfig fc;
@@ -256,7 +256,7 @@ int run_train(const TrainArgs& a) {
     }
     if (resuming) j["resumed_from"] = a.resume;
     if (!out.empty()) j["out"] = out;
-    std::printf("%s\n", j.dump().c_str());
+    print_json_line(j);
   }
   return 0;
 }
@@ -275,15 +275,16 @@ Command add_train_command(CLI::App& app) {
                  "directory with the dataset's files (default for fashion-mnist: "
                  "/usr/share/datasets/fashion-mnist; for cifar10: "
                  "/usr/share/datasets/cifar-10-batches-bin, holding data_batch_1.bin .. "
-                 "data_batch_5.bin and test_batch.bin)");
+                 "data_batch_5.bin and test_batch.bin)")
+      ->check(NonEmptyPath);
   app.add_flag("--augment", c.augment,
                "random crop (4-pixel black padding) and horizontal flip of each training "
                "sample (image datasets)");
   app.add_option("--epochs", c.epochs, "training epochs (with --resume: the new total)")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--batch-size", c.batch_size, "samples per step")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--lr", c.optim.lr, "learning rate")
       ->check(FiniteNumber & CLI::Range(0.0, 1e3))
@@ -310,32 +311,34 @@ Command add_train_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--threads", c.threads,
                  "OpenMP threads (0: OpenMP's default; with --resume: the run's count)")
-      ->check(CLI::Range(0, 1024))
+      ->check(IntRange(0, 1024))
       ->capture_default_str();
   app.add_option("--limit-train", c.limit_train, "use only the first N training samples")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(int64_t(0), int64_t(1) << 40));
   app.add_option("--limit-test", c.limit_test,
                  "evaluate on only the first N test samples (quick runs and benchmarks)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
   app.add_option("--out", a->out,
                  "write the trained model with its training state to this checkpoint "
-                 "(.safetensors; default with --resume: the resumed file)");
+                 "(.safetensors; default with --resume: the resumed file)")
+      ->check(NonEmptyPath);
   app.add_option("--rewind-step", c.rewind_step,
                  "also store the weights after this many steps (0: the initial weights) for "
                  "lottery-ticket rewinding with sprig prune --rewind")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(int64_t(0), int64_t(1) << 40));
   app.add_option("--resume", a->resume,
                  "continue the run saved in this training checkpoint (its config applies; "
-                 "--epochs may extend it)");
+                 "--epochs may extend it)")
+      ->check(NonEmptyPath);
   app.add_option("--save-every", a->save_every,
                  "also write --out every N steps, so an interrupted run can be resumed")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
   app.add_flag("--checkpoint-every-epoch", a->checkpoint_every_epoch,
                "also write --out after every epoch");
   app.add_option("--stop-at-step", a->stop_at_step,
                  "stop once the run has done N steps, as if interrupted, and save a checkpoint "
                  "that --resume continues")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(int64_t(0), int64_t(1) << 40));
   add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");

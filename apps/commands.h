@@ -2,6 +2,7 @@
 // Each sprig subcommand registers its options on the CLI and returns the function that runs it.
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "engine/device.h"
@@ -34,7 +35,11 @@ Command add_bench_sparse_gpu_command(CLI::App& app);
 extern const CLI::Validator FiniteNumber;
 // Accepts values in [0, 1), e.g. a sparsity target.
 extern const CLI::Validator FractionBelowOne;
-extern const CLI::Validator SeedNumber;  // decimal digits in [0, 2^64)
+extern const CLI::Validator SeedNumber;    // decimal digits in [0, 2^64)
+extern const CLI::Validator NonEmptyPath;  // any bytes but none
+// An integer flag in [lo, hi]; "--epochs 1.5" is named as not a whole number, where
+// CLI::Range said "not in range".
+CLI::Validator IntRange(int64_t lo, int64_t hi);
 
 // --dataset and --data-dir for commands that read a checkpoint: the dataset defaults to the one
 // the model was trained on (see load_data_for in train/trainer.h).
@@ -58,6 +63,17 @@ std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);
 // that one is usable here, naming the reason otherwise (no GPU, no driver, a CPU-only build).
 void add_device_flag(CLI::App& app, std::string& device);
 Device device_from_flag(const std::string& value);
+
+// --threads N (0: OpenMP's default). N above kMaxThreadsPerProcessor per processor is capped
+// there, with a warning: OpenMP teams wait at every barrier for descheduled threads, so 1024
+// threads on 2 cores turn a one-second eval into minutes.
+inline constexpr int kMaxThreadsPerProcessor = 4;
+void use_threads(int requested);
+
+// Prints j as one line on stdout (a --json result). Strings that are not UTF-8 (a path with
+// Latin-1 bytes) print with U+FFFD in place of the bad bytes instead of failing the command
+// after its work is done.
+void print_json_line(const nlohmann::json& j);
 
 // True when stdout is a terminal (progress bars) rather than a pipe or file (plain lines).
 bool stdout_is_terminal();

@@ -170,16 +170,23 @@ std::string hex8(uint32_t v) {
   return buf;
 }
 
-// Reads until EOF and returns how many bytes there were (to report over-long files).
-uint64_t count_rest(ByteSource& src) {
+// Reads until EOF, or past `limit`, and returns how many bytes there were (to report
+// over-long files without decompressing gigabytes of trailing gzip members).
+uint64_t count_rest(ByteSource& src, uint64_t limit) {
   std::vector<uint8_t> scratch(1 << 16);
   uint64_t total = 0;
   for (;;) {
     size_t got = src.read(scratch.data(), scratch.size());
     total += got;
-    if (got < scratch.size()) return total;
+    if (got < scratch.size() || total > limit) return total;
   }
 }
+
+// A gzip file may declare at most this many decompressed bytes per compressed byte (real image
+// data compresses 2-5x; deflate allows about 1000x), and at least kGzipFloorBytes. A 12 MB
+// gzip bomb must not make a loader allocate gigabytes because its header says so.
+constexpr uint64_t kGzipMaxRatio = 64;
+constexpr uint64_t kGzipFloorBytes = uint64_t(64) << 20;
 
 }  // namespace
 
@@ -250,6 +257,13 @@ IdxArray read_idx(const std::string& path) {
     expected *= d;
     a.dims.push_back(d);
   }
+  if (gz) {
+    const uint64_t compressed = fs::file_size(path, ec);
+    const uint64_t cap = std::max(kGzipFloorBytes, kGzipMaxRatio * (ec ? 0 : compressed));
+    SPRIG_CHECK(expected <= cap, path, ": the header declares ", expected,
+                " decompressed data bytes, more than ", kGzipMaxRatio, " times the ", compressed,
+                "-byte gzip file (a gzip bomb?); gunzip it and pass the raw IDX file");
+  }
 
   // Grow the buffer as data arrives (doubling, from 64 KiB up to 16 MiB steps), so a lying
   // header cannot make us allocate much more than the file holds.
@@ -266,9 +280,11 @@ IdxArray read_idx(const std::string& path) {
                                  header_bytes, "-byte header, found ", have, " (truncated)"));
     }
   }
-  uint64_t extra = count_rest(*src);
+  const uint64_t kCountLimit = uint64_t(1) << 20;
+  uint64_t extra = count_rest(*src, kCountLimit);
   SPRIG_CHECK(extra == 0, path, ": expected ", expected, " ", dz, "data bytes after the ",
-              header_bytes, "-byte header, found ", expected + extra, " (", extra,
+              header_bytes, "-byte header, found ", extra > kCountLimit ? "more than " : "",
+              expected + extra, " (", extra > kCountLimit ? "over " : "", extra,
               " trailing bytes: the file is longer than its header says)");
   return a;
 }

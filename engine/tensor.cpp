@@ -1,5 +1,6 @@
 #include "engine/tensor.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -39,8 +40,13 @@ Device parse_device(const std::string& s) {
   if (s == "cuda") return Device::cuda(0);
   if (s.rfind("cuda:", 0) == 0) {
     char* end = nullptr;
-    long idx = std::strtol(s.c_str() + 5, &end, 10);
-    if (end && *end == '\0' && end != s.c_str() + 5 && idx >= 0) return Device::cuda(int(idx));
+    const char* digits = s.c_str() + 5;
+    errno = 0;
+    long idx = std::strtol(digits, &end, 10);
+    // Digits only (no sign, space or "0x"), and no wrap: "cuda:4294967296" is not cuda:0.
+    const bool plain = *digits >= '0' && *digits <= '9' && end && *end == '\0';
+    if (plain && errno == 0 && idx <= 1023) return Device::cuda(int(idx));
+    if (plain) throw Error("device '" + s + "': the CUDA device index is out of range");
   }
   throw Error("unknown device '" + s + "' (expected cpu, cuda or cuda:N)");
 }

@@ -1,5 +1,6 @@
 #include "nn/checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -97,8 +98,16 @@ Checkpoint load_checkpoint(const std::string& path) {
   // Outside the try: these errors already name the file.
   const std::string& spec = meta("spec");
   const Shape input_shape = csv_to_shape(path, meta("input_shape"));
+  // The spec cannot need more values than the file holds: checked layer by layer before the
+  // model allocates them. The slack of 2^24 values leaves small mismatches to the checks
+  // below, which name the tensor.
+  int64_t file_values = 0;
+  for (auto& [name, t] : file.tensors) file_values += t.numel();
+  SpecLimits limits;
+  limits.max_parameters = std::min(limits.max_parameters, file_values + (int64_t(1) << 24));
+  limits.source = "the file holds only " + std::to_string(file_values);
   try {
-    ck.model = build_model(spec, input_shape, 0);
+    ck.model = build_model(spec, input_shape, 0, limits);
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
   }

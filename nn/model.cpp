@@ -6,6 +6,7 @@
 #include <set>
 
 #include "engine/rng.h"
+#include "engine/text.h"
 
 namespace sprig::nn {
 
@@ -87,7 +88,13 @@ struct LayerSpec {
 
 [[noreturn]] void spec_error(const std::string& spec, size_t pos, const std::string& what) {
   // One line, so the command line can print it as its single error line.
-  throw Error("model spec '" + spec + "', at character " + std::to_string(pos + 1) + ": " + what);
+  throw Error("model spec '" + printable(spec) + "', at character " + std::to_string(pos + 1) +
+              ": " + what);
+}
+
+// The character at spec[i] for a message: a whole UTF-8 character, else the byte as \xNN.
+std::string char_at(const std::string& spec, size_t i) {
+  return printable(spec.substr(i, std::max<size_t>(1, utf8_char_length(spec, i))));
 }
 
 int64_t parse_int(const std::string& spec, size_t& i) {
@@ -104,6 +111,16 @@ bool is_word_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
 }
 
+// A wide pad or a huge input shape would make every forward pass allocate gigabytes per
+// sample (and wrap FLOP counts): each per-sample shape stays under the limit.
+void check_sample_size(const Shape& shape, const std::string& what) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    SPRIG_CHECK(!__builtin_mul_overflow(n, d, &n) && n <= SpecLimits::kMaxSampleActivation, what,
+                " ", to_string(shape), " has too many elements: more than ",
+                SpecLimits::kMaxSampleActivation, " values per sample");
+}
+
 // Nesting deeper than this is refused, so a hostile spec cannot exhaust the stack.
 constexpr int kMaxSpecDepth = 16;
 
@@ -113,7 +130,7 @@ class SpecTokenizer {
 
   std::vector<LayerSpec> parse() {
     std::vector<LayerSpec> layers = sequence(0);
-    if (i_ < spec_.size()) spec_error(spec_, i_, std::string("unexpected '") + spec_[i_] + "'");
+    if (i_ < spec_.size()) spec_error(spec_, i_, "unexpected '" + char_at(spec_, i_) + "'");
     if (layers.empty()) throw Error("model spec is empty");
     return layers;
   }
@@ -144,7 +161,7 @@ class SpecTokenizer {
     LayerSpec layer;
     layer.pos = i_;
     std::string w = word();
-    if (w.empty()) spec_error(spec_, i_, std::string("unexpected '") + spec_[i_] + "'");
+    if (w.empty()) spec_error(spec_, i_, "unexpected '" + char_at(spec_, i_) + "'");
     skip_space();
     if (i_ < spec_.size() && spec_[i_] == ':') {
       layer.label = w;
@@ -256,7 +273,8 @@ std::map<std::string, int64_t> bind_args(const std::string& spec, const LayerSpe
 // Builds the layers of one branch for per-sample input `shape`, leaving `shape` at its output.
 class ModelBuilder {
  public:
-  ModelBuilder(const std::string& spec, uint64_t seed) : spec_(spec), rng_(seed) {}
+  ModelBuilder(const std::string& spec, uint64_t seed, const SpecLimits& limits)
+      : spec_(spec), rng_(seed), limits_(limits) {}
 
   std::shared_ptr<Sequential> sequence(const std::vector<LayerSpec>& specs, Shape& shape) {
     auto seq = std::make_shared<Sequential>();
@@ -308,6 +326,7 @@ class ModelBuilder {
                          span < std::min(shape[1], shape[2]) + 2 * a["pad"]),
                     "conv: input ", to_string(shape), " padded by ", a["pad"],
                     " is smaller than the kernel ", a["kernel"], " (dilation ", a["dilation"], ")");
+        reserve({a["out"], shape[0], a["kernel"], a["kernel"]}, a["bias"] != 0 ? a["out"] : 0);
         Conv2dOptions opt{a["stride"], a["pad"], a["dilation"]};
         layer =
             std::make_shared<Conv2d>(shape[0], a["out"], a["kernel"], opt, a["bias"] != 0, rng_);
@@ -315,11 +334,13 @@ class ModelBuilder {
         SPRIG_CHECK(shape.size() == 1, "linear needs flat input, got ", to_string(shape),
                     " (add flatten before it)");
         auto a = bind_args(spec_, l, {{"out", true, 0}, {"bias", false, 1}});
+        reserve({a["out"], shape[0]}, a["bias"] != 0 ? a["out"] : 0);
         layer = std::make_shared<Linear>(shape[0], a["out"], a["bias"] != 0, rng_);
       } else if (l.name == "bn" || l.name == "batchnorm") {
         bind_args(spec_, l, {});
         SPRIG_CHECK(shape.size() == 1 || shape.size() == 3, "bn needs (C) or (C, H, W) input, got ",
                     to_string(shape));
+        reserve({4, shape[0]}, 0);  // scale, shift, running mean and variance
         layer = std::make_shared<BatchNorm>(shape[0]);
       } else if (l.name == "relu") {
         bind_args(spec_, l, {});
@@ -365,12 +386,27 @@ class ModelBuilder {
                        zoo_list() + ")");
       }
       shape = layer->output_shape(shape);
+      check_sample_size(shape, l.name + " output");
     } catch (const Error& e) {
       std::string msg = e.what();
       if (msg.rfind("model spec", 0) == 0) throw;
       spec_error(spec_, l.pos, msg);
     }
     return layer;
+  }
+
+  // Counts a layer's parameters (the product of dims, plus extra) against the model's limit
+  // before the layer allocates them.
+  void reserve(std::initializer_list<int64_t> dims, int64_t extra) {
+    int64_t n = 1;
+    bool overflow = false;
+    for (int64_t d : dims) overflow = overflow || d < 0 || __builtin_mul_overflow(n, d, &n);
+    overflow = overflow || __builtin_add_overflow(n, extra, &n) ||
+               __builtin_add_overflow(used_, n, &used_);
+    SPRIG_CHECK(!overflow && used_ <= limits_.max_parameters,
+                "the model is too large: it would hold ",
+                overflow ? std::string("more than 2^63") : std::to_string(used_),
+                " parameter and buffer values by this layer, but ", limits_.source);
   }
 
   static std::string zoo_list() {
@@ -381,19 +417,23 @@ class ModelBuilder {
 
   const std::string& spec_;
   Rng rng_;
+  SpecLimits limits_;
+  int64_t used_ = 0;  // parameter and buffer values of the layers built so far
 };
 
 }  // namespace
 
-Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed) {
+Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed,
+                  const SpecLimits& limits) {
   std::string spec = zoo_spec(name_or_spec);
   if (spec.empty()) spec = name_or_spec;
   SPRIG_CHECK(!input_shape.empty(), "build_model: empty input shape");
   for (int64_t d : input_shape)
     SPRIG_CHECK(d > 0, "build_model: input shape ", to_string(input_shape),
                 " has a zero or negative dimension");
+  check_sample_size(input_shape, "build_model: input shape");
   Shape shape = input_shape;  // per sample, tracked layer by layer to infer in-features
-  auto net = ModelBuilder(spec, seed).sequence(SpecTokenizer(spec).parse(), shape);
+  auto net = ModelBuilder(spec, seed, limits).sequence(SpecTokenizer(spec).parse(), shape);
   Model m;
   m.spec = net->spec();
   m.input_shape = input_shape;

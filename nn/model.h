@@ -53,9 +53,21 @@ std::vector<std::string> zoo_names();
 // The spec of a zoo model, or "" when name is not in the zoo.
 std::string zoo_spec(const std::string& name);
 
+// What a spec may ask for, checked layer by layer before anything is allocated: a 3 KB
+// checkpoint whose spec says linear(25000000) must fail on its numbers, not after taking
+// gigabytes. max_parameters counts every parameter and buffer element of the model; `source`
+// ends the message, saying where the limit comes from ("the file holds only 1234").
+struct SpecLimits {
+  static constexpr int64_t kMaxParameters = int64_t(1) << 31;        // 8 GiB of float32
+  static constexpr int64_t kMaxSampleActivation = int64_t(1) << 28;  // 1 GiB per sample
+  int64_t max_parameters = kMaxParameters;
+  std::string source = "sprig allows at most 2147483648";
+};
+
 // Builds a zoo model or a spec for per-sample input_shape, initialised from seed.
-// Throws sprig::Error naming the token and its position on a malformed spec, and naming the
-// layer on a shape that does not fit.
-Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed);
+// Throws sprig::Error naming the token and its position on a malformed spec, naming the
+// layer on a shape that does not fit, and naming the layer that goes past a limit.
+Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed,
+                  const SpecLimits& limits = {});
 
 }  // namespace sprig::nn

@@ -85,6 +85,23 @@ inline Outcome run_shell(const std::string& command) {
   return o;
 }
 
+// Shell limits for a command that must not take more than 2 GB of address space or 60 s of
+// CPU. AddressSanitizer reserves terabytes of address space for its shadow memory, so its
+// builds keep only the time limit.
+inline std::string resource_limits() {
+#if defined(__SANITIZE_ADDRESS__)
+  return "ulimit -t 60; ";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return "ulimit -t 60; ";
+#else
+  return "ulimit -t 60; ulimit -v 2000000; ";
+#endif
+#else
+  return "ulimit -t 60; ulimit -v 2000000; ";
+#endif
+}
+
 // Runs `sprig <args>` with stdout and stderr apart.
 inline Outcome run_split(const std::string& args) {
   return run_shell(std::string(SPRIG_BINARY) + " " + args);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "engine/text.h"
 #include "nn/checkpoint.h"
 #include "tests/cli_test_util.h"
 
@@ -79,6 +80,51 @@ TEST_CASE("train --json --out, then eval and summary of the checkpoint") {
   CHECK(jq["test_samples"] == 40);
   double hits = jq["test_accuracy"].get<double>() * 40;
   CHECK(hits == doctest::Approx(std::round(hits)).epsilon(1e-9));
+}
+
+TEST_CASE("file names that are not UTF-8 work everywhere (Linux paths are bytes)") {
+  fs::path dir = temp_dir();
+  const std::string e9 = "\xe9";  // Latin-1 'e acute': a byte no UTF-8 text holds alone
+  const fs::path data = dir / ("fm" + e9), ck = dir / ("w" + e9 + ".safetensors"),
+                 pruned = dir / ("p" + e9 + ".safetensors"), packed = dir / ("k" + e9);
+  fs::create_directory_symlink("/usr/share/datasets/fashion-mnist", data);
+  const std::string quick = " --limit-train 256 --limit-test 100 --batch-size 64 --threads 2";
+  Result t = run("train --model 'flatten linear(10)' --epochs 1 --data-dir '" + data.string() +
+                 "' --json --out '" + ck.string() + "'" + quick);
+  REQUIRE_MESSAGE(t.code == 0, t.out);
+  // JSON is UTF-8: the bad byte prints as U+FFFD there, and the work is not lost.
+  CHECK(t.out.find("\xef\xbf\xbd") != std::string::npos);
+  REQUIRE(fs::exists(ck));
+  // The run's data directory comes back from the checkpoint byte for byte.
+  Result r = run("train --resume '" + ck.string() + "' --epochs 2 --json");
+  CHECK_MESSAGE(r.code == 0, r.out);
+  Result p =
+      run("prune --in '" + ck.string() + "' --amount 0.5 --finetune-epochs 0 --data-dir '" +
+          data.string() + "' --json --out '" + pruned.string() + "' --limit-train 256 --threads 2");
+  CHECK_MESSAGE(p.code == 0, p.out);
+  auto meta = sprig::nn::load_checkpoint(pruned.string()).metadata;
+  CHECK(meta["pruned_from"] == sprig::printable(ck.string()));
+  Result k = run("pack --in '" + pruned.string() + "' --repeats 1 --out '" + packed.string() + "'");
+  CHECK_MESSAGE(k.code == 0, k.out);
+  Result s = run("summary --in '" + pruned.string() + "' --json");
+  CHECK_MESSAGE(s.code == 0, s.out);
+}
+
+TEST_CASE("--threads far above the processors is capped there, with a warning") {
+  fs::path dir = temp_dir();
+  const std::string ck = (dir / "f.safetensors").string();
+  REQUIRE(run("train --dataset friedman1 --model 'linear(8) relu linear(1)' --epochs 1 --quiet "
+              "--out " +
+              ck)
+              .code == 0);
+  // 1000 spinning OpenMP threads on a few cores took minutes; capped, it is a quick eval.
+  sprig::testing::Outcome o =
+      sprig::testing::run_shell(sprig::testing::resource_limits() + "exec " + SPRIG_BINARY +
+                                " eval --in " + ck + " --threads 1000 --json");
+  CHECK_MESSAGE(o.code == 0, o.err);
+  CHECK_MESSAGE(o.err.find("sprig: warning: --threads 1000 on ") == 0, o.err);
+  CHECK(count_lines(o.err) == 1);
+  CHECK(nlohmann::json::parse(last_line(o.out)).contains("test_mse"));
 }
 
 TEST_CASE("bench conv times forward and backward of the shape it is given") {

@@ -157,7 +157,9 @@ void check_case(const std::string& group, const Case& c) {
   Fixture& fx = fixture();
   CAPTURE(c.args);
   auto before = snapshot(fx.dir);
-  Outcome o = run_shell(fx.cd() + c.prefix + "exec " + SPRIG_BINARY + " " + c.args);
+  // Every case, whatever it feeds sprig, must fail within 2 GB and 60 s of CPU.
+  Outcome o = run_shell(fx.cd() + sprig::testing::resource_limits() + c.prefix + "exec " +
+                        SPRIG_BINARY + " " + c.args);
   CHECK_MESSAGE(o.signal == 0, "killed by signal ", o.signal);
   CHECK(o.code > 0);
   CHECK_MESSAGE(sprig::testing::count_lines(o.err) == 1, o.err);
@@ -385,6 +387,12 @@ TEST_CASE("checkpoints that disagree with their spec") {
        [](StFile& f) { f.header["__metadata__"]["input_shape"] = "0"; });
   edit("format-foreign.safetensors",
        [](StFile& f) { f.header["__metadata__"]["format"] = "pytorch"; });
+  // A 1 KB file whose spec asks for 19.6 billion weights: refused on its numbers, before the
+  // model allocates them (the case runs under a 2 GB address-space limit).
+  edit("spec-huge.safetensors",
+       [](StFile& f) { f.header["__metadata__"]["spec"] = "linear(25000000) relu linear(1)"; });
+  edit("input-shape-huge.safetensors",
+       [](StFile& f) { f.header["__metadata__"]["input_shape"] = "100000,100000,100000"; });
   {
     // Removing or adding a tensor moves the data, so let the library write these.
     sprig::TensorFile t = sprig::load_safetensors((fx.dir / "good.safetensors").string());
@@ -425,6 +433,12 @@ TEST_CASE("checkpoints that disagree with their spec") {
           {"bad input shape in the file",
            "eval --in input-shape-bad.safetensors",
            {"input-shape-bad.safetensors", "input_shape '0'"}},
+          {"a spec far larger than the file's tensors",
+           "eval --in spec-huge.safetensors",
+           {"spec-huge.safetensors", "linear(25000000)", "the file holds only"}},
+          {"a huge input shape in the file",
+           "summary --in input-shape-huge.safetensors",
+           {"input-shape-huge.safetensors", "values per sample"}},
           {"not a sprig checkpoint",
            "eval --in format-foreign.safetensors",
            {"format-foreign.safetensors", "pytorch"}},
@@ -708,6 +722,26 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
           {"--amount and --count both",
            "prune --in good.safetensors --amount 0.5 --count 3",
            {"excludes"}},
+          {"a fractional epoch count",
+           "train " + f1 + "--epochs 1.5",
+           {"--epochs", "1.5", "is not a whole number"}},
+          {"an empty --out", "train " + f1 + "--out ''", {"--out", "an empty path"}},
+          {"an empty --in", "eval --in ''", {"--in", "an empty path"}},
+          {"run on no test samples",
+           "run --in packed.safetensors --limit-test 0",
+           {"--limit-test"}},
+          {"conv padding wider than any input",
+           "summary --model 'conv(8,3,pad=100000) flatten linear(10)'",
+           {"conv", "values per sample"}},
+          {"a spec whose weights overflow",
+           "summary --model 'flatten linear(999999999999) linear(999999999999)'",
+           {"sprig allows at most"}},
+          {"a non-ASCII character in a spec",
+           "train " + f1 + "--model 'linear(8) r\xC3\xA9lu'",
+           {"unexpected '\xC3\xA9'"}},
+          {"a byte that is not UTF-8 in a spec",
+           "train " + f1 + "--model \"$(printf 'linear(8) r\\351lu')\"",
+           {"unexpected '\\xe9'"}},
       });
 }
 
@@ -823,6 +857,9 @@ TEST_CASE("devices that are unknown or not usable here") {
   std::vector<Case> cases = {
       {"unknown device", "train --dataset friedman1 --epochs 1 --device tpu", {"--device", "tpu"}},
       {"negative device index", "eval --in good.safetensors --device cuda:-1", {"cuda:-1"}},
+      {"a device index past int",
+       "eval --in good.safetensors --device cuda:4294967296",
+       {"cuda:4294967296", "out of range"}},
   };
   std::string why;
   if (!sprig::cuda_available(&why)) {  // CPU-only builds and machines without a GPU

@@ -249,6 +249,29 @@ TEST_CASE("idx: damaged files are errors that name the file and the problem") {
     write_bytes(dir.file("lying"), idx_header(0x0E, {0x7fffffffu}));
     check_idx_error(dir.file("lying"), "truncated");
   }
+  SUBCASE("a gzip bomb: a small file whose header declares far more than it could hold") {
+    // 100,000 28x28 images of zeros: 78 MB declared, about 80 KB compressed. Refused from the
+    // header, before any buffer grows.
+    std::vector<uint8_t> b = idx_header(0x08, {100000, 28, 28});
+    b.resize(b.size() + size_t(100000) * 28 * 28, 0);
+    write_gz(dir.file("bomb.gz"), b);
+    REQUIRE(fs::file_size(dir.file("bomb.gz")) < (size_t(1) << 20));
+    check_idx_error(dir.file("bomb.gz"), "gzip bomb");
+    // The same data uncompressed is a valid (if dull) file.
+    write_bytes(dir.file("bomb-raw"), b);
+    CHECK(read_idx(dir.file("bomb-raw")).data.size() == size_t(100000) * 28 * 28);
+  }
+  SUBCASE("gigabytes of trailing gzip data are counted only up to a bound") {
+    std::vector<uint8_t> trailing(size_t(8) << 20, 0);  // 8 MB of zeros past a good file
+    write_gz(dir.file("g1.gz"), good);
+    write_gz(dir.file("g2.gz"), trailing);
+    std::vector<uint8_t> both = read_bytes(dir.file("g1.gz"));
+    std::vector<uint8_t> tail = read_bytes(dir.file("g2.gz"));
+    both.insert(both.end(), tail.begin(), tail.end());
+    write_bytes(dir.file("trailing.gz"), both);
+    check_idx_error(dir.file("trailing.gz"), "trailing bytes: the file is longer");
+    CHECK(contains(error_of([&] { read_idx(dir.file("trailing.gz")); }), "more than"));
+  }
   SUBCASE("empty and missing files") {
     write_bytes(dir.file("empty"), {});
     check_idx_error(dir.file("empty"), "empty");

@@ -116,10 +116,17 @@ TEST_CASE("parse_device accepts cpu, cuda and cuda:N and names anything else") {
   CHECK(Device::cuda() != Device::cuda(1));
   CHECK(Device::cpu() != Device::cuda());
   for (const char* bad : {"", "gpu", "CPU", "cuda:", "cuda:-1", "cuda:x", "cuda:1x", "cuda0",
-                          " cpu", "cuda:1 ", "tpu:0"}) {
+                          " cpu", "cuda:1 ", "tpu:0", "cuda:+1", "cuda: 1", "cuda:0x1"}) {
     const std::string e = error_of([&] { parse_device(bad); });
     CHECK_MESSAGE(contains(e, "'" + std::string(bad) + "'"), e);
     CHECK_MESSAGE(contains(e, "cuda:N"), e);  // says what is accepted
+  }
+  // An index past int (or any plausible GPU count) is refused, never wrapped to cuda:0.
+  CHECK(parse_device("cuda:1023") == Device::cuda(1023));
+  for (const char* big : {"cuda:1024", "cuda:4294967296", "cuda:99999999999999999999999"}) {
+    const std::string e = error_of([&] { parse_device(big); });
+    CHECK_MESSAGE(contains(e, "'" + std::string(big) + "'"), e);
+    CHECK_MESSAGE(contains(e, "out of range"), e);
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include "engine/ops.h"
 #include "engine/safetensors.h"
+#include "engine/text.h"
 #include "kernels/cpu/optim.h"
 #include "nn/checkpoint.h"
 #include "nn/init.h"
@@ -84,6 +85,40 @@ TEST_SUITE("model") {
     CHECK(err("flatten", {1 << 30, 1 << 30, 1 << 30}).find("too many elements") !=
           std::string::npos);
     CHECK(err("conv(999999,3000000,pad=999999999999)").find("too large") != std::string::npos);
+    // A pad that makes a huge activation (and would wrap the FLOP count) is refused when the
+    // layer is built, not when the first forward pass allocates gigabytes.
+    CHECK(err("conv(8,3,pad=100000)").find("values per sample") != std::string::npos);
+    CHECK(err("maxpool(2,pad=1) conv(8,3,pad=40000)").find("values per sample") !=
+          std::string::npos);
+    CHECK(err("flatten linear(300000) linear(300000)").find("sprig allows at most") !=
+          std::string::npos);
+    // A character outside ASCII is named whole, a byte that is not UTF-8 as \xNN.
+    CHECK(err("conv(8,3) r\xC3\xA9lu").find("unexpected '\xC3\xA9'") != std::string::npos);
+    CHECK(err("conv(8,3) r\xe9lu").find("unexpected '\\xe9'") != std::string::npos);
+    CHECK(is_valid_utf8(err("conv(8,3) r\xe9lu")));
+  }
+
+  TEST_CASE("a spec is checked against a parameter budget before it allocates") {
+    nn::SpecLimits limits;
+    limits.source = "the file holds only 126697";
+    const Shape in = {1, 28, 28};
+    // Budget: exactly the parameters (and BatchNorm buffers) the spec needs.
+    limits.max_parameters = 126698;
+    CHECK(nn::build_model("cnn2", in, 0, limits).num_parameters() == 126698);
+    limits.max_parameters = 126697;
+    CHECK_THROWS_WITH_AS(
+        nn::build_model("cnn2", in, 0, limits),
+        doctest::Contains("126698 parameter and buffer values by this layer, but the file "
+                          "holds only 126697"),
+        Error);
+    limits.max_parameters = 8 + 4 * 8 + 8 * 8 * 9;  // conv weight+bias, 4 BN vectors, conv
+    CHECK_NOTHROW(nn::build_model("conv(8,1,bias=0) bn conv(8,3,bias=0)", in, 0, limits));
+    limits.max_parameters -= 1;
+    CHECK_THROWS_AS(nn::build_model("conv(8,1,bias=0) bn conv(8,3,bias=0)", in, 0, limits), Error);
+    // The cited case: a spec of 19.6e9 weights against a small file.
+    limits.max_parameters = 1000;
+    CHECK_THROWS_WITH_AS(nn::build_model("flatten linear(25000000)", in, 0, limits),
+                         doctest::Contains("linear(25000000)"), Error);
   }
 
   TEST_CASE("summary counts parameters, nonzeros and FLOPs per layer") {

@@ -586,6 +586,69 @@ TEST_CASE("a server that fails mid-way: one warning naming the call, the rest st
   check_local_scenario(dir / "mlruns", o.experiment_name, s, "midway\n");
 }
 
+TEST_CASE("a misbehaving server costs one warning: repeated run ids, huge replies, slowness") {
+  struct Misbehaviour {
+    const char* name;
+    const char* warning;  // what the one warning must say
+    double budget_seconds;
+    std::function<std::pair<int, std::string>(const std::string& path)> answer;
+  };
+  auto run_reply = [](const std::string& id) {
+    json info = {{"run_id", id}, {"artifact_uri", "mlflow-artifacts:/7/" + id + "/artifacts"}};
+    return json{{"run", {{"info", info}}}}.dump();
+  };
+  const std::vector<Misbehaviour> cases = {
+      // Every runs/create answers the same id: the second run would clash in the local store.
+      {"same-id", "which a run in the local store already has", 30,
+       [&](const std::string& path) -> std::pair<int, std::string> {
+         if (contains(path, "runs/create")) return {200, run_reply(std::string(32, 'a'))};
+         return {200, "{}"};
+       }},
+      // 17 MB for one answer: cut off at 16 MB, not buffered.
+      {"huge", "larger than 16 MB", 30,
+       [&](const std::string& path) -> std::pair<int, std::string> {
+         if (contains(path, "runs/create")) return {200, std::string(17 << 20, ' ')};
+         return {200, "{}"};
+       }},
+      // 50 ms a call against a 0.3 s budget: dropped after a few calls, not after all of them.
+      {"slow", "past the budget", 0.3,
+       [&](const std::string& path) -> std::pair<int, std::string> {
+         std::this_thread::sleep_for(std::chrono::milliseconds(50));
+         static int n = 0;
+         if (contains(path, "runs/create"))
+           return {200, run_reply("0123456789abcdef0123456789abc" + std::to_string(100 + n++))};
+         return {200, "{}"};
+       }},
+  };
+  for (const Misbehaviour& m : cases) {
+    CAPTURE(m.name);
+    fs::path dir = fresh_dir(std::string("misbehaving-") + m.name);
+    fs::path art = dir / "weights.txt";
+    std::ofstream(art) << m.name << "\n";
+    FakeServer server([&](const FakeServer::Request& r) -> std::pair<int, std::string> {
+      if (contains(r.path, "experiments/get-by-name"))
+        return {200, R"({"experiment":{"experiment_id":"7","name":"x"}})"};
+      return m.answer(r.path);
+    });
+    TrackerOptions o;
+    o.local_dir = (dir / "mlruns").string();
+    o.experiment_name = std::string("misbehaving ") + m.name;
+    o.tracking_uri = server.uri();
+    o.server_budget_seconds = m.budget_seconds;
+    Scenario s;
+    {
+      CaptureStderr cap(dir / "stderr.txt");
+      Tracker t(o);
+      s = log_scenario(t, art);
+      REQUIRE(t.warnings().size() == 1);
+      CHECK_MESSAGE(contains(t.warnings()[0], m.warning), t.warnings()[0]);
+      CHECK(sprig::testing::count_lines(cap.text()) == 1);
+    }
+    CHECK(server.requests().size() < 12);  // the server is dropped early, not called on and on
+    check_local_scenario(dir / "mlruns", o.experiment_name, s, std::string(m.name) + "\n");
+  }
+}
+
 TEST_CASE("bad input: one clear error, nothing damaged") {
   fs::path dir = fresh_dir("bad");
   TrackerOptions o;

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/text.h"
+
 namespace sprig::train {
 
 using Json = nlohmann::json;
@@ -20,7 +22,7 @@ std::string train_state_to_json(const TrainState& s) {
                 {"bn_weight_decay", c.optim.bn_weight_decay}};
   Json config = {{"model", c.model},
                  {"dataset", c.dataset},
-                 {"data_dir", c.data_dir},
+                 {"data_dir", printable(c.data_dir)},  // JSON is UTF-8; a path is bytes
                  {"lr_schedule", c.lr.name},
                  {"lr_step_size", c.lr.step_size},
                  {"lr_milestones", c.lr.milestones},
@@ -112,7 +114,7 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
     TrainConfig& cfg = s.config;
     cfg.model = c.get<std::string>("model");
     cfg.dataset = c.get<std::string>("dataset");
-    cfg.data_dir = c.get<std::string>("data_dir");
+    cfg.data_dir = unescape_bytes(c.get<std::string>("data_dir"));
     cfg.lr.name = c.get<std::string>("lr_schedule");
     // Absent in files written before these existed: the defaults are what those runs did.
     if (c.has("lr_step_size")) cfg.lr.step_size = int(c.integer("lr_step_size", 0));

@@ -8,7 +8,7 @@
 #include "apps/experiments/experiment.h"
 #include "engine/atomic_file.h"
 #include "engine/error.h"
-#include "kernels/cpu/threads.h"
+#include "engine/text.h"
 #include "nn/checkpoint.h"
 
 namespace sprig::app::experiments {
@@ -38,12 +38,14 @@ void add_common_flags(CLI::App& app, CommonFlags& f) {
       ->check(NonEmpty)
       ->capture_default_str();
   app.add_option("--report", f.report, "HTML report path (default reports/<experiment>.html)")
+      ->check(NonEmptyPath)
       ->check(NonEmpty);
   app.add_option("--tensorboard", f.tensorboard, "also write TensorBoard scalars under DIR")
       ->check(NonEmpty);
   app.add_option("--dataset", f.dataset, "fashion-mnist, mnist, cifar10 or friedman1")
       ->check(dataset_validator());
-  app.add_option("--data-dir", f.data_dir, "directory with the dataset's files");
+  app.add_option("--data-dir", f.data_dir, "directory with the dataset's files")
+      ->check(NonEmptyPath);
   app.add_option("--experiment-name", f.experiment_name,
                  "MLflow experiment (default sprig-<experiment>)")
       ->check(NonEmpty);
@@ -51,17 +53,17 @@ void add_common_flags(CLI::App& app, CommonFlags& f) {
       ->check(SeedNumber)
       ->capture_default_str();
   app.add_option("--threads", f.threads, "OpenMP threads (0: OpenMP's default)")
-      ->check(CLI::Range(0, 1024));
+      ->check(IntRange(0, 1024));
   app.add_option("--train-samples", f.train_samples,
                  "use only the first N training samples (quick runs)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
   app.add_option("--test-samples", f.test_samples, "evaluate on the first N test samples only")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
 }
 
 Context::Context(const std::string& n, const CommonFlags& f)
     : name(n), flags(f), report("sprig experiment " + n) {
-  if (flags.threads > 0) cpu::set_num_threads(flags.threads);
+  use_threads(flags.threads);
   if (flags.experiment_name.empty()) flags.experiment_name = "sprig-" + name;
   report_path = flags.report.empty() ? "reports/" + name + ".html" : flags.report;
   track::TrackerOptions opts;
@@ -158,11 +160,12 @@ void add_base_flags(CLI::App& app, BaseFlags& f, bool with_base_flag) {
   if (with_base_flag)
     app.add_option("--base", f.base,
                    "start from this trained checkpoint instead of training one (saves time)")
+        ->check(NonEmptyPath)
         ->check(CLI::ExistingFile);
   app.add_option("--model", f.model, "zoo name (mlp, cnn2, lenet5) or a model spec")
       ->capture_default_str();
   app.add_option("--batch-size", f.batch_size, "samples per training step")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--lr", f.optim.lr, "Adam learning rate (training and fine-tuning)")
       ->check(FiniteNumber & CLI::Range(1e-8, 10.0))
@@ -179,7 +182,7 @@ BaseModel make_base(Context& ctx, const BaseFlags& f) {
     limit_samples(ctx, b.src);
     b.model = std::move(ck.model);
     b.test = train::evaluate(b.model, b.src.data.test, b.src.task);
-    b.origin = f.base;
+    b.origin = printable(f.base);  // logged as an MLflow param, which must be UTF-8
     return b;
   }
   b.src = load_data(ctx, "fashion-mnist");

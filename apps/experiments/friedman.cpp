@@ -514,7 +514,7 @@ Command add_friedman(CLI::App& app) {
   add_common_flags(app, a->common);
   app.add_option("--spec", a->spec, "model spec (input: 10 features)")->capture_default_str();
   app.add_option("--samples", a->samples, "make_friedman1 samples")
-      ->check(CLI::Range(int64_t(10), int64_t(1) << 30))
+      ->check(IntRange(int64_t(10), int64_t(1) << 30))
       ->capture_default_str();
   app.add_option("--test-fraction", a->test_fraction, "fraction of samples held out for test")
       ->check(FiniteNumber & CLI::Range(0.01, 0.99))
@@ -525,11 +525,11 @@ Command add_friedman(CLI::App& app) {
   app.add_option("--epochs", a->epochs,
                  "maximum epochs: one value, or three for unpruned, whole, first layer")
       ->delimiter(',')
-      ->check(CLI::Range(1, 1000000))
+      ->check(IntRange(1, 1000000))
       ->capture_default_str();
   app.add_option("--patience", a->patience, "early-stopping patience in epochs: one value or three")
       ->delimiter(',')
-      ->check(CLI::Range(1, 1000000))
+      ->check(IntRange(1, 1000000))
       ->capture_default_str();
   app.add_option("--validation-split", a->validation_split,
                  "fraction of the training samples (the last ones) for validation: one or three")
@@ -543,19 +543,19 @@ Command add_friedman(CLI::App& app) {
       ->check(FiniteNumber & FractionBelowOne)
       ->capture_default_str();
   app.add_option("--begin-step", a->agp.begin_step, "optimizer step where pruning begins")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->check(IntRange(int64_t(0), int64_t(1) << 40))
       ->capture_default_str();
   app.add_option("--end-step", a->agp.end_step, "optimizer step where pruning ends")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40))
+      ->check(IntRange(int64_t(1), int64_t(1) << 40))
       ->capture_default_str();
   app.add_option("--frequency", a->agp.frequency, "optimizer steps between mask updates")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40))
+      ->check(IntRange(int64_t(1), int64_t(1) << 40))
       ->capture_default_str();
   app.add_option("--power", a->agp.power, "exponent of the polynomial decay")
       ->check(FiniteNumber & CLI::Range(0.01, 100.0))
       ->capture_default_str();
   app.add_option("--batch-size", a->batch_size, "batch size")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--optimizer", a->optim.name, "sgd, adam or adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))

@@ -433,21 +433,21 @@ Command add_gradual_vs_instant(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--steps", a->steps, "pruning step counts to compare (1 = instant)")
       ->delimiter(',')
-      ->check(CLI::Range(1, 10000))
+      ->check(IntRange(1, 10000))
       ->capture_default_str();
   app.add_option("--seeds", a->seeds, "repetitions, with seeds --seed, --seed + 1, ...")
-      ->check(CLI::Range(1, 10000))
+      ->check(IntRange(1, 10000))
       ->capture_default_str();
   app.add_option("--epochs", a->epochs, "training epochs of every variant (the budget)")
-      ->check(CLI::Range(1, 100000))
+      ->check(IntRange(1, 100000))
       ->capture_default_str();
   app.add_option("--pretrain-epochs", a->pretrain_epochs, "epochs of the dense model per seed")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--eval-samples", a->eval_samples,
                  "test samples for the per-step accuracies (0 = all; the final accuracy uses "
                  "the whole test set, or --test-samples)")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->check(IntRange(int64_t(0), int64_t(1) << 40))
       ->capture_default_str();
   app.add_option("--spacing", a->spacing,
                  "cumulative targets: geometric (each step prunes the same fraction of what is "
@@ -455,7 +455,7 @@ Command add_gradual_vs_instant(CLI::App& app) {
       ->check(CLI::IsMember({"geometric", "linear"}))
       ->capture_default_str();
   app.add_option("--batch-size", a->batch_size, "batch size")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   app.add_option("--optimizer", a->optim.name, "sgd, adam or adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}))

@@ -413,19 +413,19 @@ Command add_iterative(CLI::App& app) {
   app.add_option("--max-epochs", a->max_epochs,
                  "epochs of base training, and of fine-tuning in each trial (split over the "
                  "pruning steps)")
-      ->check(CLI::Range(1, 100000))
+      ->check(IntRange(1, 100000))
       ->capture_default_str();
   app.add_option("--total-trials", a->total_trials, "pruning trials (child runs)")
-      ->check(CLI::Range(1, 10000))
+      ->check(IntRange(1, 10000))
       ->capture_default_str();
   app.add_option("--initial-trials", a->initial_trials,
                  "trials with random amounts before the Gaussian process proposes them")
-      ->check(CLI::Range(1, 10000))
+      ->check(IntRange(1, 10000))
       ->capture_default_str();
   app.add_option("--prune-iterations", a->prune_iterations,
                  "pruning steps per trial (each prunes the same share of what is left, then "
                  "fine-tunes)")
-      ->check(CLI::Range(1, 1000))
+      ->check(IntRange(1, 1000))
       ->capture_default_str();
   app.add_option("--min-amount", a->min_amount, "lowest pruning amount searched")
       ->check(FiniteNumber & FractionBelowOne)

@@ -274,7 +274,7 @@ Command add_l1_vs_fpgm(CLI::App& app) {
   add_common_flags(app, a->common);
   add_base_flags(app, a->base, true);
   app.add_option("--base-epochs", a->base.epochs, "epochs to train the original (without --base)")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--methods", a->methods, "filter criteria to compare: l1, l2, fpgm")
       ->delimiter(',')
@@ -285,7 +285,7 @@ Command add_l1_vs_fpgm(CLI::App& app) {
       ->check(FiniteNumber & FractionBelowOne)
       ->capture_default_str();
   app.add_option("--finetune-epochs", a->finetune_epochs, "fine-tuning epochs after pruning")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   return [a] { return run_l1_vs_fpgm(*a); };
 }

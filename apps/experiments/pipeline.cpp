@@ -361,15 +361,15 @@ Command add_pipeline(CLI::App& app) {
   add_common_flags(app, a->common);
   add_base_flags(app, a->base, true);
   app.add_option("--epochs", a->base.epochs, "training epochs of the base model")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--finetune-epochs", a->finetune_epochs,
                  "fine-tuning epochs after the filter pruning")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--classifier-finetune-epochs", a->classifier_finetune_epochs,
                  "fine-tuning epochs after pruning the classifier")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--filter-amount", a->filter_amount, "fraction of each conv layer's filters")
       ->check(FractionBelowOne)
@@ -379,9 +379,10 @@ Command add_pipeline(CLI::App& app) {
       ->check(FractionBelowOne)
       ->capture_default_str();
   app.add_option("--pack-batch", a->pack_batch, "batch size the inference plan is measured at")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 16))
+      ->check(IntRange(int64_t(1), int64_t(1) << 16))
       ->capture_default_str();
   app.add_option("--out-dir", a->out_dir, "where the checkpoints and the packed model go")
+      ->check(NonEmptyPath)
       ->capture_default_str();
   return [a] { return run_pipeline(*a); };
 }

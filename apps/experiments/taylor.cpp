@@ -252,17 +252,17 @@ Command add_taylor(CLI::App& app) {
   add_common_flags(app, a->common);
   add_base_flags(app, a->base, true);
   app.add_option("--base-epochs", a->base.epochs, "epochs to train the original (without --base)")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--amount", a->amount, "fraction of each conv layer's filters pruned, in [0, 1)")
       ->check(FiniteNumber & FractionBelowOne)
       ->capture_default_str();
   app.add_option("--finetune-epochs", a->finetune_epochs, "fine-tuning epochs after pruning")
-      ->check(CLI::Range(0, 100000))
+      ->check(IntRange(0, 100000))
       ->capture_default_str();
   app.add_option("--criterion-batches", a->criterion_batches,
                  "training batches the Taylor scores are averaged over")
-      ->check(CLI::Range(1, 1000000))
+      ->check(IntRange(1, 1000000))
       ->capture_default_str();
   app.add_option("--taylor-variant", a->variant,
                  "reference (Gildenblat's code, as seed 002) or paper (per example)")

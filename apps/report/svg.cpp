@@ -7,6 +7,7 @@
 
 #include "apps/report/report.h"
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace sprig::report {
 
@@ -216,8 +217,7 @@ std::string escape_xml(const std::string& text) {
   std::string out;
   out.reserve(text.size());
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  for (size_t i = 0; i < n;) {
+  for (size_t i = 0; i < text.size();) {
     unsigned char c = p[i];
     if (c < 0x80) {
       switch (c) {
@@ -246,20 +246,8 @@ std::string escape_xml(const std::string& text) {
       ++i;
       continue;
     }
-    size_t len = c >= 0xC2 && c <= 0xDF   ? 2
-                 : c >= 0xE0 && c <= 0xEF ? 3
-                 : c >= 0xF0 && c <= 0xF4 ? 4
-                                          : 0;
-    bool ok = len > 0 && i + len <= n;
-    for (size_t k = 1; ok && k < len; ++k) ok = (p[i + k] & 0xC0) == 0x80;
-    if (ok && len >= 3) {
-      unsigned char c1 = p[i + 1];
-      // Overlong forms, UTF-16 surrogates and code points past U+10FFFF.
-      if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) ||
-          (c == 0xF4 && c1 > 0x8F))
-        ok = false;
-    }
-    if (ok) {
+    const size_t len = utf8_char_length(text, i);
+    if (len > 1) {
       // U+FFFE and U+FFFF are valid UTF-8 but not XML characters.
       const bool xml_char = !(len == 3 && c == 0xEF && p[i + 1] == 0xBF && p[i + 2] >= 0xBE);
       if (xml_char)

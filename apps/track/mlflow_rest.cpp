@@ -27,8 +27,14 @@ void global_init() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// MLflow's answers are small JSON objects; a server that sends more than this is broken or
+// hostile, and is cut off rather than buffered (a 1.5 GB reply once took 3.3 GB of memory).
+constexpr size_t kMaxReplyBytes = size_t(16) << 20;
+
 size_t append_body(char* ptr, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(ptr, size * n);
+  auto* body = static_cast<std::string*>(user);
+  if (body->size() + size * n > kMaxReplyBytes) return 0;  // libcurl stops: CURLE_WRITE_ERROR
+  body->append(ptr, size * n);
   return size * n;
 }
 
@@ -150,6 +156,9 @@ RestClient::Response RestClient::perform(const std::string& method, const std::s
   CURLcode rc = curl_easy_perform(c);
   curl_slist_free_all(headers);
   std::string call = method + " " + path + " (" + what + ")";
+  if (rc == CURLE_WRITE_ERROR)
+    throw RestError(call + ": the reply is larger than " + std::to_string(kMaxReplyBytes >> 20) +
+                    " MB");
   if (rc != CURLE_OK) throw RestError(call + ": " + (errbuf[0] ? errbuf : curl_easy_strerror(rc)));
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
   if ((r.status < 200 || r.status >= 300) && r.status != allow_status)

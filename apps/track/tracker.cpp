@@ -4,18 +4,19 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <random>
 
 #include "apps/track/local_store.h"
 #include "apps/track/mlflow_rest.h"
 #include "apps/track/tensorboard.h"
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace sprig::track {
 
@@ -28,15 +29,6 @@ constexpr size_t kMaxKeyLength = 250;
 constexpr size_t kMaxParamValueLength = 6000;
 constexpr size_t kMaxTagValueLength = 8000;
 constexpr size_t kMaxExperimentNameLength = 500;
-
-bool valid_utf8(const std::string& s) {
-  try {
-    (void)nlohmann::json(s).dump();
-    return true;
-  } catch (const nlohmann::json::exception&) {
-    return false;
-  }
-}
 
 // Keys become file names in the store, so MLflow allows only [A-Za-z0-9_-. :/] and no path
 // that normalises to something else ("a//b", "./a", "../a", "/a", "a/").
@@ -65,13 +57,13 @@ void check_value(const char* call, const char* what, const std::string& key,
                  const std::string& value, size_t limit) {
   SPRIG_CHECK(value.size() <= limit, call, ": value of ", what, " '", key, "' has ", value.size(),
               " characters; MLflow allows at most ", limit);
-  SPRIG_CHECK(valid_utf8(value), call, ": value of ", what, " '", key, "' is not valid UTF-8");
+  SPRIG_CHECK(is_valid_utf8(value), call, ": value of ", what, " '", key, "' is not valid UTF-8");
 }
 
 // Artifact paths are relative paths inside the run's artifact directory.
 void check_artifact_path(const char* call, const std::string& path) {
   SPRIG_CHECK(!path.empty(), call, ": empty artifact path");
-  SPRIG_CHECK(valid_utf8(path), call, ": artifact path is not valid UTF-8");
+  SPRIG_CHECK(is_valid_utf8(path), call, ": artifact path is not valid UTF-8");
   size_t start = 0;
   while (true) {
     size_t end = path.find('/', start);
@@ -144,6 +136,7 @@ struct Tracker::Impl {
   LocalStore store;
   std::unique_ptr<RestClient> rest;
   bool server_ok = false;
+  double server_seconds = 0;  // spent in server calls so far
   bool server_artifacts_ok = true;
   std::string experiment_id, server_experiment_id;
   std::vector<std::string> warnings;
@@ -163,15 +156,27 @@ struct Tracker::Impl {
 
   // The first failed call turns the server off for good: one warning, and every later call
   // goes to the local store only (a dead server would otherwise cost a timeout per metric).
+  // A server past its time budget (TrackerOptions::server_budget_seconds) is dropped the
+  // same way.
   template <class F>
   void server(F&& call) {
     if (!server_ok) return;
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       call();
     } catch (const std::exception& e) {
       server_ok = false;
       warn("MLflow server " + rest->base_url() + ": " + e.what() +
            "; from now on runs are logged only to the local store " + store.root());
+      return;
+    }
+    server_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (server_seconds > opts.server_budget_seconds) {
+      server_ok = false;
+      char spent[64];
+      std::snprintf(spent, sizeof spent, "%.1f s", server_seconds);
+      warn("MLflow server " + rest->base_url() + ": its calls took " + spent + " in all, past " +
+           "the budget; from now on runs are logged only to the local store " + store.root());
     }
   }
 
@@ -215,7 +220,7 @@ Tracker::Tracker(const TrackerOptions& opts) {
   SPRIG_CHECK(!name.empty(), "experiment name is empty");
   SPRIG_CHECK(name.size() <= kMaxExperimentNameLength, "experiment name has ", name.size(),
               " characters; MLflow allows at most ", kMaxExperimentNameLength);
-  SPRIG_CHECK(valid_utf8(name), "experiment name is not valid UTF-8");
+  SPRIG_CHECK(is_valid_utf8(name), "experiment name is not valid UTF-8");
   const std::string& uri = opts.tracking_uri;
   SPRIG_CHECK(uri.empty() || uri.rfind("http://", 0) == 0 || uri.rfind("https://", 0) == 0,
               "tracking URI '", uri, "' is not http://HOST:PORT or https://...");
@@ -271,6 +276,10 @@ std::string Tracker::start_run(const std::string& run_name, const std::string& p
       RestClient::Run sr = m.rest->create_run(m.server_experiment_id, name, start, tags, m.user);
       if (!valid_run_id(sr.run_id))
         throw RestError("runs/create returned run id '" + sr.run_id + "', not a valid run id");
+      if (m.runs.count(sr.run_id) ||
+          fs::exists(fs::path(m.store.root()) / m.experiment_id / sr.run_id))
+        throw RestError("runs/create returned run id '" + sr.run_id +
+                        "', which a run in the local store already has");
       id = sr.run_id;
       r.artifact_uri = sr.artifact_uri;
       r.on_server = true;

@@ -19,6 +19,10 @@ struct TrackerOptions {
   std::string local_dir = "mlruns";  // the local store (always written)
   std::string experiment_name;       // created when missing, reused otherwise
   std::string tensorboard_dir;       // "" = none; else scalar event files, one dir per run
+  // All server calls of this tracker together may take this long; past it the server is
+  // dropped (one warning) and the rest goes to the local store only, so a slow server cannot
+  // stretch a short experiment by minutes.
+  double server_budget_seconds = 30;
 };
 
 class Tracker {

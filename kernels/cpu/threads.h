@@ -3,4 +3,5 @@
 namespace sprig::cpu {
 void set_num_threads(int n);
 int num_threads();
+int num_processors();  // the processors this process may run on
 }  // namespace sprig::cpu
