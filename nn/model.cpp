@@ -256,7 +256,8 @@ std::map<std::string, int64_t> bind_args(const std::string& spec, const LayerSpe
 // Builds the layers of one branch for per-sample input `shape`, leaving `shape` at its output.
 class ModelBuilder {
  public:
-  ModelBuilder(const std::string& spec, uint64_t seed) : spec_(spec), rng_(seed) {}
+  ModelBuilder(const std::string& spec, uint64_t seed, int64_t max_params)
+      : spec_(spec), rng_(seed), left_(max_params) {}
 
   std::shared_ptr<Sequential> sequence(const std::vector<LayerSpec>& specs, Shape& shape) {
     auto seq = std::make_shared<Sequential>();
@@ -308,6 +309,7 @@ class ModelBuilder {
                          span < std::min(shape[1], shape[2]) + 2 * a["pad"]),
                     "conv: input ", to_string(shape), " padded by ", a["pad"],
                     " is smaller than the kernel ", a["kernel"], " (dilation ", a["dilation"], ")");
+        charge(a["out"], shape[0], a["kernel"], a["bias"]);
         Conv2dOptions opt{a["stride"], a["pad"], a["dilation"]};
         layer =
             std::make_shared<Conv2d>(shape[0], a["out"], a["kernel"], opt, a["bias"] != 0, rng_);
@@ -315,11 +317,13 @@ class ModelBuilder {
         SPRIG_CHECK(shape.size() == 1, "linear needs flat input, got ", to_string(shape),
                     " (add flatten before it)");
         auto a = bind_args(spec_, l, {{"out", true, 0}, {"bias", false, 1}});
+        charge(a["out"], shape[0], 1, a["bias"]);
         layer = std::make_shared<Linear>(shape[0], a["out"], a["bias"] != 0, rng_);
       } else if (l.name == "bn" || l.name == "batchnorm") {
         bind_args(spec_, l, {});
         SPRIG_CHECK(shape.size() == 1 || shape.size() == 3, "bn needs (C) or (C, H, W) input, got ",
                     to_string(shape));
+        charge(shape[0], 4, 1, 0);  // weight, bias, running mean and variance
         layer = std::make_shared<BatchNorm>(shape[0]);
       } else if (l.name == "relu") {
         bind_args(spec_, l, {});
@@ -373,6 +377,18 @@ class ModelBuilder {
     return layer;
   }
 
+  // Takes a layer of out x in x k x k weights (plus out biases when bias is 1) from the
+  // budget, before anything is allocated. Sizes the layer itself refuses (<= 0) are left to it.
+  void charge(int64_t out, int64_t in, int64_t k, int64_t bias) {
+    if (left_ < 0 || out <= 0 || in <= 0 || k <= 0) return;
+    int64_t n = 0;
+    bool over = __builtin_mul_overflow(out, in, &n) || __builtin_mul_overflow(n, k, &n) ||
+                __builtin_mul_overflow(n, k, &n) ||
+                __builtin_add_overflow(n, bias == 1 ? out : 0, &n) || n > left_;
+    SPRIG_CHECK(!over, "the model would hold more than ", budget_, " parameters");
+    left_ -= n;
+  }
+
   static std::string zoo_list() {
     std::string out;
     for (auto& n : zoo_names()) out += (out.empty() ? "" : ", ") + n;
@@ -381,11 +397,14 @@ class ModelBuilder {
 
   const std::string& spec_;
   Rng rng_;
+  int64_t left_;                  // parameters the layers still to come may hold (-1: no cap)
+  const int64_t budget_ = left_;  // the cap, for the message
 };
 
 }  // namespace
 
-Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed) {
+Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed,
+                  int64_t max_params) {
   std::string spec = zoo_spec(name_or_spec);
   if (spec.empty()) spec = name_or_spec;
   SPRIG_CHECK(!input_shape.empty(), "build_model: empty input shape");
@@ -393,7 +412,7 @@ Model build_model(const std::string& name_or_spec, const Shape& input_shape, uin
     SPRIG_CHECK(d > 0, "build_model: input shape ", to_string(input_shape),
                 " has a zero or negative dimension");
   Shape shape = input_shape;  // per sample, tracked layer by layer to infer in-features
-  auto net = ModelBuilder(spec, seed).sequence(SpecTokenizer(spec).parse(), shape);
+  auto net = ModelBuilder(spec, seed, max_params).sequence(SpecTokenizer(spec).parse(), shape);
   Model m;
   m.spec = net->spec();
   m.input_shape = input_shape;

@@ -55,7 +55,10 @@ std::string zoo_spec(const std::string& name);
 
 // Builds a zoo model or a spec for per-sample input_shape, initialised from seed.
 // Throws sprig::Error naming the token and its position on a malformed spec, and naming the
-// layer on a shape that does not fit.
-Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed);
+// layer on a shape that does not fit. max_params >= 0 caps the parameters (and BatchNorm
+// buffers) the model may hold: a layer that would pass it is refused before its weights are
+// allocated, so a spec from an untrusted file cannot demand gigabytes to be compared.
+Model build_model(const std::string& name_or_spec, const Shape& input_shape, uint64_t seed,
+                  int64_t max_params = -1);
 
 }  // namespace sprig::nn
