@@ -591,3 +591,28 @@ TEST_CASE("bad resumes: one line naming the problem, files untouched") {
   Result same = run("train --resume " + ck + " --model 'linear(32) relu linear(1)' --quiet");
   CHECK_MESSAGE(same.code == 0, same.out);
 }
+
+TEST_CASE("a run whose weights overflow stops before anything is saved") {
+  // Finite but huge momentum: one SGD step makes the weights infinite, and the loss of that
+  // step (computed before it) does not show it.
+  fs::path dir = temp_dir();
+  nn::Model m = nn::build_model("linear(4) relu linear(1)", friedman().input_shape, 1);
+  auto opt = train::make_optimizer({"sgd", 10.0f, 0.9f}, m.parameters());
+  for (auto& p : m.parameters())
+    p->state["momentum_buffer"] = Tensor::full(p->value.shape(), 3e38f);
+  train::FitConfig fc;
+  fc.batch_size = 32;
+  fc.stop_at_step = 1;
+  int saved = 0;
+  fc.checkpoint_every_steps = 1;
+  fc.checkpoint = [&](const train::FitPosition&, const std::vector<train::EpochStats>&) {
+    ++saved;
+  };
+  train::FitPosition pos;
+  CHECK_THROWS_WITH_AS(
+      train::fit(m, *opt, friedman().data.train, friedman().data.test, friedman().task, fc, pos),
+      doctest::Contains("training diverged: parameter '0.weight' is not finite "
+                        "after global step 1"),
+      Error);
+  CHECK(saved == 0);
+}
