@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_idx fuzz_safetensors fuzz_model_spec fuzz_packed_model)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_idx fuzz_safetensors fuzz_model_spec fuzz_packed_model
+  fuzz_train_state fuzz_resume)
 bash scripts/setup.sh --test
 build=${SPRIG_FUZZ_BUILD:-build-fuzz}
 
