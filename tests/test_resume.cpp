@@ -12,10 +12,12 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "engine/safetensors.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "tests/cli_test_util.h"
@@ -215,6 +217,20 @@ Trained start(const Setup& s) {
   return t;
 }
 
+const char* schedule_name(train::LrSchedule k) {
+  switch (k) {
+    case train::LrSchedule::Cosine:
+      return "cosine";
+    case train::LrSchedule::Step:
+      return "step";
+    case train::LrSchedule::MultiStep:
+      return "multistep";
+    case train::LrSchedule::Constant:
+      break;
+  }
+  return "constant";
+}
+
 // Trains uninterrupted, and in two parts through a checkpoint file; both must agree exactly.
 void check_resume(const Setup& s, int64_t stop_at, const std::string& path) {
   cpu::set_num_threads(2);
@@ -228,8 +244,15 @@ void check_resume(const Setup& s, int64_t stop_at, const std::string& path) {
   train::FitPosition pos;
   auto h = train::fit(first.model, *first.opt, src.data.train, src.data.test, src.task, fc, pos);
   REQUIRE(pos.global_step == stop_at);
-  train::TrainState st;
+  train::TrainState st;  // what sprig train would record for this run
+  st.config.model = s.spec;
   st.config.optim = s.optim;
+  st.config.epochs = s.epochs;
+  st.config.batch_size = 32;
+  st.config.seed = 7;
+  st.config.lr = {schedule_name(s.schedule), s.step_size, s.milestones, s.gamma, s.warmup_epochs};
+  st.config.augment = s.augment;
+  st.config.bn_l1 = s.bn_l1;
   st.position = pos;
   st.optimizer_steps = first.opt->steps;
   st.history = h;
@@ -590,4 +613,154 @@ TEST_CASE("bad resumes: one line naming the problem, files untouched") {
   // The model given as its spec is the same model, so it is no conflict.
   Result same = run("train --resume " + ck + " --model 'linear(32) relu linear(1)' --quiet");
   CHECK_MESSAGE(same.code == 0, same.out);
+}
+
+namespace {
+// Copies a training checkpoint with its train_state JSON edited (and optionally one tensor or
+// metadata key left out), as someone editing the file's header would.
+void tamper(const std::string& from, const std::string& to,
+            const std::function<void(nlohmann::json&)>& edit, const std::string& drop_tensor = "",
+            const std::string& drop_meta = "") {
+  TensorFile f = load_safetensors(from);
+  nlohmann::json st = nlohmann::json::parse(f.metadata.at("train_state"));
+  edit(st);
+  f.metadata["train_state"] = st.dump();
+  if (!drop_meta.empty()) REQUIRE(f.metadata.erase(drop_meta) == 1);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, t] : f.tensors)
+    if (name != drop_tensor) tensors.push_back({name, t});
+  REQUIRE(tensors.size() + (drop_tensor.empty() ? 0 : 1) == f.tensors.size());
+  save_safetensors(to, tensors, f.metadata);
+}
+}  // namespace
+
+TEST_CASE("a tampered train_state is refused: one line naming what disagrees with the file") {
+  fs::path dir = temp_dir();
+  auto p = [&](const char* name) { return (dir / name).string(); };
+  // Adam stopped mid-epoch 2 (20 steps an epoch), and SGD with momentum with a rewind snapshot.
+  Result a = run(kFriedman + "--epochs 2 --optimizer adam --stop-at-step 27 --out " +
+                 p("adam.safetensors"));
+  REQUIRE_MESSAGE(a.code == 0, a.out);
+  Result b = run(kFriedman + "--epochs 2 --optimizer sgd --momentum 0.9 --rewind-step 5 --out " +
+                 p("sgd.safetensors"));
+  REQUIRE_MESSAGE(b.code == 0, b.out);
+  // Untouched copies resume.
+  tamper(p("adam.safetensors"), p("same.safetensors"), [](nlohmann::json&) {});
+  CHECK(train::load_training_checkpoint(p("same.safetensors")).state.position.global_step == 27);
+  // The spec spelled differently, or as it is stored, is the same model.
+  tamper(p("adam.safetensors"), p("spelled.safetensors"), [](nlohmann::json& j) {
+    j["config"]["model"] = "dense( 32 ) ReLU linear(out=1, bias=1)";
+  });
+  CHECK_NOTHROW(train::load_training_checkpoint(p("spelled.safetensors")));
+
+  struct Case {
+    std::string name, from;
+    std::function<void(nlohmann::json&)> edit;
+    std::string expect, drop_tensor = "", drop_meta = "";
+  };
+  using J = nlohmann::json;
+  const std::string adam = p("adam.safetensors"), sgd = p("sgd.safetensors");
+  const std::string disagrees = "metadata 'train_state' disagrees with the checkpoint: ";
+  const std::vector<Case> cases = {
+      {"another zoo model", adam, [](J& j) { j["config"]["model"] = "mlp"; },
+       disagrees + "config.model \"mlp\" is not the model it holds, \"linear(32) relu linear(1)\""},
+      {"one layer more", adam,
+       [](J& j) { j["config"]["model"] = "linear(32) relu linear(32) relu linear(1)"; },
+       "config.model \"linear(32) relu linear(32) relu linear(1)\" is not the model it holds"},
+      {"a model too big to build", adam, [](J& j) { j["config"]["model"] = "linear(25000000)"; },
+       "config.model \"linear(25000000)\" is not the model it holds"},
+      {"another optimizer than the metadata", adam,
+       [](J& j) { j["config"]["optimizer"]["name"] = "adamw"; },
+       disagrees + "config.optimizer.name \"adamw\" differs from metadata 'optimizer' \"adam\""},
+      {"another optimizer than the buffers", adam,
+       [](J& j) {
+         j["config"]["optimizer"]["name"] = "sgd";
+         j["config"]["optimizer"]["momentum"] = 0.9;
+       },
+       disagrees + "it holds optimizer tensor \"optim.0.bias.exp_avg\", which sgd with momentum "
+                   "(config.optimizer) does not keep",
+       "", "optimizer"},
+      {"momentum dropped", sgd, [](J& j) { j["config"]["optimizer"]["momentum"] = 0.0; },
+       "optimizer tensor \"optim.0.bias.momentum_buffer\", which sgd without momentum "
+       "(config.optimizer) does not keep"},
+      {"a buffer missing", adam, [](J&) {},
+       disagrees + "optimizer tensor \"optim.2.weight.exp_avg_sq\" is missing, which adam "
+                   "(config.optimizer) keeps for every parameter after 27 steps",
+       "optim.2.weight.exp_avg_sq"},
+      {"buffers before the first step", adam,
+       [](J& j) {
+         j["epoch"] = 0;
+         j["history"] = J::array();
+         j["step_in_epoch"] = 0;
+         j["global_step"] = 0;
+         j["optimizer_steps"] = 0;
+         j["epoch_seen"] = 0;
+         j["epoch_loss_sum"] = 0.0;
+       },
+       "but optimizer_steps is 0 (no step has made it)"},
+      {"Adam's step count", adam, [](J& j) { j["optimizer_steps"] = 1; },
+       "train_state.optimizer_steps 1 differs from global_step 27"},
+      {"another dataset", adam, [](J& j) { j["config"]["dataset"] = "fashion-mnist"; },
+       disagrees + "config.dataset \"fashion-mnist\" differs from metadata 'dataset' "
+                   "\"friedman1\""},
+      {"another seed", adam, [](J& j) { j["config"]["seed"] = 4; },
+       "config.seed \"4\" differs from metadata 'seed' \"3\""},
+      {"fewer epochs", adam, [](J& j) { j["config"]["epochs"] = 3; },
+       "config.epochs \"3\" differs from metadata 'epochs' \"2\""},
+      {"a rewind step without its snapshot", adam, [](J& j) { j["config"]["rewind_step"] = 5; },
+       "config.rewind_step is 5 and the run is at step 27, but it holds 0 rewind tensors for 4 "
+       "parameters"},
+      {"a snapshot without its rewind step", sgd, [](J& j) { j["config"]["rewind_step"] = -1; },
+       "it holds rewind weights, but config.rewind_step is -1", "", "rewind_step"},
+      {"a learning rate no flag allows", adam, [](J& j) { j["config"]["optimizer"]["lr"] = 1e30; },
+       "train_state.config.optimizer.lr must be a number from 0 to 1000, got 1e+30"},
+      {"threads", adam, [](J& j) { j["config"]["threads"] = 100000; },
+       "train_state.config.threads must be an integer from 0 to 1024, got 100000"},
+      {"a milestone that is no integer", adam,
+       [](J& j) {
+         j["config"]["lr_schedule"] = "multistep";
+         j["config"]["lr_milestones"] = {1e300};
+       },
+       "train_state.config.lr_milestones holds 1e+300, not an epoch"},
+      {"a position past the run", adam, [](J& j) { j["epoch"] = 5; },
+       "train_state.epoch must be an integer from 0 to 2, got 5"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    const std::string bad = p("bad.safetensors");
+    tamper(c.from, bad, c.edit, c.drop_tensor, c.drop_meta);
+    CHECK_THROWS_WITH_AS(train::load_training_checkpoint(bad), doctest::Contains(c.expect.c_str()),
+                         Error);
+    const std::string before = read_bytes(bad);
+    Result r = run("train --resume " + bad + " --quiet");
+    CHECK(r.code != 0);
+    CHECK(count_lines(r.out) == 1);
+    CHECK_MESSAGE(r.out.find(c.expect) != std::string::npos, r.out);
+    CHECK(read_bytes(bad) == before);
+  }
+}
+
+TEST_CASE("a run whose weights overflow stops before anything is saved") {
+  // Finite but huge momentum: one SGD step makes the weights infinite, and the loss of that
+  // step (computed before it) does not show it.
+  fs::path dir = temp_dir();
+  nn::Model m = nn::build_model("linear(4) relu linear(1)", friedman().input_shape, 1);
+  auto opt = train::make_optimizer({"sgd", 10.0f, 0.9f}, m.parameters());
+  for (auto& p : m.parameters())
+    p->state["momentum_buffer"] = Tensor::full(p->value.shape(), 3e38f);
+  train::FitConfig fc;
+  fc.batch_size = 32;
+  fc.stop_at_step = 1;
+  int saved = 0;
+  fc.checkpoint_every_steps = 1;
+  fc.checkpoint = [&](const train::FitPosition&, const std::vector<train::EpochStats>&) {
+    ++saved;
+  };
+  train::FitPosition pos;
+  CHECK_THROWS_WITH_AS(
+      train::fit(m, *opt, friedman().data.train, friedman().data.test, friedman().task, fc, pos),
+      doctest::Contains("training diverged: parameter '0.weight' is not finite "
+                        "after global step 1"),
+      Error);
+  CHECK(saved == 0);
 }

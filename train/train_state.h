@@ -41,8 +41,18 @@ struct TrainState {
 };
 
 std::string train_state_to_json(const TrainState& s);
-// Throws sprig::Error naming `path` and the field when the JSON is malformed.
+// Throws sprig::Error naming `path` and the field when the JSON is malformed, a value is out
+// of the range the sprig train flags allow, or the position is not one a run can reach
+// (optimizer_steps == global_step, epoch <= epochs, history of epochs 1..epoch, ...).
 TrainState parse_train_state(const std::string& json, const std::string& path);
+
+// Checks that a parsed state belongs to the checkpoint it was loaded from: config.model builds
+// to the file's spec; config.optimizer, dataset, seed, epochs and rewind_step agree with the
+// metadata sprig train writes beside it; the file holds exactly the buffers that optimizer
+// keeps (for every parameter once optimizer_steps > 0, none before); a rewind snapshot is
+// there exactly when the run has passed config.rewind_step. Throws sprig::Error, one line:
+// "<path>: metadata 'train_state' disagrees with the checkpoint: <what>".
+void check_train_state(const TrainState& s, const nn::Checkpoint& ck, const std::string& path);
 
 // A training checkpoint: nn::save_checkpoint with the optimizer buffers of model's parameters
 // and the state; atomic like every checkpoint write.
@@ -55,8 +65,8 @@ struct ResumePoint {
   nn::Checkpoint checkpoint;  // model with weights and masks, optimizer buffers, rewind snapshot
   TrainState state;
 };
-// Loads a checkpoint and its training state; a file without one (pruned, packed, written by
-// an older sprig) raises sprig::Error saying so.
+// Loads a checkpoint and its training state (parse_train_state, then check_train_state); a
+// file without one (pruned, packed, written by an older sprig) raises sprig::Error saying so.
 ResumePoint load_training_checkpoint(const std::string& path);
 
 // Puts the checkpoint's optimizer buffers into the parameters of opt (by parameter name) and

@@ -254,6 +254,22 @@ void add_bn_l1_subgradient(nn::Model& model, float lambda) {
   }
 }
 
+// Every weight and optimizer buffer must be finite before it is evaluated, saved or handed
+// back: a step can overflow them (a huge learning rate, or optimizer state resumed from a
+// tampered file) without the loss of that step showing it.
+static void check_finite_state(const nn::Model& model, const FitPosition& pos) {
+  for (auto& [name, p] : model.named_parameters()) {
+    const Backend& be = backend_for(p->device());
+    SPRIG_CHECK(be.all_finite(p->numel(), p->value.ptr()), "training diverged: parameter '", name,
+                "' is not finite after global step ", pos.global_step,
+                " (try a lower --lr; a resumed run may hold bad optimizer state)");
+    for (auto& [key, t] : p->state)
+      SPRIG_CHECK(be.all_finite(t.numel(), t.ptr()), "training diverged: optimizer state '", key,
+                  "' of parameter '", name, "' is not finite after global step ", pos.global_step,
+                  " (try a lower --lr; a resumed run may hold bad optimizer state)");
+  }
+}
+
 std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
                             const data::Dataset& test, Task task, const FitConfig& cfg) {
   FitPosition pos;
@@ -326,6 +342,8 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
       if (cfg.bn_l1 != 0.0f) add_bn_l1_subgradient(model, cfg.bn_l1);
       const int64_t t = int64_t(epoch - 1) * batches + int64_t(step);
       opt.lr = float(scheduled_lr(cfg, base_lr, t, batches));
+      SPRIG_CHECK(std::isfinite(opt.lr), "the learning rate at global step ", t + 1, " is ", opt.lr,
+                  " (--lr ", base_lr, ", --lr-gamma ", cfg.lr_gamma, ")");
       opt.step();
       ++step;
       pos.step_in_epoch = int64_t(step);
@@ -341,11 +359,13 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
       if (cfg.checkpoint && cfg.checkpoint_every_steps > 0 &&
           pos.global_step % cfg.checkpoint_every_steps == 0) {
         flush_losses();
+        check_finite_state(model, pos);
         cfg.checkpoint(pos, history);
       }
     }
     flush_losses();
     if (cfg.progress_bar) std::fprintf(stderr, "\n");
+    check_finite_state(model, pos);
     if (int64_t(step) < batches) break;  // stopped mid-epoch: pos says where
     EpochStats st;
     st.epoch = epoch;

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Hand-made seeds for tests/fuzz/corpus (run by make_corpus.sh): IDX files of every element
-type, gzip variants and malformed ones; safetensors edge cases; model specs."""
+type, gzip variants and malformed ones; safetensors edge cases; model specs; train_state edge
+cases (from the states make_corpus.sh extracted from real runs); fuzz_resume edit sequences."""
 import gzip
 import json
 import os
+import re
 import struct
 import sys
 
@@ -82,3 +84,104 @@ specs = {
 }
 for name, text in specs.items():
     put("fuzz_model_spec", name, text)
+
+# ---- train_state JSON (train/train_state.h): edge cases of the adam state sprig train wrote ----
+with open(os.path.join(out, "fuzz_train_state", "adam-mid-epoch.json")) as f:
+    adam = json.load(f)
+
+
+def state(name, edit):
+    s = json.loads(json.dumps(adam))
+    edit(s)
+    put("fuzz_train_state", name, json.dumps(s, separators=(",", ":")))
+
+
+def old_format(s):  # a file from before the recipe fields and --limit-test
+    for k in ("lr_step_size", "lr_milestones", "lr_gamma", "warmup_epochs", "augment", "bn_l1",
+              "limit_test"):
+        del s["config"][k]
+    del s["config"]["optimizer"]["bn_weight_decay"]
+
+
+state("old-format", old_format)
+state("version-2", lambda s: s.update(version=2))
+state("seed-max", lambda s: s["config"].update(seed=2**64 - 1))
+state("seed-negative", lambda s: s["config"].update(seed=-1))
+state("epochs-float", lambda s: s["config"].update(epochs=1e300))
+state("epoch-unsigned", lambda s: s.update(epoch=2**64 - 1))
+state("milestones-float", lambda s: s["config"].update(lr_schedule="multistep",
+                                                       lr_milestones=[1.5, 1e300]))
+state("steps-differ", lambda s: s.update(optimizer_steps=2**62))
+state("model-other", lambda s: s["config"].update(model="linear(25000000)"))
+state("model-spelled", lambda s: s["config"].update(model="Dense(8) ReLU linear(out=1, bias=1)"))
+state("optimizer-unknown", lambda s: s["config"]["optimizer"].update(name="rmsprop"))
+state("history-nested", lambda s: s.update(history=[[[[{}]]]]))
+compact = json.dumps(adam, separators=(",", ":"))
+put("fuzz_train_state", "lr-inf", re.sub(r'"lr":[-+.0-9e]+', '"lr":1e999', compact, count=1))
+put("fuzz_train_state", "model-bad-utf8",
+    compact.encode().replace(b'"linear(8) relu linear(1)"', b'"linear(8)\xff\xfe"'))
+put("fuzz_train_state", "deep-nesting", '{"version":1,"config":' + "[" * 20000 + "]" * 20000 + "}")
+put("fuzz_train_state", "not-an-object", "[1,2]")
+put("fuzz_train_state", "empty", "")
+
+# ---- fuzz_resume: byte 0 picks the checkpoint (0 adam, 1 sgd, 2 conv), then edits ------------
+# (op % 6; see fuzz_resume.cpp). Tensors: the optimizer and rewind tensors in file order; JSON
+# nodes: every node of the state in preorder with keys sorted. The three checkpoints' states
+# have the shape of the adam state above, but the conv one has one milestone.
+def nodes(j, at=""):
+    found = [at] if at else []
+    if isinstance(j, dict):
+        for k in sorted(j):
+            found += nodes(j[k], at + "/" + k)
+    elif isinstance(j, list):
+        for i, v in enumerate(j):
+            found += nodes(v, at + "/" + str(i))
+    return found
+
+
+conv_state = json.loads(json.dumps(adam))
+conv_state["config"]["lr_milestones"] = [2]
+node = [{p: i for i, p in enumerate(nodes(j))} for j in (adam, adam, conv_state)]
+
+
+def special(base, tensor, element, value):  # value: an index into fuzz_resume's special()
+    return bytes([base, 1, tensor]) + struct.pack("<H", element) + bytes([value])
+
+
+def set_json(base, path, text):
+    return bytes([base, 2, node[base][path], len(text)]) + text.encode()
+
+
+NAN, INF, HUGE, MINUS_ONE = 0, 1, 3, 8
+resume = {
+    "adam": b"\x00",
+    "sgd": b"\x01",
+    "conv": b"\x02",
+    "adam-nan-exp-avg": special(0, 0, 0, NAN),
+    "adam-huge-exp-avg": special(0, 0, 3, HUGE),
+    "adam-negative-exp-avg-sq": special(0, 1, 2, MINUS_ONE),
+    "sgd-inf-momentum": special(1, 4, 0, INF),
+    "sgd-huge-momentum": special(1, 4, 1, HUGE),
+    "sgd-nan-rewind": special(1, 0, 0, NAN),
+    "conv-huge-exp-avg": special(2, 0, 5, HUGE),
+    "adam-as-sgd": set_json(0, "/config/optimizer/name", '"sgd"'),
+    "adam-lr-1000": set_json(0, "/config/optimizer/lr", "1000"),
+    "adam-model-mlp": set_json(0, "/config/model", '"mlp"'),
+    "sgd-no-momentum": set_json(1, "/config/optimizer/momentum", "0"),
+    "conv-steps-0": set_json(2, "/optimizer_steps", "0"),
+    "conv-no-bn-l1": set_json(2, "/config/bn_l1", "0"),
+    "adam-drop-exp-avg-sq": bytes([0, 5, 1]),
+    "adam-no-history": bytes([0, 3, node[0]["/history"]]),
+    "adam-text-garbage": bytes([0, 4, 0, 0, 2]) + b"}}}",
+    "adam-raw-bytes": bytes([0, 0, 0, 0, 0, 3]) + struct.pack("<f", 1e38),
+    # Several edits, so inputs of that length are tried from the start.
+    "sgd-many-edits": special(1, 5, 7, HUGE) + special(1, 6, 1, 12)[1:] +
+                      special(1, 7, 0, 14)[1:] + set_json(1, "/config/optimizer/lr", "1000")[1:] +
+                      set_json(1, "/config/optimizer/nesterov", "false")[1:] +
+                      bytes([0, 8, 0x20, 0, 7]) + struct.pack("<2f", 3e38, -3e38),
+    "conv-many-edits": special(2, 1, 3, 13) + special(2, 2, 9, HUGE)[1:] +
+                       set_json(2, "/config/lr_gamma", "1e300")[1:] +
+                       set_json(2, "/config/lr_milestones/0", "1")[1:],
+}
+for name, data in resume.items():
+    put("fuzz_resume", name, data)
