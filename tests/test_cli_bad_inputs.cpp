@@ -466,6 +466,45 @@ TEST_CASE("checkpoints that disagree with their spec") {
       });
 }
 
+TEST_CASE("training checkpoints whose train_state was tampered with") {
+  Fixture& fx = fixture();
+  StFile st = split_st(fx.bytes("good.safetensors"));
+  // Each file changes one field of the train_state JSON that --resume reads.
+  auto tamper = [&](const std::string& name, auto change) {
+    StFile f = st;
+    auto state = nlohmann::json::parse(f.header["__metadata__"]["train_state"].get<std::string>());
+    change(state);
+    f.header["__metadata__"]["train_state"] = state.dump();
+    fx.put(name, join_st(f));
+  };
+  tamper("ts-model.safetensors", [](auto& j) { j["config"]["model"] = "mlp"; });
+  tamper("ts-huge.safetensors", [](auto& j) { j["config"]["model"] = "linear(25000000)"; });
+  tamper("ts-optimizer.safetensors", [](auto& j) { j["config"]["optimizer"]["name"] = "sgd"; });
+  tamper("ts-dataset.safetensors", [](auto& j) { j["config"]["dataset"] = "mnist"; });
+  tamper("ts-threads.safetensors", [](auto& j) { j["config"]["threads"] = 100000; });
+  tamper("ts-lr.safetensors", [](auto& j) { j["config"]["optimizer"]["lr"] = 1e30; });
+  tamper("ts-steps.safetensors", [](auto& j) { j["optimizer_steps"] = 1; });
+  check_all(
+      "Training checkpoints whose train_state was tampered with",
+      {
+          {"another model named", "train --resume ts-model.safetensors", {"config.model", "mlp"}},
+          {"a model far larger than the file",
+           "train --resume ts-huge.safetensors",
+           {"config.model", "linear(25000000)"}},
+          {"another optimizer named",
+           "train --resume ts-optimizer.safetensors",
+           {"config.optimizer.name", "sgd"}},
+          {"another dataset named",
+           "train --resume ts-dataset.safetensors",
+           {"config.dataset", "mnist"}},
+          {"threads out of range", "train --resume ts-threads.safetensors", {"threads", "100000"}},
+          {"a learning rate out of range", "train --resume ts-lr.safetensors", {"lr", "1e+30"}},
+          {"a step count that disagrees",
+           "train --resume ts-steps.safetensors",
+           {"optimizer_steps 1"}},
+      });
+}
+
 TEST_CASE("NaN and infinity in data and flags") {
   Fixture& fx = fixture();
   StFile st = split_st(fx.bytes("good.safetensors"));
@@ -723,7 +762,7 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
            "prune --in good.safetensors --amount 0.5 --count 3",
            {"excludes"}},
           {"a fractional epoch count",
-           "train " + f1 + "--epochs 1.5",
+           "train --dataset friedman1 --epochs 1.5",
            {"--epochs", "1.5", "is not a whole number"}},
           {"an empty --out", "train " + f1 + "--out ''", {"--out", "an empty path"}},
           {"an empty --in", "eval --in ''", {"--in", "an empty path"}},
