@@ -112,6 +112,13 @@ int main(int argc, char** argv) {
   cases.push_back({"mlp fc2 dW", true, false, 100, 300, 64});
   cases.push_back({"mlp fc2 dx", false, false, 64, 300, 100});
   cases.push_back({"mlp fc3 fwd", false, true, 64, 10, 100});
+  // Inference at batch 1 and 4: a Linear layer's x W^T is a matrix-vector product.
+  cases.push_back({"linear 7840->10 b1", false, true, 1, 10, 7840});
+  cases.push_back({"cnn2 linear fwd b1", false, true, 1, 10, 12544});
+  cases.push_back({"cnn2 linear fwd b4", false, true, 4, 10, 12544});
+  cases.push_back({"mlp fc1 fwd b1", false, true, 1, 300, 784});
+  cases.push_back({"mlp fc1 fwd b4", false, true, 4, 300, 784});
+  cases.push_back({"mlp fc2 fwd b1", false, true, 1, 100, 300});
 
   std::printf("OpenBLAS config: %s\n", openblas_get_config());
   std::printf("OpenBLAS core  : %s\n", openblas_get_corename());

@@ -353,6 +353,76 @@ int64_t split_at(int64_t n, int parts, int t, int64_t align) {
   return std::min(n, blocks * t / parts * align);
 }
 
+// At most this many rows of C go through dot_columns instead of the packed kernel.
+constexpr int64_t kDotMaxM = 4;
+
+// One vector register of floats in the instruction set this copy is built for.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+
+// C[i][j] = alpha * dot(row i of op(A), column j of op(B)) (+ beta * C) for rows 0..Mr-1 and
+// the Nc columns from j, when both are contiguous along K: a Linear layer at batch 1-4 (x (M, K)
+// times W^T, W stored (N, K)), a matrix-vector product that must read each weight once and
+// pack nothing. Mr x Nc vectors of partial sums stay in registers: each loaded vector of A
+// serves Nc columns and each of B serves Mr rows, and the Mr x Nc FMA chains are independent,
+// so the loop is bound by loads, not FMA latency. The lanes are reduced in a fixed order:
+// the result does not depend on the thread count.
+template <int Mr, int Nc>
+void dot_block(int64_t K, float alpha, View a, View b, float beta, float* C, int64_t rsc,
+               int64_t csc, int64_t j) {
+  constexpr int L = kLanes;
+  float acc[Mr][Nc][L] = {};
+  int64_t k = 0;
+  for (; k + L <= K; k += L)
+    for (int c = 0; c < Nc; ++c)
+      for (int r = 0; r < Mr; ++r) {
+        const float* ar = a.at(r, k);
+        const float* bc = b.at(k, j + c);
+#pragma omp simd
+        for (int l = 0; l < L; ++l) acc[r][c][l] += ar[l] * bc[l];
+      }
+  for (int r = 0; r < Mr; ++r)
+    for (int c = 0; c < Nc; ++c) {
+      const float* ar = a.at(r, 0);
+      const float* bc = b.at(0, j + c);
+      float tail = 0.0f;
+      for (int64_t t = k; t < K; ++t) tail += ar[t] * bc[t];
+      for (int w = L / 2; w >= 1; w /= 2)  // pairwise: a fixed, balanced summation order
+        for (int l = 0; l < w; ++l) acc[r][c][l] += acc[r][c][l + w];
+      float* cp = C + r * rsc + (j + c) * csc;
+      const float v = alpha * (acc[r][c][0] + tail);
+      *cp = beta == 0.0f ? v : v + beta * *cp;
+    }
+}
+
+// dot_block over the columns j0..j1, Nc at a time (Mr * Nc <= 8 accumulators: more spill
+// registers), then the last few columns in halving blocks, so that they too keep several
+// FMA chains in flight.
+template <int Mr, int Nc>
+void dot_columns(int64_t K, float alpha, View a, View b, float beta, float* C, int64_t rsc,
+                 int64_t csc, int64_t j0, int64_t j1) {
+  int64_t j = j0;
+  for (; j + Nc <= j1; j += Nc) dot_block<Mr, Nc>(K, alpha, a, b, beta, C, rsc, csc, j);
+  if constexpr (Nc > 1) dot_columns<Mr, Nc / 2>(K, alpha, a, b, beta, C, rsc, csc, j, j1);
+}
+
+void dot_columns_any(int64_t M, int64_t K, float alpha, View a, View b, float beta, float* C,
+                     int64_t rsc, int64_t csc, int64_t j0, int64_t j1) {
+  switch (M) {
+    case 1:
+      return dot_columns<1, 8>(K, alpha, a, b, beta, C, rsc, csc, j0, j1);
+    case 2:
+      return dot_columns<2, 4>(K, alpha, a, b, beta, C, rsc, csc, j0, j1);
+    case 3:
+      return dot_columns<3, 2>(K, alpha, a, b, beta, C, rsc, csc, j0, j1);
+    default:
+      return dot_columns<4, 2>(K, alpha, a, b, beta, C, rsc, csc, j0, j1);
+  }
+}
+
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -365,6 +435,18 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   View a = trans_a ? View{A, 1, lda} : View{A, lda, 1};  // op(A) (M, K)
   View b = trans_b ? View{B, 1, ldb} : View{B, ldb, 1};  // op(B) (K, N)
   int64_t rsc = ldc, csc = 1;
+  if (M <= kDotMaxM && a.cs == 1 && b.rs == 1) {
+    // Columns are split across threads, each column's dots done by one thread.
+    int nt = omp_in_parallel() || N * K < kParallelMinWork / 4 ? 1 : omp_get_max_threads();
+    nt = int(std::min<int64_t>(nt, N));
+    if (nt <= 1) return dot_columns_any(M, K, alpha, a, b, beta, C, rsc, csc, 0, N);
+#pragma omp parallel num_threads(nt)
+    {
+      int t = omp_get_thread_num(), T = omp_get_num_threads();
+      dot_columns_any(M, K, alpha, a, b, beta, C, rsc, csc, N * t / T, N * (t + 1) / T);
+    }
+    return;
+  }
   // Work on C^T = op(B)^T op(A)^T when that pads much less (N small, M large).
   if (round_up(N, MR) * round_up(M, NR) < round_up(M, MR) * round_up(N, NR)) {
     std::swap(M, N);
