@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
   cases.push_back({"mlp fc1 fwd b1", false, true, 1, 300, 784});
   cases.push_back({"mlp fc1 fwd b4", false, true, 4, 300, 784});
   cases.push_back({"mlp fc2 fwd b1", false, true, 1, 100, 300});
+  cases.push_back({"mlp fc1 fwd b8", false, true, 8, 300, 784});
+  cases.push_back({"cnn2 linear fwd b8", false, true, 8, 10, 12544});
 
   std::printf("OpenBLAS config: %s\n", openblas_get_config());
   std::printf("OpenBLAS core  : %s\n", openblas_get_corename());

@@ -108,13 +108,14 @@ TEST_CASE("every instruction-set build of gemm this CPU runs matches gemm_ref") 
   CHECK(tested >= 1);
 }
 
-TEST_CASE("gemm at batch 1-4 with W stored (N, K) (the dot-product path) matches gemm_ref") {
+TEST_CASE("gemm at batch 1-8 with W stored (N, K) (the dot-product path) matches gemm_ref") {
   // A Linear layer's forward at small batch: op(B) = W^T with W (N, K) row-major. Odd K (the
-  // tail past the lanes), K shorter than the lanes, many columns (split across threads), and
-  // one row more than the path takes.
-  const int64_t sizes[][3] = {{1, 10, 7840},  {2, 10, 7841}, {3, 300, 784}, {4, 100, 300},
-                              {1, 1, 63},     {4, 7, 65},    {2, 129, 17},  {5, 10, 784},
-                              {1, 4096, 512}, {3, 5, 1}};
+  // tail past the lanes), K shorter than the lanes, many columns (split across threads), row
+  // blocks of 4 and a remainder, and sizes either side of the path's limits.
+  const int64_t sizes[][3] = {{1, 10, 7840},  {2, 10, 7841}, {3, 300, 784},  {4, 100, 300},
+                              {1, 1, 63},     {4, 7, 65},    {2, 129, 17},   {5, 10, 784},
+                              {1, 4096, 512}, {3, 5, 1},     {8, 10, 12544}, {7, 32, 100},
+                              {6, 33, 100}};
   for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
     if (!isa_supported(isa)) continue;
     for (int threads : {1, 2}) {
