@@ -120,14 +120,6 @@ void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
       ->check(IntRange(0, 1000000));
 }
 
-void enable_augment(const train::DataSource& src, train::FitConfig& fc) {
-  SPRIG_CHECK(!src.black.empty() && src.input_shape.size() == 3, "--augment needs image data ",
-              "(cifar10, fashion-mnist or mnist), not ", src.name);
-  fc.augment = true;
-  fc.augment_pad = 4;
-  fc.augment_fill = src.black;
-}
-
 void add_device_flag(CLI::App& app, std::string& device) {
   app.add_option("--device", device, "where to compute: cpu, cuda or cuda:N")
       ->capture_default_str();

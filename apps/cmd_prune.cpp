@@ -115,7 +115,7 @@ int run_prune(const PruneArgs& a) {
   // is checked against that now rather than after the first pruning step.
   plan.fit.epochs = a.finetune_epochs;
   train::apply_lr_schedule(a.lr, plan.fit);
-  if (a.augment) enable_augment(src, plan.fit);
+  if (a.augment) train::enable_augment(src, plan.fit);
   plan.fit.log_lines = !a.quiet && !a.json;
   plan.shrink = a.shrink;
   plan.flops_reduction = a.flops_reduction;

@@ -117,7 +117,6 @@ int run_train(const TrainArgs& a) {
   SPRIG_CHECK(src.data.train.size() > 0, "no training samples (--limit-train ", cfg.limit_train,
               ")");
   if (cfg.limit_test >= 0) src.data.test = data::take(src.data.test, cfg.limit_test);
-  if (cfg.augment) enable_augment(src, fc);
   nn::Model model;
   if (resuming) {
     model = rp.checkpoint.model;
@@ -127,6 +126,7 @@ int run_train(const TrainArgs& a) {
   } else {
     model = nn::build_model(cfg.model, src.input_shape, cfg.seed);
   }
+  train::apply_train_config(cfg, src, model, fc);  // before any output: flag errors first
   auto opt = train::make_optimizer(cfg.optim, model.parameters());
   if (resuming) train::restore_optimizer(*opt, rp, a.resume);
   model.to(device);  // with the restored optimizer state
@@ -147,15 +147,6 @@ int run_train(const TrainArgs& a) {
                   a.resume.c_str(), pos.epoch, (long long)pos.step_in_epoch,
                   (long long)pos.global_step, cfg.epochs);
   }
-  fc.batch_size = cfg.batch_size;
-  fc.seed = cfg.seed;
-  if (cfg.bn_l1 > 0.0f) {
-    bool has_bn = false;
-    for (auto& p : model.parameters()) has_bn |= p->norm_affine;
-    SPRIG_CHECK(has_bn, "--bn-l1 penalises BatchNorm scales, but ", cfg.model,
-                " has no BatchNorm layer");
-  }
-  fc.bn_l1 = cfg.bn_l1;
   fc.stop_at_step = a.stop_at_step;
   // Lottery-ticket rewinding point: the weights after this many steps go into the checkpoint.
   prune::WeightSnapshot rewind;

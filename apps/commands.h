@@ -52,9 +52,6 @@ CLI::Validator dataset_validator();
 // (apply_lr_schedule in train/trainer.h checks how they combine).
 void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c);
 
-// Turns on augmentation in fc for src (random crop with 4-pixel padding filled with a black
-// pixel, and horizontal flip); an error naming --augment when src holds no images.
-void enable_augment(const train::DataSource& src, train::FitConfig& fc);
 
 // Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);

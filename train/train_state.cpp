@@ -13,6 +13,20 @@ using Json = nlohmann::json;
 
 static constexpr int kTrainStateVersion = 1;
 
+void apply_train_config(const TrainConfig& cfg, const DataSource& src, const nn::Model& model,
+                        FitConfig& fc) {
+  if (cfg.augment) enable_augment(src, fc);
+  fc.batch_size = cfg.batch_size;
+  fc.seed = cfg.seed;
+  if (cfg.bn_l1 > 0.0f) {
+    bool has_bn = false;
+    for (auto& p : model.parameters()) has_bn |= p->norm_affine;
+    SPRIG_CHECK(has_bn, "--bn-l1 penalises BatchNorm scales, but ", cfg.model,
+                " has no BatchNorm layer");
+  }
+  fc.bn_l1 = cfg.bn_l1;
+}
+
 std::string train_state_to_json(const TrainState& s) {
   const TrainConfig& c = s.config;
   // Floats go through double, which JSON prints with enough digits to round-trip exactly.

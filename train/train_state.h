@@ -40,6 +40,12 @@ struct TrainState {
   std::vector<EpochStats> history;  // every epoch finished so far
 };
 
+// The parts of fit's config that a run's TrainConfig fixes once its data and model exist:
+// batch size, seed, augmentation (enable_augment) and the --bn-l1 penalty, which needs a
+// BatchNorm layer in the model. Errors name the flag. apply_lr_schedule does the schedule.
+void apply_train_config(const TrainConfig& cfg, const DataSource& src, const nn::Model& model,
+                        FitConfig& fc);
+
 std::string train_state_to_json(const TrainState& s);
 // Throws sprig::Error naming `path` and the field when the JSON is malformed, a value is out
 // of the range the sprig train flags allow, or the position is not one a run can reach

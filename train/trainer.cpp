@@ -193,6 +193,14 @@ void check_lr_schedule(const FitConfig& cfg) {
               " is longer than the ", cfg.epochs, " epochs of training");
 }
 
+void enable_augment(const DataSource& src, FitConfig& fc) {
+  SPRIG_CHECK(!src.black.empty() && src.input_shape.size() == 3, "--augment needs image data ",
+              "(cifar10, fashion-mnist or mnist), not ", src.name);
+  fc.augment = true;
+  fc.augment_pad = 4;
+  fc.augment_fill = src.black;
+}
+
 void apply_lr_schedule(const LrScheduleConfig& c, FitConfig& fc) {
   fc.lr_schedule = parse_lr_schedule(c.name);
   fc.lr_step_size = c.step_size;

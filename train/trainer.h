@@ -138,6 +138,10 @@ struct LrScheduleConfig {
 // Puts c into fc (whose epochs must be set already) and checks it with check_lr_schedule.
 void apply_lr_schedule(const LrScheduleConfig& c, FitConfig& fc);
 
+// Turns on augmentation in fc for src (random crop with 4-pixel padding filled with a black
+// pixel, and horizontal flip); an error naming --augment when src holds no images.
+void enable_augment(const DataSource& src, FitConfig& fc);
+
 // Throws sprig::Error naming the flag (--lr-step-size, --lr-milestones, --lr-gamma,
 // --warmup-epochs) when the schedule fields of cfg are inconsistent or out of range.
 void check_lr_schedule(const FitConfig& cfg);

@@ -150,27 +150,13 @@ inline void resume_one_step(train::ResumePoint& rp, const train::DataSource& src
   if (cfg.limit_train >= 0) train = data::take(train, cfg.limit_train);
   SPRIG_CHECK(train.size() > 0, "no training samples (--limit-train ", cfg.limit_train, ")");
   if (cfg.limit_test >= 0) test = data::take(test, cfg.limit_test);
-  if (cfg.augment) {  // enable_augment
-    SPRIG_CHECK(!src.black.empty() && src.input_shape.size() == 3, "--augment needs image data");
-    fc.augment = true;
-    fc.augment_pad = 4;
-    fc.augment_fill = src.black;
-  }
   nn::Model model = rp.checkpoint.model;
   SPRIG_CHECK(model.input_shape == src.input_shape, path, " expects inputs ",
               to_string(model.input_shape), " but the data has ", to_string(src.input_shape));
   auto opt = train::make_optimizer(cfg.optim, model.parameters());
   train::restore_optimizer(*opt, rp, path);
   train::FitPosition pos = rp.state.position;
-  fc.batch_size = cfg.batch_size;
-  fc.seed = cfg.seed;
-  if (cfg.bn_l1 > 0.0f) {
-    bool has_bn = false;
-    for (auto& p : model.parameters()) has_bn |= p->norm_affine;
-    SPRIG_CHECK(has_bn, "--bn-l1 penalises BatchNorm scales, but ", cfg.model,
-                " has no BatchNorm layer");
-  }
-  fc.bn_l1 = cfg.bn_l1;
+  train::apply_train_config(cfg, src, model, fc);
   fc.stop_at_step = pos.global_step + 1;
   train::fit(model, *opt, train, test, src.task, fc, pos);
 
