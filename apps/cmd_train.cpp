@@ -117,6 +117,7 @@ int run_train(const TrainArgs& a) {
   SPRIG_CHECK(src.data.train.size() > 0, "no training samples (--limit-train ", cfg.limit_train,
               ")");
   if (cfg.limit_test >= 0) src.data.test = data::take(src.data.test, cfg.limit_test);
+  if (cfg.augment) train::enable_augment(src, fc);
   nn::Model model;
   if (resuming) {
     model = rp.checkpoint.model;
@@ -126,7 +127,7 @@ int run_train(const TrainArgs& a) {
   } else {
     model = nn::build_model(cfg.model, src.input_shape, cfg.seed);
   }
-  train::apply_train_config(cfg, src, model, fc);  // before any output: flag errors first
+  train::apply_train_config(cfg, model, fc);  // before any output: flag errors first
   auto opt = train::make_optimizer(cfg.optim, model.parameters());
   if (resuming) train::restore_optimizer(*opt, rp, a.resume);
   model.to(device);  // with the restored optimizer state

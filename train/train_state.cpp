@@ -13,9 +13,7 @@ using Json = nlohmann::json;
 
 static constexpr int kTrainStateVersion = 1;
 
-void apply_train_config(const TrainConfig& cfg, const DataSource& src, const nn::Model& model,
-                        FitConfig& fc) {
-  if (cfg.augment) enable_augment(src, fc);
+void apply_train_config(const TrainConfig& cfg, const nn::Model& model, FitConfig& fc) {
   fc.batch_size = cfg.batch_size;
   fc.seed = cfg.seed;
   if (cfg.bn_l1 > 0.0f) {

@@ -40,11 +40,10 @@ struct TrainState {
   std::vector<EpochStats> history;  // every epoch finished so far
 };
 
-// The parts of fit's config that a run's TrainConfig fixes once its data and model exist:
-// batch size, seed, augmentation (enable_augment) and the --bn-l1 penalty, which needs a
-// BatchNorm layer in the model. Errors name the flag. apply_lr_schedule does the schedule.
-void apply_train_config(const TrainConfig& cfg, const DataSource& src, const nn::Model& model,
-                        FitConfig& fc);
+// The parts of fit's config that a run's TrainConfig fixes once its model exists: batch size,
+// seed and the --bn-l1 penalty, which needs a BatchNorm layer in the model (an error naming
+// the flag otherwise). apply_lr_schedule and enable_augment do the schedule and augmentation.
+void apply_train_config(const TrainConfig& cfg, const nn::Model& model, FitConfig& fc);
 
 std::string train_state_to_json(const TrainState& s);
 // Throws sprig::Error naming `path` and the field when the JSON is malformed, a value is out

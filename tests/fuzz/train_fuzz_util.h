@@ -150,13 +150,14 @@ inline void resume_one_step(train::ResumePoint& rp, const train::DataSource& src
   if (cfg.limit_train >= 0) train = data::take(train, cfg.limit_train);
   SPRIG_CHECK(train.size() > 0, "no training samples (--limit-train ", cfg.limit_train, ")");
   if (cfg.limit_test >= 0) test = data::take(test, cfg.limit_test);
+  if (cfg.augment) train::enable_augment(src, fc);
   nn::Model model = rp.checkpoint.model;
   SPRIG_CHECK(model.input_shape == src.input_shape, path, " expects inputs ",
               to_string(model.input_shape), " but the data has ", to_string(src.input_shape));
   auto opt = train::make_optimizer(cfg.optim, model.parameters());
   train::restore_optimizer(*opt, rp, path);
   train::FitPosition pos = rp.state.position;
-  train::apply_train_config(cfg, src, model, fc);
+  train::apply_train_config(cfg, model, fc);
   fc.stop_at_step = pos.global_step + 1;
   train::fit(model, *opt, train, test, src.task, fc, pos);
 
