@@ -14,6 +14,8 @@ The two are interleaved: each round times sprig then ONNX Runtime for every (mod
 --rounds rounds are run; a pair's ratio is ort_ms / sprig_ms (> 1: sprig faster) and the table
 gives the median ratio over the rounds with its range, so load that comes and goes shows as
 spread rather than as a bias. The machine's load average is printed before and after.
+--busy starts one busy-looping process beside the timings (issue 14's contention case: a
+second program holding one core), so the same table shows how each runtime degrades.
 
 Needs: a sprig build (SPRIG, default ./build/sprig), numpy and onnxruntime
 (`pip install onnxruntime`); a missing one is named and the script exits 2.
@@ -88,6 +90,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--busy", action="store_true",
+                   help="keep one core busy with a second process while timing")
     a = p.parse_args()
     SPRIG = os.environ.get("SPRIG", "./build/sprig")
     models = a.models.split(",")
@@ -98,8 +102,12 @@ def main():
     print(f"machine: {os.cpu_count()} CPUs; load average before: {os.getloadavg()}")
     print(f"sprig {SPRIG}; onnxruntime {ort.__version__}; threads {a.threads}; "
           f"median of {a.repeats} runs per timing; {a.rounds} interleaved rounds")
+    hog = None
     with tempfile.TemporaryDirectory() as tmp:
         built = {m: make_model(tmp, m) for m in models}
+        if a.busy:
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            print("a second process keeps one core busy during the timings")
         sessions = {m: ort_session(built[m][1], a.threads) for m in models}
         ratios = {(m, b): [] for m in models for b in batches}
         best = {(m, b): [float("inf"), float("inf")] for m in models for b in batches}
@@ -110,6 +118,8 @@ def main():
                     o = time_ort(sessions[m], INPUT_SHAPES[m], b, a.repeats)
                     ratios[(m, b)].append(o / s)
                     best[(m, b)] = [min(best[(m, b)][0], s), min(best[(m, b)][1], o)]
+        if hog:
+            hog.kill()
     print(f"load average after: {os.getloadavg()}\n")
     print(f"{'model':8}{'batch':>6}{'sprig ms':>11}{'ort ms':>11}{'ort/sprig':>11}  range")
     for m in models:
