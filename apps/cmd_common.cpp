@@ -11,6 +11,7 @@
 #include "engine/backend.h"
 #include "engine/error.h"
 #include "kernels/cpu/threads.h"
+#include "train/train_state.h"
 
 namespace sprig::app {
 
@@ -106,7 +107,7 @@ void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
       ->check(CLI::IsMember({"constant", "cosine", "step", "multistep"}))
       ->capture_default_str();
   app.add_option("--lr-step-size", c.step_size, "step schedule: epochs between decays")
-      ->check(IntRange(1, 1000000));
+      ->check(IntRange(1, train::limits::kMaxSchedule));
   app.add_option("--lr-milestones", c.milestones,
                  "multistep schedule: increasing epochs at which the lr is multiplied by "
                  "--lr-gamma, e.g. 100,150")
@@ -117,7 +118,7 @@ void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
   app.add_option("--warmup-epochs", c.warmup_epochs,
                  "linear warm-up per step from ~0 to --lr over this many epochs, then the "
                  "schedule")
-      ->check(IntRange(0, 1000000));
+      ->check(IntRange(0, train::limits::kMaxSchedule));
 }
 
 void add_device_flag(CLI::App& app, std::string& device) {

@@ -273,13 +273,13 @@ Command add_train_command(CLI::App& app) {
                "random crop (4-pixel black padding) and horizontal flip of each training "
                "sample (image datasets)");
   app.add_option("--epochs", c.epochs, "training epochs (with --resume: the new total)")
-      ->check(IntRange(0, 100000))
+      ->check(IntRange(0, train::limits::kMaxEpochs))
       ->capture_default_str();
   app.add_option("--batch-size", c.batch_size, "samples per step")
-      ->check(IntRange(int64_t(1), int64_t(1) << 20))
+      ->check(IntRange(1, train::limits::kMaxBatch))
       ->capture_default_str();
   app.add_option("--lr", c.optim.lr, "learning rate")
-      ->check(FiniteNumber & CLI::Range(0.0, 1e3))
+      ->check(FiniteNumber & CLI::Range(0.0, train::limits::kMaxLr))
       ->capture_default_str();
   add_lr_schedule_flags(app, c.lr);
   app.add_option("--optimizer", c.optim.name, "sgd, adam or adamw")
@@ -303,13 +303,13 @@ Command add_train_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--threads", c.threads,
                  "OpenMP threads (0: OpenMP's default; with --resume: the run's count)")
-      ->check(IntRange(0, 1024))
+      ->check(IntRange(0, train::limits::kMaxThreads))
       ->capture_default_str();
   app.add_option("--limit-train", c.limit_train, "use only the first N training samples")
-      ->check(IntRange(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(0, train::limits::kMaxCount));
   app.add_option("--limit-test", c.limit_test,
                  "evaluate on only the first N test samples (quick runs and benchmarks)")
-      ->check(IntRange(int64_t(1), int64_t(1) << 40));
+      ->check(IntRange(1, train::limits::kMaxCount));
   app.add_option("--out", a->out,
                  "write the trained model with its training state to this checkpoint "
                  "(.safetensors; default with --resume: the resumed file)")
@@ -317,20 +317,20 @@ Command add_train_command(CLI::App& app) {
   app.add_option("--rewind-step", c.rewind_step,
                  "also store the weights after this many steps (0: the initial weights) for "
                  "lottery-ticket rewinding with sprig prune --rewind")
-      ->check(IntRange(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(0, train::limits::kMaxCount));
   app.add_option("--resume", a->resume,
                  "continue the run saved in this training checkpoint (its config applies; "
                  "--epochs may extend it)")
       ->check(NonEmptyPath);
   app.add_option("--save-every", a->save_every,
                  "also write --out every N steps, so an interrupted run can be resumed")
-      ->check(IntRange(int64_t(1), int64_t(1) << 40));
+      ->check(IntRange(1, train::limits::kMaxCount));
   app.add_flag("--checkpoint-every-epoch", a->checkpoint_every_epoch,
                "also write --out after every epoch");
   app.add_option("--stop-at-step", a->stop_at_step,
                  "stop once the run has done N steps, as if interrupted, and save a checkpoint "
                  "that --resume continues")
-      ->check(IntRange(int64_t(0), int64_t(1) << 40));
+      ->check(IntRange(0, train::limits::kMaxCount));
   add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");

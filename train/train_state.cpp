@@ -134,11 +134,8 @@ struct Reader {
   }
 };
 
+using namespace limits;
 constexpr double kHuge = 1e300;                  // "any finite number" for the ranges below
-constexpr int64_t kMaxEpochs = 100000;           // sprig train --epochs
-constexpr int64_t kMaxBatch = int64_t(1) << 20;  // --batch-size
-constexpr int64_t kMaxCount = int64_t(1) << 40;  // --limit-train, --limit-test, --rewind-step
-constexpr int64_t kMaxSchedule = 1000000;        // --lr-step-size, --warmup-epochs
 constexpr int64_t kMaxSteps = int64_t(1) << 62;  // steps and samples of a run
 }  // namespace
 
@@ -192,7 +189,7 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
     if (c.has("limit_test")) cfg.limit_test = c.integer("limit_test", -1, kMaxCount);
     cfg.rewind_step = c.integer("rewind_step", -1, kMaxCount);
     cfg.seed = c.unsigned_integer("seed");
-    cfg.threads = int(c.integer("threads", 0, 1024));
+    cfg.threads = int(c.integer("threads", 0, kMaxThreads));
     // The schedule's own rules (the flags' messages name what is wrong).
     FitConfig fc;
     fc.epochs = cfg.epochs;
@@ -204,7 +201,7 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
     SPRIG_CHECK(cfg.optim.name == "sgd" || cfg.optim.name == "adam" || cfg.optim.name == "adamw",
                 "train_state.config.optimizer.name ", quoted(cfg.optim.name),
                 " is not sgd, adam or adamw");
-    cfg.optim.lr = float(o.number("lr", 0.0, 1e3));
+    cfg.optim.lr = float(o.number("lr", 0.0, kMaxLr));
     cfg.optim.momentum = float(o.number("momentum", 0.0, 1.0));
     cfg.optim.weight_decay = float(o.number("weight_decay", 0.0, 1.0));
     cfg.optim.nesterov = o.boolean("nesterov");

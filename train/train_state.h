@@ -33,6 +33,17 @@ struct TrainConfig {
   int threads = 0;  // the count the run used (results are bit-identical only for the same count)
 };
 
+// The ranges sprig train's flags accept, which parse_train_state holds a file to as well: a
+// training checkpoint holds only what a run could have been given.
+namespace limits {
+constexpr int64_t kMaxEpochs = 100000;           // --epochs, a milestone
+constexpr int64_t kMaxBatch = int64_t(1) << 20;  // --batch-size
+constexpr int64_t kMaxCount = int64_t(1) << 40;  // --limit-train/-test, --rewind-step, steps
+constexpr int64_t kMaxSchedule = 1000000;        // --lr-step-size, --warmup-epochs
+constexpr int64_t kMaxThreads = 1024;            // --threads
+constexpr double kMaxLr = 1e3;                   // --lr
+}  // namespace limits
+
 struct TrainState {
   TrainConfig config;
   FitPosition position;

@@ -91,17 +91,12 @@ inline std::string make_training_checkpoint(const BaseRun& b) {
     }
   }
   auto opt = train::make_optimizer(cfg.optim, model.parameters());
-  train::FitConfig fc;
+  train::FitConfig fc;  // as sprig train makes it
   fc.epochs = cfg.epochs;
   train::apply_lr_schedule(cfg.lr, fc);
-  fc.batch_size = cfg.batch_size;
-  fc.seed = cfg.seed;
-  fc.bn_l1 = cfg.bn_l1;
+  if (cfg.augment) train::enable_augment(src, fc);
+  train::apply_train_config(cfg, model, fc);
   fc.stop_at_step = b.stop_at;
-  if (cfg.augment) {
-    fc.augment = true;
-    fc.augment_fill = src.black;
-  }
   prune::WeightSnapshot rewind;
   if (cfg.rewind_step == 0) rewind = prune::snapshot_weights(model);
   if (cfg.rewind_step > 0)
@@ -116,7 +111,8 @@ inline std::string make_training_checkpoint(const BaseRun& b) {
       {"optimizer", opt->name()}, {"seed", std::to_string(cfg.seed)},
       {"test_metric", "0"},       {"created_by", "sprig train"}};
   if (cfg.rewind_step >= 0) meta["rewind_step"] = std::to_string(cfg.rewind_step);
-  char dir[] = "/tmp/sprig-fuzz-XXXXXX";
+  // save_training_checkpoint writes a temp file and renames it: it needs a real directory.
+  char dir[] = "/tmp/sprig-fuzz-XXXXXX";  // mkdtemp's template
   if (!::mkdtemp(dir)) std::abort();
   const std::string path = std::string(dir) + "/base.safetensors";
   train::save_training_checkpoint(path, model, st, meta, rewind.values);
