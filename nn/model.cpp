@@ -396,11 +396,14 @@ class ModelBuilder {
   }
 
   // Counts a layer's parameters (the product of dims, plus extra) against the model's limit
-  // before the layer allocates them.
+  // before the layer allocates them. Sizes the layer itself refuses (<= 0) are left to it, so
+  // its message names them.
   void reserve(std::initializer_list<int64_t> dims, int64_t extra) {
+    for (int64_t d : dims)
+      if (d <= 0) return;
     int64_t n = 1;
     bool overflow = false;
-    for (int64_t d : dims) overflow = overflow || d < 0 || __builtin_mul_overflow(n, d, &n);
+    for (int64_t d : dims) overflow = overflow || __builtin_mul_overflow(n, d, &n);
     overflow = overflow || __builtin_add_overflow(n, extra, &n) ||
                __builtin_add_overflow(used_, n, &used_);
     SPRIG_CHECK(!overflow && used_ <= limits_.max_parameters,

@@ -71,6 +71,9 @@ TEST_SUITE("model") {
     CHECK(err("linear(10)").find("add flatten") != std::string::npos);
     CHECK(err("conv(8,40)").find("smaller than") != std::string::npos);
     CHECK(err("flatten linear(0)").find("positive") != std::string::npos);
+    // Negative sizes are named as such, not as a model too large.
+    CHECK(err("flatten linear(-5)").find("positive") != std::string::npos);
+    CHECK(err("conv(-2,3)").find("positive") != std::string::npos);
     CHECK(err("").find("empty") != std::string::npos);
     CHECK(err("conv(8,3,pad=x)").find("expected an integer") != std::string::npos);
     CHECK(err("cnn2", {0, 28, 28}).find("zero or negative") != std::string::npos);
