@@ -1,6 +1,11 @@
 // sprig bench conv: times cpu::conv2d_forward and cpu::conv2d_backward (dx, dw and db) on one
 // random batch and prints the median milliseconds and GFLOP/s of each. The defaults are the
 // 3x3 convolutions of ResNet-20's first stage on Fashion-MNIST at batch 128.
+// With --sparsity S it instead zeroes exactly that fraction of the weights (random positions)
+// and times the dense forward against cpu::csr_conv2d on the same weights, interleaved in
+// rounds, and prints both medians and their ratio.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -10,6 +15,7 @@
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/sparse.h"
 #include "kernels/cpu/threads.h"
 #include "prune/pack.h"
 
@@ -19,9 +25,73 @@ namespace {
 
 struct BenchConvArgs {
   cpu::Conv2dShape s{128, 16, 28, 28, 16, 3, 3, 1, 1, 1};
-  int threads = 0, repeats = 10;
+  int threads = 0, repeats = 10, rounds = 5;
+  double sparsity = -1;  // < 0: dense forward and backward; else dense vs sparse forward
   bool json = false;
 };
+
+// Dense conv2d_forward against csr_conv2d on the same weights with exactly a.sparsity of them
+// zeroed: `rounds` alternating medians of `repeats` runs each; the median round is reported.
+int run_bench_sparse_conv(const BenchConvArgs& a) {
+  const cpu::Conv2dShape& s = a.s;
+  const int64_t CRS = s.C * s.R * s.S;
+  std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * CRS), b(s.K);  // (N,C,H,W), (K,CRS), (K)
+  std::vector<float> yd(s.N * s.K * s.P() * s.Q()), ys(yd.size());    // (N,K,P,Q)
+  Rng rng(1);
+  for (auto* v : {&x, &w, &b})
+    for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
+  for (float& e : w)
+    if (e == 0.0f) e = 0.5f;  // a kept weight is never 0, so the sparsity is exact
+  zero_random_units(s.K * CRS, a.sparsity, rng, [&](int64_t i) { w[size_t(i)] = 0.0f; });
+  const cpu::CsrMatrix csr = cpu::csr_from_dense(s.K, CRS, w.data());
+  std::vector<double> dense_ms, sparse_ms, ratio;
+  for (int r = 0; r < a.rounds; r++) {
+    dense_ms.push_back(prune::time_median_ms(
+        [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data()); }, a.repeats));
+    sparse_ms.push_back(prune::time_median_ms(
+        [&] { cpu::csr_conv2d(csr, s, x.data(), b.data(), ys.data()); }, a.repeats));
+    ratio.push_back(dense_ms.back() / sparse_ms.back());
+  }
+  double max_diff = 0;
+  for (size_t i = 0; i < yd.size(); i++)
+    max_diff = std::max(max_diff, double(std::fabs(yd[i] - ys[i])));
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
+  const double dms = median(dense_ms), sms = median(sparse_ms), sp = median(ratio);
+  if (a.json) {
+    print_json_line({{"kernel", "csr_conv2d"},
+                     {"n", s.N},
+                     {"c", s.C},
+                     {"h", s.H},
+                     {"w", s.W},
+                     {"k", s.K},
+                     {"r", s.R},
+                     {"stride", s.stride},
+                     {"pad", s.pad},
+                     {"sparsity", a.sparsity},
+                     {"nnz", csr.nnz()},
+                     {"threads", cpu::num_threads()},
+                     {"repeats", a.repeats},
+                     {"rounds", a.rounds},
+                     {"dense_ms", dms},
+                     {"sparse_ms", sms},
+                     {"speedup", sp},
+                     {"speedup_min", *lo},
+                     {"speedup_max", *hi},
+                     {"max_abs_diff", max_diff}});
+  } else {
+    std::printf(
+        "conv2d N=%lld C=%lld %lldx%lld K=%lld %lldx%lld stride %lld pad %lld, %.1f%% zeros, %d "
+        "threads: dense %.4f ms, csr %.4f ms, speed-up %.2fx (rounds %.2f-%.2f), max |diff| %.2g\n",
+        (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
+        (long long)s.R, (long long)s.S, (long long)s.stride, (long long)s.pad, 100 * a.sparsity,
+        cpu::num_threads(), dms, sms, sp, *lo, *hi, max_diff);
+  }
+  return 0;
+}
 
 int run_bench_conv(BenchConvArgs a) {
   cpu::Conv2dShape& s = a.s;
@@ -32,6 +102,7 @@ int run_bench_conv(BenchConvArgs a) {
   SPRIG_CHECK(s.N * std::max(s.C * s.H * s.W, s.K * s.P() * s.Q()) <= (int64_t(1) << 26),
               "bench conv: the batch is too big (more than 2^26 floats per activation)");
   use_threads(a.threads);
+  if (a.sparsity >= 0) return run_bench_sparse_conv(a);
 
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
   std::vector<float> y(s.N * s.K * s.P() * s.Q()), dy(y.size());                  // (N,K,P,Q)
@@ -98,6 +169,12 @@ Command add_bench_conv_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--repeats", a->repeats, "timed runs after the warm-up; the median is reported")
       ->check(IntRange(1, 100000))
+      ->capture_default_str();
+  app.add_option("--sparsity", a->sparsity,
+                 "time the dense forward against csr_conv2d with this fraction of weights zeroed")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--rounds", a->rounds, "with --sparsity: alternating dense / sparse rounds")
+      ->check(IntRange(1, 1000))
       ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object (shape, threads, ms and GFLOP/s)");
   return [a] { return run_bench_conv(*a); };

@@ -32,19 +32,6 @@ struct LinearArgs {
   bool json = false;
 };
 
-// Zeroes exactly round(fraction * n) of the n units chosen by a seeded partial shuffle;
-// prune(unit) zeroes one unit.
-void zero_random_units(int64_t n, double fraction, Rng& rng,
-                       const std::function<void(int64_t)>& prune_unit) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  int64_t k = std::llround(fraction * double(n));
-  for (int64_t i = 0; i < k; ++i) {
-    std::swap(order[size_t(i)], order[size_t(i + int64_t(rng.below(uint64_t(n - i))))]);
-    prune_unit(order[size_t(i)]);
-  }
-}
-
 int run_bench_linear(const LinearArgs& a) {
   use_threads(a.threads);
   // Plain variables, not structured bindings: lambdas below capture them (C++17).

@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
 #include <sstream>
 
 #include "apps/commands.h"
 #include "engine/backend.h"
 #include "engine/error.h"
+#include "engine/rng.h"
 #include "kernels/cpu/threads.h"
 #include "train/train_state.h"
 
@@ -72,6 +74,17 @@ const CLI::Validator SeedNumber(
       return "value " + value + " is not a seed (an integer in [0, 2^64))";
     },
     "SEED");
+
+void zero_random_units(int64_t n, double fraction, Rng& rng,
+                       const std::function<void(int64_t)>& prune_unit) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  int64_t k = std::llround(fraction * double(n));
+  for (int64_t i = 0; i < k; ++i) {
+    std::swap(order[size_t(i)], order[size_t(i + int64_t(rng.below(uint64_t(n - i))))]);
+    prune_unit(order[size_t(i)]);
+  }
+}
 
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& s) {
   size_t x = s.find('x');

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/device.h"
+#include "engine/rng.h"
 #include "train/trainer.h"
 
 namespace sprig::app {
@@ -52,9 +53,13 @@ CLI::Validator dataset_validator();
 // (apply_lr_schedule in train/trainer.h checks how they combine).
 void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c);
 
-
 // Parses a block size "ROWSxCOLS" (e.g. 1x4, 4x4; each 1..256) given to --block.
 std::pair<int64_t, int64_t> parse_block_flag(const std::string& value);
+
+// The benchmarks' random masks: zeroes exactly round(fraction * n) of the n units chosen by a
+// seeded partial shuffle; prune_unit(u) zeroes unit u.
+void zero_random_units(int64_t n, double fraction, Rng& rng,
+                       const std::function<void(int64_t)>& prune_unit);
 
 // --device: cpu (default), cuda or cuda:N. device_from_flag parses it and, for a GPU, checks
 // that one is usable here, naming the reason otherwise (no GPU, no driver, a CPU-only build).

@@ -341,38 +341,81 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
     Conv2dShape s;
     double sparsity;
     bool bias;
+    int64_t empty_filter;  // an output channel zeroed whole (-1: none)
   };
   const ConvCase cases[] = {
-      {{1, 3, 8, 8, 4, 3, 3, 1, 1, 1}, 0.5, true},     // one sample: threads share the sample
-      {{3, 3, 8, 8, 4, 3, 3, 1, 1, 1}, 0.5, false},    // a sample per thread
-      {{2, 2, 9, 7, 5, 3, 3, 2, 1, 1}, 0.9, true},     // stride 2, odd sizes
-      {{2, 2, 11, 10, 3, 3, 2, 1, 2, 2}, 0.5, true},   // dilation 2, pad 2, 3x2 kernel
-      {{2, 4, 6, 6, 8, 1, 1, 1, 0, 1}, 0.7, true},     // 1x1: x read directly
-      {{1, 4, 6, 6, 8, 1, 1, 2, 0, 1}, 0.7, false},    // 1x1 stride 2: im2col
-      {{3, 8, 28, 28, 16, 5, 5, 1, 2, 1}, 0.9, true},  // more than 64 output positions
-      {{2, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 1.0, true},     // all-zero weights: bias only
-      {{1, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 0.0, false},    // dense
+      {{1, 3, 8, 8, 4, 3, 3, 1, 1, 1}, 0.5, true, -1},     // one sample: threads share it
+      {{3, 3, 8, 8, 4, 3, 3, 1, 1, 1}, 0.5, false, 1},     // a sample per thread
+      {{2, 2, 9, 7, 5, 3, 3, 2, 1, 1}, 0.9, true, -1},     // stride 2, odd sizes
+      {{1, 3, 10, 9, 6, 3, 3, 2, 1, 1}, 0.6, true, 0},     // stride 2 split over channels
+      {{2, 3, 11, 13, 4, 3, 3, 3, 2, 1}, 0.5, true, -1},   // stride 3, pad 2
+      {{2, 2, 11, 10, 3, 3, 2, 1, 2, 2}, 0.5, true, -1},   // dilation 2, pad 2, 3x2 kernel
+      {{2, 2, 12, 11, 4, 3, 3, 2, 2, 2}, 0.5, false, -1},  // dilation 2 with stride 2
+      {{1, 2, 4, 5, 3, 3, 3, 1, 3, 1}, 0.3, true, -1},     // padding wider than the kernel
+      {{2, 4, 6, 6, 8, 1, 1, 1, 0, 1}, 0.7, true, 2},      // 1x1: x read directly
+      {{1, 4, 6, 6, 8, 1, 1, 1, 1, 1}, 0.7, true, -1},     // 1x1 padded: y written in place
+      {{1, 4, 6, 6, 8, 1, 1, 2, 0, 1}, 0.7, false, -1},    // 1x1 stride 2
+      {{3, 8, 28, 28, 16, 5, 5, 1, 2, 1}, 0.9, true, 5},   // more than 64 output positions
+      // Big enough (stored entries x outputs >= 32768) for two threads:
+      {{1, 16, 32, 32, 32, 3, 3, 2, 1, 1}, 0.9, true, -1},  // a ResNet downsampling conv
+      {{1, 8, 20, 20, 12, 3, 3, 1, 1, 1}, 0.8, true, 3},    // one sample, channels split
+      {{1, 64, 12, 12, 16, 1, 1, 1, 1, 1}, 0.7, false, 0},  // the same, in place
+      {{2, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 1.0, true, -1},      // all-zero weights: bias only
+      {{1, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 0.0, false, -1},     // dense
+      {{1, 1, 1, 1, 2, 1, 1, 1, 0, 1}, 0.0, true, -1},      // one pixel
   };
   for (const auto& c : cases) {
     const Conv2dShape& s = c.s;
     CAPTURE(s.N);
     CAPTURE(s.C);
+    CAPTURE(s.H);
     CAPTURE(s.R);
+    CAPTURE(s.S);
     CAPTURE(s.stride);
     CAPTURE(s.pad);
     CAPTURE(s.dilation);
     CAPTURE(c.sparsity);
     const int64_t CRS = s.C * s.R * s.S, outn = s.N * s.K * s.P() * s.Q();
     auto w = masked_weights(s.K, CRS, c.sparsity, uint32_t(CRS + s.K));
+    if (c.empty_filter >= 0)
+      std::fill(w.begin() + c.empty_filter * CRS, w.begin() + (c.empty_filter + 1) * CRS, 0.0f);
     auto x = random_vec(size_t(s.N * s.C * s.H * s.W), uint32_t(s.H * s.W));
     std::vector<float> bias = c.bias ? random_vec(size_t(s.K), 3) : std::vector<float>();
     const float* bp = c.bias ? bias.data() : nullptr;
-    std::vector<float> want(outn), mag(outn), got(outn, -7.0f);
+    std::vector<float> want(outn), mag(outn);
     conv2d_forward_ref(s, x.data(), w.data(), bp, want.data());
     auto xa = abs_vec(x), wa = abs_vec(w), ba = abs_vec(bias);
     conv2d_forward_ref(s, xa.data(), wa.data(), c.bias ? ba.data() : nullptr, mag.data());
     CsrMatrix a = csr_from_dense(s.K, CRS, w.data());
-    csr_conv2d(a, s, x.data(), bp, got.data());
+    for (bool relu : {false, true}) {
+      CAPTURE(relu);
+      std::vector<float> got[2];
+      const int before = num_threads();
+      for (int t : {1, 2}) {
+        set_num_threads(t);
+        got[t - 1].assign(size_t(outn), -7.0f);
+        csr_conv2d(a, s, x.data(), bp, got[t - 1].data(), relu);
+      }
+      set_num_threads(before);
+      CHECK(got[0] == got[1]);  // the sums do not depend on the thread split
+      auto want_r = want;
+      for (auto& v : want_r) v = relu ? std::max(v, 0.0f) : v;
+      check_close(got[1], want_r, mag);
+    }
+  }
+  // 32-bit column indices: C*R*S > 65536.
+  {
+    const Conv2dShape s{1, 7300, 3, 3, 2, 3, 3, 1, 1, 1};
+    const int64_t CRS = s.C * 9, outn = s.K * 9;
+    auto w = masked_weights(s.K, CRS, 0.95, 11);
+    auto x = random_vec(size_t(s.C * 9), 12);
+    std::vector<float> want(outn), mag(outn), got(outn, -7.0f);
+    conv2d_forward_ref(s, x.data(), w.data(), nullptr, want.data());
+    auto xa = abs_vec(x), wa = abs_vec(w);
+    conv2d_forward_ref(s, xa.data(), wa.data(), nullptr, mag.data());
+    CsrMatrix a = csr_from_dense(s.K, CRS, w.data());
+    REQUIRE(!a.narrow());
+    csr_conv2d(a, s, x.data(), nullptr, got.data());
     check_close(got, want, mag);
   }
   // A weight of the wrong shape is an error, not a crash.

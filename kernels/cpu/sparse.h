@@ -71,18 +71,19 @@ void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias
 void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 // csr_linear with either side transposed and an optional fused ReLU: x is (B, cols), or
 // (cols, B) when x_t; y is (B, rows), or (rows, B) when y_t; relu sets y = max(y, 0) after the
-// bias (NaN passes through, as relu_forward). Consecutive sparse layers keep their activations transposed
-// and skip csr_linear's transposes in and out. Same threading rules as csr_linear.
+// bias (NaN passes through, as relu_forward). Consecutive sparse layers keep their activations
+// transposed and skip csr_linear's transposes in and out. Same threading rules as csr_linear.
 void csr_linear_ex(const CsrMatrix& w, int64_t B, const float* x, bool x_t, const float* bias,
                    bool relu, float* y, bool y_t);
 // The plain loop over the CSR arrays, the reference for all three.
 void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
 
-// y (N, K, P, Q) = conv(x (N, C, H, W), W) + bias with W (K, C*R*S) in CSR: im2col per sample
-// into a reused thread-local buffer, then the SpMM (a 1x1 stride-1 unpadded conv reads x
-// directly). Same output as conv2d_forward, stride, pad and dilation included. Throws
-// std::invalid_argument when W is not K x C*R*S.
+// y (N, K, P, Q) = conv(x (N, C, H, W), W) + bias with W (K, C*R*S) in CSR, then ReLU when
+// relu: a direct sparse convolution (each stored weight is one run of multiply-adds over a
+// padded copy of the sample; no im2col). Same output as conv2d_forward, stride, pad and
+// dilation included. Same threading rules as csr_linear. Throws std::invalid_argument when W is
+// not K x C*R*S.
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y);
+                float* y, bool relu = false);
 
 }  // namespace sprig::cpu

@@ -1,7 +1,7 @@
 #pragma once
-// Pieces shared by the sparse kernel files (sparse_linear.cpp, sparse_chain.cpp): the thread
-// split, the panel helpers, the CSR row tile and the register transposes. Internal: include
-// only from kernels/cpu.
+// Pieces shared by the sparse kernel files (sparse_linear.cpp, sparse_chain.cpp,
+// sparse_conv.cpp): the thread split, the panel helpers, the CSR row tile and the register
+// transposes. Internal: include only from kernels/cpu.
 #include <omp.h>
 
 #include <algorithm>

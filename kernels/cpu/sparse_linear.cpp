@@ -1,6 +1,6 @@
-// Sparse kernels: y (B, rows) = x (B, cols) W^T + bias with W in CSR, BSR or N:M, and
-// csr_conv2d. The reference they are tested against is csr_linear_ref (sparse.cpp) and the dense
-// path on the same zeroed weights.
+// Sparse kernels: y (B, rows) = x (B, cols) W^T + bias with W in CSR, BSR or N:M (csr_conv2d
+// lives in sparse_conv.cpp). The reference they are tested against is csr_linear_ref (sparse.cpp)
+// and the dense path on the same zeroed weights.
 //
 // Two shapes of work:
 //  - B < 4, SpMV: memory bound on the weight arrays. Each thread streams the values and indices
@@ -8,8 +8,7 @@
 //  - B >= 4, SpMM: x is transposed panel by panel into xT (cols, w <= 64 samples), so each
 //    stored weight w_ij does y[i, b:b+w] += w_ij * xT[j, b:b+w]: up to four 16-float FMAs on
 //    contiguous memory per nonzero instead of one gathered multiply. A 4096-column panel is 1 MiB
-//    and stays in L2 while every row of W goes past it. csr_conv2d is the same product with the
-//    im2col buffer (C*R*S, P*Q) as the panel, already in that layout.
+//    and stays in L2 while every row of W goes past it.
 //    CSR walks 64 rows at a time over the columns in blocks of 192 (csr_tile), so the xT rows of
 //    a block stay in L1 while all 64 rows take their entries there. Measured on the 2-core
 //    AVX-512 machine: about 6 cycles per nonzero at 64 samples, bound by the four xT loads and
@@ -41,7 +40,6 @@ constexpr int64_t kTileRows = 16;  // output rows computed before writing them t
 constexpr int64_t kGroupBytes = int64_t(1) << 20;  // bytes of xT panels transposed at once
 
 thread_local std::vector<float> tls_panel;  // xT panel or padded x of the calling thread
-thread_local std::vector<float> tls_col;    // im2col buffer (C*R*S, P*Q) of each thread
 
 // Row i of a BSR matrix: each block contributes BC consecutive columns (BC = 0: a.bc at run
 // time). The zeros inside stored blocks are multiplied like any other value.
@@ -394,88 +392,6 @@ void nm_linear_impl(const NmMatrix& a, int64_t B, const float* x, const float* b
                 });
 }
 
-// ---------------------------------------------------------------------------------------------
-// Conv helpers.
-
-// The rows of col (C*R*S, P*Q) that belong to input channel c of sample xn (C, H, W).
-void im2col_channel(const Conv2dShape& s, const float* xn, int64_t c, float* col) {
-  const int64_t P = s.P(), Q = s.Q();
-  for (int64_t r = 0; r < s.R; r++)
-    for (int64_t ss = 0; ss < s.S; ss++) {
-      float* dst = col + ((c * s.R + r) * s.S + ss) * P * Q;  // (P, Q)
-      for (int64_t p = 0; p < P; p++) {
-        const int64_t h = p * s.stride - s.pad + r * s.dilation;
-        float* d = dst + p * Q;
-        if (h < 0 || h >= s.H) {
-          std::fill(d, d + Q, 0.0f);
-          continue;
-        }
-        const float* xr = xn + (c * s.H + h) * s.W;
-        for (int64_t q = 0; q < Q; q++) {
-          const int64_t wi = q * s.stride - s.pad + ss * s.dilation;
-          d[q] = (wi >= 0 && wi < s.W) ? xr[wi] : 0.0f;
-        }
-      }
-    }
-}
-
-// out rows [r0, r1) (rows, ncols) with stride ldo = W rows x rhs (cols, ncols) with stride ldr,
-// 64 columns of rhs at a time so the slice every row reads stays in cache.
-template <typename Idx>
-void csr_spmm_rows(const CsrMatrix& w, const Idx* col, int64_t r0, int64_t r1, const float* rhs,
-                   int64_t ldr, int64_t ncols, const float* bias, float* out, int64_t ldo) {
-  const float* val = w.values.data();
-  const int64_t* rp = w.row_ptr.data();
-  for (int64_t j0 = 0; j0 < ncols; j0 += kPanel) {
-    const int64_t wd = std::min(kPanel, ncols - j0);
-    with_nv(wd, [&](auto nv) {
-      for (int64_t i = r0; i < r1; i++)
-        csr_row<decltype(nv)::value>(col + rp[i], val + rp[i], rp[i + 1] - rp[i], rhs + j0, ldr, wd,
-                                     bias ? bias[i] : 0.0f, out + i * ldo + j0);
-    });
-  }
-}
-
-template <typename Idx>
-void csr_conv2d_impl(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, const float* x,
-                     const float* bias, float* y) {
-  const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CRS = s.C * s.R * s.S, CHW = s.C * s.H * s.W;
-  // A 1x1 stride-1 unpadded conv reads x (C, H*W) as it is: no im2col.
-  const bool direct = s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0;
-  const int T = threads_for(double(w.nnz()) * PQ * s.N);
-  if (s.N >= T) {
-    // Enough samples: one sample per thread at a time, each with its own im2col buffer.
-#pragma omp parallel for schedule(static) num_threads(T)
-    for (int64_t n = 0; n < s.N; n++) {
-      const float* rhs = x + n * CHW;
-      if (!direct) {
-        float* buf = aligned_scratch(tls_col, size_t(CRS * PQ));
-        for (int64_t c = 0; c < s.C; c++) im2col_channel(s, x + n * CHW, c, buf);
-        rhs = buf;
-      }
-      csr_spmm_rows(w, col, 0, w.rows, rhs, PQ, PQ, bias, y + n * s.K * PQ, PQ);
-    }
-    return;
-  }
-  // Fewer samples than threads: share one im2col buffer and split the output channels.
-  float* buf = direct ? nullptr : aligned_scratch(tls_col, size_t(CRS * PQ));
-  auto bounds = split_rows(w.rows, T, [&](int64_t i) { return w.row_ptr[i] + i; });
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num();
-    for (int64_t n = 0; n < s.N; n++) {
-      const float* rhs = x + n * CHW;
-      if (!direct) {
-#pragma omp for schedule(static)
-        for (int64_t c = 0; c < s.C; c++) im2col_channel(s, x + n * CHW, c, buf);
-        rhs = buf;  // implicit barrier above: the buffer is complete
-      }
-      csr_spmm_rows(w, col, bounds[t], bounds[t + 1], rhs, PQ, PQ, bias, y + n * s.K * PQ, PQ);
-#pragma omp barrier  // before the next sample overwrites the buffer
-    }
-  }
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -519,19 +435,6 @@ void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, 
     nm_linear_impl<2, 4>(w, B, x, bias, y);
   else
     nm_linear_impl<0, 0>(w, B, x, bias, y);
-}
-
-void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y) {
-  if (w.rows != s.K || w.cols != s.C * s.R * s.S)
-    throw std::invalid_argument("csr_conv2d: weight is " + std::to_string(w.rows) + "x" +
-                                std::to_string(w.cols) + ", conv needs " + std::to_string(s.K) +
-                                "x" + std::to_string(s.C * s.R * s.S) + " (K x C*R*S)");
-  if (s.N <= 0 || s.K <= 0 || s.P() <= 0 || s.Q() <= 0) return;
-  if (w.narrow())
-    csr_conv2d_impl(w, w.col16.data(), s, x, bias, y);
-  else
-    csr_conv2d_impl(w, w.col32.data(), s, x, bias, y);
 }
 
 }  // namespace sprig::cpu

@@ -1,0 +1,209 @@
+// csr_conv2d: direct sparse convolution, W (K, C*R*S) in CSR, no im2col.
+//
+// With stride 1, output row k over the padded input xp (C, Hp, Wp) is
+//   y[k, p, q] = sum over stored (c, r, s) of  w * xp[c, p + r*d, q + s*d]
+// and if y is computed Wp columns wide (the Wp - Q extra columns are dropped afterwards), every
+// stored weight is one AXPY over a contiguous run:  yext[k, 0:P*Wp] += w * xp[off(c,r,s) + 0:P*Wp]
+// with off = (c*Hp + r*d)*Wp + s*d. That is the SpMM of sparse_linear.cpp with the "column" of
+// a weight replaced by an offset into xp (ldr = 1): the same register-blocked rows, 64 output
+// positions at a time, and no im2col buffer nine times the input to write and read back.
+// A stride st > 1 splits xp into st x st phase planes (plane (a, b) holds xp[a::st, b::st]), so
+// xp[c, p*st + tr, q*st + tc] = phase[c, tr % st, tc % st][p + tr/st, q + tc/st] and each tap
+// is again a contiguous run, now Wph = ceil(Wp / st) wide.
+// The extended width wastes (Wph - Q) / Wph of the work: 7% on a padded 28x28 3x3 conv, 0 for
+// 1x1 stride-1 unpadded, which reads x itself. Each 64-wide panel of extended outputs is summed
+// in registers and only its real outputs are stored.
+// The reference is conv2d_forward_ref on the same zeroed dense weights (tests/test_kernels_sparse).
+#include <omp.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/sparse.h"
+#include "kernels/cpu/sparse_impl.h"
+
+namespace sprig::cpu {
+namespace {
+using namespace sparse_detail;
+
+thread_local std::vector<float> tls_xphase;     // (C, st, st, Hph, Wph), per thread
+thread_local std::vector<int32_t> tls_off;      // (nnz) of the calling thread, read by the team
+thread_local std::vector<int32_t> tls_col_off;  // (C*R*S) offset of each weight column
+
+// Where the phase-split padded input of one sample lives and how big it is.
+struct PhaseLayout {
+  int64_t st, Hph, Wph, plane;  // plane = Hph * Wph
+  int64_t floats;               // C * st * st * plane
+  bool direct;                  // 1x1, stride 1, no padding: x itself is the layout
+};
+
+PhaseLayout phase_layout(const Conv2dShape& s) {
+  PhaseLayout l;
+  l.st = s.stride;
+  const int64_t Hp = s.H + 2 * s.pad, Wp = s.W + 2 * s.pad;
+  l.Hph = (Hp + l.st - 1) / l.st;
+  l.Wph = (Wp + l.st - 1) / l.st;
+  l.plane = l.Hph * l.Wph;
+  l.floats = s.C * l.st * l.st * l.plane;
+  l.direct = s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0;
+  return l;
+}
+
+// Channel c of sample xn (C, H, W) into its st*st phase planes.
+void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, int64_t c,
+                 float* xph) {
+  for (int64_t a = 0; a < l.st; a++)
+    for (int64_t b = 0; b < l.st; b++) {
+      float* dst = xph + ((c * l.st + a) * l.st + b) * l.plane;  // (Hph, Wph)
+      for (int64_t i = 0; i < l.Hph; i++) {
+        float* d = dst + i * l.Wph;
+        const int64_t h = i * l.st + a - s.pad;
+        if (h < 0 || h >= s.H) {
+          std::fill(d, d + l.Wph, 0.0f);
+          continue;
+        }
+        const float* xr = xn + (c * s.H + h) * s.W;
+        if (l.st == 1) {  // [pad zeros | the row | zeros]
+          const int64_t left = std::min(s.pad, l.Wph);
+          std::fill(d, d + left, 0.0f);
+          std::memcpy(d + left, xr, size_t(std::min(s.W, l.Wph - left)) * sizeof(float));
+          std::fill(d + std::min(left + s.W, l.Wph), d + l.Wph, 0.0f);
+          continue;
+        }
+        for (int64_t j = 0; j < l.Wph; j++) {
+          const int64_t wi = j * l.st + b - s.pad;
+          d[j] = (wi >= 0 && wi < s.W) ? xr[wi] : 0.0f;
+        }
+      }
+    }
+}
+
+// off[k] = where the run of stored weight k starts in the phase buffer, through a table of the
+// offset of every column (C*R*S, no divisions: 64-bit divisions per stored weight cost more than
+// a small conv's multiply-adds).
+template <typename Idx>
+void tap_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, const PhaseLayout& l,
+                 int32_t* off) {
+  int32_t* table = [&] {
+    if (tls_col_off.size() < size_t(w.cols)) tls_col_off.resize(size_t(w.cols));
+    return tls_col_off.data();
+  }();
+  int64_t j = 0;
+  for (int64_t c = 0; c < s.C; c++)
+    for (int64_t r = 0; r < s.R; r++)
+      for (int64_t ss = 0; ss < s.S; ss++) {
+        const int64_t tr = r * s.dilation, tc = ss * s.dilation;
+        table[j++] = int32_t(((c * l.st + tr % l.st) * l.st + tc % l.st) * l.plane +
+                             tr / l.st * l.Wph + tc / l.st);
+      }
+  for (int64_t k = 0; k < w.nnz(); k++) off[k] = table[col[k]];
+}
+
+// A piece of a 64-wide panel of extended outputs that is a run of real outputs of one row.
+struct Segment {
+  int64_t from, to, len;  // panel position, output position p * Q + q, length
+};
+
+// The segments of extended outputs [j0, j0 + wd): each output row p covers positions
+// [p * Wph, p * Wph + Q); the rest (the dropped columns) belongs to no segment. At most
+// 64 / Wph + 2 segments.
+int64_t panel_segments(int64_t j0, int64_t wd, int64_t Wph, int64_t Q, Segment* seg) {
+  int64_t n = 0;
+  for (int64_t p = j0 / Wph; p * Wph < j0 + wd; p++) {
+    const int64_t lo = std::max(j0, p * Wph), hi = std::min(j0 + wd, p * Wph + Q);
+    if (lo < hi) seg[n++] = {lo - j0, p * Q + lo - p * Wph, hi - lo};
+  }
+  return n;
+}
+
+// yn rows [r0, r1) (rows, P, Q) of one sample = bias + sum over stored k of
+// val[k] * src[off[k] + extended position], then ReLU when relu (NaN passes through, as
+// relu_forward). The extended positions are taken 64 at a time, so the runs every row reads stay
+// in cache; each row's panel is summed in registers and its real outputs go straight to yn.
+void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, const float* src,
+               int64_t P, int64_t Q, int64_t Wph, const float* bias, bool relu, float* yn) {
+  const float* val = w.values.data();
+  const int64_t* rp = w.row_ptr.data();
+  const int64_t n_ext = (P - 1) * Wph + Q, PQ = P * Q;
+  alignas(64) float tile[kPanel];
+  Segment seg[kPanel + 2];
+  for (int64_t j0 = 0; j0 < n_ext; j0 += kPanel) {
+    const int64_t wd = std::min(kPanel, n_ext - j0);
+    const int64_t nseg = panel_segments(j0, wd, Wph, Q, seg);
+    with_nv(wd, [&](auto nv) {
+      for (int64_t i = r0; i < r1; i++) {
+        csr_row<decltype(nv)::value>(off + rp[i], val + rp[i], rp[i + 1] - rp[i], src + j0, 1, wd,
+                                     bias ? bias[i] : 0.0f, tile);
+        float* yi = yn + i * PQ;
+        for (int64_t g = 0; g < nseg; g++) {
+          const float* t = tile + seg[g].from;
+          float* d = yi + seg[g].to;
+          if (relu)
+            for (int64_t e = 0; e < seg[g].len; e++) d[e] = t[e] <= 0.0f ? 0.0f : t[e];
+          else
+            std::memcpy(d, t, size_t(seg[g].len) * sizeof(float));
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
+                float* y, bool relu) {
+  if (w.rows != s.K || w.cols != s.C * s.R * s.S)
+    throw std::invalid_argument("csr_conv2d: weight is " + std::to_string(w.rows) + "x" +
+                                std::to_string(w.cols) + ", conv needs " + std::to_string(s.K) +
+                                "x" + std::to_string(s.C * s.R * s.S) + " (K x C*R*S)");
+  if (s.N <= 0 || s.K <= 0 || s.P() <= 0 || s.Q() <= 0) return;
+  const PhaseLayout l = phase_layout(s);
+  if (l.floats > INT32_MAX)
+    throw std::invalid_argument("csr_conv2d: one sample's padded input has " +
+                                std::to_string(l.floats) + " values, more than 2^31 - 1");
+  const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CHW = s.C * s.H * s.W, K = s.K;
+  int32_t* off = [&] {
+    if (tls_off.size() < size_t(w.nnz())) tls_off.resize(size_t(w.nnz()));
+    return tls_off.data();
+  }();
+  if (w.narrow())
+    tap_offsets(w, w.col16.data(), s, l, off);
+  else
+    tap_offsets(w, w.col32.data(), s, l, off);
+
+  // Rows [r0, r1) of sample n, on the calling thread: its input laid out in the thread's own
+  // buffer (x itself when direct), then the rows.
+  auto sample_rows = [&](int64_t n, int64_t r0, int64_t r1) {
+    const float* src = x + n * CHW;
+    if (!l.direct) {
+      float* xph = aligned_scratch(tls_xphase, size_t(l.floats));
+      for (int64_t c = 0; c < s.C; c++) fill_phases(s, l, x + n * CHW, c, xph);
+      src = xph;
+    }
+    conv_rows(w, off, r0, r1, src, P, Q, l.Wph, bias, relu, y + n * K * PQ);
+  };
+  const int T = threads_for(double(w.nnz()) * PQ * s.N);
+  if (s.N >= T) {
+    // Enough samples: one sample per thread at a time.
+#pragma omp parallel for schedule(static) num_threads(T)
+    for (int64_t n = 0; n < s.N; n++) sample_rows(n, 0, K);
+    return;
+  }
+  // Fewer samples than threads: the output channels are split by stored entries, and every
+  // thread lays out each sample itself. That repeats a copy of the input on each thread (cheap
+  // next to the rows) but leaves no barrier inside the region, where a descheduled thread would
+  // stall the others.
+  auto bounds = split_rows(K, T, [&](int64_t i) { return w.row_ptr[i] + i; });
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num();
+    for (int64_t n = 0; n < s.N; n++) sample_rows(n, bounds[t], bounds[t + 1]);
+  }
+}
+
+}  // namespace sprig::cpu
