@@ -17,7 +17,7 @@
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/threads.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 
 namespace sprig::app {
 
@@ -46,9 +46,9 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
   const cpu::CsrMatrix csr = cpu::csr_from_dense(s.K, CRS, w.data());
   std::vector<double> dense_ms, sparse_ms, ratio;
   for (int r = 0; r < a.rounds; r++) {
-    dense_ms.push_back(prune::time_median_ms(
+    dense_ms.push_back(infer::time_median_ms(
         [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data()); }, a.repeats));
-    sparse_ms.push_back(prune::time_median_ms(
+    sparse_ms.push_back(infer::time_median_ms(
         [&] { cpu::csr_conv2d(csr, s, x.data(), b.data(), ys.data()); }, a.repeats));
     ratio.push_back(dense_ms.back() / sparse_ms.back());
   }
@@ -110,9 +110,9 @@ int run_bench_conv(BenchConvArgs a) {
   Rng rng(1);
   for (auto* v : {&x, &w, &b, &dy})
     for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
-  double fwd_ms = prune::time_median_ms(
+  double fwd_ms = infer::time_median_ms(
       [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data()); }, a.repeats);
-  double bwd_ms = prune::time_median_ms(
+  double bwd_ms = infer::time_median_ms(
       [&] {
         cpu::conv2d_backward(s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
       },

@@ -16,7 +16,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 #include "prune/prune.h"
 
 namespace sprig::app {
@@ -73,7 +73,7 @@ int run_bench_linear(const LinearArgs& a) {
 
   std::vector<float> x(size_t(B * cols)), yd(size_t(B * rows)), ys(size_t(B * rows));
   for (float& v : x) v = rng.uniform(-1.0f, 1.0f);  // (B, in)
-  double dense_ms = prune::time_median_ms(
+  double dense_ms = infer::time_median_ms(
       [&] {
         cpu::gemm(false, true, B, rows, cols, 1.0f, x.data(), cols, w.data(), cols, 0.0f, yd.data(),
                   rows);
@@ -98,7 +98,7 @@ int run_bench_linear(const LinearArgs& a) {
     sparse_bytes = csr.bytes();
     sparse = [&] { cpu::csr_linear(csr, B, x.data(), nullptr, ys.data()); };
   }
-  double sparse_ms = prune::time_median_ms(sparse, a.repeats);
+  double sparse_ms = infer::time_median_ms(sparse, a.repeats);
   // Both outputs hold the last run's result: they must agree (relative to the output scale).
   double max_diff = 0.0, max_ref = 0.0;
   for (size_t i = 0; i < yd.size(); ++i) {
@@ -146,23 +146,23 @@ struct ModelArgs {
 // bench model on the GPU: the unshrunk model all dense (cuBLAS) against the GPU plan.
 int run_bench_model_cuda(const ModelArgs& a, Device dev) {
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  prune::PackOptions po;
-  po.format = prune::PackFormat::Dense;  // the GPU plans measure on their own
+  infer::PackOptions po;
+  po.format = infer::PackFormat::Dense;  // the GPU plans measure on their own
   po.shrink = false;
-  prune::InferenceModel dense_im = prune::pack_model(ck.model, po);
+  infer::InferenceModel dense_im = infer::pack_model(ck.model, po);
   po.shrink = !a.no_shrink;
-  prune::InferenceModel plan_im = prune::pack_model(ck.model, po);
-  prune::CudaPlanOptions go;
-  go.format = prune::PackFormat::Dense;
+  infer::InferenceModel plan_im = infer::pack_model(ck.model, po);
+  infer::CudaPlanOptions go;
+  go.format = infer::PackFormat::Dense;
   go.batch = a.batch;
   go.repeats = a.repeats;
   go.seed = a.seed;
   go.device = dev.index;
-  prune::CudaInferenceModel dense(dense_im, go);
+  infer::CudaInferenceModel dense(dense_im, go);
   const std::string& gpu = dense.device();
-  go.format = prune::parse_pack_format(a.format);
+  go.format = infer::parse_pack_format(a.format);
   auto t0 = std::chrono::steady_clock::now();
-  prune::CudaInferenceModel plan(plan_im, go);
+  infer::CudaInferenceModel plan(plan_im, go);
   double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double dense_ms = dense.time_forward_ms(a.batch, a.repeats, a.seed);
   double plan_ms = plan.time_forward_ms(a.batch, a.repeats, a.seed);
@@ -217,8 +217,8 @@ int run_bench_model(const ModelArgs& a) {
   use_threads(a.threads);
   const Device dev = device_from_flag(a.device);  // no GPU: one error line, before any work
   if (!dev.is_cpu()) return run_bench_model_cuda(a, dev);
-  prune::PackOptions opt;
-  opt.format = prune::parse_pack_format(a.format);
+  infer::PackOptions opt;
+  opt.format = infer::parse_pack_format(a.format);
   opt.batch = a.batch;
   opt.shrink = !a.no_shrink;
   opt.seed = a.seed;
@@ -230,11 +230,11 @@ int run_bench_model(const ModelArgs& a) {
 
   NoGradGuard no_grad;
   ck.model.net->eval();
-  double dense_ms = prune::time_median_ms([&] { ck.model.forward(x); }, a.repeats);
+  double dense_ms = infer::time_median_ms([&] { ck.model.forward(x); }, a.repeats);
   auto t0 = std::chrono::steady_clock::now();
-  prune::InferenceModel plan = prune::pack_model(ck.model, opt);
+  infer::InferenceModel plan = infer::pack_model(ck.model, opt);
   double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  double plan_ms = prune::time_median_ms([&] { plan.forward(x); }, a.repeats);
+  double plan_ms = infer::time_median_ms([&] { plan.forward(x); }, a.repeats);
   // The plan must compute what the dense model computes.
   std::vector<float> yd = ck.model.forward(x).to_vector(), yp = plan.forward(x).to_vector();
   double max_diff = 0.0, max_ref = 0.0;

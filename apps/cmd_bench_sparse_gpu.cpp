@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "apps/commands.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 
 namespace sprig::app {
 
@@ -25,10 +25,10 @@ struct GpuSparseArgs {
 };
 
 int run_bench_sparse_gpu(const GpuSparseArgs& a) {
-  const std::string gpu = prune::cuda_device_description();  // no GPU: one clear error
-  std::vector<prune::CudaSpmmTiming> all;
+  const std::string gpu = infer::cuda_device_description();  // no GPU: one clear error
+  std::vector<infer::CudaSpmmTiming> all;
   for (double s : a.sparsities) {
-    auto rows = prune::time_csr_linear_cuda(a.rows, a.cols, s, a.batches, a.repeats, a.seed);
+    auto rows = infer::time_csr_linear_cuda(a.rows, a.cols, s, a.batches, a.repeats, a.seed);
     all.insert(all.end(), rows.begin(), rows.end());
   }
   if (a.json) {

@@ -17,7 +17,7 @@
 #include "engine/text.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 #include "train/trainer.h"
 
 namespace sprig::app {
@@ -32,9 +32,9 @@ struct SparseArgs {
   bool no_shrink = false, json = false;
 };
 
-prune::CudaPlanOptions cuda_plan_options(const SparseArgs& a, int64_t batch, Device dev) {
-  prune::CudaPlanOptions o;
-  o.format = prune::parse_pack_format(a.format);
+infer::CudaPlanOptions cuda_plan_options(const SparseArgs& a, int64_t batch, Device dev) {
+  infer::CudaPlanOptions o;
+  o.format = infer::parse_pack_format(a.format);
   o.batch = batch;
   o.repeats = a.repeats;
   o.device = dev.index;
@@ -59,9 +59,9 @@ void add_gpu_flags(CLI::App& app, SparseArgs& a) {
 }
 
 // The GPU plan's layers: kernel, measured candidates and why.
-nlohmann::json cuda_layers_json(const prune::CudaInferenceModel& g) {
+nlohmann::json cuda_layers_json(const infer::CudaInferenceModel& g) {
   nlohmann::json layers = nlohmann::json::array();
-  for (const prune::CudaLayerPlan& l : g.layers()) {
+  for (const infer::CudaLayerPlan& l : g.layers()) {
     nlohmann::json times = nlohmann::json::object();
     for (auto& t : l.times) times[t.format] = t.ms;
     layers.push_back({{"name", l.name},
@@ -77,9 +77,9 @@ nlohmann::json cuda_layers_json(const prune::CudaInferenceModel& g) {
   return layers;
 }
 
-prune::PackOptions pack_options(const SparseArgs& a) {
-  prune::PackOptions o;
-  o.format = prune::parse_pack_format(a.format);
+infer::PackOptions pack_options(const SparseArgs& a) {
+  infer::PackOptions o;
+  o.format = infer::parse_pack_format(a.format);
   o.batch = a.batch;
   o.repeats = a.repeats;
   o.shrink = !a.no_shrink;
@@ -88,9 +88,9 @@ prune::PackOptions pack_options(const SparseArgs& a) {
 }
 
 // "dense 0.4500, csr 0.1200": a plan's measured candidates, for the plan tables.
-std::string times_str(const std::vector<prune::CandidateTime>& times) {
+std::string times_str(const std::vector<infer::CandidateTime>& times) {
   std::string out;
-  for (const prune::CandidateTime& t : times) {
+  for (const infer::CandidateTime& t : times) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%s%s %.4f", out.empty() ? "" : ", ", t.format.c_str(), t.ms);
     out += buf;
@@ -102,9 +102,9 @@ std::string shape_str(int64_t r, int64_t c) {
   return std::to_string(r) + "x" + std::to_string(c);
 }
 
-nlohmann::json layers_json(const prune::InferenceModel& m) {
+nlohmann::json layers_json(const infer::InferenceModel& m) {
   nlohmann::json layers = nlohmann::json::array();
-  for (const prune::PackedLayer& l : m.layers) {
+  for (const infer::PackedLayer& l : m.layers) {
     nlohmann::json times = nlohmann::json::object();
     for (auto& t : l.times) times[t.format] = t.ms;
     layers.push_back({{"name", l.name},
@@ -125,10 +125,10 @@ nlohmann::json layers_json(const prune::InferenceModel& m) {
 
 // One line per layer: name, kind, shape (and the shape before shrink), sparsity, format, bytes,
 // then the measured times and the reason.
-void print_layers(const prune::InferenceModel& m) {
+void print_layers(const infer::InferenceModel& m) {
   std::printf("%-5s %-6s %-11s %-11s %8s  %-12s %10s  %s\n", "layer", "type", "shape", "was",
               "sparsity", "format", "bytes", "why");
-  for (const prune::PackedLayer& l : m.layers) {
+  for (const infer::PackedLayer& l : m.layers) {
     std::printf("%-5s %-6s %-11s %-11s %7.1f%%  %-12s %10zu  %s\n", l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(),
                 l.shrunk ? shape_str(l.rows_before, l.cols_before).c_str() : "-",
@@ -139,14 +139,14 @@ void print_layers(const prune::InferenceModel& m) {
 int run_pack(const SparseArgs& a) {
   check_output_path("--out", a.out, {{"--in", a.in}});
   use_threads(a.threads);
-  prune::PackOptions opt = pack_options(a);  // flags first: bad input fails before any work
+  infer::PackOptions opt = pack_options(a);  // flags first: bad input fails before any work
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  prune::InferenceModel m = prune::pack_model(ck.model, opt);
+  infer::InferenceModel m = infer::pack_model(ck.model, opt);
   std::map<std::string, std::string> extra = {{"source", printable(a.in)}};  // UTF-8 metadata
   auto ds = ck.metadata.find("dataset");
   if (ds != ck.metadata.end()) extra["dataset"] = ds->second;
-  prune::save_packed(a.out, m, extra);
-  prune::SizeReport s = prune::size_report(ck.model, a.out);
+  infer::save_packed(a.out, m, extra);
+  infer::SizeReport s = infer::size_report(ck.model, a.out);
   if (a.json) {
     nlohmann::json j = {
         {"in", a.in},
@@ -183,12 +183,12 @@ int run_pack(const SparseArgs& a) {
 }
 
 int run_plan_cuda(const SparseArgs& a, Device dev) {
-  prune::PackOptions opt = pack_options(a);
-  prune::CudaPlanOptions gopt = cuda_plan_options(a, a.batch, dev);
+  infer::PackOptions opt = pack_options(a);
+  infer::CudaPlanOptions gopt = cuda_plan_options(a, a.batch, dev);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  opt.format = prune::PackFormat::Dense;  // only the shrink; the GPU plan measures its own
-  prune::InferenceModel m = prune::pack_model(ck.model, opt);
-  prune::CudaInferenceModel g(m, gopt);
+  opt.format = infer::PackFormat::Dense;  // only the shrink; the GPU plan measures its own
+  infer::InferenceModel m = infer::pack_model(ck.model, opt);
+  infer::CudaInferenceModel g(m, gopt);
   const std::string& gpu = g.device();
   if (a.json) {
     nlohmann::json j = {{"in", a.in},
@@ -207,7 +207,7 @@ int run_plan_cuda(const SparseArgs& a, Device dev) {
   if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
   std::printf("%-5s %-6s %-11s %8s  %-64s  %-9s  %s\n", "layer", "type", "shape", "sparsity",
               "measured ms", "choice", "why");
-  for (const prune::CudaLayerPlan& l : g.layers()) {
+  for (const infer::CudaLayerPlan& l : g.layers()) {
     const std::string times = times_str(l.times);
     std::printf("%-5s %-6s %-11s %7.1f%%  %-64s  %-9s  %s\n", l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
@@ -220,9 +220,9 @@ int run_plan(const SparseArgs& a) {
   use_threads(a.threads);
   const Device dev = device_of(a);
   if (!dev.is_cpu()) return run_plan_cuda(a, dev);
-  prune::PackOptions opt = pack_options(a);
+  infer::PackOptions opt = pack_options(a);
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  prune::InferenceModel m = prune::pack_model(ck.model, opt);
+  infer::InferenceModel m = infer::pack_model(ck.model, opt);
   if (a.json) {
     nlohmann::json j = {{"in", a.in},
                         {"batch", a.batch},
@@ -239,7 +239,7 @@ int run_plan(const SparseArgs& a) {
   if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
   std::printf("%-5s %-6s %-11s %8s  %-32s  %-12s  %s\n", "layer", "type", "shape", "sparsity",
               "measured ms", "choice", "why");
-  for (const prune::PackedLayer& l : m.layers) {
+  for (const infer::PackedLayer& l : m.layers) {
     const std::string times = times_str(l.times);
     std::printf("%-5s %-6s %-11s %7.1f%%  %-32s  %-12s  %s\n", l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
@@ -251,13 +251,13 @@ int run_plan(const SparseArgs& a) {
 int run_packed_eval(const SparseArgs& a) {
   use_threads(a.threads);
   const Device dev = device_of(a);
-  prune::PackedFile pf = prune::load_packed(a.in);
-  const prune::InferenceModel& m = pf.model;
+  infer::PackedFile pf = infer::load_packed(a.in);
+  const infer::InferenceModel& m = pf.model;
   // On the GPU the layers are re-planned there at the run's batch size (the file's formats
   // were measured on a CPU); forward copies each batch in and its outputs back, timed too.
-  std::unique_ptr<prune::CudaInferenceModel> gpu;
+  std::unique_ptr<infer::CudaInferenceModel> gpu;
   if (!dev.is_cpu())
-    gpu = std::make_unique<prune::CudaInferenceModel>(m, cuda_plan_options(a, a.batch_size, dev));
+    gpu = std::make_unique<infer::CudaInferenceModel>(m, cuda_plan_options(a, a.batch_size, dev));
   std::string dataset;
   train::DataSource src =
       train::load_data_for(m.model, pf.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);

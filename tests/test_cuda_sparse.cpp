@@ -1,4 +1,4 @@
-// CSR Linear on the GPU (kernels/cuda/sparse.cuh) and packed models run there (prune/pack.h,
+// CSR Linear on the GPU (kernels/cuda/sparse.cuh) and packed models run there (infer/pack.h,
 // CudaInferenceModel). Built with tests/cuda_main.cpp, which exits 77 (CTest: skipped) when the
 // machine has no usable GPU, so every case here may assume one.
 //   - cuSPARSE, the row-split and column-tiled kernels (all four x_t / y_t layouts, fused ReLU,
@@ -22,7 +22,7 @@
 #include "kernels/cpu/sparse.h"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/sparse.cuh"
-#include "prune/pack.h"
+#include "infer/pack.h"
 #include "prune/prune.h"
 #include "tests/kernel_test_util.h"
 
@@ -286,29 +286,29 @@ TEST_CASE("packed models on the GPU equal the dense masked model on the CPU") {
     const bool mlp = std::string(spec) == "mlp";
     nn::Model m = pruned(spec, mlp ? Shape{1, 28, 28} : Shape{1, 12, 12}, 0.9);
     for (bool shrink : {false, true}) {
-      prune::PackOptions po;
-      po.format = prune::PackFormat::Csr;
+      infer::PackOptions po;
+      po.format = infer::PackFormat::Csr;
       po.shrink = shrink;
-      prune::InferenceModel im = prune::pack_model(m, po);
+      infer::InferenceModel im = infer::pack_model(m, po);
       struct Plan {
-        prune::PackFormat format;
+        infer::PackFormat format;
         const char* force;
       };
       for (Plan p :
-           {Plan{prune::PackFormat::Auto, ""}, Plan{prune::PackFormat::Csr, ""},
-            Plan{prune::PackFormat::Dense, ""}, Plan{prune::PackFormat::Auto, "dense"},
-            Plan{prune::PackFormat::Auto, "cusparse"}, Plan{prune::PackFormat::Auto, "rowsplit"},
-            Plan{prune::PackFormat::Auto, "coltile"}}) {
+           {Plan{infer::PackFormat::Auto, ""}, Plan{infer::PackFormat::Csr, ""},
+            Plan{infer::PackFormat::Dense, ""}, Plan{infer::PackFormat::Auto, "dense"},
+            Plan{infer::PackFormat::Auto, "cusparse"}, Plan{infer::PackFormat::Auto, "rowsplit"},
+            Plan{infer::PackFormat::Auto, "coltile"}}) {
         CAPTURE(spec);
         CAPTURE(shrink);
-        CAPTURE(prune::pack_format_name(p.format));
+        CAPTURE(infer::pack_format_name(p.format));
         CAPTURE(p.force);
-        prune::CudaPlanOptions go;
+        infer::CudaPlanOptions go;
         go.format = p.format;
         go.force_kernel = p.force;
         go.batch = 64;
         go.repeats = 1;
-        prune::CudaInferenceModel g(im, go);
+        infer::CudaInferenceModel g(im, go);
         CHECK(g.device().find("sm_") != std::string::npos);
         CHECK(g.layers().size() == im.layers.size());
         for (auto& l : g.layers()) {
@@ -317,10 +317,10 @@ TEST_CASE("packed models on the GPU equal the dense masked model on the CPU") {
           const std::string force = p.force;
           // cuSPARSE has no conv path: such layers stay dense.
           if (!force.empty()) CHECK(l.kernel == (l.conv && force == "cusparse" ? "dense" : force));
-          if (force.empty() && p.format == prune::PackFormat::Auto)
+          if (force.empty() && p.format == infer::PackFormat::Auto)
             CHECK(l.times.size() == (l.conv ? 3 : 4));
-          if (force.empty() && p.format == prune::PackFormat::Csr) CHECK(l.kernel != "dense");
-          if (force.empty() && p.format == prune::PackFormat::Dense) CHECK(l.kernel == "dense");
+          if (force.empty() && p.format == infer::PackFormat::Csr) CHECK(l.kernel != "dense");
+          if (force.empty() && p.format == infer::PackFormat::Dense) CHECK(l.kernel == "dense");
         }
         // Batches of one (the row-split chain skips its transposes), odd, one float4 tile, and
         // past a tile.
@@ -341,25 +341,25 @@ TEST_CASE("packed models on the GPU equal the dense masked model on the CPU") {
 
 TEST_CASE("GPU plan errors and the bench helper") {
   nn::Model m = pruned("mlp", {1, 28, 28}, 0.9);
-  prune::PackOptions po;
-  po.format = prune::PackFormat::Csr;
-  prune::InferenceModel im = prune::pack_model(m, po);
-  prune::CudaPlanOptions go;
+  infer::PackOptions po;
+  po.format = infer::PackFormat::Csr;
+  infer::InferenceModel im = infer::pack_model(m, po);
+  infer::CudaPlanOptions go;
   go.force_kernel = "coo";
   try {
-    prune::CudaInferenceModel bad(im, go);
+    infer::CudaInferenceModel bad(im, go);
     FAIL("an unknown kernel was accepted");
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find("'coo'") != std::string::npos);
   }
   go = {};
   go.batch = 0;
-  CHECK_THROWS_AS(prune::CudaInferenceModel(im, go), Error);
+  CHECK_THROWS_AS(infer::CudaInferenceModel(im, go), Error);
   go = {};
-  prune::CudaInferenceModel g(im, go);
+  infer::CudaInferenceModel g(im, go);
   CHECK_THROWS_AS(g.forward(Tensor::zeros({2, 10})), Error);  // wrong input shape
 
-  auto runs = prune::time_csr_linear_cuda(64, 96, 0.9, {1, 8, 33}, 2, 3);
+  auto runs = infer::time_csr_linear_cuda(64, 96, 0.9, {1, 8, 33}, 2, 3);
   REQUIRE(runs.size() == 3);
   for (auto& t : runs) {
     CAPTURE(t.batch);
@@ -373,5 +373,5 @@ TEST_CASE("GPU plan errors and the bench helper") {
     CHECK(t.rowsplit_rel_diff <= 1e-5);
     CHECK(t.coltile_rel_diff <= 1e-5);
   }
-  CHECK(prune::cuda_device_description() == g.device());
+  CHECK(infer::cuda_device_description() == g.device());
 }

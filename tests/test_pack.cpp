@@ -14,7 +14,7 @@
 #include "engine/rng.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/threads.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 #include "prune/prune.h"
 #include "prune/shrink.h"
 
@@ -69,23 +69,23 @@ void check_all_formats(const nn::Model& m) {
   for (int64_t batch : {1, 5}) {
     Tensor x = random_input(m, batch, 3);
     Tensor want = m.forward(x);
-    for (auto f : {prune::PackFormat::Dense, prune::PackFormat::Csr, prune::PackFormat::Bsr,
-                   prune::PackFormat::Nm, prune::PackFormat::Auto})
+    for (auto f : {infer::PackFormat::Dense, infer::PackFormat::Csr, infer::PackFormat::Bsr,
+                   infer::PackFormat::Nm, infer::PackFormat::Auto})
       for (bool shrink : {false, true}) {
-        prune::PackOptions o;
+        infer::PackOptions o;
         o.format = f;
         o.batch = batch;
         o.repeats = 1;
         o.shrink = shrink;
-        prune::InferenceModel im = prune::pack_model(m, o);
-        CAPTURE(prune::pack_format_name(f));
+        infer::InferenceModel im = infer::pack_model(m, o);
+        CAPTURE(infer::pack_format_name(f));
         CAPTURE(shrink);
         CAPTURE(batch);
         CHECK(rel_diff(want, im.forward(x)) <= 1e-5);
         for (auto& l : im.layers) CHECK(!l.reason.empty());
-        if (f == prune::PackFormat::Csr)
-          for (auto& l : im.layers) CHECK(l.kind == prune::PackedLayer::Csr);
-        if (f == prune::PackFormat::Auto)
+        if (f == infer::PackFormat::Csr)
+          for (auto& l : im.layers) CHECK(l.kind == infer::PackedLayer::Csr);
+        if (f == infer::PackFormat::Auto)
           for (auto& l : im.layers) CHECK(l.times.size() >= 2);
       }
   }
@@ -101,21 +101,21 @@ TEST_CASE("packed mlp equals the dense masked model: unstructured, block, 2:4") 
   check_all_formats(nm);
 
   // The structure is found: BSR for the 2x4 blocks, N:M 2:4 (or sparser) for the 2:4 masks.
-  prune::PackOptions o;
-  o.format = prune::PackFormat::Bsr;
+  infer::PackOptions o;
+  o.format = infer::PackFormat::Bsr;
   o.shrink = false;
-  for (auto& l : prune::pack_model(block, o).layers) {
-    CHECK(l.kind == prune::PackedLayer::Bsr);
+  for (auto& l : infer::pack_model(block, o).layers) {
+    CHECK(l.kind == infer::PackedLayer::Bsr);
     CHECK(l.format() == "bsr 2x4");
   }
-  o.format = prune::PackFormat::Nm;
-  for (auto& l : prune::pack_model(nm, o).layers) {
-    CHECK(l.kind == prune::PackedLayer::Nm);
+  o.format = infer::PackFormat::Nm;
+  for (auto& l : infer::pack_model(nm, o).layers) {
+    CHECK(l.kind == infer::PackedLayer::Nm);
     CHECK(l.nm.n * 2 <= l.nm.m);
   }
   // Forced nm on unstructured zeros falls back to csr and says so.
-  auto un = prune::pack_model(pruned("mlp", {1, 28, 28}, prune::Granularity::Element, 0.5), o);
-  CHECK(un.layers[0].kind == prune::PackedLayer::Csr);
+  auto un = infer::pack_model(pruned("mlp", {1, 28, 28}, prune::Granularity::Element, 0.5), o);
+  CHECK(un.layers[0].kind == infer::PackedLayer::Csr);
   CHECK(un.layers[0].reason.find("not N:M") != std::string::npos);
 }
 
@@ -128,10 +128,10 @@ TEST_CASE("chained csr layers (transposed activations, fused ReLU) equal the den
   for (const char* spec : {"mlp", kConv}) {
     nn::Model m = pruned(spec, std::string(spec) == "mlp" ? Shape{1, 28, 28} : Shape{1, 12, 12},
                          prune::Granularity::Element, 0.92);
-    prune::PackOptions o;
-    o.format = prune::PackFormat::Csr;
+    infer::PackOptions o;
+    o.format = infer::PackFormat::Csr;
     o.shrink = false;
-    prune::InferenceModel im = prune::pack_model(m, o);
+    infer::InferenceModel im = infer::pack_model(m, o);
     for (int64_t batch : {4, 64, 130, 256}) {
       Tensor x = random_input(m, batch, 5);
       Tensor want = m.forward(x);
@@ -156,9 +156,9 @@ TEST_CASE("packed conv model equals the dense masked model, and shrunk models to
   // Filter pruning: shrink removes filters, the plan records it and still computes the same.
   nn::Model f = pruned(kConv, {1, 12, 12}, prune::Granularity::Filter, 0.5);
   check_all_formats(f);
-  prune::PackOptions o;
-  o.format = prune::PackFormat::Dense;
-  prune::InferenceModel im = prune::pack_model(f, o);
+  infer::PackOptions o;
+  o.format = infer::PackFormat::Dense;
+  infer::InferenceModel im = infer::pack_model(f, o);
   CHECK(im.model.spec != f.spec);
   CHECK(im.source_spec == f.spec);
   CHECK(im.layers[0].shrunk);
@@ -177,17 +177,17 @@ TEST_CASE("packed file round trip: same layers, same outputs, dense weights rest
   nn::Model nm = pruned("flatten linear(24) relu linear(6)", {1, 5, 7}, prune::Granularity::NM, 0);
   nn::Model blk =
       pruned("flatten linear(24) relu linear(6)", {1, 5, 7}, prune::Granularity::Block, 0.5);
-  for (auto f : {prune::PackFormat::Dense, prune::PackFormat::Csr, prune::PackFormat::Bsr,
-                 prune::PackFormat::Nm, prune::PackFormat::Auto})
+  for (auto f : {infer::PackFormat::Dense, infer::PackFormat::Csr, infer::PackFormat::Bsr,
+                 infer::PackFormat::Nm, infer::PackFormat::Auto})
     for (const nn::Model* model : {&m, &nm, &blk}) {
-      prune::PackOptions o;
+      infer::PackOptions o;
       o.format = f;
       o.repeats = 1;
-      prune::InferenceModel im = prune::pack_model(*model, o);
+      infer::InferenceModel im = infer::pack_model(*model, o);
       std::string path = (dir / "rt.safetensors").string();
-      prune::save_packed(path, im, {{"dataset", "fashion-mnist"}});
-      prune::PackedFile pf = prune::load_packed(path);
-      CAPTURE(prune::pack_format_name(f));
+      infer::save_packed(path, im, {{"dataset", "fashion-mnist"}});
+      infer::PackedFile pf = infer::load_packed(path);
+      CAPTURE(infer::pack_format_name(f));
       CHECK(pf.metadata.at("dataset") == "fashion-mnist");
       CHECK(pf.model.model.spec == im.model.spec);
       CHECK(pf.model.source_spec == model->spec);
@@ -214,15 +214,15 @@ TEST_CASE("a layer with no nonzero weights packs, saves and loads") {
   fs::path dir = temp_dir();
   nn::Model m = nn::build_model("flatten linear(8) relu linear(3)", {1, 2, 5}, 1);
   m.named_parameters()[2].second->value.zero_();  // 3.weight: all zero, bias kept
-  for (auto f : {prune::PackFormat::Csr, prune::PackFormat::Bsr, prune::PackFormat::Auto}) {
-    prune::PackOptions o;
+  for (auto f : {infer::PackFormat::Csr, infer::PackFormat::Bsr, infer::PackFormat::Auto}) {
+    infer::PackOptions o;
     o.format = f;
     o.repeats = 1;
     o.shrink = false;
-    prune::InferenceModel im = prune::pack_model(m, o);
+    infer::InferenceModel im = infer::pack_model(m, o);
     std::string path = (dir / "empty.safetensors").string();
-    prune::save_packed(path, im);
-    prune::PackedFile pf = prune::load_packed(path);
+    infer::save_packed(path, im);
+    infer::PackedFile pf = infer::load_packed(path);
     Tensor x = random_input(m, 2, 4);
     NoGradGuard no_grad;
     CHECK(rel_diff(m.forward(x), pf.model.forward(x)) <= 1e-5);
@@ -246,7 +246,7 @@ void expect_corrupt(const std::string& path, const Edit& edit, const std::string
   save_safetensors(bad, tensors, meta);
   CAPTURE(expect);
   try {
-    prune::load_packed(bad);
+    infer::load_packed(bad);
     FAIL("no error");
   } catch (const Error& e) {
     std::string msg = e.what();
@@ -267,18 +267,18 @@ Tensor& tensor(std::vector<std::pair<std::string, Tensor>>& ts, const std::strin
 TEST_CASE("corrupt packed files: a sprig::Error naming the file and the problem") {
   fs::path dir = temp_dir();
   nn::Model m = pruned("flatten linear(24) relu linear(6)", {1, 5, 7}, prune::Granularity::NM, 0);
-  auto save = [&](prune::PackFormat f, const std::string& name) {
-    prune::PackOptions o;
+  auto save = [&](infer::PackFormat f, const std::string& name) {
+    infer::PackOptions o;
     o.format = f;
     o.shrink = false;
     std::string path = (dir / name).string();
-    prune::save_packed(path, prune::pack_model(m, o));
+    infer::save_packed(path, infer::pack_model(m, o));
     return path;
   };
-  std::string csr = save(prune::PackFormat::Csr, "csr.safetensors");
-  std::string bsr = save(prune::PackFormat::Bsr, "bsr.safetensors");
-  std::string nm = save(prune::PackFormat::Nm, "nm.safetensors");
-  std::string dense = save(prune::PackFormat::Dense, "dense.safetensors");
+  std::string csr = save(infer::PackFormat::Csr, "csr.safetensors");
+  std::string bsr = save(infer::PackFormat::Bsr, "bsr.safetensors");
+  std::string nm = save(infer::PackFormat::Nm, "nm.safetensors");
+  std::string dense = save(infer::PackFormat::Dense, "dense.safetensors");
   using T = std::vector<std::pair<std::string, Tensor>>;
   using M = std::map<std::string, std::string>;
 
@@ -288,7 +288,7 @@ TEST_CASE("corrupt packed files: a sprig::Error naming the file and the problem"
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::string cut = csr + ".cut";
     std::ofstream(cut, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size() - 9));
-    CHECK_THROWS_WITH_AS(prune::load_packed(cut), doctest::Contains(cut.c_str()), Error);
+    CHECK_THROWS_WITH_AS(infer::load_packed(cut), doctest::Contains(cut.c_str()), Error);
   }
   expect_corrupt(
       csr,
@@ -379,7 +379,7 @@ TEST_CASE("corrupt packed files: a sprig::Error naming the file and the problem"
       },
       "1.weight");
   // A checkpoint is not a packed model.
-  CHECK_THROWS_WITH_AS(prune::load_packed("/no/such/file.safetensors"),
+  CHECK_THROWS_WITH_AS(infer::load_packed("/no/such/file.safetensors"),
                        doctest::Contains("/no/such/file.safetensors"), Error);
 }
 
@@ -390,13 +390,13 @@ TEST_CASE("size report of a tiny model, checked by hand") {
   auto params = m.named_parameters();
   params[0].second->value.copy_(Tensor::from_vector({1, 0, 0, 0, 0, 2}, {2, 3}));
   params[1].second->value.copy_(Tensor::from_vector({0.5f, -0.5f}, {2}));
-  prune::PackOptions o;
-  o.format = prune::PackFormat::Csr;
-  prune::InferenceModel im = prune::pack_model(m, o);
+  infer::PackOptions o;
+  o.format = infer::PackFormat::Csr;
+  infer::InferenceModel im = infer::pack_model(m, o);
   REQUIRE(im.layers[0].csr.nnz() == 2);
   std::string path = (dir / "tiny.safetensors").string();
-  prune::save_packed(path, im);
-  prune::SizeReport r = prune::size_report(m, path);
+  infer::save_packed(path, im);
+  infer::SizeReport r = infer::size_report(m, path);
   CHECK(r.dense_bytes == 32);
   // A safetensors file is 8 bytes of header length, the header, then the data.
   auto data_bytes = [](const std::string& p) {

@@ -29,7 +29,7 @@
 #include "apps/experiments/sweep.h"
 #include "datasets/dataloader.h"
 #include "engine/error.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
 #include "train/trainer.h"
@@ -73,7 +73,7 @@ struct Outcome {
   int best_epoch = 0;
   bool stopped_early = false;
   double test_mse = 0.0, packed_test_mse = 0.0, pruned_sparsity = 0.0, model_sparsity = 0.0;
-  prune::SizeReport size;
+  infer::SizeReport size;
   std::string formats;  // packed format per layer
   double seconds = 0.0;
 };
@@ -113,22 +113,22 @@ std::pair<data::Dataset, data::Dataset> split_validation(const data::Dataset& ds
 // The packed model whose file size is reported. "smallest" keeps, per layer, whichever of dense
 // and CSR stores the weight in fewer bytes (CSR costs more than dense below about half
 // sparsity); the other formats are pack_model's.
-prune::InferenceModel pack_for_size(const nn::Model& m, const std::string& format, uint64_t seed) {
-  prune::PackOptions po;
+infer::InferenceModel pack_for_size(const nn::Model& m, const std::string& format, uint64_t seed) {
+  infer::PackOptions po;
   po.seed = seed;
   if (format != "smallest") {
-    po.format = prune::parse_pack_format(format);
-    return prune::pack_model(m, po);
+    po.format = infer::parse_pack_format(format);
+    return infer::pack_model(m, po);
   }
-  po.format = prune::PackFormat::Csr;
-  prune::InferenceModel packed = prune::pack_model(m, po);
-  po.format = prune::PackFormat::Dense;
-  prune::InferenceModel dense = prune::pack_model(m, po);
+  po.format = infer::PackFormat::Csr;
+  infer::InferenceModel packed = infer::pack_model(m, po);
+  po.format = infer::PackFormat::Dense;
+  infer::InferenceModel dense = infer::pack_model(m, po);
   SPRIG_CHECK(dense.layers.size() == packed.layers.size(), "packing '", m.spec,
               "': dense and csr plans differ in their layers");
   for (size_t i = 0; i < packed.layers.size(); ++i) {
-    prune::PackedLayer& l = packed.layers[i];
-    const prune::PackedLayer& d = dense.layers[i];
+    infer::PackedLayer& l = packed.layers[i];
+    const infer::PackedLayer& d = dense.layers[i];
     SPRIG_CHECK(d.index == l.index && d.rows == l.rows && d.cols == l.cols, "packing '", m.spec,
                 "': dense and csr plans differ at layer ", l.name);
     if (d.weight_bytes() <= l.weight_bytes()) {
@@ -233,9 +233,9 @@ Outcome train_variant(const FriedmanArgs& a, Variant v, const data::Dataset& tra
   out.pruned_sparsity = sparsity_of(m, out.pruned);
   out.model_sparsity = prune::sparsity(m);
 
-  prune::InferenceModel packed = pack_for_size(m, a.pack_format, a.common.seed);
-  prune::save_packed(packed_path.string(), packed, {{"dataset", "friedman1"}});
-  out.size = prune::size_report(m, packed_path.string());
+  infer::InferenceModel packed = pack_for_size(m, a.pack_format, a.common.seed);
+  infer::save_packed(packed_path.string(), packed, {{"dataset", "friedman1"}});
+  out.size = infer::size_report(m, packed_path.string());
   for (const auto& l : packed.layers) out.formats += (out.formats.empty() ? "" : ", ") + l.format();
   // The packed model must predict what the trained one does.
   Tensor pred = packed.forward(test.images);  // (N, 1)

@@ -13,7 +13,7 @@
 #include "engine/ops.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 #include "prune/shrink.h"
 #include "train/prune_driver.h"
 
@@ -47,7 +47,7 @@ int64_t file_size(const std::string& path) {
 }
 
 // Accuracy of the packed model and the mean forward time per batch of `batch` samples.
-std::pair<double, double> run_inference(const prune::InferenceModel& m, const data::Dataset& test,
+std::pair<double, double> run_inference(const infer::InferenceModel& m, const data::Dataset& test,
                                         int64_t batch) {
   data::DataLoader loader(test, batch, false);
   loader.start_epoch();
@@ -139,9 +139,9 @@ train::PruneOutcome prune_classifier(const PipelineArgs& a, const train::DataSou
 }
 
 struct Packed {
-  prune::InferenceModel model;
+  infer::InferenceModel model;
   std::string path;
-  prune::SizeReport sizes;
+  infer::SizeReport sizes;
   double accuracy = 0.0, ms = 0.0;              // the packed model's
   double dense_accuracy = 0.0, dense_ms = 0.0;  // the trained model's, run dense
   double speedup() const { return ms > 0 ? dense_ms / ms : 0.0; }
@@ -154,20 +154,20 @@ Packed pack_and_run(const PipelineArgs& a, const BaseModel& base, const nn::Mode
               (long long)a.pack_batch);
   std::fflush(stdout);
   Packed p;
-  prune::PackOptions po;
+  infer::PackOptions po;
   po.batch = a.pack_batch;
   po.seed = a.common.seed;
-  p.model = prune::pack_model(model, po);
+  p.model = infer::pack_model(model, po);
   p.path = (std::filesystem::path(a.out_dir) / "cnn2_packed.safetensors").string();
-  prune::save_packed(p.path, p.model, {{"dataset", base.src.name}});
-  prune::PackOptions dense = po;
-  dense.format = prune::PackFormat::Dense;
+  infer::save_packed(p.path, p.model, {{"dataset", base.src.name}});
+  infer::PackOptions dense = po;
+  dense.format = infer::PackFormat::Dense;
   dense.shrink = false;
-  prune::InferenceModel dense_baseline = prune::pack_model(base.model, dense);
+  infer::InferenceModel dense_baseline = infer::pack_model(base.model, dense);
   std::tie(p.accuracy, p.ms) = run_inference(p.model, base.src.data.test, a.pack_batch);
   std::tie(p.dense_accuracy, p.dense_ms) =
       run_inference(dense_baseline, base.src.data.test, a.pack_batch);
-  p.sizes = prune::size_report(base.model, p.path);
+  p.sizes = infer::size_report(base.model, p.path);
   std::printf(
       "packed: test accuracy %s, %.4f ms per batch of %lld (dense original %.4f ms, "
       "%.2fx), file %s bytes (%.1f%% of the dense file)\n",
@@ -234,13 +234,13 @@ report::Table stage_table(const Outcome& o) {
 }
 
 // Per packed layer: the formats timed and the one chosen, with the reason.
-report::Table plan_table(const PipelineArgs& a, const prune::InferenceModel& packed) {
+report::Table plan_table(const PipelineArgs& a, const infer::InferenceModel& packed) {
   report::Table table{"Inference plan at batch " + std::to_string(a.pack_batch),
                       {"layer", "shape", "sparsity", "measured (ms)", "chosen", "why"},
                       {}};
-  for (const prune::PackedLayer& l : packed.layers) {
+  for (const infer::PackedLayer& l : packed.layers) {
     std::string times;
-    for (const prune::CandidateTime& t : l.times)
+    for (const infer::CandidateTime& t : l.times)
       times += (times.empty() ? "" : ", ") + t.format + " " + report::fmt(t.ms, 4);
     table.rows.push_back({l.name, std::to_string(l.rows) + "x" + std::to_string(l.cols),
                           pct(l.sparsity()), times.empty() ? "-" : times, l.format(), l.reason});
@@ -280,7 +280,7 @@ report::Chart accuracy_chart(const BaseModel& base, const train::PruneStep& filt
   return chart;
 }
 
-report::Chart size_chart(const prune::SizeReport& sizes) {
+report::Chart size_chart(const infer::SizeReport& sizes) {
   report::Chart chart{report::Chart::Kind::Bar,
                       "sizes",
                       "Model size on disk",

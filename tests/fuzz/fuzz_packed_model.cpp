@@ -1,4 +1,4 @@
-// libFuzzer target: the packed sparse model reader (prune/pack.h, load_packed) on arbitrary
+// libFuzzer target: the packed sparse model reader (infer/pack.h, load_packed) on arbitrary
 // bytes. A file that loads must hold layers that pass the kernels' own validators
 // (cpu::csr_validate / bsr_validate / nm_validate), and its sparse forward pass on a batch of 2
 // must match the dense model it unpacked to, within a float error bound measured on |W| |x|.
@@ -14,7 +14,7 @@
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {
@@ -43,19 +43,19 @@ bool within_budget(const std::string& path, sprig::fuzz::SpecBound* bound) {
   return bound->params <= 4e6 && bound->features <= 4e6;
 }
 
-void validate(const sprig::prune::PackedLayer& l) {
+void validate(const sprig::infer::PackedLayer& l) {
   try {
     switch (l.kind) {
-      case sprig::prune::PackedLayer::Csr:
+      case sprig::infer::PackedLayer::Csr:
         sprig::cpu::csr_validate(l.csr);
         break;
-      case sprig::prune::PackedLayer::Bsr:
+      case sprig::infer::PackedLayer::Bsr:
         sprig::cpu::bsr_validate(l.bsr);
         break;
-      case sprig::prune::PackedLayer::Nm:
+      case sprig::infer::PackedLayer::Nm:
         sprig::cpu::nm_validate(l.nm);
         break;
-      case sprig::prune::PackedLayer::Dense:
+      case sprig::infer::PackedLayer::Dense:
         break;
     }
   } catch (const std::invalid_argument& e) {
@@ -73,13 +73,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string& path = file.write(data, size);
   sprig::fuzz::SpecBound bound;
   if (!within_budget(path, &bound)) return 0;
-  sprig::prune::PackedFile pf;
+  sprig::infer::PackedFile pf;
   try {
-    pf = sprig::prune::load_packed(path);
+    pf = sprig::infer::load_packed(path);
   } catch (const sprig::Error&) {
     return 0;
   }
-  const sprig::prune::InferenceModel& im = pf.model;
+  const sprig::infer::InferenceModel& im = pf.model;
   for (const auto& l : im.layers) validate(l);
   if (bound.im2col > 4e6) return 0;
 

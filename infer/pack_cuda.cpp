@@ -3,8 +3,8 @@
 // plan's batch, as pack.cpp does on the CPU. The executor calls kernels/cuda directly on device
 // buffers of its own (it knows the five layer kinds), so it needs neither autograd nor CUDA
 // tensors. Only this file knows whether the build has CUDA (SPRIG_HAVE_CUDA).
-#include "prune/pack.h"
-#include "prune/pack_internal.h"
+#include "infer/pack.h"
+#include "infer/pack_internal.h"
 
 #ifdef SPRIG_HAVE_CUDA
 #include <algorithm>
@@ -21,7 +21,7 @@
 #include "kernels/cuda/sparse.cuh"
 #endif
 
-namespace sprig::prune {
+namespace sprig::infer {
 
 using detail::fmt_ms;
 using detail::pct;
@@ -533,4 +533,4 @@ std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t rows, int64_t cols, dou
 
 #endif  // SPRIG_HAVE_CUDA
 
-}  // namespace sprig::prune
+}  // namespace sprig::infer

@@ -1,4 +1,4 @@
-// Packed model files (layout in prune/pack.h) and the size report. Loading trusts nothing:
+// Packed model files (layout in infer/pack.h) and the size report. Loading trusts nothing:
 // every index is checked before a kernel or csr_to_dense could read with it.
 #include <unistd.h>
 #include <zlib.h>
@@ -13,9 +13,9 @@
 #include <sstream>
 
 #include "engine/safetensors.h"
-#include "prune/pack.h"
+#include "infer/pack.h"
 
-namespace sprig::prune {
+namespace sprig::infer {
 
 namespace {
 
@@ -427,4 +427,4 @@ SizeReport size_report(const nn::Model& dense, const std::string& packed_path) {
   return r;
 }
 
-}  // namespace sprig::prune
+}  // namespace sprig::infer

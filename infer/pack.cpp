@@ -1,6 +1,6 @@
 // Sparse packing and the inference plan: which kernel runs each conv / linear layer, chosen by
 // measuring the candidates on this machine. The file format lives in pack_file.cpp.
-#include "prune/pack.h"
+#include "infer/pack.h"
 
 #include <algorithm>
 #include <chrono>
@@ -9,10 +9,10 @@
 
 #include "engine/autograd.h"
 #include "engine/rng.h"
-#include "prune/pack_internal.h"
+#include "infer/pack_internal.h"
 #include "prune/shrink.h"
 
-namespace sprig::prune {
+namespace sprig::infer {
 
 using detail::fmt_ms;
 using detail::pct;
@@ -290,11 +290,11 @@ void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
 InferenceModel pack_model(const nn::Model& source, const PackOptions& opt) {
   SPRIG_CHECK(opt.batch >= 1, "pack: batch must be >= 1, got ", opt.batch);
   InferenceModel im;
-  im.model = copy_model(source);
+  im.model = prune::copy_model(source);
   im.source_spec = source.spec;
   im.source_params = source.num_parameters();
   im.batch = opt.batch;
-  if (opt.shrink) shrink(im.model);
+  if (opt.shrink) prune::shrink(im.model);
 
   Shape shape = im.model.input_shape;
   auto& layers = im.model.net->layers;
@@ -384,4 +384,4 @@ int64_t InferenceModel::nonzero() const {
   return n;
 }
 
-}  // namespace sprig::prune
+}  // namespace sprig::infer

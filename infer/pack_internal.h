@@ -1,10 +1,10 @@
 #pragma once
-// Internal to prune/: text pieces the CPU plan (pack.cpp) and the GPU plan (pack_cuda.cpp) share
+// Internal to infer/: text pieces the CPU plan (pack.cpp) and the GPU plan (pack_cuda.cpp) share
 // for their "why" lines.
 #include <cstdio>
 #include <string>
 
-namespace sprig::prune::detail {
+namespace sprig::infer::detail {
 
 // "0.0123" below 0.1 ms, "1.234" above: four significant figures for the plan tables.
 inline std::string fmt_ms(double ms) {
@@ -20,4 +20,4 @@ inline std::string pct(double f) {
   return buf;
 }
 
-}  // namespace sprig::prune::detail
+}  // namespace sprig::infer::detail

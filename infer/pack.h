@@ -21,7 +21,7 @@
 #include "kernels/cpu/sparse.h"
 #include "nn/model.h"
 
-namespace sprig::prune {
+namespace sprig::infer {
 
 inline constexpr const char* kPackedFormat = "sprig-packed-1";
 
@@ -209,4 +209,4 @@ std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t rows, int64_t cols, dou
                                                  const std::vector<int64_t>& batches, int repeats,
                                                  uint64_t seed = 0);
 
-}  // namespace sprig::prune
+}  // namespace sprig::infer
