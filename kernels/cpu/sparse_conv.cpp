@@ -54,33 +54,37 @@ PhaseLayout phase_layout(const Conv2dShape& s) {
   return l;
 }
 
-// Channel c of sample xn (C, H, W) into its st*st phase planes.
+// d[j] = xr[j * ST] for j < n; a compile-time stride lets the compiler vectorize it (permutes).
+template <int ST>
+void strided_copy(const float* xr, int64_t n, float* d) {
+  for (int64_t j = 0; j < n; j++) d[j] = xr[j * ST];
+}
+
+// Channel c of sample xn (C, H, W) into its st*st phase planes: zeros, then each input row
+// scattered into the planes of its row phase (one branch-free strided loop per column phase).
 void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, int64_t c,
                  float* xph) {
-  for (int64_t a = 0; a < l.st; a++)
+  float* xc = xph + c * l.st * l.st * l.plane;  // (st, st, Hph, Wph)
+  std::fill(xc, xc + l.st * l.st * l.plane, 0.0f);
+  for (int64_t h = 0; h < s.H; h++) {
+    const float* xr = xn + (c * s.H + h) * s.W;  // (W)
+    const int64_t hp = h + s.pad, a = hp % l.st, i = hp / l.st;
     for (int64_t b = 0; b < l.st; b++) {
-      float* dst = xph + ((c * l.st + a) * l.st + b) * l.plane;  // (Hph, Wph)
-      for (int64_t i = 0; i < l.Hph; i++) {
-        float* d = dst + i * l.Wph;
-        const int64_t h = i * l.st + a - s.pad;
-        if (h < 0 || h >= s.H) {
-          std::fill(d, d + l.Wph, 0.0f);
-          continue;
-        }
-        const float* xr = xn + (c * s.H + h) * s.W;
-        if (l.st == 1) {  // [pad zeros | the row | zeros]
-          const int64_t left = std::min(s.pad, l.Wph);
-          std::fill(d, d + left, 0.0f);
-          std::memcpy(d + left, xr, size_t(std::min(s.W, l.Wph - left)) * sizeof(float));
-          std::fill(d + std::min(left + s.W, l.Wph), d + l.Wph, 0.0f);
-          continue;
-        }
-        for (int64_t j = 0; j < l.Wph; j++) {
-          const int64_t wi = j * l.st + b - s.pad;
-          d[j] = (wi >= 0 && wi < s.W) ? xr[wi] : 0.0f;
-        }
+      float* d = xc + (a * l.st + b) * l.plane + i * l.Wph;  // padded columns b, b + st, ...
+      if (l.st == 1) {
+        std::memcpy(d + s.pad, xr, size_t(s.W) * sizeof(float));
+        continue;
       }
+      // Plane column j holds input column j * st + b - pad: the first j with that >= 0.
+      const int64_t j0 = s.pad > b ? (s.pad - b + l.st - 1) / l.st : 0;
+      const int64_t w0 = j0 * l.st + b - s.pad;
+      const int64_t n = w0 < s.W ? (s.W - w0 + l.st - 1) / l.st : 0;
+      if (l.st == 2)
+        strided_copy<2>(xr + w0, n, d + j0);
+      else
+        for (int64_t j = 0; j < n; j++) d[j0 + j] = xr[w0 + j * l.st];
     }
+  }
 }
 
 // off[k] = where the run of stored weight k starts in the phase buffer, through a table of the
