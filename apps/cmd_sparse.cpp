@@ -15,9 +15,9 @@
 #include "engine/atomic_file.h"
 #include "engine/ops.h"
 #include "engine/text.h"
+#include "infer/pack.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
-#include "infer/pack.h"
 #include "train/trainer.h"
 
 namespace sprig::app {
@@ -123,13 +123,22 @@ nlohmann::json layers_json(const infer::InferenceModel& m) {
   return layers;
 }
 
+// The width of the layer column: the longest name ("layer3.2.conv2" in a ResNet), at least 5.
+template <class Layers>
+int name_width(const Layers& layers) {
+  size_t w = 5;
+  for (auto& l : layers) w = std::max(w, l.name.size());
+  return int(w);
+}
+
 // One line per layer: name, kind, shape (and the shape before shrink), sparsity, format, bytes,
 // then the measured times and the reason.
 void print_layers(const infer::InferenceModel& m) {
-  std::printf("%-5s %-6s %-11s %-11s %8s  %-12s %10s  %s\n", "layer", "type", "shape", "was",
+  const int nw = name_width(m.layers);
+  std::printf("%-*s %-6s %-11s %-11s %8s  %-12s %10s  %s\n", nw, "layer", "type", "shape", "was",
               "sparsity", "format", "bytes", "why");
   for (const infer::PackedLayer& l : m.layers) {
-    std::printf("%-5s %-6s %-11s %-11s %7.1f%%  %-12s %10zu  %s\n", l.name.c_str(),
+    std::printf("%-*s %-6s %-11s %-11s %7.1f%%  %-12s %10zu  %s\n", nw, l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(),
                 l.shrunk ? shape_str(l.rows_before, l.cols_before).c_str() : "-",
                 100.0 * l.sparsity(), l.format().c_str(), l.weight_bytes(), l.reason.c_str());
@@ -171,7 +180,8 @@ int run_pack(const SparseArgs& a) {
   }
   std::printf("%s -> %s (format %s, batch %lld, %d threads)\n", a.in.c_str(), a.out.c_str(),
               a.format.c_str(), (long long)a.batch, cpu::num_threads());
-  if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
+  if (m.model.spec != m.source_spec)
+    std::printf("runs as (shrunk, BatchNorm folded): %s\n", m.model.spec.c_str());
   print_layers(m);
   std::printf(
       "size: dense %lld B (float32 params), dense file %lld B, gzipped %lld B (%.1f%%), "
@@ -204,12 +214,14 @@ int run_plan_cuda(const SparseArgs& a, Device dev) {
   }
   std::printf("GPU plan for %s at batch %lld on %s (median of %d runs per candidate)\n",
               a.in.c_str(), (long long)a.batch, gpu.c_str(), a.repeats);
-  if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
-  std::printf("%-5s %-6s %-11s %8s  %-64s  %-9s  %s\n", "layer", "type", "shape", "sparsity",
+  if (m.model.spec != m.source_spec)
+    std::printf("runs as (shrunk, BatchNorm folded): %s\n", m.model.spec.c_str());
+  const int nw = name_width(g.layers());
+  std::printf("%-*s %-6s %-11s %8s  %-64s  %-9s  %s\n", nw, "layer", "type", "shape", "sparsity",
               "measured ms", "choice", "why");
   for (const infer::CudaLayerPlan& l : g.layers()) {
     const std::string times = times_str(l.times);
-    std::printf("%-5s %-6s %-11s %7.1f%%  %-64s  %-9s  %s\n", l.name.c_str(),
+    std::printf("%-*s %-6s %-11s %7.1f%%  %-64s  %-9s  %s\n", nw, l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
                 times.empty() ? "-" : times.c_str(), l.kernel.c_str(), l.reason.c_str());
   }
@@ -236,12 +248,14 @@ int run_plan(const SparseArgs& a) {
   }
   std::printf("plan for %s at batch %lld (%d threads; median of %d runs per candidate)\n",
               a.in.c_str(), (long long)a.batch, cpu::num_threads(), a.repeats);
-  if (m.model.spec != m.source_spec) std::printf("shrunk to: %s\n", m.model.spec.c_str());
-  std::printf("%-5s %-6s %-11s %8s  %-32s  %-12s  %s\n", "layer", "type", "shape", "sparsity",
+  if (m.model.spec != m.source_spec)
+    std::printf("runs as (shrunk, BatchNorm folded): %s\n", m.model.spec.c_str());
+  const int nw = name_width(m.layers);
+  std::printf("%-*s %-6s %-11s %8s  %-32s  %-12s  %s\n", nw, "layer", "type", "shape", "sparsity",
               "measured ms", "choice", "why");
   for (const infer::PackedLayer& l : m.layers) {
     const std::string times = times_str(l.times);
-    std::printf("%-5s %-6s %-11s %7.1f%%  %-32s  %-12s  %s\n", l.name.c_str(),
+    std::printf("%-*s %-6s %-11s %7.1f%%  %-32s  %-12s  %s\n", nw, l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
                 times.empty() ? "-" : times.c_str(), l.format().c_str(), l.reason.c_str());
   }

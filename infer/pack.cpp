@@ -9,6 +9,7 @@
 
 #include "engine/autograd.h"
 #include "engine/rng.h"
+#include "infer/fold.h"
 #include "infer/pack_internal.h"
 #include "prune/shrink.h"
 
@@ -166,7 +167,7 @@ void pack_as(PackedLayer& p, PackedLayer::Kind kind, const WeightView& v,
 }
 
 // One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv.
-Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x) {
+Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu = false) {
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
     SPRIG_CHECK(x.dim() == 4 && x.size(1) == conv->in_channels, "packed layer ", p.name, " (",
                 conv->spec(), ") got input ", to_string(x.shape()));
@@ -174,7 +175,8 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x) {
                        conv->out_channels, conv->kernel,      conv->kernel, conv->opt.stride,
                        conv->opt.padding,  conv->opt.dilation};
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
-    cpu::csr_conv2d(p.csr, s, x.data(), conv->bias ? conv->bias->value.data() : nullptr, y.data());
+    cpu::csr_conv2d(p.csr, s, x.data(), conv->bias ? conv->bias->value.data() : nullptr, y.data(),
+                    relu);
     return y;
   }
   auto* lin = dynamic_cast<nn::Linear*>(&m);
@@ -287,6 +289,49 @@ void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
 
 }  // namespace
 
+namespace detail {
+
+namespace {
+
+// Appends the conv / linear layers of seq (path prefix `prefix`) given per-sample input `shape`;
+// returns seq's output shape.
+Shape walk(const nn::Sequential& seq, const std::string& prefix, Shape shape,
+           std::vector<WeightedLayer>& out) {
+  for (size_t i = 0; i < seq.layers.size(); ++i) {
+    nn::Module* m = seq.layers[i].get();
+    const std::string name = prefix + seq.name_of(i);
+    if (auto* inner = dynamic_cast<nn::Sequential*>(m)) {
+      shape = walk(*inner, name + ".", shape, out);
+      continue;
+    }
+    if (auto* res = dynamic_cast<nn::Residual*>(m)) {
+      walk(*res->body, name + ".", shape, out);
+      if (!res->identity_shortcut()) walk(*res->shortcut, name + ".shortcut.", shape, out);
+    }
+    WeightedLayer l;
+    l.conv = dynamic_cast<nn::Conv2d*>(m);
+    l.linear = dynamic_cast<nn::Linear*>(m);
+    if (l.conv || l.linear) {
+      l.name = name;
+      l.module = m;
+      l.in_shape = shape;
+      out.push_back(std::move(l));
+    }
+    shape = m->output_shape(shape);
+  }
+  return shape;
+}
+
+}  // namespace
+
+std::vector<WeightedLayer> weighted_layers(const nn::Model& m) {
+  std::vector<WeightedLayer> out;
+  walk(*m.net, "", m.input_shape, out);
+  return out;
+}
+
+}  // namespace detail
+
 InferenceModel pack_model(const nn::Model& source, const PackOptions& opt) {
   SPRIG_CHECK(opt.batch >= 1, "pack: batch must be >= 1, got ", opt.batch);
   InferenceModel im;
@@ -295,39 +340,106 @@ InferenceModel pack_model(const nn::Model& source, const PackOptions& opt) {
   im.source_params = source.num_parameters();
   im.batch = opt.batch;
   if (opt.shrink) prune::shrink(im.model);
+  fold_batchnorm(im.model);
+  im.model.net->eval();
 
-  Shape shape = im.model.input_shape;
-  auto& layers = im.model.net->layers;
-  auto& before = source.net->layers;
+  auto layers = detail::weighted_layers(im.model);
+  auto before = detail::weighted_layers(source);
+  SPRIG_CHECK(layers.size() == before.size(),
+              "pack: shrinking changed the number of conv / "
+              "linear layers from ",
+              before.size(), " to ", layers.size());
   for (size_t i = 0; i < layers.size(); ++i) {
-    nn::Module& m = *layers[i];
-    nn::ParameterPtr weight;
-    if (auto* lin = dynamic_cast<nn::Linear*>(&m)) weight = lin->weight;
-    auto* conv = dynamic_cast<nn::Conv2d*>(&m);
-    if (conv) weight = conv->weight;
-    if (weight) {
-      PackedLayer p;
-      p.name = std::to_string(i);
-      p.index = i;
-      p.conv = conv != nullptr;
-      p.rows = weight->value.size(0);
-      p.cols = weight->value.numel() / p.rows;
-      p.nonzero = weight->count_nonzero();
-      p.in_shape = shape;
-      nn::ParameterPtr w0;
-      if (auto* l0 = dynamic_cast<nn::Linear*>(before[i].get())) w0 = l0->weight;
-      if (auto* c0 = dynamic_cast<nn::Conv2d*>(before[i].get())) w0 = c0->weight;
-      SPRIG_CHECK(w0, "pack: layer ", i, " changed kind while shrinking");
-      p.rows_before = w0->value.size(0);
-      p.cols_before = w0->value.numel() / p.rows_before;
-      p.shrunk = p.rows != p.rows_before || p.cols != p.cols_before;
-      choose(p, m, *weight, opt);
-      im.layers.push_back(std::move(p));
-    }
-    shape = m.output_shape(shape);
+    const detail::WeightedLayer& l = layers[i];
+    const nn::ParameterPtr& weight = l.weight();
+    SPRIG_CHECK(bool(l.conv) == bool(before[i].conv), "pack: layer ", l.name,
+                " changed kind while shrinking");
+    PackedLayer p;
+    p.name = l.name;
+    p.index = i;
+    p.module = l.module;
+    p.conv = l.conv != nullptr;
+    p.rows = weight->value.size(0);
+    p.cols = weight->value.numel() / p.rows;
+    p.nonzero = weight->count_nonzero();
+    p.in_shape = l.in_shape;
+    const nn::ParameterPtr& w0 = before[i].weight();
+    p.rows_before = w0->value.size(0);
+    p.cols_before = w0->value.numel() / p.rows_before;
+    p.shrunk = p.rows != p.rows_before || p.cols != p.cols_before;
+    choose(p, *l.module, *weight, opt);
+    im.layers.push_back(std::move(p));
   }
   return im;
 }
+
+namespace {
+
+// Runs the packed model's blocks: each conv / linear on its packed kernel, residual blocks as
+// their branches plus an add, everything else as its module.
+class Executor {
+ public:
+  explicit Executor(const InferenceModel& im) {
+    for (auto& p : im.layers) packed_by_module_.push_back({p.module, &p});
+  }
+
+  Tensor run(const nn::Sequential& seq, Tensor h) {
+    auto& mods = seq.layers;
+    const int64_t N = h.dim() > 0 ? h.size(0) : 1;
+    // A CSR Linear at batch >= 4 runs csr_linear_ex: a ReLU right after it is fused, and when
+    // the next layer is also such a Linear the activations stay (features, N) in between.
+    auto chained = [&](size_t i) {
+      const PackedLayer* p = i < mods.size() ? find(mods[i].get()) : nullptr;
+      return p && p->kind == PackedLayer::Csr && N >= 4 && !p->conv;
+    };
+    auto is_relu = [&](size_t i) {
+      return i < mods.size() && dynamic_cast<nn::ReLU*>(mods[i].get());
+    };
+    bool transposed = false;  // h holds (features, N)
+    for (size_t i = 0; i < mods.size(); ++i) {
+      nn::Module& m = *mods[i];
+      const PackedLayer* p = find(&m);
+      if (chained(i) && (transposed || (h.dim() == 2 && h.size(1) == p->cols))) {
+        auto& lin = dynamic_cast<nn::Linear&>(m);
+        const bool relu = is_relu(i + 1);
+        // Transposed only for a next layer that takes this one's features (a mismatch goes the
+        // checked way, run_packed, and gets its error there).
+        const size_t j = relu ? i + 2 : i + 1;
+        const bool out_t = chained(j) && find(mods[j].get())->cols == p->rows;
+        Tensor y = out_t ? Tensor::empty({p->rows, N}) : Tensor::empty({N, p->rows});
+        cpu::csr_linear_ex(p->csr, N, h.data(), transposed,
+                           lin.bias ? lin.bias->value.data() : nullptr, relu, y.data(), out_t);
+        h = y;
+        transposed = out_t;
+        if (relu) ++i;
+        continue;
+      }
+      if (p && p->kind != PackedLayer::Dense) {
+        const bool relu = p->conv && is_relu(i + 1);  // fused into csr_conv2d
+        h = run_packed(*p, m, h, relu);
+        if (relu) ++i;
+      } else if (auto* inner = dynamic_cast<nn::Sequential*>(&m)) {
+        h = run(*inner, h);
+      } else if (auto* res = dynamic_cast<nn::Residual*>(&m)) {
+        Tensor y = add(run(*res->body, h), res->identity_shortcut() ? h : run(*res->shortcut, h));
+        h = res->relu_out ? relu(y) : y;
+      } else {
+        h = m(h);
+      }
+    }
+    return h;
+  }
+
+ private:
+  const PackedLayer* find(const nn::Module* m) const {
+    for (auto& [mod, p] : packed_by_module_)
+      if (mod == m) return p;
+    return nullptr;
+  }
+  std::vector<std::pair<const nn::Module*, const PackedLayer*>> packed_by_module_;
+};
+
+}  // namespace
 
 Tensor InferenceModel::forward(const Tensor& x) const {
   NoGradGuard no_grad;
@@ -336,46 +448,7 @@ Tensor InferenceModel::forward(const Tensor& x) const {
   want.insert(want.begin(), x.dim() > 0 ? x.size(0) : 1);
   SPRIG_CHECK(x.shape() == want, "packed model expects input (N, ", to_string(in).substr(1),
               " but got ", to_string(x.shape()));
-  auto& mods = model.net->layers;
-  // The packed layer of module i, or null.
-  std::vector<const PackedLayer*> packed(mods.size(), nullptr);
-  for (auto& p : layers) packed[p.index] = &p;
-  // A CSR Linear at batch >= 4 runs csr_linear_ex: a ReLU right after it is fused, and when the
-  // next layer is also such a Linear the activations stay (features, N) in between.
-  const int64_t N = x.dim() > 0 ? x.size(0) : 1;
-  auto chained = [&](size_t i) {
-    return i < mods.size() && packed[i] && packed[i]->kind == PackedLayer::Csr && N >= 4 &&
-           dynamic_cast<nn::Linear*>(mods[i].get());
-  };
-  auto is_relu = [&](size_t i) {
-    return i < mods.size() && dynamic_cast<nn::ReLU*>(mods[i].get());
-  };
-  Tensor h = x;
-  bool transposed = false;  // h holds (features, N)
-  for (size_t i = 0; i < mods.size(); ++i) {
-    nn::Module& m = *mods[i];
-    if (chained(i) && (transposed || (h.dim() == 2 && h.size(1) == packed[i]->cols))) {
-      auto& lin = dynamic_cast<nn::Linear&>(m);
-      const bool relu = is_relu(i + 1);
-      const PackedLayer& p = *packed[i];
-      // Transposed only for a next layer that takes this one's features (a mismatch goes the
-      // checked way, run_packed, and gets its error there).
-      const size_t j = relu ? i + 2 : i + 1;
-      const bool out_t = chained(j) && packed[j]->cols == p.rows;
-      Tensor y = out_t ? Tensor::empty({p.rows, N}) : Tensor::empty({N, p.rows});
-      cpu::csr_linear_ex(p.csr, N, h.data(), transposed,
-                         lin.bias ? lin.bias->value.data() : nullptr, relu, y.data(), out_t);
-      h = y;
-      transposed = out_t;
-      if (relu) ++i;
-      continue;
-    }
-    if (packed[i])
-      h = run_layer(*packed[i], m, h);
-    else
-      h = m(h);
-  }
-  return h;
+  return Executor(*this).run(*model.net, x);
 }
 
 int64_t InferenceModel::nonzero() const {

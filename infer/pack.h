@@ -48,8 +48,9 @@ struct CandidateTime {
 
 struct PackedLayer {
   enum Kind { Dense, Csr, Bsr, Nm };
-  std::string name;  // index of the layer in the Sequential, e.g. "0"
-  size_t index = 0;  // the same as a number
+  std::string name;  // the layer's path in the model, "0" or "layer1.0.conv1" (named_modules)
+  size_t index = 0;  // its position among the model's conv / linear layers
+  nn::Module* module = nullptr;  // the layer in InferenceModel::model
   bool conv = false;
   Kind kind = Dense;
   bool shrunk = false;         // shrink changed this layer's shape
@@ -71,14 +72,16 @@ struct PackedLayer {
 };
 
 struct InferenceModel {
-  // The dense equivalent (shrunk when shrink removed something): its non-weighted layers
-  // (relu, pool, flatten) and dense layers run as they are; its weights of packed layers are
-  // kept (unpacked on load) so the model can always be checked against the packed kernels.
+  // The dense equivalent, in eval mode (shrunk when shrink removed something, BatchNorms folded
+  // into the conv / linear before them by fold_batchnorm): its non-weighted layers (relu, pool,
+  // flatten, ...) and dense layers run as they are; its weights of packed layers are kept
+  // (unpacked on load) so the model can always be checked against the packed kernels. Blocks
+  // (seq, res) are walked into: a residual block runs its branches and adds them.
   nn::Model model;
   std::string source_spec;          // the spec before shrink
   int64_t source_params = 0;        // parameters before shrink
   int64_t batch = 1;                // the batch the plan measured at
-  std::vector<PackedLayer> layers;  // one per conv / linear layer, in model order
+  std::vector<PackedLayer> layers;  // one per conv / linear layer, in named_modules order
 
   // x (N, input_shape...) -> the model's output (N, ...), without recording autograd.
   Tensor forward(const Tensor& x) const;
@@ -90,7 +93,8 @@ struct InferenceModel {
 // qualify, and such layers fall back to csr, saying so in their reason.
 InferenceModel pack_model(const nn::Model& model, const PackOptions& opt = {});
 
-// The packed model file, safetensors with, per conv / linear layer <i> (its Sequential index):
+// The packed model file, safetensors with, per conv / linear layer <i> (its path, "0" or
+// "layer1.0.conv1"):
 //   dense:  "<i>.weight" F32 (its full shape, as in checkpoints)
 //   csr:    "<i>.weight.csr.values" F32 (nnz), "<i>.weight.csr.row_ptr" I32 (rows + 1),
 //           "<i>.weight.csr.col" U8 (2 * nnz: little-endian uint16) when cols <= 65536,
@@ -99,8 +103,9 @@ InferenceModel pack_model(const nn::Model& model, const PackOptions& opt = {});
 //           (nblocks), "<i>.weight.bsr.block_row_ptr" I32 (ceil(rows / br) + 1)
 //   nm:     "<i>.weight.nm.values" F32 (rows, ceil(cols / m), n), "<i>.weight.nm.index" U8
 //           (same shape; position within the group)
-//   and "<i>.bias" F32 (out) when the layer has one.
-// __metadata__: format = sprig-packed-1, spec (after shrink), input_shape ("1,28,28"),
+//   and "<i>.bias" F32 (out) when the layer has one; every other parameter and buffer (a
+//   BatchNorm that follows no conv / linear) under its own name.
+// __metadata__: format = sprig-packed-1, spec (after shrink and folding), input_shape ("1,28,28"),
 // source_spec, source_params, batch, and per layer "pack.<i>" = its format(), "reason.<i>",
 // "times.<i>" ("dense=0.4500,csr=0.1200" in ms). `extra` adds keys (e.g. dataset).
 // The write is atomic: an existing file survives any failure.

@@ -14,6 +14,7 @@
 
 #include "engine/safetensors.h"
 #include "infer/pack.h"
+#include "infer/pack_internal.h"
 
 namespace sprig::infer {
 
@@ -66,8 +67,9 @@ void save_packed(const std::string& path, const InferenceModel& m,
   meta["source_params"] = std::to_string(m.source_params);
   meta["batch"] = std::to_string(m.batch);
   std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, buffer] : m.model.named_buffers()) tensors.push_back({name, buffer->detach()});
   for (auto& [name, param] : m.model.named_parameters()) {
-    // Parameters are named "<index>.weight" / "<index>.bias"; a packed layer replaces its weight.
+    // A conv / linear layer's weight is "<name>.weight"; a packed layer replaces it.
     const PackedLayer* p = nullptr;
     for (auto& l : m.layers)
       if (name == l.name + ".weight") p = &l;
@@ -249,23 +251,20 @@ PackedFile load_packed(const std::string& path) {
 
   std::set<std::string> used;
   Loader L{file, path, &used};
-  Shape shape = input_shape;
-  auto& layers = im.model.net->layers;
+  im.model.net->eval();
+  auto layers = detail::weighted_layers(im.model);
   for (size_t i = 0; i < layers.size(); ++i) {
-    nn::Module& m = *layers[i];
-    nn::ParameterPtr weight, bias;
-    auto* lin = dynamic_cast<nn::Linear*>(&m);
-    auto* conv = dynamic_cast<nn::Conv2d*>(&m);
-    if (lin) weight = lin->weight, bias = lin->bias;
-    if (conv) weight = conv->weight, bias = conv->bias;
-    if (weight) {
+    const detail::WeightedLayer& l = layers[i];
+    nn::ParameterPtr weight = l.weight(), bias = l.bias();
+    {
       PackedLayer p;
-      p.name = std::to_string(i);
+      p.name = l.name;
       p.index = i;
-      p.conv = conv != nullptr;
+      p.module = l.module;
+      p.conv = l.conv != nullptr;
       p.rows = p.rows_before = weight->value.size(0);
       p.cols = p.cols_before = weight->value.numel() / p.rows;
-      p.in_shape = shape;
+      p.in_shape = l.in_shape;
       const std::string w = p.name + ".weight", fkey = "pack." + p.name;
       const std::string& f = meta(fkey);
       float* dense = weight->value.data();  // (rows, cols), unpacked into for the dense model
@@ -377,8 +376,14 @@ PackedFile load_packed(const std::string& path) {
       if (t != file.metadata.end()) p.times = parse_times(path, t->first, t->second);
       im.layers.push_back(std::move(p));
     }
-    shape = m.output_shape(shape);
   }
+  // Everything else (a BatchNorm that follows no conv / linear, ...) is stored as it is.
+  std::set<std::string> weighted;
+  for (auto& l : layers) weighted.insert({l.name + ".weight", l.name + ".bias"});
+  for (auto& [name, param] : im.model.named_parameters())
+    if (!weighted.count(name)) param->value.copy_(L.need(name, DType::F32, param->value.shape()));
+  for (auto& [name, buffer] : im.model.named_buffers())
+    buffer->copy_(L.need(name, DType::F32, buffer->shape()));
   for (auto& [name, t] : file.tensors)
     SPRIG_CHECK(used.count(name), path, ": unexpected tensor '", name,
                 "' (not part of packed spec '", im.model.spec, "')");

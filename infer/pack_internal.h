@@ -1,10 +1,27 @@
 #pragma once
-// Internal to infer/: text pieces the CPU plan (pack.cpp) and the GPU plan (pack_cuda.cpp) share
-// for their "why" lines.
+// Internal to infer/: what the CPU plan (pack.cpp), the packed file (pack_file.cpp) and the GPU
+// plan (pack_cuda.cpp) share: the walk over a model's conv / linear layers and text pieces for
+// the "why" lines.
 #include <cstdio>
 #include <string>
+#include <vector>
+
+#include "nn/model.h"
 
 namespace sprig::infer::detail {
+
+// A conv / linear layer of a model, in named_modules order (blocks walked into), with the
+// per-sample shape it receives.
+struct WeightedLayer {
+  std::string name;  // path, "0" or "layer1.0.conv1"; its weight is "<name>.weight"
+  nn::Module* module = nullptr;
+  nn::Conv2d* conv = nullptr;  // exactly one of conv / linear is set
+  nn::Linear* linear = nullptr;
+  Shape in_shape;
+  const nn::ParameterPtr& weight() const { return conv ? conv->weight : linear->weight; }
+  const nn::ParameterPtr& bias() const { return conv ? conv->bias : linear->bias; }
+};
+std::vector<WeightedLayer> weighted_layers(const nn::Model& m);
 
 // "0.0123" below 0.1 ms, "1.234" above: four significant figures for the plan tables.
 inline std::string fmt_ms(double ms) {

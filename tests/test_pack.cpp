@@ -13,8 +13,9 @@
 #include "engine/autograd.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
-#include "kernels/cpu/threads.h"
+#include "infer/fold.h"
 #include "infer/pack.h"
+#include "kernels/cpu/threads.h"
 #include "prune/prune.h"
 #include "prune/shrink.h"
 
@@ -62,6 +63,21 @@ nn::Model pruned(const std::string& spec, const Shape& in, prune::Granularity g,
 const char* kConv =
     "conv(4,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu flatten linear(16) relu "
     "linear(10)";
+
+// Every BatchNorm of m gets random statistics and affine parameters (a fresh one is the
+// identity, which would hide a folding bug), and m goes to eval mode.
+void randomize_batchnorms(nn::Model& m) {
+  Rng rng(11);
+  for (auto& [name, mod] : m.net->named_modules())
+    if (auto* bn = dynamic_cast<nn::BatchNorm*>(mod)) {
+      const int64_t c = bn->num_features;
+      bn->weight->value.copy_(Tensor::uniform({c}, 0.5f, 1.5f, rng));
+      bn->bias->value.copy_(Tensor::uniform({c}, -0.5f, 0.5f, rng));
+      bn->running_mean.copy_(Tensor::uniform({c}, -0.5f, 0.5f, rng));
+      bn->running_var.copy_(Tensor::uniform({c}, 0.5f, 2.0f, rng));
+    }
+  m.net->eval();
+}
 
 // Packs m every way and checks each against the dense masked model at batches 1 and 5.
 void check_all_formats(const nn::Model& m) {
@@ -169,6 +185,58 @@ TEST_CASE("packed conv model equals the dense masked model, and shrunk models to
   nn::Model g = prune::copy_model(f);
   prune::shrink(g);
   check_all_formats(g);
+}
+
+TEST_CASE("fold_batchnorm merges conv-bn and linear-bn pairs and keeps eval outputs and zeros") {
+  nn::Model m =
+      pruned("bn conv(4,3,pad=1) bn relu conv(6,3,stride=2,bias=0) bn flatten linear(5) bn",
+             {2, 7, 7}, prune::Granularity::Element, 0.5);
+  randomize_batchnorms(m);
+  nn::Model f = prune::copy_model(m);
+  f.net->eval();
+  CHECK(infer::fold_batchnorm(f) == 3);
+  // The leading bn follows no conv / linear and stays; the others are gone.
+  CHECK(f.spec == "bn conv(4,3,pad=1) relu conv(6,3,stride=2) flatten linear(5)");
+  CHECK(nn::build_model(f.spec, f.input_shape, 0).num_parameters() == f.num_parameters());
+  for (auto& [name, p] : f.named_parameters())
+    if (p->mask) {  // every pruned weight is still exactly zero
+      const uint8_t* keep = p->mask->keep.data_as<uint8_t>();
+      const float* v = p->value.data();
+      for (int64_t i = 0; i < p->numel(); ++i)
+        if (!keep[i]) REQUIRE(v[i] == 0.0f);
+    }
+  NoGradGuard no_grad;
+  Tensor x = random_input(m, 4, 5);
+  CHECK(rel_diff(m.forward(x), f.forward(x)) <= 1e-5);
+}
+
+TEST_CASE("packed residual networks (BN folded, residual adds) equal the dense model") {
+  // resnet20: option-A shortcuts; resnet20b: 1x1 conv + BN shortcuts. Tiny inputs keep it quick.
+  for (const char* zoo : {"resnet20", "resnet20b"}) {
+    CAPTURE(zoo);
+    nn::Model m = pruned(nn::zoo_spec(zoo), {3, 8, 8}, prune::Granularity::Element, 0.9);
+    randomize_batchnorms(m);
+    check_all_formats(m);
+    infer::PackOptions o;
+    o.format = infer::PackFormat::Csr;
+    infer::InferenceModel im = infer::pack_model(m, o);
+    CHECK(im.model.spec.find("bn") == std::string::npos);  // every BatchNorm folded
+    CHECK(im.layers.size() == (std::string(zoo) == "resnet20" ? 20u : 22u));
+    CHECK(im.layers[1].name == "layer1.0.conv1");
+    // The issue's bound: logits within 1e-4 of the dense model's, and the packed file.
+    NoGradGuard no_grad;
+    Tensor x = random_input(m, 3, 4);
+    std::vector<float> want = m.forward(x).to_vector(), got = im.forward(x).to_vector();
+    for (size_t i = 0; i < want.size(); ++i) CHECK(std::fabs(want[i] - got[i]) <= 1e-4);
+    std::string path = (temp_dir() / "res.safetensors").string();
+    infer::save_packed(path, im);
+    infer::PackedFile pf = infer::load_packed(path);
+    CHECK(rel_diff(im.forward(x), pf.model.forward(x)) == 0.0);
+  }
+  // Filter pruning across the residual streams: shrink removes channels, outputs unchanged.
+  nn::Model f = pruned(nn::zoo_spec("resnet20b"), {3, 8, 8}, prune::Granularity::Filter, 0.3);
+  randomize_batchnorms(f);
+  check_all_formats(f);
 }
 
 TEST_CASE("packed file round trip: same layers, same outputs, dense weights restored") {
