@@ -1,5 +1,6 @@
 // sprig bench linear: sprig's dense gemm against a sparse kernel on one random Linear layer.
-// sprig bench model: a whole checkpoint run dense (as masked) against its auto inference plan;
+// sprig bench model: a whole checkpoint run dense (as masked, on the same inference path: BatchNorm
+// folded, every layer dense) against its auto inference plan;
 // with --device cuda both run on the GPU (prune/pack_cuda.cpp).
 // Both print medians after a warm-up; --json gives one object that bench/sparse_sweep.py reads.
 #include <chrono>
@@ -13,10 +14,10 @@
 #include "apps/commands.h"
 #include "engine/autograd.h"
 #include "engine/rng.h"
+#include "infer/pack.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
-#include "infer/pack.h"
 #include "prune/prune.h"
 
 namespace sprig::app {
@@ -230,7 +231,13 @@ int run_bench_model(const ModelArgs& a) {
 
   NoGradGuard no_grad;
   ck.model.net->eval();
-  double dense_ms = infer::time_median_ms([&] { ck.model.forward(x); }, a.repeats);
+  // The dense side is the same weights on the same inference path, every layer dense (BatchNorm
+  // folded, no shrink), so the speed-up is the plan's alone.
+  infer::PackOptions dense_opt = opt;
+  dense_opt.format = infer::PackFormat::Dense;
+  dense_opt.shrink = false;
+  infer::InferenceModel dense = infer::pack_model(ck.model, dense_opt);
+  double dense_ms = infer::time_median_ms([&] { dense.forward(x); }, a.repeats);
   auto t0 = std::chrono::steady_clock::now();
   infer::InferenceModel plan = infer::pack_model(ck.model, opt);
   double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/threads.h"
 #include "tests/kernel_test_util.h"
 
 using namespace sprig::cpu;
@@ -119,6 +120,20 @@ TEST_CASE("conv2d matches the direct reference") {
       {3, 4, 9, 8, 5, 3, 3, 1, 3, 1},
   };
   for (auto& s : shapes) check_conv(s);
+  // One sample big enough (>= 2^18 multiply-adds) to be split into bands of output rows, one
+  // per thread, each with its own im2col: stride 1, stride 2, pointwise, two samples.
+  const Conv2dShape banded[] = {
+      {1, 8, 28, 28, 16, 3, 3, 1, 1, 1},
+      {1, 16, 28, 27, 32, 3, 3, 2, 1, 1},
+      {1, 64, 16, 15, 32, 1, 1, 1, 0, 1},
+      {2, 16, 14, 14, 32, 3, 3, 1, 1, 1},
+  };
+  const int before = num_threads();
+  for (int t : {2, 3}) {
+    set_num_threads(t);
+    for (auto& s : banded) check_conv(s);
+  }
+  set_num_threads(before);
 }
 
 TEST_CASE("conv2d on a hand-computed example") {
