@@ -1,36 +1,44 @@
-// Element-wise kernels. Plain loops the compiler vectorizes; OpenMP only pays past ~64K values.
+// Element-wise kernels. Plain loops the compiler vectorizes; OpenMP only pays past ~64K values
+// (parallel_range).
 #include "kernels/cpu/eltwise.h"
 
 #include <algorithm>
 #include <cmath>
+
+#include "kernels/cpu/parallel.h"
 
 namespace sprig::cpu {
 
 static constexpr int64_t kParallelMin = 1 << 16;
 
 void add(int64_t n, const float* a, const float* b, float* out) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) out[i] = a[i] + b[i];
+  });
 }
 
 void sub(int64_t n, const float* a, const float* b, float* out) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] - b[i];
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) out[i] = a[i] - b[i];
+  });
 }
 
 void mul(int64_t n, const float* a, const float* b, float* out) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * b[i];
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) out[i] = a[i] * b[i];
+  });
 }
 
 void scale(int64_t n, const float* a, float s, float* out) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * s;
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) out[i] = a[i] * s;
+  });
 }
 
 void axpy(int64_t n, float alpha, const float* x, float* y) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) y[i] += alpha * x[i];
+  });
 }
 
 void fill(int64_t n, float value, float* out) {
@@ -40,22 +48,25 @@ void fill(int64_t n, float value, float* out) {
 // NaN passes through, as in PyTorch (x <= 0 is false for NaN): mapping it to 0 would hide a
 // diverged layer behind finite outputs and a finite loss.
 void relu_forward(int64_t n, const float* x, float* y) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] <= 0.0f ? 0.0f : x[i];
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) y[i] = x[i] <= 0.0f ? 0.0f : x[i];
+  });
 }
 
 void relu_backward(int64_t n, const float* x, const float* dy, float* dx) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
+  });
 }
 
 void add_row_bias(int64_t rows, int64_t cols, const float* b, float* y) {
-#pragma omp parallel for if (rows * cols >= kParallelMin) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float* yr = y + r * cols;  // (cols)
-#pragma omp simd
-    for (int64_t c = 0; c < cols; ++c) yr[c] += b[c];
-  }
+  parallel_range(rows, std::max<int64_t>(1, kParallelMin / std::max<int64_t>(cols, 1)),
+                 [&](int64_t lo, int64_t hi) {
+                   for (int64_t r = lo; r < hi; ++r) {
+                     float* yr = y + r * cols;  // (cols)
+                     for (int64_t c = 0; c < cols; ++c) yr[c] += b[c];
+                   }
+                 });
 }
 
 void relu_forward_ref(int64_t n, const float* x, float* y) {

@@ -4,24 +4,27 @@
 
 #include <cmath>
 
+#include "kernels/cpu/parallel.h"
+
 namespace sprig::cpu {
 
 static constexpr int64_t kParallelMin = 1 << 15;
 
 void sgd_step(int64_t n, float* w, const float* g, float* velocity, const uint8_t* mask, float lr,
               float momentum, float dampening, float weight_decay, bool nesterov, bool first_step) {
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float keep = mask ? float(mask[i] != 0) : 1.0f;
-    float d = g[i] + weight_decay * w[i];
-    if (momentum != 0.0f) {
-      float v = first_step ? d : momentum * velocity[i] + (1.0f - dampening) * d;
-      v *= keep;
-      velocity[i] = v;
-      d = nesterov ? d + momentum * v : v;
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float keep = mask ? float(mask[i] != 0) : 1.0f;
+      float d = g[i] + weight_decay * w[i];
+      if (momentum != 0.0f) {
+        float v = first_step ? d : momentum * velocity[i] + (1.0f - dampening) * d;
+        v *= keep;
+        velocity[i] = v;
+        d = nesterov ? d + momentum * v : v;
+      }
+      w[i] = (w[i] - lr * d) * keep;
     }
-    w[i] = (w[i] - lr * d) * keep;
-  }
+  });
 }
 
 void adam_step(int64_t n, float* w, const float* g, float* m, float* v, const uint8_t* mask,
@@ -32,18 +35,19 @@ void adam_step(int64_t n, float* w, const float* g, float* m, float* v, const ui
   const float step_size = lr / bias1;
   const float l2 = decoupled ? 0.0f : weight_decay;
   const float shrink = decoupled ? 1.0f - lr * weight_decay : 1.0f;
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float keep = mask ? float(mask[i] != 0) : 1.0f;
-    float gi = g[i] + l2 * w[i];
-    float mi = (beta1 * m[i] + (1.0f - beta1) * gi) * keep;
-    float vi = (beta2 * v[i] + (1.0f - beta2) * gi * gi) * keep;
-    m[i] = mi;
-    v[i] = vi;
-    // PyTorch: denom = sqrt(v) / sqrt(1 - beta2^t) + eps; w -= lr / (1 - beta1^t) * m / denom
-    float denom = std::sqrt(vi) / bias2_sqrt + eps;
-    w[i] = (w[i] * shrink - step_size * mi / denom) * keep;
-  }
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float keep = mask ? float(mask[i] != 0) : 1.0f;
+      float gi = g[i] + l2 * w[i];
+      float mi = (beta1 * m[i] + (1.0f - beta1) * gi) * keep;
+      float vi = (beta2 * v[i] + (1.0f - beta2) * gi * gi) * keep;
+      m[i] = mi;
+      v[i] = vi;
+      // PyTorch: denom = sqrt(v) / sqrt(1 - beta2^t) + eps; w -= lr / (1 - beta1^t) * m / denom
+      float denom = std::sqrt(vi) / bias2_sqrt + eps;
+      w[i] = (w[i] * shrink - step_size * mi / denom) * keep;
+    }
+  });
 }
 
 // References: the same formulas in double, one operation per line, no fusion.

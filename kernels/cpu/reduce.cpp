@@ -5,6 +5,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
+
 namespace sprig::cpu {
 
 static constexpr int64_t kChunk = 4096;
@@ -39,8 +41,12 @@ void sum_rows(int64_t rows, int64_t cols, const float* x, float* out) {
 
 bool all_finite(int64_t n, const float* x) {
   int bad = 0;
-#pragma omp parallel for simd reduction(| : bad) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) bad |= !std::isfinite(x[i]);
+  parallel_range(n, 1 << 16, [&](int64_t lo, int64_t hi) {
+    int b = 0;
+    for (int64_t i = lo; i < hi; ++i) b |= !std::isfinite(x[i]);
+#pragma omp atomic
+    bad |= b;
+  });
   return !bad;
 }
 
