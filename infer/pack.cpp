@@ -11,6 +11,7 @@
 #include "engine/rng.h"
 #include "infer/fold.h"
 #include "infer/pack_internal.h"
+#include "kernels/cpu/eltwise.h"
 #include "prune/shrink.h"
 
 namespace sprig::infer {
@@ -421,8 +422,16 @@ class Executor {
       } else if (auto* inner = dynamic_cast<nn::Sequential*>(&m)) {
         h = run(*inner, h);
       } else if (auto* res = dynamic_cast<nn::Residual*>(&m)) {
-        Tensor y = add(run(*res->body, h), res->identity_shortcut() ? h : run(*res->shortcut, h));
-        h = res->relu_out ? relu(y) : y;
+        const Tensor main = run(*res->body, h);
+        const Tensor side = res->identity_shortcut() ? h : run(*res->shortcut, h);
+        SPRIG_CHECK(main.shape() == side.shape(), "residual block: its branches give ",
+                    to_string(main.shape()), " and ", to_string(side.shape()));
+        Tensor y = Tensor::empty(main.shape());  // add and ReLU in one pass
+        if (res->relu_out)
+          cpu::add_relu(y.numel(), main.data(), side.data(), y.data());
+        else
+          cpu::add(y.numel(), main.data(), side.data(), y.data());
+        h = y;
       } else {
         h = m(h);
       }

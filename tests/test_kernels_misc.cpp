@@ -41,6 +41,29 @@ TEST_CASE("relu forward and backward match the reference") {
   }
 }
 
+TEST_CASE("add_relu is add then relu_forward_ref, NaN included, in place too") {
+  Rng rng(2);
+  for (int64_t n : kSizes) {
+    auto a = random_vec(n, rng), b = random_vec(n, rng);
+    a[n / 2] = std::nanf("");
+    if (n > 1) a[0] = -b[0];  // exactly 0
+    std::vector<float> sum(n), want(n), got(n);
+    for (int64_t i = 0; i < n; ++i) sum[i] = a[i] + b[i];
+    cpu::relu_forward_ref(n, sum.data(), want.data());
+    cpu::add_relu(n, a.data(), b.data(), got.data());
+    cpu::add_relu(n, a.data(), b.data(), a.data());  // out aliasing an input
+    for (int64_t i = 0; i < n; ++i) {
+      if (i == n / 2) {
+        CHECK(std::isnan(got[i]));
+        CHECK(std::isnan(a[i]));
+        continue;
+      }
+      CHECK(got[i] == want[i]);
+      CHECK(a[i] == want[i]);
+    }
+  }
+}
+
 TEST_CASE("relu lets NaN through, forward and backward, as PyTorch does") {
   const float nan = std::nanf("");
   for (int64_t n : kSizes) {

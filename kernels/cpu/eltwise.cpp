@@ -53,6 +53,15 @@ void relu_forward(int64_t n, const float* x, float* y) {
   });
 }
 
+void add_relu(int64_t n, const float* a, const float* b, float* out) {
+  parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float v = a[i] + b[i];
+      out[i] = v <= 0.0f ? 0.0f : v;
+    }
+  });
+}
+
 void relu_backward(int64_t n, const float* x, const float* dy, float* dx) {
   parallel_range(n, kParallelMin, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];

@@ -12,6 +12,8 @@ void axpy(int64_t n, float alpha, const float* x, float* y);  // y += alpha * x
 void fill(int64_t n, float value, float* out);
 // y = max(x, 0)
 void relu_forward(int64_t n, const float* x, float* y);
+// out = max(a + b, 0) in one pass: a residual block's join (NaN passes through, as relu)
+void add_relu(int64_t n, const float* a, const float* b, float* out);
 // dx = dy where x > 0, else 0 (the subgradient at 0 is 0, as in PyTorch)
 void relu_backward(int64_t n, const float* x, const float* dy, float* dx);
 // y (rows, cols) += b (cols) broadcast over rows
