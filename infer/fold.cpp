@@ -1,6 +1,5 @@
 #include "infer/fold.h"
 
-#include <cmath>
 #include <memory>
 
 #include "engine/error.h"
@@ -10,25 +9,13 @@ namespace {
 
 // Folds bn into the layer whose weight has rows output channels; false when the shapes do not
 // match (then nothing changes).
-bool fold_into(nn::ParameterPtr& weight, nn::ParameterPtr& bias, const nn::BatchNorm& bn) {
+bool fold_layer(nn::ParameterPtr& weight, nn::ParameterPtr& bias, const nn::BatchNorm& bn) {
   const int64_t rows = weight->value.size(0), cols = weight->value.numel() / rows;
   if (bn.num_features != rows) return false;
   SPRIG_CHECK(weight->value.device().is_cpu() && bn.running_mean.device().is_cpu(),
               "fold_batchnorm: the model must be on the CPU");
-  if (!bias) {
-    bias = std::make_shared<nn::Parameter>("bias", Tensor::zeros({rows}));
-  }
-  float* w = weight->value.data();  // (rows, cols)
-  float* b = bias->value.data();    // (rows)
-  const float* gamma = bn.weight->value.data();
-  const float* beta = bn.bias->value.data();
-  const float* mean = bn.running_mean.data();
-  const float* var = bn.running_var.data();
-  for (int64_t k = 0; k < rows; ++k) {
-    const double s = double(gamma[k]) / std::sqrt(double(var[k]) + double(bn.eps));
-    for (int64_t j = 0; j < cols; ++j) w[k * cols + j] = float(double(w[k * cols + j]) * s);
-    b[k] = float((double(b[k]) - double(mean[k])) * s + double(beta[k]));
-  }
+  if (!bias) bias = std::make_shared<nn::Parameter>("bias", Tensor::zeros({rows}));
+  bn.fold_into(cols, weight->value.data(), bias->value.data());
   return true;
 }
 
@@ -45,8 +32,8 @@ int fold_sequential(nn::Sequential& seq) {
     auto* bn = dynamic_cast<nn::BatchNorm*>(seq.layers[i + 1].get());
     if (!bn) continue;
     bool done = false;
-    if (auto* conv = dynamic_cast<nn::Conv2d*>(m)) done = fold_into(conv->weight, conv->bias, *bn);
-    if (auto* lin = dynamic_cast<nn::Linear*>(m)) done = fold_into(lin->weight, lin->bias, *bn);
+    if (auto* conv = dynamic_cast<nn::Conv2d*>(m)) done = fold_layer(conv->weight, conv->bias, *bn);
+    if (auto* lin = dynamic_cast<nn::Linear*>(m)) done = fold_layer(lin->weight, lin->bias, *bn);
     if (!done) continue;
     seq.layers.erase(seq.layers.begin() + std::ptrdiff_t(i + 1));
     if (seq.names.size() > i + 1) seq.names.erase(seq.names.begin() + std::ptrdiff_t(i + 1));

@@ -109,6 +109,18 @@ BatchNorm::BatchNorm(int64_t c, float e, float m) : num_features(c), eps(e), mom
   running_var = Tensor::full({c}, 1.0f);
 }
 
+void BatchNorm::fold_into(int64_t cols, float* w, float* b) const {
+  const float* gamma = weight->value.data();  // (K), each of these
+  const float* beta = bias->value.data();
+  const float* mean = running_mean.data();
+  const float* var = running_var.data();
+  for (int64_t k = 0; k < num_features; ++k) {
+    const double s = double(gamma[k]) / std::sqrt(double(var[k]) + double(eps));
+    for (int64_t j = 0; j < cols; ++j) w[k * cols + j] = float(double(w[k * cols + j]) * s);
+    b[k] = float((double(b[k]) - double(mean[k])) * s + double(beta[k]));
+  }
+}
+
 Tensor BatchNorm::forward(const Tensor& x) {
   return batch_norm(x, weight->value, bias->value, running_mean, running_var, is_training(),
                     momentum, eps);

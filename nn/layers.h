@@ -53,6 +53,11 @@ class BatchNorm : public Module {
   Shape output_shape(const Shape& in) const override;
   std::vector<std::pair<std::string, ParameterPtr>> local_parameters() const override;
   std::vector<std::pair<std::string, Tensor*>> local_buffers() override;
+  // Folds this BatchNorm (eval mode) into the conv / linear before it: with
+  // s_k = weight_k / sqrt(running_var_k + eps), that layer's w (K, cols) and b (K) become
+  // w_k * s_k and (b_k - running_mean_k) * s_k + bias_k, computed in double and rounded once,
+  // so the new layer alone computes layer-then-BN. Zeros of w stay zeros. CPU tensors only.
+  void fold_into(int64_t cols, float* w, float* b) const;
 
   int64_t num_features;
   float eps, momentum;

@@ -275,10 +275,9 @@ class GraphBuilder {
     return out;
   }
 
-  // A conv, or a conv with the BatchNorm after it folded in (bn != null, named bn_name):
-  //   w' = w * gamma / sqrt(var + eps) per output channel,
-  //   b' = (b - mean) * gamma / sqrt(var + eps) + beta  (b = 0 when the conv has no bias),
-  // computed in double and rounded once. The folded tensors are named "<conv>+<bn>.weight" /
+  // A conv, or a conv with the BatchNorm after it folded in (bn != null, named bn_name;
+  // BatchNorm::fold_into, b = 0 when the conv has no bias). The folded tensors are named
+  // "<conv>+<bn>.weight" /
   // ".bias", since they are neither parameter.
   std::string emit_conv(const Conv2d& conv, const BatchNorm* bn, const std::string& path,
                         const std::string& bn_name, const std::string& in) {
@@ -292,25 +291,12 @@ class GraphBuilder {
       return add(path, "Conv", inputs, std::move(attributes));
     }
     const int64_t out_ch = conv.out_channels;
-    const std::vector<float> w = conv.weight->value.to_vector();  // (K, C, R, S)
-    const std::vector<float> b =
+    SPRIG_CHECK(bn->num_features == out_ch, "onnx export: ", layer_label(path, conv), " has ",
+                out_ch, " channels but the BatchNorm after it ", bn->num_features);
+    std::vector<float> folded_w = conv.weight->value.to_vector();  // (K, C, R, S)
+    std::vector<float> folded_b =
         conv.bias ? conv.bias->value.to_vector() : std::vector<float>(out_ch, 0.0f);  // (K)
-    const std::vector<float> gamma = bn->weight->value.to_vector();                   // (K)
-    const std::vector<float> beta = bn->bias->value.to_vector();                      // (K)
-    const std::vector<float> mean = bn->running_mean.to_vector();                     // (K)
-    const std::vector<float> var = bn->running_var.to_vector();                       // (K)
-    SPRIG_CHECK(static_cast<int64_t>(gamma.size()) == out_ch,
-                "onnx export: ", layer_label(path, conv), " has ", out_ch,
-                " channels but the BatchNorm after it ", gamma.size());
-    const int64_t per_channel = static_cast<int64_t>(w.size()) / out_ch;
-    std::vector<float> folded_w(w.size());  // (K, C, R, S)
-    std::vector<float> folded_b(out_ch);    // (K)
-    for (int64_t c = 0; c < out_ch; ++c) {
-      const double scale = double(gamma[c]) / std::sqrt(double(var[c]) + double(bn->eps));
-      for (int64_t j = 0; j < per_channel; ++j)
-        folded_w[c * per_channel + j] = static_cast<float>(double(w[c * per_channel + j]) * scale);
-      folded_b[c] = static_cast<float>((double(b[c]) - double(mean[c])) * scale + double(beta[c]));
-    }
+    bn->fold_into(int64_t(folded_w.size()) / out_ch, folded_w.data(), folded_b.data());
     const std::string name = path + "+" + bn_name;
     initializers.push_back(
         initializer(name + ".weight", Tensor::from_vector(folded_w, conv.weight->value.shape())));
