@@ -137,6 +137,19 @@ TEST_CASE("bench conv times forward and backward of the shape it is given") {
   CHECK(j["stride"] == 2);
   CHECK(j["forward_ms"].get<double>() > 0.0);
   CHECK(j["backward_gflops"].get<double>() > 0.0);
+  // --sparsity: dense forward against csr_conv2d on the same weights, same outputs.
+  Result s =
+      run("bench conv --n 2 --c 8 --h 9 --w 8 --k 6 --r 3 --stride 2 --pad 1 --threads 1 "
+          "--sparsity 0.75 --repeats 2 --rounds 2 --json");
+  REQUIRE_MESSAGE(s.code == 0, s.out);
+  auto k = nlohmann::json::parse(last_line(s.out));
+  CHECK(k["kernel"] == "csr_conv2d");
+  CHECK(k["nnz"] == 6 * 72 / 4);  // exactly a quarter of the weights kept
+  CHECK(k["rounds"] == 2);
+  CHECK(k["dense_ms"].get<double>() > 0.0);
+  CHECK(k["sparse_ms"].get<double>() > 0.0);
+  CHECK(k["speedup"].get<double>() >= k["speedup_min"].get<double>());
+  CHECK(k["max_abs_diff"].get<double>() < 1e-4);
 }
 
 TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity") {

@@ -750,6 +750,7 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
           {"gemm size 0", "bench gemm --m 0", {"--m", "0"}},
           {"conv size 0", "bench conv --c 0", {"--c", "0"}},
           {"conv without output", "bench conv --h 2 --w 2 --pad 0", {"3x3", "no output"}},
+          {"conv sparsity past 1", "bench conv --sparsity 1.5", {"--sparsity", "1.5"}},
           {"limit-test 0", "train " + f1 + "--limit-test 0", {"--limit-test", "0"}},
           {"bad --nm", "bench linear --in 8 --out 8 --format nm --nm 5:4", {"5:4"}},
           {"bad --block", "bench linear --in 8 --out 8 --format bsr --block 0x4", {"--block"}},
