@@ -81,6 +81,31 @@ TEST_CASE("maxpool2d matches the reference") {
       }
 }
 
+TEST_CASE("maxpool2d: NaN wins and -inf is a value, as the reference (2x2 fast path and generic)") {
+  for (int64_t kernel : {2, 3})
+    for (int64_t stride : {2, 1}) {
+      const Pool2dShape s{2, 3, 9, 12, kernel, stride, 0};
+      const size_t nx = s.N * s.C * s.H * s.W, ny = s.N * s.C * s.P() * s.Q();
+      auto x = random_vec(nx, 23);
+      for (size_t i = 0; i < nx; i += 7) x[i] = kNaN;
+      for (size_t i = 3; i < nx; i += 11) x[i] = -std::numeric_limits<float>::infinity();
+      std::vector<float> y(ny), yref(ny);
+      std::vector<int32_t> am(ny), amref(ny);
+      maxpool2d_forward(s, x.data(), y.data(), am.data());
+      maxpool2d_forward_ref(s, x.data(), yref.data(), amref.data());
+      CAPTURE(kernel);
+      CAPTURE(stride);
+      int64_t nans = 0;
+      for (size_t i = 0; i < ny; i++) {
+        nans += std::isnan(yref[i]);
+        REQUIRE(std::isnan(y[i]) == std::isnan(yref[i]));
+        if (!std::isnan(yref[i])) REQUIRE(y[i] == yref[i]);
+      }
+      CHECK(am == amref);
+      CHECK(nans > 0);
+    }
+}
+
 TEST_CASE("maxpool2d on a hand-computed example") {
   // 4x4 plane, 2x2 windows, stride 2; the tie in the last window picks the first (5 at 10).
   Pool2dShape s{1, 1, 4, 4, 2, 2};

@@ -41,6 +41,37 @@ void maxpool_plane(const Pool2dShape& s, const float* x, float* y, int32_t* am) 
   }
 }
 
+// maxpool_plane for kernel 2, stride 2, no padding (LeNet's and most CNNs' pooling), the same
+// choices in the same order (first element, then each later one that is larger or NaN), written
+// as selects the compiler vectorizes along q: the generic loop above is scalar and made
+// lenet5's pooling cost more than its convolutions.
+void maxpool_plane_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* am) {
+  const int64_t P = s.P(), Q = s.Q(), W = s.W;
+  for (int64_t p = 0; p < P; p++) {
+    const float* r0 = x + 2 * p * W;  // the window's two rows
+    const float* r1 = r0 + W;
+    float* yp = y + p * Q;
+    int32_t* ap = am + p * Q;
+    const int32_t base = int32_t(2 * p * W);
+    for (int64_t q = 0; q < Q; q++) {
+      float best = r0[2 * q];
+      int32_t idx = base + int32_t(2 * q);
+      const float v1 = r0[2 * q + 1], v2 = r1[2 * q], v3 = r1[2 * q + 1];
+      bool t = v1 > best || v1 != v1;
+      best = t ? v1 : best;
+      idx = t ? base + int32_t(2 * q + 1) : idx;
+      t = v2 > best || v2 != v2;
+      best = t ? v2 : best;
+      idx = t ? base + int32_t(W + 2 * q) : idx;
+      t = v3 > best || v3 != v3;
+      best = t ? v3 : best;
+      idx = t ? base + int32_t(W + 2 * q + 1) : idx;
+      yp[q] = best;
+      ap[q] = idx;
+    }
+  }
+}
+
 // One (H, W) plane: window sums in row-major order over the in-image part (padding adds 0),
 // divided by the full window size (count_include_pad).
 void avgpool_plane(const Pool2dShape& s, const float* x, float* y) {
@@ -85,9 +116,15 @@ void avgpool_backward_plane(const Pool2dShape& s, const float* dy, float* dx) {
 
 void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* argmax) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P() * s.Q();
+  const bool two = s.kernel == 2 && s.stride == 2 && s.pad == 0;
 #pragma omp parallel for schedule(static) if (planes > 1 && \
                                               planes * PQ * s.kernel * s.kernel > 32768)
-  for (int64_t i = 0; i < planes; i++) maxpool_plane(s, x + i * HW, y + i * PQ, argmax + i * PQ);
+  for (int64_t i = 0; i < planes; i++) {
+    if (two)
+      maxpool_plane_2x2(s, x + i * HW, y + i * PQ, argmax + i * PQ);
+    else
+      maxpool_plane(s, x + i * HW, y + i * PQ, argmax + i * PQ);
+  }
 }
 
 void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* argmax, float* dx) {
