@@ -9,15 +9,16 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "apps/commands.h"
 #include "engine/error.h"
 #include "engine/rng.h"
+#include "infer/pack.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/threads.h"
-#include "infer/pack.h"
 
 namespace sprig::app {
 
@@ -29,6 +30,32 @@ struct BenchConvArgs {
   double sparsity = -1;  // < 0: dense forward and backward; else dense vs sparse forward
   bool json = false;
 };
+
+// The fields both modes report: kernel, shape, threads and repeats.
+nlohmann::json shape_json(const BenchConvArgs& a, const char* kernel) {
+  const cpu::Conv2dShape& s = a.s;
+  return {{"kernel", kernel},
+          {"n", s.N},
+          {"c", s.C},
+          {"h", s.H},
+          {"w", s.W},
+          {"k", s.K},
+          {"r", s.R},
+          {"stride", s.stride},
+          {"pad", s.pad},
+          {"threads", cpu::num_threads()},
+          {"repeats", a.repeats}};
+}
+
+// "conv2d N=128 C=16 28x28 K=16 3x3 stride 1 pad 1"
+std::string shape_text(const cpu::Conv2dShape& s) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "conv2d N=%lld C=%lld %lldx%lld K=%lld %lldx%lld stride %lld pad %lld",
+                (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
+                (long long)s.R, (long long)s.S, (long long)s.stride, (long long)s.pad);
+  return buf;
+}
 
 // Dense conv2d_forward against csr_conv2d on the same weights with exactly a.sparsity of them
 // zeroed: `rounds` alternating medians of `repeats` runs each; the median round is reported.
@@ -62,33 +89,23 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
   auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
   const double dms = median(dense_ms), sms = median(sparse_ms), sp = median(ratio);
   if (a.json) {
-    print_json_line({{"kernel", "csr_conv2d"},
-                     {"n", s.N},
-                     {"c", s.C},
-                     {"h", s.H},
-                     {"w", s.W},
-                     {"k", s.K},
-                     {"r", s.R},
-                     {"stride", s.stride},
-                     {"pad", s.pad},
-                     {"sparsity", a.sparsity},
-                     {"nnz", csr.nnz()},
-                     {"threads", cpu::num_threads()},
-                     {"repeats", a.repeats},
-                     {"rounds", a.rounds},
-                     {"dense_ms", dms},
-                     {"sparse_ms", sms},
-                     {"speedup", sp},
-                     {"speedup_min", *lo},
-                     {"speedup_max", *hi},
-                     {"max_abs_diff", max_diff}});
+    nlohmann::json j = shape_json(a, "csr_conv2d");
+    j.update({{"sparsity", a.sparsity},
+              {"nnz", csr.nnz()},
+              {"rounds", a.rounds},
+              {"dense_ms", dms},
+              {"sparse_ms", sms},
+              {"speedup", sp},
+              {"speedup_min", *lo},
+              {"speedup_max", *hi},
+              {"max_abs_diff", max_diff}});
+    print_json_line(j);
   } else {
     std::printf(
-        "conv2d N=%lld C=%lld %lldx%lld K=%lld %lldx%lld stride %lld pad %lld, %.1f%% zeros, %d "
-        "threads: dense %.4f ms, csr %.4f ms, speed-up %.2fx (rounds %.2f-%.2f), max |diff| %.2g\n",
-        (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
-        (long long)s.R, (long long)s.S, (long long)s.stride, (long long)s.pad, 100 * a.sparsity,
-        cpu::num_threads(), dms, sms, sp, *lo, *hi, max_diff);
+        "%s, %.1f%% zeros, %d threads: dense %.4f ms, csr %.4f ms, speed-up %.2fx (rounds "
+        "%.2f-%.2f), max |diff| %.2g\n",
+        shape_text(s).c_str(), 100 * a.sparsity, cpu::num_threads(), dms, sms, sp, *lo, *hi,
+        max_diff);
   }
   return 0;
 }
@@ -122,29 +139,18 @@ int run_bench_conv(BenchConvArgs a) {
   const double fwd_gflops = 2 * macs / (fwd_ms * 1e-3) * 1e-9;
   const double bwd_gflops = 4 * macs / (bwd_ms * 1e-3) * 1e-9;
   if (a.json) {
-    nlohmann::json j = {{"kernel", "conv2d"},
-                        {"n", s.N},
-                        {"c", s.C},
-                        {"h", s.H},
-                        {"w", s.W},
-                        {"k", s.K},
-                        {"r", s.R},
-                        {"stride", s.stride},
-                        {"pad", s.pad},
-                        {"threads", cpu::num_threads()},
-                        {"repeats", a.repeats},
-                        {"forward_ms", fwd_ms},
-                        {"backward_ms", bwd_ms},
-                        {"forward_gflops", fwd_gflops},
-                        {"backward_gflops", bwd_gflops}};
+    nlohmann::json j = shape_json(a, "conv2d");
+    j.update({{"forward_ms", fwd_ms},
+              {"backward_ms", bwd_ms},
+              {"forward_gflops", fwd_gflops},
+              {"backward_gflops", bwd_gflops}});
     print_json_line(j);
   } else {
     std::printf(
-        "conv2d N=%lld C=%lld %lldx%lld K=%lld %lldx%lld stride %lld pad %lld, %d threads: "
-        "forward %.3f ms (%.1f GFLOP/s), backward %.3f ms (%.1f GFLOP/s), medians of %d\n",
-        (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
-        (long long)s.R, (long long)s.S, (long long)s.stride, (long long)s.pad, cpu::num_threads(),
-        fwd_ms, fwd_gflops, bwd_ms, bwd_gflops, a.repeats);
+        "%s, %d threads: forward %.3f ms (%.1f GFLOP/s), backward %.3f ms (%.1f GFLOP/s), "
+        "medians of %d\n",
+        shape_text(s).c_str(), cpu::num_threads(), fwd_ms, fwd_gflops, bwd_ms, bwd_gflops,
+        a.repeats);
   }
   return 0;
 }
