@@ -1,26 +1,50 @@
 #!/usr/bin/env python3
-"""Dense inference: sprig beside ONNX Runtime on the same models, same weights, same threads.
+"""Inference: sprig beside ONNX Runtime (dense) or DeepSparse (sparse), same weights, same threads.
 
-For each model (default mlp, cnn2, lenet5; resnet20 and resnet56 on request) the script makes a checkpoint with
-`sprig train --epochs 0` (random weights: timing does not depend on their values), exports it
-with `sprig export` (BatchNorm folded, as sprig folds it), and times at each batch size:
+Dense mode (the default). For each model (default mlp, cnn2, lenet5; resnet20 and resnet56 on
+request) the script makes a checkpoint with `sprig train --epochs 0` (random weights: timing
+does not depend on their values), exports it with `sprig export` (BatchNorm folded, as sprig
+folds it), and times at each batch size (default 1, 8, 64, 256):
 
   sprig : `sprig bench model --format dense`, its dense_ms (median of --repeats forward passes
           after a warm-up, timed inside sprig, so process start-up is not counted)
   ort   : onnxruntime's CPUExecutionProvider on the ONNX file, intra_op_num_threads = --threads,
           sequential execution, all graph optimisations; median of --repeats runs after a warm-up
 
-The two are interleaved: each round times sprig then ONNX Runtime for every (model, batch), and
---rounds rounds are run; a pair's ratio is ort_ms / sprig_ms (> 1: sprig faster) and the table
-gives the median ratio over the rounds with its range, so load that comes and goes shows as
-spread rather than as a bias. The machine's load average is printed before and after.
---busy starts one busy-looping process beside the timings (issue 14's contention case: a
+Sparse mode (--sparse). For each model (default mlp, cnn2, lenet5, resnet20) the same random
+checkpoint is pruned with `sprig prune --method magnitude --scope global --amount 0.9`
+(--amount; --scope layer prunes each layer to it; unstructured, every weight tensor) and both
+the dense and the pruned checkpoints are
+exported (the pruned weights are exact zeros in the ONNX initializers). At each batch size
+(default 1, 64, 256) it times:
+
+  sprig     : `sprig bench model` (auto plan) on the pruned checkpoint, its plan_ms: the packed
+              model, each layer dense, CSR, BSR or N:M as sprig's planner chose
+  deepsparse: DeepSparse (Neural Magic's sparse CPU runtime) on the pruned ONNX file,
+              deepsparse.Engine(batch_size=B, num_cores=--threads), its default single-stream
+              scheduler; median of --repeats engine.run calls after a warm-up
+  ort       : ONNX Runtime as above on the dense (unpruned) ONNX file, the usual baseline
+  ort-p     : ONNX Runtime on the pruned ONNX file (it does not skip the zeros)
+
+A model DeepSparse refuses (an operator it does not support, ...) shows "refused" in its cells
+and the reason below the table. After the table, per model: the pruned checkpoint's sparsity,
+the fraction of the graph DeepSparse runs itself (the rest falls back to its bundled ONNX
+Runtime) and the largest difference between DeepSparse's and ONNX Runtime's outputs.
+
+In both modes the runtimes are interleaved: each round times every runtime for every (model,
+batch), and --rounds rounds are run; a pair's ratio is other_ms / sprig_ms (> 1: sprig faster)
+and the table gives the median ratio over the rounds with its range, so load that comes and
+goes shows as spread rather than as a bias. The machine's load average is printed before and
+after. --busy starts one busy-looping process beside the timings (issue 14's contention case: a
 second program holding one core), so the same table shows how each runtime degrades.
 
-Needs: a sprig build (SPRIG, default ./build/sprig), numpy and onnxruntime
-(`pip install onnxruntime`); a missing one is named and the script exits 2.
+Needs: a sprig build (SPRIG, default ./build/sprig), numpy and onnxruntime, and for --sparse
+deepsparse 1.8 (CPython 3.8-3.11 on Linux; `pip install onnxruntime deepsparse==1.8.0`). The
+script installs nothing: a missing one that the mode needs is named and the script exits 2.
+DeepSparse's usage analytics are switched off (NM_DISABLE_ANALYTICS=1) before it is imported.
 
     python3 bench/inference_vs_runtimes.py --threads 2 --batches 1,8,64,256 --rounds 3
+    python3 bench/inference_vs_runtimes.py --sparse --threads 2 --rounds 3
 """
 import argparse
 import json
@@ -31,12 +55,16 @@ import sys
 import tempfile
 import time
 
+missing = []  # pip names of the modules that failed to import
 try:
     import numpy as np
+except ImportError:
+    missing.append("numpy")
+try:
     import onnxruntime as ort
-except ImportError as e:
-    print(f"inference_vs_runtimes.py: {e}: pip install numpy onnxruntime", file=sys.stderr)
-    sys.exit(2)
+except ImportError:
+    missing.append("onnxruntime")
+deepsparse = None  # imported by main() for --sparse only
 
 # Every model on Fashion-MNIST's (1, 28, 28) images (the ResNets as in bench/RESULTS.md).
 INPUT_SHAPES = {m: (1, 28, 28) for m in ("mlp", "cnn2", "lenet5", "resnet20", "resnet56")}
@@ -55,10 +83,26 @@ def make_model(tmp, name):
     return ck, onnx
 
 
-def time_sprig(ck, batch, threads, repeats):
-    out = sprig(["bench", "model", "--in", ck, "--batch", str(batch), "--format", "dense",
+def make_pruned(tmp, name, ck, amount, scope):
+    """Magnitude pruning of every weight to `amount` (scope global or layer); the pruned
+    checkpoint and ONNX file."""
+    pck = os.path.join(tmp, f"{name}.pruned.safetensors")
+    ponnx = os.path.join(tmp, f"{name}.pruned.onnx")
+    sprig(["prune", "--in", ck, "--method", "magnitude", "--scope", scope,
+           "--amount", str(amount), "--out", pck])
+    sprig(["export", "--in", pck, "--out", ponnx])
+    return pck, ponnx
+
+
+def bench_sprig(ck, batch, threads, repeats, fmt):
+    """`sprig bench model --json`'s object: dense_ms, plan_ms (--format auto), sparsity, ..."""
+    out = sprig(["bench", "model", "--in", ck, "--batch", str(batch), "--format", fmt,
                  "--threads", str(threads), "--repeats", str(repeats), "--json"]).stdout
-    return json.loads(out.strip().splitlines()[-1])["dense_ms"]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def time_sprig(ck, batch, threads, repeats):
+    return bench_sprig(ck, batch, threads, repeats, "dense")["dense_ms"]
 
 
 def ort_session(onnx, threads):
@@ -70,36 +114,56 @@ def ort_session(onnx, threads):
     return ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
 
 
-def time_ort(sess, shape, batch, repeats):
-    x = np.random.default_rng(0).standard_normal((batch,) + shape).astype(np.float32)
+def random_input(shape, batch):
+    return np.random.default_rng(0).standard_normal((batch,) + shape).astype(np.float32)
+
+
+def time_calls(run, repeats):
+    """Median milliseconds of `repeats` calls of run(), after 3 warm-up calls."""
     for _ in range(3):
-        sess.run(None, {"input": x})
+        run()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        sess.run(None, {"input": x})
+        run()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
 
-def main():
-    global SPRIG
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="mlp,cnn2,lenet5")
-    p.add_argument("--batches", default="1,8,64,256")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--busy", action="store_true",
-                   help="keep one core busy with a second process while timing")
-    a = p.parse_args()
-    SPRIG = os.environ.get("SPRIG", "./build/sprig")
-    models = a.models.split(",")
-    batches = [int(b) for b in a.batches.split(",")]
-    for m in models:
-        if m not in INPUT_SHAPES:
-            sys.exit(f"--models: unknown model {m} (known: {', '.join(INPUT_SHAPES)})")
-    print(f"machine: {os.cpu_count()} CPUs; load average before: {os.getloadavg()}")
+def time_ort(sess, shape, batch, repeats):
+    x = random_input(shape, batch)
+    return time_calls(lambda: sess.run(None, {"input": x}), repeats)
+
+
+def time_deepsparse(engine, shape, batch, repeats):
+    x = random_input(shape, batch)
+    return time_calls(lambda: engine.run([x]), repeats)
+
+
+def deepsparse_engine(onnx, shape, batch, threads, ort_sess):
+    """DeepSparse's engine for the ONNX file, or the reason it refused it.
+
+    Returns (engine, note): note says how much of the graph DeepSparse runs itself and how far
+    its output is from ONNX Runtime's on the same file; engine is None when it refused."""
+    try:
+        engine = deepsparse.Engine(model=onnx, batch_size=batch, num_cores=threads)
+        x = random_input(shape, batch)
+        diff = float(np.abs(engine.run([x])[0] - ort_sess.run(None, {"input": x})[0]).max())
+    except Exception as e:  # DeepSparse raises RuntimeError for a model it cannot compile
+        reason = " ".join(str(e).split())  # the end of a long message says the most
+        return None, "refused: " + (reason if len(reason) <= 240 else "..." + reason[-240:])
+    note = (f"runs {engine.fraction_of_supported_ops:.0%} of the ops itself, "
+            f"max |deepsparse - ort-p| {diff:.1e}")
+    if engine.num_cores != threads:
+        note += f"; WARNING: {engine.num_cores} cores, not {threads}"
+    return engine, note
+
+
+def ratio_cell(r):
+    return f"{statistics.median(r):>10.2f}  {min(r):.2f}-{max(r):.2f}"
+
+
+def run_dense(a, models, batches):
     print(f"sprig {SPRIG}; onnxruntime {ort.__version__}; threads {a.threads}; "
           f"median of {a.repeats} runs per timing; {a.rounds} interleaved rounds")
     hog = None
@@ -130,6 +194,115 @@ def main():
                   f"{min(r):.2f}-{max(r):.2f}")
     print("\nms: the best round's median; ort/sprig: the median over rounds of the per-round "
           "ratio (> 1: sprig faster)")
+
+
+def run_sparse(a, models, batches):
+    print(f"sprig {SPRIG}; deepsparse {deepsparse.__version__}; onnxruntime {ort.__version__}; "
+          f"threads {a.threads}; pruned {a.amount:.0%} by {a.scope} magnitude; "
+          f"median of {a.repeats} runs per timing; {a.rounds} interleaved rounds")
+    keys = [(m, b) for m in models for b in batches]
+    hog = None
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = {m: make_model(tmp, m) for m in models}
+        pruned = {m: make_pruned(tmp, m, dense[m][0], a.amount, a.scope) for m in models}
+        ort_dense = {m: ort_session(dense[m][1], a.threads) for m in models}
+        ort_pruned = {m: ort_session(pruned[m][1], a.threads) for m in models}
+        engines, notes = {}, {}
+        for m, b in keys:
+            engines[(m, b)], notes[(m, b)] = deepsparse_engine(
+                pruned[m][1], INPUT_SHAPES[m], b, a.threads, ort_pruned[m])
+        if a.busy:
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            print("a second process keeps one core busy during the timings")
+        # per (model, batch): best ms of sprig, deepsparse, ort (dense), ort (pruned); ratios
+        best = {k: [float("inf")] * 4 for k in keys}
+        ds_ratios = {k: [] for k in keys}
+        ort_ratios = {k: [] for k in keys}
+        sparsity = {}
+        for _ in range(a.rounds):
+            for m, b in keys:
+                shape = INPUT_SHAPES[m]
+                js = bench_sprig(pruned[m][0], b, a.threads, a.repeats, "auto")
+                sparsity[m] = js["sparsity"]
+                s = js["plan_ms"]
+                d = float("nan")
+                if engines[(m, b)] is not None:
+                    d = time_deepsparse(engines[(m, b)], shape, b, a.repeats)
+                    ds_ratios[(m, b)].append(d / s)
+                o = time_ort(ort_dense[m], shape, b, a.repeats)
+                op = time_ort(ort_pruned[m], shape, b, a.repeats)
+                ort_ratios[(m, b)].append(o / s)
+                best[(m, b)] = [min(x, y) for x, y in zip(best[(m, b)], (s, d, o, op))]
+        if hog:
+            hog.kill()
+    print(f"load average after: {os.getloadavg()}\n")
+    print(f"{'model':9}{'batch':>5}{'sprig ms':>10}{'ds ms':>10}{'ort ms':>10}{'ort-p ms':>10}"
+          f"{'ds/sprig':>10}  {'range':11}{'ort/sprig':>10}  range")
+    for m, b in keys:
+        s, d, o, op = best[(m, b)]
+        if engines[(m, b)] is None:
+            ds_ms, ds_ratio = f"{'refused':>10}", f"{'-':>10}  {'':11}"
+        else:
+            ds_ms, ds_ratio = f"{d:>10.4f}", ratio_cell(ds_ratios[(m, b)])
+        print(f"{m:9}{b:>5}{s:>10.4f}{ds_ms}{o:>10.4f}{op:>10.4f}{ds_ratio}"
+              f"{ratio_cell(ort_ratios[(m, b)])}")
+    print("\nms: the best round's median; sprig: the packed plan (plan_ms); ds: DeepSparse on the "
+          "pruned ONNX;\nort: ONNX Runtime on the dense ONNX, ort-p: on the pruned one; "
+          "ds/sprig and ort/sprig: the median\nover rounds of the per-round ratio "
+          "(> 1: sprig faster) and its range\n")
+    for m in models:
+        print(f"{m}: pruned checkpoint {sparsity[m]:.1%} sparse")
+        for b in batches:
+            print(f"  deepsparse at batch {b}: {notes[(m, b)]}")
+
+
+def main():
+    global SPRIG, deepsparse
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sparse", action="store_true",
+                   help="sprig's packed plan vs DeepSparse and ONNX Runtime on pruned weights")
+    p.add_argument("--models", help="default mlp,cnn2,lenet5 (--sparse: and resnet20)")
+    p.add_argument("--batches", help="default 1,8,64,256 (--sparse: 1,64,256)")
+    p.add_argument("--amount", type=float, default=0.9,
+                   help="--sparse: fraction of the weights pruned (global magnitude)")
+    p.add_argument("--scope", choices=("global", "layer"), default="global",
+                   help="--sparse: one threshold for all weights, or each layer to --amount")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--busy", action="store_true",
+                   help="keep one core busy with a second process while timing")
+    a = p.parse_args()
+    if a.sparse:
+        # Before the import: otherwise importing deepsparse looks up this machine's public IP
+        # and country and each engine sends a Google Analytics event.
+        os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+        try:
+            import deepsparse
+        except ImportError:
+            missing.append("deepsparse==1.8.0")
+        except OSError as e:  # deepsparse's own refusal of this OS or CPU
+            print(f"inference_vs_runtimes.py: deepsparse cannot run here: {e}", file=sys.stderr)
+            sys.exit(2)
+    if missing:
+        print(f"inference_vs_runtimes.py: {', '.join(missing)} not installed "
+              f"(pip install {' '.join(missing)})", file=sys.stderr)
+        sys.exit(2)
+    SPRIG = os.environ.get("SPRIG", "./build/sprig")
+    if a.sparse:
+        models = (a.models or "mlp,cnn2,lenet5,resnet20").split(",")
+        batches = [int(b) for b in (a.batches or "1,64,256").split(",")]
+    else:
+        models = (a.models or "mlp,cnn2,lenet5").split(",")
+        batches = [int(b) for b in (a.batches or "1,8,64,256").split(",")]
+    for m in models:
+        if m not in INPUT_SHAPES:
+            sys.exit(f"--models: unknown model {m} (known: {', '.join(INPUT_SHAPES)})")
+    print(f"machine: {os.cpu_count()} CPUs; load average before: {os.getloadavg()}")
+    if a.sparse:
+        run_sparse(a, models, batches)
+    else:
+        run_dense(a, models, batches)
 
 
 if __name__ == "__main__":
