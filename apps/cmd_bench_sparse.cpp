@@ -184,6 +184,7 @@ int run_bench_model_cuda(const ModelArgs& a, Device dev) {
       nlohmann::json times = nlohmann::json::object();
       for (auto& t : l.times) times[t.format] = t.ms;
       layers.push_back({{"name", l.name},
+                        {"type", l.conv ? "conv" : "linear"},
                         {"kernel", l.kernel},
                         {"rows", l.rows},
                         {"cols", l.cols},
@@ -256,6 +257,7 @@ int run_bench_model(const ModelArgs& a) {
       nlohmann::json times = nlohmann::json::object();
       for (auto& t : l.times) times[t.format] = t.ms;
       layers.push_back({{"name", l.name},
+                        {"type", l.conv ? "conv" : "linear"},
                         {"format", l.format()},
                         {"rows", l.rows},
                         {"cols", l.cols},

@@ -104,6 +104,7 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   CHECK(jb["plan_ms"].get<double>() > 0);
   CHECK(jb["max_rel_diff"].get<double>() <= 1e-5);
   CHECK(jb["layers"].size() == 3);
+  for (auto& l : jb["layers"]) CHECK(l["type"] == "linear");  // mlp: no conv layers
 
   // --device cuda: with a usable GPU the packed model runs there and classifies (almost: float
   // sums in another order) as on the CPU; without one (or without CUDA in the build) each
