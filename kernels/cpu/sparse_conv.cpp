@@ -129,11 +129,36 @@ int64_t panel_segments(int64_t j0, int64_t wd, int64_t Wph, int64_t Q, Segment* 
 // val[k] * src[off[k] + extended position], then ReLU when relu (NaN passes through, as
 // relu_forward). The extended positions are taken 64 at a time, so the runs every row reads stay
 // in cache; each row's panel is summed in registers and its real outputs go straight to yn.
+// A row with at most this many stored weights skips the panels: its outputs start at the bias
+// and each weight adds its run row by row (a panel's fixed cost, a tile store and a copy per
+// output row, outweighs one or two multiply-adds).
+constexpr int64_t kFewEntries = 2;
+
+// Output channel i of yn (P, Q) from its few stored weights, in stored order.
+void few_entries_row(const float* val, const int32_t* off, int64_t cnt, const float* src, int64_t P,
+                     int64_t Q, int64_t Wph, float bias, bool relu, float* yi) {
+  std::fill(yi, yi + P * Q, bias);
+  for (int64_t k = 0; k < cnt; k++) {
+    const float v = val[k];
+    for (int64_t p = 0; p < P; p++) {
+      const float* xr = src + off[k] + p * Wph;  // this output row's run
+      float* yr = yi + p * Q;
+      for (int64_t q = 0; q < Q; q++) yr[q] += v * xr[q];
+    }
+  }
+  if (relu)
+    for (int64_t e = 0; e < P * Q; e++) yi[e] = yi[e] <= 0.0f ? 0.0f : yi[e];
+}
+
 void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, const float* src,
                int64_t P, int64_t Q, int64_t Wph, const float* bias, bool relu, float* yn) {
   const float* val = w.values.data();
   const int64_t* rp = w.row_ptr.data();
   const int64_t n_ext = (P - 1) * Wph + Q, PQ = P * Q;
+  for (int64_t i = r0; i < r1; i++)
+    if (rp[i + 1] - rp[i] <= kFewEntries)
+      few_entries_row(val + rp[i], off + rp[i], rp[i + 1] - rp[i], src, P, Q, Wph,
+                      bias ? bias[i] : 0.0f, relu, yn + i * PQ);
   alignas(64) float tile[kPanel];
   Segment seg[kPanel + 2];
   for (int64_t j0 = 0; j0 < n_ext; j0 += kPanel) {
@@ -141,6 +166,7 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
     const int64_t nseg = panel_segments(j0, wd, Wph, Q, seg);
     with_nv(wd, [&](auto nv) {
       for (int64_t i = r0; i < r1; i++) {
+        if (rp[i + 1] - rp[i] <= kFewEntries) continue;
         csr_row<decltype(nv)::value>(off + rp[i], val + rp[i], rp[i + 1] - rp[i], src + j0, 1, wd,
                                      bias ? bias[i] : 0.0f, tile);
         float* yi = yn + i * PQ;
