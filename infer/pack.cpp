@@ -346,10 +346,8 @@ InferenceModel pack_model(const nn::Model& source, const PackOptions& opt) {
 
   auto layers = detail::weighted_layers(im.model);
   auto before = detail::weighted_layers(source);
-  SPRIG_CHECK(layers.size() == before.size(),
-              "pack: shrinking changed the number of conv / "
-              "linear layers from ",
-              before.size(), " to ", layers.size());
+  SPRIG_CHECK(layers.size() == before.size(), "pack: shrinking changed the number of weighted ",
+              "layers from ", before.size(), " to ", layers.size());
   for (size_t i = 0; i < layers.size(); ++i) {
     const detail::WeightedLayer& l = layers[i];
     const nn::ParameterPtr& weight = l.weight();
