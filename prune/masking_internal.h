@@ -4,7 +4,7 @@
 // groups (group_masking.cpp).
 #include <functional>
 
-#include "kernels/cpu/criteria.h"
+#include "engine/backend.h"  // the criteria kernels' unit layout, as every backend takes it
 #include "prune/prune.h"
 
 namespace sprig::prune::detail {
@@ -19,7 +19,7 @@ struct WeightView {
 // Errors when w is not a 2-D (linear) or 4-D (conv) CPU float weight or the block size is bad.
 WeightView weight_view(const nn::Parameter& w, const PruneSpec& spec);
 
-// The units of granularity g as the criteria kernels see them (kernels/cpu/criteria.h).
+// The units of granularity g as the criteria kernels see them (Backend's criteria entries).
 inline cpu::UnitLayout unit_layout(const WeightView& v, Granularity g) {
   cpu::UnitLayout l;
   l.rows = v.rows;
