@@ -12,6 +12,7 @@
 #include "infer/fold.h"
 #include "infer/pack_internal.h"
 #include "kernels/cpu/eltwise.h"
+#include "kernels/cpu/gemm.h"
 #include "prune/shrink.h"
 
 namespace sprig::infer {
@@ -160,11 +161,36 @@ void pack_as(PackedLayer& p, PackedLayer::Kind kind, const WeightView& v,
   p.csr = {};
   p.bsr = {};
   p.nm = {};
+  detail::set_weight_t(p, v.w);
   if (kind == PackedLayer::Csr) p.csr = cpu::csr_from_dense(v.rows, v.cols, v.w);
   if (kind == PackedLayer::Bsr)
     p.bsr = cpu::bsr_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
   if (kind == PackedLayer::Nm)
     p.nm = cpu::nm_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
+}
+
+// A dense Linear from its W^T: y (N, rows) = x (N, cols) W^T + bias, then ReLU when relu.
+Tensor run_dense_linear(const PackedLayer& p, const nn::Linear& lin, const Tensor& x, bool relu) {
+  SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "layer ", p.name, " (", lin.spec(),
+              ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
+  const int64_t N = x.size(0);
+  Tensor y = Tensor::empty({N, p.rows});  // (N, rows)
+  float* yd = y.data();
+  const float* bias = lin.bias ? lin.bias->value.data() : nullptr;
+  if (bias)  // the product adds onto the bias rows
+    for (int64_t n = 0; n < N; ++n) std::copy(bias, bias + p.rows, yd + n * p.rows);
+  // gemm takes x W^T as dot products, unpacked, at batch <= 4 (<= 8 for <= 32 outputs); above
+  // that it would pack W into panels on every call, where W^T is read in place instead.
+  const bool dots = N <= 4 || (N <= 8 && p.rows <= 32);
+  const float beta = bias ? 1.0f : 0.0f;
+  if (dots)
+    cpu::gemm(false, true, N, p.rows, p.cols, 1.0f, x.data(), p.cols, lin.weight->value.data(),
+              p.cols, beta, yd, p.rows);
+  else
+    cpu::gemm(false, false, N, p.rows, p.cols, 1.0f, x.data(), p.cols, p.weight_t.data(), p.rows,
+              beta, yd, p.rows);
+  if (relu) cpu::relu_forward(y.numel(), yd, yd);
+  return y;
 }
 
 // One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv.
@@ -194,7 +220,9 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool rel
 }
 
 Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x) {
-  return p.kind == PackedLayer::Dense ? m(x) : run_packed(p, m, x);
+  if (p.kind != PackedLayer::Dense) return run_packed(p, m, x);
+  if (!p.weight_t.empty()) return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, false);
+  return m(x);
 }
 
 // Chooses p's kind: forced, or the fastest measured candidate.
@@ -325,6 +353,14 @@ Shape walk(const nn::Sequential& seq, const std::string& prefix, Shape shape,
 
 }  // namespace
 
+void set_weight_t(PackedLayer& p, const float* w) {
+  p.weight_t.clear();
+  if (p.kind != PackedLayer::Dense || p.conv) return;
+  p.weight_t.resize(size_t(p.rows * p.cols));
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t c = 0; c < p.cols; ++c) p.weight_t[size_t(c * p.rows + r)] = w[r * p.cols + c];
+}
+
 std::vector<WeightedLayer> weighted_layers(const nn::Model& m) {
   std::vector<WeightedLayer> out;
   walk(*m.net, "", m.input_shape, out);
@@ -416,6 +452,10 @@ class Executor {
       if (p && p->kind != PackedLayer::Dense) {
         const bool relu = p->conv && is_relu(i + 1);  // fused into csr_conv2d
         h = run_packed(*p, m, h, relu);
+        if (relu) ++i;
+      } else if (p && !p->weight_t.empty()) {
+        const bool relu = is_relu(i + 1);
+        h = run_dense_linear(*p, dynamic_cast<nn::Linear&>(m), h, relu);
         if (relu) ++i;
       } else if (auto* inner = dynamic_cast<nn::Sequential*>(&m)) {
         h = run(*inner, h);

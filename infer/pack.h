@@ -61,6 +61,9 @@ struct PackedLayer {
   cpu::CsrMatrix csr;                        // the one matching kind is filled
   cpu::BsrMatrix bsr;
   cpu::NmMatrix nm;
+  // A dense Linear's W^T (cols, rows), filled with kind Dense: gemm reads it in place at small
+  // batch (x W^T with W as stored packs W into panels on every call).
+  std::vector<float> weight_t;
   std::vector<CandidateTime> times;  // measured candidates (auto plans only)
   std::string reason;                // why this kind, for `sprig plan`
 

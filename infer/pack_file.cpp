@@ -272,6 +272,7 @@ PackedFile load_packed(const std::string& path) {
         p.kind = PackedLayer::Dense;
         p.shrunk = f == "shrunk-dense";
         weight->value.copy_(L.need(w, DType::F32, weight->value.shape()));
+        detail::set_weight_t(p, dense);
       } else if (f == "csr") {
         p.kind = PackedLayer::Csr;
         cpu::CsrMatrix& a = p.csr;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "infer/pack.h"
 #include "nn/model.h"
 
 namespace sprig::infer::detail {
@@ -22,6 +23,9 @@ struct WeightedLayer {
   const nn::ParameterPtr& bias() const { return conv ? conv->bias : linear->bias; }
 };
 std::vector<WeightedLayer> weighted_layers(const nn::Model& m);
+
+// p.weight_t = W^T for a dense Linear p whose weight w is (p.rows, p.cols); cleared otherwise.
+void set_weight_t(PackedLayer& p, const float* w);
 
 // "0.0123" below 0.1 ms, "1.234" above: four significant figures for the plan tables.
 inline std::string fmt_ms(double ms) {
