@@ -21,7 +21,7 @@ struct TrainArgs {
   train::TrainConfig cfg;
   std::string out, resume, device = "cpu";
   int64_t save_every = 0, stop_at_step = -1;
-  bool checkpoint_every_epoch = false, json = false, quiet = false;
+  bool checkpoint_every_epoch = false, json = false, quiet = false, check_replicas = false;
   CLI::App* app = nullptr;  // to tell flags given on the command line from defaults
 };
 
@@ -105,6 +105,13 @@ int run_train(const TrainArgs& a) {
               "--save-every and --checkpoint-every-epoch need --out (where to write)");
   SPRIG_CHECK(!out.empty() || a.stop_at_step < 0,
               "--stop-at-step needs --out (the checkpoint to resume from)");
+  // Under mpirun every rank runs this: data-parallel over the ranks, rank 0 alone prints and
+  // writes files.
+  const dist::Comm& comm = dist::Comm::world();
+  const bool root = comm.is_root();
+  SPRIG_CHECK(!a.check_replicas || comm.size() > 1,
+              "--check-replicas compares the ranks of a data-parallel run: start it with mpirun "
+              "-np N (N >= 2)");
   use_threads(cfg.threads);
   cfg.threads = cpu::num_threads();  // recorded, so a resumed run uses the same count
   const Device device = device_from_flag(a.device);
@@ -134,14 +141,15 @@ int run_train(const TrainArgs& a) {
   train::FitPosition pos = rp.state.position;
   const std::vector<train::EpochStats> earlier = rp.state.history;
 
-  bool human = !a.json && !a.quiet;
+  bool human = !a.json && !a.quiet && root;
   if (human) {
+    std::string where =
+        device.is_cpu() ? std::to_string(cpu::num_threads()) + " threads" : device.str();
+    if (comm.size() > 1) where = std::to_string(comm.size()) + " ranks x " + where;
     std::printf("model %s on %s (%lld train, %lld test samples), %s lr %g, batch %lld, %s\n",
                 cfg.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
                 (long long)src.data.test.size(), opt->name().c_str(), cfg.optim.lr,
-                (long long)cfg.batch_size,
-                device.is_cpu() ? (std::to_string(cpu::num_threads()) + " threads").c_str()
-                                : device.str().c_str());
+                (long long)cfg.batch_size, where.c_str());
     std::printf("%s", nn::format_summary(nn::summarize(model)).c_str());
     if (resuming)
       std::printf("resuming %s after epoch %d, step %lld (global step %lld) of %d epochs\n",
@@ -158,9 +166,12 @@ int run_train(const TrainArgs& a) {
       if (step == cfg.rewind_step) rewind = prune::snapshot_weights(model);
     };
   fc.progress_bar = human && stdout_is_terminal();
-  fc.log_lines = !a.quiet;
+  fc.log_lines = !a.quiet && root;
+  fc.comm = &comm;
+  fc.check_replicas = a.check_replicas;
 
   auto save = [&](const train::FitPosition& at, const std::vector<train::EpochStats>& now) {
+    if (!root) return;
     train::TrainState st{cfg, at, opt->steps, earlier};
     st.history.insert(st.history.end(), now.begin(), now.end());
     const train::EpochStats* last = st.history.empty() ? nullptr : &st.history.back();
@@ -196,7 +207,7 @@ int run_train(const TrainArgs& a) {
   }
   // A run stopped mid-epoch has no evaluation of its current weights yet.
   train::EvalResult final_test = history.empty() || pos.step_in_epoch > 0
-                                     ? train::evaluate(model, src.data.test, src.task)
+                                     ? train::evaluate(model, src.data.test, src.task, 256, comm)
                                      : history.back().test;
   if (!out.empty()) {
     save(pos, fresh);
@@ -215,7 +226,7 @@ int run_train(const TrainArgs& a) {
       std::printf("test mse %.4f  (%.1f s training, %d epochs)\n", final_test.loss, train_seconds,
                   pos.epoch);
   }
-  if (a.json) {
+  if (a.json && root) {
     nlohmann::json j = {{"model", cfg.model},
                         {"spec", model.spec},
                         {"dataset", cfg.dataset},
@@ -230,6 +241,7 @@ int run_train(const TrainArgs& a) {
                         {"warmup_epochs", cfg.lr.warmup_epochs},
                         {"augment", cfg.augment},
                         {"threads", cpu::num_threads()},
+                        {"ranks", comm.size()},
                         {"device", device.str()},
                         {"seed", cfg.seed},
                         {"params", model.num_parameters()},
@@ -331,6 +343,9 @@ Command add_train_command(CLI::App& app) {
                  "stop once the run has done N steps, as if interrupted, and save a checkpoint "
                  "that --resume continues")
       ->check(IntRange(0, train::limits::kMaxCount));
+  app.add_flag("--check-replicas", a->check_replicas,
+               "under mpirun: compare every rank's weights, masks and optimizer state after "
+               "each epoch and stop on the first difference");
   add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object with the results as the last line");
   app.add_flag("--quiet", a->quiet, "print nothing but errors (and --json)");

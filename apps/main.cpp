@@ -4,7 +4,26 @@
 #include <map>
 
 #include "apps/commands.h"
+#include "dist/comm.h"
 #include "engine/error.h"
+
+// Under mpirun a rank that fails must take the others down with it: they may be waiting for it
+// in a collective, and would wait forever.
+static int fail(const char* kind, const char* what) {
+  const sprig::dist::Comm* world = &sprig::dist::Comm::self();
+  try {
+    world = &sprig::dist::Comm::world();
+  } catch (const sprig::Error&) {  // MPI itself failed to start: this process is alone
+  }
+  if (world->size() == 1) {
+    std::fprintf(stderr, "sprig: %s: %s\n", kind, what);
+    return 1;
+  }
+  std::fprintf(stderr, "sprig: %s on rank %d of %d: %s\n", kind, world->rank(), world->size(),
+               what);
+  std::fflush(stderr);
+  world->abort(1);
+}
 
 int main(int argc, char** argv) {
   // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ halfway through a
@@ -78,17 +97,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    sprig::dist::Comm::world();  // starts MPI when a launcher started this process
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();
   } catch (const sprig::Error& e) {
-    std::fprintf(stderr, "sprig: error: %s\n", e.what());
-    return 1;
+    return fail("error", e.what());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "sprig: error: out of memory\n");
-    return 1;
+    return fail("error", "out of memory");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "sprig: internal error: %s\n", e.what());
-    return 1;
+    return fail("internal error", e.what());
   }
   return 1;
 }

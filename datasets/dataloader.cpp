@@ -46,6 +46,13 @@ size_t DataLoader::num_batches() const {
   return static_cast<size_t>((n_ + batch_size_ - 1) / batch_size_);
 }
 
+void DataLoader::set_shard(int rank, int ranks) {
+  SPRIG_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "DataLoader: shard ", rank, " of ", ranks,
+              " does not exist");
+  shard_ = rank;
+  shards_ = ranks;
+}
+
 void DataLoader::start_epoch() {
   start_epoch(epoch_ + 1);
 }
@@ -81,11 +88,14 @@ bool DataLoader::next(Batch& out) {
   int64_t left = n_ - cursor_;
   if (left <= 0 || (drop_last_ && left < batch_size_)) return false;
   int64_t b = std::min(batch_size_, left);
-  const int64_t* rows = order_.data() + cursor_;
+  const int64_t first = b * shard_ / shards_, last = b * (shard_ + 1) / shards_;
+  const int64_t* rows = order_.data() + cursor_ + first;
   // Fresh tensors (cheap: the CPU allocator caches blocks), so a batch the caller still
   // holds is never overwritten by the next one.
-  out.x = gather(data_.images, rows, b);
-  out.y = gather(data_.labels, rows, b);
+  out.x = gather(data_.images, rows, last - first);
+  out.y = gather(data_.labels, rows, last - first);
+  out.total = b;
+  out.first = first;
   cursor_ += b;
   return true;
 }

@@ -15,8 +15,11 @@
 namespace sprig::data {
 
 struct Batch {
-  Tensor x;  // (B, ...) float32: rows of the dataset's images
-  Tensor y;  // (B) int32 labels or (B, ...) float32 targets: rows of the dataset's labels
+  Tensor x;  // (b, ...) float32: rows of the dataset's images
+  Tensor y;  // (b) int32 labels or (b, ...) float32 targets: rows of the dataset's labels
+  // The whole batch has `total` samples; x and y are its rows [first, first + b): all of it,
+  // or one rank's shard in data-parallel training (set_shard).
+  int64_t total = 0, first = 0;
 };
 
 class DataLoader {
@@ -45,6 +48,10 @@ class DataLoader {
   // start_epoch() starts epoch 0.
   bool next(Batch& out);
 
+  // Data-parallel training: each batch is the same as before, but next() hands out only the
+  // contiguous share [floor(b r / n), floor(b (r + 1) / n)) of rank r of n (possibly empty).
+  void set_shard(int rank, int ranks);
+
   // The sample order of the current epoch.
   const std::vector<int64_t>& order() const { return order_; }
 
@@ -58,6 +65,7 @@ class DataLoader {
   int64_t epoch_ = -1;
   int64_t cursor_ = 0;          // position in order_ of the next sample
   std::vector<int64_t> order_;  // (N) sample indices for this epoch
+  int shard_ = 0, shards_ = 1;
 };
 
 // A well-mixed 64-bit hash (splitmix64's finaliser), so that nearby (seed, epoch) pairs give

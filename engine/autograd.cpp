@@ -19,6 +19,17 @@ NoGradGuard::~NoGradGuard() {
   g_grad_enabled = prev_;
 }
 
+static thread_local std::function<void(const TensorImpl*)>* g_grad_ready = nullptr;
+
+GradReadyHook::GradReadyHook(std::function<void(const TensorImpl*)> fn) {
+  SPRIG_CHECK(!g_grad_ready, "a GradReadyHook is already installed on this thread");
+  g_grad_ready = new std::function<void(const TensorImpl*)>(std::move(fn));
+}
+GradReadyHook::~GradReadyHook() {
+  delete g_grad_ready;
+  g_grad_ready = nullptr;
+}
+
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   if (!g_grad_enabled) return false;
   for (const Tensor* t : inputs)
@@ -129,6 +140,7 @@ void Tensor::backward(const Tensor& seed) const {
       }
     } else if (t->requires_grad) {
       store_grad(*t, g);
+      if (g_grad_ready) (*g_grad_ready)(t);
     }
   }
 }

@@ -1,6 +1,7 @@
 #pragma once
 // Define-by-run autograd. Each differentiable op that sees an input requiring grad records
 // a Node on its output; backward() walks the nodes in reverse topological order.
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -32,6 +33,17 @@ class NoGradGuard {
 
  private:
   bool prev_;
+};
+
+// While one lives, backward() on this thread calls fn with each leaf right after storing its
+// gradient. Leaves are visited once, after every path to them, so that gradient is final:
+// data-parallel training starts reducing it there while backward goes on. One per thread.
+class GradReadyHook {
+ public:
+  explicit GradReadyHook(std::function<void(const TensorImpl* leaf)> fn);
+  ~GradReadyHook();
+  GradReadyHook(const GradReadyHook&) = delete;
+  GradReadyHook& operator=(const GradReadyHook&) = delete;
 };
 
 // True when an op with these inputs must record a node.

@@ -14,6 +14,7 @@ packages=(
   nlohmann-json3-dev           # safetensors headers, --json output
   libcli11-dev                 # command line
   libcurl4-openssl-dev         # experiment tracking: MLflow REST API
+  libopenmpi-dev openmpi-bin   # data-parallel training under mpirun (SPRIG_MPI)
   dataset-fashion-mnist        # the main job's data, in /usr/share/datasets/fashion-mnist
   python3-numpy                # tests cross-check safetensors files with numpy
 )

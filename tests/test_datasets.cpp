@@ -572,6 +572,36 @@ TEST_CASE("dataloader: shuffling is seeded and differs per epoch") {
   CHECK(permutation(1, 7) == std::vector<int64_t>{0});
 }
 
+TEST_CASE("dataloader: the shards of n ranks split every batch in order, without overlap") {
+  Dataset ds = counting_dataset(23);
+  for (int ranks : {1, 2, 3, 5}) {
+    CAPTURE(ranks);
+    DataLoader whole(ds, 7, /*shuffle=*/true, 3);
+    std::vector<DataLoader> shards(size_t(ranks), DataLoader(ds, 7, true, 3));
+    for (int r = 0; r < ranks; ++r) shards[size_t(r)].set_shard(r, ranks);
+    Batch all, part;
+    while (whole.next(all)) {
+      CHECK(all.total == all.x.size(0));
+      CHECK(all.first == 0);
+      std::vector<int32_t> joined;
+      for (int r = 0; r < ranks; ++r) {
+        REQUIRE(shards[size_t(r)].next(part));
+        CHECK(part.total == all.total);
+        CHECK(part.first == int64_t(joined.size()));
+        // Balanced: sizes differ by at most one.
+        CHECK(std::abs(part.x.size(0) * ranks - all.total) < ranks);
+        for (int32_t v : part.y.to_vector_i32()) joined.push_back(v);
+      }
+      CHECK(joined == all.y.to_vector_i32());
+    }
+    for (auto& s : shards) CHECK_FALSE(s.next(part));
+  }
+  DataLoader loader(ds, 4);
+  CHECK_THROWS_WITH_AS(loader.set_shard(2, 2), "DataLoader: shard 2 of 2 does not exist",
+                       sprig::Error);
+  CHECK_THROWS_AS(loader.set_shard(0, 0), sprig::Error);
+}
+
 TEST_CASE("dataloader: float targets and bad arguments") {
   Dataset reg = make_friedman1(10, 5, 0.0f, 3);
   DataLoader loader(reg, 4);

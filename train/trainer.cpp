@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 
 #include "datasets/augment.h"
 #include "datasets/cifar10.h"
@@ -12,6 +13,7 @@
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "nn/layers.h"
+#include "train/data_parallel.h"
 
 namespace sprig::train {
 
@@ -117,8 +119,8 @@ int64_t count_correct(const Tensor& logits_any, const Tensor& labels_any) {
   return correct;
 }
 
-EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
-                    int64_t batch_size) {
+EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task, int64_t batch_size,
+                    const dist::Comm& comm) {
   NoGradGuard no_grad;
   model.net->eval();
   const Device dev = model.device();
@@ -126,19 +128,21 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
   loader.start_epoch();
   data::Batch b;
   EvalResult r;
-  double loss_sum = 0.0;
-  int64_t correct = 0;
-  while (loader.next(b)) {
+  double sums[3] = {0.0, 0.0, 0.0};  // loss x samples, correct, samples
+  for (int64_t batch = 0; loader.next(b); ++batch) {
+    if (batch % comm.size() != comm.rank()) continue;
     Tensor out = model.forward(b.x.to(dev));
     int64_t n = b.x.size(0);
-    loss_sum += double(loss_of(task, out, b.y).item()) * double(n);
-    if (task == Task::Classification) correct += count_correct(out, b.y);
-    r.samples += n;
+    sums[0] += double(loss_of(task, out, b.y).item()) * double(n);
+    if (task == Task::Classification) sums[1] += double(count_correct(out, b.y));
+    sums[2] += double(n);
   }
   model.net->train();
+  comm.allreduce_sum(sums, 3);
+  r.samples = int64_t(sums[2]);
   if (r.samples) {
-    r.loss = loss_sum / double(r.samples);
-    r.accuracy = double(correct) / double(r.samples);
+    r.loss = sums[0] / sums[2];
+    r.accuracy = sums[1] / sums[2];
   }
   // An accuracy over NaN outputs is meaningless, and a "nan" loss is easy to miss in a table.
   SPRIG_CHECK(std::isfinite(r.loss), "evaluation on ", r.samples, " samples: the loss is ", r.loss,
@@ -296,6 +300,20 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
               to_string(image), " and ", cfg.augment_fill.size(), " fill values");
   data::DataLoader loader(train, cfg.batch_size, /*shuffle=*/true, cfg.seed);
   const int64_t batches = int64_t(loader.num_batches());
+  const dist::Comm& comm = cfg.comm ? *cfg.comm : dist::Comm::self();
+  std::unique_ptr<GradientReducer> reducer;
+  if (comm.size() > 1) {
+    // Every rank needs a sample of every batch, the last (partial) one included.
+    const int64_t last = train.size() % cfg.batch_size;
+    SPRIG_CHECK(cfg.batch_size >= comm.size() && (last == 0 || last >= comm.size()),
+                "data-parallel training on ", comm.size(), " ranks needs at least ", comm.size(),
+                " samples in every batch, but --batch-size ", cfg.batch_size, " over ",
+                train.size(), " samples leaves a last batch of ", last,
+                " (choose another --batch-size or --limit-train)");
+    loader.set_shard(comm.rank(), comm.size());
+    broadcast_model(comm, model, &opt);
+    reducer = std::make_unique<GradientReducer>(comm, model.parameters());
+  }
   SPRIG_CHECK(pos.epoch >= 0 && pos.step_in_epoch >= 0 && pos.step_in_epoch <= batches &&
                   pos.global_step == int64_t(pos.epoch) * batches + pos.step_in_epoch,
               "cannot resume at epoch ", pos.epoch, " step ", pos.step_in_epoch, " (global step ",
@@ -316,13 +334,22 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
   };
   std::vector<PendingLoss> pending;
   int epoch = 0;
+  // Each rank's loss is the mean over its shard: the batch's is the sum of loss x samples over
+  // every rank, divided by the batch's samples.
+  std::vector<double> sums;  // loss x samples, samples: per pending step
   auto flush_losses = [&] {
+    sums.clear();
     for (const PendingLoss& p : pending) {
-      const float value = p.loss.item();
+      sums.push_back(double(p.loss.item()) * double(p.n));
+      sums.push_back(double(p.n));
+    }
+    comm.allreduce_sum(sums.data(), int64_t(sums.size()));
+    for (size_t k = 0; k < pending.size(); ++k) {
+      const double value = sums[2 * k] / sums[2 * k + 1];
       SPRIG_CHECK(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch,
-                  " step ", p.step, " (try a lower --lr)");
-      pos.epoch_loss_sum += double(value) * double(p.n);
-      pos.epoch_seen += p.n;
+                  " step ", pending[k].step, " (try a lower --lr)");
+      pos.epoch_loss_sum += sums[2 * k];
+      pos.epoch_seen += int64_t(sums[2 * k + 1]);
     }
     pending.clear();
   };
@@ -338,15 +365,20 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
     while (!stopped() && loader.next(b)) {
       if (cfg.augment) {
         // Drawn from (seed, epoch, batch) alone, so a resumed run draws the same crops.
+        // The whole batch's draws, of which a shard takes its own rows' share.
         Rng rng(data::augment_seed(cfg.seed, epoch - 1, int64_t(step)));
-        b.x = data::crop_flip(b.x, data::draw_crop_flip(b.x.size(0), cfg.augment_pad, rng),
+        const auto draws = data::draw_crop_flip(b.total, cfg.augment_pad, rng);
+        b.x = data::crop_flip(b.x, {draws.begin() + b.first, draws.begin() + b.first + b.x.size(0)},
                               cfg.augment_pad, cfg.augment_fill);
       }
       opt.zero_grad();
       Tensor loss = loss_of(task, model.forward(b.x.to(dev)), b.y);
       pending.push_back({loss.detach(), b.x.size(0), int64_t(step) + 1});
       if (dev.is_cpu()) flush_losses();  // free on the CPU: stop at the first bad step
-      loss.backward();
+      if (reducer)
+        reducer->backward(loss, b.x.size(0), b.total);
+      else
+        loss.backward();
       if (cfg.bn_l1 != 0.0f) add_bn_l1_subgradient(model, cfg.bn_l1);
       const int64_t t = int64_t(epoch - 1) * batches + int64_t(step);
       opt.lr = float(scheduled_lr(cfg, base_lr, t, batches));
@@ -368,6 +400,7 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
           pos.global_step % cfg.checkpoint_every_steps == 0) {
         flush_losses();
         check_finite_state(model, pos);
+        broadcast_buffers(comm, model);
         cfg.checkpoint(pos, history);
       }
     }
@@ -379,7 +412,10 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
     st.epoch = epoch;
     st.seconds = std::chrono::duration<double>(clock::now() - t0).count();
     st.train_loss = pos.epoch_seen ? pos.epoch_loss_sum / double(pos.epoch_seen) : 0.0;
-    if (test.size() > 0) st.test = evaluate(model, test, task);
+    broadcast_buffers(comm, model);
+    if (cfg.check_replicas)
+      check_replicas(comm, model, &opt, "after epoch " + std::to_string(epoch));
+    if (test.size() > 0) st.test = evaluate(model, test, task, 256, comm);
     if (cfg.log_lines || cfg.progress_bar) {
       if (task == Task::Classification)
         std::printf("epoch %d/%d  train_loss %.4f  test_loss %.4f  test_accuracy %.2f%%  %.2f s\n",
@@ -394,6 +430,7 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
     pos = FitPosition{epoch, 0, int64_t(epoch) * batches, 0.0, 0};
     if (cfg.checkpoint && cfg.checkpoint_every_epoch) cfg.checkpoint(pos, history);
   }
+  broadcast_buffers(comm, model);  // a run stopped mid-epoch leaves with rank 0's too
   return history;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "datasets/mnist.h"
+#include "dist/comm.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 
@@ -60,8 +61,10 @@ struct EvalResult {
 // How many rows of logits (n, C) have their largest value at the label (n, int32).
 int64_t count_correct(const Tensor& logits, const Tensor& labels);
 
+// With a comm of several ranks, each rank evaluates every size-th batch and the sums are
+// all-reduced: every rank returns the result over the whole dataset.
 EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
-                    int64_t batch_size = 256);
+                    int64_t batch_size = 256, const dist::Comm& comm = dist::Comm::self());
 
 struct EpochStats {
   int epoch = 0;  // from 1
@@ -125,6 +128,16 @@ struct FitConfig {
   int64_t checkpoint_every_steps = 0;
   bool checkpoint_every_epoch = false;
   std::function<void(const FitPosition&, const std::vector<EpochStats>&)> checkpoint;
+  // Data-parallel training over comm's ranks (train/data_parallel.h), every rank calling fit
+  // with the same arguments: rank 0's model and optimizer state are copied to the others, each
+  // rank takes its shard of every batch (batch_size stays the global batch), gradients are
+  // summed across ranks, and the result is the run one process would make with the same
+  // batches, up to float rounding. Buffers (BatchNorm statistics) follow rank 0's shards.
+  // Callbacks run on every rank; the caller lets rank 0 alone print and write.
+  const dist::Comm* comm = nullptr;  // null: this process alone
+  // Compare every rank's weights, masks and optimizer state after each epoch, and fail on the
+  // first that differs (data-parallel runs only).
+  bool check_replicas = false;
 };
 
 // The schedule as the command line gives it (sprig train and prune share these flags).
