@@ -1,0 +1,94 @@
+// `mpirun ... sprig train` end to end (label mpi): a data-parallel run against one process,
+// resuming under another number of ranks, and ranks that fail or die. SPRIG_MPIEXEC is the
+// launcher CMake found.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "nn/checkpoint.h"
+#include "tests/cli_test_util.h"
+
+using namespace sprig;
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kMpirun = std::string(SPRIG_MPIEXEC) + " --oversubscribe --allow-run-as-root";
+// 6,432 samples: 100 steps of 64 and a last batch of 32 per epoch.
+const std::string kTrain = std::string(SPRIG_BINARY) +
+                           " train --model mlp --optimizer sgd --lr 0.002 --limit-train 6432 "
+                           "--limit-test 500 --batch-size 64 --threads 1 --seed 4";
+
+double max_relative_difference(const std::string& a_path, const std::string& b_path) {
+  nn::Checkpoint a = nn::load_checkpoint(a_path), b = nn::load_checkpoint(b_path);
+  auto pa = a.model.named_parameters(), pb = b.model.named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    std::vector<float> x = pa[i].second->value.to_vector(), y = pb[i].second->value.to_vector();
+    double diff = 0.0, norm = 0.0;
+    for (size_t k = 0; k < x.size(); ++k) {
+      diff += (double(x[k]) - y[k]) * (double(x[k]) - y[k]);
+      norm += double(x[k]) * x[k];
+    }
+    worst = std::max(worst, std::sqrt(diff / std::max(norm, 1e-60)));
+  }
+  return worst;
+}
+
+int count(const std::string& s, const std::string& what) {
+  int n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("mpirun -np 2 sprig train, resumed on 3 ranks, ends with one process's weights") {
+  const fs::path dir = testing::temp_dir("test_cli_mpi");
+  const std::string single = (dir / "single.safetensors").string(),
+                    dist = (dir / "dist.safetensors").string();
+  testing::Outcome one = testing::run_shell(kTrain + " --epochs 2 --out " + single);
+  REQUIRE_MESSAGE(one.code == 0, one.err);
+  // Stopped mid-epoch 2 on two ranks, continued on three.
+  testing::Outcome two = testing::run_shell(kMpirun + " -np 2 " + kTrain +
+                                            " --epochs 2 --stop-at-step 150 --check-replicas "
+                                            "--out " +
+                                            dist);
+  REQUIRE_MESSAGE(two.code == 0, two.err);
+  CHECK(two.out.find("2 ranks x 1 threads") != std::string::npos);
+  CHECK(count(two.out, "stopped at global step 150") == 1);  // rank 0 alone prints
+  testing::Outcome three =
+      testing::run_shell(kMpirun + " -np 3 " + std::string(SPRIG_BINARY) + " train --resume " +
+                         dist + " --check-replicas --json");
+  REQUIRE_MESSAGE(three.code == 0, three.err);
+  CHECK(count(three.out, "\"ranks\":3") == 1);
+  const double diff = max_relative_difference(single, dist);
+  MESSAGE("2 then 3 ranks against one process after 201 steps: ", diff);
+  CHECK(diff <= 1e-5);
+  CHECK(diff > 0.0);  // other sums, other roundings: a copy of the file would be 0
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a rank that fails ends every rank with its error instead of a hang") {
+  // Rank 1 cannot read its data while rank 0 waits for it in the first collective.
+  testing::Outcome o =
+      testing::run_shell("timeout 120 " + kMpirun + " -np 1 " + kTrain + " --epochs 1 : -np 1 " +
+                         kTrain + " --epochs 1 --data-dir /nonexistent/sprig");
+  CHECK(o.code != 0);
+  CHECK(o.code != 124);  // not the timeout
+  CHECK_MESSAGE(o.err.find("sprig: error on rank 1 of 2:") != std::string::npos, o.err);
+  CHECK(o.err.find("/nonexistent/sprig") != std::string::npos);
+}
+
+TEST_CASE("a rank killed during training ends the job instead of a hang") {
+  const fs::path dir = testing::temp_dir("test_cli_mpi_kill");
+  const std::string out = (dir / "killed.safetensors").string();
+  // Rank 1 (the newest process with this --out) is killed once training is under way.
+  testing::Outcome o = testing::run_shell(
+      "( timeout 120 " + kMpirun + " -np 2 " + kTrain + " --epochs 100 --out " + out +
+      " ; echo \"exit $?\" ) & sleep 3; pkill -KILL -n -f 'sprig train.*" + out + "'; wait");
+  CHECK_MESSAGE(o.out.find("exit ") != std::string::npos, o.out);
+  CHECK(o.out.find("exit 0") == std::string::npos);
+  CHECK(o.out.find("exit 124") == std::string::npos);  // not the timeout
+  CHECK_FALSE(fs::exists(out));                        // no half-written checkpoint either
+  fs::remove_all(dir);
+}
