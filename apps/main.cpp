@@ -97,7 +97,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    sprig::dist::Comm::world();  // starts MPI when a launcher started this process
+    // Starts MPI when a launcher started this process. Only train runs data-parallel so far;
+    // any other command would run once per rank and have every rank write the same files.
+    const sprig::dist::Comm& world = sprig::dist::Comm::world();
+    for (auto& [sub, run] : commands)
+      SPRIG_CHECK(world.size() == 1 || !sub->parsed() || sub->get_name() == "train", "sprig ",
+                  sub->get_name(),
+                  " runs as one process: start it without mpirun (only sprig "
+                  "train is data-parallel)");
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();
   } catch (const sprig::Error& e) {

@@ -129,21 +129,23 @@ void finalize() {
 }
 
 // A group of one needs no MPI: every collective is the identity.
+#ifdef SPRIG_HAVE_MPI
+static void allreduce_in_place(void* data, int64_t n, MPI_Datatype type, void* handle) {
+  if (!handle) return;
+  check(MPI_Allreduce(MPI_IN_PLACE, data, as_count(n, "Allreduce"), type, MPI_SUM, as_mpi(handle)),
+        "Allreduce");
+}
+#endif
+
 void Comm::allreduce_sum(float* data, int64_t n) const {
 #ifdef SPRIG_HAVE_MPI
-  if (!handle_) return;
-  check(MPI_Allreduce(MPI_IN_PLACE, data, as_count(n, "Allreduce"), MPI_FLOAT, MPI_SUM,
-                      as_mpi(handle_)),
-        "Allreduce");
+  allreduce_in_place(data, n, MPI_FLOAT, handle_);
 #endif
 }
 
 void Comm::allreduce_sum(double* data, int64_t n) const {
 #ifdef SPRIG_HAVE_MPI
-  if (!handle_) return;
-  check(MPI_Allreduce(MPI_IN_PLACE, data, as_count(n, "Allreduce"), MPI_DOUBLE, MPI_SUM,
-                      as_mpi(handle_)),
-        "Allreduce");
+  allreduce_in_place(data, n, MPI_DOUBLE, handle_);
 #endif
 }
 

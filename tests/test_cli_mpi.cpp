@@ -92,3 +92,13 @@ TEST_CASE("a rank killed during training ends the job instead of a hang") {
   CHECK_FALSE(fs::exists(out));                        // no half-written checkpoint either
   fs::remove_all(dir);
 }
+
+TEST_CASE("commands that are not data-parallel refuse to run under mpirun") {
+  testing::Outcome o = testing::run_shell("timeout 120 " + kMpirun + " -np 2 " +
+                                          std::string(SPRIG_BINARY) + " summary --model mlp");
+  CHECK(o.code != 0);
+  CHECK(o.code != 124);
+  CHECK_MESSAGE(o.err.find("sprig summary runs as one process: start it without mpirun") !=
+                    std::string::npos,
+                o.err);
+}

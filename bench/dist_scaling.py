@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Data-parallel scaling on one machine: a training epoch on 1 rank x T threads against N ranks
+x T threads (mpirun), same model, data, batch (the global batch), optimizer and seed, run in
+turn (1, N, 1, N, ...) so both see the same machine load. Epoch time is training only
+(sprig train --json's epoch_seconds; evaluation excluded). Also the all-reduce share: the
+model's gradient bytes per step.
+
+Usage: SPRIG=build/sprig python3 bench/dist_scaling.py [--model cnn2] [--ranks 2]
+           [--threads 1] [--rounds 3] [--limit-train N] [--batch-size 64]
+Speed-up = 1-rank seconds / N-rank seconds per pair, and the median; efficiency = speed-up / N.
+"""
+import argparse, json, os, statistics, subprocess, sys
+
+p = argparse.ArgumentParser()
+p.add_argument("--model", default="cnn2")
+p.add_argument("--ranks", type=int, default=2)
+p.add_argument("--threads", type=int, default=1)
+p.add_argument("--rounds", type=int, default=3)
+p.add_argument("--limit-train", type=int, default=0)
+p.add_argument("--batch-size", type=int, default=64)
+a = p.parse_args()
+sprig = os.environ.get("SPRIG", "build/sprig")
+# One thread per rank: Open MPI's default binds each rank to a core. More: let them float.
+mpirun = ["mpirun", "--oversubscribe", "--allow-run-as-root"]
+if a.threads > 1:
+    mpirun += ["--bind-to", "none"]
+
+
+def epoch(ranks):
+    cmd = [sprig, "train", "--model", a.model, "--epochs", "1", "--threads", str(a.threads),
+           "--batch-size", str(a.batch_size), "--limit-test", "1000", "--json", "--quiet"]
+    if a.limit_train:
+        cmd += ["--limit-train", str(a.limit_train)]
+    if ranks > 1:
+        cmd = mpirun + ["-np", str(ranks)] + cmd
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    j = json.loads(out.strip().splitlines()[-1])
+    return j["epoch_seconds"][0], j["params"], j["train_samples"]
+
+
+print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {a.model}, batch "
+      f"{a.batch_size}, {a.threads} thread(s) per rank, 1 rank vs {a.ranks} ranks")
+speedups = []
+for r in range(a.rounds):
+    one, params, samples = epoch(1)
+    many, _, _ = epoch(a.ranks)
+    speedups.append(one / many)
+    print(f"round {r + 1}: 1 rank {one:.2f} s, {a.ranks} ranks {many:.2f} s, speed-up "
+          f"{one / many:.2f}x, load {os.getloadavg()[0]:.2f}")
+med = statistics.median(speedups)
+steps = -(-samples // a.batch_size)
+print(f"median speed-up {med:.2f}x (efficiency {med / a.ranks:.0%}); {samples} samples, {steps} "
+      f"steps; {params} parameters = {4 * params / 1e6:.2f} MB all-reduced per step")
