@@ -20,4 +20,6 @@ cmake --build build-asan -j"$(nproc)"
 # reported at exit and fail the process. No suppressions: libgomp and libcurl report nothing.
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_init_order=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-ctest --test-dir build-asan --output-on-failure "$@"
+# test_dist_np3 repeats np2's code paths with one more rank: at ASan's speed (2 min a run) CI
+# keeps np1 and np2 only.
+ctest --test-dir build-asan --output-on-failure -E '^test_dist_np3$' "$@"
