@@ -75,7 +75,8 @@ struct Run {
 
 // The model after one epoch (201 steps) from seed 5 with half of every weight masked, trained
 // over comm's ranks (null: this process alone).
-nn::Model train_once(const Run& r, const dist::Comm* comm, uint64_t* digest = nullptr) {
+nn::Model train_once(const Run& r, const dist::Comm* comm, uint64_t* digest = nullptr,
+                     train::EpochStats* stats = nullptr) {
   const Data& d = fashion_mnist();
   nn::Model model = nn::build_model(r.model, d.input, 5);
   for (auto& [name, p] : model.named_parameters())
@@ -91,7 +92,9 @@ nn::Model train_once(const Run& r, const dist::Comm* comm, uint64_t* digest = nu
   fc.seed = 9;
   fc.comm = comm;
   fc.check_replicas = comm != nullptr && comm->size() > 1;
-  train::fit(model, *opt, d.train, d.test, train::Task::Classification, fc);
+  auto history = train::fit(model, *opt, d.train, d.test, train::Task::Classification, fc);
+  REQUIRE(history.size() == 1);
+  if (stats) *stats = history[0];
   if (digest) {
     *digest = 0;
     for (auto& [name, h] : train::replica_digests(model, opt.get())) *digest = *digest * 31 + h;
@@ -168,9 +171,16 @@ TEST_CASE("data-parallel training ends with one process's weights (200 steps, ma
   for (const Run& r : runs) {
     CAPTURE(r.model);
     CAPTURE(r.optimizer);
-    nn::Model alone = train_once(r, nullptr);
-    nn::Model together = train_once(r, &world());
+    train::EpochStats alone_stats, together_stats;
+    nn::Model alone = train_once(r, nullptr, nullptr, &alone_stats);
+    nn::Model together = train_once(r, &world(), nullptr, &together_stats);
     const double diff = max_relative_difference(alone, together);
+    // The epoch's loss is summed over every rank's shards, and evaluation over every rank's
+    // batches: the numbers one process reports.
+    CHECK(together_stats.train_loss == doctest::Approx(alone_stats.train_loss).epsilon(1e-5));
+    CHECK(together_stats.test.samples == alone_stats.test.samples);
+    CHECK(together_stats.test.loss == doctest::Approx(alone_stats.test.loss).epsilon(1e-5));
+    CHECK(together_stats.test.accuracy == alone_stats.test.accuracy);
     MESSAGE(r.model, " ", r.optimizer, " on ", world().size(),
             " ranks: relative difference from one process ", diff);
     CHECK(diff <= 1e-5);

@@ -334,24 +334,27 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
   };
   std::vector<PendingLoss> pending;
   int epoch = 0;
-  // Each rank's loss is the mean over its shard: the batch's is the sum of loss x samples over
-  // every rank, divided by the batch's samples.
-  std::vector<double> sums;  // loss x samples, samples: per pending step
+  // Each rank's loss is the mean over its shard, and the epoch's is the sum of loss x samples
+  // over every rank and step, divided by the samples. Ranks add up their own steps and sum them
+  // across ranks only where every rank stops anyway (checkpoints, the end of an epoch or run):
+  // an all-reduce per step would make every step wait for the slowest rank.
+  double shard_sums[2] = {0.0, 0.0};  // loss x samples, samples: this rank's steps not yet in pos
+  auto sync_losses = [&] {            // a collective: every rank calls it at the same point
+    comm.allreduce_sum(shard_sums, 2);
+    pos.epoch_loss_sum += shard_sums[0];
+    pos.epoch_seen += int64_t(shard_sums[1]);
+    shard_sums[0] = shard_sums[1] = 0.0;
+  };
   auto flush_losses = [&] {
-    sums.clear();
     for (const PendingLoss& p : pending) {
-      sums.push_back(double(p.loss.item()) * double(p.n));
-      sums.push_back(double(p.n));
-    }
-    comm.allreduce_sum(sums.data(), int64_t(sums.size()));
-    for (size_t k = 0; k < pending.size(); ++k) {
-      const double value = sums[2 * k] / sums[2 * k + 1];
+      const float value = p.loss.item();
       SPRIG_CHECK(std::isfinite(value), "training diverged: loss is ", value, " at epoch ", epoch,
-                  " step ", pending[k].step, " (try a lower --lr)");
-      pos.epoch_loss_sum += sums[2 * k];
-      pos.epoch_seen += int64_t(sums[2 * k + 1]);
+                  " step ", p.step, " (try a lower --lr)");
+      shard_sums[0] += double(value) * double(p.n);
+      shard_sums[1] += double(p.n);
     }
     pending.clear();
+    if (comm.size() == 1) sync_losses();  // one process: pos is always up to date
   };
   for (epoch = pos.epoch + 1; epoch <= cfg.epochs && !stopped(); ++epoch) {
     using clock = std::chrono::steady_clock;
@@ -390,21 +393,27 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
       pos.global_step = int64_t(epoch - 1) * batches + int64_t(step);
       if (cfg.after_step) cfg.after_step(pos.global_step);
       if (cfg.progress_bar && (step % 20 == 0 || step == loader.num_batches())) {
+        // Local: with several ranks the bar shows this rank's shards (no collective here, as
+        // only rank 0 draws).
         flush_losses();
-        double secs = std::chrono::duration<double>(clock::now() - t0).count();
-        draw_progress(epoch, cfg.epochs, step, loader.num_batches(),
-                      pos.epoch_loss_sum / double(pos.epoch_seen),
-                      double(pos.epoch_seen) / std::max(secs, 1e-9));
+        const double loss_sum = pos.epoch_loss_sum + shard_sums[0];
+        const double seen = double(pos.epoch_seen) + shard_sums[1];
+        const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+        const double all_seen = double(pos.epoch_seen) + shard_sums[1] * comm.size();
+        draw_progress(epoch, cfg.epochs, step, loader.num_batches(), loss_sum / seen,
+                      all_seen / std::max(secs, 1e-9));
       }
       if (cfg.checkpoint && cfg.checkpoint_every_steps > 0 &&
           pos.global_step % cfg.checkpoint_every_steps == 0) {
         flush_losses();
+        sync_losses();
         check_finite_state(model, pos);
         broadcast_buffers(comm, model);
         cfg.checkpoint(pos, history);
       }
     }
     flush_losses();
+    sync_losses();
     if (cfg.progress_bar) std::fprintf(stderr, "\n");
     check_finite_state(model, pos);
     if (int64_t(step) < batches) break;  // stopped mid-epoch: pos says where
