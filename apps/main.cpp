@@ -97,14 +97,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    // Starts MPI when a launcher started this process. Only train runs data-parallel so far;
-    // any other command would run once per rank and have every rank write the same files.
+    // Starts MPI when a launcher started this process. A command that does not split its work
+    // over the ranks would run once per rank, every rank writing the same files.
     const sprig::dist::Comm& world = sprig::dist::Comm::world();
-    for (auto& [sub, run] : commands)
-      SPRIG_CHECK(world.size() == 1 || !sub->parsed() || sub->get_name() == "train", "sprig ",
-                  sub->get_name(),
-                  " runs as one process: start it without mpirun (only sprig "
-                  "train is data-parallel)");
+    for (auto& [sub, run] : commands) {
+      if (world.size() == 1 || !sub->parsed() || sub->get_name() == "train") continue;
+      std::string name = sub->get_name();
+      for (CLI::App* s : sub->get_subcommands()) name += " " + s->get_name();
+      SPRIG_CHECK(name == "experiment gradual-vs-instant", "sprig ", name,
+                  " runs as one process: start it without mpirun (sprig train and sprig "
+                  "experiment gradual-vs-instant run across ranks)");
+    }
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();
   } catch (const sprig::Error& e) {

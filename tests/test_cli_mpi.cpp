@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <regex>
 
 #include "nn/checkpoint.h"
 #include "tests/cli_test_util.h"
@@ -98,7 +99,34 @@ TEST_CASE("commands that are not data-parallel refuse to run under mpirun") {
                                           std::string(SPRIG_BINARY) + " summary --model mlp");
   CHECK(o.code != 0);
   CHECK(o.code != 124);
-  CHECK_MESSAGE(o.err.find("sprig summary runs as one process: start it without mpirun") !=
-                    std::string::npos,
-                o.err);
+  CHECK_MESSAGE(
+      o.err.find("sprig summary runs as one process: start it without mpirun") != std::string::npos,
+      o.err);
+}
+
+TEST_CASE(
+    "sprig experiment gradual-vs-instant spread over 2 and 3 ranks prints one process's tables") {
+  const fs::path dir = testing::temp_dir("test_cli_mpi_sweep");
+  // 2 seeds x 2 sparsities x 2 step counts: 2 pretrained models and 8 trials.
+  const std::string args =
+      " experiment gradual-vs-instant --seeds 2 --sparsities 0.8,0.9 --steps 1,2 --epochs 1 "
+      "--pretrain-epochs 1 --train-samples 2000 --test-samples 500 --eval-samples 200 "
+      "--threads 1 --local-store " +
+      (dir / "mlruns").string() + " --report " + (dir / "report.html").string();
+  // Every line but the trials' seconds.
+  auto table = [](const std::string& out) {
+    return std::regex_replace(out, std::regex("  [0-9.]+ s\n"), "\n");
+  };
+  testing::Outcome one = testing::run_shell(std::string(SPRIG_BINARY) + args);
+  REQUIRE_MESSAGE(one.code == 0, one.err);
+  CHECK(count(one.out, ": dense model after") == 2);
+  CHECK(count(one.out, "model sparsity") == 8);
+  for (int np : {2, 3}) {
+    CAPTURE(np);
+    testing::Outcome many = testing::run_shell(kMpirun + " -np " + std::to_string(np) + " " +
+                                               std::string(SPRIG_BINARY) + args);
+    REQUIRE_MESSAGE(many.code == 0, many.err);
+    CHECK(table(many.out) == table(one.out));
+  }
+  fs::remove_all(dir);
 }

@@ -126,37 +126,38 @@ uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 0xcbf29ce484222325ul
   return h;
 }
 
-void broadcast_tensor(const dist::Comm& comm, Tensor& t) {
+void broadcast_tensor(const dist::Comm& comm, Tensor& t, int root) {
   if (t.device().is_cpu()) {
-    comm.broadcast(bytes_of(t), int64_t(t.nbytes()));
+    comm.broadcast(bytes_of(t), int64_t(t.nbytes()), root);
     return;
   }
   Tensor host = t.to(Device::cpu());
-  comm.broadcast(bytes_of(host), int64_t(host.nbytes()));
+  comm.broadcast(bytes_of(host), int64_t(host.nbytes()), root);
   t.copy_(host);
 }
 
-void check_same_structure(const dist::Comm& comm, const std::string& mine, const char* what) {
+void check_same_structure(const dist::Comm& comm, const std::string& mine, const char* what,
+                          int root) {
   const std::vector<std::string> all = comm.allgather(mine);
-  for (int r = 1; r < comm.size(); ++r)
-    SPRIG_CHECK(all[size_t(r)] == all[0], "data-parallel run: rank ", r, " holds ", what,
-                " that differ from rank 0's (every rank must build the same model from the "
-                "same flags and files)");
+  for (int r = 0; r < comm.size(); ++r)
+    SPRIG_CHECK(all[size_t(r)] == all[size_t(root)], "data-parallel run: rank ", r, " holds ", what,
+                " that differ from rank ", root,
+                "'s (every rank must build the same model from the same flags and files)");
 }
 }  // namespace
 
-void broadcast_model(const dist::Comm& comm, nn::Model& model, nn::Optimizer* opt) {
+void broadcast_model(const dist::Comm& comm, nn::Model& model, nn::Optimizer* opt, int root) {
   if (comm.size() == 1) return;
   auto tensors = replicated_tensors(model, opt);
-  check_same_structure(comm, structure_of(tensors),
-                       "parameters, masks, optimizer state or buffers");
-  for (auto& [name, t] : tensors) broadcast_tensor(comm, t);
-  if (opt) comm.broadcast_value(opt->steps);
+  check_same_structure(comm, structure_of(tensors), "parameters, masks, optimizer state or buffers",
+                       root);
+  for (auto& [name, t] : tensors) broadcast_tensor(comm, t, root);
+  if (opt) comm.broadcast_value(opt->steps, root);
 }
 
 void broadcast_buffers(const dist::Comm& comm, nn::Model& model) {
   if (comm.size() == 1) return;
-  for (auto& [name, b] : model.named_buffers()) broadcast_tensor(comm, *b);
+  for (auto& [name, b] : model.named_buffers()) broadcast_tensor(comm, *b, 0);
 }
 
 std::vector<std::pair<std::string, uint64_t>> replica_digests(const nn::Model& model,

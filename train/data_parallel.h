@@ -54,9 +54,9 @@ class GradientReducer {
   float weight_ = 1.0f;
 };
 
-// Copies rank 0's parameters, masks, optimizer state and step count, and buffers to every
+// Copies rank root's parameters, masks, optimizer state and step count, and buffers to every
 // rank, after checking that every rank holds a model of the same structure.
-void broadcast_model(const dist::Comm& comm, nn::Model& model, nn::Optimizer* opt);
+void broadcast_model(const dist::Comm& comm, nn::Model& model, nn::Optimizer* opt, int root = 0);
 // Copies rank 0's buffers (BatchNorm running statistics: each rank's follow its own shards)
 // to every rank, as PyTorch's DistributedDataParallel does before evaluation.
 void broadcast_buffers(const dist::Comm& comm, nn::Model& model);

@@ -14,14 +14,17 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "apps/experiments/experiment.h"
 #include "apps/experiments/sweep.h"
 #include "datasets/dataloader.h"
+#include "dist/comm.h"
 #include "engine/error.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
 #include "prune/shrink.h"
+#include "train/data_parallel.h"
 #include "train/trainer.h"
 
 namespace sprig::app::experiments {
@@ -247,6 +250,40 @@ struct Trials {
   std::vector<double> dense_acc;  // the dense starting point's, per seed
 };
 
+// What a run prints and logs for one seed's dense model and for one variant.
+void report_dense(track::Tracker& tr, const std::string& parent, const GradualArgs& a, int i,
+                  double accuracy) {
+  tr.log_metric(parent, "dense_test_accuracy", accuracy, i);
+  std::printf("seed %llu: dense model after %d epochs: test accuracy %.2f%%\n",
+              (unsigned long long)(a.common.seed + uint64_t(i)), a.pretrain_epochs,
+              100.0 * accuracy);
+  std::fflush(stdout);
+}
+
+void report_variant(track::Tracker& tr, const std::string& parent, const GradualArgs& a,
+                    const VariantResult& r) {
+  const uint64_t seed = a.common.seed + uint64_t(r.seed_index);
+  RunScope child(tr, tr.start_run(run_name(r.sparsity, r.steps, seed), parent));
+  log_variant(tr, child.id(), a, r, seed);
+  child.end();
+  std::printf("  %-28s test accuracy %.2f%%  model sparsity %.2f%%  %.1f s\n",
+              run_name(r.sparsity, r.steps, seed).c_str(), 100.0 * r.test.accuracy,
+              100.0 * r.model_sparsity.back(), r.seconds);
+  std::fflush(stdout);
+}
+
+nn::Model pretrain(const GradualArgs& a, const train::DataSource& src, int i) {
+  const uint64_t seed = a.common.seed + uint64_t(i);
+  nn::Model dense = nn::build_model(a.model, src.input_shape, seed);
+  auto opt = train::make_optimizer(a.optim, dense.parameters());
+  train::FitConfig fc;
+  fc.epochs = a.pretrain_epochs;
+  fc.batch_size = a.batch_size;
+  fc.seed = seed;
+  train::fit(dense, *opt, src.data.train, data::Dataset{}, train::Task::Classification, fc);
+  return dense;
+}
+
 // Per seed: pretrain one dense model, then every (sparsity, steps) variant from it, each a
 // child run.
 Trials run_trials(track::Tracker& tr, const std::string& parent, const GradualArgs& a,
@@ -254,30 +291,115 @@ Trials run_trials(track::Tracker& tr, const std::string& parent, const GradualAr
   Trials out;
   for (int i = 0; i < a.seeds; ++i) {
     uint64_t seed = a.common.seed + uint64_t(i);
-    nn::Model dense = nn::build_model(a.model, src.input_shape, seed);
-    auto opt = train::make_optimizer(a.optim, dense.parameters());
-    train::FitConfig fc;
-    fc.epochs = a.pretrain_epochs;
-    fc.batch_size = a.batch_size;
-    fc.seed = seed;
-    train::fit(dense, *opt, src.data.train, data::Dataset{}, train::Task::Classification, fc);
+    nn::Model dense = pretrain(a, src, i);
     out.dense_acc.push_back(
         train::evaluate(dense, src.data.test, train::Task::Classification).accuracy);
-    tr.log_metric(parent, "dense_test_accuracy", out.dense_acc.back(), i);
-    std::printf("seed %llu: dense model after %d epochs: test accuracy %.2f%%\n",
-                (unsigned long long)seed, a.pretrain_epochs, 100.0 * out.dense_acc.back());
-    std::fflush(stdout);
+    report_dense(tr, parent, a, i, out.dense_acc.back());
     for (double s : a.sparsities)
       for (int k : a.steps) {
-        RunScope child(tr, tr.start_run(run_name(s, k, seed), parent));
         VariantResult r = run_variant(a, dense, src, eval_set, s, k, i, seed);
-        log_variant(tr, child.id(), a, r, seed);
-        child.end();
+        report_variant(tr, parent, a, r);
         out.acc[{s, k}].push_back(r.test.accuracy);
-        std::printf("  %-28s test accuracy %.2f%%  model sparsity %.2f%%  %.1f s\n",
-                    run_name(s, k, seed).c_str(), 100.0 * r.test.accuracy,
-                    100.0 * r.model_sparsity.back(), r.seconds);
-        std::fflush(stdout);
+      }
+  }
+  return out;
+}
+
+// A variant's result as JSON, for sending between ranks (doubles keep every bit).
+nlohmann::json to_json(const train::EvalResult& e) {
+  return {e.loss, e.accuracy, e.samples};
+}
+train::EvalResult eval_from_json(const nlohmann::json& j) {
+  return {j[0].get<double>(), j[1].get<double>(), j[2].get<int64_t>()};
+}
+std::string serialize(const VariantResult& r) {
+  nlohmann::json epochs = nlohmann::json::array();
+  for (const train::EpochStats& e : r.epochs)
+    epochs.push_back({e.epoch, e.train_loss, e.seconds, to_json(e.test)});
+  return nlohmann::json{{"sparsity", r.sparsity},
+                        {"steps", r.steps},
+                        {"seed_index", r.seed_index},
+                        {"targets", r.targets},
+                        {"model_sparsity", r.model_sparsity},
+                        {"pruned_accuracy", r.pruned_accuracy},
+                        {"trained_accuracy", r.trained_accuracy},
+                        {"epochs", epochs},
+                        {"test", to_json(r.test)},
+                        {"seconds", r.seconds}}
+      .dump();
+}
+VariantResult deserialize(const nlohmann::json& j) {
+  VariantResult r;
+  r.sparsity = j["sparsity"];
+  r.steps = j["steps"];
+  r.seed_index = j["seed_index"];
+  r.targets = j["targets"].get<std::vector<double>>();
+  r.model_sparsity = j["model_sparsity"].get<std::vector<double>>();
+  r.pruned_accuracy = j["pruned_accuracy"].get<std::vector<double>>();
+  r.trained_accuracy = j["trained_accuracy"].get<std::vector<double>>();
+  for (const auto& e : j["epochs"]) {
+    train::EpochStats st;
+    st.epoch = e[0];
+    st.train_loss = e[1];
+    st.seconds = e[2];
+    st.test = eval_from_json(e[3]);
+    r.epochs.push_back(st);
+  }
+  r.test = eval_from_json(j["test"]);
+  r.seconds = j["seconds"];
+  return r;
+}
+
+// The same trials spread over comm's ranks (mpirun -np N sprig experiment gradual-vs-instant):
+// rank i % N pretrains seed i's dense model alone and sends it to every rank; trial t (seeds
+// in order, then sparsities, then steps) runs alone on rank t % N; rank 0 gathers every result
+// and logs and prints them in the order one process would. Each trial computes exactly what it
+// computes in one process, so the tables are the same. `tr` is null on the other ranks.
+Trials run_trials_spread(const dist::Comm& comm, track::Tracker* tr, const std::string& parent,
+                         const GradualArgs& a, const train::DataSource& src,
+                         const data::Dataset& eval_set) {
+  auto mine = [&](int64_t index) { return index % comm.size() == comm.rank(); };
+  std::vector<nn::Model> dense(size_t(a.seeds));
+  Trials out;
+  out.dense_acc.assign(size_t(a.seeds), 0.0);
+  for (int i = 0; i < a.seeds; ++i) {
+    if (!mine(i)) continue;
+    dense[size_t(i)] = pretrain(a, src, i);
+    out.dense_acc[size_t(i)] =
+        train::evaluate(dense[size_t(i)], src.data.test, train::Task::Classification).accuracy;
+  }
+  for (int i = 0; i < a.seeds; ++i) {
+    const int owner = i % comm.size();
+    // Built from the seed on every rank (the same structure), then overwritten by the owner's.
+    if (!mine(i)) dense[size_t(i)] = nn::build_model(a.model, src.input_shape, a.common.seed + i);
+    train::broadcast_model(comm, dense[size_t(i)], nullptr, owner);
+    comm.broadcast_value(out.dense_acc[size_t(i)], owner);
+  }
+  std::vector<VariantResult> results;
+  nlohmann::json done = nlohmann::json::array();
+  int64_t t = 0;
+  for (int i = 0; i < a.seeds; ++i)
+    for (double s : a.sparsities)
+      for (int k : a.steps)
+        if (mine(t++))
+          done.push_back(nlohmann::json::parse(serialize(run_variant(
+              a, dense[size_t(i)], src, eval_set, s, k, i, a.common.seed + uint64_t(i)))));
+  // Rank r holds trials r, r + N, ...: interleave them back into one list.
+  std::vector<std::vector<VariantResult>> by_rank;
+  for (const std::string& part : comm.allgather(done.dump())) {
+    by_rank.emplace_back();
+    for (const auto& j : nlohmann::json::parse(part)) by_rank.back().push_back(deserialize(j));
+  }
+  for (int64_t u = 0; u < t; ++u)
+    results.push_back(by_rank[size_t(u % comm.size())][size_t(u / comm.size())]);
+  size_t next = 0;
+  for (int i = 0; i < a.seeds; ++i) {
+    if (tr) report_dense(*tr, parent, a, i, out.dense_acc[size_t(i)]);
+    for (double s : a.sparsities)
+      for (int k : a.steps) {
+        const VariantResult& r = results[next++];
+        if (tr) report_variant(*tr, parent, a, r);
+        out.acc[{s, k}].push_back(r.test.accuracy);
       }
   }
   return out;
@@ -408,11 +530,21 @@ int run_gradual(GradualArgs a) {
   // Fails on a bad --model before any run is started.
   nn::build_model(a.model, src.input_shape, a.common.seed);
 
+  // Under mpirun the trials are spread over the ranks; rank 0 alone tracks, reports and prints.
+  const dist::Comm& comm = dist::Comm::world();
+  if (!comm.is_root()) {
+    use_threads(a.common.threads);
+    run_trials_spread(comm, nullptr, "", a, src, eval_set);
+    return 0;
+  }
   Context ctx("gradual-vs-instant", a.common);
   track::Tracker& tr = *ctx.tracker;
   RunScope parent(tr, tr.start_run("gradual-vs-instant"));
   log_setup(tr, parent.id(), a, dataset, src, eval_set, total);
-  const Trials trials = run_trials(tr, parent.id(), a, src, eval_set);
+  if (comm.size() > 1) tr.log_param(parent.id(), "ranks", std::to_string(comm.size()));
+  const Trials trials = comm.size() > 1
+                            ? run_trials_spread(comm, &tr, parent.id(), a, src, eval_set)
+                            : run_trials(tr, parent.id(), a, src, eval_set);
   write_report(ctx, parent.id(), a, dataset, src, total, trials);
   parent.end();
   return 0;
