@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Data-parallel scaling on one machine: a training epoch on 1 rank x T threads against N ranks
-x T threads (mpirun), same model, data, batch (the global batch), optimizer and seed, run in
-turn (1, N, 1, N, ...) so both see the same machine load. Epoch time is training only
-(sprig train --json's epoch_seconds; evaluation excluded). Also the all-reduce share: the
-model's gradient bytes per step.
+"""Scaling over MPI ranks on one machine, 1 rank x T threads against N ranks x T threads
+(mpirun), run in turn (1, N, 1, N, ...) so both see the same machine load.
 
-Usage: SPRIG=build/sprig python3 bench/dist_scaling.py [--model cnn2] [--ranks 2]
+- epoch (default): a data-parallel training epoch, same model, data, batch (the global batch),
+  optimizer and seed. Epoch time is training only (sprig train --json's epoch_seconds;
+  evaluation excluded). Also the model's gradient bytes all-reduced per step.
+- --sweep: the wall time of `sprig experiment gradual-vs-instant` with 2 seeds x 1 sparsity x
+  2 step counts = 4 trials (and 2 pretrained models), spread over the ranks.
+
+Usage: SPRIG=build/sprig python3 bench/dist_scaling.py [--sweep] [--model cnn2] [--ranks 2]
            [--threads 1] [--rounds 3] [--limit-train N] [--batch-size 64]
 Speed-up = 1-rank seconds / N-rank seconds per pair, and the median; efficiency = speed-up / N.
 """
-import argparse, json, os, statistics, subprocess, sys
+import argparse, json, os, statistics, subprocess, sys, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", default="cnn2")
@@ -18,6 +21,7 @@ p.add_argument("--threads", type=int, default=1)
 p.add_argument("--rounds", type=int, default=3)
 p.add_argument("--limit-train", type=int, default=0)
 p.add_argument("--batch-size", type=int, default=64)
+p.add_argument("--sweep", action="store_true")
 a = p.parse_args()
 sprig = os.environ.get("SPRIG", "build/sprig")
 # One thread per rank: Open MPI's default binds each rank to a core. More: let them float.
@@ -37,6 +41,35 @@ def epoch(ranks):
     j = json.loads(out.strip().splitlines()[-1])
     return j["epoch_seconds"][0], j["params"], j["train_samples"]
 
+
+def sweep(ranks):
+    cmd = [sprig, "experiment", "gradual-vs-instant", "--model", a.model, "--seeds", "2",
+           "--sparsities", "0.9", "--steps", "1,4", "--epochs", "1", "--pretrain-epochs", "1",
+           "--threads", str(a.threads), "--test-samples", "2000", "--eval-samples", "1000",
+           "--local-store", "/tmp/sprig-dist-scaling/mlruns",
+           "--report", "/tmp/sprig-dist-scaling/report.html"]
+    # The experiment's default is 10,000 samples; a trial here is a full epoch unless limited.
+    cmd += ["--train-samples", str(a.limit_train or 60000)]
+    if ranks > 1:
+        cmd = mpirun + ["-np", str(ranks)] + cmd
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t0
+
+
+if a.sweep:
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; gradual-vs-instant "
+          f"sweep of {a.model}: 2 seeds x 2 variants = 4 trials of 1 epoch (+2 pretrainings), "
+          f"{a.threads} thread(s) per rank, 1 rank vs {a.ranks} ranks; wall time of the command")
+    speedups = []
+    for r in range(a.rounds):
+        one, many = sweep(1), sweep(a.ranks)
+        speedups.append(one / many)
+        print(f"round {r + 1}: 1 rank {one:.2f} s, {a.ranks} ranks {many:.2f} s, speed-up "
+              f"{one / many:.2f}x, load {os.getloadavg()[0]:.2f}")
+    med = statistics.median(speedups)
+    print(f"median speed-up {med:.2f}x (efficiency {med / a.ranks:.0%})")
+    sys.exit(0)
 
 print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {a.model}, batch "
       f"{a.batch_size}, {a.threads} thread(s) per rank, 1 rank vs {a.ranks} ranks")
