@@ -116,7 +116,11 @@ int run_prune(const PruneArgs& a) {
   plan.fit.epochs = a.finetune_epochs;
   train::apply_lr_schedule(a.lr, plan.fit);
   if (a.augment) train::enable_augment(src, plan.fit);
-  plan.fit.log_lines = !a.quiet && !a.json;
+  // Under mpirun: scoring and fine-tuning run data-parallel over the ranks, and rank 0 alone
+  // prints and writes.
+  const dist::Comm& comm = dist::Comm::world();
+  plan.fit.comm = &comm;
+  plan.fit.log_lines = !a.quiet && !a.json && comm.is_root();
   plan.shrink = a.shrink;
   plan.flops_reduction = a.flops_reduction;
   if (a.rewind >= 0) {
@@ -132,7 +136,7 @@ int run_prune(const PruneArgs& a) {
   }
 
   train::validate_plan(ck.model, plan);
-  bool human = !a.json && !a.quiet;
+  bool human = !a.json && !a.quiet && comm.is_root();
   if (human)
     std::printf("pruning %s: %s %s, %s scope, %s %g, schedule %s, %d fine-tuning epochs\n",
                 a.in.c_str(), a.method.c_str(), a.granularity.c_str(), a.scope.c_str(),
@@ -165,7 +169,7 @@ int run_prune(const PruneArgs& a) {
                 100.0 * r.sparsity, cls ? "test accuracy" : "test mse",
                 cls ? r.before.accuracy : r.before.loss, cls ? r.after.accuracy : r.after.loss);
   }
-  if (!a.out.empty()) {
+  if (!a.out.empty() && comm.is_root()) {
     std::map<std::string, std::string> meta = ck.metadata;
     for (const char* k : {"format", "spec", "input_shape", "rewind_step"}) meta.erase(k);
     for (auto it = meta.begin(); it != meta.end();)
@@ -178,7 +182,7 @@ int run_prune(const PruneArgs& a) {
     nn::save_checkpoint(a.out, ck.model, meta);
     if (human) std::printf("saved %s\n", a.out.c_str());
   }
-  if (a.json) {
+  if (a.json && comm.is_root()) {
     nlohmann::json steps = nlohmann::json::array();
     for (const train::PruneStep& s : r.steps)
       steps.push_back({{"target", s.target},

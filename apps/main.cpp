@@ -101,12 +101,14 @@ int main(int argc, char** argv) {
     // over the ranks would run once per rank, every rank writing the same files.
     const sprig::dist::Comm& world = sprig::dist::Comm::world();
     for (auto& [sub, run] : commands) {
-      if (world.size() == 1 || !sub->parsed() || sub->get_name() == "train") continue;
+      if (world.size() == 1 || !sub->parsed() || sub->get_name() == "train" ||
+          sub->get_name() == "prune")
+        continue;
       std::string name = sub->get_name();
       for (CLI::App* s : sub->get_subcommands()) name += " " + s->get_name();
       SPRIG_CHECK(name == "experiment gradual-vs-instant", "sprig ", name,
-                  " runs as one process: start it without mpirun (sprig train and sprig "
-                  "experiment gradual-vs-instant run across ranks)");
+                  " runs as one process: start it without mpirun (sprig train, sprig prune and "
+                  "sprig experiment gradual-vs-instant run across ranks)");
     }
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();

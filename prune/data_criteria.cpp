@@ -69,8 +69,10 @@ struct HookGuard {
 
 }  // namespace
 
-// Adds one recorded output's contribution to l.theta.
-static void add_taylor(TaylorLayer& l, const Tensor& a, TaylorVariant variant) {
+// Adds one recorded output's contribution to l.theta; the batch it belongs to holds
+// batch_total examples (more than a's N when a is one shard of it).
+static void add_taylor(TaylorLayer& l, const Tensor& a, TaylorVariant variant,
+                       int64_t batch_total) {
   SPRIG_CHECK(a.dim() >= 2 && a.size(1) == l.channels, "taylor: output of ", l.name, " is ",
               a.str(), ", expected (N, ", l.channels, ", ...)");
   int64_t N = a.size(0), K = l.channels;
@@ -90,7 +92,7 @@ static void add_taylor(TaylorLayer& l, const Tensor& a, TaylorVariant variant) {
       double s = 0.0;
       for (int64_t i = 0; i < S; ++i) s += double(an[i]) * double(gn[i]);
       if (variant == TaylorVariant::ReferenceCode)
-        l.theta[k] += s / double(N * S);  // mean over (n, h, w) of this batch
+        l.theta[k] += s / double(batch_total * S);  // mean over (n, h, w) of the batch
       else
         l.theta[k] += std::fabs(s / double(S));  // |mean over (h, w)| of this example
     }
@@ -98,7 +100,7 @@ static void add_taylor(TaylorLayer& l, const Tensor& a, TaylorVariant variant) {
 
 std::map<std::string, Tensor> taylor_filter_scores(nn::Model& model, const BatchFn& next,
                                                    const LossFn& loss, int batches,
-                                                   TaylorVariant variant) {
+                                                   TaylorVariant variant, const Shards& shards) {
   SPRIG_CHECK(batches != 0, "taylor_filter_scores: batches must be > 0 (or < 0 for all), got 0");
   std::map<const nn::Parameter*, std::string> names;
   for (auto& [name, p] : model.named_parameters()) names[p.get()] = name;
@@ -141,12 +143,26 @@ std::map<std::string, Tensor> taylor_filter_scores(nn::Model& model, const Batch
       SPRIG_CHECK(!l.outputs.empty(), "taylor_filter_scores: layer ", l.name,
                   " produced no output with grad in batch ", done,
                   " (does the loss function run model.forward with grad mode on?)");
-      for (const Tensor& a : l.outputs) add_taylor(l, a, variant);
+      for (const Tensor& a : l.outputs)
+        add_taylor(l, a, variant, shards.batch_total ? shards.batch_total() : a.size(0));
       l.outputs.clear();  // frees this batch's graph
     }
     ++done;
   }
   SPRIG_CHECK(done > 0, "taylor_filter_scores: the batch function gave no batches");
+  if (shards.sum) {  // the sums before any |.| or division: as if one process saw every shard
+    std::vector<double> all;
+    for (TaylorLayer& l : layers) {
+      all.insert(all.end(), l.theta.begin(), l.theta.end());
+      all.push_back(double(l.examples));
+    }
+    shards.sum(all);
+    size_t at = 0;
+    for (TaylorLayer& l : layers) {
+      for (double& t : l.theta) t = all[at++];
+      l.examples = int64_t(all[at++]);
+    }
+  }
 
   std::map<std::string, Tensor> scores;
   for (TaylorLayer& l : layers) {

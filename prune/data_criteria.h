@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "nn/model.h"
 
@@ -35,6 +36,16 @@ enum class TaylorVariant {
   Paper,
 };
 
+// Scoring spread over processes (data-parallel), each seeing one shard of every batch: the
+// loss function must return this shard's share of the whole batch's mean loss, so that
+// gradients are the whole batch's; batch_total() gives the whole batch's size, and sum() adds
+// values over every process in place (every process receives the totals). Left empty: one
+// process sees whole batches.
+struct Shards {
+  std::function<int64_t()> batch_total;
+  std::function<void(std::vector<double>& values)> sum;
+};
+
 // Taylor scores per output channel / neuron of every Conv2d and Linear weight of the model,
 // inside blocks too (Molchanov et al. 2017), keyed by weight name ("0.weight", ...), each an
 // (out) f32 tensor, higher = more important, l2-normalised per layer (theta / ||theta||_2, the
@@ -43,8 +54,9 @@ enum class TaylorVariant {
 // `batches` batches (batches < 0: all). Forward hooks are removed before returning, also when
 // something throws, and every parameter's grad is cleared at the end.
 // The result is what prune_model expects for Criterion::Taylor with Granularity::Filter.
+// With shards, every process returns the scores of all of their batches together.
 std::map<std::string, Tensor> taylor_filter_scores(
     nn::Model& model, const BatchFn& next, const LossFn& loss, int batches,
-    TaylorVariant variant = TaylorVariant::ReferenceCode);
+    TaylorVariant variant = TaylorVariant::ReferenceCode, const Shards& shards = {});
 
 }  // namespace sprig::prune

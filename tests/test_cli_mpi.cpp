@@ -130,3 +130,44 @@ TEST_CASE(
   }
   fs::remove_all(dir);
 }
+
+TEST_CASE("mpirun -np 2 sprig prune: Taylor filter pruning removes one process's filters") {
+  const fs::path dir = testing::temp_dir("test_cli_mpi_prune");
+  const std::string base = (dir / "base.safetensors").string();
+  testing::Outcome trained = testing::run_shell(std::string(SPRIG_BINARY) +
+                                                " train --model cnn2 --epochs 1 --limit-train 3200 "
+                                                "--limit-test 200 --threads 1 --quiet --out " +
+                                                base);
+  REQUIRE_MESSAGE(trained.code == 0, trained.err);
+  // Scored on 10 batches of 64 (shards of 32 per rank), then one data-parallel fine-tuning epoch.
+  const std::string prune =
+      " prune " + base +
+      " --method taylor --granularity filter --amount 0.5 --criterion-batches "
+      "10 --finetune-epochs 1 --optimizer sgd --lr 0.001 --limit-train 3200 "
+      "--threads 1 --json --out ";
+  const std::string alone = (dir / "alone.safetensors").string(),
+                    together = (dir / "together.safetensors").string();
+  testing::Outcome one = testing::run_shell(std::string(SPRIG_BINARY) + prune + alone);
+  REQUIRE_MESSAGE(one.code == 0, one.err);
+  testing::Outcome two =
+      testing::run_shell(kMpirun + " -np 2 " + std::string(SPRIG_BINARY) + prune + together);
+  REQUIRE_MESSAGE(two.code == 0, two.err);
+  CHECK(count(two.out, "\"sparsity\":") == 2);  // one JSON line (with a step inside): rank 0's
+  nn::Checkpoint a = nn::load_checkpoint(alone), b = nn::load_checkpoint(together);
+  auto pa = a.model.named_parameters(), pb = b.model.named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  int masked = 0;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    CAPTURE(pa[i].first);
+    REQUIRE(bool(pa[i].second->mask) == bool(pb[i].second->mask));
+    if (!pa[i].second->mask) continue;
+    ++masked;
+    const Tensor& ka = pa[i].second->mask->keep;
+    const Tensor& kb = pb[i].second->mask->keep;
+    CHECK(std::equal(ka.data_as<uint8_t>(), ka.data_as<uint8_t>() + ka.numel(),
+                     kb.data_as<uint8_t>()));
+  }
+  CHECK(masked > 0);
+  CHECK(max_relative_difference(alone, together) <= 1e-5);
+  fs::remove_all(dir);
+}

@@ -4,6 +4,7 @@
 // ranks say so and check only what one rank can.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -13,7 +14,9 @@
 #include "engine/ops.h"
 #include "kernels/cpu/threads.h"
 #include "prune/prune.h"
+#include "prune/shrink.h"
 #include "train/data_parallel.h"
+#include "train/prune_driver.h"
 #include "train/trainer.h"
 
 using namespace sprig;
@@ -244,4 +247,59 @@ TEST_CASE("models that differ in structure are refused before any bytes are copi
   }
   if (c.rank() > 0) CHECK(error.find("rank 1 holds parameters") != std::string::npos);
   CHECK_FALSE(error.empty());
+}
+
+TEST_CASE("distributed Taylor and gradient scoring pick exactly one process's filters") {
+  cpu::set_num_threads(1);
+  const Data& d = fashion_mnist();
+  train::DataSource src;
+  src.data.train = d.train;
+  src.data.test = d.test;
+  src.input_shape = d.input;
+  // A model trained a little, so the scores are not those of random weights.
+  nn::Model trained = nn::build_model("cnn2", d.input, 3);
+  {
+    auto opt = train::make_optimizer({"adam", 1e-3f}, trained.parameters());
+    train::FitConfig fc;
+    fc.epochs = 1;
+    fc.stop_at_step = 30;
+    train::fit(trained, *opt, d.train, data::Dataset{}, train::Task::Classification, fc);
+  }
+  for (auto variant : {prune::TaylorVariant::ReferenceCode, prune::TaylorVariant::Paper}) {
+    for (auto criterion : {prune::Criterion::Taylor, prune::Criterion::Gradient}) {
+      CAPTURE(int(variant));
+      CAPTURE(prune::criterion_name(criterion));
+      if (criterion == prune::Criterion::Gradient && variant == prune::TaylorVariant::Paper)
+        continue;  // the variant is Taylor's only
+      prune::PruneSpec spec;
+      spec.criterion = criterion;
+      spec.granularity = prune::Granularity::Filter;
+      spec.amount = 0.5;
+      nn::Model alone = prune::copy_model(trained), together = prune::copy_model(trained);
+      // 7 batches of 64: every rank scores its shard of each.
+      auto alone_scores =
+          train::prepare_criterion(alone, src, spec, 7, 11, variant, dist::Comm::self());
+      auto together_scores = train::prepare_criterion(together, src, spec, 7, 11, variant, world());
+      REQUIRE(alone_scores.size() == together_scores.size());
+      for (auto& [name, t] : alone_scores) {
+        std::vector<float> a = t.to_vector(), b = together_scores.at(name).to_vector();
+        for (size_t k = 0; k < a.size(); ++k)
+          CHECK(b[k] == doctest::Approx(a[k]).epsilon(1e-5).scale(1e-6));
+      }
+      prune::prune_model(alone, spec, alone_scores);
+      prune::prune_model(together, spec, together_scores);
+      for (auto& [name, p] : alone.named_parameters()) {
+        CAPTURE(name);
+        auto q = together.named_parameters();
+        auto it = std::find_if(q.begin(), q.end(), [&](auto& e) { return e.first == name; });
+        REQUIRE(it != q.end());
+        REQUIRE(bool(p->mask) == bool(it->second->mask));
+        if (!p->mask) continue;
+        const Tensor& ka = p->mask->keep;
+        const Tensor& kb = it->second->mask->keep;
+        CHECK(std::equal(ka.data_as<uint8_t>(), ka.data_as<uint8_t>() + ka.numel(),
+                         kb.data_as<uint8_t>()));
+      }
+    }
+  }
 }

@@ -1,11 +1,18 @@
 #include "train/prune_driver.h"
 
+#include <algorithm>
+
 #include "datasets/dataloader.h"
 #include "engine/ops.h"
 #include "prune/data_criteria.h"
 #include "prune/shrink.h"
 
 namespace sprig::train {
+
+// The ranks a plan runs over (fit.comm, else this process alone).
+static const dist::Comm& comm_of(const PrunePlan& plan) {
+  return plan.fit.comm ? *plan.fit.comm : dist::Comm::self();
+}
 
 static bool needs_gradients(const prune::PruneSpec& s) {
   return s.criterion == prune::Criterion::Gradient ||
@@ -14,16 +21,25 @@ static bool needs_gradients(const prune::PruneSpec& s) {
 
 std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSource& src,
                                                 const prune::PruneSpec& spec, int batches,
-                                                uint64_t seed, prune::TaylorVariant variant) {
+                                                uint64_t seed, prune::TaylorVariant variant,
+                                                const dist::Comm& comm) {
   bool taylor_filters =
       spec.criterion == prune::Criterion::Taylor && spec.granularity == prune::Granularity::Filter;
   if (!taylor_filters && !needs_gradients(spec)) return {};
   SPRIG_CHECK(batches > 0, "criterion ", prune::criterion_name(spec.criterion),
               " needs data: --criterion-batches must be > 0");
-  data::DataLoader loader(src.data.train, 64, /*shuffle=*/true, seed);
+  const int64_t batch_size = 64;
+  data::DataLoader loader(src.data.train, batch_size, /*shuffle=*/true, seed);
+  loader.set_shard(comm.rank(), comm.size());
   loader.start_epoch();
+  const int64_t last = src.data.train.size() % batch_size;
+  SPRIG_CHECK(comm.size() <= std::min(batch_size, src.data.train.size()) &&
+                  (last == 0 || last >= comm.size()),
+              "scoring on ", comm.size(), " ranks needs at least ", comm.size(),
+              " samples in every batch of ", batch_size, ", but ", src.data.train.size(),
+              " training samples leave a batch of ", last);
+  data::Batch b;
   prune::BatchFn next = [&](Tensor& x, Tensor& y) {
-    data::Batch b;
     if (!loader.next(b)) return false;
     x = b.x.to(model.device());
     y = b.y.to(model.device());
@@ -33,12 +49,28 @@ std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSour
   // Evaluation mode: BatchNorm normalises with its running statistics and leaves them alone,
   // so scoring does not change the model it scores (gradients flow all the same).
   nn::ModeGuard mode(*model.net, /*training=*/false);
+  // A shard's share of the whole batch's mean loss, so that its gradients are the batch's.
   prune::LossFn loss = [&, task](const Tensor& x, const Tensor& y) {
     Tensor out = model.forward(x);
-    return task == Task::Classification ? cross_entropy(out, y) : mse_loss(out, y);
+    Tensor l = task == Task::Classification ? cross_entropy(out, y) : mse_loss(out, y);
+    return comm.size() == 1 ? l : scale(l, float(double(b.x.size(0)) / double(b.total)));
   };
-  if (taylor_filters) return prune::taylor_filter_scores(model, next, loss, batches, variant);
+  if (taylor_filters) {
+    prune::Shards shards;
+    if (comm.size() > 1) {
+      shards.batch_total = [&] { return b.total; };
+      shards.sum = [&](std::vector<double>& v) { comm.allreduce_sum(v.data(), int64_t(v.size())); };
+    }
+    return prune::taylor_filter_scores(model, next, loss, batches, variant, shards);
+  }
   prune::accumulate_gradients(model, next, loss, batches);
+  if (comm.size() > 1)  // the shards' gradients, summed: every rank holds the batches' gradient
+    for (auto& p : model.parameters()) {
+      Tensor g = p->grad();
+      Tensor host = g.to(Device::cpu());
+      comm.allreduce_sum(host.data(), host.numel());
+      g.copy_(host);
+    }
   return {};
 }
 
@@ -49,7 +81,7 @@ static prune::PruneReport prune_to(nn::Model& model, const DataSource& src, cons
   prune::PruneSpec spec = plan.spec;
   spec.amount = target;
   auto scores = prepare_criterion(model, src, spec, plan.criterion_batches, spec.seed + round,
-                                  plan.taylor_variant);
+                                  plan.taylor_variant, comm_of(plan));
   if (plan.flops_reduction >= 0.0)
     target = spec.amount =
         prune::amount_for_flops(model, spec, scores, plan.flops_reduction).amount;
@@ -83,7 +115,7 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
   validate_plan(model, plan);
   PruneOutcome out;
   out.params_before = model.num_parameters();
-  out.before = evaluate(model, src.data.test, src.task);
+  out.before = evaluate(model, src.data.test, src.task, 256, comm_of(plan));
 
   using Kind = prune::ScheduleSpec::Kind;
   if (plan.schedule.kind == Kind::Polynomial) {
@@ -106,7 +138,8 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
       if (agp.should_prune(t)) out.last_report = prune_to(model, src, plan, target, round++);
     });
     step.sparsity = prune::sparsity(model);
-    step.after_prune = step.after_finetune = evaluate(model, src.data.test, src.task);
+    step.after_prune = step.after_finetune =
+        evaluate(model, src.data.test, src.task, 256, comm_of(plan));
     out.steps.push_back(step);
   } else {
     std::vector<double> targets = plan.schedule.targets;
@@ -116,7 +149,7 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
       step.target = targets[k];
       out.last_report = prune_to(model, src, plan, step.target, int64_t(k));
       if (!plan.rewind.empty()) prune::rewind_weights(model, prune::WeightSnapshot{plan.rewind});
-      step.after_prune = evaluate(model, src.data.test, src.task);
+      step.after_prune = evaluate(model, src.data.test, src.task, 256, comm_of(plan));
       step.epochs = finetune(model, src, plan, plan.finetune_epochs);
       step.after_finetune = step.epochs.empty() ? step.after_prune : step.epochs.back().test;
       step.sparsity = prune::sparsity(model);
@@ -125,7 +158,7 @@ PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const Prune
   }
 
   if (plan.shrink) prune::shrink(model);
-  out.after = evaluate(model, src.data.test, src.task);
+  out.after = evaluate(model, src.data.test, src.task, 256, comm_of(plan));
   out.params_after = model.num_parameters();
   for (auto& p : model.parameters()) out.nonzero_after += p->count_nonzero();
   // Relative to the original model, so shrunk and masked results compare directly.

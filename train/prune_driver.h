@@ -20,7 +20,7 @@ struct PrunePlan {
   int criterion_batches = 10;    // batches for gradient / Taylor criteria
   prune::TaylorVariant taylor_variant = prune::TaylorVariant::ReferenceCode;
   OptimizerConfig optim;  // fine-tuning optimizer
-  FitConfig fit;          // fine-tuning loop (epochs is set per phase)
+  FitConfig fit;          // fine-tuning loop (epochs is set per phase); fit.comm: data-parallel
   bool shrink = false;    // remove zeroed filters / neurons at the end
   // >= 0: a one-shot plan prunes to the amount that removes this fraction of the FLOPs once
   // shrunk (prune::amount_for_flops on the criterion's scores), not to spec.amount.
@@ -54,9 +54,12 @@ void validate_plan(const nn::Model& model, const PrunePlan& plan);
 PruneOutcome run_prune_plan(nn::Model& model, const DataSource& src, const PrunePlan& plan);
 
 // Computes what plan.spec.criterion needs from data: gradients on the parameters (gradient,
-// weight x gradient) or Molchanov activation scores (Taylor filters), which it returns.
+// weight x gradient) or Molchanov activation scores (Taylor filters), which it returns. Over a
+// comm of several ranks each rank takes its shard of every batch and the sums are all-reduced
+// before any score is formed, so every rank derives the scores (and masks) one process would.
 std::map<std::string, Tensor> prepare_criterion(
     nn::Model& model, const DataSource& src, const prune::PruneSpec& spec, int batches,
-    uint64_t seed, prune::TaylorVariant variant = prune::TaylorVariant::ReferenceCode);
+    uint64_t seed, prune::TaylorVariant variant = prune::TaylorVariant::ReferenceCode,
+    const dist::Comm& comm = dist::Comm::self());
 
 }  // namespace sprig::train
