@@ -8,6 +8,7 @@
 
 #include "nn/checkpoint.h"
 #include "tests/cli_test_util.h"
+#include "tests/dist_test_util.h"
 
 using namespace sprig;
 namespace fs = std::filesystem;
@@ -20,20 +21,8 @@ const std::string kTrain = std::string(SPRIG_BINARY) +
                            "--limit-test 500 --batch-size 64 --threads 1 --seed 4";
 
 double max_relative_difference(const std::string& a_path, const std::string& b_path) {
-  nn::Checkpoint a = nn::load_checkpoint(a_path), b = nn::load_checkpoint(b_path);
-  auto pa = a.model.named_parameters(), pb = b.model.named_parameters();
-  REQUIRE(pa.size() == pb.size());
-  double worst = 0.0;
-  for (size_t i = 0; i < pa.size(); ++i) {
-    std::vector<float> x = pa[i].second->value.to_vector(), y = pb[i].second->value.to_vector();
-    double diff = 0.0, norm = 0.0;
-    for (size_t k = 0; k < x.size(); ++k) {
-      diff += (double(x[k]) - y[k]) * (double(x[k]) - y[k]);
-      norm += double(x[k]) * x[k];
-    }
-    worst = std::max(worst, std::sqrt(diff / std::max(norm, 1e-60)));
-  }
-  return worst;
+  return testing::max_relative_difference(nn::load_checkpoint(a_path).model,
+                                          nn::load_checkpoint(b_path).model);
 }
 
 int count(const std::string& s, const std::string& what) {
@@ -153,21 +142,8 @@ TEST_CASE("mpirun -np 2 sprig prune: Taylor filter pruning removes one process's
       testing::run_shell(kMpirun + " -np 2 " + std::string(SPRIG_BINARY) + prune + together);
   REQUIRE_MESSAGE(two.code == 0, two.err);
   CHECK(count(two.out, "\"sparsity\":") == 2);  // one JSON line (with a step inside): rank 0's
-  nn::Checkpoint a = nn::load_checkpoint(alone), b = nn::load_checkpoint(together);
-  auto pa = a.model.named_parameters(), pb = b.model.named_parameters();
-  REQUIRE(pa.size() == pb.size());
-  int masked = 0;
-  for (size_t i = 0; i < pa.size(); ++i) {
-    CAPTURE(pa[i].first);
-    REQUIRE(bool(pa[i].second->mask) == bool(pb[i].second->mask));
-    if (!pa[i].second->mask) continue;
-    ++masked;
-    const Tensor& ka = pa[i].second->mask->keep;
-    const Tensor& kb = pb[i].second->mask->keep;
-    CHECK(std::equal(ka.data_as<uint8_t>(), ka.data_as<uint8_t>() + ka.numel(),
-                     kb.data_as<uint8_t>()));
-  }
-  CHECK(masked > 0);
+  CHECK(testing::check_same_masks(nn::load_checkpoint(alone).model,
+                                  nn::load_checkpoint(together).model) > 0);
   CHECK(max_relative_difference(alone, together) <= 1e-5);
   fs::remove_all(dir);
 }

@@ -15,6 +15,7 @@
 #include "kernels/cpu/threads.h"
 #include "prune/prune.h"
 #include "prune/shrink.h"
+#include "tests/dist_test_util.h"
 #include "train/data_parallel.h"
 #include "train/prune_driver.h"
 #include "train/trainer.h"
@@ -24,24 +25,6 @@ using namespace sprig;
 namespace {
 const dist::Comm& world() {
   return dist::Comm::world();
-}
-
-// ||a - b|| / ||a|| over every parameter, the largest one.
-double max_relative_difference(const nn::Model& a, const nn::Model& b) {
-  auto pa = a.named_parameters(), pb = b.named_parameters();
-  REQUIRE(pa.size() == pb.size());
-  double worst = 0.0;
-  for (size_t i = 0; i < pa.size(); ++i) {
-    std::vector<float> x = pa[i].second->value.to_vector(), y = pb[i].second->value.to_vector();
-    REQUIRE(x.size() == y.size());
-    double diff = 0.0, norm = 0.0;
-    for (size_t k = 0; k < x.size(); ++k) {
-      diff += (double(x[k]) - y[k]) * (double(x[k]) - y[k]);
-      norm += double(x[k]) * x[k];
-    }
-    worst = std::max(worst, std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30));
-  }
-  return worst;
 }
 
 bool masked_values_are_zero(const nn::Model& m) {
@@ -177,7 +160,7 @@ TEST_CASE("data-parallel training ends with one process's weights (200 steps, ma
     train::EpochStats alone_stats, together_stats;
     nn::Model alone = train_once(r, nullptr, nullptr, &alone_stats);
     nn::Model together = train_once(r, &world(), nullptr, &together_stats);
-    const double diff = max_relative_difference(alone, together);
+    const double diff = testing::max_relative_difference(alone, together);
     // The epoch's loss is summed over every rank's shards, and evaluation over every rank's
     // batches: the numbers one process reports.
     CHECK(together_stats.train_loss == doctest::Approx(alone_stats.train_loss).epsilon(1e-5));
@@ -189,8 +172,8 @@ TEST_CASE("data-parallel training ends with one process's weights (200 steps, ma
     CHECK(diff <= 1e-5);
     CHECK(masked_values_are_zero(together));
     // And training moved the weights far more than that.
-    CHECK(max_relative_difference(nn::build_model(r.model, fashion_mnist().input, 5), alone) >
-          1e-3);
+    CHECK(testing::max_relative_difference(nn::build_model(r.model, fashion_mnist().input, 5),
+                                           alone) > 1e-3);
   }
 }
 
@@ -212,7 +195,7 @@ TEST_CASE("broadcast_model makes every rank rank 0's; check_replicas names a div
   train::broadcast_model(c, model, opt.get());
   nn::Model rank0 = nn::build_model("mlp", {1, 28, 28}, 100);
   prune::l1_unstructured(*rank0.parameters()[0], 0.3);
-  CHECK(max_relative_difference(rank0, model) == 0.0);
+  CHECK(testing::max_relative_difference(rank0, model) == 0.0);
   CHECK(opt->steps == 7);
   CHECK_NOTHROW(train::check_replicas(c, model, opt.get(), "after the broadcast"));
   if (c.size() == 1) {
@@ -288,18 +271,7 @@ TEST_CASE("distributed Taylor and gradient scoring pick exactly one process's fi
       }
       prune::prune_model(alone, spec, alone_scores);
       prune::prune_model(together, spec, together_scores);
-      for (auto& [name, p] : alone.named_parameters()) {
-        CAPTURE(name);
-        auto q = together.named_parameters();
-        auto it = std::find_if(q.begin(), q.end(), [&](auto& e) { return e.first == name; });
-        REQUIRE(it != q.end());
-        REQUIRE(bool(p->mask) == bool(it->second->mask));
-        if (!p->mask) continue;
-        const Tensor& ka = p->mask->keep;
-        const Tensor& kb = it->second->mask->keep;
-        CHECK(std::equal(ka.data_as<uint8_t>(), ka.data_as<uint8_t>() + ka.numel(),
-                         kb.data_as<uint8_t>()));
-      }
+      CHECK(testing::check_same_masks(alone, together) > 0);
     }
   }
 }
