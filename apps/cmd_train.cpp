@@ -22,6 +22,7 @@ struct TrainArgs {
   std::string out, resume, device = "cpu";
   int64_t save_every = 0, stop_at_step = -1;
   bool checkpoint_every_epoch = false, json = false, quiet = false, check_replicas = false;
+  bool sync_bn = false;
   CLI::App* app = nullptr;  // to tell flags given on the command line from defaults
 };
 
@@ -109,6 +110,9 @@ int run_train(const TrainArgs& a) {
   // writes files.
   const dist::Comm& comm = dist::Comm::world();
   const bool root = comm.is_root();
+  SPRIG_CHECK(!a.sync_bn || comm.size() > 1,
+              "--sync-bn synchronises BatchNorm across the ranks of a data-parallel run: start "
+              "it with mpirun -np N (N >= 2)");
   SPRIG_CHECK(!a.check_replicas || comm.size() > 1,
               "--check-replicas compares the ranks of a data-parallel run: start it with mpirun "
               "-np N (N >= 2)");
@@ -169,6 +173,7 @@ int run_train(const TrainArgs& a) {
   fc.log_lines = !a.quiet && root;
   fc.comm = &comm;
   fc.check_replicas = a.check_replicas;
+  fc.sync_bn = a.sync_bn;
 
   auto save = [&](const train::FitPosition& at, const std::vector<train::EpochStats>& now) {
     if (!root) return;
@@ -343,6 +348,9 @@ Command add_train_command(CLI::App& app) {
                  "stop once the run has done N steps, as if interrupted, and save a checkpoint "
                  "that --resume continues")
       ->check(IntRange(0, train::limits::kMaxCount));
+  app.add_flag("--sync-bn", a->sync_bn,
+               "under mpirun: BatchNorm normalises with the whole global batch's statistics, "
+               "summed across ranks (default: each rank's shard's)");
   app.add_flag("--check-replicas", a->check_replicas,
                "under mpirun: compare every rank's weights, masks and optimizer state after "
                "each epoch and stop on the first difference");

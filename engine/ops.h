@@ -1,4 +1,5 @@
 #pragma once
+#include <functional>
 // Differentiable op front-ends. Each checks its inputs (shapes, dtypes, devices) and names
 // what disagrees, runs the kernel, and records a backward node when grad is needed.
 // Forward and backward of a family live side by side in engine/ops_<family>.cpp.
@@ -44,9 +45,15 @@ Tensor shortcut(const Tensor& x, int64_t out_channels, int64_t stride, int64_t p
 // on x's device. training: normalise with the batch's statistics and update the running ones
 // in place (momentum as PyTorch: running = (1 - momentum) running + momentum batch, unbiased
 // variance); otherwise normalise with the running statistics.
+// sum_across (training only): x is one process's shard of a batch split over several
+// (data-parallel training with synchronised BatchNorm); it adds values over every process in
+// place, and the statistics, and the gradient through them, are those of the whole batch.
+// CPU tensors only.
+using SumAcrossProcesses = std::function<void(double* values, int64_t n)>;
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
-                  float momentum = 0.1f, float eps = 1e-5f);
+                  float momentum = 0.1f, float eps = 1e-5f,
+                  const SumAcrossProcesses& sum_across = nullptr);
 
 // Shapes (ops_shape.cpp): views of the same storage. One dimension may be -1.
 Tensor reshape(const Tensor& x, const Shape& shape);

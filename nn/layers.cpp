@@ -123,7 +123,7 @@ void BatchNorm::fold_into(int64_t cols, float* w, float* b) const {
 
 Tensor BatchNorm::forward(const Tensor& x) {
   return batch_norm(x, weight->value, bias->value, running_mean, running_var, is_training(),
-                    momentum, eps);
+                    momentum, eps, sum_across);
 }
 
 Shape BatchNorm::output_shape(const Shape& in) const {

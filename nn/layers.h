@@ -65,6 +65,9 @@ class BatchNorm : public Module {
   ParameterPtr bias;    // (C) shift, beta
   Tensor running_mean;  // (C)
   Tensor running_var;   // (C)
+  // Set during data-parallel training with synchronised statistics (FitConfig::sync_bn): sums
+  // across the ranks, so training mode normalises with the whole global batch's statistics.
+  SumAcrossProcesses sum_across;
 };
 
 class ReLU : public Module {

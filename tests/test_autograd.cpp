@@ -122,6 +122,36 @@ TEST_SUITE("gradcheck") {
     }
   }
 
+  TEST_CASE("batch_norm with statistics summed across processes (one process here)") {
+    // The synchronised path (sums of x and x^2 out, sums of dy and dy * xhat back) with a
+    // single process: the sum across processes is the identity, and the gradients must still
+    // be those of the forward. test_kernels_norm splits a batch into shards; test_dist runs
+    // it on real ranks.
+    Rng rng(24);
+    int calls = 0;
+    SumAcrossProcesses alone = [&calls](double*, int64_t) { ++calls; };
+    for (Shape shape : {Shape{4, 3, 3, 2}, Shape{5, 4}}) {
+      CAPTURE(to_string(shape));
+      const int64_t C = shape[1];
+      Tensor x = param(shape, rng, -2.0f, 2.0f);
+      Tensor w = param({C}, rng, 0.5f, 1.5f), b = param({C}, rng);
+      Tensor rm = Tensor::from_vector(std::vector<float>(C, 0.1f), {C});
+      Tensor rv = Tensor::from_vector(std::vector<float>(C, 0.8f), {C});
+      check_gradients(
+          [&](const V& in) {
+            return batch_norm(in[0], in[1], in[2], rm, rv, true, 0.0f, 1e-5f, alone);
+          },
+          {x, w, b});
+      // And the same values as the unsynchronised op.
+      Tensor synced = batch_norm(x, w, b, rm, rv, true, 0.0f, 1e-5f, alone);
+      Tensor plain = batch_norm(x, w, b, rm, rv, true, 0.0f, 1e-5f);
+      std::vector<float> got = synced.to_vector(), want = plain.to_vector();
+      for (size_t i = 0; i < got.size(); ++i)
+        CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+    }
+    CHECK(calls > 0);
+  }
+
   TEST_CASE("a residual block with BatchNorm and both shortcut kinds") {
     Rng rng(23);
     for (const char* spec :

@@ -130,11 +130,11 @@ TEST_CASE("the gradient reducer gives every rank the whole batch's mean gradient
   for (auto& p : {w, v, unused}) p->value.set_requires_grad(true);
   train::GradientReducer reducer(c, {w, v, unused}, 64);
   CHECK(reducer.buckets() >= 3);
-  // Shards of a batch of 7: rank k has n_k samples; each gradient is weighted n_k / 7.
+  // Shards of a batch of 7: rank k has n_k samples and back-propagates its share n_k / 7.
   auto shard = [&](int k) { return int64_t(7 * (k + 1) / n - 7 * k / n); };
   Tensor loss = add(sum(mul(w->value, Tensor::full({10}, float(r + 1)))),
                     scale(sum(mul(v->value, v->value)), 1.0f / float(r + 1)));
-  reducer.backward(loss, shard(r), 7);
+  reducer.backward(scale(loss, float(shard(r)) / 7.0f));
   double expect_w = 0.0, expect_v = 0.0;
   for (int k = 0; k < n; ++k) {
     expect_w += double(shard(k)) / 7.0 * double(k + 1);
@@ -274,4 +274,49 @@ TEST_CASE("distributed Taylor and gradient scoring pick exactly one process's fi
       CHECK(testing::check_same_masks(alone, together) > 0);
     }
   }
+}
+
+TEST_CASE("with sync_bn a BatchNorm model trains as in one process; without it, it does not") {
+  cpu::set_num_threads(1);
+  const Data& d = fashion_mnist();
+  const data::Dataset train = data::take(d.train, 3232);  // 50 steps of 64 and one of 32
+  // BatchNorm after a conv (per channel over N x H x W) and after a linear layer (over N).
+  const std::string spec =
+      "conv(4,3,stride=2,pad=1,bias=0) bn relu maxpool(2) flatten linear(16) bn relu linear(10)";
+  auto run = [&](const dist::Comm* comm, bool sync) {
+    nn::Model model = nn::build_model(spec, d.input, 6);
+    auto opt = train::make_optimizer({"sgd", 0.01f}, model.parameters());
+    train::FitConfig fc;
+    fc.epochs = 1;
+    fc.seed = 2;
+    fc.comm = comm;
+    fc.sync_bn = sync;
+    fc.check_replicas = comm != nullptr && comm->size() > 1;
+    train::fit(model, *opt, train, d.test, train::Task::Classification, fc);
+    return model;
+  };
+  // Buffers too: the running statistics.
+  auto buffers_difference = [](const nn::Model& a, const nn::Model& b) {
+    double worst = 0.0;
+    auto ba = a.named_buffers(), bb = b.named_buffers();
+    REQUIRE(ba.size() == bb.size());
+    for (size_t i = 0; i < ba.size(); ++i) {
+      std::vector<float> x = ba[i].second->to_vector(), y = bb[i].second->to_vector();
+      for (size_t k = 0; k < x.size(); ++k)
+        worst = std::max(worst, std::fabs(double(x[k]) - y[k]) / (std::fabs(double(x[k])) + 1e-3));
+    }
+    return worst;
+  };
+  nn::Model alone = run(nullptr, false);
+  nn::Model synced = run(&world(), true);
+  const double diff = testing::max_relative_difference(alone, synced);
+  MESSAGE("sync_bn on ", world().size(), " ranks: weights ", diff, ", running statistics ",
+          buffers_difference(alone, synced));
+  CHECK(diff <= 1e-5);
+  CHECK(buffers_difference(alone, synced) <= 1e-4);
+  if (world().size() == 1) return;
+  nn::Model per_rank = run(&world(), false);
+  const double apart = testing::max_relative_difference(alone, per_rank);
+  MESSAGE("per-rank statistics: weights ", apart);
+  CHECK(apart > 1e-3);  // what sync_bn is for: without it the shards normalise differently
 }

@@ -397,3 +397,74 @@ TEST_CASE("batchnorm on an empty batch leaves the running statistics alone") {
     CHECK(db == std::vector<float>(3, 0.0f));
   }
 }
+
+TEST_CASE("synchronised batchnorm: shards with summed statistics compute the whole batch's") {
+  // A batch of N samples split into shards of 3, 2 and N - 5 samples, as three processes hold
+  // it: sums added across the shards, then each shard's forward and backward from the sums,
+  // against batchnorm_forward_train / batchnorm_backward on the whole batch.
+  for (BatchNormShape whole : {BatchNormShape{8, 3, 5}, BatchNormShape{7, 4, 1}}) {
+    CAPTURE(whole.N);
+    CAPTURE(whole.HW);
+    const int64_t C = whole.C, plane = C * whole.HW;  // values per sample
+    const size_t nc = static_cast<size_t>(C);
+    std::vector<float> x = random_vec(numel(whole), 5), dy = random_vec(numel(whole), 6);
+    for (float& v : x) v = 3.0f * v + 1.5f;  // a mean far from 0, as activations have
+    std::vector<float> gamma = random_vec(nc, 7), beta = random_vec(nc, 8);
+    std::vector<float> rmean(nc, 0.2f), rvar(nc, 1.3f);
+    // The whole batch, in one call.
+    std::vector<float> y(x.size()), mean(nc), invstd(nc), dx(x.size());
+    std::vector<float> dgamma(nc), dbeta(nc), rmean_want = rmean, rvar_want = rvar;
+    batchnorm_forward_train(whole, x.data(), gamma.data(), beta.data(), 1e-5f, 0.1f,
+                            rmean_want.data(), rvar_want.data(), y.data(), mean.data(),
+                            invstd.data());
+    batchnorm_backward(whole, true, x.data(), gamma.data(), mean.data(), invstd.data(), dy.data(),
+                       dx.data(), dgamma.data(), dbeta.data());
+    const std::vector<int64_t> first = {0, 3, 5,
+                                        whole.N};  // shard k: samples [first[k], first[k+1])
+    std::vector<double> sums(2 * nc, 0.0);
+    for (size_t k = 0; k + 1 < first.size(); ++k) {
+      BatchNormShape s{first[k + 1] - first[k], C, whole.HW};
+      std::vector<double> part(2 * nc);
+      batchnorm_sums(s, x.data() + first[k] * plane, part.data());
+      for (size_t i = 0; i < part.size(); ++i) sums[i] += part[i];
+    }
+    std::vector<float> y_got(x.size()), dx_got(x.size());
+    std::vector<double> dsums(2 * nc, 0.0);
+    std::vector<float> rmean_got, rvar_got, mean_got(nc), invstd_got(nc);
+    for (size_t k = 0; k + 1 < first.size(); ++k) {
+      BatchNormShape s{first[k + 1] - first[k], C, whole.HW};
+      rmean_got = rmean, rvar_got = rvar;  // every shard updates its own copy the same way
+      batchnorm_forward_from_sums(s, sums.data(), whole.count(), x.data() + first[k] * plane,
+                                  gamma.data(), beta.data(), 1e-5f, 0.1f, rmean_got.data(),
+                                  rvar_got.data(), y_got.data() + first[k] * plane, mean_got.data(),
+                                  invstd_got.data());
+      std::vector<float> dg(nc), db(nc);
+      batchnorm_backward(s, false, x.data() + first[k] * plane, gamma.data(), mean_got.data(),
+                         invstd_got.data(), dy.data() + first[k] * plane, nullptr, dg.data(),
+                         db.data());
+      for (int64_t c = 0; c < C; ++c) {
+        dsums[size_t(c)] += db[size_t(c)];
+        dsums[size_t(C + c)] += dg[size_t(c)];
+      }
+    }
+    for (size_t k = 0; k + 1 < first.size(); ++k) {
+      BatchNormShape s{first[k + 1] - first[k], C, whole.HW};
+      batchnorm_backward_from_sums(s, dsums.data(), whole.count(), x.data() + first[k] * plane,
+                                   gamma.data(), mean_got.data(), invstd_got.data(),
+                                   dy.data() + first[k] * plane, dx_got.data() + first[k] * plane);
+    }
+    expect_within("y", y_got, y, std::vector<double>(y.size(), 1e-5));
+    expect_within("mean", mean_got, mean, std::vector<double>(nc, 1e-6));
+    expect_within("invstd", invstd_got, invstd, std::vector<double>(nc, 1e-5));
+    expect_within("running_mean", rmean_got, rmean_want, std::vector<double>(nc, 1e-6));
+    expect_within("running_var", rvar_got, rvar_want, std::vector<double>(nc, 1e-5));
+    expect_within("dx", dx_got, dx, std::vector<double>(dx.size(), 1e-5));
+    std::vector<float> dsum_dy(nc), dsum_dy_xhat(nc);
+    for (int64_t c = 0; c < C; ++c) {
+      dsum_dy[size_t(c)] = float(dsums[size_t(c)]);
+      dsum_dy_xhat[size_t(c)] = float(dsums[size_t(C + c)]);
+    }
+    expect_within("sum dy (dbeta)", dsum_dy, dbeta, std::vector<double>(nc, 1e-5));
+    expect_within("sum dy xhat (dgamma)", dsum_dy_xhat, dgamma, std::vector<double>(nc, 1e-5));
+  }
+}

@@ -32,10 +32,7 @@ GradientReducer::GradientReducer(const dist::Comm& comm, std::vector<nn::Paramet
   }
 }
 
-void GradientReducer::backward(const Tensor& loss, int64_t n, int64_t total) {
-  SPRIG_CHECK(total > 0 && n >= 0 && n <= total, "data-parallel backward: ", n,
-              " samples of a batch of ", total);
-  weight_ = float(double(n) / double(total));
+void GradientReducer::backward(const Tensor& loss) {
   for (Bucket& b : buckets_) b.ready = 0;
   copied_.assign(copied_.size(), false);
   next_bucket_ = 0;
@@ -74,7 +71,6 @@ void GradientReducer::on_ready(const TensorImpl* leaf) {
   float* dst = b.values.data() + b.offset[size_t(slot_of_[i])];
   const size_t bytes = size_t(g.numel()) * sizeof(float);
   backend_for(g.device()).copy_to_host(dst, g.ptr(), bytes);
-  if (weight_ != 1.0f) backend_for(Device::cpu()).scale(g.numel(), dst, weight_, dst);
   copied_[i] = true;
   ++b.ready;
   start_ready_buckets();

@@ -25,10 +25,11 @@ class GradientReducer {
   GradientReducer(const dist::Comm& comm, std::vector<nn::ParameterPtr> params,
                   int64_t bucket_bytes = kDefaultBucketBytes);
 
-  // Back-propagates `loss`, this rank's mean over n samples of a global batch of `total`, and
-  // returns once every parameter's gradient is the mean gradient of the whole batch:
-  // sum over ranks of (n_r / total) x gradient_r. The global loss is the same sum of losses.
-  void backward(const Tensor& loss, int64_t n, int64_t total);
+  // Back-propagates `loss`, this rank's share of the global batch's mean loss (its shard's mean
+  // x n_r / b, so that its gradients, and the dy every layer sees, are those of the whole batch
+  // restricted to the shard), and returns once every parameter's gradient is the sum over the
+  // ranks: the whole batch's mean gradient.
+  void backward(const Tensor& loss);
 
   int buckets() const { return int(buckets_.size()); }
 
@@ -51,7 +52,6 @@ class GradientReducer {
   std::vector<const TensorImpl*> leaves_;  // per parameter: its value's TensorImpl
   std::vector<bool> copied_;               // per parameter, this step
   int next_bucket_ = 0;
-  float weight_ = 1.0f;
 };
 
 // Copies rank root's parameters, masks, optimizer state and step count, and buffers to every

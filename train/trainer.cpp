@@ -282,6 +282,22 @@ static void check_finite_state(const nn::Model& model, const FitPosition& pos) {
   }
 }
 
+// Gives every BatchNorm of the model a sum across comm's ranks for the scope's life.
+struct SyncBatchNormScope {
+  std::vector<nn::BatchNorm*> layers;
+  SyncBatchNormScope(nn::Model& model, const dist::Comm& comm, bool on) {
+    if (!on) return;
+    for (auto& [path, m] : model.net->named_modules())
+      if (auto* bn = dynamic_cast<nn::BatchNorm*>(m)) {
+        bn->sum_across = [&comm](double* v, int64_t n) { comm.allreduce_sum(v, n); };
+        layers.push_back(bn);
+      }
+  }
+  ~SyncBatchNormScope() {
+    for (nn::BatchNorm* bn : layers) bn->sum_across = nullptr;
+  }
+};
+
 std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Dataset& train,
                             const data::Dataset& test, Task task, const FitConfig& cfg) {
   FitPosition pos;
@@ -314,6 +330,7 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
     broadcast_model(comm, model, &opt);
     reducer = std::make_unique<GradientReducer>(comm, model.parameters());
   }
+  SyncBatchNormScope sync_bn(model, comm, cfg.sync_bn && comm.size() > 1);
   SPRIG_CHECK(pos.epoch >= 0 && pos.step_in_epoch >= 0 && pos.step_in_epoch <= batches &&
                   pos.global_step == int64_t(pos.epoch) * batches + pos.step_in_epoch,
               "cannot resume at epoch ", pos.epoch, " step ", pos.step_in_epoch, " (global step ",
@@ -379,7 +396,7 @@ std::vector<EpochStats> fit(nn::Model& model, nn::Optimizer& opt, const data::Da
       pending.push_back({loss.detach(), b.x.size(0), int64_t(step) + 1});
       if (dev.is_cpu()) flush_losses();  // free on the CPU: stop at the first bad step
       if (reducer)
-        reducer->backward(loss, b.x.size(0), b.total);
+        reducer->backward(scale(loss, float(double(b.x.size(0)) / double(b.total))));
       else
         loss.backward();
       if (cfg.bn_l1 != 0.0f) add_bn_l1_subgradient(model, cfg.bn_l1);

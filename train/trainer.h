@@ -138,6 +138,11 @@ struct FitConfig {
   // Compare every rank's weights, masks and optimizer state after each epoch, and fail on the
   // first that differs (data-parallel runs only).
   bool check_replicas = false;
+  // Data-parallel runs: BatchNorm in training mode normalises with the statistics of the whole
+  // global batch, summed across ranks in forward and backward (PyTorch's SyncBatchNorm), so
+  // the run matches one process's with the same batch. Off: each rank's own shard's (DDP's
+  // default), and the running statistics follow rank 0's shards.
+  bool sync_bn = false;
 };
 
 // The schedule as the command line gives it (sprig train and prune share these flags).

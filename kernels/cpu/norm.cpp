@@ -5,6 +5,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace sprig::cpu {
@@ -120,6 +121,60 @@ void batchnorm_forward_eval(const BatchNormShape& s, const float* x, const float
     save_invstd[c] = float(invstd);
     const float scale = float((gamma ? double(gamma[c]) : 1.0) * invstd);
     channel_affine(s, x, c, running_mean[c], scale, beta ? beta[c] : 0.0f, y);
+  }
+}
+
+void batchnorm_sums(const BatchNormShape& s, const float* x, double* sums) {
+#pragma omp parallel for schedule(static) if (use_team(s))
+  for (int64_t c = 0; c < s.C; c++) {
+    double sum = 0.0, sum_sq = 0.0;
+    for (int64_t k = 0; k < s.N; k++) {
+      const float* xp = plane(s, x, k, c);  // (HW)
+      for (int64_t i = 0; i < s.HW; i++) {
+        sum += double(xp[i]);
+        sum_sq += double(xp[i]) * double(xp[i]);
+      }
+    }
+    sums[c] = sum;
+    sums[s.C + c] = sum_sq;
+  }
+}
+
+void batchnorm_forward_from_sums(const BatchNormShape& s, const double* sums, int64_t count,
+                                 const float* x, const float* gamma, const float* beta, float eps,
+                                 float momentum, float* running_mean, float* running_var, float* y,
+                                 float* save_mean, float* save_invstd) {
+#pragma omp parallel for schedule(static) if (use_team(s))
+  for (int64_t c = 0; c < s.C; c++) {
+    const double mean = count > 0 ? sums[c] / double(count) : 0.0;
+    const double var = count > 0 ? std::max(sums[s.C + c] / double(count) - mean * mean, 0.0) : 0.0;
+    const double invstd = 1.0 / std::sqrt(var + double(eps));
+    save_mean[c] = float(mean);
+    save_invstd[c] = float(invstd);
+    if (count > 0) update_running(mean, var, count, momentum, running_mean, running_var, c);
+    const float scale = float((gamma ? double(gamma[c]) : 1.0) * invstd);
+    channel_affine(s, x, c, float(mean), scale, beta ? beta[c] : 0.0f, y);
+  }
+}
+
+void batchnorm_backward_from_sums(const BatchNormShape& s, const double* dsums, int64_t count,
+                                  const float* x, const float* gamma, const float* save_mean,
+                                  const float* save_invstd, const float* dy, float* dx) {
+#pragma omp parallel for schedule(static) if (use_team(s))
+  for (int64_t c = 0; c < s.C; c++) {
+    const float mean = save_mean[c];
+    const double invstd = double(save_invstd[c]);
+    const double ad = (gamma ? double(gamma[c]) : 1.0) * invstd;
+    const float a = float(ad);
+    const float b = count > 0 ? float(-ad * invstd * dsums[s.C + c] / double(count)) : 0.0f;
+    const float d = count > 0 ? float(-ad * dsums[c] / double(count)) : 0.0f;
+    for (int64_t k = 0; k < s.N; k++) {
+      const float* xp = plane(s, x, k, c);    // (HW)
+      const float* dyp = plane(s, dy, k, c);  // (HW)
+      float* dxp = plane(s, dx, k, c);        // (HW)
+#pragma omp simd
+      for (int64_t i = 0; i < s.HW; i++) dxp[i] = a * dyp[i] + b * (xp[i] - mean) + d;
+    }
   }
 }
 

@@ -38,6 +38,24 @@ void batchnorm_backward(const BatchNormShape& s, bool batch_stats, const float* 
                         const float* gamma, const float* save_mean, const float* save_invstd,
                         const float* dy, float* dx, float* dgamma, float* dbeta);
 
+// Synchronised batch normalisation: the statistics of a batch split over several processes,
+// each holding a shard. The caller sums across processes between the steps.
+// 1. sums (2C): sum of x in [0, C), sum of x^2 in [C, 2C), per channel over (N, HW), in double.
+void batchnorm_sums(const BatchNormShape& s, const float* x, double* sums);
+// 2. With the sums over every process (count values per channel in all): mean = sum / count,
+//    biased var = sum_sq / count - mean^2; y, save_mean, save_invstd and the running statistics
+//    as batchnorm_forward_train computes them from its own batch.
+void batchnorm_forward_from_sums(const BatchNormShape& s, const double* sums, int64_t count,
+                                 const float* x, const float* gamma, const float* beta, float eps,
+                                 float momentum, float* running_mean, float* running_var, float* y,
+                                 float* save_mean, float* save_invstd);
+// 3. Backward, with dsums (2C) summed over every process: sum(dy) in [0, C) and sum(dy * xhat)
+//    in [C, 2C) (each process's dbeta and dgamma from batchnorm_backward):
+//    dx = gamma * invstd * (dy - sum(dy) / count - xhat * sum(dy * xhat) / count).
+void batchnorm_backward_from_sums(const BatchNormShape& s, const double* dsums, int64_t count,
+                                  const float* x, const float* gamma, const float* save_mean,
+                                  const float* save_invstd, const float* dy, float* dx);
+
 // Scalar references for the tests (two passes, textbook formulas).
 void batchnorm_forward_train_ref(const BatchNormShape& s, const float* x, const float* gamma,
                                  const float* beta, float eps, float momentum, float* running_mean,
