@@ -66,7 +66,7 @@ class Comm {
  private:
   Comm(int rank, int size, void* handle) : rank_(rank), size_(size), handle_(handle) {}
   int rank_ = 0, size_ = 1;
-  void* handle_ = nullptr;  // the MPI_Comm, null for a group of one
+  [[maybe_unused]] void* handle_ = nullptr;  // the MPI_Comm, null for a group of one
 };
 
 // True when this build can run on several processes (SPRIG_MPI found MPI).
