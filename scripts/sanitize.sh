@@ -20,6 +20,8 @@ cmake --build build-asan -j"$(nproc)"
 # reported at exit and fail the process. No suppressions: libgomp and libcurl report nothing.
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_init_order=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-# test_dist_np3 repeats np2's code paths with one more rank: at ASan's speed (2 min a run) CI
-# keeps np1 and np2 only.
-ctest --test-dir build-asan --output-on-failure -E '^test_dist_np3$' "$@"
+# Of the MPI suites (2-3 min each at ASan's speed) CI keeps test_dist_np2, the one that runs the
+# data-parallel code (gradient buckets, collectives, sync-bn) on several ranks; np1 runs only the
+# one-process paths other suites cover, np3 repeats np2 with one more rank, and test_cli_mpi
+# drives the same code through the binary.
+ctest --test-dir build-asan --output-on-failure -E '^(test_dist_np1|test_dist_np3|test_cli_mpi)$' "$@"
