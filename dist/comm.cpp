@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
 
 #include "engine/error.h"
@@ -61,6 +62,9 @@ Request& Request::operator=(Request&& other) noexcept {
   return *this;
 }
 Request::~Request() {
+  // Unwinding from an error: the other ranks may never join this collective, so waiting could
+  // hang; the command line aborts the job next, and the operation is left to MPI_Abort.
+  if (std::uncaught_exceptions() > 0) return;
   try {
     wait();
   } catch (const Error&) {  // a destructor must not throw; the collective's owner saw it fail

@@ -17,7 +17,9 @@ namespace sprig::dist {
 class Request {
  public:
   Request();
-  ~Request();  // waits, so a buffer is never freed under a running reduction
+  // Waits, so a buffer is never freed under a running reduction; except while an exception
+  // unwinds the stack, when the job is about to be aborted and waiting could hang.
+  ~Request();
   Request(Request&&) noexcept;
   Request& operator=(Request&&) noexcept;
   // Lets MPI progress the operation; true once it has completed.
