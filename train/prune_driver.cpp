@@ -67,9 +67,9 @@ std::map<std::string, Tensor> prepare_criterion(nn::Model& model, const DataSour
   if (comm.size() > 1)  // the shards' gradients, summed: every rank holds the batches' gradient
     for (auto& p : model.parameters()) {
       Tensor g = p->grad();
-      Tensor host = g.to(Device::cpu());
+      Tensor host = g.to(Device::cpu());  // g itself on the CPU: summed in place
       comm.allreduce_sum(host.data(), host.numel());
-      g.copy_(host);
+      if (!g.device().is_cpu()) g.copy_(host);
     }
   return {};
 }

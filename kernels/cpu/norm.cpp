@@ -87,6 +87,29 @@ void update_running(double mean, double var, int64_t n, float momentum, float* r
   if (running_var) running_var[c] = float((1.0 - m) * double(running_var[c]) + m * unbiased);
 }
 
+// Channel c of dx = a * dy + b * (x - mean) + d with a = gamma * invstd,
+// b = -a * invstd * mean(dy * xhat), d = -a * mean(dy), the means over the n values the
+// statistics came from (sum_dy, sum_dy_xhat: their sums). n = 0: the statistics were constants
+// (evaluation mode), and dx = a * dy.
+void channel_dx(const BatchNormShape& s, const float* x, const float* dy, int64_t c, float mean,
+                double invstd, double gamma, double sum_dy, double sum_dy_xhat, int64_t n,
+                float* dx) {
+  const double ad = gamma * invstd;
+  const float a = float(ad);
+  float b = 0.0f, d = 0.0f;
+  if (n > 0) {
+    b = float(-ad * invstd * sum_dy_xhat / double(n));
+    d = float(-ad * sum_dy / double(n));
+  }
+  for (int64_t k = 0; k < s.N; k++) {
+    const float* xp = plane(s, x, k, c);    // (HW)
+    const float* dyp = plane(s, dy, k, c);  // (HW)
+    float* dxp = plane(s, dx, k, c);        // (HW)
+#pragma omp simd
+    for (int64_t i = 0; i < s.HW; i++) dxp[i] = a * dyp[i] + b * (xp[i] - mean) + d;
+  }
+}
+
 }  // namespace
 
 void batchnorm_forward_train(const BatchNormShape& s, const float* x, const float* gamma,
@@ -162,19 +185,8 @@ void batchnorm_backward_from_sums(const BatchNormShape& s, const double* dsums, 
                                   const float* save_invstd, const float* dy, float* dx) {
 #pragma omp parallel for schedule(static) if (use_team(s))
   for (int64_t c = 0; c < s.C; c++) {
-    const float mean = save_mean[c];
-    const double invstd = double(save_invstd[c]);
-    const double ad = (gamma ? double(gamma[c]) : 1.0) * invstd;
-    const float a = float(ad);
-    const float b = count > 0 ? float(-ad * invstd * dsums[s.C + c] / double(count)) : 0.0f;
-    const float d = count > 0 ? float(-ad * dsums[c] / double(count)) : 0.0f;
-    for (int64_t k = 0; k < s.N; k++) {
-      const float* xp = plane(s, x, k, c);    // (HW)
-      const float* dyp = plane(s, dy, k, c);  // (HW)
-      float* dxp = plane(s, dx, k, c);        // (HW)
-#pragma omp simd
-      for (int64_t i = 0; i < s.HW; i++) dxp[i] = a * dyp[i] + b * (xp[i] - mean) + d;
-    }
+    channel_dx(s, x, dy, c, save_mean[c], double(save_invstd[c]), gamma ? double(gamma[c]) : 1.0,
+               dsums[c], dsums[s.C + c], count, dx);
   }
 }
 
@@ -212,22 +224,7 @@ void batchnorm_backward(const BatchNormShape& s, bool batch_stats, const float* 
     if (dgamma) dgamma[c] = float(sum_dy_xhat);
     if (dbeta) dbeta[c] = float(sum_dy);
     if (!dx) continue;
-    // dx = a * dy + b * (x - mean) + d with
-    //   a = gamma * invstd, b = -a * invstd * mean(dy * xhat), d = -a * mean(dy)
-    const double ad = g * invstd;
-    const float a = float(ad);
-    float b = 0.0f, d = 0.0f;
-    if (batch_stats && n > 0) {
-      b = float(-ad * invstd * sum_dy_xhat / double(n));
-      d = float(-ad * sum_dy / double(n));
-    }
-    for (int64_t k = 0; k < s.N; k++) {
-      const float* xp = plane(s, x, k, c);    // (HW)
-      const float* dyp = plane(s, dy, k, c);  // (HW)
-      float* dxp = plane(s, dx, k, c);        // (HW)
-#pragma omp simd
-      for (int64_t i = 0; i < s.HW; i++) dxp[i] = a * dyp[i] + b * (xp[i] - mean) + d;
-    }
+    channel_dx(s, x, dy, c, mean, invstd, g, sum_dy, sum_dy_xhat, batch_stats ? n : 0, dx);
   }
 }
 
