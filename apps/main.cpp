@@ -106,9 +106,12 @@ int main(int argc, char** argv) {
         continue;
       std::string name = sub->get_name();
       for (CLI::App* s : sub->get_subcommands()) name += " " + s->get_name();
-      SPRIG_CHECK(name == "experiment gradual-vs-instant", "sprig ", name,
+      SPRIG_CHECK(name == "experiment gradual-vs-instant" || name == "experiment iterative" ||
+                      name == "experiment l1-vs-fpgm",
+                  "sprig ", name,
                   " runs as one process: start it without mpirun (sprig train, sprig prune and "
-                  "sprig experiment gradual-vs-instant run across ranks)");
+                  "sprig experiment gradual-vs-instant, iterative and l1-vs-fpgm run across "
+                  "ranks)");
     }
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();

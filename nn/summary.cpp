@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "engine/error.h"
+
 namespace sprig::nn {
 
 namespace {
@@ -111,6 +113,31 @@ nlohmann::json summary_json(const ModelSummary& s) {
           {"nonzero", s.nonzero},
           {"flops", s.flops},
           {"layers", layers}};
+}
+
+ModelSummary summary_from_json(const nlohmann::json& j) {
+  try {
+    ModelSummary s;
+    s.input_shape = j.at("input_shape").get<Shape>();
+    s.params = j.at("params").get<int64_t>();
+    s.nonzero = j.at("nonzero").get<int64_t>();
+    s.flops = j.at("flops").get<int64_t>();
+    for (const auto& l : j.at("layers")) {
+      LayerSummary row;
+      row.name = l.at("name").get<std::string>();
+      row.spec = l.at("spec").get<std::string>();
+      row.depth = l.at("depth").get<int>();
+      row.container = l.at("container").get<bool>();
+      row.output_shape = l.at("output_shape").get<Shape>();
+      row.params = l.at("params").get<int64_t>();
+      row.nonzero = l.at("nonzero").get<int64_t>();
+      row.flops = l.at("flops").get<int64_t>();
+      s.layers.push_back(row);
+    }
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("model summary JSON: ") + e.what());
+  }
 }
 
 }  // namespace sprig::nn

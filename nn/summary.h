@@ -29,5 +29,8 @@ struct ModelSummary {
 ModelSummary summarize(const Model& model);
 std::string format_summary(const ModelSummary& s);  // an aligned text table with totals
 nlohmann::json summary_json(const ModelSummary& s);
+// The inverse of summary_json (a summary sent between ranks); throws sprig::Error on a field that
+// is missing or of the wrong type.
+ModelSummary summary_from_json(const nlohmann::json& j);
 
 }  // namespace sprig::nn

@@ -93,6 +93,22 @@ TEST_CASE("commands that are not data-parallel refuse to run under mpirun") {
       o.err);
 }
 
+// The printed tables of `sprig <args>` run alone and on 2 and 3 ranks are the same, but for the
+// columns `seconds` matches (wall-clock times). Returns the single process's output.
+static std::string check_same_tables(const std::string& args, const std::regex& seconds) {
+  auto strip = [&](const std::string& out) { return std::regex_replace(out, seconds, ""); };
+  testing::Outcome one = testing::run_shell(std::string(SPRIG_BINARY) + args);
+  REQUIRE_MESSAGE(one.code == 0, one.err);
+  for (int np : {2, 3}) {
+    CAPTURE(np);
+    testing::Outcome many = testing::run_shell(kMpirun + " -np " + std::to_string(np) + " " +
+                                               std::string(SPRIG_BINARY) + args);
+    REQUIRE_MESSAGE(many.code == 0, many.err);
+    CHECK(strip(many.out) == strip(one.out));
+  }
+  return one.out;
+}
+
 TEST_CASE(
     "sprig experiment gradual-vs-instant spread over 2 and 3 ranks prints one process's tables") {
   const fs::path dir = testing::temp_dir("test_cli_mpi_sweep");
@@ -103,20 +119,47 @@ TEST_CASE(
       "--threads 1 --local-store " +
       (dir / "mlruns").string() + " --report " + (dir / "report.html").string();
   // Every line but the trials' seconds.
-  auto table = [](const std::string& out) {
-    return std::regex_replace(out, std::regex("  [0-9.]+ s\n"), "\n");
-  };
-  testing::Outcome one = testing::run_shell(std::string(SPRIG_BINARY) + args);
-  REQUIRE_MESSAGE(one.code == 0, one.err);
-  CHECK(count(one.out, ": dense model after") == 2);
-  CHECK(count(one.out, "model sparsity") == 8);
-  for (int np : {2, 3}) {
-    CAPTURE(np);
-    testing::Outcome many = testing::run_shell(kMpirun + " -np " + std::to_string(np) + " " +
-                                               std::string(SPRIG_BINARY) + args);
-    REQUIRE_MESSAGE(many.code == 0, many.err);
-    CHECK(table(many.out) == table(one.out));
-  }
+  const std::string out = check_same_tables(args, std::regex("  [0-9.]+ s\n"));
+  CHECK(count(out, ": dense model after") == 2);
+  CHECK(count(out, "model sparsity") == 8);
+  fs::remove_all(dir);
+}
+
+TEST_CASE(
+    "sprig experiment l1-vs-fpgm spread over ranks, from a masked base, prints one "
+    "process's table") {
+  const fs::path dir = testing::temp_dir("test_cli_mpi_l1");
+  const std::string base = (dir / "base.safetensors").string(),
+                    masked = (dir / "masked.safetensors").string();
+  const std::string sprig = SPRIG_BINARY;
+  testing::Outcome made = testing::run_shell(
+      sprig + " train --model cnn2 --epochs 1 --limit-train 1000 --limit-test 200 --threads 1 " +
+      "--quiet --out " + base + " && " + sprig + " prune " + base +
+      " --method magnitude --amount 0.3 --finetune-epochs 0 --limit-train 1000 --out " + masked);
+  REQUIRE_MESSAGE(made.code == 0, made.err);
+  // 4 variants: 2 per rank on 2 ranks, 2/1/1 on 3; the base's masks must reach every rank.
+  const std::string out =
+      check_same_tables(" experiment l1-vs-fpgm --base " + masked +
+                            " --finetune-epochs 1 --amounts 0.5,0.75 --train-samples 1000 "
+                            "--test-samples 300 --threads 1 --local-store " +
+                            (dir / "mlruns").string() + " --report " + (dir / "r.html").string(),
+                        std::regex("  [0-9.]+\n"));
+  CHECK(count(out, "fine-tuning epoch ") == 4);
+  fs::remove_all(dir);
+}
+
+TEST_CASE(
+    "sprig experiment iterative spread over ranks: batches of 2 trials give one process's "
+    "search") {
+  const fs::path dir = testing::temp_dir("test_cli_mpi_search");
+  const std::string out = check_same_tables(
+      " experiment iterative --total-trials 5 --initial-trials 2 --trial-batch 2 "
+      "--max-epochs 1 --prune-iterations 2 --train-samples 1000 --test-samples 300 "
+      "--threads 1 --local-store " +
+          (dir / "mlruns").string() + " --report " + (dir / "r.html").string(),
+      std::regex("\\(?[0-9.]+ s\\)?\n|  [0-9.]+\n"));
+  CHECK(count(out, "proposed 2 at a time") == 1);
+  CHECK(count(out, "trial 5/5") == 1);
   fs::remove_all(dir);
 }
 

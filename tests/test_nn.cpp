@@ -149,6 +149,15 @@ TEST_SUITE("model") {
     CHECK(j["params"] == 126698);
     CHECK(j["layers"].size() == 6);
     CHECK(nn::format_summary(s).find("126,698") != std::string::npos);
+    // Sent between ranks as JSON text: the same summary comes back.
+    const nn::ModelSummary back = nn::summary_from_json(nlohmann::json::parse(j.dump()));
+    CHECK(nn::format_summary(back) == nn::format_summary(s));
+    CHECK(nn::summary_json(back) == j);
+    CHECK(back.layers[5].nonzero == 125450 - 62720);
+    auto broken = j;
+    broken["layers"][2].erase("params");
+    CHECK_THROWS_WITH_AS(nn::summary_from_json(broken),
+                         doctest::Contains("model summary JSON"), Error);
   }
 }
 

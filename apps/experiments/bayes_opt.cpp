@@ -159,9 +159,7 @@ std::vector<double> BayesOpt::random_unit() {
   return u;
 }
 
-std::vector<double> BayesOpt::suggest() {
-  if (y_.size() < size_t(opt_.initial_points)) return unscale(random_unit());
-
+std::pair<double, double> BayesOpt::fit_surrogate() {
   // Standardise the observations so one hyperparameter grid fits any objective's scale.
   double mean = 0.0, sd = 0.0;
   for (double v : y_) mean += v;
@@ -171,7 +169,6 @@ std::vector<double> BayesOpt::suggest() {
   if (!(sd > 1e-12)) sd = 1.0;
   std::vector<double> ys(y_.size());
   for (size_t i = 0; i < y_.size(); ++i) ys[i] = (y_[i] - mean) / sd;
-  double best = (y_[best_] - mean) / sd;
 
   // Type-II maximum likelihood over a small grid.
   GpHyper chosen;
@@ -187,6 +184,13 @@ std::vector<double> BayesOpt::suggest() {
         }
       }
   gp_.fit(x_, ys, chosen);
+  return {mean, sd};
+}
+
+std::vector<double> BayesOpt::suggest() {
+  if (y_.size() < size_t(opt_.initial_points) || y_.size() == lies_) return unscale(random_unit());
+  const auto [mean, sd] = fit_surrogate();
+  const double best = (y_[best_] - mean) / sd;
 
   std::vector<std::vector<double>> cands;
   size_t dims = bounds_.size();
@@ -216,6 +220,24 @@ std::vector<double> BayesOpt::suggest() {
   // Nothing left to gain anywhere (all candidates sit on known points): explore at random.
   if (!(best_ei > 1e-12)) return unscale(random_unit());
   return unscale(pick);
+}
+
+std::vector<std::vector<double>> BayesOpt::suggest_batch(int q) {
+  SPRIG_CHECK(q >= 1, "suggest_batch: batch of ", q, " points");
+  std::vector<std::vector<double>> out = {suggest()};
+  if (q == 1) return out;
+  BayesOpt liar = *this;
+  // The lowest value observed so far (0 before anything is: the next point is random then).
+  const double lie = y_.empty() ? 0.0 : *std::min_element(y_.begin(), y_.end());
+  for (int j = 1; j < q; ++j) {
+    liar.observe(out.back(), lie);
+    ++liar.lies_;
+    out.push_back(liar.suggest());
+  }
+  // Later suggestions draw after this batch's draws, as if its points had been suggested one by
+  // one.
+  rng_ = liar.rng_;
+  return out;
 }
 
 void BayesOpt::observe(const std::vector<double>& x, double y) {

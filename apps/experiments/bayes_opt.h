@@ -64,6 +64,13 @@ class BayesOpt {
   explicit BayesOpt(std::vector<std::pair<double, double>> bounds, BayesOptOptions opt = {});
   // The next point to evaluate, inside the bounds.
   std::vector<double> suggest();
+  // q points to evaluate at once (trials spread over processes). The first is suggest()'s; each
+  // later one is chosen as if the ones before it had already returned the lowest value observed
+  // so far (the "constant liar" of Ginsbourger, Le Riche & Carraro 2010), which makes their
+  // neighbourhood unattractive and spreads the batch out. Points stay random while fewer than
+  // initial_points have been suggested, or while nothing real has been observed. q = 1 is
+  // exactly suggest().
+  std::vector<std::vector<double>> suggest_batch(int q);
   // Records f(x) = y. x must lie within the bounds and y be finite.
   void observe(const std::vector<double>& x, double y);
 
@@ -77,6 +84,9 @@ class BayesOpt {
   std::vector<double> scale(const std::vector<double>& x) const;
   std::vector<double> unscale(const std::vector<double>& u) const;
   std::vector<double> random_unit();
+  // Fits gp_ to the standardised observations (hyperparameters by marginal likelihood) and
+  // returns the (mean, sd) the observations were standardised with.
+  std::pair<double, double> fit_surrogate();
 
   std::vector<std::pair<double, double>> bounds_;
   BayesOptOptions opt_;
@@ -84,6 +94,7 @@ class BayesOpt {
   std::vector<std::vector<double>> x_;  // observed, scaled to [0, 1]
   std::vector<double> y_;
   size_t best_ = 0;
+  size_t lies_ = 0;  // of the observations, how many are suggest_batch's constant lies
   std::vector<double> best_x_;
   GaussianProcess gp_;
 };

@@ -4,12 +4,15 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <sstream>
 
 #include "apps/experiments/experiment.h"
 #include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "engine/text.h"
 #include "nn/checkpoint.h"
+#include "train/data_parallel.h"
 
 namespace sprig::app::experiments {
 
@@ -129,16 +132,15 @@ std::string plural(int64_t n, const std::string& noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
-void limit_samples(const Context& ctx, train::DataSource& src) {
-  if (ctx.flags.train_samples > 0)
-    src.data.train = data::take(src.data.train, ctx.flags.train_samples);
-  if (ctx.flags.test_samples > 0) src.data.test = data::take(src.data.test, ctx.flags.test_samples);
+void limit_samples(const CommonFlags& flags, train::DataSource& src) {
+  if (flags.train_samples > 0) src.data.train = data::take(src.data.train, flags.train_samples);
+  if (flags.test_samples > 0) src.data.test = data::take(src.data.test, flags.test_samples);
 }
 
 train::DataSource load_data(const Context& ctx, const std::string& fallback) {
   std::string name = ctx.flags.dataset.empty() ? fallback : ctx.flags.dataset;
   train::DataSource src = train::load_data_source(name, ctx.flags.data_dir, ctx.flags.seed);
-  limit_samples(ctx, src);
+  limit_samples(ctx.flags, src);
   return src;
 }
 
@@ -179,7 +181,7 @@ BaseModel make_base(Context& ctx, const BaseFlags& f) {
     nn::Checkpoint ck = nn::load_checkpoint(f.base);
     b.src = train::load_data_for(ck.model, ck.metadata, f.base, ctx.flags.dataset,
                                  ctx.flags.data_dir, ctx.flags.seed);
-    limit_samples(ctx, b.src);
+    limit_samples(ctx.flags, b.src);
     b.model = std::move(ck.model);
     b.test = train::evaluate(b.model, b.src.data.test, b.src.task);
     b.origin = printable(f.base);  // logged as an MLflow param, which must be UTF-8
@@ -198,6 +200,36 @@ BaseModel make_base(Context& ctx, const BaseFlags& f) {
                              : b.history.back().test;
   b.origin = "trained " + plural(f.epochs, "epoch");
   return b;
+}
+
+void share_base(const dist::Comm& comm, const CommonFlags& flags, BaseModel& base) {
+  if (comm.size() == 1) return;
+  std::string dataset, spec, masks;  // rank 0's
+  if (comm.is_root()) {
+    dataset = base.src.name;
+    spec = base.model.spec;
+    for (auto& [name, p] : base.model.named_parameters())
+      if (p->mask) masks += name + " " + nn::granularity_name(p->mask->granularity) + "\n";
+  }
+  comm.broadcast_string(dataset);
+  comm.broadcast_string(spec);
+  comm.broadcast_string(masks);
+  if (!comm.is_root()) {
+    base.src = train::load_data_source(dataset, flags.data_dir, flags.seed);
+    limit_samples(flags, base.src);
+    base.model = nn::build_model(spec, base.src.input_shape, flags.seed);
+    std::istringstream lines(masks);
+    std::string name, granularity;
+    std::map<std::string, nn::ParameterPtr> params;
+    for (auto& [name, p] : base.model.named_parameters()) params[name] = p;
+    while (lines >> name >> granularity) {
+      const nn::ParameterPtr& p = params.at(name);
+      // Contents come with the model below.
+      p->set_mask(Tensor::zeros(p->value.shape(), DType::U8), nn::parse_granularity(granularity));
+    }
+  }
+  train::broadcast_model(comm, base.model, nullptr, 0);
+  comm.broadcast_value(base.test);
 }
 
 std::string describe_base(const BaseFlags& f) {

@@ -10,6 +10,7 @@
 #include "apps/commands.h"
 #include "apps/report/report.h"
 #include "apps/track/tracker.h"
+#include "dist/comm.h"
 #include "nn/model.h"
 #include "nn/summary.h"
 #include "train/trainer.h"
@@ -64,7 +65,7 @@ class RunScope {
 // The dataset named by --dataset (else `fallback`) cut to --train-samples / --test-samples.
 train::DataSource load_data(const Context& ctx, const std::string& fallback);
 // Applies --train-samples / --test-samples to data already loaded.
-void limit_samples(const Context& ctx, train::DataSource& src);
+void limit_samples(const CommonFlags& flags, train::DataSource& src);
 
 // Logs one metric per epoch with step = epoch number + step_offset: <prefix>train_loss,
 // <prefix>test_accuracy (or <prefix>test_mse) and <prefix>epoch_seconds.
@@ -91,6 +92,12 @@ struct BaseModel {
 // caller's (its name differs between experiments).
 void add_base_flags(CLI::App& app, BaseFlags& flags, bool with_base_flag);
 BaseModel make_base(Context& ctx, const BaseFlags& flags);
+// Experiments that spread trials over MPI ranks: rank 0 makes the base model (make_base) and
+// sends it with this call; every other rank calls it to receive the model (masks included) and
+// the base's test result, and loads the same data itself (by the dataset's name, `flags`'
+// --data-dir, --seed and sample limits). Training history and origin stay on rank 0. A group of
+// one does nothing.
+void share_base(const dist::Comm& comm, const CommonFlags& flags, BaseModel& base);
 // The base model for the first line printed: "mlp, 2 epochs" or the --base checkpoint's path.
 std::string describe_base(const BaseFlags& flags);
 // Saves the model to a temporary checkpoint (metadata: dataset, created_by), logs it as an

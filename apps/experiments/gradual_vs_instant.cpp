@@ -305,30 +305,20 @@ Trials run_trials(track::Tracker& tr, const std::string& parent, const GradualAr
   return out;
 }
 
-// A variant's result as JSON, for sending between ranks (doubles keep every bit).
-nlohmann::json to_json(const train::EvalResult& e) {
-  return {e.loss, e.accuracy, e.samples};
+// A variant's result as JSON, for sending between ranks.
+nlohmann::json variant_to_json(const VariantResult& r) {
+  return {{"sparsity", r.sparsity},
+          {"steps", r.steps},
+          {"seed_index", r.seed_index},
+          {"targets", r.targets},
+          {"model_sparsity", r.model_sparsity},
+          {"pruned_accuracy", r.pruned_accuracy},
+          {"trained_accuracy", r.trained_accuracy},
+          {"epochs", epochs_to_json(r.epochs)},
+          {"test", eval_to_json(r.test)},
+          {"seconds", r.seconds}};
 }
-train::EvalResult eval_from_json(const nlohmann::json& j) {
-  return {j[0].get<double>(), j[1].get<double>(), j[2].get<int64_t>()};
-}
-std::string serialize(const VariantResult& r) {
-  nlohmann::json epochs = nlohmann::json::array();
-  for (const train::EpochStats& e : r.epochs)
-    epochs.push_back({e.epoch, e.train_loss, e.seconds, to_json(e.test)});
-  return nlohmann::json{{"sparsity", r.sparsity},
-                        {"steps", r.steps},
-                        {"seed_index", r.seed_index},
-                        {"targets", r.targets},
-                        {"model_sparsity", r.model_sparsity},
-                        {"pruned_accuracy", r.pruned_accuracy},
-                        {"trained_accuracy", r.trained_accuracy},
-                        {"epochs", epochs},
-                        {"test", to_json(r.test)},
-                        {"seconds", r.seconds}}
-      .dump();
-}
-VariantResult deserialize(const nlohmann::json& j) {
+VariantResult variant_from_json(const nlohmann::json& j) {
   VariantResult r;
   r.sparsity = j["sparsity"];
   r.steps = j["steps"];
@@ -337,14 +327,7 @@ VariantResult deserialize(const nlohmann::json& j) {
   r.model_sparsity = j["model_sparsity"].get<std::vector<double>>();
   r.pruned_accuracy = j["pruned_accuracy"].get<std::vector<double>>();
   r.trained_accuracy = j["trained_accuracy"].get<std::vector<double>>();
-  for (const auto& e : j["epochs"]) {
-    train::EpochStats st;
-    st.epoch = e[0];
-    st.train_loss = e[1];
-    st.seconds = e[2];
-    st.test = eval_from_json(e[3]);
-    r.epochs.push_back(st);
-  }
+  r.epochs = epochs_from_json(j["epochs"]);
   r.test = eval_from_json(j["test"]);
   r.seconds = j["seconds"];
   return r;
@@ -375,29 +358,28 @@ Trials run_trials_spread(const dist::Comm& comm, track::Tracker* tr, const std::
     train::broadcast_model(comm, dense[size_t(i)], nullptr, owner);
     comm.broadcast_value(out.dense_acc[size_t(i)], owner);
   }
-  std::vector<VariantResult> results;
-  nlohmann::json done = nlohmann::json::array();
-  int64_t t = 0;
+  struct Cell {
+    int seed_index;
+    double sparsity;
+    int steps;
+  };
+  std::vector<Cell> cells;
   for (int i = 0; i < a.seeds; ++i)
     for (double s : a.sparsities)
-      for (int k : a.steps)
-        if (mine(t++))
-          done.push_back(nlohmann::json::parse(serialize(run_variant(
-              a, dense[size_t(i)], src, eval_set, s, k, i, a.common.seed + uint64_t(i)))));
-  // Rank r holds trials r, r + N, ...: interleave them back into one list.
-  std::vector<std::vector<VariantResult>> by_rank;
-  for (const std::string& part : comm.allgather(done.dump())) {
-    by_rank.emplace_back();
-    for (const auto& j : nlohmann::json::parse(part)) by_rank.back().push_back(deserialize(j));
-  }
-  for (int64_t u = 0; u < t; ++u)
-    results.push_back(by_rank[size_t(u % comm.size())][size_t(u / comm.size())]);
+      for (int k : a.steps) cells.push_back({i, s, k});
+  const std::vector<nlohmann::json> results =
+      spread_tasks(comm, int64_t(cells.size()), [&](int64_t t) {
+        const Cell& c = cells[size_t(t)];
+        return variant_to_json(run_variant(a, dense[size_t(c.seed_index)], src, eval_set,
+                                           c.sparsity, c.steps, c.seed_index,
+                                           a.common.seed + uint64_t(c.seed_index)));
+      });
   size_t next = 0;
   for (int i = 0; i < a.seeds; ++i) {
     if (tr) report_dense(*tr, parent, a, i, out.dense_acc[size_t(i)]);
     for (double s : a.sparsities)
       for (int k : a.steps) {
-        const VariantResult& r = results[next++];
+        const VariantResult r = variant_from_json(results[next++]);
         if (tr) report_variant(*tr, parent, a, r);
         out.acc[{s, k}].push_back(r.test.accuracy);
       }

@@ -10,6 +10,7 @@
 
 #include "apps/experiments/bayes_opt.h"
 #include "apps/experiments/experiment.h"
+#include "apps/experiments/sweep.h"
 #include "engine/error.h"
 #include "nn/summary.h"
 #include "prune/shrink.h"
@@ -32,6 +33,17 @@ struct IterativeArgs {
   double min_amount = 0.1, max_amount = 0.99;
   std::string objective = "test_accuracy", method = "magnitude", scope = "global";
   double max_accuracy_drop = 0.02;
+  int trial_batch = 0;  // trials proposed at once; 0: one per rank
+};
+
+// Trials the optimiser proposes at once: --trial-batch, else one per rank.
+int trial_batch(const IterativeArgs& a, const dist::Comm& comm) {
+  return a.trial_batch > 0 ? a.trial_batch : comm.size();
+}
+
+// One pruning step of a trial: its cumulative target and what it reached.
+struct TrialStep {
+  double target = 0.0, sparsity = 0.0, accuracy_after_prune = 0.0, accuracy_after_finetune = 0.0;
 };
 
 struct Trial {
@@ -39,9 +51,42 @@ struct Trial {
   double amount = 0.0, accuracy = 0.0, sparsity = 0.0, objective = 0.0, seconds = 0.0;
   int64_t nonzero = 0;
   bool feasible = true;
+  std::vector<TrialStep> steps;
   std::vector<train::EpochStats> epochs;
   nn::ModelSummary summary;
 };
+
+nlohmann::json trial_to_json(const Trial& t) {
+  nlohmann::json steps = nlohmann::json::array();
+  for (const TrialStep& s : t.steps)
+    steps.push_back({s.target, s.sparsity, s.accuracy_after_prune, s.accuracy_after_finetune});
+  return {{"index", t.index},
+          {"amount", t.amount},
+          {"accuracy", t.accuracy},
+          {"sparsity", t.sparsity},
+          {"objective", t.objective},
+          {"seconds", t.seconds},
+          {"nonzero", t.nonzero},
+          {"feasible", t.feasible},
+          {"steps", steps},
+          {"epochs", epochs_to_json(t.epochs)},
+          {"summary", nn::summary_json(t.summary)}};
+}
+Trial trial_from_json(const nlohmann::json& j) {
+  Trial t;
+  t.index = j["index"];
+  t.amount = j["amount"];
+  t.accuracy = j["accuracy"];
+  t.sparsity = j["sparsity"];
+  t.objective = j["objective"];
+  t.seconds = j["seconds"];
+  t.nonzero = j["nonzero"];
+  t.feasible = j["feasible"];
+  for (const auto& s : j["steps"]) t.steps.push_back({s[0], s[1], s[2], s[3]});
+  t.epochs = epochs_from_json(j["epochs"]);
+  t.summary = nn::summary_from_json(j["summary"]);
+  return t;
+}
 
 // Fine-tuning epochs after each of `steps` pruning steps, `total` in all; earlier steps get
 // the remainder so the last step is never the only one trained.
@@ -82,7 +127,8 @@ void log_setup(Context& ctx, const std::string& parent, const IterativeArgs& a,
       {"method", a.method},
       {"scope", a.scope},
       {"objective", a.objective},
-      {"amount_bounds", report::fmt(a.min_amount, 4) + "," + report::fmt(a.max_amount, 4)}};
+      {"amount_bounds", report::fmt(a.min_amount, 4) + "," + report::fmt(a.max_amount, 4)},
+      {"trial_batch", std::to_string(trial_batch(a, dist::Comm::world()))}};
   if (by_sparsity(a)) params["max_accuracy_drop"] = report::fmt(a.max_accuracy_drop, 4);
   for (auto& [k, v] : params) tr.log_param(parent, k, v);
   log_epochs(ctx, parent, base.history, src.task);
@@ -107,12 +153,11 @@ void log_trial_params(track::Tracker& tr, const std::string& child, const Iterat
   tr.log_param(child, "targets", target_list);
 }
 
-// Prunes `model` to each cumulative target in turn, fine-tuning after each step; the steps'
-// metrics go to the child run, the fine-tuning epochs (numbered across steps) and the final
-// accuracy and sparsity to `tri`.
-void prune_in_steps(track::Tracker& tr, const std::string& child, const IterativeArgs& a,
-                    const train::DataSource& src, const std::vector<double>& targets,
-                    nn::Model& model, Trial& tri) {
+// Prunes `model` to each cumulative target in turn, fine-tuning after each step; records each
+// step, the fine-tuning epochs (numbered across steps) and the final accuracy and sparsity in
+// `tri`.
+void prune_in_steps(const IterativeArgs& a, const train::DataSource& src,
+                    const std::vector<double>& targets, nn::Model& model, Trial& tri) {
   const std::vector<int> phase_epochs = split_epochs(a.max_epochs, a.prune_iterations);
   for (size_t k = 0; k < targets.size(); ++k) {
     train::PrunePlan plan;
@@ -128,11 +173,7 @@ void prune_in_steps(track::Tracker& tr, const std::string& child, const Iterativ
     plan.fit.seed = a.common.seed + uint64_t(1000 * tri.index + k);
     train::PruneOutcome out = train::run_prune_plan(model, src, plan);
     const train::PruneStep& s = out.steps.back();
-    int64_t step = int64_t(k) + 1;
-    tr.log_metric(child, "step_target", s.target, step);
-    tr.log_metric(child, "step_sparsity", s.sparsity, step);
-    tr.log_metric(child, "step_accuracy_after_prune", s.after_prune.accuracy, step);
-    tr.log_metric(child, "step_accuracy_after_finetune", s.after_finetune.accuracy, step);
+    tri.steps.push_back({s.target, s.sparsity, s.after_prune.accuracy, s.after_finetune.accuracy});
     for (train::EpochStats e : s.epochs) {
       e.epoch = int(tri.epochs.size()) + 1;
       tri.epochs.push_back(e);
@@ -164,44 +205,75 @@ void log_trial_result(track::Tracker& tr, const std::string& child, const Trial&
   tr.log_text(child, "summary.txt", nn::format_summary(tri.summary));
 }
 
-// Trial `index` as a child run: the optimiser proposes an amount, the base model is pruned to
-// it and fine-tuned, and the optimiser learns the objective.
-Trial run_trial(Context& ctx, const std::string& parent, const IterativeArgs& a,
-                const BaseModel& base, BayesOpt& bo, int index) {
+// Trial `index`: the base model pruned to `amount` and fine-tuned, scored against `floor`.
+Trial run_trial(const IterativeArgs& a, const BaseModel& base, int index, double amount,
+                double floor) {
   auto t0 = std::chrono::steady_clock::now();
-  track::Tracker& tr = *ctx.tracker;
   Trial tri;
   tri.index = index;
-  tri.amount = bo.suggest()[0];
-  RunScope child(tr, tr.start_run("trial-" + std::to_string(index), parent));
-  std::vector<double> targets = prune::iterative_targets(tri.amount, a.prune_iterations);
-  log_trial_params(tr, child.id(), a, tri.amount, targets);
+  tri.amount = amount;
   nn::Model model = prune::copy_model(base.model);
-  prune_in_steps(tr, child.id(), a, base.src, targets, model, tri);
-  log_epochs(ctx, child.id(), tri.epochs, base.src.task, 0, "finetune_");
+  prune_in_steps(a, base.src, prune::iterative_targets(amount, a.prune_iterations), model, tri);
   tri.summary = nn::summarize(model);
-  score_trial(a, accuracy_floor(a, base), tri);
+  score_trial(a, floor, tri);
   tri.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log_trial_result(tr, child.id(), tri, base.test.accuracy);
-  child.end();
-  bo.observe({tri.amount}, tri.objective);
   return tri;
 }
 
-std::vector<Trial> run_trials(Context& ctx, const std::string& parent, const IterativeArgs& a,
-                              const BaseModel& base) {
+// A finished trial as a child run of `parent`.
+void log_trial(Context& ctx, const std::string& parent, const IterativeArgs& a, const Trial& tri,
+               const BaseModel& base) {
+  track::Tracker& tr = *ctx.tracker;
+  RunScope child(tr, tr.start_run("trial-" + std::to_string(tri.index), parent));
+  log_trial_params(tr, child.id(), a, tri.amount,
+                   prune::iterative_targets(tri.amount, a.prune_iterations));
+  for (size_t k = 0; k < tri.steps.size(); ++k) {
+    const TrialStep& s = tri.steps[k];
+    const int64_t step = int64_t(k) + 1;
+    tr.log_metric(child.id(), "step_target", s.target, step);
+    tr.log_metric(child.id(), "step_sparsity", s.sparsity, step);
+    tr.log_metric(child.id(), "step_accuracy_after_prune", s.accuracy_after_prune, step);
+    tr.log_metric(child.id(), "step_accuracy_after_finetune", s.accuracy_after_finetune, step);
+  }
+  log_epochs(ctx, child.id(), tri.epochs, base.src.task, 0, "finetune_");
+  log_trial_result(tr, child.id(), tri, base.test.accuracy);
+  child.end();
+}
+
+// The search: the optimiser proposes --trial-batch amounts at a time, the batch's trials are
+// spread over comm's ranks (each alone on one rank), and every rank's optimiser learns every
+// result, so all propose the same next batch. Rank 0 (`ctx` null on the others) logs each trial
+// as a child run and prints it.
+std::vector<Trial> run_trials(const dist::Comm& comm, Context* ctx, const std::string& parent,
+                              const IterativeArgs& a, const BaseModel& base) {
   BayesOptOptions bo_opt;
   bo_opt.initial_points = a.initial_trials;
   bo_opt.seed = a.common.seed;
   BayesOpt bo({{a.min_amount, a.max_amount}}, bo_opt);
+  const double floor = accuracy_floor(a, base);
+  const int batch = trial_batch(a, comm);
   std::vector<Trial> trials;
-  for (int t = 1; t <= a.total_trials; ++t) {
-    Trial tri = run_trial(ctx, parent, a, base, bo, t);
-    std::printf("trial %d/%d: amount %.4f -> sparsity %s, test accuracy %s%s (%.1f s)\n", t,
+  for (int first = 1; first <= a.total_trials; first += batch) {
+    const int n = std::min(batch, a.total_trials - first + 1);
+    const std::vector<std::vector<double>> amounts = bo.suggest_batch(n);
+    spread_tasks(
+        comm, n,
+        [&](int64_t i) {
+          return trial_to_json(run_trial(a, base, first + int(i), amounts[size_t(i)][0], floor));
+        },
+        [&](int64_t, const nlohmann::json& j) {
+          Trial tri = trial_from_json(j);
+          bo.observe({tri.amount}, tri.objective);
+          if (ctx) {
+            log_trial(*ctx, parent, a, tri, base);
+            std::printf(
+                "trial %d/%d: amount %.4f -> sparsity %s, test accuracy %s%s (%.1f s)\n", tri.index,
                 a.total_trials, tri.amount, pct(tri.sparsity).c_str(), pct(tri.accuracy).c_str(),
                 by_sparsity(a) && !tri.feasible ? ", below the accuracy floor" : "", tri.seconds);
-    std::fflush(stdout);
-    trials.push_back(std::move(tri));
+            std::fflush(stdout);
+          }
+          trials.push_back(std::move(tri));
+        });
   }
   return trials;
 }
@@ -324,14 +396,18 @@ report::Chart base_loss_chart(const std::vector<train::EpochStats>& history) {
   return chart;
 }
 
-std::string describe_search(const IterativeArgs& a, double floor) {
+std::string describe_search(const IterativeArgs& a, double floor, int batch) {
   return "Each trial prunes the base model's weights (" + a.method + ", " + a.scope +
          " scope) to the proposed amount in " + plural(a.prune_iterations, "step") + " with " +
          plural(a.max_epochs, "fine-tuning epoch") +
          " in all; a Gaussian-process Bayesian optimiser proposes the amount in [" +
          report::fmt(a.min_amount, 2) + ", " + report::fmt(a.max_amount, 2) + "] (" +
          plural(a.initial_trials, "random trial") + " first) to maximise " + a.objective +
-         (by_sparsity(a) ? " subject to test accuracy >= " + pct(floor) : std::string()) + ".";
+         (by_sparsity(a) ? " subject to test accuracy >= " + pct(floor) : std::string()) + "." +
+         (batch > 1 ? " It proposes " + std::to_string(batch) +
+                          " amounts at a time, each after the first as if those before it had "
+                          "already scored the surrogate's prediction (kriging believer)."
+                    : std::string());
 }
 
 // The best trial's metrics on the parent run, then the report and the tables on the terminal.
@@ -358,7 +434,7 @@ void write_report(Context& ctx, const std::string& parent, const IterativeArgs& 
   report::Report& r = ctx.report;
   r.add_heading("Iterative pruning with Bayesian optimisation (seed 000)");
   r.add_paragraph(base_line);
-  r.add_paragraph(describe_search(a, accuracy_floor(a, base)));
+  r.add_paragraph(describe_search(a, accuracy_floor(a, base), trial_batch(a, dist::Comm::world())));
   r.add_table(trials_tab);
   r.add_paragraph(best_line);
   r.add_chart(accuracy_vs_sparsity_chart(trials, b, base.test.accuracy));
@@ -383,23 +459,37 @@ void write_report(Context& ctx, const std::string& parent, const IterativeArgs& 
 int run_iterative(const IterativeArgs& a) {
   SPRIG_CHECK(a.min_amount < a.max_amount, "--min-amount ", a.min_amount,
               " must be below --max-amount ", a.max_amount);
+  // Under mpirun the trials of each batch are spread over the ranks; rank 0 alone makes the
+  // base model, tracks, reports and prints.
+  const dist::Comm& comm = dist::Comm::world();
+  if (!comm.is_root()) {
+    use_threads(a.common.threads);
+    BaseModel base;
+    share_base(comm, a.common, base);
+    run_trials(comm, nullptr, "", a, base);
+    return 0;
+  }
   Context ctx("iterative", a.common);
   // The base model trains for as many epochs as each trial fine-tunes.
   BaseFlags bf = a.base;
   bf.epochs = a.max_epochs;
-  std::printf("iterative pruning (seed 000): base model %s, then %s\n", describe_base(bf).c_str(),
-              plural(a.total_trials, "trial").c_str());
+  const int batch = trial_batch(a, comm);
+  std::printf("iterative pruning (seed 000): base model %s, then %s%s\n", describe_base(bf).c_str(),
+              plural(a.total_trials, "trial").c_str(),
+              batch > 1 ? (", proposed " + std::to_string(batch) + " at a time").c_str() : "");
   std::fflush(stdout);
-  const BaseModel base = make_base(ctx, bf);
+  BaseModel base = make_base(ctx, bf);
   SPRIG_CHECK(base.src.task == train::Task::Classification,
               "experiment iterative optimises test accuracy: ", "dataset ", base.src.name,
               " is a regression problem");
+  share_base(comm, a.common, base);
   const nn::ModelSummary base_summary = nn::summarize(base.model);
 
   track::Tracker& tr = *ctx.tracker;
   RunScope parent(tr, tr.start_run("base-model"));
   log_setup(ctx, parent.id(), a, base, base_summary);
-  const std::vector<Trial> trials = run_trials(ctx, parent.id(), a, base);
+  if (comm.size() > 1) tr.log_param(parent.id(), "ranks", std::to_string(comm.size()));
+  const std::vector<Trial> trials = run_trials(comm, &ctx, parent.id(), a, base);
   write_report(ctx, parent.id(), a, base, base_summary, trials);
   parent.end();
   return 0;
@@ -447,6 +537,11 @@ Command add_iterative(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--scope", a->scope, "global (one threshold for all layers) or layer")
       ->check(CLI::IsMember({"global", "layer"}))
+      ->capture_default_str();
+  app.add_option("--trial-batch", a->trial_batch,
+                 "trials the optimiser proposes at once (under mpirun they run side by side; "
+                 "0: one per rank). The same value gives the same search on any number of ranks")
+      ->check(IntRange(0, 10000))
       ->capture_default_str();
   return [a] { return run_iterative(*a); };
 }

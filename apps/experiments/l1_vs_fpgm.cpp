@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "apps/experiments/experiment.h"
+#include "apps/experiments/sweep.h"
 #include "engine/error.h"
 #include "nn/summary.h"
 #include "prune/shrink.h"
@@ -129,23 +130,60 @@ void log_variant(Context& ctx, const std::string& child, const L1FpgmArgs& a, co
   tr.log_text(child, "summary.txt", nn::format_summary(v.summary));
 }
 
-// Every (method, amount), each logged as a child run once it is trained.
-std::vector<Variant> run_variants(Context& ctx, const std::string& parent, const L1FpgmArgs& a,
-                                  const BaseModel& base) {
-  track::Tracker& tr = *ctx.tracker;
-  std::vector<Variant> variants;
+nlohmann::json variant_to_json(const Variant& v) {
+  return {{"label", v.label},
+          {"method", v.method},
+          {"spec", v.spec},
+          {"spec_after", v.spec_after},
+          {"amount", v.amount},
+          {"accuracy", v.accuracy},
+          {"accuracy_after_prune", v.accuracy_after_prune},
+          {"sparsity", v.sparsity},
+          {"summary", nn::summary_json(v.summary)},
+          {"epochs", epochs_to_json(v.epochs)}};
+}
+Variant variant_from_json(const nlohmann::json& j) {
+  Variant v;
+  v.label = j["label"];
+  v.method = j["method"];
+  v.spec = j["spec"];
+  v.spec_after = j["spec_after"];
+  v.amount = j["amount"];
+  v.accuracy = j["accuracy"];
+  v.accuracy_after_prune = j["accuracy_after_prune"];
+  v.sparsity = j["sparsity"];
+  v.summary = nn::summary_from_json(j["summary"]);
+  v.epochs = epochs_from_json(j["epochs"]);
+  return v;
+}
+
+// Every (method, amount), spread over comm's ranks (each variant alone on one rank); rank 0
+// (`ctx` null on the others) logs each as a child run and prints it, in one process's order.
+std::vector<Variant> run_variants(const dist::Comm& comm, Context* ctx, const std::string& parent,
+                                  const L1FpgmArgs& a, const BaseModel& base) {
+  std::vector<std::pair<std::string, double>> cells;
   for (const std::string& method : a.methods)
-    for (double amount : a.amounts) {
-      Variant v = prune_variant(a, base, method, amount);
-      RunScope child(tr, tr.start_run(method + "-" + report::fmt(amount, 2), parent));
-      log_variant(ctx, child.id(), a, v, base.src.task);
-      child.end();
-      std::printf("%s: %s, test accuracy %s (after pruning %s), %s parameters\n", v.label.c_str(),
-                  v.spec.c_str(), pct(v.accuracy).c_str(), pct(v.accuracy_after_prune).c_str(),
-                  with_commas(v.summary.params).c_str());
-      std::fflush(stdout);
-      variants.push_back(std::move(v));
-    }
+    for (double amount : a.amounts) cells.push_back({method, amount});
+  std::vector<Variant> variants;
+  spread_tasks(
+      comm, int64_t(cells.size()),
+      [&](int64_t i) {
+        return variant_to_json(
+            prune_variant(a, base, cells[size_t(i)].first, cells[size_t(i)].second));
+      },
+      [&](int64_t, const nlohmann::json& j) {
+        if (!ctx) return;
+        Variant v = variant_from_json(j);
+        track::Tracker& tr = *ctx->tracker;
+        RunScope child(tr, tr.start_run(v.method + "-" + report::fmt(v.amount, 2), parent));
+        log_variant(*ctx, child.id(), a, v, base.src.task);
+        child.end();
+        std::printf("%s: %s, test accuracy %s (after pruning %s), %s parameters\n", v.label.c_str(),
+                    v.spec.c_str(), pct(v.accuracy).c_str(), pct(v.accuracy_after_prune).c_str(),
+                    with_commas(v.summary.params).c_str());
+        std::fflush(stdout);
+        variants.push_back(std::move(v));
+      });
   return variants;
 }
 
@@ -249,20 +287,32 @@ void write_report(Context& ctx, const std::string& parent, const L1FpgmArgs& a,
 }
 
 int run_l1_vs_fpgm(const L1FpgmArgs& a) {
+  // Under mpirun the variants are spread over the ranks; rank 0 alone makes the base model,
+  // tracks, reports and prints.
+  const dist::Comm& comm = dist::Comm::world();
+  if (!comm.is_root()) {
+    use_threads(a.common.threads);
+    BaseModel base;
+    share_base(comm, a.common, base);
+    run_variants(comm, nullptr, "", a, base);
+    return 0;
+  }
   Context ctx("l1-vs-fpgm", a.common);
   std::printf("L1-norm vs FPGM filter pruning (seed 001): base %s\n",
               describe_base(a.base).c_str());
   std::fflush(stdout);
-  const BaseModel base = make_base(ctx, a.base);
+  BaseModel base = make_base(ctx, a.base);
   SPRIG_CHECK(base.src.task == train::Task::Classification,
               "experiment l1-vs-fpgm compares accuracies: ", "dataset ", base.src.name,
               " is a regression problem");
+  share_base(comm, a.common, base);
   const nn::ModelSummary base_summary = nn::summarize(base.model);
 
   track::Tracker& tr = *ctx.tracker;
   RunScope parent(tr, tr.start_run("original"));
   log_setup(ctx, parent.id(), a, base, base_summary);
-  const std::vector<Variant> variants = run_variants(ctx, parent.id(), a, base);
+  if (comm.size() > 1) tr.log_param(parent.id(), "ranks", std::to_string(comm.size()));
+  const std::vector<Variant> variants = run_variants(comm, &ctx, parent.id(), a, base);
   write_report(ctx, parent.id(), a, base, base_summary, variants);
   parent.end();
   return 0;

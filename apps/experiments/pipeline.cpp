@@ -11,9 +11,9 @@
 #include "datasets/dataloader.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "infer/pack.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
-#include "infer/pack.h"
 #include "prune/shrink.h"
 #include "train/prune_driver.h"
 

@@ -58,4 +58,55 @@ std::string signed_pp(double pp) {
   return buf;
 }
 
+std::vector<nlohmann::json> spread_tasks(const dist::Comm& comm, int64_t n,
+                                         const std::function<nlohmann::json(int64_t)>& task,
+                                         const TaskResult& each) {
+  std::vector<nlohmann::json> out;
+  if (comm.size() == 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      out.push_back(task(i));
+      if (each) each(i, out.back());
+    }
+    return out;
+  }
+  nlohmann::json mine = nlohmann::json::array();
+  for (int64_t i = comm.rank(); i < n; i += comm.size()) mine.push_back(task(i));
+  // Rank r holds tasks r, r + N, ...: interleave them back into one list.
+  std::vector<nlohmann::json> by_rank;
+  for (const std::string& part : comm.allgather(mine.dump()))
+    by_rank.push_back(nlohmann::json::parse(part));
+  for (int64_t i = 0; i < n; ++i) {
+    out.push_back(by_rank[size_t(i % comm.size())][size_t(i / comm.size())]);
+    if (each) each(i, out.back());
+  }
+  return out;
+}
+
+nlohmann::json eval_to_json(const train::EvalResult& e) {
+  return {e.loss, e.accuracy, e.samples};
+}
+train::EvalResult eval_from_json(const nlohmann::json& j) {
+  return {j[0].get<double>(), j[1].get<double>(), j[2].get<int64_t>()};
+}
+
+nlohmann::json epochs_to_json(const std::vector<train::EpochStats>& epochs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const train::EpochStats& e : epochs)
+    out.push_back({e.epoch, e.train_loss, e.seconds, eval_to_json(e.test)});
+  return out;
+}
+
+std::vector<train::EpochStats> epochs_from_json(const nlohmann::json& j) {
+  std::vector<train::EpochStats> out;
+  for (const auto& e : j) {
+    train::EpochStats st;
+    st.epoch = e[0];
+    st.train_loss = e[1];
+    st.seconds = e[2];
+    st.test = eval_from_json(e[3]);
+    out.push_back(st);
+  }
+  return out;
+}
+
 }  // namespace sprig::app::experiments
