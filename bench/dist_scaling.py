@@ -9,8 +9,9 @@
   sparsity x 2 step counts = 4 trials (and 2 pretrained models), spread over the ranks.
 - --sweep l1-vs-fpgm: `sprig experiment l1-vs-fpgm` from a trained --base (made once, before
   the rounds), l1 and fpgm at 50% and 75% = 4 variants of 1 fine-tuning epoch.
-- --sweep search: `sprig experiment iterative`, 4 trials proposed 2 at a time (--trial-batch 2
-  on both sides, so both run the same search), 2 pruning steps and 1 fine-tuning epoch each.
+- --sweep search: `sprig experiment iterative` from the same --base, 4 trials proposed 2 at a
+  time (--trial-batch 2 on both sides, so both run the same search), 2 pruning steps and 1
+  fine-tuning epoch each.
 
 Usage: SPRIG=build/sprig python3 bench/dist_scaling.py [--sweep [NAME]] [--model cnn2] [--ranks 2]
            [--threads 1] [--rounds 3] [--limit-train N] [--batch-size 64]
@@ -58,16 +59,16 @@ def sweep_command():
         return [sprig, "experiment", "gradual-vs-instant", "--model", a.model, "--seeds", "2",
                 "--sparsities", "0.9", "--steps", "1,4", "--epochs", "1", "--pretrain-epochs",
                 "1", "--test-samples", "2000", "--eval-samples", "1000"] + samples + COMMON
+    base = f"{TMP}/base-{a.model}-{a.limit_train}.safetensors"
+    if not os.path.exists(base):
+        subprocess.run([sprig, "train", "--model", a.model, "--epochs", "1", "--quiet",
+                        "--threads", str(a.threads), "--limit-test", "2000", "--out", base]
+                       + (["--limit-train", str(a.limit_train)] if a.limit_train else []),
+                       check=True, capture_output=True)
     if a.sweep == "l1-vs-fpgm":
-        base = f"{TMP}/base-{a.model}-{a.limit_train}.safetensors"
-        if not os.path.exists(base):
-            subprocess.run([sprig, "train", "--model", a.model, "--epochs", "1", "--quiet",
-                            "--threads", str(a.threads), "--limit-test", "2000", "--out", base]
-                           + (["--limit-train", str(a.limit_train)] if a.limit_train else []),
-                           check=True, capture_output=True)
         return [sprig, "experiment", "l1-vs-fpgm", "--base", base, "--amounts", "0.5,0.75",
                 "--finetune-epochs", "1", "--test-samples", "2000"] + samples + COMMON
-    return [sprig, "experiment", "iterative", "--model", a.model, "--total-trials", "4",
+    return [sprig, "experiment", "iterative", "--base", base, "--total-trials", "4",
             "--initial-trials", "2", "--trial-batch", "2", "--max-epochs", "1",
             "--prune-iterations", "2", "--test-samples", "2000"] + samples + COMMON
 
@@ -85,10 +86,10 @@ if a.sweep:
     what = {"gradual": "gradual-vs-instant sweep: 2 seeds x 2 variants = 4 trials of 1 epoch "
                        "(+2 pretrainings)",
             "l1-vs-fpgm": "l1-vs-fpgm from a trained base: 4 variants of 1 fine-tuning epoch",
-            "search": "iterative search: 4 trials (2 at a time) of 2 pruning steps and 1 "
-                      "fine-tuning epoch (+ the 1-epoch base model)"}[a.sweep]
+            "search": "iterative search from a trained base: 4 trials (2 at a time) of 2 "
+                      "pruning steps and 1 fine-tuning epoch"}[a.sweep]
     os.makedirs(TMP, exist_ok=True)
-    sweep_command()  # makes the l1-vs-fpgm base before the clock starts
+    sweep_command()  # makes the base model before the clock starts
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {a.model} {what}, "
           f"{a.threads} thread(s) per rank, 1 rank vs {a.ranks} ranks; wall time of the command")
     speedups = []
