@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "apps/commands.h"
+#include "dist/comm.h"
 #include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/rng.h"
@@ -135,16 +136,23 @@ void add_lr_schedule_flags(CLI::App& app, train::LrScheduleConfig& c) {
 }
 
 void add_device_flag(CLI::App& app, std::string& device) {
-  app.add_option("--device", device, "where to compute: cpu, cuda or cuda:N")
+  app.add_option(
+         "--device", device,
+         "where to compute: cpu, cuda or cuda:N (under mpirun, cuda is each rank's own GPU)")
       ->capture_default_str();
 }
 
 Device device_from_flag(const std::string& value) {
   try {
-    const Device d = parse_device(value);
+    Device d = parse_device(value);
     if (d.is_cpu()) return d;
     std::string why;
-    SPRIG_CHECK(cuda_available(&why), "CUDA is not available: ", why);
+    const int gpus = cuda_device_count(&why);
+    SPRIG_CHECK(gpus > 0, "CUDA is not available: ", why);
+    // Under mpirun, plain "cuda" is this rank's GPU: the ranks on a machine take its GPUs in
+    // turn (NCCL needs one GPU per rank).
+    const dist::Comm& world = dist::Comm::world();
+    if (value == "cuda" && world.size() > 1) d = Device::cuda(world.local_rank() % gpus);
     backend_for(d);  // checks the index and initialises the device now, not mid-run
     return d;
   } catch (const Error& e) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "dist/device_comm.h"
 #include "engine/atomic_file.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
@@ -149,7 +150,11 @@ int run_train(const TrainArgs& a) {
   if (human) {
     std::string where =
         device.is_cpu() ? std::to_string(cpu::num_threads()) + " threads" : device.str();
-    if (comm.size() > 1) where = std::to_string(comm.size()) + " ranks x " + where;
+    if (comm.size() > 1)
+      where = std::to_string(comm.size()) + " ranks x " + where +
+              (device.is_cpu()                 ? ""
+               : dist::DeviceComm::available() ? " (gradients summed by NCCL)"
+                                               : " (gradients summed through the host)");
     std::printf("model %s on %s (%lld train, %lld test samples), %s lr %g, batch %lld, %s\n",
                 cfg.model.c_str(), src.name.c_str(), (long long)src.data.train.size(),
                 (long long)src.data.test.size(), opt->name().c_str(), cfg.optim.lr,

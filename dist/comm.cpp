@@ -108,7 +108,13 @@ Comm& Comm::world() {
     int rank = 0, size = 1;
     check(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "Comm_rank");
     check(MPI_Comm_size(MPI_COMM_WORLD, &size), "Comm_size");
-    return Comm(rank, size, &g_world_handle);
+    Comm world(rank, size, &g_world_handle);
+    MPI_Comm node;  // the ranks that share this machine's memory
+    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node),
+          "Comm_split_type");
+    check(MPI_Comm_rank(node, &world.local_rank_), "Comm_rank");
+    check(MPI_Comm_free(&node), "Comm_free");
+    return world;
   }();
   return c;
 #else

@@ -45,6 +45,9 @@ class Comm {
   int rank() const { return rank_; }
   int size() const { return size_; }
   bool is_root() const { return rank_ == 0; }
+  // This rank's index among the ranks on its machine (0 for a group of one): which GPU it
+  // drives when each machine's ranks share its GPUs.
+  int local_rank() const { return local_rank_; }
 
   // Sums n values element-wise over every rank, in place. Deterministic for a fixed group
   // size, and every rank receives the same bits.
@@ -67,7 +70,7 @@ class Comm {
 
  private:
   Comm(int rank, int size, void* handle) : rank_(rank), size_(size), handle_(handle) {}
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
   [[maybe_unused]] void* handle_ = nullptr;  // the MPI_Comm, null for a group of one
 };
 

@@ -128,5 +128,7 @@ const Backend& backend_for(Device d);
 
 // True when CUDA tensors can be made here (a CUDA build and a usable GPU); *why says why not.
 bool cuda_available(std::string* why = nullptr);
+// How many usable GPUs there are (0 in a build without CUDA; *why then says why).
+int cuda_device_count(std::string* why = nullptr);
 
 }  // namespace sprig

@@ -21,7 +21,6 @@ namespace sprig {
 
 #ifdef SPRIG_HAVE_CUDA
 const Backend& cuda_backend(int index);  // engine/backend_cuda.cpp
-bool cuda_devices_present(std::string* why);
 #endif
 
 // ---- caching CPU allocator ---------------------------------------------------------------
@@ -275,12 +274,14 @@ const Backend& backend_for(Device d) {
 }
 
 bool cuda_available(std::string* why) {
-#ifdef SPRIG_HAVE_CUDA
-  return cuda_devices_present(why);
-#else
-  if (why) *why = "this sprig was built without CUDA (SPRIG_CUDA=OFF)";
-  return false;
-#endif
+  return cuda_device_count(why) > 0;
 }
+
+#ifndef SPRIG_HAVE_CUDA
+int cuda_device_count(std::string* why) {  // engine/backend_cuda.cpp in a CUDA build
+  if (why) *why = "this sprig was built without CUDA (SPRIG_CUDA=OFF)";
+  return 0;
+}
+#endif
 
 }  // namespace sprig

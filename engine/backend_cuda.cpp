@@ -199,8 +199,8 @@ const Backend& cuda_backend(int index) {
   return *backends[index];
 }
 
-bool cuda_devices_present(std::string* why) {
-  return cuda::device_count(why) > 0;
+int cuda_device_count(std::string* why) {
+  return cuda::device_count(why);
 }
 
 }  // namespace sprig

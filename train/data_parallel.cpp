@@ -30,6 +30,24 @@ GradientReducer::GradientReducer(const dist::Comm& comm, std::vector<nn::Paramet
     b.values.resize(b.values.size() + size_t(size));
     bytes += size * 4;
   }
+  // Every rank decides the same way (the same build, the same --device), so either every rank
+  // joins the NCCL communicator or none does.
+  const Device dev = params_.empty() ? Device::cpu() : params_.front()->device();
+  if (comm_.size() > 1 && !dev.is_cpu() && dist::DeviceComm::available()) {
+    device_comm_ = std::make_unique<dist::DeviceComm>(comm_);
+    for (Bucket& b : buckets_) {
+      b.device_values = Tensor::zeros({int64_t(b.values.size())}, DType::F32, dev);
+      b.values = {};
+    }
+  }
+}
+
+GradientReducer::~GradientReducer() = default;
+
+float* GradientReducer::slot(int param) {
+  Bucket& b = buckets_[size_t(bucket_of_[size_t(param)])];
+  const int64_t offset = b.offset[size_t(slot_of_[size_t(param)])];
+  return (on_device() ? b.device_values.ptr() : b.values.data()) + offset;
 }
 
 void GradientReducer::backward(const Tensor& loss) {
@@ -44,20 +62,23 @@ void GradientReducer::backward(const Tensor& loss) {
   // rank runs the same graph, so every rank leaves it out the same way.
   for (size_t i = 0; i < params_.size(); ++i) {
     if (copied_[i]) continue;
-    Bucket& b = buckets_[size_t(bucket_of_[i])];
-    float* dst = b.values.data() + b.offset[size_t(slot_of_[i])];
-    std::memset(dst, 0, size_t(params_[i]->numel()) * sizeof(float));
-    ++b.ready;
+    const size_t bytes = size_t(params_[i]->numel()) * sizeof(float);
+    if (on_device())
+      backend_for(params_[i]->device()).zero(slot(int(i)), bytes);
+    else
+      std::memset(slot(int(i)), 0, bytes);
+    ++buckets_[size_t(bucket_of_[i])].ready;
   }
   start_ready_buckets();
   for (Bucket& b : buckets_) b.request.wait();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i]->grad();
     if (!copied_[i] || !g.defined()) continue;
-    const Bucket& b = buckets_[size_t(bucket_of_[i])];
-    backend_for(g.device())
-        .copy_from_host(g.ptr(), b.values.data() + b.offset[size_t(slot_of_[i])],
-                        size_t(g.numel()) * sizeof(float));
+    const size_t bytes = size_t(g.numel()) * sizeof(float);
+    if (on_device())
+      backend_for(g.device()).copy(g.ptr(), slot(int(i)), bytes);  // queued after the sums
+    else
+      backend_for(g.device()).copy_from_host(g.ptr(), slot(int(i)), bytes);
   }
 }
 
@@ -67,12 +88,13 @@ void GradientReducer::on_ready(const TensorImpl* leaf) {
   while (i < leaves_.size() && leaves_[i] != leaf) ++i;
   if (i == leaves_.size() || copied_[i]) return;
   const Tensor g = params_[i]->grad();
-  Bucket& b = buckets_[size_t(bucket_of_[i])];
-  float* dst = b.values.data() + b.offset[size_t(slot_of_[i])];
   const size_t bytes = size_t(g.numel()) * sizeof(float);
-  backend_for(g.device()).copy_to_host(dst, g.ptr(), bytes);
+  if (on_device())
+    backend_for(g.device()).copy(slot(int(i)), g.ptr(), bytes);
+  else
+    backend_for(g.device()).copy_to_host(slot(int(i)), g.ptr(), bytes);
   copied_[i] = true;
-  ++b.ready;
+  ++buckets_[size_t(bucket_of_[i])].ready;
   start_ready_buckets();
   // MPI progresses a non-blocking collective only inside MPI calls: poke the ones in flight.
   for (int k = 0; k < next_bucket_; ++k) buckets_[size_t(k)].request.test();
@@ -82,7 +104,10 @@ void GradientReducer::start_ready_buckets() {
   while (next_bucket_ < int(buckets_.size())) {
     Bucket& b = buckets_[size_t(next_bucket_)];
     if (b.ready < int(b.params.size())) return;
-    b.request = comm_.iallreduce_sum(b.values.data(), int64_t(b.values.size()));
+    if (on_device())
+      device_comm_->allreduce_sum(b.device_values.ptr(), b.device_values.numel());
+    else
+      b.request = comm_.iallreduce_sum(b.values.data(), int64_t(b.values.size()));
     ++next_bucket_;
   }
 }

@@ -4,11 +4,13 @@
 // GradientReducer sums the shards' gradients as backward produces them, so that every rank
 // steps with the gradient of the whole batch and the replicas stay identical.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/device_comm.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 
@@ -21,9 +23,13 @@ class GradientReducer {
   // all-reduce as soon as it and every bucket before it are complete, so the reduction of the
   // last layers overlaps the backward of the first. Buckets start in the same order on every
   // rank, which MPI requires and which makes a run reproducible for a fixed number of ranks.
+  // Gradients on a GPU are summed there through NCCL where the build has it (dist::DeviceComm:
+  // device buckets, no trip through the host; on sprig's one stream the sums queue between
+  // backward's kernels instead of overlapping them), else through host buckets and MPI.
   static constexpr int64_t kDefaultBucketBytes = 256 << 10;
   GradientReducer(const dist::Comm& comm, std::vector<nn::ParameterPtr> params,
                   int64_t bucket_bytes = kDefaultBucketBytes);
+  ~GradientReducer();
 
   // Back-propagates `loss`, this rank's share of the global batch's mean loss (its shard's mean
   // x n_r / b, so that its gradients, and the dy every layer sees, are those of the whole batch
@@ -32,19 +38,24 @@ class GradientReducer {
   void backward(const Tensor& loss);
 
   int buckets() const { return int(buckets_.size()); }
+  // True when the sums run on the GPU (NCCL), false when they go through the host (MPI).
+  bool on_device() const { return device_comm_ != nullptr; }
 
  private:
   struct Bucket {
     std::vector<int> params;      // indices into params_
     std::vector<int64_t> offset;  // where each one starts in values
-    std::vector<float> values;    // (sum of numel) the bucket's gradients, flattened
+    std::vector<float> values;    // (sum of numel) the bucket's gradients, flattened (host)
+    Tensor device_values;         // (sum of numel) the same on the parameters' GPU (NCCL)
     int ready = 0;                // gradients copied in this step
     dist::Request request;
   };
   void on_ready(const TensorImpl* leaf);
   void start_ready_buckets();
+  float* slot(int param);  // where parameter `param`'s gradient sits in its bucket
 
   const dist::Comm& comm_;
+  std::unique_ptr<dist::DeviceComm> device_comm_;  // null: host buckets and MPI
   std::vector<nn::ParameterPtr> params_;
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_;             // per parameter
