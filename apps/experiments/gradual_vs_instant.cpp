@@ -335,7 +335,7 @@ VariantResult variant_from_json(const nlohmann::json& j) {
 
 // The same trials spread over comm's ranks (mpirun -np N sprig experiment gradual-vs-instant):
 // rank i % N pretrains seed i's dense model alone and sends it to every rank; trial t (seeds
-// in order, then sparsities, then steps) runs alone on one rank (spread_tasks); rank 0 gathers every result
+// in order, then sparsities, then steps) runs alone on rank t % N; rank 0 gathers every result
 // and logs and prints them in the order one process would. Each trial computes exactly what it
 // computes in one process, so the tables are the same. `tr` is null on the other ranks.
 Trials run_trials_spread(const dist::Comm& comm, track::Tracker* tr, const std::string& parent,

@@ -69,22 +69,14 @@ std::vector<nlohmann::json> spread_tasks(const dist::Comm& comm, int64_t n,
     }
     return out;
   }
-  // Dealt like cards in a snake (ranks 0..N-1, then N-1..0, ...): a sweep lists its trials in
-  // the order of its parameters, and a trial's cost follows them (a higher pruning amount
-  // trains a smaller model), so plain round-robin would give one rank every expensive trial.
-  const int64_t ranks = comm.size();
-  auto owner = [&](int64_t i) { return (i / ranks) % 2 == 0 ? i % ranks : ranks - 1 - i % ranks; };
   nlohmann::json mine = nlohmann::json::array();
-  for (int64_t i = 0; i < n; ++i)
-    if (owner(i) == comm.rank()) mine.push_back(task(i));
-  // Each rank's results are in index order: take them back in turn.
+  for (int64_t i = comm.rank(); i < n; i += comm.size()) mine.push_back(task(i));
+  // Rank r holds tasks r, r + N, ...: interleave them back into one list.
   std::vector<nlohmann::json> by_rank;
   for (const std::string& part : comm.allgather(mine.dump()))
     by_rank.push_back(nlohmann::json::parse(part));
-  std::vector<size_t> taken(size_t(ranks), 0);
   for (int64_t i = 0; i < n; ++i) {
-    const size_t r = size_t(owner(i));
-    out.push_back(by_rank[r][taken[r]++]);
+    out.push_back(by_rank[size_t(i % comm.size())][size_t(i / comm.size())]);
     if (each) each(i, out.back());
   }
   return out;

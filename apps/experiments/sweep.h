@@ -33,8 +33,8 @@ std::string format_g(double v);
 // Signed percentage points with one decimal ("+1.2 pp", "-0.4 pp").
 std::string signed_pp(double pp);
 
-// Runs task(i) for every i in [0, n), spread over comm's ranks (mpirun -np N sprig experiment
-// ...; rank 0, 1, ..., N-1, then N-1, ..., 0, and so on), and returns every task's result, in index order, on every rank. A task runs
+// Runs task(i) for every i in [0, n), task i on rank i % comm.size() (mpirun -np N sprig
+// experiment ...), and returns every task's result, in index order, on every rank. A task runs
 // alone on its rank and computes what it computes in one process; results travel as JSON, whose
 // numbers keep every bit of a double, so what follows is the same on every rank and the same as
 // one process's. `each` (optional) sees every result in index order on every rank: in a group of
