@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/threads.h"
 #include "tests/kernel_test_util.h"
 
@@ -205,4 +206,51 @@ TEST_CASE("gemm with an odd thread count and repeated runs are bit-identical") {
   CHECK(C1 == C2);
   set_num_threads(saved);
   CHECK(num_threads() == saved);
+}
+
+// ---- uint8 x int8 -> int32 (gemm_int8.h): every instruction set against the triple loop,
+// exactly, on odd shapes (K % 4 != 0, N % 16 != 0, M % 6 != 0), padded strides, the extreme
+// values (255 x -128) and zero points.
+TEST_CASE("gemm_u8s8 equals its reference exactly on every instruction set") {
+  struct Shape8 {
+    int64_t M, N, K, pad;
+    int32_t zero;
+  };
+  const std::vector<Shape8> shapes = {
+      {1, 1, 1, 0, 0},       {1, 10, 7840, 0, 128},  {7, 17, 5, 3, 3},     {6, 64, 4, 0, 0},
+      {13, 100, 37, 5, 255}, {64, 300, 784, 0, 128}, {50, 33, 130, 1, 17}, {128, 128, 256, 0, 128},
+      {33, 48, 65, 2, 9},    {100, 70, 200, 0, 128}};
+  std::mt19937 rng(7);
+  for (const Shape8& s : shapes) {
+    CAPTURE(s.M);
+    CAPTURE(s.N);
+    CAPTURE(s.K);
+    const int64_t lda = s.K + s.pad, ldb = s.K + s.pad, ldc = s.N + s.pad;
+    std::vector<uint8_t> A(size_t(s.M * lda));
+    std::vector<int8_t> B(size_t(s.N * ldb));
+    for (auto& v : A) v = uint8_t(rng() % 256);
+    for (auto& v : B) v = int8_t(int(rng() % 256) - 128);
+    // Extremes in the first row and column, where overflow or saturation would show.
+    for (int64_t k = 0; k < s.K; ++k) {
+      A[size_t(k)] = 255;
+      B[size_t(k)] = -128;
+    }
+    std::vector<int32_t> want(size_t(s.M * ldc), -7);
+    gemm_u8s8_ref(s.M, s.N, s.K, A.data(), lda, s.zero, B.data(), ldb, want.data(), ldc);
+    CHECK(want[0] == (255 - s.zero) * -128 * int32_t(s.K));
+    const PackedInt8Weights packed = pack_int8_weights(B.data(), s.N, s.K, ldb);
+    for (Int8Isa isa : {Int8Isa::Amx, Int8Isa::Vnni512, Int8Isa::Avx2, Int8Isa::Generic}) {
+      if (!int8_isa_supported(isa)) {
+        MESSAGE("int8 ", int8_isa_name(isa), " not supported here: not tested");
+        continue;
+      }
+      CAPTURE(int8_isa_name(isa));
+      for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        std::vector<int32_t> got(size_t(s.M * ldc), -7);  // the padding must stay untouched
+        gemm_u8s8_with(isa, s.M, A.data(), lda, s.zero, packed, got.data(), ldc);
+        CHECK(got == want);
+      }
+    }
+  }
 }
