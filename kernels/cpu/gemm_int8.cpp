@@ -229,26 +229,32 @@ SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t pan
     cfg.colsb[t] = 64;
   }
   _tile_loadconfig(&cfg);
-  const int64_t kbytes = B.groups * 4;  // A's padded row: K bytes, then zeros
-  const int64_t rows32 = (rows + 31) / 32 * 32;
-  thread_local std::vector<uint8_t> a_pad;  // (rows32, kbytes)
-  a_pad.assign(size_t(rows32 * kbytes), 0);
-  for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(a_pad.data() + r * kbytes, A + (m0 + r) * lda, size_t(B.K));
+  const int64_t kbytes = B.groups * 4;  // a padded A row: K bytes, then zeros
+  // 32 rows of A at a time: read in place when they are whole rows of K = kbytes bytes, else
+  // through a zero-padded copy.
+  thread_local std::vector<uint8_t> a_pad;  // (32, kbytes)
   alignas(64) int32_t out[4][16][16];
-  for (int64_t p = p0; p < p0 + panels; p += 2) {  // 32 columns: panels p and p + 1
-    const int8_t* b0 = B.data.data() + p * B.groups * 64;
-    const int8_t* b1 = b0 + B.groups * 64;
-    for (int64_t mb = 0; mb < rows32; mb += 32) {
+  for (int64_t mb = 0; mb < rows; mb += 32) {
+    const uint8_t* a0 = A + (m0 + mb) * lda;
+    int64_t stride = lda;
+    if (mb + 32 > rows || B.K != kbytes) {
+      a_pad.assign(size_t(32 * kbytes), 0);
+      for (int64_t r = mb; r < std::min(rows, mb + 32); ++r)
+        std::memcpy(a_pad.data() + (r - mb) * kbytes, A + (m0 + r) * lda, size_t(B.K));
+      a0 = a_pad.data();
+      stride = kbytes;
+    }
+    const uint8_t* a1 = a0 + 16 * stride;
+    for (int64_t p = p0; p < p0 + panels; p += 2) {  // 32 columns: panels p and p + 1
+      const int8_t* b0 = B.data.data() + p * B.groups * 64;
+      const int8_t* b1 = b0 + B.groups * 64;
       _tile_zero(0);
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      const uint8_t* a0 = a_pad.data() + mb * kbytes;
-      const uint8_t* a1 = a0 + 16 * kbytes;
       for (int64_t g = 0; g < B.groups; g += 16) {  // 64 k per step
-        _tile_loadd(4, a0 + 4 * g, kbytes);
-        _tile_loadd(5, a1 + 4 * g, kbytes);
+        _tile_loadd(4, a0 + 4 * g, stride);
+        _tile_loadd(5, a1 + 4 * g, stride);
         _tile_loadd(6, b0 + g * 64, 64);
         _tile_loadd(7, b1 + g * 64, 64);
         _tile_dpbusd(0, 4, 6);
@@ -360,7 +366,9 @@ void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32
   // Work items: blocks of up to 4 panels (64 columns) x blocks of up to 48 rows, split over
   // the team for products big enough to pay for it.
   const int64_t panels = (B.N + 15) / 16, col_blocks = (panels + 3) / 4;
-  const int64_t row_block = 48, row_blocks = (M + row_block - 1) / row_block;
+  // Row blocks in whole AMX steps (32) or VNNI steps (6).
+  const int64_t row_block = isa == Int8Isa::Amx ? 64 : 48;
+  const int64_t row_blocks = (M + row_block - 1) / row_block;
   const int64_t items = col_blocks * row_blocks;
   const bool parallel = !omp_in_parallel() && omp_get_max_threads() > 1 && items > 1 &&
                         M * B.N * B.K >= (int64_t(1) << 18);
