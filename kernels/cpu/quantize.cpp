@@ -1,0 +1,62 @@
+#include "kernels/cpu/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+#include "kernels/cpu/parallel.h"
+
+namespace sprig::cpu {
+
+void quantize_weights_per_channel(const float* W, int64_t N, int64_t K, int8_t* Q, float* scales) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = W + n * K;
+    float amax = 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      SPRIG_CHECK(std::isfinite(row[k]), "quantize_weights_per_channel: weight [", n, ", ", k,
+                  "] is ", row[k]);
+      amax = std::max(amax, std::fabs(row[k]));
+    }
+    const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+    scales[n] = scale;
+    for (int64_t k = 0; k < K; ++k)
+      Q[n * K + k] = int8_t(std::clamp(std::lrint(row[k] / scale), -127L, 127L));
+  }
+}
+
+ActivationQuant activation_quant_from_range(float lo, float hi) {
+  SPRIG_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "activation range [", lo, ", ",
+              hi, "] is not a finite interval");
+  lo = std::min(lo, 0.0f);
+  hi = std::max(hi, 0.0f);
+  ActivationQuant a;
+  if (hi - lo <= 0.0f) return a;  // all zeros: any scale represents them exactly
+  a.scale = (hi - lo) / 255.0f;
+  a.zero = int32_t(std::clamp(std::lrint(-lo / a.scale), 0L, 255L));
+  return a;
+}
+
+void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t* q) {
+  const float inv = 1.0f / a.scale;
+  parallel_range(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float v = std::nearbyint(x[i] * inv) + float(a.zero);
+      q[i] = uint8_t(v >= 0.0f ? std::min(v, 255.0f) : 0.0f);  // NaN -> 0, never UB
+    }
+  });
+}
+
+void dequantize_bias_relu(int64_t M, int64_t N, const int32_t* acc, int64_t ldacc, float a_scale,
+                          const float* w_scales, const float* bias, bool relu, float* y,
+                          int64_t ldy) {
+  parallel_range(M, 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t m = lo; m < hi; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        float v = a_scale * w_scales[n] * float(acc[m * ldacc + n]);
+        if (bias) v += bias[n];
+        y[m * ldy + n] = relu ? std::max(v, 0.0f) : v;
+      }
+  });
+}
+
+}  // namespace sprig::cpu

@@ -1,0 +1,30 @@
+#pragma once
+// int8 quantisation around gemm_u8s8 (gemm_int8.h): weights symmetric per output channel,
+// activations asymmetric per tensor, and the epilogue that turns int32 sums back into floats
+// with bias and ReLU fused. A real value v is stored as q with v ~ scale x (q - zero).
+#include <cstdint>
+
+namespace sprig::cpu {
+
+// W (N, K) float -> Q (N, K) int8 with scales (N): scale[n] = max |W[n, :]| / 127 (1 for an
+// all-zero row), q = round(w / scale[n]) in [-127, 127]. A zero weight stays exactly zero, so a
+// pruned weight is never brought back by rounding. Throws sprig::Error on a non-finite weight.
+void quantize_weights_per_channel(const float* W, int64_t N, int64_t K, int8_t* Q, float* scales);
+
+// Activation parameters covering [lo, hi] (widened to include 0, so that zero, the value ReLU
+// and padding produce most, is exact): scale = (hi - lo) / 255, zero = round(-lo / scale).
+struct ActivationQuant {
+  float scale = 1.0f;
+  int32_t zero = 0;
+};
+ActivationQuant activation_quant_from_range(float lo, float hi);
+// x (n) float -> q (n) uint8: clamp(round(x / scale) + zero, 0, 255); NaN becomes 0.
+void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t* q);
+
+// y (M, N) = a_scale x w_scales[n] x acc[m, n] + bias[n] (bias may be null), then max(y, 0)
+// when relu: the float result of a quantised Linear whose sums gemm_u8s8 left in acc.
+void dequantize_bias_relu(int64_t M, int64_t N, const int32_t* acc, int64_t ldacc, float a_scale,
+                          const float* w_scales, const float* bias, bool relu, float* y,
+                          int64_t ldy);
+
+}  // namespace sprig::cpu

@@ -1,0 +1,119 @@
+// int8 quantisation (kernels/cpu/quantize.h) against its definitions, and a quantised Linear
+// (quantize -> gemm_u8s8 -> dequantize_bias_relu) against the float Linear within the error
+// bound its scales imply.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/quantize.h"
+
+using namespace sprig::cpu;
+
+TEST_CASE("per-channel weight quantisation: zeros stay zero, extremes map to +-127") {
+  const int64_t N = 5, K = 9;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  std::vector<float> W(size_t(N * K));
+  for (float& w : W) w = u(rng);
+  for (int64_t k = 0; k < K; k += 2) W[size_t(k)] = 0.0f;       // pruned weights in row 0
+  for (int64_t k = 0; k < K; ++k) W[size_t(3 * K + k)] = 0.0f;  // a fully pruned row
+  W[size_t(1 * K + 4)] = -5.0f;                                 // row 1's extreme
+  std::vector<int8_t> Q(W.size());
+  std::vector<float> scales(static_cast<size_t>(N));
+  quantize_weights_per_channel(W.data(), N, K, Q.data(), scales.data());
+  CHECK(scales[3] == 1.0f);
+  CHECK(scales[1] == doctest::Approx(5.0 / 127.0));
+  CHECK(Q[size_t(1 * K + 4)] == -127);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const float w = W[size_t(n * K + k)];
+      const int8_t q = Q[size_t(n * K + k)];
+      CHECK(q >= -127);
+      if (w == 0.0f) CHECK(q == 0);
+      CHECK(std::fabs(float(q) * scales[size_t(n)] - w) <= 0.5f * scales[size_t(n)] * 1.0001f);
+    }
+  W[7] = std::nanf("");
+  CHECK_THROWS_WITH_AS(quantize_weights_per_channel(W.data(), N, K, Q.data(), scales.data()),
+                       doctest::Contains("weight [0, 7] is nan"), sprig::Error);
+}
+
+TEST_CASE(
+    "activation quantisation: zero is exact, values round to the nearest step, the rest "
+    "clamps") {
+  const ActivationQuant a = activation_quant_from_range(-1.0f, 3.0f);
+  CHECK(a.scale == doctest::Approx(4.0 / 255.0));
+  CHECK(a.zero == 64);  // round(1 / (4 / 255)) = round(63.75)
+  const ActivationQuant relu = activation_quant_from_range(0.5f, 6.0f);  // widened to [0, 6]
+  CHECK(relu.zero == 0);
+  CHECK(relu.scale == doctest::Approx(6.0 / 255.0));
+  CHECK(activation_quant_from_range(0.0f, 0.0f).scale == 1.0f);
+  CHECK_THROWS_AS(activation_quant_from_range(2.0f, 1.0f), sprig::Error);
+  CHECK_THROWS_AS(activation_quant_from_range(0.0f, INFINITY), sprig::Error);
+  const std::vector<float> x = {0.0f, -1.0f, 3.0f, 1.234f, -7.0f, 9.0f, std::nanf("")};
+  std::vector<uint8_t> q(x.size());
+  quantize_activations(x.data(), int64_t(x.size()), a, q.data());
+  CHECK(q[0] == a.zero);
+  CHECK(a.scale * float(q[0] - a.zero) == 0.0f);
+  CHECK(std::fabs(a.scale * float(q[3] - a.zero) - 1.234f) <= 0.5f * a.scale * 1.0001f);
+  CHECK(q[4] == 0);    // below the range
+  CHECK(q[5] == 255);  // above
+  CHECK(q[6] == 0);    // NaN
+}
+
+TEST_CASE("a quantised Linear + ReLU stays within its scales' error bound of the float one") {
+  const int64_t M = 37, N = 21, K = 150;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> ux(-1.0f, 3.0f), uw(-0.5f, 0.5f);
+  std::vector<float> x(size_t(M * K)), W(size_t(N * K)), bias(static_cast<size_t>(N));
+  for (float& v : x) v = ux(rng);
+  for (float& v : W) v = rng() % 2 ? uw(rng) : 0.0f;  // half pruned
+  for (float& v : bias) v = uw(rng);
+  // Float reference, in double.
+  std::vector<double> want(static_cast<size_t>(M * N));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double s = bias[size_t(n)];
+      for (int64_t k = 0; k < K; ++k) s += double(x[size_t(m * K + k)]) * W[size_t(n * K + k)];
+      want[size_t(m * N + n)] = std::max(s, 0.0);
+    }
+  // int8: weights per channel, activations calibrated on x's range.
+  std::vector<int8_t> Wq(W.size());
+  std::vector<float> w_scales(static_cast<size_t>(N));
+  quantize_weights_per_channel(W.data(), N, K, Wq.data(), w_scales.data());
+  const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+  const ActivationQuant a = activation_quant_from_range(*lo, *hi);
+  std::vector<uint8_t> xq(x.size());
+  quantize_activations(x.data(), int64_t(x.size()), a, xq.data());
+  const PackedInt8Weights packed = pack_int8_weights(Wq.data(), N, K, K);
+  std::vector<int32_t> acc(static_cast<size_t>(M * N));
+  gemm_u8s8(M, xq.data(), K, a.zero, packed, acc.data(), N);
+  std::vector<float> y(static_cast<size_t>(M * N));
+  dequantize_bias_relu(M, N, acc.data(), N, a.scale, w_scales.data(), bias.data(), true, y.data(),
+                       N);
+  // |x w - x' w'| <= sum |x| dw + |w| dx + dx dw with dx <= a.scale / 2, dw <= w_scale / 2;
+  // ReLU only shrinks differences.
+  int within = 0;
+  double worst = 0.0, total_err = 0.0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double bound = 1e-5;
+      for (int64_t k = 0; k < K; ++k)
+        bound += std::fabs(x[size_t(m * K + k)]) * w_scales[size_t(n)] / 2 +
+                 std::fabs(W[size_t(n * K + k)]) * a.scale / 2 + a.scale * w_scales[size_t(n)] / 4;
+      const double err = std::fabs(y[size_t(m * N + n)] - want[size_t(m * N + n)]);
+      within += err <= bound;
+      total_err += err;
+      worst = std::max(worst, err / bound);
+    }
+  MESSAGE("worst error / bound: ", worst);
+  CHECK(within == M * N);
+  // And int8 is useful, not merely bounded: the mean error is under 1% of the largest output.
+  const double largest = *std::max_element(want.begin(), want.end());
+  MESSAGE("mean error ", total_err / double(M * N), ", largest output ", largest);
+  CHECK(total_err / double(M * N) < 0.01 * largest);
+}
