@@ -21,8 +21,10 @@ namespace sprig::cpu {
 PackedInt8Weights pack_int8_weights(const int8_t* B, int64_t N, int64_t K, int64_t ldb) {
   SPRIG_CHECK(N > 0 && K > 0 && ldb >= K, "pack_int8_weights: need N, K > 0 and ldb >= K, got N ",
               N, ", K ", K, ", ldb ", ldb);
-  SPRIG_CHECK(K <= (int64_t(1) << 16), "pack_int8_weights: K ", K,
-              " above 65536 could overflow the int32 sums");
+  // sum(A B) and a_zero x row_sum each stay within 255 x 128 x K, and their difference within
+  // 2^31 while K <= 2^15.
+  SPRIG_CHECK(K <= (int64_t(1) << 15), "pack_int8_weights: K ", K,
+              " above 32768 could overflow the int32 sums");
   PackedInt8Weights p;
   p.N = N;
   p.K = K;
