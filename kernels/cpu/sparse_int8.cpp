@@ -14,6 +14,9 @@ namespace sprig::cpu {
 
 Bsr14Int8 bsr14_int8_from_dense(int64_t rows, int64_t cols, const int8_t* w) {
   SPRIG_CHECK(rows >= 0 && cols >= 0, "bsr14_int8_from_dense: shape (", rows, ", ", cols, ")");
+  // As gemm_int8's K: the sums and the zero-point correction stay inside int32 up to 2^15.
+  SPRIG_CHECK(cols <= (int64_t(1) << 15), "bsr14_int8_from_dense: ", cols,
+              " columns, above 32768, could overflow the int32 sums");
   Bsr14Int8 a;
   a.rows = rows;
   a.cols = cols;

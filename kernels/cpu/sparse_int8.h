@@ -18,8 +18,8 @@ struct Bsr14Int8 {
   int64_t blocks() const { return int64_t(block_col.size()); }
 };
 
-// W (rows, cols) int8 row-major; all-zero 1 x 4 blocks are dropped (the last block of a row
-// is zero-padded when cols % 4 != 0).
+// W (rows, cols) int8 row-major, cols <= 2^15; all-zero 1 x 4 blocks are dropped (the last
+// block of a row is zero-padded when cols % 4 != 0).
 Bsr14Int8 bsr14_int8_from_dense(int64_t rows, int64_t cols, const int8_t* w);
 
 // acc (B, rows) = (x - x_zero) W^T, exactly: x (B, cols) uint8. Runs on the OpenMP team
