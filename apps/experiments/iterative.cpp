@@ -406,7 +406,7 @@ std::string describe_search(const IterativeArgs& a, double floor, int batch) {
          (by_sparsity(a) ? " subject to test accuracy >= " + pct(floor) : std::string()) + "." +
          (batch > 1 ? " It proposes " + std::to_string(batch) +
                           " amounts at a time, each after the first as if those before it had "
-                          "already scored the surrogate's prediction (kriging believer)."
+                          "already scored the lowest value seen so far (constant liar)."
                     : std::string());
 }
 
