@@ -284,27 +284,6 @@ nn::Model pretrain(const GradualArgs& a, const train::DataSource& src, int i) {
   return dense;
 }
 
-// Per seed: pretrain one dense model, then every (sparsity, steps) variant from it, each a
-// child run.
-Trials run_trials(track::Tracker& tr, const std::string& parent, const GradualArgs& a,
-                  const train::DataSource& src, const data::Dataset& eval_set) {
-  Trials out;
-  for (int i = 0; i < a.seeds; ++i) {
-    uint64_t seed = a.common.seed + uint64_t(i);
-    nn::Model dense = pretrain(a, src, i);
-    out.dense_acc.push_back(
-        train::evaluate(dense, src.data.test, train::Task::Classification).accuracy);
-    report_dense(tr, parent, a, i, out.dense_acc.back());
-    for (double s : a.sparsities)
-      for (int k : a.steps) {
-        VariantResult r = run_variant(a, dense, src, eval_set, s, k, i, seed);
-        report_variant(tr, parent, a, r);
-        out.acc[{s, k}].push_back(r.test.accuracy);
-      }
-  }
-  return out;
-}
-
 // A variant's result as JSON, for sending between ranks.
 nlohmann::json variant_to_json(const VariantResult& r) {
   return {{"sparsity", r.sparsity},
@@ -333,14 +312,16 @@ VariantResult variant_from_json(const nlohmann::json& j) {
   return r;
 }
 
-// The same trials spread over comm's ranks (mpirun -np N sprig experiment gradual-vs-instant):
-// rank i % N pretrains seed i's dense model alone and sends it to every rank; trial t (seeds
-// in order, then sparsities, then steps) runs alone on rank t % N; rank 0 gathers every result
-// and logs and prints them in the order one process would. Each trial computes exactly what it
-// computes in one process, so the tables are the same. `tr` is null on the other ranks.
-Trials run_trials_spread(const dist::Comm& comm, track::Tracker* tr, const std::string& parent,
-                         const GradualArgs& a, const train::DataSource& src,
-                         const data::Dataset& eval_set) {
+// Every seed's dense model, then every (sparsity, steps) variant from it, each a child run,
+// spread over comm's ranks (mpirun -np N sprig experiment gradual-vs-instant; one process is a
+// group of one): rank i % N pretrains seed i's dense model alone and sends it to every rank;
+// trial t (seeds in order, then sparsities, then steps) runs alone on rank t % N. Rank 0 logs
+// and prints the results in one process's order, each as soon as it has it. A trial computes
+// exactly what it computes in one process, so the tables are the same on any number of ranks.
+// `tr` is null on the other ranks.
+Trials run_trials(const dist::Comm& comm, track::Tracker* tr, const std::string& parent,
+                  const GradualArgs& a, const train::DataSource& src,
+                  const data::Dataset& eval_set) {
   auto mine = [&](int64_t index) { return index % comm.size() == comm.rank(); };
   std::vector<nn::Model> dense(size_t(a.seeds));
   Trials out;
@@ -351,7 +332,7 @@ Trials run_trials_spread(const dist::Comm& comm, track::Tracker* tr, const std::
     out.dense_acc[size_t(i)] =
         train::evaluate(dense[size_t(i)], src.data.test, train::Task::Classification).accuracy;
   }
-  for (int i = 0; i < a.seeds; ++i) {
+  for (int i = 0; i < a.seeds && comm.size() > 1; ++i) {
     const int owner = i % comm.size();
     // Built from the seed on every rank (the same structure), then overwritten by the owner's.
     if (!mine(i)) dense[size_t(i)] = nn::build_model(a.model, src.input_shape, a.common.seed + i);
@@ -367,23 +348,23 @@ Trials run_trials_spread(const dist::Comm& comm, track::Tracker* tr, const std::
   for (int i = 0; i < a.seeds; ++i)
     for (double s : a.sparsities)
       for (int k : a.steps) cells.push_back({i, s, k});
-  const std::vector<nlohmann::json> results =
-      spread_tasks(comm, int64_t(cells.size()), [&](int64_t t) {
+  const int64_t per_seed = int64_t(a.sparsities.size() * a.steps.size());
+  spread_tasks(
+      comm, int64_t(cells.size()),
+      [&](int64_t t) {
         const Cell& c = cells[size_t(t)];
         return variant_to_json(run_variant(a, dense[size_t(c.seed_index)], src, eval_set,
                                            c.sparsity, c.steps, c.seed_index,
                                            a.common.seed + uint64_t(c.seed_index)));
-      });
-  size_t next = 0;
-  for (int i = 0; i < a.seeds; ++i) {
-    if (tr) report_dense(*tr, parent, a, i, out.dense_acc[size_t(i)]);
-    for (double s : a.sparsities)
-      for (int k : a.steps) {
-        const VariantResult r = variant_from_json(results[next++]);
+      },
+      [&](int64_t t, const nlohmann::json& j) {
+        const Cell& c = cells[size_t(t)];
+        if (tr && t % per_seed == 0)
+          report_dense(*tr, parent, a, c.seed_index, out.dense_acc[size_t(c.seed_index)]);
+        const VariantResult r = variant_from_json(j);
         if (tr) report_variant(*tr, parent, a, r);
-        out.acc[{s, k}].push_back(r.test.accuracy);
-      }
-  }
+        out.acc[{c.sparsity, c.steps}].push_back(r.test.accuracy);
+      });
   return out;
 }
 
@@ -516,7 +497,7 @@ int run_gradual(GradualArgs a) {
   const dist::Comm& comm = dist::Comm::world();
   if (!comm.is_root()) {
     use_threads(a.common.threads);
-    run_trials_spread(comm, nullptr, "", a, src, eval_set);
+    run_trials(comm, nullptr, "", a, src, eval_set);
     return 0;
   }
   Context ctx("gradual-vs-instant", a.common);
@@ -524,9 +505,7 @@ int run_gradual(GradualArgs a) {
   RunScope parent(tr, tr.start_run("gradual-vs-instant"));
   log_setup(tr, parent.id(), a, dataset, src, eval_set, total);
   if (comm.size() > 1) tr.log_param(parent.id(), "ranks", std::to_string(comm.size()));
-  const Trials trials = comm.size() > 1
-                            ? run_trials_spread(comm, &tr, parent.id(), a, src, eval_set)
-                            : run_trials(tr, parent.id(), a, src, eval_set);
+  const Trials trials = run_trials(comm, &tr, parent.id(), a, src, eval_set);
   write_report(ctx, parent.id(), a, dataset, src, total, trials);
   parent.end();
   return 0;
