@@ -12,55 +12,20 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_timing.h"
 #include "kernels/cpu/gemm.h"
 
-namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Seconds per call: calls repeated until the timing lasts >= 20 ms.
-template <class F>
-double seconds_per_call(F f) {
-  f();
-  int reps = 1;
-  for (;;) {
-    const double t0 = now_s();
-    for (int i = 0; i < reps; ++i) f();
-    const double t = now_s() - t0;
-    if (t >= 0.02) return t / reps;
-    reps *= 2;
-  }
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
+using sprig::bench::median;
+using sprig::bench::seconds_per_call;
 
 int main(int argc, char** argv) {
   int threads = 2, rounds = 7;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--threads")
-      threads = std::atoi(argv[i + 1]);
-    else if (flag == "--rounds")
-      rounds = std::atoi(argv[i + 1]);
-    else {
-      std::fprintf(stderr, "usage: gemm_int8 [--threads T] [--rounds R]\n");
-      return 2;
-    }
-  }
+  if (!sprig::bench::parse_threads_rounds(argc, argv, "gemm_int8", threads, rounds)) return 2;
   omp_set_num_threads(threads);
   std::printf("int8 kernel: %s; float gemm: %s; %d threads; median of %d interleaved rounds\n",
               sprig::cpu::int8_isa_name(sprig::cpu::int8_gemm_isa()),
