@@ -1,4 +1,5 @@
-// conv2d (im2col + gemm) against its direct reference (pooling: test_kernels_pool.cpp).
+// conv2d (im2col + gemm) against its direct reference, float and int8 (pooling:
+// test_kernels_pool.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -7,7 +8,9 @@
 #include <random>
 #include <vector>
 
+#include "engine/error.h"
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/conv_int8.h"
 #include "kernels/cpu/threads.h"
 #include "tests/kernel_test_util.h"
 
@@ -159,4 +162,58 @@ TEST_CASE("conv2d_backward is deterministic: repeated runs give bit-identical dw
   conv2d_backward(s, x.data(), w.data(), dy.data(), nullptr, dw2.data(), db2.data());
   CHECK(dw1 == dw2);
   CHECK(db1 == db2);
+}
+
+TEST_CASE("conv2d_u8s8 equals the direct int32 loop, padding reading as the zero point") {
+  // N, C, H, W, K, R, S, stride, pad, dilation: odd channels (C*R*S % 4 != 0, K % 16 != 0),
+  // strides, paddings, dilation, 1x1, and a 16+-row product (AMX) with 1 and 2 threads.
+  const Conv2dShape shapes[] = {
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1},     {3, 3, 7, 9, 5, 3, 3, 1, 1, 1},
+      {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},    {2, 5, 11, 10, 3, 3, 2, 2, 0, 1},
+      {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},   {2, 33, 6, 5, 17, 1, 1, 1, 0, 1},
+      {1, 1, 28, 28, 32, 3, 3, 1, 1, 1},  {2, 32, 14, 14, 64, 3, 3, 1, 1, 1},
+      {2, 3, 7, 7, 2, 5, 5, 3, 2, 1},
+  };
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> u8(0, 255), s8(-127, 127);
+  const int before = num_threads();
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const Conv2dShape& s : shapes) {
+      CAPTURE(s.N);
+      CAPTURE(s.C);
+      CAPTURE(s.K);
+      CAPTURE(s.H);
+      CAPTURE(s.stride);
+      CAPTURE(s.pad);
+      std::vector<uint8_t> x(size_t(s.N * s.C * s.H * s.W));  // (N, C, H, W)
+      std::vector<int8_t> w(size_t(s.K * s.C * s.R * s.S));   // (K, C, R, S)
+      for (auto& v : x) v = uint8_t(u8(rng));
+      for (auto& v : w) v = int8_t(s8(rng));
+      x[0] = 255;
+      w[0] = -127;
+      for (int32_t zero : {0, 7, 255}) {
+        PackedInt8Weights packed = pack_int8_weights(w.data(), s.K, s.C * s.R * s.S, s.C * s.R * s.S);
+        const size_t out = size_t(s.N * s.K * s.P() * s.Q());
+        std::vector<int32_t> got(out, -1), want(out, -2);  // (N, K, P, Q)
+        conv2d_u8s8(s, x.data(), zero, packed, got.data());
+        conv2d_u8s8_ref(s, x.data(), zero, w.data(), want.data());
+        CHECK(got == want);
+      }
+    }
+  }
+  set_num_threads(before);
+}
+
+TEST_CASE("conv2d_u8s8 refuses a weight packed for another shape and a zero point off uint8") {
+  const Conv2dShape s{1, 2, 5, 5, 4, 3, 3, 1, 1, 1};
+  std::vector<uint8_t> x(50, 3);
+  std::vector<int8_t> w(4 * 2 * 9, 1);
+  std::vector<int32_t> acc(4 * 25);
+  PackedInt8Weights wrong = pack_int8_weights(w.data(), 4, 17, 17);
+  CHECK_THROWS_WITH_AS(conv2d_u8s8(s, x.data(), 0, wrong, acc.data()),
+                       doctest::Contains("packed weight is (4, 17)"), sprig::Error);
+  PackedInt8Weights right = pack_int8_weights(w.data(), 4, 18, 18);
+  CHECK_THROWS_WITH_AS(conv2d_u8s8(s, x.data(), 256, right, acc.data()),
+                       doctest::Contains("zero point 256"), sprig::Error);
 }

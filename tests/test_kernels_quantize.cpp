@@ -117,3 +117,35 @@ TEST_CASE("a quantised Linear + ReLU stays within its scales' error bound of the
   MESSAGE("mean error ", total_err / double(M * N), ", largest output ", largest);
   CHECK(total_err / double(M * N) < 0.01 * largest);
 }
+
+TEST_CASE("dequantize_channels_bias_relu is dequantize_bias_relu with channels as rows") {
+  // The conv epilogue on acc (N, K, HW) against the Linear one, applied per sample to its
+  // transpose (HW, K): the same arithmetic, so the floats must be identical.
+  const int64_t N = 3, K = 5, HW = 7;
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int32_t> ai(-100000, 100000);
+  std::uniform_real_distribution<float> u(0.001f, 0.1f);
+  std::vector<int32_t> acc(size_t(N * K * HW));  // (N, K, HW)
+  for (auto& v : acc) v = ai(rng);
+  std::vector<float> scales(static_cast<size_t>(K)), bias(static_cast<size_t>(K));
+  for (auto& v : scales) v = u(rng);
+  for (auto& v : bias) v = u(rng) - 0.05f;
+  for (bool relu : {false, true})
+    for (bool with_bias : {false, true}) {
+      const float* b = with_bias ? bias.data() : nullptr;
+      std::vector<float> got(acc.size());
+      dequantize_channels_bias_relu(N, K, HW, acc.data(), 0.02f, scales.data(), b, relu,
+                                    got.data());
+      for (int64_t n = 0; n < N; ++n) {
+        std::vector<float> want(size_t(HW * K));  // (HW, K)
+        // acc[n] read as (HW, K) with row stride 1 is not expressible: transpose it first.
+        std::vector<int32_t> t(size_t(HW * K));
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t i = 0; i < HW; ++i) t[size_t(i * K + k)] = acc[size_t((n * K + k) * HW + i)];
+        dequantize_bias_relu(HW, K, t.data(), K, 0.02f, scales.data(), b, relu, want.data(), K);
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t i = 0; i < HW; ++i)
+            CHECK(got[size_t((n * K + k) * HW + i)] == want[size_t(i * K + k)]);
+      }
+    }
+}

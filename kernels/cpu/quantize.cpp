@@ -68,4 +68,21 @@ void dequantize_bias_relu(int64_t M, int64_t N, const int32_t* acc, int64_t ldac
   });
 }
 
+void dequantize_channels_bias_relu(int64_t N, int64_t K, int64_t HW, const int32_t* acc,
+                                   float a_scale, const float* w_scales, const float* bias,
+                                   bool relu, float* y) {
+  parallel_range(N * K, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t nk = lo; nk < hi; ++nk) {
+      const int64_t k = nk % K;
+      const float s = a_scale * w_scales[k], b = bias ? bias[k] : 0.0f;
+      const int32_t* a = acc + nk * HW;
+      float* out = y + nk * HW;
+      for (int64_t i = 0; i < HW; ++i) {
+        const float v = s * float(a[i]) + b;
+        out[i] = relu ? std::max(v, 0.0f) : v;
+      }
+    }
+  });
+}
+
 }  // namespace sprig::cpu

@@ -27,5 +27,10 @@ void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t*
 void dequantize_bias_relu(int64_t M, int64_t N, const int32_t* acc, int64_t ldacc, float a_scale,
                           const float* w_scales, const float* bias, bool relu, float* y,
                           int64_t ldy);
+// y (N, K, HW) = a_scale x w_scales[k] x acc[n, k, :] + bias[k] (bias may be null), then ReLU
+// when relu: the same epilogue for a quantised convolution, whose channels are rows.
+void dequantize_channels_bias_relu(int64_t N, int64_t K, int64_t HW, const int32_t* acc,
+                                   float a_scale, const float* w_scales, const float* bias,
+                                   bool relu, float* y);
 
 }  // namespace sprig::cpu
