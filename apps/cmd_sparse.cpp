@@ -1,6 +1,7 @@
-// sprig pack / run / plan: sparse inference from the command line.
-//   pack  checkpoint -> packed sparse model file (per-layer format chosen by measurement or
-//         forced), with the per-layer table and the size report
+// sprig pack / quantize / run / plan: sparse and int8 inference from the command line.
+//   pack      checkpoint -> packed sparse model file (per-layer format chosen by measurement or
+//             forced), with the per-layer table and the size report
+//   quantize  checkpoint -> packed int8 model file, calibrated on training samples
 //   run   evaluates a packed file on a dataset's test split: accuracy and throughput
 //   plan  what pack --format auto would choose for a checkpoint at a batch size, and why
 // run and plan take --device cuda: the layers then run on the GPU (prune/pack_cuda.cpp), each
@@ -16,6 +17,7 @@
 #include "engine/ops.h"
 #include "engine/text.h"
 #include "infer/pack.h"
+#include "infer/quantize.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
 #include "train/trainer.h"
@@ -30,6 +32,10 @@ struct SparseArgs {
   int64_t batch = 1, batch_size = 256, limit_test = -1;
   int repeats = 5, threads = 0;
   bool no_shrink = false, json = false;
+  // quantize
+  std::string calibration = "minmax";
+  int64_t calibrate = 1000;
+  double percentile = 99.99;
 };
 
 infer::CudaPlanOptions cuda_plan_options(const SparseArgs& a, int64_t batch, Device dev) {
@@ -145,13 +151,11 @@ void print_layers(const infer::InferenceModel& m) {
   }
 }
 
-int run_pack(const SparseArgs& a) {
-  check_output_path("--out", a.out, {{"--in", a.in}});
-  use_threads(a.threads);
-  infer::PackOptions opt = pack_options(a);  // flags first: bad input fails before any work
-  nn::Checkpoint ck = nn::load_checkpoint(a.in);
-  infer::InferenceModel m = infer::pack_model(ck.model, opt);
-  std::map<std::string, std::string> extra = {{"source", printable(a.in)}};  // UTF-8 metadata
+// Writes m to a.out and prints its layers and the size report against the checkpoint.
+int save_and_report(const SparseArgs& a, const nn::Checkpoint& ck, const infer::InferenceModel& m,
+                    const std::map<std::string, std::string>& extra_meta) {
+  std::map<std::string, std::string> extra = extra_meta;
+  extra["source"] = printable(a.in);  // UTF-8 metadata
   auto ds = ck.metadata.find("dataset");
   if (ds != ck.metadata.end()) extra["dataset"] = ds->second;
   infer::save_packed(a.out, m, extra);
@@ -175,6 +179,7 @@ int run_pack(const SparseArgs& a) {
         {"ratio", s.ratio()},
         {"gzip_ratio",
          s.dense_file_bytes ? double(s.dense_gzip_bytes) / double(s.dense_file_bytes) : 0.0}};
+    for (auto& [k, v] : extra_meta) j[k] = v;
     print_json_line(j);
     return 0;
   }
@@ -190,6 +195,39 @@ int run_pack(const SparseArgs& a) {
       100.0 * double(s.dense_gzip_bytes) / double(std::max<int64_t>(1, s.dense_file_bytes)),
       (long long)s.packed_bytes, 100.0 * s.ratio());
   return 0;
+}
+
+int run_pack(const SparseArgs& a) {
+  check_output_path("--out", a.out, {{"--in", a.in}});
+  use_threads(a.threads);
+  infer::PackOptions opt = pack_options(a);  // flags first: bad input fails before any work
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  infer::InferenceModel m = infer::pack_model(ck.model, opt);
+  return save_and_report(a, ck, m, {});
+}
+
+int run_quantize(const SparseArgs& a) {
+  check_output_path("--out", a.out, {{"--in", a.in}});
+  use_threads(a.threads);
+  infer::QuantizeOptions opt;  // flags first: bad input fails before any work
+  SparseArgs plan = a;         // --format sparse: the sparse int8 kernel works in 1 x 4 blocks
+  if (plan.format == "sparse") plan.format = "bsr";
+  opt.pack = pack_options(plan);
+  opt.calibration = infer::parse_calibration(a.calibration);
+  opt.percentile = a.percentile;
+  nn::Checkpoint ck = nn::load_checkpoint(a.in);
+  std::string dataset;
+  train::DataSource src =
+      train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
+  // The first N training samples: the test split stays unseen, as it is for training.
+  data::Dataset calib = data::take(src.data.train, a.calibrate);
+  infer::InferenceModel m = infer::quantize_model(ck.model, calib.images, opt);
+  std::string how = infer::calibration_name(opt.calibration);
+  if (opt.calibration == infer::Calibration::Percentile) how += " " + std::to_string(a.percentile);
+  return save_and_report(a, ck, m,
+                         {{"calibration", how},
+                          {"calibration_samples", std::to_string(calib.size())},
+                          {"calibration_data", dataset + "/train"}});
 }
 
 int run_plan_cuda(const SparseArgs& a, Device dev) {
@@ -362,6 +400,42 @@ Command add_pack_command(CLI::App& app) {
   add_plan_flags(app, *a);
   app.add_flag("--json", a->json, "print one JSON object with the layers and the size report");
   return [a] { return run_pack(*a); };
+}
+
+Command add_quantize_command(CLI::App& app) {
+  auto a = std::make_shared<SparseArgs>();
+  app.add_option("--in,model", a->in, "checkpoint (.safetensors)")->check(NonEmptyPath)->required();
+  app.add_option("--out", a->out, "packed int8 model file to write (.safetensors)")
+      ->check(NonEmptyPath)
+      ->required();
+  add_checkpoint_data_flags(app, a->dataset, a->data_dir);
+  app.add_option("--calibrate", a->calibrate,
+                 "calibrate the activation ranges on the first N training samples")
+      ->check(IntRange(int64_t(1), int64_t(1) << 24))
+      ->capture_default_str();
+  app.add_option("--calibration", a->calibration,
+                 "minmax, percentile (clip the tails) or entropy (KL, as TensorRT)")
+      ->check(CLI::IsMember({"minmax", "percentile", "entropy"}))
+      ->capture_default_str();
+  app.add_option("--percentile", a->percentile,
+                 "with --calibration percentile: the share (%) of values kept in range")
+      ->check(FiniteNumber & CLI::Range(50.001, 100.0))
+      ->capture_default_str();
+  app.add_option("--format", a->format,
+                 "int8 kernels: auto (measure dense against 1x4-block sparse per linear layer), "
+                 "dense or sparse")
+      ->check(CLI::IsMember({"auto", "dense", "sparse"}))
+      ->capture_default_str();
+  app.add_option("--batch", a->batch, "batch size the plan measures at")
+      ->check(IntRange(int64_t(1), int64_t(1) << 16))
+      ->capture_default_str();
+  app.add_option("--repeats", a->repeats, "timed runs per candidate (median)")
+      ->check(IntRange(1, 1000))
+      ->capture_default_str();
+  app.add_flag("--no-shrink", a->no_shrink, "do not shrink zeroed neurons / filters first");
+  app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
+  app.add_flag("--json", a->json, "print one JSON object with the layers and the size report");
+  return [a] { return run_quantize(*a); };
 }
 
 Command add_plan_command(CLI::App& app) {

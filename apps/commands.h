@@ -22,6 +22,7 @@ Command add_bench_command(CLI::App& app);       // sprig bench <gemm|conv|linear
 Command add_bench_gemm_command(CLI::App& app);  // sprig bench gemm
 Command add_bench_conv_command(CLI::App& app);  // sprig bench conv
 Command add_pack_command(CLI::App& app);  // sprig pack: checkpoint -> packed sparse model file
+Command add_quantize_command(CLI::App& app);  // sprig quantize: checkpoint -> packed int8 file
 Command add_run_command(CLI::App& app);   // sprig run: evaluate a packed model file
 Command add_plan_command(CLI::App& app);  // sprig plan: per-layer dense / sparse choice and why
 Command add_bench_linear_command(CLI::App& app);  // sprig bench linear (cmd_bench_sparse.cpp)

@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
       sprig::app::add_summary_command);
   add("pack", "pack a checkpoint into a sparse inference model file (per-layer format)",
       sprig::app::add_pack_command);
+  add("quantize", "quantize a checkpoint to int8 (calibrated), packed as an inference model file",
+      sprig::app::add_quantize_command);
   add("run", "evaluate a packed model file: test accuracy and throughput",
       sprig::app::add_run_command);
   add("plan", "print each layer's measured dense / sparse times and the choice",

@@ -44,6 +44,7 @@ const char* pack_format_name(PackFormat f) {
 }
 
 std::string PackedLayer::format() const {
+  if (int8) return kind == Bsr ? "int8 bsr 1x4" : "int8 dense";
   switch (kind) {
     case Dense:
       return shrunk ? "shrunk-dense" : "dense";
@@ -58,6 +59,14 @@ std::string PackedLayer::format() const {
 }
 
 size_t PackedLayer::weight_bytes() const {
+  if (int8) {
+    const Int8Weights& q = *int8;  // the kernel's arrays and the per-channel scales
+    const size_t scales = q.scales.size() * sizeof(float);
+    if (kind == Bsr)
+      return scales + size_t(q.sparse.blocks()) * 8 + q.sparse.row_ptr.size() * 8 +
+             q.sparse.row_sums.size() * 4;
+    return scales + q.dense.data.size() + q.dense.row_sums.size() * 4;
+  }
   switch (kind) {
     case Dense:
       return size_t(rows * cols) * sizeof(float);
@@ -220,6 +229,7 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool rel
 }
 
 Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x) {
+  if (p.int8) return detail::run_int8(p, m, x, false);
   if (p.kind != PackedLayer::Dense) return run_packed(p, m, x);
   if (!p.weight_t.empty()) return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, false);
   return m(x);
@@ -414,7 +424,8 @@ namespace {
 // their branches plus an add, everything else as its module.
 class Executor {
  public:
-  explicit Executor(const InferenceModel& im) {
+  explicit Executor(const InferenceModel& im, const InferenceModel::Observer* observe = nullptr)
+      : observe_(observe) {
     for (auto& p : im.layers) packed_by_module_.push_back({p.module, &p});
   }
 
@@ -425,7 +436,7 @@ class Executor {
     // the next layer is also such a Linear the activations stay (features, N) in between.
     auto chained = [&](size_t i) {
       const PackedLayer* p = i < mods.size() ? find(mods[i].get()) : nullptr;
-      return p && p->kind == PackedLayer::Csr && N >= 4 && !p->conv;
+      return p && p->kind == PackedLayer::Csr && !p->int8 && N >= 4 && !p->conv;
     };
     auto is_relu = [&](size_t i) {
       return i < mods.size() && dynamic_cast<nn::ReLU*>(mods[i].get());
@@ -434,6 +445,13 @@ class Executor {
     for (size_t i = 0; i < mods.size(); ++i) {
       nn::Module& m = *mods[i];
       const PackedLayer* p = find(&m);
+      if (p && observe_) (*observe_)(*p, h);
+      if (p && p->int8) {
+        const bool relu = is_relu(i + 1);  // fused into the dequantise epilogue
+        h = detail::run_int8(*p, m, h, relu);
+        if (relu) ++i;
+        continue;
+      }
       if (chained(i) && (transposed || (h.dim() == 2 && h.size(1) == p->cols))) {
         auto& lin = dynamic_cast<nn::Linear&>(m);
         const bool relu = is_relu(i + 1);
@@ -484,18 +502,23 @@ class Executor {
     return nullptr;
   }
   std::vector<std::pair<const nn::Module*, const PackedLayer*>> packed_by_module_;
+  const InferenceModel::Observer* observe_;
 };
 
 }  // namespace
 
 Tensor InferenceModel::forward(const Tensor& x) const {
+  return forward_observed(x, {});
+}
+
+Tensor InferenceModel::forward_observed(const Tensor& x, const Observer& observe) const {
   NoGradGuard no_grad;
   const Shape& in = model.input_shape;
   Shape want = in;
   want.insert(want.begin(), x.dim() > 0 ? x.size(0) : 1);
   SPRIG_CHECK(x.shape() == want, "packed model expects input (N, ", to_string(in).substr(1),
               " but got ", to_string(x.shape()));
-  return Executor(*this).run(*model.net, x);
+  return Executor(*this, observe ? &observe : nullptr).run(*model.net, x);
 }
 
 int64_t InferenceModel::nonzero() const {

@@ -18,7 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/quantize.h"
 #include "kernels/cpu/sparse.h"
+#include "kernels/cpu/sparse_int8.h"
 #include "nn/model.h"
 
 namespace sprig::infer {
@@ -46,6 +49,18 @@ struct CandidateTime {
   double ms = 0.0;     // median time of one layer forward at the plan's batch
 };
 
+// A layer quantised to int8 (sprig quantize, infer/quantize.h): its input is quantised per
+// tensor to uint8, its weight per output channel to int8, and the int32 sums are dequantised
+// with the bias (and a ReLU that follows) fused. Kind Dense runs gemm_u8s8 / conv2d_u8s8 on
+// `dense`; kind Bsr (linear only) runs the 1 x 4 block kernel on `sparse`.
+struct Int8Weights {
+  cpu::ActivationQuant input;    // of the layer's input, from calibration
+  std::vector<float> scales;     // (rows) per-output-channel weight scales
+  std::vector<int8_t> weight;    // (rows, cols) the int8 weight, kept for files and checks
+  cpu::PackedInt8Weights dense;  // kind Dense
+  cpu::Bsr14Int8 sparse;         // kind Bsr
+};
+
 struct PackedLayer {
   enum Kind { Dense, Csr, Bsr, Nm };
   std::string name;  // the layer's path in the model, "0" or "layer1.0.conv1" (named_modules)
@@ -64,13 +79,15 @@ struct PackedLayer {
   // A dense Linear's W^T (cols, rows), filled with kind Dense: gemm reads it in place at small
   // batch (x W^T with W as stored packs W into panels on every call).
   std::vector<float> weight_t;
-  std::vector<CandidateTime> times;  // measured candidates (auto plans only)
-  std::string reason;                // why this kind, for `sprig plan`
+  std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense and Bsr)
+  std::vector<CandidateTime> times;         // measured candidates (auto plans only)
+  std::string reason;                       // why this kind, for `sprig plan`
 
   double sparsity() const {
     return rows * cols > 0 ? 1.0 - double(nonzero) / double(rows * cols) : 0.0;
   }
-  std::string format() const;   // "dense", "shrunk-dense", "csr", "bsr 1x4", "nm 2:4"
+  // "dense", "shrunk-dense", "csr", "bsr 1x4", "nm 2:4", "int8 dense", "int8 bsr 1x4"
+  std::string format() const;
   size_t weight_bytes() const;  // bytes of the weight in its format (dense: 4 per weight)
 };
 
@@ -88,6 +105,10 @@ struct InferenceModel {
 
   // x (N, input_shape...) -> the model's output (N, ...), without recording autograd.
   Tensor forward(const Tensor& x) const;
+  // forward, calling observe(layer, its input) before each conv / linear layer runs (the
+  // input may be held transposed, (features, N), between chained CSR layers): calibration.
+  using Observer = std::function<void(const PackedLayer&, const Tensor&)>;
+  Tensor forward_observed(const Tensor& x, const Observer& observe) const;
   int64_t nonzero() const;  // nonzero weights plus biases of the packed model
 };
 

@@ -323,6 +323,9 @@ struct CudaInferenceModel::Impl {
 CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOptions& opt)
     : impl_(std::make_unique<Impl>()) {
   SPRIG_CHECK(opt.batch >= 1, "GPU plan: batch must be >= 1, got ", opt.batch);
+  for (const PackedLayer& l : m.layers)
+    SPRIG_CHECK(!l.int8, "layer ", l.name, " is int8, and int8 layers have no GPU kernel yet: ",
+                "run the model on the CPU");
   ensure_gpu(opt.device);
   Impl& im = *impl_;
   im.device = cuda::device_name(opt.device);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -55,6 +56,58 @@ Tensor copy_tensor(const std::vector<T>& v, const Shape& shape) {
   return t;
 }
 
+// CSR column indices: uint16 as little-endian byte pairs (U8, 2 * nnz; safetensors has no U16
+// in sprig) when the matrix has at most 65536 columns, else I32 (nnz).
+template <typename T>
+Tensor col_tensor(const std::vector<T>& col, bool narrow) {
+  if (!narrow) {
+    Tensor t = Tensor::empty({int64_t(col.size())}, DType::I32);
+    std::copy(col.begin(), col.end(), t.data_as<int32_t>());
+    return t;
+  }
+  Tensor t = Tensor::empty({2 * int64_t(col.size())}, DType::U8);
+  uint8_t* b = t.data_as<uint8_t>();
+  for (size_t i = 0; i < col.size(); ++i) {
+    b[2 * i] = uint8_t(col[i] & 0xff);
+    b[2 * i + 1] = uint8_t((col[i] >> 8) & 0xff);
+  }
+  return t;
+}
+
+// An int8 layer's tensors: its int8 weight as two's-complement bytes, dense or as CSR, whichever
+// is smaller; its per-channel scales; its input's scale and zero point.
+void add_int8(std::vector<std::pair<std::string, Tensor>>& tensors, const PackedLayer& p) {
+  const Int8Weights& q = *p.int8;
+  const std::string w = p.name + ".weight";
+  std::vector<int64_t> row_ptr{0};
+  std::vector<int32_t> col;
+  std::vector<int8_t> values;
+  for (int64_t r = 0; r < p.rows; ++r) {
+    for (int64_t c = 0; c < p.cols; ++c)
+      if (int8_t v = q.weight[size_t(r * p.cols + c)]) {
+        values.push_back(v);
+        col.push_back(int32_t(c));
+      }
+    row_ptr.push_back(int64_t(values.size()));
+  }
+  const bool narrow = p.cols <= 65536;
+  const int64_t nnz = int64_t(values.size());
+  if (nnz * (narrow ? 3 : 5) + 4 * (p.rows + 1) < p.rows * p.cols) {
+    Tensor v = Tensor::empty({nnz}, DType::U8);
+    std::memcpy(v.data_as<uint8_t>(), values.data(), values.size());
+    tensors.push_back({w + ".int8.values", v});
+    tensors.push_back({w + ".int8.row_ptr", i32_tensor(row_ptr, w + ".int8.row_ptr")});
+    tensors.push_back({w + ".int8.col", col_tensor(col, narrow)});
+  } else {
+    Tensor v = Tensor::empty({p.rows, p.cols}, DType::U8);
+    std::memcpy(v.data_as<uint8_t>(), q.weight.data(), q.weight.size());
+    tensors.push_back({w + ".int8", v});
+  }
+  tensors.push_back({w + ".int8.scale", copy_tensor(q.scales, {p.rows})});
+  tensors.push_back({p.name + ".input.scale", copy_tensor(std::vector<float>{q.input.scale}, {1})});
+  tensors.push_back({p.name + ".input.zero", copy_tensor(std::vector<int32_t>{q.input.zero}, {1})});
+}
+
 }  // namespace
 
 void save_packed(const std::string& path, const InferenceModel& m,
@@ -73,6 +126,10 @@ void save_packed(const std::string& path, const InferenceModel& m,
     const PackedLayer* p = nullptr;
     for (auto& l : m.layers)
       if (name == l.name + ".weight") p = &l;
+    if (p && p->int8) {
+      add_int8(tensors, *p);
+      continue;
+    }
     if (!p || p->kind == PackedLayer::Dense) {
       tensors.push_back({name, param->value.detach()});
       continue;
@@ -82,18 +139,8 @@ void save_packed(const std::string& path, const InferenceModel& m,
       const cpu::CsrMatrix& a = p->csr;
       tensors.push_back({w + ".csr.values", copy_tensor(a.values, {a.nnz()})});
       tensors.push_back({w + ".csr.row_ptr", i32_tensor(a.row_ptr, w + ".csr.row_ptr")});
-      if (a.narrow()) {
-        // uint16 column indices as little-endian byte pairs: safetensors has no U16 in sprig.
-        Tensor col = Tensor::empty({2 * a.nnz()}, DType::U8);
-        uint8_t* b = col.data_as<uint8_t>();
-        for (size_t i = 0; i < a.col16.size(); ++i) {
-          b[2 * i] = uint8_t(a.col16[i] & 0xff);
-          b[2 * i + 1] = uint8_t(a.col16[i] >> 8);
-        }
-        tensors.push_back({w + ".csr.col", col});
-      } else {
-        tensors.push_back({w + ".csr.col", copy_tensor(a.col32, {a.nnz()})});
-      }
+      tensors.push_back(
+          {w + ".csr.col", a.narrow() ? col_tensor(a.col16, true) : col_tensor(a.col32, false)});
     } else if (p->kind == PackedLayer::Bsr) {
       const cpu::BsrMatrix& a = p->bsr;
       tensors.push_back({w + ".bsr.values", copy_tensor(a.values, {a.nblocks(), a.br, a.bc})});
@@ -169,6 +216,23 @@ struct Loader {
     SPRIG_CHECK(d[n] == total, path, ": tensor '", name, "' ends at ", d[n], " but there are ",
                 total, " stored entries");
     return std::vector<int64_t>(d, d + n + 1);
+  }
+  // The column indices of a CSR matrix with `cols` columns whose row pointers are ptr, stored by
+  // col_tensor (U8 byte pairs up to 65536 columns, else I32), checked.
+  std::vector<int64_t> csr_cols(const std::string& name, const std::vector<int64_t>& ptr,
+                                int64_t cols) {
+    const int64_t nnz = ptr.back();
+    std::vector<int64_t> col(static_cast<size_t>(nnz));
+    if (cols <= 65536) {
+      const uint8_t* b = need(name, DType::U8, {2 * nnz}).data_as<uint8_t>();
+      for (int64_t k = 0; k < nnz; ++k) col[size_t(k)] = b[2 * k] | (b[2 * k + 1] << 8);
+    } else {
+      const int32_t* c = need(name, DType::I32, {nnz}).data_as<int32_t>();
+      std::copy(c, c + nnz, col.begin());
+    }
+    check_cols(
+        name, ptr, [&](int64_t k) { return col[size_t(k)]; }, cols);
+    return col;
   }
   // Column indices of each row are increasing and below limit.
   void check_cols(const std::string& name, const std::vector<int64_t>& ptr,
@@ -284,19 +348,45 @@ PackedFile load_packed(const std::string& path) {
                     " values but the weight has only ", p.rows * p.cols, " entries");
         a.values.assign(values.data(), values.data() + nnz);
         a.row_ptr = L.row_ptr(w + ".csr.row_ptr", p.rows, nnz);
-        if (a.narrow()) {
-          const uint8_t* b = L.need(w + ".csr.col", DType::U8, {2 * nnz}).data_as<uint8_t>();
-          a.col16.resize(size_t(nnz));
-          for (int64_t k = 0; k < nnz; ++k) a.col16[k] = uint16_t(b[2 * k] | (b[2 * k + 1] << 8));
-          L.check_cols(
-              w + ".csr.col", a.row_ptr, [&](int64_t k) { return a.col16[k]; }, p.cols);
-        } else {
-          const int32_t* c = L.need(w + ".csr.col", DType::I32, {nnz}).data_as<int32_t>();
-          a.col32.assign(c, c + nnz);
-          L.check_cols(
-              w + ".csr.col", a.row_ptr, [&](int64_t k) { return a.col32[k]; }, p.cols);
-        }
+        const std::vector<int64_t> col = L.csr_cols(w + ".csr.col", a.row_ptr, p.cols);
+        if (a.narrow())
+          a.col16.assign(col.begin(), col.end());
+        else
+          a.col32.assign(col.begin(), col.end());
         cpu::csr_to_dense(a, dense);
+      } else if (f == "int8 dense" || (f == "int8 bsr 1x4" && !p.conv)) {
+        Int8Weights q;
+        q.weight.assign(size_t(p.rows * p.cols), 0);  // (rows, cols)
+        if (file.find(w + ".int8")) {
+          const Tensor& t = L.need(w + ".int8", DType::U8, {p.rows, p.cols});
+          std::memcpy(q.weight.data(), t.data_as<uint8_t>(), q.weight.size());
+        } else {
+          const Tensor& values = L.need_1d(w + ".int8.values", DType::U8);
+          const int64_t nnz = values.numel();
+          SPRIG_CHECK(nnz <= p.rows * p.cols, path, ": tensor '", w, ".int8.values' holds ", nnz,
+                      " values but the weight has only ", p.rows * p.cols, " entries");
+          const std::vector<int64_t> ptr = L.row_ptr(w + ".int8.row_ptr", p.rows, nnz);
+          const std::vector<int64_t> col = L.csr_cols(w + ".int8.col", ptr, p.cols);
+          for (int64_t r = 0; r < p.rows; ++r)
+            for (int64_t k = ptr[size_t(r)]; k < ptr[size_t(r + 1)]; ++k)
+              q.weight[size_t(r * p.cols + col[size_t(k)])] = int8_t(values.data_as<uint8_t>()[k]);
+        }
+        const float* scales = L.need(w + ".int8.scale", DType::F32, {p.rows}).data();
+        q.scales.assign(scales, scales + p.rows);
+        for (int64_t r = 0; r < p.rows; ++r)
+          SPRIG_CHECK(q.scales[size_t(r)] > 0, path, ": tensor '", w, ".int8.scale' holds ",
+                      q.scales[size_t(r)], " for channel ", r, " (scales must be positive)");
+        q.input.scale = L.need(p.name + ".input.scale", DType::F32, {1}).data()[0];
+        q.input.zero = L.need(p.name + ".input.zero", DType::I32, {1}).data_as<int32_t>()[0];
+        SPRIG_CHECK(q.input.scale > 0 && q.input.zero >= 0 && q.input.zero <= 255, path, ": layer ",
+                    p.name, "'s input scale ", q.input.scale, " and zero point ", q.input.zero,
+                    " are not a positive scale and a uint8");
+        try {
+          detail::set_int8(p, std::move(q),
+                           f == "int8 dense" ? PackedLayer::Dense : PackedLayer::Bsr);
+        } catch (const Error& e) {
+          throw Error(path + ": " + e.what());
+        }
       } else if (f.rfind("bsr ", 0) == 0 && !p.conv) {
         auto [br, bc] = parse_pair(f.substr(4), 'x');
         SPRIG_CHECK(br >= 1 && bc >= 1 && br <= 4096 && bc <= 4096, path, ": metadata '", fkey,
@@ -367,7 +457,8 @@ PackedFile load_packed(const std::string& path) {
       } else {
         throw Error(path + ": metadata '" + fkey + "' = '" + f + "' is not a format for " +
                     (p.conv ? "a conv" : "a linear") + " layer (dense, shrunk-dense, csr" +
-                    (p.conv ? "" : ", bsr RxC, nm N:M") + ")");
+                    (p.conv ? ", int8 dense" : ", bsr RxC, nm N:M, int8 dense, int8 bsr 1x4") +
+                    ")");
       }
       if (bias) bias->value.copy_(L.need(p.name + ".bias", DType::F32, bias->value.shape()));
       p.nonzero = weight->count_nonzero();

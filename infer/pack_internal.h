@@ -24,6 +24,15 @@ struct WeightedLayer {
 };
 std::vector<WeightedLayer> weighted_layers(const nn::Model& m);
 
+// One forward of an int8 layer p (module m): x (N, cols) for linear, (N, C, H, W) for conv,
+// quantised to uint8 with p.int8->input, the exact int32 product, then dequantised with the bias
+// and, when relu, a ReLU (infer/quantize.cpp).
+Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu);
+
+// Makes p an int8 layer of kind Dense or Bsr on q's weight and scales: packs the kernel's
+// arrays and writes the dequantised weight into p's module (the dense reference).
+void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind);
+
 // p.weight_t = W^T for a dense Linear p whose weight w is (p.rows, p.cols); cleared otherwise.
 void set_weight_t(PackedLayer& p, const float* w);
 

@@ -168,10 +168,10 @@ TEST_CASE("conv2d_u8s8 equals the direct int32 loop, padding reading as the zero
   // N, C, H, W, K, R, S, stride, pad, dilation: odd channels (C*R*S % 4 != 0, K % 16 != 0),
   // strides, paddings, dilation, 1x1, and a 16+-row product (AMX) with 1 and 2 threads.
   const Conv2dShape shapes[] = {
-      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1},     {3, 3, 7, 9, 5, 3, 3, 1, 1, 1},
-      {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},    {2, 5, 11, 10, 3, 3, 2, 2, 0, 1},
-      {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},   {2, 33, 6, 5, 17, 1, 1, 1, 0, 1},
-      {1, 1, 28, 28, 32, 3, 3, 1, 1, 1},  {2, 32, 14, 14, 64, 3, 3, 1, 1, 1},
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1},    {3, 3, 7, 9, 5, 3, 3, 1, 1, 1},
+      {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},   {2, 5, 11, 10, 3, 3, 2, 2, 0, 1},
+      {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},  {2, 33, 6, 5, 17, 1, 1, 1, 0, 1},
+      {1, 1, 28, 28, 32, 3, 3, 1, 1, 1}, {2, 32, 14, 14, 64, 3, 3, 1, 1, 1},
       {2, 3, 7, 7, 2, 5, 5, 3, 2, 1},
   };
   std::mt19937 rng(11);
@@ -193,7 +193,8 @@ TEST_CASE("conv2d_u8s8 equals the direct int32 loop, padding reading as the zero
       x[0] = 255;
       w[0] = -127;
       for (int32_t zero : {0, 7, 255}) {
-        PackedInt8Weights packed = pack_int8_weights(w.data(), s.K, s.C * s.R * s.S, s.C * s.R * s.S);
+        PackedInt8Weights packed =
+            pack_int8_weights(w.data(), s.K, s.C * s.R * s.S, s.C * s.R * s.S);
         const size_t out = size_t(s.N * s.K * s.P() * s.Q());
         std::vector<int32_t> got(out, -1), want(out, -2);  // (N, K, P, Q)
         conv2d_u8s8(s, x.data(), zero, packed, got.data());

@@ -132,7 +132,9 @@ infer::InferenceModel pack_for_size(const nn::Model& m, const std::string& forma
     SPRIG_CHECK(d.index == l.index && d.rows == l.rows && d.cols == l.cols, "packing '", m.spec,
                 "': dense and csr plans differ at layer ", l.name);
     if (d.weight_bytes() <= l.weight_bytes()) {
+      nn::Module* own = l.module;  // d's module lives in the dense model, not in this one
       l = d;
+      l.module = own;
       l.reason = "dense: fewer bytes than csr";
     }
   }

@@ -7,13 +7,12 @@
 
 namespace sprig::cpu {
 
-void conv2d_u8s8(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
-                 const PackedInt8Weights& w, int32_t* acc) {
+void conv2d_u8s8(const Conv2dShape& s, const uint8_t* x, int32_t x_zero, const PackedInt8Weights& w,
+                 int32_t* acc) {
   const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CRS = s.C * s.R * s.S;
   SPRIG_CHECK(w.N == s.K && w.K == CRS, "conv2d_u8s8: packed weight is (", w.N, ", ", w.K,
               ") but the convolution needs (", s.K, ", ", CRS, ")");
-  SPRIG_CHECK(x_zero >= 0 && x_zero <= 255, "conv2d_u8s8: zero point ", x_zero,
-              " is not a uint8");
+  SPRIG_CHECK(x_zero >= 0 && x_zero <= 255, "conv2d_u8s8: zero point ", x_zero, " is not a uint8");
   if (PQ <= 0) return;
   std::vector<uint8_t> col(size_t(PQ * CRS));  // (P*Q, C*R*S): one image's patches as rows
   std::vector<int32_t> out(size_t(PQ * s.K));  // (P*Q, K): gemm_u8s8 writes channels last

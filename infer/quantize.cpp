@@ -1,0 +1,314 @@
+// Post-training int8 quantisation: calibration of the layers' input ranges, the int8 plan, and
+// the int8 layers' forward, which the executor in pack.cpp calls.
+#include "infer/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/autograd.h"
+#include "engine/rng.h"
+#include "infer/pack_internal.h"
+#include "kernels/cpu/conv_int8.h"
+
+namespace sprig::infer {
+
+using detail::fmt_ms;
+using detail::pct;
+
+Calibration parse_calibration(const std::string& s) {
+  for (auto c : {Calibration::MinMax, Calibration::Percentile, Calibration::Entropy})
+    if (s == calibration_name(c)) return c;
+  throw Error("--calibration must be minmax, percentile or entropy, got '" + s + "'");
+}
+
+const char* calibration_name(Calibration c) {
+  switch (c) {
+    case Calibration::MinMax:
+      return "minmax";
+    case Calibration::Percentile:
+      return "percentile";
+    case Calibration::Entropy:
+      return "entropy";
+  }
+  return "?";
+}
+
+namespace {
+
+const nn::ParameterPtr& weight_of(const nn::Module& m) {
+  if (auto* conv = dynamic_cast<const nn::Conv2d*>(&m)) return conv->weight;
+  return dynamic_cast<const nn::Linear&>(m).weight;
+}
+
+const float* bias_of(const nn::Module& m) {
+  const nn::ParameterPtr* b = nullptr;
+  if (auto* conv = dynamic_cast<const nn::Conv2d*>(&m)) b = &conv->bias;
+  if (auto* lin = dynamic_cast<const nn::Linear*>(&m)) b = &lin->bias;
+  return b && *b ? (*b)->value.data() : nullptr;
+}
+
+}  // namespace
+
+namespace detail {
+
+Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
+  const Int8Weights& q = *p.int8;
+  const float* bias = bias_of(m);
+  std::vector<uint8_t> xq(size_t(x.numel()));  // x's shape, uint8
+  if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
+    SPRIG_CHECK(x.dim() == 4 && x.size(1) == conv->in_channels, "int8 layer ", p.name, " (",
+                conv->spec(), ") got input ", to_string(x.shape()));
+    cpu::Conv2dShape s{x.size(0),          x.size(1),         x.size(2),    x.size(3),
+                       conv->out_channels, conv->kernel,      conv->kernel, conv->opt.stride,
+                       conv->opt.padding,  conv->opt.dilation};
+    quantize_activations(x.data(), x.numel(), q.input, xq.data());
+    std::vector<int32_t> acc(size_t(s.N * s.K * s.P() * s.Q()));  // (N, K, P, Q)
+    cpu::conv2d_u8s8(s, xq.data(), q.input.zero, q.dense, acc.data());
+    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
+    cpu::dequantize_channels_bias_relu(s.N, s.K, s.P() * s.Q(), acc.data(), q.input.scale,
+                                       q.scales.data(), bias, relu, y.data());
+    return y;
+  }
+  SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "int8 layer ", p.name, " (", m.spec(),
+              ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
+  const int64_t N = x.size(0);
+  quantize_activations(x.data(), x.numel(), q.input, xq.data());
+  std::vector<int32_t> acc(size_t(N * p.rows));  // (N, rows)
+  if (p.kind == PackedLayer::Bsr)
+    cpu::bsr14_int8_linear(q.sparse, N, xq.data(), q.input.zero, acc.data());
+  else
+    cpu::gemm_u8s8(N, xq.data(), p.cols, q.input.zero, q.dense, acc.data(), p.rows);
+  Tensor y = Tensor::empty({N, p.rows});
+  cpu::dequantize_bias_relu(N, p.rows, acc.data(), p.rows, q.input.scale, q.scales.data(), bias,
+                            relu, y.data(), p.rows);
+  return y;
+}
+
+void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind) {
+  SPRIG_CHECK(kind == PackedLayer::Dense || (kind == PackedLayer::Bsr && !p.conv), "layer ", p.name,
+              ": int8 runs dense, or in 1 x 4 blocks for linear layers");
+  SPRIG_CHECK(q.weight.size() == size_t(p.rows * p.cols) && q.scales.size() == size_t(p.rows),
+              "layer ", p.name, ": int8 weight or scales do not match its (", p.rows, ", ", p.cols,
+              ") weight");
+  q.dense = {};
+  q.sparse = {};
+  try {
+    if (kind == PackedLayer::Bsr)
+      q.sparse = cpu::bsr14_int8_from_dense(p.rows, p.cols, q.weight.data());
+    else
+      q.dense = cpu::pack_int8_weights(q.weight.data(), p.rows, p.cols, p.cols);
+  } catch (const Error& e) {
+    throw Error("layer " + p.name + ": " + e.what());
+  }
+  // The dense model holds what the int8 weight stands for, so it stays the reference of the
+  // kernels and the source of any export.
+  float* w = weight_of(*p.module)->value.data();  // (rows, cols)
+  int64_t nonzero = 0;
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t c = 0; c < p.cols; ++c) {
+      const int8_t v = q.weight[size_t(r * p.cols + c)];
+      w[r * p.cols + c] = q.scales[size_t(r)] * float(v);
+      nonzero += v != 0;
+    }
+  p.kind = kind;
+  p.csr = {};
+  p.bsr = {};
+  p.nm = {};
+  p.weight_t.clear();
+  p.nonzero = nonzero;
+  p.int8 = std::make_shared<const Int8Weights>(std::move(q));
+}
+
+}  // namespace detail
+
+namespace {
+
+// Histogram bins: fine enough that the entropy search's smallest threshold (255 bins, one per
+// uint8 level) is 1/64 of the largest value.
+constexpr int kBins = 16384;
+
+struct RangeStats {
+  float lo = INFINITY, hi = -INFINITY;
+  std::vector<double> hist;  // (kBins) over [lo, hi] (percentile) or [0, hi] (entropy)
+};
+
+// Calls observe(layer index, input) for every batch of samples.
+void for_each_input(const InferenceModel& m, const Tensor& samples, int64_t batch,
+                    const std::function<void(size_t, const float*, int64_t)>& observe) {
+  const int64_t N = samples.size(0), per = samples.numel() / std::max<int64_t>(N, 1);
+  for (int64_t at = 0; at < N; at += batch) {
+    const int64_t n = std::min(batch, N - at);
+    Shape s = samples.shape();
+    s[0] = n;
+    Tensor x = Tensor::empty(s);
+    std::memcpy(x.data(), samples.data() + at * per, size_t(n * per) * sizeof(float));
+    m.forward_observed(x, [&](const PackedLayer& p, const Tensor& in) {
+      observe(p.index, in.data(), in.numel());
+    });
+  }
+}
+
+// The KL divergence between hist[0, i) with the tail beyond folded into its last bin (what
+// clipping at bin i makes of the values) and hist[0, i) rendered in `levels` equal steps, each
+// step's mass spread over its nonzero bins (what uint8 can tell apart).
+double kl_of_threshold(const std::vector<double>& hist, int i, int levels) {
+  std::vector<double> p(hist.begin(), hist.begin() + i);
+  for (size_t j = size_t(i); j < hist.size(); ++j) p[size_t(i - 1)] += hist[j];
+  double total = 0;
+  for (double v : p) total += v;
+  if (total <= 0) return 0;
+  std::vector<double> q(size_t(i), 0.0);
+  for (int l = 0; l < levels; ++l) {
+    const int b0 = int(int64_t(l) * i / levels), b1 = int(int64_t(l + 1) * i / levels);
+    double mass = 0;
+    int nonzero = 0;
+    for (int b = b0; b < b1; ++b) {
+      mass += hist[size_t(b)];  // without the tail: clipping loses its values
+      nonzero += p[size_t(b)] > 0;
+    }
+    for (int b = b0; b < b1; ++b)
+      if (p[size_t(b)] > 0) q[size_t(b)] = mass / nonzero;
+  }
+  double qt = 0;
+  for (double v : q) qt += v;
+  double kl = 0;
+  for (int b = 0; b < i; ++b) {
+    if (p[size_t(b)] <= 0) continue;
+    const double pb = p[size_t(b)] / total, qb = q[size_t(b)] / qt;
+    kl += qb > 0 ? pb * std::log(pb / qb) : pb * 50.0;  // an empty rendering: heavily penalised
+  }
+  return kl;
+}
+
+}  // namespace
+
+std::vector<InputRange> calibrate(const InferenceModel& m, const Tensor& samples,
+                                  const QuantizeOptions& opt) {
+  Shape want = m.model.input_shape;
+  want.insert(want.begin(), samples.dim() > 0 ? samples.size(0) : 0);
+  SPRIG_CHECK(samples.shape() == want && samples.size(0) >= 1, "calibration: samples are ",
+              to_string(samples.shape()), " but the model takes (N, ",
+              to_string(m.model.input_shape).substr(1), " with N >= 1");
+  SPRIG_CHECK(opt.calibration_batch >= 1, "calibration: batch must be >= 1, got ",
+              opt.calibration_batch);
+  SPRIG_CHECK(opt.percentile > 50.0 && opt.percentile <= 100.0,
+              "calibration: --percentile must be in (50, 100], got ", opt.percentile);
+  std::vector<RangeStats> st(m.layers.size());
+  for_each_input(m, samples, opt.calibration_batch, [&](size_t i, const float* x, int64_t n) {
+    float lo = st[i].lo, hi = st[i].hi;
+    for (int64_t k = 0; k < n; ++k) {
+      SPRIG_CHECK(std::isfinite(x[k]), "calibration: the input of layer ", m.layers[i].name,
+                  " holds ", x[k], " (a sample or weight is not finite)");
+      lo = std::min(lo, x[k]);
+      hi = std::max(hi, x[k]);
+    }
+    st[i].lo = lo;
+    st[i].hi = hi;
+  });
+  std::vector<InputRange> out(st.size());
+  for (size_t i = 0; i < st.size(); ++i) out[i] = {st[i].lo, st[i].hi};
+  if (opt.calibration == Calibration::MinMax) return out;
+
+  // Second pass: a histogram per layer, over [lo, hi] for percentiles, over (0, hi] for entropy.
+  const bool entropy = opt.calibration == Calibration::Entropy;
+  for (auto& s : st) s.hist.assign(kBins, 0.0);
+  for_each_input(m, samples, opt.calibration_batch, [&](size_t i, const float* x, int64_t n) {
+    const float lo = entropy ? 0.0f : st[i].lo, width = (st[i].hi - lo) / kBins;
+    if (!(width > 0)) return;
+    double* h = st[i].hist.data();
+    for (int64_t k = 0; k < n; ++k) {
+      if (entropy && !(x[k] > 0)) continue;  // zero is exact in any range
+      h[std::clamp(int((x[k] - lo) / width), 0, kBins - 1)] += 1;
+    }
+  });
+  for (size_t i = 0; i < st.size(); ++i) {
+    const RangeStats& s = st[i];
+    double total = 0;
+    for (double v : s.hist) total += v;
+    if (total <= 0) continue;
+    if (!entropy) {
+      const float width = (s.hi - s.lo) / kBins;
+      const double tail = total * (1.0 - opt.percentile / 100.0);
+      double below = 0;
+      int b = 0;
+      while (b < kBins - 1 && below + s.hist[size_t(b)] <= tail) below += s.hist[size_t(b++)];
+      out[i].lo = s.lo + width * float(b);
+      double above = 0;
+      b = kBins - 1;
+      while (b > 0 && above + s.hist[size_t(b)] <= tail) above += s.hist[size_t(b--)];
+      out[i].hi = s.lo + width * float(b + 1);
+      continue;
+    }
+    // uint8 over [0, hi] with the zero point at 0 leaves 255 levels for the positive values.
+    const int levels = 255;
+    int best = kBins;
+    double best_kl = INFINITY;
+    // Thresholds 1% apart: the divergence changes slowly, and every bin would cost O(bins^2).
+    for (int t = levels; t <= kBins; t = std::min(kBins + 1, std::max(t + 1, t + t / 100))) {
+      const double kl = kl_of_threshold(s.hist, t, levels);
+      if (kl < best_kl) best_kl = kl, best = t;
+    }
+    out[i].hi = s.hi * float(best) / kBins;
+  }
+  return out;
+}
+
+InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
+                              const QuantizeOptions& opt) {
+  SPRIG_CHECK(opt.pack.batch >= 1, "quantize: batch must be >= 1, got ", opt.pack.batch);
+  PackOptions dense = opt.pack;  // shrink and fold only; the float plan is not needed
+  dense.format = PackFormat::Dense;
+  InferenceModel im = pack_model(model, dense);
+  const std::vector<InputRange> ranges = calibrate(im, samples, opt);
+  const std::string method = calibration_name(opt.calibration);
+  for (size_t i = 0; i < im.layers.size(); ++i) {
+    PackedLayer& p = im.layers[i];
+    const InputRange r = ranges[i];
+    Int8Weights q;
+    q.weight.resize(size_t(p.rows * p.cols));
+    q.scales.resize(size_t(p.rows));
+    cpu::quantize_weights_per_channel(weight_of(*p.module)->value.data(), p.rows, p.cols,
+                                      q.weight.data(), q.scales.data());
+    q.input = cpu::activation_quant_from_range(r.lo, r.hi);
+    char range[96];
+    std::snprintf(range, sizeof range, "; input [%.4g, %.4g] by %s", double(r.lo), double(r.hi),
+                  method.c_str());
+    // The sparsity after rounding: weights below half a step of their channel's scale become 0.
+    auto at = [&p] { return " at " + pct(p.sparsity()) + " sparsity"; };
+    p.times.clear();
+    if (p.conv || opt.pack.format == PackFormat::Dense) {
+      detail::set_int8(p, std::move(q), PackedLayer::Dense);
+      p.reason = std::string(p.conv && opt.pack.format != PackFormat::Dense
+                                 ? "conv layers have no sparse int8 kernel"
+                                 : "forced dense") +
+                 at() + range;
+    } else if (opt.pack.format != PackFormat::Auto) {
+      detail::set_int8(p, std::move(q), PackedLayer::Bsr);
+      p.reason = std::string("forced sparse") + at() + range;
+    } else {
+      // Both int8 kernels on inputs of the layer's shape at the plan's batch, spread over the
+      // calibrated range.
+      Rng rng(opt.pack.seed + p.index);
+      Shape xs = p.in_shape;
+      xs.insert(xs.begin(), opt.pack.batch);
+      Tensor x = Tensor::uniform(xs, std::min(r.lo, 0.0f), std::max(r.hi, 0.0f), rng);
+      NoGradGuard no_grad;
+      for (auto kind : {PackedLayer::Dense, PackedLayer::Bsr}) {
+        detail::set_int8(p, q, kind);
+        const double ms =
+            time_median_ms([&] { detail::run_int8(p, *p.module, x, false); }, opt.pack.repeats);
+        p.times.push_back({p.format(), ms});
+      }
+      const bool sparse = p.times[1].ms < p.times[0].ms;
+      detail::set_int8(p, std::move(q), sparse ? PackedLayer::Bsr : PackedLayer::Dense);
+      const CandidateTime& win = p.times[sparse ? 1 : 0];
+      const CandidateTime& lose = p.times[sparse ? 0 : 1];
+      p.reason = win.format + " " + fmt_ms(win.ms) + " ms < " + lose.format + " " +
+                 fmt_ms(lose.ms) + " ms" + at() + range;
+    }
+  }
+  return im;
+}
+
+}  // namespace sprig::infer

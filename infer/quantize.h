@@ -1,0 +1,50 @@
+#pragma once
+// Post-training int8 quantisation of a model for inference: BatchNorms folded and zeroed
+// neurons shrunk first (pack_model), each conv / linear input's range calibrated on real
+// samples, each weight quantised per output channel (a pruned zero stays exactly zero), and each
+// layer planned on int8 kernels: dense (gemm_u8s8 / conv2d_u8s8) or, for linear layers, 1 x 4
+// blocks (bsr14_int8_linear). The result is an InferenceModel whose int8 layers run on those
+// kernels and whose dense model holds the dequantised weights, the reference the int8 kernels
+// are checked against; save_packed writes it.
+#include <string>
+#include <vector>
+
+#include "infer/pack.h"
+
+namespace sprig::infer {
+
+// How an input's range is chosen from the calibration samples:
+//   minmax      the smallest and largest value seen
+//   percentile  the values at the percentile's two tails (outliers clipped, the rest finer)
+//   entropy     the upper end minimising the KL divergence between the positive values'
+//               histogram and its uint8 rendering (TensorRT's calibration); lower end minmax
+enum class Calibration { MinMax, Percentile, Entropy };
+Calibration parse_calibration(const std::string& s);  // minmax|percentile|entropy
+const char* calibration_name(Calibration c);
+
+struct QuantizeOptions {
+  Calibration calibration = Calibration::MinMax;
+  double percentile = 99.99;  // percentile: the share (%) of values inside the range, in (50, 100]
+  int64_t calibration_batch = 256;  // samples per forward while calibrating
+  // The plan: format Auto measures int8 dense against int8 1 x 4 blocks for each linear layer at
+  // pack.batch and keeps the faster; Dense forces int8 dense; Bsr / Csr / Nm force the sparse
+  // int8 kernel on linear layers (conv layers have none and stay int8 dense). Shrink as in
+  // pack_model.
+  PackOptions pack;
+};
+
+// The range [lo, hi] of one conv / linear layer's input over the calibration samples.
+struct InputRange {
+  float lo = 0.0f, hi = 0.0f;
+};
+
+// Runs m on samples (N, input_shape...) in batches and returns the range of each of m.layers'
+// inputs by the method.
+std::vector<InputRange> calibrate(const InferenceModel& m, const Tensor& samples,
+                                  const QuantizeOptions& opt);
+
+// model -> its int8 inference model, calibrated on samples (N, input_shape...).
+InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
+                              const QuantizeOptions& opt = {});
+
+}  // namespace sprig::infer

@@ -1,0 +1,242 @@
+// Post-training int8 quantisation (infer/quantize.h): one int8 layer computes exactly what its
+// float layer computes on the quantised input with the dequantised weight; pruned zeros stay
+// zero; calibration finds the ranges each method defines; int8 packed files round-trip, are
+// small, and refuse corruption with a sprig::Error.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/rng.h"
+#include "infer/quantize.h"
+#include "kernels/cpu/quantize.h"
+#include "tests/pack_test_util.h"
+#include "tests/temp_dir.h"
+
+using namespace sprig;
+using namespace sprig::test::pack;
+
+namespace {
+
+infer::QuantizeOptions options(infer::PackFormat f, int64_t batch = 2) {
+  infer::QuantizeOptions o;
+  o.pack.format = f;
+  o.pack.batch = batch;
+  o.pack.repeats = 1;
+  return o;
+}
+
+// x with every value replaced by what its uint8 code stands for: scale x (q - zero).
+Tensor fake_quantize(const Tensor& x, cpu::ActivationQuant a) {
+  std::vector<uint8_t> q(size_t(x.numel()));
+  cpu::quantize_activations(x.data(), x.numel(), a, q.data());
+  Tensor y = Tensor::empty(x.shape());
+  for (size_t i = 0; i < q.size(); ++i) y.data()[i] = a.scale * float(int32_t(q[i]) - a.zero);
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("an int8 layer is its float layer on the quantised input and dequantised weight") {
+  // One weighted layer (and a fused ReLU) per model: the int8 kernel's exact int32 sum, scaled,
+  // must equal the float layer's sum of the same products up to float rounding. Odd shapes,
+  // strides and padding; dense and 1 x 4 block kernels; pruned and unpruned weights.
+  struct Case {
+    const char* spec;
+    Shape in;
+  };
+  const Case cases[] = {
+      {"flatten linear(13)", {1, 5, 7}},   {"flatten linear(33) relu", {2, 3, 6}},
+      {"conv(5,3,pad=1) relu", {3, 9, 7}}, {"conv(17,3,stride=2)", {2, 11, 10}},
+      {"conv(4,1)", {33, 5, 5}},
+  };
+  for (const Case& c : cases)
+    for (double amount : {0.0, 0.8})
+      for (auto f : {infer::PackFormat::Dense, infer::PackFormat::Bsr, infer::PackFormat::Auto}) {
+        CAPTURE(c.spec);
+        CAPTURE(amount);
+        CAPTURE(std::string(infer::pack_format_name(f)));
+        nn::Model m = pruned(c.spec, c.in, prune::Granularity::Element, amount);
+        Tensor calib = random_input(m, 64, 1);
+        infer::InferenceModel q = infer::quantize_model(m, calib, options(f));
+        REQUIRE(q.layers.size() == 1);
+        const infer::PackedLayer& l = q.layers[0];
+        REQUIRE(l.int8);
+        CHECK(l.format().rfind("int8 ", 0) == 0);
+        CHECK(!l.reason.empty());
+        if (f == infer::PackFormat::Bsr && !l.conv) CHECK(l.format() == "int8 bsr 1x4");
+        if (f == infer::PackFormat::Dense || l.conv) CHECK(l.format() == "int8 dense");
+        for (int64_t batch : {1, 5, 17}) {
+          Tensor x = random_input(m, batch, 7);  // partly outside the calibrated range: clamped
+          NoGradGuard no_grad;
+          Tensor want = q.model.forward(fake_quantize(x, l.int8->input));
+          CHECK(rel_diff(want, q.forward(x)) <= 1e-5);
+        }
+      }
+}
+
+TEST_CASE("int8 keeps every pruned zero and the model close to the float one") {
+  nn::Model m = pruned(
+      "conv(6,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu flatten linear(32) relu linear(10)",
+      {1, 12, 12}, prune::Granularity::Element, 0.9);
+  Tensor calib = random_input(m, 200, 2);
+  infer::QuantizeOptions o = options(infer::PackFormat::Auto);
+  o.pack.shrink = false;
+  infer::InferenceModel q = infer::quantize_model(m, calib, o);
+  auto layers = m.named_parameters();
+  for (const infer::PackedLayer& l : q.layers) {
+    CAPTURE(l.name);
+    std::vector<float> w;
+    for (auto& [name, p] : layers)
+      if (name == l.name + ".weight") w = p->value.to_vector();
+    REQUIRE(w.size() == l.int8->weight.size());
+    for (size_t i = 0; i < w.size(); ++i)
+      if (w[i] == 0.0f) CHECK(l.int8->weight[i] == 0);
+    CHECK(l.nonzero <= int64_t(std::count_if(w.begin(), w.end(), [](float v) { return v != 0; })));
+  }
+  // End to end, the int8 model's logits stay within a few steps of the float ones and pick the
+  // same class for nearly every input.
+  Tensor x = random_input(m, 300, 5);
+  NoGradGuard no_grad;
+  Tensor want = m.forward(x), got = q.forward(x);
+  CHECK(rel_diff(want, got) <= 0.05);
+  std::vector<float> a = want.to_vector(), b = got.to_vector();
+  int same = 0;
+  for (int64_t n = 0; n < 300; ++n) {
+    auto arg = [&](const std::vector<float>& v) {
+      return std::max_element(v.begin() + n * 10, v.begin() + n * 10 + 10) - v.begin();
+    };
+    same += arg(a) == arg(b);
+  }
+  CHECK(same >= 294);  // >= 98%
+}
+
+TEST_CASE("calibration: minmax, percentile and entropy ranges") {
+  // One linear layer, so its input is the samples: 20,000 values uniform in [0, 1), one -3 and
+  // one outlier at 100.
+  nn::Model m = nn::build_model("flatten linear(3)", {1, 4, 5}, 1);
+  Rng rng(3);
+  Tensor s = Tensor::uniform({1000, 1, 4, 5}, 0.0f, 1.0f, rng);
+  s.data()[17] = 100.0f;
+  s.data()[4242] = -3.0f;
+  infer::PackOptions po;
+  po.format = infer::PackFormat::Dense;
+  infer::InferenceModel im = infer::pack_model(m, po);
+  infer::QuantizeOptions o;
+  o.calibration_batch = 77;  // batches that do not divide the samples
+  auto r = infer::calibrate(im, s, o);
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].lo == -3.0f);
+  CHECK(r[0].hi == 100.0f);
+  o.calibration = infer::Calibration::Percentile;
+  o.percentile = 99.9;  // 20 values in each tail are clipped: both outliers go
+  r = infer::calibrate(im, s, o);
+  const double bin = 103.0 / 16384;
+  CHECK(r[0].lo >= -bin);
+  CHECK(r[0].lo <= 0.0f + bin);
+  CHECK(r[0].hi >= 1.0f - bin);
+  CHECK(r[0].hi <= 1.0f + 2 * bin);
+  o.percentile = 100.0;  // nothing clipped: minmax up to float rounding of the bin edges
+  r = infer::calibrate(im, s, o);
+  CHECK(r[0].lo == doctest::Approx(-3.0));
+  CHECK(r[0].hi == doctest::Approx(100.0));
+  // Entropy keeps the mass: the single outlier is not worth 255 coarse levels.
+  o.calibration = infer::Calibration::Entropy;
+  r = infer::calibrate(im, s, o);
+  CHECK(r[0].lo == -3.0f);
+  CHECK(r[0].hi >= 0.9f);
+  CHECK(r[0].hi <= 5.0f);
+  // Bad calibration input names what is wrong.
+  o.percentile = 40;
+  o.calibration = infer::Calibration::Percentile;
+  CHECK_THROWS_WITH_AS(infer::calibrate(im, s, o), doctest::Contains("--percentile"), Error);
+  o.percentile = 99;
+  CHECK_THROWS_WITH_AS(infer::calibrate(im, Tensor::zeros({3, 20}), o),
+                       doctest::Contains("calibration: samples are"), Error);
+  s.data()[5] = std::nanf("");
+  CHECK_THROWS_WITH_AS(infer::calibrate(im, s, o), doctest::Contains("not finite"), Error);
+  CHECK_THROWS_WITH_AS(infer::parse_calibration("kl"), doctest::Contains("'kl'"), Error);
+}
+
+TEST_CASE("int8 packed files round-trip, are small when pruned, and refuse corruption") {
+  test::TempDir dir("sprig_test_quantize");
+  // 256 x 256 at 90%: the int8 weight goes to the file as CSR; unpruned as dense bytes.
+  for (double amount : {0.0, 0.9})
+    for (auto f : {infer::PackFormat::Dense, infer::PackFormat::Bsr}) {
+      CAPTURE(amount);
+      CAPTURE(std::string(infer::pack_format_name(f)));
+      nn::Model m = pruned("flatten linear(256) relu linear(10)", {1, 16, 16},
+                           prune::Granularity::Element, amount);
+      infer::InferenceModel q = infer::quantize_model(m, random_input(m, 50, 1), options(f));
+      const std::string path = dir.file("q.safetensors");
+      infer::save_packed(path, q, {{"dataset", "x"}});
+      infer::PackedFile pf = infer::load_packed(path);
+      REQUIRE(pf.model.layers.size() == q.layers.size());
+      for (size_t i = 0; i < q.layers.size(); ++i) {
+        const infer::PackedLayer &a = q.layers[i], &b = pf.model.layers[i];
+        REQUIRE(b.int8);
+        CHECK(b.format() == a.format());
+        CHECK(b.int8->weight == a.int8->weight);
+        CHECK(b.int8->scales == a.int8->scales);
+        CHECK(b.int8->input.scale == a.int8->input.scale);
+        CHECK(b.int8->input.zero == a.int8->input.zero);
+        CHECK(b.nonzero == a.nonzero);
+        CHECK(b.reason == a.reason);
+      }
+      Tensor x = random_input(m, 4, 2);
+      CHECK(rel_diff(q.forward(x), pf.model.forward(x)) == 0.0);
+      infer::SizeReport s = infer::size_report(m, path);
+      MESSAGE("int8 at ", amount, ": ", s.packed_bytes, " B of a ", s.dense_file_bytes,
+              " B dense file");
+      if (amount == 0.0) CHECK(s.ratio() <= 0.27);       // a quarter, plus scales and header
+      if (amount == 0.9) CHECK(s.ratio() <= 1.0 / 6.0);  // the bar: 1/6 at most
+    }
+
+  nn::Model m =
+      pruned("flatten linear(24) relu linear(6)", {1, 5, 7}, prune::Granularity::Element, 0.8);
+  const std::string sparse = dir.file("sparse.safetensors"), dense = dir.file("dense.safetensors");
+  infer::save_packed(
+      sparse, infer::quantize_model(m, random_input(m, 20, 1), options(infer::PackFormat::Bsr)));
+  nn::Model full = nn::build_model("flatten linear(24) relu linear(6)", {1, 5, 7}, 2);
+  infer::save_packed(dense, infer::quantize_model(full, random_input(full, 20, 1),
+                                                  options(infer::PackFormat::Dense)));
+  using T = std::vector<std::pair<std::string, Tensor>>;
+  using M = std::map<std::string, std::string>;
+  expect_corrupt(
+      sparse, [](T& t, M&) { tensor(t, "1.weight.int8.scale").data()[2] = 0.0f; },
+      "scales must be positive");
+  expect_corrupt(
+      sparse, [](T& t, M&) { tensor(t, "1.input.zero").data_as<int32_t>()[0] = 256; },
+      "zero point 256");
+  expect_corrupt(
+      sparse, [](T& t, M&) { tensor(t, "1.input.scale").data()[0] = -1.0f; },
+      "not a positive scale");
+  expect_corrupt(
+      sparse,
+      [](T& t, M&) {
+        uint8_t* c = tensor(t, "1.weight.int8.col").data_as<uint8_t>();
+        c[0] = 0xff, c[1] = 0x00;  // column 255 of 35
+      },
+      "out of range");
+  expect_corrupt(
+      sparse,
+      [](T& t, M&) {
+        Tensor& v = tensor(t, "1.weight.int8.values");
+        v = Tensor::zeros({v.numel() + 1}, DType::U8);
+      },
+      "ends at");
+  expect_corrupt(
+      sparse, [](T& t, M&) { t.erase(t.begin() + 1); }, "missing tensor");
+  expect_corrupt(
+      sparse, [](T&, M& m) { m["pack.1"] = "int8 bsr 4x4"; }, "'int8 bsr 4x4'");
+  expect_corrupt(
+      dense,
+      [](T& t, M&) {
+        tensor(t, "1.weight.int8") = Tensor::zeros({24, 36}, DType::U8);
+      },
+      "1.weight.int8");
+  expect_corrupt(
+      dense, [](T& t, M&) { tensor(t, "3.weight.int8.scale").data()[0] = std::nanf(""); },
+      "must be finite");
+}
