@@ -62,12 +62,16 @@ int main(int argc, char** argv) {
       sprig::app::add_experiment_command);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
-    for (auto& kv : commands) known = known || kv.first->get_name() == argv[1];
+    std::string names;  // "train, eval, ... or experiment", from the commands added above
+    const std::vector<CLI::App*> commands_in_order = app.get_subcommands({});
+    for (size_t i = 0; i < commands_in_order.size(); ++i) {
+      const std::string& name = commands_in_order[i]->get_name();
+      known = known || name == argv[1];
+      names += (i == 0 ? "" : i + 1 == commands_in_order.size() ? " or " : ", ") + name;
+    }
     if (!known) {
-      std::fprintf(stderr,
-                   "sprig: error: unknown command '%s' (expected train, eval, prune, sensitivity, "
-                   "summary, bench, pack, run, plan, predict, export or experiment)\n",
-                   argv[1]);
+      std::fprintf(stderr, "sprig: error: unknown command '%s' (expected %s)\n", argv[1],
+                   names.c_str());
       return 2;
     }
     // For a command with its own subcommands (bench) CLI11 would only say "A subcommand is

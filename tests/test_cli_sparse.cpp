@@ -106,6 +106,39 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   CHECK(jb["layers"].size() == 3);
   for (auto& l : jb["layers"]) CHECK(l["type"] == "linear");  // mlp: no conv layers
 
+  // quantize: the pruned mlp as int8, calibrated on 200 training samples. The int8 file is
+  // under 1/6 of the dense float file, keeps every pruned weight zero, and classifies within
+  // 1 point of the float model.
+  const std::string q8 = (dir / "q8.safetensors").string();
+  for (std::string how : {"minmax", "percentile", "entropy"}) {
+    CAPTURE(how);
+    Result q = run("quantize --in " + pruned + " --out " + q8 + " --calibrate 200 --calibration " +
+                   how + " --batch 4 --repeats 2 --json");
+    REQUIRE_MESSAGE(q.code == 0, q.out);
+    auto jq = nlohmann::json::parse(last_line(q.out));
+    CHECK(jq["calibration"].get<std::string>().rfind(how, 0) == 0);
+    CHECK(jq["calibration_samples"] == "200");
+    CHECK(jq["ratio"].get<double>() <= 1.0 / 6.0);
+    REQUIRE(jq["layers"].size() == 3);
+    int64_t nonzero = 0;
+    for (auto& l : jq["layers"]) {
+      CHECK(l["format"].get<std::string>().rfind("int8 ", 0) == 0);
+      CHECK(l["reason"].get<std::string>().find(how) != std::string::npos);
+      nonzero += l["nonzero"].get<int64_t>();
+    }
+    CHECK(nonzero <= int64_t(0.08 * 266610));  // 92% pruned: rounding adds no weight
+    Result r = run("run --in " + q8 + " --json");
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    auto jr = nlohmann::json::parse(last_line(r.out));
+    MESSAGE("int8 (", how, ") accuracy ", jr["test_accuracy"].get<double>(), ", float ", dense_acc);
+    CHECK(std::fabs(jr["test_accuracy"].get<double>() - dense_acc) <= 0.01);
+    for (auto& [name, f] : jr["formats"].items()) CHECK(f.get<std::string>().rfind("int8 ", 0) == 0);
+  }
+  Result qh = run("quantize --in " + pruned + " --out " + q8 + " --calibrate 50 --format sparse");
+  REQUIRE_MESSAGE(qh.code == 0, qh.out);
+  CHECK(qh.out.find("int8 bsr 1x4") != std::string::npos);
+  CHECK(qh.out.find("forced sparse") != std::string::npos);
+
   // --device cuda: with a usable GPU the packed model runs there and classifies (almost: float
   // sums in another order) as on the CPU; without one (or without CUDA in the build) each
   // command prints one `sprig: error:` line and exits non-zero.
@@ -174,6 +207,15 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
            Case{"run --in " + (dir / "p_csr.safetensors").string() + " --batch-size 0",
                 "--batch-size"},
            Case{"plan " + pruned + " --batch -1", "--batch"},
+           Case{"quantize --in " + pruned + " --out " + keep + " --calibrate 0", "--calibrate"},
+           Case{"quantize --in " + pruned + " --out " + keep + " --calibration kl", "kl"},
+           Case{"quantize --in " + pruned + " --out " + keep + " --percentile 40", "--percentile"},
+           Case{"quantize --in " + pruned + " --out " + keep + " --format csr", "csr"},
+           Case{"quantize --in " + q8 + " --out " + keep, "q8.safetensors"},
+           Case{"quantize --in " + pruned + " --out " + keep + " --dataset cifar10 --data-dir " +
+                    (dir / "nodata").string(),
+                "nodata"},
+           Case{"run --in " + q8 + " --device cuda", "CUDA"},
            Case{"plan " + pruned + " --format sparse", "sparse"},
            Case{"plan " + pruned + " --device tpu", "tpu"},
            Case{"run --in " + p_csr + " --device gpu", "gpu"},
