@@ -1,4 +1,5 @@
-// sprig predict: the model's outputs for a batch of inputs, both in safetensors files. The
+// sprig predict: the model's outputs for a batch of inputs, both in safetensors files. A packed
+// file (sprig pack / quantize) runs on its packed kernels, int8 included. The
 // weights may come from another framework (a PyTorch state_dict saved as safetensors): when the
 // file has no sprig metadata, --model and --input-shape give the architecture and the tensors
 // are matched to it by PyTorch-style name ("0.weight", "layer1.0.bn1.running_var"); PyTorch's
@@ -13,6 +14,7 @@
 #include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/safetensors.h"
+#include "infer/pack.h"
 #include "nn/checkpoint.h"
 
 namespace sprig::app {
@@ -109,9 +111,15 @@ int run_predict(const PredictArgs& a) {
   use_threads(a.threads);
   TensorFile weights = load_safetensors(a.in, {kNumBatchesTracked});
   auto format = weights.metadata.find("format");
-  nn::Model model;
-  if (format != weights.metadata.end() && format->second == nn::kCheckpointFormat) {
-    model = nn::load_checkpoint(a.in).model;
+  nn::Model checkpoint_model;
+  infer::PackedFile packed;  // a packed file (sprig pack / quantize) runs on its own kernels
+  const bool is_packed = format != weights.metadata.end() && format->second == infer::kPackedFormat;
+  if (is_packed || (format != weights.metadata.end() && format->second == nn::kCheckpointFormat)) {
+    if (is_packed)
+      packed = infer::load_packed(a.in);
+    else
+      checkpoint_model = nn::load_checkpoint(a.in).model;
+    const nn::Model& model = is_packed ? packed.model.model : checkpoint_model;
     if (!a.model.empty()) {
       std::string given;
       try {
@@ -128,8 +136,9 @@ int run_predict(const PredictArgs& a) {
                   "'s input shape ", to_string(model.input_shape));
     }
   } else {
-    model = model_from_foreign_weights(a, weights);
+    checkpoint_model = model_from_foreign_weights(a, weights);
   }
+  const nn::Model& model = is_packed ? packed.model.model : checkpoint_model;
 
   TensorFile xs = load_safetensors(a.input);
   const Tensor* xp = xs.find("input");
@@ -147,7 +156,7 @@ int run_predict(const PredictArgs& a) {
                 "): inputs must be finite");
 
   NoGradGuard no_grad;
-  model.net->eval();
+  model.net->eval();  // (a packed model is in eval mode already)
   const int64_t n = x.size(0), row = x.numel() / std::max<int64_t>(n, 1);
   Shape out_shape = model.output_shape();
   out_shape.insert(out_shape.begin(), n);
@@ -159,7 +168,7 @@ int run_predict(const PredictArgs& a) {
     bs[0] = b;
     Tensor xb = Tensor::empty(bs);
     std::memcpy(xb.data(), x.data() + i * row, size_t(b * row) * sizeof(float));
-    Tensor yb = model.forward(xb);
+    Tensor yb = is_packed ? packed.model.forward(xb) : model.forward(xb);
     std::memcpy(y.data() + i * out_row, yb.data(), size_t(b * out_row) * sizeof(float));
   }
   for (int64_t i = 0; i < y.numel(); ++i)

@@ -311,4 +311,17 @@ InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
   return im;
 }
 
+std::map<std::string, nn::OnnxExportOptions::QdqLayer> qdq_layers(const InferenceModel& m) {
+  std::map<std::string, nn::OnnxExportOptions::QdqLayer> out;
+  for (const PackedLayer& p : m.layers) {
+    if (!p.int8) continue;
+    nn::OnnxExportOptions::QdqLayer& q = out[p.name];
+    q.input_scale = p.int8->input.scale;
+    q.input_zero = p.int8->input.zero;
+    q.weight = p.int8->weight;
+    q.weight_scales = p.int8->scales;
+  }
+  return out;
+}
+
 }  // namespace sprig::infer

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "infer/pack.h"
+#include "nn/onnx_export.h"
 
 namespace sprig::infer {
 
@@ -46,5 +47,8 @@ std::vector<InputRange> calibrate(const InferenceModel& m, const Tensor& samples
 // model -> its int8 inference model, calibrated on samples (N, input_shape...).
 InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
                               const QuantizeOptions& opt = {});
+
+// The int8 layers of m for the ONNX export of m.model in QDQ form (nn/onnx_export.h).
+std::map<std::string, nn::OnnxExportOptions::QdqLayer> qdq_layers(const InferenceModel& m);
 
 }  // namespace sprig::infer

@@ -43,7 +43,7 @@ constexpr uint64_t kTypeFloat = 1, kTypeInt = 2, kTypeInts = 7;  // AttributePro
 }  // namespace attribute_proto
 namespace tensor_proto {  // TensorProto
 constexpr uint32_t kDims = 1, kDataType = 2, kName = 8, kRawData = 9;
-constexpr uint64_t kFloat = 1, kInt64 = 7;  // TensorProto.DataType
+constexpr uint64_t kFloat = 1, kUint8 = 2, kInt8 = 3, kInt64 = 7;  // TensorProto.DataType
 }  // namespace tensor_proto
 namespace value_info {  // ValueInfoProto, TypeProto, TypeProto.Tensor, TensorShapeProto
 constexpr uint32_t kName = 1, kType = 2;
@@ -74,25 +74,35 @@ Writer ints_attribute(const std::string& name, const std::vector<int64_t>& v) {
   return a;
 }
 
-// A float32 initializer; raw_data is little-endian whatever the host's byte order.
-Writer initializer(const std::string& name, const Tensor& value) {
-  Tensor t = value.device().is_cpu() ? value : value.to(Device::cpu());
-  SPRIG_CHECK(t.dtype() == DType::F32, "onnx export: parameter '", name, "' is ",
-              dtype_name(t.dtype()), ", expected F32");
-  const float* p = t.data();
+// An initializer of the given TensorProto data type holding raw (little-endian) bytes.
+Writer raw_initializer(const std::string& name, const std::vector<int64_t>& dims, uint64_t type,
+                       const std::string& raw) {
+  Writer w;
+  repeated_int64(w, tensor_proto::kDims, dims);
+  w.varint(tensor_proto::kDataType, type);
+  w.string(tensor_proto::kName, name);
+  w.string(tensor_proto::kRawData, raw);
+  return w;
+}
+
+// float32 values as little-endian bytes, whatever the host's byte order.
+std::string float_bytes(const float* p, int64_t n) {
   std::string raw;
-  raw.reserve(4 * static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) {
+  raw.reserve(4 * static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
     uint32_t u;
     std::memcpy(&u, p + i, 4);
     for (int b = 0; b < 4; ++b) raw.push_back(static_cast<char>((u >> (8 * b)) & 0xff));
   }
-  Writer w;
-  repeated_int64(w, tensor_proto::kDims, t.shape());
-  w.varint(tensor_proto::kDataType, tensor_proto::kFloat);
-  w.string(tensor_proto::kName, name);
-  w.string(tensor_proto::kRawData, raw);
-  return w;
+  return raw;
+}
+
+// A float32 initializer.
+Writer initializer(const std::string& name, const Tensor& value) {
+  Tensor t = value.device().is_cpu() ? value : value.to(Device::cpu());
+  SPRIG_CHECK(t.dtype() == DType::F32, "onnx export: parameter '", name, "' is ",
+              dtype_name(t.dtype()), ", expected F32");
+  return raw_initializer(name, t.shape(), tensor_proto::kFloat, float_bytes(t.data(), t.numel()));
 }
 
 // A float tensor value with a symbolic batch dimension "N" followed by the per-sample shape.
@@ -118,12 +128,7 @@ Writer int64_initializer(const std::string& name, const std::vector<int64_t>& va
     const uint64_t u = static_cast<uint64_t>(v);
     for (int b = 0; b < 8; ++b) raw.push_back(static_cast<char>((u >> (8 * b)) & 0xff));
   }
-  Writer w;
-  w.int64(tensor_proto::kDims, static_cast<int64_t>(values.size()));
-  w.varint(tensor_proto::kDataType, tensor_proto::kInt64);
-  w.string(tensor_proto::kName, name);
-  w.string(tensor_proto::kRawData, raw);
-  return w;
+  return raw_initializer(name, {static_cast<int64_t>(values.size())}, tensor_proto::kInt64, raw);
 }
 
 Writer float_attribute(const std::string& name, float v) {
@@ -175,7 +180,7 @@ class GraphBuilder {
                  buffer(path, "running_var", bn->running_var)},
                 {float_attribute("epsilon", bn->eps)});
     } else if (auto* lin = dynamic_cast<const Linear*>(&m)) {
-      std::vector<std::string> inputs = {in, param(path, "weight", lin->weight)};
+      std::vector<std::string> inputs = input_and_weight(path, in, lin->weight);
       if (lin->bias) inputs.push_back(param(path, "bias", lin->bias));
       out = add(path, "Gemm", inputs, {int_attribute("transB", 1)});
     } else if (dynamic_cast<const ReLU*>(&m)) {
@@ -211,6 +216,7 @@ class GraphBuilder {
 
   std::vector<Node> nodes;
   std::vector<Writer> initializers;
+  std::set<std::string> quantized;  // paths exported in QDQ form
 
  private:
   const OnnxExportOptions& opt_;
@@ -231,6 +237,54 @@ class GraphBuilder {
     const std::string name = join_path(path, local);
     initializers.push_back(initializer(name, t));
     return name;
+  }
+
+  // A conv / linear layer's first two inputs: `in` and its float weight, or in QDQ form.
+  std::vector<std::string> input_and_weight(const std::string& path, const std::string& in,
+                                            const ParameterPtr& weight) {
+    auto q = opt_.qdq.find(path);
+    if (q == opt_.qdq.end()) return {in, param(path, "weight", weight)};
+    quantized.insert(path);
+    return {qdq_input(path, in, q->second), qdq_weight(path, weight, q->second)};
+  }
+
+  // QuantizeLinear -> DequantizeLinear of the layer's input: what sprig's int8 layer sees.
+  std::string qdq_input(const std::string& path, const std::string& in,
+                        const OnnxExportOptions::QdqLayer& q) {
+    SPRIG_CHECK(q.input_scale > 0 && std::isfinite(q.input_scale) && q.input_zero >= 0 &&
+                    q.input_zero <= 255,
+                "onnx export: layer ", path, "'s input scale ", q.input_scale, " / zero point ",
+                q.input_zero, " are not a positive scale and a uint8");
+    const std::string scale = path + ".input_scale", zero = path + ".input_zero";
+    initializers.push_back(
+        raw_initializer(scale, {}, tensor_proto::kFloat, float_bytes(&q.input_scale, 1)));
+    initializers.push_back(raw_initializer(zero, {}, tensor_proto::kUint8,
+                                           std::string(1, static_cast<char>(q.input_zero))));
+    const std::string quantized =
+        add(path + ".input_quantize", "QuantizeLinear", {in, scale, zero});
+    return add(path + ".input_dequantize", "DequantizeLinear", {quantized, scale, zero});
+  }
+
+  // The int8 weight through DequantizeLinear, one scale per output channel (axis 0).
+  std::string qdq_weight(const std::string& path, const ParameterPtr& weight,
+                         const OnnxExportOptions::QdqLayer& q) {
+    const Shape& shape = weight->value.shape();
+    const int64_t out = shape[0];
+    SPRIG_CHECK(
+        int64_t(q.weight.size()) == weight->numel() && int64_t(q.weight_scales.size()) == out,
+        "onnx export: layer ", path, "'s int8 weight (", q.weight.size(), " values, ",
+        q.weight_scales.size(), " scales) does not match its weight ", to_string(shape));
+    const std::string w = path + ".weight_int8", scale = path + ".weight_scale",
+                      zero = path + ".weight_zero";
+    initializers.push_back(raw_initializer(
+        w, shape, tensor_proto::kInt8,
+        std::string(reinterpret_cast<const char*>(q.weight.data()), q.weight.size())));
+    initializers.push_back(raw_initializer(scale, {out}, tensor_proto::kFloat,
+                                           float_bytes(q.weight_scales.data(), out)));
+    initializers.push_back(
+        raw_initializer(zero, {out}, tensor_proto::kInt8, std::string(size_t(out), '\0')));
+    return add(path + ".weight_dequantize", "DequantizeLinear", {w, scale, zero},
+               {int_attribute("axis", 0)});
   }
 
   std::string emit_sequential(const Sequential& seq, const std::string& path, const std::string& in,
@@ -285,8 +339,10 @@ class GraphBuilder {
     std::vector<Writer> attributes = {
         ints_attribute("kernel_shape", {k, k}), ints_attribute("strides", {s, s}),
         ints_attribute("pads", {p, p, p, p}), ints_attribute("dilations", {d, d})};
+    SPRIG_CHECK(!bn || !opt_.qdq.count(path), "onnx export: ", layer_label(path, conv),
+                " is quantised and has a BatchNorm to fold after it (quantise after folding)");
     if (!bn) {
-      std::vector<std::string> inputs = {in, param(path, "weight", conv.weight)};
+      std::vector<std::string> inputs = input_and_weight(path, in, conv.weight);
       if (conv.bias) inputs.push_back(param(path, "bias", conv.bias));
       return add(path, "Conv", inputs, std::move(attributes));
     }
@@ -357,6 +413,9 @@ std::string onnx_model_bytes(const Model& model, const OnnxExportOptions& opt) {
   GraphBuilder g(opt);
   Shape shape = model.input_shape;
   const std::string last = g.emit(*model.net, "", kOnnxInputName, shape);
+  for (auto& [path, q] : opt.qdq)
+    SPRIG_CHECK(g.quantized.count(path), "onnx export: quantised layer '", path,
+                "' is not a conv / linear layer of '", model.spec, "'");
   // Nodes come in forward order, so nothing reads the last node's output but the graph.
   if (!g.nodes.empty() && g.nodes.back().output == last)
     g.nodes.back().output = kOnnxOutputName;

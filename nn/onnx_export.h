@@ -22,8 +22,16 @@
 // (N, output shape). Export always describes eval mode, whatever mode the model is in. Masked
 // parameters are exported as they are (their pruned entries are exactly zero, folded or not);
 // a shrunk model is an ordinary smaller model.
+//
+// A layer listed in OnnxExportOptions::qdq is exported in QDQ form, the int8 format ONNX
+// Runtime fuses into its integer kernels: its input goes through QuantizeLinear then
+// DequantizeLinear (uint8, per tensor: "<path>.input_scale", "<path>.input_zero"), and its
+// weight is an INT8 initializer "<path>.weight_int8" read through DequantizeLinear with
+// per-output-channel scales (axis 0: "<path>.weight_scale", zero points "<path>.weight_zero").
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "nn/model.h"
 
@@ -35,6 +43,14 @@ struct OnnxExportOptions {
   // sqrt(var + eps) + beta (a bias is created when the conv had none). Off: BatchNormalization
   // nodes. Other BNs (after a linear, a pool, ...) are always BatchNormalization nodes.
   bool fold_bn = true;
+  // Quantised conv / linear layers by path ("0", "layer1.0.conv1"): exported in QDQ form.
+  struct QdqLayer {
+    float input_scale = 1.0f;  // input = input_scale x (q - input_zero), q uint8
+    int32_t input_zero = 0;
+    std::vector<int8_t> weight;        // the layer's weight shape, int8
+    std::vector<float> weight_scales;  // (out channels): weight = weight_scales[k] x q
+  };
+  std::map<std::string, QdqLayer> qdq;
 };
 
 // IR version 8 (onnx 1.10+) with the default-domain opset 17 (onnx 1.12+): every runtime from

@@ -14,6 +14,9 @@
 #include <string>
 
 #include "engine/backend.h"
+#include "engine/rng.h"
+#include "engine/safetensors.h"
+#include "infer/pack.h"
 #include "tests/cli_test_util.h"
 
 namespace fs = std::filesystem;
@@ -132,7 +135,22 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
     auto jr = nlohmann::json::parse(last_line(r.out));
     MESSAGE("int8 (", how, ") accuracy ", jr["test_accuracy"].get<double>(), ", float ", dense_acc);
     CHECK(std::fabs(jr["test_accuracy"].get<double>() - dense_acc) <= 0.01);
-    for (auto& [name, f] : jr["formats"].items()) CHECK(f.get<std::string>().rfind("int8 ", 0) == 0);
+    for (auto& [name, f] : jr["formats"].items())
+      CHECK(f.get<std::string>().rfind("int8 ", 0) == 0);
+  }
+  // The int8 file exports as QDQ ONNX, and predict runs it on its int8 kernels.
+  Result ex = run("export --in " + q8 + " --out " + (dir / "q8.onnx").string() + " --json");
+  REQUIRE_MESSAGE(ex.code == 0, ex.out);
+  CHECK(nlohmann::json::parse(last_line(ex.out))["int8_layers"] == 3);
+  {
+    sprig::Rng rng(5);
+    sprig::Tensor x = sprig::Tensor::uniform({5, 1, 28, 28}, -1.0f, 2.0f, rng);
+    const std::string in = (dir / "x.safetensors").string(), out = (dir / "y.safetensors").string();
+    sprig::save_safetensors(in, {{"input", x}});
+    Result pr = run("predict --in " + q8 + " --input " + in + " --out " + out);
+    REQUIRE_MESSAGE(pr.code == 0, pr.out);
+    sprig::Tensor want = sprig::infer::load_packed(q8).model.forward(x);
+    CHECK(sprig::load_safetensors(out).find("logits")->to_vector() == want.to_vector());
   }
   Result qh = run("quantize --in " + pruned + " --out " + q8 + " --calibrate 50 --format sparse");
   REQUIRE_MESSAGE(qh.code == 0, qh.out);

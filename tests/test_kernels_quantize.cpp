@@ -63,6 +63,12 @@ TEST_CASE(
   CHECK(q[4] == 0);    // below the range
   CHECK(q[5] == 255);  // above
   CHECK(q[6] == 0);    // NaN
+  // Halves round to even, as ONNX QuantizeLinear: 0.5, 1.5, 2.5, -0.5, -1.5 steps from zero.
+  const ActivationQuant unit{1.0f, 10};
+  const std::vector<float> halves = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 245.5f, 246.5f};
+  std::vector<uint8_t> h(halves.size());
+  quantize_activations(halves.data(), int64_t(halves.size()), unit, h.data());
+  CHECK(h == std::vector<uint8_t>{10, 12, 12, 10, 8, 255, 255});
 }
 
 TEST_CASE("a quantised Linear + ReLU stays within its scales' error bound of the float one") {

@@ -18,6 +18,7 @@
 #include "engine/autograd.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
+#include "infer/quantize.h"
 #include "nn/checkpoint.h"
 #include "nn/onnx_export.h"
 #include "prune/prune.h"
@@ -685,5 +686,69 @@ TEST_CASE("onnxruntime runs the exports and agrees with sprig to 1e-5 (relative)
   // The script prints each model's largest error; its exit code says whether all agreed.
   std::string cmd = "'" + py + "' '" + check_script() + "'" + args;
   CHECK(std::system(cmd.c_str()) == 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("onnxruntime runs int8 models exported in QDQ form and agrees with sprig's int8") {
+  std::string py = python_with_onnxruntime();
+  REQUIRE_MESSAGE(!py.empty(),
+                  "no python3 with numpy and onnxruntime (run bash scripts/setup.sh --test, or "
+                  "set SPRIG_PYTHON to one)");
+  fs::path dir = sprig::testing::temp_dir("test_onnx_export_qdq");
+  struct Case {
+    const char* label;
+    const char* spec;
+    Shape in;
+  };
+  // One-layer models first: the same uint8 codes (sprig quantises as ONNX defines it) and the
+  // same int8 weights, so only float rounding of one sum may differ (1e-5). In deeper models
+  // that rounding can move a later layer's input across a rounding boundary, one uint8 step:
+  // about 5e-5 of the values, each worth a step times its weights (5e-3).
+  const Case cases[] = {
+      {"qdq-linear", "flatten linear(7)", {2, 5, 5}},
+      {"qdq-conv", "conv(5,3,stride=2,pad=1)", {3, 9, 8}},
+      {"qdq-cnn2", "cnn2", {1, 28, 28}},
+      {"qdq-mlp-pruned", "mlp", {1, 28, 28}},
+      {"qdq-spec",
+       "conv(4,3,stride=2,pad=1) relu maxpool(2) conv(6,1,bias=0) flatten linear(5)",
+       {3, 13, 11}},
+      {"qdq-resnet20", "resnet20", {3, 12, 12}},
+  };
+  std::string single, deep;  // onnx_check arguments
+  Rng rng(31);
+  for (const Case& c : cases) {
+    nn::Model m = nn::build_model(c.spec, c.in, 32);
+    if (std::string(c.label) == "qdq-resnet20") make_batchnorm_nontrivial(m, 33);  // folded first
+    if (std::string(c.label) == "qdq-mlp-pruned") {
+      prune::PruneSpec ps;
+      ps.amount = 0.9;
+      prune::prune_model(m, ps);
+    }
+    Shape batch = {16};
+    batch.insert(batch.end(), c.in.begin(), c.in.end());
+    infer::QuantizeOptions qo;
+    qo.pack.format = infer::PackFormat::Dense;
+    infer::InferenceModel q = infer::quantize_model(m, Tensor::normal(batch, 0.0f, 1.0f, rng), qo);
+    Tensor x = Tensor::normal(batch, 0.0f, 1.0f, rng);  // (16, C, H, W)
+    Tensor y = q.forward(x);                            // sprig's int8 kernels
+    std::string data = (dir / (std::string(c.label) + ".safetensors")).string();
+    std::string onnx = (dir / (std::string(c.label) + ".onnx")).string();
+    save_safetensors(data, {{"input", x}, {"logits", y}});
+    nn::OnnxExportOptions opt;
+    opt.qdq = infer::qdq_layers(q);
+    REQUIRE(opt.qdq.size() == q.layers.size());
+    nn::export_onnx(q.model, onnx, opt);
+    (q.layers.size() == 1 ? single : deep) +=
+        " '" + std::string(c.label) + "' '" + onnx + "' '" + data + "'";
+  }
+  // A layer the model does not have is an error naming it.
+  nn::OnnxExportOptions bad;
+  bad.qdq["7"] = {};
+  CHECK_THROWS_WITH_AS(nn::onnx_model_bytes(nn::build_model("mlp", {1, 28, 28}, 1), bad),
+                       doctest::Contains("quantised layer '7'"), Error);
+  for (auto [rtol, args] : {std::pair<const char*, std::string>{"1e-5", single}, {"5e-3", deep}}) {
+    std::string cmd = "'" + py + "' '" + check_script() + "' --rtol " + rtol + args;
+    CHECK(std::system(cmd.c_str()) == 0);
+  }
   fs::remove_all(dir);
 }

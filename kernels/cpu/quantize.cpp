@@ -37,20 +37,21 @@ ActivationQuant activation_quant_from_range(float lo, float hi) {
 }
 
 void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t* q) {
-  const float inv = 1.0f / a.scale, zero = float(a.zero);
+  const float scale = a.scale, zero = float(a.zero);
   parallel_range(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) {
     // Locals, not the lambda's captures: a uint8_t store may alias anything, captures included,
     // and the compiler would reload them every iteration and leave the loop scalar.
     const float* xs = x;
     uint8_t* qs = q;
-    const float s = inv, z = zero;
+    const float s = scale, z = zero;
     for (int64_t i = lo; i < hi; ++i) {
-      // Clamped first (NaN -> 0, never UB), then rounded half up by truncation: this loop
-      // vectorises, where nearbyint is a libm call per element.
-      const float v = xs[i] * s + z;
+      // ONNX QuantizeLinear exactly: x / scale (a division, not a multiply by 1 / scale) rounded
+      // half to even, plus the zero point, saturated; so onnxruntime and sprig agree bit for
+      // bit. rint (the default rounding mode) vectorises; NaN fails both comparisons: 0.
+      const float v = __builtin_rintf(xs[i] / s) + z;
       const float above = 0.0f < v ? v : 0.0f;
       const float c = above < 255.0f ? above : 255.0f;
-      qs[i] = uint8_t(int32_t(c + 0.5f));
+      qs[i] = uint8_t(int32_t(c));
     }
   });
 }

@@ -18,8 +18,8 @@ struct ActivationQuant {
   int32_t zero = 0;
 };
 ActivationQuant activation_quant_from_range(float lo, float hi);
-// x (n) float -> q (n) uint8: round(clamp(x / scale + zero, 0, 255)), halves rounded up; NaN
-// becomes 0.
+// x (n) float -> q (n) uint8: clamp(round(x / scale) + zero, 0, 255) with halves rounded to
+// even, ONNX QuantizeLinear's definition; NaN becomes 0.
 void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t* q);
 
 // y (M, N) = a_scale x w_scales[n] x acc[m, n] + bias[n] (bias may be null), then max(y, 0)
