@@ -36,6 +36,10 @@ struct SparseArgs {
   std::string calibration = "minmax";
   int64_t calibrate = 1000;
   double percentile = 99.99;
+  int finetune_epochs = 0;  // quantisation-aware training
+  float lr = 1e-4f;
+  int64_t limit_train = -1;
+  bool quiet = false;
 };
 
 infer::CudaPlanOptions cuda_plan_options(const SparseArgs& a, int64_t batch, Device dev) {
@@ -221,13 +225,34 @@ int run_quantize(const SparseArgs& a) {
       train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
   // The first N training samples: the test split stays unseen, as it is for training.
   data::Dataset calib = data::take(src.data.train, a.calibrate);
-  infer::InferenceModel m = infer::quantize_model(ck.model, calib.images, opt);
-  std::string how = infer::calibration_name(opt.calibration);
-  if (opt.calibration == infer::Calibration::Percentile) how += " " + std::to_string(a.percentile);
-  return save_and_report(a, ck, m,
-                         {{"calibration", how},
-                          {"calibration_samples", std::to_string(calib.size())},
-                          {"calibration_data", dataset + "/train"}});
+  std::vector<infer::InputRange> ranges;
+  infer::InferenceModel m = infer::prepare_quantization(ck.model, calib.images, opt, &ranges);
+  std::map<std::string, std::string> meta = {
+      {"calibration", infer::calibration_name(opt.calibration)},
+      {"calibration_samples", std::to_string(calib.size())},
+      {"calibration_data", dataset + "/train"}};
+  if (opt.calibration == infer::Calibration::Percentile)
+    meta["calibration"] += " " + std::to_string(a.percentile);
+  if (a.finetune_epochs > 0) {
+    // Quantisation-aware training: the model (shrunk and BN folded) trains with each layer's
+    // input and weight fake-quantised as the int8 kernels will see them, masks kept and the
+    // calibrated ranges fixed; then its weights are quantised as they stand.
+    infer::set_fake_quant(m, ranges);
+    m.model.net->train();
+    auto optim = train::make_optimizer({"adam", a.lr}, m.model.parameters());
+    train::FitConfig fc;
+    fc.epochs = a.finetune_epochs;
+    fc.log_lines = !a.quiet && !a.json;
+    const data::Dataset train_split =
+        a.limit_train >= 0 ? data::take(src.data.train, a.limit_train) : src.data.train;
+    auto epochs = train::fit(m.model, *optim, train_split, src.data.test, src.task, fc);
+    meta["qat_epochs"] = std::to_string(a.finetune_epochs);
+    meta["qat_lr"] = std::to_string(a.lr);
+    if (!epochs.empty() && src.task == train::Task::Classification)
+      meta["qat_test_accuracy"] = std::to_string(epochs.back().test.accuracy);
+  }
+  infer::quantize_layers(m, ranges, opt);
+  return save_and_report(a, ck, m, meta);
 }
 
 int run_plan_cuda(const SparseArgs& a, Device dev) {
@@ -433,8 +458,20 @@ Command add_quantize_command(CLI::App& app) {
       ->check(IntRange(1, 1000))
       ->capture_default_str();
   app.add_flag("--no-shrink", a->no_shrink, "do not shrink zeroed neurons / filters first");
+  app.add_option("--finetune-epochs", a->finetune_epochs,
+                 "quantisation-aware training: epochs of Adam with fake-quantised inputs and "
+                 "weights (straight-through gradients, masks kept) before quantising")
+      ->check(IntRange(0, 100000))
+      ->capture_default_str();
+  app.add_option("--lr", a->lr, "quantisation-aware training: learning rate")
+      ->check(FiniteNumber & CLI::Range(0.0, 1e3))
+      ->capture_default_str();
+  app.add_option("--limit-train", a->limit_train,
+                 "quantisation-aware training: only the first N training samples")
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
   app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_flag("--json", a->json, "print one JSON object with the layers and the size report");
+  app.add_flag("--quiet", a->quiet, "no per-epoch lines while fine-tuning");
   return [a] { return run_quantize(*a); };
 }
 

@@ -5,7 +5,9 @@ predicts what sprig's int8 kernels predict (issue 17, bars 1, 2 and 4).
 
 For each model: train (--epochs), prune 90% of the weights by global magnitude and fine-tune
 (--finetune-epochs), then `sprig quantize` both with each calibration on --calibrate training
-samples; `sprig eval` / `sprig run` give the test accuracies. The dense float file is the
+samples, and the pruned model also with quantisation-aware training (`--finetune-epochs`,
+--qat-epochs, Adam at 1e-4, minmax ranges); `sprig eval` / `sprig run` give the test
+accuracies. The dense float file is the
 trained checkpoint's parameters as safetensors (sprig pack's size report). The pruned + int8
 file is exported (`sprig export`, QDQ), onnxruntime runs it on the 10,000 test images
 (normalised as sprig does) and the arg-max is compared with `sprig predict` on the same file.
@@ -22,6 +24,7 @@ p.add_argument("--models", default="mlp,cnn2")
 p.add_argument("--epochs", type=int, default=5)
 p.add_argument("--finetune-epochs", type=int, default=2)
 p.add_argument("--calibrate", type=int, default=1000)
+p.add_argument("--qat-epochs", type=int, default=1)
 p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
 a = p.parse_args()
 sprig = os.path.abspath(os.environ.get("SPRIG", "build/sprig"))
@@ -78,10 +81,13 @@ for model in a.models.split(","):
     acc = {name: sprig_json("eval", "--in", path)["test_accuracy"]
            for name, path in (("dense", dense), ("pruned", pruned))}
     for src, path in (("dense", dense), ("pruned", pruned)):
-        for how in ("minmax", "percentile", "entropy"):
+        hows = ["minmax", "percentile", "entropy"] + (["qat"] if src == "pruned" else [])
+        for how in hows:
             q = W(f"{model}_{src}_{how}.int8.safetensors")
+            flags = ["--calibration", how] if how != "qat" else [
+                "--finetune-epochs", str(a.qat_epochs)]
             qj = sprig_json("quantize", "--in", path, "--out", q, "--calibrate", str(a.calibrate),
-                            "--calibration", how)
+                            "--quiet", *flags)
             qa = sprig_json("run", "--in", q)["test_accuracy"]
             dense_file = sprig_json("pack", "--in", dense, "--out", W("dense_size.safetensors"),
                                     "--format", "dense", "--no-shrink")["dense_file_bytes"]
@@ -111,7 +117,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     agree = f"{100 * r['ort_agreement']:.2f}%" if "ort_agreement" in r else "-"
     print(f"| {r['model']} | {'90% pruned' if r['source'] == 'pruned' else 'dense'} | "
-          f"{r['calibration']} | {100 * r['float_acc']:.2f}% | {100 * r['int8_acc']:.2f}% | "
+          f"{r['calibration'] if r['calibration'] != 'qat' else f'minmax + QAT {a.qat_epochs} ep'} | {100 * r['float_acc']:.2f}% | {100 * r['int8_acc']:.2f}% | "
           f"{100 * (r['float_acc'] - r['int8_acc']):+.2f} pp | "
           f"{100 * (r['dense_float_acc'] - r['int8_acc']):+.2f} pp | "
           f"{r['int8_bytes'] / r['dense_file_bytes']:.3f} | {agree} |")

@@ -115,6 +115,14 @@ class Backend {
                          const uint8_t* mask, float lr, float beta1, float beta2, float eps,
                          float weight_decay, int64_t step, bool decoupled) const = 0;
 
+  // ---- quantisation-aware training (kernels/*/quantize), as kernels/cpu/quantize.h --------------
+  virtual void fake_quantize(int64_t n, const float* x, float scale, int32_t zero,
+                             float* y) const = 0;
+  virtual void fake_quantize_backward(int64_t n, const float* x, const float* dy, float scale,
+                                      int32_t zero, float* dx) const = 0;
+  virtual void fake_quantize_channels(int64_t rows, int64_t cols, const float* w,
+                                      float* y) const = 0;
+
   // ---- pruning criteria (kernels/*/criteria) ---------------------------------------------------
   // As kernels/cpu/criteria.h; out is on this device.
   virtual void unit_scores(const cpu::UnitLayout& layout, cpu::ElementScore e, const float* w,

@@ -15,6 +15,7 @@
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/optim.h"
+#include "kernels/cpu/quantize.h"
 #include "kernels/cpu/reduce.h"
 
 namespace sprig {
@@ -257,6 +258,18 @@ class CpuBackend final : public Backend {
   }
   void fpgm_scores(const cpu::UnitLayout& layout, const float* w, float* out) const override {
     cpu::fpgm_scores(layout, w, out);
+  }
+
+  void fake_quantize(int64_t n, const float* x, float scale, int32_t zero,
+                     float* y) const override {
+    cpu::fake_quantize_activations(x, n, {scale, zero}, y);
+  }
+  void fake_quantize_backward(int64_t n, const float* x, const float* dy, float scale, int32_t zero,
+                              float* dx) const override {
+    cpu::fake_quantize_activations_backward(x, dy, n, {scale, zero}, dx);
+  }
+  void fake_quantize_channels(int64_t rows, int64_t cols, const float* w, float* y) const override {
+    cpu::fake_quantize_weights_per_channel(w, rows, cols, y);
   }
 };
 

@@ -12,6 +12,7 @@
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
 #include "kernels/cuda/pool.cuh"
+#include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/runtime.cuh"
 
@@ -179,6 +180,18 @@ class CudaBackend final : public Backend {
   }
   void fpgm_scores(const cpu::UnitLayout& layout, const float* w, float* out) const override {
     cuda::fpgm_scores(layout, w, out);
+  }
+
+  void fake_quantize(int64_t n, const float* x, float scale, int32_t zero,
+                     float* y) const override {
+    cuda::fake_quantize_activations(n, x, scale, zero, y);
+  }
+  void fake_quantize_backward(int64_t n, const float* x, const float* dy, float scale, int32_t zero,
+                              float* dx) const override {
+    cuda::fake_quantize_activations_backward(n, x, dy, scale, zero, dx);
+  }
+  void fake_quantize_channels(int64_t rows, int64_t cols, const float* w, float* y) const override {
+    cuda::fake_quantize_weights_per_channel(rows, cols, w, y);
   }
 
  private:

@@ -55,6 +55,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   float momentum = 0.1f, float eps = 1e-5f,
                   const SumAcrossProcesses& sum_across = nullptr);
 
+// Fake quantisation for quantisation-aware training (ops_quantize.cpp): the float value of the
+// int8 code each element gets, with straight-through gradients (kernels/cpu/quantize.h).
+// x any shape -> scale x (clamp(round(x / scale) + zero, 0, 255) - zero): a uint8 activation.
+Tensor fake_quantize(const Tensor& x, float scale, int32_t zero);
+// w (out, ...) -> each output channel's symmetric int8 rendering (scale = max |w| / 127).
+Tensor fake_quantize_per_channel(const Tensor& w);
+
 // Shapes (ops_shape.cpp): views of the same storage. One dimension may be -1.
 Tensor reshape(const Tensor& x, const Shape& shape);
 // Keeps dims [0, start_dim) and folds the rest into one.

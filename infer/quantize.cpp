@@ -254,16 +254,52 @@ std::vector<InputRange> calibrate(const InferenceModel& m, const Tensor& samples
   return out;
 }
 
-InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
-                              const QuantizeOptions& opt) {
+InferenceModel prepare_quantization(const nn::Model& model, const Tensor& samples,
+                                    const QuantizeOptions& opt, std::vector<InputRange>* ranges) {
   SPRIG_CHECK(opt.pack.batch >= 1, "quantize: batch must be >= 1, got ", opt.pack.batch);
   PackOptions dense = opt.pack;  // shrink and fold only; the float plan is not needed
   dense.format = PackFormat::Dense;
   InferenceModel im = pack_model(model, dense);
-  const std::vector<InputRange> ranges = calibrate(im, samples, opt);
+  *ranges = calibrate(im, samples, opt);
+  return im;
+}
+
+void set_fake_quant(InferenceModel& m, const std::vector<InputRange>& ranges) {
+  SPRIG_CHECK(ranges.size() == m.layers.size(), "set_fake_quant: ", ranges.size(), " ranges for ",
+              m.layers.size(), " layers");
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    const cpu::ActivationQuant a = cpu::activation_quant_from_range(ranges[i].lo, ranges[i].hi);
+    const nn::FakeQuant fq{a.scale, a.zero};
+    if (auto* conv = dynamic_cast<nn::Conv2d*>(m.layers[i].module)) conv->fake_quant = fq;
+    if (auto* lin = dynamic_cast<nn::Linear*>(m.layers[i].module)) lin->fake_quant = fq;
+  }
+}
+
+void clear_fake_quant(InferenceModel& m) {
+  for (PackedLayer& p : m.layers) {
+    if (auto* conv = dynamic_cast<nn::Conv2d*>(p.module)) conv->fake_quant.reset();
+    if (auto* lin = dynamic_cast<nn::Linear*>(p.module)) lin->fake_quant.reset();
+  }
+}
+
+InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
+                              const QuantizeOptions& opt) {
+  std::vector<InputRange> ranges;
+  InferenceModel im = prepare_quantization(model, samples, opt, &ranges);
+  quantize_layers(im, ranges, opt);
+  return im;
+}
+
+void quantize_layers(InferenceModel& m, const std::vector<InputRange>& ranges,
+                     const QuantizeOptions& opt) {
+  SPRIG_CHECK(ranges.size() == m.layers.size(), "quantize_layers: ", ranges.size(), " ranges for ",
+              m.layers.size(), " layers");
+  clear_fake_quant(m);
+  m.model.net->eval();
+  m.batch = opt.pack.batch;
   const std::string method = calibration_name(opt.calibration);
-  for (size_t i = 0; i < im.layers.size(); ++i) {
-    PackedLayer& p = im.layers[i];
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    PackedLayer& p = m.layers[i];
     const InputRange r = ranges[i];
     Int8Weights q;
     q.weight.resize(size_t(p.rows * p.cols));
@@ -308,7 +344,6 @@ InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
                  fmt_ms(lose.ms) + " ms" + at() + range;
     }
   }
-  return im;
 }
 
 std::map<std::string, nn::OnnxExportOptions::QdqLayer> qdq_layers(const InferenceModel& m) {

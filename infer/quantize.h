@@ -44,9 +44,26 @@ struct InputRange {
 std::vector<InputRange> calibrate(const InferenceModel& m, const Tensor& samples,
                                   const QuantizeOptions& opt);
 
-// model -> its int8 inference model, calibrated on samples (N, input_shape...).
+// model -> its int8 inference model, calibrated on samples (N, input_shape...): the steps
+// below, one after the other.
 InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
                               const QuantizeOptions& opt = {});
+
+// The steps of quantize_model, for a caller that trains in between (quantisation-aware
+// training, QAT):
+// 1. The float inference model (shrunk and BN folded as opt.pack says; every layer dense) and
+//    the range of each layer's input on samples, in *ranges.
+InferenceModel prepare_quantization(const nn::Model& model, const Tensor& samples,
+                                    const QuantizeOptions& opt, std::vector<InputRange>* ranges);
+// 2. (QAT) While m.model trains, each conv / linear layer fake-quantises its input with the
+//    calibrated range and its weight per channel (nn::FakeQuant), so the float model computes
+//    what the int8 one will; masks keep pruned weights at zero as in any training.
+//    clear_fake_quant turns that off again.
+void set_fake_quant(InferenceModel& m, const std::vector<InputRange>& ranges);
+void clear_fake_quant(InferenceModel& m);
+// 3. Quantises every layer's current weight and plans the int8 kernels (opt.pack.format).
+void quantize_layers(InferenceModel& m, const std::vector<InputRange>& ranges,
+                     const QuantizeOptions& opt);
 
 // The int8 layers of m for the ONNX export of m.model in QDQ form (nn/onnx_export.h).
 std::map<std::string, nn::OnnxExportOptions::QdqLayer> qdq_layers(const InferenceModel& m);

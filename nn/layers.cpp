@@ -26,6 +26,9 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, Rng& rng)
 }
 
 Tensor Linear::forward(const Tensor& x) {
+  if (fake_quant)
+    return linear(fake_quantize(x, fake_quant->input_scale, fake_quant->input_zero),
+                  fake_quantize_per_channel(weight->value), bias ? bias->value : Tensor());
   return linear(x, weight->value, bias ? bias->value : Tensor());
 }
 
@@ -62,6 +65,9 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, const Conv2dOptions& o, bool 
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
+  if (fake_quant)
+    return conv2d(fake_quantize(x, fake_quant->input_scale, fake_quant->input_zero),
+                  fake_quantize_per_channel(weight->value), bias ? bias->value : Tensor(), opt);
   return conv2d(x, weight->value, bias ? bias->value : Tensor(), opt);
 }
 

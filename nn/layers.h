@@ -4,11 +4,21 @@
 // New layers start with PyTorch's default initialisation (kaiming_uniform with a = sqrt(5),
 // i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases), so a sprig model and a
 // PyTorch model trained with the same recipe are comparable.
+#include <optional>
+
 #include "engine/ops.h"
 #include "engine/rng.h"
 #include "nn/module.h"
 
 namespace sprig::nn {
+
+// Quantisation-aware training: while a Linear / Conv2d holds one, it computes what its int8
+// inference layer will (infer/quantize.h): its input fake-quantised to uint8 with this scale
+// and zero point, its weight to int8 per output channel, both with straight-through gradients.
+struct FakeQuant {
+  float input_scale = 1.0f;
+  int32_t input_zero = 0;
+};
 
 class Linear : public Module {
  public:
@@ -22,6 +32,7 @@ class Linear : public Module {
   int64_t in_features, out_features;
   ParameterPtr weight;  // (out, in)
   ParameterPtr bias;    // (out), or null
+  std::optional<FakeQuant> fake_quant;
 };
 
 class Conv2d : public Module {
@@ -38,6 +49,7 @@ class Conv2d : public Module {
   Conv2dOptions opt;
   ParameterPtr weight;  // (K, C, R, S)
   ParameterPtr bias;    // (K), or null
+  std::optional<FakeQuant> fake_quant;
 };
 
 // BatchNorm1d on flat (C) samples, BatchNorm2d on (C, H, W) ones, as PyTorch's: training mode

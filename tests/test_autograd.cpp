@@ -293,3 +293,44 @@ TEST_SUITE("autograd") {
     CHECK_FALSE(h2.grad().defined());
   }
 }
+
+// Fake quantisation rounds, so its derivative is zero almost everywhere and no finite
+// difference describes what QAT wants: its backward is the straight-through estimator, checked
+// here by its definition through a whole layer.
+TEST_SUITE("autograd") {
+  TEST_CASE("fake quantisation: straight-through gradients, stopped where the input clamps") {
+    Rng rng(21);
+    Tensor x = Tensor::uniform({3, 40}, -2.0f, 2.0f, rng);
+    x.set_requires_grad(true);
+    Tensor w = Tensor::uniform({4, 40}, -1.0f, 1.0f, rng);
+    w.set_requires_grad(true);
+    const float scale = 0.01f;  // codes cover [-0.5, 2.05]: values below -0.5 clamp
+    const int32_t zero = 50;
+    Tensor y = linear(fake_quantize(x, scale, zero), fake_quantize_per_channel(w), Tensor());
+    Tensor c = Tensor::uniform({3, 4}, -1.0f, 1.0f, rng);
+    sum(mul(y, c)).backward();
+    // As if both fake quantisers were the identity in backward, except where x clamps.
+    Tensor xq = fake_quantize(x.detach(), scale, zero), wq = fake_quantize_per_channel(w.detach());
+    std::vector<float> dx = x.grad().to_vector(), dw = w.grad().to_vector();
+    std::vector<float> cv = c.to_vector(), xv = x.to_vector(), xqv = xq.to_vector(),
+                       wqv = wq.to_vector();
+    int stopped = 0;
+    for (int64_t n = 0; n < 3; ++n)
+      for (int64_t k = 0; k < 40; ++k) {
+        double want = 0;  // d/dxq of sum(c * (xq wq^T)) = c wq
+        for (int64_t o = 0; o < 4; ++o) want += cv[size_t(n * 4 + o)] * wqv[size_t(o * 40 + k)];
+        const bool clamps = xv[size_t(n * 40 + k)] < -0.5f - scale;
+        stopped += clamps;
+        CHECK(dx[size_t(n * 40 + k)] == doctest::Approx(clamps ? 0.0 : want).epsilon(1e-5));
+      }
+    CHECK(stopped > 10);
+    for (int64_t o = 0; o < 4; ++o)
+      for (int64_t k = 0; k < 40; ++k) {
+        double want = 0;  // c^T xq: every weight lies inside its channel's range
+        for (int64_t n = 0; n < 3; ++n) want += cv[size_t(n * 4 + o)] * xqv[size_t(n * 40 + k)];
+        CHECK(dw[size_t(o * 40 + k)] == doctest::Approx(want).epsilon(1e-5));
+      }
+    CHECK_THROWS_WITH_AS(fake_quantize(x, 0.0f, 0), doctest::Contains("positive scale"), Error);
+    CHECK_THROWS_WITH_AS(fake_quantize(x, 1.0f, 300), doctest::Contains("300"), Error);
+  }
+}

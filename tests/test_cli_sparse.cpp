@@ -138,6 +138,20 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
     for (auto& [name, f] : jr["formats"].items())
       CHECK(f.get<std::string>().rfind("int8 ", 0) == 0);
   }
+  // Quantisation-aware training: one short epoch with fake-quantised layers; the int8 file
+  // then classifies as the fake-quantised model did in its last evaluation.
+  Result qat = run("quantize --in " + pruned + " --out " + q8 +
+                   " --calibrate 200 --finetune-epochs 1 --limit-train 2000 --json");
+  REQUIRE_MESSAGE(qat.code == 0, qat.out);
+  auto jqat = nlohmann::json::parse(last_line(qat.out));
+  CHECK(jqat["qat_epochs"] == "1");
+  CHECK(jqat["ratio"].get<double>() <= 1.0 / 6.0);
+  Result rq = run("run --in " + q8 + " --json");
+  REQUIRE_MESSAGE(rq.code == 0, rq.out);
+  const double qat_acc = std::stod(jqat["qat_test_accuracy"].get<std::string>());
+  CHECK(std::fabs(nlohmann::json::parse(last_line(rq.out))["test_accuracy"].get<double>() -
+                  qat_acc) <= 0.002);
+
   // The int8 file exports as QDQ ONNX, and predict runs it on its int8 kernels.
   Result ex = run("export --in " + q8 + " --out " + (dir / "q8.onnx").string() + " --json");
   REQUIRE_MESSAGE(ex.code == 0, ex.out);
@@ -229,6 +243,8 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
            Case{"quantize --in " + pruned + " --out " + keep + " --calibration kl", "kl"},
            Case{"quantize --in " + pruned + " --out " + keep + " --percentile 40", "--percentile"},
            Case{"quantize --in " + pruned + " --out " + keep + " --format csr", "csr"},
+           Case{"quantize --in " + pruned + " --out " + keep + " --finetune-epochs -1",
+                "--finetune-epochs"},
            Case{"quantize --in " + q8 + " --out " + keep, "q8.safetensors"},
            Case{"quantize --in " + pruned + " --out " + keep + " --dataset cifar10 --data-dir " +
                     (dir / "nodata").string(),

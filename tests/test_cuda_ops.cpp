@@ -67,6 +67,21 @@ std::vector<OpCase> op_cases() {
       {"mul large", {in({70001}), in({70001})}, [](V t) { return mul(t[0], t[1]); }, kElt, false});
   c.push_back({"scale", {in({2, 3, 11})}, [](V t) { return scale(t[0], -1.7f); }, kElt, false});
   c.push_back({"relu", {in({4, 33}, A)}, [](V t) { return relu(t[0]); }, kElt, false});
+  // Fake quantisation (QAT): the same codes on both devices (IEEE division, round half to even);
+  // straight-through gradients, which no finite difference describes (fd off). The range
+  // [-0.3, 0.975] clamps part of U(-1, 1) at both ends.
+  c.push_back({"fake_quantize",
+               {in({5, 37})},
+               [](V t) { return fake_quantize(t[0], 0.005f, 60); },
+               kElt,
+               false,
+               /*fd=*/false});
+  c.push_back({"fake_quantize_per_channel",
+               {in({6, 3, 2, 2})},
+               [](V t) { return fake_quantize_per_channel(t[0]); },
+               kElt,
+               false,
+               /*fd=*/false});
   c.push_back({"reshape",
                {in({3, 4, 5})},
                [](V t) {

@@ -155,3 +155,50 @@ TEST_CASE("dequantize_channels_bias_relu is dequantize_bias_relu with channels a
       }
     }
 }
+
+TEST_CASE("fake quantisation gives the float value of exactly the int8 code, STE gradients") {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-3.0f, 5.0f);
+  std::vector<float> x(1000);
+  for (float& v : x) v = u(rng);
+  x[0] = std::nanf("");
+  x[1] = 0.0f;
+  const ActivationQuant a = activation_quant_from_range(-1.0f, 3.0f);  // clamps both tails
+  std::vector<uint8_t> q(x.size());
+  std::vector<float> y(x.size()), dy(x.size()), dx(x.size());
+  quantize_activations(x.data(), int64_t(x.size()), a, q.data());
+  fake_quantize_activations(x.data(), int64_t(x.size()), a, y.data());
+  for (size_t i = 0; i < x.size(); ++i) dy[i] = float(i) + 1.0f;
+  fake_quantize_activations_backward(x.data(), dy.data(), int64_t(x.size()), a, dx.data());
+  int clamped = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    CAPTURE(x[i]);
+    CHECK(y[i] == a.scale * float(int32_t(q[i]) - a.zero));  // bit for bit
+    // Inside the representable range the gradient passes; outside (and for NaN) it stops.
+    const bool inside = x[i] >= -1.0f - a.scale / 2 && x[i] <= 3.0f + a.scale / 2;
+    if (std::fabs(x[i] + 1.0f) > a.scale && std::fabs(x[i] - 3.0f) > a.scale)
+      CHECK(dx[i] == (inside ? dy[i] : 0.0f));
+    clamped += dx[i] == 0.0f;
+  }
+  CHECK(y[1] == 0.0f);   // zero is exact
+  CHECK(clamped > 100);  // both tails were exercised
+
+  // Weights: each channel's symmetric int8 rendering, as quantize_weights_per_channel.
+  const int64_t N = 7, K = 13;
+  std::vector<float> W(size_t(N * K)), Y(W.size()), scales(static_cast<size_t>(N));
+  for (float& v : W) v = u(rng);
+  for (int64_t k = 0; k < K; ++k) W[size_t(2 * K + k)] = 0.0f;  // an all-zero channel
+  W[5] = 0.0f;                                                  // a pruned weight
+  std::vector<int8_t> Q(W.size());
+  quantize_weights_per_channel(W.data(), N, K, Q.data(), scales.data());
+  fake_quantize_weights_per_channel(W.data(), N, K, Y.data());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      CHECK(Y[size_t(n * K + k)] == scales[size_t(n)] * float(Q[size_t(n * K + k)]));
+  CHECK(Y[5] == 0.0f);
+  // A non-finite weight poisons its channel (training then stops on the NaN loss).
+  W[3] = INFINITY;
+  fake_quantize_weights_per_channel(W.data(), N, K, Y.data());
+  CHECK(std::isnan(Y[0]));
+  CHECK(std::isfinite(Y[size_t(K)]));
+}

@@ -13,6 +13,7 @@
 #include "kernels/cpu/quantize.h"
 #include "tests/pack_test_util.h"
 #include "tests/temp_dir.h"
+#include "train/trainer.h"
 
 using namespace sprig;
 using namespace sprig::test::pack;
@@ -239,4 +240,63 @@ TEST_CASE("int8 packed files round-trip, are small when pruned, and refuse corru
   expect_corrupt(
       dense, [](T& t, M&) { tensor(t, "3.weight.int8.scale").data()[0] = std::nanf(""); },
       "must be finite");
+}
+
+TEST_CASE("QAT: the fake-quantised model trains, keeps its masks, and is what int8 runs") {
+  // A pruned one-layer model (so the int8 and fake-quantised outputs may differ only by float
+  // rounding) and a deeper one (compared by the class each picks).
+  for (const char* spec : {"flatten linear(10)", "conv(4,3,pad=1) relu flatten linear(10)"}) {
+    CAPTURE(spec);
+    nn::Model m = pruned(spec, {1, 6, 6}, prune::Granularity::Element, 0.7);
+    Rng rng(8);
+    data::Dataset train;
+    train.images = Tensor::uniform({256, 1, 6, 6}, -1.0f, 2.0f, rng);
+    std::vector<int32_t> labels(256);
+    for (size_t i = 0; i < labels.size(); ++i) labels[i] = int32_t(i % 10);
+    train.labels = Tensor::from_vector_i32(labels, {256});
+    infer::QuantizeOptions o = options(infer::PackFormat::Dense);
+    o.pack.shrink = false;
+    std::vector<infer::InputRange> ranges;
+    infer::InferenceModel q = infer::prepare_quantization(m, train.images, o, &ranges);
+    const std::vector<float> before = q.model.named_parameters()[0].second->value.to_vector();
+    infer::set_fake_quant(q, ranges);
+    q.model.net->train();
+    auto optim = train::make_optimizer({"adam", 1e-2f}, q.model.parameters());
+    train::FitConfig fc;
+    fc.epochs = 2;
+    fc.batch_size = 32;
+    train::fit(q.model, *optim, train, train, train::Task::Classification, fc);
+    const std::vector<float> after = q.model.named_parameters()[0].second->value.to_vector();
+    CHECK(after != before);  // it trained
+    for (size_t i = 0; i < before.size(); ++i)
+      if (before[i] == 0.0f) CHECK(after[i] == 0.0f);  // and pruned weights stayed pruned
+    Tensor x = Tensor::uniform({50, 1, 6, 6}, -1.0f, 2.0f, rng);
+    q.model.net->eval();
+    Tensor simulated;
+    {
+      NoGradGuard no_grad;
+      simulated = q.model.forward(x);  // fake-quantised: what training optimised
+    }
+    infer::quantize_layers(q, ranges, o);
+    for (const infer::PackedLayer& l : q.layers) {
+      REQUIRE(l.int8);
+      // quantize_layers took the fake quantisers off: the dense model is the plain reference.
+      if (auto* lin = dynamic_cast<nn::Linear*>(l.module)) CHECK(!lin->fake_quant);
+    }
+    Tensor int8 = q.forward(x);
+    if (q.layers.size() == 1) {
+      CHECK(rel_diff(simulated, int8) <= 1e-5);
+    } else {
+      std::vector<float> a = simulated.to_vector(), b = int8.to_vector();
+      int same = 0;
+      for (int64_t n = 0; n < 50; ++n) {
+        auto arg = [&](const std::vector<float>& v) {
+          return std::max_element(v.begin() + n * 10, v.begin() + n * 10 + 10) - v.begin();
+        };
+        same += arg(a) == arg(b);
+      }
+      CHECK(same >= 49);
+      CHECK(rel_diff(simulated, int8) <= 5e-3);
+    }
+  }
 }

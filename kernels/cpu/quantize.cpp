@@ -86,4 +86,48 @@ void dequantize_channels_bias_relu(int64_t N, int64_t K, int64_t HW, const int32
   });
 }
 
+void fake_quantize_activations(const float* x, int64_t n, ActivationQuant a, float* y) {
+  const float scale = a.scale, zero = float(a.zero);
+  parallel_range(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float v = __builtin_rintf(x[i] / scale) + zero;  // as quantize_activations
+      const float above = 0.0f < v ? v : 0.0f;
+      const float q = above < 255.0f ? above : 255.0f;
+      y[i] = scale * (q - zero);
+    }
+  });
+}
+
+void fake_quantize_activations_backward(const float* x, const float* dy, int64_t n,
+                                        ActivationQuant a, float* dx) {
+  const float scale = a.scale, zero = float(a.zero);
+  parallel_range(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float v = __builtin_rintf(x[i] / scale) + zero;
+      dx[i] = v >= 0.0f && v <= 255.0f ? dy[i] : 0.0f;
+    }
+  });
+}
+
+void fake_quantize_weights_per_channel(const float* W, int64_t N, int64_t K, float* Y) {
+  parallel_range(N, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) {
+      const float* row = W + n * K;
+      float amax = 0.0f;
+      bool finite = true;
+      for (int64_t k = 0; k < K; ++k) {
+        amax = std::max(amax, std::fabs(row[k]));
+        finite = finite && std::isfinite(row[k]);
+      }
+      // As quantize_weights_per_channel; a NaN scale carries a bad weight into the loss.
+      const float scale = !finite ? NAN : amax > 0.0f ? amax / 127.0f : 1.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        // As quantize_weights_per_channel: round half to even, clamp to [-127, 127].
+        const float q = std::clamp(__builtin_rintf(row[k] / scale), -127.0f, 127.0f);
+        Y[n * K + k] = scale * q;
+      }
+    }
+  });
+}
+
 }  // namespace sprig::cpu

@@ -33,4 +33,17 @@ void dequantize_channels_bias_relu(int64_t N, int64_t K, int64_t HW, const int32
                                    float a_scale, const float* w_scales, const float* bias,
                                    bool relu, float* y);
 
+// Quantisation-aware training: the float value each quantiser above stands for, so a float
+// model computes what its int8 twin will (the same codes, the same rounding).
+// y (n) = a.scale x (q - a.zero) with q as quantize_activations gives it.
+void fake_quantize_activations(const float* x, int64_t n, ActivationQuant a, float* y);
+// The straight-through estimator: dx = dy where round(x / scale) + zero lies inside [0, 255],
+// 0 where the quantiser clamps (and for NaN), as PyTorch's FakeQuantize.
+void fake_quantize_activations_backward(const float* x, const float* dy, int64_t n,
+                                        ActivationQuant a, float* dx);
+// Y (N, K) = scale[n] x q[n, k] with scale and q as quantize_weights_per_channel gives them
+// (a non-finite weight propagates instead of throwing: training reports the NaN loss). Y may
+// be W.
+void fake_quantize_weights_per_channel(const float* W, int64_t N, int64_t K, float* Y);
+
 }  // namespace sprig::cpu
