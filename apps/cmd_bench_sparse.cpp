@@ -3,7 +3,9 @@
 // folded, every layer dense) against its auto inference plan;
 // with --device cuda both run on the GPU (prune/pack_cuda.cpp).
 // Both print medians after a warm-up; --json gives one object that bench/sparse_sweep.py reads.
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -15,6 +17,7 @@
 #include "engine/autograd.h"
 #include "engine/rng.h"
 #include "infer/pack.h"
+#include "infer/quantize.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
@@ -142,6 +145,7 @@ struct ModelArgs {
   int threads = 0, repeats = 10;
   uint64_t seed = 0;
   bool no_shrink = false, json = false;
+  bool int8 = false;  // also the int8 plan (sprig quantize), timed alternately with the plan
 };
 
 // bench model on the GPU: the unshrunk model all dense (cuBLAS) against the GPU plan.
@@ -243,6 +247,26 @@ int run_bench_model(const ModelArgs& a) {
   infer::InferenceModel plan = infer::pack_model(ck.model, opt);
   double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double plan_ms = infer::time_median_ms([&] { plan.forward(x); }, a.repeats);
+  // --int8: the int8 plan of the same weights, every layer int8 (calibrated on this input: the ranges do not
+  // change the time), timed in rounds alternating with the float plan so both see the same
+  // machine; the float plan's time becomes the median of those rounds too.
+  double int8_ms = 0.0;
+  std::unique_ptr<infer::InferenceModel> int8;
+  if (a.int8) {
+    infer::QuantizeOptions qo;
+    qo.pack = opt;
+    qo.int8_only = true;  // what the int8 kernels do, not a plan that may keep float layers
+    int8 = std::make_unique<infer::InferenceModel>(infer::quantize_model(ck.model, x, qo));
+    std::vector<double> p, q;
+    for (int r = 0; r < a.repeats; ++r) {
+      p.push_back(infer::time_median_ms([&] { plan.forward(x); }, 1));
+      q.push_back(infer::time_median_ms([&] { int8->forward(x); }, 1));
+    }
+    std::sort(p.begin(), p.end());
+    std::sort(q.begin(), q.end());
+    plan_ms = p[p.size() / 2];
+    int8_ms = q[q.size() / 2];
+  }
   // The plan must compute what the dense model computes.
   std::vector<float> yd = ck.model.forward(x).to_vector(), yp = plan.forward(x).to_vector();
   double max_diff = 0.0, max_ref = 0.0;
@@ -277,12 +301,26 @@ int run_bench_model(const ModelArgs& a) {
                         {"plan_seconds", plan_s},
                         {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff},
                         {"layers", layers}};
+    if (int8) {
+      nlohmann::json formats = nlohmann::json::object();
+      for (auto& l : int8->layers) formats[l.name] = l.format();
+      j["int8_ms"] = int8_ms;
+      j["int8_speedup_vs_plan"] = int8_ms > 0 ? plan_ms / int8_ms : 0.0;
+      j["int8_formats"] = formats;
+    }
     print_json_line(j);
   } else {
     std::printf("%s at batch %lld, %d threads: dense %.4f ms, plan %.4f ms, speedup %.2fx\n",
                 a.in.c_str(), (long long)a.batch, cpu::num_threads(), dense_ms, plan_ms, speedup);
     for (auto& l : plan.layers)
       std::printf("  layer %-3s %-12s %s\n", l.name.c_str(), l.format().c_str(), l.reason.c_str());
+    if (int8) {
+      std::printf("int8 plan %.4f ms, %.2fx the float plan\n", int8_ms,
+                  int8_ms > 0 ? plan_ms / int8_ms : 0.0);
+      for (auto& l : int8->layers)
+        std::printf("  layer %-3s %-12s %s\n", l.name.c_str(), l.format().c_str(),
+                    l.reason.c_str());
+    }
   }
   return 0;
 }
@@ -330,6 +368,9 @@ Command add_bench_model_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
       ->capture_default_str();
   app.add_flag("--no-shrink", a->no_shrink, "plan without shrinking zeroed neurons / filters");
+  app.add_flag("--int8", a->int8,
+               "also time the int8 plan (sprig quantize --int8-only) in rounds alternating with "
+               "the plan");
   app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_option("--repeats", a->repeats, "timed runs (median)")
       ->check(IntRange(1, 100000))

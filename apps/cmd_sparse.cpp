@@ -39,7 +39,7 @@ struct SparseArgs {
   int finetune_epochs = 0;  // quantisation-aware training
   float lr = 1e-4f;
   int64_t limit_train = -1;
-  bool quiet = false;
+  bool quiet = false, int8_only = false;
 };
 
 infer::CudaPlanOptions cuda_plan_options(const SparseArgs& a, int64_t batch, Device dev) {
@@ -219,6 +219,7 @@ int run_quantize(const SparseArgs& a) {
   opt.pack = pack_options(plan);
   opt.calibration = infer::parse_calibration(a.calibration);
   opt.percentile = a.percentile;
+  opt.int8_only = a.int8_only;
   nn::Checkpoint ck = nn::load_checkpoint(a.in);
   std::string dataset;
   train::DataSource src =
@@ -447,8 +448,8 @@ Command add_quantize_command(CLI::App& app) {
       ->check(FiniteNumber & CLI::Range(50.001, 100.0))
       ->capture_default_str();
   app.add_option("--format", a->format,
-                 "int8 kernels: auto (measure dense against 1x4-block sparse per linear layer), "
-                 "dense or sparse")
+                 "auto (per layer, the fastest of int8 dense, int8 1x4 blocks and the float "
+                 "plan's kernels, measured), dense (int8) or sparse (int8 1x4 blocks)")
       ->check(CLI::IsMember({"auto", "dense", "sparse"}))
       ->capture_default_str();
   app.add_option("--batch", a->batch, "batch size the plan measures at")
@@ -457,6 +458,8 @@ Command add_quantize_command(CLI::App& app) {
   app.add_option("--repeats", a->repeats, "timed runs per candidate (median)")
       ->check(IntRange(1, 1000))
       ->capture_default_str();
+  app.add_flag("--int8-only", a->int8_only,
+               "with --format auto: int8 kernels only, every layer int8 (the smallest file)");
   app.add_flag("--no-shrink", a->no_shrink, "do not shrink zeroed neurons / filters first");
   app.add_option("--finetune-epochs", a->finetune_epochs,
                  "quantisation-aware training: epochs of Adam with fake-quantised inputs and "

@@ -87,7 +87,7 @@ for model in a.models.split(","):
             flags = ["--calibration", how] if how != "qat" else [
                 "--finetune-epochs", str(a.qat_epochs)]
             qj = sprig_json("quantize", "--in", path, "--out", q, "--calibrate", str(a.calibrate),
-                            "--quiet", *flags)
+                            "--int8-only", "--quiet", *flags)
             qa = sprig_json("run", "--in", q)["test_accuracy"]
             dense_file = sprig_json("pack", "--in", dense, "--out", W("dense_size.safetensors"),
                                     "--format", "dense", "--no-shrink")["dense_file_bytes"]

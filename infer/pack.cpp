@@ -235,9 +235,11 @@ Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x) {
   return m(x);
 }
 
+}  // namespace
+
 // Chooses p's kind: forced, or the fastest measured candidate.
-void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
-            const PackOptions& opt) {
+void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
+                    const PackOptions& opt) {
   WeightView v = view_of(weight);
   auto block = detect_block(v);
   auto nm = p.conv ? std::pair<int64_t, int64_t>{0, 0} : detect_nm(v);
@@ -326,8 +328,6 @@ void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
   if (!p.conv && !block.first && !nm.first) p.reason += " (no block or N:M pattern)";
 }
 
-}  // namespace
-
 namespace detail {
 
 namespace {
@@ -412,7 +412,7 @@ InferenceModel pack_model(const nn::Model& source, const PackOptions& opt) {
     p.rows_before = w0->value.size(0);
     p.cols_before = w0->value.numel() / p.rows_before;
     p.shrunk = p.rows != p.rows_before || p.cols != p.cols_before;
-    choose(p, *l.module, *weight, opt);
+    detail::choose(p, *l.module, *weight, opt);
     im.layers.push_back(std::move(p));
   }
   return im;

@@ -24,6 +24,11 @@ struct WeightedLayer {
 };
 std::vector<WeightedLayer> weighted_layers(const nn::Model& m);
 
+// Packs p (a float layer of `module`, whose weight is `weight`) in opt.format, or for Auto in
+// the fastest float format measured at opt.batch; fills p.times and p.reason (pack.cpp).
+void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
+            const PackOptions& opt);
+
 // One forward of an int8 layer p (module m): x (N, cols) for linear, (N, C, H, W) for conv,
 // quantised to uint8 with p.int8->input, the exact int32 product, then dequantised with the bias
 // and, when relu, a ReLU (infer/quantize.cpp).

@@ -254,6 +254,62 @@ std::vector<InputRange> calibrate(const InferenceModel& m, const Tensor& samples
   return out;
 }
 
+namespace {
+
+// The plan of one layer (format Auto): the int8 kernels (dense; 1 x 4 blocks for linear) and,
+// unless opt.int8_only, the float plan's own candidates (pack.cpp), each measured on inputs of
+// the layer's shape at the plan's batch spread over the calibrated range; the fastest runs.
+// A layer left in float keeps its float weight (and computes exactly what it did).
+void choose_fastest(PackedLayer& p, Int8Weights q, const QuantizeOptions& opt, InputRange r) {
+  Rng rng(opt.pack.seed + p.index);
+  Shape xs = p.in_shape;
+  xs.insert(xs.begin(), opt.pack.batch);
+  Tensor x = Tensor::uniform(xs, std::min(r.lo, 0.0f), std::max(r.hi, 0.0f), rng);
+  NoGradGuard no_grad;
+  const nn::ParameterPtr& weight = weight_of(*p.module);
+  PackedLayer best_float = p;
+  std::vector<float> float_weight;
+  if (!opt.int8_only) {  // first, while the module still holds the float weight
+    PackOptions fo = opt.pack;
+    fo.format = PackFormat::Auto;
+    detail::choose(best_float, *p.module, *weight, fo);
+    float_weight = weight->value.to_vector();
+  }
+  std::vector<CandidateTime> times;
+  PackedLayer::Kind int8_kind = PackedLayer::Dense;
+  for (auto kind : {PackedLayer::Dense, PackedLayer::Bsr}) {
+    if (kind == PackedLayer::Bsr && p.conv) continue;
+    detail::set_int8(p, q, kind);
+    const double ms =
+        time_median_ms([&] { detail::run_int8(p, *p.module, x, false); }, opt.pack.repeats);
+    if (times.empty() || ms < times.front().ms) int8_kind = kind;
+    times.push_back({p.format(), ms});
+  }
+  std::sort(times.begin(), times.end(),
+            [](const CandidateTime& a, const CandidateTime& b) { return a.ms < b.ms; });
+  const CandidateTime int8_best = times.front();
+  CandidateTime float_best{"", INFINITY};
+  for (const CandidateTime& t : best_float.times) {
+    times.push_back(t);
+    if (t.ms < float_best.ms) float_best = t;
+  }
+  const bool keep_float = float_best.ms < int8_best.ms;
+  const CandidateTime& win = keep_float ? float_best : int8_best;
+  const CandidateTime& runner = keep_float ? int8_best : (times.size() > 1 ? times[1] : win);
+  if (keep_float) {
+    std::copy(float_weight.begin(), float_weight.end(), weight->value.data());
+    p = best_float;
+  } else {
+    detail::set_int8(p, std::move(q), int8_kind);
+  }
+  p.times = times;
+  p.reason = win.format + " " + fmt_ms(win.ms) + " ms < " + runner.format + " " +
+             fmt_ms(runner.ms) + " ms at " + pct(p.sparsity()) + " sparsity" +
+             (keep_float ? " (kept in float)" : "");
+}
+
+}  // namespace
+
 InferenceModel prepare_quantization(const nn::Model& model, const Tensor& samples,
                                     const QuantizeOptions& opt, std::vector<InputRange>* ranges) {
   SPRIG_CHECK(opt.pack.batch >= 1, "quantize: batch must be >= 1, got ", opt.pack.batch);
@@ -313,35 +369,17 @@ void quantize_layers(InferenceModel& m, const std::vector<InputRange>& ranges,
     // The sparsity after rounding: weights below half a step of their channel's scale become 0.
     auto at = [&p] { return " at " + pct(p.sparsity()) + " sparsity"; };
     p.times.clear();
-    if (p.conv || opt.pack.format == PackFormat::Dense) {
+    if (opt.pack.format == PackFormat::Dense) {
       detail::set_int8(p, std::move(q), PackedLayer::Dense);
-      p.reason = std::string(p.conv && opt.pack.format != PackFormat::Dense
-                                 ? "conv layers have no sparse int8 kernel"
-                                 : "forced dense") +
-                 at() + range;
+      p.reason = "forced dense" + at() + range;
     } else if (opt.pack.format != PackFormat::Auto) {
-      detail::set_int8(p, std::move(q), PackedLayer::Bsr);
-      p.reason = std::string("forced sparse") + at() + range;
+      detail::set_int8(p, std::move(q), p.conv ? PackedLayer::Dense : PackedLayer::Bsr);
+      p.reason = (p.conv ? "forced sparse, but conv layers have no sparse int8 kernel: int8 dense"
+                         : "forced sparse") +
+                 at() + range;
     } else {
-      // Both int8 kernels on inputs of the layer's shape at the plan's batch, spread over the
-      // calibrated range.
-      Rng rng(opt.pack.seed + p.index);
-      Shape xs = p.in_shape;
-      xs.insert(xs.begin(), opt.pack.batch);
-      Tensor x = Tensor::uniform(xs, std::min(r.lo, 0.0f), std::max(r.hi, 0.0f), rng);
-      NoGradGuard no_grad;
-      for (auto kind : {PackedLayer::Dense, PackedLayer::Bsr}) {
-        detail::set_int8(p, q, kind);
-        const double ms =
-            time_median_ms([&] { detail::run_int8(p, *p.module, x, false); }, opt.pack.repeats);
-        p.times.push_back({p.format(), ms});
-      }
-      const bool sparse = p.times[1].ms < p.times[0].ms;
-      detail::set_int8(p, std::move(q), sparse ? PackedLayer::Bsr : PackedLayer::Dense);
-      const CandidateTime& win = p.times[sparse ? 1 : 0];
-      const CandidateTime& lose = p.times[sparse ? 0 : 1];
-      p.reason = win.format + " " + fmt_ms(win.ms) + " ms < " + lose.format + " " +
-                 fmt_ms(lose.ms) + " ms" + at() + range;
+      choose_fastest(p, std::move(q), opt, r);
+      p.reason += range;
     }
   }
 }

@@ -27,11 +27,13 @@ struct QuantizeOptions {
   Calibration calibration = Calibration::MinMax;
   double percentile = 99.99;  // percentile: the share (%) of values inside the range, in (50, 100]
   int64_t calibration_batch = 256;  // samples per forward while calibrating
-  // The plan: format Auto measures int8 dense against int8 1 x 4 blocks for each linear layer at
-  // pack.batch and keeps the faster; Dense forces int8 dense; Bsr / Csr / Nm force the sparse
-  // int8 kernel on linear layers (conv layers have none and stay int8 dense). Shrink as in
-  // pack_model.
+  // The plan: format Auto measures, per layer at pack.batch, the int8 kernels (dense, and 1 x 4
+  // blocks for linear layers) and the float plan's candidates (pack_model), and keeps the
+  // fastest: a mixed-precision model whose float layers are exact. Dense forces int8 dense;
+  // Bsr / Csr / Nm force the sparse int8 kernel on linear layers (conv layers have none and
+  // stay int8 dense). Shrink as in pack_model.
   PackOptions pack;
+  bool int8_only = false;  // Auto: int8 candidates only (every layer int8: the smallest file)
 };
 
 // The range [lo, hi] of one conv / linear layer's input over the calibration samples.

@@ -116,7 +116,7 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   for (std::string how : {"minmax", "percentile", "entropy"}) {
     CAPTURE(how);
     Result q = run("quantize --in " + pruned + " --out " + q8 + " --calibrate 200 --calibration " +
-                   how + " --batch 4 --repeats 2 --json");
+                   how + " --batch 4 --repeats 2 --int8-only --json");
     REQUIRE_MESSAGE(q.code == 0, q.out);
     auto jq = nlohmann::json::parse(last_line(q.out));
     CHECK(jq["calibration"].get<std::string>().rfind(how, 0) == 0);
@@ -141,7 +141,7 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   // Quantisation-aware training: one short epoch with fake-quantised layers; the int8 file
   // then classifies as the fake-quantised model did in its last evaluation.
   Result qat = run("quantize --in " + pruned + " --out " + q8 +
-                   " --calibrate 200 --finetune-epochs 1 --limit-train 2000 --json");
+                   " --calibrate 200 --finetune-epochs 1 --limit-train 2000 --int8-only --json");
   REQUIRE_MESSAGE(qat.code == 0, qat.out);
   auto jqat = nlohmann::json::parse(last_line(qat.out));
   CHECK(jqat["qat_epochs"] == "1");
@@ -165,6 +165,14 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
     REQUIRE_MESSAGE(pr.code == 0, pr.out);
     sprig::Tensor want = sprig::infer::load_packed(q8).model.forward(x);
     CHECK(sprig::load_safetensors(out).find("logits")->to_vector() == want.to_vector());
+  }
+  // The default plan measures int8 and float kernels per layer and says which won.
+  Result mixed = run("quantize --in " + pruned + " --out " + (dir / "mixed.safetensors").string() +
+                     " --calibrate 50 --batch 4 --repeats 2 --json");
+  REQUIRE_MESSAGE(mixed.code == 0, mixed.out);
+  for (auto& l : nlohmann::json::parse(last_line(mixed.out))["layers"]) {
+    CHECK(l["times_ms"].contains("int8 dense"));
+    CHECK(l["times_ms"].size() >= 3);  // int8 dense and 1x4 blocks, float dense and csr
   }
   Result qh = run("quantize --in " + pruned + " --out " + q8 + " --calibrate 50 --format sparse");
   REQUIRE_MESSAGE(qh.code == 0, qh.out);

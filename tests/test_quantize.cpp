@@ -22,6 +22,7 @@ namespace {
 
 infer::QuantizeOptions options(infer::PackFormat f, int64_t batch = 2) {
   infer::QuantizeOptions o;
+  o.int8_only = true;  // auto among the int8 kernels; the mixed plan has its own case
   o.pack.format = f;
   o.pack.batch = batch;
   o.pack.repeats = 1;
@@ -299,4 +300,45 @@ TEST_CASE("QAT: the fake-quantised model trains, keeps its masks, and is what in
       CHECK(rel_diff(simulated, int8) <= 5e-3);
     }
   }
+}
+
+TEST_CASE("the auto plan measures int8 and float kernels per layer and keeps the fastest") {
+  nn::Model m = pruned("flatten linear(64) relu linear(32) relu linear(10)", {1, 8, 8},
+                       prune::Granularity::Element, 0.9);
+  Tensor calib = random_input(m, 64, 1);
+  infer::QuantizeOptions o;  // int8_only false: the mixed plan
+  o.pack.batch = 4;
+  o.pack.repeats = 2;
+  infer::InferenceModel q = infer::quantize_model(m, calib, o);
+  Tensor x = random_input(m, 5, 3);
+  NoGradGuard no_grad;
+  Tensor want = m.forward(x);
+  int float_layers = 0;
+  for (const infer::PackedLayer& l : q.layers) {
+    CAPTURE(l.name);
+    CAPTURE(l.reason);
+    bool int8_time = false, float_time = false;
+    for (const infer::CandidateTime& t : l.times)
+      (t.format.rfind("int8 ", 0) == 0 ? int8_time : float_time) = true;
+    CHECK(int8_time);
+    CHECK(float_time);
+    // The winner is the fastest candidate measured, and the reason says so.
+    double fastest = INFINITY;
+    std::string winner;
+    for (const infer::CandidateTime& t : l.times)
+      if (t.ms < fastest) fastest = t.ms, winner = t.format;
+    CHECK(l.reason.rfind(winner + " ", 0) == 0);
+    CHECK((l.int8 != nullptr) == (winner.rfind("int8 ", 0) == 0));
+    float_layers += !l.int8;
+  }
+  // Float layers keep the float weights: a plan with no int8 layer computes the float model.
+  if (float_layers == int(q.layers.size())) CHECK(rel_diff(want, q.forward(x)) <= 1e-5);
+  CHECK(rel_diff(want, q.forward(x)) <= 0.05);
+  // The file records the mix and loads it back.
+  test::TempDir dir("sprig_test_quantize_mixed");
+  infer::save_packed(dir.file("m.safetensors"), q);
+  infer::PackedFile pf = infer::load_packed(dir.file("m.safetensors"));
+  for (size_t i = 0; i < q.layers.size(); ++i)
+    CHECK(pf.model.layers[i].format() == q.layers[i].format());
+  CHECK(rel_diff(q.forward(x), pf.model.forward(x)) == 0.0);
 }

@@ -59,31 +59,34 @@ void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t*
 void dequantize_bias_relu(int64_t M, int64_t N, const int32_t* acc, int64_t ldacc, float a_scale,
                           const float* w_scales, const float* bias, bool relu, float* y,
                           int64_t ldy) {
-  parallel_range(M, 64, [&](int64_t lo, int64_t hi) {
-    for (int64_t m = lo; m < hi; ++m)
-      for (int64_t n = 0; n < N; ++n) {
-        float v = a_scale * w_scales[n] * float(acc[m * ldacc + n]);
-        if (bias) v += bias[n];
-        y[m * ldy + n] = relu ? std::max(v, 0.0f) : v;
-      }
-  });
+  // Threads from ~32K outputs: below that the parallel region costs more than the loop.
+  parallel_range(M, std::max<int64_t>(2, (int64_t(1) << 15) / std::max<int64_t>(1, N)),
+                 [&](int64_t lo, int64_t hi) {
+                   for (int64_t m = lo; m < hi; ++m)
+                     for (int64_t n = 0; n < N; ++n) {
+                       float v = a_scale * w_scales[n] * float(acc[m * ldacc + n]);
+                       if (bias) v += bias[n];
+                       y[m * ldy + n] = relu ? std::max(v, 0.0f) : v;
+                     }
+                 });
 }
 
 void dequantize_channels_bias_relu(int64_t N, int64_t K, int64_t HW, const int32_t* acc,
                                    float a_scale, const float* w_scales, const float* bias,
                                    bool relu, float* y) {
-  parallel_range(N * K, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t nk = lo; nk < hi; ++nk) {
-      const int64_t k = nk % K;
-      const float s = a_scale * w_scales[k], b = bias ? bias[k] : 0.0f;
-      const int32_t* a = acc + nk * HW;
-      float* out = y + nk * HW;
-      for (int64_t i = 0; i < HW; ++i) {
-        const float v = s * float(a[i]) + b;
-        out[i] = relu ? std::max(v, 0.0f) : v;
-      }
-    }
-  });
+  parallel_range(N * K, std::max<int64_t>(2, (int64_t(1) << 15) / std::max<int64_t>(1, HW)),
+                 [&](int64_t lo, int64_t hi) {
+                   for (int64_t nk = lo; nk < hi; ++nk) {
+                     const int64_t k = nk % K;
+                     const float s = a_scale * w_scales[k], b = bias ? bias[k] : 0.0f;
+                     const int32_t* a = acc + nk * HW;
+                     float* out = y + nk * HW;
+                     for (int64_t i = 0; i < HW; ++i) {
+                       const float v = s * float(a[i]) + b;
+                       out[i] = relu ? std::max(v, 0.0f) : v;
+                     }
+                   }
+                 });
 }
 
 void fake_quantize_activations(const float* x, int64_t n, ActivationQuant a, float* y) {
