@@ -31,7 +31,17 @@ and the reason below the table. After the table, per model: the pruned checkpoin
 the fraction of the graph DeepSparse runs itself (the rest falls back to its bundled ONNX
 Runtime) and the largest difference between DeepSparse's and ONNX Runtime's outputs.
 
-In both modes the runtimes are interleaved: each round times every runtime for every (model,
+int8 mode (--int8). The same pruned checkpoints, quantised with `sprig quantize --int8-only`
+(calibrated on 256 Fashion-MNIST training images) and exported as QDQ ONNX (`sprig export`).
+At each batch size (default 1, 64, 256) it times:
+
+  sprig-int8: `sprig bench model --int8`, its int8_ms: every layer on sprig's int8 kernels
+              (the int8 plan re-made at the batch), timed in rounds alternating with
+  sprig-f32 : its plan_ms, the float packed plan of the same pruned weights
+  deepsparse: DeepSparse on the QDQ ONNX file, as above
+  ort       : ONNX Runtime on the QDQ ONNX file
+
+In every mode the runtimes are interleaved: each round times every runtime for every (model,
 batch), and --rounds rounds are run; a pair's ratio is other_ms / sprig_ms (> 1: sprig faster)
 and the table gives the median ratio over the rounds with its range, so load that comes and
 goes shows as spread rather than as a bias. The machine's load average is printed before and
@@ -45,6 +55,7 @@ DeepSparse's usage analytics are switched off (NM_DISABLE_ANALYTICS=1) before it
 
     python3 bench/inference_vs_runtimes.py --threads 2 --batches 1,8,64,256 --rounds 3
     python3 bench/inference_vs_runtimes.py --sparse --threads 2 --rounds 3
+    python3 bench/inference_vs_runtimes.py --int8 --models mlp,cnn2 --threads 2 --rounds 3
 """
 import argparse
 import json
@@ -94,10 +105,10 @@ def make_pruned(tmp, name, ck, amount, scope):
     return pck, ponnx
 
 
-def bench_sprig(ck, batch, threads, repeats, fmt):
+def bench_sprig(ck, batch, threads, repeats, fmt, extra=()):
     """`sprig bench model --json`'s object: dense_ms, plan_ms (--format auto), sparsity, ..."""
     out = sprig(["bench", "model", "--in", ck, "--batch", str(batch), "--format", fmt,
-                 "--threads", str(threads), "--repeats", str(repeats), "--json"]).stdout
+                 "--threads", str(threads), "--repeats", str(repeats), "--json", *extra]).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -256,6 +267,61 @@ def run_sparse(a, models, batches):
             print(f"  deepsparse at batch {b}: {notes[(m, b)]}")
 
 
+def run_int8(a, models, batches):
+    print(f"sprig {SPRIG}; deepsparse {deepsparse.__version__}; onnxruntime {ort.__version__}; "
+          f"threads {a.threads}; pruned {a.amount:.0%} by {a.scope} magnitude, then int8; "
+          f"median of {a.repeats} runs per timing; {a.rounds} interleaved rounds")
+    keys = [(m, b) for m in models for b in batches]
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = {m: make_model(tmp, m) for m in models}
+        pruned = {m: make_pruned(tmp, m, dense[m][0], a.amount, a.scope) for m in models}
+        qdq = {}
+        for m in models:
+            q = os.path.join(tmp, f"{m}.int8.safetensors")
+            qdq[m] = os.path.join(tmp, f"{m}.int8.onnx")
+            sprig(["quantize", "--in", pruned[m][0], "--out", q, "--int8-only", "--calibrate",
+                   "256", "--quiet"])
+            sprig(["export", "--in", q, "--out", qdq[m]])
+        ort_q = {m: ort_session(qdq[m], a.threads) for m in models}
+        engines, notes = {}, {}
+        for m, b in keys:
+            engines[(m, b)], notes[(m, b)] = deepsparse_engine(
+                qdq[m], INPUT_SHAPES[m], b, a.threads, ort_q[m])
+        best = {k: [float("inf")] * 4 for k in keys}  # sprig int8, sprig f32, ds, ort
+        f32_ratios, ds_ratios, ort_ratios = ({k: [] for k in keys} for _ in range(3))
+        for _ in range(a.rounds):
+            for m, b in keys:
+                shape = INPUT_SHAPES[m]
+                js = bench_sprig(pruned[m][0], b, a.threads, a.repeats, "auto", ["--int8"])
+                s, f = js["int8_ms"], js["plan_ms"]
+                f32_ratios[(m, b)].append(f / s)
+                d = float("nan")
+                if engines[(m, b)] is not None:
+                    d = time_deepsparse(engines[(m, b)], shape, b, a.repeats)
+                    ds_ratios[(m, b)].append(d / s)
+                o = time_ort(ort_q[m], shape, b, a.repeats)
+                ort_ratios[(m, b)].append(o / s)
+                best[(m, b)] = [min(x, y) for x, y in zip(best[(m, b)], (s, f, d, o))]
+    print(f"load average after: {os.getloadavg()}\n")
+    print(f"{'model':9}{'batch':>5}{'int8 ms':>10}{'f32 ms':>10}{'ds ms':>10}{'ort ms':>10}"
+          f"{'f32/int8':>10}  {'range':11}{'ds/int8':>10}  {'range':11}{'ort/int8':>10}  range")
+    for m, b in keys:
+        s, f, d, o = best[(m, b)]
+        if engines[(m, b)] is None:
+            ds_ms, ds_ratio = f"{'refused':>10}", f"{'-':>10}  {'':11}"
+        else:
+            ds_ms, ds_ratio = f"{d:>10.4f}", ratio_cell(ds_ratios[(m, b)])
+        print(f"{m:9}{b:>5}{s:>10.4f}{f:>10.4f}{ds_ms}{o:>10.4f}{ratio_cell(f32_ratios[(m, b)])}"
+              f"{ds_ratio}{ratio_cell(ort_ratios[(m, b)])}")
+    print("\nms: the best round's median; int8: sprig's int8 kernels; f32: sprig's float plan of "
+          "the same pruned weights;\nds / ort: DeepSparse / ONNX Runtime on the QDQ export; "
+          "ratios: the median over rounds of the per-round ratio\n(> 1: sprig int8 faster) "
+          "and its range\n")
+    for m in models:
+        for b in batches:
+            print(f"  {m}: deepsparse at batch {b}: {notes[(m, b)]}")
+
+
 def main():
     global SPRIG, deepsparse
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -270,9 +336,14 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--int8", action="store_true",
+                   help="sprig's int8 kernels vs its float plan, DeepSparse and ONNX Runtime on "
+                        "the pruned model quantised to int8 (QDQ)")
     p.add_argument("--busy", action="store_true",
                    help="keep one core busy with a second process while timing")
     a = p.parse_args()
+    if a.int8:
+        a.sparse = True  # the pruned models, and DeepSparse
     if a.sparse:
         # Before the import: otherwise importing deepsparse looks up this machine's public IP
         # and country and each engine sends a Google Analytics event.
@@ -299,7 +370,9 @@ def main():
         if m not in INPUT_SHAPES:
             sys.exit(f"--models: unknown model {m} (known: {', '.join(INPUT_SHAPES)})")
     print(f"machine: {os.cpu_count()} CPUs; load average before: {os.getloadavg()}")
-    if a.sparse:
+    if a.int8:
+        run_int8(a, models, batches)
+    elif a.sparse:
         run_sparse(a, models, batches)
     else:
         run_dense(a, models, batches)
