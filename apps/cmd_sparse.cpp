@@ -20,6 +20,7 @@
 #include "infer/quantize.h"
 #include "kernels/cpu/threads.h"
 #include "nn/checkpoint.h"
+#include "train/qat.h"
 #include "train/trainer.h"
 
 namespace sprig::app {
@@ -226,8 +227,15 @@ int run_quantize(const SparseArgs& a) {
       train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
   // The first N training samples: the test split stays unseen, as it is for training.
   data::Dataset calib = data::take(src.data.train, a.calibrate);
-  std::vector<infer::InputRange> ranges;
-  infer::InferenceModel m = infer::prepare_quantization(ck.model, calib.images, opt, &ranges);
+  train::QatConfig qat;
+  qat.epochs = a.finetune_epochs;
+  qat.lr = a.lr;
+  qat.log_lines = !a.quiet && !a.json;
+  const data::Dataset train_split =
+      a.limit_train >= 0 ? data::take(src.data.train, a.limit_train) : src.data.train;
+  train::QuantizeOutcome q =
+      train::quantize_with_qat(ck.model, calib, train_split, src.data.test, src.task, opt, qat);
+  const infer::InferenceModel& m = q.model;
   std::map<std::string, std::string> meta = {
       {"calibration", infer::calibration_name(opt.calibration)},
       {"calibration_samples", std::to_string(calib.size())},
@@ -235,24 +243,11 @@ int run_quantize(const SparseArgs& a) {
   if (opt.calibration == infer::Calibration::Percentile)
     meta["calibration"] += " " + std::to_string(a.percentile);
   if (a.finetune_epochs > 0) {
-    // Quantisation-aware training: the model (shrunk and BN folded) trains with each layer's
-    // input and weight fake-quantised as the int8 kernels will see them, masks kept and the
-    // calibrated ranges fixed; then its weights are quantised as they stand.
-    infer::set_fake_quant(m, ranges);
-    m.model.net->train();
-    auto optim = train::make_optimizer({"adam", a.lr}, m.model.parameters());
-    train::FitConfig fc;
-    fc.epochs = a.finetune_epochs;
-    fc.log_lines = !a.quiet && !a.json;
-    const data::Dataset train_split =
-        a.limit_train >= 0 ? data::take(src.data.train, a.limit_train) : src.data.train;
-    auto epochs = train::fit(m.model, *optim, train_split, src.data.test, src.task, fc);
     meta["qat_epochs"] = std::to_string(a.finetune_epochs);
     meta["qat_lr"] = std::to_string(a.lr);
-    if (!epochs.empty() && src.task == train::Task::Classification)
-      meta["qat_test_accuracy"] = std::to_string(epochs.back().test.accuracy);
+    if (src.task == train::Task::Classification)
+      meta["qat_test_accuracy"] = std::to_string(q.qat_epochs.back().test.accuracy);
   }
-  infer::quantize_layers(m, ranges, opt);
   return save_and_report(a, ck, m, meta);
 }
 
