@@ -54,8 +54,8 @@ const char* kQuick = " --train-samples 1000 --test-samples 500 --threads 2";
 TEST_CASE("experiment --help lists the experiments; each has --help") {
   Result r = run("experiment --help");
   CHECK(r.code == 0);
-  for (const char* name :
-       {"iterative", "l1-vs-fpgm", "taylor", "gradual-vs-instant", "friedman", "pipeline"}) {
+  for (const char* name : {"iterative", "l1-vs-fpgm", "taylor", "gradual-vs-instant", "friedman",
+                           "pipeline", "prune-quantize"}) {
     CAPTURE(name);
     CHECK(r.out.find(name) != std::string::npos);
     Result h = run(std::string("experiment ") + name + " --help");
@@ -156,6 +156,44 @@ TEST_CASE("iterative: sparsity objective with an accuracy floor, two pruning ste
     // 1 epoch over 2 steps: the first step is fine-tuned, the second is not.
     CHECK(c.metric("finetune_test_accuracy").size() == 1);
   }
+}
+
+TEST_CASE("prune-quantize: dense, pruned and pruned + int8 runs, one table, report with charts") {
+  fs::path dir = temp_dir() / "pq";
+  fs::remove_all(dir);
+  fs::path store = dir / "mlruns", html = dir / "pq.html";
+  Result r =
+      run("experiment prune-quantize --base-epochs 1 --finetune-epochs 1 --calibrate 200 "
+          "--qat-epochs 1 --batches 1,4 --repeats 2" +
+          std::string(kQuick) + " --local-store " + store.string() + " --report " + html.string());
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(last_line(r.out) == html.string());
+  for (const char* row : {"dense float", "pruned float", "pruned + int8 (QAT)", "ms at batch 4"})
+    CHECK_MESSAGE(r.out.find(row) != std::string::npos, row);
+  Run parent;
+  std::vector<Run> children;
+  load_runs(store, "sprig-prune-quantize", parent, children);
+  CHECK(parent.param("amount") == "0.9000");
+  CHECK(parent.last("nonzero") == 126698);
+  REQUIRE(children.size() == 2);
+  const Run& pruned =
+      children[0].param("formats").find("int8") == std::string::npos ? children[0] : children[1];
+  const Run& int8 = &pruned == &children[0] ? children[1] : children[0];
+  CHECK(int8.param("formats").find("int8 ") != std::string::npos);
+  CHECK(int8.metric("qat_test_accuracy").size() == 1);
+  // 90% pruned: at most a tenth of the weights stay (biases and rounding aside). A kept weight
+  // takes 3 bytes in int8 (value, 16-bit column) against 6 in float CSR; biases, row pointers
+  // and the per-channel scales keep the int8 file a little above half the float one.
+  CHECK(pruned.last("nonzero") <= 0.1 * 126698 + 200);
+  CHECK(int8.last("nonzero") <= pruned.last("nonzero"));
+  CHECK(int8.last("file_bytes") <= 0.55 * pruned.last("file_bytes"));
+  CHECK(int8.last("file_bytes") <= parent.last("file_bytes") / 6);
+  for (const Run* run : std::vector<const Run*>{&parent, &pruned, &int8}) {
+    CHECK(run->last("ms_batch_1") > 0);
+    CHECK(run->last("ms_batch_4") > 0);
+    CHECK(run->last("test_accuracy") > 0.1);
+  }
+  check_charts(html, {{"accuracy", 1}, {"size", 1}, {"latency", 2}});
 }
 
 TEST_CASE("l1-vs-fpgm: one child per method and amount, shrunk specs, report with charts") {

@@ -30,6 +30,10 @@ Command add_experiment_command(CLI::App& app) {
       "the main job: train cnn2, Taylor filter pruning + shrink + fine-tune, prune the "
       "classifier, pack for sparse inference, run it, one report",
       experiments::add_pipeline);
+  add("prune-quantize",
+      "dense -> pruned (90% global magnitude, fine-tuned) -> pruned + int8 (calibrated, optional "
+      "QAT): accuracy, file size and latency in one table",
+      experiments::add_prune_quantize);
   // An unknown name would otherwise only get CLI11's "A subcommand is required": catch it as a
   // hidden positional (subcommand names are matched first) and name it in the error. Extras
   // are allowed here only, after the subcommands were added, so they keep rejecting theirs.

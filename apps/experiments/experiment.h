@@ -128,5 +128,6 @@ Command add_taylor(CLI::App& app);              // seed 002, taylor.cpp
 Command add_gradual_vs_instant(CLI::App& app);  // seed 003, gradual_vs_instant.cpp
 Command add_friedman(CLI::App& app);            // seed 004, friedman.cpp
 Command add_pipeline(CLI::App& app);            // the main job, end to end, pipeline.cpp
+Command add_prune_quantize(CLI::App& app);      // issue 17, prune_quantize.cpp
 
 }  // namespace sprig::app::experiments
