@@ -171,6 +171,13 @@ void use_threads(int requested) {
   cpu::set_num_threads(requested);
 }
 
+std::string or_list(const std::vector<CLI::App*>& commands) {
+  std::string names;
+  for (size_t i = 0; i < commands.size(); ++i)
+    names += (i == 0 ? "" : i + 1 == commands.size() ? " or " : ", ") + commands[i]->get_name();
+  return names;
+}
+
 void print_json_line(const nlohmann::json& j) {
   std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }

@@ -21,10 +21,10 @@ Command add_sensitivity_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);       // sprig bench <gemm|conv|linear|model>
 Command add_bench_gemm_command(CLI::App& app);  // sprig bench gemm
 Command add_bench_conv_command(CLI::App& app);  // sprig bench conv
-Command add_pack_command(CLI::App& app);  // sprig pack: checkpoint -> packed sparse model file
+Command add_pack_command(CLI::App& app);      // sprig pack: checkpoint -> packed sparse model file
 Command add_quantize_command(CLI::App& app);  // sprig quantize: checkpoint -> packed int8 file
-Command add_run_command(CLI::App& app);   // sprig run: evaluate a packed model file
-Command add_plan_command(CLI::App& app);  // sprig plan: per-layer dense / sparse choice and why
+Command add_run_command(CLI::App& app);       // sprig run: evaluate a packed model file
+Command add_plan_command(CLI::App& app);      // sprig plan: per-layer dense / sparse choice and why
 Command add_bench_linear_command(CLI::App& app);  // sprig bench linear (cmd_bench_sparse.cpp)
 Command add_bench_model_command(CLI::App& app);   // sprig bench model (cmd_bench_sparse.cpp)
 Command add_predict_command(CLI::App& app);       // sprig predict: outputs for an input batch
@@ -42,6 +42,9 @@ extern const CLI::Validator NonEmptyPath;  // any bytes but none
 // An integer flag in [lo, hi]; "--epochs 1.5" is named as not a whole number, where
 // CLI::Range said "not in range".
 CLI::Validator IntRange(int64_t lo, int64_t hi);
+
+// The names of commands (or experiments, benchmarks) for an error: "a, b or c".
+std::string or_list(const std::vector<CLI::App*>& commands);
 
 // --dataset and --data-dir for commands that read a checkpoint: the dataset defaults to the one
 // the model was trained on (see load_data_for in train/trainer.h).

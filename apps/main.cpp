@@ -61,17 +61,12 @@ int main(int argc, char** argv) {
   add("experiment", "run a seed write-up as an experiment: MLflow runs, HTML report, tables",
       sprig::app::add_experiment_command);
   if (argc > 1 && argv[1][0] != '-') {
-    bool known = false;
-    std::string names;  // "train, eval, ... or experiment", from the commands added above
     const std::vector<CLI::App*> commands_in_order = app.get_subcommands({});
-    for (size_t i = 0; i < commands_in_order.size(); ++i) {
-      const std::string& name = commands_in_order[i]->get_name();
-      known = known || name == argv[1];
-      names += (i == 0 ? "" : i + 1 == commands_in_order.size() ? " or " : ", ") + name;
-    }
+    bool known = false;
+    for (CLI::App* c : commands_in_order) known = known || c->get_name() == argv[1];
     if (!known) {
       std::fprintf(stderr, "sprig: error: unknown command '%s' (expected %s)\n", argv[1],
-                   names.c_str());
+                   sprig::app::or_list(commands_in_order).c_str());
       return 2;
     }
     // For a command with its own subcommands (bench) CLI11 would only say "A subcommand is
@@ -80,14 +75,10 @@ int main(int argc, char** argv) {
     auto subs = cmd->get_subcommands([](CLI::App*) { return true; });
     if (!subs.empty() && argc > 2 && argv[2][0] != '-') {
       bool sub_known = false;
-      std::string names;
-      for (CLI::App* s : subs) {
-        sub_known = sub_known || s->get_name() == argv[2];
-        names += (names.empty() ? "" : ", ") + s->get_name();
-      }
+      for (CLI::App* s : subs) sub_known = sub_known || s->get_name() == argv[2];
       if (!sub_known) {
         std::fprintf(stderr, "sprig: error: unknown %s '%s' (expected %s)\n", argv[1], argv[2],
-                     names.c_str());
+                     sprig::app::or_list(subs).c_str());
         return 2;
       }
     }

@@ -62,7 +62,7 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu)
     cpu::Conv2dShape s{x.size(0),          x.size(1),         x.size(2),    x.size(3),
                        conv->out_channels, conv->kernel,      conv->kernel, conv->opt.stride,
                        conv->opt.padding,  conv->opt.dilation};
-    quantize_activations(x.data(), x.numel(), q.input, xq.data());
+    cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
     std::vector<int32_t> acc(size_t(s.N * s.K * s.P() * s.Q()));  // (N, K, P, Q)
     cpu::conv2d_u8s8(s, xq.data(), q.input.zero, q.dense, acc.data());
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
@@ -73,7 +73,7 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu)
   SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "int8 layer ", p.name, " (", m.spec(),
               ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
   const int64_t N = x.size(0);
-  quantize_activations(x.data(), x.numel(), q.input, xq.data());
+  cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
   std::vector<int32_t> acc(size_t(N * p.rows));  // (N, rows)
   if (p.kind == PackedLayer::Bsr)
     cpu::bsr14_int8_linear(q.sparse, N, xq.data(), q.input.zero, acc.data());

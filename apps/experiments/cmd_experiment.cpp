@@ -44,9 +44,9 @@ Command add_experiment_command(CLI::App& app) {
   return [subs, unknown] {
     for (auto& [sub, run] : *subs)
       if (sub->parsed()) return run();
-    std::string names;
-    for (size_t i = 0; i < subs->size(); ++i)
-      names += (i == 0 ? "" : i + 1 == subs->size() ? " or " : ", ") + (*subs)[i].first->get_name();
+    std::vector<CLI::App*> apps;
+    for (auto& [sub, run] : *subs) apps.push_back(sub);
+    const std::string names = or_list(apps);
     if (!unknown->empty())
       throw Error("unknown experiment '" + unknown->front() + "' (expected " + names + ")");
     throw Error("name an experiment: " + names + " (see sprig experiment --help)");
