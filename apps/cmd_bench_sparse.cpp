@@ -5,10 +5,10 @@
 // Both print medians after a warm-up; --json gives one object that bench/sparse_sweep.py reads.
 #include <algorithm>
 #include <chrono>
-#include <memory>
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <tuple>
@@ -247,9 +247,9 @@ int run_bench_model(const ModelArgs& a) {
   infer::InferenceModel plan = infer::pack_model(ck.model, opt);
   double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double plan_ms = infer::time_median_ms([&] { plan.forward(x); }, a.repeats);
-  // --int8: the int8 plan of the same weights, every layer int8 (calibrated on this input: the ranges do not
-  // change the time), timed in rounds alternating with the float plan so both see the same
-  // machine; the float plan's time becomes the median of those rounds too.
+  // --int8: the int8 plan of the same weights, every layer int8 (calibrated on this input: the
+  // ranges do not change the time), timed in rounds alternating with the float plan so both see the
+  // same machine; the float plan's time becomes the median of those rounds too.
   double int8_ms = 0.0;
   std::unique_ptr<infer::InferenceModel> int8;
   if (a.int8) {

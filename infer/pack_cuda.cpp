@@ -324,8 +324,8 @@ CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOp
     : impl_(std::make_unique<Impl>()) {
   SPRIG_CHECK(opt.batch >= 1, "GPU plan: batch must be >= 1, got ", opt.batch);
   for (const PackedLayer& l : m.layers)
-    SPRIG_CHECK(!l.int8, "layer ", l.name, " is int8, and int8 layers have no GPU kernel yet: ",
-                "run the model on the CPU");
+    SPRIG_CHECK(!l.int8, "layer ", l.name,
+                " is int8, and int8 layers have no GPU kernel yet: ", "run the model on the CPU");
   ensure_gpu(opt.device);
   Impl& im = *impl_;
   im.device = cuda::device_name(opt.device);
