@@ -170,7 +170,8 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   Result mixed = run("quantize --in " + pruned + " --out " + (dir / "mixed.safetensors").string() +
                      " --calibrate 50 --batch 4 --repeats 2 --json");
   REQUIRE_MESSAGE(mixed.code == 0, mixed.out);
-  for (auto& l : nlohmann::json::parse(last_line(mixed.out))["layers"]) {
+  const auto jmixed = nlohmann::json::parse(last_line(mixed.out));  // outlives the loop
+  for (auto& l : jmixed["layers"]) {
     CHECK(l["times_ms"].contains("int8 dense"));
     CHECK(l["times_ms"].size() >= 3);  // int8 dense and 1x4 blocks, float dense and csr
   }
