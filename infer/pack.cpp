@@ -205,11 +205,7 @@ Tensor run_dense_linear(const PackedLayer& p, const nn::Linear& lin, const Tenso
 // One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv.
 Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu = false) {
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    SPRIG_CHECK(x.dim() == 4 && x.size(1) == conv->in_channels, "packed layer ", p.name, " (",
-                conv->spec(), ") got input ", to_string(x.shape()));
-    cpu::Conv2dShape s{x.size(0),          x.size(1),         x.size(2),    x.size(3),
-                       conv->out_channels, conv->kernel,      conv->kernel, conv->opt.stride,
-                       conv->opt.padding,  conv->opt.dilation};
+    const cpu::Conv2dShape s = detail::conv_shape(p, "packed layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
     cpu::csr_conv2d(p.csr, s, x.data(), conv->bias ? conv->bias->value.data() : nullptr, y.data(),
                     relu);
@@ -362,6 +358,14 @@ Shape walk(const nn::Sequential& seq, const std::string& prefix, Shape shape,
 }
 
 }  // namespace
+
+cpu::Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d& conv,
+                            const Tensor& x) {
+  SPRIG_CHECK(x.dim() == 4 && x.size(1) == conv.in_channels, what, " ", p.name, " (", conv.spec(),
+              ") got input ", to_string(x.shape()));
+  return {x.size(0),   x.size(1),   x.size(2),       x.size(3),        conv.out_channels,
+          conv.kernel, conv.kernel, conv.opt.stride, conv.opt.padding, conv.opt.dilation};
+}
 
 void set_weight_t(PackedLayer& p, const float* w) {
   p.weight_t.clear();

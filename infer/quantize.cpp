@@ -55,17 +55,16 @@ namespace detail {
 Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
   const Int8Weights& q = *p.int8;
   const float* bias = bias_of(m);
-  std::vector<uint8_t> xq(size_t(x.numel()));  // x's shape, uint8
+  // Scratch reused from call to call (grow-only, per thread): no allocation per forward.
+  thread_local std::vector<uint8_t> xq;   // x's shape, uint8
+  thread_local std::vector<int32_t> acc;  // the layer's output shape, int32 sums
+  if (xq.size() < size_t(x.numel())) xq.resize(size_t(x.numel()));
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    SPRIG_CHECK(x.dim() == 4 && x.size(1) == conv->in_channels, "int8 layer ", p.name, " (",
-                conv->spec(), ") got input ", to_string(x.shape()));
-    cpu::Conv2dShape s{x.size(0),          x.size(1),         x.size(2),    x.size(3),
-                       conv->out_channels, conv->kernel,      conv->kernel, conv->opt.stride,
-                       conv->opt.padding,  conv->opt.dilation};
-    cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
-    std::vector<int32_t> acc(size_t(s.N * s.K * s.P() * s.Q()));  // (N, K, P, Q)
-    cpu::conv2d_u8s8(s, xq.data(), q.input.zero, q.dense, acc.data());
+    const cpu::Conv2dShape s = conv_shape(p, "int8 layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
+    if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, K, P, Q)
+    cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
+    cpu::conv2d_u8s8(s, xq.data(), q.input.zero, q.dense, acc.data());
     cpu::dequantize_channels_bias_relu(s.N, s.K, s.P() * s.Q(), acc.data(), q.input.scale,
                                        q.scales.data(), bias, relu, y.data());
     return y;
@@ -73,13 +72,13 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu)
   SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "int8 layer ", p.name, " (", m.spec(),
               ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
   const int64_t N = x.size(0);
+  Tensor y = Tensor::empty({N, p.rows});
+  if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, rows)
   cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
-  std::vector<int32_t> acc(size_t(N * p.rows));  // (N, rows)
   if (p.kind == PackedLayer::Bsr)
     cpu::bsr14_int8_linear(q.sparse, N, xq.data(), q.input.zero, acc.data());
   else
     cpu::gemm_u8s8(N, xq.data(), p.cols, q.input.zero, q.dense, acc.data(), p.rows);
-  Tensor y = Tensor::empty({N, p.rows});
   cpu::dequantize_bias_relu(N, p.rows, acc.data(), p.rows, q.input.scale, q.scales.data(), bias,
                             relu, y.data(), p.rows);
   return y;
