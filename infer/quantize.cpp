@@ -266,45 +266,44 @@ void choose_fastest(PackedLayer& p, Int8Weights q, const QuantizeOptions& opt, I
   Tensor x = Tensor::uniform(xs, std::min(r.lo, 0.0f), std::max(r.hi, 0.0f), rng);
   NoGradGuard no_grad;
   const nn::ParameterPtr& weight = weight_of(*p.module);
-  PackedLayer best_float = p;
+  PackedLayer best_float = p;  // the float plan's choice, measured first
   std::vector<float> float_weight;
-  if (!opt.int8_only) {  // first, while the module still holds the float weight
+  if (!opt.int8_only) {  // while the module still holds the float weight
     PackOptions fo = opt.pack;
     fo.format = PackFormat::Auto;
     detail::choose(best_float, *p.module, *weight, fo);
     float_weight = weight->value.to_vector();
   }
-  std::vector<CandidateTime> times;
-  PackedLayer::Kind int8_kind = PackedLayer::Dense;
+  std::vector<CandidateTime> times =
+      opt.int8_only ? std::vector<CandidateTime>{} : best_float.times;
   for (auto kind : {PackedLayer::Dense, PackedLayer::Bsr}) {
     if (kind == PackedLayer::Bsr && p.conv) continue;
     detail::set_int8(p, q, kind);
-    const double ms =
-        time_median_ms([&] { detail::run_int8(p, *p.module, x, false); }, opt.pack.repeats);
-    if (times.empty() || ms < times.front().ms) int8_kind = kind;
-    times.push_back({p.format(), ms});
+    times.push_back({p.format(), time_median_ms([&] { detail::run_int8(p, *p.module, x, false); },
+                                                opt.pack.repeats)});
   }
-  std::sort(times.begin(), times.end(),
-            [](const CandidateTime& a, const CandidateTime& b) { return a.ms < b.ms; });
-  const CandidateTime int8_best = times.front();
-  CandidateTime float_best{"", INFINITY};
-  for (const CandidateTime& t : best_float.times) {
-    times.push_back(t);
-    if (t.ms < float_best.ms) float_best = t;
-  }
-  const bool keep_float = float_best.ms < int8_best.ms;
-  const CandidateTime& win = keep_float ? float_best : int8_best;
-  const CandidateTime& runner = keep_float ? int8_best : (times.size() > 1 ? times[1] : win);
+  std::stable_sort(times.begin(), times.end(),
+                   [](const CandidateTime& a, const CandidateTime& b) { return a.ms < b.ms; });
+  const CandidateTime& win = times.front();
+  const CandidateTime& runner = times.size() > 1 ? times[1] : win;
+  const bool keep_float = win.format.rfind("int8 ", 0) != 0;
   if (keep_float) {
     std::copy(float_weight.begin(), float_weight.end(), weight->value.data());
     p = best_float;
   } else {
-    detail::set_int8(p, std::move(q), int8_kind);
+    detail::set_int8(p, std::move(q),
+                     win.format == "int8 dense" ? PackedLayer::Dense : PackedLayer::Bsr);
   }
   p.times = times;
   p.reason = win.format + " " + fmt_ms(win.ms) + " ms < " + runner.format + " " +
              fmt_ms(runner.ms) + " ms at " + pct(p.sparsity()) + " sparsity" +
              (keep_float ? " (kept in float)" : "");
+}
+
+// The fake quantiser of a conv / linear layer's module (nn::FakeQuant).
+std::optional<nn::FakeQuant>& fake_quant_of(const PackedLayer& p) {
+  if (auto* conv = dynamic_cast<nn::Conv2d*>(p.module)) return conv->fake_quant;
+  return dynamic_cast<nn::Linear&>(*p.module).fake_quant;
 }
 
 }  // namespace
@@ -324,17 +323,12 @@ void set_fake_quant(InferenceModel& m, const std::vector<InputRange>& ranges) {
               m.layers.size(), " layers");
   for (size_t i = 0; i < m.layers.size(); ++i) {
     const cpu::ActivationQuant a = cpu::activation_quant_from_range(ranges[i].lo, ranges[i].hi);
-    const nn::FakeQuant fq{a.scale, a.zero};
-    if (auto* conv = dynamic_cast<nn::Conv2d*>(m.layers[i].module)) conv->fake_quant = fq;
-    if (auto* lin = dynamic_cast<nn::Linear*>(m.layers[i].module)) lin->fake_quant = fq;
+    fake_quant_of(m.layers[i]) = nn::FakeQuant{a.scale, a.zero};
   }
 }
 
 void clear_fake_quant(InferenceModel& m) {
-  for (PackedLayer& p : m.layers) {
-    if (auto* conv = dynamic_cast<nn::Conv2d*>(p.module)) conv->fake_quant.reset();
-    if (auto* lin = dynamic_cast<nn::Linear*>(p.module)) lin->fake_quant.reset();
-  }
+  for (PackedLayer& p : m.layers) fake_quant_of(p).reset();
 }
 
 InferenceModel quantize_model(const nn::Model& model, const Tensor& samples,
