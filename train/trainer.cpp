@@ -119,11 +119,14 @@ int64_t count_correct(const Tensor& logits_any, const Tensor& labels_any) {
   return correct;
 }
 
-EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task, int64_t batch_size,
-                    const dist::Comm& comm) {
+namespace {
+
+// Loss and accuracy of forward over ds; with several ranks each evaluates every size-th batch
+// and the sums are all-reduced.
+EvalResult evaluate_batches(const std::function<Tensor(const Tensor&)>& forward,
+                            const data::Dataset& ds, Task task, int64_t batch_size,
+                            const dist::Comm& comm) {
   NoGradGuard no_grad;
-  model.net->eval();
-  const Device dev = model.device();
   data::DataLoader loader(ds, batch_size, false);
   loader.start_epoch();
   data::Batch b;
@@ -131,13 +134,12 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task, 
   double sums[3] = {0.0, 0.0, 0.0};  // loss x samples, correct, samples
   for (int64_t batch = 0; loader.next(b); ++batch) {
     if (batch % comm.size() != comm.rank()) continue;
-    Tensor out = model.forward(b.x.to(dev));
+    Tensor out = forward(b.x);
     int64_t n = b.x.size(0);
     sums[0] += double(loss_of(task, out, b.y).item()) * double(n);
     if (task == Task::Classification) sums[1] += double(count_correct(out, b.y));
     sums[2] += double(n);
   }
-  model.net->train();
   comm.allreduce_sum(sums, 3);
   r.samples = int64_t(sums[2]);
   if (r.samples) {
@@ -149,6 +151,23 @@ EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task, 
               " (the model's outputs are not finite: its weights overflow float32, or the inputs "
               "hold NaN)");
   return r;
+}
+
+}  // namespace
+
+EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task, int64_t batch_size,
+                    const dist::Comm& comm) {
+  model.net->eval();
+  const Device dev = model.device();
+  EvalResult r = evaluate_batches([&](const Tensor& x) { return model.forward(x.to(dev)); }, ds,
+                                  task, batch_size, comm);
+  model.net->train();
+  return r;
+}
+
+EvalResult evaluate(const std::function<Tensor(const Tensor&)>& forward, const data::Dataset& ds,
+                    Task task, int64_t batch_size) {
+  return evaluate_batches(forward, ds, task, batch_size, dist::Comm::self());
 }
 
 static void draw_progress(int epoch, int epochs, size_t step, size_t steps, double loss,

@@ -65,6 +65,9 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels);
 // all-reduced: every rank returns the result over the whole dataset.
 EvalResult evaluate(const nn::Model& model, const data::Dataset& ds, Task task,
                     int64_t batch_size = 256, const dist::Comm& comm = dist::Comm::self());
+// The same loop over any forward function (a packed or int8 inference model), in this process.
+EvalResult evaluate(const std::function<Tensor(const Tensor&)>& forward, const data::Dataset& ds,
+                    Task task, int64_t batch_size = 256);
 
 struct EpochStats {
   int epoch = 0;  // from 1

@@ -46,28 +46,15 @@ struct Stage {
   std::string formats;     // per layer, "0 int8 dense, 2 csr, ..."
 };
 
-double accuracy_of(const infer::InferenceModel& m, const data::Dataset& test) {
-  int64_t correct = 0;
-  for (int64_t at = 0; at < test.size(); at += 256) {
-    const int64_t n = std::min<int64_t>(256, test.size() - at);
-    const std::vector<int64_t> rows = [&] {
-      std::vector<int64_t> r(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) r[size_t(i)] = at + i;
-      return r;
-    }();
-    const data::Dataset b = data::subset(test, rows);
-    correct += train::count_correct(m.forward(b.images), b.labels);
-  }
-  return test.size() ? double(correct) / double(test.size()) : 0.0;
-}
-
 // Accuracy, the packed file's size and the forward time at each batch size of model m.
 Stage measure(const std::string& label, const std::string& run_name, const infer::InferenceModel& m,
               const data::Dataset& test, const PruneQuantizeArgs& a) {
   Stage s;
   s.label = label;
   s.run_name = run_name;
-  s.accuracy = accuracy_of(m, test);
+  s.accuracy = train::evaluate([&m](const Tensor& x) { return m.forward(x); }, test,
+                               train::Task::Classification)
+                   .accuracy;
   s.nonzero = m.nonzero();
   const std::string path = (std::filesystem::temp_directory_path() /
                             ("sprig_prune_quantize_" + std::to_string(::getpid()) + ".safetensors"))
