@@ -11,6 +11,7 @@
 #include "engine/error.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/conv_int8.h"
+#include "kernels/cpu/quantize.h"
 #include "kernels/cpu/threads.h"
 #include "tests/kernel_test_util.h"
 
@@ -204,6 +205,99 @@ TEST_CASE("conv2d_u8s8 equals the direct int32 loop, padding reading as the zero
     }
   }
   set_num_threads(before);
+}
+
+TEST_CASE("conv2d_u8s8_direct equals the direct int32 loop; its fused epilogue the unfused one") {
+  // Odd channel counts (K not a multiple of 4 or 16, up to 3 blocks of 16), Q not a multiple
+  // of 16, strides 1-3, paddings 0-2, dilation, kernels 2 to 5 wide (1 and 2 words per row).
+  const Conv2dShape shapes[] = {
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1},    {3, 3, 7, 9, 5, 3, 3, 1, 1, 1},
+      {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},   {2, 5, 11, 10, 3, 3, 2, 2, 0, 1},
+      {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},  {1, 1, 28, 28, 8, 3, 3, 1, 1, 1},
+      {2, 8, 28, 28, 16, 3, 3, 1, 1, 1}, {2, 16, 14, 14, 36, 3, 3, 1, 1, 1},
+      {2, 3, 7, 7, 2, 5, 5, 3, 2, 1},    {1, 2, 40, 37, 6, 5, 5, 1, 2, 1},
+  };
+  if (!conv2d_u8s8_direct_suits(shapes[0])) {
+    MESSAGE("this CPU lacks AVX-512 VNNI or VBMI: conv2d_u8s8_direct not tested");
+    return;
+  }
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int> u8(0, 255), s8(-127, 127);
+  const int before = num_threads();
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const Conv2dShape& s : shapes) {
+      CAPTURE(s.N);
+      CAPTURE(s.C);
+      CAPTURE(s.K);
+      CAPTURE(s.H);
+      CAPTURE(s.S);
+      CAPTURE(s.stride);
+      CAPTURE(s.pad);
+      REQUIRE(conv2d_u8s8_direct_suits(s));
+      std::vector<uint8_t> x(size_t(s.N * s.C * s.H * s.W));  // (N, C, H, W)
+      std::vector<int8_t> w(size_t(s.K * s.C * s.R * s.S));   // (K, C, R, S)
+      for (auto& v : x) v = uint8_t(u8(rng));
+      for (auto& v : w) v = int8_t(s8(rng));
+      x[0] = 255;
+      w[0] = -127;
+      const DirectConvInt8Weights packed = pack_conv_int8_direct(w.data(), s.K, s.C, s.R, s.S);
+      const int64_t PQ = s.P() * s.Q();
+      const size_t out = size_t(s.N * s.K * PQ);
+      std::vector<float> scales(size_t(s.K)), bias(size_t(s.K));  // (K)
+      for (int64_t k = 0; k < s.K; ++k) {
+        scales[size_t(k)] = 0.001f * float(k + 1);
+        bias[size_t(k)] = 0.5f - 0.1f * float(k);
+      }
+      for (int32_t zero : {0, 7, 255}) {
+        std::vector<int32_t> got(out, -1), want(out, -2);  // (N, K, P, Q)
+        conv2d_u8s8_direct(s, x.data(), zero, packed, got.data());
+        conv2d_u8s8_ref(s, x.data(), zero, w.data(), want.data());
+        CHECK(got == want);
+        for (bool relu : {false, true}) {
+          std::vector<float> fused(out, -7.0f), unfused(out, -8.0f);  // (N, K, P, Q)
+          conv2d_u8s8_direct_dequantize(s, x.data(), zero, packed, 0.02f, scales.data(),
+                                        relu ? bias.data() : nullptr, relu, fused.data());
+          dequantize_channels_bias_relu(s.N, s.K, PQ, want.data(), 0.02f, scales.data(),
+                                        relu ? bias.data() : nullptr, relu, unfused.data());
+          // One fused multiply-add or a multiply then an add: at most an ulp or so apart.
+          double worst = 0.0;
+          for (size_t i = 0; i < out; ++i)
+            worst = std::max(worst, double(std::fabs(fused[i] - unfused[i])) /
+                                        (1e-6 + std::fabs(double(unfused[i]))));
+          CHECK(worst < 1e-6);
+        }
+      }
+    }
+  }
+  set_num_threads(before);
+}
+
+TEST_CASE("conv2d_u8s8_direct refuses a weight packed for another shape and shapes it does not suit") {
+  const Conv2dShape s{1, 2, 5, 5, 4, 3, 3, 1, 1, 1};
+  if (!conv2d_u8s8_direct_suits(s)) {
+    MESSAGE("this CPU lacks AVX-512 VNNI or VBMI: conv2d_u8s8_direct not tested");
+    return;
+  }
+  std::vector<uint8_t> x(50, 3);
+  std::vector<int8_t> w(4 * 2 * 9, 1);
+  std::vector<int32_t> acc(4 * 25);
+  const DirectConvInt8Weights wrong = pack_conv_int8_direct(w.data(), 4, 2, 3, 2);
+  CHECK_THROWS_WITH_AS(conv2d_u8s8_direct(s, x.data(), 0, wrong, acc.data()),
+                       doctest::Contains("packed for (4, 2, 3, 2)"), sprig::Error);
+  const DirectConvInt8Weights right = pack_conv_int8_direct(w.data(), 4, 2, 3, 3);
+  CHECK_THROWS_WITH_AS(conv2d_u8s8_direct(s, x.data(), 256, right, acc.data()),
+                       doctest::Contains("zero point 256"), sprig::Error);
+  Conv2dShape one_by_one = s, wide_stride = s;
+  one_by_one.R = one_by_one.S = 1;
+  wide_stride.stride = 4;
+  wide_stride.dilation = 2;
+  CHECK_FALSE(conv2d_u8s8_direct_suits(one_by_one));
+  CHECK_FALSE(conv2d_u8s8_direct_suits(wide_stride));
+  CHECK_THROWS_WITH_AS(conv2d_u8s8_direct(wide_stride, x.data(), 0, right, acc.data()),
+                       doctest::Contains("does not suit"), sprig::Error);
+  CHECK_THROWS_WITH_AS(pack_conv_int8_direct(w.data(), 4, 2000, 4, 5),
+                       doctest::Contains("could overflow"), sprig::Error);
 }
 
 TEST_CASE("conv2d_u8s8 refuses a weight packed for another shape and a zero point off uint8") {
