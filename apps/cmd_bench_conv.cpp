@@ -4,6 +4,9 @@
 // With --sparsity S it instead zeroes exactly that fraction of the weights (random positions)
 // and times the dense forward against cpu::csr_conv2d on the same weights, interleaved in
 // rounds, and prints both medians and their ratio.
+// With --int8 it times the float forward against the two int8 convolutions an int8 layer can
+// run (each with its input quantised and its output dequantised with the bias, as the int8
+// executor runs them): im2col + gemm_u8s8, and the direct kernel where the CPU suits it.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +20,8 @@
 #include "engine/rng.h"
 #include "infer/pack.h"
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/conv_int8.h"
+#include "kernels/cpu/quantize.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/threads.h"
 
@@ -28,6 +33,7 @@ struct BenchConvArgs {
   cpu::Conv2dShape s{128, 16, 28, 28, 16, 3, 3, 1, 1, 1};
   int threads = 0, repeats = 10, rounds = 5;
   double sparsity = -1;  // < 0: dense forward and backward; else dense vs sparse forward
+  bool int8 = false;     // float forward vs the int8 convolutions
   bool json = false;
 };
 
@@ -57,6 +63,11 @@ std::string shape_text(const cpu::Conv2dShape& s) {
   return buf;
 }
 
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 // Dense conv2d_forward against csr_conv2d on the same weights with exactly a.sparsity of them
 // zeroed: `rounds` alternating medians of `repeats` runs each; the median round is reported.
 int run_bench_sparse_conv(const BenchConvArgs& a) {
@@ -82,12 +93,8 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
   double max_diff = 0;
   for (size_t i = 0; i < yd.size(); i++)
     max_diff = std::max(max_diff, double(std::fabs(yd[i] - ys[i])));
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
   auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
-  const double dms = median(dense_ms), sms = median(sparse_ms), sp = median(ratio);
+  const double dms = median_of(dense_ms), sms = median_of(sparse_ms), sp = median_of(ratio);
   if (a.json) {
     nlohmann::json j = shape_json(a, "csr_conv2d");
     j.update({{"sparsity", a.sparsity},
@@ -110,6 +117,72 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
   return 0;
 }
 
+// Float conv2d_forward against the int8 layer's two kernels on the same weights, quantised
+// (per-channel int8 weights, the input's range as its uint8 range), `rounds` interleaved rounds.
+int run_bench_int8_conv(const BenchConvArgs& a) {
+  const cpu::Conv2dShape& s = a.s;
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P() * s.Q();
+  std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * CRS), b(s.K);  // (N,C,H,W), (K,CRS), (K)
+  Rng rng(1);
+  for (auto* v : {&x, &w, &b})
+    for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
+  std::vector<int8_t> wq(w.size());  // (K, CRS)
+  std::vector<float> scales(s.K);    // (K)
+  cpu::quantize_weights_per_channel(w.data(), s.K, CRS, wq.data(), scales.data());
+  const cpu::ActivationQuant aq = cpu::activation_quant_from_range(-1.0f, 1.0f);
+  const cpu::PackedInt8Weights gemm_w = cpu::pack_int8_weights(wq.data(), s.K, CRS, CRS);
+  const bool direct = cpu::conv2d_u8s8_direct_suits(s);
+  cpu::DirectConvInt8Weights direct_w;
+  if (direct) direct_w = cpu::pack_conv_int8_direct(wq.data(), s.K, s.C, s.R, s.S);
+  std::vector<uint8_t> xq(x.size());              // (N, C, H, W)
+  std::vector<int32_t> acc(s.N * s.K * PQ);       // (N, K, P, Q)
+  std::vector<float> yf(acc.size()), yi(acc.size()), yd(acc.size());  // (N, K, P, Q)
+  auto im2col = [&] {
+    cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
+    cpu::conv2d_u8s8(s, xq.data(), aq.zero, gemm_w, acc.data());
+    cpu::dequantize_channels_bias_relu(s.N, s.K, PQ, acc.data(), aq.scale, scales.data(),
+                                       b.data(), false, yi.data());
+  };
+  auto direct_run = [&] {
+    cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
+    cpu::conv2d_u8s8_direct_dequantize(s, xq.data(), aq.zero, direct_w, aq.scale, scales.data(),
+                                       b.data(), false, yd.data());
+  };
+  std::vector<double> float_ms, im2col_ms, direct_ms;
+  for (int r = 0; r < a.rounds; r++) {
+    float_ms.push_back(infer::time_median_ms(
+        [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yf.data()); }, a.repeats));
+    im2col_ms.push_back(infer::time_median_ms(im2col, a.repeats));
+    if (direct) direct_ms.push_back(infer::time_median_ms(direct_run, a.repeats));
+  }
+  // The two int8 kernels compute the same sums; the float result differs by quantisation.
+  double max_diff = 0;
+  for (size_t i = 0; direct && i < yi.size(); i++)
+    max_diff = std::max(max_diff, double(std::fabs(yi[i] - yd[i])));
+  const double fms = median_of(float_ms), ims = median_of(im2col_ms);
+  const double dms = direct ? median_of(direct_ms) : 0.0;
+  if (a.json) {
+    nlohmann::json j = shape_json(a, "conv2d_u8s8");
+    j.update({{"rounds", a.rounds},
+              {"float_ms", fms},
+              {"int8_im2col_ms", ims},
+              {"float_over_im2col", fms / ims},
+              {"direct", direct},
+              {"max_abs_diff_direct_im2col", max_diff}});
+    if (direct) j.update({{"int8_direct_ms", dms}, {"float_over_direct", fms / dms}});
+    print_json_line(j);
+  } else {
+    std::printf("%s, %d threads: float %.4f ms, int8 im2col %.4f ms (%.2fx)", shape_text(s).c_str(),
+                cpu::num_threads(), fms, ims, fms / ims);
+    if (direct)
+      std::printf(", int8 direct %.4f ms (%.2fx), max |direct - im2col| %.2g\n", dms, fms / dms,
+                  max_diff);
+    else
+      std::printf(", int8 direct does not suit this CPU or shape\n");
+  }
+  return 0;
+}
+
 int run_bench_conv(BenchConvArgs a) {
   cpu::Conv2dShape& s = a.s;
   s.S = s.R;
@@ -119,7 +192,9 @@ int run_bench_conv(BenchConvArgs a) {
   SPRIG_CHECK(s.N * std::max(s.C * s.H * s.W, s.K * s.P() * s.Q()) <= (int64_t(1) << 26),
               "bench conv: the batch is too big (more than 2^26 floats per activation)");
   use_threads(a.threads);
+  SPRIG_CHECK(!(a.int8 && a.sparsity >= 0), "bench conv: --int8 and --sparsity are separate modes");
   if (a.sparsity >= 0) return run_bench_sparse_conv(a);
+  if (a.int8) return run_bench_int8_conv(a);
 
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
   std::vector<float> y(s.N * s.K * s.P() * s.Q()), dy(y.size());                  // (N,K,P,Q)
@@ -179,7 +254,9 @@ Command add_bench_conv_command(CLI::App& app) {
   app.add_option("--sparsity", a->sparsity,
                  "time the dense forward against csr_conv2d with this fraction of weights zeroed")
       ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--rounds", a->rounds, "with --sparsity: alternating dense / sparse rounds")
+  app.add_flag("--int8", a->int8,
+               "time the float forward against the int8 convolutions (im2col + gemm, direct)");
+  app.add_option("--rounds", a->rounds, "with --sparsity or --int8: alternating rounds")
       ->check(IntRange(1, 1000))
       ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object (shape, threads, ms and GFLOP/s)");

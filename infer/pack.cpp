@@ -65,7 +65,8 @@ size_t PackedLayer::weight_bytes() const {
     if (kind == Bsr)
       return scales + size_t(q.sparse.blocks()) * 8 + q.sparse.row_ptr.size() * 8 +
              q.sparse.row_sums.size() * 4;
-    return scales + q.dense.data.size() + q.dense.row_sums.size() * 4;
+    return scales + q.dense.data.size() + q.dense.row_sums.size() * 4 +
+           (q.direct.words.size() + q.direct.row_sums.size()) * 4;
   }
   switch (kind) {
     case Dense:

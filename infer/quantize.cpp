@@ -62,8 +62,13 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu)
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
     const cpu::Conv2dShape s = conv_shape(p, "int8 layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
-    if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, K, P, Q)
     cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
+    if (!q.direct.words.empty()) {
+      cpu::conv2d_u8s8_direct_dequantize(s, xq.data(), q.input.zero, q.direct, q.input.scale,
+                                         q.scales.data(), bias, relu, y.data());
+      return y;
+    }
+    if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, K, P, Q)
     cpu::conv2d_u8s8(s, xq.data(), q.input.zero, q.dense, acc.data());
     cpu::dequantize_channels_bias_relu(s.N, s.K, s.P() * s.Q(), acc.data(), q.input.scale,
                                        q.scales.data(), bias, relu, y.data());
@@ -91,10 +96,20 @@ void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind) {
               "layer ", p.name, ": int8 weight or scales do not match its (", p.rows, ", ", p.cols,
               ") weight");
   q.dense = {};
+  q.direct = {};
   q.sparse = {};
+  const auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
+  // The direct kernel depends on the kernel's width, stride and dilation only (and the CPU).
+  const bool direct =
+      conv && cpu::conv2d_u8s8_direct_suits(cpu::Conv2dShape{
+                  1, conv->in_channels, 1, 1, conv->out_channels, conv->kernel, conv->kernel,
+                  conv->opt.stride, conv->opt.padding, conv->opt.dilation});
   try {
     if (kind == PackedLayer::Bsr)
       q.sparse = cpu::bsr14_int8_from_dense(p.rows, p.cols, q.weight.data());
+    else if (direct)
+      q.direct = cpu::pack_conv_int8_direct(q.weight.data(), conv->out_channels, conv->in_channels,
+                                            conv->kernel, conv->kernel);
     else
       q.dense = cpu::pack_int8_weights(q.weight.data(), p.rows, p.cols, p.cols);
   } catch (const Error& e) {
