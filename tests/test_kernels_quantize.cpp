@@ -71,6 +71,51 @@ TEST_CASE(
   CHECK(h == std::vector<uint8_t>{10, 12, 12, 10, 8, 255, 255});
 }
 
+TEST_CASE("activation quantisation without a division gives the division's codes bit for bit") {
+  // Where the two could differ: values on and one ulp beside the half-way points between codes
+  // (where rounding decides), across the range and beyond it, under many scales and zero points;
+  // plus NaN, infinities, signed zeros, subnormals and the largest floats, and lengths that
+  // leave a vector tail.
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> log_scale(-12.0f, 3.0f), wide(-1e4f, 1e4f);
+  const float specials[] = {std::nanf(""), INFINITY, -INFINITY, 0.0f, -0.0f, 1e-42f, -1e-42f,
+                            std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                            std::numeric_limits<float>::min()};
+  int64_t compared = 0, mismatched = 0;
+  for (int t = 0; t < 300; ++t) {
+    ActivationQuant a;
+    a.scale = std::exp2(log_scale(rng));
+    a.zero = int32_t(rng() % 256);
+    std::vector<float> x(size_t(1000 + t % 17));  // not a multiple of 16
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float half = (float(int(rng() % 700) - 350) + 0.5f) * a.scale;
+      switch (i % 5) {
+        case 0: x[i] = half; break;
+        case 1: x[i] = std::nextafter(half, INFINITY); break;
+        case 2: x[i] = std::nextafter(half, -INFINITY); break;
+        case 3: x[i] = wide(rng) * a.scale; break;
+        default: x[i] = specials[i % std::size(specials)];
+      }
+    }
+    std::vector<uint8_t> fast(x.size()), ref(x.size());
+    quantize_activations(x.data(), int64_t(x.size()), a, fast.data());
+    quantize_activations_ref(x.data(), int64_t(x.size()), a, ref.data());
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (fast[i] != ref[i] && mismatched++ < 5)
+        MESSAGE("x ", x[i], " scale ", a.scale, " zero ", a.zero, ": ", int(fast[i]), " vs ",
+                int(ref[i]));
+      ++compared;
+    }
+  }
+  CHECK(compared > 300000);
+  CHECK(mismatched == 0);
+  // The special values' codes themselves: NaN 0, +inf 255, -inf 0, zeros the zero point.
+  const ActivationQuant a{0.1f, 9};
+  std::vector<uint8_t> q(std::size(specials));
+  quantize_activations(specials, int64_t(std::size(specials)), a, q.data());
+  CHECK(q == std::vector<uint8_t>{0, 255, 0, 9, 9, 9, 9, 255, 0, 9});
+}
+
 TEST_CASE("a quantised Linear + ReLU stays within its scales' error bound of the float one") {
   const int64_t M = 37, N = 21, K = 150;
   std::mt19937 rng(11);

@@ -1,5 +1,7 @@
 #include "kernels/cpu/quantize.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -36,23 +38,61 @@ ActivationQuant activation_quant_from_range(float lo, float hi) {
   return a;
 }
 
+void quantize_activations_ref(const float* x, int64_t n, ActivationQuant a, uint8_t* q) {
+  const float s = a.scale, z = float(a.zero);
+  for (int64_t i = 0; i < n; ++i) {
+    // ONNX QuantizeLinear exactly: x / scale (a division, not a multiply by 1 / scale) rounded
+    // half to even, plus the zero point, saturated; so onnxruntime and sprig agree bit for bit.
+    // NaN fails both comparisons: 0.
+    const float v = __builtin_rintf(x[i] / s) + z;
+    const float above = 0.0f < v ? v : 0.0f;
+    const float c = above < 255.0f ? above : 255.0f;
+    q[i] = uint8_t(int32_t(c));
+  }
+}
+
+namespace {
+
+// The same codes without a division (vdivps costs ~8 cycles per 16 floats, most of a small
+// layer's quantisation): q0 = x x (1 / scale) is within an ulp of x / scale, r = x - q0 x scale
+// is exact in one fused multiply-add, and q0 + r x (1 / scale) rounds to the correctly rounded
+// quotient (Markstein's theorem: 1 / scale correctly rounded, q0 faithful). x is first clamped
+// to +-2^20 steps, where the code saturates anyway, so inf never reaches the correction; NaN
+// survives the clamps (minps / maxps return their second operand, x, for NaN) and converts to
+// INT_MIN, which the clamp below 0 makes 0. The tests compare it with the division bit for bit.
+// GCC 12 warns, falsely, that the unmasked intrinsics' undefined pass-through operand is read.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) void quantize_activations_avx512(const float* x, int64_t n,
+                                                                    ActivationQuant a,
+                                                                    uint8_t* q) {
+  const __m512 s = _mm512_set1_ps(a.scale), inv = _mm512_set1_ps(1.0f / a.scale);
+  const __m512 hi = _mm512_set1_ps(1048576.0f * a.scale), lo = _mm512_set1_ps(-1048576.0f * a.scale);
+  const __m512i z = _mm512_set1_epi32(a.zero), zero = _mm512_setzero_si512();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);
+    __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+    const __m512 q0 = _mm512_mul_ps(v, inv);
+    const __m512 r = _mm512_fnmadd_ps(q0, s, v);
+    const __m512 quotient = _mm512_fmadd_ps(r, inv, q0);
+    // Round half to even (the default rounding mode), add the zero point, clamp to [0, 255].
+    __m512i c = _mm512_add_epi32(_mm512_cvtps_epi32(quotient), z);
+    c = _mm512_max_epi32(c, zero);
+    _mm512_mask_cvtusepi32_storeu_epi8(q + i, m, c);
+  }
+}
+#pragma GCC diagnostic pop
+
+}  // namespace
+
 void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t* q) {
-  const float scale = a.scale, zero = float(a.zero);
-  parallel_range(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) {
-    // Locals, not the lambda's captures: a uint8_t store may alias anything, captures included,
-    // and the compiler would reload them every iteration and leave the loop scalar.
-    const float* xs = x;
-    uint8_t* qs = q;
-    const float s = scale, z = zero;
-    for (int64_t i = lo; i < hi; ++i) {
-      // ONNX QuantizeLinear exactly: x / scale (a division, not a multiply by 1 / scale) rounded
-      // half to even, plus the zero point, saturated; so onnxruntime and sprig agree bit for
-      // bit. rint (the default rounding mode) vectorises; NaN fails both comparisons: 0.
-      const float v = __builtin_rintf(xs[i] / s) + z;
-      const float above = 0.0f < v ? v : 0.0f;
-      const float c = above < 255.0f ? above : 255.0f;
-      qs[i] = uint8_t(int32_t(c));
-    }
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  parallel_range(n, int64_t(1) << 16, [=](int64_t lo, int64_t hi) {
+    if (avx512)
+      quantize_activations_avx512(x + lo, hi - lo, a, q + lo);
+    else
+      quantize_activations_ref(x + lo, hi - lo, a, q + lo);
   });
 }
 

@@ -21,6 +21,8 @@ ActivationQuant activation_quant_from_range(float lo, float hi);
 // x (n) float -> q (n) uint8: clamp(round(x / scale) + zero, 0, 255) with halves rounded to
 // even, ONNX QuantizeLinear's definition; NaN becomes 0.
 void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t* q);
+// The same with a plain division per value: the definition the fast path is tested against.
+void quantize_activations_ref(const float* x, int64_t n, ActivationQuant a, uint8_t* q);
 
 // y (M, N) = a_scale x w_scales[n] x acc[m, n] + bias[n] (bias may be null), then max(y, 0)
 // when relu: the float result of a quantised Linear whose sums gemm_u8s8 left in acc.
