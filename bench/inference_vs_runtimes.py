@@ -37,6 +37,8 @@ At each batch size (default 1, 64, 256) it times:
 
   sprig-int8: `sprig bench model --int8`, its int8_ms: every layer on sprig's int8 kernels
               (the int8 plan re-made at the batch), timed in rounds alternating with
+  sprig-mixed: its int8_mixed_ms, the plan `sprig quantize` writes by default: each layer
+              int8 or float, whichever it measured faster (timed in the same rounds)
   sprig-f32 : its plan_ms, the float packed plan of the same pruned weights
   deepsparse: DeepSparse on the QDQ ONNX file, as above
   ort       : ONNX Runtime on the QDQ ONNX file
@@ -287,33 +289,37 @@ def run_int8(a, models, batches):
         for m, b in keys:
             engines[(m, b)], notes[(m, b)] = deepsparse_engine(
                 qdq[m], INPUT_SHAPES[m], b, a.threads, ort_q[m])
-        best = {k: [float("inf")] * 4 for k in keys}  # sprig int8, sprig f32, ds, ort
-        f32_ratios, ds_ratios, ort_ratios = ({k: [] for k in keys} for _ in range(3))
+        best = {k: [float("inf")] * 5 for k in keys}  # sprig int8, f32, ds, ort, mixed
+        f32_ratios, ds_ratios, ort_ratios, mixed_ratios = ({k: [] for k in keys} for _ in range(4))
         for _ in range(a.rounds):
             for m, b in keys:
                 shape = INPUT_SHAPES[m]
                 js = bench_sprig(pruned[m][0], b, a.threads, a.repeats, "auto", ["--int8"])
-                s, f = js["int8_ms"], js["plan_ms"]
+                s, f, x = js["int8_ms"], js["plan_ms"], js["int8_mixed_ms"]
                 f32_ratios[(m, b)].append(f / s)
+                mixed_ratios[(m, b)].append(f / x)
                 d = float("nan")
                 if engines[(m, b)] is not None:
                     d = time_deepsparse(engines[(m, b)], shape, b, a.repeats)
                     ds_ratios[(m, b)].append(d / s)
                 o = time_ort(ort_q[m], shape, b, a.repeats)
                 ort_ratios[(m, b)].append(o / s)
-                best[(m, b)] = [min(x, y) for x, y in zip(best[(m, b)], (s, f, d, o))]
+                best[(m, b)] = [min(u, v) for u, v in zip(best[(m, b)], (s, f, d, o, x))]
     print(f"load average after: {os.getloadavg()}\n")
-    print(f"{'model':9}{'batch':>5}{'int8 ms':>10}{'f32 ms':>10}{'ds ms':>10}{'ort ms':>10}"
-          f"{'f32/int8':>10}  {'range':11}{'ds/int8':>10}  {'range':11}{'ort/int8':>10}  range")
+    print(f"{'model':9}{'batch':>5}{'int8 ms':>10}{'mixed ms':>10}{'f32 ms':>10}{'ds ms':>10}"
+          f"{'ort ms':>10}{'f32/int8':>10}  {'range':11}{'f32/mixed':>10}  {'range':11}"
+          f"{'ds/int8':>10}  {'range':11}{'ort/int8':>10}  range")
     for m, b in keys:
-        s, f, d, o = best[(m, b)]
+        s, f, d, o, x = best[(m, b)]
         if engines[(m, b)] is None:
             ds_ms, ds_ratio = f"{'refused':>10}", f"{'-':>10}  {'':11}"
         else:
             ds_ms, ds_ratio = f"{d:>10.4f}", ratio_cell(ds_ratios[(m, b)])
-        print(f"{m:9}{b:>5}{s:>10.4f}{f:>10.4f}{ds_ms}{o:>10.4f}{ratio_cell(f32_ratios[(m, b)])}"
+        print(f"{m:9}{b:>5}{s:>10.4f}{x:>10.4f}{f:>10.4f}{ds_ms}{o:>10.4f}"
+              f"{ratio_cell(f32_ratios[(m, b)])}{ratio_cell(mixed_ratios[(m, b)])}"
               f"{ds_ratio}{ratio_cell(ort_ratios[(m, b)])}")
-    print("\nms: the best round's median; int8: sprig's int8 kernels; f32: sprig's float plan of "
+    print("\nms: the best round's median; int8: sprig's int8 kernels; mixed: sprig quantize's "
+          "default plan (int8 or float per layer);\nf32: sprig's float plan of "
           "the same pruned weights;\nds / ort: DeepSparse / ONNX Runtime on the QDQ export; "
           "ratios: the median over rounds of the per-round ratio\n(> 1: sprig int8 faster) "
           "and its range\n")
