@@ -255,3 +255,31 @@ TEST_CASE("gemm_u8s8 equals its reference exactly on every instruction set") {
     }
   }
 }
+
+TEST_CASE("gemm_u8s8 on AMX reads a cache-line-aligned A in place, whatever lies past K") {
+  if (!int8_isa_supported(Int8Isa::Amx)) {
+    MESSAGE("int8 amx not supported here: not tested");
+    return;
+  }
+  // Rows 64-byte aligned and whole lines apart, 32-row blocks: the kernel loads its tiles
+  // straight from A, over the bytes between K and lda too (B is zero there), so those hold
+  // garbage here. K = 128 fills the tiles exactly; K = 100 leaves a partial last step.
+  std::mt19937 rng(8);
+  for (int64_t K : {128, 100}) {
+    CAPTURE(K);
+    const int64_t M = 64, N = 40, lda = 192;
+    std::vector<uint8_t> storage(size_t(M * lda + 64));
+    uint8_t* A = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+    for (int64_t i = 0; i < M * lda; ++i) A[i] = uint8_t(rng() % 256);  // past K too
+    std::vector<int8_t> B(size_t(N * K));
+    for (auto& v : B) v = int8_t(int(rng() % 255) - 127);
+    std::vector<int32_t> want(size_t(M * N)), got(size_t(M * N), -7);
+    gemm_u8s8_ref(M, N, K, A, lda, 100, B.data(), K, want.data(), N);
+    const PackedInt8Weights packed = pack_int8_weights(B.data(), N, K, K);
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      gemm_u8s8_with(Int8Isa::Amx, M, A, lda, 100, packed, got.data(), N);
+      CHECK(got == want);
+    }
+  }
+}

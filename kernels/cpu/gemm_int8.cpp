@@ -210,9 +210,10 @@ void tile_vnni(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8
 
 // ---- AMX (Sapphire Rapids and later): tile products of 16 rows x 64 k by 64 k x 16 columns
 // (tdpbusd: 16,384 multiply-adds per instruction, against vpdpbusd's 64). A 32 x 32 block of C
-// lives in 4 accumulator tiles; A rows are copied into a zero-padded buffer (rows to 32, K to
-// the packed groups) so every tile load is whole; results pass through a small buffer so only
-// valid rows and columns reach C.
+// lives in 4 accumulator tiles. Every tile load is whole: 32 rows of B.groups x 4 bytes from a0
+// (row stride lda); bytes past K may be anything, B is zero there (gemm_amx pads A where its
+// own rows would not do). Results pass through a small buffer so only valid rows and columns
+// reach C.
 struct TileConfig {
   uint8_t palette = 1, start_row = 0;
   uint8_t reserved[14] = {};
@@ -220,8 +221,9 @@ struct TileConfig {
   uint8_t rows[16] = {};
 };
 
+// Rows [m0, m0 + rows) (rows <= 32) x the panels [p0, p0 + panels) of C, A's row m0 at a0.
 SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t panels,
-                               const uint8_t* A, int64_t lda, int32_t a_zero,
+                               const uint8_t* a0, int64_t lda, int32_t a_zero,
                                const PackedInt8Weights& B, int32_t* C, int64_t ldc) {
   // Configured on every call (a few cycles against thousands per block) and released at the
   // end, so other AMX code in the process (another library's) never sees our tiles or we its.
@@ -231,53 +233,83 @@ SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t pan
     cfg.colsb[t] = 64;
   }
   _tile_loadconfig(&cfg);
-  const int64_t kbytes = B.groups * 4;  // a padded A row: K bytes, then zeros
-  // 32 rows of A at a time: read in place when they are whole rows of K = kbytes bytes, else
-  // through a zero-padded copy.
-  thread_local std::vector<uint8_t> a_pad;  // (32, kbytes)
   alignas(64) int32_t out[4][16][16];
-  for (int64_t mb = 0; mb < rows; mb += 32) {
-    const uint8_t* a0 = A + (m0 + mb) * lda;
-    int64_t stride = lda;
-    if (mb + 32 > rows || B.K != kbytes) {
-      a_pad.assign(size_t(32 * kbytes), 0);
-      for (int64_t r = mb; r < std::min(rows, mb + 32); ++r)
-        std::memcpy(a_pad.data() + (r - mb) * kbytes, A + (m0 + r) * lda, size_t(B.K));
-      a0 = a_pad.data();
-      stride = kbytes;
+  const __m512i zero_point = _mm512_set1_epi32(a_zero);
+  const uint8_t* a1 = a0 + 16 * lda;
+  for (int64_t p = p0; p < p0 + panels; p += 2) {  // 32 columns: panels p and p + 1
+    const int8_t* b0 = B.data.data() + p * B.groups * 64;
+    const int8_t* b1 = b0 + B.groups * 64;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t g = 0; g < B.groups; g += 16) {  // 64 k per step
+      _tile_loadd(4, a0 + 4 * g, lda);
+      _tile_loadd(5, a1 + 4 * g, lda);
+      _tile_loadd(6, b0 + g * 64, 64);
+      _tile_loadd(7, b1 + g * 64, 64);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
     }
-    const uint8_t* a1 = a0 + 16 * stride;
-    for (int64_t p = p0; p < p0 + panels; p += 2) {  // 32 columns: panels p and p + 1
-      const int8_t* b0 = B.data.data() + p * B.groups * 64;
-      const int8_t* b1 = b0 + B.groups * 64;
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      for (int64_t g = 0; g < B.groups; g += 16) {  // 64 k per step
-        _tile_loadd(4, a0 + 4 * g, stride);
-        _tile_loadd(5, a1 + 4 * g, stride);
-        _tile_loadd(6, b0 + g * 64, 64);
-        _tile_loadd(7, b1 + g * 64, 64);
-        _tile_dpbusd(0, 4, 6);
-        _tile_dpbusd(1, 4, 7);
-        _tile_dpbusd(2, 5, 6);
-        _tile_dpbusd(3, 5, 7);
-      }
-      _tile_stored(0, out[0], 64);
-      _tile_stored(1, out[1], 64);
-      _tile_stored(2, out[2], 64);
-      _tile_stored(3, out[3], 64);
-      for (int t = 0; t < 4; ++t) {
-        const int64_t n0 = (p + t % 2) * 16, r0 = mb + 16 * (t / 2);
-        const int64_t ncols = std::min<int64_t>(16, B.N - n0);
-        for (int64_t r = r0; r < std::min(rows, r0 + 16); ++r)
-          for (int64_t j = 0; j < ncols; ++j)
-            C[(m0 + r) * ldc + n0 + j] = out[t][r - r0][j] - a_zero * B.row_sums[size_t(n0 + j)];
-      }
+    _tile_stored(0, out[0], 64);
+    _tile_stored(1, out[1], 64);
+    _tile_stored(2, out[2], 64);
+    _tile_stored(3, out[3], 64);
+    for (int t = 0; t < 4; ++t) {
+      const int64_t n0 = (p + t % 2) * 16, r0 = 16 * (t / 2);
+      if (n0 >= B.N) continue;
+      const __mmask16 mask = __mmask16((1u << std::min<int64_t>(16, B.N - n0)) - 1u);
+      const __m512i correction = _mm512_mullo_epi32(
+          zero_point, _mm512_maskz_loadu_epi32(mask, B.row_sums.data() + n0));
+      for (int64_t r = r0; r < std::min(rows, r0 + 16); ++r)
+        _mm512_mask_storeu_epi32(C + (m0 + r) * ldc + n0, mask,
+                                 _mm512_sub_epi32(_mm512_load_si512(out[t][r - r0]), correction));
     }
   }
   _tile_release();
+}
+
+// gemm_u8s8_with's AMX path: 32-row blocks x 4-panel blocks over the team.
+void gemm_amx(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const PackedInt8Weights& B,
+              int32_t* C, int64_t ldc, bool parallel) {
+  const int64_t kbytes = B.groups * 4, row_blocks = (M + 31) / 32;
+  // A is read in place when its rows are whole cache lines apart and every block's 32 rows of
+  // kbytes end inside it; otherwise (a row of 784 bytes straddles lines, and tile loads are
+  // this kernel's bottleneck) it is copied into rows of kbytes, zero-padded to 32-row blocks.
+  const bool in_place = lda % 64 == 0 && reinterpret_cast<uintptr_t>(A) % 64 == 0 &&
+                        M % 32 == 0 && lda >= kbytes;
+  thread_local std::vector<uint8_t> padded;  // (row_blocks * 32, kbytes) + 64 for alignment
+  uint8_t* pa = nullptr;
+  if (!in_place) {
+    const size_t bytes = size_t(row_blocks * 32 * kbytes + 64);
+    if (padded.size() < bytes) padded.resize(bytes);
+    pa = padded.data() + (64 - reinterpret_cast<uintptr_t>(padded.data()) % 64) % 64;
+  }
+  const int64_t panels = (B.N + 15) / 16, col_blocks = (panels + 3) / 4;
+  const int64_t items = col_blocks * row_blocks;
+#pragma omp parallel if (parallel && items > 1)
+  {
+    if (!in_place) {
+#pragma omp for schedule(static)
+      for (int64_t rb = 0; rb < row_blocks; ++rb)
+        for (int64_t r = rb * 32; r < rb * 32 + 32; ++r) {
+          uint8_t* row = pa + r * kbytes;
+          const int64_t n = r < M ? B.K : 0;
+          if (n) std::memcpy(row, A + r * lda, size_t(n));
+          std::memset(row + n, 0, size_t(kbytes - n));
+        }
+    }
+    const uint8_t* a = in_place ? A : pa;
+    const int64_t a_ld = in_place ? lda : kbytes;
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t cb = item % col_blocks, m0 = (item / col_blocks) * 32, p0 = cb * 4;
+      tile_amx(m0, std::min<int64_t>(32, M - m0), p0, std::min<int64_t>(4, panels - p0),
+               a + m0 * a_ld, a_ld, a_zero, B, C, ldc);
+    }
+  }
 }
 
 using Tile = void (*)(int64_t, int64_t, int64_t, int64_t, const uint8_t*, int64_t, int32_t,
@@ -296,10 +328,9 @@ bool amx_usable() {
   return usable;
 }
 
+// The row-tile kernels (AMX has its own loop, gemm_amx).
 Tile tile_for(Int8Isa isa) {
   switch (isa) {
-    case Int8Isa::Amx:
-      return tile_amx;
     case Int8Isa::Vnni512:
       return tile_vnni;
     case Int8Isa::Avx2:
@@ -364,17 +395,20 @@ void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32
   SPRIG_CHECK(M >= 0 && lda >= B.K && ldc >= B.N, "gemm_u8s8: need M >= 0, lda >= K (", B.K,
               ") and ldc >= N (", B.N, "), got M ", M, ", lda ", lda, ", ldc ", ldc);
   if (M == 0) return;
+  const bool parallel = !omp_in_parallel() && omp_get_max_threads() > 1 &&
+                        M * B.N * B.K >= (int64_t(1) << 18);
+  if (isa == Int8Isa::Amx) {
+    gemm_amx(M, A, lda, a_zero, B, C, ldc, parallel);
+    return;
+  }
   const Tile tile = tile_for(isa);
-  // Work items: blocks of up to 4 panels (64 columns) x blocks of up to 48 rows, split over
-  // the team for products big enough to pay for it.
+  // Work items: blocks of up to 4 panels (64 columns) x blocks of up to 48 rows (whole VNNI
+  // steps of 6), split over the team for products big enough to pay for it.
   const int64_t panels = (B.N + 15) / 16, col_blocks = (panels + 3) / 4;
-  // Row blocks in whole AMX steps (32) or VNNI steps (6).
-  const int64_t row_block = isa == Int8Isa::Amx ? 64 : 48;
+  const int64_t row_block = 48;
   const int64_t row_blocks = (M + row_block - 1) / row_block;
   const int64_t items = col_blocks * row_blocks;
-  const bool parallel = !omp_in_parallel() && omp_get_max_threads() > 1 && items > 1 &&
-                        M * B.N * B.K >= (int64_t(1) << 18);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) if (parallel && items > 1)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t cb = item % col_blocks, rb = item / col_blocks;
     const int64_t p0 = cb * 4, m0 = rb * row_block;
