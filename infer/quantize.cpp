@@ -78,12 +78,18 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu)
               ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
   const int64_t N = x.size(0);
   Tensor y = Tensor::empty({N, p.rows});
-  if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, rows)
   cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
-  if (p.kind == PackedLayer::Bsr)
-    cpu::bsr14_int8_linear(q.sparse, N, xq.data(), q.input.zero, acc.data());
-  else
-    cpu::gemm_u8s8(N, xq.data(), p.cols, q.input.zero, q.dense, acc.data(), p.rows);
+  if (p.kind != PackedLayer::Bsr) {
+    cpu::Int8Dequantize dq;
+    dq.a_scale = q.input.scale;
+    dq.w_scales = q.scales.data();
+    dq.bias = bias;
+    dq.relu = relu;
+    cpu::gemm_u8s8_dequantize(N, xq.data(), p.cols, q.input.zero, q.dense, dq, y.data(), p.rows);
+    return y;
+  }
+  if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, rows)
+  cpu::bsr14_int8_linear(q.sparse, N, xq.data(), q.input.zero, acc.data());
   cpu::dequantize_bias_relu(N, p.rows, acc.data(), p.rows, q.input.scale, q.scales.data(), bias,
                             relu, y.data(), p.rows);
   return y;

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/quantize.h"
 #include "kernels/cpu/threads.h"
 #include "tests/kernel_test_util.h"
 
@@ -240,6 +241,20 @@ TEST_CASE("gemm_u8s8 equals its reference exactly on every instruction set") {
     gemm_u8s8_ref(s.M, s.N, s.K, A.data(), lda, s.zero, B.data(), ldb, want.data(), ldc);
     CHECK(want[0] == (255 - s.zero) * -128 * int32_t(s.K));
     const PackedInt8Weights packed = pack_int8_weights(B.data(), s.N, s.K, ldb);
+    // The fused epilogue against dequantize_bias_relu of the exact sums.
+    std::vector<float> w_scales(size_t(s.N)), bias(size_t(s.N));  // (N)
+    for (int64_t n = 0; n < s.N; ++n) {
+      w_scales[size_t(n)] = 1e-4f * float(n % 7 + 1);
+      bias[size_t(n)] = 0.3f - 0.05f * float(n % 11);
+    }
+    Int8Dequantize dq;
+    dq.a_scale = 0.02f;
+    dq.w_scales = w_scales.data();
+    dq.bias = s.M % 2 ? bias.data() : nullptr;
+    dq.relu = s.N % 2 == 0;
+    std::vector<float> want_y(size_t(s.M * ldc), -7.0f);  // (M, N), row stride ldc
+    dequantize_bias_relu(s.M, s.N, want.data(), ldc, dq.a_scale, dq.w_scales, dq.bias, dq.relu,
+                         want_y.data(), ldc);
     for (Int8Isa isa : {Int8Isa::Amx, Int8Isa::Vnni512, Int8Isa::Avx2, Int8Isa::Generic}) {
       if (!int8_isa_supported(isa)) {
         MESSAGE("int8 ", int8_isa_name(isa), " not supported here: not tested");
@@ -251,6 +266,24 @@ TEST_CASE("gemm_u8s8 equals its reference exactly on every instruction set") {
         std::vector<int32_t> got(size_t(s.M * ldc), -7);  // the padding must stay untouched
         gemm_u8s8_with(isa, s.M, A.data(), lda, s.zero, packed, got.data(), ldc);
         CHECK(got == want);
+        std::vector<float> y(size_t(s.M * ldc), -7.0f);  // the padding must stay untouched
+        gemm_u8s8_dequantize_with(isa, s.M, A.data(), lda, s.zero, packed, dq, y.data(), ldc);
+        // A fused multiply-add or a multiply then an add: an ulp or so of the terms apart
+        // (relative to the terms' size, not the sum's, which the bias may cancel to ~0); the
+        // padding columns untouched.
+        double worst = 0.0;
+        for (int64_t m = 0; m < s.M; ++m)
+          for (int64_t n = 0; n < ldc; ++n) {
+            const size_t i = size_t(m * ldc + n);
+            if (n >= s.N) {
+              CHECK(y[i] == -7.0f);
+              continue;
+            }
+            const double terms = std::fabs(double(dq.a_scale) * w_scales[size_t(n)] * want[i]) +
+                                 (dq.bias ? std::fabs(dq.bias[n]) : 0.0);
+            worst = std::max(worst, double(std::fabs(y[i] - want_y[i])) / (1e-6 + terms));
+          }
+        CHECK(worst < 1e-6);
       }
     }
   }

@@ -63,6 +63,43 @@ namespace {
 #define SPRIG_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 #define SPRIG_TARGET_AMX __attribute__((target("amx-tile,amx-int8,avx512f")))
 
+// Where the tiles' sums go, each already corrected for the zero point: int32 C (gemm_u8s8), or
+// floats y = a_scale x w_scales[n] x sum + bias[n], ReLU'd when relu (gemm_u8s8_dequantize), so
+// the thread that computed a tile also dequantises it while it is in its cache.
+struct Sink {
+  int32_t* C = nullptr;
+  int64_t ldc = 0;
+  float* y = nullptr;
+  int64_t ldy = 0;
+  Int8Dequantize dq;
+  void store(int64_t m, int64_t n, int32_t sum) const {
+    if (!y) {
+      C[m * ldc + n] = sum;
+      return;
+    }
+    float v = dq.a_scale * dq.w_scales[n] * float(sum);  // as dequantize_bias_relu
+    if (dq.bias) v += dq.bias[n];
+    y[m * ldy + n] = dq.relu ? std::max(v, 0.0f) : v;
+  }
+};
+
+// 16 sums of row m from column n0 (the lanes of mask).
+__attribute__((target("avx512f"))) inline void store16(const Sink& out, int64_t m, int64_t n0,
+                                                       __mmask16 mask, __m512i sums) {
+  if (!out.y) {
+    _mm512_mask_storeu_epi32(out.C + m * out.ldc + n0, mask, sums);
+    return;
+  }
+  // The maskz forms (all lanes) spare GCC 12 its false "uninitialized" warning.
+  const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(out.dq.a_scale),
+                                     _mm512_maskz_loadu_ps(mask, out.dq.w_scales + n0));
+  const __m512 bias =
+      out.dq.bias ? _mm512_maskz_loadu_ps(mask, out.dq.bias + n0) : _mm512_setzero_ps();
+  __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, sums), scale, bias);
+  if (out.dq.relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
+  _mm512_mask_storeu_ps(out.y + m * out.ldy + n0, mask, v);
+}
+
 // Row m's bytes k..k+3 as one little-endian word, zeros past K (the packed B is zero there).
 inline int32_t a_group(const uint8_t* row, int64_t k, int64_t K) {
   int32_t w = 0;
@@ -76,8 +113,7 @@ inline int32_t a_group(const uint8_t* row, int64_t k, int64_t K) {
 
 // ---- plain C++ ---------------------------------------------------------------------------
 void tile_generic(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8_t* A,
-                  int64_t lda, int32_t a_zero, const PackedInt8Weights& B, int32_t* C,
-                  int64_t ldc) {
+                  int64_t lda, int32_t a_zero, const PackedInt8Weights& B, const Sink& out) {
   const int64_t groups = B.K4 / 4;
   for (int64_t m = m0; m < m0 + rows; ++m)
     for (int64_t p = p0; p < p0 + panels; ++p) {
@@ -91,7 +127,7 @@ void tile_generic(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const ui
           for (int q = 0; q < 4; ++q) acc[j] += int32_t(a[q]) * panel[g * 64 + j * 4 + q];
       }
       for (int j = 0; j < 16 && p * 16 + j < B.N; ++j)
-        C[m * ldc + p * 16 + j] = acc[j] - a_zero * B.row_sums[size_t(p * 16 + j)];
+        out.store(m, p * 16 + j, acc[j] - a_zero * B.row_sums[size_t(p * 16 + j)]);
     }
 }
 
@@ -100,8 +136,8 @@ void tile_generic(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const ui
 // chunk widens to 16 int16 and vpmaddwd sums pairs of k, leaving 2 partial sums per column.
 template <int MR>
 SPRIG_TARGET_AVX2 void tile_avx2_panel(int64_t m0, int64_t p, const uint8_t* A, int64_t lda,
-                                       int32_t a_zero, const PackedInt8Weights& B, int32_t* C,
-                                       int64_t ldc) {
+                                       int32_t a_zero, const PackedInt8Weights& B,
+                                       const Sink& out) {
   const int64_t groups = B.K4 / 4;
   const int8_t* panel = B.data.data() + p * B.groups * 64;
   __m256i acc[MR][4];
@@ -125,17 +161,17 @@ SPRIG_TARGET_AVX2 void tile_avx2_panel(int64_t m0, int64_t p, const uint8_t* A, 
     for (int c = 0; c < 4; ++c) _mm256_store_si256(reinterpret_cast<__m256i*>(part[c]), acc[r][c]);
     for (int j = 0; j < 16 && p * 16 + j < B.N; ++j) {
       const int32_t s = part[j / 4][2 * (j % 4)] + part[j / 4][2 * (j % 4) + 1];
-      C[(m0 + r) * ldc + p * 16 + j] = s - a_zero * B.row_sums[size_t(p * 16 + j)];
+      out.store(m0 + r, p * 16 + j, s - a_zero * B.row_sums[size_t(p * 16 + j)]);
     }
   }
 }
 
 void tile_avx2(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8_t* A, int64_t lda,
-               int32_t a_zero, const PackedInt8Weights& B, int32_t* C, int64_t ldc) {
+               int32_t a_zero, const PackedInt8Weights& B, const Sink& out) {
   for (int64_t p = p0; p < p0 + panels; ++p) {
     int64_t m = m0;
-    for (; m + 2 <= m0 + rows; m += 2) tile_avx2_panel<2>(m, p, A, lda, a_zero, B, C, ldc);
-    if (m < m0 + rows) tile_avx2_panel<1>(m, p, A, lda, a_zero, B, C, ldc);
+    for (; m + 2 <= m0 + rows; m += 2) tile_avx2_panel<2>(m, p, A, lda, a_zero, B, out);
+    if (m < m0 + rows) tile_avx2_panel<1>(m, p, A, lda, a_zero, B, out);
   }
 }
 
@@ -144,8 +180,8 @@ void tile_avx2(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8
 // broadcasts of A feed MR x NV vpdpbusd.
 template <int MR, int NV>
 SPRIG_TARGET_VNNI void tile_vnni_block(int64_t m0, int64_t p0, const uint8_t* A, int64_t lda,
-                                       int32_t a_zero, const PackedInt8Weights& B, int32_t* C,
-                                       int64_t ldc) {
+                                       int32_t a_zero, const PackedInt8Weights& B,
+                                       const Sink& out) {
   const int64_t groups = B.K4 / 4, full = B.K / 4;
   const int8_t* panel = B.data.data() + p0 * B.groups * 64;
   __m512i acc[MR][NV];
@@ -173,13 +209,12 @@ SPRIG_TARGET_VNNI void tile_vnni_block(int64_t m0, int64_t p0, const uint8_t* A,
     const __m512i sums = _mm512_maskz_loadu_epi32(mask, B.row_sums.data() + n0);
     const __m512i correction = _mm512_mullo_epi32(zero_point, sums);
     for (int r = 0; r < MR; ++r)
-      _mm512_mask_storeu_epi32(C + (m0 + r) * ldc + n0, mask,
-                               _mm512_sub_epi32(acc[r][v], correction));
+      store16(out, m0 + r, n0, mask, _mm512_sub_epi32(acc[r][v], correction));
   }
 }
 
 using VnniBlock = void (*)(int64_t, int64_t, const uint8_t*, int64_t, int32_t,
-                           const PackedInt8Weights&, int32_t*, int64_t);
+                           const PackedInt8Weights&, const Sink&);
 constexpr int kVnniRows = 6, kVnniPanels = 4;  // 24 accumulators + 4 B + 1 A of 32 registers
 
 template <int MR>
@@ -191,7 +226,7 @@ constexpr VnniBlock vnni_block(int nv) {
 }
 
 void tile_vnni(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8_t* A, int64_t lda,
-               int32_t a_zero, const PackedInt8Weights& B, int32_t* C, int64_t ldc) {
+               int32_t a_zero, const PackedInt8Weights& B, const Sink& out) {
   static const VnniBlock blocks[kVnniRows][kVnniPanels] = {
       {vnni_block<1>(1), vnni_block<1>(2), vnni_block<1>(3), vnni_block<1>(4)},
       {vnni_block<2>(1), vnni_block<2>(2), vnni_block<2>(3), vnni_block<2>(4)},
@@ -203,7 +238,7 @@ void tile_vnni(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8
     const int nv = int(std::min<int64_t>(kVnniPanels, p0 + panels - p));
     for (int64_t m = m0; m < m0 + rows; m += kVnniRows) {
       const int mr = int(std::min<int64_t>(kVnniRows, m0 + rows - m));
-      blocks[mr - 1][nv - 1](m, p, A, lda, a_zero, B, C, ldc);
+      blocks[mr - 1][nv - 1](m, p, A, lda, a_zero, B, out);
     }
   }
 }
@@ -224,7 +259,7 @@ struct TileConfig {
 // Rows [m0, m0 + rows) (rows <= 32) x the panels [p0, p0 + panels) of C, A's row m0 at a0.
 SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t panels,
                                const uint8_t* a0, int64_t lda, int32_t a_zero,
-                               const PackedInt8Weights& B, int32_t* C, int64_t ldc) {
+                               const PackedInt8Weights& B, const Sink& sink) {
   // Configured on every call (a few cycles against thousands per block) and released at the
   // end, so other AMX code in the process (another library's) never sees our tiles or we its.
   alignas(64) TileConfig cfg;
@@ -264,8 +299,8 @@ SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t pan
       const __m512i correction = _mm512_mullo_epi32(
           zero_point, _mm512_maskz_loadu_epi32(mask, B.row_sums.data() + n0));
       for (int64_t r = r0; r < std::min(rows, r0 + 16); ++r)
-        _mm512_mask_storeu_epi32(C + (m0 + r) * ldc + n0, mask,
-                                 _mm512_sub_epi32(_mm512_load_si512(out[t][r - r0]), correction));
+        store16(sink, m0 + r, n0, mask,
+                _mm512_sub_epi32(_mm512_load_si512(out[t][r - r0]), correction));
     }
   }
   _tile_release();
@@ -273,7 +308,7 @@ SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t pan
 
 // gemm_u8s8_with's AMX path: 32-row blocks x 4-panel blocks over the team.
 void gemm_amx(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const PackedInt8Weights& B,
-              int32_t* C, int64_t ldc, bool parallel) {
+              const Sink& out, bool parallel) {
   const int64_t kbytes = B.groups * 4, row_blocks = (M + 31) / 32;
   // A is read in place when its rows are whole cache lines apart and every block's 32 rows of
   // kbytes end inside it; otherwise (a row of 784 bytes straddles lines, and tile loads are
@@ -307,13 +342,13 @@ void gemm_amx(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const Pa
     for (int64_t item = 0; item < items; ++item) {
       const int64_t cb = item % col_blocks, m0 = (item / col_blocks) * 32, p0 = cb * 4;
       tile_amx(m0, std::min<int64_t>(32, M - m0), p0, std::min<int64_t>(4, panels - p0),
-               a + m0 * a_ld, a_ld, a_zero, B, C, ldc);
+               a + m0 * a_ld, a_ld, a_zero, B, out);
     }
   }
 }
 
 using Tile = void (*)(int64_t, int64_t, int64_t, int64_t, const uint8_t*, int64_t, int32_t,
-                      const PackedInt8Weights&, int32_t*, int64_t);
+                      const PackedInt8Weights&, const Sink&);
 
 // The CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24, 25) and Linux lets this
 // process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16+).
@@ -388,17 +423,20 @@ Int8Isa int8_gemm_isa() {
   return chosen;
 }
 
-void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
-                    const PackedInt8Weights& B, int32_t* C, int64_t ldc) {
+namespace {
+
+void gemm_run(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
+              const PackedInt8Weights& B, const Sink& out) {
   SPRIG_CHECK(int8_isa_supported(isa), "gemm_u8s8: ", int8_isa_name(isa),
               " is not supported by this CPU");
-  SPRIG_CHECK(M >= 0 && lda >= B.K && ldc >= B.N, "gemm_u8s8: need M >= 0, lda >= K (", B.K,
-              ") and ldc >= N (", B.N, "), got M ", M, ", lda ", lda, ", ldc ", ldc);
+  const int64_t ld_out = out.y ? out.ldy : out.ldc;
+  SPRIG_CHECK(M >= 0 && lda >= B.K && ld_out >= B.N, "gemm_u8s8: need M >= 0, lda >= K (", B.K,
+              ") and ldc >= N (", B.N, "), got M ", M, ", lda ", lda, ", ldc ", ld_out);
   if (M == 0) return;
   const bool parallel = !omp_in_parallel() && omp_get_max_threads() > 1 &&
                         M * B.N * B.K >= (int64_t(1) << 18);
   if (isa == Int8Isa::Amx) {
-    gemm_amx(M, A, lda, a_zero, B, C, ldc, parallel);
+    gemm_amx(M, A, lda, a_zero, B, out, parallel);
     return;
   }
   const Tile tile = tile_for(isa);
@@ -413,17 +451,53 @@ void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32
     const int64_t cb = item % col_blocks, rb = item / col_blocks;
     const int64_t p0 = cb * 4, m0 = rb * row_block;
     tile(m0, std::min(row_block, M - m0), p0, std::min<int64_t>(4, panels - p0), A, lda, a_zero, B,
-         C, ldc);
+         out);
   }
+}
+
+// An AMX tile has 16 rows: below that most of it is padding, and VNNI is faster (at batch 1,
+// mlp's first layer: 146 against 33 GOP/s, bench/gemm_int8).
+Int8Isa isa_for_rows(int64_t M) {
+  const Int8Isa isa = int8_gemm_isa();
+  if (isa == Int8Isa::Amx && M < 16 && int8_isa_supported(Int8Isa::Vnni512))
+    return Int8Isa::Vnni512;
+  return isa;
+}
+
+Sink dequantizing_sink(const Int8Dequantize& dq, float* y, int64_t ldy) {
+  SPRIG_CHECK(dq.w_scales != nullptr, "gemm_u8s8_dequantize: no weight scales");
+  Sink out;
+  out.y = y;
+  out.ldy = ldy;
+  out.dq = dq;
+  return out;
+}
+
+}  // namespace
+
+void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
+                    const PackedInt8Weights& B, int32_t* C, int64_t ldc) {
+  Sink out;
+  out.C = C;
+  out.ldc = ldc;
+  gemm_run(isa, M, A, lda, a_zero, B, out);
 }
 
 void gemm_u8s8(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const PackedInt8Weights& B,
                int32_t* C, int64_t ldc) {
-  Int8Isa isa = int8_gemm_isa();
-  // An AMX tile has 16 rows: below that most of it is padding, and VNNI is faster (at batch 1,
-  // mlp's first layer: 146 against 33 GOP/s, bench/gemm_int8).
-  if (isa == Int8Isa::Amx && M < 16 && int8_isa_supported(Int8Isa::Vnni512)) isa = Int8Isa::Vnni512;
-  gemm_u8s8_with(isa, M, A, lda, a_zero, B, C, ldc);
+  gemm_u8s8_with(isa_for_rows(M), M, A, lda, a_zero, B, C, ldc);
+}
+
+void gemm_u8s8_dequantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
+                               int32_t a_zero, const PackedInt8Weights& B,
+                               const Int8Dequantize& dq, float* y, int64_t ldy) {
+  gemm_run(isa, M, A, lda, a_zero, B, dequantizing_sink(dq, y, ldy));
+}
+
+void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
+                          const PackedInt8Weights& B, const Int8Dequantize& dq, float* y,
+                          int64_t ldy) {
+  gemm_u8s8_dequantize_with(isa_for_rows(M), M, A, lda, a_zero, B, dq, y, ldy);
 }
 
 }  // namespace sprig::cpu

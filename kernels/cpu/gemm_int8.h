@@ -31,6 +31,20 @@ PackedInt8Weights pack_int8_weights(const int8_t* B, int64_t N, int64_t K, int64
 void gemm_u8s8(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const PackedInt8Weights& B,
                int32_t* C, int64_t ldc);
 
+// y (M, N) = a_scale x w_scales[n] x ((A - a_zero) B^T)[m, n] + bias[n] (bias may be null), then
+// max(y, 0) when relu: gemm_u8s8 with dequantize_bias_relu (quantize.h) fused into its stores,
+// so no int32 matrix is written and each thread dequantises the tiles it computed. y's row
+// stride is ldy >= N.
+struct Int8Dequantize {
+  float a_scale = 1.0f;
+  const float* w_scales = nullptr;  // (N)
+  const float* bias = nullptr;      // (N) or null
+  bool relu = false;
+};
+void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
+                          const PackedInt8Weights& B, const Int8Dequantize& dq, float* y,
+                          int64_t ldy);
+
 // The instruction sets gemm_u8s8 can use, best first; for tests and benchmarks.
 enum class Int8Isa { Amx, Vnni512, Avx2, Generic };
 const char* int8_isa_name(Int8Isa isa);
@@ -39,6 +53,9 @@ bool int8_isa_supported(Int8Isa isa);
 Int8Isa int8_gemm_isa();
 void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
                     const PackedInt8Weights& B, int32_t* C, int64_t ldc);
+void gemm_u8s8_dequantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
+                               int32_t a_zero, const PackedInt8Weights& B,
+                               const Int8Dequantize& dq, float* y, int64_t ldy);
 
 // The triple loop on the unpacked B (N, K), row stride ldb: what the tests compare against.
 void gemm_u8s8_ref(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, int32_t a_zero,

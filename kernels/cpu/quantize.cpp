@@ -88,7 +88,7 @@ __attribute__((target("avx512f"))) void quantize_activations_avx512(const float*
 
 void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t* q) {
   static const bool avx512 = __builtin_cpu_supports("avx512f");
-  parallel_range(n, int64_t(1) << 16, [=](int64_t lo, int64_t hi) {
+  parallel_range(n, int64_t(1) << 13, [=](int64_t lo, int64_t hi) {
     if (avx512)
       quantize_activations_avx512(x + lo, hi - lo, a, q + lo);
     else
