@@ -196,7 +196,7 @@ struct CudaLayerPlan {
   size_t index = 0;
   bool conv = false;
   int64_t rows = 0, cols = 0, nonzero = 0;
-  std::string kernel;                // "dense", "cusparse", "rowsplit" or "coltile"
+  std::string kernel;  // "dense", "cusparse", "rowsplit", "coltile" or "int8"
   std::vector<CandidateTime> times;  // measured candidates (auto and csr plans)
   std::string reason;
   double sparsity() const {

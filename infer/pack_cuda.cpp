@@ -17,6 +17,7 @@
 #include "kernels/cuda/eltwise.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/pool.cuh"
+#include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/sparse.cuh"
 #endif
@@ -193,13 +194,44 @@ struct GpuOp {
   cuda::DeviceCsr csr;      // for the CSR kernels
   cpu::Conv2dShape conv{};  // N is set per call
   cpu::Pool2dShape pool{};  // N is set per call
+  // An int8 layer (the packed file's PackedLayer::int8): its input quantised with in_scale /
+  // in_zero, exact int32 sums, dequantised with the per-channel scales, bias and ReLU.
+  bool int8 = false;
+  float in_scale = 1.0f;
+  int32_t in_zero = 0;
+  DeviceBuffer<int32_t> w_words;   // linear: (rows, ceil(cols / 4)) words of 4 int8
+  DeviceBuffer<int32_t> row_sums;  // linear: (rows)
+  DeviceBuffer<int8_t> w_bytes;    // conv: (K, C, R, S)
+  Floats w_scales;                 // (rows)
   const float* bias_ptr() const { return has_bias ? bias.get() : nullptr; }
 };
+
+// An int8 layer's forward: x (N, in...) float -> y (N, out...) float.
+void run_int8(const GpuOp& g, int64_t N, const float* x, float* y, bool relu) {
+  const int64_t n_in = N * numel(g.in_shape);
+  DeviceBuffer<uint8_t> xq(static_cast<size_t>(n_in));  // (N, in...) the input's uint8 codes
+  cuda::quantize_activations(n_in, x, g.in_scale, g.in_zero, xq.get());
+  if (g.op == Op::Linear) {
+    cuda::linear_u8s8_dequantize(N, g.rows, g.cols, xq.get(), g.in_zero, g.w_words.get(),
+                                 g.row_sums.get(), g.in_scale, g.w_scales.get(), g.bias_ptr(),
+                                 relu, y);
+    return;
+  }
+  cpu::Conv2dShape s = g.conv;
+  s.N = N;
+  cuda::conv2d_u8s8_dequantize(s, xq.get(), g.in_zero, g.w_bytes.get(), g.in_scale,
+                               g.w_scales.get(), g.bias_ptr(), relu, y);
+}
 
 // Runs op on x (N, in_shape...) into y (N, out_shape...); x / y are (features, N) when x_t / y_t
 // (rowsplit / coltile linear layers only). relu is fused into linear layers (dense: a separate
 // pass).
 void run_op(const GpuOp& g, int64_t N, const float* x, bool x_t, float* y, bool y_t, bool relu) {
+  if (g.int8) {
+    SPRIG_CHECK(!x_t && !y_t, "GPU inference: transposed activations reach an int8 layer");
+    run_int8(g, N, x, y, relu);
+    return;
+  }
   switch (g.op) {
     case Op::Linear:
       if (own_kernel(g.kernel)) {
@@ -323,9 +355,6 @@ struct CudaInferenceModel::Impl {
 CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOptions& opt)
     : impl_(std::make_unique<Impl>()) {
   SPRIG_CHECK(opt.batch >= 1, "GPU plan: batch must be >= 1, got ", opt.batch);
-  for (const PackedLayer& l : m.layers)
-    SPRIG_CHECK(!l.int8, "layer ", l.name,
-                " is int8, and int8 layers have no GPU kernel yet: ", "run the model on the CPU");
   ensure_gpu(opt.device);
   Impl& im = *impl_;
   im.device = cuda::device_name(opt.device);
@@ -377,7 +406,43 @@ CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOp
       throw Error("GPU inference: layer " + std::to_string(i) + " (" + mod.spec() +
                   ") has no GPU path");
     }
-    if (weight) {
+    const PackedLayer* packed = nullptr;  // the packed layer of this module, if any
+    for (const PackedLayer& l : m.layers)
+      if (l.module == &mod) packed = &l;
+    if (weight && packed && packed->int8) {
+      // int8 layers run as the packed file says, on the GPU's int8 kernels: no plan to make.
+      const Int8Weights& q = *packed->int8;
+      g.int8 = true;
+      g.rows = packed->rows;
+      g.cols = packed->cols;
+      g.in_scale = q.input.scale;
+      g.in_zero = q.input.zero;
+      g.w_scales = Floats::upload(q.scales.data(), q.scales.size());
+      if (g.op == Op::Linear) {
+        const std::vector<int32_t> words = cuda::int8_weight_words(q.weight.data(), g.rows, g.cols);
+        std::vector<int32_t> sums(size_t(g.rows), 0);
+        for (int64_t r = 0; r < g.rows; ++r)
+          for (int64_t c = 0; c < g.cols; ++c) sums[size_t(r)] += q.weight[size_t(r * g.cols + c)];
+        g.w_words = DeviceBuffer<int32_t>::upload(words.data(), words.size());
+        g.row_sums = DeviceBuffer<int32_t>::upload(sums.data(), sums.size());
+      } else {
+        g.w_bytes = DeviceBuffer<int8_t>::upload(q.weight.data(), q.weight.size());
+      }
+      if (bias) {
+        Tensor b = bias->value.to(Device::cpu());
+        g.bias = Floats::upload(b.data(), size_t(b.numel()));
+        g.has_bias = true;
+      }
+      CudaLayerPlan plan;
+      plan.name = std::to_string(i);
+      plan.index = i;
+      plan.conv = g.op == Op::Conv;
+      plan.rows = g.rows, plan.cols = g.cols;
+      plan.nonzero = packed->nonzero;
+      plan.kernel = "int8";
+      plan.reason = "int8 in the packed file (" + packed->format() + " on the CPU)";
+      im.plans.push_back(std::move(plan));
+    } else if (weight) {
       Tensor w = weight->value.to(Device::cpu());
       g.rows = w.size(0);
       g.cols = w.numel() / g.rows;

@@ -8,6 +8,8 @@
 //     against cpu::gemm_ref with a proven error bound
 //   - avgpool2d, global_avgpool, shortcut (bit for bit) and batchnorm train / eval / backward
 //     (null affine, null running statistics, any subset of the gradients)
+//   - int8 inference: quantize_activations (codes bit for bit), linear_u8s8_dequantize and
+//     conv2d_u8s8_dequantize against the CPU's exact int32 references and epilogue
 // Ops and their gradients are in tests/test_cuda_ops.cpp.
 #include <doctest/doctest.h>
 
@@ -23,6 +25,11 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/cpu/conv_int8.h"
+#include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/quantize.h"
+#include "kernels/cuda/quantize.cuh"
+#include "kernels/cuda/runtime.cuh"
 #include "tests/cuda_test_util.h"
 
 using namespace sprig;
@@ -552,4 +559,141 @@ TEST_CASE("batchnorm forward (train, eval) and backward match the CPU") {
           CHECK(db2.to_vector() == (mask & 4 ? dbd.to_vector() : sevens_c));
         }
       }
+}
+
+namespace {
+
+// Host bytes on the GPU and back (device_alloc / copies of runtime.cuh), freed at scope exit.
+template <typename T>
+struct DeviceArray {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit DeviceArray(size_t count) : n(count) {
+    p = static_cast<T*>(cuda::device_alloc(std::max<size_t>(1, n) * sizeof(T)));
+  }
+  explicit DeviceArray(const std::vector<T>& h) : DeviceArray(h.size()) {
+    cuda::copy_from_host(p, h.data(), n * sizeof(T));
+  }
+  ~DeviceArray() { cuda::device_free(p, std::max<size_t>(1, n) * sizeof(T)); }
+  std::vector<T> get() const {
+    std::vector<T> h(n);
+    cuda::copy_to_host(h.data(), p, n * sizeof(T));
+    return h;
+  }
+};
+
+// Each output against the CPU epilogue of the same exact sums: an ulp or so of its terms
+// (a_scale x w_scale x sum and the bias; the sum of the two may cancel to ~0).
+void check_epilogue(const std::vector<float>& got, const std::vector<float>& want,
+                    const std::vector<int32_t>& sums, int64_t channel_stride, int64_t channels,
+                    float a_scale, const std::vector<float>& w_scales, const float* bias) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const int64_t c = (int64_t(i) / channel_stride) % channels;
+    const double terms = std::fabs(double(a_scale) * w_scales[size_t(c)] * sums[i]) +
+                         (bias ? std::fabs(bias[c]) : 0.0);
+    worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / (1e-6 + terms));
+  }
+  CHECK(worst < 1e-6);
+}
+
+}  // namespace
+
+TEST_CASE("int8 inference kernels: codes bit for bit, sums exact, the CPU's epilogue") {
+  Rng rng(31);
+  // quantize_activations: half-way points, their neighbours, specials, an odd length.
+  const cpu::ActivationQuant a = cpu::activation_quant_from_range(-1.3f, 2.9f);
+  std::vector<float> x(1001);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float half = (float(int(i % 300) - 100) + 0.5f) * a.scale;
+    x[i] = i % 3 == 0 ? half : i % 3 == 1 ? std::nextafter(half, 1e9f) : rng.uniform(-3.0f, 4.0f);
+  }
+  x[7] = std::nanf("");
+  x[8] = INFINITY;
+  x[9] = -INFINITY;
+  std::vector<uint8_t> want_q(x.size());
+  cpu::quantize_activations_ref(x.data(), int64_t(x.size()), a, want_q.data());
+  DeviceArray<float> xd(x);
+  DeviceArray<uint8_t> qd(x.size());
+  cuda::quantize_activations(int64_t(x.size()), xd.p, a.scale, a.zero, qd.p);
+  CHECK(qd.get() == want_q);
+
+  // linear_u8s8_dequantize: K not a multiple of 4 or of 64, one row, one column, several tiles.
+  struct LinearCase {
+    int64_t M, N, K;
+    int32_t zero;
+  };
+  for (LinearCase c : {LinearCase{1, 1, 1, 0}, LinearCase{1, 10, 7, 255}, LinearCase{5, 17, 33, 7},
+                       LinearCase{37, 40, 130, 128}, LinearCase{64, 33, 784, 64}}) {
+    CAPTURE(c.M);
+    CAPTURE(c.N);
+    CAPTURE(c.K);
+    std::vector<uint8_t> A(size_t(c.M * c.K));  // (M, K)
+    std::vector<int8_t> W(size_t(c.N * c.K));   // (N, K)
+    for (auto& v : A) v = uint8_t(rng.uniform(0.0f, 255.99f));
+    for (auto& v : W) v = int8_t(int(rng.uniform(-127.99f, 127.99f)));
+    A[0] = 255;
+    W[0] = -127;
+    std::vector<int32_t> sums(size_t(c.M * c.N)), row_sums(size_t(c.N), 0);  // (M, N), (N)
+    cpu::gemm_u8s8_ref(c.M, c.N, c.K, A.data(), c.K, c.zero, W.data(), c.K, sums.data(), c.N);
+    for (int64_t n = 0; n < c.N; ++n)
+      for (int64_t k = 0; k < c.K; ++k) row_sums[size_t(n)] += W[size_t(n * c.K + k)];
+    std::vector<float> w_scales(size_t(c.N)), bias(size_t(c.N));  // (N)
+    for (int64_t n = 0; n < c.N; ++n) {
+      w_scales[size_t(n)] = 1e-3f * float(n % 5 + 1);
+      bias[size_t(n)] = 0.2f - 0.03f * float(n % 13);
+    }
+    DeviceArray<uint8_t> Ad(A);
+    DeviceArray<int32_t> words(cuda::int8_weight_words(W.data(), c.N, c.K)), rs(row_sums);
+    DeviceArray<float> scales_d(w_scales), bias_d(bias);
+    for (bool relu : {false, true}) {
+      const float* b = relu ? bias.data() : nullptr;
+      std::vector<float> want(sums.size());  // (M, N)
+      cpu::dequantize_bias_relu(c.M, c.N, sums.data(), c.N, 0.01f, w_scales.data(), b, relu,
+                                want.data(), c.N);
+      DeviceArray<float> yd(want.size());
+      cuda::linear_u8s8_dequantize(c.M, c.N, c.K, Ad.p, c.zero, words.p, rs.p, 0.01f, scales_d.p,
+                                   relu ? bias_d.p : nullptr, relu, yd.p);
+      check_epilogue(yd.get(), want, sums, 1, c.N, 0.01f, w_scales, b);
+    }
+  }
+
+  // conv2d_u8s8_dequantize: strides, padding (reads as the zero point), dilation, 1x1, 5x5.
+  const cpu::Conv2dShape shapes[] = {{2, 3, 7, 9, 5, 3, 3, 1, 1, 1},
+                                     {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},
+                                     {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},
+                                     {1, 33, 6, 5, 17, 1, 1, 1, 0, 1},
+                                     {2, 3, 7, 7, 2, 5, 5, 3, 2, 1}};
+  for (const cpu::Conv2dShape& s : shapes) {
+    CAPTURE(s.C);
+    CAPTURE(s.K);
+    CAPTURE(s.stride);
+    std::vector<uint8_t> xq(size_t(s.N * s.C * s.H * s.W));  // (N, C, H, W)
+    std::vector<int8_t> w(size_t(s.K * s.C * s.R * s.S));   // (K, C, R, S)
+    for (auto& v : xq) v = uint8_t(rng.uniform(0.0f, 255.99f));
+    for (auto& v : w) v = int8_t(int(rng.uniform(-127.99f, 127.99f)));
+    const int64_t PQ = s.P() * s.Q();
+    std::vector<float> w_scales(size_t(s.K)), bias(size_t(s.K));  // (K)
+    for (int64_t k = 0; k < s.K; ++k) {
+      w_scales[size_t(k)] = 2e-3f * float(k % 3 + 1);
+      bias[size_t(k)] = 0.1f * float(k % 4) - 0.15f;
+    }
+    DeviceArray<uint8_t> xd8(xq);
+    DeviceArray<int8_t> wd(w);
+    DeviceArray<float> scales_d(w_scales), bias_d(bias);
+    for (int32_t zero : {0, 9, 255}) {
+      std::vector<int32_t> sums(size_t(s.N * s.K * PQ));  // (N, K, P, Q)
+      cpu::conv2d_u8s8_ref(s, xq.data(), zero, w.data(), sums.data());
+      std::vector<float> want(sums.size());
+      cpu::dequantize_channels_bias_relu(s.N, s.K, PQ, sums.data(), 0.02f, w_scales.data(),
+                                         bias.data(), true, want.data());
+      DeviceArray<float> yd(want.size());
+      cuda::conv2d_u8s8_dequantize(s, xd8.p, zero, wd.p, 0.02f, scales_d.p, bias_d.p, true, yd.p);
+      check_epilogue(yd.get(), want, sums, PQ, s.K, 0.02f, w_scales, bias.data());
+    }
+  }
+  CHECK_THROWS_AS(cuda::linear_u8s8_dequantize(1, 1, 1, nullptr, 256, nullptr, nullptr, 1.0f,
+                                               nullptr, nullptr, false, nullptr),
+                  Error);
 }
