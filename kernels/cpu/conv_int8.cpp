@@ -169,6 +169,11 @@ struct StoreDequantized {
 struct DirectGeometry {
   int64_t C, Hp, Wp, P, Q, R, chunks, Kp, K, stride, dilation;
   int64_t plane_bytes;  // one image's padded (C, Hp, Wp), rounded up to 64
+  // Output rows one vector holds: 1 for rows of 16+ pixels; for narrower rows (a ResNet's 7x7
+  // stage) as many whole rows as fit 16 lanes and one 64-byte load (output rows are contiguous
+  // in y, so the lanes store as one run).
+  int64_t rows_per_vector;
+  int64_t groups;  // ceil(P / rows_per_vector)
 };
 
 // Output row p of image n, pixels q0..q0+15 (the lanes of mask), channels k0..k0+NK-1: NK
@@ -203,15 +208,20 @@ template <class Store>
 SPRIG_TARGET_DIRECT void direct_rows(const DirectGeometry& g, const uint8_t* planes,
                                      const int32_t* words, int64_t lo, int64_t hi,
                                      const Store& store) {
-  alignas(64) uint8_t idx[64];
-  for (int l = 0; l < 16; ++l)
-    for (int j = 0; j < 4; ++j) idx[4 * l + j] = uint8_t(g.stride * l + g.dilation * j);
+  // Lane l's window: pixel l of the row, or with G rows a vector, pixel l % Q of row l / Q.
+  const int64_t G = g.rows_per_vector;
+  alignas(64) uint8_t idx[64] = {};
+  for (int64_t l = 0; l < (G > 1 ? G * g.Q : 16); ++l)
+    for (int64_t j = 0; j < 4; ++j)
+      idx[4 * l + j] = uint8_t(G > 1 ? (l / g.Q) * g.stride * g.Wp + (l % g.Q) * g.stride +
+                                           g.dilation * j
+                                     : g.stride * l + g.dilation * j);
   const __m512i windows = _mm512_load_si512(idx);
-  for (int64_t np = lo; np < hi; ++np) {
-    const int64_t n = np / g.P, p = np % g.P;
+  for (int64_t item = lo; item < hi; ++item) {
+    const int64_t n = item / g.groups, p = (item % g.groups) * G;
     const uint8_t* plane = planes + n * g.plane_bytes;
     for (int64_t q0 = 0; q0 < g.Q; q0 += 16) {
-      const int64_t nq = std::min<int64_t>(16, g.Q - q0);
+      const int64_t nq = G > 1 ? std::min(G, g.P - p) * g.Q : std::min<int64_t>(16, g.Q - q0);
       const __mmask16 mask = __mmask16((1u << nq) - 1u);
       int64_t k0 = 0;
       for (; k0 + 16 <= g.Kp; k0 += 16)
@@ -256,6 +266,11 @@ void run_direct(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
   g.dilation = s.dilation;
   g.plane_bytes = (s.C * g.Hp * g.Wp + 63) / 64 * 64;
   if (s.N <= 0 || g.P <= 0 || g.Q <= 0) return;
+  g.rows_per_vector = g.Q >= 16 ? 1 : 16 / g.Q;
+  while (g.rows_per_vector > 1 && (g.rows_per_vector - 1) * g.stride * g.Wp +
+                                          (g.Q - 1) * g.stride + 3 * g.dilation >= 64)
+    --g.rows_per_vector;
+  g.groups = (g.P + g.rows_per_vector - 1) / g.rows_per_vector;
   // Every image padded with the zero point once (the vector loads then need no bounds), plus
   // one load's worth of slack past the last plane. Grow-only, per calling thread.
   thread_local std::vector<uint8_t> planes;  // (N, C, Hp, Wp) + 64
@@ -282,9 +297,10 @@ void run_direct(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
                  });
   std::memset(pd + s.N * g.plane_bytes, 0, 64);
   // Threads from ~16K vpdpbusd (a few microseconds) up: below that the region costs more.
-  const int64_t per_row = (g.Q + 15) / 16 * s.C * s.R * g.chunks * g.Kp;
+  const int64_t per_item = (g.Q + 15) / 16 * s.C * s.R * g.chunks * g.Kp;
   const int32_t* words = w.words.data();
-  parallel_range(s.N * g.P, std::max<int64_t>(2, (int64_t(1) << 14) / std::max<int64_t>(1, per_row)),
+  parallel_range(s.N * g.groups,
+                 std::max<int64_t>(2, (int64_t(1) << 14) / std::max<int64_t>(1, per_item)),
                  [&g, pd, words, &store](int64_t lo, int64_t hi) {
                    direct_rows(g, pd, words, lo, hi, store);
                  });
