@@ -761,6 +761,8 @@ TEST_CASE("values out of range, unknown names, malformed specs") {
           {"conv size 0", "bench conv --c 0", {"--c", "0"}},
           {"conv without output", "bench conv --h 2 --w 2 --pad 0", {"3x3", "no output"}},
           {"conv sparsity past 1", "bench conv --sparsity 1.5", {"--sparsity", "1.5"}},
+          {"conv int8 and sparsity together", "bench conv --int8 --sparsity 0.5",
+           {"--int8", "--sparsity", "separate modes"}},
           {"limit-test 0", "train " + f1 + "--limit-test 0", {"--limit-test", "0"}},
           {"bad --nm", "bench linear --in 8 --out 8 --format nm --nm 5:4", {"5:4"}},
           {"bad --block", "bench linear --in 8 --out 8 --format bsr --block 0x4", {"--block"}},
