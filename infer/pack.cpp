@@ -453,8 +453,20 @@ class Executor {
       if (p && observe_) (*observe_)(*p, h);
       if (p && p->int8) {
         const bool relu = is_relu(i + 1);  // fused into the dequantise epilogue
-        h = detail::run_int8(*p, m, h, relu);
+        // When the layer that takes this one's output (past the ReLU and a Flatten) is int8
+        // too, hand it its input codes: no float output written, no quantise pass. Not while
+        // observing, whose callers look at floats.
+        size_t next = relu ? i + 2 : i + 1;
+        if (next < mods.size() && dynamic_cast<nn::Flatten*>(mods[next].get())) ++next;
+        const PackedLayer* consumer = next < mods.size() ? find(mods[next].get()) : nullptr;
+        const bool hand_codes =
+            !observe_ && consumer && consumer->int8 && detail::can_requantize(*p);
+        h = detail::run_int8(*p, m, h, relu, hand_codes ? &consumer->int8->input : nullptr);
         if (relu) ++i;
+        continue;
+      }
+      if (h.dtype() == DType::U8 && dynamic_cast<nn::Flatten*>(&m)) {  // codes between int8 layers
+        h = h.reshape({N, h.numel() / std::max<int64_t>(N, 1)});
         continue;
       }
       if (chained(i) && (transposed || (h.dim() == 2 && h.size(1) == p->cols))) {

@@ -35,9 +35,15 @@ void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
             const PackOptions& opt);
 
 // One forward of an int8 layer p (module m): x (N, cols) for linear, (N, C, H, W) for conv,
-// quantised to uint8 with p.int8->input, the exact int32 product, then dequantised with the bias
-// and, when relu, a ReLU (infer/quantize.cpp).
-Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu);
+// quantised to uint8 with p.int8->input (or, as a U8 tensor, those codes already), the exact
+// int32 product, then dequantised with the bias and, when relu, a ReLU (infer/quantize.cpp).
+// With `requantize` the result is instead its uint8 codes under those parameters (the next int8
+// layer's input), a U8 tensor, equal bit for bit to quantising the float result.
+Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
+                const cpu::ActivationQuant* requantize = nullptr);
+// Whether run_int8 can requantize p's result: int8 dense linear layers, and conv layers on the
+// direct kernel.
+bool can_requantize(const PackedLayer& p);
 
 // Makes p an int8 layer of kind Dense or Bsr on q's weight and scales: packs the kernel's
 // arrays and writes the dequantised weight into p's module (the dense reference).

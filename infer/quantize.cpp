@@ -52,44 +52,66 @@ const float* bias_of(const nn::Module& m) {
 
 namespace detail {
 
-Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
+bool can_requantize(const PackedLayer& p) {
+  return p.int8 && p.kind == PackedLayer::Dense && (!p.conv || !p.int8->direct.words.empty());
+}
+
+Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
+                const cpu::ActivationQuant* requantize) {
   const Int8Weights& q = *p.int8;
   const float* bias = bias_of(m);
+  SPRIG_CHECK(!requantize || can_requantize(p), "int8 layer ", p.name,
+              " cannot hand on uint8 codes");
+  // x is floats, or already this layer's input codes (the previous int8 layer requantised).
   // Scratch reused from call to call (grow-only, per thread): no allocation per forward.
   thread_local std::vector<uint8_t> xq;   // x's shape, uint8
   thread_local std::vector<int32_t> acc;  // the layer's output shape, int32 sums
-  if (xq.size() < size_t(x.numel())) xq.resize(size_t(x.numel()));
+  const uint8_t* codes = nullptr;
+  if (x.dtype() == DType::U8) {
+    codes = x.data_as<uint8_t>();
+  } else {
+    if (xq.size() < size_t(x.numel())) xq.resize(size_t(x.numel()));
+    cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
+    codes = xq.data();
+  }
+  const DType out_type = requantize ? DType::U8 : DType::F32;
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
     const cpu::Conv2dShape s = conv_shape(p, "int8 layer", *conv, x);
-    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
-    cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
-    if (!q.direct.words.empty()) {
-      cpu::conv2d_u8s8_direct_dequantize(s, xq.data(), q.input.zero, q.direct, q.input.scale,
+    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, out_type);
+    if (requantize) {
+      cpu::conv2d_u8s8_direct_requantize(s, codes, q.input.zero, q.direct, q.input.scale,
+                                         q.scales.data(), bias, relu, *requantize,
+                                         y.data_as<uint8_t>());
+    } else if (!q.direct.words.empty()) {
+      cpu::conv2d_u8s8_direct_dequantize(s, codes, q.input.zero, q.direct, q.input.scale,
                                          q.scales.data(), bias, relu, y.data());
-      return y;
+    } else {
+      if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, K, P, Q)
+      cpu::conv2d_u8s8(s, codes, q.input.zero, q.dense, acc.data());
+      cpu::dequantize_channels_bias_relu(s.N, s.K, s.P() * s.Q(), acc.data(), q.input.scale,
+                                         q.scales.data(), bias, relu, y.data());
     }
-    if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, K, P, Q)
-    cpu::conv2d_u8s8(s, xq.data(), q.input.zero, q.dense, acc.data());
-    cpu::dequantize_channels_bias_relu(s.N, s.K, s.P() * s.Q(), acc.data(), q.input.scale,
-                                       q.scales.data(), bias, relu, y.data());
     return y;
   }
   SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "int8 layer ", p.name, " (", m.spec(),
               ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
   const int64_t N = x.size(0);
-  Tensor y = Tensor::empty({N, p.rows});
-  cpu::quantize_activations(x.data(), x.numel(), q.input, xq.data());
+  Tensor y = Tensor::empty({N, p.rows}, out_type);
   if (p.kind != PackedLayer::Bsr) {
     cpu::Int8Dequantize dq;
     dq.a_scale = q.input.scale;
     dq.w_scales = q.scales.data();
     dq.bias = bias;
     dq.relu = relu;
-    cpu::gemm_u8s8_dequantize(N, xq.data(), p.cols, q.input.zero, q.dense, dq, y.data(), p.rows);
+    if (requantize)
+      cpu::gemm_u8s8_requantize(N, codes, p.cols, q.input.zero, q.dense, dq, *requantize,
+                                y.data_as<uint8_t>(), p.rows);
+    else
+      cpu::gemm_u8s8_dequantize(N, codes, p.cols, q.input.zero, q.dense, dq, y.data(), p.rows);
     return y;
   }
   if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, rows)
-  cpu::bsr14_int8_linear(q.sparse, N, xq.data(), q.input.zero, acc.data());
+  cpu::bsr14_int8_linear(q.sparse, N, codes, q.input.zero, acc.data());
   cpu::dequantize_bias_relu(N, p.rows, acc.data(), p.rows, q.input.scale, q.scales.data(), bias,
                             relu, y.data(), p.rows);
   return y;

@@ -269,6 +269,13 @@ TEST_CASE("conv2d_u8s8_direct equals the direct int32 loop; its fused epilogue t
             worst = std::max(worst, double(std::fabs(fused[i] - unfused[i])) /
                                         (1e-6 + std::fabs(double(unfused[i]))));
           CHECK(worst < 1e-6);
+          // Requantised: the codes of the fused float result, bit for bit.
+          const ActivationQuant next = activation_quant_from_range(-0.5f, 1.5f);
+          std::vector<uint8_t> codes(out, 7), want_codes(out);  // (N, K, P, Q)
+          conv2d_u8s8_direct_requantize(s, x.data(), zero, packed, 0.02f, scales.data(),
+                                        relu ? bias.data() : nullptr, relu, next, codes.data());
+          quantize_activations_ref(fused.data(), int64_t(out), next, want_codes.data());
+          CHECK(codes == want_codes);
         }
       }
     }

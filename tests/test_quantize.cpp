@@ -120,6 +120,35 @@ TEST_CASE("int8 keeps every pruned zero and the model close to the float one") {
   CHECK(same_class(want, got) >= 294);  // >= 98%
 }
 
+TEST_CASE("int8 layers hand each other uint8 codes, and the model computes what it did with floats") {
+  // conv -> relu -> conv (direct, requantised), relu -> flatten -> linear (requantised through
+  // the flatten) -> relu -> linear; a 1x1 conv (im2col: floats, not codes) into a conv; and an
+  // mlp. The executor hands codes on only when nothing observes the activations, so an
+  // observed forward is the float-between path: both must agree bit for bit.
+  const char* specs[] = {
+      "conv(6,3,pad=1) relu conv(8,3,pad=1) relu flatten linear(32) relu linear(10)",
+      "conv(4,1) relu conv(6,3,pad=1) relu maxpool(2) flatten linear(10)",
+      "flatten linear(40) relu linear(20) relu linear(10)",
+  };
+  for (const char* spec : specs) {
+    CAPTURE(spec);
+    nn::Model m = pruned(spec, {1, 12, 12}, prune::Granularity::Element, 0.7);
+    infer::InferenceModel q = infer::quantize_model(m, random_input(m, 64, 2),
+                                                    options(infer::PackFormat::Dense));
+    for (auto& l : q.layers) REQUIRE(l.int8);
+    NoGradGuard no_grad;
+    for (int64_t batch : {1, 5, 33}) {
+      CAPTURE(batch);
+      Tensor x = random_input(m, batch, 7);
+      int observed = 0;
+      const Tensor floats_between =
+          q.forward_observed(x, [&](const infer::PackedLayer&, const Tensor&) { ++observed; });
+      CHECK(observed == int(q.layers.size()));
+      CHECK(q.forward(x).to_vector() == floats_between.to_vector());
+    }
+  }
+}
+
 TEST_CASE("calibration: minmax, percentile and entropy ranges") {
   // One linear layer, so its input is the samples: 20,000 values uniform in [0, 1), one -3 and
   // one outlier at 100.

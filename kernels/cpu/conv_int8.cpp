@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/quantize_simd.h"
 
 namespace sprig::cpu {
 
@@ -166,6 +167,30 @@ struct StoreDequantized {
   }
 };
 
+// The dequantised value as StoreDequantized makes it, quantised again with `out` (the next
+// layer's input parameters): the codes quantize_activations would give the float output.
+struct StoreRequantized {
+  uint8_t* y;  // (N, K, P, Q)
+  const int32_t* row_sums;
+  int32_t zero;
+  int64_t K, P, Q;
+  float a_scale;
+  const float* w_scales;
+  const float* bias;
+  bool relu;
+  detail::QuantizeConsts out;
+  SPRIG_TARGET_DIRECT void operator()(int64_t n, int64_t k, int64_t p, int64_t q0, __mmask16 mask,
+                                      __m512i sum) const {
+    const __m512i exact = _mm512_sub_epi32(sum, _mm512_set1_epi32(zero * row_sums[k]));
+    __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, exact),
+                               _mm512_set1_ps(a_scale * w_scales[k]),
+                               _mm512_set1_ps(bias ? bias[k] : 0.0f));
+    if (relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
+    _mm512_mask_cvtusepi32_storeu_epi8(y + ((n * K + k) * P + p) * Q + q0, mask,
+                                       detail::quantize16(v, out));
+  }
+};
+
 struct DirectGeometry {
   int64_t C, Hp, Wp, P, Q, R, chunks, Kp, K, stride, dilation;
   int64_t plane_bytes;  // one image's padded (C, Hp, Wp), rounded up to 64
@@ -307,6 +332,15 @@ void run_direct(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
 }
 
 }  // namespace
+
+void conv2d_u8s8_direct_requantize(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
+                                   const DirectConvInt8Weights& w, float a_scale,
+                                   const float* w_scales, const float* bias, bool relu,
+                                   ActivationQuant out, uint8_t* y) {
+  run_direct(s, x, x_zero, w,
+             StoreRequantized{y, w.row_sums.data(), x_zero, s.K, s.P(), s.Q(), a_scale, w_scales,
+                              bias, relu, detail::quantize_consts(out)});
+}
 
 bool conv2d_u8s8_direct_suits(const Conv2dShape& s) {
   return direct_isa_supported() && s.S > 1 && s.stride >= 1 && s.dilation >= 1 &&

@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/quantize.h"
 
 namespace sprig::cpu {
 
@@ -48,6 +49,14 @@ void conv2d_u8s8_direct(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
 void conv2d_u8s8_direct_dequantize(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
                                    const DirectConvInt8Weights& w, float a_scale,
                                    const float* w_scales, const float* bias, bool relu, float* y);
+
+// The same again with the result quantised with `out` (the next int8 layer's input): y (N, K,
+// P, Q) uint8 holds the codes quantize_activations gives the float result above, bit for bit,
+// so int8 layers can hand each other bytes instead of floats.
+void conv2d_u8s8_direct_requantize(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
+                                   const DirectConvInt8Weights& w, float a_scale,
+                                   const float* w_scales, const float* bias, bool relu,
+                                   ActivationQuant out, uint8_t* y);
 
 // The direct seven-loop convolution on the unpacked w (K, C, R, S) int8: the tests' reference.
 void conv2d_u8s8_ref(const Conv2dShape& s, const uint8_t* x, int32_t x_zero, const int8_t* w,

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "engine/error.h"
+#include "kernels/cpu/quantize_simd.h"
 
 namespace sprig::cpu {
 
@@ -64,29 +65,37 @@ namespace {
 #define SPRIG_TARGET_AMX __attribute__((target("amx-tile,amx-int8,avx512f")))
 
 // Where the tiles' sums go, each already corrected for the zero point: int32 C (gemm_u8s8), or
-// floats y = a_scale x w_scales[n] x sum + bias[n], ReLU'd when relu (gemm_u8s8_dequantize), so
-// the thread that computed a tile also dequantises it while it is in its cache.
+// floats y = a_scale x w_scales[n] x sum + bias[n], ReLU'd when relu (gemm_u8s8_dequantize),
+// or those floats' uint8 codes under `out` (gemm_u8s8_requantize), so the thread that computed
+// a tile also finishes it while it is in its cache.
 struct Sink {
   int32_t* C = nullptr;
   int64_t ldc = 0;
   float* y = nullptr;
-  int64_t ldy = 0;
+  uint8_t* q = nullptr;
+  int64_t ldy = 0;  // of y or q
   Int8Dequantize dq;
+  ActivationQuant out;
+  detail::QuantizeConsts out_consts{};
   void store(int64_t m, int64_t n, int32_t sum) const {
-    if (!y) {
+    if (!y && !q) {
       C[m * ldc + n] = sum;
       return;
     }
     float v = dq.a_scale * dq.w_scales[n] * float(sum);  // as dequantize_bias_relu
     if (dq.bias) v += dq.bias[n];
-    y[m * ldy + n] = dq.relu ? std::max(v, 0.0f) : v;
+    if (dq.relu) v = std::max(v, 0.0f);
+    if (y)
+      y[m * ldy + n] = v;
+    else
+      quantize_activations_ref(&v, 1, out, q + m * ldy + n);
   }
 };
 
 // 16 sums of row m from column n0 (the lanes of mask).
 __attribute__((target("avx512f"))) inline void store16(const Sink& out, int64_t m, int64_t n0,
                                                        __mmask16 mask, __m512i sums) {
-  if (!out.y) {
+  if (!out.y && !out.q) {
     _mm512_mask_storeu_epi32(out.C + m * out.ldc + n0, mask, sums);
     return;
   }
@@ -97,7 +106,11 @@ __attribute__((target("avx512f"))) inline void store16(const Sink& out, int64_t 
       out.dq.bias ? _mm512_maskz_loadu_ps(mask, out.dq.bias + n0) : _mm512_setzero_ps();
   __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, sums), scale, bias);
   if (out.dq.relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
-  _mm512_mask_storeu_ps(out.y + m * out.ldy + n0, mask, v);
+  if (out.y)
+    _mm512_mask_storeu_ps(out.y + m * out.ldy + n0, mask, v);
+  else
+    _mm512_mask_cvtusepi32_storeu_epi8(out.q + m * out.ldy + n0, mask,
+                                       detail::quantize16(v, out.out_consts));
 }
 
 // Row m's bytes k..k+3 as one little-endian word, zeros past K (the packed B is zero there).
@@ -429,7 +442,7 @@ void gemm_run(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_z
               const PackedInt8Weights& B, const Sink& out) {
   SPRIG_CHECK(int8_isa_supported(isa), "gemm_u8s8: ", int8_isa_name(isa),
               " is not supported by this CPU");
-  const int64_t ld_out = out.y ? out.ldy : out.ldc;
+  const int64_t ld_out = out.y || out.q ? out.ldy : out.ldc;
   SPRIG_CHECK(M >= 0 && lda >= B.K && ld_out >= B.N, "gemm_u8s8: need M >= 0, lda >= K (", B.K,
               ") and ldc >= N (", B.N, "), got M ", M, ", lda ", lda, ", ldc ", ld_out);
   if (M == 0) return;
@@ -462,6 +475,10 @@ Int8Isa isa_for_rows(int64_t M) {
   if (isa == Int8Isa::Amx && M < 16 && int8_isa_supported(Int8Isa::Vnni512))
     return Int8Isa::Vnni512;
   return isa;
+}
+
+__attribute__((target("avx512f"))) detail::QuantizeConsts quantize_consts_of(ActivationQuant a) {
+  return detail::quantize_consts(a);
 }
 
 Sink dequantizing_sink(const Int8Dequantize& dq, float* y, int64_t ldy) {
@@ -498,6 +515,27 @@ void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_ze
                           const PackedInt8Weights& B, const Int8Dequantize& dq, float* y,
                           int64_t ldy) {
   gemm_u8s8_dequantize_with(isa_for_rows(M), M, A, lda, a_zero, B, dq, y, ldy);
+}
+
+void gemm_u8s8_requantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
+                               int32_t a_zero, const PackedInt8Weights& B,
+                               const Int8Dequantize& dq, ActivationQuant out, uint8_t* q,
+                               int64_t ldq) {
+  SPRIG_CHECK(dq.w_scales != nullptr, "gemm_u8s8_requantize: no weight scales");
+  Sink sink;
+  sink.q = q;
+  sink.ldy = ldq;
+  sink.dq = dq;
+  sink.out = out;
+  // The vector constants only where the vector stores run (the generic path needs no AVX-512).
+  if (isa == Int8Isa::Amx || isa == Int8Isa::Vnni512) sink.out_consts = quantize_consts_of(out);
+  gemm_run(isa, M, A, lda, a_zero, B, sink);
+}
+
+void gemm_u8s8_requantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
+                          const PackedInt8Weights& B, const Int8Dequantize& dq,
+                          ActivationQuant out, uint8_t* q, int64_t ldq) {
+  gemm_u8s8_requantize_with(isa_for_rows(M), M, A, lda, a_zero, B, dq, out, q, ldq);
 }
 
 }  // namespace sprig::cpu

@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/quantize_simd.h"
 
 namespace sprig::cpu {
 
@@ -54,35 +55,17 @@ void quantize_activations_ref(const float* x, int64_t n, ActivationQuant a, uint
 namespace {
 
 // The same codes without a division (vdivps costs ~8 cycles per 16 floats, most of a small
-// layer's quantisation): q0 = x x (1 / scale) is within an ulp of x / scale, r = x - q0 x scale
-// is exact in one fused multiply-add, and q0 + r x (1 / scale) rounds to the correctly rounded
-// quotient (Markstein's theorem: 1 / scale correctly rounded, q0 faithful). x is first clamped
-// to +-2^20 steps, where the code saturates anyway, so inf never reaches the correction; NaN
-// survives the clamps (minps / maxps return their second operand, x, for NaN) and converts to
-// INT_MIN, which the clamp below 0 makes 0. The tests compare it with the division bit for bit.
-// GCC 12 warns, falsely, that the unmasked intrinsics' undefined pass-through operand is read.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// layer's quantisation): detail::quantize16. The tests compare it with the division bit for bit.
 __attribute__((target("avx512f"))) void quantize_activations_avx512(const float* x, int64_t n,
                                                                     ActivationQuant a,
                                                                     uint8_t* q) {
-  const __m512 s = _mm512_set1_ps(a.scale), inv = _mm512_set1_ps(1.0f / a.scale);
-  const __m512 hi = _mm512_set1_ps(1048576.0f * a.scale), lo = _mm512_set1_ps(-1048576.0f * a.scale);
-  const __m512i z = _mm512_set1_epi32(a.zero), zero = _mm512_setzero_si512();
+  const detail::QuantizeConsts c = detail::quantize_consts(a);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);
-    __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-    v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-    const __m512 q0 = _mm512_mul_ps(v, inv);
-    const __m512 r = _mm512_fnmadd_ps(q0, s, v);
-    const __m512 quotient = _mm512_fmadd_ps(r, inv, q0);
-    // Round half to even (the default rounding mode), add the zero point, clamp to [0, 255].
-    __m512i c = _mm512_add_epi32(_mm512_cvtps_epi32(quotient), z);
-    c = _mm512_max_epi32(c, zero);
-    _mm512_mask_cvtusepi32_storeu_epi8(q + i, m, c);
+    _mm512_mask_cvtusepi32_storeu_epi8(q + i, m,
+                                       detail::quantize16(_mm512_maskz_loadu_ps(m, x + i), c));
   }
 }
-#pragma GCC diagnostic pop
 
 }  // namespace
 
