@@ -134,14 +134,14 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
   const bool direct = cpu::conv2d_u8s8_direct_suits(s);
   cpu::DirectConvInt8Weights direct_w;
   if (direct) direct_w = cpu::pack_conv_int8_direct(wq.data(), s.K, s.C, s.R, s.S);
-  std::vector<uint8_t> xq(x.size());              // (N, C, H, W)
-  std::vector<int32_t> acc(s.N * s.K * PQ);       // (N, K, P, Q)
+  std::vector<uint8_t> xq(x.size());                                  // (N, C, H, W)
+  std::vector<int32_t> acc(s.N * s.K * PQ);                           // (N, K, P, Q)
   std::vector<float> yf(acc.size()), yi(acc.size()), yd(acc.size());  // (N, K, P, Q)
   auto im2col = [&] {
     cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
     cpu::conv2d_u8s8(s, xq.data(), aq.zero, gemm_w, acc.data());
-    cpu::dequantize_channels_bias_relu(s.N, s.K, PQ, acc.data(), aq.scale, scales.data(),
-                                       b.data(), false, yi.data());
+    cpu::dequantize_channels_bias_relu(s.N, s.K, PQ, acc.data(), aq.scale, scales.data(), b.data(),
+                                       false, yi.data());
   };
   auto direct_run = [&] {
     cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());

@@ -382,7 +382,8 @@ Command add_bench_model_command(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--no-shrink", a->no_shrink, "plan without shrinking zeroed neurons / filters");
   app.add_flag("--int8", a->int8,
-               "also time the int8 plans (sprig quantize --int8-only, and its default mixed plan) in rounds alternating with "
+               "also time the int8 plans (sprig quantize --int8-only, and its default mixed plan) "
+               "in rounds alternating with "
                "the plan");
   app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_option("--repeats", a->repeats, "timed runs (median)")

@@ -53,14 +53,15 @@ struct CandidateTime {
 // A layer quantised to int8 (sprig quantize, infer/quantize.h): its input is quantised per
 // tensor to uint8, its weight per output channel to int8, and the int32 sums are dequantised
 // with the bias (and a ReLU that follows) fused. Kind Dense runs gemm_u8s8 / conv2d_u8s8 on
-// `dense`, or conv2d_u8s8_direct on `direct` (no im2col, the dequantisation in its stores); kind Bsr (linear only) runs the 1 x 4 block kernel on `sparse`.
+// `dense`, or conv2d_u8s8_direct on `direct` (no im2col, the dequantisation in its stores); kind
+// Bsr (linear only) runs the 1 x 4 block kernel on `sparse`.
 struct Int8Weights {
   cpu::ActivationQuant input;    // of the layer's input, from calibration
   std::vector<float> scales;     // (rows) per-output-channel weight scales
   std::vector<int8_t> weight;    // (rows, cols) the int8 weight, kept for files and checks
   cpu::PackedInt8Weights dense;  // kind Dense: gemm_u8s8, or conv2d_u8s8 where `direct` is empty
   cpu::DirectConvInt8Weights direct;  // kind Dense conv where conv2d_u8s8_direct suits the shape
-  cpu::Bsr14Int8 sparse;         // kind Bsr
+  cpu::Bsr14Int8 sparse;              // kind Bsr
 };
 
 struct PackedLayer {
@@ -196,7 +197,7 @@ struct CudaLayerPlan {
   size_t index = 0;
   bool conv = false;
   int64_t rows = 0, cols = 0, nonzero = 0;
-  std::string kernel;  // "dense", "cusparse", "rowsplit", "coltile" or "int8"
+  std::string kernel;                // "dense", "cusparse", "rowsplit", "coltile" or "int8"
   std::vector<CandidateTime> times;  // measured candidates (auto and csr plans)
   std::string reason;
   double sparsity() const {

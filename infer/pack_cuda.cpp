@@ -206,6 +206,27 @@ struct GpuOp {
   const float* bias_ptr() const { return has_bias ? bias.get() : nullptr; }
 };
 
+// g's int8 arrays from the packed layer p (its int8 weight, scales and input quantisation).
+void upload_int8(GpuOp& g, const PackedLayer& p) {
+  const Int8Weights& q = *p.int8;
+  g.int8 = true;
+  g.rows = p.rows;
+  g.cols = p.cols;
+  g.in_scale = q.input.scale;
+  g.in_zero = q.input.zero;
+  g.w_scales = Floats::upload(q.scales.data(), q.scales.size());
+  if (g.op == Op::Conv) {
+    g.w_bytes = DeviceBuffer<int8_t>::upload(q.weight.data(), q.weight.size());
+    return;
+  }
+  const std::vector<int32_t> words = cuda::int8_weight_words(q.weight.data(), g.rows, g.cols);
+  std::vector<int32_t> sums(size_t(g.rows), 0);  // (rows)
+  for (int64_t r = 0; r < g.rows; ++r)
+    for (int64_t c = 0; c < g.cols; ++c) sums[size_t(r)] += q.weight[size_t(r * g.cols + c)];
+  g.w_words = DeviceBuffer<int32_t>::upload(words.data(), words.size());
+  g.row_sums = DeviceBuffer<int32_t>::upload(sums.data(), sums.size());
+}
+
 // An int8 layer's forward: x (N, in...) float -> y (N, out...) float.
 void run_int8(const GpuOp& g, int64_t N, const float* x, float* y, bool relu) {
   const int64_t n_in = N * numel(g.in_shape);
@@ -213,8 +234,8 @@ void run_int8(const GpuOp& g, int64_t N, const float* x, float* y, bool relu) {
   cuda::quantize_activations(n_in, x, g.in_scale, g.in_zero, xq.get());
   if (g.op == Op::Linear) {
     cuda::linear_u8s8_dequantize(N, g.rows, g.cols, xq.get(), g.in_zero, g.w_words.get(),
-                                 g.row_sums.get(), g.in_scale, g.w_scales.get(), g.bias_ptr(),
-                                 relu, y);
+                                 g.row_sums.get(), g.in_scale, g.w_scales.get(), g.bias_ptr(), relu,
+                                 y);
     return;
   }
   cpu::Conv2dShape s = g.conv;
@@ -409,86 +430,62 @@ CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOp
     const PackedLayer* packed = nullptr;  // the packed layer of this module, if any
     for (const PackedLayer& l : m.layers)
       if (l.module == &mod) packed = &l;
-    if (weight && packed && packed->int8) {
-      // int8 layers run as the packed file says, on the GPU's int8 kernels: no plan to make.
-      const Int8Weights& q = *packed->int8;
-      g.int8 = true;
-      g.rows = packed->rows;
-      g.cols = packed->cols;
-      g.in_scale = q.input.scale;
-      g.in_zero = q.input.zero;
-      g.w_scales = Floats::upload(q.scales.data(), q.scales.size());
-      if (g.op == Op::Linear) {
-        const std::vector<int32_t> words = cuda::int8_weight_words(q.weight.data(), g.rows, g.cols);
-        std::vector<int32_t> sums(size_t(g.rows), 0);
-        for (int64_t r = 0; r < g.rows; ++r)
-          for (int64_t c = 0; c < g.cols; ++c) sums[size_t(r)] += q.weight[size_t(r * g.cols + c)];
-        g.w_words = DeviceBuffer<int32_t>::upload(words.data(), words.size());
-        g.row_sums = DeviceBuffer<int32_t>::upload(sums.data(), sums.size());
+    if (weight) {
+      if (bias) {
+        Tensor b = bias->value.to(Device::cpu());
+        g.bias = Floats::upload(b.data(), size_t(b.numel()));
+        g.has_bias = true;
+      }
+      CudaLayerPlan plan;
+      plan.name = std::to_string(i);
+      plan.index = i;
+      plan.conv = g.op == Op::Conv;
+      if (packed && packed->int8) {
+        // int8 layers run as the packed file says, on the GPU's int8 kernels: no plan to make.
+        upload_int8(g, *packed);
+        plan.rows = g.rows, plan.cols = g.cols;
+        plan.nonzero = packed->nonzero;
+        plan.kernel = "int8";
+        plan.reason = "int8 in the packed file (" + packed->format() + " on the CPU)";
       } else {
-        g.w_bytes = DeviceBuffer<int8_t>::upload(q.weight.data(), q.weight.size());
-      }
-      if (bias) {
-        Tensor b = bias->value.to(Device::cpu());
-        g.bias = Floats::upload(b.data(), size_t(b.numel()));
-        g.has_bias = true;
-      }
-      CudaLayerPlan plan;
-      plan.name = std::to_string(i);
-      plan.index = i;
-      plan.conv = g.op == Op::Conv;
-      plan.rows = g.rows, plan.cols = g.cols;
-      plan.nonzero = packed->nonzero;
-      plan.kernel = "int8";
-      plan.reason = "int8 in the packed file (" + packed->format() + " on the CPU)";
-      im.plans.push_back(std::move(plan));
-    } else if (weight) {
-      Tensor w = weight->value.to(Device::cpu());
-      g.rows = w.size(0);
-      g.cols = w.numel() / g.rows;
-      g.weight = Floats::upload(w.data(), size_t(w.numel()));
-      if (bias) {
-        Tensor b = bias->value.to(Device::cpu());
-        g.bias = Floats::upload(b.data(), size_t(b.numel()));
-        g.has_bias = true;
-      }
-      CudaLayerPlan plan;
-      plan.name = std::to_string(i);
-      plan.index = i;
-      plan.conv = g.op == Op::Conv;
-      plan.rows = g.rows, plan.cols = g.cols;
-      plan.nonzero = weight->count_nonzero();
-      const bool conv = g.op == Op::Conv;
-      if (!opt.force_kernel.empty()) {
-        g.kernel = parse_kernel(opt.force_kernel);
-        plan.reason = "forced " + opt.force_kernel;
-        if (conv && g.kernel == Kernel::Cusparse) {  // no cuSPARSE conv here
-          g.kernel = Kernel::Dense;
-          plan.reason += ", but conv layers have no cusparse path: dense";
-        }
-        if (g.kernel != Kernel::Dense) {
+        Tensor w = weight->value.to(Device::cpu());
+        g.rows = w.size(0);
+        g.cols = w.numel() / g.rows;
+        g.weight = Floats::upload(w.data(), size_t(w.numel()));
+        plan.rows = g.rows, plan.cols = g.cols;
+        plan.nonzero = weight->count_nonzero();
+        const bool conv = g.op == Op::Conv;
+        if (!opt.force_kernel.empty()) {
+          g.kernel = parse_kernel(opt.force_kernel);
+          plan.reason = "forced " + opt.force_kernel;
+          if (conv && g.kernel == Kernel::Cusparse) {  // no cuSPARSE conv here
+            g.kernel = Kernel::Dense;
+            plan.reason += ", but conv layers have no cusparse path: dense";
+          }
+          if (g.kernel != Kernel::Dense) {
+            g.csr = cuda::DeviceCsr(cpu::csr_from_dense(g.rows, g.cols, w.data()));
+            g.weight.release();
+          }
+        } else if (opt.format == PackFormat::Dense) {
+          plan.reason = "forced dense";
+        } else {
+          std::vector<Kernel> cands;
+          if (opt.format == PackFormat::Auto) cands.push_back(Kernel::Dense);
+          if (!conv) cands.push_back(Kernel::Cusparse);
+          cands.push_back(Kernel::RowSplit);
+          cands.push_back(Kernel::ColTile);
           g.csr = cuda::DeviceCsr(cpu::csr_from_dense(g.rows, g.cols, w.data()));
-          g.weight.release();
+          im.choose(g, plan, cands, opt, opt.seed + i);
+          if (opt.format == PackFormat::Bsr || opt.format == PackFormat::Nm)
+            plan.reason = std::string("no GPU ") + pack_format_name(opt.format) +
+                          " kernel, CSR instead; " + plan.reason;
+          if (g.kernel == Kernel::Dense)
+            g.csr.reset();
+          else
+            g.weight.release();
         }
-      } else if (opt.format == PackFormat::Dense) {
-        plan.reason = "forced dense";
-      } else {
-        std::vector<Kernel> cands;
-        if (opt.format == PackFormat::Auto) cands.push_back(Kernel::Dense);
-        if (!conv) cands.push_back(Kernel::Cusparse);
-        cands.push_back(Kernel::RowSplit);
-        cands.push_back(Kernel::ColTile);
-        g.csr = cuda::DeviceCsr(cpu::csr_from_dense(g.rows, g.cols, w.data()));
-        im.choose(g, plan, cands, opt, opt.seed + i);
-        if (opt.format == PackFormat::Bsr || opt.format == PackFormat::Nm)
-          plan.reason = std::string("no GPU ") + pack_format_name(opt.format) +
-                        " kernel, CSR instead; " + plan.reason;
-        if (g.kernel == Kernel::Dense)
-          g.csr.reset();
-        else
-          g.weight.release();
+        plan.kernel = kernel_name(g.kernel);
       }
-      plan.kernel = kernel_name(g.kernel);
       im.plans.push_back(std::move(plan));
     }
     im.ops.push_back(std::move(g));

@@ -21,13 +21,13 @@
 
 #include "engine/backend.h"
 #include "engine/rng.h"
+#include "kernels/cpu/conv_int8.h"
 #include "kernels/cpu/criteria.h"
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/pool.h"
-#include "kernels/cpu/reduce.h"
-#include "kernels/cpu/conv_int8.h"
 #include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/pool.h"
 #include "kernels/cpu/quantize.h"
+#include "kernels/cpu/reduce.h"
 #include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/runtime.cuh"
 #include "tests/cuda_test_util.h"
@@ -670,7 +670,7 @@ TEST_CASE("int8 inference kernels: codes bit for bit, sums exact, the CPU's epil
     CAPTURE(s.K);
     CAPTURE(s.stride);
     std::vector<uint8_t> xq(size_t(s.N * s.C * s.H * s.W));  // (N, C, H, W)
-    std::vector<int8_t> w(size_t(s.K * s.C * s.R * s.S));   // (K, C, R, S)
+    std::vector<int8_t> w(size_t(s.K * s.C * s.R * s.S));    // (K, C, R, S)
     for (auto& v : xq) v = uint8_t(rng.uniform(0.0f, 255.99f));
     for (auto& v : w) v = int8_t(int(rng.uniform(-127.99f, 127.99f)));
     const int64_t PQ = s.P() * s.Q();

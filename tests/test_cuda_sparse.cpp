@@ -20,12 +20,12 @@
 
 #include "engine/autograd.h"
 #include "engine/rng.h"
+#include "infer/pack.h"
+#include "infer/quantize.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/sparse.cuh"
-#include "infer/pack.h"
-#include "infer/quantize.h"
 #include "prune/prune.h"
 #include "tests/kernel_test_util.h"
 

@@ -212,13 +212,19 @@ TEST_CASE("conv2d_u8s8_direct equals the direct int32 loop; its fused epilogue t
   // of 16, strides 1-3, paddings 0-2, dilation, kernels 2 to 5 wide (1 and 2 words per row),
   // and rows of 3 to 7 pixels, 2 to 5 of them to a vector with a partial last group.
   const Conv2dShape shapes[] = {
-      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1},    {3, 3, 7, 9, 5, 3, 3, 1, 1, 1},
-      {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},   {2, 5, 11, 10, 3, 3, 2, 2, 0, 1},
-      {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},  {1, 1, 28, 28, 8, 3, 3, 1, 1, 1},
-      {2, 8, 28, 28, 16, 3, 3, 1, 1, 1}, {2, 16, 14, 14, 36, 3, 3, 1, 1, 1},
-      {2, 3, 7, 7, 2, 5, 5, 3, 2, 1},    {1, 2, 40, 37, 6, 5, 5, 1, 2, 1},
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1},
+      {3, 3, 7, 9, 5, 3, 3, 1, 1, 1},
+      {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},
+      {2, 5, 11, 10, 3, 3, 2, 2, 0, 1},
+      {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},
+      {1, 1, 28, 28, 8, 3, 3, 1, 1, 1},
+      {2, 8, 28, 28, 16, 3, 3, 1, 1, 1},
+      {2, 16, 14, 14, 36, 3, 3, 1, 1, 1},
+      {2, 3, 7, 7, 2, 5, 5, 3, 2, 1},
+      {1, 2, 40, 37, 6, 5, 5, 1, 2, 1},
       // Rows under 16 pixels, several to a vector: a ResNet's 7x7 stage and its stride-2 entry.
-      {2, 64, 7, 7, 64, 3, 3, 1, 1, 1},  {2, 32, 14, 14, 64, 3, 3, 2, 1, 1},
+      {2, 64, 7, 7, 64, 3, 3, 1, 1, 1},
+      {2, 32, 14, 14, 64, 3, 3, 2, 1, 1},
   };
   if (!conv2d_u8s8_direct_suits(shapes[0])) {
     MESSAGE("this CPU lacks AVX-512 VNNI or VBMI: conv2d_u8s8_direct not tested");
@@ -288,7 +294,8 @@ TEST_CASE("conv2d_u8s8_direct equals the direct int32 loop; its fused epilogue t
   set_num_threads(before);
 }
 
-TEST_CASE("conv2d_u8s8_direct refuses a weight packed for another shape and shapes it does not suit") {
+TEST_CASE(
+    "conv2d_u8s8_direct refuses a weight packed for another shape and shapes it does not suit") {
   const Conv2dShape s{1, 2, 5, 5, 4, 3, 3, 1, 1, 1};
   if (!conv2d_u8s8_direct_suits(s)) {
     MESSAGE("this CPU lacks AVX-512 VNNI or VBMI: conv2d_u8s8_direct not tested");

@@ -287,8 +287,8 @@ TEST_CASE("gemm_u8s8 equals its reference exactly on every instruction set") {
         // Requantised: the codes of the dequantised result, bit for bit, padding untouched.
         const ActivationQuant next = activation_quant_from_range(-0.3f, 0.9f);
         std::vector<uint8_t> codes(size_t(s.M * ldc), 7), want_codes(size_t(s.M * ldc), 7);
-        gemm_u8s8_requantize_with(isa, s.M, A.data(), lda, s.zero, packed, dq, next,
-                                  codes.data(), ldc);
+        gemm_u8s8_requantize_with(isa, s.M, A.data(), lda, s.zero, packed, dq, next, codes.data(),
+                                  ldc);
         for (int64_t m = 0; m < s.M; ++m)
           quantize_activations_ref(y.data() + m * ldc, s.N, next, want_codes.data() + m * ldc);
         CHECK(codes == want_codes);

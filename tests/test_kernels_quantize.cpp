@@ -78,8 +78,15 @@ TEST_CASE("activation quantisation without a division gives the division's codes
   // leave a vector tail.
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> log_scale(-12.0f, 3.0f), wide(-1e4f, 1e4f);
-  const float specials[] = {std::nanf(""), INFINITY, -INFINITY, 0.0f, -0.0f, 1e-42f, -1e-42f,
-                            std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+  const float specials[] = {std::nanf(""),
+                            INFINITY,
+                            -INFINITY,
+                            0.0f,
+                            -0.0f,
+                            1e-42f,
+                            -1e-42f,
+                            std::numeric_limits<float>::max(),
+                            -std::numeric_limits<float>::max(),
                             std::numeric_limits<float>::min()};
   int64_t compared = 0, mismatched = 0;
   for (int t = 0; t < 300; ++t) {
@@ -90,11 +97,20 @@ TEST_CASE("activation quantisation without a division gives the division's codes
     for (size_t i = 0; i < x.size(); ++i) {
       const float half = (float(int(rng() % 700) - 350) + 0.5f) * a.scale;
       switch (i % 5) {
-        case 0: x[i] = half; break;
-        case 1: x[i] = std::nextafter(half, INFINITY); break;
-        case 2: x[i] = std::nextafter(half, -INFINITY); break;
-        case 3: x[i] = wide(rng) * a.scale; break;
-        default: x[i] = specials[i % std::size(specials)];
+        case 0:
+          x[i] = half;
+          break;
+        case 1:
+          x[i] = std::nextafter(half, INFINITY);
+          break;
+        case 2:
+          x[i] = std::nextafter(half, -INFINITY);
+          break;
+        case 3:
+          x[i] = wide(rng) * a.scale;
+          break;
+        default:
+          x[i] = specials[i % std::size(specials)];
       }
     }
     std::vector<uint8_t> fast(x.size()), ref(x.size());

@@ -120,7 +120,8 @@ TEST_CASE("int8 keeps every pruned zero and the model close to the float one") {
   CHECK(same_class(want, got) >= 294);  // >= 98%
 }
 
-TEST_CASE("int8 layers hand each other uint8 codes, and the model computes what it did with floats") {
+TEST_CASE(
+    "int8 layers hand each other uint8 codes, and the model computes what it did with floats") {
   // conv -> relu -> conv (direct, requantised), relu -> flatten -> linear (requantised through
   // the flatten) -> relu -> linear; a 1x1 conv (im2col: floats, not codes) into a conv; and an
   // mlp. The executor hands codes on only when nothing observes the activations, so an
@@ -133,8 +134,8 @@ TEST_CASE("int8 layers hand each other uint8 codes, and the model computes what 
   for (const char* spec : specs) {
     CAPTURE(spec);
     nn::Model m = pruned(spec, {1, 12, 12}, prune::Granularity::Element, 0.7);
-    infer::InferenceModel q = infer::quantize_model(m, random_input(m, 64, 2),
-                                                    options(infer::PackFormat::Dense));
+    infer::InferenceModel q =
+        infer::quantize_model(m, random_input(m, 64, 2), options(infer::PackFormat::Dense));
     for (auto& l : q.layers) REQUIRE(l.int8);
     NoGradGuard no_grad;
     for (int64_t batch : {1, 5, 33}) {

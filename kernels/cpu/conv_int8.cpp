@@ -147,47 +147,45 @@ struct StoreSums {
   }
 };
 
-struct StoreDequantized {
-  float* y;  // (N, K, P, Q)
+// The float a channel's exact sums stand for, as dequantize_channels_bias_relu computes it:
+// (a_scale x w_scale) x (sum - zero x row_sum) + bias, then ReLU when relu.
+struct Dequantize {
   const int32_t* row_sums;
   int32_t zero;
-  int64_t K, P, Q;
   float a_scale;
   const float* w_scales;
   const float* bias;
   bool relu;
-  SPRIG_TARGET_DIRECT void operator()(int64_t n, int64_t k, int64_t p, int64_t q0, __mmask16 mask,
-                                      __m512i sum) const {
+  SPRIG_TARGET_DIRECT __m512 operator()(int64_t k, __m512i sum) const {
     const __m512i exact = _mm512_sub_epi32(sum, _mm512_set1_epi32(zero * row_sums[k]));
-    // As dequantize_channels_bias_relu: (a_scale x w_scale) x sum + bias.
-    __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, exact), _mm512_set1_ps(a_scale * w_scales[k]),
-                               _mm512_set1_ps(bias ? bias[k] : 0.0f));
-    if (relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
-    _mm512_mask_storeu_ps(y + ((n * K + k) * P + p) * Q + q0, mask, v);
+    const __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, exact),
+                                     _mm512_set1_ps(a_scale * w_scales[k]),
+                                     _mm512_set1_ps(bias ? bias[k] : 0.0f));
+    return relu ? _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps()) : v;
   }
 };
 
-// The dequantised value as StoreDequantized makes it, quantised again with `out` (the next
-// layer's input parameters): the codes quantize_activations would give the float output.
+struct StoreDequantized {
+  float* y;  // (N, K, P, Q)
+  int64_t K, P, Q;
+  Dequantize dequantize;
+  SPRIG_TARGET_DIRECT void operator()(int64_t n, int64_t k, int64_t p, int64_t q0, __mmask16 mask,
+                                      __m512i sum) const {
+    _mm512_mask_storeu_ps(y + ((n * K + k) * P + p) * Q + q0, mask, dequantize(k, sum));
+  }
+};
+
+// That float quantised again with `out` (the next layer's input parameters): the codes
+// quantize_activations gives the dequantised output, bit for bit.
 struct StoreRequantized {
   uint8_t* y;  // (N, K, P, Q)
-  const int32_t* row_sums;
-  int32_t zero;
   int64_t K, P, Q;
-  float a_scale;
-  const float* w_scales;
-  const float* bias;
-  bool relu;
+  Dequantize dequantize;
   detail::QuantizeConsts out;
   SPRIG_TARGET_DIRECT void operator()(int64_t n, int64_t k, int64_t p, int64_t q0, __mmask16 mask,
                                       __m512i sum) const {
-    const __m512i exact = _mm512_sub_epi32(sum, _mm512_set1_epi32(zero * row_sums[k]));
-    __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, exact),
-                               _mm512_set1_ps(a_scale * w_scales[k]),
-                               _mm512_set1_ps(bias ? bias[k] : 0.0f));
-    if (relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
     _mm512_mask_cvtusepi32_storeu_epi8(y + ((n * K + k) * P + p) * Q + q0, mask,
-                                       detail::quantize16(v, out));
+                                       detail::quantize16(dequantize(k, sum), out));
   }
 };
 
@@ -213,7 +211,8 @@ SPRIG_TARGET_DIRECT void direct_tile(const DirectGeometry& g, const uint8_t* pla
   for (int i = 0; i < NK; ++i) acc[i] = _mm512_setzero_si512();
   for (int64_t c = 0; c < g.C; ++c)
     for (int64_t r = 0; r < g.R; ++r) {
-      const uint8_t* row = plane + (c * g.Hp + p * g.stride + r * g.dilation) * g.Wp + q0 * g.stride;
+      const uint8_t* row =
+          plane + (c * g.Hp + p * g.stride + r * g.dilation) * g.Wp + q0 * g.stride;
       const int32_t* wr = words + (c * g.R + r) * g.chunks * g.Kp + k0;
       for (int64_t ch = 0; ch < g.chunks; ++ch) {
         // The maskz forms (all lanes kept) spare GCC 12 its false "uninitialized" warning on
@@ -238,9 +237,9 @@ SPRIG_TARGET_DIRECT void direct_rows(const DirectGeometry& g, const uint8_t* pla
   alignas(64) uint8_t idx[64] = {};
   for (int64_t l = 0; l < (G > 1 ? G * g.Q : 16); ++l)
     for (int64_t j = 0; j < 4; ++j)
-      idx[4 * l + j] = uint8_t(G > 1 ? (l / g.Q) * g.stride * g.Wp + (l % g.Q) * g.stride +
-                                           g.dilation * j
-                                     : g.stride * l + g.dilation * j);
+      idx[4 * l + j] =
+          uint8_t(G > 1 ? (l / g.Q) * g.stride * g.Wp + (l % g.Q) * g.stride + g.dilation * j
+                        : g.stride * l + g.dilation * j);
   const __m512i windows = _mm512_load_si512(idx);
   for (int64_t item = lo; item < hi; ++item) {
     const int64_t n = item / g.groups, p = (item % g.groups) * G;
@@ -292,8 +291,8 @@ void run_direct(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
   g.plane_bytes = (s.C * g.Hp * g.Wp + 63) / 64 * 64;
   if (s.N <= 0 || g.P <= 0 || g.Q <= 0) return;
   g.rows_per_vector = g.Q >= 16 ? 1 : 16 / g.Q;
-  while (g.rows_per_vector > 1 && (g.rows_per_vector - 1) * g.stride * g.Wp +
-                                          (g.Q - 1) * g.stride + 3 * g.dilation >= 64)
+  while (g.rows_per_vector > 1 &&
+         (g.rows_per_vector - 1) * g.stride * g.Wp + (g.Q - 1) * g.stride + 3 * g.dilation >= 64)
     --g.rows_per_vector;
   g.groups = (g.P + g.rows_per_vector - 1) / g.rows_per_vector;
   // Every image padded with the zero point once (the vector loads then need no bounds), plus
@@ -337,9 +336,9 @@ void conv2d_u8s8_direct_requantize(const Conv2dShape& s, const uint8_t* x, int32
                                    const DirectConvInt8Weights& w, float a_scale,
                                    const float* w_scales, const float* bias, bool relu,
                                    ActivationQuant out, uint8_t* y) {
+  const Dequantize dq{w.row_sums.data(), x_zero, a_scale, w_scales, bias, relu};
   run_direct(s, x, x_zero, w,
-             StoreRequantized{y, w.row_sums.data(), x_zero, s.K, s.P(), s.Q(), a_scale, w_scales,
-                              bias, relu, detail::quantize_consts(out)});
+             StoreRequantized{y, s.K, s.P(), s.Q(), dq, detail::quantize_consts(out)});
 }
 
 bool conv2d_u8s8_direct_suits(const Conv2dShape& s) {
@@ -355,9 +354,8 @@ void conv2d_u8s8_direct(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
 void conv2d_u8s8_direct_dequantize(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
                                    const DirectConvInt8Weights& w, float a_scale,
                                    const float* w_scales, const float* bias, bool relu, float* y) {
-  run_direct(s, x, x_zero, w,
-             StoreDequantized{y, w.row_sums.data(), x_zero, s.K, s.P(), s.Q(), a_scale, w_scales,
-                              bias, relu});
+  const Dequantize dq{w.row_sums.data(), x_zero, a_scale, w_scales, bias, relu};
+  run_direct(s, x, x_zero, w, StoreDequantized{y, s.K, s.P(), s.Q(), dq});
 }
 
 void conv2d_u8s8_ref(const Conv2dShape& s, const uint8_t* x, int32_t x_zero, const int8_t* w,

@@ -309,8 +309,8 @@ SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t pan
       const int64_t n0 = (p + t % 2) * 16, r0 = 16 * (t / 2);
       if (n0 >= B.N) continue;
       const __mmask16 mask = __mmask16((1u << std::min<int64_t>(16, B.N - n0)) - 1u);
-      const __m512i correction = _mm512_mullo_epi32(
-          zero_point, _mm512_maskz_loadu_epi32(mask, B.row_sums.data() + n0));
+      const __m512i correction =
+          _mm512_mullo_epi32(zero_point, _mm512_maskz_loadu_epi32(mask, B.row_sums.data() + n0));
       for (int64_t r = r0; r < std::min(rows, r0 + 16); ++r)
         store16(sink, m0 + r, n0, mask,
                 _mm512_sub_epi32(_mm512_load_si512(out[t][r - r0]), correction));
@@ -326,8 +326,8 @@ void gemm_amx(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const Pa
   // A is read in place when its rows are whole cache lines apart and every block's 32 rows of
   // kbytes end inside it; otherwise (a row of 784 bytes straddles lines, and tile loads are
   // this kernel's bottleneck) it is copied into rows of kbytes, zero-padded to 32-row blocks.
-  const bool in_place = lda % 64 == 0 && reinterpret_cast<uintptr_t>(A) % 64 == 0 &&
-                        M % 32 == 0 && lda >= kbytes;
+  const bool in_place =
+      lda % 64 == 0 && reinterpret_cast<uintptr_t>(A) % 64 == 0 && M % 32 == 0 && lda >= kbytes;
   thread_local std::vector<uint8_t> padded;  // (row_blocks * 32, kbytes) + 64 for alignment
   uint8_t* pa = nullptr;
   if (!in_place) {
@@ -446,8 +446,8 @@ void gemm_run(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_z
   SPRIG_CHECK(M >= 0 && lda >= B.K && ld_out >= B.N, "gemm_u8s8: need M >= 0, lda >= K (", B.K,
               ") and ldc >= N (", B.N, "), got M ", M, ", lda ", lda, ", ldc ", ld_out);
   if (M == 0) return;
-  const bool parallel = !omp_in_parallel() && omp_get_max_threads() > 1 &&
-                        M * B.N * B.K >= (int64_t(1) << 18);
+  const bool parallel =
+      !omp_in_parallel() && omp_get_max_threads() > 1 && M * B.N * B.K >= (int64_t(1) << 18);
   if (isa == Int8Isa::Amx) {
     gemm_amx(M, A, lda, a_zero, B, out, parallel);
     return;
@@ -506,8 +506,8 @@ void gemm_u8s8(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const P
 }
 
 void gemm_u8s8_dequantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
-                               int32_t a_zero, const PackedInt8Weights& B,
-                               const Int8Dequantize& dq, float* y, int64_t ldy) {
+                               int32_t a_zero, const PackedInt8Weights& B, const Int8Dequantize& dq,
+                               float* y, int64_t ldy) {
   gemm_run(isa, M, A, lda, a_zero, B, dequantizing_sink(dq, y, ldy));
 }
 
@@ -518,9 +518,8 @@ void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_ze
 }
 
 void gemm_u8s8_requantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
-                               int32_t a_zero, const PackedInt8Weights& B,
-                               const Int8Dequantize& dq, ActivationQuant out, uint8_t* q,
-                               int64_t ldq) {
+                               int32_t a_zero, const PackedInt8Weights& B, const Int8Dequantize& dq,
+                               ActivationQuant out, uint8_t* q, int64_t ldq) {
   SPRIG_CHECK(dq.w_scales != nullptr, "gemm_u8s8_requantize: no weight scales");
   Sink sink;
   sink.q = q;
@@ -533,8 +532,8 @@ void gemm_u8s8_requantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t
 }
 
 void gemm_u8s8_requantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
-                          const PackedInt8Weights& B, const Int8Dequantize& dq,
-                          ActivationQuant out, uint8_t* q, int64_t ldq) {
+                          const PackedInt8Weights& B, const Int8Dequantize& dq, ActivationQuant out,
+                          uint8_t* q, int64_t ldq) {
   gemm_u8s8_requantize_with(isa_for_rows(M), M, A, lda, a_zero, B, dq, out, q, ldq);
 }
 

@@ -50,8 +50,8 @@ void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_ze
 // The same with the result quantised with `out` (the next int8 layer's input): q (M, N) uint8,
 // row stride ldq >= N, holds the codes quantize_activations gives y above, bit for bit.
 void gemm_u8s8_requantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
-                          const PackedInt8Weights& B, const Int8Dequantize& dq,
-                          ActivationQuant out, uint8_t* q, int64_t ldq);
+                          const PackedInt8Weights& B, const Int8Dequantize& dq, ActivationQuant out,
+                          uint8_t* q, int64_t ldq);
 
 // The instruction sets gemm_u8s8 can use, best first; for tests and benchmarks.
 enum class Int8Isa { Amx, Vnni512, Avx2, Generic };
@@ -62,12 +62,11 @@ Int8Isa int8_gemm_isa();
 void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
                     const PackedInt8Weights& B, int32_t* C, int64_t ldc);
 void gemm_u8s8_dequantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
-                               int32_t a_zero, const PackedInt8Weights& B,
-                               const Int8Dequantize& dq, float* y, int64_t ldy);
+                               int32_t a_zero, const PackedInt8Weights& B, const Int8Dequantize& dq,
+                               float* y, int64_t ldy);
 void gemm_u8s8_requantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
-                               int32_t a_zero, const PackedInt8Weights& B,
-                               const Int8Dequantize& dq, ActivationQuant out, uint8_t* q,
-                               int64_t ldq);
+                               int32_t a_zero, const PackedInt8Weights& B, const Int8Dequantize& dq,
+                               ActivationQuant out, uint8_t* q, int64_t ldq);
 
 // The triple loop on the unpacked B (N, K), row stride ldb: what the tests compare against.
 void gemm_u8s8_ref(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, int32_t a_zero,

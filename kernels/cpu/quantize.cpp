@@ -57,8 +57,7 @@ namespace {
 // The same codes without a division (vdivps costs ~8 cycles per 16 floats, most of a small
 // layer's quantisation): detail::quantize16. The tests compare it with the division bit for bit.
 __attribute__((target("avx512f"))) void quantize_activations_avx512(const float* x, int64_t n,
-                                                                    ActivationQuant a,
-                                                                    uint8_t* q) {
+                                                                    ActivationQuant a, uint8_t* q) {
   const detail::QuantizeConsts c = detail::quantize_consts(a);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);

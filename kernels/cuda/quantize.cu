@@ -4,12 +4,12 @@
 
 namespace sprig::cuda {
 
+using cpu::Conv2dShape;
 using detail::blocks_for;
 using detail::first_index;
 using detail::grid_stride;
 using detail::kThreads;
 using detail::stream;
-using cpu::Conv2dShape;
 
 namespace {
 
@@ -57,7 +57,6 @@ __global__ void fake_quantize_channels_kernel(int64_t cols, const float* w, floa
     out[k] = scale * fminf(fmaxf(rintf(row[k] / scale), -127.0f), 127.0f);
 }
 
-
 // ---- int8 inference -----------------------------------------------------------------------
 
 // The epilogue of every int8 layer: as cpu::dequantize_bias_relu.
@@ -94,9 +93,9 @@ constexpr int kTile = 16;  // linear: 16 x 16 outputs per block, 16 words (64 k)
 // Activations are made signed by flipping their top bit (a - 128, so dp4a multiplies signed
 // bytes): sum (a - zero) w = sum (a - 128) w + (128 - zero) row_sum.
 __global__ void linear_u8s8_kernel(int64_t M, int64_t N, int64_t K, const uint8_t* A,
-                                   int32_t a_zero, const int32_t* w_words,
-                                   const int32_t* row_sums, float a_scale, const float* w_scales,
-                                   const float* bias, bool relu, float* y) {
+                                   int32_t a_zero, const int32_t* w_words, const int32_t* row_sums,
+                                   float a_scale, const float* w_scales, const float* bias,
+                                   bool relu, float* y) {
   __shared__ uint32_t a_tile[kTile][kTile];  // (16 rows, 16 words)
   __shared__ uint32_t w_tile[kTile][kTile];  // (16 columns, 16 words)
   const int64_t words = (K + 3) / 4;
@@ -122,16 +121,15 @@ __global__ void linear_u8s8_kernel(int64_t M, int64_t N, int64_t K, const uint8_
     __syncthreads();
   }
   if (m < M && n < N)
-    y[m * N + n] = dequantize(sum + (128 - a_zero) * row_sums[n], a_scale, w_scales[n], bias, n,
-                              relu);
+    y[m * N + n] =
+        dequantize(sum + (128 - a_zero) * row_sums[n], a_scale, w_scales[n], bias, n, relu);
 }
 
 // One thread per output: the direct loop (padding reads as x_zero, which adds 0).
 // (Conv2dShape's P() and Q() are host functions: the host passes them.)
 __global__ void conv2d_u8s8_kernel(Conv2dShape s, int64_t P, int64_t Q, const uint8_t* x,
                                    int32_t x_zero, const int8_t* w, float a_scale,
-                                   const float* w_scales, const float* bias, bool relu,
-                                   float* y) {
+                                   const float* w_scales, const float* bias, bool relu, float* y) {
   const int64_t total = s.N * s.K * P * Q;
   for (int64_t i = first_index(); i < total; i += grid_stride()) {
     const int64_t q = i % Q, p = (i / Q) % P, k = (i / (Q * P)) % s.K, n = i / (Q * P * s.K);
@@ -204,9 +202,9 @@ void linear_u8s8_dequantize(int64_t M, int64_t N, int64_t K, const uint8_t* A, i
   SPRIG_CUDA_LAUNCHED("linear_u8s8_kernel");
 }
 
-void conv2d_u8s8_dequantize(const Conv2dShape& s, const uint8_t* x, int32_t x_zero,
-                            const int8_t* w, float a_scale, const float* w_scales,
-                            const float* bias, bool relu, float* y) {
+void conv2d_u8s8_dequantize(const Conv2dShape& s, const uint8_t* x, int32_t x_zero, const int8_t* w,
+                            float a_scale, const float* w_scales, const float* bias, bool relu,
+                            float* y) {
   SPRIG_CHECK(x_zero >= 0 && x_zero <= 255, "conv2d_u8s8_dequantize: zero point ", x_zero,
               " is not a uint8");
   const int64_t total = s.N * s.K * s.P() * s.Q();
