@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <string>
 
 namespace sprig::testing {
@@ -44,10 +45,15 @@ inline int count_lines(const std::string& s) {
   return n;
 }
 
-// A directory for this test process's files, named after the suite.
+// A directory for this test process's files, named after the suite and the process id. The
+// first call in a process empties it: an earlier process with the same id (ids are reused) may
+// have left files there, and a test that creates a file or link that already exists would fail
+// (test_cli's non-UTF-8 symlink did, once in CI and once locally).
 inline std::filesystem::path temp_dir(const std::string& suite) {
   std::filesystem::path d = std::filesystem::temp_directory_path() /
                             ("sprig_" + suite + "_" + std::to_string(::getpid()));
+  static std::set<std::string> emptied;  // suites whose directory this process has emptied
+  if (emptied.insert(suite).second) std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;
 }
