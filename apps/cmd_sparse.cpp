@@ -215,9 +215,7 @@ int run_quantize(const SparseArgs& a) {
   check_output_path("--out", a.out, {{"--in", a.in}});
   use_threads(a.threads);
   infer::QuantizeOptions opt;  // flags first: bad input fails before any work
-  SparseArgs plan = a;         // --format sparse: the sparse int8 kernel works in 1 x 4 blocks
-  if (plan.format == "sparse") plan.format = "bsr";
-  opt.pack = pack_options(plan);
+  opt.pack = pack_options(a);
   opt.calibration = infer::parse_calibration(a.calibration);
   opt.percentile = a.percentile;
   opt.int8_only = a.int8_only;
@@ -443,9 +441,13 @@ Command add_quantize_command(CLI::App& app) {
       ->check(FiniteNumber & CLI::Range(50.001, 100.0))
       ->capture_default_str();
   app.add_option("--format", a->format,
-                 "auto (per layer, the fastest of int8 dense, int8 1x4 blocks and the float "
-                 "plan's kernels, measured), dense (int8) or sparse (int8 1x4 blocks)")
-      ->check(CLI::IsMember({"auto", "dense", "sparse"}))
+                 "auto (per layer, the fastest of int8 dense, int8 csr, int8 blocks and the float "
+                 "plan's kernels, measured), or int8 throughout: dense, csr or bsr (linear "
+                 "layers; blocks of --block)")
+      ->check(CLI::IsMember({"auto", "dense", "csr", "bsr"}))
+      ->capture_default_str();
+  app.add_option("--block", a->block, "int8 block for --format bsr: 1x4 or 4x4")
+      ->check(CLI::IsMember({"1x4", "4x4"}))
       ->capture_default_str();
   app.add_option("--batch", a->batch, "batch size the plan measures at")
       ->check(IntRange(int64_t(1), int64_t(1) << 16))

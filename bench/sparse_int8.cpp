@@ -1,10 +1,12 @@
-// sprig's sparse int8 Linear (cpu::bsr14_int8_linear: 1 x 4 int8 blocks, uint8 activations)
-// against sprig's sparse float Linear (cpu::csr_linear, which ran a 4096x4096 layer at 90% in a
-// third of DeepSparse's time: bench/RESULTS.md) on the same weights, in one process, interleaved:
-// each round times float CSR, then int8, and the table shows the median ratio. Two patterns:
-// unstructured (zeros anywhere: a 1 x 4 block is stored when any of its 4 weights is nonzero)
-// and 1 x 4 blocks (what block pruning leaves). Times include quantising the float input to
-// uint8 and turning the int32 sums back into floats with bias and ReLU, as an int8 layer must.
+// sprig's sparse int8 Linear (cpu::csr_int8_linear, cpu::bsr_int8_linear in 1 x 4 and 4 x 4
+// blocks) against the two kernels it must beat to be worth planning: sprig's sparse float
+// Linear (cpu::csr_linear, which ran a 4096x4096 layer at 90% in a third of DeepSparse's time:
+// bench/RESULTS.md) and sprig's dense int8 product (gemm_u8s8, AMX where the CPU has it), on
+// the same weights, in one process, interleaved: each round times every kernel once, and the
+// table shows the median time of each and the median ratio float csr / int8 kernel (> 1: the
+// int8 kernel is faster). Three patterns at 90% zeros: unstructured, 1 x 4 blocks and 4 x 4
+// blocks (what block pruning leaves). Int8 times include quantising the float input to uint8
+// and turning the int32 sums back into floats with bias, as an int8 layer must.
 //
 // Usage: sparse_int8 [--threads T] [--rounds R]
 #include "kernels/cpu/sparse_int8.h"
@@ -13,25 +15,32 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "bench/bench_timing.h"
+#include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/cpu/sparse.h"
 
 using sprig::bench::median;
 using sprig::bench::seconds_per_call;
+namespace cpu = sprig::cpu;
 
 int main(int argc, char** argv) {
   int threads = 2, rounds = 7;
   if (!sprig::bench::parse_threads_rounds(argc, argv, "sparse_int8", threads, rounds)) return 2;
   omp_set_num_threads(threads);
-  std::printf("%d threads; median of %d interleaved rounds; 90%% of the weights zero\n", threads,
-              rounds);
-  std::printf("%-14s %-13s %5s %11s %11s %8s\n", "layer", "pattern", "batch", "float csr ms",
-              "int8 ms", "speed-up");
+  std::printf(
+      "%d threads; median of %d interleaved rounds; 90%% of the weights zero; int8 "
+      "dense on %s\n",
+      threads, rounds, cpu::int8_isa_name(cpu::int8_gemm_isa()));
+  const char* kernels[] = {"int8 dense", "int8 csr", "int8 bsr1x4", "int8 bsr4x4"};
+  std::printf("%-10s %-12s %5s %9s |", "layer", "pattern", "batch", "f32 csr");
+  for (const char* k : kernels) std::printf(" %11s", k);
+  std::printf("   (ms; then f32 csr / int8)\n");
   struct Case {
     const char* what;
     int64_t rows, cols;
@@ -39,45 +48,73 @@ int main(int argc, char** argv) {
   std::mt19937 rng(2);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f), p(0.0f, 1.0f);
   for (const Case& c : {Case{"4096x4096", 4096, 4096}, Case{"mlp fc1", 300, 784}})
-    for (const bool blocks : {false, true}) {
+    for (const int64_t block_rows : {0, 1, 4}) {  // 0: unstructured
       std::vector<float> W(size_t(c.rows * c.cols), 0.0f), bias(size_t(c.rows));
-      for (int64_t r = 0; r < c.rows; ++r)
-        for (int64_t g = 0; g < c.cols; g += 4) {
-          const bool keep_block = blocks && p(rng) < 0.1f;
-          for (int64_t q = g; q < std::min(c.cols, g + 4); ++q)
-            if (blocks ? keep_block : p(rng) < 0.1f) W[size_t(r * c.cols + q)] = u(rng);
-        }
+      const int64_t br = std::max<int64_t>(block_rows, 1), bc = block_rows ? 4 : 1;
+      for (int64_t r0 = 0; r0 < c.rows; r0 += br)
+        for (int64_t c0 = 0; c0 < c.cols; c0 += bc)
+          if (p(rng) < 0.1f)
+            for (int64_t r = r0; r < std::min(c.rows, r0 + br); ++r)
+              for (int64_t q = c0; q < std::min(c.cols, c0 + bc); ++q)
+                W[size_t(r * c.cols + q)] = u(rng);
       for (float& b : bias) b = u(rng);
-      const sprig::cpu::CsrMatrix csr = sprig::cpu::csr_from_dense(c.rows, c.cols, W.data());
+      const cpu::CsrMatrix csr = cpu::csr_from_dense(c.rows, c.cols, W.data());
       std::vector<int8_t> Wq(W.size());
       std::vector<float> w_scales(size_t(c.rows));
-      sprig::cpu::quantize_weights_per_channel(W.data(), c.rows, c.cols, Wq.data(),
-                                               w_scales.data());
-      const sprig::cpu::Bsr14Int8 packed =
-          sprig::cpu::bsr14_int8_from_dense(c.rows, c.cols, Wq.data());
+      cpu::quantize_weights_per_channel(W.data(), c.rows, c.cols, Wq.data(), w_scales.data());
+      const cpu::PackedInt8Weights dense =
+          cpu::pack_int8_weights(Wq.data(), c.rows, c.cols, c.cols);
+      const cpu::CsrInt8 csr8 = cpu::csr_int8_from_dense(c.rows, c.cols, Wq.data());
+      const cpu::BsrInt8 b14 = cpu::bsr_int8_from_dense(c.rows, c.cols, 1, Wq.data());
+      const cpu::BsrInt8 b44 = cpu::bsr_int8_from_dense(c.rows, c.cols, 4, Wq.data());
+      const std::string pattern = block_rows == 0   ? "unstructured"
+                                  : block_rows == 1 ? "1x4 blocks"
+                                                    : "4x4 blocks";
       for (int64_t B : {1, 64, 256}) {
         std::vector<float> x(size_t(B * c.cols)), y(size_t(B * c.rows));
         for (float& v : x) v = std::max(0.0f, u(rng));  // post-ReLU inputs
-        const sprig::cpu::ActivationQuant aq = sprig::cpu::activation_quant_from_range(0.0f, 1.0f);
+        const cpu::ActivationQuant aq = cpu::activation_quant_from_range(0.0f, 1.0f);
         std::vector<uint8_t> xq(x.size());
         std::vector<int32_t> acc(y.size());
-        std::vector<double> ratios, tf_all, ti_all;
+        auto sparse_layer = [&](const std::function<void()>& product) {
+          return [&, product] {
+            cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
+            product();
+            cpu::dequantize_bias_relu(B, c.rows, acc.data(), c.rows, aq.scale, w_scales.data(),
+                                      bias.data(), false, y.data(), c.rows);
+          };
+        };
+        const std::function<void()> int8_layers[] = {
+            [&] {
+              cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
+              cpu::Int8Dequantize dq;
+              dq.a_scale = aq.scale;
+              dq.w_scales = w_scales.data();
+              dq.bias = bias.data();
+              cpu::gemm_u8s8_dequantize(B, xq.data(), c.cols, aq.zero, dense, dq, y.data(), c.rows);
+            },
+            sparse_layer([&] { cpu::csr_int8_linear(csr8, B, xq.data(), aq.zero, acc.data()); }),
+            sparse_layer([&] { cpu::bsr_int8_linear(b14, B, xq.data(), aq.zero, acc.data()); }),
+            sparse_layer([&] { cpu::bsr_int8_linear(b44, B, xq.data(), aq.zero, acc.data()); }),
+        };
+        std::vector<double> tf;
+        std::vector<std::vector<double>> ti(4), ratio(4);
         for (int r = 0; r < rounds; ++r) {
-          const double tf = seconds_per_call(
-              [&] { sprig::cpu::csr_linear(csr, B, x.data(), bias.data(), y.data()); });
-          const double ti = seconds_per_call([&] {
-            sprig::cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
-            sprig::cpu::bsr14_int8_linear(packed, B, xq.data(), aq.zero, acc.data());
-            sprig::cpu::dequantize_bias_relu(B, c.rows, acc.data(), c.rows, aq.scale,
-                                             w_scales.data(), bias.data(), false, y.data(), c.rows);
-          });
-          ratios.push_back(tf / ti);
-          tf_all.push_back(tf);
-          ti_all.push_back(ti);
+          const double f =
+              seconds_per_call([&] { cpu::csr_linear(csr, B, x.data(), bias.data(), y.data()); });
+          tf.push_back(f);
+          for (size_t k = 0; k < 4; ++k) {
+            const double t = seconds_per_call(int8_layers[k]);
+            ti[k].push_back(t);
+            ratio[k].push_back(f / t);
+          }
         }
-        std::printf("%-14s %-13s %5lld %11.3f %11.3f %7.2fx\n", c.what,
-                    blocks ? "1x4 blocks" : "unstructured", (long long)B, 1e3 * median(tf_all),
-                    1e3 * median(ti_all), median(ratios));
+        std::printf("%-10s %-12s %5lld %9.4f |", c.what, pattern.c_str(), (long long)B,
+                    1e3 * median(tf));
+        for (size_t k = 0; k < 4; ++k) std::printf(" %11.4f", 1e3 * median(ti[k]));
+        std::printf("   ");
+        for (size_t k = 0; k < 4; ++k) std::printf(" %5.2fx", median(ratio[k]));
+        std::printf("\n");
       }
     }
   return 0;

@@ -44,7 +44,11 @@ const char* pack_format_name(PackFormat f) {
 }
 
 std::string PackedLayer::format() const {
-  if (int8) return kind == Bsr ? "int8 bsr 1x4" : "int8 dense";
+  if (int8) {
+    if (kind == Csr) return "int8 csr";
+    if (kind == Bsr) return "int8 bsr " + std::to_string(int8->bsr.br) + "x4";
+    return "int8 dense";
+  }
   switch (kind) {
     case Dense:
       return shrunk ? "shrunk-dense" : "dense";
@@ -63,8 +67,11 @@ size_t PackedLayer::weight_bytes() const {
     const Int8Weights& q = *int8;  // the kernel's arrays and the per-channel scales
     const size_t scales = q.scales.size() * sizeof(float);
     if (kind == Bsr)
-      return scales + size_t(q.sparse.blocks()) * 8 + q.sparse.row_ptr.size() * 8 +
-             q.sparse.row_sums.size() * 4;
+      return scales + size_t(q.bsr.blocks()) * 4 * (1 + size_t(q.bsr.br)) +
+             q.bsr.block_row_ptr.size() * 8 + q.bsr.row_sums.size() * 4;
+    if (kind == Csr)
+      return scales + size_t(q.csr.nnz()) * 3 + q.csr.row_ptr.size() * 8 +
+             q.csr.row_sums.size() * 4;
     return scales + q.dense.data.size() + q.dense.row_sums.size() * 4 +
            (q.direct.words.size() + q.direct.row_sums.size()) * 4;
   }

@@ -53,15 +53,17 @@ struct CandidateTime {
 // A layer quantised to int8 (sprig quantize, infer/quantize.h): its input is quantised per
 // tensor to uint8, its weight per output channel to int8, and the int32 sums are dequantised
 // with the bias (and a ReLU that follows) fused. Kind Dense runs gemm_u8s8 / conv2d_u8s8 on
-// `dense`, or conv2d_u8s8_direct on `direct` (no im2col, the dequantisation in its stores); kind
-// Bsr (linear only) runs the 1 x 4 block kernel on `sparse`.
+// `dense`, or conv2d_u8s8_direct on `direct` (no im2col, the dequantisation in its stores);
+// linear layers may also run sparse: kind Bsr on `bsr` (1 x 4 or 4 x 4 blocks), kind Csr on
+// `csr` (kernels/cpu/sparse_int8.h).
 struct Int8Weights {
   cpu::ActivationQuant input;    // of the layer's input, from calibration
   std::vector<float> scales;     // (rows) per-output-channel weight scales
   std::vector<int8_t> weight;    // (rows, cols) the int8 weight, kept for files and checks
   cpu::PackedInt8Weights dense;  // kind Dense: gemm_u8s8, or conv2d_u8s8 where `direct` is empty
   cpu::DirectConvInt8Weights direct;  // kind Dense conv where conv2d_u8s8_direct suits the shape
-  cpu::Bsr14Int8 sparse;              // kind Bsr
+  cpu::BsrInt8 bsr;                   // kind Bsr
+  cpu::CsrInt8 csr;                   // kind Csr
 };
 
 struct PackedLayer {
@@ -82,14 +84,15 @@ struct PackedLayer {
   // A dense Linear's W^T (cols, rows), filled with kind Dense: gemm reads it in place at small
   // batch (x W^T with W as stored packs W into panels on every call).
   std::vector<float> weight_t;
-  std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense and Bsr)
+  std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense, Csr, Bsr)
   std::vector<CandidateTime> times;         // measured candidates (auto plans only)
   std::string reason;                       // why this kind, for `sprig plan`
 
   double sparsity() const {
     return rows * cols > 0 ? 1.0 - double(nonzero) / double(rows * cols) : 0.0;
   }
-  // "dense", "shrunk-dense", "csr", "bsr 1x4", "nm 2:4", "int8 dense", "int8 bsr 1x4"
+  // "dense", "shrunk-dense", "csr", "bsr 1x4", "nm 2:4", "int8 dense", "int8 csr",
+  // "int8 bsr 1x4", "int8 bsr 4x4"
   std::string format() const;
   size_t weight_bytes() const;  // bytes of the weight in its format (dense: 4 per weight)
 };

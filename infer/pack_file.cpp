@@ -354,7 +354,8 @@ PackedFile load_packed(const std::string& path) {
         else
           a.col32.assign(col.begin(), col.end());
         cpu::csr_to_dense(a, dense);
-      } else if (f == "int8 dense" || (f == "int8 bsr 1x4" && !p.conv)) {
+      } else if (f == "int8 dense" ||
+                 (!p.conv && (f == "int8 csr" || f == "int8 bsr 1x4" || f == "int8 bsr 4x4"))) {
         Int8Weights q;
         q.weight.assign(size_t(p.rows * p.cols), 0);  // (rows, cols)
         if (file.find(w + ".int8")) {
@@ -382,8 +383,10 @@ PackedFile load_packed(const std::string& path) {
                     p.name, "'s input scale ", q.input.scale, " and zero point ", q.input.zero,
                     " are not a positive scale and a uint8");
         try {
-          detail::set_int8(p, std::move(q),
-                           f == "int8 dense" ? PackedLayer::Dense : PackedLayer::Bsr);
+          const PackedLayer::Kind kind = f == "int8 dense" ? PackedLayer::Dense
+                                         : f == "int8 csr" ? PackedLayer::Csr
+                                                           : PackedLayer::Bsr;
+          detail::set_int8(p, std::move(q), kind, f == "int8 bsr 4x4" ? 4 : 1);
         } catch (const Error& e) {
           throw Error(path + ": " + e.what());
         }
@@ -457,7 +460,8 @@ PackedFile load_packed(const std::string& path) {
       } else {
         throw Error(path + ": metadata '" + fkey + "' = '" + f + "' is not a format for " +
                     (p.conv ? "a conv" : "a linear") + " layer (dense, shrunk-dense, csr" +
-                    (p.conv ? ", int8 dense" : ", bsr RxC, nm N:M, int8 dense, int8 bsr 1x4") +
+                    (p.conv ? ", int8 dense"
+                            : ", bsr RxC, nm N:M, int8 dense, int8 csr, int8 bsr 1x4 or 4x4") +
                     ")");
       }
       if (bias) bias->value.copy_(L.need(p.name + ".bias", DType::F32, bias->value.shape()));

@@ -45,9 +45,10 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
 // direct kernel.
 bool can_requantize(const PackedLayer& p);
 
-// Makes p an int8 layer of kind Dense or Bsr on q's weight and scales: packs the kernel's
-// arrays and writes the dequantised weight into p's module (the dense reference).
-void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind);
+// Makes p an int8 layer of kind Dense, or for a linear layer Csr or Bsr (blocks of block_rows
+// x 4, block_rows 1 or 4), on q's weight and scales: packs the kernel's arrays and writes the
+// dequantised weight into p's module (the dense reference).
+void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind, int64_t block_rows = 1);
 
 // p.weight_t = W^T for a dense Linear p whose weight w is (p.rows, p.cols); cleared otherwise.
 void set_weight_t(PackedLayer& p, const float* w);

@@ -97,7 +97,7 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
               ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
   const int64_t N = x.size(0);
   Tensor y = Tensor::empty({N, p.rows}, out_type);
-  if (p.kind != PackedLayer::Bsr) {
+  if (p.kind == PackedLayer::Dense) {
     cpu::Int8Dequantize dq;
     dq.a_scale = q.input.scale;
     dq.w_scales = q.scales.data();
@@ -111,21 +111,26 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
     return y;
   }
   if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, rows)
-  cpu::bsr14_int8_linear(q.sparse, N, codes, q.input.zero, acc.data());
+  if (p.kind == PackedLayer::Csr)
+    cpu::csr_int8_linear(q.csr, N, codes, q.input.zero, acc.data());
+  else
+    cpu::bsr_int8_linear(q.bsr, N, codes, q.input.zero, acc.data());
   cpu::dequantize_bias_relu(N, p.rows, acc.data(), p.rows, q.input.scale, q.scales.data(), bias,
                             relu, y.data(), p.rows);
   return y;
 }
 
-void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind) {
-  SPRIG_CHECK(kind == PackedLayer::Dense || (kind == PackedLayer::Bsr && !p.conv), "layer ", p.name,
-              ": int8 runs dense, or in 1 x 4 blocks for linear layers");
+void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind, int64_t block_rows) {
+  SPRIG_CHECK(kind == PackedLayer::Dense ||
+                  (!p.conv && (kind == PackedLayer::Csr || kind == PackedLayer::Bsr)),
+              "layer ", p.name, ": int8 runs dense, or as CSR or blocks for linear layers");
   SPRIG_CHECK(q.weight.size() == size_t(p.rows * p.cols) && q.scales.size() == size_t(p.rows),
               "layer ", p.name, ": int8 weight or scales do not match its (", p.rows, ", ", p.cols,
               ") weight");
   q.dense = {};
   q.direct = {};
-  q.sparse = {};
+  q.bsr = {};
+  q.csr = {};
   const auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
   // The direct kernel depends on the kernel's width, stride and dilation only (and the CPU).
   const bool direct =
@@ -134,7 +139,9 @@ void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind) {
                   conv->opt.stride, conv->opt.padding, conv->opt.dilation});
   try {
     if (kind == PackedLayer::Bsr)
-      q.sparse = cpu::bsr14_int8_from_dense(p.rows, p.cols, q.weight.data());
+      q.bsr = cpu::bsr_int8_from_dense(p.rows, p.cols, block_rows, q.weight.data());
+    else if (kind == PackedLayer::Csr)
+      q.csr = cpu::csr_int8_from_dense(p.rows, p.cols, q.weight.data());
     else if (direct)
       q.direct = cpu::pack_conv_int8_direct(q.weight.data(), conv->out_channels, conv->in_channels,
                                             conv->kernel, conv->kernel);
@@ -298,7 +305,8 @@ std::vector<InputRange> calibrate(const InferenceModel& m, const Tensor& samples
 
 namespace {
 
-// The plan of one layer (format Auto): the int8 kernels (dense; 1 x 4 blocks for linear) and,
+// The plan of one layer (format Auto): the int8 kernels (dense; CSR, 1 x 4 and 4 x 4 blocks for
+// linear) and,
 // unless opt.int8_only, the float plan's own candidates (pack.cpp), each measured on inputs of
 // the layer's shape at the plan's batch spread over the calibrated range; the fastest runs.
 // A layer left in float keeps its float weight (and computes exactly what it did).
@@ -319,11 +327,22 @@ void choose_fastest(PackedLayer& p, Int8Weights q, const QuantizeOptions& opt, I
   }
   std::vector<CandidateTime> times =
       opt.int8_only ? std::vector<CandidateTime>{} : best_float.times;
-  for (auto kind : {PackedLayer::Dense, PackedLayer::Bsr}) {
-    if (kind == PackedLayer::Bsr && p.conv) continue;
-    detail::set_int8(p, q, kind);
-    times.push_back({p.format(), time_median_ms([&] { detail::run_int8(p, *p.module, x, false); },
-                                                opt.pack.repeats)});
+  struct Int8Candidate {
+    PackedLayer::Kind kind;
+    int64_t block_rows;
+    std::string format;
+  };
+  std::vector<Int8Candidate> int8_candidates = {{PackedLayer::Dense, 1, ""}};
+  if (!p.conv)
+    for (Int8Candidate c :
+         {Int8Candidate{PackedLayer::Csr, 1, ""}, Int8Candidate{PackedLayer::Bsr, 1, ""},
+          Int8Candidate{PackedLayer::Bsr, 4, ""}})
+      int8_candidates.push_back(c);
+  for (Int8Candidate& c : int8_candidates) {
+    detail::set_int8(p, q, c.kind, c.block_rows);
+    c.format = p.format();
+    times.push_back({c.format, time_median_ms([&] { detail::run_int8(p, *p.module, x, false); },
+                                              opt.pack.repeats)});
   }
   std::stable_sort(times.begin(), times.end(),
                    [](const CandidateTime& a, const CandidateTime& b) { return a.ms < b.ms; });
@@ -334,8 +353,8 @@ void choose_fastest(PackedLayer& p, Int8Weights q, const QuantizeOptions& opt, I
     std::copy(float_weight.begin(), float_weight.end(), weight->value.data());
     p = best_float;
   } else {
-    detail::set_int8(p, std::move(q),
-                     win.format == "int8 dense" ? PackedLayer::Dense : PackedLayer::Bsr);
+    for (const Int8Candidate& c : int8_candidates)
+      if (c.format == win.format) detail::set_int8(p, std::move(q), c.kind, c.block_rows);
   }
   p.times = times;
   p.reason = win.format + " " + fmt_ms(win.ms) + " ms < " + runner.format + " " +
@@ -386,6 +405,12 @@ void quantize_layers(InferenceModel& m, const std::vector<InputRange>& ranges,
                      const QuantizeOptions& opt) {
   SPRIG_CHECK(ranges.size() == m.layers.size(), "quantize_layers: ", ranges.size(), " ranges for ",
               m.layers.size(), " layers");
+  SPRIG_CHECK(opt.pack.format != PackFormat::Nm,
+              "quantize: int8 has no N:M kernel (formats: ", "auto, dense, csr, bsr)");
+  SPRIG_CHECK(
+      opt.pack.format != PackFormat::Bsr ||
+          ((opt.pack.block_rows == 1 || opt.pack.block_rows == 4) && opt.pack.block_cols == 4),
+      "quantize: int8 blocks are 1x4 or 4x4, got ", opt.pack.block_rows, "x", opt.pack.block_cols);
   clear_fake_quant(m);
   m.model.net->eval();
   m.batch = opt.pack.batch;
@@ -408,11 +433,16 @@ void quantize_layers(InferenceModel& m, const std::vector<InputRange>& ranges,
     if (opt.pack.format == PackFormat::Dense) {
       detail::set_int8(p, std::move(q), PackedLayer::Dense);
       p.reason = "forced dense" + at() + range;
-    } else if (opt.pack.format != PackFormat::Auto) {
-      detail::set_int8(p, std::move(q), p.conv ? PackedLayer::Dense : PackedLayer::Bsr);
-      p.reason = (p.conv ? "forced sparse, but conv layers have no sparse int8 kernel: int8 dense"
-                         : "forced sparse") +
-                 at() + range;
+    } else if (opt.pack.format != PackFormat::Auto && p.conv) {
+      detail::set_int8(p, std::move(q), PackedLayer::Dense);
+      p.reason =
+          "forced sparse, but conv layers have no sparse int8 kernel: int8 dense" + at() + range;
+    } else if (opt.pack.format == PackFormat::Csr) {
+      detail::set_int8(p, std::move(q), PackedLayer::Csr);
+      p.reason = "forced csr" + at() + range;
+    } else if (opt.pack.format == PackFormat::Bsr) {
+      detail::set_int8(p, std::move(q), PackedLayer::Bsr, opt.pack.block_rows);
+      p.reason = "forced bsr" + at() + range;
     } else {
       choose_fastest(p, std::move(q), opt, r);
       p.reason += range;

@@ -2,10 +2,10 @@
 // Post-training int8 quantisation of a model for inference: BatchNorms folded and zeroed
 // neurons shrunk first (pack_model), each conv / linear input's range calibrated on real
 // samples, each weight quantised per output channel (a pruned zero stays exactly zero), and each
-// layer planned on int8 kernels: dense (gemm_u8s8 / conv2d_u8s8) or, for linear layers, 1 x 4
-// blocks (bsr14_int8_linear). The result is an InferenceModel whose int8 layers run on those
-// kernels and whose dense model holds the dequantised weights, the reference the int8 kernels
-// are checked against; save_packed writes it.
+// layer planned on int8 kernels: dense (gemm_u8s8 / conv2d_u8s8) or, for linear layers, CSR or
+// 1 x 4 / 4 x 4 blocks (kernels/cpu/sparse_int8.h). The result is an InferenceModel whose int8
+// layers run on those kernels and whose dense model holds the dequantised weights, the reference
+// the int8 kernels are checked against; save_packed writes it.
 #include <string>
 #include <vector>
 
@@ -27,11 +27,12 @@ struct QuantizeOptions {
   Calibration calibration = Calibration::MinMax;
   double percentile = 99.99;  // percentile: the share (%) of values inside the range, in (50, 100]
   int64_t calibration_batch = 256;  // samples per forward while calibrating
-  // The plan: format Auto measures, per layer at pack.batch, the int8 kernels (dense, and 1 x 4
-  // blocks for linear layers) and the float plan's candidates (pack_model), and keeps the
-  // fastest: a mixed-precision model whose float layers are exact. Dense forces int8 dense;
-  // Bsr / Csr / Nm force the sparse int8 kernel on linear layers (conv layers have none and
-  // stay int8 dense). Shrink as in pack_model.
+  // The plan: format Auto measures, per layer at pack.batch, the int8 kernels (dense, and CSR,
+  // 1 x 4 and 4 x 4 blocks for linear layers) and the float plan's candidates (pack_model), and
+  // keeps the fastest: a mixed-precision model whose float layers are exact. Dense forces int8
+  // dense; Csr, and Bsr with pack.block_rows x 4 blocks (1 or 4), force that sparse int8 kernel
+  // on linear layers (conv layers have none and stay int8 dense); Nm is refused. Shrink as in
+  // pack_model.
   PackOptions pack;
   bool int8_only = false;  // Auto: int8 candidates only (every layer int8: the smallest file)
 };

@@ -173,12 +173,13 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   const auto jmixed = nlohmann::json::parse(last_line(mixed.out));  // outlives the loop
   for (auto& l : jmixed["layers"]) {
     CHECK(l["times_ms"].contains("int8 dense"));
-    CHECK(l["times_ms"].size() >= 3);  // int8 dense and 1x4 blocks, float dense and csr
+    CHECK(l["times_ms"].size() >= 3);  // int8 dense, csr and blocks, float dense and csr
   }
-  Result qh = run("quantize --in " + pruned + " --out " + q8 + " --calibrate 50 --format sparse");
+  Result qh =
+      run("quantize --in " + pruned + " --out " + q8 + " --calibrate 50 --format bsr --block 4x4");
   REQUIRE_MESSAGE(qh.code == 0, qh.out);
-  CHECK(qh.out.find("int8 bsr 1x4") != std::string::npos);
-  CHECK(qh.out.find("forced sparse") != std::string::npos);
+  CHECK(qh.out.find("int8 bsr 4x4") != std::string::npos);
+  CHECK(qh.out.find("forced bsr") != std::string::npos);
 
   // --device cuda: with a usable GPU the packed model runs there and classifies (almost: float
   // sums in another order) as on the CPU; without one (or without CUDA in the build) each
@@ -251,7 +252,7 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
            Case{"quantize --in " + pruned + " --out " + keep + " --calibrate 0", "--calibrate"},
            Case{"quantize --in " + pruned + " --out " + keep + " --calibration kl", "kl"},
            Case{"quantize --in " + pruned + " --out " + keep + " --percentile 40", "--percentile"},
-           Case{"quantize --in " + pruned + " --out " + keep + " --format csr", "csr"},
+           Case{"quantize --in " + pruned + " --out " + keep + " --format nm", "nm"},
            Case{"quantize --in " + pruned + " --out " + keep + " --finetune-epochs -1",
                 "--finetune-epochs"},
            Case{"quantize --in " + q8 + " --out " + keep, "q8.safetensors"},

@@ -1,25 +1,28 @@
-// The 1 x 4 block int8 Linear (kernels/cpu/sparse_int8.h): the kernel against the plain loop
-// over its blocks, and that loop against the dense int8 product, exactly, on odd shapes (cols %
-// 4 != 0, empty rows, batches around the 16-sample vectors), 1 and 2 threads.
+// The sparse int8 Linear (kernels/cpu/sparse_int8.h): each layout's kernel against the plain
+// loop over its stored weights, and that loop against the dense int8 product, exactly, on odd
+// shapes (cols % 4 != 0, rows % 4 != 0, empty rows), batches on both sides of the gather / lane
+// switch and around the 16-sample vectors, 1 and 2 threads.
 #include <doctest/doctest.h>
 
 #include <random>
 #include <vector>
 
+#include "engine/error.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/sparse_int8.h"
 #include "kernels/cpu/threads.h"
 
 using namespace sprig::cpu;
 
-TEST_CASE("bsr14_int8_linear equals the dense int8 product exactly") {
+TEST_CASE("sparse int8 Linear (bsr 1x4, bsr 4x4, csr) equals the dense int8 product exactly") {
   struct Case {
     int64_t rows, cols;
     double density;
   };
   std::mt19937 rng(5);
+  const int threads_before = num_threads();
   for (const Case& c : {Case{1, 1, 1.0}, Case{7, 9, 0.3}, Case{33, 130, 0.1}, Case{300, 784, 0.08},
-                        Case{64, 4096, 0.02}, Case{20, 6, 0.0}}) {
+                        Case{64, 4096, 0.02}, Case{20, 6, 0.0}, Case{6, 70, 0.9}}) {
     CAPTURE(c.rows);
     CAPTURE(c.cols);
     std::vector<int8_t> W(static_cast<size_t>(c.rows * c.cols), 0);
@@ -30,9 +33,16 @@ TEST_CASE("bsr14_int8_linear equals the dense int8 product exactly") {
       for (int64_t k = 0; k < c.cols; ++k)
         W[static_cast<size_t>(2 * c.cols + k)] = 0;  // empty row 2
     W[0] = c.density > 0 ? -128 : 0;                 // the extreme weight
-    const Bsr14Int8 packed = bsr14_int8_from_dense(c.rows, c.cols, W.data());
-    CHECK(int64_t(packed.row_ptr.size()) == c.rows + 1);
-    for (int64_t B : {1, 5, 16, 17, 64, 100}) {
+    const BsrInt8 b14 = bsr_int8_from_dense(c.rows, c.cols, 1, W.data());
+    const BsrInt8 b44 = bsr_int8_from_dense(c.rows, c.cols, 4, W.data());
+    const CsrInt8 csr = csr_int8_from_dense(c.rows, c.cols, W.data());
+    CHECK(int64_t(b14.block_row_ptr.size()) == c.rows + 1);
+    CHECK(int64_t(b44.block_row_ptr.size()) == (c.rows + 3) / 4 + 1);
+    CHECK(int64_t(b44.weights.size()) == 4 * b44.blocks());
+    int64_t nonzero = 0;
+    for (int8_t v : W) nonzero += v != 0;
+    CHECK(csr.nnz() == nonzero);
+    for (int64_t B : {1, 2, 3, 4, 5, 16, 17, 64, 100}) {
       CAPTURE(B);
       std::vector<uint8_t> x(static_cast<size_t>(B * c.cols));
       for (auto& v : x) v = uint8_t(rng() % 256);
@@ -41,14 +51,35 @@ TEST_CASE("bsr14_int8_linear equals the dense int8 product exactly") {
       std::vector<int32_t> dense(static_cast<size_t>(B * c.rows)), ref(dense.size());
       gemm_u8s8_ref(B, c.rows, c.cols, x.data(), c.cols, zero, W.data(), c.cols, dense.data(),
                     c.rows);
-      bsr14_int8_linear_ref(packed, B, x.data(), zero, ref.data());
+      for (const BsrInt8* b : {&b14, &b44}) {
+        CAPTURE(b->br);
+        bsr_int8_linear_ref(*b, B, x.data(), zero, ref.data());
+        CHECK(ref == dense);
+      }
+      csr_int8_linear_ref(csr, B, x.data(), zero, ref.data());
       CHECK(ref == dense);
       for (int threads : {1, 2}) {
+        CAPTURE(threads);
         set_num_threads(threads);
+        for (const BsrInt8* b : {&b14, &b44}) {
+          CAPTURE(b->br);
+          std::vector<int32_t> got(dense.size(), -9);
+          bsr_int8_linear(*b, B, x.data(), zero, got.data());
+          CHECK(got == dense);
+        }
         std::vector<int32_t> got(dense.size(), -9);
-        bsr14_int8_linear(packed, B, x.data(), zero, got.data());
+        csr_int8_linear(csr, B, x.data(), zero, got.data());
         CHECK(got == dense);
       }
     }
   }
+  set_num_threads(threads_before);
+}
+
+TEST_CASE("sparse int8 packing refuses blocks other than 1x4 / 4x4 and overflowing widths") {
+  const std::vector<int8_t> W(8, 1);
+  CHECK_THROWS_WITH_AS(bsr_int8_from_dense(2, 4, 2, W.data()), doctest::Contains("not 1 or 4"),
+                       sprig::Error);
+  CHECK_THROWS_WITH_AS(csr_int8_from_dense(1, 40000, W.data()), doctest::Contains("32768"),
+                       sprig::Error);
 }

@@ -20,14 +20,29 @@ using namespace sprig::test::pack;
 
 namespace {
 
-infer::QuantizeOptions options(infer::PackFormat f, int64_t batch = 2) {
+infer::QuantizeOptions options(infer::PackFormat f, int64_t batch = 2, int64_t block_rows = 1) {
   infer::QuantizeOptions o;
   o.int8_only = true;  // auto among the int8 kernels; the mixed plan has its own case
   o.pack.format = f;
   o.pack.batch = batch;
   o.pack.repeats = 1;
+  o.pack.block_rows = block_rows;
   return o;
 }
+
+// The int8 plans a test runs through: each forced format (blocks of 1 and 4 rows), and auto.
+struct Int8Format {
+  infer::PackFormat format;
+  int64_t block_rows;
+  const char* linear_format;  // what a linear layer becomes ("" for auto: any int8 kernel)
+};
+constexpr Int8Format kInt8Formats[] = {
+    {infer::PackFormat::Dense, 1, "int8 dense"},
+    {infer::PackFormat::Csr, 1, "int8 csr"},
+    {infer::PackFormat::Bsr, 1, "int8 bsr 1x4"},
+    {infer::PackFormat::Bsr, 4, "int8 bsr 4x4"},
+    {infer::PackFormat::Auto, 1, ""},
+};
 
 // x with every value replaced by what its uint8 code stands for: scale x (q - zero).
 Tensor fake_quantize(const Tensor& x, cpu::ActivationQuant a) {
@@ -57,7 +72,7 @@ int same_class(const Tensor& a, const Tensor& b) {
 TEST_CASE("an int8 layer is its float layer on the quantised input and dequantised weight") {
   // One weighted layer (and a fused ReLU) per model: the int8 kernel's exact int32 sum, scaled,
   // must equal the float layer's sum of the same products up to float rounding. Odd shapes,
-  // strides and padding; dense and 1 x 4 block kernels; pruned and unpruned weights.
+  // strides and padding; dense, CSR and block kernels; pruned and unpruned weights.
   struct Case {
     const char* spec;
     Shape in;
@@ -69,20 +84,21 @@ TEST_CASE("an int8 layer is its float layer on the quantised input and dequantis
   };
   for (const Case& c : cases)
     for (double amount : {0.0, 0.8})
-      for (auto f : {infer::PackFormat::Dense, infer::PackFormat::Bsr, infer::PackFormat::Auto}) {
+      for (const Int8Format& f : kInt8Formats) {
         CAPTURE(c.spec);
         CAPTURE(amount);
-        CAPTURE(std::string(infer::pack_format_name(f)));
+        CAPTURE(f.linear_format);
         nn::Model m = pruned(c.spec, c.in, prune::Granularity::Element, amount);
         Tensor calib = random_input(m, 64, 1);
-        infer::InferenceModel q = infer::quantize_model(m, calib, options(f));
+        infer::InferenceModel q =
+            infer::quantize_model(m, calib, options(f.format, 2, f.block_rows));
         REQUIRE(q.layers.size() == 1);
         const infer::PackedLayer& l = q.layers[0];
         REQUIRE(l.int8);
         CHECK(l.format().rfind("int8 ", 0) == 0);
         CHECK(!l.reason.empty());
-        if (f == infer::PackFormat::Bsr && !l.conv) CHECK(l.format() == "int8 bsr 1x4");
-        if (f == infer::PackFormat::Dense || l.conv) CHECK(l.format() == "int8 dense");
+        if (l.conv && f.format != infer::PackFormat::Auto) CHECK(l.format() == "int8 dense");
+        if (!l.conv && *f.linear_format) CHECK(l.format() == f.linear_format);
         for (int64_t batch : {1, 5, 17}) {
           Tensor x = random_input(m, batch, 7);  // partly outside the calibrated range: clamped
           NoGradGuard no_grad;
@@ -201,12 +217,15 @@ TEST_CASE("int8 packed files round-trip, are small when pruned, and refuse corru
   test::TempDir dir("sprig_test_quantize");
   // 256 x 256 at 90%: the int8 weight goes to the file as CSR; unpruned as dense bytes.
   for (double amount : {0.0, 0.9})
-    for (auto f : {infer::PackFormat::Dense, infer::PackFormat::Bsr}) {
+    for (const Int8Format& f : kInt8Formats) {
+      if (f.format == infer::PackFormat::Auto) continue;
       CAPTURE(amount);
-      CAPTURE(std::string(infer::pack_format_name(f)));
+      CAPTURE(f.linear_format);
       nn::Model m = pruned("flatten linear(256) relu linear(10)", {1, 16, 16},
                            prune::Granularity::Element, amount);
-      infer::InferenceModel q = infer::quantize_model(m, random_input(m, 50, 1), options(f));
+      infer::InferenceModel q =
+          infer::quantize_model(m, random_input(m, 50, 1), options(f.format, 2, f.block_rows));
+      for (const infer::PackedLayer& l : q.layers) CHECK(l.format() == f.linear_format);
       const std::string path = dir.file("q.safetensors");
       infer::save_packed(path, q, {{"dataset", "x"}});
       infer::PackedFile pf = infer::load_packed(path);
@@ -267,7 +286,7 @@ TEST_CASE("int8 packed files round-trip, are small when pruned, and refuse corru
   expect_corrupt(
       sparse, [](T& t, M&) { t.erase(t.begin() + 1); }, "missing tensor");
   expect_corrupt(
-      sparse, [](T&, M& m) { m["pack.1"] = "int8 bsr 4x4"; }, "'int8 bsr 4x4'");
+      sparse, [](T&, M& m) { m["pack.1"] = "int8 bsr 2x4"; }, "'int8 bsr 2x4'");
   expect_corrupt(
       dense,
       [](T& t, M&) {
@@ -369,4 +388,13 @@ TEST_CASE("the auto plan measures int8 and float kernels per layer and keeps the
   for (size_t i = 0; i < q.layers.size(); ++i)
     CHECK(pf.model.layers[i].format() == q.layers[i].format());
   CHECK(rel_diff(q.forward(x), pf.model.forward(x)) == 0.0);
+}
+
+TEST_CASE("quantize refuses int8 formats it has no kernel for") {
+  nn::Model m = pruned("flatten linear(8)", {1, 4, 4}, prune::Granularity::Element, 0.5);
+  Tensor calib = random_input(m, 8, 1);
+  CHECK_THROWS_WITH_AS(infer::quantize_model(m, calib, options(infer::PackFormat::Nm)),
+                       doctest::Contains("no N:M kernel"), Error);
+  CHECK_THROWS_WITH_AS(infer::quantize_model(m, calib, options(infer::PackFormat::Bsr, 2, 2)),
+                       doctest::Contains("1x4 or 4x4, got 2x4"), Error);
 }

@@ -1,34 +1,52 @@
 #pragma once
-// Sparse int8 Linear: int8 weights in 1 x 4 blocks (the layout of Intel's block-sparse int8
-// SpMM work: 4 consecutive input columns of one output row, stored when any of them is
-// nonzero), uint8 activations with a zero point, exact int32 sums. With AVX-512 VNNI one
-// vpdpbusd applies a block's 4 weights to 16 samples at once. Nothing here knows what a
-// Tensor is.
+// Sparse int8 Linear: int8 weights, uint8 activations with a zero point, exact int32 sums, in
+// two layouts:
+// - BsrInt8: br x 4 blocks, br 1 or 4 (the layouts of Intel's block-sparse int8 SpMM work). A
+//   block row's 4 weights are one 32-bit word, so one AVX-512 VNNI vpdpbusd applies them to 16
+//   samples at once; a 4 x 4 block reuses each activation load for 4 output rows.
+// - CsrInt8: one weight per stored entry (unstructured pruning without the 1 x 4 blocks' padding:
+//   at 90% a third of the 1 x 4 blocks hold a nonzero, so they do ~3.4x CSR's multiply-adds).
+// Below 4 samples both gather a row's inputs (16 blocks or entries per vpdpbusd) instead of
+// spreading the samples over vector lanes. Nothing here knows what a Tensor is.
 #include <cstdint>
 #include <vector>
 
 namespace sprig::cpu {
 
-struct Bsr14Int8 {
-  int64_t rows = 0, cols = 0;
-  std::vector<int64_t> row_ptr;    // (rows + 1) into the blocks
-  std::vector<int32_t> block_col;  // (blocks) the block's first column / 4
-  std::vector<int32_t> weights;    // (blocks) its 4 int8 weights as one little-endian word
-  std::vector<int32_t> row_sums;   // (rows) sum of the row's weights (zero-point correction)
+struct BsrInt8 {
+  int64_t rows = 0, cols = 0, br = 1;  // blocks are br x 4, br 1 or 4
+  std::vector<int64_t> block_row_ptr;  // (ceil(rows / br) + 1) into the blocks
+  std::vector<int32_t> block_col;      // (blocks) the block's first column / 4
+  // (blocks, br) each block row's 4 int8 weights as one little-endian word; rows past `rows`
+  // (the last block row's padding) and columns past `cols` are zero
+  std::vector<int32_t> weights;
+  std::vector<int32_t> row_sums;  // (rows) sum of the row's weights (zero-point correction)
   int64_t blocks() const { return int64_t(block_col.size()); }
 };
 
-// W (rows, cols) int8 row-major, cols <= 2^15; all-zero 1 x 4 blocks are dropped (the last
-// block of a row is zero-padded when cols % 4 != 0).
-Bsr14Int8 bsr14_int8_from_dense(int64_t rows, int64_t cols, const int8_t* w);
+struct CsrInt8 {
+  int64_t rows = 0, cols = 0;
+  std::vector<int64_t> row_ptr;   // (rows + 1)
+  std::vector<uint16_t> col;      // (nnz)
+  std::vector<int8_t> values;     // (nnz)
+  std::vector<int32_t> row_sums;  // (rows)
+  int64_t nnz() const { return int64_t(values.size()); }
+};
 
-// acc (B, rows) = (x - x_zero) W^T, exactly: x (B, cols) uint8. Runs on the OpenMP team
-// (rows split) outside a parallel region when the product is big enough; VNNI where the CPU has
-// it, else plain C++.
-void bsr14_int8_linear(const Bsr14Int8& w, int64_t B, const uint8_t* x, int32_t x_zero,
-                       int32_t* acc);
-// The plain loop over the blocks, the reference the tests compare with.
-void bsr14_int8_linear_ref(const Bsr14Int8& w, int64_t B, const uint8_t* x, int32_t x_zero,
-                           int32_t* acc);
+// W (rows, cols) int8 row-major, cols <= 2^15 (as gemm_int8's K: the sums and the zero-point
+// correction stay inside int32). bsr: all-zero blocks are dropped, br 1 or 4. csr: zeros are.
+BsrInt8 bsr_int8_from_dense(int64_t rows, int64_t cols, int64_t br, const int8_t* w);
+CsrInt8 csr_int8_from_dense(int64_t rows, int64_t cols, const int8_t* w);
+
+// acc (B, rows) = (x - x_zero) W^T, exactly: x (B, cols) uint8. Runs on the OpenMP team (rows
+// split) outside a parallel region when the product is big enough; VNNI where the CPU has it,
+// else the reference.
+void bsr_int8_linear(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc);
+void csr_int8_linear(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc);
+// The plain loops over the stored weights, the references the tests compare with.
+void bsr_int8_linear_ref(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
+                         int32_t* acc);
+void csr_int8_linear_ref(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
+                         int32_t* acc);
 
 }  // namespace sprig::cpu
