@@ -6,7 +6,8 @@
 // table shows the median time of each and the median ratio float csr / int8 kernel (> 1: the
 // int8 kernel is faster). Three patterns at 90% zeros: unstructured, 1 x 4 blocks and 4 x 4
 // blocks (what block pruning leaves). Int8 times include quantising the float input to uint8
-// and turning the int32 sums back into floats with bias, as an int8 layer must.
+// and the dequantisation to floats with bias (fused into each kernel's stores), as an int8 layer
+// must.
 //
 // Usage: sparse_int8 [--threads T] [--rounds R]
 #include "kernels/cpu/sparse_int8.h"
@@ -75,27 +76,29 @@ int main(int argc, char** argv) {
         for (float& v : x) v = std::max(0.0f, u(rng));  // post-ReLU inputs
         const cpu::ActivationQuant aq = cpu::activation_quant_from_range(0.0f, 1.0f);
         std::vector<uint8_t> xq(x.size());
-        std::vector<int32_t> acc(y.size());
-        auto sparse_layer = [&](const std::function<void()>& product) {
-          return [&, product] {
+        cpu::Int8Dequantize dq;
+        dq.a_scale = aq.scale;
+        dq.w_scales = w_scales.data();
+        dq.bias = bias.data();
+        // Each as an int8 layer runs: quantise the input, then the product with the
+        // dequantisation in its stores.
+        auto layer = [&](auto product) {
+          return std::function<void()>([&, product] {
             cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
             product();
-            cpu::dequantize_bias_relu(B, c.rows, acc.data(), c.rows, aq.scale, w_scales.data(),
-                                      bias.data(), false, y.data(), c.rows);
-          };
+          });
         };
         const std::function<void()> int8_layers[] = {
-            [&] {
-              cpu::quantize_activations(x.data(), int64_t(x.size()), aq, xq.data());
-              cpu::Int8Dequantize dq;
-              dq.a_scale = aq.scale;
-              dq.w_scales = w_scales.data();
-              dq.bias = bias.data();
+            layer([&] {
               cpu::gemm_u8s8_dequantize(B, xq.data(), c.cols, aq.zero, dense, dq, y.data(), c.rows);
-            },
-            sparse_layer([&] { cpu::csr_int8_linear(csr8, B, xq.data(), aq.zero, acc.data()); }),
-            sparse_layer([&] { cpu::bsr_int8_linear(b14, B, xq.data(), aq.zero, acc.data()); }),
-            sparse_layer([&] { cpu::bsr_int8_linear(b44, B, xq.data(), aq.zero, acc.data()); }),
+            }),
+            layer([&] {
+              cpu::csr_int8_linear_dequantize(csr8, B, xq.data(), aq.zero, dq, y.data());
+            }),
+            layer(
+                [&] { cpu::bsr_int8_linear_dequantize(b14, B, xq.data(), aq.zero, dq, y.data()); }),
+            layer(
+                [&] { cpu::bsr_int8_linear_dequantize(b44, B, xq.data(), aq.zero, dq, y.data()); }),
         };
         std::vector<double> tf;
         std::vector<std::vector<double>> ti(4), ratio(4);

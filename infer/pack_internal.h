@@ -41,8 +41,8 @@ void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
 // layer's input), a U8 tensor, equal bit for bit to quantising the float result.
 Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
                 const cpu::ActivationQuant* requantize = nullptr);
-// Whether run_int8 can requantize p's result: int8 dense linear layers, and conv layers on the
-// direct kernel.
+// Whether run_int8 can requantize p's result: int8 linear layers (dense or sparse), and conv
+// layers on the direct kernel.
 bool can_requantize(const PackedLayer& p);
 
 // Makes p an int8 layer of kind Dense, or for a linear layer Csr or Bsr (blocks of block_rows

@@ -53,7 +53,7 @@ const float* bias_of(const nn::Module& m) {
 namespace detail {
 
 bool can_requantize(const PackedLayer& p) {
-  return p.int8 && p.kind == PackedLayer::Dense && (!p.conv || !p.int8->direct.words.empty());
+  return p.int8 && (!p.conv || !p.int8->direct.words.empty());
 }
 
 Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
@@ -65,7 +65,7 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
   // x is floats, or already this layer's input codes (the previous int8 layer requantised).
   // Scratch reused from call to call (grow-only, per thread): no allocation per forward.
   thread_local std::vector<uint8_t> xq;   // x's shape, uint8
-  thread_local std::vector<int32_t> acc;  // the layer's output shape, int32 sums
+  thread_local std::vector<int32_t> acc;  // conv on im2col + gemm: (N, K, P, Q) int32 sums
   const uint8_t* codes = nullptr;
   if (x.dtype() == DType::U8) {
     codes = x.data_as<uint8_t>();
@@ -97,26 +97,32 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
               ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
   const int64_t N = x.size(0);
   Tensor y = Tensor::empty({N, p.rows}, out_type);
-  if (p.kind == PackedLayer::Dense) {
-    cpu::Int8Dequantize dq;
-    dq.a_scale = q.input.scale;
-    dq.w_scales = q.scales.data();
-    dq.bias = bias;
-    dq.relu = relu;
-    if (requantize)
-      cpu::gemm_u8s8_requantize(N, codes, p.cols, q.input.zero, q.dense, dq, *requantize,
-                                y.data_as<uint8_t>(), p.rows);
-    else
-      cpu::gemm_u8s8_dequantize(N, codes, p.cols, q.input.zero, q.dense, dq, y.data(), p.rows);
-    return y;
+  cpu::Int8Dequantize dq;
+  dq.a_scale = q.input.scale;
+  dq.w_scales = q.scales.data();
+  dq.bias = bias;
+  dq.relu = relu;
+  const int32_t zero = q.input.zero;
+  uint8_t* yq = requantize ? y.data_as<uint8_t>() : nullptr;
+  switch (p.kind) {
+    case PackedLayer::Csr:
+      if (requantize)
+        cpu::csr_int8_linear_requantize(q.csr, N, codes, zero, dq, *requantize, yq);
+      else
+        cpu::csr_int8_linear_dequantize(q.csr, N, codes, zero, dq, y.data());
+      break;
+    case PackedLayer::Bsr:
+      if (requantize)
+        cpu::bsr_int8_linear_requantize(q.bsr, N, codes, zero, dq, *requantize, yq);
+      else
+        cpu::bsr_int8_linear_dequantize(q.bsr, N, codes, zero, dq, y.data());
+      break;
+    default:
+      if (requantize)
+        cpu::gemm_u8s8_requantize(N, codes, p.cols, zero, q.dense, dq, *requantize, yq, p.rows);
+      else
+        cpu::gemm_u8s8_dequantize(N, codes, p.cols, zero, q.dense, dq, y.data(), p.rows);
   }
-  if (acc.size() < size_t(y.numel())) acc.resize(size_t(y.numel()));  // (N, rows)
-  if (p.kind == PackedLayer::Csr)
-    cpu::csr_int8_linear(q.csr, N, codes, q.input.zero, acc.data());
-  else
-    cpu::bsr_int8_linear(q.bsr, N, codes, q.input.zero, acc.data());
-  cpu::dequantize_bias_relu(N, p.rows, acc.data(), p.rows, q.input.scale, q.scales.data(), bias,
-                            relu, y.data(), p.rows);
   return y;
 }
 

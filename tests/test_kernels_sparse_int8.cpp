@@ -1,9 +1,12 @@
 // The sparse int8 Linear (kernels/cpu/sparse_int8.h): each layout's kernel against the plain
 // loop over its stored weights, and that loop against the dense int8 product, exactly, on odd
 // shapes (cols % 4 != 0, rows % 4 != 0, empty rows), batches on both sides of the gather / lane
-// switch and around the 16-sample vectors, 1 and 2 threads.
+// switch and around the 16-sample vectors, 1 and 2 threads; and each kernel's fused dequantising
+// and requantising stores against the separate passes.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -58,18 +61,59 @@ TEST_CASE("sparse int8 Linear (bsr 1x4, bsr 4x4, csr) equals the dense int8 prod
       }
       csr_int8_linear_ref(csr, B, x.data(), zero, ref.data());
       CHECK(ref == dense);
+      // The fused epilogues against dequantize_bias_relu of the exact sums.
+      std::vector<float> w_scales(static_cast<size_t>(c.rows)), bias(w_scales.size());  // (rows)
+      for (int64_t r = 0; r < c.rows; ++r) {
+        w_scales[size_t(r)] = 1e-4f * float(r % 7 + 1);
+        bias[size_t(r)] = 0.3f - 0.05f * float(r % 11);
+      }
+      Int8Dequantize dq;
+      dq.a_scale = 0.02f;
+      dq.w_scales = w_scales.data();
+      dq.bias = B % 2 ? bias.data() : nullptr;
+      dq.relu = c.rows % 2 == 1;
+      std::vector<float> want_y(dense.size());  // (B, rows)
+      dequantize_bias_relu(B, c.rows, dense.data(), c.rows, dq.a_scale, dq.w_scales, dq.bias,
+                           dq.relu, want_y.data(), c.rows);
+      const ActivationQuant next = activation_quant_from_range(-0.3f, 0.9f);
+      // Each kernel's three outputs: the sums exactly; the floats an ulp or so of the terms
+      // apart (a fused multiply-add or a multiply then an add; relative to the terms' size, not
+      // the sum's, which the bias may cancel to ~0); the codes those floats quantise to, bit for
+      // bit.
+      auto check_outputs = [&](auto sums, auto dequantize, auto requantize) {
+        std::vector<int32_t> got(dense.size(), -9);
+        sums(got.data());
+        CHECK(got == dense);
+        std::vector<float> y(dense.size(), -7.0f);
+        dequantize(y.data());
+        double worst = 0.0;
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t r = 0; r < c.rows; ++r) {
+            const size_t i = size_t(b * c.rows + r);
+            const double terms = std::fabs(double(dq.a_scale) * w_scales[size_t(r)] * dense[i]) +
+                                 (dq.bias ? std::fabs(dq.bias[r]) : 0.0);
+            worst = std::max(worst, double(std::fabs(y[i] - want_y[i])) / (1e-6 + terms));
+          }
+        CHECK(worst < 1e-6);
+        std::vector<uint8_t> codes(dense.size(), 7), want_codes(dense.size(), 7);
+        requantize(codes.data());
+        quantize_activations_ref(y.data(), int64_t(y.size()), next, want_codes.data());
+        CHECK(codes == want_codes);
+      };
       for (int threads : {1, 2}) {
         CAPTURE(threads);
         set_num_threads(threads);
         for (const BsrInt8* b : {&b14, &b44}) {
           CAPTURE(b->br);
-          std::vector<int32_t> got(dense.size(), -9);
-          bsr_int8_linear(*b, B, x.data(), zero, got.data());
-          CHECK(got == dense);
+          check_outputs(
+              [&](int32_t* acc) { bsr_int8_linear(*b, B, x.data(), zero, acc); },
+              [&](float* y) { bsr_int8_linear_dequantize(*b, B, x.data(), zero, dq, y); },
+              [&](uint8_t* q) { bsr_int8_linear_requantize(*b, B, x.data(), zero, dq, next, q); });
         }
-        std::vector<int32_t> got(dense.size(), -9);
-        csr_int8_linear(csr, B, x.data(), zero, got.data());
-        CHECK(got == dense);
+        check_outputs(
+            [&](int32_t* acc) { csr_int8_linear(csr, B, x.data(), zero, acc); },
+            [&](float* y) { csr_int8_linear_dequantize(csr, B, x.data(), zero, dq, y); },
+            [&](uint8_t* q) { csr_int8_linear_requantize(csr, B, x.data(), zero, dq, next, q); });
       }
     }
   }

@@ -87,7 +87,8 @@ TEST_CASE("an int8 layer is its float layer on the quantised input and dequantis
       for (const Int8Format& f : kInt8Formats) {
         CAPTURE(c.spec);
         CAPTURE(amount);
-        CAPTURE(f.linear_format);
+        const std::string format = f.linear_format;
+        CAPTURE(format);
         nn::Model m = pruned(c.spec, c.in, prune::Granularity::Element, amount);
         Tensor calib = random_input(m, 64, 1);
         infer::InferenceModel q =
@@ -140,30 +141,35 @@ TEST_CASE(
     "int8 layers hand each other uint8 codes, and the model computes what it did with floats") {
   // conv -> relu -> conv (direct, requantised), relu -> flatten -> linear (requantised through
   // the flatten) -> relu -> linear; a 1x1 conv (im2col: floats, not codes) into a conv; and an
-  // mlp. The executor hands codes on only when nothing observes the activations, so an
-  // observed forward is the float-between path: both must agree bit for bit.
+  // mlp; linear layers on each int8 kernel. The executor hands codes on only when nothing
+  // observes the activations, so an observed forward is the float-between path: both must
+  // agree bit for bit.
   const char* specs[] = {
       "conv(6,3,pad=1) relu conv(8,3,pad=1) relu flatten linear(32) relu linear(10)",
       "conv(4,1) relu conv(6,3,pad=1) relu maxpool(2) flatten linear(10)",
       "flatten linear(40) relu linear(20) relu linear(10)",
   };
-  for (const char* spec : specs) {
-    CAPTURE(spec);
-    nn::Model m = pruned(spec, {1, 12, 12}, prune::Granularity::Element, 0.7);
-    infer::InferenceModel q =
-        infer::quantize_model(m, random_input(m, 64, 2), options(infer::PackFormat::Dense));
-    for (auto& l : q.layers) REQUIRE(l.int8);
-    NoGradGuard no_grad;
-    for (int64_t batch : {1, 5, 33}) {
-      CAPTURE(batch);
-      Tensor x = random_input(m, batch, 7);
-      int observed = 0;
-      const Tensor floats_between =
-          q.forward_observed(x, [&](const infer::PackedLayer&, const Tensor&) { ++observed; });
-      CHECK(observed == int(q.layers.size()));
-      CHECK(q.forward(x).to_vector() == floats_between.to_vector());
+  for (const char* spec : specs)
+    for (const Int8Format& f : kInt8Formats) {  // linear layers dense, csr or blocks
+      if (f.format == infer::PackFormat::Auto) continue;
+      CAPTURE(spec);
+      const std::string format = f.linear_format;
+      CAPTURE(format);
+      nn::Model m = pruned(spec, {1, 12, 12}, prune::Granularity::Element, 0.7);
+      infer::InferenceModel q =
+          infer::quantize_model(m, random_input(m, 64, 2), options(f.format, 2, f.block_rows));
+      for (auto& l : q.layers) REQUIRE(l.int8);
+      NoGradGuard no_grad;
+      for (int64_t batch : {1, 5, 33}) {
+        CAPTURE(batch);
+        Tensor x = random_input(m, batch, 7);
+        int observed = 0;
+        const Tensor floats_between =
+            q.forward_observed(x, [&](const infer::PackedLayer&, const Tensor&) { ++observed; });
+        CHECK(observed == int(q.layers.size()));
+        CHECK(q.forward(x).to_vector() == floats_between.to_vector());
+      }
     }
-  }
 }
 
 TEST_CASE("calibration: minmax, percentile and entropy ranges") {
@@ -220,7 +226,8 @@ TEST_CASE("int8 packed files round-trip, are small when pruned, and refuse corru
     for (const Int8Format& f : kInt8Formats) {
       if (f.format == infer::PackFormat::Auto) continue;
       CAPTURE(amount);
-      CAPTURE(f.linear_format);
+      const std::string format = f.linear_format;
+      CAPTURE(format);
       nn::Model m = pruned("flatten linear(256) relu linear(10)", {1, 16, 16},
                            prune::Granularity::Element, amount);
       infer::InferenceModel q =

@@ -15,9 +15,12 @@
 #include <string>
 
 #include "engine/error.h"
-#include "kernels/cpu/quantize_simd.h"
+#include "kernels/cpu/int8_sink.h"
 
 namespace sprig::cpu {
+
+using detail::Int8Sink;
+using detail::store16;
 
 PackedInt8Weights pack_int8_weights(const int8_t* B, int64_t N, int64_t K, int64_t ldb) {
   SPRIG_CHECK(N > 0 && K > 0 && ldb >= K, "pack_int8_weights: need N, K > 0 and ldb >= K, got N ",
@@ -58,61 +61,6 @@ void gemm_u8s8_ref(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t ld
 
 namespace {
 
-// Each kernel is compiled for its instruction set alone (attributes, which GCC and clang both
-// read) and only called where int8_isa_supported says the CPU has it.
-#define SPRIG_TARGET_AVX2 __attribute__((target("avx2")))
-#define SPRIG_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-#define SPRIG_TARGET_AMX __attribute__((target("amx-tile,amx-int8,avx512f")))
-
-// Where the tiles' sums go, each already corrected for the zero point: int32 C (gemm_u8s8), or
-// floats y = a_scale x w_scales[n] x sum + bias[n], ReLU'd when relu (gemm_u8s8_dequantize),
-// or those floats' uint8 codes under `out` (gemm_u8s8_requantize), so the thread that computed
-// a tile also finishes it while it is in its cache.
-struct Sink {
-  int32_t* C = nullptr;
-  int64_t ldc = 0;
-  float* y = nullptr;
-  uint8_t* q = nullptr;
-  int64_t ldy = 0;  // of y or q
-  Int8Dequantize dq;
-  ActivationQuant out;
-  detail::QuantizeConsts out_consts{};
-  void store(int64_t m, int64_t n, int32_t sum) const {
-    if (!y && !q) {
-      C[m * ldc + n] = sum;
-      return;
-    }
-    float v = dq.a_scale * dq.w_scales[n] * float(sum);  // as dequantize_bias_relu
-    if (dq.bias) v += dq.bias[n];
-    if (dq.relu) v = std::max(v, 0.0f);
-    if (y)
-      y[m * ldy + n] = v;
-    else
-      quantize_activations_ref(&v, 1, out, q + m * ldy + n);
-  }
-};
-
-// 16 sums of row m from column n0 (the lanes of mask).
-__attribute__((target("avx512f"))) inline void store16(const Sink& out, int64_t m, int64_t n0,
-                                                       __mmask16 mask, __m512i sums) {
-  if (!out.y && !out.q) {
-    _mm512_mask_storeu_epi32(out.C + m * out.ldc + n0, mask, sums);
-    return;
-  }
-  // The maskz forms (all lanes) spare GCC 12 its false "uninitialized" warning.
-  const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(out.dq.a_scale),
-                                     _mm512_maskz_loadu_ps(mask, out.dq.w_scales + n0));
-  const __m512 bias =
-      out.dq.bias ? _mm512_maskz_loadu_ps(mask, out.dq.bias + n0) : _mm512_setzero_ps();
-  __m512 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, sums), scale, bias);
-  if (out.dq.relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
-  if (out.y)
-    _mm512_mask_storeu_ps(out.y + m * out.ldy + n0, mask, v);
-  else
-    _mm512_mask_cvtusepi32_storeu_epi8(out.q + m * out.ldy + n0, mask,
-                                       detail::quantize16(v, out.out_consts));
-}
-
 // Row m's bytes k..k+3 as one little-endian word, zeros past K (the packed B is zero there).
 inline int32_t a_group(const uint8_t* row, int64_t k, int64_t K) {
   int32_t w = 0;
@@ -126,7 +74,7 @@ inline int32_t a_group(const uint8_t* row, int64_t k, int64_t K) {
 
 // ---- plain C++ ---------------------------------------------------------------------------
 void tile_generic(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8_t* A,
-                  int64_t lda, int32_t a_zero, const PackedInt8Weights& B, const Sink& out) {
+                  int64_t lda, int32_t a_zero, const PackedInt8Weights& B, const Int8Sink& out) {
   const int64_t groups = B.K4 / 4;
   for (int64_t m = m0; m < m0 + rows; ++m)
     for (int64_t p = p0; p < p0 + panels; ++p) {
@@ -150,7 +98,7 @@ void tile_generic(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const ui
 template <int MR>
 SPRIG_TARGET_AVX2 void tile_avx2_panel(int64_t m0, int64_t p, const uint8_t* A, int64_t lda,
                                        int32_t a_zero, const PackedInt8Weights& B,
-                                       const Sink& out) {
+                                       const Int8Sink& out) {
   const int64_t groups = B.K4 / 4;
   const int8_t* panel = B.data.data() + p * B.groups * 64;
   __m256i acc[MR][4];
@@ -180,7 +128,7 @@ SPRIG_TARGET_AVX2 void tile_avx2_panel(int64_t m0, int64_t p, const uint8_t* A, 
 }
 
 void tile_avx2(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8_t* A, int64_t lda,
-               int32_t a_zero, const PackedInt8Weights& B, const Sink& out) {
+               int32_t a_zero, const PackedInt8Weights& B, const Int8Sink& out) {
   for (int64_t p = p0; p < p0 + panels; ++p) {
     int64_t m = m0;
     for (; m + 2 <= m0 + rows; m += 2) tile_avx2_panel<2>(m, p, A, lda, a_zero, B, out);
@@ -194,7 +142,7 @@ void tile_avx2(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8
 template <int MR, int NV>
 SPRIG_TARGET_VNNI void tile_vnni_block(int64_t m0, int64_t p0, const uint8_t* A, int64_t lda,
                                        int32_t a_zero, const PackedInt8Weights& B,
-                                       const Sink& out) {
+                                       const Int8Sink& out) {
   const int64_t groups = B.K4 / 4, full = B.K / 4;
   const int8_t* panel = B.data.data() + p0 * B.groups * 64;
   __m512i acc[MR][NV];
@@ -227,7 +175,7 @@ SPRIG_TARGET_VNNI void tile_vnni_block(int64_t m0, int64_t p0, const uint8_t* A,
 }
 
 using VnniBlock = void (*)(int64_t, int64_t, const uint8_t*, int64_t, int32_t,
-                           const PackedInt8Weights&, const Sink&);
+                           const PackedInt8Weights&, const Int8Sink&);
 constexpr int kVnniRows = 6, kVnniPanels = 4;  // 24 accumulators + 4 B + 1 A of 32 registers
 
 template <int MR>
@@ -239,7 +187,7 @@ constexpr VnniBlock vnni_block(int nv) {
 }
 
 void tile_vnni(int64_t m0, int64_t rows, int64_t p0, int64_t panels, const uint8_t* A, int64_t lda,
-               int32_t a_zero, const PackedInt8Weights& B, const Sink& out) {
+               int32_t a_zero, const PackedInt8Weights& B, const Int8Sink& out) {
   static const VnniBlock blocks[kVnniRows][kVnniPanels] = {
       {vnni_block<1>(1), vnni_block<1>(2), vnni_block<1>(3), vnni_block<1>(4)},
       {vnni_block<2>(1), vnni_block<2>(2), vnni_block<2>(3), vnni_block<2>(4)},
@@ -272,7 +220,7 @@ struct TileConfig {
 // Rows [m0, m0 + rows) (rows <= 32) x the panels [p0, p0 + panels) of C, A's row m0 at a0.
 SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t panels,
                                const uint8_t* a0, int64_t lda, int32_t a_zero,
-                               const PackedInt8Weights& B, const Sink& sink) {
+                               const PackedInt8Weights& B, const Int8Sink& sink) {
   // Configured on every call (a few cycles against thousands per block) and released at the
   // end, so other AMX code in the process (another library's) never sees our tiles or we its.
   alignas(64) TileConfig cfg;
@@ -321,7 +269,7 @@ SPRIG_TARGET_AMX void tile_amx(int64_t m0, int64_t rows, int64_t p0, int64_t pan
 
 // gemm_u8s8_with's AMX path: 32-row blocks x 4-panel blocks over the team.
 void gemm_amx(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const PackedInt8Weights& B,
-              const Sink& out, bool parallel) {
+              const Int8Sink& out, bool parallel) {
   const int64_t kbytes = B.groups * 4, row_blocks = (M + 31) / 32;
   // A is read in place when its rows are whole cache lines apart and every block's 32 rows of
   // kbytes end inside it; otherwise (a row of 784 bytes straddles lines, and tile loads are
@@ -361,7 +309,7 @@ void gemm_amx(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const Pa
 }
 
 using Tile = void (*)(int64_t, int64_t, int64_t, int64_t, const uint8_t*, int64_t, int32_t,
-                      const PackedInt8Weights&, const Sink&);
+                      const PackedInt8Weights&, const Int8Sink&);
 
 // The CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24, 25) and Linux lets this
 // process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16+).
@@ -439,7 +387,7 @@ Int8Isa int8_gemm_isa() {
 namespace {
 
 void gemm_run(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
-              const PackedInt8Weights& B, const Sink& out) {
+              const PackedInt8Weights& B, const Int8Sink& out) {
   SPRIG_CHECK(int8_isa_supported(isa), "gemm_u8s8: ", int8_isa_name(isa),
               " is not supported by this CPU");
   const int64_t ld_out = out.y || out.q ? out.ldy : out.ldc;
@@ -477,27 +425,11 @@ Int8Isa isa_for_rows(int64_t M) {
   return isa;
 }
 
-__attribute__((target("avx512f"))) detail::QuantizeConsts quantize_consts_of(ActivationQuant a) {
-  return detail::quantize_consts(a);
-}
-
-Sink dequantizing_sink(const Int8Dequantize& dq, float* y, int64_t ldy) {
-  SPRIG_CHECK(dq.w_scales != nullptr, "gemm_u8s8_dequantize: no weight scales");
-  Sink out;
-  out.y = y;
-  out.ldy = ldy;
-  out.dq = dq;
-  return out;
-}
-
 }  // namespace
 
 void gemm_u8s8_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
                     const PackedInt8Weights& B, int32_t* C, int64_t ldc) {
-  Sink out;
-  out.C = C;
-  out.ldc = ldc;
-  gemm_run(isa, M, A, lda, a_zero, B, out);
+  gemm_run(isa, M, A, lda, a_zero, B, Int8Sink::sums(C, ldc));
 }
 
 void gemm_u8s8(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const PackedInt8Weights& B,
@@ -508,7 +440,7 @@ void gemm_u8s8(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const P
 void gemm_u8s8_dequantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
                                int32_t a_zero, const PackedInt8Weights& B, const Int8Dequantize& dq,
                                float* y, int64_t ldy) {
-  gemm_run(isa, M, A, lda, a_zero, B, dequantizing_sink(dq, y, ldy));
+  gemm_run(isa, M, A, lda, a_zero, B, Int8Sink::dequantizing("gemm_u8s8_dequantize", dq, y, ldy));
 }
 
 void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,
@@ -520,15 +452,10 @@ void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_ze
 void gemm_u8s8_requantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
                                int32_t a_zero, const PackedInt8Weights& B, const Int8Dequantize& dq,
                                ActivationQuant out, uint8_t* q, int64_t ldq) {
-  SPRIG_CHECK(dq.w_scales != nullptr, "gemm_u8s8_requantize: no weight scales");
-  Sink sink;
-  sink.q = q;
-  sink.ldy = ldq;
-  sink.dq = dq;
-  sink.out = out;
   // The vector constants only where the vector stores run (the generic path needs no AVX-512).
-  if (isa == Int8Isa::Amx || isa == Int8Isa::Vnni512) sink.out_consts = quantize_consts_of(out);
-  gemm_run(isa, M, A, lda, a_zero, B, sink);
+  gemm_run(isa, M, A, lda, a_zero, B,
+           Int8Sink::requantizing("gemm_u8s8_requantize", dq, out, q, ldq,
+                                  isa == Int8Isa::Amx || isa == Int8Isa::Vnni512));
 }
 
 void gemm_u8s8_requantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,

@@ -6,10 +6,13 @@
 //   samples at once; a 4 x 4 block reuses each activation load for 4 output rows.
 // - CsrInt8: one weight per stored entry (unstructured pruning without the 1 x 4 blocks' padding:
 //   at 90% a third of the 1 x 4 blocks hold a nonzero, so they do ~3.4x CSR's multiply-adds).
-// Below 4 samples both gather a row's inputs (16 blocks or entries per vpdpbusd) instead of
-// spreading the samples over vector lanes. Nothing here knows what a Tensor is.
+// At a few samples (1 to 4; 1 for 4 x 4 blocks) they gather a row's inputs (16 blocks or entries
+// per vpdpbusd) instead of spreading the samples over vector lanes. Nothing here knows what a
+// Tensor is.
 #include <cstdint>
 #include <vector>
+
+#include "kernels/cpu/gemm_int8.h"  // Int8Dequantize, ActivationQuant
 
 namespace sprig::cpu {
 
@@ -43,6 +46,17 @@ CsrInt8 csr_int8_from_dense(int64_t rows, int64_t cols, const int8_t* w);
 // else the reference.
 void bsr_int8_linear(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc);
 void csr_int8_linear(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc);
+// The same with gemm_u8s8_dequantize's epilogue fused into the stores: y (B, rows) floats,
+// a_scale x w_scales[r] x sum + bias[r], ReLU'd when dq.relu ...
+void bsr_int8_linear_dequantize(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
+                                const Int8Dequantize& dq, float* y);
+void csr_int8_linear_dequantize(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
+                                const Int8Dequantize& dq, float* y);
+// ... or gemm_u8s8_requantize's: q (B, rows), those floats' uint8 codes under `out`, bit for bit.
+void bsr_int8_linear_requantize(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
+                                const Int8Dequantize& dq, ActivationQuant out, uint8_t* q);
+void csr_int8_linear_requantize(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
+                                const Int8Dequantize& dq, ActivationQuant out, uint8_t* q);
 // The plain loops over the stored weights, the references the tests compare with.
 void bsr_int8_linear_ref(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
                          int32_t* acc);
