@@ -61,6 +61,15 @@ struct Int8Sink {
     return s;
   }
 
+  // The sink of rows m0 on: row m of the result is row m0 + m of this one.
+  Int8Sink shifted(int64_t m0) const {
+    Int8Sink s = *this;
+    if (s.C) s.C += m0 * ldc;
+    if (s.y) s.y += m0 * ldy;
+    if (s.q) s.q += m0 * ldy;
+    return s;
+  }
+
   void store(int64_t m, int64_t n, int32_t sum) const {
     if (!y && !q) {
       C[m * ldc + n] = sum;

@@ -354,30 +354,72 @@ SPRIG_TARGET_VNNI void csr_rows_gather(const CsrInt8& w, int64_t r0, int64_t r1,
   }
 }
 
-// Runs item(i, gather, x', last) for the work items [0, items), on the team when it pays, with
-// the activations each kernel reads: from gather_below samples on x' = x interleaved into
-// (groups, B, 4) for bsr or transposed into (cols, B) for csr, else x' = x and a padded copy of
-// the last sample.
-template <class Item>
-void for_items(bool csr, int64_t block_rows, int64_t items, int64_t multiply_adds, int64_t B,
-               int64_t cols, const uint8_t* x, Item item) {
-  const bool gather = B < gather_below(csr, block_rows);
-  const uint8_t* xp = x;
+// What a work item reads: B samples' activations x, and where their sums go. For the lane
+// kernels x is interleaved into (groups, B, 4) (bsr) or transposed into (cols, B) (csr); for the
+// gather kernels it is the samples as they are, with a padded copy of the last one.
+struct Samples {
+  bool gather = false;
+  int64_t B = 0;
+  const uint8_t* x = nullptr;
   const uint8_t* last = nullptr;
+  Int8Sink out;
+};
+
+// Samples [0, B) of x for the kernels, rearranged in the calling thread's scratch.
+Samples prepare(bool csr, bool gather, int64_t B, int64_t cols, const uint8_t* x,
+                const Int8Sink& out) {
+  Samples s;
+  s.gather = gather;
+  s.B = B;
+  s.x = x;
+  s.out = out;
   if (gather) {
-    last = padded_last_sample(B, cols, x);
-  } else {
-    std::vector<uint8_t>& scratch = tls_x;
-    scratch.resize(size_t((cols + 3) / 4 * B * 4));
-    if (csr)
-      transpose(B, cols, x, scratch.data());
-    else
-      interleave(B, cols, x, scratch.data());
-    xp = scratch.data();
+    s.last = padded_last_sample(B, cols, x);
+    return s;
   }
-  const bool parallel = team_pays(items, multiply_adds);
-#pragma omp parallel for schedule(dynamic, 4) if (parallel)
-  for (int64_t i = 0; i < items; ++i) item(i, gather, xp, last);
+  std::vector<uint8_t>& scratch = tls_x;
+  scratch.resize(size_t((cols + 3) / 4 * B * 4));
+  if (csr)
+    transpose(B, cols, x, scratch.data());
+  else
+    interleave(B, cols, x, scratch.data());
+  s.x = scratch.data();
+  return s;
+}
+
+// Runs item(i, samples) for the work items (row ranges) [0, items) of a (rows, cols) weight
+// of weight_bytes and every sample, on the team when it pays. A split copies one side to every
+// core: splitting the rows, the activations (read by all) and the output lines (written by
+// all); splitting the samples, the weights. The team splits whichever copies fewer bytes, when
+// each thread gets a vector of samples or more: each thread then rearranges its own samples and
+// runs every item on them, so its activations and outputs stay in its core's cache, as the
+// dense GEMM's do (on this VM a line another core wrote costs ~5x a local one to read;
+// bench/RESULTS.md). Else the calling thread rearranges all samples and the team splits the
+// items.
+template <class Item>
+void for_items(bool csr, int64_t block_rows, int64_t items, int64_t multiply_adds,
+               int64_t weight_bytes, int64_t B, int64_t rows, int64_t cols, const uint8_t* x,
+               const Int8Sink& out, Item item) {
+  const bool gather = B < gather_below(csr, block_rows);
+  const bool team = team_pays(std::max(items, B / 16), multiply_adds);
+  if (team && !gather && B >= 16 * int64_t(omp_get_max_threads()) &&
+      weight_bytes <= B * (cols + 4 * rows)) {
+#pragma omp parallel
+    {
+      const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+      const int64_t vectors = (B + 15) / 16;  // whole vectors to each thread but the last
+      const int64_t b0 = std::min(B, vectors * t / T * 16),
+                    b1 = std::min(B, vectors * (t + 1) / T * 16);
+      if (b0 < b1) {
+        const Samples s = prepare(csr, false, b1 - b0, cols, x + b0 * cols, out.shifted(b0));
+        for (int64_t i = 0; i < items; ++i) item(i, s);
+      }
+    }
+    return;
+  }
+  const Samples s = prepare(csr, gather, B, cols, x, out);
+#pragma omp parallel for schedule(dynamic, 4) if (team && items > 1)
+  for (int64_t i = 0; i < items; ++i) item(i, s);
 }
 
 // Without VNNI: the reference's sums, each handed to out.
@@ -405,18 +447,18 @@ void bsr_product(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
   const int64_t block_rows = int64_t(w.block_row_ptr.size()) - 1;
   const int64_t per_item = 16 / w.br;  // block rows per work item: 16 rows
   const int64_t items = (block_rows + per_item - 1) / per_item;
-  for_items(false, w.br, items, w.blocks() * w.br * 4 * B, B, w.cols, x,
-            [&](int64_t item, bool gather, const uint8_t* xp, const uint8_t* last) {
+  for_items(false, w.br, items, w.blocks() * w.br * 4 * B, w.blocks() * (4 * w.br + 4), B, w.rows,
+            w.cols, x, out, [&](int64_t item, const Samples& s) {
               const int64_t R0 = item * per_item, R1 = std::min(block_rows, R0 + per_item);
-              if (gather) {
-                (w.br == 4 ? bsr_rows_gather<4> : bsr_rows_gather<1>)(w, R0, R1, B, xp, last,
-                                                                      x_zero, out);
+              if (s.gather) {
+                (w.br == 4 ? bsr_rows_gather<4> : bsr_rows_gather<1>)(w, R0, R1, s.B, s.x, s.last,
+                                                                      x_zero, s.out);
                 return;
               }
-              for_passes(B, [&](int64_t b0, int64_t nb, auto vectors) {
+              for_passes(s.B, [&](int64_t b0, int64_t nb, auto vectors) {
                 constexpr int NV = decltype(vectors)::value;
-                (w.br == 4 ? bsr_pass<4, NV> : bsr_pass<1, NV>)(w, R0, R1, B, b0, nb, xp, x_zero,
-                                                                out);
+                (w.br == 4 ? bsr_pass<4, NV> : bsr_pass<1, NV>)(w, R0, R1, s.B, b0, nb, s.x, x_zero,
+                                                                s.out);
               });
             });
 }
@@ -431,15 +473,15 @@ void csr_product(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
     return;
   }
   constexpr int64_t kRows = 16;  // rows per work item
-  for_items(true, 1, (w.rows + kRows - 1) / kRows, w.nnz() * B, B, w.cols, x,
-            [&](int64_t item, bool gather, const uint8_t* xp, const uint8_t* last) {
+  for_items(true, 1, (w.rows + kRows - 1) / kRows, w.nnz() * B, w.nnz() * 3, B, w.rows, w.cols, x,
+            out, [&](int64_t item, const Samples& s) {
               const int64_t r0 = item * kRows, r1 = std::min(w.rows, r0 + kRows);
-              if (gather) {
-                csr_rows_gather(w, r0, r1, B, xp, last, x_zero, out);
+              if (s.gather) {
+                csr_rows_gather(w, r0, r1, s.B, s.x, s.last, x_zero, s.out);
                 return;
               }
-              for_passes(B, [&](int64_t b0, int64_t nb, auto vectors) {
-                csr_pass<decltype(vectors)::value>(w, r0, r1, B, b0, nb, xp, x_zero, out);
+              for_passes(s.B, [&](int64_t b0, int64_t nb, auto vectors) {
+                csr_pass<decltype(vectors)::value>(w, r0, r1, s.B, b0, nb, s.x, x_zero, s.out);
               });
             });
 }
