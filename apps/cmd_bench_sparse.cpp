@@ -248,29 +248,41 @@ int run_bench_model(const ModelArgs& a) {
   double plan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double plan_ms = infer::time_median_ms([&] { plan.forward(x); }, a.repeats);
   // --int8: the int8 plans of the same weights (calibrated on this input: the ranges do not
-  // change the time): every layer int8 (what the int8 kernels do), and the mixed plan `sprig
+  // change the time): every layer int8 on the fastest int8 kernel (what the int8 kernels do),
+  // every layer int8 dense (what the sparse int8 kernels add to that), and the mixed plan `sprig
   // quantize` writes by default (each layer int8 or float, whichever it measured faster). All
-  // three are timed in alternating rounds so they see the same machine; the float plan's time
-  // becomes the median of those rounds too.
-  double int8_ms = 0.0, mixed_ms = 0.0;
-  std::unique_ptr<infer::InferenceModel> int8, mixed;
+  // are timed in alternating rounds with the float plan so they see the same machine; the float
+  // plan's time becomes the median of those rounds too.
+  struct Int8Plan {
+    const char* name;
+    std::string key;  // of the JSON fields
+    std::unique_ptr<infer::InferenceModel> model;
+    double ms = 0.0;
+  };
+  std::vector<Int8Plan> int8_plans;
   if (a.int8) {
     infer::QuantizeOptions qo;
     qo.pack = opt;
     qo.int8_only = true;
-    int8 = std::make_unique<infer::InferenceModel>(infer::quantize_model(ck.model, x, qo));
+    auto quantized = [&] {
+      return std::make_unique<infer::InferenceModel>(infer::quantize_model(ck.model, x, qo));
+    };
+    int8_plans.push_back({"int8 plan", "int8", quantized()});
+    qo.pack.format = infer::PackFormat::Dense;
+    int8_plans.push_back({"int8 dense plan", "int8_dense", quantized()});
+    qo.pack.format = opt.format;
     qo.int8_only = false;
-    mixed = std::make_unique<infer::InferenceModel>(infer::quantize_model(ck.model, x, qo));
-    std::vector<double> p, q, m;
+    int8_plans.push_back({"int8 mixed plan", "int8_mixed", quantized()});
+    std::vector<std::vector<double>> rounds(int8_plans.size() + 1);  // the float plan's last
     for (int r = 0; r < a.repeats; ++r) {
-      p.push_back(infer::time_median_ms([&] { plan.forward(x); }, 1));
-      q.push_back(infer::time_median_ms([&] { int8->forward(x); }, 1));
-      m.push_back(infer::time_median_ms([&] { mixed->forward(x); }, 1));
+      for (size_t k = 0; k < int8_plans.size(); ++k)
+        rounds[k].push_back(infer::time_median_ms([&] { int8_plans[k].model->forward(x); }, 1));
+      rounds.back().push_back(infer::time_median_ms([&] { plan.forward(x); }, 1));
     }
-    for (auto* v : {&p, &q, &m}) std::sort(v->begin(), v->end());
-    plan_ms = p[p.size() / 2];
-    int8_ms = q[q.size() / 2];
-    mixed_ms = m[m.size() / 2];
+    for (auto& v : rounds) std::sort(v.begin(), v.end());
+    for (size_t k = 0; k < int8_plans.size(); ++k)
+      int8_plans[k].ms = rounds[k][rounds[k].size() / 2];
+    plan_ms = rounds.back()[rounds.back().size() / 2];
   }
   // The plan must compute what the dense model computes.
   std::vector<float> yd = ck.model.forward(x).to_vector(), yp = plan.forward(x).to_vector();
@@ -306,16 +318,12 @@ int run_bench_model(const ModelArgs& a) {
                         {"plan_seconds", plan_s},
                         {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff},
                         {"layers", layers}};
-    if (int8) {
-      nlohmann::json formats = nlohmann::json::object(), mixed_formats = formats;
-      for (auto& l : int8->layers) formats[l.name] = l.format();
-      for (auto& l : mixed->layers) mixed_formats[l.name] = l.format();
-      j["int8_ms"] = int8_ms;
-      j["int8_speedup_vs_plan"] = int8_ms > 0 ? plan_ms / int8_ms : 0.0;
-      j["int8_formats"] = formats;
-      j["int8_mixed_ms"] = mixed_ms;
-      j["int8_mixed_speedup_vs_plan"] = mixed_ms > 0 ? plan_ms / mixed_ms : 0.0;
-      j["int8_mixed_formats"] = mixed_formats;
+    for (const Int8Plan& p : int8_plans) {
+      nlohmann::json formats = nlohmann::json::object();
+      for (auto& l : p.model->layers) formats[l.name] = l.format();
+      j[p.key + "_ms"] = p.ms;
+      j[p.key + "_speedup_vs_plan"] = p.ms > 0 ? plan_ms / p.ms : 0.0;
+      j[p.key + "_formats"] = formats;
     }
     print_json_line(j);
   } else {
@@ -323,16 +331,12 @@ int run_bench_model(const ModelArgs& a) {
                 a.in.c_str(), (long long)a.batch, cpu::num_threads(), dense_ms, plan_ms, speedup);
     for (auto& l : plan.layers)
       std::printf("  layer %-3s %-12s %s\n", l.name.c_str(), l.format().c_str(), l.reason.c_str());
-    if (int8) {
-      const std::pair<const char*, const infer::InferenceModel*> plans[] = {
-          {"int8 plan", int8.get()}, {"int8 mixed plan", mixed.get()}};
-      for (auto [name, m] : plans) {
-        const double ms = m == int8.get() ? int8_ms : mixed_ms;
-        std::printf("%s %.4f ms, %.2fx the float plan\n", name, ms, ms > 0 ? plan_ms / ms : 0.0);
-        for (auto& l : m->layers)
-          std::printf("  layer %-3s %-12s %s\n", l.name.c_str(), l.format().c_str(),
-                      l.reason.c_str());
-      }
+    for (const Int8Plan& p : int8_plans) {
+      std::printf("%s %.4f ms, %.2fx the float plan\n", p.name, p.ms,
+                  p.ms > 0 ? plan_ms / p.ms : 0.0);
+      for (auto& l : p.model->layers)
+        std::printf("  layer %-3s %-12s %s\n", l.name.c_str(), l.format().c_str(),
+                    l.reason.c_str());
     }
   }
   return 0;
@@ -382,9 +386,8 @@ Command add_bench_model_command(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--no-shrink", a->no_shrink, "plan without shrinking zeroed neurons / filters");
   app.add_flag("--int8", a->int8,
-               "also time the int8 plans (sprig quantize --int8-only, and its default mixed plan) "
-               "in rounds alternating with "
-               "the plan");
+               "also time the int8 plans (sprig quantize --int8-only, the same with every layer "
+               "int8 dense, and its default mixed plan) in rounds alternating with the plan");
   app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   app.add_option("--repeats", a->repeats, "timed runs (median)")
       ->check(IntRange(1, 100000))

@@ -100,7 +100,7 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   REQUIRE_MESSAGE(ph.code == 0, ph.out);
   CHECK(ph.out.find("choice") != std::string::npos);
 
-  Result bm = run("bench model " + pruned + " --batch 2 --repeats 3 --json");
+  Result bm = run("bench model " + pruned + " --batch 2 --repeats 3 --int8 --json");
   REQUIRE_MESSAGE(bm.code == 0, bm.out);
   auto jb = nlohmann::json::parse(last_line(bm.out));
   CHECK(jb["dense_ms"].get<double>() > 0);
@@ -108,6 +108,15 @@ TEST_CASE("pack, run, plan and bench model on a tiny pruned model") {
   CHECK(jb["max_rel_diff"].get<double>() <= 1e-5);
   CHECK(jb["layers"].size() == 3);
   for (auto& l : jb["layers"]) CHECK(l["type"] == "linear");  // mlp: no conv layers
+  // --int8: the three int8 plans, timed; the dense one has every layer int8 dense.
+  for (const char* key : {"int8", "int8_dense", "int8_mixed"}) {
+    CAPTURE(key);
+    CHECK(jb[std::string(key) + "_ms"].get<double>() > 0);
+    CHECK(jb[std::string(key) + "_formats"].size() == 3);
+  }
+  for (auto& [name, format] : jb["int8_dense_formats"].items()) CHECK(format == "int8 dense");
+  for (auto& [name, format] : jb["int8_formats"].items())
+    CHECK(format.get<std::string>().rfind("int8 ", 0) == 0);
 
   // quantize: the pruned mlp as int8, calibrated on 200 training samples. The int8 file is
   // under 1/6 of the dense float file, keeps every pruned weight zero, and classifies within
