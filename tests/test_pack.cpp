@@ -215,6 +215,44 @@ TEST_CASE("packed residual networks (BN folded, residual adds) equal the dense m
   check_all_formats(f);
 }
 
+TEST_CASE("forward splits the samples over the threads and computes what one thread does") {
+  // 40 samples: 20 per thread on 2 threads, 13-14 on 3 (each thread runs the whole model on
+  // its shard); 1 thread, or 2 with too few samples each, runs unsplit. A dense, a CSR and a
+  // residual model.
+  const int before = cpu::num_threads();
+  struct Case {
+    std::string spec;
+    Shape in;
+    infer::PackFormat format;
+  };
+  const Case cases[] = {
+      {"flatten linear(24) relu linear(10)", {1, 6, 6}, infer::PackFormat::Dense},
+      {"conv(4,3,pad=1) relu maxpool(2) flatten linear(10)", {2, 8, 8}, infer::PackFormat::Csr},
+      {nn::zoo_spec("resnet20"), {3, 8, 8}, infer::PackFormat::Csr},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.spec);
+    nn::Model m = pruned(c.spec, c.in, prune::Granularity::Element, 0.8);
+    infer::PackOptions o;
+    o.format = c.format;
+    infer::InferenceModel im = infer::pack_model(m, o);
+    for (int64_t batch : {40, 7}) {
+      CAPTURE(batch);
+      Tensor x = random_input(m, batch, 9);
+      cpu::set_num_threads(1);
+      const Tensor one = im.forward(x);
+      for (int threads : {2, 3}) {
+        CAPTURE(threads);
+        cpu::set_num_threads(threads);
+        const Tensor split = im.forward(x);
+        CHECK(split.shape() == one.shape());
+        CHECK(rel_diff(split, one) <= 1e-6);
+      }
+    }
+  }
+  cpu::set_num_threads(before);
+}
+
 TEST_CASE("packed file round trip: same layers, same outputs, dense weights restored") {
   fs::path dir = temp_dir();
   nn::Model m = pruned(kConv, {1, 12, 12}, prune::Granularity::Element, 0.7);
