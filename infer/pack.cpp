@@ -114,6 +114,16 @@ int detail::for_each_sample_shard(const Tensor& x,
   });
 }
 
+double detail::time_median_sharded_ms(const Tensor& x, int repeats,
+                                      const std::function<void(const Tensor& xs)>& fn) {
+  double ms = 0.0;
+  detail::for_each_sample_shard(x, [&](int s, const Tensor& xs) {
+    const double shard_ms = time_median_ms([&] { fn(xs); }, repeats);
+    if (s == 0) ms = shard_ms;
+  });
+  return ms;
+}
+
 double time_median_ms(const std::function<void()>& fn, int repeats) {
   using clock = std::chrono::steady_clock;
   auto ms_of = [&](int inner) {
@@ -344,12 +354,8 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
   for (size_t i = 0; i < cands.size(); ++i) {
     pack_as(p, cands[i].kind, v, cands[i].shape);
     NoGradGuard no_grad;
-    double ms = time_median_ms(
-        [&] {
-          detail::for_each_sample_shard(x,
-                                        [&](int, const Tensor& xs) { run_layer(p, module, xs); });
-        },
-        opt.repeats);
+    double ms = detail::time_median_sharded_ms(x, opt.repeats,
+                                               [&](const Tensor& xs) { run_layer(p, module, xs); });
     p.times.push_back({i == 0 ? "dense" : p.format(), ms});
     if (ms < p.times[best].ms) best = i;
   }

@@ -48,10 +48,14 @@ bool can_requantize(const PackedLayer& p);
 // Calls fn(shard, xs) for the samples of x (N, ...) as forward runs them: split into one
 // shard per thread, each run on its own thread with its kernels on that thread alone, when
 // every thread gets enough samples; else x whole, with the kernels on the whole team. Returns
-// the number of shards. The plan times its candidates through this too, so it measures what
-// forward runs.
+// the number of shards.
 int for_each_sample_shard(const Tensor& x,
                           const std::function<void(int shard, const Tensor& xs)>& fn);
+// The median ms of fn on the first shard of x while every shard runs it on its own thread
+// (time_median_ms), as forward runs a layer: the plan's measurement of a candidate, without
+// the fork and join, which forward pays once per model, not once per layer.
+double time_median_sharded_ms(const Tensor& x, int repeats,
+                              const std::function<void(const Tensor& xs)>& fn);
 
 // Makes p an int8 layer of kind Dense, or for a linear layer Csr or Bsr (blocks of block_rows
 // x 4, block_rows 1 or 4), on q's weight and scales: packs the kernel's arrays and writes the

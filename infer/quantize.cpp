@@ -347,13 +347,10 @@ void choose_fastest(PackedLayer& p, Int8Weights q, const QuantizeOptions& opt, I
   for (Int8Candidate& c : int8_candidates) {
     detail::set_int8(p, q, c.kind, c.block_rows);
     c.format = p.format();
-    times.push_back({c.format, time_median_ms(
-                                   [&] {
-                                     detail::for_each_sample_shard(x, [&](int, const Tensor& xs) {
-                                       detail::run_int8(p, *p.module, xs, false);
-                                     });
-                                   },
-                                   opt.pack.repeats)});
+    times.push_back(
+        {c.format, detail::time_median_sharded_ms(x, opt.pack.repeats, [&](const Tensor& xs) {
+           detail::run_int8(p, *p.module, xs, false);
+         })});
   }
   std::stable_sort(times.begin(), times.end(),
                    [](const CandidateTime& a, const CandidateTime& b) { return a.ms < b.ms; });
