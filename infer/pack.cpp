@@ -106,11 +106,14 @@ int detail::for_each_sample_shard(const Tensor& x,
       fn(s, x);
       return;
     }
-    Shape shape = x.shape();
-    shape[0] = hi - lo;
-    Tensor xs = Tensor::empty(shape);  // (hi - lo, ...) samples [lo, hi) of x
-    std::memcpy(xs.data(), x.data() + lo * per, size_t((hi - lo) * per) * sizeof(float));
-    fn(s, xs);
+    // Samples [lo, hi) of x, a view of its storage (no gradient: forward records none).
+    auto rows = std::make_shared<TensorImpl>();
+    rows->storage = x.impl()->storage;
+    rows->offset = x.impl()->offset + lo * per;
+    rows->shape = x.shape();
+    rows->shape[0] = hi - lo;
+    rows->dtype = x.dtype();
+    fn(s, Tensor(rows));
   });
 }
 
