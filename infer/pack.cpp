@@ -584,7 +584,7 @@ Tensor InferenceModel::forward_observed(const Tensor& x, const Observer& observe
               " but got ", to_string(x.shape()));
   if (observe) return Executor(*this, &observe).run(*model.net, x);
   const int64_t N = x.size(0);
-  std::vector<Tensor> outs(size_t(cpu::num_threads()));  // (shard samples, ...) each
+  std::vector<Tensor> outs(static_cast<size_t>(cpu::num_threads()));  // (shard samples, ...) each
   const int shards = detail::for_each_sample_shard(
       x, [&](int s, const Tensor& xs) { outs[size_t(s)] = Executor(*this).run(*model.net, xs); });
   if (shards == 1) return outs[0];
