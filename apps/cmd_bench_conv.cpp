@@ -7,6 +7,8 @@
 // With --int8 it times the float forward against the two int8 convolutions an int8 layer can
 // run (each with its input quantised and its output dequantised with the bias, as the int8
 // executor runs them): im2col + gemm_u8s8, and the direct kernel where the CPU suits it.
+// With --direct it times the float forward's two kernels against each other, interleaved in
+// rounds: im2col + gemm and the direct kernel (conv_direct.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -34,6 +36,7 @@ struct BenchConvArgs {
   int threads = 0, repeats = 10, rounds = 5;
   double sparsity = -1;  // < 0: dense forward and backward; else dense vs sparse forward
   bool int8 = false;     // float forward vs the int8 convolutions
+  bool direct = false;   // float forward: im2col + gemm vs direct
   bool json = false;
 };
 
@@ -183,6 +186,53 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
   return 0;
 }
 
+// The float forward by im2col + gemm against the direct kernel, `rounds` interleaved rounds.
+int run_bench_direct_conv(const BenchConvArgs& a) {
+  const cpu::Conv2dShape& s = a.s;
+  SPRIG_CHECK(cpu::conv2d_direct_suits(s), "bench conv --direct: the direct kernel cannot run ",
+              shape_text(s), " (it needs stride 1, a kernel or padding beyond 1x1, and AVX-512)");
+  std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
+  std::vector<float> yg(s.N * s.K * s.P() * s.Q()), yd(yg.size());                // (N,K,P,Q)
+  Rng rng(1);
+  for (auto* v : {&x, &w, &b})
+    for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
+  auto run = [&](cpu::ConvForward how, std::vector<float>& y) {
+    return infer::time_median_ms(
+        [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data(), false, how); },
+        a.repeats);
+  };
+  std::vector<double> gemm_ms, direct_ms, ratio;
+  for (int r = 0; r < a.rounds; r++) {
+    gemm_ms.push_back(run(cpu::ConvForward::Im2colGemm, yg));
+    direct_ms.push_back(run(cpu::ConvForward::Direct, yd));
+    ratio.push_back(gemm_ms.back() / direct_ms.back());
+  }
+  double max_diff = 0;
+  for (size_t i = 0; i < yg.size(); i++)
+    max_diff = std::max(max_diff, double(std::fabs(yg[i] - yd[i])));
+  auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
+  const double gms = median_of(gemm_ms), dms = median_of(direct_ms), sp = median_of(ratio);
+  const double gflop = 2e-9 * double(s.N) * s.K * s.C * s.R * s.S * s.P() * s.Q();
+  if (a.json) {
+    nlohmann::json j = shape_json(a, "conv2d_direct");
+    j.update({{"rounds", a.rounds},
+              {"im2col_ms", gms},
+              {"direct_ms", dms},
+              {"speedup", sp},
+              {"speedup_min", *lo},
+              {"speedup_max", *hi},
+              {"max_abs_diff", max_diff}});
+    print_json_line(j);
+  } else {
+    std::printf(
+        "%s, %d threads: im2col+gemm %.4f ms (%.1f GFLOP/s), direct %.4f ms (%.1f GFLOP/s), "
+        "speed-up %.2fx (rounds %.2f-%.2f), max |diff| %.2g\n",
+        shape_text(s).c_str(), cpu::num_threads(), gms, gflop / (gms * 1e-3), dms,
+        gflop / (dms * 1e-3), sp, *lo, *hi, max_diff);
+  }
+  return 0;
+}
+
 int run_bench_conv(BenchConvArgs a) {
   cpu::Conv2dShape& s = a.s;
   s.S = s.R;
@@ -192,8 +242,10 @@ int run_bench_conv(BenchConvArgs a) {
   SPRIG_CHECK(s.N * std::max(s.C * s.H * s.W, s.K * s.P() * s.Q()) <= (int64_t(1) << 26),
               "bench conv: the batch is too big (more than 2^26 floats per activation)");
   use_threads(a.threads);
-  SPRIG_CHECK(!(a.int8 && a.sparsity >= 0), "bench conv: --int8 and --sparsity are separate modes");
+  SPRIG_CHECK(int(a.int8) + int(a.direct) + int(a.sparsity >= 0) <= 1,
+              "bench conv: --int8, --direct and --sparsity are separate modes");
   if (a.sparsity >= 0) return run_bench_sparse_conv(a);
+  if (a.direct) return run_bench_direct_conv(a);
   if (a.int8) return run_bench_int8_conv(a);
 
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
@@ -256,7 +308,9 @@ Command add_bench_conv_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("--int8", a->int8,
                "time the float forward against the int8 convolutions (im2col + gemm, direct)");
-  app.add_option("--rounds", a->rounds, "with --sparsity or --int8: alternating rounds")
+  app.add_flag("--direct", a->direct,
+               "time the float forward's im2col + gemm against its direct kernel");
+  app.add_option("--rounds", a->rounds, "with --sparsity, --int8 or --direct: alternating rounds")
       ->check(IntRange(1, 1000))
       ->capture_default_str();
   app.add_flag("--json", a->json, "print one JSON object (shape, threads, ms and GFLOP/s)");

@@ -2,6 +2,7 @@
 // test_kernels_pool.cpp).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -63,14 +64,25 @@ void check_conv(const Conv2dShape& s) {
   auto dy = random_vec(y_size(s), 4);
   const float nan = std::numeric_limits<float>::quiet_NaN();
 
-  // Forward, with and without bias; outputs start as NaN to prove they are overwritten.
+  // Forward, with and without bias and ReLU, by each kernel that can run s (Auto is one of
+  // them, so it is not checked apart); outputs start as NaN to prove they are overwritten.
+  std::vector<ConvForward> kernels = {ConvForward::Im2colGemm};
+  if (conv2d_direct_suits(s)) kernels.push_back(ConvForward::Direct);
   for (bool bias : {true, false}) {
-    std::vector<float> y(y_size(s), nan), yref(y_size(s)), ymag(y_size(s));
-    conv2d_forward(s, x.data(), w.data(), bias ? b.data() : nullptr, y.data());
+    std::vector<float> yref(y_size(s)), ymag(y_size(s));
     conv2d_forward_ref(s, x.data(), w.data(), bias ? b.data() : nullptr, yref.data());
     auto xa = abs_vec(x), wa = abs_vec(w), ba = abs_vec(b);
     conv2d_forward_ref(s, xa.data(), wa.data(), bias ? ba.data() : nullptr, ymag.data());
-    expect_close(bias ? "y (bias)" : "y", y, yref, ymag);
+    std::vector<float> yref_relu = yref;
+    for (float& v : yref_relu) v = std::max(v, 0.0f);
+    for (ConvForward how : kernels)
+      for (bool relu : {false, true}) {
+        CAPTURE(int(how));
+        CAPTURE(relu);
+        std::vector<float> y(y_size(s), nan);
+        conv2d_forward(s, x.data(), w.data(), bias ? b.data() : nullptr, y.data(), relu, how);
+        expect_close(bias ? "y (bias)" : "y", y, relu ? yref_relu : yref, ymag);
+      }
   }
 
   // Backward: all three gradients, overwriting NaN-filled outputs.
@@ -122,6 +134,13 @@ TEST_CASE("conv2d matches the direct reference") {
       {3, 4, 6, 7, 5, 3, 3, 1, 2, 1},
       {3, 16, 7, 7, 16, 3, 3, 1, 1, 1},
       {3, 4, 9, 8, 5, 3, 3, 1, 3, 1},
+      // The direct kernel's edges: rows narrower than a vector, more channels than one tile
+      // (8 + 5), rows wider than 64, padding past the kernel's reach with dilation, and a
+      // 1x1 kernel with padding.
+      {2, 3, 3, 4, 13, 3, 3, 1, 1, 1},
+      {1, 2, 9, 70, 11, 5, 5, 1, 2, 1},
+      {3, 5, 9, 9, 9, 3, 3, 1, 3, 2},
+      {2, 4, 5, 5, 17, 1, 1, 1, 1, 1},
   };
   for (auto& s : shapes) check_conv(s);
   // One sample big enough (>= 2^18 multiply-adds) to be split into bands of output rows, one
@@ -138,6 +157,17 @@ TEST_CASE("conv2d matches the direct reference") {
     for (auto& s : banded) check_conv(s);
   }
   set_num_threads(before);
+}
+
+TEST_CASE("conv2d_forward refuses to force the direct kernel where it cannot run") {
+  const Conv2dShape strided{1, 2, 9, 9, 3, 3, 3, 2, 1, 1}, pointwise{1, 2, 5, 5, 3, 1, 1, 1, 0, 1};
+  std::vector<float> x(2 * 81), w(2 * 3 * 9), y(3 * 25);
+  for (const Conv2dShape& s : {strided, pointwise}) {
+    CHECK_FALSE(conv2d_direct_suits(s));
+    CHECK_THROWS_WITH_AS(
+        conv2d_forward(s, x.data(), w.data(), nullptr, y.data(), false, ConvForward::Direct),
+        doctest::Contains("direct kernel cannot run"), sprig::Error);
+  }
 }
 
 TEST_CASE("conv2d on a hand-computed example") {

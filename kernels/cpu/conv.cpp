@@ -22,6 +22,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/error.h"
 #include "kernels/cpu/gemm.h"
 
 #if defined(__AVX512F__)
@@ -194,10 +195,25 @@ int batch_threads(int64_t N) {
   return (int)std::min<int64_t>(omp_get_max_threads(), N);
 }
 
+// Whether the direct kernel runs s under `how`. Auto: wherever it can (see conv_direct.cpp).
+bool use_direct(const Conv2dShape& s, ConvForward how) {
+  if (how == ConvForward::Im2colGemm) return false;
+  const bool suits = conv2d_direct_suits(s);
+  SPRIG_CHECK(suits || how == ConvForward::Auto,
+              "conv2d_forward: the direct kernel cannot run this convolution (stride ", s.stride,
+              ", ", s.R, "x", s.S, " kernel, pad ", s.pad, ")");
+  return suits;
+}
+
 // Output rows [p0, p1) of yn (K, P, Q) = conv of one sample xn (C, H, W) with w (K, CRS)
-// (+ b (K) when not null). Uses the calling thread's col buffer.
-void forward_rows(const Conv2dShape& s, const float* xn, const float* w, const float* b, float* yn,
-                  int64_t p0, int64_t p1) {
+// (+ b (K) when not null, then ReLU when relu), directly or by im2col + gemm on the calling
+// thread's col buffer.
+void forward_rows(const Conv2dShape& s, const float* xn, const float* w, const float* b, bool relu,
+                  bool direct, float* yn, int64_t p0, int64_t p1) {
+  if (direct) {
+    detail::conv2d_direct_rows(s, xn, w, b, relu, yn, p0, p1);
+    return;
+  }
   const int64_t CRS = s.C * s.R * s.S, Q = s.Q(), PQ = s.P() * Q, L = (p1 - p0) * Q;
   const float* col = xn + p0 * Q;  // (CRS, L) with row stride ldb
   int64_t ldb = PQ;
@@ -208,9 +224,15 @@ void forward_rows(const Conv2dShape& s, const float* xn, const float* w, const f
     ldb = L;
   }
   gemm(false, false, s.K, L, CRS, 1.0f, w, CRS, col, ldb, 0.0f, yn + p0 * Q, PQ);
-  if (b)
-    for (int64_t k = 0; k < s.K; k++)
-      for (int64_t i = p0 * Q; i < p1 * Q; i++) yn[k * PQ + i] += b[k];
+  if (!b && !relu) return;
+  for (int64_t k = 0; k < s.K; k++) {
+    const float bk = b ? b[k] : 0.0f;
+    float* yk = yn + k * PQ;
+    if (relu)
+      for (int64_t i = p0 * Q; i < p1 * Q; i++) yk[i] = std::max(yk[i] + bk, 0.0f);
+    else
+      for (int64_t i = p0 * Q; i < p1 * Q; i++) yk[i] += bk;
+  }
 }
 
 // The convolution whose forward pass gives dx from dy (see the top of the file), when there
@@ -235,9 +257,10 @@ void flip_transpose(const Conv2dShape& s, const float* w, float* wf) {
 
 }  // namespace
 
-void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
-                    float* y) {
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
+                    bool relu, ConvForward how) {
   const int64_t P = s.P(), PQ = P * s.Q(), CHW = s.C * s.H * s.W;
+  const bool direct = use_direct(s, how);
   const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (s.N < T && P >= T && s.K * s.C * s.R * s.S * PQ >= kSplitRowsMinWork) {
     // Fewer samples than threads (batch 1): each thread takes a band of output rows of every
@@ -249,11 +272,13 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
       const int t = omp_get_thread_num();
       const int64_t p0 = P * t / T, p1 = P * (t + 1) / T;
       for (int64_t n = 0; n < s.N; n++)
-        if (p1 > p0) forward_rows(s, x + n * CHW, w, b, y + n * s.K * PQ, p0, p1);
+        if (p1 > p0) forward_rows(s, x + n * CHW, w, b, relu, direct, y + n * s.K * PQ, p0, p1);
     }
     return;
   }
-  auto sample = [&](int64_t n) { forward_rows(s, x + n * CHW, w, b, y + n * s.K * PQ, 0, P); };
+  auto sample = [&](int64_t n) {
+    forward_rows(s, x + n * CHW, w, b, relu, direct, y + n * s.K * PQ, 0, P);
+  };
   const int nt = batch_threads(s.N);
   if (nt > 1) {
     // Dynamic: samples are independent, and when another process takes one core for a while
@@ -289,6 +314,7 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   const bool dx_by_forward = dx && transposed_as_forward(s, &tshape);
   std::vector<float> wflip(dx_by_forward ? KCRS : 0);  // (C, K, R, S)
   if (dx_by_forward) flip_transpose(s, w, wflip.data());
+  const bool dx_direct = dx_by_forward && use_direct(tshape, ConvForward::Auto);
 
   auto run_chunk = [&](int64_t c) {
     float* pdw = want_partial ? partials + c * part_len : nullptr;
@@ -313,7 +339,7 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
         if (pointwise) {
           gemm(true, false, s.C, PQ, s.K, 1.0f, w, CRS, dyn, PQ, 0.0f, dxn, PQ);
         } else if (dx_by_forward) {
-          forward_rows(tshape, dyn, wflip.data(), nullptr, dxn, 0, tshape.P());
+          forward_rows(tshape, dyn, wflip.data(), nullptr, false, dx_direct, dxn, 0, tshape.P());
         } else {
           // (CRS, PQ): reuses the col buffer, which the dW product has finished with.
           float* dcol = grow(tls_col, CRS * PQ);

@@ -12,8 +12,24 @@ struct Conv2dShape {
   int64_t Q() const { return (W + 2 * pad - dilation * (S - 1) - 1) / stride + 1; }  // out width
 };
 
-// y (N, K, P, Q) = conv(x (N, C, H, W), w (K, C, R, S)) + b (K); b may be null.
-void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y);
+// How conv2d_forward computes: Auto picks by shape; the others force one (tests, benchmarks).
+enum class ConvForward { Auto, Im2colGemm, Direct };
+
+// y (N, K, P, Q) = conv(x (N, C, H, W), w (K, C, R, S)) + b (K); b may be null. With relu, y is
+// max(0, that).
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
+                    bool relu = false, ConvForward how = ConvForward::Auto);
+
+// Whether ConvForward::Direct can run s: stride 1, not a plain 1x1 (which gemm reads in
+// place), and a CPU build with AVX-512 (conv_direct.cpp).
+bool conv2d_direct_suits(const Conv2dShape& s);
+
+namespace detail {
+// Output rows [p0, p1) of one sample, yn (K, P, Q) from xn (C, H, W), by the direct kernel;
+// only where conv2d_direct_suits(s). Single-threaded.
+void conv2d_direct_rows(const Conv2dShape& s, const float* xn, const float* w, const float* b,
+                        bool relu, float* yn, int64_t p0, int64_t p1);
+}  // namespace detail
 
 // Given dy (N, K, P, Q), writes (overwrites) any of dx (N, C, H, W), dw (K, C, R, S), db (K)
 // that is not null. Deterministic for a fixed thread count.

@@ -1,0 +1,191 @@
+// Direct float convolution for stride 1: no im2col, no gemm.
+//
+// A band of output rows [p0, p1) of one sample is computed on a "wide" grid: the sample's
+// input rows the band reads are copied once into zero-padded planes xp (C, Hb, Wp), Wp = W +
+// 2 * pad, and output pixel (p, q) is given the flat position i = (p - p0) * Wp + q. Tap (c, r,
+// s) of every position then reads xp at c * Hb * Wp + i + r * dilation * Wp + s * dilation: a
+// contiguous run of positions reads a contiguous run of input, so 16 positions are one vector
+// load, whatever the row width. Positions with q >= Q (the Wp - Q columns of every row that
+// straddle the right and left borders) are computed and thrown away: the kernel wastes a
+// fraction 1 - Q / Wp of its multiply-adds (e.g. 12% on a 28-wide image with a 5x5 kernel),
+// where im2col + gemm copies every input value R x S times and runs a gemm whose M (the output
+// channels: 6 or 16 in LeNet-5 and cnn2) is too small to fill its register tile.
+//
+// The register tile is KB output channels x V vectors of 16 positions: per tap, V loads, KB
+// broadcast weights and KB x V fused multiply-adds, so 24 accumulators keep both FMA ports
+// busy. Accumulators start at the bias. The tile is written to a wide scratch row (K, L), then
+// each output row's Q valid columns are copied out (with the ReLU, when asked).
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/cpu/conv.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace sprig::cpu {
+
+#if defined(__AVX512F__)
+namespace {
+
+constexpr int kMaxChannels = 8;  // KB: output channels of one register tile
+constexpr int kMaxVectors = 4;   // V: vectors of 16 positions of one register tile
+
+// One band's geometry on the wide grid.
+struct Band {
+  int64_t C, K, CRS, RS;
+  int64_t plane;       // Hb * Wp floats of one input channel in xp
+  const int64_t* tap;  // (R * S) offset of tap (r, s) from a position: r*d*Wp + s*d
+  const float* w;      // (K, C*R*S)
+  const float* b;      // (K) or null
+  float* wide;         // (K, ld) outputs by position
+  int64_t ld;
+};
+
+// Outputs k0..k0+KB-1 at positions i0..i0+16V-1.
+template <int KB, int V>
+void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
+  __m512 acc[KB][V];
+  for (int kb = 0; kb < KB; ++kb) {
+    const __m512 init = _mm512_set1_ps(g.b ? g.b[k0 + kb] : 0.0f);
+    for (int v = 0; v < V; ++v) acc[kb][v] = init;
+  }
+  const float* w = g.w + k0 * g.CRS;  // (KB, CRS) rows of this tile's channels
+  for (int64_t c = 0; c < g.C; ++c) {
+    const float* xc = xp + c * g.plane + i0;
+    const float* wc = w + c * g.RS;
+    for (int64_t t = 0; t < g.RS; ++t) {
+      const float* xt = xc + g.tap[t];
+      __m512 xv[V];
+      for (int v = 0; v < V; ++v) xv[v] = _mm512_loadu_ps(xt + 16 * v);
+      for (int kb = 0; kb < KB; ++kb) {
+        const __m512 wv = _mm512_set1_ps(wc[kb * g.CRS + t]);
+        for (int v = 0; v < V; ++v) acc[kb][v] = _mm512_fmadd_ps(wv, xv[v], acc[kb][v]);
+      }
+    }
+  }
+  for (int kb = 0; kb < KB; ++kb)
+    for (int v = 0; v < V; ++v)
+      _mm512_storeu_ps(g.wide + (k0 + kb) * g.ld + i0 + 16 * v, acc[kb][v]);
+}
+
+using TileFn = void (*)(const Band&, const float*, int64_t, int64_t);
+
+template <int KB, int... Vs>
+constexpr std::array<TileFn, sizeof...(Vs)> tiles_of(std::integer_sequence<int, Vs...>) {
+  return {&tile<KB, Vs + 1>...};
+}
+template <int... KBs>
+constexpr std::array<std::array<TileFn, kMaxVectors>, sizeof...(KBs)> tile_table(
+    std::integer_sequence<int, KBs...>) {
+  return {tiles_of<KBs + 1>(std::make_integer_sequence<int, kMaxVectors>{})...};
+}
+// kTiles[KB - 1][V - 1]
+constexpr auto kTiles = tile_table(std::make_integer_sequence<int, kMaxChannels>{});
+
+// Lanes [0, n) of a vector, n clipped to [0, 16].
+__mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
+}
+
+// dst[0, n) = src[0, n), max(0, src) when relu: masked vectors, since the rows are short (a
+// libc memcpy call per 28-float row cost as much as the copy).
+void copy_row(float* dst, const float* src, int64_t n, bool relu) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = first_lanes(n - i);
+    __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+    if (relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(dst + i, m, v);
+  }
+}
+
+void zero_row(float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16)
+    _mm512_mask_storeu_ps(dst + i, first_lanes(n - i), _mm512_setzero_ps());
+}
+
+// The widest V that keeps a tile's accumulators, its V input vectors and a broadcast within the
+// 32 vector registers.
+int vectors_for(int kb) {
+  return std::min(kMaxVectors, 24 / kb);
+}
+
+thread_local std::vector<float> tls_padded;  // xp (C, Hb, Wp) + slack
+thread_local std::vector<float> tls_wide;    // (K, ld)
+thread_local std::vector<int64_t> tls_taps;  // (R * S)
+
+}  // namespace
+
+bool conv2d_direct_suits(const Conv2dShape& s) {
+  return s.stride == 1 && !(s.R == 1 && s.S == 1 && s.pad == 0);
+}
+
+void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const float* w,
+                                const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
+  const int64_t P = s.P(), Q = s.Q(), Wp = s.W + 2 * s.pad, d = s.dilation;
+  if (p1 <= p0 || Q <= 0) return;
+  // Padded rows [p0, p1 + (R-1)d) of the sample; row hp of xp is input row p0 + hp - pad.
+  const int64_t Hb = (p1 - p0) + (s.R - 1) * d, plane = Hb * Wp;
+  // Positions [0, L) hold the band's outputs; the last vector may run 15 past L and its taps
+  // up to 15 floats past the last plane, which the slack covers (zeros: no NaN or denormal).
+  const int64_t L = (p1 - p0 - 1) * Wp + Q, nv = (L + 15) / 16;
+  if (tls_padded.size() < size_t(s.C * plane + 16)) tls_padded.resize(size_t(s.C * plane + 16));
+  float* xp = tls_padded.data();
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t hp = 0; hp < Hb; ++hp) {
+      float* dst = xp + c * plane + hp * Wp;
+      const int64_t h = p0 + hp - s.pad;
+      if (h < 0 || h >= s.H) {
+        zero_row(dst, Wp);
+        continue;
+      }
+      zero_row(dst, s.pad);
+      copy_row(dst + s.pad, xn + (c * s.H + h) * s.W, s.W, false);
+      zero_row(dst + s.pad + s.W, s.pad);
+    }
+  zero_row(xp + s.C * plane, 16);
+
+  const int64_t ld = nv * 16;
+  if (tls_wide.size() < size_t(s.K * ld)) tls_wide.resize(size_t(s.K * ld));
+  if (tls_taps.size() < size_t(s.R * s.S)) tls_taps.resize(size_t(s.R * s.S));
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) tls_taps[size_t(r * s.S + t)] = r * d * Wp + t * d;
+  const Band g{s.C, s.K, s.C * s.R * s.S, s.R * s.S, plane, tls_taps.data(),
+               w,   b,   tls_wide.data(), ld};
+
+  // Positions outer, channels inner: a tile's input rows stay in L1 across the channel blocks.
+  const int KB = int(std::min<int64_t>(kMaxChannels, s.K)), V = vectors_for(KB);
+  for (int64_t v0 = 0; v0 < nv; v0 += V) {
+    const int nvec = int(std::min<int64_t>(V, nv - v0));
+    for (int64_t k0 = 0; k0 < s.K; k0 += KB) {
+      const int kb = int(std::min<int64_t>(KB, s.K - k0));
+      kTiles[size_t(kb - 1)][size_t(nvec - 1)](g, xp, k0, v0 * 16);
+    }
+  }
+  // Each output row's Q valid columns, out of the wide rows.
+  const int64_t PQ = P * Q;
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t p = p0; p < p1; ++p) {
+      copy_row(yn + k * PQ + p * Q, g.wide + k * ld + (p - p0) * Wp, Q, relu);
+    }
+}
+
+#else  // no AVX-512: im2col + gemm runs every convolution
+
+bool conv2d_direct_suits(const Conv2dShape&) {
+  return false;
+}
+
+void detail::conv2d_direct_rows(const Conv2dShape&, const float*, const float*, const float*, bool,
+                                float*, int64_t, int64_t) {
+  SPRIG_CHECK(false, "conv2d_direct_rows: sprig was built without AVX-512");
+}
+
+#endif
+
+}  // namespace sprig::cpu
