@@ -249,6 +249,15 @@ Tensor run_dense_linear(const PackedLayer& p, const nn::Linear& lin, const Tenso
   return y;
 }
 
+// A dense conv layer, its ReLU (when relu) fused into the kernel's stores.
+Tensor run_dense_conv(const PackedLayer& p, const nn::Conv2d& conv, const Tensor& x, bool relu) {
+  const cpu::Conv2dShape s = detail::conv_shape(p, "layer", conv, x);
+  Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});  // (N, K, P, Q)
+  cpu::conv2d_forward(s, x.data(), conv.weight->value.data(),
+                      conv.bias ? conv.bias->value.data() : nullptr, y.data(), relu);
+  return y;
+}
+
 // One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv.
 Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu = false) {
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
@@ -275,6 +284,8 @@ Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x) {
   if (p.int8) return detail::run_int8(p, m, x, false);
   if (p.kind != PackedLayer::Dense) return run_packed(p, m, x);
   if (!p.weight_t.empty()) return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, false);
+  if (auto* conv = dynamic_cast<nn::Conv2d*>(&m); conv && !conv->fake_quant)
+    return run_dense_conv(p, *conv, x, false);
   return m(x);
 }
 
@@ -538,6 +549,10 @@ class Executor {
       } else if (p && !p->weight_t.empty()) {
         const bool relu = is_relu(i + 1);
         h = run_dense_linear(*p, dynamic_cast<nn::Linear&>(m), h, relu);
+        if (relu) ++i;
+      } else if (auto* conv = dynamic_cast<nn::Conv2d*>(&m); p && conv && !conv->fake_quant) {
+        const bool relu = is_relu(i + 1);
+        h = run_dense_conv(*p, *conv, h, relu);
         if (relu) ++i;
       } else if (auto* inner = dynamic_cast<nn::Sequential*>(&m)) {
         h = run(*inner, h);
