@@ -108,6 +108,11 @@ struct InferenceModel {
   int64_t source_params = 0;        // parameters before shrink
   int64_t batch = 1;                // the batch the plan measured at
   std::vector<PackedLayer> layers;  // one per conv / linear layer, in named_modules order
+  // Samples each thread's shard runs through the model at a time (0: its whole share at once),
+  // chosen by the plan, which measured both (micro_batch_reason says what it saw; empty when a
+  // shard was too small to split).
+  int64_t micro_batch = 0;
+  std::string micro_batch_reason;
 
   // x (N, input_shape...) -> the model's output (N, ...), without recording autograd.
   Tensor forward(const Tensor& x) const;

@@ -119,6 +119,7 @@ void save_packed(const std::string& path, const InferenceModel& m,
   meta["source_spec"] = m.source_spec;
   meta["source_params"] = std::to_string(m.source_params);
   meta["batch"] = std::to_string(m.batch);
+  meta["micro_batch"] = std::to_string(m.micro_batch);
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& [name, buffer] : m.model.named_buffers()) tensors.push_back({name, buffer->detach()});
   for (auto& [name, param] : m.model.named_parameters()) {
@@ -311,6 +312,11 @@ PackedFile load_packed(const std::string& path) {
   im.batch = parse_count(meta("batch"));
   SPRIG_CHECK(im.source_params >= 0 && im.batch >= 1, path,
               ": metadata source_params / batch are not positive integers");
+  if (auto it = file.metadata.find("micro_batch"); it != file.metadata.end()) {
+    im.micro_batch = parse_count(it->second);  // absent in files older than it: 0, whole shards
+    SPRIG_CHECK(im.micro_batch >= 0, path, ": metadata micro_batch '", it->second,
+                "' is not a count");
+  }
   out.metadata = file.metadata;
 
   std::set<std::string> used;

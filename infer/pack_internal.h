@@ -49,6 +49,8 @@ bool can_requantize(const PackedLayer& p);
 // shard per thread, each run on its own thread with its kernels on that thread alone, when
 // every thread gets enough samples; else x whole, with the kernels on the whole team. Returns
 // the number of shards.
+// Samples [lo, hi) of x (N, ...), a view of its storage.
+Tensor sample_rows(const Tensor& x, int64_t lo, int64_t hi);
 int for_each_sample_shard(const Tensor& x,
                           const std::function<void(int shard, const Tensor& xs)>& fn);
 // The median ms of fn on the first shard of x while every shard runs it on its own thread

@@ -248,8 +248,51 @@ TEST_CASE("forward splits the samples over the threads and computes what one thr
         CHECK(split.shape() == one.shape());
         CHECK(rel_diff(split, one) <= 1e-6);
       }
+      // Micro-batches within each shard: pieces of 16 and of 3 (the last piece shorter), and
+      // on 1 thread too (one shard, cut into pieces).
+      for (int64_t piece : {16, 3}) {
+        CAPTURE(piece);
+        im.micro_batch = piece;
+        for (int threads : {1, 2}) {
+          CAPTURE(threads);
+          cpu::set_num_threads(threads);
+          const Tensor pieces = im.forward(x);
+          CHECK(pieces.shape() == one.shape());
+          CHECK(rel_diff(pieces, one) <= 1e-6);
+        }
+        im.micro_batch = 0;
+      }
     }
   }
+  cpu::set_num_threads(before);
+}
+
+TEST_CASE("the plan times micro-batches only where a shard's activations outgrow them") {
+  NoGradGuard no_grad;
+  // A small model at batch 8: no shard is worth cutting, nothing is timed.
+  nn::Model small =
+      pruned("flatten linear(24) relu linear(10)", {1, 6, 6}, prune::Granularity::Element, 0.8);
+  infer::PackOptions o;
+  o.repeats = 1;
+  o.batch = 8;
+  infer::InferenceModel im = infer::pack_model(small, o);
+  CHECK(im.micro_batch == 0);
+  CHECK(im.micro_batch_reason.empty());
+  // 16 x 64 x 64 floats (256 KiB) a sample: pieces of 16, against shards of 40 at batch 40 on
+  // one thread. Whichever the plan keeps, it says what it measured, and the forward is the same.
+  const int before = cpu::num_threads();
+  cpu::set_num_threads(1);
+  nn::Model wide = pruned("conv(16,3,pad=1) relu flatten linear(4)", {1, 64, 64},
+                          prune::Granularity::Element, 0.5);
+  o.batch = 40;
+  infer::InferenceModel plan = infer::pack_model(wide, o);
+  CHECK(plan.micro_batch_reason.find("micro-batches of 16 samples") != std::string::npos);
+  CHECK(plan.micro_batch_reason.find("whole shards of 40") != std::string::npos);
+  CHECK((plan.micro_batch == 0 || plan.micro_batch == 16));
+  const Tensor x = random_input(wide, 40, 3);
+  const Tensor y = plan.forward(x);
+  plan.micro_batch = plan.micro_batch ? 0 : 16;
+  CHECK(rel_diff(plan.forward(x), y) <= 1e-6);
   cpu::set_num_threads(before);
 }
 
@@ -273,6 +316,7 @@ TEST_CASE("packed file round trip: same layers, same outputs, dense weights rest
       CHECK(pf.metadata.at("dataset") == "fashion-mnist");
       CHECK(pf.model.model.spec == im.model.spec);
       CHECK(pf.model.source_spec == model->spec);
+      CHECK(pf.model.micro_batch == im.micro_batch);
       REQUIRE(pf.model.layers.size() == im.layers.size());
       for (size_t i = 0; i < im.layers.size(); ++i) {
         CHECK(pf.model.layers[i].format() == im.layers[i].format());
@@ -392,6 +436,8 @@ TEST_CASE("corrupt packed files: a sprig::Error naming the file and the problem"
       csr, [](T&, M& m) { m["pack.7"] = "csr"; }, "pack.7");
   expect_corrupt(
       csr, [](T&, M& m) { m["input_shape"] = "1,x"; }, "input_shape");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["micro_batch"] = "-4"; }, "micro_batch '-4'");
   expect_corrupt(
       csr, [](T&, M& m) { m["times.1"] = "dense=fast"; }, "times.1");
   expect_corrupt(
