@@ -190,7 +190,7 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
 int run_bench_direct_conv(const BenchConvArgs& a) {
   const cpu::Conv2dShape& s = a.s;
   SPRIG_CHECK(cpu::conv2d_direct_suits(s), "bench conv --direct: the direct kernel cannot run ",
-              shape_text(s), " (it needs stride 1, a kernel or padding beyond 1x1, and AVX-512)");
+              shape_text(s), " (a 1x1 kernel is a plain gemm; and it needs AVX-512)");
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
   std::vector<float> yg(s.N * s.K * s.P() * s.Q()), yd(yg.size());                // (N,K,P,Q)
   Rng rng(1);

@@ -135,12 +135,15 @@ TEST_CASE("conv2d matches the direct reference") {
       {3, 16, 7, 7, 16, 3, 3, 1, 1, 1},
       {3, 4, 9, 8, 5, 3, 3, 1, 3, 1},
       // The direct kernel's edges: rows narrower than a vector, more channels than one tile
-      // (8 + 5), rows wider than 64, padding past the kernel's reach with dilation, and a
-      // 1x1 kernel with padding.
+      // (8 + 5), rows wider than 64, padding past the kernel's reach with dilation; strides 2
+      // and 3 with odd and even widths, with dilation; a 1 x 3 kernel at stride 2.
       {2, 3, 3, 4, 13, 3, 3, 1, 1, 1},
       {1, 2, 9, 70, 11, 5, 5, 1, 2, 1},
       {3, 5, 9, 9, 9, 3, 3, 1, 3, 2},
-      {2, 4, 5, 5, 17, 1, 1, 1, 1, 1},
+      {2, 3, 14, 15, 10, 3, 3, 2, 1, 1},
+      {2, 3, 13, 16, 9, 5, 5, 3, 2, 1},
+      {2, 3, 12, 11, 5, 3, 3, 2, 2, 2},
+      {2, 4, 11, 12, 6, 1, 3, 2, 1, 1},
   };
   for (auto& s : shapes) check_conv(s);
   // One sample big enough (>= 2^18 multiply-adds) to be split into bands of output rows, one
@@ -160,14 +163,19 @@ TEST_CASE("conv2d matches the direct reference") {
 }
 
 TEST_CASE("conv2d_forward refuses to force the direct kernel where it cannot run") {
-  const Conv2dShape strided{1, 2, 9, 9, 3, 3, 3, 2, 1, 1}, pointwise{1, 2, 5, 5, 3, 1, 1, 1, 0, 1};
-  std::vector<float> x(2 * 81), w(2 * 3 * 9), y(3 * 25);
-  for (const Conv2dShape& s : {strided, pointwise}) {
+  // 1x1 kernels, strided, padded or plain, are gemm's.
+  std::vector<float> x(2 * 81), w(2 * 3), y(3 * 81);
+  for (const Conv2dShape& s :
+       {Conv2dShape{1, 2, 5, 5, 3, 1, 1, 1, 0, 1}, Conv2dShape{1, 2, 9, 9, 3, 1, 1, 2, 0, 1},
+        Conv2dShape{1, 2, 5, 5, 3, 1, 1, 1, 1, 1}}) {
     CHECK_FALSE(conv2d_direct_suits(s));
     CHECK_THROWS_WITH_AS(
         conv2d_forward(s, x.data(), w.data(), nullptr, y.data(), false, ConvForward::Direct),
         doctest::Contains("direct kernel cannot run"), sprig::Error);
   }
+  // Wider kernels are direct, strided or not.
+  CHECK(conv2d_direct_suits({1, 2, 9, 9, 3, 3, 3, 2, 1, 1}));
+  CHECK(conv2d_direct_suits({1, 2, 9, 9, 3, 1, 3, 1, 0, 1}));
 }
 
 TEST_CASE("conv2d on a hand-computed example") {

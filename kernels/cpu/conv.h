@@ -20,8 +20,8 @@ enum class ConvForward { Auto, Im2colGemm, Direct };
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
                     bool relu = false, ConvForward how = ConvForward::Auto);
 
-// Whether ConvForward::Direct can run s: stride 1, not a plain 1x1 (which gemm reads in
-// place), and a CPU build with AVX-512 (conv_direct.cpp).
+// Whether ConvForward::Direct runs s: a kernel wider than 1x1 (a 1x1 is a plain product,
+// left to gemm), in a CPU build with AVX-512 (conv_direct.cpp).
 bool conv2d_direct_suits(const Conv2dShape& s);
 
 namespace detail {

@@ -1,4 +1,4 @@
-// Direct float convolution for stride 1: no im2col, no gemm.
+// Direct float convolution: no im2col, no gemm.
 //
 // A band of output rows [p0, p1) of one sample is computed on a "wide" grid: the sample's
 // input rows the band reads are copied once into zero-padded planes xp (C, Hb, Wp), Wp = W +
@@ -10,6 +10,9 @@
 // fraction 1 - Q / Wp of its multiply-adds (e.g. 12% on a 28-wide image with a 5x5 kernel),
 // where im2col + gemm copies every input value R x S times and runs a gemm whose M (the output
 // channels: 6 or 16 in LeNet-5 and cnn2) is too small to fill its register tile.
+// A stride st > 1 splits the padded input into st x st phase planes (phase (a, b) holds rows
+// a::st and columns b::st), as csr_conv2d does (sparse_conv.cpp): each tap reads one phase,
+// and on a grid ceil(Wp / st) wide it is again a contiguous run.
 //
 // The register tile is KB output channels x V vectors of 16 positions: per tap, V loads, KB
 // broadcast weights and KB x V fused multiply-adds, so 24 accumulators keep both FMA ports
@@ -39,8 +42,8 @@ constexpr int kMaxVectors = 4;   // V: vectors of 16 positions of one register t
 // One band's geometry on the wide grid.
 struct Band {
   int64_t C, K, CRS, RS;
-  int64_t plane;       // Hb * Wp floats of one input channel in xp
-  const int64_t* tap;  // (R * S) offset of tap (r, s) from a position: r*d*Wp + s*d
+  int64_t plane;       // floats of one input channel in xp (its st x st phases)
+  const int64_t* tap;  // (R * S) offset of tap (r, s) from a position (r*d*Wp + s*d at stride 1)
   const float* w;      // (K, C*R*S)
   const float* b;      // (K) or null
   float* wide;         // (K, ld) outputs by position
@@ -115,47 +118,66 @@ int vectors_for(int kb) {
   return std::min(kMaxVectors, 24 / kb);
 }
 
-thread_local std::vector<float> tls_padded;  // xp (C, Hb, Wp) + slack
+thread_local std::vector<float> tls_padded;  // xp (C, st, st, Hb, Wph) + slack
 thread_local std::vector<float> tls_wide;    // (K, ld)
 thread_local std::vector<int64_t> tls_taps;  // (R * S)
 
 }  // namespace
 
+// A 1x1 kernel has one tap per channel: the padded phase copies cost more than its
+// multiply-adds (0.54x im2col + gemm on ResNet's strided 1x1 shortcut), and at stride 1 gemm
+// reads x in place.
 bool conv2d_direct_suits(const Conv2dShape& s) {
-  return s.stride == 1 && !(s.R == 1 && s.S == 1 && s.pad == 0);
+  return s.R * s.S > 1;
 }
 
 void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const float* w,
                                 const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
-  const int64_t P = s.P(), Q = s.Q(), Wp = s.W + 2 * s.pad, d = s.dilation;
+  const int64_t P = s.P(), Q = s.Q(), st = s.stride, d = s.dilation;
+  const int64_t Wp = s.W + 2 * s.pad, Wph = (Wp + st - 1) / st;  // padded row, a phase's row
   if (p1 <= p0 || Q <= 0) return;
-  // Padded rows [p0, p1 + (R-1)d) of the sample; row hp of xp is input row p0 + hp - pad.
-  const int64_t Hb = (p1 - p0) + (s.R - 1) * d, plane = Hb * Wp;
+  // Phase (a, b) of channel c holds the padded input at rows (p0 + j) * st + a, j in [0, Hb),
+  // and columns jc * st + b, jc in [0, Wph): output (p, q)'s tap (r, s) is phase ((r*d) % st,
+  // (s*d) % st) at row p - p0 + (r*d) / st, column q + (s*d) / st, so on the grid Wph wide
+  // every tap is again a contiguous run. With stride 1 there is one phase, the padded rows.
+  const int64_t Hb = (p1 - p0) + (s.R - 1) * d / st, plane = Hb * Wph, chan = st * st * plane;
   // Positions [0, L) hold the band's outputs; the last vector may run 15 past L and its taps
   // up to 15 floats past the last plane, which the slack covers (zeros: no NaN or denormal).
-  const int64_t L = (p1 - p0 - 1) * Wp + Q, nv = (L + 15) / 16;
-  if (tls_padded.size() < size_t(s.C * plane + 16)) tls_padded.resize(size_t(s.C * plane + 16));
+  const int64_t L = (p1 - p0 - 1) * Wph + Q, nv = (L + 15) / 16;
+  if (tls_padded.size() < size_t(s.C * chan + 16)) tls_padded.resize(size_t(s.C * chan + 16));
   float* xp = tls_padded.data();
   for (int64_t c = 0; c < s.C; ++c)
-    for (int64_t hp = 0; hp < Hb; ++hp) {
-      float* dst = xp + c * plane + hp * Wp;
-      const int64_t h = p0 + hp - s.pad;
-      if (h < 0 || h >= s.H) {
-        zero_row(dst, Wp);
-        continue;
+    for (int64_t a = 0; a < st; ++a)
+      for (int64_t j = 0; j < Hb; ++j) {
+        const int64_t h = (p0 + j) * st + a - s.pad;
+        const bool inside = h >= 0 && h < s.H;
+        const float* src = inside ? xn + (c * s.H + h) * s.W : nullptr;  // (W) input row h
+        for (int64_t bp = 0; bp < st; ++bp) {
+          float* dst = xp + c * chan + (a * st + bp) * plane + j * Wph;
+          if (!inside) {
+            zero_row(dst, Wph);
+          } else if (st == 1) {
+            zero_row(dst, s.pad);
+            copy_row(dst + s.pad, src, s.W, false);
+            zero_row(dst + s.pad + s.W, s.pad);
+          } else {
+            for (int64_t jc = 0; jc < Wph; ++jc) {
+              const int64_t wi = jc * st + bp - s.pad;
+              dst[jc] = wi >= 0 && wi < s.W ? src[wi] : 0.0f;
+            }
+          }
+        }
       }
-      zero_row(dst, s.pad);
-      copy_row(dst + s.pad, xn + (c * s.H + h) * s.W, s.W, false);
-      zero_row(dst + s.pad + s.W, s.pad);
-    }
-  zero_row(xp + s.C * plane, 16);
+  zero_row(xp + s.C * chan, 16);
 
   const int64_t ld = nv * 16;
   if (tls_wide.size() < size_t(s.K * ld)) tls_wide.resize(size_t(s.K * ld));
   if (tls_taps.size() < size_t(s.R * s.S)) tls_taps.resize(size_t(s.R * s.S));
   for (int64_t r = 0; r < s.R; ++r)
-    for (int64_t t = 0; t < s.S; ++t) tls_taps[size_t(r * s.S + t)] = r * d * Wp + t * d;
-  const Band g{s.C, s.K, s.C * s.R * s.S, s.R * s.S, plane, tls_taps.data(),
+    for (int64_t t = 0; t < s.S; ++t)
+      tls_taps[size_t(r * s.S + t)] =
+          (((r * d) % st * st + (t * d) % st) * Hb + (r * d) / st) * Wph + (t * d) / st;
+  const Band g{s.C, s.K, s.C * s.R * s.S, s.R * s.S, chan, tls_taps.data(),
                w,   b,   tls_wide.data(), ld};
 
   // Positions outer, channels inner: a tile's input rows stay in L1 across the channel blocks.
@@ -171,7 +193,7 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
   const int64_t PQ = P * Q;
   for (int64_t k = 0; k < s.K; ++k)
     for (int64_t p = p0; p < p1; ++p) {
-      copy_row(yn + k * PQ + p * Q, g.wide + k * ld + (p - p0) * Wp, Q, relu);
+      copy_row(yn + k * PQ + p * Q, g.wide + k * ld + (p - p0) * Wph, Q, relu);
     }
 }
 
