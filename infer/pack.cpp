@@ -487,12 +487,15 @@ void choose_micro_batch(InferenceModel& im, const PackOptions& opt) {
   }
   std::sort(whole_ms.begin(), whole_ms.end());
   std::sort(piece_ms.begin(), piece_ms.end());
+  // Pieces must win by 5%: the two are often within the noise of a shared machine, and whole
+  // shards are the simpler schedule.
   const double w = whole_ms[1], m = piece_ms[1];
-  if (m >= w) im.micro_batch = 0;
+  const bool pieces_win = m < 0.95 * w;
+  if (!pieces_win) im.micro_batch = 0;
   char buf[160];
   std::snprintf(buf, sizeof buf,
                 "micro-batches of %lld samples %.3f ms %s whole shards of %lld %.3f ms",
-                (long long)piece, m, m < w ? "<" : ">=", (long long)shard, w);
+                (long long)piece, m, pieces_win ? "<" : "not 5% below", (long long)shard, w);
   im.micro_batch_reason = buf;
 }
 
