@@ -26,6 +26,7 @@
 
 #include "engine/error.h"
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/short_rows.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -35,6 +36,8 @@ namespace sprig::cpu {
 
 #if defined(__AVX512F__)
 namespace {
+using short_rows::copy_row;
+using short_rows::zero_row;
 
 constexpr int kMaxChannels = 8;  // KB: output channels of one register tile
 constexpr int kMaxVectors = 4;   // V: vectors of 16 positions of one register tile
@@ -90,27 +93,6 @@ constexpr std::array<std::array<TileFn, kMaxVectors>, sizeof...(KBs)> tile_table
 }
 // kTiles[KB - 1][V - 1]
 constexpr auto kTiles = tile_table(std::make_integer_sequence<int, kMaxChannels>{});
-
-// Lanes [0, n) of a vector, n clipped to [0, 16].
-__mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
-}
-
-// dst[0, n) = src[0, n), max(0, src) when relu: masked vectors, since the rows are short (a
-// libc memcpy call per 28-float row cost as much as the copy).
-void copy_row(float* dst, const float* src, int64_t n, bool relu) {
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = first_lanes(n - i);
-    __m512 v = _mm512_maskz_loadu_ps(m, src + i);
-    if (relu) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_setzero_ps());
-    _mm512_mask_storeu_ps(dst + i, m, v);
-  }
-}
-
-void zero_row(float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16)
-    _mm512_mask_storeu_ps(dst + i, first_lanes(n - i), _mm512_setzero_ps());
-}
 
 // The widest V that keeps a tile's accumulators, its V input vectors and a broadcast within the
 // 32 vector registers.

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/short_rows.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/sparse_impl.h"
 
@@ -65,16 +66,26 @@ void strided_copy(const float* xr, int64_t n, float* d) {
 void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, int64_t c,
                  float* xph) {
   float* xc = xph + c * l.st * l.st * l.plane;  // (st, st, Hph, Wph)
+  if (l.st == 1) {  // one plane: zero rows above and below, each input row between zeros
+    for (int64_t hp = 0; hp < l.Hph; hp++) {
+      float* d = xc + hp * l.Wph;  // (Wph) padded row hp
+      const int64_t h = hp - s.pad;
+      if (h < 0 || h >= s.H) {
+        short_rows::zero_row(d, l.Wph);
+        continue;
+      }
+      short_rows::zero_row(d, s.pad);
+      short_rows::copy_row(d + s.pad, xn + (c * s.H + h) * s.W, s.W, false);
+      short_rows::zero_row(d + s.pad + s.W, l.Wph - s.pad - s.W);
+    }
+    return;
+  }
   std::fill(xc, xc + l.st * l.st * l.plane, 0.0f);
   for (int64_t h = 0; h < s.H; h++) {
     const float* xr = xn + (c * s.H + h) * s.W;  // (W)
     const int64_t hp = h + s.pad, a = hp % l.st, i = hp / l.st;
     for (int64_t b = 0; b < l.st; b++) {
       float* d = xc + (a * l.st + b) * l.plane + i * l.Wph;  // padded columns b, b + st, ...
-      if (l.st == 1) {
-        std::memcpy(d + s.pad, xr, size_t(s.W) * sizeof(float));
-        continue;
-      }
       // Plane column j holds input column j * st + b - pad: the first j with that >= 0.
       const int64_t j0 = s.pad > b ? (s.pad - b + l.st - 1) / l.st : 0;
       const int64_t w0 = j0 * l.st + b - s.pad;
@@ -173,10 +184,7 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
         for (int64_t g = 0; g < nseg; g++) {
           const float* t = tile + seg[g].from;
           float* d = yi + seg[g].to;
-          if (relu)
-            for (int64_t e = 0; e < seg[g].len; e++) d[e] = t[e] <= 0.0f ? 0.0f : t[e];
-          else
-            std::memcpy(d, t, size_t(seg[g].len) * sizeof(float));
+          short_rows::copy_row(d, t, seg[g].len, relu);
         }
       }
     });

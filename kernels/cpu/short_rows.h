@@ -1,0 +1,52 @@
+#pragma once
+// Copies of short rows (image rows of 7-64 floats: padding a convolution's input, taking its
+// outputs out of a wider grid), where a libc memcpy / memset call costs as much as the copy
+// itself. With AVX-512 a row is a few masked loads and stores. Internal: include only from
+// kernels/cpu.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace sprig::cpu::short_rows {
+
+#if defined(__AVX512F__)
+// Lanes [0, n) of a vector, n clipped to [0, 16].
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
+}
+#endif
+
+// dst[0, n) = src[0, n), or max(0, src) when relu (NaN stays NaN, as relu_forward).
+inline void copy_row(float* dst, const float* src, int64_t n, bool relu) {
+#if defined(__AVX512F__)
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = first_lanes(n - i);
+    __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+    // max(v, 0) with v first gives 0 for v <= 0 and v otherwise, NaN included.
+    if (relu) v = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), v);
+    _mm512_mask_storeu_ps(dst + i, m, v);
+  }
+#else
+  if (!relu) {
+    std::memcpy(dst, src, size_t(n) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i] <= 0.0f ? 0.0f : src[i];
+#endif
+}
+
+// dst[0, n) = 0.
+inline void zero_row(float* dst, int64_t n) {
+#if defined(__AVX512F__)
+  for (int64_t i = 0; i < n; i += 16)
+    _mm512_mask_storeu_ps(dst + i, first_lanes(n - i), _mm512_setzero_ps());
+#else
+  std::fill(dst, dst + n, 0.0f);
+#endif
+}
+
+}  // namespace sprig::cpu::short_rows
