@@ -136,6 +136,46 @@ int64_t panel_segments(int64_t j0, int64_t wd, int64_t Wph, int64_t Q, Segment* 
   return n;
 }
 
+#ifdef SPRIG_SPARSE_AVX512
+// Where each vector of a panel's sums goes: lane l of vector q (panel position 16 q + l) is
+// output to + (16 q + l - from) of the segment holding it. Built once per panel, used by every
+// output row, so a row's sums are stored from registers by a few masked stores instead of
+// through a tile and a copy per segment.
+struct PanelLanes {
+  static constexpr int64_t kMax = 4 * 18;  // a vector meets at most 16 / Wph + 2 segments
+  int64_t first[5] = {};                   // stores of vector q: [first[q], first[q + 1])
+  int64_t delta[kMax];                     // output index of panel position 0 in that segment
+  __mmask16 mask[kMax];
+
+  void build(const Segment* seg, int64_t nseg) {
+    int64_t n = 0;
+    for (int64_t q = 0; q < 4; ++q) {
+      first[q] = n;
+      for (int64_t g = 0; g < nseg; ++g) {
+        const int64_t lo = std::max(seg[g].from, 16 * q) - 16 * q;
+        const int64_t hi = std::min(seg[g].from + seg[g].len, 16 * q + 16) - 16 * q;
+        if (lo >= hi) continue;
+        delta[n] = seg[g].to - seg[g].from;
+        mask[n++] = __mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+      }
+    }
+    first[4] = n;
+  }
+
+  template <int NV>
+  void store(const RowAcc<NV>& acc, float bias, bool relu, float* yi) const {
+    const __m512 bv = _mm512_set1_ps(bias);
+    for (int q = 0; q < NV; ++q) {
+      __m512 s = _mm512_add_ps(_mm512_add_ps(acc.a[q], acc.b[q]), bv);
+      // max(0, s): NaN (the second operand) passes through, as relu_forward.
+      if (relu) s = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), s);
+      for (int64_t e = first[q]; e < first[q + 1]; ++e)
+        _mm512_mask_storeu_ps(yi + delta[e] + 16 * q, mask[e], s);
+    }
+  }
+};
+#endif
+
 // yn rows [r0, r1) (rows, P, Q) of one sample = bias + sum over stored k of
 // val[k] * src[off[k] + extended position], then ReLU when relu (NaN passes through, as
 // relu_forward). The extended positions are taken 64 at a time, so the runs every row reads stay
@@ -170,22 +210,42 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
     if (rp[i + 1] - rp[i] <= kFewEntries)
       few_entries_row(val + rp[i], off + rp[i], rp[i + 1] - rp[i], src, P, Q, Wph,
                       bias ? bias[i] : 0.0f, relu, yn + i * PQ);
-  alignas(64) float tile[kPanel];
   Segment seg[kPanel + 2];
+#ifdef SPRIG_SPARSE_AVX512
+  PanelLanes lanes;
+#else
+  alignas(64) float tile[kPanel];
+#endif
   for (int64_t j0 = 0; j0 < n_ext; j0 += kPanel) {
     const int64_t wd = std::min(kPanel, n_ext - j0);
     const int64_t nseg = panel_segments(j0, wd, Wph, Q, seg);
+#ifdef SPRIG_SPARSE_AVX512
+    lanes.build(seg, nseg);
+#endif
     with_nv(wd, [&](auto nv) {
+      constexpr int NV = decltype(nv)::value;
       for (int64_t i = r0; i < r1; i++) {
-        if (rp[i + 1] - rp[i] <= kFewEntries) continue;
-        csr_row<decltype(nv)::value>(off + rp[i], val + rp[i], rp[i + 1] - rp[i], src + j0, 1, wd,
-                                     bias ? bias[i] : 0.0f, tile);
+        const int64_t cnt = rp[i + 1] - rp[i];
+        if (cnt <= kFewEntries) continue;
+        const float b = bias ? bias[i] : 0.0f;
         float* yi = yn + i * PQ;
-        for (int64_t g = 0; g < nseg; g++) {
-          const float* t = tile + seg[g].from;
-          float* d = yi + seg[g].to;
-          short_rows::copy_row(d, t, seg[g].len, relu);
+#ifdef SPRIG_SPARSE_AVX512
+        // The panel's sums go from registers straight to the real outputs, lane-masked.
+        RowAcc<NV> acc(wd);
+        const int32_t* o = off + rp[i];
+        const float* v = val + rp[i];
+        int64_t k = 0;
+        for (; k + 1 < cnt; k += 2) {
+          acc.fma_a(v[k], src + j0 + o[k]);
+          acc.fma_b(v[k + 1], src + j0 + o[k + 1]);
         }
+        if (k < cnt) acc.fma_a(v[k], src + j0 + o[k]);
+        lanes.store(acc, b, relu, yi);
+#else
+        csr_row<NV>(off + rp[i], val + rp[i], cnt, src + j0, 1, wd, b, tile);
+        for (int64_t g = 0; g < nseg; g++)
+          short_rows::copy_row(yi + seg[g].to, tile + seg[g].from, seg[g].len, relu);
+#endif
       }
     });
   }
