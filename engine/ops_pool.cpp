@@ -70,9 +70,12 @@ cpu::Pool2dShape pool_shape(const Tensor& x, const char* op, int64_t kernel, int
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   const cpu::Pool2dShape s = pool_shape(x, "max_pool2d", kernel, stride, padding);
   Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()}, DType::F32, x.device());
+  if (!any_requires_grad({&x})) {  // no backward: no argmax to keep
+    backend_for(x.device()).maxpool2d_forward(s, x.ptr(), y.ptr(), nullptr);
+    return y;
+  }
   Tensor argmax = Tensor::empty(y.shape(), DType::I32, x.device());
   backend_for(x.device()).maxpool2d_forward(s, x.ptr(), y.ptr(), argmax.ptr_as<int32_t>());
-  if (!any_requires_grad({&x})) return y;
   auto node = make_node<MaxPool2dBackward>({x});
   node->s = s;
   node->argmax = argmax;

@@ -60,6 +60,9 @@ void check_pool(const Pool2dShape& s, bool ties) {
   maxpool2d_forward_ref(s, x.data(), yref.data(), amref.data());
   CHECK(y == yref);
   CHECK(am == amref);
+  std::vector<float> y_only(ny, 7.0f);  // without argmax (inference): the same maxima
+  maxpool2d_forward(s, x.data(), y_only.data(), nullptr);
+  CHECK(y_only == yref);
   maxpool2d_backward(s, dy.data(), am.data(), dx.data());
   maxpool2d_backward_ref(s, dy.data(), amref.data(), dxref.data());
   // Each dx is a sum of at most ceil(kernel / stride)^2 dy values added in the same order.
@@ -77,6 +80,8 @@ TEST_CASE("maxpool2d matches the reference") {
           check_pool({N, 3, 7, 9, kernel, stride, pad}, false);
           check_pool({N, 3, 7, 9, kernel, stride, pad}, true);
           check_pool({N, 2, 28, 28, kernel, stride, pad}, true);
+          // Rows of more than 16 outputs (the 2x2 path's vectors and their tail), odd width.
+          check_pool({N, 2, 5, 71, kernel, stride, pad}, true);
         }
       }
 }

@@ -10,6 +10,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace sprig::cpu {
 namespace {
 
@@ -36,22 +40,75 @@ void maxpool_plane(const Pool2dShape& s, const float* x, float* y, int32_t* am) 
           }
         }
       y[p * Q + q] = best;
-      am[p * Q + q] = idx;
+      if (am) am[p * Q + q] = idx;
     }
   }
 }
 
 // maxpool_plane for kernel 2, stride 2, no padding (LeNet's and most CNNs' pooling), the same
-// choices in the same order (first element, then each later one that is larger or NaN), written
-// as selects the compiler vectorizes along q: the generic loop above is scalar and made
-// lenet5's pooling cost more than its convolutions.
+// choices in the same order (first element, then each later one that is larger or NaN), as
+// selects along q: the generic loop above is scalar and made lenet5's pooling cost more than
+// its convolutions. am may be null (inference: no index is kept).
+#if defined(__AVX512F__)
+// With AVX-512, 16 outputs at a time: each window row's 32 inputs are split into its even and
+// odd columns by two permutes, and the three compares and blends run on whole vectors (the
+// compiler left the scalar loop's stride-2 loads unvectorized: a quarter of lenet5's forward).
+void maxpool_plane_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* am) {
+  const int64_t P = s.P(), Q = s.Q(), W = s.W;
+  alignas(64) static const int32_t kEven[16] = {0,  2,  4,  6,  8,  10, 12, 14,
+                                                16, 18, 20, 22, 24, 26, 28, 30};
+  const __m512i even = _mm512_load_si512(kEven);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t p = 0; p < P; p++) {
+    const float* r0 = x + 2 * p * W;  // the window's two rows
+    const float* r1 = r0 + W;
+    for (int64_t q0 = 0; q0 < Q; q0 += 16) {
+      const int64_t n = std::min<int64_t>(16, Q - q0);  // outputs in this vector
+      const __mmask16 out = __mmask16((1u << n) - 1u);
+      // Inputs 2 q0 .. 2 q0 + 2n - 1 of each row, in two masked loads (never past the row's
+      // last input that a window reads).
+      const __mmask16 lo = __mmask16((1u << std::min<int64_t>(16, 2 * n)) - 1u);
+      const __mmask16 hi = __mmask16((1u << std::max<int64_t>(0, 2 * n - 16)) - 1u);
+      const __m512 a0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * q0);
+      const __m512 a1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * q0 + 16);
+      const __m512 b0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * q0);
+      const __m512 b1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * q0 + 16);
+      const __m512 v0 = _mm512_permutex2var_ps(a0, even, a1);  // (2p, 2q)
+      const __m512 v1 = _mm512_permutex2var_ps(a0, odd, a1);   // (2p, 2q + 1)
+      const __m512 v2 = _mm512_permutex2var_ps(b0, even, b1);  // (2p + 1, 2q)
+      const __m512 v3 = _mm512_permutex2var_ps(b0, odd, b1);   // (2p + 1, 2q + 1)
+      // Taken: larger than the best so far, or NaN.
+      auto takes = [](__m512 v, __m512 best) {
+        return __mmask16(_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                         _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
+      };
+      __m512 best = v0;
+      const __mmask16 t1 = takes(v1, best);
+      best = _mm512_mask_blend_ps(t1, best, v1);
+      const __mmask16 t2 = takes(v2, best);
+      best = _mm512_mask_blend_ps(t2, best, v2);
+      const __mmask16 t3 = takes(v3, best);
+      best = _mm512_mask_blend_ps(t3, best, v3);
+      _mm512_mask_storeu_ps(y + p * Q + q0, out, best);
+      if (am) {
+        // The flat index of each candidate: 2p W + 2q (+1, +W, +W+1).
+        const __m512i i0 = _mm512_add_epi32(_mm512_set1_epi32(int32_t(2 * p * W + 2 * q0)), even);
+        __m512i idx = i0;
+        idx = _mm512_mask_add_epi32(idx, t1, i0, _mm512_set1_epi32(1));
+        idx = _mm512_mask_add_epi32(idx, t2, i0, _mm512_set1_epi32(int32_t(W)));
+        idx = _mm512_mask_add_epi32(idx, t3, i0, _mm512_set1_epi32(int32_t(W + 1)));
+        _mm512_mask_storeu_epi32(am + p * Q + q0, out, idx);
+      }
+    }
+  }
+}
+#else
 void maxpool_plane_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* am) {
   const int64_t P = s.P(), Q = s.Q(), W = s.W;
   for (int64_t p = 0; p < P; p++) {
     const float* r0 = x + 2 * p * W;  // the window's two rows
     const float* r1 = r0 + W;
     float* yp = y + p * Q;
-    int32_t* ap = am + p * Q;
     const int32_t base = int32_t(2 * p * W);
     for (int64_t q = 0; q < Q; q++) {
       float best = r0[2 * q];
@@ -67,10 +124,11 @@ void maxpool_plane_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* 
       best = t ? v3 : best;
       idx = t ? base + int32_t(W + 2 * q + 1) : idx;
       yp[q] = best;
-      ap[q] = idx;
+      if (am) am[p * Q + q] = idx;
     }
   }
 }
+#endif
 
 // One (H, W) plane: window sums in row-major order over the in-image part (padding adds 0),
 // divided by the full window size (count_include_pad).
@@ -120,10 +178,11 @@ void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* 
 #pragma omp parallel for schedule(static) if (planes > 1 && \
                                               planes * PQ * s.kernel * s.kernel > 32768)
   for (int64_t i = 0; i < planes; i++) {
+    int32_t* am = argmax ? argmax + i * PQ : nullptr;
     if (two)
-      maxpool_plane_2x2(s, x + i * HW, y + i * PQ, argmax + i * PQ);
+      maxpool_plane_2x2(s, x + i * HW, y + i * PQ, am);
     else
-      maxpool_plane(s, x + i * HW, y + i * PQ, argmax + i * PQ);
+      maxpool_plane(s, x + i * HW, y + i * PQ, am);
   }
 }
 

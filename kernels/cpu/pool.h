@@ -14,7 +14,7 @@ struct Pool2dShape {
 };
 
 // y (N, C, P, Q); argmax (N, C, P, Q) holds the flat index h * W + w of the chosen input
-// within its (H, W) plane (first maximum wins on ties).
+// within its (H, W) plane (first maximum wins on ties). argmax may be null (no backward).
 void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* argmax);
 // Overwrites dx (N, C, H, W) with dy routed to the argmax positions.
 void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* argmax, float* dx);

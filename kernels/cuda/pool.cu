@@ -42,7 +42,7 @@ __global__ void maxpool2d_forward_kernel(Pool2dShape s, int64_t P, int64_t Q, co
         }
       }
     y[o] = best;
-    argmax[o] = idx;
+    if (argmax) argmax[o] = idx;  // null: no backward wants it
   }
 }
 

@@ -10,6 +10,7 @@ namespace sprig::cuda {
 using cpu::Pool2dShape;
 using cpu::ShortcutShape;
 
+// argmax may be null (no backward).
 void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* argmax);
 void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* argmax, float* dx);
 void avgpool2d_forward(const Pool2dShape& s, const float* x, float* y);
