@@ -16,8 +16,9 @@
 //
 // The register tile is KB output channels x V vectors of 16 positions: per tap, V loads, KB
 // broadcast weights and KB x V fused multiply-adds, so 24 accumulators keep both FMA ports
-// busy. Accumulators start at the bias. The tile is written to a wide scratch row (K, L), then
-// each output row's Q valid columns are copied out (with the ReLU, when asked).
+// busy. Accumulators start at the bias, and each vector is stored from its register straight
+// into the output rows it covers, its border lanes masked off (with the ReLU, when asked): a
+// wide scratch and a copy of it cost 15% of LeNet-5's forward in stores.
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -49,8 +50,14 @@ struct Band {
   const int64_t* tap;  // (R * S) offset of tap (r, s) from a position (r*d*Wp + s*d at stride 1)
   const float* w;      // (K, C*R*S)
   const float* b;      // (K) or null
-  float* wide;         // (K, ld) outputs by position
-  int64_t ld;
+  bool relu;
+  // Where vector j's lanes (positions 16 j ..) go: for e in [first[j], first[j + 1]), lanes
+  // mask[e] to y + k * PQ + delta[e] + 16 j (a vector straddles up to 16 / Wph + 2 rows).
+  const int64_t* first;
+  const int64_t* delta;
+  const __mmask16* mask;
+  float* y;  // (K, P, Q) one sample's output
+  int64_t PQ;
 };
 
 // Outputs k0..k0+KB-1 at positions i0..i0+16V-1.
@@ -75,9 +82,18 @@ void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
       }
     }
   }
-  for (int kb = 0; kb < KB; ++kb)
-    for (int v = 0; v < V; ++v)
-      _mm512_storeu_ps(g.wide + (k0 + kb) * g.ld + i0 + 16 * v, acc[kb][v]);
+  // Straight from registers to the output rows, the border columns masked off.
+  const int64_t j0 = i0 / 16;
+  for (int kb = 0; kb < KB; ++kb) {
+    float* yk = g.y + (k0 + kb) * g.PQ + i0;
+    for (int v = 0; v < V; ++v) {
+      __m512 out = acc[kb][v];
+      // max(0, out): NaN (the second operand) passes through, as relu_forward.
+      if (g.relu) out = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), out);
+      for (int64_t e = g.first[j0 + v]; e < g.first[j0 + v + 1]; ++e)
+        _mm512_mask_storeu_ps(yk + g.delta[e] + 16 * v, g.mask[e], out);
+    }
+  }
 }
 
 using TileFn = void (*)(const Band&, const float*, int64_t, int64_t);
@@ -100,9 +116,11 @@ int vectors_for(int kb) {
   return std::min(kMaxVectors, 24 / kb);
 }
 
-thread_local std::vector<float> tls_padded;  // xp (C, st, st, Hb, Wph) + slack
-thread_local std::vector<float> tls_wide;    // (K, ld)
-thread_local std::vector<int64_t> tls_taps;  // (R * S)
+thread_local std::vector<float> tls_padded;    // xp (C, st, st, Hb, Wph) + slack
+thread_local std::vector<int64_t> tls_first;   // (nv + 1)
+thread_local std::vector<int64_t> tls_delta;   // (stores)
+thread_local std::vector<__mmask16> tls_mask;  // (stores)
+thread_local std::vector<int64_t> tls_taps;    // (R * S)
 
 }  // namespace
 
@@ -152,15 +170,41 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
       }
   zero_row(xp + s.C * chan, 16);
 
-  const int64_t ld = nv * 16;
-  if (tls_wide.size() < size_t(s.K * ld)) tls_wide.resize(size_t(s.K * ld));
+  // Vector j's lanes, row by row of the band: position i = prow * Wph + q (q < Q) is output
+  // (p0 + prow) * Q + q = i + p0 * Q - prow * (Wph - Q).
+  tls_first.resize(size_t(nv + 1));
+  tls_delta.clear();
+  tls_mask.clear();
+  for (int64_t j = 0; j < nv; ++j) {
+    tls_first[size_t(j)] = int64_t(tls_delta.size());
+    for (int64_t prow = (16 * j) / Wph; prow < p1 - p0 && prow * Wph < 16 * j + 16; ++prow) {
+      const int64_t lo = std::max(prow * Wph, 16 * j) - 16 * j;
+      const int64_t hi = std::min(prow * Wph + Q, 16 * j + 16) - 16 * j;
+      if (lo >= hi) continue;
+      tls_delta.push_back(p0 * Q - prow * (Wph - Q));
+      tls_mask.push_back(__mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u)));
+    }
+  }
+  tls_first[size_t(nv)] = int64_t(tls_delta.size());
   if (tls_taps.size() < size_t(s.R * s.S)) tls_taps.resize(size_t(s.R * s.S));
   for (int64_t r = 0; r < s.R; ++r)
     for (int64_t t = 0; t < s.S; ++t)
       tls_taps[size_t(r * s.S + t)] =
           (((r * d) % st * st + (t * d) % st) * Hb + (r * d) / st) * Wph + (t * d) / st;
-  const Band g{s.C, s.K, s.C * s.R * s.S, s.R * s.S, chan, tls_taps.data(),
-               w,   b,   tls_wide.data(), ld};
+  const Band g{s.C,
+               s.K,
+               s.C * s.R * s.S,
+               s.R * s.S,
+               chan,
+               tls_taps.data(),
+               w,
+               b,
+               relu,
+               tls_first.data(),
+               tls_delta.data(),
+               tls_mask.data(),
+               yn,
+               P * Q};
 
   // Positions outer, channels inner: a tile's input rows stay in L1 across the channel blocks.
   const int KB = int(std::min<int64_t>(kMaxChannels, s.K)), V = vectors_for(KB);
@@ -171,12 +215,6 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
       kTiles[size_t(kb - 1)][size_t(nvec - 1)](g, xp, k0, v0 * 16);
     }
   }
-  // Each output row's Q valid columns, out of the wide rows.
-  const int64_t PQ = P * Q;
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t p = p0; p < p1; ++p) {
-      copy_row(yn + k * PQ + p * Q, g.wide + k * ld + (p - p0) * Wph, Q, relu);
-    }
 }
 
 #else  // no AVX-512: im2col + gemm runs every convolution
