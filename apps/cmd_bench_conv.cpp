@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -71,6 +72,29 @@ double median_of(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Two kernels timed in `rounds` alternating medians of `repeats` runs: the median round of each,
+// and the median and range of the per-round ratio a_ms / b_ms.
+struct AbRounds {
+  double a_ms, b_ms, ratio, ratio_min, ratio_max;
+};
+AbRounds ab_rounds(const BenchConvArgs& args, const std::function<void()>& a,
+                   const std::function<void()>& b) {
+  std::vector<double> a_ms, b_ms, ratio;
+  for (int r = 0; r < args.rounds; r++) {
+    a_ms.push_back(infer::time_median_ms(a, args.repeats));
+    b_ms.push_back(infer::time_median_ms(b, args.repeats));
+    ratio.push_back(a_ms.back() / b_ms.back());
+  }
+  auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
+  return {median_of(a_ms), median_of(b_ms), median_of(ratio), *lo, *hi};
+}
+
+double max_abs_diff(const std::vector<float>& u, const std::vector<float>& v) {
+  double d = 0;
+  for (size_t i = 0; i < u.size(); i++) d = std::max(d, double(std::fabs(u[i] - v[i])));
+  return d;
+}
+
 // Dense conv2d_forward against csr_conv2d on the same weights with exactly a.sparsity of them
 // zeroed: `rounds` alternating medians of `repeats` runs each; the median round is reported.
 int run_bench_sparse_conv(const BenchConvArgs& a) {
@@ -85,19 +109,11 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
     if (e == 0.0f) e = 0.5f;  // a kept weight is never 0, so the sparsity is exact
   zero_random_units(s.K * CRS, a.sparsity, rng, [&](int64_t i) { w[size_t(i)] = 0.0f; });
   const cpu::CsrMatrix csr = cpu::csr_from_dense(s.K, CRS, w.data());
-  std::vector<double> dense_ms, sparse_ms, ratio;
-  for (int r = 0; r < a.rounds; r++) {
-    dense_ms.push_back(infer::time_median_ms(
-        [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data()); }, a.repeats));
-    sparse_ms.push_back(infer::time_median_ms(
-        [&] { cpu::csr_conv2d(csr, s, x.data(), b.data(), ys.data()); }, a.repeats));
-    ratio.push_back(dense_ms.back() / sparse_ms.back());
-  }
-  double max_diff = 0;
-  for (size_t i = 0; i < yd.size(); i++)
-    max_diff = std::max(max_diff, double(std::fabs(yd[i] - ys[i])));
-  auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
-  const double dms = median_of(dense_ms), sms = median_of(sparse_ms), sp = median_of(ratio);
+  const AbRounds t = ab_rounds(
+      a, [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data()); },
+      [&] { cpu::csr_conv2d(csr, s, x.data(), b.data(), ys.data()); });
+  const double max_diff = max_abs_diff(yd, ys);
+  const double dms = t.a_ms, sms = t.b_ms, sp = t.ratio, lo = t.ratio_min, hi = t.ratio_max;
   if (a.json) {
     nlohmann::json j = shape_json(a, "csr_conv2d");
     j.update({{"sparsity", a.sparsity},
@@ -106,15 +122,15 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
               {"dense_ms", dms},
               {"sparse_ms", sms},
               {"speedup", sp},
-              {"speedup_min", *lo},
-              {"speedup_max", *hi},
+              {"speedup_min", lo},
+              {"speedup_max", hi},
               {"max_abs_diff", max_diff}});
     print_json_line(j);
   } else {
     std::printf(
         "%s, %.1f%% zeros, %d threads: dense %.4f ms, csr %.4f ms, speed-up %.2fx (rounds "
         "%.2f-%.2f), max |diff| %.2g\n",
-        shape_text(s).c_str(), 100 * a.sparsity, cpu::num_threads(), dms, sms, sp, *lo, *hi,
+        shape_text(s).c_str(), 100 * a.sparsity, cpu::num_threads(), dms, sms, sp, lo, hi,
         max_diff);
   }
   return 0;
@@ -197,30 +213,23 @@ int run_bench_direct_conv(const BenchConvArgs& a) {
   for (auto* v : {&x, &w, &b})
     for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
   auto run = [&](cpu::ConvForward how, std::vector<float>& y) {
-    return infer::time_median_ms(
-        [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data(), false, how); },
-        a.repeats);
+    return [&s, &x, &w, &b, how, &y] {
+      cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data(), false, how);
+    };
   };
-  std::vector<double> gemm_ms, direct_ms, ratio;
-  for (int r = 0; r < a.rounds; r++) {
-    gemm_ms.push_back(run(cpu::ConvForward::Im2colGemm, yg));
-    direct_ms.push_back(run(cpu::ConvForward::Direct, yd));
-    ratio.push_back(gemm_ms.back() / direct_ms.back());
-  }
-  double max_diff = 0;
-  for (size_t i = 0; i < yg.size(); i++)
-    max_diff = std::max(max_diff, double(std::fabs(yg[i] - yd[i])));
-  auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
-  const double gms = median_of(gemm_ms), dms = median_of(direct_ms), sp = median_of(ratio);
+  const AbRounds t =
+      ab_rounds(a, run(cpu::ConvForward::Im2colGemm, yg), run(cpu::ConvForward::Direct, yd));
+  const double max_diff = max_abs_diff(yg, yd);
+  const double gms = t.a_ms, dms = t.b_ms;
   const double gflop = 2e-9 * double(s.N) * s.K * s.C * s.R * s.S * s.P() * s.Q();
   if (a.json) {
     nlohmann::json j = shape_json(a, "conv2d_direct");
     j.update({{"rounds", a.rounds},
               {"im2col_ms", gms},
               {"direct_ms", dms},
-              {"speedup", sp},
-              {"speedup_min", *lo},
-              {"speedup_max", *hi},
+              {"speedup", t.ratio},
+              {"speedup_min", t.ratio_min},
+              {"speedup_max", t.ratio_max},
               {"max_abs_diff", max_diff}});
     print_json_line(j);
   } else {
@@ -228,7 +237,7 @@ int run_bench_direct_conv(const BenchConvArgs& a) {
         "%s, %d threads: im2col+gemm %.4f ms (%.1f GFLOP/s), direct %.4f ms (%.1f GFLOP/s), "
         "speed-up %.2fx (rounds %.2f-%.2f), max |diff| %.2g\n",
         shape_text(s).c_str(), cpu::num_threads(), gms, gflop / (gms * 1e-3), dms,
-        gflop / (dms * 1e-3), sp, *lo, *hi, max_diff);
+        gflop / (dms * 1e-3), t.ratio, t.ratio_min, t.ratio_max, max_diff);
   }
   return 0;
 }
