@@ -35,6 +35,8 @@ class Backend {
 
   // ---- element-wise (kernels/*/eltwise) ------------------------------------------------------
   virtual void add(int64_t n, const float* a, const float* b, float* out) const = 0;
+  // out = max(a + b, 0) in one pass: the join of a residual block.
+  virtual void add_relu(int64_t n, const float* a, const float* b, float* out) const = 0;
   virtual void sub(int64_t n, const float* a, const float* b, float* out) const = 0;
   virtual void mul(int64_t n, const float* a, const float* b, float* out) const = 0;
   virtual void scale(int64_t n, const float* a, float s, float* out) const = 0;

@@ -115,6 +115,9 @@ class CpuBackend final : public Backend {
   void add(int64_t n, const float* a, const float* b, float* out) const override {
     cpu::add(n, a, b, out);
   }
+  void add_relu(int64_t n, const float* a, const float* b, float* out) const override {
+    cpu::add_relu(n, a, b, out);
+  }
   void sub(int64_t n, const float* a, const float* b, float* out) const override {
     cpu::sub(n, a, b, out);
   }

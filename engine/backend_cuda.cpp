@@ -42,6 +42,9 @@ class CudaBackend final : public Backend {
   void add(int64_t n, const float* a, const float* b, float* out) const override {
     cuda::add(n, a, b, out);
   }
+  void add_relu(int64_t n, const float* a, const float* b, float* out) const override {
+    cuda::add_relu(n, a, b, out);
+  }
   void sub(int64_t n, const float* a, const float* b, float* out) const override {
     cuda::sub(n, a, b, out);
   }

@@ -9,7 +9,9 @@
 #include <cstring>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
 #include "engine/rng.h"
+#include "infer/executor.h"
 #include "infer/fold.h"
 #include "infer/pack_internal.h"
 #include "kernels/cpu/eltwise.h"
@@ -133,17 +135,22 @@ double detail::time_median_sharded_ms(const Tensor& x, int repeats,
   return ms;
 }
 
-double time_median_ms(const std::function<void()>& fn, int repeats) {
+double time_median_ms(const std::function<void()>& fn, int repeats, Device device) {
   using clock = std::chrono::steady_clock;
+  const Backend& be = backend_for(device);
   auto ms_of = [&](int inner) {
+    be.synchronize();
     auto t0 = clock::now();
     for (int i = 0; i < inner; ++i) fn();
+    be.synchronize();
     return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
   };
-  ms_of(1);  // warm-up: caches, allocator, OpenMP team
-  // Calls much shorter than the clock's jitter are batched so one sample lasts >= 0.2 ms.
+  ms_of(1);  // warm-up: caches, allocator, OpenMP team; on a GPU module loading, workspaces
+  // Calls much shorter than the clock's jitter (on a GPU, than a synchronisation) are batched
+  // so one sample lasts >= 0.2 ms (1 ms).
+  const double min_ms = device.type == DeviceType::CUDA ? 1.0 : 0.2;
   double once = ms_of(1);
-  int inner = once >= 0.2 ? 1 : int(std::min(1000.0, std::ceil(0.2 / std::max(once, 1e-4))));
+  int inner = once >= min_ms ? 1 : int(std::min(1000.0, std::ceil(min_ms / std::max(once, 1e-4))));
   std::vector<double> samples;
   for (int r = 0; r < std::max(1, repeats); ++r) samples.push_back(ms_of(inner) / inner);
   std::sort(samples.begin(), samples.end());
@@ -264,8 +271,9 @@ Tensor run_dense_conv(const PackedLayer& p, const nn::Conv2d& conv, const Tensor
   return y;
 }
 
-// One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv.
-Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu = false) {
+// One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv; a
+// ReLU after it fused when relu (into csr_conv2d's stores; a pass over y for linear layers).
+Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
     const cpu::Conv2dShape s = detail::conv_shape(p, "packed layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
@@ -283,17 +291,54 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool rel
   if (p.kind == PackedLayer::Csr) cpu::csr_linear(p.csr, B, x.data(), bias, y.data());
   if (p.kind == PackedLayer::Bsr) cpu::bsr_linear(p.bsr, B, x.data(), bias, y.data());
   if (p.kind == PackedLayer::Nm) cpu::nm_linear(p.nm, B, x.data(), bias, y.data());
+  if (relu) cpu::relu_forward(y.numel(), y.data(), y.data());
   return y;
 }
 
-Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x) {
-  if (p.int8) return detail::run_int8(p, m, x, false);
-  if (p.kind != PackedLayer::Dense) return run_packed(p, m, x);
-  if (!p.weight_t.empty()) return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, false);
+// One float or int8 layer's forward on the CPU, a ReLU after it fused when relu.
+Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
+  if (p.int8) return detail::run_int8(p, m, x, relu);
+  if (p.kind != PackedLayer::Dense) return run_packed(p, m, x, relu);
+  if (!p.weight_t.empty()) return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, relu);
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m); conv && !conv->fake_quant)
-    return run_dense_conv(p, *conv, x, false);
-  return m(x);
+    return run_dense_conv(p, *conv, x, relu);
+  Tensor y = m(x);  // a fake-quantised conv, as trained
+  if (relu) cpu::relu_forward(y.numel(), y.data(), y.data());
+  return y;
 }
+
+// The executor's conv / linear layers on the CPU: each on its packed kernel. A CSR Linear at
+// batch >= 4 runs csr_linear_ex, which takes and gives (features, N) activations.
+class CpuLayers final : public detail::LayerRunner {
+ public:
+  explicit CpuLayers(const InferenceModel& im) {
+    for (auto& p : im.layers) by_module_.push_back({p.module, &p});
+  }
+  const PackedLayer* find(const nn::Module* m) const override {
+    for (auto& [mod, p] : by_module_)
+      if (mod == m) return p;
+    return nullptr;
+  }
+  bool chains(const PackedLayer& p, int64_t N) const override {
+    return p.kind == PackedLayer::Csr && !p.conv && N >= 4;
+  }
+  bool requantizes(const PackedLayer& p) const override { return detail::can_requantize(p); }
+  Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
+             const detail::LayerCall& c) const override {
+    if (p.int8) return detail::run_int8(p, m, x, c.relu, c.requantize);
+    const int64_t N = c.x_t ? x.size(1) : x.size(0);
+    if (!chains(p, N) || (!c.x_t && (x.dim() != 2 || x.size(1) != p.cols)))
+      return run_layer(p, m, x, c.relu);  // checks x and says what is wrong
+    auto& lin = dynamic_cast<nn::Linear&>(m);
+    Tensor y = c.y_t ? Tensor::empty({p.rows, N}) : Tensor::empty({N, p.rows});
+    cpu::csr_linear_ex(p.csr, N, x.data(), c.x_t, lin.bias ? lin.bias->value.data() : nullptr,
+                       c.relu, y.data(), c.y_t);
+    return y;
+  }
+
+ private:
+  std::vector<std::pair<const nn::Module*, const PackedLayer*>> by_module_;
+};
 
 }  // namespace
 
@@ -374,8 +419,8 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
   for (size_t i = 0; i < cands.size(); ++i) {
     pack_as(p, cands[i].kind, v, cands[i].shape);
     NoGradGuard no_grad;
-    double ms = detail::time_median_sharded_ms(x, opt.repeats,
-                                               [&](const Tensor& xs) { run_layer(p, module, xs); });
+    double ms = detail::time_median_sharded_ms(
+        x, opt.repeats, [&](const Tensor& xs) { run_layer(p, module, xs, false); });
     p.times.push_back({i == 0 ? "dense" : p.format(), ms});
     if (ms < p.times[best].ms) best = i;
   }
@@ -541,111 +586,6 @@ InferenceModel pack_model(const nn::Model& source, const PackOptions& opt) {
   return im;
 }
 
-namespace {
-
-// Runs the packed model's blocks: each conv / linear on its packed kernel, residual blocks as
-// their branches plus an add, everything else as its module.
-class Executor {
- public:
-  explicit Executor(const InferenceModel& im, const InferenceModel::Observer* observe = nullptr)
-      : observe_(observe) {
-    for (auto& p : im.layers) packed_by_module_.push_back({p.module, &p});
-  }
-
-  Tensor run(const nn::Sequential& seq, Tensor h) {
-    auto& mods = seq.layers;
-    const int64_t N = h.dim() > 0 ? h.size(0) : 1;
-    // A CSR Linear at batch >= 4 runs csr_linear_ex: a ReLU right after it is fused, and when
-    // the next layer is also such a Linear the activations stay (features, N) in between.
-    auto chained = [&](size_t i) {
-      const PackedLayer* p = i < mods.size() ? find(mods[i].get()) : nullptr;
-      return p && p->kind == PackedLayer::Csr && !p->int8 && N >= 4 && !p->conv;
-    };
-    auto is_relu = [&](size_t i) {
-      return i < mods.size() && dynamic_cast<nn::ReLU*>(mods[i].get());
-    };
-    bool transposed = false;  // h holds (features, N)
-    for (size_t i = 0; i < mods.size(); ++i) {
-      nn::Module& m = *mods[i];
-      const PackedLayer* p = find(&m);
-      if (p && observe_) (*observe_)(*p, h);
-      if (p && p->int8) {
-        const bool relu = is_relu(i + 1);  // fused into the dequantise epilogue
-        // When the layer that takes this one's output (past the ReLU and a Flatten) is int8
-        // too, hand it its input codes: no float output written, no quantise pass. Not while
-        // observing, whose callers look at floats.
-        size_t next = relu ? i + 2 : i + 1;
-        if (next < mods.size() && dynamic_cast<nn::Flatten*>(mods[next].get())) ++next;
-        const PackedLayer* consumer = next < mods.size() ? find(mods[next].get()) : nullptr;
-        const bool hand_codes =
-            !observe_ && consumer && consumer->int8 && detail::can_requantize(*p);
-        h = detail::run_int8(*p, m, h, relu, hand_codes ? &consumer->int8->input : nullptr);
-        if (relu) ++i;
-        continue;
-      }
-      if (h.dtype() == DType::U8 && dynamic_cast<nn::Flatten*>(&m)) {  // codes between int8 layers
-        h = h.reshape({N, h.numel() / std::max<int64_t>(N, 1)});
-        continue;
-      }
-      if (chained(i) && (transposed || (h.dim() == 2 && h.size(1) == p->cols))) {
-        auto& lin = dynamic_cast<nn::Linear&>(m);
-        const bool relu = is_relu(i + 1);
-        // Transposed only for a next layer that takes this one's features (a mismatch goes the
-        // checked way, run_packed, and gets its error there).
-        const size_t j = relu ? i + 2 : i + 1;
-        const bool out_t = chained(j) && find(mods[j].get())->cols == p->rows;
-        Tensor y = out_t ? Tensor::empty({p->rows, N}) : Tensor::empty({N, p->rows});
-        cpu::csr_linear_ex(p->csr, N, h.data(), transposed,
-                           lin.bias ? lin.bias->value.data() : nullptr, relu, y.data(), out_t);
-        h = y;
-        transposed = out_t;
-        if (relu) ++i;
-        continue;
-      }
-      if (p && p->kind != PackedLayer::Dense) {
-        const bool relu = p->conv && is_relu(i + 1);  // fused into csr_conv2d
-        h = run_packed(*p, m, h, relu);
-        if (relu) ++i;
-      } else if (p && !p->weight_t.empty()) {
-        const bool relu = is_relu(i + 1);
-        h = run_dense_linear(*p, dynamic_cast<nn::Linear&>(m), h, relu);
-        if (relu) ++i;
-      } else if (auto* conv = dynamic_cast<nn::Conv2d*>(&m); p && conv && !conv->fake_quant) {
-        const bool relu = is_relu(i + 1);
-        h = run_dense_conv(*p, *conv, h, relu);
-        if (relu) ++i;
-      } else if (auto* inner = dynamic_cast<nn::Sequential*>(&m)) {
-        h = run(*inner, h);
-      } else if (auto* res = dynamic_cast<nn::Residual*>(&m)) {
-        const Tensor main = run(*res->body, h);
-        const Tensor side = res->identity_shortcut() ? h : run(*res->shortcut, h);
-        SPRIG_CHECK(main.shape() == side.shape(), "residual block: its branches give ",
-                    to_string(main.shape()), " and ", to_string(side.shape()));
-        Tensor y = Tensor::empty(main.shape());  // add and ReLU in one pass
-        if (res->relu_out)
-          cpu::add_relu(y.numel(), main.data(), side.data(), y.data());
-        else
-          cpu::add(y.numel(), main.data(), side.data(), y.data());
-        h = y;
-      } else {
-        h = m(h);
-      }
-    }
-    return h;
-  }
-
- private:
-  const PackedLayer* find(const nn::Module* m) const {
-    for (auto& [mod, p] : packed_by_module_)
-      if (mod == m) return p;
-    return nullptr;
-  }
-  std::vector<std::pair<const nn::Module*, const PackedLayer*>> packed_by_module_;
-  const InferenceModel::Observer* observe_;
-};
-
-}  // namespace
-
 Tensor InferenceModel::forward(const Tensor& x) const {
   return forward_observed(x, {});
 }
@@ -657,15 +597,16 @@ Tensor InferenceModel::forward_observed(const Tensor& x, const Observer& observe
   want.insert(want.begin(), x.dim() > 0 ? x.size(0) : 1);
   SPRIG_CHECK(x.shape() == want, "packed model expects input (N, ", to_string(in).substr(1),
               " but got ", to_string(x.shape()));
-  if (observe) return Executor(*this, &observe).run(*model.net, x);
+  const CpuLayers layers(*this);
+  if (observe) return detail::run_blocks(*model.net, x, layers, &observe);
   const int64_t N = x.size(0);
   const int64_t mb = micro_batch > 0 ? micro_batch : std::max<int64_t>(N, 1);
   std::vector<std::vector<Tensor>> outs(static_cast<size_t>(cpu::num_threads()));  // per shard
   detail::for_each_sample_shard(x, [&](int s, const Tensor& xs) {
     const int64_t n = xs.size(0);
     for (int64_t lo = 0; lo == 0 || lo < n; lo += mb)  // once at least (an empty batch too)
-      outs[size_t(s)].push_back(
-          Executor(*this).run(*model.net, detail::sample_rows(xs, lo, std::min(n, lo + mb))));
+      outs[size_t(s)].push_back(detail::run_blocks(
+          *model.net, detail::sample_rows(xs, lo, std::min(n, lo + mb)), layers));
   });
   size_t pieces = 0;
   for (auto& shard : outs) pieces += shard.size();

@@ -169,11 +169,15 @@ struct SizeReport {
 SizeReport size_report(const nn::Model& dense, const std::string& packed_path);
 
 // Median milliseconds of fn over `repeats` samples after one warm-up call. Fast calls are
-// repeated inside a sample (so each sample lasts about 0.2 ms at least) and divided back.
-double time_median_ms(const std::function<void()>& fn, int repeats);
+// repeated inside a sample (so each sample lasts about 0.2 ms at least, 1 ms on a GPU) and
+// divided back. When fn queues work on a GPU (device), each sample waits for it before and
+// after, so the samples time the GPU's work, not its queueing.
+double time_median_ms(const std::function<void()>& fn, int repeats, Device device = Device::cpu());
 
-// ---- Inference on the GPU (prune/pack_cuda.cpp) -----------------------------------------------
-// Each linear layer runs as one of
+// ---- Inference on the GPU (infer/pack_cuda.cpp) -----------------------------------------------
+// The same executor as the CPU's (infer/executor.h) runs a copy of the packed model on the GPU:
+// blocks and residual adds as on the CPU, every module other than conv / linear as itself on GPU
+// tensors. Each linear layer runs as one of
 //   dense     cuBLAS (kernels/cuda/gemm.cuh) + bias
 //   cusparse  cusparseSpMM on the CSR weight (kernels/cuda/sparse.cuh)
 //   rowsplit  sprig's row-split CSR SpMM (best at high sparsity or small batches)
@@ -201,8 +205,8 @@ struct CudaPlanOptions {
 };
 
 struct CudaLayerPlan {
-  std::string name;  // index of the layer in the Sequential
-  size_t index = 0;
+  std::string name;  // the layer's path, as PackedLayer::name
+  size_t index = 0;  // its position among the conv / linear layers
   bool conv = false;
   int64_t rows = 0, cols = 0, nonzero = 0;
   std::string kernel;                // "dense", "cusparse", "rowsplit", "coltile" or "int8"

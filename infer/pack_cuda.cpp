@@ -1,25 +1,26 @@
-// Inference on the GPU: a packed model's layers uploaded once, each linear layer run by the
-// kernel (cuBLAS dense, cuSPARSE SpMM or one of sprig's SpMMs) that measured fastest at the
-// plan's batch, as pack.cpp does on the CPU. The executor calls kernels/cuda directly on device
-// buffers of its own (it knows the five layer kinds), so it needs neither autograd nor CUDA
-// tensors. Only this file knows whether the build has CUDA (SPRIG_HAVE_CUDA).
+// Inference on the GPU: a packed model's copy on the GPU, run by the one executor
+// (infer/executor.h) with a GPU runner for its conv / linear layers: each on the kernel (cuBLAS
+// dense, cuSPARSE SpMM or one of sprig's SpMMs) that measured fastest at the plan's batch, as
+// pack.cpp does on the CPU. Every other module runs as itself on GPU tensors. Only this file
+// knows whether the build has CUDA (SPRIG_HAVE_CUDA).
 #include "infer/pack.h"
 #include "infer/pack_internal.h"
 
 #ifdef SPRIG_HAVE_CUDA
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdio>
+#include <cstring>
 
+#include "engine/autograd.h"
 #include "engine/rng.h"
+#include "infer/executor.h"
 #include "kernels/cuda/conv.cuh"
 #include "kernels/cuda/eltwise.cuh"
 #include "kernels/cuda/gemm.cuh"
-#include "kernels/cuda/pool.cuh"
 #include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/runtime.cuh"
 #include "kernels/cuda/sparse.cuh"
+#include "prune/shrink.h"
 #endif
 
 namespace sprig::infer {
@@ -66,55 +67,6 @@ std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t, int64_t, double,
 
 namespace {
 
-// n values of T in device memory from the caching allocator, freed on destruction.
-template <typename T>
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    p_ = static_cast<T*>(cuda::device_alloc(alloc_bytes()));
-  }
-  static DeviceBuffer upload(const T* host, size_t n) {
-    DeviceBuffer b(n);
-    cuda::copy_from_host(b.p_, host, n * sizeof(T));
-    return b;
-  }
-  ~DeviceBuffer() { release(); }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = o.p_, n_ = o.n_;
-      o.p_ = nullptr, o.n_ = 0;
-    }
-    return *this;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  // Stream-ordered (see runtime.cuh): kernels queued before still see the memory.
-  void release() noexcept {
-    if (!p_) return;
-    try {
-      cuda::device_free(p_, alloc_bytes());
-    } catch (...) {
-    }
-    p_ = nullptr, n_ = 0;
-  }
-  T* get() const { return p_; }
-  size_t size() const { return n_; }
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    cuda::copy_to_host(h.data(), p_, n_ * sizeof(T));
-    return h;
-  }
-
- private:
-  size_t alloc_bytes() const { return std::max<size_t>(1, n_) * sizeof(T); }
-  T* p_ = nullptr;
-  size_t n_ = 0;
-};
-using Floats = DeviceBuffer<float>;
-
 // Makes CUDA device `index` current, or throws sprig::Error saying why there is none.
 void ensure_gpu(int index = 0) {
   std::string why;
@@ -123,35 +75,6 @@ void ensure_gpu(int index = 0) {
   cuda::use_device(index);
 }
 
-// Median ms of fn on the GPU: synchronize, run `inner` times, synchronize, over the steady
-// clock. Calls are batched so a sample lasts >= 1 ms, which buries the synchronisation cost.
-double gpu_median_ms(const std::function<void()>& fn, int repeats) {
-  using clock = std::chrono::steady_clock;
-  auto ms_of = [&](int inner) {
-    cuda::synchronize();
-    auto t0 = clock::now();
-    for (int i = 0; i < inner; ++i) fn();
-    cuda::synchronize();
-    return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-  };
-  ms_of(1);  // warm-up: allocator, cuSPARSE workspace, module loading
-  const double once = ms_of(1);
-  const int inner = once >= 1.0 ? 1 : int(std::min(1000.0, std::ceil(1.0 / std::max(once, 1e-3))));
-  std::vector<double> samples;
-  for (int r = 0; r < std::max(1, repeats); ++r) samples.push_back(ms_of(inner) / inner);
-  std::sort(samples.begin(), samples.end());
-  const size_t n = samples.size();
-  return n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2]);
-}
-
-Floats random_on_device(size_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> h(n);
-  for (float& v : h) v = rng.uniform(-1.0f, 1.0f);
-  return Floats::upload(h.data(), n);
-}
-
-enum class Op { Linear, Conv, Relu, Pool, Flatten };
 enum class Kernel { Dense, Cusparse, RowSplit, ColTile };
 // sprig's kernels, which take and give transposed activations.
 bool own_kernel(Kernel k) {
@@ -182,120 +105,114 @@ cuda::CsrAlgo algo_of(Kernel k) {
   return k == Kernel::ColTile ? cuda::CsrAlgo::ColTile : cuda::CsrAlgo::RowSplit;
 }
 
-// One module of the Sequential, with its weights on the GPU.
-struct GpuOp {
-  Op op = Op::Flatten;
-  Shape in_shape, out_shape;  // per sample
+// The n values of v as a 1-D tensor of dtype (whose elements are Stored) on device d.
+template <typename Stored, typename T>
+Tensor upload(const std::vector<T>& v, DType dtype, Device d) {
+  static_assert(sizeof(Stored) == sizeof(T), "upload: element sizes differ");
+  Tensor t = Tensor::empty({int64_t(v.size())}, dtype);
+  if (!v.empty()) std::memcpy(t.data_as<Stored>(), v.data(), v.size() * sizeof(T));
+  return t.to(d);
+}
+
+// A conv / linear layer's GPU state beside its PackedLayer (whose module, in the GPU copy of
+// the model, holds the dense weight and bias on the GPU).
+struct GpuLayer {
   Kernel kernel = Kernel::Dense;
-  int64_t rows = 0, cols = 0;  // linear (out, in); conv (K, C * R * S)
-  Floats weight;               // linear (out, in), conv (K, C, R, S); empty for a CSR kernel
-  Floats bias;                 // (out); empty when the layer has none
-  bool has_bias = false;
-  cuda::DeviceCsr csr;      // for the CSR kernels
-  cpu::Conv2dShape conv{};  // N is set per call
-  cpu::Pool2dShape pool{};  // N is set per call
-  // An int8 layer (the packed file's PackedLayer::int8): its input quantised with in_scale /
-  // in_zero, exact int32 sums, dequantised with the per-channel scales, bias and ReLU.
-  bool int8 = false;
-  float in_scale = 1.0f;
-  int32_t in_zero = 0;
-  DeviceBuffer<int32_t> w_words;   // linear: (rows, ceil(cols / 4)) words of 4 int8
-  DeviceBuffer<int32_t> row_sums;  // linear: (rows)
-  DeviceBuffer<int8_t> w_bytes;    // conv: (K, C, R, S)
-  Floats w_scales;                 // (rows)
-  const float* bias_ptr() const { return has_bias ? bias.get() : nullptr; }
+  cuda::DeviceCsr csr;  // for the CSR kernels
+  // An int8 layer (PackedLayer::int8): its input quantised per tensor, exact int32 sums,
+  // dequantised with the per-channel scales, bias and ReLU.
+  Tensor w_words;   // linear: I32 (rows, ceil(cols / 4)) words of 4 int8
+  Tensor row_sums;  // linear: I32 (rows)
+  Tensor w_bytes;   // conv: U8 (K, C, R, S), the int8 weight's bytes
+  Tensor w_scales;  // F32 (rows)
 };
 
+const float* bias_of(const nn::Module& m) {
+  if (auto* conv = dynamic_cast<const nn::Conv2d*>(&m))
+    return conv->bias ? conv->bias->value.ptr() : nullptr;
+  auto& lin = dynamic_cast<const nn::Linear&>(m);
+  return lin.bias ? lin.bias->value.ptr() : nullptr;
+}
+
 // g's int8 arrays from the packed layer p (its int8 weight, scales and input quantisation).
-void upload_int8(GpuOp& g, const PackedLayer& p) {
+void upload_int8(GpuLayer& g, const PackedLayer& p, Device d) {
   const Int8Weights& q = *p.int8;
-  g.int8 = true;
-  g.rows = p.rows;
-  g.cols = p.cols;
-  g.in_scale = q.input.scale;
-  g.in_zero = q.input.zero;
-  g.w_scales = Floats::upload(q.scales.data(), q.scales.size());
-  if (g.op == Op::Conv) {
-    g.w_bytes = DeviceBuffer<int8_t>::upload(q.weight.data(), q.weight.size());
+  g.w_scales = upload<float>(q.scales, DType::F32, d);
+  if (p.conv) {
+    g.w_bytes = upload<uint8_t>(q.weight, DType::U8, d);
     return;
   }
-  const std::vector<int32_t> words = cuda::int8_weight_words(q.weight.data(), g.rows, g.cols);
-  std::vector<int32_t> sums(size_t(g.rows), 0);  // (rows)
-  for (int64_t r = 0; r < g.rows; ++r)
-    for (int64_t c = 0; c < g.cols; ++c) sums[size_t(r)] += q.weight[size_t(r * g.cols + c)];
-  g.w_words = DeviceBuffer<int32_t>::upload(words.data(), words.size());
-  g.row_sums = DeviceBuffer<int32_t>::upload(sums.data(), sums.size());
+  std::vector<int32_t> sums(size_t(p.rows), 0);  // (rows)
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t c = 0; c < p.cols; ++c) sums[size_t(r)] += q.weight[size_t(r * p.cols + c)];
+  g.w_words =
+      upload<int32_t>(cuda::int8_weight_words(q.weight.data(), p.rows, p.cols), DType::I32, d);
+  g.row_sums = upload<int32_t>(sums, DType::I32, d);
 }
 
-// An int8 layer's forward: x (N, in...) float -> y (N, out...) float.
-void run_int8(const GpuOp& g, int64_t N, const float* x, float* y, bool relu) {
-  const int64_t n_in = N * numel(g.in_shape);
-  DeviceBuffer<uint8_t> xq(static_cast<size_t>(n_in));  // (N, in...) the input's uint8 codes
-  cuda::quantize_activations(n_in, x, g.in_scale, g.in_zero, xq.get());
-  if (g.op == Op::Linear) {
-    cuda::linear_u8s8_dequantize(N, g.rows, g.cols, xq.get(), g.in_zero, g.w_words.get(),
-                                 g.row_sums.get(), g.in_scale, g.w_scales.get(), g.bias_ptr(), relu,
-                                 y);
-    return;
+// An int8 layer's forward: x (N, in...) float -> y (N, out...) float, ReLU fused when relu.
+Tensor run_int8(const PackedLayer& p, const GpuLayer& g, nn::Module& m, const Tensor& x,
+                bool relu) {
+  const Int8Weights& q = *p.int8;
+  Tensor xq = Tensor::empty({x.numel()}, DType::U8, x.device());  // the input's uint8 codes
+  cuda::quantize_activations(x.numel(), x.ptr(), q.input.scale, q.input.zero, xq.ptr_as<uint8_t>());
+  if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
+    const cpu::Conv2dShape s = detail::conv_shape(p, "int8 layer", *conv, x);
+    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::F32, x.device());
+    cuda::conv2d_u8s8_dequantize(s, xq.ptr_as<uint8_t>(), q.input.zero,
+                                 reinterpret_cast<const int8_t*>(g.w_bytes.ptr_as<uint8_t>()),
+                                 q.input.scale, g.w_scales.ptr(), bias_of(m), relu, y.ptr());
+    return y;
   }
-  cpu::Conv2dShape s = g.conv;
-  s.N = N;
-  cuda::conv2d_u8s8_dequantize(s, xq.get(), g.in_zero, g.w_bytes.get(), g.in_scale,
-                               g.w_scales.get(), g.bias_ptr(), relu, y);
+  SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "int8 layer ", p.name, " got input ",
+              to_string(x.shape()), ", needs (N, ", p.cols, ")");
+  const int64_t N = x.size(0);
+  Tensor y = Tensor::empty({N, p.rows}, DType::F32, x.device());
+  cuda::linear_u8s8_dequantize(N, p.rows, p.cols, xq.ptr_as<uint8_t>(), q.input.zero,
+                               g.w_words.ptr_as<int32_t>(), g.row_sums.ptr_as<int32_t>(),
+                               q.input.scale, g.w_scales.ptr(), bias_of(m), relu, y.ptr());
+  return y;
 }
 
-// Runs op on x (N, in_shape...) into y (N, out_shape...); x / y are (features, N) when x_t / y_t
-// (rowsplit / coltile linear layers only). relu is fused into linear layers (dense: a separate
-// pass).
-void run_op(const GpuOp& g, int64_t N, const float* x, bool x_t, float* y, bool y_t, bool relu) {
-  if (g.int8) {
-    SPRIG_CHECK(!x_t && !y_t, "GPU inference: transposed activations reach an int8 layer");
-    run_int8(g, N, x, y, relu);
-    return;
-  }
-  switch (g.op) {
-    case Op::Linear:
-      if (own_kernel(g.kernel)) {
-        cuda::csr_linear_ex(g.csr, N, x, x_t, g.bias_ptr(), relu, y, y_t, algo_of(g.kernel));
-        return;
-      }
-      SPRIG_CHECK(!x_t && !y_t, "GPU inference: transposed activations reach a ",
-                  kernel_name(g.kernel), " layer");
-      if (g.kernel == Kernel::Cusparse) {
-        cuda::csr_linear_cusparse(g.csr, N, x, g.bias_ptr(), y, relu);
-        return;
-      }
-      // y (N, out) = x (N, in) W^T
-      cuda::gemm(false, true, N, g.rows, g.cols, 1.0f, x, g.cols, g.weight.get(), g.cols, 0.0f, y,
-                 g.rows);
-      if (g.has_bias) cuda::add_row_bias(N, g.rows, g.bias.get(), y);
-      if (relu) cuda::relu_forward(N * g.rows, y, y);
-      return;
-    case Op::Conv: {
-      cpu::Conv2dShape s = g.conv;
-      s.N = N;
-      if (own_kernel(g.kernel)) {
-        cuda::csr_conv2d(g.csr, s, x, g.bias_ptr(), y, relu, algo_of(g.kernel));
-        return;
-      }
-      cuda::conv2d_forward(s, x, g.weight.get(), g.bias_ptr(), y);
-      if (relu) cuda::relu_forward(N * numel(g.out_shape), y, y);
-      return;
+// One float layer's forward on its kernel: x (N, in...) or, on sprig's SpMMs, (in, N) when
+// c.x_t; y likewise. The ReLU after it is fused when c.relu (a pass over y for cuBLAS layers).
+Tensor run_float(const PackedLayer& p, const GpuLayer& g, nn::Module& m, const Tensor& x,
+                 const detail::LayerCall& c) {
+  const Device d = x.device();
+  const float* bias = bias_of(m);
+  if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
+    const cpu::Conv2dShape s = detail::conv_shape(p, "GPU layer", *conv, x);
+    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::F32, d);  // (N, K, P, Q)
+    if (own_kernel(g.kernel)) {
+      cuda::csr_conv2d(g.csr, s, x.ptr(), bias, y.ptr(), c.relu, algo_of(g.kernel));
+      return y;
     }
-    case Op::Relu:
-      cuda::relu_forward(N * numel(g.in_shape), x, y);
-      return;
-    case Op::Pool: {
-      cpu::Pool2dShape s = g.pool;
-      s.N = N;
-      DeviceBuffer<int32_t> argmax(size_t(N * numel(g.out_shape)));  // (N, C, P, Q), unused
-      cuda::maxpool2d_forward(s, x, y, argmax.get());
-      return;
-    }
-    case Op::Flatten:
-      cuda::copy_on_device(y, x, size_t(N * numel(g.in_shape)) * sizeof(float));
-      return;
+    cuda::conv2d_forward(s, x.ptr(), conv->weight->value.ptr(), bias, y.ptr());
+    if (c.relu) cuda::relu_forward(y.numel(), y.ptr(), y.ptr());
+    return y;
   }
+  auto& lin = dynamic_cast<nn::Linear&>(m);
+  SPRIG_CHECK(c.x_t || (x.dim() == 2 && x.size(1) == p.cols), "GPU layer ", p.name, " (",
+              lin.spec(), ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
+  const int64_t N = c.x_t ? x.size(1) : x.size(0);
+  Tensor y = c.y_t ? Tensor::empty({p.rows, N}, DType::F32, d)   // (out, N)
+                   : Tensor::empty({N, p.rows}, DType::F32, d);  // (N, out)
+  if (own_kernel(g.kernel)) {
+    cuda::csr_linear_ex(g.csr, N, x.ptr(), c.x_t, bias, c.relu, y.ptr(), c.y_t, algo_of(g.kernel));
+    return y;
+  }
+  SPRIG_CHECK(!c.x_t && !c.y_t, "GPU inference: transposed activations reach a ",
+              kernel_name(g.kernel), " layer");
+  if (g.kernel == Kernel::Cusparse) {
+    cuda::csr_linear_cusparse(g.csr, N, x.ptr(), bias, y.ptr(), c.relu);
+    return y;
+  }
+  // y (N, out) = x (N, in) W^T
+  cuda::gemm(false, true, N, p.rows, p.cols, 1.0f, x.ptr(), p.cols, lin.weight->value.ptr(), p.cols,
+             0.0f, y.ptr(), p.rows);
+  if (bias) cuda::add_row_bias(N, p.rows, bias, y.ptr());
+  if (c.relu) cuda::relu_forward(y.numel(), y.ptr(), y.ptr());
+  return y;
 }
 
 }  // namespace
@@ -305,61 +222,48 @@ std::string cuda_device_description() {
   return cuda::device_name(0);
 }
 
-struct CudaInferenceModel::Impl {
-  std::vector<GpuOp> ops;  // one per module of the Sequential
+// The executor's conv / linear layers on the GPU.
+struct CudaInferenceModel::Impl final : detail::LayerRunner {
+  nn::Model model;                  // the packed model's dense equivalent, on the GPU
+  std::vector<PackedLayer> packed;  // its layers: module in `model`, no host weight arrays
+  std::vector<GpuLayer> gpu;        // (packed.size())
   std::vector<CudaLayerPlan> plans;
   std::string device;
-  int device_index = 0;
-  Shape input_shape, output_shape;
+  Device dev;
 
-  // True when ops[i] is a linear layer on one of sprig's kernels (transposed activations).
-  bool own(size_t i) const {
-    return i < ops.size() && ops[i].op == Op::Linear && own_kernel(ops[i].kernel);
+  const PackedLayer* find(const nn::Module* m) const override {
+    for (auto& p : packed)
+      if (p.module == m) return &p;
+    return nullptr;
   }
-  bool is_relu(size_t i) const { return i < ops.size() && ops[i].op == Op::Relu; }
-
-  // x (N, input_shape...) on the device -> (N, output_shape...) on the device.
-  Floats forward_device(int64_t N, const float* x) const {
-    const float* h = x;
-    Floats cur;               // owns h after the first layer
-    bool transposed = false;  // h holds (features, N)
-    for (size_t i = 0; i < ops.size(); ++i) {
-      const GpuOp& g = ops[i];
-      if (g.op == Op::Flatten && !transposed) continue;  // contiguous: the same buffer
-      // A ReLU right after a linear / conv layer is fused into it (sprig's kernels and
-      // cuSPARSE's bias pass apply it, dense layers run it in place); a layer on sprig's
-      // kernels feeding another (directly or through that ReLU) hands over (features, N).
-      const bool fuse_relu = (g.op == Op::Linear || g.op == Op::Conv) && is_relu(i + 1);
-      const size_t next = fuse_relu ? i + 2 : i + 1;
-      const bool out_t = own(i) && own(next) && ops[next].cols == g.rows && N > 1;
-      const Shape& out_shape = fuse_relu ? ops[i + 1].out_shape : g.out_shape;
-      Floats y(size_t(N * numel(out_shape)));
-      run_op(g, N, h, transposed, y.get(), out_t, fuse_relu);
-      cur = std::move(y);  // frees the input, stream-ordered
-      h = cur.get();
-      transposed = out_t;
-      if (fuse_relu) ++i;
-    }
-    if (!cur.get()) {  // no layer wrote anything (only flattens): copy the input
-      cur = Floats(size_t(N * numel(input_shape)));
-      cuda::copy_on_device(cur.get(), x, cur.size() * sizeof(float));
-    }
-    return cur;
+  // sprig's SpMMs hand each other (features, N); at batch 1 both layouts are the same vector.
+  bool chains(const PackedLayer& p, int64_t N) const override {
+    return !p.conv && own_kernel(gpu[p.index].kernel) && N > 1;
+  }
+  bool requantizes(const PackedLayer&) const override { return false; }
+  Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
+             const detail::LayerCall& c) const override {
+    if (!p.int8) return run_float(p, gpu[p.index], m, x, c);
+    SPRIG_CHECK(!c.x_t && !c.y_t && !c.requantize, "GPU inference: int8 layer ", p.name,
+                " takes and gives (N, features) floats only");
+    return run_int8(p, gpu[p.index], m, x, c.relu);
   }
 
-  // Measures the candidate kernels of layer g (dense weight and CSR both uploaded) on random
-  // input at opt.batch, each as run alone ((N, in...) -> (N, out...), transposes included),
-  // and keeps the fastest.
-  void choose(GpuOp& g, CudaLayerPlan& plan, const std::vector<Kernel>& cands,
-              const CudaPlanOptions& opt, uint64_t seed) {
-    const int64_t N = opt.batch;
-    Floats x = random_on_device(size_t(N * numel(g.in_shape)), seed);  // (N, in...)
-    Floats y(size_t(N * numel(g.out_shape)));                          // (N, out...)
+  // Measures the candidate kernels of layer i (dense weight and CSR both on the GPU) on random
+  // input at opt.batch, each as run alone ((N, in...) -> (N, out...)), and keeps the fastest.
+  void choose(size_t i, CudaLayerPlan& plan, const std::vector<Kernel>& cands,
+              const CudaPlanOptions& opt) {
+    const PackedLayer& p = packed[i];
+    GpuLayer& g = gpu[i];
+    Shape xs = p.in_shape;
+    xs.insert(xs.begin(), opt.batch);
+    Rng rng(opt.seed + i);
+    const Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng).to(dev);  // (batch, in...)
     size_t best = 0;
     for (size_t c = 0; c < cands.size(); ++c) {
       g.kernel = cands[c];
-      double ms =
-          gpu_median_ms([&] { run_op(g, N, x.get(), false, y.get(), false, false); }, opt.repeats);
+      const double ms =
+          time_median_ms([&] { run_float(p, g, *p.module, x, {}); }, opt.repeats, dev);
       plan.times.push_back({kernel_name(cands[c]), ms});
       if (ms < plan.times[best].ms) best = c;
     }
@@ -371,126 +275,88 @@ struct CudaInferenceModel::Impl {
                   " " + fmt_ms(plan.times[best].ms) + " ms < " + plan.times[second].format + " " +
                   fmt_ms(plan.times[second].ms) + " ms at " + pct(plan.sparsity()) + " sparsity";
   }
+
+  // Plans layer i: int8 as packed, forced, or measured.
+  void plan_layer(size_t i, const nn::Parameter& weight, const CudaPlanOptions& opt) {
+    PackedLayer& p = packed[i];
+    GpuLayer& g = gpu[i];
+    CudaLayerPlan plan;
+    plan.name = p.name;
+    plan.index = i;
+    plan.conv = p.conv;
+    plan.rows = p.rows, plan.cols = p.cols;
+    plan.nonzero = p.nonzero;
+    if (p.int8) {
+      // int8 layers run as the packed file says, on the GPU's int8 kernels: no plan to make.
+      upload_int8(g, p, dev);
+      plan.kernel = "int8";
+      plan.reason = "int8 in the packed file (" + p.format() + " on the CPU)";
+      plans.push_back(std::move(plan));
+      return;
+    }
+    auto csr = [&] {
+      const Tensor w = weight.value.to(Device::cpu());  // (rows, cols...)
+      return cuda::DeviceCsr(cpu::csr_from_dense(p.rows, p.cols, w.data()));
+    };
+    if (!opt.force_kernel.empty()) {
+      g.kernel = parse_kernel(opt.force_kernel);
+      plan.reason = "forced " + opt.force_kernel;
+      if (p.conv && g.kernel == Kernel::Cusparse) {  // no cuSPARSE conv here
+        g.kernel = Kernel::Dense;
+        plan.reason += ", but conv layers have no cusparse path: dense";
+      }
+      if (g.kernel != Kernel::Dense) g.csr = csr();
+    } else if (opt.format == PackFormat::Dense) {
+      plan.reason = "forced dense";
+    } else {
+      std::vector<Kernel> cands;
+      if (opt.format == PackFormat::Auto) cands.push_back(Kernel::Dense);
+      if (!p.conv) cands.push_back(Kernel::Cusparse);
+      cands.push_back(Kernel::RowSplit);
+      cands.push_back(Kernel::ColTile);
+      g.csr = csr();
+      choose(i, plan, cands, opt);
+      if (opt.format == PackFormat::Bsr || opt.format == PackFormat::Nm)
+        plan.reason = std::string("no GPU ") + pack_format_name(opt.format) +
+                      " kernel, CSR instead; " + plan.reason;
+      if (g.kernel == Kernel::Dense) g.csr.reset();
+    }
+    plan.kernel = kernel_name(g.kernel);
+    plans.push_back(std::move(plan));
+  }
 };
 
 CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOptions& opt)
     : impl_(std::make_unique<Impl>()) {
   SPRIG_CHECK(opt.batch >= 1, "GPU plan: batch must be >= 1, got ", opt.batch);
+  if (!opt.force_kernel.empty()) parse_kernel(opt.force_kernel);  // a bad name fails first
   ensure_gpu(opt.device);
   Impl& im = *impl_;
   im.device = cuda::device_name(opt.device);
-  im.device_index = opt.device;
-  im.input_shape = m.model.input_shape;
-  Shape shape = im.input_shape;
-  auto& mods = m.model.net->layers;
-  for (size_t i = 0; i < mods.size(); ++i) {
-    nn::Module& mod = *mods[i];
-    GpuOp g;
-    g.in_shape = shape;
-    g.out_shape = mod.output_shape(shape);
-    shape = g.out_shape;
-    nn::ParameterPtr weight, bias;
-    if (auto* lin = dynamic_cast<nn::Linear*>(&mod)) {
-      g.op = Op::Linear;
-      weight = lin->weight, bias = lin->bias;
-    } else if (auto* conv = dynamic_cast<nn::Conv2d*>(&mod)) {
-      g.op = Op::Conv;
-      weight = conv->weight, bias = conv->bias;
-      SPRIG_CHECK(g.in_shape.size() == 3, "GPU inference: conv layer ", i, " gets input ",
-                  to_string(g.in_shape));
-      g.conv = cpu::Conv2dShape{0,
-                                g.in_shape[0],
-                                g.in_shape[1],
-                                g.in_shape[2],
-                                conv->out_channels,
-                                conv->kernel,
-                                conv->kernel,
-                                conv->opt.stride,
-                                conv->opt.padding,
-                                conv->opt.dilation};
-    } else if (dynamic_cast<nn::ReLU*>(&mod)) {
-      g.op = Op::Relu;
-    } else if (auto* pool = dynamic_cast<nn::MaxPool2d*>(&mod)) {
-      g.op = Op::Pool;
-      SPRIG_CHECK(g.in_shape.size() == 3, "GPU inference: pool layer ", i, " gets input ",
-                  to_string(g.in_shape));
-      g.pool = cpu::Pool2dShape{0,
-                                g.in_shape[0],
-                                g.in_shape[1],
-                                g.in_shape[2],
-                                pool->kernel,
-                                pool->stride,
-                                pool->padding};
-    } else if (dynamic_cast<nn::Flatten*>(&mod)) {
-      g.op = Op::Flatten;
-    } else {
-      throw Error("GPU inference: layer " + std::to_string(i) + " (" + mod.spec() +
-                  ") has no GPU path");
-    }
-    const PackedLayer* packed = nullptr;  // the packed layer of this module, if any
-    for (const PackedLayer& l : m.layers)
-      if (l.module == &mod) packed = &l;
-    if (weight) {
-      if (bias) {
-        Tensor b = bias->value.to(Device::cpu());
-        g.bias = Floats::upload(b.data(), size_t(b.numel()));
-        g.has_bias = true;
-      }
-      CudaLayerPlan plan;
-      plan.name = std::to_string(i);
-      plan.index = i;
-      plan.conv = g.op == Op::Conv;
-      if (packed && packed->int8) {
-        // int8 layers run as the packed file says, on the GPU's int8 kernels: no plan to make.
-        upload_int8(g, *packed);
-        plan.rows = g.rows, plan.cols = g.cols;
-        plan.nonzero = packed->nonzero;
-        plan.kernel = "int8";
-        plan.reason = "int8 in the packed file (" + packed->format() + " on the CPU)";
-      } else {
-        Tensor w = weight->value.to(Device::cpu());
-        g.rows = w.size(0);
-        g.cols = w.numel() / g.rows;
-        g.weight = Floats::upload(w.data(), size_t(w.numel()));
-        plan.rows = g.rows, plan.cols = g.cols;
-        plan.nonzero = weight->count_nonzero();
-        const bool conv = g.op == Op::Conv;
-        if (!opt.force_kernel.empty()) {
-          g.kernel = parse_kernel(opt.force_kernel);
-          plan.reason = "forced " + opt.force_kernel;
-          if (conv && g.kernel == Kernel::Cusparse) {  // no cuSPARSE conv here
-            g.kernel = Kernel::Dense;
-            plan.reason += ", but conv layers have no cusparse path: dense";
-          }
-          if (g.kernel != Kernel::Dense) {
-            g.csr = cuda::DeviceCsr(cpu::csr_from_dense(g.rows, g.cols, w.data()));
-            g.weight.release();
-          }
-        } else if (opt.format == PackFormat::Dense) {
-          plan.reason = "forced dense";
-        } else {
-          std::vector<Kernel> cands;
-          if (opt.format == PackFormat::Auto) cands.push_back(Kernel::Dense);
-          if (!conv) cands.push_back(Kernel::Cusparse);
-          cands.push_back(Kernel::RowSplit);
-          cands.push_back(Kernel::ColTile);
-          g.csr = cuda::DeviceCsr(cpu::csr_from_dense(g.rows, g.cols, w.data()));
-          im.choose(g, plan, cands, opt, opt.seed + i);
-          if (opt.format == PackFormat::Bsr || opt.format == PackFormat::Nm)
-            plan.reason = std::string("no GPU ") + pack_format_name(opt.format) +
-                          " kernel, CSR instead; " + plan.reason;
-          if (g.kernel == Kernel::Dense)
-            g.csr.reset();
-          else
-            g.weight.release();
-        }
-        plan.kernel = kernel_name(g.kernel);
-      }
-      im.plans.push_back(std::move(plan));
-    }
-    im.ops.push_back(std::move(g));
+  im.dev = Device::cuda(opt.device);
+  im.model = prune::copy_model(m.model);
+  im.model.to(im.dev);
+  im.model.net->eval();
+  const auto layers = detail::weighted_layers(im.model);
+  SPRIG_CHECK(layers.size() == m.layers.size(), "GPU inference: the packed model has ",
+              m.layers.size(), " conv / linear layers, its copy ", layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    PackedLayer p;  // what the executor and the kernels need of m.layers[i], no host arrays
+    const PackedLayer& src = m.layers[i];
+    p.name = src.name;
+    p.index = i;
+    p.module = layers[i].module;
+    p.conv = src.conv;
+    p.kind = src.kind;
+    p.rows = src.rows, p.cols = src.cols;
+    p.nonzero = src.nonzero;
+    p.in_shape = src.in_shape;
+    p.int8 = src.int8;
+    im.packed.push_back(std::move(p));
   }
-  im.output_shape = shape;
+  im.gpu.resize(layers.size());
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < layers.size(); ++i) im.plan_layer(i, *layers[i].weight(), opt);
   cuda::synchronize();  // errors of the uploads and measurements surface here
 }
 
@@ -500,33 +366,23 @@ CudaInferenceModel& CudaInferenceModel::operator=(CudaInferenceModel&&) noexcept
 
 Tensor CudaInferenceModel::forward(const Tensor& x) const {
   const Impl& im = *impl_;
-  Shape want = im.input_shape;
+  Shape want = im.model.input_shape;
   want.insert(want.begin(), x.dim() > 0 ? x.size(0) : 1);
   SPRIG_CHECK(x.shape() == want, "packed model expects input (N, ",
-              to_string(im.input_shape).substr(1), " but got ", to_string(x.shape()));
-  const int64_t N = x.size(0);
+              to_string(im.model.input_shape).substr(1), " but got ", to_string(x.shape()));
+  NoGradGuard no_grad;
   // A tensor already on the GPU is read in place (it was written on sprig's stream too).
-  Floats xd;
-  const float* xp = nullptr;
-  if (x.device() == Device::cuda(im.device_index)) {
-    xp = x.ptr();
-  } else {
-    Tensor xc = x.to(Device::cpu());
-    xd = Floats::upload(xc.data(), size_t(xc.numel()));
-    xp = xd.get();
-  }
-  Floats yd = im.forward_device(N, xp);
-  Shape out = im.output_shape;
-  out.insert(out.begin(), N);
-  Tensor y = Tensor::empty(out);
-  cuda::copy_to_host(y.data(), yd.get(), y.nbytes());  // waits for the forward
-  return y;
+  return detail::run_blocks(*im.model.net, x.to(im.dev), im).to(Device::cpu());
 }
 
 double CudaInferenceModel::time_forward_ms(int64_t n, int repeats, uint64_t seed) const {
   const Impl& im = *impl_;
-  Floats x = random_on_device(size_t(n * numel(im.input_shape)), seed);
-  return gpu_median_ms([&] { im.forward_device(n, x.get()); }, repeats);
+  Shape xs = im.model.input_shape;
+  xs.insert(xs.begin(), n);
+  Rng rng(seed);
+  const Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng).to(im.dev);  // (n, input_shape...)
+  NoGradGuard no_grad;
+  return time_median_ms([&] { detail::run_blocks(*im.model.net, x, im); }, repeats, im.dev);
 }
 
 const std::vector<CudaLayerPlan>& CudaInferenceModel::layers() const {
@@ -552,8 +408,9 @@ std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t rows, int64_t cols, dou
   }
   std::vector<float> bias(static_cast<size_t>(rows));  // (rows)
   for (float& v : bias) v = rng.uniform(-1.0f, 1.0f);
-  Floats wd = Floats::upload(w.data(), w.size());
-  Floats bd = Floats::upload(bias.data(), bias.size());
+  const Device d = Device::cuda();
+  const Tensor wd = Tensor::from_vector(w, {rows, cols}).to(d);
+  const Tensor bd = Tensor::from_vector(bias, {rows}).to(d);
   cuda::DeviceCsr csr(cpu::csr_from_dense(rows, cols, w.data()));
 
   std::vector<CudaSpmmTiming> out;
@@ -562,25 +419,29 @@ std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t rows, int64_t cols, dou
     CudaSpmmTiming t;
     t.rows = rows, t.cols = cols, t.batch = B, t.nnz = nnz;
     t.sparsity = 1.0 - double(nnz) / double(rows * cols);
-    Floats x = random_on_device(size_t(B * cols), seed + 1 + uint64_t(B));  // (B, cols)
+    Rng xr(seed + 1 + uint64_t(B));
+    const Tensor x = Tensor::uniform({B, cols}, -1.0f, 1.0f, xr).to(d);  // (B, cols)
     // (B, rows) each: dense, cuSPARSE, row-split, column-tiled
-    Floats yd(size_t(B * rows)), yc(size_t(B * rows)), yr(size_t(B * rows)), yt(size_t(B * rows));
-    t.dense_ms = gpu_median_ms(
+    Tensor yd = Tensor::empty({B, rows}, DType::F32, d),
+           yc = Tensor::empty({B, rows}, DType::F32, d),
+           yr = Tensor::empty({B, rows}, DType::F32, d),
+           yt = Tensor::empty({B, rows}, DType::F32, d);
+    t.dense_ms = time_median_ms(
         [&] {
-          cuda::gemm(false, true, B, rows, cols, 1.0f, x.get(), cols, wd.get(), cols, 0.0f,
-                     yd.get(), rows);
-          cuda::add_row_bias(B, rows, bd.get(), yd.get());
+          cuda::gemm(false, true, B, rows, cols, 1.0f, x.ptr(), cols, wd.ptr(), cols, 0.0f,
+                     yd.ptr(), rows);
+          cuda::add_row_bias(B, rows, bd.ptr(), yd.ptr());
         },
-        repeats);
-    t.cusparse_ms = gpu_median_ms(
-        [&] { cuda::csr_linear_cusparse(csr, B, x.get(), bd.get(), yc.get()); }, repeats);
+        repeats, d);
+    t.cusparse_ms = time_median_ms(
+        [&] { cuda::csr_linear_cusparse(csr, B, x.ptr(), bd.ptr(), yc.ptr()); }, repeats, d);
     t.rowsplit_ms =
-        gpu_median_ms([&] { cuda::csr_linear(csr, B, x.get(), bd.get(), yr.get()); }, repeats);
-    t.coltile_ms = gpu_median_ms(
-        [&] { cuda::csr_linear(csr, B, x.get(), bd.get(), yt.get(), cuda::CsrAlgo::ColTile); },
-        repeats);
-    std::vector<float> hd = yd.download(), hc = yc.download(), hr = yr.download(),
-                       ht = yt.download();
+        time_median_ms([&] { cuda::csr_linear(csr, B, x.ptr(), bd.ptr(), yr.ptr()); }, repeats, d);
+    t.coltile_ms = time_median_ms(
+        [&] { cuda::csr_linear(csr, B, x.ptr(), bd.ptr(), yt.ptr(), cuda::CsrAlgo::ColTile); },
+        repeats, d);
+    const std::vector<float> hd = yd.to_vector(), hc = yc.to_vector(), hr = yr.to_vector(),
+                             ht = yt.to_vector();
     double ref = 0.0, dc = 0.0, dr = 0.0, dt = 0.0;
     for (size_t i = 0; i < hd.size(); ++i) {
       ref = std::max(ref, double(std::fabs(hd[i])));

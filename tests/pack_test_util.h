@@ -1,6 +1,7 @@
 #pragma once
 // What the packed-model suites (test_pack.cpp, test_quantize.cpp) share: random inputs, the
-// relative difference of two outputs, pruned models, and corrupting a packed file.
+// relative difference of two outputs, pruned models, BatchNorms with random statistics, and
+// corrupting a packed file. test_cuda_sparse.cpp uses them too.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -48,6 +49,21 @@ inline nn::Model pruned(const std::string& spec, const Shape& in, prune::Granula
   ps.block_cols = 4;
   prune::prune_model(m, ps);
   return m;
+}
+
+// Every BatchNorm of m gets random statistics and affine parameters (a fresh one is the
+// identity, which would hide a folding bug), and m goes to eval mode.
+inline void randomize_batchnorms(nn::Model& m) {
+  Rng rng(11);
+  for (auto& [name, mod] : m.net->named_modules())
+    if (auto* bn = dynamic_cast<nn::BatchNorm*>(mod)) {
+      const int64_t c = bn->num_features;
+      bn->weight->value.copy_(Tensor::uniform({c}, 0.5f, 1.5f, rng));
+      bn->bias->value.copy_(Tensor::uniform({c}, -0.5f, 0.5f, rng));
+      bn->running_mean.copy_(Tensor::uniform({c}, -0.5f, 0.5f, rng));
+      bn->running_var.copy_(Tensor::uniform({c}, 0.5f, 2.0f, rng));
+    }
+  m.net->eval();
 }
 
 // Loads path, lets edit change the tensors / metadata, writes it to a new file and expects

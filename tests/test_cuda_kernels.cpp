@@ -1,7 +1,8 @@
 // The CUDA backend's kernels that no op reaches, against the CPU backend and the references.
 // Built with tests/cuda_main.cpp, which exits 77 (CTest: not run) without a usable GPU.
 //   - optimizer steps (masked and not, every option) over several steps
-//   - fill_scaled, mask_zero, count_nonzero, all_finite, labels_in_range, sum, sum_rows
+//   - add_relu (NaN, in place), fill_scaled, mask_zero, count_nonzero, all_finite, labels_in_range,
+//   sum, sum_rows
 //     (one row, one column, many rows)
 //   - unit_scores / fpgm_scores for every layout and element score
 //   - gemm: all transposes, padded leading dimensions, alpha and beta (0 must not read C),
@@ -160,6 +161,32 @@ TEST_CASE("fill_scaled, mask_zero and count_nonzero match plain loops") {
           cpu_be().count_nonzero(n, z.data()));
   }
   CHECK(gpu_be().count_nonzero(0, Tensor::zeros({1}, DType::F32, kGpu).ptr()) == 0);
+}
+
+TEST_CASE("add_relu matches the CPU's, NaN and -0 included, in place too") {
+  Rng rng(12);
+  for (int64_t n : {int64_t(1), int64_t(257), int64_t(100003)}) {
+    INFO("n = ", n);
+    std::vector<float> a = random_values(n, rng), b = random_values(n, rng);
+    a[0] = std::numeric_limits<float>::quiet_NaN();
+    if (n > 2) a[1] = -0.0f, b[1] = 0.0f, a[2] = 1.0f, b[2] = -1.0f;
+    std::vector<float> want(a.size());
+    cpu_be().add_relu(n, a.data(), b.data(), want.data());
+    Tensor ad = Tensor::from_vector(a, {n}).to(kGpu), bd = Tensor::from_vector(b, {n}).to(kGpu);
+    Tensor out = Tensor::empty({n}, DType::F32, kGpu);
+    gpu_be().add_relu(n, ad.ptr(), bd.ptr(), out.ptr());
+    gpu_be().add_relu(n, ad.ptr(), bd.ptr(), ad.ptr());  // out aliasing an input
+    for (const Tensor& t : {out, ad}) {
+      const std::vector<float> got = t.to_vector();
+      int64_t differ = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float g = got[size_t(i)], w = want[size_t(i)];
+        differ +=
+            !((g == w && std::signbit(g) == std::signbit(w)) || (std::isnan(g) && std::isnan(w)));
+      }
+      CHECK(differ == 0);
+    }
+  }
 }
 
 TEST_CASE("all_finite finds a NaN or an infinity anywhere") {

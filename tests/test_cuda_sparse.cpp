@@ -9,6 +9,8 @@
 //     padding, dilation, 1x1, one sample and several
 //   - packed models on the GPU (every kernel forced, csr, auto; mlp and a conv model) against
 //     the dense masked model on the CPU
+//   - packed residual networks (resnet20, resnet20b; BN folded) on the GPU against the dense
+//     model and the CPU's packed one
 //   - int8 packed models (every layer int8, dense and 1 x 4 blocks on the CPU) on the GPU
 //     against the same model's int8 forward on the CPU
 #include <doctest/doctest.h>
@@ -28,8 +30,10 @@
 #include "kernels/cuda/sparse.cuh"
 #include "prune/prune.h"
 #include "tests/kernel_test_util.h"
+#include "tests/pack_test_util.h"
 
 using namespace sprig;
+using namespace sprig::test::pack;
 
 namespace {
 
@@ -249,34 +253,6 @@ TEST_CASE("GPU csr_conv2d equals the CPU convolution") {
 
 namespace {
 
-Tensor random_input(const nn::Model& m, int64_t batch, uint64_t seed) {
-  Rng rng(seed);
-  Shape s = m.input_shape;
-  s.insert(s.begin(), batch);
-  return Tensor::uniform(s, -1.0f, 1.0f, rng);
-}
-
-// max |a - b| / max |a|.
-double rel_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  std::vector<float> x = a.to_vector(), y = b.to_vector();
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    diff = std::max(diff, double(std::fabs(x[i] - y[i])));
-    scale = std::max(scale, double(std::fabs(x[i])));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
-nn::Model pruned(const std::string& spec, const Shape& in, double amount) {
-  nn::Model m = nn::build_model(spec, in, 7);
-  prune::PruneSpec ps;
-  ps.granularity = prune::Granularity::Element;
-  ps.amount = amount;
-  prune::prune_model(m, ps);
-  return m;
-}
-
 const char* kConv =
     "conv(4,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu flatten linear(16) relu "
     "linear(10)";
@@ -287,7 +263,8 @@ TEST_CASE("packed models on the GPU equal the dense masked model on the CPU") {
   NoGradGuard no_grad;
   for (const char* spec : {"mlp", kConv}) {
     const bool mlp = std::string(spec) == "mlp";
-    nn::Model m = pruned(spec, mlp ? Shape{1, 28, 28} : Shape{1, 12, 12}, 0.9);
+    nn::Model m =
+        pruned(spec, mlp ? Shape{1, 28, 28} : Shape{1, 12, 12}, prune::Granularity::Element, 0.9);
     for (bool shrink : {false, true}) {
       infer::PackOptions po;
       po.format = infer::PackFormat::Csr;
@@ -342,11 +319,42 @@ TEST_CASE("packed models on the GPU equal the dense masked model on the CPU") {
   }
 }
 
+TEST_CASE("packed residual networks on the GPU equal the dense model and the CPU's packed one") {
+  // The one executor walks blocks on either device: option-A shortcuts (resnet20) and 1x1 conv
+  // + BN shortcuts (resnet20b), every BatchNorm folded, every kernel forced and the measured plan.
+  NoGradGuard no_grad;
+  for (const char* zoo : {"resnet20", "resnet20b"}) {
+    CAPTURE(zoo);
+    nn::Model m = pruned(nn::zoo_spec(zoo), {3, 8, 8}, prune::Granularity::Element, 0.9);
+    randomize_batchnorms(m);
+    infer::PackOptions po;
+    po.format = infer::PackFormat::Csr;
+    infer::InferenceModel im = infer::pack_model(m, po);
+    const Tensor x = random_input(m, 3, 4);
+    const Tensor want = m.forward(x), cpu_packed = im.forward(x);
+    for (const char* force : {"", "dense", "rowsplit", "coltile"}) {
+      CAPTURE(force);
+      infer::CudaPlanOptions go;
+      go.force_kernel = force;
+      go.batch = 3;
+      go.repeats = 1;
+      infer::CudaInferenceModel g(im, go);
+      REQUIRE(g.layers().size() == im.layers.size());
+      CHECK(g.layers()[1].name == "layer1.0.conv1");
+      const Tensor got = g.forward(x);
+      // The bound for the packed model against the dense one: 1e-4.
+      CHECK(rel_diff(want, got) <= 1e-4);
+      CHECK(rel_diff(cpu_packed, got) <= 1e-4);
+    }
+  }
+}
+
 TEST_CASE("int8 packed models on the GPU compute what they compute on the CPU") {
   NoGradGuard no_grad;
   for (const char* spec : {"mlp", kConv}) {
     const bool mlp = std::string(spec) == "mlp";
-    nn::Model m = pruned(spec, mlp ? Shape{1, 28, 28} : Shape{1, 12, 12}, 0.9);
+    nn::Model m =
+        pruned(spec, mlp ? Shape{1, 28, 28} : Shape{1, 12, 12}, prune::Granularity::Element, 0.9);
     for (infer::PackFormat format : {infer::PackFormat::Auto, infer::PackFormat::Bsr}) {
       CAPTURE(spec);
       CAPTURE(infer::pack_format_name(format));
@@ -376,7 +384,7 @@ TEST_CASE("int8 packed models on the GPU compute what they compute on the CPU") 
 }
 
 TEST_CASE("GPU plan errors and the bench helper") {
-  nn::Model m = pruned("mlp", {1, 28, 28}, 0.9);
+  nn::Model m = pruned("mlp", {1, 28, 28}, prune::Granularity::Element, 0.9);
   infer::PackOptions po;
   po.format = infer::PackFormat::Csr;
   infer::InferenceModel im = infer::pack_model(m, po);

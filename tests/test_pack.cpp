@@ -36,21 +36,6 @@ const char* kConv =
     "conv(4,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu flatten linear(16) relu "
     "linear(10)";
 
-// Every BatchNorm of m gets random statistics and affine parameters (a fresh one is the
-// identity, which would hide a folding bug), and m goes to eval mode.
-void randomize_batchnorms(nn::Model& m) {
-  Rng rng(11);
-  for (auto& [name, mod] : m.net->named_modules())
-    if (auto* bn = dynamic_cast<nn::BatchNorm*>(mod)) {
-      const int64_t c = bn->num_features;
-      bn->weight->value.copy_(Tensor::uniform({c}, 0.5f, 1.5f, rng));
-      bn->bias->value.copy_(Tensor::uniform({c}, -0.5f, 0.5f, rng));
-      bn->running_mean.copy_(Tensor::uniform({c}, -0.5f, 0.5f, rng));
-      bn->running_var.copy_(Tensor::uniform({c}, 0.5f, 2.0f, rng));
-    }
-  m.net->eval();
-}
-
 // Packs m every way and checks each against the dense masked model at batches 1 and 5.
 void check_all_formats(const nn::Model& m) {
   NoGradGuard no_grad;

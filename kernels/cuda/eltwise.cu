@@ -16,6 +16,13 @@ __global__ void add_kernel(int64_t n, const float* a, const float* b, float* out
   for (int64_t i = first_index(); i < n; i += grid_stride()) out[i] = a[i] + b[i];
 }
 
+__global__ void add_relu_kernel(int64_t n, const float* a, const float* b, float* out) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) {
+    const float v = a[i] + b[i];
+    out[i] = v <= 0.0f ? 0.0f : v;
+  }
+}
+
 __global__ void sub_kernel(int64_t n, const float* a, const float* b, float* out) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) out[i] = a[i] - b[i];
 }
@@ -64,6 +71,12 @@ void add(int64_t n, const float* a, const float* b, float* out) {
   if (n <= 0) return;
   add_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(n, a, b, out);
   SPRIG_CUDA_LAUNCHED("add_kernel");
+}
+
+void add_relu(int64_t n, const float* a, const float* b, float* out) {
+  if (n <= 0) return;
+  add_relu_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(n, a, b, out);
+  SPRIG_CUDA_LAUNCHED("add_relu_kernel");
 }
 
 void sub(int64_t n, const float* a, const float* b, float* out) {

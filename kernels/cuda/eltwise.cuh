@@ -6,6 +6,8 @@
 namespace sprig::cuda {
 
 void add(int64_t n, const float* a, const float* b, float* out);
+// out = max(a + b, 0) in one pass (a residual block's join), NaN passing through as relu_forward
+void add_relu(int64_t n, const float* a, const float* b, float* out);
 void sub(int64_t n, const float* a, const float* b, float* out);
 void mul(int64_t n, const float* a, const float* b, float* out);
 void scale(int64_t n, const float* a, float s, float* out);

@@ -1,0 +1,46 @@
+#pragma once
+// Internal to infer/: the one executor of packed models, for every device. It walks the model's
+// blocks the way their forward does and decides what is fused:
+//   - a ReLU right after a conv / linear layer runs inside it;
+//   - a residual block's add and ReLU run as one pass (Backend::add_relu);
+//   - consecutive sparse linear layers that can hand each other (features, N) activations do;
+//   - an int8 layer whose output feeds another int8 layer hands it uint8 codes.
+// A LayerRunner runs the conv / linear layers on its device (pack.cpp on the CPU, pack_cuda.cpp
+// on a GPU); every other module (pooling, flatten, an unfolded BatchNorm, ...) runs as itself on
+// the activations' device.
+#include <cstdint>
+
+#include "infer/pack.h"
+#include "nn/model.h"
+
+namespace sprig::infer::detail {
+
+// How the executor calls one conv / linear layer.
+struct LayerCall {
+  bool x_t = false;   // x is (features, N) rather than (N, features...)
+  bool relu = false;  // the ReLU after the layer runs inside it
+  bool y_t = false;   // y is wanted as (features, N)
+  // y is wanted as uint8 codes under these parameters (the next int8 layer's input)
+  const cpu::ActivationQuant* requantize = nullptr;
+};
+
+class LayerRunner {
+ public:
+  virtual ~LayerRunner() = default;
+  // The packed layer that module m is, or nullptr for every other module.
+  virtual const PackedLayer* find(const nn::Module* m) const = 0;
+  // Whether p at batch N runs on a kernel that takes and gives (features, N) activations.
+  virtual bool chains(const PackedLayer& p, int64_t N) const = 0;
+  // Whether p can give its output as the next int8 layer's uint8 codes.
+  virtual bool requantizes(const PackedLayer& p) const = 0;
+  // p's forward (m is its module) on x, as call says.
+  virtual Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
+                     const LayerCall& call) const = 0;
+};
+
+// seq's forward on h (N, ...) through runner; observe, when set, sees each conv / linear layer's
+// input before it runs (and turns off the uint8 hand-over, since observers look at floats).
+Tensor run_blocks(const nn::Sequential& seq, Tensor h, const LayerRunner& runner,
+                  const InferenceModel::Observer* observe = nullptr);
+
+}  // namespace sprig::infer::detail
