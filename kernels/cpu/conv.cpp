@@ -24,6 +24,7 @@
 
 #include "engine/error.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/short_rows.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -81,15 +82,12 @@ struct RowCopier {
 #endif
   RowCopier(int64_t Q_, int64_t q0_, int64_t q1_) : Q(Q_), q0(q0_), q1(q1_) {
 #if defined(__AVX512F__)
-    // Lanes [0, n) of a chunk, clipped to [0, 16].
-    auto below = [](int64_t n) -> __mmask16 {
-      return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-    };
+    using short_rows::first_lanes;
     if (Q <= 16 * kMaxChunks) {
       chunks = (Q + 15) / 16;
       for (int64_t i = 0; i < chunks; i++) {
-        store[i] = below(Q - 16 * i);
-        load[i] = below(q1 - 16 * i) & (__mmask16)~below(q0 - 16 * i);
+        store[i] = first_lanes(Q - 16 * i);
+        load[i] = first_lanes(q1 - 16 * i) & (__mmask16)~first_lanes(q0 - 16 * i);
       }
     }
 #endif

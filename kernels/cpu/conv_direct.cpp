@@ -177,13 +177,10 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
   tls_mask.clear();
   for (int64_t j = 0; j < nv; ++j) {
     tls_first[size_t(j)] = int64_t(tls_delta.size());
-    for (int64_t prow = (16 * j) / Wph; prow < p1 - p0 && prow * Wph < 16 * j + 16; ++prow) {
-      const int64_t lo = std::max(prow * Wph, 16 * j) - 16 * j;
-      const int64_t hi = std::min(prow * Wph + Q, 16 * j + 16) - 16 * j;
-      if (lo >= hi) continue;
-      tls_delta.push_back(p0 * Q - prow * (Wph - Q));
-      tls_mask.push_back(__mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u)));
-    }
+    short_rows::grid_vector_stores(16 * j, Wph, Q, p1 - p0, [&](int64_t shift, __mmask16 m) {
+      tls_delta.push_back(p0 * Q + shift);
+      tls_mask.push_back(m);
+    });
   }
   tls_first[size_t(nv)] = int64_t(tls_delta.size());
   if (tls_taps.size() < size_t(s.R * s.S)) tls_taps.resize(size_t(s.R * s.S));

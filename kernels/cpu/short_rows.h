@@ -1,14 +1,19 @@
 #pragma once
 // Copies of short rows (image rows of 7-64 floats: padding a convolution's input, taking its
-// outputs out of a wider grid), where a libc memcpy / memset call costs as much as the copy
-// itself. With AVX-512 a row is a few masked loads and stores. Internal: include only from
-// kernels/cpu.
+// outputs out of a wider grid, storing a vector of a grid into the rows it covers), where a libc
+// memcpy / memset call costs as much as the copy itself. With AVX-512 a row is a few masked loads
+// and stores. Internal: include only from kernels/cpu.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 #if defined(__AVX512F__)
+// As in sparse_impl.h: GCC 12 builds some intrinsics from _mm512_undefined_*() and then warns
+// (-Wmaybe-uninitialized) wherever they are inlined; the first include decides.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 namespace sprig::cpu::short_rows {
@@ -17,6 +22,26 @@ namespace sprig::cpu::short_rows {
 // Lanes [0, n) of a vector, n clipped to [0, 16].
 inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
+}
+
+// Lanes [lo, hi) of a vector.
+inline __mmask16 lanes_between(int64_t lo, int64_t hi) {
+  return __mmask16(first_lanes(hi) & ~first_lanes(lo));
+}
+
+// A wide grid holds output rows Q long at a pitch of Wph >= Q: grid position i = row * Wph + q
+// is output i - row * (Wph - Q) when q < Q, and no output otherwise. Convolutions computed on
+// such a grid (every tap then reads one contiguous run) store each vector of 16 positions
+// [v, v + 16) from its register into the output rows it covers, one masked store per row:
+// store(shift, lanes) is called for each grid row in [0, rows) the vector meets (at most
+// 16 / Wph + 2), and lane l goes to output v + l + shift.
+template <typename Store>
+inline void grid_vector_stores(int64_t v, int64_t Wph, int64_t Q, int64_t rows,
+                               const Store& store) {
+  for (int64_t row = v / Wph; row < rows && row * Wph < v + 16; ++row) {
+    const int64_t lo = std::max(row * Wph, v) - v, hi = std::min(row * Wph + Q, v + 16) - v;
+    if (lo < hi) store(-row * (Wph - Q), lanes_between(lo, hi));
+  }
 }
 #endif
 

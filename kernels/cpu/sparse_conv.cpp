@@ -119,6 +119,7 @@ void tap_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, const
   for (int64_t k = 0; k < w.nnz(); k++) off[k] = table[col[k]];
 }
 
+#ifndef SPRIG_SPARSE_AVX512
 // A piece of a 64-wide panel of extended outputs that is a run of real outputs of one row.
 struct Segment {
   int64_t from, to, len;  // panel position, output position p * Q + q, length
@@ -135,29 +136,26 @@ int64_t panel_segments(int64_t j0, int64_t wd, int64_t Wph, int64_t Q, Segment* 
   }
   return n;
 }
-
-#ifdef SPRIG_SPARSE_AVX512
-// Where each vector of a panel's sums goes: lane l of vector q (panel position 16 q + l) is
-// output to + (16 q + l - from) of the segment holding it. Built once per panel, used by every
-// output row, so a row's sums are stored from registers by a few masked stores instead of
-// through a tile and a copy per segment.
+#else
+// Where each vector of a panel's sums goes (short_rows::grid_vector_stores): lane l of vector q
+// (extended position j0 + 16 q + l) to the output it is on the grid. Built once per panel, used
+// by every output row, so a row's sums are stored from registers by a few masked stores
+// instead of through a tile and a copy per segment.
 struct PanelLanes {
-  static constexpr int64_t kMax = 4 * 18;  // a vector meets at most 16 / Wph + 2 segments
+  static constexpr int64_t kMax = 4 * 18;  // a vector meets at most 16 / Wph + 2 rows
   int64_t first[5] = {};                   // stores of vector q: [first[q], first[q + 1])
-  int64_t delta[kMax];                     // output index of panel position 0 in that segment
+  int64_t delta[kMax];                     // lanes go to yi + delta + 16 q
   __mmask16 mask[kMax];
 
-  void build(const Segment* seg, int64_t nseg) {
+  // For the panel at extended position j0 of a grid Wph wide holding P output rows of Q.
+  void build(int64_t j0, int64_t Wph, int64_t Q, int64_t P) {
     int64_t n = 0;
     for (int64_t q = 0; q < 4; ++q) {
       first[q] = n;
-      for (int64_t g = 0; g < nseg; ++g) {
-        const int64_t lo = std::max(seg[g].from, 16 * q) - 16 * q;
-        const int64_t hi = std::min(seg[g].from + seg[g].len, 16 * q + 16) - 16 * q;
-        if (lo >= hi) continue;
-        delta[n] = seg[g].to - seg[g].from;
-        mask[n++] = __mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-      }
+      short_rows::grid_vector_stores(j0 + 16 * q, Wph, Q, P, [&](int64_t shift, __mmask16 m) {
+        delta[n] = j0 + shift;
+        mask[n++] = m;
+      });
     }
     first[4] = n;
   }
@@ -210,17 +208,18 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
     if (rp[i + 1] - rp[i] <= kFewEntries)
       few_entries_row(val + rp[i], off + rp[i], rp[i + 1] - rp[i], src, P, Q, Wph,
                       bias ? bias[i] : 0.0f, relu, yn + i * PQ);
-  Segment seg[kPanel + 2];
 #ifdef SPRIG_SPARSE_AVX512
   PanelLanes lanes;
 #else
+  Segment seg[kPanel + 2];
   alignas(64) float tile[kPanel];
 #endif
   for (int64_t j0 = 0; j0 < n_ext; j0 += kPanel) {
     const int64_t wd = std::min(kPanel, n_ext - j0);
-    const int64_t nseg = panel_segments(j0, wd, Wph, Q, seg);
 #ifdef SPRIG_SPARSE_AVX512
-    lanes.build(seg, nseg);
+    lanes.build(j0, Wph, Q, P);
+#else
+    const int64_t nseg = panel_segments(j0, wd, Wph, Q, seg);
 #endif
     with_nv(wd, [&](auto nv) {
       constexpr int NV = decltype(nv)::value;

@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/sparse.h"
+#include "kernels/cpu/short_rows.h"
 #include "kernels/cpu/sparse_impl.h"
 
 namespace sprig::cpu {
@@ -186,9 +187,7 @@ inline __m512i load_idx(const uint16_t* p, __mmask16 m) {
 inline __m512i load_idx(const int32_t* p, __mmask16 m) {
   return _mm512_maskz_loadu_epi32(m, p);
 }
-inline __mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
+using short_rows::first_lanes;
 #endif
 
 // sum_k val[k] * x[col[k]] over one CSR row.
