@@ -92,23 +92,26 @@ size_t PackedLayer::weight_bytes() const {
   return 0;
 }
 
-int detail::for_each_sample_shard(const Tensor& x,
-                                  const std::function<void(int shard, const Tensor& xs)>& fn) {
-  // Each thread runs the whole model on its share of the samples, its kernels on its thread
-  // alone: one fork and join per forward instead of one per kernel, and each thread's
-  // activations stay in its core's cache (on this VM a line another core wrote costs ~5x a
-  // local one to read, bench/RESULTS.md). Below kMinSamplesPerThread each, the kernels split
-  // the work instead: the weights, which every thread would read whole, outweigh a few
-  // samples' activations (mlp at batch 8 took 0.041 ms sharded against 0.027).
-  constexpr int64_t kMinSamplesPerThread = 16;
+namespace {
+// Each thread runs the whole model on its share of the samples, its kernels on its thread
+// alone: one fork and join per forward instead of one per kernel, and each thread's activations
+// stay in its core's cache (on this VM a line another core wrote costs ~5x a local one to read,
+// bench/RESULTS.md). Below kMinSamplesPerThread each, the kernels split the work instead: the
+// weights, which every thread would read whole, outweigh a few samples' activations (mlp at
+// batch 8 took 0.041 ms sharded against 0.027).
+constexpr int64_t kMinSamplesPerThread = 16;
+}  // namespace
+
+int detail::planned_sample_shards(int64_t N) {
+  return cpu::planned_shards(N, kMinSamplesPerThread);
+}
+
+int detail::for_each_sample_shard(
+    const Tensor& x, const std::function<void(int shard, int64_t lo, const Tensor& xs)>& fn) {
   const int64_t N = x.size(0);
   return cpu::for_each_shard(N, kMinSamplesPerThread, [&](int s, int64_t lo, int64_t hi) {
     NoGradGuard no_grad;  // grad mode is per thread
-    if (hi - lo == N) {
-      fn(s, x);
-      return;
-    }
-    fn(s, sample_rows(x, lo, hi));
+    fn(s, lo, sample_rows(x, lo, hi));
   });
 }
 
@@ -128,7 +131,7 @@ Tensor detail::sample_rows(const Tensor& x, int64_t lo, int64_t hi) {
 double detail::time_median_sharded_ms(const Tensor& x, int repeats,
                                       const std::function<void(const Tensor& xs)>& fn) {
   double ms = 0.0;
-  detail::for_each_sample_shard(x, [&](int s, const Tensor& xs) {
+  detail::for_each_sample_shard(x, [&](int s, int64_t, const Tensor& xs) {
     const double shard_ms = time_median_ms([&] { fn(xs); }, repeats);
     if (s == 0) ms = shard_ms;
   });
@@ -517,10 +520,7 @@ void choose_micro_batch(InferenceModel& im, const PackOptions& opt) {
   xs.insert(xs.begin(), opt.batch);
   Rng rng(opt.seed);
   const Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng);  // (batch, input_shape...)
-  int64_t shard = opt.batch;
-  detail::for_each_sample_shard(x, [&](int s, const Tensor& xs_) {
-    if (s == 0) shard = xs_.size(0);
-  });
+  const int64_t shard = opt.batch / detail::planned_sample_shards(opt.batch);  // the first's
   if (shard <= piece) return;
   // Alternating rounds, the median of each side's round medians.
   std::vector<double> whole_ms, piece_ms;
@@ -601,25 +601,24 @@ Tensor InferenceModel::forward_observed(const Tensor& x, const Observer& observe
   if (observe) return detail::run_blocks(*model.net, x, layers, &observe);
   const int64_t N = x.size(0);
   const int64_t mb = micro_batch > 0 ? micro_batch : std::max<int64_t>(N, 1);
-  std::vector<std::vector<Tensor>> outs(static_cast<size_t>(cpu::num_threads()));  // per shard
-  detail::for_each_sample_shard(x, [&](int s, const Tensor& xs) {
+  if (mb >= N && detail::planned_sample_shards(N) == 1)  // one piece (an empty batch too)
+    return detail::run_blocks(*model.net, x, layers);
+  const Shape out = model.output_shape();
+  Shape shape = out;
+  shape.insert(shape.begin(), N);
+  Tensor y = Tensor::empty(shape);  // (N, out...) each piece's output copied to its rows
+  detail::for_each_sample_shard(x, [&](int, int64_t lo, const Tensor& xs) {
     const int64_t n = xs.size(0);
-    for (int64_t lo = 0; lo == 0 || lo < n; lo += mb)  // once at least (an empty batch too)
-      outs[size_t(s)].push_back(detail::run_blocks(
-          *model.net, detail::sample_rows(xs, lo, std::min(n, lo + mb)), layers));
-  });
-  size_t pieces = 0;
-  for (auto& shard : outs) pieces += shard.size();
-  if (pieces == 1) return outs[0][0];
-  Shape shape = outs[0][0].shape();
-  shape[0] = N;
-  Tensor y = Tensor::empty(shape);  // (N, ...) the pieces' outputs in order
-  float* at = y.data();
-  for (auto& shard : outs)
-    for (auto& piece : shard) {
-      std::memcpy(at, piece.data(), size_t(piece.numel()) * sizeof(float));
-      at += piece.numel();
+    for (int64_t a = 0; a < n; a += mb) {
+      const int64_t b = std::min(n, a + mb);
+      const Tensor piece = detail::run_blocks(*model.net, detail::sample_rows(xs, a, b), layers);
+      SPRIG_CHECK(piece.numel() == (b - a) * numel(out), "packed model: a piece of ", b - a,
+                  " samples gave ", to_string(piece.shape()), ", not (", b - a, ", ",
+                  to_string(out).substr(1));
+      std::memcpy(y.data() + (lo + a) * numel(out), piece.data(),
+                  size_t(piece.numel()) * sizeof(float));
     }
+  });
   return y;
 }
 

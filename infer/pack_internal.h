@@ -45,14 +45,16 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
 // layers on the direct kernel.
 bool can_requantize(const PackedLayer& p);
 
-// Calls fn(shard, xs) for the samples of x (N, ...) as forward runs them: split into one
-// shard per thread, each run on its own thread with its kernels on that thread alone, when
-// every thread gets enough samples; else x whole, with the kernels on the whole team. Returns
-// the number of shards.
 // Samples [lo, hi) of x (N, ...), a view of its storage.
 Tensor sample_rows(const Tensor& x, int64_t lo, int64_t hi);
+// Calls fn(shard, lo, xs) for the samples of x (N, ...) as forward runs them: split into one
+// shard per thread (xs = samples [lo, ...) of x), each run on its own thread with its kernels on
+// that thread alone, when every thread gets enough samples; else x whole, with the kernels on
+// the whole team. Returns the number of shards.
 int for_each_sample_shard(const Tensor& x,
-                          const std::function<void(int shard, const Tensor& xs)>& fn);
+                          const std::function<void(int shard, int64_t lo, const Tensor& xs)>& fn);
+// The shards for_each_sample_shard plans for N samples, called here.
+int planned_sample_shards(int64_t N);
 // The median ms of fn on the first shard of x while every shard runs it on its own thread
 // (time_median_ms), as forward runs a layer: the plan's measurement of a candidate, without
 // the fork and join, which forward pays once per model, not once per layer.

@@ -220,7 +220,9 @@ TEST_CASE("fused optimizer kernels match their references over several steps") {
   }
 }
 
-TEST_CASE("for_each_shard covers every item once, on distinct threads, and passes errors on") {
+TEST_CASE(
+    "for_each_shard covers every item once, on distinct threads, as planned, and passes errors "
+    "on") {
   const int before = cpu::num_threads();
   for (int threads : {1, 2, 3}) {
     for (int64_t n : {0, 5, 6, 37}) {
@@ -233,8 +235,9 @@ TEST_CASE("for_each_shard covers every item once, on distinct threads, and passe
         thread_of[size_t(s)] = omp_get_thread_num();
         for (int64_t i = lo; i < hi; ++i) ++seen[size_t(i)], owner[size_t(i)] = s;
       });
-      // Split only where every thread gets at least 2 items.
+      // Split only where every thread gets at least 2 items, as planned_shards says beforehand.
       CHECK(shards == (threads > 1 && n >= 2 * threads ? threads : 1));
+      CHECK(cpu::planned_shards(n, 2) == shards);
       for (int64_t i = 0; i < n; ++i) CHECK(seen[size_t(i)] == 1);
       for (int64_t i = 1; i < n; ++i) CHECK(owner[size_t(i)] >= owner[size_t(i - 1)]);  // in order
       for (int s = 0; s < shards; ++s) CHECK(thread_of[size_t(s)] == (shards > 1 ? s : 0));

@@ -18,10 +18,15 @@ int num_processors() {
   return omp_get_num_procs();
 }
 
+int planned_shards(int64_t n, int64_t min_per_shard) {
+  const int threads = omp_get_max_threads();
+  return omp_in_parallel() || threads < 2 || n < min_per_shard * threads ? 1 : threads;
+}
+
 int for_each_shard(int64_t n, int64_t min_per_shard,
                    const std::function<void(int shard, int64_t lo, int64_t hi)>& body) {
-  const int threads = omp_get_max_threads();
-  if (omp_in_parallel() || threads < 2 || n < min_per_shard * threads) {
+  const int threads = planned_shards(n, min_per_shard);
+  if (threads == 1) {
     body(0, 0, n);
     return 1;
   }

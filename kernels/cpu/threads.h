@@ -16,4 +16,7 @@ int num_processors();  // the processors this process may run on
 // (the first one) after every shard has finished.
 int for_each_shard(int64_t n, int64_t min_per_shard,
                    const std::function<void(int shard, int64_t lo, int64_t hi)>& body);
+// The shards for_each_shard(n, min_per_shard, ...) asks for, called here: the team's threads or
+// 1 (OpenMP may still grant fewer threads, and so fewer shards).
+int planned_shards(int64_t n, int64_t min_per_shard);
 }  // namespace sprig::cpu
