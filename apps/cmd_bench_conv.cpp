@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "apps/commands.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "infer/pack.h"
 #include "kernels/cpu/conv.h"

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "apps/commands.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/threads.h"

@@ -11,7 +11,7 @@
 #include "apps/commands.h"
 #include "dist/comm.h"
 #include "engine/backend.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "kernels/cpu/threads.h"
 #include "train/train_state.h"

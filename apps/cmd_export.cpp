@@ -5,7 +5,7 @@
 
 #include "apps/commands.h"
 #include "engine/atomic_file.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/safetensors.h"
 #include "infer/quantize.h"
 #include "nn/checkpoint.h"

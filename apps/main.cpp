@@ -5,7 +5,7 @@
 
 #include "apps/commands.h"
 #include "dist/comm.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 
 // Under mpirun a rank that fails must take the others down with it: they may be waiting for it
 // in a collective, and would wait forever.

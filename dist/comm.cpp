@@ -5,7 +5,7 @@
 #include <exception>
 #include <limits>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 #ifdef SPRIG_HAVE_MPI
 #include <mpi.h>

@@ -1,6 +1,6 @@
 #include "dist/device_comm.h"
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #ifdef SPRIG_HAVE_CUDA
 #include "kernels/cuda/collective.cuh"
 #endif

@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <mutex>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig {
 namespace {

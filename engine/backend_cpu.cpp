@@ -8,7 +8,7 @@
 #include <unordered_map>
 
 #include "engine/backend.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/tensor.h"  // AllocatorStats
 #include "kernels/cpu/eltwise.h"
 #include "kernels/cpu/gemm.h"

@@ -3,7 +3,7 @@
 #include <mutex>
 
 #include "engine/backend.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cuda/conv.cuh"
 #include "kernels/cuda/criteria.cuh"
 #include "kernels/cuda/eltwise.cuh"

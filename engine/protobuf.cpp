@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::protobuf {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "engine/device.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/shape.h"
 
 namespace sprig {

@@ -1,6 +1,6 @@
 #include "engine/text.h"
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig {
 

@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::infer {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::nn {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
 #include "infer/pack.h"

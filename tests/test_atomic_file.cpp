@@ -11,7 +11,7 @@
 #include <string>
 
 #include "engine/atomic_file.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;

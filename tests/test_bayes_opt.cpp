@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "apps/experiments/bayes_opt.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 
 using namespace sprig::app::experiments;

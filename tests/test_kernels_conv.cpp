@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/conv_int8.h"
 #include "kernels/cpu/quantize.h"

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "kernels/cpu/criteria.h"
 

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/quantize.h"
 

@@ -11,6 +11,7 @@
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/threads.h"
+#include "kernels/error.h"
 #include "tests/kernel_test_util.h"
 
 using namespace sprig::cpu;
@@ -271,14 +272,14 @@ TEST_CASE("nm_linear equals the dense masked product, ragged last group included
 TEST_CASE("nm_from_dense rejects a group with too many nonzeros and bad patterns") {
   // 2:4 with three nonzeros in the second group.
   std::vector<float> w = {1, 0, 0, 2, 3, 4, 0, 5};
-  CHECK_THROWS_AS(nm_from_dense(1, 8, 2, 4, w.data()), std::invalid_argument);
+  CHECK_THROWS_AS(nm_from_dense(1, 8, 2, 4, w.data()), sprig::Error);
   // The short last group (columns 4..5) holds two nonzeros under 1:4.
   std::vector<float> r = {1, 0, 0, 0, 2, 3};
-  CHECK_THROWS_AS(nm_from_dense(1, 6, 1, 4, r.data()), std::invalid_argument);
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 1, 4, r.data()), sprig::Error);
   CHECK_NOTHROW(nm_from_dense(1, 6, 2, 4, r.data()));
-  CHECK_THROWS_AS(nm_from_dense(1, 6, 3, 2, r.data()), std::invalid_argument);  // n > m
-  CHECK_THROWS_AS(nm_from_dense(1, 6, 0, 4, r.data()), std::invalid_argument);
-  CHECK_THROWS_AS(bsr_from_dense(1, 6, 0, 4, r.data()), std::invalid_argument);
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 3, 2, r.data()), sprig::Error);  // n > m
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 0, 4, r.data()), sprig::Error);
+  CHECK_THROWS_AS(bsr_from_dense(1, 6, 0, 4, r.data()), sprig::Error);
 }
 
 TEST_CASE("pack then to_dense gives back the same weights exactly") {
@@ -423,7 +424,7 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
   CsrMatrix a = csr_from_dense(4, 10, w.data());
   Conv2dShape s{1, 3, 5, 5, 4, 3, 3, 1, 1, 1};
   std::vector<float> x(75), y(100);
-  CHECK_THROWS_AS(csr_conv2d(a, s, x.data(), nullptr, y.data()), std::invalid_argument);
+  CHECK_THROWS_AS(csr_conv2d(a, s, x.data(), nullptr, y.data()), sprig::Error);
 }
 
 TEST_CASE("validate accepts packed matrices and rejects broken arrays") {
@@ -439,31 +440,31 @@ TEST_CASE("validate accepts packed matrices and rejects broken arrays") {
   {
     CsrMatrix x = c;
     x.col16[0] = 13;  // column out of range
-    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
     x = c;
     x.row_ptr[3] = x.row_ptr[4] + 1;  // decreasing
-    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
     x = c;
     x.col32.assign(x.col16.begin(), x.col16.end());  // both index arrays
-    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
     x = c;
     x.values.pop_back();
-    CHECK_THROWS_AS(csr_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
   }
   {
     BsrMatrix x = b;
     x.block_col[0] = 4;  // 13 columns make 4 block columns: 0..3
-    CHECK_THROWS_AS(bsr_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(bsr_validate(x), sprig::Error);
     x = b;
     x.values.pop_back();
-    CHECK_THROWS_AS(bsr_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(bsr_validate(x), sprig::Error);
   }
   {
     NmMatrix x = n;
     x.index[x.index.size() - 1] = 1;  // the last group of each row is one column wide
-    CHECK_THROWS_AS(nm_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(nm_validate(x), sprig::Error);
     x = n;
     x.index[0] = 4;
-    CHECK_THROWS_AS(nm_validate(x), std::invalid_argument);
+    CHECK_THROWS_AS(nm_validate(x), sprig::Error);
   }
 }

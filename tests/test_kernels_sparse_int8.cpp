@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/sparse_int8.h"
 #include "kernels/cpu/threads.h"

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/protobuf.h"
 #include "tests/protobuf_reader.h"
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "apps/report/report.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "tests/temp_dir.h"
 
 using namespace sprig::report;

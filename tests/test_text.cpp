@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/text.h"
 
 using namespace sprig;

@@ -26,7 +26,7 @@
 
 #include "apps/track/tensorboard.h"
 #include "apps/track/tracker.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "tests/cli_test_util.h"
 #include "tests/protobuf_reader.h"
 

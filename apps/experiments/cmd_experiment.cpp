@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "apps/experiments/experiment.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::app {
 

@@ -9,7 +9,7 @@
 
 #include "apps/experiments/experiment.h"
 #include "engine/atomic_file.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/text.h"
 #include "nn/checkpoint.h"
 #include "train/data_parallel.h"

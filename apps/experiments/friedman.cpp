@@ -28,7 +28,7 @@
 #include "apps/experiments/experiment.h"
 #include "apps/experiments/sweep.h"
 #include "datasets/dataloader.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "infer/pack.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"

@@ -20,7 +20,7 @@
 #include "apps/experiments/sweep.h"
 #include "datasets/dataloader.h"
 #include "dist/comm.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "prune/prune.h"
 #include "prune/schedule.h"
 #include "prune/shrink.h"

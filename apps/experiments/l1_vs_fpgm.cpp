@@ -6,7 +6,7 @@
 
 #include "apps/experiments/experiment.h"
 #include "apps/experiments/sweep.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "nn/summary.h"
 #include "prune/shrink.h"
 #include "train/prune_driver.h"

@@ -9,7 +9,7 @@
 
 #include "apps/experiments/experiment.h"
 #include "datasets/dataloader.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/ops.h"
 #include "infer/pack.h"
 #include "nn/checkpoint.h"

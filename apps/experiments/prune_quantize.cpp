@@ -9,7 +9,7 @@
 
 #include "apps/experiments/experiment.h"
 #include "engine/autograd.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "infer/pack.h"
 #include "prune/shrink.h"

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <set>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::app::experiments {
 

@@ -15,7 +15,7 @@
 #include <set>
 
 #include "engine/atomic_file.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::report {
 

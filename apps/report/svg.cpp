@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "apps/report/report.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/text.h"
 
 namespace sprig::report {

@@ -16,7 +16,7 @@
 #include <random>
 #include <sstream>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::track {
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/protobuf.h"
 
 namespace sprig::track {

@@ -15,7 +15,7 @@
 #include "apps/track/local_store.h"
 #include "apps/track/mlflow_rest.h"
 #include "apps/track/tensorboard.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/text.h"
 
 namespace sprig::track {

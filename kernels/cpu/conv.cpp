@@ -22,7 +22,7 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/short_rows.h"
 

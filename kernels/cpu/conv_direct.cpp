@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/short_rows.h"
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quantize_simd.h"
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 namespace {

@@ -4,8 +4,9 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <stdexcept>
 #include <string>
+
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 
@@ -54,12 +55,11 @@ static Isa choose_isa() {
     for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512})
       if (std::strcmp(forced, isa_name(isa)) == 0) {
         if (!isa_supported(isa))
-          throw std::runtime_error(std::string("SPRIG_GEMM_ISA=") + forced +
-                                   " is not supported by this CPU or build");
+          throw Error(std::string("SPRIG_GEMM_ISA=") + forced +
+                      " is not supported by this CPU or build");
         return isa;
       }
-    throw std::runtime_error(std::string("SPRIG_GEMM_ISA=") + forced +
-                             " is not one of generic, avx2, avx512");
+    throw Error(std::string("SPRIG_GEMM_ISA=") + forced + " is not one of generic, avx2, avx512");
   }
   for (Isa isa : {Isa::Avx512, Isa::Avx2})
     if (isa_supported(isa)) return isa;

@@ -14,7 +14,7 @@
 #include <cstring>
 #include <string>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/int8_sink.h"
 
 namespace sprig::cpu {

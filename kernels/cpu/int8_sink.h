@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/quantize_simd.h"
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quantize_simd.h"
 

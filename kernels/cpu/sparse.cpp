@@ -3,8 +3,9 @@
 #include "kernels/cpu/sparse.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
+
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 
@@ -30,8 +31,8 @@ size_t NmMatrix::bytes() const {
 
 CsrMatrix csr_from_dense(int64_t rows, int64_t cols, const float* w) {
   if (rows < 0 || cols < 0)
-    throw std::invalid_argument("csr_from_dense: negative shape " + std::to_string(rows) + "x" +
-                                std::to_string(cols));
+    throw Error("csr_from_dense: negative shape " + std::to_string(rows) + "x" +
+                std::to_string(cols));
   CsrMatrix a;
   a.rows = rows;
   a.cols = cols;
@@ -86,11 +87,9 @@ void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* 
 
 BsrMatrix bsr_from_dense(int64_t rows, int64_t cols, int64_t br, int64_t bc, const float* w) {
   if (rows < 0 || cols < 0 || br < 1 || bc < 1)
-    throw std::invalid_argument("bsr_from_dense: bad shape " + std::to_string(rows) + "x" +
-                                std::to_string(cols) + " with blocks " + std::to_string(br) + "x" +
-                                std::to_string(bc));
-  if ((cols + bc - 1) / bc > INT32_MAX)
-    throw std::invalid_argument("bsr_from_dense: too many block columns");
+    throw Error("bsr_from_dense: bad shape " + std::to_string(rows) + "x" + std::to_string(cols) +
+                " with blocks " + std::to_string(br) + "x" + std::to_string(bc));
+  if ((cols + bc - 1) / bc > INT32_MAX) throw Error("bsr_from_dense: too many block columns");
   BsrMatrix a;
   a.rows = rows;
   a.cols = cols;
@@ -139,9 +138,9 @@ void bsr_to_dense(const BsrMatrix& a, float* w) {
 
 NmMatrix nm_from_dense(int64_t rows, int64_t cols, int64_t n, int64_t m, const float* w) {
   if (rows < 0 || cols < 0 || n < 1 || m < n || m > 256)
-    throw std::invalid_argument("nm_from_dense: bad shape " + std::to_string(rows) + "x" +
-                                std::to_string(cols) + " or pattern " + std::to_string(n) + ":" +
-                                std::to_string(m) + " (need 1 <= n <= m <= 256)");
+    throw Error("nm_from_dense: bad shape " + std::to_string(rows) + "x" + std::to_string(cols) +
+                " or pattern " + std::to_string(n) + ":" + std::to_string(m) +
+                " (need 1 <= n <= m <= 256)");
   NmMatrix a;
   a.rows = rows;
   a.cols = cols;
@@ -160,10 +159,10 @@ NmMatrix nm_from_dense(int64_t rows, int64_t cols, int64_t n, int64_t m, const f
       for (int64_t c = 0; c < len; c++) {
         if (wg[c] == 0.0f) continue;
         if (k == n)
-          throw std::invalid_argument(
-              "nm_from_dense: row " + std::to_string(i) + " columns " + std::to_string(g * m) +
-              ".." + std::to_string(g * m + len - 1) + " hold more than " + std::to_string(n) +
-              " nonzeros (pattern " + std::to_string(n) + ":" + std::to_string(m) + ")");
+          throw Error("nm_from_dense: row " + std::to_string(i) + " columns " +
+                      std::to_string(g * m) + ".." + std::to_string(g * m + len - 1) +
+                      " hold more than " + std::to_string(n) + " nonzeros (pattern " +
+                      std::to_string(n) + ":" + std::to_string(m) + ")");
         v[k] = wg[c];
         ix[k++] = uint8_t(c);
       }
@@ -193,7 +192,7 @@ void nm_to_dense(const NmMatrix& a, float* w) {
 
 namespace {
 [[noreturn]] void bad(const char* what, const std::string& msg) {
-  throw std::invalid_argument(std::string(what) + ": " + msg);
+  throw Error(std::string(what) + ": " + msg);
 }
 
 // row_ptr (n + 1) starts at 0, never decreases and ends at total.

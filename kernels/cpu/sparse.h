@@ -46,13 +46,13 @@ struct NmMatrix {
 };
 
 // Packing from a dense row-major W (rows, cols); zeros are dropped. nm_from_dense throws
-// std::invalid_argument when a group holds more than n nonzeros.
+// sprig::Error when a group holds more than n nonzeros.
 CsrMatrix csr_from_dense(int64_t rows, int64_t cols, const float* w);
 BsrMatrix bsr_from_dense(int64_t rows, int64_t cols, int64_t br, int64_t bc, const float* w);
 NmMatrix nm_from_dense(int64_t rows, int64_t cols, int64_t n, int64_t m, const float* w);
 // Checks that the arrays are consistent (sizes, monotonic row pointers, indices in range,
 // exactly one of col16 / col32 used), as a loader must before handing a matrix read from a file
-// to a kernel; the kernels trust their input. Throws std::invalid_argument naming the problem.
+// to a kernel; the kernels trust their input. Throws sprig::Error naming the problem.
 void csr_validate(const CsrMatrix& a);
 void bsr_validate(const BsrMatrix& a);
 void nm_validate(const NmMatrix& a);
@@ -81,7 +81,7 @@ void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* 
 // y (N, K, P, Q) = conv(x (N, C, H, W), W) + bias with W (K, C*R*S) in CSR, then ReLU when
 // relu: a direct sparse convolution (each stored weight is one run of multiply-adds over a
 // padded copy of the sample; no im2col). Same output as conv2d_forward, stride, pad and
-// dilation included. Same threading rules as csr_linear. Throws std::invalid_argument when W is
+// dilation included. Same threading rules as csr_linear. Throws sprig::Error when W is
 // not K x C*R*S.
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
                 float* y, bool relu = false);

@@ -20,13 +20,13 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/short_rows.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/sparse_impl.h"
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 namespace {
@@ -255,14 +255,14 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
                 float* y, bool relu) {
   if (w.rows != s.K || w.cols != s.C * s.R * s.S)
-    throw std::invalid_argument("csr_conv2d: weight is " + std::to_string(w.rows) + "x" +
-                                std::to_string(w.cols) + ", conv needs " + std::to_string(s.K) +
-                                "x" + std::to_string(s.C * s.R * s.S) + " (K x C*R*S)");
+    throw Error("csr_conv2d: weight is " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
+                ", conv needs " + std::to_string(s.K) + "x" + std::to_string(s.C * s.R * s.S) +
+                " (K x C*R*S)");
   if (s.N <= 0 || s.K <= 0 || s.P() <= 0 || s.Q() <= 0) return;
   const PhaseLayout l = phase_layout(s);
   if (l.floats > INT32_MAX)
-    throw std::invalid_argument("csr_conv2d: one sample's padded input has " +
-                                std::to_string(l.floats) + " values, more than 2^31 - 1");
+    throw Error("csr_conv2d: one sample's padded input has " + std::to_string(l.floats) +
+                " values, more than 2^31 - 1");
   const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CHW = s.C * s.H * s.W, K = s.K;
   int32_t* off = [&] {
     if (tls_off.size() < size_t(w.nnz())) tls_off.resize(size_t(w.nnz()));

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu/int8_sink.h"
 
 namespace sprig::cpu {

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 
 namespace sprig::cuda::detail {
 

@@ -4,7 +4,7 @@
 // block's threads read neighbouring units, and each distance is summed in the CPU's order.
 #include <algorithm>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/criteria.cuh"
 #include "kernels/cuda/runtime.cuh"

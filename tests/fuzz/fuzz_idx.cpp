@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "datasets/idx.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "engine/autograd.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "nn/model.h"
 #include "tests/fuzz/fuzz_util.h"

@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/train_fuzz_util.h"
 #include "train/train_state.h"

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/safetensors.h"
 #include "tests/fuzz/fuzz_util.h"
 

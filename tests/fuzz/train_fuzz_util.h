@@ -16,7 +16,7 @@
 #include <string>
 
 #include "datasets/friedman.h"
-#include "engine/error.h"
+#include "kernels/error.h"
 #include "engine/rng.h"
 #include "nn/checkpoint.h"
 #include "prune/schedule.h"
