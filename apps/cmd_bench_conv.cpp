@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "apps/commands.h"
-#include "kernels/error.h"
 #include "engine/rng.h"
 #include "infer/pack.h"
 #include "kernels/cpu/conv.h"
@@ -27,13 +26,14 @@
 #include "kernels/cpu/quantize.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/threads.h"
+#include "kernels/error.h"
 
 namespace sprig::app {
 
 namespace {
 
 struct BenchConvArgs {
-  cpu::Conv2dShape s{128, 16, 28, 28, 16, 3, 3, 1, 1, 1};
+  Conv2dShape s{128, 16, 28, 28, 16, 3, 3, 1, 1, 1};
   int threads = 0, repeats = 10, rounds = 5;
   double sparsity = -1;  // < 0: dense forward and backward; else dense vs sparse forward
   bool int8 = false;     // float forward vs the int8 convolutions
@@ -43,7 +43,7 @@ struct BenchConvArgs {
 
 // The fields both modes report: kernel, shape, threads and repeats.
 nlohmann::json shape_json(const BenchConvArgs& a, const char* kernel) {
-  const cpu::Conv2dShape& s = a.s;
+  const Conv2dShape& s = a.s;
   return {{"kernel", kernel},
           {"n", s.N},
           {"c", s.C},
@@ -58,7 +58,7 @@ nlohmann::json shape_json(const BenchConvArgs& a, const char* kernel) {
 }
 
 // "conv2d N=128 C=16 28x28 K=16 3x3 stride 1 pad 1"
-std::string shape_text(const cpu::Conv2dShape& s) {
+std::string shape_text(const Conv2dShape& s) {
   char buf[160];
   std::snprintf(buf, sizeof buf,
                 "conv2d N=%lld C=%lld %lldx%lld K=%lld %lldx%lld stride %lld pad %lld",
@@ -98,7 +98,7 @@ double max_abs_diff(const std::vector<float>& u, const std::vector<float>& v) {
 // Dense conv2d_forward against csr_conv2d on the same weights with exactly a.sparsity of them
 // zeroed: `rounds` alternating medians of `repeats` runs each; the median round is reported.
 int run_bench_sparse_conv(const BenchConvArgs& a) {
-  const cpu::Conv2dShape& s = a.s;
+  const Conv2dShape& s = a.s;
   const int64_t CRS = s.C * s.R * s.S;
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * CRS), b(s.K);  // (N,C,H,W), (K,CRS), (K)
   std::vector<float> yd(s.N * s.K * s.P() * s.Q()), ys(yd.size());    // (N,K,P,Q)
@@ -139,7 +139,7 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
 // Float conv2d_forward against the int8 layer's two kernels on the same weights, quantised
 // (per-channel int8 weights, the input's range as its uint8 range), `rounds` interleaved rounds.
 int run_bench_int8_conv(const BenchConvArgs& a) {
-  const cpu::Conv2dShape& s = a.s;
+  const Conv2dShape& s = a.s;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P() * s.Q();
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * CRS), b(s.K);  // (N,C,H,W), (K,CRS), (K)
   Rng rng(1);
@@ -204,7 +204,7 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
 
 // The float forward by im2col + gemm against the direct kernel, `rounds` interleaved rounds.
 int run_bench_direct_conv(const BenchConvArgs& a) {
-  const cpu::Conv2dShape& s = a.s;
+  const Conv2dShape& s = a.s;
   SPRIG_CHECK(cpu::conv2d_direct_suits(s), "bench conv --direct: the direct kernel cannot run ",
               shape_text(s), " (a 1x1 kernel is a plain gemm; and it needs AVX-512)");
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
@@ -243,7 +243,7 @@ int run_bench_direct_conv(const BenchConvArgs& a) {
 }
 
 int run_bench_conv(BenchConvArgs a) {
-  cpu::Conv2dShape& s = a.s;
+  Conv2dShape& s = a.s;
   s.S = s.R;
   SPRIG_CHECK(s.P() > 0 && s.Q() > 0, "bench conv: a ", s.R, "x", s.S, " kernel with stride ",
               s.stride, " and padding ", s.pad, " leaves no output of a ", s.H, "x", s.W, " input");

@@ -10,10 +10,7 @@
 #include <string>
 
 #include "engine/device.h"
-#include "kernels/cpu/conv.h"
-#include "kernels/cpu/criteria.h"
-#include "kernels/cpu/norm.h"
-#include "kernels/cpu/pool.h"
+#include "kernels/shapes.h"
 
 namespace sprig {
 
@@ -62,36 +59,35 @@ class Backend {
   virtual int64_t count_nonzero(int64_t n, const float* x) const = 0;
 
   // ---- convolution and pooling (kernels/*/conv, kernels/*/pool) --------------------------------
-  virtual void conv2d_forward(const cpu::Conv2dShape& s, const float* x, const float* w,
-                              const float* b, float* y) const = 0;
-  virtual void conv2d_backward(const cpu::Conv2dShape& s, const float* x, const float* w,
+  virtual void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
+                              float* y) const = 0;
+  virtual void conv2d_backward(const Conv2dShape& s, const float* x, const float* w,
                                const float* dy, float* dx, float* dw, float* db) const = 0;
-  virtual void maxpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y,
+  virtual void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y,
                                  int32_t* argmax) const = 0;
-  virtual void maxpool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* argmax,
+  virtual void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* argmax,
                                   float* dx) const = 0;
 
   // As kernels/cpu/pool.h: average, global average, and the option-A residual shortcut.
-  virtual void avgpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y) const = 0;
-  virtual void avgpool2d_backward(const cpu::Pool2dShape& s, const float* dy, float* dx) const = 0;
+  virtual void avgpool2d_forward(const Pool2dShape& s, const float* x, float* y) const = 0;
+  virtual void avgpool2d_backward(const Pool2dShape& s, const float* dy, float* dx) const = 0;
   virtual void global_avgpool_forward(int64_t planes, int64_t hw, const float* x,
                                       float* y) const = 0;
   virtual void global_avgpool_backward(int64_t planes, int64_t hw, const float* dy,
                                        float* dx) const = 0;
-  virtual void shortcut_forward(const cpu::ShortcutShape& s, const float* x, float* y) const = 0;
-  virtual void shortcut_backward(const cpu::ShortcutShape& s, const float* dy, float* dx) const = 0;
+  virtual void shortcut_forward(const ShortcutShape& s, const float* x, float* y) const = 0;
+  virtual void shortcut_backward(const ShortcutShape& s, const float* dy, float* dx) const = 0;
 
   // ---- batch normalisation (kernels/*/norm), as kernels/cpu/norm.h ----------------------------
-  virtual void batchnorm_forward_train(const cpu::BatchNormShape& s, const float* x,
-                                       const float* gamma, const float* beta, float eps,
-                                       float momentum, float* running_mean, float* running_var,
-                                       float* y, float* save_mean, float* save_invstd) const = 0;
-  virtual void batchnorm_forward_eval(const cpu::BatchNormShape& s, const float* x,
-                                      const float* gamma, const float* beta,
-                                      const float* running_mean, const float* running_var,
-                                      float eps, float* y, float* save_mean,
-                                      float* save_invstd) const = 0;
-  virtual void batchnorm_backward(const cpu::BatchNormShape& s, bool batch_stats, const float* x,
+  virtual void batchnorm_forward_train(const BatchNormShape& s, const float* x, const float* gamma,
+                                       const float* beta, float eps, float momentum,
+                                       float* running_mean, float* running_var, float* y,
+                                       float* save_mean, float* save_invstd) const = 0;
+  virtual void batchnorm_forward_eval(const BatchNormShape& s, const float* x, const float* gamma,
+                                      const float* beta, const float* running_mean,
+                                      const float* running_var, float eps, float* y,
+                                      float* save_mean, float* save_invstd) const = 0;
+  virtual void batchnorm_backward(const BatchNormShape& s, bool batch_stats, const float* x,
                                   const float* gamma, const float* save_mean,
                                   const float* save_invstd, const float* dy, float* dx,
                                   float* dgamma, float* dbeta) const = 0;
@@ -127,9 +123,9 @@ class Backend {
 
   // ---- pruning criteria (kernels/*/criteria) ---------------------------------------------------
   // As kernels/cpu/criteria.h; out is on this device.
-  virtual void unit_scores(const cpu::UnitLayout& layout, cpu::ElementScore e, const float* w,
-                           const float* g, float* out) const = 0;
-  virtual void fpgm_scores(const cpu::UnitLayout& layout, const float* w, float* out) const = 0;
+  virtual void unit_scores(const UnitLayout& layout, ElementScore e, const float* w, const float* g,
+                           float* out) const = 0;
+  virtual void fpgm_scores(const UnitLayout& layout, const float* w, float* out) const = 0;
 };
 
 // The backend of device d. For CUDA this initialises the driver on first use and throws

@@ -8,15 +8,18 @@
 #include <unordered_map>
 
 #include "engine/backend.h"
-#include "kernels/error.h"
 #include "engine/tensor.h"  // AllocatorStats
+#include "kernels/cpu/conv.h"
+#include "kernels/cpu/criteria.h"
 #include "kernels/cpu/eltwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/optim.h"
+#include "kernels/cpu/pool.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/error.h"
 
 namespace sprig {
 
@@ -164,26 +167,26 @@ class CpuBackend final : public Backend {
     return nz;
   }
 
-  void conv2d_forward(const cpu::Conv2dShape& s, const float* x, const float* w, const float* b,
+  void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                       float* y) const override {
     cpu::conv2d_forward(s, x, w, b, y);
   }
-  void conv2d_backward(const cpu::Conv2dShape& s, const float* x, const float* w, const float* dy,
+  void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
                        float* dx, float* dw, float* db) const override {
     cpu::conv2d_backward(s, x, w, dy, dx, dw, db);
   }
-  void maxpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y,
+  void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y,
                          int32_t* argmax) const override {
     cpu::maxpool2d_forward(s, x, y, argmax);
   }
-  void maxpool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* argmax,
+  void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* argmax,
                           float* dx) const override {
     cpu::maxpool2d_backward(s, dy, argmax, dx);
   }
-  void avgpool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y) const override {
+  void avgpool2d_forward(const Pool2dShape& s, const float* x, float* y) const override {
     cpu::avgpool2d_forward(s, x, y);
   }
-  void avgpool2d_backward(const cpu::Pool2dShape& s, const float* dy, float* dx) const override {
+  void avgpool2d_backward(const Pool2dShape& s, const float* dy, float* dx) const override {
     cpu::avgpool2d_backward(s, dy, dx);
   }
   void global_avgpool_forward(int64_t planes, int64_t hw, const float* x, float* y) const override {
@@ -193,28 +196,28 @@ class CpuBackend final : public Backend {
                                float* dx) const override {
     cpu::global_avgpool_backward(planes, hw, dy, dx);
   }
-  void shortcut_forward(const cpu::ShortcutShape& s, const float* x, float* y) const override {
+  void shortcut_forward(const ShortcutShape& s, const float* x, float* y) const override {
     cpu::shortcut_forward(s, x, y);
   }
-  void shortcut_backward(const cpu::ShortcutShape& s, const float* dy, float* dx) const override {
+  void shortcut_backward(const ShortcutShape& s, const float* dy, float* dx) const override {
     cpu::shortcut_backward(s, dy, dx);
   }
 
-  void batchnorm_forward_train(const cpu::BatchNormShape& s, const float* x, const float* gamma,
+  void batchnorm_forward_train(const BatchNormShape& s, const float* x, const float* gamma,
                                const float* beta, float eps, float momentum, float* running_mean,
                                float* running_var, float* y, float* save_mean,
                                float* save_invstd) const override {
     cpu::batchnorm_forward_train(s, x, gamma, beta, eps, momentum, running_mean, running_var, y,
                                  save_mean, save_invstd);
   }
-  void batchnorm_forward_eval(const cpu::BatchNormShape& s, const float* x, const float* gamma,
+  void batchnorm_forward_eval(const BatchNormShape& s, const float* x, const float* gamma,
                               const float* beta, const float* running_mean,
                               const float* running_var, float eps, float* y, float* save_mean,
                               float* save_invstd) const override {
     cpu::batchnorm_forward_eval(s, x, gamma, beta, running_mean, running_var, eps, y, save_mean,
                                 save_invstd);
   }
-  void batchnorm_backward(const cpu::BatchNormShape& s, bool batch_stats, const float* x,
+  void batchnorm_backward(const BatchNormShape& s, bool batch_stats, const float* x,
                           const float* gamma, const float* save_mean, const float* save_invstd,
                           const float* dy, float* dx, float* dgamma, float* dbeta) const override {
     cpu::batchnorm_backward(s, batch_stats, x, gamma, save_mean, save_invstd, dy, dx, dgamma,
@@ -255,11 +258,11 @@ class CpuBackend final : public Backend {
     cpu::adam_step(n, w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay, step, decoupled);
   }
 
-  void unit_scores(const cpu::UnitLayout& layout, cpu::ElementScore e, const float* w,
-                   const float* g, float* out) const override {
+  void unit_scores(const UnitLayout& layout, ElementScore e, const float* w, const float* g,
+                   float* out) const override {
     cpu::unit_scores(layout, e, w, g, out);
   }
-  void fpgm_scores(const cpu::UnitLayout& layout, const float* w, float* out) const override {
+  void fpgm_scores(const UnitLayout& layout, const float* w, float* out) const override {
     cpu::fpgm_scores(layout, w, out);
   }
 

@@ -9,7 +9,7 @@ using namespace detail;
 namespace {
 
 struct Conv2dBackward : Node {
-  cpu::Conv2dShape s;
+  Conv2dShape s;
   const char* name() const override { return "Conv2dBackward"; }
   std::vector<Tensor> backward(const Tensor& dy) override {
     const Tensor &x = inputs[0], &w = inputs[1];
@@ -39,8 +39,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   SPRIG_CHECK(opt.stride >= 1 && opt.padding >= 0 && opt.dilation >= 1,
               "conv2d: need stride >= 1, padding >= 0, dilation >= 1 (got ", opt.stride, ", ",
               opt.padding, ", ", opt.dilation, ")");
-  cpu::Conv2dShape s{x.size(0),      x.size(1),      x.size(2),  x.size(3),   weight.size(0),
-                     weight.size(2), weight.size(3), opt.stride, opt.padding, opt.dilation};
+  Conv2dShape s{x.size(0),      x.size(1),      x.size(2),  x.size(3),   weight.size(0),
+                weight.size(2), weight.size(3), opt.stride, opt.padding, opt.dilation};
   SPRIG_CHECK(s.P() >= 1 && s.Q() >= 1, "conv2d: input ", to_string(x.shape()),
               " is smaller than the (dilated) kernel ", to_string(weight.shape()), " with padding ",
               opt.padding);

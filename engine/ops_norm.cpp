@@ -12,7 +12,7 @@ using namespace detail;
 namespace {
 
 struct BatchNormBackward : Node {
-  cpu::BatchNormShape s;
+  BatchNormShape s;
   bool batch_stats = true;
   Tensor save_mean, save_invstd;  // (C) each: the statistics the forward pass normalised with
   // Synchronised statistics: the sums across processes, and the values they cover in all.
@@ -77,7 +77,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
       "batch_norm: need eps > 0 and momentum in [0, 1] (got eps ", eps, ", momentum ", momentum,
       ")");
   const int64_t C = x.size(1);
-  cpu::BatchNormShape s{x.size(0), C, x.dim() == 4 ? x.size(2) * x.size(3) : 1};
+  BatchNormShape s{x.size(0), C, x.dim() == 4 ? x.size(2) * x.size(3) : 1};
   check_channel_vector(running_mean, x, C, "running_mean");
   check_channel_vector(running_var, x, C, "running_var");
   if (weight.defined()) check_channel_vector(weight, x, C, "weight");

@@ -10,7 +10,7 @@ using namespace detail;
 namespace {
 
 struct MaxPool2dBackward : Node {
-  cpu::Pool2dShape s;
+  Pool2dShape s;
   Tensor argmax;  // (N, C, P, Q) int32, flat index within each (H, W) plane
   const char* name() const override { return "MaxPool2dBackward"; }
   std::vector<Tensor> backward(const Tensor& dy) override {
@@ -21,7 +21,7 @@ struct MaxPool2dBackward : Node {
 };
 
 struct AvgPool2dBackward : Node {
-  cpu::Pool2dShape s;
+  Pool2dShape s;
   const char* name() const override { return "AvgPool2dBackward"; }
   std::vector<Tensor> backward(const Tensor& dy) override {
     Tensor dx = Tensor::empty(inputs[0].shape(), DType::F32, dy.device());  // (N, C, H, W)
@@ -41,7 +41,7 @@ struct GlobalAvgPool2dBackward : Node {
 };
 
 struct ShortcutBackward : Node {
-  cpu::ShortcutShape s;
+  ShortcutShape s;
   const char* name() const override { return "ShortcutBackward"; }
   std::vector<Tensor> backward(const Tensor& dy) override {
     Tensor dx = Tensor::empty(inputs[0].shape(), DType::F32, dy.device());  // (N, C, H, W)
@@ -51,15 +51,15 @@ struct ShortcutBackward : Node {
 };
 
 // The window checks max and average pooling share; returns the kernels' shape.
-cpu::Pool2dShape pool_shape(const Tensor& x, const char* op, int64_t kernel, int64_t stride,
-                            int64_t padding) {
+Pool2dShape pool_shape(const Tensor& x, const char* op, int64_t kernel, int64_t stride,
+                       int64_t padding) {
   check_float(x, op, "input");
   SPRIG_CHECK(x.dim() == 4, op, ": input must be (N, C, H, W), got ", to_string(x.shape()));
   if (stride == 0) stride = kernel;
   SPRIG_CHECK(kernel >= 1 && stride >= 1 && padding >= 0 && 2 * padding <= kernel, op,
               ": need kernel >= 1, stride >= 1, 0 <= padding <= kernel/2 (got ", kernel, ", ",
               stride, ", ", padding, ")");
-  cpu::Pool2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
+  Pool2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), kernel, stride, padding};
   SPRIG_CHECK(s.P() >= 1 && s.Q() >= 1, op, ": input ", to_string(x.shape()),
               " is smaller than the ", kernel, "x", kernel, " window");
   return s;
@@ -68,7 +68,7 @@ cpu::Pool2dShape pool_shape(const Tensor& x, const char* op, int64_t kernel, int
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  const cpu::Pool2dShape s = pool_shape(x, "max_pool2d", kernel, stride, padding);
+  const Pool2dShape s = pool_shape(x, "max_pool2d", kernel, stride, padding);
   Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()}, DType::F32, x.device());
   if (!any_requires_grad({&x})) {  // no backward: no argmax to keep
     backend_for(x.device()).maxpool2d_forward(s, x.ptr(), y.ptr(), nullptr);
@@ -83,7 +83,7 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
 }
 
 Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  const cpu::Pool2dShape s = pool_shape(x, "avg_pool2d", kernel, stride, padding);
+  const Pool2dShape s = pool_shape(x, "avg_pool2d", kernel, stride, padding);
   Tensor y = Tensor::empty({s.N, s.C, s.P(), s.Q()}, DType::F32, x.device());
   backend_for(x.device()).avgpool2d_forward(s, x.ptr(), y.ptr());
   if (!any_requires_grad({&x})) return y;
@@ -115,7 +115,7 @@ Tensor shortcut(const Tensor& x, int64_t out_channels, int64_t stride, int64_t p
               "shortcut: need stride >= 1 and room for the input's ", C, " channels among ",
               out_channels, " output channels after ", pad_lo, " zero channels (stride ", stride,
               ")");
-  cpu::ShortcutShape s{x.size(0), C, x.size(2), x.size(3), out_channels, stride, pad_lo};
+  ShortcutShape s{x.size(0), C, x.size(2), x.size(3), out_channels, stride, pad_lo};
   Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::F32, x.device());
   backend_for(x.device()).shortcut_forward(s, x.ptr(), y.ptr());
   if (!any_requires_grad({&x})) return y;

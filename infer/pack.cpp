@@ -267,7 +267,7 @@ Tensor run_dense_linear(const PackedLayer& p, const nn::Linear& lin, const Tenso
 
 // A dense conv layer, its ReLU (when relu) fused into the kernel's stores.
 Tensor run_dense_conv(const PackedLayer& p, const nn::Conv2d& conv, const Tensor& x, bool relu) {
-  const cpu::Conv2dShape s = detail::conv_shape(p, "layer", conv, x);
+  const Conv2dShape s = detail::conv_shape(p, "layer", conv, x);
   Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});  // (N, K, P, Q)
   cpu::conv2d_forward(s, x.data(), conv.weight->value.data(),
                       conv.bias ? conv.bias->value.data() : nullptr, y.data(), relu);
@@ -278,7 +278,7 @@ Tensor run_dense_conv(const PackedLayer& p, const nn::Conv2d& conv, const Tensor
 // ReLU after it fused when relu (into csr_conv2d's stores; a pass over y for linear layers).
 Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    const cpu::Conv2dShape s = detail::conv_shape(p, "packed layer", *conv, x);
+    const Conv2dShape s = detail::conv_shape(p, "packed layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
     cpu::csr_conv2d(p.csr, s, x.data(), conv->bias ? conv->bias->value.data() : nullptr, y.data(),
                     relu);
@@ -472,8 +472,8 @@ Shape walk(const nn::Sequential& seq, const std::string& prefix, Shape shape,
 
 }  // namespace
 
-cpu::Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d& conv,
-                            const Tensor& x) {
+Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d& conv,
+                       const Tensor& x) {
   SPRIG_CHECK(x.dim() == 4 && x.size(1) == conv.in_channels, what, " ", p.name, " (", conv.spec(),
               ") got input ", to_string(x.shape()));
   return {x.size(0),   x.size(1),   x.size(2),       x.size(3),        conv.out_channels,

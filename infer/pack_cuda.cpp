@@ -157,7 +157,7 @@ Tensor run_int8(const PackedLayer& p, const GpuLayer& g, nn::Module& m, const Te
   Tensor xq = Tensor::empty({x.numel()}, DType::U8, x.device());  // the input's uint8 codes
   cuda::quantize_activations(x.numel(), x.ptr(), q.input.scale, q.input.zero, xq.ptr_as<uint8_t>());
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    const cpu::Conv2dShape s = detail::conv_shape(p, "int8 layer", *conv, x);
+    const Conv2dShape s = detail::conv_shape(p, "int8 layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::F32, x.device());
     cuda::conv2d_u8s8_dequantize(s, xq.ptr_as<uint8_t>(), q.input.zero,
                                  reinterpret_cast<const int8_t*>(g.w_bytes.ptr_as<uint8_t>()),
@@ -181,7 +181,7 @@ Tensor run_float(const PackedLayer& p, const GpuLayer& g, nn::Module& m, const T
   const Device d = x.device();
   const float* bias = bias_of(m);
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    const cpu::Conv2dShape s = detail::conv_shape(p, "GPU layer", *conv, x);
+    const Conv2dShape s = detail::conv_shape(p, "GPU layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::F32, d);  // (N, K, P, Q)
     if (own_kernel(g.kernel)) {
       cuda::csr_conv2d(g.csr, s, x.ptr(), bias, y.ptr(), c.relu, algo_of(g.kernel));

@@ -26,8 +26,8 @@ std::vector<WeightedLayer> weighted_layers(const nn::Model& m);
 
 // The convolution conv computes on x (N, C, H, W), after checking that x fits it (the error
 // names layer p and says what `what` it is: "packed layer", "int8 layer").
-cpu::Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d& conv,
-                            const Tensor& x);
+Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d& conv,
+                       const Tensor& x);
 
 // Packs p (a float layer of `module`, whose weight is `weight`) in opt.format, or for Auto in
 // the fastest float format measured at opt.batch; fills p.times and p.reason (pack.cpp).

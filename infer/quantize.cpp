@@ -76,7 +76,7 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
   }
   const DType out_type = requantize ? DType::U8 : DType::F32;
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    const cpu::Conv2dShape s = conv_shape(p, "int8 layer", *conv, x);
+    const Conv2dShape s = conv_shape(p, "int8 layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, out_type);
     if (requantize) {
       cpu::conv2d_u8s8_direct_requantize(s, codes, q.input.zero, q.direct, q.input.scale,
@@ -140,7 +140,7 @@ void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind, int64_t blo
   const auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
   // The direct kernel depends on the kernel's width, stride and dilation only (and the CPU).
   const bool direct =
-      conv && cpu::conv2d_u8s8_direct_suits(cpu::Conv2dShape{
+      conv && cpu::conv2d_u8s8_direct_suits(Conv2dShape{
                   1, conv->in_channels, 1, 1, conv->out_channels, conv->kernel, conv->kernel,
                   conv->opt.stride, conv->opt.padding, conv->opt.dilation});
   try {

@@ -111,15 +111,15 @@ Tensor unit_scores(const nn::Parameter& weight, Criterion c, Granularity g, cons
     s = a.to_vector();
   } else {
     const Backend& be = backend_for(weight.device());
-    const cpu::UnitLayout layout = detail::unit_layout(v, g);
+    const UnitLayout layout = detail::unit_layout(v, g);
     Tensor scores = Tensor::empty({U}, DType::F32, weight.device());  // (U)
     if (c == Criterion::FPGM) {
       be.fpgm_scores(layout, w, scores.ptr());
     } else {
-      cpu::ElementScore e = cpu::ElementScore::AbsWeight;  // Magnitude, L1Norm
-      if (c == Criterion::Gradient) e = cpu::ElementScore::AbsGrad;
-      if (c == Criterion::Taylor) e = cpu::ElementScore::AbsWeightGrad;
-      if (c == Criterion::L2Norm) e = cpu::ElementScore::SquareWeight;
+      ElementScore e = ElementScore::AbsWeight;  // Magnitude, L1Norm
+      if (c == Criterion::Gradient) e = ElementScore::AbsGrad;
+      if (c == Criterion::Taylor) e = ElementScore::AbsWeightGrad;
+      if (c == Criterion::L2Norm) e = ElementScore::SquareWeight;
       const bool reads_grad = c == Criterion::Gradient || c == Criterion::Taylor;
       be.unit_scores(layout, e, w, reads_grad ? gradient_of(weight, c) : nullptr, scores.ptr());
     }

@@ -20,16 +20,16 @@ struct WeightView {
 WeightView weight_view(const nn::Parameter& w, const PruneSpec& spec);
 
 // The units of granularity g as the criteria kernels see them (Backend's criteria entries).
-inline cpu::UnitLayout unit_layout(const WeightView& v, Granularity g) {
-  cpu::UnitLayout l;
+inline UnitLayout unit_layout(const WeightView& v, Granularity g) {
+  UnitLayout l;
   l.rows = v.rows;
   l.cols = v.cols;
   l.kk = v.kk;
   l.br = v.br;
   l.bc = v.bc;
-  if (g == Granularity::Filter) l.kind = cpu::UnitLayout::Row;
-  if (g == Granularity::Channel) l.kind = cpu::UnitLayout::Channel;
-  if (g == Granularity::Block) l.kind = cpu::UnitLayout::Block;
+  if (g == Granularity::Filter) l.kind = UnitLayout::Row;
+  if (g == Granularity::Channel) l.kind = UnitLayout::Channel;
+  if (g == Granularity::Block) l.kind = UnitLayout::Block;
   return l;  // Element and NM: one unit per weight
 }
 

@@ -262,7 +262,7 @@ TEST_CASE("sum and sum_rows: one row, one column, many rows") {
 }
 
 TEST_CASE("unit_scores and fpgm_scores for every layout match the CPU") {
-  using L = cpu::UnitLayout;
+  using L = UnitLayout;
   struct Geo {
     L::Kind kind;
     int64_t rows, cols, kk, br, bc;
@@ -273,9 +273,8 @@ TEST_CASE("unit_scores and fpgm_scores for every layout match the CPU") {
       {L::Channel, 8, 200, 25, 1, 1}, {L::Block, 10, 784, 1, 1, 4},  {L::Block, 9, 14, 1, 4, 4},
       {L::Block, 33, 70, 1, 8, 16},   {L::Block, 3, 3, 1, 5, 5},
   };
-  const cpu::ElementScore scores[] = {cpu::ElementScore::AbsWeight, cpu::ElementScore::AbsGrad,
-                                      cpu::ElementScore::AbsWeightGrad,
-                                      cpu::ElementScore::SquareWeight};
+  const ElementScore scores[] = {ElementScore::AbsWeight, ElementScore::AbsGrad,
+                                 ElementScore::AbsWeightGrad, ElementScore::SquareWeight};
   for (const Geo& geo : geos) {
     L layout;
     layout.kind = geo.kind;
@@ -291,7 +290,7 @@ TEST_CASE("unit_scores and fpgm_scores for every layout match the CPU") {
     std::vector<float> w = random_values(n, rng), g = random_values(n, rng);
     w[size_t(n / 2)] = 0.0f;  // pruned weights score 0
     Tensor wd = Tensor::from_vector(w, {n}).to(kGpu), gd = Tensor::from_vector(g, {n}).to(kGpu);
-    for (cpu::ElementScore e : scores) {
+    for (ElementScore e : scores) {
       INFO("element score ", int(e));
       std::vector<float> want(static_cast<size_t>(U));
       cpu_be().unit_scores(layout, e, w.data(), g.data(), want.data());
@@ -391,8 +390,8 @@ TEST_CASE("avgpool2d, global_avgpool and shortcut match the CPU bit for bit") {
     for (int64_t stride : {1, 2, 3})
       for (int64_t pad : {0, 1}) {
         if (pad * 2 > kernel) continue;
-        for (cpu::Pool2dShape s : {cpu::Pool2dShape{1, 1, 5, 3, kernel, stride, pad},
-                                   cpu::Pool2dShape{3, 2, 7, 9, kernel, stride, pad}}) {
+        for (Pool2dShape s : {Pool2dShape{1, 1, 5, 3, kernel, stride, pad},
+                              Pool2dShape{3, 2, 7, 9, kernel, stride, pad}}) {
           INFO("avgpool N ", s.N, " C ", s.C, " H ", s.H, " W ", s.W, " kernel ", kernel,
                " stride ", stride, " pad ", pad);
           const int64_t nx = s.N * s.C * s.H * s.W, ny = s.N * s.C * s.P() * s.Q();
@@ -426,10 +425,10 @@ TEST_CASE("avgpool2d, global_avgpool and shortcut match the CPU bit for bit") {
       CHECK(dxd.to_vector() == dx);
     }
 
-  for (cpu::ShortcutShape s :
-       {cpu::ShortcutShape{1, 1, 1, 1, 1, 1, 0}, cpu::ShortcutShape{2, 3, 5, 7, 3, 1, 0},
-        cpu::ShortcutShape{2, 3, 5, 7, 7, 2, 2}, cpu::ShortcutShape{1, 4, 8, 8, 8, 2, 0},
-        cpu::ShortcutShape{3, 4, 9, 6, 9, 3, 5}, cpu::ShortcutShape{2, 16, 32, 32, 32, 2, 8}}) {
+  for (ShortcutShape s :
+       {ShortcutShape{1, 1, 1, 1, 1, 1, 0}, ShortcutShape{2, 3, 5, 7, 3, 1, 0},
+        ShortcutShape{2, 3, 5, 7, 7, 2, 2}, ShortcutShape{1, 4, 8, 8, 8, 2, 0},
+        ShortcutShape{3, 4, 9, 6, 9, 3, 5}, ShortcutShape{2, 16, 32, 32, 32, 2, 8}}) {
     INFO("shortcut N ", s.N, " C ", s.C, " H ", s.H, " W ", s.W, " K ", s.K, " stride ", s.stride,
          " pad_lo ", s.pad_lo);
     const int64_t nx = s.N * s.C * s.H * s.W, ny = s.N * s.K * s.P() * s.Q();
@@ -468,7 +467,7 @@ Tensor on_gpu(const std::vector<float>& v) {
 }  // namespace
 
 TEST_CASE("batchnorm forward (train, eval) and backward match the CPU") {
-  using S = cpu::BatchNormShape;
+  using S = BatchNormShape;
   const float eps = 1e-5f, momentum = 0.1f;
   uint64_t seed = 30;
   for (S s : {S{1, 1, 1}, S{1, 3, 1}, S{5, 1, 1}, S{1, 1, 7}, S{4, 5, 9}, S{2, 6, 289},
@@ -687,12 +686,12 @@ TEST_CASE("int8 inference kernels: codes bit for bit, sums exact, the CPU's epil
   }
 
   // conv2d_u8s8_dequantize: strides, padding (reads as the zero point), dilation, 1x1, 5x5.
-  const cpu::Conv2dShape shapes[] = {{2, 3, 7, 9, 5, 3, 3, 1, 1, 1},
-                                     {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},
-                                     {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},
-                                     {1, 33, 6, 5, 17, 1, 1, 1, 0, 1},
-                                     {2, 3, 7, 7, 2, 5, 5, 3, 2, 1}};
-  for (const cpu::Conv2dShape& s : shapes) {
+  const Conv2dShape shapes[] = {{2, 3, 7, 9, 5, 3, 3, 1, 1, 1},
+                                {2, 3, 9, 7, 17, 3, 3, 2, 1, 1},
+                                {2, 2, 13, 11, 3, 3, 3, 1, 2, 2},
+                                {1, 33, 6, 5, 17, 1, 1, 1, 0, 1},
+                                {2, 3, 7, 7, 2, 5, 5, 3, 2, 1}};
+  for (const Conv2dShape& s : shapes) {
     CAPTURE(s.C);
     CAPTURE(s.K);
     CAPTURE(s.stride);

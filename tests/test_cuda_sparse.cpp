@@ -223,7 +223,7 @@ TEST_CASE("GPU csr_conv2d equals the CPU convolution") {
     CAPTURE(c.stride);
     CAPTURE(c.pad);
     CAPTURE(c.dilation);
-    cpu::Conv2dShape s{c.N, c.C, c.H, c.W, c.K, c.R, c.S, c.stride, c.pad, c.dilation};
+    Conv2dShape s{c.N, c.C, c.H, c.W, c.K, c.R, c.S, c.stride, c.pad, c.dilation};
     const int64_t CRS = c.C * c.R * c.S, ny = c.N * c.K * s.P() * s.Q();
     std::vector<float> w = random_weight(c.K, CRS, 0.3, uint32_t(c.K + c.C));  // (K, C, R, S)
     std::vector<float> x = testing::random_vec(size_t(c.N * c.C * c.H * c.W), 21);
@@ -247,7 +247,7 @@ TEST_CASE("GPU csr_conv2d equals the CPU convolution") {
       }
   }
   cuda::DeviceCsr wrong(cpu::csr_from_dense(2, 5, random_weight(2, 5, 1.0, 1).data()));
-  cpu::Conv2dShape s{1, 1, 5, 5, 2, 3, 3, 1, 1, 1};
+  Conv2dShape s{1, 1, 5, 5, 2, 3, 3, 1, 1, 1};
   CHECK_THROWS_AS(cuda::csr_conv2d(wrong, s, nullptr, nullptr, nullptr), Error);  // 2x5, not 2x9
 }
 

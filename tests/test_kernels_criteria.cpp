@@ -6,13 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "kernels/error.h"
 #include "engine/rng.h"
 #include "kernels/cpu/criteria.h"
+#include "kernels/error.h"
 
 using namespace sprig;
-using cpu::ElementScore;
-using cpu::UnitLayout;
 
 namespace {
 

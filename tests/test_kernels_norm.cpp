@@ -13,6 +13,7 @@
 #include "kernels/cpu/threads.h"
 #include "tests/kernel_test_util.h"
 
+using namespace sprig;
 using namespace sprig::cpu;
 
 namespace {

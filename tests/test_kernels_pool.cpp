@@ -11,6 +11,7 @@
 #include "kernels/cpu/pool.h"
 #include "tests/kernel_test_util.h"
 
+using namespace sprig;
 using namespace sprig::cpu;
 
 namespace {

@@ -14,6 +14,7 @@
 #include "kernels/error.h"
 #include "tests/kernel_test_util.h"
 
+using namespace sprig;
 using namespace sprig::cpu;
 
 namespace {
@@ -272,14 +273,14 @@ TEST_CASE("nm_linear equals the dense masked product, ragged last group included
 TEST_CASE("nm_from_dense rejects a group with too many nonzeros and bad patterns") {
   // 2:4 with three nonzeros in the second group.
   std::vector<float> w = {1, 0, 0, 2, 3, 4, 0, 5};
-  CHECK_THROWS_AS(nm_from_dense(1, 8, 2, 4, w.data()), sprig::Error);
+  CHECK_THROWS_AS(nm_from_dense(1, 8, 2, 4, w.data()), Error);
   // The short last group (columns 4..5) holds two nonzeros under 1:4.
   std::vector<float> r = {1, 0, 0, 0, 2, 3};
-  CHECK_THROWS_AS(nm_from_dense(1, 6, 1, 4, r.data()), sprig::Error);
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 1, 4, r.data()), Error);
   CHECK_NOTHROW(nm_from_dense(1, 6, 2, 4, r.data()));
-  CHECK_THROWS_AS(nm_from_dense(1, 6, 3, 2, r.data()), sprig::Error);  // n > m
-  CHECK_THROWS_AS(nm_from_dense(1, 6, 0, 4, r.data()), sprig::Error);
-  CHECK_THROWS_AS(bsr_from_dense(1, 6, 0, 4, r.data()), sprig::Error);
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 3, 2, r.data()), Error);  // n > m
+  CHECK_THROWS_AS(nm_from_dense(1, 6, 0, 4, r.data()), Error);
+  CHECK_THROWS_AS(bsr_from_dense(1, 6, 0, 4, r.data()), Error);
 }
 
 TEST_CASE("pack then to_dense gives back the same weights exactly") {
@@ -352,6 +353,8 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       {{2, 3, 11, 13, 4, 3, 3, 3, 2, 1}, 0.5, true, -1},   // stride 3, pad 2
       {{2, 2, 11, 10, 3, 3, 2, 1, 2, 2}, 0.5, true, -1},   // dilation 2, pad 2, 3x2 kernel
       {{2, 2, 12, 11, 4, 3, 3, 2, 2, 2}, 0.5, false, -1},  // dilation 2 with stride 2
+      {{2, 2, 5, 37, 4, 3, 3, 2, 0, 1}, 0.5, true, -1},    // stride 2: rows past 32, odd, no pad
+      {{1, 2, 6, 33, 4, 3, 3, 2, 2, 1}, 0.5, false, -1},   // stride 2, even pad, 33 wide
       {{1, 2, 4, 5, 3, 3, 3, 1, 3, 1}, 0.3, true, -1},     // padding wider than the kernel
       {{2, 4, 6, 6, 8, 1, 1, 1, 0, 1}, 0.7, true, 2},      // 1x1: x read directly
       {{1, 4, 6, 6, 8, 1, 1, 1, 1, 1}, 0.7, true, -1},     // 1x1 padded: y written in place
@@ -424,7 +427,7 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
   CsrMatrix a = csr_from_dense(4, 10, w.data());
   Conv2dShape s{1, 3, 5, 5, 4, 3, 3, 1, 1, 1};
   std::vector<float> x(75), y(100);
-  CHECK_THROWS_AS(csr_conv2d(a, s, x.data(), nullptr, y.data()), sprig::Error);
+  CHECK_THROWS_AS(csr_conv2d(a, s, x.data(), nullptr, y.data()), Error);
 }
 
 TEST_CASE("validate accepts packed matrices and rejects broken arrays") {
@@ -440,31 +443,31 @@ TEST_CASE("validate accepts packed matrices and rejects broken arrays") {
   {
     CsrMatrix x = c;
     x.col16[0] = 13;  // column out of range
-    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
+    CHECK_THROWS_AS(csr_validate(x), Error);
     x = c;
     x.row_ptr[3] = x.row_ptr[4] + 1;  // decreasing
-    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
+    CHECK_THROWS_AS(csr_validate(x), Error);
     x = c;
     x.col32.assign(x.col16.begin(), x.col16.end());  // both index arrays
-    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
+    CHECK_THROWS_AS(csr_validate(x), Error);
     x = c;
     x.values.pop_back();
-    CHECK_THROWS_AS(csr_validate(x), sprig::Error);
+    CHECK_THROWS_AS(csr_validate(x), Error);
   }
   {
     BsrMatrix x = b;
     x.block_col[0] = 4;  // 13 columns make 4 block columns: 0..3
-    CHECK_THROWS_AS(bsr_validate(x), sprig::Error);
+    CHECK_THROWS_AS(bsr_validate(x), Error);
     x = b;
     x.values.pop_back();
-    CHECK_THROWS_AS(bsr_validate(x), sprig::Error);
+    CHECK_THROWS_AS(bsr_validate(x), Error);
   }
   {
     NmMatrix x = n;
     x.index[x.index.size() - 1] = 1;  // the last group of each row is one column wide
-    CHECK_THROWS_AS(nm_validate(x), sprig::Error);
+    CHECK_THROWS_AS(nm_validate(x), Error);
     x = n;
     x.index[0] = 4;
-    CHECK_THROWS_AS(nm_validate(x), sprig::Error);
+    CHECK_THROWS_AS(nm_validate(x), Error);
   }
 }

@@ -2,15 +2,9 @@
 // 2-D convolution (cross-correlation, as in PyTorch), NCHW, forward and backward.
 #include <cstdint>
 
-namespace sprig::cpu {
+#include "kernels/shapes.h"
 
-struct Conv2dShape {
-  int64_t N, C, H, W;  // input (N, C, H, W)
-  int64_t K, R, S;     // weight (K, C, R, S): K output channels, R x S kernel
-  int64_t stride = 1, pad = 0, dilation = 1;
-  int64_t P() const { return (H + 2 * pad - dilation * (R - 1) - 1) / stride + 1; }  // out height
-  int64_t Q() const { return (W + 2 * pad - dilation * (S - 1) - 1) / stride + 1; }  // out width
-};
+namespace sprig::cpu {
 
 // How conv2d_forward computes: Auto picks by shape; the others force one (tests, benchmarks).
 enum class ConvForward { Auto, Im2colGemm, Direct };

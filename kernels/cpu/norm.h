@@ -5,12 +5,9 @@
 // count. gamma / beta may be null (no affine transform: scale 1, shift 0).
 #include <cstdint>
 
-namespace sprig::cpu {
+#include "kernels/shapes.h"
 
-struct BatchNormShape {
-  int64_t N, C, HW;
-  int64_t count() const { return N * HW; }  // values per channel
-};
+namespace sprig::cpu {
 
 // Training mode: y = (x - mean) * invstd * gamma + beta with the batch's mean and biased
 // variance, invstd = 1 / sqrt(var + eps). Writes save_mean / save_invstd (C) for the backward

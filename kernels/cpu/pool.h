@@ -4,14 +4,9 @@
 // subsample with zero channels around it), which picks inputs the way a 1x1 pool does.
 #include <cstdint>
 
-namespace sprig::cpu {
+#include "kernels/shapes.h"
 
-struct Pool2dShape {
-  int64_t N, C, H, W;
-  int64_t kernel, stride, pad = 0;
-  int64_t P() const { return (H + 2 * pad - kernel) / stride + 1; }
-  int64_t Q() const { return (W + 2 * pad - kernel) / stride + 1; }
-};
+namespace sprig::cpu {
 
 // y (N, C, P, Q); argmax (N, C, P, Q) holds the flat index h * W + w of the chosen input
 // within its (H, W) plane (first maximum wins on ties). argmax may be null (no backward).
@@ -33,14 +28,6 @@ void global_avgpool_backward(int64_t planes, int64_t hw, const float* dy, float*
 // The option-A shortcut of He et al.'s CIFAR ResNets (pytorch_resnet_cifar10's LambdaLayer:
 // F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad_lo, K - C - pad_lo))):
 // y[n, pad_lo + c, p, q] = x[n, c, p * stride, q * stride], other channels of y are 0.
-struct ShortcutShape {
-  int64_t N, C, H, W;  // input (N, C, H, W)
-  int64_t K;           // output channels, K >= C
-  int64_t stride;      // >= 1
-  int64_t pad_lo;      // zero channels before the input's, 0 <= pad_lo <= K - C
-  int64_t P() const { return (H - 1) / stride + 1; }
-  int64_t Q() const { return (W - 1) / stride + 1; }
-};
 // y (N, K, P, Q)
 void shortcut_forward(const ShortcutShape& s, const float* x, float* y);
 // Overwrites dx (N, C, H, W): dy at the picked positions, 0 elsewhere.

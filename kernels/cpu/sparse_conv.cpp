@@ -81,6 +81,34 @@ void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, in
     return;
   }
   std::fill(xc, xc + l.st * l.st * l.plane, 0.0f);
+#ifdef SPRIG_SPARSE_AVX512
+  if (l.st == 2) {
+    // Input column wi goes to column phase (wi + pad) % 2, at plane column (wi + pad) / 2: 32
+    // columns at a time, the even and odd ones split by two permutes. A scalar strided copy
+    // had cost as much as a stride-2 layer's products at batch 1.
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const int64_t b_even = s.pad % 2, b_odd = (s.pad + 1) % 2;
+    for (int64_t h = 0; h < s.H; h++) {
+      const float* xr = xn + (c * s.H + h) * s.W;  // (W)
+      const int64_t hp = h + s.pad;
+      float* d = xc + (hp % 2) * 2 * l.plane + hp / 2 * l.Wph;  // row hp / 2 of phase (hp % 2, 0)
+      for (int64_t w0 = 0; w0 < s.W; w0 += 32) {
+        const int64_t n = std::min<int64_t>(32, s.W - w0);
+        const __m512 lo = _mm512_maskz_loadu_ps(short_rows::first_lanes(n), xr + w0);
+        const __m512 hi = _mm512_maskz_loadu_ps(short_rows::first_lanes(n - 16), xr + w0 + 16);
+        _mm512_mask_storeu_ps(d + b_even * l.plane + w0 / 2 + s.pad / 2,
+                              short_rows::first_lanes((n + 1) / 2),
+                              _mm512_permutex2var_ps(lo, even, hi));
+        _mm512_mask_storeu_ps(d + b_odd * l.plane + w0 / 2 + (s.pad + 1) / 2,
+                              short_rows::first_lanes(n / 2), _mm512_permutex2var_ps(lo, odd, hi));
+      }
+    }
+    return;
+  }
+#endif
   for (int64_t h = 0; h < s.H; h++) {
     const float* xr = xn + (c * s.H + h) * s.W;  // (W)
     const int64_t hp = h + s.pad, a = hp % l.st, i = hp / l.st;
@@ -99,23 +127,27 @@ void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, in
 }
 
 // off[k] = where the run of stored weight k starts in the phase buffer, through a table of the
-// offset of every column (C*R*S, no divisions: 64-bit divisions per stored weight cost more than
-// a small conv's multiply-adds).
+// offset of every column (C*R*S). Divisions only for the R*S taps of one channel: a 64-bit
+// division per column or per stored weight costs more than a small conv's multiply-adds (at
+// batch 1, 4 per column had taken as long as a 64-channel layer's products).
 template <typename Idx>
 void tap_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, const PhaseLayout& l,
                  int32_t* off) {
+  const int64_t RS = s.R * s.S;
   int32_t* table = [&] {
-    if (tls_col_off.size() < size_t(w.cols)) tls_col_off.resize(size_t(w.cols));
+    if (tls_col_off.size() < size_t(w.cols + RS)) tls_col_off.resize(size_t(w.cols + RS));
     return tls_col_off.data();
   }();
-  int64_t j = 0;
+  int32_t* tap = table + w.cols;  // (R*S) offset of tap (r, ss) within channel 0
+  for (int64_t r = 0; r < s.R; r++)
+    for (int64_t ss = 0; ss < s.S; ss++) {
+      const int64_t tr = r * s.dilation, tc = ss * s.dilation;
+      tap[r * s.S + ss] =
+          int32_t(((tr % l.st) * l.st + tc % l.st) * l.plane + tr / l.st * l.Wph + tc / l.st);
+    }
+  const int64_t channel = l.st * l.st * l.plane;  // floats of one channel's phase planes
   for (int64_t c = 0; c < s.C; c++)
-    for (int64_t r = 0; r < s.R; r++)
-      for (int64_t ss = 0; ss < s.S; ss++) {
-        const int64_t tr = r * s.dilation, tc = ss * s.dilation;
-        table[j++] = int32_t(((c * l.st + tr % l.st) * l.st + tc % l.st) * l.plane +
-                             tr / l.st * l.Wph + tc / l.st);
-      }
+    for (int64_t t = 0; t < RS; t++) table[c * RS + t] = int32_t(c * channel) + tap[t];
   for (int64_t k = 0; k < w.nnz(); k++) off[k] = table[col[k]];
 }
 

@@ -1,11 +1,8 @@
 #pragma once
 // Pruning criteria on the GPU (mirrors kernels/cpu/criteria.h); out is in device memory.
-#include "kernels/cpu/criteria.h"
+#include "kernels/shapes.h"
 
 namespace sprig::cuda {
-
-using cpu::ElementScore;
-using cpu::UnitLayout;
 
 void unit_scores(const UnitLayout& layout, ElementScore e, const float* w, const float* g,
                  float* out);

@@ -4,11 +4,9 @@
 // channel, so results do not change from run to run.
 #include <cstdint>
 
-#include "kernels/cpu/norm.h"
+#include "kernels/shapes.h"
 
 namespace sprig::cuda {
-
-using cpu::BatchNormShape;
 
 void batchnorm_forward_train(const BatchNormShape& s, const float* x, const float* gamma,
                              const float* beta, float eps, float momentum, float* running_mean,

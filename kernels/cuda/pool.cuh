@@ -3,12 +3,9 @@
 // argmax convention, same summation order, so average pooling matches the CPU bit for bit).
 #include <cstdint>
 
-#include "kernels/cpu/pool.h"
+#include "kernels/shapes.h"
 
 namespace sprig::cuda {
-
-using cpu::Pool2dShape;
-using cpu::ShortcutShape;
 
 // argmax may be null (no backward).
 void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* argmax);

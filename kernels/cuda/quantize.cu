@@ -4,7 +4,6 @@
 
 namespace sprig::cuda {
 
-using cpu::Conv2dShape;
 using detail::blocks_for;
 using detail::first_index;
 using detail::grid_stride;

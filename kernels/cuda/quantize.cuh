@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cpu/conv.h"
+#include "kernels/shapes.h"
 
 namespace sprig::cuda {
 
@@ -36,8 +36,8 @@ std::vector<int32_t> int8_weight_words(const int8_t* W, int64_t N, int64_t K);
 
 // y (N, K, P, Q) = epilogue(conv(x - x_zero, w)): x (N, C, H, W) uint8 (padding reads as
 // x_zero, so it adds nothing), w (K, C, R, S) int8.
-void conv2d_u8s8_dequantize(const cpu::Conv2dShape& s, const uint8_t* x, int32_t x_zero,
-                            const int8_t* w, float a_scale, const float* w_scales,
-                            const float* bias, bool relu, float* y);
+void conv2d_u8s8_dequantize(const Conv2dShape& s, const uint8_t* x, int32_t x_zero, const int8_t* w,
+                            float a_scale, const float* w_scales, const float* bias, bool relu,
+                            float* y);
 
 }  // namespace sprig::cuda

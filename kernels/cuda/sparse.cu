@@ -416,7 +416,7 @@ __global__ void csr_naive_kernel(int64_t rows, int64_t cols, int64_t B,
 // row (c*R + r)*S + s, the weight's column order; column n*P*Q + p*Q + q. Consecutive threads write
 // consecutive output positions of one (c, r, s) row. s is passed by value; P and Q (host functions
 // of the shape) come separately.
-__global__ void im2col_batch_kernel(cpu::Conv2dShape s, int64_t P, int64_t Q,
+__global__ void im2col_batch_kernel(Conv2dShape s, int64_t P, int64_t Q,
                                     const float* __restrict__ x,  // (N, C, H, W)
                                     float* __restrict__ cols) {
   const int64_t PQ = P * Q, NPQ = s.N * PQ, RS = s.R * s.S;
@@ -677,7 +677,7 @@ void csr_linear_naive(const DeviceCsr& w, int64_t B, const float* x, const float
   SPRIG_CUDA_LAUNCHED("csr_naive_kernel");
 }
 
-void csr_conv2d(const DeviceCsr& w, const cpu::Conv2dShape& s, const float* x, const float* bias,
+void csr_conv2d(const DeviceCsr& w, const Conv2dShape& s, const float* x, const float* bias,
                 float* y, bool relu, CsrAlgo algo) {
   SPRIG_CHECK(w.rows == s.K && w.cols == s.C * s.R * s.S, "csr_conv2d: weight is ", w.rows, "x",
               w.cols, ", conv needs ", s.K, "x", s.C * s.R * s.S, " (K x C*R*S)");

@@ -71,7 +71,7 @@ void csr_linear(const DeviceCsr& w, int64_t B, const float* x, const float* bias
 // transposed activation layout the kernels above take, so one SpMM computes (K, N*P*Q), and a
 // permute gives (N, K, P*Q). Scratch: C*R*S x N*P*Q floats for im2col, K x N*P*Q for the
 // product. Throws sprig::Error when W is not K x C*R*S.
-void csr_conv2d(const DeviceCsr& w, const cpu::Conv2dShape& s, const float* x, const float* bias,
+void csr_conv2d(const DeviceCsr& w, const Conv2dShape& s, const float* x, const float* bias,
                 float* y, bool relu = false, CsrAlgo algo = CsrAlgo::RowSplit);
 
 // The plain kernel: one thread per output y[b][r], a loop over row r. For tests.
