@@ -233,12 +233,12 @@ void pack_as(PackedLayer& p, PackedLayer::Kind kind, const WeightView& v,
   p.csr = {};
   p.bsr = {};
   p.nm = {};
-  detail::set_weight_t(p, v.w);
   if (kind == PackedLayer::Csr) p.csr = cpu::csr_from_dense(v.rows, v.cols, v.w);
   if (kind == PackedLayer::Bsr)
     p.bsr = cpu::bsr_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
   if (kind == PackedLayer::Nm)
     p.nm = cpu::nm_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
+  detail::set_kernel_arrays(p, v.w);
 }
 
 // A dense Linear from its W^T: y (N, rows) = x (N, cols) W^T + bias, then ReLU when relu.
@@ -280,8 +280,11 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool rel
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
     const Conv2dShape s = detail::conv_shape(p, "packed layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
+    // The offsets made for in_shape fit any batch of it (forward checks the input's shape).
+    const bool at_in_shape =
+        !p.conv_offsets.empty() && s.H == p.in_shape[1] && s.W == p.in_shape[2];
     cpu::csr_conv2d(p.csr, s, x.data(), conv->bias ? conv->bias->value.data() : nullptr, y.data(),
-                    relu);
+                    relu, at_in_shape ? p.conv_offsets.data() : nullptr);
     return y;
   }
   auto* lin = dynamic_cast<nn::Linear*>(&m);
@@ -480,8 +483,23 @@ Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d&
           conv.kernel, conv.kernel, conv.opt.stride, conv.opt.padding, conv.opt.dilation};
 }
 
-void set_weight_t(PackedLayer& p, const float* w) {
+void set_kernel_arrays(PackedLayer& p, const float* w) {
   p.weight_t.clear();
+  p.conv_offsets.clear();
+  auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
+  if (p.kind == PackedLayer::Csr && conv && p.in_shape.size() == 3) {
+    const Conv2dShape s{1,
+                        p.in_shape[0],
+                        p.in_shape[1],
+                        p.in_shape[2],
+                        conv->out_channels,
+                        conv->kernel,
+                        conv->kernel,
+                        conv->opt.stride,
+                        conv->opt.padding,
+                        conv->opt.dilation};
+    p.conv_offsets = cpu::csr_conv2d_offsets(p.csr, s);
+  }
   if (p.kind != PackedLayer::Dense || p.conv) return;
   p.weight_t.resize(size_t(p.rows * p.cols));
   for (int64_t r = 0; r < p.rows; ++r)

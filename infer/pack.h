@@ -84,6 +84,8 @@ struct PackedLayer {
   // A dense Linear's W^T (cols, rows), filled with kind Dense: gemm reads it in place at small
   // batch (x W^T with W as stored packs W into panels on every call).
   std::vector<float> weight_t;
+  // A CSR conv layer's cpu::csr_conv2d_offsets at in_shape, made once (set_kernel_arrays).
+  std::vector<int32_t> conv_offsets;
   std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense, Csr, Bsr)
   std::vector<CandidateTime> times;         // measured candidates (auto plans only)
   std::string reason;                       // why this kind, for `sprig plan`

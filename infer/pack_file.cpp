@@ -342,7 +342,7 @@ PackedFile load_packed(const std::string& path) {
         p.kind = PackedLayer::Dense;
         p.shrunk = f == "shrunk-dense";
         weight->value.copy_(L.need(w, DType::F32, weight->value.shape()));
-        detail::set_weight_t(p, dense);
+        detail::set_kernel_arrays(p, dense);
       } else if (f == "csr") {
         p.kind = PackedLayer::Csr;
         cpu::CsrMatrix& a = p.csr;
@@ -360,6 +360,7 @@ PackedFile load_packed(const std::string& path) {
         else
           a.col32.assign(col.begin(), col.end());
         cpu::csr_to_dense(a, dense);
+        detail::set_kernel_arrays(p, dense);
       } else if (f == "int8 dense" ||
                  (!p.conv && (f == "int8 csr" || f == "int8 bsr 1x4" || f == "int8 bsr 4x4"))) {
         Int8Weights q;

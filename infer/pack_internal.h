@@ -66,8 +66,10 @@ double time_median_sharded_ms(const Tensor& x, int repeats,
 // dequantised weight into p's module (the dense reference).
 void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind, int64_t block_rows = 1);
 
-// p.weight_t = W^T for a dense Linear p whose weight w is (p.rows, p.cols); cleared otherwise.
-void set_weight_t(PackedLayer& p, const float* w);
+// What p's kernel reads besides its weight, made once for its kind: W^T for a dense Linear
+// (whose weight w is (p.rows, p.cols)), the tap offsets for a CSR conv (p.csr, p.module and
+// p.in_shape set); cleared otherwise.
+void set_kernel_arrays(PackedLayer& p, const float* w);
 
 // "0.0123" below 0.1 ms, "1.234" above: four significant figures for the plan tables.
 inline std::string fmt_ms(double ms) {

@@ -402,6 +402,14 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       }
       set_num_threads(before);
       CHECK(got[0] == got[1]);  // the sums do not depend on the thread split
+      // Offsets made once, for one sample of the shape, give the same result at any batch.
+      Conv2dShape one = s;
+      one.N = 1;
+      const std::vector<int32_t> off = csr_conv2d_offsets(a, one);
+      CHECK(int64_t(off.size()) == a.nnz());
+      std::vector<float> got_off(size_t(outn), -7.0f);
+      csr_conv2d(a, s, x.data(), bp, got_off.data(), relu, off.data());
+      CHECK(got_off == got[1]);
       auto want_r = want;
       for (auto& v : want_r) v = relu ? std::max(v, 0.0f) : v;
       check_close(got[1], want_r, mag);
@@ -428,6 +436,7 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
   Conv2dShape s{1, 3, 5, 5, 4, 3, 3, 1, 1, 1};
   std::vector<float> x(75), y(100);
   CHECK_THROWS_AS(csr_conv2d(a, s, x.data(), nullptr, y.data()), Error);
+  CHECK_THROWS_AS(csr_conv2d_offsets(a, s), Error);
 }
 
 TEST_CASE("validate accepts packed matrices and rejects broken arrays") {

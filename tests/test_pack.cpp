@@ -193,6 +193,13 @@ TEST_CASE("packed residual networks (BN folded, residual adds) equal the dense m
     infer::save_packed(path, im);
     infer::PackedFile pf = infer::load_packed(path);
     CHECK(rel_diff(im.forward(x), pf.model.forward(x)) == 0.0);
+    // Every CSR conv has its tap offsets made once, when packed and when loaded; the same ones.
+    for (size_t i = 0; i < im.layers.size(); ++i) {
+      const infer::PackedLayer &l = im.layers[i], &loaded = pf.model.layers[i];
+      CAPTURE(l.name);
+      CHECK(int64_t(l.conv_offsets.size()) == (l.conv ? l.csr.nnz() : 0));
+      CHECK(loaded.conv_offsets == l.conv_offsets);
+    }
   }
   // Filter pruning across the residual streams: shrink removes channels, outputs unchanged.
   nn::Model f = pruned(nn::zoo_spec("resnet20b"), {3, 8, 8}, prune::Granularity::Filter, 0.3);

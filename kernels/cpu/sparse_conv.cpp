@@ -284,26 +284,48 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
 
 }  // namespace
 
-void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y, bool relu) {
+namespace {
+
+// The layout of s's padded sample, after checking that w fits s.
+PhaseLayout checked_layout(const CsrMatrix& w, const Conv2dShape& s) {
   if (w.rows != s.K || w.cols != s.C * s.R * s.S)
     throw Error("csr_conv2d: weight is " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
                 ", conv needs " + std::to_string(s.K) + "x" + std::to_string(s.C * s.R * s.S) +
                 " (K x C*R*S)");
-  if (s.N <= 0 || s.K <= 0 || s.P() <= 0 || s.Q() <= 0) return;
   const PhaseLayout l = phase_layout(s);
   if (l.floats > INT32_MAX)
     throw Error("csr_conv2d: one sample's padded input has " + std::to_string(l.floats) +
                 " values, more than 2^31 - 1");
-  const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CHW = s.C * s.H * s.W, K = s.K;
-  int32_t* off = [&] {
-    if (tls_off.size() < size_t(w.nnz())) tls_off.resize(size_t(w.nnz()));
-    return tls_off.data();
-  }();
+  return l;
+}
+
+void fill_offsets(const CsrMatrix& w, const Conv2dShape& s, const PhaseLayout& l, int32_t* off) {
   if (w.narrow())
     tap_offsets(w, w.col16.data(), s, l, off);
   else
     tap_offsets(w, w.col32.data(), s, l, off);
+}
+
+}  // namespace
+
+std::vector<int32_t> csr_conv2d_offsets(const CsrMatrix& w, const Conv2dShape& s) {
+  const PhaseLayout l = checked_layout(w, s);
+  std::vector<int32_t> off(size_t(w.nnz()));  // (nnz)
+  fill_offsets(w, s, l, off.data());
+  return off;
+}
+
+void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
+                float* y, bool relu, const int32_t* offsets) {
+  const PhaseLayout l = checked_layout(w, s);
+  if (s.N <= 0 || s.K <= 0 || s.P() <= 0 || s.Q() <= 0) return;
+  const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CHW = s.C * s.H * s.W, K = s.K;
+  const int32_t* off = offsets;
+  if (!off) {
+    if (tls_off.size() < size_t(w.nnz())) tls_off.resize(size_t(w.nnz()));
+    fill_offsets(w, s, l, tls_off.data());
+    off = tls_off.data();
+  }
 
   // Rows [r0, r1) of sample n, on the calling thread: its input laid out in the thread's own
   // buffer (x itself when direct), then the rows.
