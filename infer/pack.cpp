@@ -479,27 +479,29 @@ Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d&
                        const Tensor& x) {
   SPRIG_CHECK(x.dim() == 4 && x.size(1) == conv.in_channels, what, " ", p.name, " (", conv.spec(),
               ") got input ", to_string(x.shape()));
-  return {x.size(0),   x.size(1),   x.size(2),       x.size(3),        conv.out_channels,
-          conv.kernel, conv.kernel, conv.opt.stride, conv.opt.padding, conv.opt.dilation};
+  return conv_shape(conv, x.size(0), x.size(2), x.size(3));
+}
+
+Conv2dShape conv_shape(const nn::Conv2d& conv, int64_t N, int64_t H, int64_t W) {
+  return {N,
+          conv.in_channels,
+          H,
+          W,
+          conv.out_channels,
+          conv.kernel,
+          conv.kernel,
+          conv.opt.stride,
+          conv.opt.padding,
+          conv.opt.dilation};
 }
 
 void set_kernel_arrays(PackedLayer& p, const float* w) {
   p.weight_t.clear();
   p.conv_offsets.clear();
   auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
-  if (p.kind == PackedLayer::Csr && conv && p.in_shape.size() == 3) {
-    const Conv2dShape s{1,
-                        p.in_shape[0],
-                        p.in_shape[1],
-                        p.in_shape[2],
-                        conv->out_channels,
-                        conv->kernel,
-                        conv->kernel,
-                        conv->opt.stride,
-                        conv->opt.padding,
-                        conv->opt.dilation};
-    p.conv_offsets = cpu::csr_conv2d_offsets(p.csr, s);
-  }
+  if (p.kind == PackedLayer::Csr && conv && p.in_shape.size() == 3)
+    p.conv_offsets =
+        cpu::csr_conv2d_offsets(p.csr, conv_shape(*conv, 1, p.in_shape[1], p.in_shape[2]));
   if (p.kind != PackedLayer::Dense || p.conv) return;
   p.weight_t.resize(size_t(p.rows * p.cols));
   for (int64_t r = 0; r < p.rows; ++r)

@@ -28,6 +28,8 @@ std::vector<WeightedLayer> weighted_layers(const nn::Model& m);
 // names layer p and says what `what` it is: "packed layer", "int8 layer").
 Conv2dShape conv_shape(const PackedLayer& p, const char* what, const nn::Conv2d& conv,
                        const Tensor& x);
+// The convolution conv computes on N samples of (in_channels, H, W).
+Conv2dShape conv_shape(const nn::Conv2d& conv, int64_t N, int64_t H, int64_t W);
 
 // Packs p (a float layer of `module`, whose weight is `weight`) in opt.format, or for Auto in
 // the fastest float format measured at opt.batch; fills p.times and p.reason (pack.cpp).
