@@ -49,19 +49,21 @@ const char* pack_format_name(PackFormat f) {
 
 std::string PackedLayer::format() const {
   if (int8) {
-    if (kind == Csr) return "int8 csr";
-    if (kind == Bsr) return "int8 bsr " + std::to_string(int8->bsr.br) + "x4";
+    if (kind == PackFormat::Csr) return "int8 csr";
+    if (kind == PackFormat::Bsr) return "int8 bsr " + std::to_string(int8->bsr.br) + "x4";
     return "int8 dense";
   }
   switch (kind) {
-    case Dense:
+    case PackFormat::Dense:
       return shrunk ? "shrunk-dense" : "dense";
-    case Csr:
+    case PackFormat::Csr:
       return "csr";
-    case Bsr:
+    case PackFormat::Bsr:
       return "bsr " + std::to_string(bsr.br) + "x" + std::to_string(bsr.bc);
-    case Nm:
+    case PackFormat::Nm:
       return "nm " + std::to_string(nm.n) + ":" + std::to_string(nm.m);
+    case PackFormat::Auto:
+      break;
   }
   return "?";
 }
@@ -70,24 +72,26 @@ size_t PackedLayer::weight_bytes() const {
   if (int8) {
     const Int8Weights& q = *int8;  // the kernel's arrays and the per-channel scales
     const size_t scales = q.scales.size() * sizeof(float);
-    if (kind == Bsr)
+    if (kind == PackFormat::Bsr)
       return scales + size_t(q.bsr.blocks()) * 4 * (1 + size_t(q.bsr.br)) +
              q.bsr.block_row_ptr.size() * 8 + q.bsr.row_sums.size() * 4;
-    if (kind == Csr)
+    if (kind == PackFormat::Csr)
       return scales + size_t(q.csr.nnz()) * 3 + q.csr.row_ptr.size() * 8 +
              q.csr.row_sums.size() * 4;
     return scales + q.dense.data.size() + q.dense.row_sums.size() * 4 +
            (q.direct.words.size() + q.direct.row_sums.size()) * 4;
   }
   switch (kind) {
-    case Dense:
+    case PackFormat::Dense:
       return size_t(rows * cols) * sizeof(float);
-    case Csr:
+    case PackFormat::Csr:
       return csr.bytes();
-    case Bsr:
+    case PackFormat::Bsr:
       return bsr.bytes();
-    case Nm:
+    case PackFormat::Nm:
       return nm.bytes();
+    case PackFormat::Auto:
+      break;
   }
   return 0;
 }
@@ -227,16 +231,16 @@ std::pair<int64_t, int64_t> detect_nm(const WeightView& v) {
 }
 
 // Fills the kind's matrix from the dense weight.
-void pack_as(PackedLayer& p, PackedLayer::Kind kind, const WeightView& v,
+void pack_as(PackedLayer& p, PackFormat kind, const WeightView& v,
              std::pair<int64_t, int64_t> shape) {
   p.kind = kind;
   p.csr = {};
   p.bsr = {};
   p.nm = {};
-  if (kind == PackedLayer::Csr) p.csr = cpu::csr_from_dense(v.rows, v.cols, v.w);
-  if (kind == PackedLayer::Bsr)
+  if (kind == PackFormat::Csr) p.csr = cpu::csr_from_dense(v.rows, v.cols, v.w);
+  if (kind == PackFormat::Bsr)
     p.bsr = cpu::bsr_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
-  if (kind == PackedLayer::Nm)
+  if (kind == PackFormat::Nm)
     p.nm = cpu::nm_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
   detail::set_kernel_arrays(p, v.w);
 }
@@ -294,9 +298,9 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool rel
   int64_t B = x.size(0);
   Tensor y = Tensor::empty({B, p.rows});  // (B, out)
   const float* bias = lin->bias ? lin->bias->value.data() : nullptr;
-  if (p.kind == PackedLayer::Csr) cpu::csr_linear(p.csr, B, x.data(), bias, y.data());
-  if (p.kind == PackedLayer::Bsr) cpu::bsr_linear(p.bsr, B, x.data(), bias, y.data());
-  if (p.kind == PackedLayer::Nm) cpu::nm_linear(p.nm, B, x.data(), bias, y.data());
+  if (p.kind == PackFormat::Csr) cpu::csr_linear(p.csr, B, x.data(), bias, y.data());
+  if (p.kind == PackFormat::Bsr) cpu::bsr_linear(p.bsr, B, x.data(), bias, y.data());
+  if (p.kind == PackFormat::Nm) cpu::nm_linear(p.nm, B, x.data(), bias, y.data());
   if (relu) cpu::relu_forward(y.numel(), y.data(), y.data());
   return y;
 }
@@ -304,7 +308,7 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool rel
 // One float or int8 layer's forward on the CPU, a ReLU after it fused when relu.
 Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
   if (p.int8) return detail::run_int8(p, m, x, relu);
-  if (p.kind != PackedLayer::Dense) return run_packed(p, m, x, relu);
+  if (p.kind != PackFormat::Dense) return run_packed(p, m, x, relu);
   if (!p.weight_t.empty()) return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, relu);
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m); conv && !conv->fake_quant)
     return run_dense_conv(p, *conv, x, relu);
@@ -326,7 +330,7 @@ class CpuLayers final : public detail::LayerRunner {
     return nullptr;
   }
   bool chains(const PackedLayer& p, int64_t N) const override {
-    return p.kind == PackedLayer::Csr && !p.conv && N >= 4;
+    return p.kind == PackFormat::Csr && !p.conv && N >= 4;
   }
   bool requantizes(const PackedLayer& p) const override { return detail::can_requantize(p); }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
@@ -369,20 +373,20 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
     std::string forced = std::string("forced ") + pack_format_name(opt.format);
     switch (opt.format) {
       case PackFormat::Dense:
-        pack_as(p, PackedLayer::Dense, v, {});
+        pack_as(p, PackFormat::Dense, v, {});
         p.reason = shrink_note + forced;
         break;
       case PackFormat::Csr:
-        pack_as(p, PackedLayer::Csr, v, {});
+        pack_as(p, PackFormat::Csr, v, {});
         p.reason = shrink_note + forced + at;
         break;
       case PackFormat::Bsr:
         if (p.conv) {
-          pack_as(p, PackedLayer::Csr, v, {});
+          pack_as(p, PackFormat::Csr, v, {});
           p.reason = shrink_note + forced + ", but conv layers have no bsr kernel: csr" + at;
         } else {
           auto b = block.first ? block : std::make_pair(opt.block_rows, opt.block_cols);
-          pack_as(p, PackedLayer::Bsr, v, b);
+          pack_as(p, PackFormat::Bsr, v, b);
           p.reason = shrink_note + forced +
                      (block.first ? " (the zeros form these blocks)"
                                   : " (no block pattern; given block)") +
@@ -391,14 +395,14 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
         break;
       case PackFormat::Nm:
         if (p.conv || !nm.first) {
-          pack_as(p, PackedLayer::Csr, v, {});
+          pack_as(p, PackFormat::Csr, v, {});
           p.reason =
               shrink_note + forced +
               (p.conv ? ", but conv layers have no nm kernel: csr"
                       : ", but the zeros are not N:M (no N:M with N <= M/2 fits them): csr") +
               at;
         } else {
-          pack_as(p, PackedLayer::Nm, v, nm);
+          pack_as(p, PackFormat::Nm, v, nm);
           p.reason = shrink_note + forced + at;
         }
         break;
@@ -414,12 +418,12 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
   xs.insert(xs.begin(), opt.batch);
   Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng);
   struct Cand {
-    PackedLayer::Kind kind;
+    PackFormat kind;
     std::pair<int64_t, int64_t> shape;
   };
-  std::vector<Cand> cands = {{PackedLayer::Dense, {}}, {PackedLayer::Csr, {}}};
-  if (!p.conv && block.first) cands.push_back({PackedLayer::Bsr, block});
-  if (!p.conv && nm.first) cands.push_back({PackedLayer::Nm, nm});
+  std::vector<Cand> cands = {{PackFormat::Dense, {}}, {PackFormat::Csr, {}}};
+  if (!p.conv && block.first) cands.push_back({PackFormat::Bsr, block});
+  if (!p.conv && nm.first) cands.push_back({PackFormat::Nm, nm});
   p.times.clear();
   size_t best = 0;
   for (size_t i = 0; i < cands.size(); ++i) {
@@ -499,10 +503,10 @@ void set_kernel_arrays(PackedLayer& p, const float* w) {
   p.weight_t.clear();
   p.conv_offsets.clear();
   auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
-  if (p.kind == PackedLayer::Csr && conv && p.in_shape.size() == 3)
+  if (p.kind == PackFormat::Csr && conv && p.in_shape.size() == 3)
     p.conv_offsets =
         cpu::csr_conv2d_offsets(p.csr, conv_shape(*conv, 1, p.in_shape[1], p.in_shape[2]));
-  if (p.kind != PackedLayer::Dense || p.conv) return;
+  if (p.kind != PackFormat::Dense || p.conv) return;
   p.weight_t.resize(size_t(p.rows * p.cols));
   for (int64_t r = 0; r < p.rows; ++r)
     for (int64_t c = 0; c < p.cols; ++c) p.weight_t[size_t(c * p.rows + r)] = w[r * p.cols + c];

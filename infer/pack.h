@@ -52,10 +52,10 @@ struct CandidateTime {
 
 // A layer quantised to int8 (sprig quantize, infer/quantize.h): its input is quantised per
 // tensor to uint8, its weight per output channel to int8, and the int32 sums are dequantised
-// with the bias (and a ReLU that follows) fused. Kind Dense runs gemm_u8s8 / conv2d_u8s8 on
-// `dense`, or conv2d_u8s8_direct on `direct` (no im2col, the dequantisation in its stores);
-// linear layers may also run sparse: kind Bsr on `bsr` (1 x 4 or 4 x 4 blocks), kind Csr on
-// `csr` (kernels/cpu/sparse_int8.h).
+// with the bias (and a ReLU that follows) fused. Kind (PackedLayer::kind) Dense runs gemm_u8s8 /
+// conv2d_u8s8 on `dense`, or conv2d_u8s8_direct on `direct` (no im2col, the dequantisation in its
+// stores); linear layers may also run sparse: kind Bsr on `bsr` (1 x 4 or 4 x 4 blocks), kind Csr
+// on `csr` (kernels/cpu/sparse_int8.h).
 struct Int8Weights {
   cpu::ActivationQuant input;    // of the layer's input, from calibration
   std::vector<float> scales;     // (rows) per-output-channel weight scales
@@ -67,14 +67,13 @@ struct Int8Weights {
 };
 
 struct PackedLayer {
-  enum Kind { Dense, Csr, Bsr, Nm };
   std::string name;  // the layer's path in the model, "0" or "layer1.0.conv1" (named_modules)
   size_t index = 0;  // its position among the model's conv / linear layers
   nn::Module* module = nullptr;  // the layer in InferenceModel::model
   bool conv = false;
-  Kind kind = Dense;
-  bool shrunk = false;         // shrink changed this layer's shape
-  int64_t rows = 0, cols = 0;  // the weight as 2-D (out, in * kh * kw), after any shrink
+  PackFormat kind = PackFormat::Dense;  // never Auto: what the plan chose
+  bool shrunk = false;                  // shrink changed this layer's shape
+  int64_t rows = 0, cols = 0;           // the weight as 2-D (out, in * kh * kw), after any shrink
   int64_t rows_before = 0, cols_before = 0;  // before shrink
   int64_t nonzero = 0;                       // nonzero weights
   Shape in_shape;                            // per-sample input shape of the layer

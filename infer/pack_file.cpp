@@ -131,18 +131,18 @@ void save_packed(const std::string& path, const InferenceModel& m,
       add_int8(tensors, *p);
       continue;
     }
-    if (!p || p->kind == PackedLayer::Dense) {
+    if (!p || p->kind == PackFormat::Dense) {
       tensors.push_back({name, param->value.detach()});
       continue;
     }
     const std::string w = name;
-    if (p->kind == PackedLayer::Csr) {
+    if (p->kind == PackFormat::Csr) {
       const cpu::CsrMatrix& a = p->csr;
       tensors.push_back({w + ".csr.values", copy_tensor(a.values, {a.nnz()})});
       tensors.push_back({w + ".csr.row_ptr", i32_tensor(a.row_ptr, w + ".csr.row_ptr")});
       tensors.push_back(
           {w + ".csr.col", a.narrow() ? col_tensor(a.col16, true) : col_tensor(a.col32, false)});
-    } else if (p->kind == PackedLayer::Bsr) {
+    } else if (p->kind == PackFormat::Bsr) {
       const cpu::BsrMatrix& a = p->bsr;
       tensors.push_back({w + ".bsr.values", copy_tensor(a.values, {a.nblocks(), a.br, a.bc})});
       tensors.push_back({w + ".bsr.block_col", copy_tensor(a.block_col, {a.nblocks()})});
@@ -339,12 +339,12 @@ PackedFile load_packed(const std::string& path) {
       const std::string& f = meta(fkey);
       float* dense = weight->value.data();  // (rows, cols), unpacked into for the dense model
       if (f == "dense" || f == "shrunk-dense") {
-        p.kind = PackedLayer::Dense;
+        p.kind = PackFormat::Dense;
         p.shrunk = f == "shrunk-dense";
         weight->value.copy_(L.need(w, DType::F32, weight->value.shape()));
         detail::set_kernel_arrays(p, dense);
       } else if (f == "csr") {
-        p.kind = PackedLayer::Csr;
+        p.kind = PackFormat::Csr;
         cpu::CsrMatrix& a = p.csr;
         a.rows = p.rows;
         a.cols = p.cols;
@@ -390,9 +390,9 @@ PackedFile load_packed(const std::string& path) {
                     p.name, "'s input scale ", q.input.scale, " and zero point ", q.input.zero,
                     " are not a positive scale and a uint8");
         try {
-          const PackedLayer::Kind kind = f == "int8 dense" ? PackedLayer::Dense
-                                         : f == "int8 csr" ? PackedLayer::Csr
-                                                           : PackedLayer::Bsr;
+          const PackFormat kind = f == "int8 dense" ? PackFormat::Dense
+                                  : f == "int8 csr" ? PackFormat::Csr
+                                                    : PackFormat::Bsr;
           detail::set_int8(p, std::move(q), kind, f == "int8 bsr 4x4" ? 4 : 1);
         } catch (const Error& e) {
           throw Error(path + ": " + e.what());
@@ -401,7 +401,7 @@ PackedFile load_packed(const std::string& path) {
         auto [br, bc] = parse_pair(f.substr(4), 'x');
         SPRIG_CHECK(br >= 1 && bc >= 1 && br <= 4096 && bc <= 4096, path, ": metadata '", fkey,
                     "' = '", f, "' is not 'bsr RxC'");
-        p.kind = PackedLayer::Bsr;
+        p.kind = PackFormat::Bsr;
         cpu::BsrMatrix& a = p.bsr;
         a.rows = p.rows;
         a.cols = p.cols;
@@ -433,7 +433,7 @@ PackedFile load_packed(const std::string& path) {
         auto [n, mm] = parse_pair(f.substr(3), ':');
         SPRIG_CHECK(n >= 1 && mm >= n && mm <= 255, path, ": metadata '", fkey, "' = '", f,
                     "' is not 'nm N:M' with 0 < N <= M <= 255");
-        p.kind = PackedLayer::Nm;
+        p.kind = PackFormat::Nm;
         cpu::NmMatrix& a = p.nm;
         a.rows = p.rows;
         a.cols = p.cols;

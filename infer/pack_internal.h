@@ -66,7 +66,7 @@ double time_median_sharded_ms(const Tensor& x, int repeats,
 // Makes p an int8 layer of kind Dense, or for a linear layer Csr or Bsr (blocks of block_rows
 // x 4, block_rows 1 or 4), on q's weight and scales: packs the kernel's arrays and writes the
 // dequantised weight into p's module (the dense reference).
-void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind, int64_t block_rows = 1);
+void set_int8(PackedLayer& p, Int8Weights q, PackFormat kind, int64_t block_rows = 1);
 
 // What p's kernel reads besides its weight, made once for its kind: W^T for a dense Linear
 // (whose weight w is (p.rows, p.cols)), the tap offsets for a CSR conv (p.csr, p.module and

@@ -105,13 +105,13 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
   const int32_t zero = q.input.zero;
   uint8_t* yq = requantize ? y.data_as<uint8_t>() : nullptr;
   switch (p.kind) {
-    case PackedLayer::Csr:
+    case PackFormat::Csr:
       if (requantize)
         cpu::csr_int8_linear_requantize(q.csr, N, codes, zero, dq, *requantize, yq);
       else
         cpu::csr_int8_linear_dequantize(q.csr, N, codes, zero, dq, y.data());
       break;
-    case PackedLayer::Bsr:
+    case PackFormat::Bsr:
       if (requantize)
         cpu::bsr_int8_linear_requantize(q.bsr, N, codes, zero, dq, *requantize, yq);
       else
@@ -126,9 +126,9 @@ Tensor run_int8(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
   return y;
 }
 
-void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind, int64_t block_rows) {
-  SPRIG_CHECK(kind == PackedLayer::Dense ||
-                  (!p.conv && (kind == PackedLayer::Csr || kind == PackedLayer::Bsr)),
+void set_int8(PackedLayer& p, Int8Weights q, PackFormat kind, int64_t block_rows) {
+  SPRIG_CHECK(kind == PackFormat::Dense ||
+                  (!p.conv && (kind == PackFormat::Csr || kind == PackFormat::Bsr)),
               "layer ", p.name, ": int8 runs dense, or as CSR or blocks for linear layers");
   SPRIG_CHECK(q.weight.size() == size_t(p.rows * p.cols) && q.scales.size() == size_t(p.rows),
               "layer ", p.name, ": int8 weight or scales do not match its (", p.rows, ", ", p.cols,
@@ -144,9 +144,9 @@ void set_int8(PackedLayer& p, Int8Weights q, PackedLayer::Kind kind, int64_t blo
                   1, conv->in_channels, 1, 1, conv->out_channels, conv->kernel, conv->kernel,
                   conv->opt.stride, conv->opt.padding, conv->opt.dilation});
   try {
-    if (kind == PackedLayer::Bsr)
+    if (kind == PackFormat::Bsr)
       q.bsr = cpu::bsr_int8_from_dense(p.rows, p.cols, block_rows, q.weight.data());
-    else if (kind == PackedLayer::Csr)
+    else if (kind == PackFormat::Csr)
       q.csr = cpu::csr_int8_from_dense(p.rows, p.cols, q.weight.data());
     else if (direct)
       q.direct = cpu::pack_conv_int8_direct(q.weight.data(), conv->out_channels, conv->in_channels,
@@ -334,15 +334,15 @@ void choose_fastest(PackedLayer& p, Int8Weights q, const QuantizeOptions& opt, I
   std::vector<CandidateTime> times =
       opt.int8_only ? std::vector<CandidateTime>{} : best_float.times;
   struct Int8Candidate {
-    PackedLayer::Kind kind;
+    PackFormat kind;
     int64_t block_rows;
     std::string format;
   };
-  std::vector<Int8Candidate> int8_candidates = {{PackedLayer::Dense, 1, ""}};
+  std::vector<Int8Candidate> int8_candidates = {{PackFormat::Dense, 1, ""}};
   if (!p.conv)
     for (Int8Candidate c :
-         {Int8Candidate{PackedLayer::Csr, 1, ""}, Int8Candidate{PackedLayer::Bsr, 1, ""},
-          Int8Candidate{PackedLayer::Bsr, 4, ""}})
+         {Int8Candidate{PackFormat::Csr, 1, ""}, Int8Candidate{PackFormat::Bsr, 1, ""},
+          Int8Candidate{PackFormat::Bsr, 4, ""}})
       int8_candidates.push_back(c);
   for (Int8Candidate& c : int8_candidates) {
     detail::set_int8(p, q, c.kind, c.block_rows);
@@ -439,17 +439,17 @@ void quantize_layers(InferenceModel& m, const std::vector<InputRange>& ranges,
     auto at = [&p] { return " at " + pct(p.sparsity()) + " sparsity"; };
     p.times.clear();
     if (opt.pack.format == PackFormat::Dense) {
-      detail::set_int8(p, std::move(q), PackedLayer::Dense);
+      detail::set_int8(p, std::move(q), PackFormat::Dense);
       p.reason = "forced dense" + at() + range;
     } else if (opt.pack.format != PackFormat::Auto && p.conv) {
-      detail::set_int8(p, std::move(q), PackedLayer::Dense);
+      detail::set_int8(p, std::move(q), PackFormat::Dense);
       p.reason =
           "forced sparse, but conv layers have no sparse int8 kernel: int8 dense" + at() + range;
     } else if (opt.pack.format == PackFormat::Csr) {
-      detail::set_int8(p, std::move(q), PackedLayer::Csr);
+      detail::set_int8(p, std::move(q), PackFormat::Csr);
       p.reason = "forced csr" + at() + range;
     } else if (opt.pack.format == PackFormat::Bsr) {
-      detail::set_int8(p, std::move(q), PackedLayer::Bsr, opt.pack.block_rows);
+      detail::set_int8(p, std::move(q), PackFormat::Bsr, opt.pack.block_rows);
       p.reason = "forced bsr" + at() + range;
     } else {
       choose_fastest(p, std::move(q), opt, r);

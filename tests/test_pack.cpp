@@ -59,9 +59,9 @@ void check_all_formats(const nn::Model& m) {
         // A dense Linear runs from its W^T (run_dense_linear); every other layer has none.
         for (auto& l : im.layers)
           CHECK(l.weight_t.size() ==
-                (l.kind == infer::PackedLayer::Dense && !l.conv ? size_t(l.rows * l.cols) : 0));
+                (l.kind == infer::PackFormat::Dense && !l.conv ? size_t(l.rows * l.cols) : 0));
         if (f == infer::PackFormat::Csr)
-          for (auto& l : im.layers) CHECK(l.kind == infer::PackedLayer::Csr);
+          for (auto& l : im.layers) CHECK(l.kind == infer::PackFormat::Csr);
         if (f == infer::PackFormat::Auto)
           for (auto& l : im.layers) CHECK(l.times.size() >= 2);
       }
@@ -82,17 +82,17 @@ TEST_CASE("packed mlp equals the dense masked model: unstructured, block, 2:4") 
   o.format = infer::PackFormat::Bsr;
   o.shrink = false;
   for (auto& l : infer::pack_model(block, o).layers) {
-    CHECK(l.kind == infer::PackedLayer::Bsr);
+    CHECK(l.kind == infer::PackFormat::Bsr);
     CHECK(l.format() == "bsr 2x4");
   }
   o.format = infer::PackFormat::Nm;
   for (auto& l : infer::pack_model(nm, o).layers) {
-    CHECK(l.kind == infer::PackedLayer::Nm);
+    CHECK(l.kind == infer::PackFormat::Nm);
     CHECK(l.nm.n * 2 <= l.nm.m);
   }
   // Forced nm on unstructured zeros falls back to csr and says so.
   auto un = infer::pack_model(pruned("mlp", {1, 28, 28}, prune::Granularity::Element, 0.5), o);
-  CHECK(un.layers[0].kind == infer::PackedLayer::Csr);
+  CHECK(un.layers[0].kind == infer::PackFormat::Csr);
   CHECK(un.layers[0].reason.find("not N:M") != std::string::npos);
 }
 

@@ -11,10 +11,10 @@
 #include <string>
 
 #include "engine/autograd.h"
-#include "kernels/error.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
 #include "infer/pack.h"
+#include "kernels/error.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {
@@ -46,19 +46,20 @@ bool within_budget(const std::string& path, sprig::fuzz::SpecBound* bound) {
 void validate(const sprig::infer::PackedLayer& l) {
   try {
     switch (l.kind) {
-      case sprig::infer::PackedLayer::Csr:
+      case sprig::infer::PackFormat::Csr:
         sprig::cpu::csr_validate(l.csr);
         break;
-      case sprig::infer::PackedLayer::Bsr:
+      case sprig::infer::PackFormat::Bsr:
         sprig::cpu::bsr_validate(l.bsr);
         break;
-      case sprig::infer::PackedLayer::Nm:
+      case sprig::infer::PackFormat::Nm:
         sprig::cpu::nm_validate(l.nm);
         break;
-      case sprig::infer::PackedLayer::Dense:
+      case sprig::infer::PackFormat::Dense:
+      case sprig::infer::PackFormat::Auto:  // never a layer's kind
         break;
     }
-  } catch (const std::invalid_argument& e) {
+  } catch (const sprig::Error& e) {
     std::fprintf(stderr, "load_packed accepted layer %s that the validator rejects: %s\n",
                  l.name.c_str(), e.what());
     std::abort();
