@@ -16,7 +16,9 @@
 // GCC 12's headers build some intrinsics from _mm512_undefined_*(), which -Wmaybe-uninitialized
 // reports as a false positive wherever they are inlined.
 #pragma GCC diagnostic push
+#if !defined(__clang__)  // clang has no such warning
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #define SPRIG_SPARSE_AVX512 1
