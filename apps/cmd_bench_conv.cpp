@@ -113,25 +113,24 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
       a, [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data()); },
       [&] { cpu::csr_conv2d(csr, s, x.data(), b.data(), ys.data()); });
   const double max_diff = max_abs_diff(yd, ys);
-  const double dms = t.a_ms, sms = t.b_ms, sp = t.ratio, lo = t.ratio_min, hi = t.ratio_max;
   if (a.json) {
     nlohmann::json j = shape_json(a, "csr_conv2d");
     j.update({{"sparsity", a.sparsity},
               {"nnz", csr.nnz()},
               {"rounds", a.rounds},
-              {"dense_ms", dms},
-              {"sparse_ms", sms},
-              {"speedup", sp},
-              {"speedup_min", lo},
-              {"speedup_max", hi},
+              {"dense_ms", t.a_ms},
+              {"sparse_ms", t.b_ms},
+              {"speedup", t.ratio},
+              {"speedup_min", t.ratio_min},
+              {"speedup_max", t.ratio_max},
               {"max_abs_diff", max_diff}});
     print_json_line(j);
   } else {
     std::printf(
         "%s, %.1f%% zeros, %d threads: dense %.4f ms, csr %.4f ms, speed-up %.2fx (rounds "
         "%.2f-%.2f), max |diff| %.2g\n",
-        shape_text(s).c_str(), 100 * a.sparsity, cpu::num_threads(), dms, sms, sp, lo, hi,
-        max_diff);
+        shape_text(s).c_str(), 100 * a.sparsity, cpu::num_threads(), t.a_ms, t.b_ms, t.ratio,
+        t.ratio_min, t.ratio_max, max_diff);
   }
   return 0;
 }

@@ -9,6 +9,7 @@
 // on a GPU); every other module (pooling, flatten, an unfolded BatchNorm, ...) runs as itself on
 // the activations' device.
 #include <cstdint>
+#include <vector>
 
 #include "infer/pack.h"
 #include "nn/model.h"
@@ -27,8 +28,12 @@ struct LayerCall {
 class LayerRunner {
  public:
   virtual ~LayerRunner() = default;
-  // The packed layer that module m is, or nullptr for every other module.
-  virtual const PackedLayer* find(const nn::Module* m) const = 0;
+  // The packed layer that module m is (PackedLayer::module), or nullptr for every other module.
+  const PackedLayer* find(const nn::Module* m) const {
+    for (const PackedLayer& p : *layers_)
+      if (p.module == m) return &p;
+    return nullptr;
+  }
   // Whether p at batch N runs on a kernel that takes and gives (features, N) activations.
   virtual bool chains(const PackedLayer& p, int64_t N) const = 0;
   // Whether p can give its output as the next int8 layer's uint8 codes.
@@ -36,6 +41,13 @@ class LayerRunner {
   // p's forward (m is its module) on x, as call says.
   virtual Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
                      const LayerCall& call) const = 0;
+
+ protected:
+  // The runner runs these layers (of the model it is given to run_blocks with).
+  explicit LayerRunner(const std::vector<PackedLayer>* layers) : layers_(layers) {}
+
+ private:
+  const std::vector<PackedLayer>* layers_;
 };
 
 // seq's forward on h (N, ...) through runner; observe, when set, sees each conv / linear layer's

@@ -224,6 +224,8 @@ std::string cuda_device_description() {
 
 // The executor's conv / linear layers on the GPU.
 struct CudaInferenceModel::Impl final : detail::LayerRunner {
+  Impl() : LayerRunner(&packed) {}  // Impl stays put (held by unique_ptr): the address holds
+
   nn::Model model;                  // the packed model's dense equivalent, on the GPU
   std::vector<PackedLayer> packed;  // its layers: module in `model`, no host weight arrays
   std::vector<GpuLayer> gpu;        // (packed.size())
@@ -231,11 +233,6 @@ struct CudaInferenceModel::Impl final : detail::LayerRunner {
   std::string device;
   Device dev;
 
-  const PackedLayer* find(const nn::Module* m) const override {
-    for (auto& p : packed)
-      if (p.module == m) return &p;
-    return nullptr;
-  }
   // sprig's SpMMs hand each other (features, N); at batch 1 both layouts are the same vector.
   bool chains(const PackedLayer& p, int64_t N) const override {
     return !p.conv && own_kernel(gpu[p.index].kernel) && N > 1;
@@ -268,12 +265,9 @@ struct CudaInferenceModel::Impl final : detail::LayerRunner {
       if (ms < plan.times[best].ms) best = c;
     }
     g.kernel = cands[best];
-    size_t second = best == 0 ? 1 : 0;
-    for (size_t c = 0; c < plan.times.size(); ++c)
-      if (c != best && plan.times[c].ms < plan.times[second].ms) second = c;
-    plan.reason = (opt.format == PackFormat::Auto ? "" : "forced csr: ") + plan.times[best].format +
-                  " " + fmt_ms(plan.times[best].ms) + " ms < " + plan.times[second].format + " " +
-                  fmt_ms(plan.times[second].ms) + " ms at " + pct(plan.sparsity()) + " sparsity";
+    plan.reason = (opt.format == PackFormat::Auto ? "" : "forced csr: ") +
+                  detail::best_against_runner_up(plan.times, best) + " at " + pct(plan.sparsity()) +
+                  " sparsity";
   }
 
   // Plans layer i: int8 as packed, forced, or measured.

@@ -80,6 +80,16 @@ inline std::string fmt_ms(double ms) {
   return buf;
 }
 
+// "csr 0.12 ms < dense 0.45 ms": measured candidate `best` (of two or more) against the next
+// fastest.
+inline std::string best_against_runner_up(const std::vector<CandidateTime>& times, size_t best) {
+  size_t second = best == 0 ? 1 : 0;
+  for (size_t i = 0; i < times.size(); ++i)
+    if (i != best && times[i].ms < times[second].ms) second = i;
+  return times[best].format + " " + fmt_ms(times[best].ms) + " ms < " + times[second].format + " " +
+         fmt_ms(times[second].ms) + " ms";
+}
+
 // "92.0%"
 inline std::string pct(double f) {
   char buf[32];
