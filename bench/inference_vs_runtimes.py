@@ -47,8 +47,10 @@ In every mode the runtimes are interleaved: each round times every runtime for e
 batch), and --rounds rounds are run; a pair's ratio is other_ms / sprig_ms (> 1: sprig faster)
 and the table gives the median ratio over the rounds with its range, so load that comes and
 goes shows as spread rather than as a bias. The machine's load average is printed before and
-after. --busy starts one busy-looping process beside the timings (issue 14's contention case: a
-second program holding one core), so the same table shows how each runtime degrades.
+after. --busy adds issue 14's contention case, a second program holding one core: in dense mode
+every round times each runtime quiet and then beside one busy-looping process, and a last table
+gives each runtime's slowdown (busy / quiet, same round) and their ratio; in the sparse modes the
+busy process runs beside all the timings.
 
 Needs: a sprig build (SPRIG, default ./build/sprig), numpy and onnxruntime, and for --sparse
 deepsparse 1.8 (CPython 3.8-3.11 on Linux; `pip install onnxruntime deepsparse==1.8.0`). The
@@ -176,37 +178,64 @@ def ratio_cell(r):
     return f"{statistics.median(r):>10.2f}  {min(r):.2f}-{max(r):.2f}"
 
 
+def start_hog():
+    """A second process that keeps one core busy until killed."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
 def run_dense(a, models, batches):
     print(f"sprig {SPRIG}; onnxruntime {ort.__version__}; threads {a.threads}; "
           f"median of {a.repeats} runs per timing; {a.rounds} interleaved rounds")
-    hog = None
+    keys = [(m, b) for m in models for b in batches]
+    phases = ("quiet", "busy") if a.busy else ("quiet",)
     with tempfile.TemporaryDirectory() as tmp:
         built = {m: make_model(tmp, m) for m in models}
-        if a.busy:
-            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            print("a second process keeps one core busy during the timings")
         sessions = {m: ort_session(built[m][1], a.threads) for m in models}
-        ratios = {(m, b): [] for m in models for b in batches}
-        best = {(m, b): [float("inf"), float("inf")] for m in models for b in batches}
+        # per phase and (model, batch): each round's (sprig ms, ort ms)
+        times = {(p, k): [] for p in phases for k in keys}
         for _ in range(a.rounds):
-            for m in models:
-                for b in batches:
-                    s = time_sprig(built[m][0], b, a.threads, a.repeats)
-                    o = time_ort(sessions[m], INPUT_SHAPES[m], b, a.repeats)
-                    ratios[(m, b)].append(o / s)
-                    best[(m, b)] = [min(best[(m, b)][0], s), min(best[(m, b)][1], o)]
-        if hog:
-            hog.kill()
+            for p in phases:
+                hog = start_hog() if p == "busy" else None
+                try:
+                    for m, b in keys:
+                        s = time_sprig(built[m][0], b, a.threads, a.repeats)
+                        o = time_ort(sessions[m], INPUT_SHAPES[m], b, a.repeats)
+                        times[(p, (m, b))].append((s, o))
+                finally:
+                    if hog:
+                        hog.kill()
+                        hog.wait()
     print(f"load average after: {os.getloadavg()}\n")
-    print(f"{'model':8}{'batch':>6}{'sprig ms':>11}{'ort ms':>11}{'ort/sprig':>11}  range")
-    for m in models:
-        for b in batches:
-            r = ratios[(m, b)]
-            s, o = best[(m, b)]
-            print(f"{m:8}{b:>6}{s:>11.4f}{o:>11.4f}{statistics.median(r):>11.2f}  "
-                  f"{min(r):.2f}-{max(r):.2f}")
-    print("\nms: the best round's median; ort/sprig: the median over rounds of the per-round "
+    for p in phases:
+        if a.busy:
+            print(f"{p}: " + ("nothing else started" if p == "quiet" else
+                              "a second process keeps one core busy"))
+        print(f"{'model':8}{'batch':>6}{'sprig ms':>11}{'ort ms':>11}{'ort/sprig':>11}  range")
+        for m, b in keys:
+            t = times[(p, (m, b))]
+            r = [o / s for s, o in t]
+            print(f"{m:8}{b:>6}{min(s for s, _ in t):>11.4f}{min(o for _, o in t):>11.4f}"
+                  f"{ratio_cell(r)}")
+        print()
+    print("ms: the best round's median; ort/sprig: the median over rounds of the per-round "
           "ratio (> 1: sprig faster)")
+    if not a.busy:
+        return
+    # Each round's slowdown (busy ms / quiet ms of the same round) per runtime, and how they
+    # compare: ort's slowdown / sprig's > 1 means sprig degrades less (issue 14, bar 6).
+    print(f"\nslowdown with one core held: busy / quiet, the same round\n"
+          f"{'model':8}{'batch':>6}{'sprig':>8}{'ort':>8}{'ort slowdown / sprig slowdown':>32}"
+          f"  range")
+    for m, b in keys:
+        q, h = times[("quiet", (m, b))], times[("busy", (m, b))]
+        ss = [hb[0] / qb[0] for qb, hb in zip(q, h)]
+        os_ = [hb[1] / qb[1] for qb, hb in zip(q, h)]
+        r = [o / s for s, o in zip(ss, os_)]
+        print(f"{m:8}{b:>6}{statistics.median(ss):>8.2f}{statistics.median(os_):>8.2f}"
+              f"{statistics.median(r):>32.2f}  {min(r):.2f}-{max(r):.2f}")
+    print("sprig / ort: the median over rounds of that runtime's slowdown; the last column: "
+          "the median of the\nper-round ratio of the two slowdowns (>= 1: sprig slows down "
+          "no more than ONNX Runtime)")
 
 
 def run_sparse(a, models, batches):
@@ -225,7 +254,7 @@ def run_sparse(a, models, batches):
             engines[(m, b)], notes[(m, b)] = deepsparse_engine(
                 pruned[m][1], INPUT_SHAPES[m], b, a.threads, ort_pruned[m])
         if a.busy:
-            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            hog = start_hog()
             print("a second process keeps one core busy during the timings")
         # per (model, batch): best ms of sprig, deepsparse, ort (dense), ort (pruned); ratios
         best = {k: [float("inf")] * 4 for k in keys}
@@ -346,7 +375,8 @@ def main():
                    help="sprig's int8 kernels vs its float plan, DeepSparse and ONNX Runtime on "
                         "the pruned model quantised to int8 (QDQ)")
     p.add_argument("--busy", action="store_true",
-                   help="keep one core busy with a second process while timing")
+                   help="dense: time each round quiet and then with one core kept busy by a second "
+                        "process, and compare the slowdowns; sparse: keep it busy throughout")
     a = p.parse_args()
     if a.int8:
         a.sparse = True  # the pruned models, and DeepSparse

@@ -1,5 +1,5 @@
 // Element-wise, reduction, loss and optimizer kernels against their scalar references, on odd
-// sizes that exercise the vector tails and the parallel paths; and the thread shards.
+// sizes that exercise the vector tails and the parallel paths.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -15,7 +15,6 @@
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/cpu/reduce.h"
-#include "kernels/cpu/threads.h"
 
 using namespace sprig;
 
@@ -218,40 +217,4 @@ TEST_CASE("fused optimizer kernels match their references over several steps") {
       }
     }
   }
-}
-
-TEST_CASE(
-    "for_each_shard covers every item once, on distinct threads, as planned, and passes errors "
-    "on") {
-  const int before = cpu::num_threads();
-  for (int threads : {1, 2, 3}) {
-    for (int64_t n : {0, 5, 6, 37}) {
-      CAPTURE(threads);
-      CAPTURE(n);
-      cpu::set_num_threads(threads);
-      std::vector<int> seen(size_t(n), 0), owner(size_t(n), -1);
-      std::vector<int> thread_of(size_t(threads), -1);
-      const int shards = cpu::for_each_shard(n, 2, [&](int s, int64_t lo, int64_t hi) {
-        thread_of[size_t(s)] = omp_get_thread_num();
-        for (int64_t i = lo; i < hi; ++i) ++seen[size_t(i)], owner[size_t(i)] = s;
-      });
-      // Split only where every thread gets at least 2 items, as planned_shards says beforehand.
-      CHECK(shards == (threads > 1 && n >= 2 * threads ? threads : 1));
-      CHECK(cpu::planned_shards(n, 2) == shards);
-      for (int64_t i = 0; i < n; ++i) CHECK(seen[size_t(i)] == 1);
-      for (int64_t i = 1; i < n; ++i) CHECK(owner[size_t(i)] >= owner[size_t(i - 1)]);  // in order
-      for (int s = 0; s < shards; ++s) CHECK(thread_of[size_t(s)] == (shards > 1 ? s : 0));
-    }
-    // A shard's exception reaches the caller after all shards ran.
-    cpu::set_num_threads(threads);
-    std::vector<int> ran(size_t(threads), 0);
-    CHECK_THROWS_WITH(cpu::for_each_shard(12, 2,
-                                          [&](int s, int64_t, int64_t) {
-                                            ran[size_t(s)] = 1;
-                                            if (s == threads - 1) throw std::runtime_error("shard");
-                                          }),
-                      "shard");
-    for (int s = 0; s < threads; ++s) CHECK(ran[size_t(s)] == 1);
-  }
-  cpu::set_num_threads(before);
 }

@@ -16,15 +16,14 @@
 // results are bit-identical from run to run for a fixed thread count.
 #include "kernels/cpu/conv.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "kernels/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/short_rows.h"
+#include "kernels/cpu/threads.h"
+#include "kernels/error.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -186,11 +185,11 @@ double sum_plane(const float* x, int64_t n) {
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-// Use the team over the batch only from outside a parallel region and with >1 sample;
-// otherwise one thread walks the batch and gemm may still thread internally.
+// Threads over the batch only with >1 sample and more than one thread available (not inside
+// another kernel's item); otherwise one thread walks the batch and gemm may still thread
+// internally.
 int batch_threads(int64_t N) {
-  if (N < 2 || omp_in_parallel()) return 1;
-  return (int)std::min<int64_t>(omp_get_max_threads(), N);
+  return N < 2 ? 1 : int(std::min<int64_t>(available_threads(), N));
 }
 
 // Whether the direct kernel runs s under `how`. Auto: wherever it can (see conv_direct.cpp).
@@ -259,34 +258,26 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
                     bool relu, ConvForward how) {
   const int64_t P = s.P(), PQ = P * s.Q(), CHW = s.C * s.H * s.W;
   const bool direct = use_direct(s, how);
-  const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int T = available_threads();
   if (s.N < T && P >= T && s.K * s.C * s.R * s.S * PQ >= kSplitRowsMinWork) {
     // Fewer samples than threads (batch 1): each thread takes a band of output rows of every
     // sample and does its im2col and its product itself, so the band's im2col columns never
     // leave the core that wrote them (a threaded gemm over one shared im2col buffer made batch 1
     // slower with 2 threads than with 1). Bands write disjoint columns of y: no barrier.
-#pragma omp parallel num_threads(T)
-    {
-      const int t = omp_get_thread_num();
+    run_items(T, T, [&](int64_t t) {
       const int64_t p0 = P * t / T, p1 = P * (t + 1) / T;
       for (int64_t n = 0; n < s.N; n++)
         if (p1 > p0) forward_rows(s, x + n * CHW, w, b, relu, direct, y + n * s.K * PQ, p0, p1);
-    }
+    });
     return;
   }
   auto sample = [&](int64_t n) {
     forward_rows(s, x + n * CHW, w, b, relu, direct, y + n * s.K * PQ, 0, P);
   };
-  const int nt = batch_threads(s.N);
-  if (nt > 1) {
-    // Dynamic: samples are independent, and when another process takes one core for a while
-    // the other thread keeps taking samples instead of waiting at the end (static halves
-    // made a busy machine cost twice the time).
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-    for (int64_t n = 0; n < s.N; n++) sample(n);
-  } else {
-    for (int64_t n = 0; n < s.N; n++) sample(n);
-  }
+  // One item per sample, claimed as threads come free: when another process takes one core
+  // for a while the other thread keeps taking samples instead of waiting at the end (static
+  // halves made a busy machine cost twice the time).
+  run_items(s.N, batch_threads(s.N), sample);
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
@@ -366,16 +357,10 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
     if (want_partial) reduce(0, part_len);
     return;
   }
-#pragma omp parallel num_threads(nt)
-  {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t c = 0; c < chunks; c++) run_chunk(c);
-    // (the implicit barrier of the loop: every partial is complete)
-    if (want_partial) {
-      int t = omp_get_thread_num(), T = omp_get_num_threads();
-      reduce(part_len * t / T, part_len * (t + 1) / T);
-    }
-  }
+  run_items(chunks, nt, run_chunk);
+  // Every partial is complete: sum them, each thread a slice of the elements.
+  if (want_partial)
+    run_items(nt, nt, [&](int64_t t) { reduce(part_len * t / nt, part_len * (t + 1) / nt); });
 }
 
 void conv2d_forward_ref(const Conv2dShape& s, const float* x, const float* w, const float* b,

@@ -5,7 +5,6 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
-#include <omp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -14,8 +13,9 @@
 #include <cstring>
 #include <string>
 
-#include "kernels/error.h"
 #include "kernels/cpu/int8_sink.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 
@@ -285,27 +285,23 @@ void gemm_amx(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const Pa
   }
   const int64_t panels = (B.N + 15) / 16, col_blocks = (panels + 3) / 4;
   const int64_t items = col_blocks * row_blocks;
-#pragma omp parallel if (parallel && items > 1)
-  {
-    if (!in_place) {
-#pragma omp for schedule(static)
-      for (int64_t rb = 0; rb < row_blocks; ++rb)
-        for (int64_t r = rb * 32; r < rb * 32 + 32; ++r) {
-          uint8_t* row = pa + r * kbytes;
-          const int64_t n = r < M ? B.K : 0;
-          if (n) std::memcpy(row, A + r * lda, size_t(n));
-          std::memset(row + n, 0, size_t(kbytes - n));
-        }
-    }
-    const uint8_t* a = in_place ? A : pa;
-    const int64_t a_ld = in_place ? lda : kbytes;
-#pragma omp for schedule(static)
-    for (int64_t item = 0; item < items; ++item) {
-      const int64_t cb = item % col_blocks, m0 = (item / col_blocks) * 32, p0 = cb * 4;
-      tile_amx(m0, std::min<int64_t>(32, M - m0), p0, std::min<int64_t>(4, panels - p0),
-               a + m0 * a_ld, a_ld, a_zero, B, out);
-    }
-  }
+  const bool split = parallel && items > 1;
+  if (!in_place)
+    parallel_for(row_blocks, split, [&](int64_t rb) {
+      for (int64_t r = rb * 32; r < rb * 32 + 32; ++r) {
+        uint8_t* row = pa + r * kbytes;
+        const int64_t n = r < M ? B.K : 0;
+        if (n) std::memcpy(row, A + r * lda, size_t(n));
+        std::memset(row + n, 0, size_t(kbytes - n));
+      }
+    });
+  const uint8_t* a = in_place ? A : pa;
+  const int64_t a_ld = in_place ? lda : kbytes;
+  parallel_for(items, split, [&](int64_t item) {
+    const int64_t cb = item % col_blocks, m0 = (item / col_blocks) * 32, p0 = cb * 4;
+    tile_amx(m0, std::min<int64_t>(32, M - m0), p0, std::min<int64_t>(4, panels - p0),
+             a + m0 * a_ld, a_ld, a_zero, B, out);
+  });
 }
 
 using Tile = void (*)(int64_t, int64_t, int64_t, int64_t, const uint8_t*, int64_t, int32_t,
@@ -394,8 +390,7 @@ void gemm_run(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_z
   SPRIG_CHECK(M >= 0 && lda >= B.K && ld_out >= B.N, "gemm_u8s8: need M >= 0, lda >= K (", B.K,
               ") and ldc >= N (", B.N, "), got M ", M, ", lda ", lda, ", ldc ", ld_out);
   if (M == 0) return;
-  const bool parallel =
-      !omp_in_parallel() && omp_get_max_threads() > 1 && M * B.N * B.K >= (int64_t(1) << 18);
+  const bool parallel = available_threads() > 1 && M * B.N * B.K >= (int64_t(1) << 18);
   if (isa == Int8Isa::Amx) {
     gemm_amx(M, A, lda, a_zero, B, out, parallel);
     return;
@@ -407,13 +402,12 @@ void gemm_run(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda, int32_t a_z
   const int64_t row_block = 48;
   const int64_t row_blocks = (M + row_block - 1) / row_block;
   const int64_t items = col_blocks * row_blocks;
-#pragma omp parallel for schedule(static) if (parallel && items > 1)
-  for (int64_t item = 0; item < items; ++item) {
+  parallel_for(items, parallel && items > 1, [&](int64_t item) {
     const int64_t cb = item % col_blocks, rb = item / col_blocks;
     const int64_t p0 = cb * 4, m0 = rb * row_block;
     tile(m0, std::min(row_block, M - m0), p0, std::min<int64_t>(4, panels - p0), A, lda, a_zero, B,
          out);
-  }
+  });
 }
 
 // An AMX tile has 16 rows: below that most of it is padding, and VNNI is faster (at batch 1,

@@ -3,10 +3,10 @@
 // number of threads gives bit-identical statistics, outputs and gradients.
 #include "kernels/cpu/norm.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
+
+#include "kernels/cpu/parallel.h"
 
 namespace sprig::cpu {
 namespace {
@@ -29,10 +29,10 @@ inline float* plane(const BatchNormShape& s, float* x, int64_t n, int64_t c) {
   return x + (n * s.C + c) * s.HW;
 }
 
-// Parallel over channels only from outside a parallel region and for enough work to pay for
-// the team; the per-channel work is the same either way.
+// Parallel over channels only for enough work to pay for the threads (parallel_for runs
+// serially inside another kernel's item); the per-channel work is the same either way.
 bool use_team(const BatchNormShape& s) {
-  return s.C > 1 && s.N * s.C * s.HW >= 32768 && !omp_in_parallel();
+  return s.C > 1 && s.N * s.C * s.HW >= 32768;
 }
 
 double channel_sum(const BatchNormShape& s, const float* x, int64_t c) {
@@ -116,12 +116,11 @@ void batchnorm_forward_train(const BatchNormShape& s, const float* x, const floa
                              const float* beta, float eps, float momentum, float* running_mean,
                              float* running_var, float* y, float* save_mean, float* save_invstd) {
   const int64_t n = s.count();
-#pragma omp parallel for schedule(static) if (use_team(s))
-  for (int64_t c = 0; c < s.C; c++) {
+  parallel_for(s.C, use_team(s), [&](int64_t c) {
     if (n == 0) {  // an empty batch has no statistics: nothing to normalise, nothing to learn
       save_mean[c] = 0.0f;
       save_invstd[c] = float(1.0 / std::sqrt(double(eps)));
-      continue;
+      return;
     }
     const double mean = channel_sum(s, x, c) / double(n);
     const double var = channel_sqdev(s, x, c, mean) / double(n);
@@ -131,25 +130,23 @@ void batchnorm_forward_train(const BatchNormShape& s, const float* x, const floa
     update_running(mean, var, n, momentum, running_mean, running_var, c);
     const float scale = float((gamma ? double(gamma[c]) : 1.0) * invstd);
     channel_affine(s, x, c, float(mean), scale, beta ? beta[c] : 0.0f, y);
-  }
+  });
 }
 
 void batchnorm_forward_eval(const BatchNormShape& s, const float* x, const float* gamma,
                             const float* beta, const float* running_mean, const float* running_var,
                             float eps, float* y, float* save_mean, float* save_invstd) {
-#pragma omp parallel for schedule(static) if (use_team(s))
-  for (int64_t c = 0; c < s.C; c++) {
+  parallel_for(s.C, use_team(s), [&](int64_t c) {
     const double invstd = 1.0 / std::sqrt(double(running_var[c]) + double(eps));
     save_mean[c] = running_mean[c];
     save_invstd[c] = float(invstd);
     const float scale = float((gamma ? double(gamma[c]) : 1.0) * invstd);
     channel_affine(s, x, c, running_mean[c], scale, beta ? beta[c] : 0.0f, y);
-  }
+  });
 }
 
 void batchnorm_sums(const BatchNormShape& s, const float* x, double* sums) {
-#pragma omp parallel for schedule(static) if (use_team(s))
-  for (int64_t c = 0; c < s.C; c++) {
+  parallel_for(s.C, use_team(s), [&](int64_t c) {
     double sum = 0.0, sum_sq = 0.0;
     for (int64_t k = 0; k < s.N; k++) {
       const float* xp = plane(s, x, k, c);  // (HW)
@@ -160,15 +157,14 @@ void batchnorm_sums(const BatchNormShape& s, const float* x, double* sums) {
     }
     sums[c] = sum;
     sums[s.C + c] = sum_sq;
-  }
+  });
 }
 
 void batchnorm_forward_from_sums(const BatchNormShape& s, const double* sums, int64_t count,
                                  const float* x, const float* gamma, const float* beta, float eps,
                                  float momentum, float* running_mean, float* running_var, float* y,
                                  float* save_mean, float* save_invstd) {
-#pragma omp parallel for schedule(static) if (use_team(s))
-  for (int64_t c = 0; c < s.C; c++) {
+  parallel_for(s.C, use_team(s), [&](int64_t c) {
     const double mean = count > 0 ? sums[c] / double(count) : 0.0;
     const double var = count > 0 ? std::max(sums[s.C + c] / double(count) - mean * mean, 0.0) : 0.0;
     const double invstd = 1.0 / std::sqrt(var + double(eps));
@@ -177,17 +173,16 @@ void batchnorm_forward_from_sums(const BatchNormShape& s, const double* sums, in
     if (count > 0) update_running(mean, var, count, momentum, running_mean, running_var, c);
     const float scale = float((gamma ? double(gamma[c]) : 1.0) * invstd);
     channel_affine(s, x, c, float(mean), scale, beta ? beta[c] : 0.0f, y);
-  }
+  });
 }
 
 void batchnorm_backward_from_sums(const BatchNormShape& s, const double* dsums, int64_t count,
                                   const float* x, const float* gamma, const float* save_mean,
                                   const float* save_invstd, const float* dy, float* dx) {
-#pragma omp parallel for schedule(static) if (use_team(s))
-  for (int64_t c = 0; c < s.C; c++) {
+  parallel_for(s.C, use_team(s), [&](int64_t c) {
     channel_dx(s, x, dy, c, save_mean[c], double(save_invstd[c]), gamma ? double(gamma[c]) : 1.0,
                dsums[c], dsums[s.C + c], count, dx);
-  }
+  });
 }
 
 void batchnorm_backward(const BatchNormShape& s, bool batch_stats, const float* x,
@@ -196,8 +191,7 @@ void batchnorm_backward(const BatchNormShape& s, bool batch_stats, const float* 
   const int64_t n = s.count();
   // Evaluation-mode dx needs no sums; everything else needs sum(dy) and sum(dy * (x - mean)).
   const bool need_sums = dgamma || dbeta || (dx && batch_stats);
-#pragma omp parallel for schedule(static) if (use_team(s))
-  for (int64_t c = 0; c < s.C; c++) {
+  parallel_for(s.C, use_team(s), [&](int64_t c) {
     const float mean = save_mean[c];
     const double invstd = double(save_invstd[c]);
     const double g = gamma ? double(gamma[c]) : 1.0;
@@ -223,9 +217,9 @@ void batchnorm_backward(const BatchNormShape& s, bool batch_stats, const float* 
     }
     if (dgamma) dgamma[c] = float(sum_dy_xhat);
     if (dbeta) dbeta[c] = float(sum_dy);
-    if (!dx) continue;
+    if (!dx) return;
     channel_dx(s, x, dy, c, mean, invstd, g, sum_dy, sum_dy_xhat, batch_stats ? n : 0, dx);
-  }
+  });
 }
 
 // ---- references: one channel at a time, two passes, every intermediate in double -------------

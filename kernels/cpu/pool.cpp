@@ -3,12 +3,12 @@
 // order: the fast kernels add in the same order as the references, so they agree bit for bit.
 #include "kernels/cpu/pool.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+
+#include "kernels/cpu/parallel.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -175,21 +175,18 @@ void avgpool_backward_plane(const Pool2dShape& s, const float* dy, float* dx) {
 void maxpool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* argmax) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P() * s.Q();
   const bool two = s.kernel == 2 && s.stride == 2 && s.pad == 0;
-#pragma omp parallel for schedule(static) if (planes > 1 && \
-                                              planes * PQ * s.kernel * s.kernel > 32768)
-  for (int64_t i = 0; i < planes; i++) {
+  parallel_for(planes, planes > 1 && planes * PQ * s.kernel * s.kernel > 32768, [&](int64_t i) {
     int32_t* am = argmax ? argmax + i * PQ : nullptr;
     if (two)
       maxpool_plane_2x2(s, x + i * HW, y + i * PQ, am);
     else
       maxpool_plane(s, x + i * HW, y + i * PQ, am);
-  }
+  });
 }
 
 void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* argmax, float* dx) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P() * s.Q();
-#pragma omp parallel for schedule(static) if (planes > 1 && planes * (HW + PQ) > 32768)
-  for (int64_t i = 0; i < planes; i++) {
+  parallel_for(planes, planes > 1 && planes * (HW + PQ) > 32768, [&](int64_t i) {
     float* dxp = dx + i * HW;  // (H, W)
     const float* dyp = dy + i * PQ;
     const int32_t* ap = argmax + i * PQ;
@@ -197,84 +194,78 @@ void maxpool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* ar
     // Overlapping windows (stride < kernel) can route several outputs to one input.
     for (int64_t j = 0; j < PQ; j++)
       if (ap[j] >= 0 && ap[j] < HW) dxp[ap[j]] += dyp[j];
-  }
+  });
 }
 
 void avgpool2d_forward(const Pool2dShape& s, const float* x, float* y) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P() * s.Q();
-#pragma omp parallel for schedule(static) if (planes > 1 && \
-                                              planes * PQ * s.kernel * s.kernel > 32768)
-  for (int64_t i = 0; i < planes; i++) avgpool_plane(s, x + i * HW, y + i * PQ);
+  parallel_for(planes, planes > 1 && planes * PQ * s.kernel * s.kernel > 32768,
+               [&](int64_t i) { avgpool_plane(s, x + i * HW, y + i * PQ); });
 }
 
 void avgpool2d_backward(const Pool2dShape& s, const float* dy, float* dx) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P() * s.Q();
-#pragma omp parallel for schedule(static) if (planes > 1 && \
-                                              planes * (HW + PQ * s.kernel * s.kernel) > 32768)
-  for (int64_t i = 0; i < planes; i++) avgpool_backward_plane(s, dy + i * PQ, dx + i * HW);
+  parallel_for(planes, planes > 1 && planes * (HW + PQ * s.kernel * s.kernel) > 32768,
+               [&](int64_t i) { avgpool_backward_plane(s, dy + i * PQ, dx + i * HW); });
 }
 
 // Each plane's sum runs in order in double, as in the reference and on the GPU (one thread per
 // plane there), so all three agree bit for bit.
 void global_avgpool_forward(int64_t planes, int64_t hw, const float* x, float* y) {
-#pragma omp parallel for schedule(static) if (planes > 1 && planes * hw > 32768)
-  for (int64_t p = 0; p < planes; p++) {
+  parallel_for(planes, planes > 1 && planes * hw > 32768, [&](int64_t p) {
     const float* xp = x + p * hw;  // (hw)
     double acc = 0.0;
     for (int64_t i = 0; i < hw; i++) acc += xp[i];
     y[p] = float(acc / double(hw));
-  }
+  });
 }
 
 void global_avgpool_backward(int64_t planes, int64_t hw, const float* dy, float* dx) {
   const float div = float(hw);
-#pragma omp parallel for schedule(static) if (planes > 1 && planes * hw > 32768)
-  for (int64_t p = 0; p < planes; p++) {
+  parallel_for(planes, planes > 1 && planes * hw > 32768, [&](int64_t p) {
     const float g = dy[p] / div;
     float* dxp = dx + p * hw;  // (hw)
     for (int64_t i = 0; i < hw; i++) dxp[i] = g;
-  }
+  });
 }
 
 void shortcut_forward(const ShortcutShape& s, const float* x, float* y) {
   const int64_t P = s.P(), Q = s.Q(), planes = s.N * s.K;
-#pragma omp parallel for schedule(static) if (planes > 1 && planes * P * Q > 32768)
-  for (int64_t i = 0; i < planes; i++) {
+  parallel_for(planes, planes > 1 && planes * P * Q > 32768, [&](int64_t i) {
     const int64_t n = i / s.K, c = i % s.K - s.pad_lo;
     float* yp = y + i * P * Q;  // (P, Q)
     if (c < 0 || c >= s.C) {
       std::memset(yp, 0, P * Q * sizeof(float));
-      continue;
+      return;
     }
     const float* xp = x + (n * s.C + c) * s.H * s.W;  // (H, W)
     if (s.stride == 1) {
       std::memcpy(yp, xp, P * Q * sizeof(float));
-      continue;
+      return;
     }
     for (int64_t p = 0; p < P; p++) {
       const float* row = xp + p * s.stride * s.W;
       for (int64_t q = 0; q < Q; q++) yp[p * Q + q] = row[q * s.stride];
     }
-  }
+  });
 }
 
 void shortcut_backward(const ShortcutShape& s, const float* dy, float* dx) {
   const int64_t P = s.P(), Q = s.Q(), planes = s.N * s.C, HW = s.H * s.W;
-#pragma omp parallel for schedule(static) if (planes > 1 && planes * HW > 32768)
-  for (int64_t i = 0; i < planes; i++) {
+  parallel_for(planes, planes > 1 && planes * HW > 32768, [&](int64_t i) {
     const int64_t n = i / s.C, c = i % s.C;
     const float* dyp = dy + (n * s.K + s.pad_lo + c) * P * Q;  // (P, Q)
     float* dxp = dx + i * HW;                                  // (H, W)
     if (s.stride == 1) {
       std::memcpy(dxp, dyp, HW * sizeof(float));
-      continue;
+      return;
     }
     std::memset(dxp, 0, HW * sizeof(float));
     for (int64_t p = 0; p < P; p++) {
       float* row = dxp + p * s.stride * s.W;
       for (int64_t q = 0; q < Q; q++) row[q * s.stride] = dyp[p * Q + q];
     }
-  }
+  });
 }
 
 // References: scan the full unclipped window and test every position against the image.

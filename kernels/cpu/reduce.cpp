@@ -2,6 +2,7 @@
 // the chunk sums are added in order, so results are bit-identical for any number of threads.
 #include "kernels/cpu/reduce.h"
 
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -15,13 +16,12 @@ double sum(int64_t n, const float* x) {
   int64_t chunks = (n + kChunk - 1) / kChunk;
   if (chunks <= 1) return sum_ref(n, x);
   std::vector<double> partial(chunks);  // (chunks)
-#pragma omp parallel for schedule(static) if (chunks >= 16)
-  for (int64_t c = 0; c < chunks; ++c) {
+  parallel_for(chunks, chunks >= 16, [&](int64_t c) {
     int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
     double s = 0.0;
     for (int64_t i = begin; i < end; ++i) s += x[i];
     partial[c] = s;
-  }
+  });
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
@@ -40,14 +40,13 @@ void sum_rows(int64_t rows, int64_t cols, const float* x, float* out) {
 }
 
 bool all_finite(int64_t n, const float* x) {
-  int bad = 0;
+  std::atomic<int> bad{0};
   parallel_range(n, 1 << 16, [&](int64_t lo, int64_t hi) {
     int b = 0;
     for (int64_t i = lo; i < hi; ++i) b |= !std::isfinite(x[i]);
-#pragma omp atomic
-    bad |= b;
+    bad.fetch_or(b, std::memory_order_relaxed);
   });
-  return !bad;
+  return !bad.load();
 }
 
 double sum_ref(int64_t n, const float* x) {

@@ -32,9 +32,7 @@ void csr_linear_ex_impl(const CsrMatrix& w, const Idx* col, int64_t B, const flo
   const float* val = w.values.data();
   const int64_t* rp = w.row_ptr.data();
   const int64_t ldx = std::min(kPanel, (B + 15) / 16 * 16);
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num();
+  run_items(T, T, [&](int64_t t) {
     const int64_t p0 = by_panels ? bounds[t] : 0, p1 = by_panels ? bounds[t + 1] : npanels;
     const int64_t r0 = by_panels ? 0 : bounds[t], r1 = by_panels ? rows : bounds[t + 1];
     float* xp = x_t || r0 == r1 ? nullptr : aligned_scratch(tls_xt, size_t(cols * ldx));
@@ -61,7 +59,7 @@ void csr_linear_ex_impl(const CsrMatrix& w, const Idx* col, int64_t B, const flo
         if (!y_t) transpose(tile, kPanel, nr, wd, y + b0 * rows + i0, rows);
       }
     }
-  }
+  });
 }
 
 }  // namespace

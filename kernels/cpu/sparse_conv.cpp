@@ -14,7 +14,6 @@
 // 1x1 stride-1 unpadded, which reads x itself. Each 64-wide panel of extended outputs is summed
 // in registers and only its real outputs are stored.
 // The reference is conv2d_forward_ref on the same zeroed dense weights (tests/test_kernels_sparse).
-#include <omp.h>
 
 #include <algorithm>
 #include <climits>
@@ -340,9 +339,8 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
   };
   const int T = threads_for(double(w.nnz()) * PQ * s.N);
   if (s.N >= T) {
-    // Enough samples: one sample per thread at a time.
-#pragma omp parallel for schedule(static) num_threads(T)
-    for (int64_t n = 0; n < s.N; n++) sample_rows(n, 0, K);
+    // Enough samples: one sample per thread at a time, claimed as threads come free.
+    run_items(s.N, T, [&](int64_t n) { sample_rows(n, 0, K); });
     return;
   }
   // Fewer samples than threads: the output channels are split by stored entries, and every
@@ -350,11 +348,9 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
   // next to the rows) but leaves no barrier inside the region, where a descheduled thread would
   // stall the others.
   auto bounds = split_rows(K, T, [&](int64_t i) { return w.row_ptr[i] + i; });
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num();
+  run_items(T, T, [&](int64_t t) {
     for (int64_t n = 0; n < s.N; n++) sample_rows(n, bounds[t], bounds[t + 1]);
-  }
+  });
 }
 
 }  // namespace sprig::cpu

@@ -2,8 +2,6 @@
 // Pieces shared by the sparse kernel files (sparse_linear.cpp, sparse_chain.cpp,
 // sparse_conv.cpp): the thread split, the panel helpers, the CSR row tile and the register
 // transposes. Internal: include only from kernels/cpu.
-#include <omp.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/sparse.h"
+#include "kernels/cpu/threads.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 // GCC 12's headers build some intrinsics from _mm512_undefined_*(), which -Wmaybe-uninitialized
@@ -28,11 +27,10 @@ namespace sprig::cpu::sparse_detail {
 
 constexpr int64_t kPanel = 64;  // samples per SpMM panel: four 16-float vectors
 
-// Threads for a kernel doing about `work` multiply-adds: one inside a parallel region (the
-// caller already splits the work) or when the job is too small to pay for waking the team.
+// Threads for a kernel doing about `work` multiply-adds: one inside another kernel's item (the
+// caller already splits the work) or when the job is too small to pay for waking the threads.
 inline int threads_for(double work) {
-  if (omp_in_parallel() || work < 32768.0) return 1;
-  return std::max(1, omp_get_max_threads());
+  return work < 32768.0 ? 1 : available_threads();
 }
 
 // Row boundaries (T + 1) giving each thread about the same work; prefix(i) is the work of rows

@@ -4,14 +4,14 @@
 #include "kernels/cpu/sparse_int8.h"
 
 #include <immintrin.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 
-#include "kernels/error.h"
 #include "kernels/cpu/int8_sink.h"
+#include "kernels/cpu/threads.h"
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 
@@ -130,8 +130,7 @@ thread_local std::vector<uint8_t> tls_x;     // the calling thread's rearranged 
 thread_local std::vector<uint8_t> tls_last;  // its padded copy of the last sample
 
 bool team_pays(int64_t items, int64_t multiply_adds) {
-  return !omp_in_parallel() && omp_get_max_threads() > 1 && items > 1 &&
-         multiply_adds >= (int64_t(1) << 17);
+  return available_threads() > 1 && items > 1 && multiply_adds >= (int64_t(1) << 17);
 }
 
 // Lane k of the result: k x step.
@@ -402,11 +401,9 @@ void for_items(bool csr, int64_t block_rows, int64_t items, int64_t multiply_add
                const Int8Sink& out, Item item) {
   const bool gather = B < gather_below(csr, block_rows);
   const bool team = team_pays(std::max(items, B / 16), multiply_adds);
-  if (team && !gather && B >= 16 * int64_t(omp_get_max_threads()) &&
-      weight_bytes <= B * (cols + 4 * rows)) {
-#pragma omp parallel
-    {
-      const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+  const int64_t T = team ? available_threads() : 1;
+  if (team && !gather && B >= 16 * T && weight_bytes <= B * (cols + 4 * rows)) {
+    run_items(T, int(T), [&](int64_t t) {
       const int64_t vectors = (B + 15) / 16;  // whole vectors to each thread but the last
       const int64_t b0 = std::min(B, vectors * t / T * 16),
                     b1 = std::min(B, vectors * (t + 1) / T * 16);
@@ -414,12 +411,14 @@ void for_items(bool csr, int64_t block_rows, int64_t items, int64_t multiply_add
         const Samples s = prepare(csr, false, b1 - b0, cols, x + b0 * cols, out.shifted(b0));
         for (int64_t i = 0; i < items; ++i) item(i, s);
       }
-    }
+    });
     return;
   }
   const Samples s = prepare(csr, gather, B, cols, x, out);
-#pragma omp parallel for schedule(dynamic, 4) if (team && items > 1)
-  for (int64_t i = 0; i < items; ++i) item(i, s);
+  // Items in groups of 4, claimed as threads come free.
+  run_items((items + 3) / 4, int(T), [&](int64_t g) {
+    for (int64_t i = 4 * g; i < std::min(items, 4 * g + 4); ++i) item(i, s);
+  });
 }
 
 // Without VNNI: the reference's sums, each handed to out.

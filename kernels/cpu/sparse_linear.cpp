@@ -20,8 +20,6 @@
 // summed in an order that does not depend on the thread count.
 // The CSR tile, the transposes and the thread split live in sparse_impl.h, shared with
 // csr_linear_ex (sparse_chain.cpp), which chains sparse layers without the transposes.
-#include <omp.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -29,8 +27,8 @@
 #include <string>
 #include <type_traits>
 
-#include "kernels/cpu/sparse.h"
 #include "kernels/cpu/short_rows.h"
+#include "kernels/cpu/sparse.h"
 #include "kernels/cpu/sparse_impl.h"
 
 namespace sprig::cpu {
@@ -139,9 +137,7 @@ void linear_panels(int64_t rows, int64_t cols, int64_t cols_pad, int64_t B, cons
   const int64_t group = std::max<int64_t>(
       1, std::min<int64_t>(npanels, kGroupBytes / int64_t(sizeof(float) * panel)));
   const int64_t nchunks = (cols_pad + 63) / 64;
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num();
+  run_items(T, T, [&](int64_t t) {
     // Each thread transposes the panels into its own buffer: no barrier, and no thread reads
     // xT rows out of another core's cache.
     float* xT = aligned_scratch(tls_panel, size_t(group * panel));  // group x (cols_pad, ldr)
@@ -168,7 +164,7 @@ void linear_panels(int64_t rows, int64_t cols, int64_t cols_pad, int64_t B, cons
         }
       }
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,14 +292,12 @@ void csr_linear_impl(const CsrMatrix& w, const Idx* col, int64_t B, const float*
   const float* val = w.values.data();
   const int64_t* rp = w.row_ptr.data();
   if (B < 4) {
-#pragma omp parallel num_threads(T)
-    {
-      const int t = omp_get_thread_num();
+    run_items(T, T, [&](int64_t t) {
       for (int64_t i = bounds[t]; i < bounds[t + 1]; i++)
         for (int64_t b = 0; b < B; b++)
           y[b * w.rows + i] = (bias ? bias[i] : 0.0f) +
                               csr_dot(col + rp[i], val + rp[i], rp[i + 1] - rp[i], x + b * w.cols);
-    }
+    });
     return;
   }
   linear_panels<kCsrTileRows>(
@@ -332,13 +326,11 @@ void bsr_linear_impl(const BsrMatrix& a, int64_t B, const float* x, const float*
       std::copy(x + b * a.cols, x + (b + 1) * a.cols, xp + b * cols_pad);
       std::fill(xp + b * cols_pad + a.cols, xp + (b + 1) * cols_pad, 0.0f);
     }
-#pragma omp parallel num_threads(T)
-    {
-      const int t = omp_get_thread_num();
+    run_items(T, T, [&](int64_t t) {
       for (int64_t i = bounds[t]; i < bounds[t + 1]; i++)
         for (int64_t b = 0; b < B; b++)
           y[b * a.rows + i] = (bias ? bias[i] : 0.0f) + bsr_dot<BC>(a, i, xp + b * cols_pad);
-    }
+    });
     return;
   }
   linear_panels(a.rows, a.cols, cols_pad, B, x, bias, y, bounds,
@@ -372,13 +364,11 @@ void nm_linear_impl(const NmMatrix& a, int64_t B, const float* x, const float* b
   const int T = threads_for(double(G * a.n) * a.rows * B);
   auto bounds = split_rows(a.rows, T, [](int64_t i) { return i; });  // every row costs the same
   if (B < 4) {
-#pragma omp parallel num_threads(T)
-    {
-      const int t = omp_get_thread_num();
+    run_items(T, T, [&](int64_t t) {
       for (int64_t i = bounds[t]; i < bounds[t + 1]; i++)
         for (int64_t b = 0; b < B; b++)
           y[b * a.rows + i] = (bias ? bias[i] : 0.0f) + nm_dot(a, i, x + b * a.cols);
-    }
+    });
     return;
   }
   linear_panels(a.rows, a.cols, G * a.m, B, x, bias, y, bounds,

@@ -19,13 +19,13 @@
 // from the CPU's features.
 #include "kernels/cpu/gemm.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+
+#include "kernels/cpu/threads.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__AVX__)
 #include <immintrin.h>
@@ -447,14 +447,12 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   int64_t rsc = ldc, csc = 1;
   if ((M <= kDotMaxM || (M <= kDotMaxMNarrow && N <= kDotNarrowN)) && a.cs == 1 && b.rs == 1) {
     // Columns are split across threads, each column's dots done by one thread.
-    int nt = omp_in_parallel() || N * K < kParallelMinWork / 4 ? 1 : omp_get_max_threads();
+    int nt = N * K < kParallelMinWork / 4 ? 1 : available_threads();
     nt = int(std::min<int64_t>(nt, N));
     if (nt <= 1) return dot_columns_any(M, K, alpha, a, b, beta, C, rsc, csc, 0, N);
-#pragma omp parallel num_threads(nt)
-    {
-      int t = omp_get_thread_num(), T = omp_get_num_threads();
-      dot_columns_any(M, K, alpha, a, b, beta, C, rsc, csc, N * t / T, N * (t + 1) / T);
-    }
+    run_items(nt, nt, [&](int64_t t) {
+      dot_columns_any(M, K, alpha, a, b, beta, C, rsc, csc, N * t / nt, N * (t + 1) / nt);
+    });
     return;
   }
   // Work on C^T = op(B)^T op(A)^T when that pads much less (N small, M large).
@@ -466,8 +464,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
     std::swap(rsc, csc);
   }
 
-  int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (M * N * K < kParallelMinWork) nt = 1;
+  int nt = M * N * K < kParallelMinWork ? 1 : available_threads();
   if (nt <= 1) {
     gemm_serial(M, N, K, alpha, a, b, beta, C, rsc, csc);
     return;
@@ -481,48 +478,42 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   int64_t cost_m = work((m_panels + nt - 1) / nt * MR, N, K);
   int64_t cost_k = work(M, N, round_up((K + nt - 1) / nt, KC)) + M * N * nt;
   if (cost_n <= cost_m && cost_n <= cost_k) {
-#pragma omp parallel num_threads(nt)
-    {
-      int t = omp_get_thread_num(), T = omp_get_num_threads();
-      int64_t j0 = split_at(N, T, t, NR), j1 = split_at(N, T, t + 1, NR);
+    run_items(nt, nt, [&](int64_t t) {
+      int64_t j0 = split_at(N, nt, int(t), NR), j1 = split_at(N, nt, int(t) + 1, NR);
       if (j1 > j0)
         gemm_serial(M, j1 - j0, K, alpha, a, View{b.at(0, j0), b.rs, b.cs}, beta, C + j0 * csc, rsc,
                     csc);
-    }
+    });
   } else if (cost_m <= cost_k) {
-#pragma omp parallel num_threads(nt)
-    {
-      int t = omp_get_thread_num(), T = omp_get_num_threads();
-      int64_t i0 = split_at(M, T, t, MR), i1 = split_at(M, T, t + 1, MR);
+    run_items(nt, nt, [&](int64_t t) {
+      int64_t i0 = split_at(M, nt, int(t), MR), i1 = split_at(M, nt, int(t) + 1, MR);
       if (i1 > i0)
         gemm_serial(i1 - i0, N, K, alpha, View{a.at(i0, 0), a.rs, a.cs}, b, beta, C + i0 * rsc, rsc,
                     csc);
-    }
+    });
   } else {
-    float* partial[256];  // per-thread (M, N) partial products, row stride N
-    nt = std::min(nt, 256);
-#pragma omp parallel num_threads(nt)
-    {
-      int t = omp_get_thread_num(), T = omp_get_num_threads();
-      int64_t k0 = split_at(K, T, t, KC), k1 = split_at(K, T, t + 1, KC);
-      float* part = tls_partial.get(M * N);
-      partial[t] = part;
+    // Slice t's (M, N) partial product at partial + t * M * N, row stride N: the caller's
+    // buffer, since any thread may run any slice.
+    float* partial = tls_partial.get(nt * M * N);
+    run_items(nt, nt, [&](int64_t t) {
+      int64_t k0 = split_at(K, nt, int(t), KC), k1 = split_at(K, nt, int(t) + 1, KC);
+      float* part = partial + t * M * N;
       if (k1 > k0)
         gemm_serial(M, N, k1 - k0, alpha, View{a.at(0, k0), a.rs, a.cs},
                     View{b.at(k0, 0), b.rs, b.cs}, 0.0f, part, N, 1);
       else
         std::memset(part, 0, M * N * sizeof(float));
-#pragma omp barrier
-      // Rows of C are split across threads; every element sums partials in thread order.
-      int64_t r0 = M * t / T, r1 = M * (t + 1) / T;
-      for (int64_t i = r0; i < r1; i++)
+    });
+    // Rows of C are split across threads; every element sums partials in slice order.
+    run_items(nt, nt, [&](int64_t t) {
+      for (int64_t i = M * t / nt; i < M * (t + 1) / nt; i++)
         for (int64_t j = 0; j < N; j++) {
           float s = 0.0f;
-          for (int u = 0; u < T; u++) s += partial[u][i * N + j];
+          for (int u = 0; u < nt; u++) s += partial[u * M * N + i * N + j];
           float* p = C + i * rsc + j * csc;
           *p = beta == 0.0f ? s : s + beta * *p;
         }
-    }
+    });
   }
 }
 
