@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 #include <omp.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -41,19 +42,24 @@ struct InItem {
 
 using Clock = std::chrono::steady_clock;
 
-// How long an idle worker, or a caller waiting for items started elsewhere, spins before it
-// sleeps (a worker) or yields its core (the caller). Back-to-back calls (a serving loop, a
-// training step's kernels) find the workers still spinning; a worker that sleeps keeps no core
-// from another process, so on a busy machine the caller can run on one core undisturbed.
-// SPRIG_SPIN_US overrides it (0: sleep at once).
-std::chrono::microseconds spin_time() {
+// How long an idle worker spins before it sleeps. Back-to-back calls (a serving loop, a
+// training step's kernels) find the workers awake. A longer spin also keeps a worker on its
+// own core: one that sleeps is woken onto the caller's core as often as not, where it cannot
+// help until the scheduler moves it, so under a busy second process (issue 14, bar 6) 50 us
+// ran mlp at batch 64 at one thread's speed in most rounds and 2 ms mostly at two threads'
+// (bench/RESULTS.md). SPRIG_SPIN_US overrides it (0: sleep at once).
+std::chrono::microseconds worker_spin() {
   static const std::chrono::microseconds us = [] {
     const char* s = std::getenv("SPRIG_SPIN_US");
-    const long v = s && *s ? std::strtol(s, nullptr, 10) : 50;
+    const long v = s && *s ? std::strtol(s, nullptr, 10) : 2000;
     return std::chrono::microseconds(v < 0 ? 0 : v);
   }();
   return us;
 }
+
+// How long a caller that has run every item it could claim spins on the workers' items before
+// it yields its core between checks: a worker queued behind it on the same core runs then.
+constexpr std::chrono::microseconds kCallerSpin{20};
 
 // A job's generation, item count and next unclaimed item share one word, so a claim (one
 // compare-and-swap) can only take an item of the job whose count it checked: a worker that
@@ -74,6 +80,24 @@ uint64_t next_of(uint64_t v) {
   return v & kCountMask;
 }
 
+// Moves the calling thread (worker `index`) to a processor other than the caller's, then lets
+// it run anywhere again. A new thread starts on its creator's processor as often as not, and
+// with another process busy on the other core the scheduler leaves it there (two threads on
+// one core against one on the other is as balanced as it can make them), so the pool ran at one
+// core's speed for the process's whole life.
+void move_off(int caller_cpu, int index) {
+  cpu_set_t allowed;
+  if (caller_cpu < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  std::vector<int> others;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (c != caller_cpu && CPU_ISSET(c, &allowed)) others.push_back(c);
+  if (others.empty()) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(others[size_t(index) % others.size()], &one);
+  if (sched_setaffinity(0, sizeof one, &one) == 0) sched_setaffinity(0, sizeof allowed, &allowed);
+}
+
 class Pool {
  public:
   // Runs the items with up to `threads` participants (the caller included), or returns false
@@ -87,7 +111,11 @@ class Pool {
       // worker would sleep through the job that made it.
       const int index = int(workers_.size());
       const uint64_t before = gen_of(state_.load());
-      workers_.emplace_back([this, index, before] { work(index, before); });
+      const int caller_cpu = sched_getcpu();
+      workers_.emplace_back([this, index, before, caller_cpu] {
+        move_off(caller_cpu, index);
+        work(index, before);
+      });
     }
     body_ = &body;
     threads_.store(threads, std::memory_order_relaxed);
@@ -104,7 +132,7 @@ class Pool {
     // Wait only for the items a worker started (the caller claimed every other one).
     const auto start = Clock::now();
     for (int spins = 0; done_.load(std::memory_order_acquire) < items; ++spins) {
-      if (spins % 64 == 63 && Clock::now() - start > spin_time()) {
+      if (spins % 64 == 63 && Clock::now() - start > kCallerSpin) {
         std::this_thread::yield();  // the worker may be waiting for this core
       } else {
         _mm_pause();
@@ -139,7 +167,7 @@ class Pool {
   [[noreturn]] void work(int index, uint64_t seen) {
     // The spin budget counts from the last item this worker ran (or its last wake-up), so a
     // worker the current jobs leave out (a call with fewer threads) goes back to sleep.
-    auto busy_until = Clock::now() + spin_time();
+    auto busy_until = Clock::now() + worker_spin();
     for (;;) {
       for (int spins = 0; gen_of(state_.load(std::memory_order_acquire)) == seen; ++spins) {
         if (spins % 64 == 63 && Clock::now() > busy_until) {
@@ -147,7 +175,7 @@ class Pool {
           sleepers_.fetch_add(1);  // seq_cst: the caller sees it, or this sees its job
           wake_.wait(lock, [&] { return gen_of(state_.load()) != seen; });
           sleepers_.fetch_sub(1);
-          busy_until = Clock::now() + spin_time();
+          busy_until = Clock::now() + worker_spin();
           break;
         }
         _mm_pause();
@@ -156,7 +184,7 @@ class Pool {
       if (index < threads_.load(std::memory_order_relaxed) - 1 &&
           held.load(std::memory_order_relaxed) == 0) {
         claim_and_run(seen);
-        busy_until = Clock::now() + spin_time();
+        busy_until = Clock::now() + worker_spin();
       }
     }
   }
