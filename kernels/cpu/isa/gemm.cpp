@@ -51,7 +51,9 @@ constexpr int64_t NC = NR * 64;  // B block KC*NC floats (2 MiB with AVX-512), L
 constexpr int64_t kParallelMinWork = 128 * 128 * 64;
 
 // B is read in place instead of packed when C has at most this many rows (see gemm_serial).
-constexpr int64_t kDirectBMaxM = 2 * MR;
+// Measured with AVX-512 on one core: x (32, 784) W^T (784, 300) went from 98 to 83 us, and the
+// 32-channel im2col products 10-15% faster; at 64 rows packing and reading in place were even.
+constexpr int64_t kDirectBMaxM = 4 * MR;
 
 // A read-only matrix view: element (i, j) is at p[i * rs + j * cs]. op(A) and op(B) are
 // expressed as views so that transposition is only a swap of strides.
@@ -455,8 +457,11 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
     });
     return;
   }
-  // Work on C^T = op(B)^T op(A)^T when that pads much less (N small, M large).
-  if (round_up(N, MR) * round_up(M, NR) < round_up(M, MR) * round_up(N, NR)) {
+  // Work on C^T = op(B)^T op(A)^T when that pads much less (N small, M large). By at least a
+  // quarter: swapped, the larger operand is packed as A, read across its rows, and that costs
+  // more than a little padding (x (32, 784) W^T (784, 300) took 110 us swapped for 5% less
+  // padding, against 2 x 43 us for two 16-row halves).
+  if (4 * round_up(N, MR) * round_up(M, NR) < 3 * round_up(M, MR) * round_up(N, NR)) {
     std::swap(M, N);
     std::swap(a, b);
     std::swap(a.rs, a.cs);
