@@ -318,7 +318,8 @@ int run_bench_model(const ModelArgs& a) {
                         {"plan_seconds", plan_s},
                         {"dense_micro_batch", dense.micro_batch},
                         {"micro_batch", plan.micro_batch},
-                        {"micro_batch_reason", plan.micro_batch_reason},
+                        {"split_samples", plan.split_samples},
+                        {"schedule_reason", plan.schedule_reason},
                         {"max_rel_diff", max_ref > 0 ? max_diff / max_ref : max_diff},
                         {"layers", layers}};
     for (const Int8Plan& p : int8_plans) {
@@ -334,9 +335,8 @@ int run_bench_model(const ModelArgs& a) {
                 a.in.c_str(), (long long)a.batch, cpu::num_threads(), dense_ms, plan_ms, speedup);
     for (auto& l : plan.layers)
       std::printf("  layer %-3s %-12s %s\n", l.name.c_str(), l.format().c_str(), l.reason.c_str());
-    if (!plan.micro_batch_reason.empty())
-      std::printf("  shards    %-12s %s\n", plan.micro_batch ? "micro-batch" : "whole",
-                  plan.micro_batch_reason.c_str());
+    if (!plan.schedule_reason.empty())
+      std::printf("  schedule  %s\n", plan.schedule_reason.c_str());
     for (const Int8Plan& p : int8_plans) {
       std::printf("%s %.4f ms, %.2fx the float plan\n", p.name, p.ms,
                   p.ms > 0 ? plan_ms / p.ms : 0.0);

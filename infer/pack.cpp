@@ -507,17 +507,26 @@ std::vector<WeightedLayer> weighted_layers(const nn::Model& m) {
 
 namespace {
 
-// Whether each shard runs its samples through the model in micro-batches, measured. A shard of
-// 128 cnn2 or ResNet-20 samples holds 6.4 MB per activation, which spills out of L2 (2 MB) between
-// layers; pieces whose widest activation fits in kMicroBatchBytes keep it in L2, at the price
-// of reading every weight once per piece and of kernels running at a smaller batch. Measured
-// at batch 256 on 2 threads: ResNet-20 pruned 90% ran 13-20% faster in pieces of 20, cnn2 ~20%
-// slower (its 12544 -> 10 classifier re-read per piece), so the plan times both.
+// The forward's schedule, measured on the whole model. Candidates:
+// - whole shards: each thread runs the model on its share of the samples at once;
+// - micro-batches: each share in pieces whose widest activation fits kMicroBatchBytes. A shard
+//   of 128 cnn2 or ResNet-20 samples holds 6.4 MB per activation, which spills out of L2 (2 MB)
+//   between layers; pieces keep it in L2, at the price of reading every weight once per piece
+//   and of kernels running at a smaller batch. Measured at batch 256 on 2 threads: ResNet-20
+//   pruned 90% ran 13-20% faster in pieces of 20, cnn2 ~20% slower (its 12544 -> 10
+//   classifier re-read per piece);
+// - kernels split: no shards, each kernel splits its own work. The CSR SpMM computes panels of
+//   64 samples; shards of 32 halve its panels, and mlp pruned 90% at batch 64 on 2 threads ran
+//   in 0.045 ms sharded, as on one thread.
+// Another schedule must beat whole shards by 5%: they are often within the noise of a shared
+// machine, and whole shards are the simpler one.
 constexpr int64_t kMicroBatchBytes = int64_t(1) << 20;
 
-void choose_micro_batch(InferenceModel& im, const PackOptions& opt) {
+void choose_schedule(InferenceModel& im, const PackOptions& opt) {
+  im.split_samples = true;
   im.micro_batch = 0;
-  im.micro_batch_reason.clear();
+  im.schedule_reason.clear();
+  const int shards = detail::planned_sample_shards(opt.batch);
   int64_t widest = 1;  // floats of the largest per-sample input or output of a conv / linear
   for (auto& p : im.layers) {
     widest = std::max(widest, numel(p.in_shape));
@@ -525,32 +534,44 @@ void choose_micro_batch(InferenceModel& im, const PackOptions& opt) {
       widest = std::max(widest, numel(conv->output_shape(p.in_shape)));
   }
   const int64_t piece = std::max<int64_t>(16, kMicroBatchBytes / (widest * 4));
+  const int64_t shard = opt.batch / shards;  // the first's
+  struct Candidate {
+    std::string name;
+    bool split_samples;
+    int64_t micro_batch;
+    std::vector<double> ms;  // one median per round
+  };
+  std::vector<Candidate> candidates;
+  candidates.push_back({"whole shards of " + std::to_string(shard), true, 0, {}});
+  if (shard > piece)
+    candidates.push_back(
+        {"micro-batches of " + std::to_string(piece) + " samples", true, piece, {}});
+  if (shards > 1) candidates.push_back({"kernels split", false, 0, {}});
+  if (candidates.size() == 1) return;
   Shape xs = im.model.input_shape;
   xs.insert(xs.begin(), opt.batch);
   Rng rng(opt.seed);
   const Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng);  // (batch, input_shape...)
-  const int64_t shard = opt.batch / detail::planned_sample_shards(opt.batch);  // the first's
-  if (shard <= piece) return;
-  // Alternating rounds, the median of each side's round medians.
-  std::vector<double> whole_ms, piece_ms;
-  for (int round = 0; round < 3; ++round) {
-    im.micro_batch = 0;
-    whole_ms.push_back(time_median_ms([&] { im.forward(x); }, opt.repeats));
-    im.micro_batch = piece;
-    piece_ms.push_back(time_median_ms([&] { im.forward(x); }, opt.repeats));
+  // Alternating rounds; each candidate's median round counts.
+  for (int round = 0; round < 3; ++round)
+    for (auto& c : candidates) {
+      im.split_samples = c.split_samples;
+      im.micro_batch = c.micro_batch;
+      c.ms.push_back(time_median_ms([&] { im.forward(x); }, opt.repeats));
+    }
+  const Candidate* best = &candidates[0];
+  std::string reason;
+  for (auto& c : candidates) {
+    std::sort(c.ms.begin(), c.ms.end());
+    if (c.ms[1] < 0.95 * candidates[0].ms[1] && c.ms[1] < best->ms[1]) best = &c;
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s %.3f ms", c.name.c_str(), c.ms[1]);
+    reason += (reason.empty() ? "" : ", ") + std::string(buf);
   }
-  std::sort(whole_ms.begin(), whole_ms.end());
-  std::sort(piece_ms.begin(), piece_ms.end());
-  // Pieces must win by 5%: the two are often within the noise of a shared machine, and whole
-  // shards are the simpler schedule.
-  const double w = whole_ms[1], m = piece_ms[1];
-  const bool pieces_win = m < 0.95 * w;
-  if (!pieces_win) im.micro_batch = 0;
-  char buf[160];
-  std::snprintf(buf, sizeof buf,
-                "micro-batches of %lld samples %.3f ms %s whole shards of %lld %.3f ms",
-                (long long)piece, m, pieces_win ? "<" : "not 5% below", (long long)shard, w);
-  im.micro_batch_reason = buf;
+  im.split_samples = best->split_samples;
+  im.micro_batch = best->micro_batch;
+  im.schedule_reason = reason + ": " + best->name +
+                       (best == &candidates[0] ? " (no other 5% faster)" : " (5% faster or more)");
 }
 
 }  // namespace
@@ -591,7 +612,7 @@ InferenceModel pack_model(const nn::Model& source, const PackOptions& opt) {
     detail::choose(p, *l.module, *weight, opt);
     im.layers.push_back(std::move(p));
   }
-  choose_micro_batch(im, opt);
+  choose_schedule(im, opt);
   return im;
 }
 
@@ -610,13 +631,15 @@ Tensor InferenceModel::forward_observed(const Tensor& x, const Observer& observe
   if (observe) return detail::run_blocks(*model.net, x, layers, &observe);
   const int64_t N = x.size(0);
   const int64_t mb = micro_batch > 0 ? micro_batch : std::max<int64_t>(N, 1);
-  if (mb >= N && detail::planned_sample_shards(N) == 1)  // one piece (an empty batch too)
+  const bool shards = split_samples && detail::planned_sample_shards(N) > 1;
+  if (mb >= N && !shards)  // one piece (an empty batch too)
     return detail::run_blocks(*model.net, x, layers);
   const Shape out = model.output_shape();
   Shape shape = out;
   shape.insert(shape.begin(), N);
   Tensor y = Tensor::empty(shape);  // (N, out...) each piece's output copied to its rows
-  detail::for_each_sample_shard(x, [&](int, int64_t lo, const Tensor& xs) {
+  // Samples [lo, lo + xs.size(0)) in pieces of mb.
+  auto run_share = [&](int64_t lo, const Tensor& xs) {
     const int64_t n = xs.size(0);
     for (int64_t a = 0; a < n; a += mb) {
       const int64_t b = std::min(n, a + mb);
@@ -627,7 +650,11 @@ Tensor InferenceModel::forward_observed(const Tensor& x, const Observer& observe
       std::memcpy(y.data() + (lo + a) * numel(out), piece.data(),
                   size_t(piece.numel()) * sizeof(float));
     }
-  });
+  };
+  if (shards)
+    detail::for_each_sample_shard(x, [&](int, int64_t lo, const Tensor& xs) { run_share(lo, xs); });
+  else
+    run_share(0, x);
   return y;
 }
 

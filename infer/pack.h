@@ -109,11 +109,15 @@ struct InferenceModel {
   int64_t source_params = 0;        // parameters before shrink
   int64_t batch = 1;                // the batch the plan measured at
   std::vector<PackedLayer> layers;  // one per conv / linear layer, in named_modules order
-  // Samples each thread's shard runs through the model at a time (0: its whole share at once),
-  // chosen by the plan, which measured both (micro_batch_reason says what it saw; empty when a
-  // shard was too small to split).
+  // The forward's schedule, chosen by the plan, which timed each candidate on the whole model
+  // (schedule_reason says what it saw; empty when there was no choice to make):
+  // split_samples: from 16 samples a thread, each thread runs the model on its share of the
+  // samples, its kernels on that thread alone; false: the calling thread runs the model and
+  // each kernel splits its own work (panel-based sparse kernels keep 64-sample panels whole).
+  // micro_batch: samples a share runs through the model at a time (0: the whole share at once).
+  bool split_samples = true;
   int64_t micro_batch = 0;
-  std::string micro_batch_reason;
+  std::string schedule_reason;
 
   // x (N, input_shape...) -> the model's output (N, ...), without recording autograd.
   Tensor forward(const Tensor& x) const;

@@ -120,6 +120,7 @@ void save_packed(const std::string& path, const InferenceModel& m,
   meta["source_params"] = std::to_string(m.source_params);
   meta["batch"] = std::to_string(m.batch);
   meta["micro_batch"] = std::to_string(m.micro_batch);
+  meta["split_samples"] = m.split_samples ? "1" : "0";
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& [name, buffer] : m.model.named_buffers()) tensors.push_back({name, buffer->detach()});
   for (auto& [name, param] : m.model.named_parameters()) {
@@ -312,6 +313,12 @@ PackedFile load_packed(const std::string& path) {
   im.batch = parse_count(meta("batch"));
   SPRIG_CHECK(im.source_params >= 0 && im.batch >= 1, path,
               ": metadata source_params / batch are not positive integers");
+  if (auto it = file.metadata.find("split_samples"); it != file.metadata.end()) {
+    // absent in files older than it: split
+    SPRIG_CHECK(it->second == "0" || it->second == "1", path, ": metadata split_samples '",
+                it->second, "' is not 0 or 1");
+    im.split_samples = it->second == "1";
+  }
   if (auto it = file.metadata.find("micro_batch"); it != file.metadata.end()) {
     im.micro_batch = parse_count(it->second);  // absent in files older than it: 0, whole shards
     SPRIG_CHECK(im.micro_batch >= 0, path, ": metadata micro_batch '", it->second,

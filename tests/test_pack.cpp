@@ -241,19 +241,24 @@ TEST_CASE("forward splits the samples over the threads and computes what one thr
         CHECK(rel_diff(split, one) <= 1e-6);
       }
       // Micro-batches within each shard: pieces of 16 and of 3 (the last piece shorter), and
-      // on 1 thread too (one shard, cut into pieces).
-      for (int64_t piece : {16, 3}) {
-        CAPTURE(piece);
-        im.micro_batch = piece;
-        for (int threads : {1, 2}) {
-          CAPTURE(threads);
-          cpu::set_num_threads(threads);
-          const Tensor pieces = im.forward(x);
-          CHECK(pieces.shape() == one.shape());
-          CHECK(rel_diff(pieces, one) <= 1e-6);
+      // on 1 thread too (one shard, cut into pieces); and no shards, the kernels splitting
+      // their work, with and without pieces.
+      for (bool split : {true, false})
+        for (int64_t piece : {0, 16, 3}) {
+          CAPTURE(split);
+          CAPTURE(piece);
+          im.split_samples = split;
+          im.micro_batch = piece;
+          for (int threads : {1, 2}) {
+            CAPTURE(threads);
+            cpu::set_num_threads(threads);
+            const Tensor pieces = im.forward(x);
+            CHECK(pieces.shape() == one.shape());
+            CHECK(rel_diff(pieces, one) <= 1e-6);
+          }
         }
-        im.micro_batch = 0;
-      }
+      im.split_samples = true;
+      im.micro_batch = 0;
     }
   }
   cpu::set_num_threads(before);
@@ -269,7 +274,7 @@ TEST_CASE("the plan times micro-batches only where a shard's activations outgrow
   o.batch = 8;
   infer::InferenceModel im = infer::pack_model(small, o);
   CHECK(im.micro_batch == 0);
-  CHECK(im.micro_batch_reason.empty());
+  CHECK(im.schedule_reason.empty());
   // 16 x 64 x 64 floats (256 KiB) a sample: pieces of 16, against shards of 40 at batch 40 on
   // one thread. Whichever the plan keeps, it says what it measured, and the forward is the same.
   const int before = cpu::num_threads();
@@ -278,13 +283,24 @@ TEST_CASE("the plan times micro-batches only where a shard's activations outgrow
                           prune::Granularity::Element, 0.5);
   o.batch = 40;
   infer::InferenceModel plan = infer::pack_model(wide, o);
-  CHECK(plan.micro_batch_reason.find("micro-batches of 16 samples") != std::string::npos);
-  CHECK(plan.micro_batch_reason.find("whole shards of 40") != std::string::npos);
+  CHECK(plan.schedule_reason.find("micro-batches of 16 samples") != std::string::npos);
+  CHECK(plan.schedule_reason.find("whole shards of 40") != std::string::npos);
+  CHECK(plan.schedule_reason.find("kernels split") == std::string::npos);  // one thread
   CHECK((plan.micro_batch == 0 || plan.micro_batch == 16));
   const Tensor x = random_input(wide, 40, 3);
   const Tensor y = plan.forward(x);
   plan.micro_batch = plan.micro_batch ? 0 : 16;
   CHECK(rel_diff(plan.forward(x), y) <= 1e-6);
+  // On 2 threads the plan also times one shard with the kernels splitting their work, and
+  // keeps what it says it kept.
+  cpu::set_num_threads(2);
+  o.batch = 64;
+  infer::InferenceModel two = infer::pack_model(small, o);
+  CHECK(two.schedule_reason.find("whole shards of 32") != std::string::npos);
+  CHECK(two.schedule_reason.find("kernels split") != std::string::npos);
+  CHECK(two.micro_batch == 0);
+  const bool kept_split = two.schedule_reason.find(": kernels split") != std::string::npos;
+  CHECK(two.split_samples == !kept_split);
   cpu::set_num_threads(before);
 }
 
@@ -301,6 +317,7 @@ TEST_CASE("packed file round trip: same layers, same outputs, dense weights rest
       o.format = f;
       o.repeats = 1;
       infer::InferenceModel im = infer::pack_model(*model, o);
+      im.split_samples = model != &m;  // both values travel through the file
       std::string path = (dir / "rt.safetensors").string();
       infer::save_packed(path, im, {{"dataset", "fashion-mnist"}});
       infer::PackedFile pf = infer::load_packed(path);
@@ -309,6 +326,7 @@ TEST_CASE("packed file round trip: same layers, same outputs, dense weights rest
       CHECK(pf.model.model.spec == im.model.spec);
       CHECK(pf.model.source_spec == model->spec);
       CHECK(pf.model.micro_batch == im.micro_batch);
+      CHECK(pf.model.split_samples == im.split_samples);
       REQUIRE(pf.model.layers.size() == im.layers.size());
       for (size_t i = 0; i < im.layers.size(); ++i) {
         CHECK(pf.model.layers[i].format() == im.layers[i].format());
@@ -430,6 +448,8 @@ TEST_CASE("corrupt packed files: a sprig::Error naming the file and the problem"
       csr, [](T&, M& m) { m["input_shape"] = "1,x"; }, "input_shape");
   expect_corrupt(
       csr, [](T&, M& m) { m["micro_batch"] = "-4"; }, "micro_batch '-4'");
+  expect_corrupt(
+      csr, [](T&, M& m) { m["split_samples"] = "yes"; }, "split_samples 'yes'");
   expect_corrupt(
       csr, [](T&, M& m) { m["times.1"] = "dense=fast"; }, "times.1");
   expect_corrupt(
