@@ -515,12 +515,17 @@ namespace {
 //   and of kernels running at a smaller batch. Measured at batch 256 on 2 threads: ResNet-20
 //   pruned 90% ran 13-20% faster in pieces of 20, cnn2 ~20% slower (its 12544 -> 10
 //   classifier re-read per piece);
+// - micro-batches of kBalancePiece samples, on several threads: more pieces than threads, so a
+//   thread slowed by another process takes fewer (whole shards wait for the slow one). cnn2 at
+//   batch 256 ran 2.61 ms in pieces of 32 against 2.87 in shards of 128, mlp and lenet5 5-10%
+//   slower;
 // - kernels split: no shards, each kernel splits its own work. The CSR SpMM computes panels of
 //   64 samples; shards of 32 halve its panels, and mlp pruned 90% at batch 64 on 2 threads ran
 //   in 0.045 ms sharded, as on one thread.
 // Another schedule must beat whole shards by 5%: they are often within the noise of a shared
 // machine, and whole shards are the simpler one.
 constexpr int64_t kMicroBatchBytes = int64_t(1) << 20;
+constexpr int64_t kBalancePiece = 32;
 
 void choose_schedule(InferenceModel& im, const PackOptions& opt) {
   im.split_samples = true;
@@ -543,9 +548,11 @@ void choose_schedule(InferenceModel& im, const PackOptions& opt) {
   };
   std::vector<Candidate> candidates;
   candidates.push_back({"whole shards of " + std::to_string(shard), true, 0, {}});
-  if (shard > piece)
-    candidates.push_back(
-        {"micro-batches of " + std::to_string(piece) + " samples", true, piece, {}});
+  auto pieces_of = [&](int64_t mb) {
+    candidates.push_back({"micro-batches of " + std::to_string(mb) + " samples", true, mb, {}});
+  };
+  if (shard > piece) pieces_of(piece);
+  if (shards > 1 && shard > kBalancePiece && piece != kBalancePiece) pieces_of(kBalancePiece);
   if (shards > 1) candidates.push_back({"kernels split", false, 0, {}});
   if (candidates.size() == 1) return;
   Shape xs = im.model.input_shape;
@@ -638,23 +645,27 @@ Tensor InferenceModel::forward_observed(const Tensor& x, const Observer& observe
   Shape shape = out;
   shape.insert(shape.begin(), N);
   Tensor y = Tensor::empty(shape);  // (N, out...) each piece's output copied to its rows
-  // Samples [lo, lo + xs.size(0)) in pieces of mb.
-  auto run_share = [&](int64_t lo, const Tensor& xs) {
-    const int64_t n = xs.size(0);
-    for (int64_t a = 0; a < n; a += mb) {
-      const int64_t b = std::min(n, a + mb);
-      const Tensor piece = detail::run_blocks(*model.net, detail::sample_rows(xs, a, b), layers);
-      SPRIG_CHECK(piece.numel() == (b - a) * numel(out), "packed model: a piece of ", b - a,
-                  " samples gave ", to_string(piece.shape()), ", not (", b - a, ", ",
-                  to_string(out).substr(1));
-      std::memcpy(y.data() + (lo + a) * numel(out), piece.data(),
-                  size_t(piece.numel()) * sizeof(float));
-    }
+  // Samples [lo, hi) through the model, into their rows of y.
+  auto run_piece = [&](int64_t lo, int64_t hi) {
+    const Tensor piece = detail::run_blocks(*model.net, detail::sample_rows(x, lo, hi), layers);
+    SPRIG_CHECK(piece.numel() == (hi - lo) * numel(out), "packed model: a piece of ", hi - lo,
+                " samples gave ", to_string(piece.shape()), ", not (", hi - lo, ", ",
+                to_string(out).substr(1));
+    std::memcpy(y.data() + lo * numel(out), piece.data(), size_t(piece.numel()) * sizeof(float));
   };
-  if (shards)
-    detail::for_each_sample_shard(x, [&](int, int64_t lo, const Tensor& xs) { run_share(lo, xs); });
-  else
-    run_share(0, x);
+  if (mb < N && !split_samples) {
+    for (int64_t lo = 0; lo < N; lo += mb) run_piece(lo, std::min(N, lo + mb));  // kernels split
+  } else if (mb < N) {
+    // Pieces claimed one at a time by the threads as they come free: a thread slowed by another
+    // process takes fewer of them. Each piece's kernels run on its thread alone.
+    cpu::run_items((N + mb - 1) / mb, cpu::available_threads(), [&](int64_t i) {
+      NoGradGuard no_grad;  // grad mode is per thread
+      run_piece(i * mb, std::min(N, (i + 1) * mb));
+    });
+  } else {
+    detail::for_each_sample_shard(
+        x, [&](int, int64_t lo, const Tensor& xs) { run_piece(lo, lo + xs.size(0)); });
+  }
   return y;
 }
 

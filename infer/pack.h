@@ -114,7 +114,9 @@ struct InferenceModel {
   // split_samples: from 16 samples a thread, each thread runs the model on its share of the
   // samples, its kernels on that thread alone; false: the calling thread runs the model and
   // each kernel splits its own work (panel-based sparse kernels keep 64-sample panels whole).
-  // micro_batch: samples a share runs through the model at a time (0: the whole share at once).
+  // micro_batch: samples run through the model at a time (0: each share at once); the pieces
+  // are claimed by the threads as they come free (by the calling thread alone when the samples
+  // are not split).
   bool split_samples = true;
   int64_t micro_batch = 0;
   std::string schedule_reason;
