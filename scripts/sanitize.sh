@@ -2,6 +2,7 @@
 # Builds sprig with AddressSanitizer + UndefinedBehaviorSanitizer (gcc, CUDA off) in build-asan
 # and runs the whole CTest suite with every report fatal: the first ASan, UBSan or leak report
 # fails the test that triggered it. The sprig binary the CLI tests start is instrumented too.
+# Then the thread pool's suite under ThreadSanitizer (build-tsan).
 # Usage: bash scripts/sanitize.sh [ctest arguments, e.g. -R test_pack]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,11 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 # one-process paths other suites cover, np3 repeats np2 with one more rank, and test_cli_mpi
 # drives the same code through the binary.
 ctest --test-dir build-asan --output-on-failure -E '^(test_dist_np1|test_dist_np3|test_cli_mpi)$' "$@"
+
+# The thread pool every CPU kernel runs on (kernels/cpu/threads.cpp) hands work over through
+# atomics: its suite also runs under ThreadSanitizer, built straight from its three sources (a
+# whole TSan build would double this script's time). Every report is fatal.
+mkdir -p build-tsan
+g++ -std=c++17 -O1 -g -fsanitize=thread -fopenmp -I. tests/main.cpp tests/test_kernels_threads.cpp \
+  kernels/cpu/threads.cpp -o build-tsan/test_kernels_threads
+TSAN_OPTIONS="halt_on_error=1" OMP_NUM_THREADS=2 build-tsan/test_kernels_threads
