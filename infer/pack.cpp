@@ -152,7 +152,7 @@ double time_median_ms(const std::function<void()>& fn, int repeats, Device devic
     be.synchronize();
     return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
   };
-  ms_of(1);  // warm-up: caches, allocator, OpenMP team; on a GPU module loading, workspaces
+  ms_of(1);  // warm-up: caches, allocator, thread pool; on a GPU module loading, workspaces
   // Calls much shorter than the clock's jitter (on a GPU, than a synchronisation) are batched
   // so one sample lasts >= 0.2 ms (1 ms).
   const double min_ms = device.type == DeviceType::CUDA ? 1.0 : 0.2;

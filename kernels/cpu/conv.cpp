@@ -9,7 +9,7 @@
 // W^T x dy's is only K (16 in a ResNet's first stage, a poor shape for gemm) and col2im's
 // scatter-add is a second pass.
 //
-// The batch is split across OpenMP threads (samples, or fixed chunks of samples, taken
+// The batch is split across threads (samples, or fixed chunks of samples, taken
 // dynamically) and each thread runs the single-threaded gemm on its samples: for the small
 // images we train on, one sample's gemm is too small to split well, while the batch splits
 // evenly. dW and db are accumulated per chunk and summed in chunk order afterwards, so

@@ -6,9 +6,9 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/error.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quantize_simd.h"
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 
@@ -20,7 +20,7 @@ void conv2d_u8s8(const Conv2dShape& s, const uint8_t* x, int32_t x_zero, const P
   SPRIG_CHECK(x_zero >= 0 && x_zero <= 255, "conv2d_u8s8: zero point ", x_zero, " is not a uint8");
   if (PQ <= 0 || s.N <= 0) return;
   // The whole batch in one product: its patches as rows (one im2col for every image, one gemm,
-  // one AMX tile configuration and three parallel regions per call, not per image). Images are
+  // one AMX tile configuration and three thread splits per call, not per image). Images are
   // taken in chunks so the patch matrix stays near 16 MB.
   const int64_t per_image = PQ * CRS;
   const int64_t chunk =

@@ -13,8 +13,8 @@
 namespace sprig::cpu {
 
 // acc (N, K, P, Q) int32 = conv(x - x_zero, w): x (N, C, H, W) uint8, w the weight (K, C, R, S)
-// viewed as (K, C*R*S) and packed by pack_int8_weights. Runs on the OpenMP team outside a
-// parallel region.
+// viewed as (K, C*R*S) and packed by pack_int8_weights. Runs on sprig's threads outside
+// another kernel's item (kernels/cpu/threads.h).
 void conv2d_u8s8(const Conv2dShape& s, const uint8_t* x, int32_t x_zero, const PackedInt8Weights& w,
                  int32_t* acc);
 

@@ -1,4 +1,4 @@
-// Element-wise kernels. Plain loops the compiler vectorizes; OpenMP only pays past ~64K values
+// Element-wise kernels. Plain loops the compiler vectorizes; threads only pay past ~64K values
 // (parallel_range).
 #include "kernels/cpu/eltwise.h"
 

@@ -8,8 +8,8 @@ namespace sprig::cpu {
 // op(A) is (M, K): A is stored (M, K) with row stride lda, or (K, M) when trans_a.
 // op(B) is (K, N): B is stored (K, N) with row stride ldb, or (N, K) when trans_b.
 // beta == 0 overwrites C without reading it (so C may hold NaN garbage).
-// Runs on the OpenMP team when called outside a parallel region and the product is big
-// enough; inside a parallel region it runs on the calling thread.
+// Runs on sprig's threads (kernels/cpu/threads.h) when the product is big enough; inside
+// another kernel's item (or an OpenMP parallel region) it runs on the calling thread.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 

@@ -28,7 +28,7 @@ PackedInt8Weights pack_int8_weights(const int8_t* B, int64_t N, int64_t K, int64
 // C (M, N) = (A - a_zero) B^T, exactly (int32, no saturation; pack_int8_weights allows K up to
 // 2^15, where every intermediate stays below 2^31):
 // A (M, K) uint8 row-major with row stride lda >= K, C (M, N) int32 with row stride ldc >= N.
-// Runs on the OpenMP team outside a parallel region; uses AMX tiles where the CPU and Linux
+// Runs on sprig's threads outside another kernel's item; uses AMX tiles where the CPU and Linux
 // allow them, else AVX-512 VNNI, else AVX2 (products widened to 16 bits), else plain C++.
 void gemm_u8s8(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero, const PackedInt8Weights& B,
                int32_t* C, int64_t ldc);

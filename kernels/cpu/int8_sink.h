@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels/error.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/quantize_simd.h"
+#include "kernels/error.h"
 
 // Each int8 kernel is compiled for its instruction set alone (attributes, which GCC and clang
 // both read) and only called where int8_isa_supported says the CPU has it.

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/error.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quantize_simd.h"
+#include "kernels/error.h"
 
 namespace sprig::cpu {
 
@@ -81,7 +81,7 @@ void quantize_activations(const float* x, int64_t n, ActivationQuant a, uint8_t*
 void dequantize_bias_relu(int64_t M, int64_t N, const int32_t* acc, int64_t ldacc, float a_scale,
                           const float* w_scales, const float* bias, bool relu, float* y,
                           int64_t ldy) {
-  // Threads from ~32K outputs: below that the parallel region costs more than the loop.
+  // Threads from ~32K outputs: below that splitting costs more than the loop.
   parallel_range(M, std::max<int64_t>(2, (int64_t(1) << 15) / std::max<int64_t>(1, N)),
                  [&](int64_t lo, int64_t hi) {
                    for (int64_t m = lo; m < hi; ++m)

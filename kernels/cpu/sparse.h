@@ -62,8 +62,8 @@ void bsr_to_dense(const BsrMatrix& a, float* w);
 void nm_to_dense(const NmMatrix& a, float* w);
 
 // y (B, rows) = x (B, cols) W^T + bias (rows; may be null): a Linear layer with sparse W.
-// y is overwritten. They run on the OpenMP team (rows split by stored entries) when called
-// outside a parallel region and the product is big enough, else on the calling thread; scratch
+// y is overwritten. They run on sprig's threads (rows split by stored entries) when called
+// outside another kernel's item and the product is big enough, else on the calling thread; scratch
 // buffers are thread-local, so concurrent calls from different threads are safe. The result of
 // each output does not depend on the thread count.
 void csr_linear(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);

@@ -41,8 +41,8 @@ struct CsrInt8 {
 BsrInt8 bsr_int8_from_dense(int64_t rows, int64_t cols, int64_t br, const int8_t* w);
 CsrInt8 csr_int8_from_dense(int64_t rows, int64_t cols, const int8_t* w);
 
-// acc (B, rows) = (x - x_zero) W^T, exactly: x (B, cols) uint8. Runs on the OpenMP team (rows
-// split) outside a parallel region when the product is big enough; VNNI where the CPU has it,
+// acc (B, rows) = (x - x_zero) W^T, exactly: x (B, cols) uint8. Runs on sprig's threads (rows
+// split) outside another kernel's item when the product is big enough; VNNI where the CPU has it,
 // else the reference.
 void bsr_int8_linear(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc);
 void csr_int8_linear(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc);

@@ -45,7 +45,7 @@ constexpr int64_t KC = 256;      // A micro-panel MR*KC floats fits L1 next to t
 constexpr int64_t MC = MR * 16;  // A block MC*KC floats (128 KiB with AVX-512) fits L2
 constexpr int64_t NC = NR * 64;  // B block KC*NC floats (2 MiB with AVX-512), L2/L3
 
-// Below this many multiply-adds the OpenMP fork/join (several microseconds, more when the
+// Below this many multiply-adds the threads' fork/join (several microseconds, more when the
 // other core is busy) costs more than it saves: measured on 2 cores, 64^3 ran at half the
 // speed with 2 threads as with 1, and 128^3 gains only ~1.3x.
 constexpr int64_t kParallelMinWork = 128 * 128 * 64;
