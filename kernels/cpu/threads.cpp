@@ -1,6 +1,5 @@
 #include "kernels/cpu/threads.h"
 
-#include <immintrin.h>
 #include <omp.h>
 #include <sched.h>
 
@@ -41,6 +40,14 @@ struct InItem {
 };
 
 using Clock = std::chrono::steady_clock;
+
+// One step of a spin-wait: tells an x86 core this is one (it yields the pipeline to the other
+// hyperthread and saves power).
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 
 // How long an idle worker spins before it sleeps. Back-to-back calls (a serving loop, a
 // training step's kernels) find the workers awake. A longer spin also keeps a worker on its
@@ -135,7 +142,7 @@ class Pool {
       if (spins % 64 == 63 && Clock::now() - start > kCallerSpin) {
         std::this_thread::yield();  // the worker may be waiting for this core
       } else {
-        _mm_pause();
+        spin_pause();
       }
     }
     if (error_) std::rethrow_exception(error_);
@@ -178,7 +185,7 @@ class Pool {
           busy_until = Clock::now() + worker_spin();
           break;
         }
-        _mm_pause();
+        spin_pause();
       }
       seen = gen_of(state_.load(std::memory_order_acquire));
       if (index < threads_.load(std::memory_order_relaxed) - 1 &&
