@@ -935,6 +935,27 @@ TEST_CASE("devices that are unknown or not usable here") {
   check_all("Devices", cases);
 }
 
+TEST_CASE("environment settings out of range") {
+  // A product big enough for the threads: the pool reads SPRIG_SPIN_US before its first worker.
+  const std::string gemm = "bench gemm --m 256 --n 256 --k 256 --threads 2 --repeats 1";
+  check_all(
+      "Environment",
+      {{"SPRIG_SPIN_US not a number",
+        gemm,
+        {"SPRIG_SPIN_US='abc'", "microseconds"},
+        "export SPRIG_SPIN_US=abc; "},
+       {"SPRIG_SPIN_US negative", gemm, {"SPRIG_SPIN_US='-5'"}, "export SPRIG_SPIN_US=-5; "},
+       {"SPRIG_SPIN_US with a unit", gemm, {"SPRIG_SPIN_US='20ms'"}, "export SPRIG_SPIN_US=20ms; "},
+       {"SPRIG_SPIN_US past 10 s",
+        gemm,
+        {"SPRIG_SPIN_US='10000001'", "10000000"},
+        "export SPRIG_SPIN_US=10000001; "},
+       {"SPRIG_GEMM_ISA unknown",
+        gemm,
+        {"SPRIG_GEMM_ISA=sse9", "generic, avx2, avx512"},
+        "export SPRIG_GEMM_ISA=sse9; "}});
+}
+
 TEST_CASE("an --out that is an input, a FIFO or a directory is refused before any work") {
   Fixture& fx = fixture();
   // A FIFO stands in for a device (mknod needs root): replacing it would turn it into a file.

@@ -4,6 +4,8 @@
 #include <sched.h>
 
 #include <atomic>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -55,11 +57,19 @@ inline void spin_pause() {
 // help until the scheduler moves it, so under a busy second process (issue 14, bar 6) 50 us
 // ran mlp at batch 64 at one thread's speed in most rounds and 2 ms mostly at two threads'
 // (bench/RESULTS.md). SPRIG_SPIN_US overrides it (0: sleep at once).
+// Throws sprig::Error naming a value that is not a whole number from 0 to 10^7 (10 s); the
+// pool reads it before it starts a worker, so the error reaches the first caller.
 std::chrono::microseconds worker_spin() {
   static const std::chrono::microseconds us = [] {
     const char* s = std::getenv("SPRIG_SPIN_US");
-    const long v = s && *s ? std::strtol(s, nullptr, 10) : 2000;
-    return std::chrono::microseconds(v < 0 ? 0 : v);
+    if (!s || !*s) return std::chrono::microseconds(2000);  // unset or empty: the default
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(s, &end, 10);
+    if (*end || errno || v < 0 || v > 10000000 || !std::isdigit((unsigned char)*s))
+      throw Error(std::string("SPRIG_SPIN_US='") + s +
+                  "' is not a whole number of microseconds from 0 to 10000000");
+    return std::chrono::microseconds(v);
   }();
   return us;
 }
@@ -112,6 +122,7 @@ class Pool {
   bool run(int64_t items, int threads, const std::function<void(int64_t)>& body) {
     std::unique_lock<std::mutex> caller(caller_mu_, std::try_to_lock);
     if (!caller.owns_lock()) return false;
+    if (int(workers_.size()) < threads - 1) worker_spin();  // a bad SPRIG_SPIN_US throws here
     while (int(workers_.size()) < threads - 1) {
       // The worker starts from the generation before this job's: read at its start, it could
       // be this job's own (a new thread may first run after the job is published), and the
