@@ -276,8 +276,14 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
   };
   // One item per sample, claimed as threads come free: when another process takes one core
   // for a while the other thread keeps taking samples instead of waiting at the end (static
-  // halves made a busy machine cost twice the time).
-  run_items(s.N, batch_threads(s.N), sample);
+  // halves made a busy machine cost twice the time). On one thread, a plain loop: inside an
+  // item gemm would run single-threaded, and here it may still split its own work.
+  const int nt = batch_threads(s.N);
+  if (nt <= 1) {
+    for (int64_t n = 0; n < s.N; n++) sample(n);
+    return;
+  }
+  run_items(s.N, nt, sample);
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy,
