@@ -255,9 +255,9 @@ Tensor run_dense_linear(const PackedLayer& p, const nn::Linear& lin, const Tenso
   const float* bias = lin.bias ? lin.bias->value.data() : nullptr;
   if (bias)  // the product adds onto the bias rows
     for (int64_t n = 0; n < N; ++n) std::copy(bias, bias + p.rows, yd + n * p.rows);
-  // gemm takes x W^T as dot products, unpacked, at batch <= 4 (<= 8 for <= 32 outputs); above
-  // that it would pack W into panels on every call, where W^T is read in place instead.
-  const bool dots = N <= 4 || (N <= 8 && p.rows <= 32);
+  // Where gemm takes x W^T as dot products, W is read unpacked; elsewhere it would pack W into
+  // panels on every call, where W^T is read in place instead.
+  const bool dots = cpu::gemm_takes_dots(N, p.rows, p.cols);
   const float beta = bias ? 1.0f : 0.0f;
   if (dots)
     cpu::gemm(false, true, N, p.rows, p.cols, 1.0f, x.data(), p.cols, lin.weight->value.data(),

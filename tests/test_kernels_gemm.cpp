@@ -136,14 +136,17 @@ TEST_CASE("every instruction-set build of gemm this CPU runs matches gemm_ref") 
   CHECK(tested >= 1);
 }
 
-TEST_CASE("gemm at batch 1-8 with W stored (N, K) (the dot-product path) matches gemm_ref") {
-  // A Linear layer's forward at small batch: op(B) = W^T with W (N, K) row-major. Odd K (the
-  // tail past the lanes), K shorter than the lanes, many columns (split across threads), row
-  // blocks of 4 and a remainder, and sizes either side of the path's limits.
-  const int64_t sizes[][3] = {{1, 10, 7840},  {2, 10, 7841}, {3, 300, 784},  {4, 100, 300},
-                              {1, 1, 63},     {4, 7, 65},    {2, 129, 17},   {5, 10, 784},
-                              {1, 4096, 512}, {3, 5, 1},     {8, 10, 12544}, {7, 32, 100},
-                              {6, 33, 100}};
+TEST_CASE("gemm with W stored (N, K) at batch 1-8 or few columns (the dot-product path)") {
+  // A Linear layer's forward: op(B) = W^T with W (N, K) row-major. Odd K (the tail past the
+  // lanes), K shorter than the lanes, many columns (split across threads), row blocks of 4 and
+  // a remainder, and sizes either side of the path's limits. At any batch with at most 12
+  // columns and K >= 1024 (a classifier): several K blocks of 1024 with a tail (partial sums
+  // kept between blocks), rows split across threads, and the limits (13 columns, K = 1023).
+  const int64_t sizes[][3] = {{1, 10, 7840},  {2, 10, 7841},  {3, 300, 784},  {4, 100, 300},
+                              {1, 1, 63},     {4, 7, 65},     {2, 129, 17},   {5, 10, 784},
+                              {1, 4096, 512}, {3, 5, 1},      {8, 10, 12544}, {7, 32, 100},
+                              {6, 33, 100},   {9, 10, 1024},  {37, 12, 2049}, {130, 10, 12544},
+                              {64, 13, 3000}, {16, 10, 1023}, {21, 3, 4111}};
   for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
     if (!isa_supported(isa)) continue;
     for (int threads : {1, 2}) {
@@ -224,6 +227,17 @@ TEST_CASE("gemm with an odd thread count and repeated runs are bit-identical") {
   CHECK(num_threads() == 3);
   for (auto& s : kSizes)
     for (int t = 0; t < 4; t++) check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.5f});
+  // The dot-product path over K blocks splits rows across threads: the same bits as 1 thread.
+  {
+    const int64_t M = 70, N = 10, K = 3000;
+    auto A = random_vec(M * K, 7), B = random_vec(N * K, 8);
+    std::vector<float> C1(M * N), C3(M * N);
+    gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C3.data(), N);
+    set_num_threads(1);
+    gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C1.data(), N);
+    set_num_threads(3);
+    CHECK(C1 == C3);
+  }
   // The split-K path (tiny C, long K) must give the same bits every time.
   const int64_t M = 5, N = 7, K = 5000;
   auto A = random_vec(M * K, 5), B = random_vec(K * N, 6);

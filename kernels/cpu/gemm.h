@@ -13,6 +13,12 @@ namespace sprig::cpu {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// Whether gemm(false, true, M, N, K, ...) with the rows of A and B contiguous along K takes
+// the dot-product path: each element of C one dot product of a row of A and a row of B,
+// nothing packed. A caller that also holds W^T (a Linear layer at inference) passes W, (N, K),
+// in these cases and W^T, (K, N), otherwise, where the packed kernel reads it in place.
+bool gemm_takes_dots(int64_t M, int64_t N, int64_t K);
+
 // gemm is built for several instruction sets and picks the best one this CPU supports on the
 // first call (SPRIG_GEMM_ISA=generic|avx2|avx512 in the environment overrides the choice).
 enum class Isa { Generic, Avx2, Avx512 };

@@ -355,12 +355,6 @@ int64_t split_at(int64_t n, int parts, int t, int64_t align) {
   return std::min(n, blocks * t / parts * align);
 }
 
-// Rows of C that go through dot_columns instead of the packed kernel: up to 4 always, up to 8
-// when C has few columns (measured on AVX-512: at 8 x 300 x 784 the packed kernel is 1.6x
-// faster, at 8 x 10 x 12544 the dot products are 6x faster: there the packed kernel pads 10
-// columns to whole panels and packs a 12544-long A).
-constexpr int64_t kDotMaxM = 4, kDotMaxMNarrow = 8, kDotNarrowN = 32;
-
 // One vector register of floats in the instruction set this copy is built for.
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
@@ -368,20 +362,55 @@ constexpr int kLanes = 16;
 constexpr int kLanes = 8;
 #endif
 
-// C[i][j] = alpha * dot(row i of op(A), column j of op(B)) (+ beta * C) for rows 0..Mr-1 and
-// the Nc columns from j, when both are contiguous along K: a Linear layer at batch 1-4 (x (M, K)
-// times W^T, W stored (N, K)), a matrix-vector product that must read each weight once and
-// pack nothing. Mr x Nc vectors of partial sums stay in registers: each loaded vector of A
-// serves Nc columns and each of B serves Mr rows, and the Mr x Nc FMA chains are independent,
-// so the loop is bound by loads, not FMA latency. The lanes are reduced in a fixed order:
-// the result does not depend on the thread count.
+// K is taken this much at a time (a multiple of kLanes): one block of Nc columns of B
+// (Nc x 512 floats, 10 KiB at Nc = 5) and of Mr rows of A stay in L1 while every row block of
+// A passes it. Over the whole of a 12544-long K they would stream from L2 on every row block,
+// and the loop ran at the L2's pace, ~60 GFLOP/s on a core that does 150.
+constexpr int64_t kDotKB = 1024;
+
+// Columns of B each block of Mr rows of A serves at once: Mr x Nc accumulator registers, Mr
+// loads of A and Nc of B per Mr x Nc FMAs. AVX-512 has 32 vector registers, the others 16.
+template <int Mr>
+constexpr int dot_nc() {
+  if (kLanes == 16) return Mr == 1 ? 8 : Mr == 2 ? 8 : Mr == 3 ? 6 : 5;
+  return Mr == 1 ? 8 : Mr == 2 ? 4 : 2;
+}
+
+// For rows 0..Mr-1 and the Nc columns from j: C = alpha * dot(row i of op(A), column j of
+// op(B)) (+ beta * C), both contiguous along K: a Linear layer (x (M, K) times W^T, W stored
+// (N, K)) read once, nothing packed. Mr x Nc vectors of partial sums stay in registers: each
+// loaded vector of A serves Nc columns and each of B serves Mr rows, and the Mr x Nc FMA chains
+// are independent, so the loop is bound by loads, not FMA latency.
+// This call covers k0..k1. Unless it is the whole of K, the vectors of partial sums are kept
+// between the K blocks in part (vector (r, c) at part + r * prs + c * kLanes), so every lane
+// adds its products in K order and the lanes are reduced once, in a fixed order: the result
+// is the same for any K block and thread count.
 template <int Mr, int Nc>
-void dot_block(int64_t K, float alpha, View a, View b, float beta, float* C, int64_t rsc,
-               int64_t csc, int64_t j) {
+void dot_block(int64_t k0, int64_t k1, int64_t K, float alpha, View a, View b, float beta, float* C,
+               int64_t rsc, int64_t csc, int64_t j, float* part, int64_t prs) {
   constexpr int L = kLanes;
-  float acc[Mr][Nc][L] = {};
-  int64_t k = 0;
-  for (; k + L <= K; k += L)
+  alignas(64) float acc[Mr][Nc][L] = {};
+  if (k0 > 0)
+    for (int r = 0; r < Mr; ++r)
+      for (int c = 0; c < Nc; ++c) std::memcpy(acc[r][c], part + r * prs + c * L, sizeof acc[r][c]);
+  const int64_t kv = k1 < K ? k1 : k0 + (k1 - k0) / L * L;  // whole vectors; the rest at the end
+#if defined(__AVX512F__)
+  // Intrinsics: GCC keeps only about 8 of the generic loop's accumulator arrays in registers.
+  __m512 s[Mr][Nc];
+  for (int r = 0; r < Mr; ++r)
+    for (int c = 0; c < Nc; ++c) s[r][c] = _mm512_load_ps(acc[r][c]);
+  for (int64_t k = k0; k < kv; k += L) {
+    __m512 av[Mr];
+    for (int r = 0; r < Mr; ++r) av[r] = _mm512_loadu_ps(a.at(r, k));
+    for (int c = 0; c < Nc; ++c) {
+      const __m512 bv = _mm512_loadu_ps(b.at(k, j + c));
+      for (int r = 0; r < Mr; ++r) s[r][c] = _mm512_fmadd_ps(av[r], bv, s[r][c]);
+    }
+  }
+  for (int r = 0; r < Mr; ++r)
+    for (int c = 0; c < Nc; ++c) _mm512_store_ps(acc[r][c], s[r][c]);
+#else
+  for (int64_t k = k0; k < kv; k += L)
     for (int c = 0; c < Nc; ++c)
       for (int r = 0; r < Mr; ++r) {
         const float* ar = a.at(r, k);
@@ -389,12 +418,18 @@ void dot_block(int64_t K, float alpha, View a, View b, float beta, float* C, int
 #pragma omp simd
         for (int l = 0; l < L; ++l) acc[r][c][l] += ar[l] * bc[l];
       }
+#endif
+  if (k1 < K) {
+    for (int r = 0; r < Mr; ++r)
+      for (int c = 0; c < Nc; ++c) std::memcpy(part + r * prs + c * L, acc[r][c], sizeof acc[r][c]);
+    return;
+  }
   for (int r = 0; r < Mr; ++r)
     for (int c = 0; c < Nc; ++c) {
       const float* ar = a.at(r, 0);
       const float* bc = b.at(0, j + c);
       float tail = 0.0f;
-      for (int64_t t = k; t < K; ++t) tail += ar[t] * bc[t];
+      for (int64_t t = kv; t < K; ++t) tail += ar[t] * bc[t];
       for (int w = L / 2; w >= 1; w /= 2)  // pairwise: a fixed, balanced summation order
         for (int l = 0; l < w; ++l) acc[r][c][l] += acc[r][c][l + w];
       float* cp = C + r * rsc + (j + c) * csc;
@@ -403,34 +438,58 @@ void dot_block(int64_t K, float alpha, View a, View b, float beta, float* C, int
     }
 }
 
-// dot_block over the columns j0..j1, Nc at a time (Mr * Nc <= 8 accumulators: more spill
-// registers), then the last few columns in halving blocks, so that they too keep several
-// FMA chains in flight.
-template <int Mr, int Nc>
-void dot_columns(int64_t K, float alpha, View a, View b, float beta, float* C, int64_t rsc,
-                 int64_t csc, int64_t j0, int64_t j1) {
-  int64_t j = j0;
-  for (; j + Nc <= j1; j += Nc) dot_block<Mr, Nc>(K, alpha, a, b, beta, C, rsc, csc, j);
-  if constexpr (Nc > 1) dot_columns<Mr, Nc / 2>(K, alpha, a, b, beta, C, rsc, csc, j, j1);
+// Column c's vectors in a row of the partial sums, when there are any (one K block has none).
+inline float* part_at(float* part, int64_t c) {
+  return part ? part + c * kLanes : nullptr;
 }
 
-void dot_columns_any(int64_t M, int64_t K, float alpha, View a, View b, float beta, float* C,
-                     int64_t rsc, int64_t csc, int64_t j0, int64_t j1) {
-  for (int64_t i = 0; i < M; i += 4) {  // row blocks of 4: each reads the columns once more
-    const View ai{a.at(i, 0), a.rs, a.cs};
-    float* ci = C + i * rsc;
-    switch (std::min<int64_t>(M - i, 4)) {
-      case 1:
-        dot_columns<1, 8>(K, alpha, ai, b, beta, ci, rsc, csc, j0, j1);
-        break;
-      case 2:
-        dot_columns<2, 4>(K, alpha, ai, b, beta, ci, rsc, csc, j0, j1);
-        break;
-      case 3:
-        dot_columns<3, 2>(K, alpha, ai, b, beta, ci, rsc, csc, j0, j1);
-        break;
-      default:
-        dot_columns<4, 2>(K, alpha, ai, b, beta, ci, rsc, csc, j0, j1);
+// dot_block over the columns j0..j1, Nc at a time, then the last few columns in halving
+// blocks, so that they too keep several FMA chains in flight.
+template <int Mr, int Nc>
+void dot_columns(int64_t k0, int64_t k1, int64_t K, float alpha, View a, View b, float beta,
+                 float* C, int64_t rsc, int64_t csc, int64_t j0, int64_t j1, float* part,
+                 int64_t prs) {
+  int64_t j = j0;
+  for (; j + Nc <= j1; j += Nc)
+    dot_block<Mr, Nc>(k0, k1, K, alpha, a, b, beta, C, rsc, csc, j, part_at(part, j - j0), prs);
+  if constexpr (Nc > 1)
+    dot_columns<Mr, Nc / 2>(k0, k1, K, alpha, a, b, beta, C, rsc, csc, j, j1, part_at(part, j - j0),
+                            prs);
+}
+
+template <int Mr>
+void dot_columns(int64_t k0, int64_t k1, int64_t K, float alpha, View a, View b, float beta,
+                 float* C, int64_t rsc, int64_t csc, int64_t j0, int64_t j1, float* part,
+                 int64_t prs) {
+  dot_columns<Mr, dot_nc<Mr>()>(k0, k1, K, alpha, a, b, beta, C, rsc, csc, j0, j1, part, prs);
+}
+
+thread_local Scratch tls_dot;  // (rows, columns, kLanes) partial sums between K blocks
+
+// C rows i0..i1, columns j0..j1: K block by K block, each over every row block of 4.
+void dot_products(int64_t i0, int64_t i1, int64_t K, float alpha, View a, View b, float beta,
+                  float* C, int64_t rsc, int64_t csc, int64_t j0, int64_t j1) {
+  const int64_t prs = (j1 - j0) * kLanes;
+  float* part = K > kDotKB ? tls_dot.get((i1 - i0) * prs) : nullptr;
+  for (int64_t k0 = 0; k0 < K; k0 += kDotKB) {
+    const int64_t k1 = std::min(K, k0 + kDotKB);
+    for (int64_t i = i0; i < i1; i += 4) {
+      const View ai{a.at(i, 0), a.rs, a.cs};
+      float* ci = C + i * rsc;
+      float* pi = part_at(part, (i - i0) * (j1 - j0));
+      switch (std::min<int64_t>(i1 - i, 4)) {
+        case 1:
+          dot_columns<1>(k0, k1, K, alpha, ai, b, beta, ci, rsc, csc, j0, j1, pi, prs);
+          break;
+        case 2:
+          dot_columns<2>(k0, k1, K, alpha, ai, b, beta, ci, rsc, csc, j0, j1, pi, prs);
+          break;
+        case 3:
+          dot_columns<3>(k0, k1, K, alpha, ai, b, beta, ci, rsc, csc, j0, j1, pi, prs);
+          break;
+        default:
+          dot_columns<4>(k0, k1, K, alpha, ai, b, beta, ci, rsc, csc, j0, j1, pi, prs);
+      }
     }
   }
 }
@@ -447,13 +506,23 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   View a = trans_a ? View{A, 1, lda} : View{A, lda, 1};  // op(A) (M, K)
   View b = trans_b ? View{B, 1, ldb} : View{B, ldb, 1};  // op(B) (K, N)
   int64_t rsc = ldc, csc = 1;
-  if ((M <= kDotMaxM || (M <= kDotMaxMNarrow && N <= kDotNarrowN)) && a.cs == 1 && b.rs == 1) {
+  if (a.cs == 1 && b.rs == 1 && gemm_takes_dots(M, N, K)) {
+    // Each block of 4 rows reads all of B: the work that pays for threads is counted per block.
+    int nt = (M + 3) / 4 * N * K < kParallelMinWork / 4 ? 1 : available_threads();
+    if (nt > 1 && M >= 8 * int64_t(nt)) {
+      // Rows are split across threads in blocks of 4, each thread doing all of K.
+      run_items(nt, nt, [&](int64_t t) {
+        const int64_t blocks = (M + 3) / 4;
+        dot_products(std::min(M, blocks * t / nt * 4), std::min(M, blocks * (t + 1) / nt * 4), K,
+                     alpha, a, b, beta, C, rsc, csc, 0, N);
+      });
+      return;
+    }
     // Columns are split across threads, each column's dots done by one thread.
-    int nt = N * K < kParallelMinWork / 4 ? 1 : available_threads();
     nt = int(std::min<int64_t>(nt, N));
-    if (nt <= 1) return dot_columns_any(M, K, alpha, a, b, beta, C, rsc, csc, 0, N);
+    if (nt <= 1) return dot_products(0, M, K, alpha, a, b, beta, C, rsc, csc, 0, N);
     run_items(nt, nt, [&](int64_t t) {
-      dot_columns_any(M, K, alpha, a, b, beta, C, rsc, csc, N * t / nt, N * (t + 1) / nt);
+      dot_products(0, M, K, alpha, a, b, beta, C, rsc, csc, N * t / nt, N * (t + 1) / nt);
     });
     return;
   }
