@@ -363,6 +363,9 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       // Big enough (stored entries x outputs >= 32768) for two threads:
       {{1, 16, 32, 32, 32, 3, 3, 2, 1, 1}, 0.9, true, -1},  // a ResNet downsampling conv
       {{1, 8, 20, 20, 12, 3, 3, 1, 1, 1}, 0.8, true, 3},    // one sample, channels split
+      {{1, 6, 23, 19, 10, 3, 3, 1, 2, 2}, 0.85, true, 4},   // the same, dilation 2
+      {{1, 48, 16, 16, 24, 1, 1, 1, 0, 1}, 0.7, false, 1},  // the same, 1x1: x read directly
+      {{2, 8, 28, 28, 16, 3, 3, 1, 1, 1}, 0.9, true, -1},   // 2 samples on 3 threads
       {{1, 64, 12, 12, 16, 1, 1, 1, 1, 1}, 0.7, false, 0},  // the same, in place
       {{2, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 1.0, true, -1},      // all-zero weights: bias only
       {{1, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 0.0, false, -1},     // dense
@@ -393,15 +396,16 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
     CsrMatrix a = csr_from_dense(s.K, CRS, w.data());
     for (bool relu : {false, true}) {
       CAPTURE(relu);
-      std::vector<float> got[2];
+      std::vector<float> got[3];
       const int before = num_threads();
-      for (int t : {1, 2}) {
+      for (int t : {1, 2, 3}) {
         set_num_threads(t);
         got[t - 1].assign(size_t(outn), -7.0f);
         csr_conv2d(a, s, x.data(), bp, got[t - 1].data(), relu);
       }
       set_num_threads(before);
       CHECK(got[0] == got[1]);  // the sums do not depend on the thread split
+      CHECK(got[0] == got[2]);
       // Offsets made once, for one sample of the shape, give the same result at any batch.
       Conv2dShape one = s;
       one.N = 1;
