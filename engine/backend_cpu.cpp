@@ -1,5 +1,6 @@
 // The CPU backend: kernels/cpu behind the Backend interface, and backend_for().
 #include <sanitizer/asan_interface.h>  // no-op macros unless built with AddressSanitizer
+#include <sys/mman.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -40,8 +41,13 @@ CpuCache& cpu_cache() {
   static CpuCache* cache = new CpuCache();  // leaked on purpose: outlives static tensors
   return *cache;
 }
+constexpr size_t kHugePage = size_t(2) << 20;  // x86-64's transparent huge page
 size_t round_bytes(size_t bytes) {
   return (bytes + 63) / 64 * 64;
+}
+// What a block of `rounded` bytes takes from the system: whole huge pages from 2 MiB.
+size_t reserved_bytes(size_t rounded) {
+  return rounded >= kHugePage ? (rounded + kHugePage - 1) / kHugePage * kHugePage : rounded;
 }
 void* cpu_cached_alloc(size_t bytes) {
   const size_t rounded = round_bytes(bytes);
@@ -58,11 +64,19 @@ void* cpu_cached_alloc(size_t bytes) {
     }
     ++c.stats.system_allocs;
   }
-  void* p = std::aligned_alloc(64, rounded);
+  // Blocks of 2 MiB or more are whole huge pages, and the kernel is asked to back them with
+  // huge pages where it only does so on request (transparent_hugepage=madvise, Debian's
+  // default): the activations of a 256-sample batch (6-13 MB for cnn2) then take a few TLB
+  // entries instead of thousands, and cnn2's forward at batch 256 ran 5-10% faster. A refusal
+  // (no THP) leaves ordinary pages, so madvise's result is not checked.
+  const size_t reserved = reserved_bytes(rounded);
+  const bool huge = reserved >= kHugePage;
+  void* p = std::aligned_alloc(huge ? kHugePage : 64, reserved);
   SPRIG_CHECK(p, "out of memory allocating ", bytes, " bytes");
+  if (huge) madvise(p, reserved, MADV_HUGEPAGE);
   // Under ASan only the requested bytes are addressable, not the rounding, so a kernel that
   // reads past a tensor's end is reported; cached blocks are poisoned (use after free).
-  ASAN_POISON_MEMORY_REGION(p, rounded);
+  ASAN_POISON_MEMORY_REGION(p, reserved);
   ASAN_UNPOISON_MEMORY_REGION(p, bytes);
   return p;
 }
@@ -87,7 +101,7 @@ void release_cached_memory() {
   CpuCache& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
   for (auto& kv : c.free_blocks) {
-    ASAN_UNPOISON_MEMORY_REGION(kv.second, kv.first);
+    ASAN_UNPOISON_MEMORY_REGION(kv.second, reserved_bytes(kv.first));
     std::free(kv.second);
   }
   c.free_blocks.clear();

@@ -131,6 +131,19 @@ TEST_CASE("parse_device accepts cpu, cuda and cuda:N and names anything else") {
 }
 
 TEST_SUITE("device API on the CPU") {
+  TEST_CASE(
+      "CPU tensors of 2 MiB or more start on a huge-page boundary, smaller ones on 64 bytes") {
+    // The allocator asks for huge pages from 2 MiB (engine/backend_cpu.cpp); a block that is
+    // not aligned to one could not be backed by them.
+    for (int64_t n : {int64_t(1) << 19, (int64_t(1) << 19) + 3, int64_t(3) << 20}) {
+      Tensor t = Tensor::empty({n});  // n floats: 2 MiB, just over, 12 MiB
+      CHECK(reinterpret_cast<uintptr_t>(t.data()) % (uintptr_t(2) << 20) == 0);
+      t.data()[n - 1] = 1.0f;  // the whole block is writable
+    }
+    Tensor small = Tensor::empty({1000});
+    CHECK(reinterpret_cast<uintptr_t>(small.data()) % 64 == 0);
+  }
+
   TEST_CASE("to(cpu) on a CPU tensor returns the same storage, with its autograd identity") {
     Tensor t = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
     t.set_requires_grad(true);
