@@ -121,6 +121,7 @@ thread_local std::vector<int64_t> tls_first;   // (nv + 1)
 thread_local std::vector<int64_t> tls_delta;   // (stores)
 thread_local std::vector<__mmask16> tls_mask;  // (stores)
 thread_local std::vector<int64_t> tls_taps;    // (R * S)
+thread_local std::array<int64_t, 4> tls_geometry{-1, -1, -1, -1};  // Wph, Q, p0, p1 of the stores
 
 }  // namespace
 
@@ -171,18 +172,24 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
   zero_row(xp + s.C * chan, 16);
 
   // Vector j's lanes, row by row of the band: position i = prow * Wph + q (q < Q) is output
-  // (p0 + prow) * Q + q = i + p0 * Q - prow * (Wph - Q).
-  tls_first.resize(size_t(nv + 1));
-  tls_delta.clear();
-  tls_mask.clear();
-  for (int64_t j = 0; j < nv; ++j) {
-    tls_first[size_t(j)] = int64_t(tls_delta.size());
-    short_rows::grid_vector_stores(16 * j, Wph, Q, p1 - p0, [&](int64_t shift, __mmask16 m) {
-      tls_delta.push_back(p0 * Q + shift);
-      tls_mask.push_back(m);
-    });
+  // (p0 + prow) * Q + q = i + p0 * Q - prow * (Wph - Q). The same band geometry as the thread's
+  // last call (every sample of a batch, every layer of one shape) reuses its stores: rebuilt
+  // per sample they took 15-18% of a 1-channel 3x3 or 5x5 layer's time at batch 32.
+  const std::array<int64_t, 4> geometry{Wph, Q, p0, p1};
+  if (geometry != tls_geometry) {
+    tls_geometry = geometry;
+    tls_first.resize(size_t(nv + 1));
+    tls_delta.clear();
+    tls_mask.clear();
+    for (int64_t j = 0; j < nv; ++j) {
+      tls_first[size_t(j)] = int64_t(tls_delta.size());
+      short_rows::grid_vector_stores(16 * j, Wph, Q, p1 - p0, [&](int64_t shift, __mmask16 m) {
+        tls_delta.push_back(p0 * Q + shift);
+        tls_mask.push_back(m);
+      });
+    }
+    tls_first[size_t(nv)] = int64_t(tls_delta.size());
   }
-  tls_first[size_t(nv)] = int64_t(tls_delta.size());
   if (tls_taps.size() < size_t(s.R * s.S)) tls_taps.resize(size_t(s.R * s.S));
   for (int64_t r = 0; r < s.R; ++r)
     for (int64_t t = 0; t < s.S; ++t)
