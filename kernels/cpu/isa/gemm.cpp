@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -425,7 +426,16 @@ void dot_block(int64_t k0, int64_t k1, int64_t K, float alpha, View a, View b, f
           const float* ar = a.at(r, k);
           const float* bc = b.at(k, j + c);
 #pragma omp simd
-          for (int l = 0; l < L; ++l) acc[r][c][l] += ar[l] * bc[l];
+          for (int l = 0; l < L; ++l) {
+#if defined(__FMA__)
+            // Fused, as the intrinsics: a row's sums must not depend on the size of the block
+            // that computed it (predict at batch 3 equals the forward at 7), and an -O1 build
+            // does not fuse a * b + c by itself.
+            acc[r][c][l] = std::fma(ar[l], bc[l], acc[r][c][l]);
+#else
+            acc[r][c][l] += ar[l] * bc[l];
+#endif
+          }
         }
   }
   if (k1 < K) {
