@@ -165,21 +165,25 @@ TEST_CASE("gemm with W stored (N, K) at batch 1-8 or few columns (the dot-produc
 TEST_CASE("the dot-product path gives a row the same bits whatever the rows around it") {
   // A batch split into smaller batches (sprig predict --batch-size) must give the forward's
   // logits exactly: a row's sums may not depend on the row block (1-4 rows, each with its own
-  // register blocking) that computed it.
-  const int64_t M = 7, N = 5, K = 36;
-  auto A = random_vec(M * K, 31), B = random_vec(N * K, 32);
-  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
-    if (!isa_supported(isa)) continue;
-    CAPTURE(isa_name(isa));
-    std::vector<float> whole(M * N);
-    gemm_with(isa, false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, whole.data(), N);
-    for (int64_t rows = 1; rows <= 4; ++rows) {
-      CAPTURE(rows);
-      std::vector<float> parts(M * N);
-      for (int64_t i = 0; i < M; i += rows)
-        gemm_with(isa, false, true, std::min(rows, M - i), N, K, 1.0f, A.data() + i * K, K,
-                  B.data(), K, 0.0f, parts.data() + i * N, N);
-      CHECK(parts == whole);
+  // register blocking) that computed it, nor on whether K went in blocks (more than 4 rows) or
+  // whole (at most 4).
+  const int64_t M = 7, N = 5;
+  for (int64_t K : {36, 3000}) {
+    CAPTURE(K);
+    auto A = random_vec(M * K, 31), B = random_vec(N * K, 32);
+    for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+      if (!isa_supported(isa)) continue;
+      CAPTURE(isa_name(isa));
+      std::vector<float> whole(M * N);
+      gemm_with(isa, false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, whole.data(), N);
+      for (int64_t rows = 1; rows <= 4; ++rows) {
+        CAPTURE(rows);
+        std::vector<float> parts(M * N);
+        for (int64_t i = 0; i < M; i += rows)
+          gemm_with(isa, false, true, std::min(rows, M - i), N, K, 1.0f, A.data() + i * K, K,
+                    B.data(), K, 0.0f, parts.data() + i * N, N);
+        CHECK(parts == whole);
+      }
     }
   }
 }
