@@ -370,6 +370,17 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       {{2, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 1.0, true, -1},      // all-zero weights: bias only
       {{1, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 0.0, false, -1},     // dense
       {{1, 1, 1, 1, 2, 1, 1, 1, 0, 1}, 0.0, true, -1},      // one pixel
+      // From 16 samples, 16 samples to a vector (2 x 8 output tiles):
+      {{17, 3, 9, 7, 5, 3, 3, 1, 1, 1}, 0.5, true, 2},      // a group of 1, odd rows, 7 wide
+      {{16, 4, 12, 11, 6, 3, 3, 2, 1, 1}, 0.7, true, -1},   // stride 2
+      {{33, 2, 11, 10, 3, 3, 2, 1, 2, 2}, 0.5, false, -1},  // dilation 2, 3x2, three groups
+      {{20, 3, 6, 19, 4, 5, 5, 1, 2, 1}, 0.6, true, 1},     // 5x5, 19 wide: tiles of 8, 8, 3
+      {{16, 5, 4, 5, 3, 3, 3, 1, 3, 1}, 0.3, true, -1},     // padding wider than the kernel
+      {{18, 4, 6, 6, 8, 1, 1, 1, 1, 1}, 0.7, true, -1},     // 1x1 padded
+      {{16, 2, 5, 37, 4, 3, 3, 2, 0, 1}, 0.5, false, 3},    // 37 wide: a row in 16, 16 and 5
+      {{32, 6, 3, 3, 4, 3, 3, 1, 1, 1}, 1.0, true, -1},     // all-zero weights: bias only
+      {{16, 1, 1, 1, 2, 1, 1, 1, 0, 1}, 0.0, true, -1},     // one pixel: 1x1 reads x directly
+      {{19, 16, 12, 12, 16, 3, 3, 1, 1, 1}, 0.5, true, 7},  // two groups on three threads
   };
   for (const auto& c : cases) {
     const Conv2dShape& s = c.s;

@@ -213,10 +213,13 @@ void csr_tile(const Idx* col, const float* val, const int64_t* rp, int64_t i0, i
 }
 
 #ifdef SPRIG_SPARSE_AVX512
-// out (16, ldo) = in (16, ldi) transposed, in registers: 16 loads, 64 shuffles, 16 stores.
-inline void transpose16(const float* in, int64_t ldi, float* out, int64_t ldo) {
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(in + i * ldi);
+// Register q of the 16 x 16 transpose below holds column kTransposedCol[q] of its input.
+inline constexpr int kTransposedCol[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+
+// r (16 vectors) transposed in registers, 64 shuffles: afterwards r[q] holds lane
+// kTransposedCol[q] of every input vector (lane i from r[i]).
+inline void transpose16_regs(__m512 (&r)[16]) {
+  __m512 t[16];
   for (int i = 0; i < 8; i++) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -239,9 +242,14 @@ inline void transpose16(const float* in, int64_t ldi, float* out, int64_t ldo) {
     r[8 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
     r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
   }
-  // Register q now holds column kCol[q] of the input.
-  static constexpr int kCol[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
-  for (int q = 0; q < 16; q++) _mm512_storeu_ps(out + kCol[q] * ldo, r[q]);
+}
+
+// out (16, ldo) = in (16, ldi) transposed, in registers: 16 loads, 64 shuffles, 16 stores.
+inline void transpose16(const float* in, int64_t ldi, float* out, int64_t ldo) {
+  __m512 r[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(in + i * ldi);
+  transpose16_regs(r);
+  for (int q = 0; q < 16; q++) _mm512_storeu_ps(out + kTransposedCol[q] * ldo, r[q]);
 }
 #endif
 
