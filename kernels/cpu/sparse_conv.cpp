@@ -366,10 +366,11 @@ void fill_lanes(const Conv2dShape& s, const LanesLayout& l, const float* x, int6
 // tile's first tap; yi is channel i of the group's first sample, ldy the floats of one sample.
 template <int PR>
 void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base, int64_t qstep,
-                int64_t pstep, float bias, bool relu, int64_t nq, int64_t nv, float* yi,
-                int64_t Q, int64_t ldy) {
+                int64_t pstep, float bias, bool relu, int64_t nq, int64_t nv, float* yi, int64_t Q,
+                int64_t ldy) {
   __m512 acc[16];
-  for (int j = 0; j < 16; j++) acc[j] = j < PR * kTileQ ? _mm512_set1_ps(bias) : _mm512_setzero_ps();
+  for (int j = 0; j < 16; j++)
+    acc[j] = j < PR * kTileQ ? _mm512_set1_ps(bias) : _mm512_setzero_ps();
   for (int64_t k = 0; k < cnt; k++) {
     const __m512 vv = _mm512_set1_ps(v[k]);
     const float* b = base + o[k];
@@ -390,9 +391,23 @@ void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base
     float* yn = yi + n * ldy;
     _mm256_mask_storeu_ps(yn, m, _mm512_castps512_ps256(acc[q]));
     if (PR == 2)
-      _mm256_mask_storeu_ps(
-          yn + Q, m, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[q]), 1)));
+      _mm256_mask_storeu_ps(yn + Q, m,
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[q]), 1)));
   }
+}
+
+// Whether the lanes suit w on s (with 16 samples or more). Each tile writes 8-position pieces of
+// 16 samples' rows; the samples' outputs are K*P*Q floats apart, often a multiple of 4 KiB, so
+// those pieces share cache sets and evict each other half written. Where a sample's output is
+// big and its rows have few stored weights, that costs more than the loads saved: 32 samples on
+// one core, 3 -> 16 channels 32x32 at 90% zeros (2.7 stored a row) took 0.31 ms against the
+// per-sample path's 0.16, and 16 -> 16 at 90% (14 a row) 0.50 against 0.45, while at 70% (43 a
+// row) it is 0.70 against 0.92. Staging the outputs to write whole rows cost more than it saved.
+// Rows of one stored weight or less go to few_entries_row on the per-sample path.
+bool lanes_suit(const CsrMatrix& w, const Conv2dShape& s) {
+  const double per_row = double(w.nnz()) / double(std::max<int64_t>(s.K, 1));
+  const double sample_bytes = 4.0 * double(s.K) * double(s.P()) * double(s.Q());
+  return per_row >= 1.5 && (sample_bytes < 48.0 * 1024.0 || per_row >= 16.0);
 }
 
 // Output rows [p0, p1) of samples [n0, n0 + nv) (nv <= 16), on the calling thread.
@@ -467,7 +482,7 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
   const int T = threads_for(double(w.nnz()) * PQ * s.N);
 #ifdef SPRIG_SPARSE_AVX512
   const LanesLayout ll = lanes_layout(s);
-  if (s.N >= kLanes && !l.direct && ll.floats <= INT32_MAX) {
+  if (s.N >= kLanes && !l.direct && ll.floats <= INT32_MAX && lanes_suit(w, s)) {
     if (tls_lane_off.size() < size_t(w.nnz())) tls_lane_off.resize(size_t(w.nnz()));
     if (w.narrow())
       lane_offsets(w, w.col16.data(), s, ll, tls_lane_off.data());
@@ -484,8 +499,8 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
       const int64_t g = item / bands, p0 = item % bands * band_rows;
       const int64_t p1 = std::min(P, p0 + band_rows);
       if (p0 < p1)
-        lanes_rows(w, loff, s, ll, x, bias, relu, y, g * kLanes,
-                   std::min(kLanes, s.N - g * kLanes), p0, p1);
+        lanes_rows(w, loff, s, ll, x, bias, relu, y, g * kLanes, std::min(kLanes, s.N - g * kLanes),
+                   p0, p1);
     });
     return;
   }
