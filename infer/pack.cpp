@@ -509,7 +509,8 @@ namespace {
 
 // The forward's schedule, measured on the whole model. Candidates:
 // - whole shards: each thread runs the model on its share of the samples at once;
-// - micro-batches: each share in pieces whose widest activation fits kMicroBatchBytes. A shard
+// - micro-batches: each share in pieces whose widest activation fits kMicroBatchBytes, in whole
+//   groups of csr_conv2d's sample lanes (a partial group costs a whole one). A shard
 //   of 128 cnn2 or ResNet-20 samples holds 6.4 MB per activation, which spills out of L2 (2 MB)
 //   between layers; pieces keep it in L2, at the price of reading every weight once per piece
 //   and of kernels running at a smaller batch. Measured at batch 256 on 2 threads: ResNet-20
@@ -538,7 +539,9 @@ void choose_schedule(InferenceModel& im, const PackOptions& opt) {
     if (auto* conv = dynamic_cast<const nn::Conv2d*>(p.module))
       widest = std::max(widest, numel(conv->output_shape(p.in_shape)));
   }
-  const int64_t piece = std::max<int64_t>(16, kMicroBatchBytes / (widest * 4));
+  // Whole groups of csr_conv2d's sample lanes.
+  const int64_t group = cpu::csr_conv2d_group;
+  const int64_t piece = std::max(group, kMicroBatchBytes / (widest * 4) / group * group);
   const int64_t shard = opt.batch / shards;  // the first's
   struct Candidate {
     std::string name;

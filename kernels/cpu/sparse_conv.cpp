@@ -291,8 +291,8 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
 // so most of their loads split a cache line: resnet20's 16 -> 16 conv at 50% zeros, 32 samples
 // on one core, went 1.40 -> 0.76 ms with this layout (the dense direct conv: 1.05 ms).
 // The tile's 16 vectors are transposed in registers and stored as 16 samples' rows.
-constexpr int64_t kLanes = 16;  // samples in a group
-constexpr int64_t kTileQ = 8;   // output positions of a tile row
+constexpr int64_t kLanes = csr_conv2d_group;  // samples in a group
+constexpr int64_t kTileQ = 8;                 // output positions of a tile row
 
 thread_local std::vector<float> tls_lanes;       // (C, Hp, Wp, 16) + slack, per thread
 thread_local std::vector<int32_t> tls_lane_off;  // (nnz) of the calling thread, read by the team
