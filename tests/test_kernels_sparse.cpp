@@ -429,6 +429,23 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       auto want_r = want;
       for (auto& v : want_r) v = relu ? std::max(v, 0.0f) : v;
       check_close(got[1], want_r, mag);
+      // A residual added before the ReLU, on 1 and 3 threads.
+      const auto res = random_vec(size_t(outn), uint32_t(outn + 5));
+      auto want_res = want, mag_res = mag;
+      for (int64_t e = 0; e < outn; e++) {
+        want_res[e] = want[e] + res[e];
+        if (relu) want_res[e] = std::max(want_res[e], 0.0f);
+        mag_res[e] = mag[e] + std::fabs(res[e]);
+      }
+      std::vector<float> got_res[2];
+      for (int t : {1, 3}) {
+        set_num_threads(t);
+        got_res[t / 2].assign(size_t(outn), -7.0f);
+        csr_conv2d(a, s, x.data(), bp, got_res[t / 2].data(), relu, nullptr, res.data());
+      }
+      set_num_threads(before);
+      CHECK(got_res[0] == got_res[1]);
+      check_close(got_res[0], want_res, mag_res);
     }
   }
   // 32-bit column indices: C*R*S > 65536.

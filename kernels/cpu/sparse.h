@@ -84,10 +84,13 @@ void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* 
 // dilation included. Same threading rules as csr_linear. Throws sprig::Error when W is
 // not K x C*R*S. offsets, when given, are csr_conv2d_offsets(w, s') for a shape s' equal to s
 // but for N; without them they are worked out on every call.
+// residual, when given, is (N, K, P, Q), apart from y, and is added before the ReLU: a residual
+// block's y = relu(conv(x) + shortcut) in one pass.
 // From csr_conv2d_group samples on (in an AVX-512 build, on shapes where it pays), samples are
 // taken that many at a time, one to a vector lane, and a last partial group costs a whole one.
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y, bool relu = false, const int32_t* offsets = nullptr);
+                float* y, bool relu = false, const int32_t* offsets = nullptr,
+                const float* residual = nullptr);
 inline constexpr int64_t csr_conv2d_group = 16;
 // (nnz) where the run of each stored weight of w starts in csr_conv2d's padded copy of one
 // sample of shape s (s.N is not used): work proportional to C*R*S + nnz, which at batch 1 is a

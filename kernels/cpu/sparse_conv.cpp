@@ -191,23 +191,27 @@ struct PanelLanes {
     first[4] = n;
   }
 
+  // The sums + bias (+ the residual ri, laid out as yi, when given), then ReLU when relu.
   template <int NV>
-  void store(const RowAcc<NV>& acc, float bias, bool relu, float* yi) const {
+  void store(const RowAcc<NV>& acc, float bias, bool relu, float* yi, const float* ri) const {
     const __m512 bv = _mm512_set1_ps(bias);
     for (int q = 0; q < NV; ++q) {
-      __m512 s = _mm512_add_ps(_mm512_add_ps(acc.a[q], acc.b[q]), bv);
-      // max(0, s): NaN (the second operand) passes through, as relu_forward.
-      if (relu) s = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), s);
-      for (int64_t e = first[q]; e < first[q + 1]; ++e)
-        _mm512_mask_storeu_ps(yi + delta[e] + 16 * q, mask[e], s);
+      const __m512 s = _mm512_add_ps(_mm512_add_ps(acc.a[q], acc.b[q]), bv);
+      for (int64_t e = first[q]; e < first[q + 1]; ++e) {
+        const int64_t at = delta[e] + 16 * q;
+        __m512 t = ri ? _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask[e], ri + at)) : s;
+        // max(0, t): NaN (the second operand) passes through, as relu_forward.
+        if (relu) t = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), t);
+        _mm512_mask_storeu_ps(yi + at, mask[e], t);
+      }
     }
   }
 };
 #endif
 
 // yn rows [r0, r1) (rows, P, Q) of one sample = bias + sum over stored k of
-// val[k] * src[off[k] + extended position], then ReLU when relu (NaN passes through, as
-// relu_forward). The extended positions are taken 64 at a time, so the runs every row reads stay
+// val[k] * src[off[k] + extended position] (+ rn, laid out as yn, when given), then ReLU when
+// relu (NaN passes through, as relu_forward). The extended positions are taken 64 at a time, so the runs every row reads stay
 // in cache; each row's panel is summed in registers and its real outputs go straight to yn.
 // A row with at most this many stored weights skips the panels: its outputs start at the bias
 // and each weight adds its run row by row (a panel's fixed cost, a tile store and a copy per
@@ -216,7 +220,7 @@ constexpr int64_t kFewEntries = 2;
 
 // Output channel i of yn (P, Q) from its few stored weights, in stored order.
 void few_entries_row(const float* val, const int32_t* off, int64_t cnt, const float* src, int64_t P,
-                     int64_t Q, int64_t Wph, float bias, bool relu, float* yi) {
+                     int64_t Q, int64_t Wph, float bias, bool relu, float* yi, const float* ri) {
   std::fill(yi, yi + P * Q, bias);
   for (int64_t k = 0; k < cnt; k++) {
     const float v = val[k];
@@ -226,19 +230,22 @@ void few_entries_row(const float* val, const int32_t* off, int64_t cnt, const fl
       for (int64_t q = 0; q < Q; q++) yr[q] += v * xr[q];
     }
   }
+  if (ri)
+    for (int64_t e = 0; e < P * Q; e++) yi[e] += ri[e];
   if (relu)
     for (int64_t e = 0; e < P * Q; e++) yi[e] = yi[e] <= 0.0f ? 0.0f : yi[e];
 }
 
 void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, const float* src,
-               int64_t P, int64_t Q, int64_t Wph, const float* bias, bool relu, float* yn) {
+               int64_t P, int64_t Q, int64_t Wph, const float* bias, bool relu, float* yn,
+               const float* rn) {
   const float* val = w.values.data();
   const int64_t* rp = w.row_ptr.data();
   const int64_t n_ext = (P - 1) * Wph + Q, PQ = P * Q;
   for (int64_t i = r0; i < r1; i++)
     if (rp[i + 1] - rp[i] <= kFewEntries)
       few_entries_row(val + rp[i], off + rp[i], rp[i + 1] - rp[i], src, P, Q, Wph,
-                      bias ? bias[i] : 0.0f, relu, yn + i * PQ);
+                      bias ? bias[i] : 0.0f, relu, yn + i * PQ, rn ? rn + i * PQ : nullptr);
 #ifdef SPRIG_SPARSE_AVX512
   PanelLanes lanes;
 #else
@@ -259,6 +266,7 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
         if (cnt <= kFewEntries) continue;
         const float b = bias ? bias[i] : 0.0f;
         float* yi = yn + i * PQ;
+        const float* ri = rn ? rn + i * PQ : nullptr;
 #ifdef SPRIG_SPARSE_AVX512
         // The panel's sums go from registers straight to the real outputs, lane-masked.
         RowAcc<NV> acc(wd);
@@ -270,11 +278,21 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
           acc.fma_b(v[k + 1], src + j0 + o[k + 1]);
         }
         if (k < cnt) acc.fma_a(v[k], src + j0 + o[k]);
-        lanes.store(acc, b, relu, yi);
+        lanes.store(acc, b, relu, yi, ri);
 #else
         csr_row<NV>(off + rp[i], val + rp[i], cnt, src + j0, 1, wd, b, tile);
-        for (int64_t g = 0; g < nseg; g++)
-          short_rows::copy_row(yi + seg[g].to, tile + seg[g].from, seg[g].len, relu);
+        for (int64_t g = 0; g < nseg; g++) {
+          float* d = yi + seg[g].to;
+          const float* t = tile + seg[g].from;
+          if (!ri) {
+            short_rows::copy_row(d, t, seg[g].len, relu);
+            continue;
+          }
+          for (int64_t e = 0; e < seg[g].len; e++) {
+            const float v = t[e] + ri[seg[g].to + e];
+            d[e] = relu && v <= 0.0f ? 0.0f : v;
+          }
+        }
 #endif
       }
     });
@@ -289,7 +307,7 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
 // tile of 2 output rows x 8 positions of one output channel (16 accumulators) takes one
 // broadcast and 16 aligned loads per stored weight. The per-sample runs above start anywhere,
 // so most of their loads split a cache line: resnet20's 16 -> 16 conv at 50% zeros, 32 samples
-// on one core, went 1.40 -> 0.76 ms with this layout (the dense direct conv: 1.05 ms).
+// on one core, went 1.41 -> 0.98 ms with this layout (the dense direct conv: 1.06-1.13 ms).
 // The tile's 16 vectors are transposed in registers and stored as 16 samples' rows.
 constexpr int64_t kLanes = csr_conv2d_group;  // samples in a group
 constexpr int64_t kTileQ = 8;                 // output positions of a tile row
@@ -361,13 +379,14 @@ void fill_lanes(const Conv2dShape& s, const LanesLayout& l, const float* x, int6
 }
 
 // Output rows p .. p + PR - 1 (PR = 1 or 2), positions q0 .. q0 + nq - 1 (nq <= 8) of output
-// channel i for samples [0, nv) of the group: bias + its stored weights in stored order, then
-// ReLU when relu (NaN passes through, as relu_forward). base is the group's input at the
-// tile's first tap; yi is channel i of the group's first sample, ldy the floats of one sample.
+// channel i for samples [0, nv) of the group: bias + its stored weights in stored order (+ the
+// residual ri, laid out as yi, when given), then ReLU when relu (NaN passes through, as
+// relu_forward). base is the group's input at the tile's first tap; yi is channel i of the
+// group's first sample, ldy the floats of one sample.
 template <int PR>
 void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base, int64_t qstep,
-                int64_t pstep, float bias, bool relu, int64_t nq, int64_t nv, float* yi, int64_t Q,
-                int64_t ldy) {
+                int64_t pstep, float bias, bool relu, int64_t nq, int64_t nv, float* yi,
+                const float* ri, int64_t Q, int64_t ldy) {
   __m512 acc[16];
   for (int j = 0; j < 16; j++)
     acc[j] = j < PR * kTileQ ? _mm512_set1_ps(bias) : _mm512_setzero_ps();
@@ -379,20 +398,25 @@ void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base
         acc[r * kTileQ + j] =
             _mm512_fmadd_ps(vv, _mm512_load_ps(b + r * pstep + j * qstep), acc[r * kTileQ + j]);
   }
-  if (relu)
-    for (int j = 0; j < PR * kTileQ; j++)
-      acc[j] = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), acc[j]);
   // Register q now holds sample kTransposedCol[q]: row p in lanes 0-7, row p + 1 in 8-15.
   transpose16_regs(acc);
   const __mmask8 m = __mmask8((1u << nq) - 1u);
+  auto finish = [&](__m256 t, const float* r) {
+    if (ri) t = _mm256_add_ps(t, _mm256_maskz_loadu_ps(m, r));
+    // max(0, t): NaN (the second operand) passes through, as relu_forward.
+    return relu ? _mm256_max_ps(_mm256_setzero_ps(), t) : t;
+  };
   for (int q = 0; q < 16; q++) {
     const int64_t n = kTransposedCol[q];
     if (n >= nv) continue;
     float* yn = yi + n * ldy;
-    _mm256_mask_storeu_ps(yn, m, _mm512_castps512_ps256(acc[q]));
+    const float* rn = ri ? ri + n * ldy : nullptr;
+    _mm256_mask_storeu_ps(yn, m, finish(_mm512_castps512_ps256(acc[q]), rn));
     if (PR == 2)
-      _mm256_mask_storeu_ps(yn + Q, m,
-                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[q]), 1)));
+      _mm256_mask_storeu_ps(
+          yn + Q, m,
+          finish(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[q]), 1)),
+                 rn ? rn + Q : nullptr));
   }
 }
 
@@ -412,8 +436,8 @@ bool lanes_suit(const CsrMatrix& w, const Conv2dShape& s) {
 
 // Output rows [p0, p1) of samples [n0, n0 + nv) (nv <= 16), on the calling thread.
 void lanes_rows(const CsrMatrix& w, const int32_t* off, const Conv2dShape& s, const LanesLayout& l,
-                const float* x, const float* bias, bool relu, float* y, int64_t n0, int64_t nv,
-                int64_t p0, int64_t p1) {
+                const float* x, const float* bias, bool relu, float* y, const float* residual,
+                int64_t n0, int64_t nv, int64_t p0, int64_t p1) {
   float* xt = aligned_scratch(tls_lanes, size_t(l.floats));
   const int64_t h1 = std::min(l.Hp, (p1 - 1) * s.stride + (s.R - 1) * s.dilation + 1);
   fill_lanes(s, l, x, n0, nv, p0 * s.stride, h1, xt);
@@ -427,15 +451,17 @@ void lanes_rows(const CsrMatrix& w, const int32_t* off, const Conv2dShape& s, co
     for (int64_t q0 = 0; q0 < Q; q0 += kTileQ) {
       const float* base = xt + p * pstep + q0 * qstep;
       const int64_t nq = std::min(kTileQ, Q - q0);
-      float* yt = y + n0 * ldy + p * Q + q0;
+      const int64_t at = n0 * ldy + p * Q + q0;  // the tile's first output
       for (int64_t i = 0; i < s.K; i++) {
         const float b = bias ? bias[i] : 0.0f;
+        float* yi = y + at + i * PQ;
+        const float* ri = residual ? residual + at + i * PQ : nullptr;
         if (p + 1 < p1)
           lanes_tile<2>(val + rp[i], off + rp[i], rp[i + 1] - rp[i], base, qstep, pstep, b, relu,
-                        nq, nv, yt + i * PQ, Q, ldy);
+                        nq, nv, yi, ri, Q, ldy);
         else
           lanes_tile<1>(val + rp[i], off + rp[i], rp[i + 1] - rp[i], base, qstep, pstep, b, relu,
-                        nq, nv, yt + i * PQ, Q, ldy);
+                        nq, nv, yi, ri, Q, ldy);
       }
     }
 }
@@ -475,7 +501,7 @@ std::vector<int32_t> csr_conv2d_offsets(const CsrMatrix& w, const Conv2dShape& s
 }
 
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y, bool relu, const int32_t* offsets) {
+                float* y, bool relu, const int32_t* offsets, const float* residual) {
   const PhaseLayout l = checked_layout(w, s);
   if (s.N <= 0 || s.K <= 0 || s.P() <= 0 || s.Q() <= 0) return;
   const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CHW = s.C * s.H * s.W, K = s.K;
@@ -499,7 +525,7 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
       const int64_t g = item / bands, p0 = item % bands * band_rows;
       const int64_t p1 = std::min(P, p0 + band_rows);
       if (p0 < p1)
-        lanes_rows(w, loff, s, ll, x, bias, relu, y, g * kLanes, std::min(kLanes, s.N - g * kLanes),
+        lanes_rows(w, loff, s, ll, x, bias, relu, y, residual, g * kLanes, std::min(kLanes, s.N - g * kLanes),
                    p0, p1);
     });
     return;
@@ -521,7 +547,8 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
       for (int64_t c = 0; c < s.C; c++) fill_phases(s, l, x + n * CHW, c, xph);
       src = xph;
     }
-    conv_rows(w, off, r0, r1, src, P, Q, l.Wph, bias, relu, y + n * K * PQ);
+    conv_rows(w, off, r0, r1, src, P, Q, l.Wph, bias, relu, y + n * K * PQ,
+              residual ? residual + n * K * PQ : nullptr);
   };
   if (s.N >= T) {
     // Enough samples: one sample per thread at a time, claimed as threads come free.

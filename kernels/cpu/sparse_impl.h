@@ -13,10 +13,11 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 // GCC 12's headers build some intrinsics from _mm512_undefined_*(), which -Wmaybe-uninitialized
-// reports as a false positive wherever they are inlined.
+// and -Wuninitialized report as false positives wherever they are inlined.
 #pragma GCC diagnostic push
 #if !defined(__clang__)  // clang has no such warning
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 #pragma GCC diagnostic pop
