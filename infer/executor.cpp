@@ -7,7 +7,8 @@
 namespace sprig::infer::detail {
 
 Tensor run_blocks(const nn::Sequential& seq, Tensor h, const LayerRunner& runner,
-                  const InferenceModel::Observer* observe) {
+                  const InferenceModel::Observer* observe, const Tensor* residual,
+                  bool residual_relu) {
   auto& mods = seq.layers;
   // Activations are (N, ...) at a block's entry: transposed ones never leave the block.
   const int64_t N = h.dim() > 0 ? h.size(0) : 1;
@@ -29,6 +30,10 @@ Tensor run_blocks(const nn::Sequential& seq, Tensor h, const LayerRunner& runner
       LayerCall call;
       call.x_t = transposed;
       call.relu = is_relu(i + 1);
+      if (residual && i + 1 == mods.size()) {  // the block's add (and ReLU) in this layer
+        call.residual = residual;
+        call.relu = residual_relu;
+      }
       const size_t next = call.relu ? i + 2 : i + 1;  // the module that takes this one's output
       if (p->int8) {
         // An int8 consumer (past a Flatten) gets its input codes: no float output written and
@@ -54,9 +59,18 @@ Tensor run_blocks(const nn::Sequential& seq, Tensor h, const LayerRunner& runner
     if (auto* inner = dynamic_cast<nn::Sequential*>(&m)) {
       h = run_blocks(*inner, h, runner, observe);
     } else if (auto* res = dynamic_cast<nn::Residual*>(&m)) {
-      const Tensor main = run_blocks(*res->body, h, runner, observe);
       const Tensor side =
           res->identity_shortcut() ? h : run_blocks(*res->shortcut, h, runner, observe);
+      const auto& body = res->body->layers;
+      const PackedLayer* last = body.empty() ? nullptr : runner.find(body.back().get());
+      if (last && runner.fuses_residual(*last)) {
+        // The shortcut goes into the body's last layer, which adds it in its stores: no pass
+        // over three activations for the add. ResNet-20 pruned 90%: its 16-channel blocks' add
+        // and ReLU had taken 0.22 ms a block, 32 samples of 64 KiB on one core.
+        h = run_blocks(*res->body, h, runner, observe, &side, res->relu_out);
+        continue;
+      }
+      const Tensor main = run_blocks(*res->body, h, runner, observe);
       SPRIG_CHECK(main.shape() == side.shape(), "residual block: its branches give ",
                   to_string(main.shape()), " and ", to_string(side.shape()));
       Tensor y = Tensor::empty(main.shape(), DType::F32, main.device());

@@ -2,7 +2,8 @@
 // Internal to infer/: the one executor of packed models, for every device. It walks the model's
 // blocks the way their forward does and decides what is fused:
 //   - a ReLU right after a conv / linear layer runs inside it;
-//   - a residual block's add and ReLU run as one pass (Backend::add_relu);
+//   - a residual block's add and ReLU run inside its last layer where the runner fuses them
+//     (LayerRunner::fuses_residual), else as one pass (Backend::add_relu);
 //   - consecutive sparse linear layers that can hand each other (features, N) activations do;
 //   - an int8 layer whose output feeds another int8 layer hands it uint8 codes.
 // A LayerRunner runs the conv / linear layers on its device (pack.cpp on the CPU, pack_cuda.cpp
@@ -23,6 +24,9 @@ struct LayerCall {
   bool y_t = false;   // y is wanted as (features, N)
   // y is wanted as uint8 codes under these parameters (the next int8 layer's input)
   const cpu::ActivationQuant* requantize = nullptr;
+  // Added to y before the ReLU: the shortcut of the residual block this layer ends (the same
+  // shape as y; only where the runner fuses_residual).
+  const Tensor* residual = nullptr;
 };
 
 class LayerRunner {
@@ -38,6 +42,8 @@ class LayerRunner {
   virtual bool chains(const PackedLayer& p, int64_t N) const = 0;
   // Whether p can give its output as the next int8 layer's uint8 codes.
   virtual bool requantizes(const PackedLayer& p) const = 0;
+  // Whether p takes LayerCall::residual (adds a residual block's shortcut in its stores).
+  virtual bool fuses_residual(const PackedLayer& p) const = 0;
   // p's forward (m is its module) on x, as call says.
   virtual Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
                      const LayerCall& call) const = 0;
@@ -52,7 +58,10 @@ class LayerRunner {
 
 // seq's forward on h (N, ...) through runner; observe, when set, sees each conv / linear layer's
 // input before it runs (and turns off the uint8 hand-over, since observers look at floats).
+// residual, when given, is added to the output of seq's last module, a layer that the runner
+// fuses_residual, followed by a ReLU when residual_relu: the body of a residual block.
 Tensor run_blocks(const nn::Sequential& seq, Tensor h, const LayerRunner& runner,
-                  const InferenceModel::Observer* observe = nullptr);
+                  const InferenceModel::Observer* observe = nullptr,
+                  const Tensor* residual = nullptr, bool residual_relu = false);
 
 }  // namespace sprig::infer::detail

@@ -280,15 +280,21 @@ Tensor run_dense_conv(const PackedLayer& p, const nn::Conv2d& conv, const Tensor
 
 // One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv; a
 // ReLU after it fused when relu (into csr_conv2d's stores; a pass over y for linear layers).
-Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
+// residual (conv only) is added before the ReLU, in the stores.
+Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
+                  const Tensor* residual = nullptr) {
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
     const Conv2dShape s = detail::conv_shape(p, "packed layer", *conv, x);
     Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
+    SPRIG_CHECK(!residual || (residual->shape() == y.shape() && residual->dtype() == DType::F32),
+                "residual block ending in ", p.name, ": its branches give ", to_string(y.shape()),
+                " and ", residual ? to_string(residual->shape()) : std::string());
     // The offsets made for in_shape fit any batch of it (forward checks the input's shape).
     const bool at_in_shape =
         !p.conv_offsets.empty() && s.H == p.in_shape[1] && s.W == p.in_shape[2];
     cpu::csr_conv2d(p.csr, s, x.data(), conv->bias ? conv->bias->value.data() : nullptr, y.data(),
-                    relu, at_in_shape ? p.conv_offsets.data() : nullptr);
+                    relu, at_in_shape ? p.conv_offsets.data() : nullptr,
+                    residual ? residual->data() : nullptr);
     return y;
   }
   auto* lin = dynamic_cast<nn::Linear*>(&m);
@@ -326,9 +332,13 @@ class CpuLayers final : public detail::LayerRunner {
     return p.kind == PackFormat::Csr && !p.conv && N >= 4;
   }
   bool requantizes(const PackedLayer& p) const override { return detail::can_requantize(p); }
+  bool fuses_residual(const PackedLayer& p) const override {
+    return p.conv && p.kind == PackFormat::Csr && !p.int8;
+  }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
              const detail::LayerCall& c) const override {
     if (p.int8) return detail::run_int8(p, m, x, c.relu, c.requantize);
+    if (c.residual) return run_packed(p, m, x, c.relu, c.residual);
     const int64_t N = c.x_t ? x.size(1) : x.size(0);
     if (!chains(p, N) || (!c.x_t && (x.dim() != 2 || x.size(1) != p.cols)))
       return run_layer(p, m, x, c.relu);  // checks x and says what is wrong

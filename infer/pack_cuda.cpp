@@ -238,6 +238,7 @@ struct CudaInferenceModel::Impl final : detail::LayerRunner {
     return !p.conv && own_kernel(gpu[p.index].kernel) && N > 1;
   }
   bool requantizes(const PackedLayer&) const override { return false; }
+  bool fuses_residual(const PackedLayer&) const override { return false; }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
              const detail::LayerCall& c) const override {
     if (!p.int8) return run_float(p, gpu[p.index], m, x, c);
