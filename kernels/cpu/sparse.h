@@ -87,7 +87,9 @@ void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* 
 // residual, when given, is (N, K, P, Q), apart from y, and is added before the ReLU: a residual
 // block's y = relu(conv(x) + shortcut) in one pass.
 // From csr_conv2d_group samples on (in an AVX-512 build, on shapes where it pays), samples are
-// taken that many at a time, one to a vector lane, and a last partial group costs a whole one.
+// taken that many at a time, one to a vector lane, and a last partial group costs a whole one;
+// that path lays its input out differently and makes its own offsets (C*R*S + nnz work, small
+// next to 16 samples' products), so offsets are not read there.
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
                 float* y, bool relu = false, const int32_t* offsets = nullptr,
                 const float* residual = nullptr);

@@ -211,8 +211,9 @@ struct PanelLanes {
 
 // yn rows [r0, r1) (rows, P, Q) of one sample = bias + sum over stored k of
 // val[k] * src[off[k] + extended position] (+ rn, laid out as yn, when given), then ReLU when
-// relu (NaN passes through, as relu_forward). The extended positions are taken 64 at a time, so the runs every row reads stay
-// in cache; each row's panel is summed in registers and its real outputs go straight to yn.
+// relu (NaN passes through, as relu_forward). The extended positions are taken 64 at a time, so
+// the runs every row reads stay in cache; each row's panel is summed in registers and its real
+// outputs go straight to yn.
 // A row with at most this many stored weights skips the panels: its outputs start at the bias
 // and each weight adds its run row by row (a panel's fixed cost, a tile store and a copy per
 // output row, outweighs one or two multiply-adds).
@@ -308,7 +309,7 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
 // broadcast and 16 aligned loads per stored weight. The per-sample runs above start anywhere,
 // so most of their loads split a cache line: resnet20's 16 -> 16 conv at 50% zeros, 32 samples
 // on one core, went 1.41 -> 0.98 ms with this layout (the dense direct conv: 1.06-1.13 ms).
-// The tile's 16 vectors are transposed in registers and stored as 16 samples' rows.
+// The tile's 16 vectors are transposed in registers and stored as 16 samples' row pieces.
 constexpr int64_t kLanes = csr_conv2d_group;  // samples in a group
 constexpr int64_t kTileQ = 8;                 // output positions of a tile row
 
@@ -525,8 +526,8 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
       const int64_t g = item / bands, p0 = item % bands * band_rows;
       const int64_t p1 = std::min(P, p0 + band_rows);
       if (p0 < p1)
-        lanes_rows(w, loff, s, ll, x, bias, relu, y, residual, g * kLanes, std::min(kLanes, s.N - g * kLanes),
-                   p0, p1);
+        lanes_rows(w, loff, s, ll, x, bias, relu, y, residual, g * kLanes,
+                   std::min(kLanes, s.N - g * kLanes), p0, p1);
     });
     return;
   }
