@@ -94,6 +94,36 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
                 float* y, bool relu = false, const int32_t* offsets = nullptr,
                 const float* residual = nullptr);
 inline constexpr int64_t csr_conv2d_group = 16;
+
+// ---- Activations in sample lanes (sparse_conv_lanes.cpp) ----
+// Convolutions that csr_conv2d runs 16 samples to a vector can hand each other their
+// activations in that layout, skipping its lay-out of the input and transposed stores: each
+// group of 16 samples is (C, H + 2 pad, W + 2 pad, 16), the border of pad zero, the groups one
+// after another, then slack that a conv's last tiles read (floats() counts it; zeros). The
+// buffers are 64-byte aligned. A last partial group's missing samples hold values that nothing
+// reads back.
+struct LanesShape {
+  int64_t N = 0, C = 0, H = 0, W = 0, pad = 0;
+  int64_t groups() const { return (N + csr_conv2d_group - 1) / csr_conv2d_group; }
+  int64_t group_floats() const;  // C * (H + 2 pad) * (W + 2 pad) * 16
+  int64_t floats() const;        // the whole buffer
+};
+// Whether csr_conv2d runs w on s 16 samples to a vector (an AVX-512 build, s.N >= 16, and a
+// shape and density where it pays); only then does csr_conv2d_lanes take them.
+bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s);
+// csr_conv2d with x, y or both in sample lanes: x is (N, C, H, W) when x_pad < 0, else lanes
+// LanesShape{N, C, H, W, x_pad} with x_pad >= s.pad; y is (N, K, P, Q) when y_pad < 0, else
+// lanes of border y_pad (border and slack written here); residual, when given, is laid out as y.
+// Throws sprig::Error where !csr_conv2d_in_lanes(w, s) or x_pad is under s.pad.
+void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, int64_t x_pad,
+                      const float* bias, float* y, int64_t y_pad, bool relu,
+                      const float* residual = nullptr);
+// x (N, C, H, W) into lanes xl (a.floats()) and back. Throw sprig::Error without AVX-512.
+void to_lanes(const LanesShape& a, const float* x, float* xl);
+void from_lanes(const LanesShape& a, const float* xl, float* x);
+// The option-A shortcut (shortcut_forward) from lanes of border x_pad to lanes of border y_pad.
+void shortcut_lanes(const ShortcutShape& s, const float* xl, int64_t x_pad, float* yl,
+                    int64_t y_pad);
 // (nnz) where the run of each stored weight of w starts in csr_conv2d's padded copy of one
 // sample of shape s (s.N is not used): work proportional to C*R*S + nnz, which at batch 1 is a
 // tenth of a 90%-sparse layer's time, so an inference plan makes them once per layer.

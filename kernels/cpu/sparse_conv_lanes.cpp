@@ -1,0 +1,414 @@
+// csr_conv2d with 16 samples to a vector, and the activations that consecutive such convs hand
+// each other (sparse.h, LanesShape).
+//
+// From 16 samples on, a vector holds one position of 16 samples instead of 16 positions of one
+// sample. The padded input of a group of 16 is laid out (C, Hp, Wp, 16), so the run of a stored
+// weight is a column of aligned vectors (step st vectors along a row, no phase planes), and a
+// tile of 2 output rows x 8 positions of one output channel (16 accumulators) takes one
+// broadcast and 16 aligned loads per stored weight. The per-sample runs of sparse_conv.cpp start
+// anywhere, so most of their loads split a cache line: resnet20's 16 -> 16 conv at 50% zeros,
+// 32 samples on one core, went 1.41 -> 0.98 ms with this layout (the dense direct conv: 1.06-1.13
+// ms).
+// An (N, C, H, W) input is laid out a group at a time in a thread's own buffer, and an (N, K, P,
+// Q) output is stored by transposing each tile back in registers into 16 samples' row pieces.
+// Both cost: the lay-out ~0.13 ms of that 0.98, and the pieces, K*P*Q floats apart, share cache
+// sets and evict each other half written. A conv whose neighbours run here too takes and gives
+// its activations in the lanes layout instead, and does neither.
+// The reference is conv2d_forward_ref on the same zeroed dense weights (tests/test_kernels_sparse).
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/short_rows.h"
+#include "kernels/cpu/sparse.h"
+#include "kernels/cpu/sparse_impl.h"
+#include "kernels/error.h"
+
+namespace sprig::cpu {
+
+namespace {
+constexpr int64_t kLanes = csr_conv2d_group;  // samples in a group
+constexpr int64_t kTileQ = 8;                 // output positions of a tile row
+// Strides up to this many read their tiles' unused positions within LanesShape's slack.
+constexpr int64_t kMaxStride = 4;
+}  // namespace
+
+int64_t LanesShape::group_floats() const {
+  return C * (H + 2 * pad) * (W + 2 * pad) * csr_conv2d_group;
+}
+int64_t LanesShape::floats() const {
+  // The last tile of a row reads up to kTileQ - 1 positions (each stride columns) past the real
+  // ones; past the last row of the last group, that is past the end.
+  return groups() * group_floats() + kTileQ * kMaxStride * kLanes;
+}
+
+#ifdef SPRIG_SPARSE_AVX512
+namespace {
+using namespace sparse_detail;
+
+thread_local std::vector<float> tls_lanes;       // (C, Hp, Wp, 16) + slack, per thread
+thread_local std::vector<int32_t> tls_lane_off;  // (nnz) of the calling thread, read by the team
+thread_local std::vector<int32_t> tls_col_off;   // (C*R*S) offset of each weight column
+thread_local std::vector<float> tls_zero_row;    // (W) zeros: the lanes of missing samples
+
+// off[k] = where the run of stored weight k starts in a group's (C, Hp, Wp, 16) input, through
+// a table of every column's offset (no division per stored weight).
+template <typename Idx>
+void lane_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, int64_t Hp, int64_t Wp,
+                  int32_t* off) {
+  if (tls_col_off.size() < size_t(w.cols)) tls_col_off.resize(size_t(w.cols));
+  int32_t* table = tls_col_off.data();  // (C*R*S)
+  for (int64_t c = 0, j = 0; c < s.C; c++)
+    for (int64_t r = 0; r < s.R; r++)
+      for (int64_t ss = 0; ss < s.S; ss++, j++)
+        table[j] = int32_t(((c * Hp + r * s.dilation) * Wp + ss * s.dilation) * kLanes);
+  for (int64_t k = 0; k < w.nnz(); k++) off[k] = table[col[k]];
+}
+
+// Padded rows [h0, h1) of channels [c0, c1) of one group's xt (C, Hp, Wp, 16) in layout a, from
+// samples [n0, n0 + nv) of x (N, C, H, W); lanes past nv zero. 16 x 16 blocks (16 samples x 16
+// columns) are transposed in registers.
+void fill_lanes(const LanesShape& a, const float* x, int64_t n0, int64_t nv, int64_t c0, int64_t c1,
+                int64_t h0, int64_t h1, float* xt) {
+  const int64_t CHW = a.C * a.H * a.W, Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
+  if (int64_t(tls_zero_row.size()) < a.W) tls_zero_row.assign(size_t(a.W), 0.0f);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t c = c0; c < c1; c++)
+    for (int64_t hp = h0; hp < h1; hp++) {
+      float* d = xt + (c * Hp + hp) * Wp * kLanes;  // (Wp, 16) padded row hp
+      const int64_t h = hp - a.pad;
+      if (h < 0 || h >= a.H) {
+        for (int64_t j = 0; j < Wp; j++) _mm512_store_ps(d + j * kLanes, zero);
+        continue;
+      }
+      for (int64_t j = 0; j < a.pad; j++) {
+        _mm512_store_ps(d + j * kLanes, zero);
+        _mm512_store_ps(d + (a.pad + a.W + j) * kLanes, zero);
+      }
+      const float* rows[kLanes];  // row h of channel c of each sample
+      for (int64_t n = 0; n < kLanes; n++)
+        rows[n] = n < nv ? x + (n0 + n) * CHW + (c * a.H + h) * a.W : tls_zero_row.data();
+      float* dr = d + a.pad * kLanes;
+      for (int64_t w0 = 0; w0 < a.W; w0 += 16) {
+        const int64_t wn = std::min<int64_t>(16, a.W - w0);
+        const __mmask16 m = short_rows::first_lanes(wn);
+        __m512 r[16];
+        for (int n = 0; n < 16; n++) r[n] = _mm512_maskz_loadu_ps(m, rows[n] + w0);
+        transpose16_regs(r);
+        for (int q = 0; q < 16; q++)
+          if (kTransposedCol[q] < wn) _mm512_store_ps(dr + (w0 + kTransposedCol[q]) * kLanes, r[q]);
+      }
+    }
+}
+
+// The border of channels [c0, c1), rows [p0, p1) of one group's y (C, Hp, Wp, 16) in layout a
+// zeroed: the pad columns of those rows, and the pad rows above (p0 == 0) and below (p1 == H).
+void zero_border(const LanesShape& a, int64_t c0, int64_t c1, int64_t p0, int64_t p1, float* y) {
+  if (a.pad == 0) return;
+  const int64_t Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
+  const __m512 zero = _mm512_setzero_ps();
+  auto zero_vectors = [&](float* d, int64_t n) {
+    for (int64_t j = 0; j < n; j++) _mm512_store_ps(d + j * kLanes, zero);
+  };
+  for (int64_t c = c0; c < c1; c++) {
+    float* yc = y + c * Hp * Wp * kLanes;  // (Hp, Wp, 16)
+    if (p0 == 0) zero_vectors(yc, a.pad * Wp);
+    if (p1 == a.H) zero_vectors(yc + (a.pad + a.H) * Wp * kLanes, a.pad * Wp);
+    for (int64_t p = p0; p < p1; p++) {
+      float* row = yc + (p + a.pad) * Wp * kLanes;
+      zero_vectors(row, a.pad);
+      zero_vectors(row + (a.pad + a.W) * kLanes, a.pad);
+    }
+  }
+}
+
+// Where one tile's 2 x 8 sums go: into (N, K, P, Q) as 16 samples' row pieces (transposed in
+// registers), or into a group's (K, P + 2 pad, Q + 2 pad, 16) lanes as they are.
+struct TileOut {
+  float* y;        // the tile's first output: sample 0 of the group, or its lanes vector
+  const float* r;  // the residual at the same place in its own (equal) layout, or nullptr
+  int64_t row;     // floats from an output row to the next
+  int64_t ldy;     // floats from a sample to the next (NCHW only)
+  int64_t nv;      // samples of the group that are stored (NCHW only)
+  bool lanes;
+};
+
+// Output rows p .. p + PR - 1 (PR = 1 or 2), positions q0 .. q0 + nq - 1 (nq <= 8) of output
+// channel i for the group: bias + its stored weights in stored order (+ the residual, when
+// given), then ReLU when relu (NaN passes through, as relu_forward). base is the group's input at
+// the tile's first tap.
+template <int PR>
+void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base, int64_t qstep,
+                int64_t pstep, float bias, bool relu, int64_t nq, const TileOut& out) {
+  __m512 acc[16];
+  for (int j = 0; j < 16; j++)
+    acc[j] = j < PR * kTileQ ? _mm512_set1_ps(bias) : _mm512_setzero_ps();
+  for (int64_t k = 0; k < cnt; k++) {
+    const __m512 vv = _mm512_set1_ps(v[k]);
+    const float* b = base + o[k];
+    for (int r = 0; r < PR; r++)
+      for (int j = 0; j < kTileQ; j++)
+        acc[r * kTileQ + j] =
+            _mm512_fmadd_ps(vv, _mm512_load_ps(b + r * pstep + j * qstep), acc[r * kTileQ + j]);
+  }
+  if (out.lanes) {
+    for (int r = 0; r < PR; r++)
+      for (int j = 0; j < nq; j++) {
+        const int64_t at = r * out.row + j * kLanes;
+        __m512 t = acc[r * kTileQ + j];
+        if (out.r) t = _mm512_add_ps(t, _mm512_load_ps(out.r + at));
+        // max(0, t): NaN (the second operand) passes through, as relu_forward.
+        _mm512_store_ps(out.y + at, relu ? _mm512_max_ps(_mm512_setzero_ps(), t) : t);
+      }
+    return;
+  }
+  // Register q now holds sample kTransposedCol[q]: row p in lanes 0-7, row p + 1 in 8-15.
+  transpose16_regs(acc);
+  const __mmask8 m = __mmask8((1u << nq) - 1u);
+  auto finish = [&](__m256 t, const float* r) {
+    if (r) t = _mm256_add_ps(t, _mm256_maskz_loadu_ps(m, r));
+    return relu ? _mm256_max_ps(_mm256_setzero_ps(), t) : t;
+  };
+  for (int q = 0; q < 16; q++) {
+    const int64_t n = kTransposedCol[q];
+    if (n >= out.nv) continue;
+    float* yn = out.y + n * out.ldy;
+    const float* rn = out.r ? out.r + n * out.ldy : nullptr;
+    _mm256_mask_storeu_ps(yn, m, finish(_mm512_castps512_ps256(acc[q]), rn));
+    if (PR == 2)
+      _mm256_mask_storeu_ps(
+          yn + out.row, m,
+          finish(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[q]), 1)),
+                 rn ? rn + out.row : nullptr));
+  }
+}
+
+// One call's operands: x and y each (N, ...) or in lanes (pad >= 0).
+struct LanesConv {
+  const CsrMatrix& w;
+  const int32_t* off;  // (nnz) lane_offsets in x's layout
+  Conv2dShape s;
+  LanesShape xa, ya;  // x and y as lanes; pad -1 where they are (N, ...)
+  const float *x, *bias, *residual;
+  float* y;
+  bool relu;
+};
+
+// Output rows [p0, p1) of group g, on the calling thread.
+void lanes_rows(const LanesConv& c, int64_t g, int64_t p0, int64_t p1) {
+  const Conv2dShape& s = c.s;
+  const int64_t n0 = g * kLanes, nv = std::min(kLanes, s.N - n0);
+  const int64_t P = s.P(), Q = s.Q();
+  // The group's input in the conv's own padding: x's lanes shifted by the extra border, or laid
+  // out here.
+  LanesShape in = c.xa;
+  const float* xg;
+  if (c.xa.pad >= 0) {
+    const int64_t extra = c.xa.pad - s.pad, Wp = s.W + 2 * c.xa.pad;
+    xg = c.x + g * c.xa.group_floats() + (extra * Wp + extra) * kLanes;
+  } else {
+    in = {s.N, s.C, s.H, s.W, s.pad};
+    float* xt =
+        aligned_scratch(tls_lanes, size_t(in.group_floats() + (kTileQ + 1) * s.stride * kLanes));
+    const int64_t h1 = std::min(s.H + 2 * s.pad, (p1 - 1) * s.stride + (s.R - 1) * s.dilation + 1);
+    fill_lanes(in, c.x, n0, nv, 0, s.C, p0 * s.stride, h1, xt);
+    // Positions past Q in the last tile of a row read past the row's end: the slack is zeros.
+    std::fill(xt + in.group_floats(), xt + in.group_floats() + (kTileQ + 1) * s.stride * kLanes,
+              0.0f);
+    xg = xt;
+  }
+  const int64_t Wp = in.W + 2 * in.pad;
+  const int64_t qstep = s.stride * kLanes, pstep = s.stride * Wp * kLanes;
+  // Where output (channel 0, row p, position q0) of the group goes, and its residual.
+  TileOut out{};
+  out.lanes = c.ya.pad >= 0;
+  int64_t ch;  // floats from an output channel to the next
+  float* yg;
+  const float* rg = nullptr;
+  if (out.lanes) {
+    const int64_t Wy = Q + 2 * c.ya.pad;
+    yg = c.y + g * c.ya.group_floats() + (c.ya.pad * Wy + c.ya.pad) * kLanes;
+    if (c.residual) rg = c.residual + (yg - c.y);
+    out.row = Wy * kLanes;
+    ch = (P + 2 * c.ya.pad) * Wy * kLanes;
+    zero_border(c.ya, 0, s.K, p0, p1, c.y + g * c.ya.group_floats());
+  } else {
+    out.ldy = s.K * P * Q;
+    out.nv = nv;
+    out.row = Q;
+    ch = P * Q;
+    yg = c.y + n0 * out.ldy;
+    if (c.residual) rg = c.residual + n0 * out.ldy;
+  }
+  const int64_t pos = out.lanes ? kLanes : 1;  // floats from an output position to the next
+  const float* val = c.w.values.data();
+  const int64_t* rp = c.w.row_ptr.data();
+  for (int64_t p = p0; p < p1; p += 2)
+    for (int64_t q0 = 0; q0 < Q; q0 += kTileQ) {
+      const float* base = xg + p * pstep + q0 * qstep;
+      const int64_t nq = std::min(kTileQ, Q - q0);
+      const int64_t at = p * out.row + q0 * pos;
+      for (int64_t i = 0; i < s.K; i++) {
+        const float b = c.bias ? c.bias[i] : 0.0f;
+        out.y = yg + i * ch + at;
+        out.r = rg ? rg + i * ch + at : nullptr;
+        if (p + 1 < p1)
+          lanes_tile<2>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, qstep, pstep, b,
+                        c.relu, nq, out);
+        else
+          lanes_tile<1>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, qstep, pstep, b,
+                        c.relu, nq, out);
+      }
+    }
+}
+
+// Whether the lanes suit w on s (with 16 samples or more) when the output is (N, K, P, Q). Each
+// tile then writes 8-position pieces of 16 samples' rows; the samples' outputs are K*P*Q floats
+// apart, often a multiple of 4 KiB, so those pieces share cache sets and evict each other half
+// written. Where a sample's output is big and its rows have few stored weights, that costs more
+// than the loads saved: 32 samples on one core, 3 -> 16 channels 32x32 at 90% zeros (2.7 stored a
+// row) took 0.31 ms against the per-sample path's 0.16, and 16 -> 16 at 90% (14 a row) 0.50
+// against 0.45, while at 70% (43 a row) it is 0.70 against 0.92. Staging the outputs to write
+// whole rows cost more than it saved. Rows of one stored weight or less go to few_entries_row on
+// the per-sample path.
+bool nchw_out_suits(const CsrMatrix& w, const Conv2dShape& s) {
+  const double per_row = double(w.nnz()) / double(std::max<int64_t>(s.K, 1));
+  const double sample_bytes = 4.0 * double(s.K) * double(s.P()) * double(s.Q());
+  return per_row >= 1.5 && (sample_bytes < 48.0 * 1024.0 || per_row >= 16.0);
+}
+
+}  // namespace
+
+bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s) {
+  const bool direct = s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0;
+  const LanesShape a{s.N, s.C, s.H, s.W, s.pad};
+  return s.N >= kLanes && !direct && s.stride <= kMaxStride && a.floats() <= INT32_MAX &&
+         w.rows == s.K && w.cols == s.C * s.R * s.S && s.P() > 0 && s.Q() > 0 &&
+         nchw_out_suits(w, s);
+}
+
+void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, int64_t x_pad,
+                      const float* bias, float* y, int64_t y_pad, bool relu,
+                      const float* residual) {
+  if (!csr_conv2d_in_lanes(w, s))
+    throw Error("csr_conv2d_lanes: this weight and shape do not run 16 samples to a vector");
+  if (x_pad >= 0 && x_pad < s.pad)
+    throw Error("csr_conv2d_lanes: the input's lanes have a border of " + std::to_string(x_pad) +
+                ", the conv pads " + std::to_string(s.pad));
+  LanesConv c{w,        nullptr, s,   {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}, x, bias,
+              residual, y,       relu};
+  if (x_pad >= 0) c.xa = {s.N, s.C, s.H, s.W, x_pad};
+  if (y_pad >= 0) c.ya = {s.N, s.K, s.P(), s.Q(), y_pad};
+  if (c.xa.pad >= 0 && c.xa.group_floats() > INT32_MAX)
+    throw Error("csr_conv2d_lanes: a group of the input has more than 2^31 - 1 values");
+  const int64_t Hp = s.H + 2 * std::max(x_pad, s.pad), Wp = s.W + 2 * std::max(x_pad, s.pad);
+  if (tls_lane_off.size() < size_t(w.nnz())) tls_lane_off.resize(size_t(w.nnz()));
+  if (w.narrow())
+    lane_offsets(w, w.col16.data(), s, Hp, Wp, tls_lane_off.data());
+  else
+    lane_offsets(w, w.col32.data(), s, Hp, Wp, tls_lane_off.data());
+  c.off = tls_lane_off.data();
+  const int64_t P = s.P();
+  const int T = threads_for(double(w.nnz()) * P * s.Q() * s.N);
+  // Items are groups of 16 samples, each split into bands of output rows (an even number of
+  // rows, for the 2-row tiles) when there are fewer groups than threads. Every output is summed
+  // in the same order whatever the split.
+  const int64_t groups = (s.N + kLanes - 1) / kLanes;
+  const int64_t bands = std::min((P + 1) / 2, (T + groups - 1) / groups);
+  const int64_t band_rows = ((P + 1) / 2 + bands - 1) / bands * 2;
+  run_items(groups * bands, T, [&](int64_t item) {
+    const int64_t g = item / bands, p0 = item % bands * band_rows;
+    const int64_t p1 = std::min(P, p0 + band_rows);
+    if (p0 < p1) lanes_rows(c, g, p0, p1);
+  });
+  if (y_pad >= 0)  // the slack after the last group, which the next conv's last tiles read
+    std::fill(y + c.ya.groups() * c.ya.group_floats(), y + c.ya.floats(), 0.0f);
+}
+
+void to_lanes(const LanesShape& a, const float* x, float* xl) {
+  const int T = sparse_detail::threads_for(double(a.floats()));
+  run_items(a.groups() * a.C, T, [&](int64_t item) {
+    const int64_t g = item / a.C, c = item % a.C;
+    fill_lanes(a, x, g * kLanes, std::min(kLanes, a.N - g * kLanes), c, c + 1, 0, a.H + 2 * a.pad,
+               xl + g * a.group_floats());
+  });
+  std::fill(xl + a.groups() * a.group_floats(), xl + a.floats(), 0.0f);
+}
+
+void from_lanes(const LanesShape& a, const float* xl, float* x) {
+  const int64_t Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad, CHW = a.C * a.H * a.W;
+  const int T = sparse_detail::threads_for(double(a.floats()));
+  run_items(a.groups() * a.C, T, [&](int64_t item) {
+    const int64_t g = item / a.C, c = item % a.C, nv = std::min(kLanes, a.N - g * kLanes);
+    const float* xc = xl + g * a.group_floats() + c * Hp * Wp * kLanes;  // (Hp, Wp, 16)
+    for (int64_t h = 0; h < a.H; h++) {
+      const float* row = xc + ((h + a.pad) * Wp + a.pad) * kLanes;  // (W, 16)
+      float* d = x + g * kLanes * CHW + (c * a.H + h) * a.W;        // sample 0's row h
+      for (int64_t w0 = 0; w0 < a.W; w0 += 16) {
+        const int64_t wn = std::min<int64_t>(16, a.W - w0);
+        __m512 r[16];
+        for (int j = 0; j < 16; j++)
+          r[j] = j < wn ? _mm512_load_ps(row + (w0 + j) * kLanes) : _mm512_setzero_ps();
+        transpose16_regs(r);  // r[q]: sample kTransposedCol[q]'s positions w0 ..
+        const __mmask16 m = short_rows::first_lanes(wn);
+        for (int q = 0; q < 16; q++)
+          if (kTransposedCol[q] < nv)
+            _mm512_mask_storeu_ps(d + kTransposedCol[q] * CHW + w0, m, r[q]);
+      }
+    }
+  });
+}
+
+void shortcut_lanes(const ShortcutShape& s, const float* xl, int64_t x_pad, float* yl,
+                    int64_t y_pad) {
+  const LanesShape xa{s.N, s.C, s.H, s.W, x_pad}, ya{s.N, s.K, s.P(), s.Q(), y_pad};
+  const int64_t Wx = s.W + 2 * x_pad, Hy = s.P() + 2 * y_pad, Wy = s.Q() + 2 * y_pad;
+  const int T = sparse_detail::threads_for(double(ya.floats()));
+  run_items(ya.groups() * s.K, T, [&](int64_t item) {
+    const int64_t g = item / s.K, k = item % s.K, c = k - s.pad_lo;
+    float* yk = yl + g * ya.group_floats() + k * Hy * Wy * kLanes;  // (Hy, Wy, 16)
+    if (c < 0 || c >= s.C) {
+      std::fill(yk, yk + Hy * Wy * kLanes, 0.0f);
+      return;
+    }
+    zero_border(ya, k, k + 1, 0, s.P(), yl + g * ya.group_floats());
+    const float* xc = xl + g * xa.group_floats() + c * (s.H + 2 * x_pad) * Wx * kLanes;
+    for (int64_t p = 0; p < s.P(); p++)
+      for (int64_t q = 0; q < s.Q(); q++)
+        _mm512_store_ps(
+            yk + ((p + y_pad) * Wy + q + y_pad) * kLanes,
+            _mm512_load_ps(xc + ((p * s.stride + x_pad) * Wx + q * s.stride + x_pad) * kLanes));
+  });
+  std::fill(yl + ya.groups() * ya.group_floats(), yl + ya.floats(), 0.0f);
+}
+
+#else  // no AVX-512: csr_conv2d takes every sample on its own, and nothing runs in lanes
+
+bool csr_conv2d_in_lanes(const CsrMatrix&, const Conv2dShape&) {
+  return false;
+}
+namespace {
+[[noreturn]] void no_lanes(const char* f) {
+  throw Error(std::string(f) + ": sample lanes need an AVX-512 build");
+}
+}  // namespace
+void csr_conv2d_lanes(const CsrMatrix&, const Conv2dShape&, const float*, int64_t, const float*,
+                      float*, int64_t, bool, const float*) {
+  no_lanes("csr_conv2d_lanes");
+}
+void to_lanes(const LanesShape&, const float*, float*) {
+  no_lanes("to_lanes");
+}
+void from_lanes(const LanesShape&, const float*, float*) {
+  no_lanes("from_lanes");
+}
+void shortcut_lanes(const ShortcutShape&, const float*, int64_t, float*, int64_t) {
+  no_lanes("shortcut_lanes");
+}
+
+#endif
+
+}  // namespace sprig::cpu
