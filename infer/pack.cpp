@@ -311,6 +311,32 @@ Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool rel
   return y;
 }
 
+// A CSR conv with its input, output or both in sample lanes (LayerCall::x_lanes, y_lanes), the
+// residual (in y's layout) and ReLU in its stores.
+Tensor run_lanes(const PackedLayer& p, const nn::Conv2d& conv, const Tensor& x,
+                 const detail::LayerCall& c) {
+  Conv2dShape s;
+  if (const cpu::LanesShape* a = c.x_lanes) {
+    SPRIG_CHECK(a->C == conv.in_channels && x.numel() == a->floats(), "packed layer ", p.name, " (",
+                conv.spec(), ") got sample lanes of ", a->C, " channels");
+    s = detail::conv_shape(conv, a->N, a->H, a->W);
+  } else {
+    s = detail::conv_shape(p, "packed layer", conv, x);
+  }
+  const cpu::LanesShape ya{s.N, s.K, s.P(), s.Q(), c.y_lanes};
+  Tensor y = c.y_lanes >= 0 ? Tensor::empty({ya.floats()})
+                            : Tensor::empty({s.N, s.K, s.P(), s.Q()});  // (N, K, P, Q)
+  const Tensor* r = c.residual;
+  SPRIG_CHECK(!r || (r->dtype() == DType::F32 &&
+                     (c.y_lanes >= 0 ? r->numel() == y.numel() : r->shape() == y.shape())),
+              "residual block ending in ", p.name, ": its branches give ",
+              to_string({s.N, s.K, s.P(), s.Q()}), " and ", r ? to_string(r->shape()) : "");
+  cpu::csr_conv2d_lanes(p.csr, s, x.data(), c.x_lanes ? c.x_lanes->pad : -1,
+                        conv.bias ? conv.bias->value.data() : nullptr, y.data(), c.y_lanes, c.relu,
+                        r ? r->data() : nullptr);
+  return y;
+}
+
 // One float or int8 layer's forward on the CPU, a ReLU after it fused when relu.
 Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
   if (p.int8) return detail::run_int8(p, m, x, relu);
@@ -335,9 +361,17 @@ class CpuLayers final : public detail::LayerRunner {
   bool fuses_residual(const PackedLayer& p) const override {
     return p.conv && p.kind == PackFormat::Csr && !p.int8;
   }
+  int64_t lanes_pad(const PackedLayer& p, const Shape& x) const override {
+    auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
+    if (!conv || p.kind != PackFormat::Csr || p.int8 || x.size() != 4 || x[1] != conv->in_channels)
+      return -1;
+    const Conv2dShape s = detail::conv_shape(*conv, x[0], x[2], x[3]);
+    return cpu::csr_conv2d_in_lanes(p.csr, s) ? s.pad : -1;
+  }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
              const detail::LayerCall& c) const override {
     if (p.int8) return detail::run_int8(p, m, x, c.relu, c.requantize);
+    if (c.x_lanes || c.y_lanes >= 0) return run_lanes(p, dynamic_cast<nn::Conv2d&>(m), x, c);
     if (c.residual) return run_packed(p, m, x, c.relu, c.residual);
     const int64_t N = c.x_t ? x.size(1) : x.size(0);
     if (!chains(p, N) || (!c.x_t && (x.dim() != 2 || x.size(1) != p.cols)))

@@ -239,6 +239,7 @@ struct CudaInferenceModel::Impl final : detail::LayerRunner {
   }
   bool requantizes(const PackedLayer&) const override { return false; }
   bool fuses_residual(const PackedLayer&) const override { return false; }
+  int64_t lanes_pad(const PackedLayer&, const Shape&) const override { return -1; }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
              const detail::LayerCall& c) const override {
     if (!p.int8) return run_float(p, gpu[p.index], m, x, c);

@@ -212,6 +212,44 @@ TEST_CASE("packed residual networks (BN folded, residual adds) equal the dense m
   check_all_formats(f);
 }
 
+TEST_CASE("CSR convs hand each other activations in sample lanes and give the dense outputs") {
+  // From 16 samples a shard, CSR convs run 16 samples to a vector and the executor keeps their
+  // activations in those lanes: between convs (a wider padding than the lanes' border converts),
+  // across residual blocks (identity and option-A shortcuts, relu=0, a body ending in a ReLU,
+  // whose add is a pass of its own), and back where a pool or the classifier takes them.
+  const int before = cpu::num_threads();
+  const std::pair<std::string, Shape> cases[] = {
+      {"conv(16,3,pad=1) relu conv(16,3,pad=1) relu conv(12,5,pad=2) relu "
+       "conv(8,3,stride=2,pad=1) maxpool(2) flatten linear(10)",
+       {3, 12, 12}},
+      {"conv(16,3,pad=1) relu res[conv(16,3,pad=1) relu conv(16,3,pad=1)] "
+       "res(relu=0)[conv(16,3,pad=1) relu conv(16,3,pad=1)] "
+       "res[conv(16,3,pad=1) relu conv(16,3,pad=1) relu] "
+       "res[conv(32,3,stride=2,pad=1) relu conv(32,3,pad=1) | shortcut(32,stride=2)] "
+       "res[conv(32,3,pad=1) relu conv(32,3,pad=1)] gap flatten linear(10)",
+       {3, 9, 9}},
+  };
+  for (const auto& [spec, in] : cases) {
+    CAPTURE(spec);
+    nn::Model m = pruned(spec, in, prune::Granularity::Element, 0.6);
+    infer::PackOptions o;
+    o.format = infer::PackFormat::Csr;
+    infer::InferenceModel im = infer::pack_model(m, o);
+    NoGradGuard no_grad;
+    for (int threads : {1, 2})
+      for (int64_t batch : {16, 17, 40}) {
+        CAPTURE(threads);
+        CAPTURE(batch);
+        cpu::set_num_threads(threads);
+        Tensor x = random_input(m, batch, 6);
+        std::vector<float> want = m.forward(x).to_vector(), got = im.forward(x).to_vector();
+        REQUIRE(want.size() == got.size());
+        for (size_t i = 0; i < want.size(); ++i) CHECK(std::fabs(want[i] - got[i]) <= 1e-4);
+      }
+  }
+  cpu::set_num_threads(before);
+}
+
 TEST_CASE("forward computes what one thread does under every schedule and thread count") {
   // 40 samples: 20 per thread on 2 threads, 13-14 on 3 (each thread runs the whole model on
   // its shard); 1 thread, or 2 with too few samples each, runs unsplit. A dense, a CSR and a
