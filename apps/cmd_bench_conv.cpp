@@ -36,6 +36,7 @@ struct BenchConvArgs {
   Conv2dShape s{128, 16, 28, 28, 16, 3, 3, 1, 1, 1};
   int threads = 0, repeats = 10, rounds = 5;
   double sparsity = -1;  // < 0: dense forward and backward; else dense vs sparse forward
+  bool lanes = false;    // with sparsity: the sparse conv from and to sample lanes
   bool int8 = false;     // float forward vs the int8 convolutions
   bool direct = false;   // float forward: im2col + gemm vs direct
   bool json = false;
@@ -109,13 +110,30 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
     if (e == 0.0f) e = 0.5f;  // a kept weight is never 0, so the sparsity is exact
   zero_random_units(s.K * CRS, a.sparsity, rng, [&](int64_t i) { w[size_t(i)] = 0.0f; });
   const cpu::CsrMatrix csr = cpu::csr_from_dense(s.K, CRS, w.data());
+  // --lanes: x and y in sample lanes (as consecutive sparse convs hand them to each other).
+  const cpu::LanesShape xa{s.N, s.C, s.H, s.W, s.pad}, ya{s.N, s.K, s.P(), s.Q(), s.pad};
+  Tensor xl, yl;
+  if (a.lanes) {
+    SPRIG_CHECK(cpu::csr_conv2d_in_lanes(csr, s),
+                "bench conv --lanes: this shape and sparsity do not run 16 samples to a vector");
+    xl = Tensor::empty({xa.floats()});
+    yl = Tensor::empty({ya.floats()});
+    cpu::to_lanes(xa, x.data(), xl.data());
+  }
   const AbRounds t = ab_rounds(
       a, [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data()); },
-      [&] { cpu::csr_conv2d(csr, s, x.data(), b.data(), ys.data()); });
+      [&] {
+        if (a.lanes)
+          cpu::csr_conv2d_lanes(csr, s, xl.data(), s.pad, b.data(), yl.data(), s.pad, false);
+        else
+          cpu::csr_conv2d(csr, s, x.data(), b.data(), ys.data());
+      });
+  if (a.lanes) cpu::from_lanes(ya, yl.data(), ys.data());
   const double max_diff = max_abs_diff(yd, ys);
   if (a.json) {
     nlohmann::json j = shape_json(a, "csr_conv2d");
     j.update({{"sparsity", a.sparsity},
+              {"lanes", a.lanes},
               {"nnz", csr.nnz()},
               {"rounds", a.rounds},
               {"dense_ms", t.a_ms},
@@ -127,10 +145,11 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
     print_json_line(j);
   } else {
     std::printf(
-        "%s, %.1f%% zeros, %d threads: dense %.4f ms, csr %.4f ms, speed-up %.2fx (rounds "
+        "%s, %.1f%% zeros, %d threads: dense %.4f ms, csr%s %.4f ms, speed-up %.2fx (rounds "
         "%.2f-%.2f), max |diff| %.2g\n",
-        shape_text(s).c_str(), 100 * a.sparsity, cpu::num_threads(), t.a_ms, t.b_ms, t.ratio,
-        t.ratio_min, t.ratio_max, max_diff);
+        shape_text(s).c_str(), 100 * a.sparsity, cpu::num_threads(), t.a_ms,
+        a.lanes ? " (sample lanes in and out)" : "", t.b_ms, t.ratio, t.ratio_min, t.ratio_max,
+        max_diff);
   }
   return 0;
 }
@@ -252,6 +271,7 @@ int run_bench_conv(BenchConvArgs a) {
   use_threads(a.threads);
   SPRIG_CHECK(int(a.int8) + int(a.direct) + int(a.sparsity >= 0) <= 1,
               "bench conv: --int8, --direct and --sparsity are separate modes");
+  SPRIG_CHECK(!a.lanes || a.sparsity >= 0, "bench conv: --lanes needs --sparsity");
   if (a.sparsity >= 0) return run_bench_sparse_conv(a);
   if (a.direct) return run_bench_direct_conv(a);
   if (a.int8) return run_bench_int8_conv(a);
@@ -314,6 +334,8 @@ Command add_bench_conv_command(CLI::App& app) {
   app.add_option("--sparsity", a->sparsity,
                  "time the dense forward against csr_conv2d with this fraction of weights zeroed")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_flag("--lanes", a->lanes,
+               "with --sparsity: csr_conv2d takes and gives its activations in sample lanes");
   app.add_flag("--int8", a->int8,
                "time the float forward against the int8 convolutions (im2col + gemm, direct)");
   app.add_flag("--direct", a->direct,

@@ -20,6 +20,7 @@
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/short_rows.h"
@@ -137,22 +138,28 @@ struct TileOut {
 };
 
 // Output rows p .. p + PR - 1 (PR = 1 or 2), positions q0 .. q0 + nq - 1 (nq <= 8) of output
-// channel i for the group: bias + its stored weights in stored order (+ the residual, when
-// given), then ReLU when relu (NaN passes through, as relu_forward). base is the group's input at
-// the tile's first tap.
-template <int PR>
-void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base, int64_t qstep,
-                int64_t pstep, float bias, bool relu, int64_t nq, const TileOut& out) {
+// channel i for the group, at stride ST: bias + its stored weights in stored order (+ the
+// residual, when given), then ReLU when relu (NaN passes through, as relu_forward). base is the
+// group's input at the tile's first tap, pstep the floats from one output row's taps to the next.
+// ST is a template constant so that the 8 positions' loads are immediate offsets from one base
+// a row: with a run-time stride each load had an address add of its own and the loop spilled.
+template <int PR, int ST>
+void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base, int64_t pstep,
+                float bias, bool relu, int64_t nq, const TileOut& out) {
+  constexpr int64_t qstep = ST * kLanes;
   __m512 acc[16];
   for (int j = 0; j < 16; j++)
     acc[j] = j < PR * kTileQ ? _mm512_set1_ps(bias) : _mm512_setzero_ps();
+  const float* base1 = base + pstep;  // the second row's taps
   for (int64_t k = 0; k < cnt; k++) {
     const __m512 vv = _mm512_set1_ps(v[k]);
-    const float* b = base + o[k];
-    for (int r = 0; r < PR; r++)
+    const float* b0 = base + o[k];
+    const float* b1 = base1 + o[k];
+    for (int j = 0; j < kTileQ; j++)
+      acc[j] = _mm512_fmadd_ps(vv, _mm512_load_ps(b0 + j * qstep), acc[j]);
+    if (PR == 2)
       for (int j = 0; j < kTileQ; j++)
-        acc[r * kTileQ + j] =
-            _mm512_fmadd_ps(vv, _mm512_load_ps(b + r * pstep + j * qstep), acc[r * kTileQ + j]);
+        acc[kTileQ + j] = _mm512_fmadd_ps(vv, _mm512_load_ps(b1 + j * qstep), acc[kTileQ + j]);
   }
   if (out.lanes) {
     for (int r = 0; r < PR; r++)
@@ -185,6 +192,22 @@ void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base
                  rn ? rn + out.row : nullptr));
   }
 }
+
+// f(std::integral_constant<int, stride>) for a stride of 1 to kMaxStride.
+template <class F>
+void with_stride(int64_t stride, F&& f) {
+  switch (stride) {
+    case 1:
+      return f(std::integral_constant<int, 1>());
+    case 2:
+      return f(std::integral_constant<int, 2>());
+    case 3:
+      return f(std::integral_constant<int, 3>());
+    default:
+      return f(std::integral_constant<int, 4>());
+  }
+}
+static_assert(kMaxStride == 4, "with_stride instantiates strides 1 to 4");
 
 // One call's operands: x and y each (N, ...) or in lanes (pad >= 0).
 struct LanesConv {
@@ -251,17 +274,20 @@ void lanes_rows(const LanesConv& c, int64_t g, int64_t p0, int64_t p1) {
       const float* base = xg + p * pstep + q0 * qstep;
       const int64_t nq = std::min(kTileQ, Q - q0);
       const int64_t at = p * out.row + q0 * pos;
-      for (int64_t i = 0; i < s.K; i++) {
-        const float b = c.bias ? c.bias[i] : 0.0f;
-        out.y = yg + i * ch + at;
-        out.r = rg ? rg + i * ch + at : nullptr;
-        if (p + 1 < p1)
-          lanes_tile<2>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, qstep, pstep, b,
-                        c.relu, nq, out);
-        else
-          lanes_tile<1>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, qstep, pstep, b,
-                        c.relu, nq, out);
-      }
+      with_stride(s.stride, [&](auto st) {
+        constexpr int ST = decltype(st)::value;
+        for (int64_t i = 0; i < s.K; i++) {
+          const float b = c.bias ? c.bias[i] : 0.0f;
+          out.y = yg + i * ch + at;
+          out.r = rg ? rg + i * ch + at : nullptr;
+          if (p + 1 < p1)
+            lanes_tile<2, ST>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, pstep, b, c.relu,
+                              nq, out);
+          else
+            lanes_tile<1, ST>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, pstep, b, c.relu,
+                              nq, out);
+        }
+      });
     }
 }
 
