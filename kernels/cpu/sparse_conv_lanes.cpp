@@ -143,7 +143,7 @@ struct TileOut {
 // group's input at the tile's first tap, pstep the floats from one output row's taps to the next.
 // ST is a template constant so that the 8 positions' loads are immediate offsets from one base
 // a row: with a run-time stride each load had an address add of its own and the loop spilled.
-template <int PR, int ST>
+template <int PR, int ST, bool REV>
 void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base, int64_t pstep,
                 float bias, bool relu, int64_t nq, const TileOut& out) {
   constexpr int64_t qstep = ST * kLanes;
@@ -151,7 +151,12 @@ void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base
   for (int j = 0; j < 16; j++)
     acc[j] = j < PR * kTileQ ? _mm512_set1_ps(bias) : _mm512_setzero_ps();
   const float* base1 = base + pstep;  // the second row's taps
-  for (int64_t k = 0; k < cnt; k++) {
+  if (REV) {                          // the stored weights last to first
+    v += cnt - 1;
+    o += cnt - 1;
+  }
+  for (int64_t t = 0; t < cnt; t++) {
+    const int64_t k = REV ? -t : t;
     const __m512 vv = _mm512_set1_ps(v[k]);
     const float* b0 = base + o[k];
     const float* b1 = base1 + o[k];
@@ -280,12 +285,17 @@ void lanes_rows(const LanesConv& c, int64_t g, int64_t p0, int64_t p1) {
           const float b = c.bias ? c.bias[i] : 0.0f;
           out.y = yg + i * ch + at;
           out.r = rg ? rg + i * ch + at : nullptr;
-          if (p + 1 < p1)
-            lanes_tile<2, ST>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, pstep, b, c.relu,
-                              nq, out);
+          const float* v = val + rp[i];
+          const int32_t* o = c.off + rp[i];
+          const int64_t cnt = rp[i + 1] - rp[i];
+          if (p + 1 < p1 && i % 2 == 0)
+            lanes_tile<2, ST, false>(v, o, cnt, base, pstep, b, c.relu, nq, out);
+          else if (p + 1 < p1)
+            lanes_tile<2, ST, true>(v, o, cnt, base, pstep, b, c.relu, nq, out);
+          else if (i % 2 == 0)
+            lanes_tile<1, ST, false>(v, o, cnt, base, pstep, b, c.relu, nq, out);
           else
-            lanes_tile<1, ST>(val + rp[i], c.off + rp[i], rp[i + 1] - rp[i], base, pstep, b, c.relu,
-                              nq, out);
+            lanes_tile<1, ST, true>(v, o, cnt, base, pstep, b, c.relu, nq, out);
         }
       });
     }
