@@ -114,7 +114,7 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
   const cpu::LanesShape xa{s.N, s.C, s.H, s.W, s.pad}, ya{s.N, s.K, s.P(), s.Q(), s.pad};
   Tensor xl, yl;
   if (a.lanes) {
-    SPRIG_CHECK(cpu::csr_conv2d_in_lanes(csr, s),
+    SPRIG_CHECK(cpu::csr_conv2d_lanes_fit(csr, s),
                 "bench conv --lanes: this shape and sparsity do not run 16 samples to a vector");
     xl = Tensor::empty({xa.floats()});
     yl = Tensor::empty({ya.floats()});

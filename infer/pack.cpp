@@ -366,7 +366,7 @@ class CpuLayers final : public detail::LayerRunner {
     if (!conv || p.kind != PackFormat::Csr || p.int8 || x.size() != 4 || x[1] != conv->in_channels)
       return -1;
     const Conv2dShape s = detail::conv_shape(*conv, x[0], x[2], x[3]);
-    return cpu::csr_conv2d_in_lanes(p.csr, s) ? s.pad : -1;
+    return cpu::csr_conv2d_lanes_fit(p.csr, s) ? s.pad : -1;
   }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
              const detail::LayerCall& c) const override {

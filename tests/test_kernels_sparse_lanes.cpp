@@ -3,10 +3,12 @@
 // on (N, C, H, W), which test_kernels_sparse checks against conv2d_forward_ref.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/conv.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/sparse.h"
 #include "kernels/cpu/threads.h"
@@ -15,6 +17,7 @@
 
 using namespace sprig;
 using namespace sprig::cpu;
+using sprig::testing::abs_vec;
 using sprig::testing::random_vec;
 
 namespace {
@@ -92,6 +95,7 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
   struct Case {
     Conv2dShape s;
     double sparsity;
+    bool suits = true;  // csr_conv2d itself runs it in lanes (else it fits them only)
   };
   const Case cases[] = {
       {{17, 3, 9, 7, 5, 3, 3, 1, 1, 1}, 0.5},      // a group of 1, odd rows, 7 wide
@@ -102,6 +106,10 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
       {{16, 2, 5, 37, 4, 3, 3, 2, 0, 1}, 0.5},     // no padding, 37 wide
       {{19, 16, 12, 12, 16, 3, 3, 1, 1, 1}, 0.5},  // two groups on three threads
       {{32, 6, 3, 3, 4, 3, 3, 1, 1, 1}, 0.9},      // 3x3 images, few weights
+      // Lanes in or out only: csr_conv2d takes these a sample at a time.
+      {{16, 1, 20, 20, 16, 3, 3, 1, 1, 1}, 0.9, false},  // under 1.5 weights a row
+      {{17, 8, 5, 5, 4, 1, 1, 1, 0, 1}, 0.5, false},     // 1x1, unpadded: read in place
+      {{32, 6, 3, 3, 4, 3, 3, 1, 1, 1}, 1.0, false},     // all-zero weights: bias only
   };
   for (const Case& c : cases) {
     const Conv2dShape& s = c.s;
@@ -120,7 +128,8 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
     const auto x = random_vec(size_t(s.N * s.C * s.H * s.W), uint32_t(s.H * s.W));
     const auto bias = random_vec(size_t(s.K), 3);
     const auto res = random_vec(size_t(s.N * s.K * P * Q), 5);
-    REQUIRE(csr_conv2d_in_lanes(a, s) == kLanesBuilt);
+    REQUIRE(csr_conv2d_lanes_fit(a, s) == kLanesBuilt);
+    REQUIRE(csr_conv2d_in_lanes(a, s) == (kLanesBuilt && c.suits));
     if (!kLanesBuilt) {
       std::vector<float> y(res.size());
       CHECK_THROWS_AS(csr_conv2d_lanes(a, s, x.data(), -1, bias.data(), y.data(), -1, false),
@@ -134,6 +143,22 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
         std::vector<float> want(res.size(), -7.0f);  // (N, K, P, Q)
         csr_conv2d(a, s, x.data(), bias.data(), want.data(), relu, nullptr,
                    with_res ? res.data() : nullptr);
+        if (!c.suits) {
+          // csr_conv2d sums in another order: the lanes, (N, ...) in and out, are checked
+          // against it within rounding and are then the bits the others must give.
+          std::vector<float> mag(res.size()), lanes(res.size(), -7.0f);
+          const auto xa = abs_vec(x), wa = abs_vec(w), ba = abs_vec(bias);
+          conv2d_forward_ref(s, xa.data(), wa.data(), ba.data(), mag.data());
+          csr_conv2d_lanes(a, s, x.data(), -1, bias.data(), lanes.data(), -1, relu,
+                           with_res ? res.data() : nullptr);
+          int64_t bad = 0;
+          for (size_t e = 0; e < mag.size(); e++)
+            if (!(std::fabs(lanes[e] - want[e]) <=
+                  1e-5f * (mag[e] + (with_res ? std::fabs(res[e]) : 0.0f)) + 1e-30f))
+              bad++;
+          CHECK(bad == 0);
+          want = lanes;
+        }
         for (int64_t x_pad : {int64_t(-1), s.pad, s.pad + 1})
           for (int64_t y_pad : {int64_t(-1), int64_t(0), int64_t(1), int64_t(2)})
             for (int t : {1, 3}) {
@@ -177,6 +202,7 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
   CHECK_THROWS_AS(csr_conv2d_lanes(a, s, xl.data(), 0, nullptr, y.data(), -1, false), Error);
   Conv2dShape few = s;
   few.N = 15;
+  CHECK_FALSE(csr_conv2d_lanes_fit(a, few));
   CHECK_FALSE(csr_conv2d_in_lanes(a, few));
   CHECK_THROWS_AS(csr_conv2d_lanes(a, few, y.data(), -1, nullptr, y.data(), -1, false), Error);
 }

@@ -108,13 +108,17 @@ struct LanesShape {
   int64_t group_floats() const;  // C * (H + 2 pad) * (W + 2 pad) * 16
   int64_t floats() const;        // the whole buffer
 };
-// Whether csr_conv2d runs w on s 16 samples to a vector (an AVX-512 build, s.N >= 16, and a
-// shape and density where it pays); only then does csr_conv2d_lanes take them.
+// Whether csr_conv2d_lanes takes w on s (an AVX-512 build, s.N >= 16, a stride up to 4, sizes
+// its int32 offsets reach). With both sides in lanes it pays at any density: nothing is laid out
+// and nothing transposed.
+bool csr_conv2d_lanes_fit(const CsrMatrix& w, const Conv2dShape& s);
+// Whether csr_conv2d, with x and y (N, ...), runs w on s 16 samples to a vector: where it fits
+// and pays for the lay-out and the transposed stores.
 bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s);
 // csr_conv2d with x, y or both in sample lanes: x is (N, C, H, W) when x_pad < 0, else lanes
 // LanesShape{N, C, H, W, x_pad} with x_pad >= s.pad; y is (N, K, P, Q) when y_pad < 0, else
 // lanes of border y_pad (border and slack written here); residual, when given, is laid out as y.
-// Throws sprig::Error where !csr_conv2d_in_lanes(w, s) or x_pad is under s.pad.
+// Throws sprig::Error where !csr_conv2d_lanes_fit(w, s) or x_pad is under s.pad.
 void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, int64_t x_pad,
                       const float* bias, float* y, int64_t y_pad, bool relu,
                       const float* residual = nullptr);

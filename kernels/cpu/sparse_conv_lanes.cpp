@@ -318,18 +318,21 @@ bool nchw_out_suits(const CsrMatrix& w, const Conv2dShape& s) {
 
 }  // namespace
 
-bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s) {
-  const bool direct = s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0;
+bool csr_conv2d_lanes_fit(const CsrMatrix& w, const Conv2dShape& s) {
   const LanesShape a{s.N, s.C, s.H, s.W, s.pad};
-  return s.N >= kLanes && !direct && s.stride <= kMaxStride && a.floats() <= INT32_MAX &&
-         w.rows == s.K && w.cols == s.C * s.R * s.S && s.P() > 0 && s.Q() > 0 &&
-         nchw_out_suits(w, s);
+  return s.N >= kLanes && s.stride <= kMaxStride && a.floats() <= INT32_MAX && w.rows == s.K &&
+         w.cols == s.C * s.R * s.S && s.P() > 0 && s.Q() > 0;
+}
+
+bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s) {
+  const bool direct = s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0;  // x read in place
+  return csr_conv2d_lanes_fit(w, s) && !direct && nchw_out_suits(w, s);
 }
 
 void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, int64_t x_pad,
                       const float* bias, float* y, int64_t y_pad, bool relu,
                       const float* residual) {
-  if (!csr_conv2d_in_lanes(w, s))
+  if (!csr_conv2d_lanes_fit(w, s))
     throw Error("csr_conv2d_lanes: this weight and shape do not run 16 samples to a vector");
   if (x_pad >= 0 && x_pad < s.pad)
     throw Error("csr_conv2d_lanes: the input's lanes have a border of " + std::to_string(x_pad) +
