@@ -426,6 +426,9 @@ void shortcut_lanes(const ShortcutShape& s, const float* xl, int64_t x_pad, floa
 
 #else  // no AVX-512: csr_conv2d takes every sample on its own, and nothing runs in lanes
 
+bool csr_conv2d_lanes_fit(const CsrMatrix&, const Conv2dShape&) {
+  return false;
+}
 bool csr_conv2d_in_lanes(const CsrMatrix&, const Conv2dShape&) {
   return false;
 }
