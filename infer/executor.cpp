@@ -111,10 +111,9 @@ Act Walk::blocks(const nn::Sequential& seq, Act h, const Act* residual, bool res
       Tensor res;
       if (residual && last) {
         // Lanes out where the shortcut is in the same lanes; else both (N, ...).
-        const cpu::LanesShape ya{ys.empty() ? 0 : ys[0], ys.empty() ? 0 : ys[1],
-                                 ys.empty() ? 0 : ys[2], ys.empty() ? 0 : ys[3],
-                                 residual->lanes ? residual->lanes->pad : -1};
-        if (pad >= 0 && residual->lanes && same(*residual->lanes, ya)) call.y_lanes = ya.pad;
+        const cpu::LanesShape* rl = residual->lanes ? &*residual->lanes : nullptr;
+        if (pad >= 0 && rl && same(*rl, {ys[0], ys[1], ys[2], ys[3], rl->pad}))
+          call.y_lanes = rl->pad;
         res = call.y_lanes >= 0 ? residual->t : plain(*residual);
         call.residual = &res;
       } else if (pad >= 0 && next < mods.size()) {
