@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <system_error>
+#include <vector>
 
 namespace sprig::testing {
 
@@ -45,15 +47,27 @@ inline int count_lines(const std::string& s) {
   return n;
 }
 
-// A directory for this test process's files, named after the suite and the process id. The
-// first call in a process empties it: an earlier process with the same id (ids are reused) may
-// have left files there, and a test that creates a file or link that already exists would fail
-// (test_cli's non-UTF-8 symlink did, once in CI and once locally).
+// A directory for this test process's files, named after the suite and the process id, removed
+// with everything in it when the process exits (hundreds had piled up in /tmp). The first call
+// in a process empties it: a process with the same id (ids are reused) killed before its exit
+// may have left files there, and a test that creates a file or link that already exists would
+// fail (test_cli's non-UTF-8 symlink did, once in CI and once locally).
 inline std::filesystem::path temp_dir(const std::string& suite) {
   std::filesystem::path d = std::filesystem::temp_directory_path() /
                             ("sprig_" + suite + "_" + std::to_string(::getpid()));
-  static std::set<std::string> emptied;  // suites whose directory this process has emptied
-  if (emptied.insert(suite).second) std::filesystem::remove_all(d);
+  struct Made {  // the suites whose directory this process has emptied, removed at exit
+    std::set<std::string> suites;
+    std::vector<std::filesystem::path> dirs;
+    ~Made() {
+      std::error_code ec;
+      for (const auto& dir : dirs) std::filesystem::remove_all(dir, ec);
+    }
+  };
+  static Made made;
+  if (made.suites.insert(suite).second) {
+    std::filesystem::remove_all(d);
+    made.dirs.push_back(d);
+  }
   std::filesystem::create_directories(d);
   return d;
 }

@@ -151,7 +151,7 @@ void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base
   for (int j = 0; j < 16; j++)
     acc[j] = j < PR * kTileQ ? _mm512_set1_ps(bias) : _mm512_setzero_ps();
   const float* base1 = base + pstep;  // the second row's taps
-  if (REV) {                          // the stored weights last to first
+  if (REV && cnt > 0) {  // the stored weights last to first (an empty row's arrays may be null)
     v += cnt - 1;
     o += cnt - 1;
   }
