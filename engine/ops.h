@@ -39,6 +39,10 @@ Tensor global_avg_pool2d(const Tensor& x);
 // zeros elsewhere; pad_lo = -1 centres the input's channels ((out_channels - C) / 2 zeros
 // before them, as pytorch_resnet_cifar10).
 Tensor shortcut(const Tensor& x, int64_t out_channels, int64_t stride, int64_t pad_lo = -1);
+// shortcut's zero channels before an input of C channels: pad_lo, or the centring for -1.
+inline int64_t shortcut_pad_lo(int64_t out_channels, int64_t C, int64_t pad_lo) {
+  return pad_lo == -1 ? (out_channels - C) / 2 : pad_lo;
+}
 
 // Normalisation (ops_norm.cpp).
 // x (N, C) or (N, C, H, W); weight and bias (C) or undefined; running_mean and running_var (C)

@@ -110,7 +110,7 @@ Tensor shortcut(const Tensor& x, int64_t out_channels, int64_t stride, int64_t p
   check_float(x, "shortcut", "input");
   SPRIG_CHECK(x.dim() == 4, "shortcut: input must be (N, C, H, W), got ", to_string(x.shape()));
   const int64_t C = x.size(1);
-  if (pad_lo == -1) pad_lo = (out_channels - C) / 2;
+  pad_lo = shortcut_pad_lo(out_channels, C, pad_lo);
   SPRIG_CHECK(stride >= 1 && out_channels >= C && pad_lo >= 0 && pad_lo <= out_channels - C,
               "shortcut: need stride >= 1 and room for the input's ", C, " channels among ",
               out_channels, " output channels after ", pad_lo, " zero channels (stride ", stride,

@@ -166,7 +166,7 @@ Act Walk::residual_block(const nn::Residual& res, Act h) const {
   if (sc && h.lanes) {
     const cpu::LanesShape& a = *h.lanes;
     SPRIG_CHECK(sc->out_channels >= a.C, sc->spec(), " got ", a.C, " channels");
-    const int64_t pad_lo = sc->pad_lo == -1 ? (sc->out_channels - a.C) / 2 : sc->pad_lo;
+    const int64_t pad_lo = sc->pad_lo_for(a.C);
     SPRIG_CHECK(pad_lo >= 0 && pad_lo <= sc->out_channels - a.C, sc->spec(), " got ", a.C,
                 " channels");
     const ShortcutShape s{a.N, a.C, a.H, a.W, sc->out_channels, sc->stride, pad_lo};

@@ -191,6 +191,10 @@ std::string Shortcut::spec() const {
          (pad_lo >= 0 ? ",pad=" + std::to_string(pad_lo) : "") + ")";
 }
 
+int64_t Shortcut::pad_lo_for(int64_t C) const {
+  return shortcut_pad_lo(out_channels, C, pad_lo);
+}
+
 Shape Shortcut::output_shape(const Shape& in) const {
   SPRIG_CHECK(in.size() == 3 && in[0] <= out_channels, spec(),
               " expects (C, H, W) per sample with C <= ", out_channels, ", got ", to_string(in));

@@ -135,6 +135,8 @@ class Shortcut : public Module {
   Tensor forward(const Tensor& x) override { return shortcut(x, out_channels, stride, pad_lo); }
   std::string spec() const override;
   Shape output_shape(const Shape& in) const override;
+  // The zero channels before an input of C channels (pad_lo, or C centred when it is -1).
+  int64_t pad_lo_for(int64_t C) const;
 
   int64_t out_channels, stride, pad_lo;
 };

@@ -83,7 +83,7 @@ class Walker {
       p.in_nodes = p.out_nodes = out.nodes = in.nodes;
     } else if (auto* sc = dynamic_cast<nn::Shortcut*>(&m)) {
       const int64_t C = in.shape[0];
-      const int64_t lo = sc->pad_lo >= 0 ? sc->pad_lo : (sc->out_channels - C) / 2;
+      const int64_t lo = sc->pad_lo_for(C);
       for (int64_t k = 0; k < sc->out_channels; ++k)
         out.nodes.push_back(k >= lo && k < lo + C ? in.nodes[k - lo] : nodes.make());
       p.in_nodes = in.nodes;

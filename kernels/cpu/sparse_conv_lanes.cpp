@@ -33,17 +33,18 @@ namespace sprig::cpu {
 namespace {
 constexpr int64_t kLanes = csr_conv2d_group;  // samples in a group
 constexpr int64_t kTileQ = 8;                 // output positions of a tile row
-// Strides up to this many read their tiles' unused positions within LanesShape's slack.
+// Strides up to this many read their tiles' unused positions within kSlack floats past a group.
 constexpr int64_t kMaxStride = 4;
+// The last tile of a row reads up to kTileQ - 1 positions (each stride columns) past the real
+// ones; past the last row of a group, that is past its end.
+constexpr int64_t kSlack = kTileQ * kMaxStride * kLanes;
 }  // namespace
 
 int64_t LanesShape::group_floats() const {
   return C * (H + 2 * pad) * (W + 2 * pad) * csr_conv2d_group;
 }
 int64_t LanesShape::floats() const {
-  // The last tile of a row reads up to kTileQ - 1 positions (each stride columns) past the real
-  // ones; past the last row of the last group, that is past the end.
-  return groups() * group_floats() + kTileQ * kMaxStride * kLanes;
+  return groups() * group_floats() + kSlack;
 }
 
 #ifdef SPRIG_SPARSE_AVX512
@@ -239,13 +240,10 @@ void lanes_rows(const LanesConv& c, int64_t g, int64_t p0, int64_t p1) {
     xg = c.x + g * c.xa.group_floats() + (extra * Wp + extra) * kLanes;
   } else {
     in = {s.N, s.C, s.H, s.W, s.pad};
-    float* xt =
-        aligned_scratch(tls_lanes, size_t(in.group_floats() + (kTileQ + 1) * s.stride * kLanes));
+    float* xt = aligned_scratch(tls_lanes, size_t(in.group_floats() + kSlack));
     const int64_t h1 = std::min(s.H + 2 * s.pad, (p1 - 1) * s.stride + (s.R - 1) * s.dilation + 1);
     fill_lanes(in, c.x, n0, nv, 0, s.C, p0 * s.stride, h1, xt);
-    // Positions past Q in the last tile of a row read past the row's end: the slack is zeros.
-    std::fill(xt + in.group_floats(), xt + in.group_floats() + (kTileQ + 1) * s.stride * kLanes,
-              0.0f);
+    std::fill(xt + in.group_floats(), xt + in.group_floats() + kSlack, 0.0f);  // read, unused
     xg = xt;
   }
   const int64_t Wp = in.W + 2 * in.pad;
