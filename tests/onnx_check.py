@@ -2,7 +2,7 @@
 
 Used by tests/test_onnx_export.cpp:
 
-    onnx_check.py [--rtol R] LABEL MODEL.onnx DATA.safetensors [LABEL MODEL.onnx DATA ...]
+    onnx_check.py [--rtol R] [--qdq] LABEL MODEL.onnx DATA.safetensors [LABEL MODEL.onnx DATA ...]
 
 DATA holds "input" (N, ...) and "logits" (N, classes), both F32, written by sprig (read here by
 hand with json + struct + numpy, so the `safetensors` package is not needed). Each model is run
@@ -12,6 +12,13 @@ batch dimension is symbolic); every output element must satisfy
 float sums in another order can move a later layer's input across a uint8 rounding boundary,
 one step apart). Prints the largest errors per model; exits 1 on any
 mismatch or missing module (a missing onnxruntime is a failure, not a skip).
+
+--qdq (int8 models exported as QuantizeLinear / DequantizeLinear pairs): each model is run twice,
+as written (graph optimisations off: DequantizeLinear, the float op, QuantizeLinear, which is how
+ONNX defines it) and as onnxruntime fuses it into its int8 kernels (QLinearConv, ...). The fused
+run is compared only on CPUs with VNNI: without it onnxruntime's uint8 x int8 kernels multiply
+with VPMADDUBSW, whose pairwise int16 sums saturate (onnxruntime's quantization guide says so),
+and its outputs then differ from the definition by whole quantisation steps.
 """
 import json
 import struct
@@ -43,11 +50,26 @@ def read_safetensors(path):
     return out
 
 
-def check(label, model_path, data_path, rtol):
+def cpu_has_vnni():
+    """True where onnxruntime's uint8 x int8 kernels sum exactly (AVX-512 VNNI or AVX-VNNI), or
+    off x86, where VPMADDUBSW does not exist."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is None:
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "sse2" not in flags
+
+
+def check(label, model_path, data_path, rtol, fused=True):
     data = read_safetensors(data_path)
     x, ref = data["input"], data["logits"]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
+    if not fused:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
     inputs, outputs = sess.get_inputs(), sess.get_outputs()
     problems = []
@@ -80,27 +102,42 @@ def check(label, model_path, data_path, rtol):
 
 
 def main(argv):
-    rtol = RTOL
-    if len(argv) >= 2 and argv[0] == "--rtol":
-        rtol, argv = float(argv[1]), argv[2:]
+    rtol, qdq = RTOL, False
+    while argv and argv[0] in ("--rtol", "--qdq"):
+        if argv[0] == "--qdq":
+            qdq, argv = True, argv[1:]
+        elif len(argv) >= 2:
+            rtol, argv = float(argv[1]), argv[2:]
+        else:
+            break
+    runs = [("", True)]  # (what the line says of the run, graph optimisations on)
+    if qdq:
+        runs = [(" as written", False)]
+        if cpu_has_vnni():
+            runs.append((" fused", True))
+        else:
+            print("onnx_check: this CPU lacks VNNI: onnxruntime's fused int8 kernels saturate "
+                  "(VPMADDUBSW), so only the QDQ graph as written is compared")
     if len(argv) < 3 or len(argv) % 3:
         print(__doc__)
         return 2
     failed = False
     for i in range(0, len(argv), 3):
         label, model_path, data_path = argv[i : i + 3]
-        try:
-            problems, max_abs, max_rel = check(label, model_path, data_path, rtol)
-        except Exception as e:  # a model onnxruntime refuses to load is a failure to report
-            problems, max_abs, max_rel = [f"{type(e).__name__}: {e}"], 0.0, 0.0
-        status = "ok" if not problems else "FAIL"
-        print(
-            f"onnx_check: {label}: {status}: max |diff| {max_abs:.3g}, "
-            f"max |diff|/max(1,|ref|) {max_rel:.3g} (tolerance {rtol:g}; onnxruntime {ort.__version__})"
-        )
-        for p in problems:
-            print(f"onnx_check: {label}: {p}")
-        failed = failed or bool(problems)
+        for how, fused in runs:
+            try:
+                problems, max_abs, max_rel = check(label, model_path, data_path, rtol, fused)
+            except Exception as e:  # a model onnxruntime refuses to load is a failure to report
+                problems, max_abs, max_rel = [f"{type(e).__name__}: {e}"], 0.0, 0.0
+            status = "ok" if not problems else "FAIL"
+            print(
+                f"onnx_check: {label}{how}: {status}: max |diff| {max_abs:.3g}, "
+                f"max |diff|/max(1,|ref|) {max_rel:.3g} (tolerance {rtol:g}; "
+                f"onnxruntime {ort.__version__})"
+            )
+            for p in problems:
+                print(f"onnx_check: {label}{how}: {p}")
+            failed = failed or bool(problems)
     return 1 if failed else 0
 
 

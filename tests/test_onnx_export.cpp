@@ -747,7 +747,7 @@ TEST_CASE("onnxruntime runs int8 models exported in QDQ form and agrees with spr
   CHECK_THROWS_WITH_AS(nn::onnx_model_bytes(nn::build_model("mlp", {1, 28, 28}, 1), bad),
                        doctest::Contains("quantised layer '7'"), Error);
   for (auto [rtol, args] : {std::pair<const char*, std::string>{"1e-5", single}, {"5e-3", deep}}) {
-    std::string cmd = "'" + py + "' '" + check_script() + "' --rtol " + rtol + args;
+    std::string cmd = "'" + py + "' '" + check_script() + "' --qdq --rtol " + rtol + args;
     CHECK(std::system(cmd.c_str()) == 0);
   }
   fs::remove_all(dir);
