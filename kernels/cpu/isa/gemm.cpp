@@ -236,10 +236,11 @@ void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, i
   store_tile_generic<m>(t, c, rsc, csc, n, alpha, beta);
 #elif defined(__AVX2__) && defined(__FMA__)
   __m256 c0[m], c1[m];
+#pragma GCC unroll 8
   for (int i = 0; i < m; i++) c0[i] = c1[i] = _mm256_setzero_ps();
-#pragma GCC unroll 4
   for (int64_t k = 0; k < kc; k++) {
     __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 8
     for (int i = 0; i < m; i++) {
       __m256 ai = _mm256_broadcast_ss(a + i);
       c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
@@ -250,6 +251,7 @@ void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, i
   }
   if (csc == 1 && n == NR) {
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
     for (int i = 0; i < m; i++) {
       float* p = c + i * rsc;
       __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
@@ -263,6 +265,7 @@ void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, i
     return;
   }
   alignas(32) float t[m * NR];
+#pragma GCC unroll 8
   for (int i = 0; i < m; i++) {
     _mm256_store_ps(t + i * NR, c0[i]);
     _mm256_store_ps(t + i * NR + 8, c1[i]);
