@@ -170,6 +170,7 @@ TEST_CASE("conv2d_forward refuses to force the direct kernel where it cannot run
        {Conv2dShape{1, 2, 5, 5, 3, 1, 1, 1, 0, 1}, Conv2dShape{1, 2, 9, 9, 3, 1, 1, 2, 0, 1},
         Conv2dShape{1, 2, 5, 5, 3, 1, 1, 1, 1, 1}}) {
     CHECK_FALSE(conv2d_direct_suits(s));
+    CHECK_FALSE(conv2d_direct_pays(s));  // Auto takes it only where it can run
     CHECK_THROWS_WITH_AS(
         conv2d_forward(s, x.data(), w.data(), nullptr, y.data(), false, ConvForward::Direct),
         doctest::Contains("direct kernel cannot run"), sprig::Error);
@@ -177,6 +178,29 @@ TEST_CASE("conv2d_forward refuses to force the direct kernel where it cannot run
   // Wider kernels are direct, strided or not.
   CHECK(conv2d_direct_suits({1, 2, 9, 9, 3, 3, 3, 2, 1, 1}));
   CHECK(conv2d_direct_suits({1, 2, 9, 9, 3, 1, 3, 1, 0, 1}));
+}
+
+TEST_CASE("conv2d_forward's fused ReLU passes NaN through, as relu_forward, on every kernel") {
+  // A NaN input reaches every output whose window covers it; max(v, 0) written the wrong way
+  // round would turn those into 0 and hide the NaN from the loss checks downstream.
+  const Conv2dShape s{2, 3, 9, 11, 5, 3, 3, 1, 1, 1};
+  auto x = random_vec(x_size(s), 5), w = random_vec(w_size(s), 6);
+  x[size_t(1 * 3 * 9 * 11 + 2 * 9 * 11 + 4 * 11 + 6)] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> yref(y_size(s));
+  conv2d_forward_ref(s, x.data(), w.data(), nullptr, yref.data());
+  std::vector<ConvForward> kernels = {ConvForward::Im2colGemm};
+  if (conv2d_direct_suits(s)) kernels.push_back(ConvForward::Direct);
+  for (ConvForward how : kernels) {
+    CAPTURE(int(how));
+    std::vector<float> y(y_size(s), 1.0f);
+    conv2d_forward(s, x.data(), w.data(), nullptr, y.data(), true, how);
+    int64_t nans = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      CHECK(std::isnan(y[i]) == std::isnan(yref[i]));
+      nans += std::isnan(yref[i]);
+    }
+    CHECK(nans == 5 * 9);  // 3x3 outputs of sample 1 in each of the 5 channels
+  }
 }
 
 TEST_CASE("conv2d on a hand-computed example") {

@@ -192,14 +192,14 @@ int batch_threads(int64_t N) {
   return N < 2 ? 1 : int(std::min<int64_t>(available_threads(), N));
 }
 
-// Whether the direct kernel runs s under `how`. Auto: wherever it can (see conv_direct.cpp).
+// Whether the direct kernel runs s under `how`. Auto: where it pays (see conv_direct.cpp).
 bool use_direct(const Conv2dShape& s, ConvForward how) {
   if (how == ConvForward::Im2colGemm) return false;
-  const bool suits = conv2d_direct_suits(s);
-  SPRIG_CHECK(suits || how == ConvForward::Auto,
+  if (how == ConvForward::Auto) return conv2d_direct_pays(s);
+  SPRIG_CHECK(conv2d_direct_suits(s),
               "conv2d_forward: the direct kernel cannot run this convolution (stride ", s.stride,
               ", ", s.R, "x", s.S, " kernel, pad ", s.pad, ")");
-  return suits;
+  return true;
 }
 
 // Output rows [p0, p1) of yn (K, P, Q) = conv of one sample xn (C, H, W) with w (K, CRS)

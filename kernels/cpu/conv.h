@@ -15,8 +15,11 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
                     bool relu = false, ConvForward how = ConvForward::Auto);
 
 // Whether ConvForward::Direct runs s: a kernel wider than 1x1 (a 1x1 is a plain product,
-// left to gemm), in a CPU build with AVX-512 (conv_direct.cpp).
+// left to gemm), in a CPU build with AVX-512 or AVX2 (conv_direct.cpp).
 bool conv2d_direct_suits(const Conv2dShape& s);
+// Whether ConvForward::Auto takes the direct kernel for s: where it suits, and with AVX2 only
+// where it measured faster than im2col + gemm (conv_direct.cpp).
+bool conv2d_direct_pays(const Conv2dShape& s);
 
 namespace detail {
 // Output rows [p0, p1) of one sample, yn (K, P, Q) from xn (C, H, W), by the direct kernel;

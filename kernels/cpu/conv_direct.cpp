@@ -19,6 +19,9 @@
 // busy. Accumulators start at the bias, and each vector is stored from its register straight
 // into the output rows it covers, its border lanes masked off (with the ReLU, when asked): a
 // wide scratch and a copy of it cost 15% of LeNet-5's forward in stores.
+// With AVX2 (16 registers of 8 floats) a vector of 16 positions is two registers, and a tile
+// is at most 6 channels x 1 vector (12 accumulators) or 1-2 channels x 2-3 vectors; everything
+// else, the band's layout and its stores, is the same.
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -29,19 +32,30 @@
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/short_rows.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define SPRIG_CONV_DIRECT 1
 #include <immintrin.h>
 #endif
 
 namespace sprig::cpu {
 
-#if defined(__AVX512F__)
+#if defined(SPRIG_CONV_DIRECT)
 namespace {
 using short_rows::copy_row;
+using short_rows::LaneMask;
 using short_rows::zero_row;
 
+#if defined(__AVX512F__)
 constexpr int kMaxChannels = 8;  // KB: output channels of one register tile
 constexpr int kMaxVectors = 4;   // V: vectors of 16 positions of one register tile
+constexpr int kRegisters = 32;
+constexpr int kRegistersPerVector = 1;
+#else
+constexpr int kMaxChannels = 6;
+constexpr int kMaxVectors = 3;
+constexpr int kRegisters = 16;
+constexpr int kRegistersPerVector = 2;
+#endif
 
 // One band's geometry on the wide grid.
 struct Band {
@@ -55,11 +69,12 @@ struct Band {
   // mask[e] to y + k * PQ + delta[e] + 16 j (a vector straddles up to 16 / Wph + 2 rows).
   const int64_t* first;
   const int64_t* delta;
-  const __mmask16* mask;
+  const LaneMask* mask;
   float* y;  // (K, P, Q) one sample's output
   int64_t PQ;
 };
 
+#if defined(__AVX512F__)
 // Outputs k0..k0+KB-1 at positions i0..i0+16V-1.
 template <int KB, int V>
 void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
@@ -96,6 +111,72 @@ void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
   }
 }
 
+#else
+// Lanes of an 8-lane half of a LaneMask as the sign bits maskstore reads.
+inline __m256i half_mask(unsigned m8) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(m8)), bit), bit);
+}
+
+inline void store_half(float* p, unsigned m8, __m256 v) {
+  if (m8 == 0xFFu)
+    _mm256_storeu_ps(p, v);
+  else if (m8 != 0u)
+    _mm256_maskstore_ps(p, half_mask(m8), v);
+}
+
+// Outputs k0..k0+KB-1 at positions i0..i0+16V-1, each vector of 16 as two registers (U of them).
+// The loops over the tile are unrolled so that GCC keeps acc in registers (rolled, it stored
+// the arrays to the stack after every FMA, as it had in gemm's AVX2 micro-kernel).
+template <int KB, int V>
+void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
+  constexpr int U = 2 * V;
+  __m256 acc[KB][U];
+#pragma GCC unroll 8
+  for (int kb = 0; kb < KB; ++kb) {
+    const __m256 init = _mm256_set1_ps(g.b ? g.b[k0 + kb] : 0.0f);
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) acc[kb][u] = init;
+  }
+  const float* w = g.w + k0 * g.CRS;  // (KB, CRS) rows of this tile's channels
+  for (int64_t c = 0; c < g.C; ++c) {
+    const float* xc = xp + c * g.plane + i0;
+    const float* wc = w + c * g.RS;
+    for (int64_t t = 0; t < g.RS; ++t) {
+      const float* xt = xc + g.tap[t];
+      __m256 xv[U];
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) xv[u] = _mm256_loadu_ps(xt + 8 * u);
+#pragma GCC unroll 8
+      for (int kb = 0; kb < KB; ++kb) {
+        const __m256 wv = _mm256_broadcast_ss(wc + kb * g.CRS + t);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) acc[kb][u] = _mm256_fmadd_ps(wv, xv[u], acc[kb][u]);
+      }
+    }
+  }
+  const int64_t j0 = i0 / 16;
+#pragma GCC unroll 8
+  for (int kb = 0; kb < KB; ++kb) {
+    float* yk = g.y + (k0 + kb) * g.PQ + i0;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      __m256 lo = acc[kb][2 * v], hi = acc[kb][2 * v + 1];
+      // max(0, out): NaN (the second operand) passes through, as relu_forward.
+      if (g.relu) {
+        lo = _mm256_max_ps(_mm256_setzero_ps(), lo);
+        hi = _mm256_max_ps(_mm256_setzero_ps(), hi);
+      }
+      for (int64_t e = g.first[j0 + v]; e < g.first[j0 + v + 1]; ++e) {
+        float* p = yk + g.delta[e] + 16 * v;
+        store_half(p, g.mask[e] & 0xFFu, lo);
+        store_half(p + 8, unsigned(g.mask[e]) >> 8, hi);
+      }
+    }
+  }
+}
+#endif
+
 using TileFn = void (*)(const Band&, const float*, int64_t, int64_t);
 
 template <int KB, int... Vs>
@@ -111,15 +192,15 @@ constexpr std::array<std::array<TileFn, kMaxVectors>, sizeof...(KBs)> tile_table
 constexpr auto kTiles = tile_table(std::make_integer_sequence<int, kMaxChannels>{});
 
 // The widest V that keeps a tile's accumulators, its V input vectors and a broadcast within the
-// 32 vector registers.
+// vector registers (32 with AVX-512: 24 / kb; 16 with AVX2).
 int vectors_for(int kb) {
-  return std::min(kMaxVectors, 24 / kb);
+  return std::min(kMaxVectors, (kRegisters - 1) / (kRegistersPerVector * (kb + 1)));
 }
 
 thread_local std::vector<float> tls_padded;    // xp (C, st, st, Hb, Wph) + slack
 thread_local std::vector<int64_t> tls_first;   // (nv + 1)
 thread_local std::vector<int64_t> tls_delta;   // (stores)
-thread_local std::vector<__mmask16> tls_mask;  // (stores)
+thread_local std::vector<LaneMask> tls_mask;   // (stores)
 thread_local std::vector<int64_t> tls_taps;    // (R * S)
 thread_local std::array<int64_t, 4> tls_geometry{-1, -1, -1, -1};  // Wph, Q, p0, p1 of the stores
 
@@ -130,6 +211,19 @@ thread_local std::array<int64_t, 4> tls_geometry{-1, -1, -1, -1};  // Wph, Q, p0
 // reads x in place.
 bool conv2d_direct_suits(const Conv2dShape& s) {
   return s.R * s.S > 1;
+}
+
+// With AVX2 each output's store costs more (two registers, and a maskstore for every half a row
+// border splits), so on few taps per output im2col + gemm wins. Measured on one Zen 3 core, 64
+// samples, 28x28, direct / im2col + gemm time: 3x3 with C = 1, 2, 4 -> 16 channels 1.85, 1.52,
+// 1.20 (im2col wins); C = 8 0.84-0.99, 16 0.73-0.86, 32 at 14x14 0.55; 5x5 with C = 1 -> 6 or
+// 32 channels 0.57 and 0.83.
+bool conv2d_direct_pays(const Conv2dShape& s) {
+#if defined(__AVX512F__)
+  return conv2d_direct_suits(s);
+#else
+  return conv2d_direct_suits(s) && (s.C >= 8 || s.R * s.S >= 25);
+#endif
 }
 
 void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const float* w,
@@ -183,7 +277,7 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
     tls_mask.clear();
     for (int64_t j = 0; j < nv; ++j) {
       tls_first[size_t(j)] = int64_t(tls_delta.size());
-      short_rows::grid_vector_stores(16 * j, Wph, Q, p1 - p0, [&](int64_t shift, __mmask16 m) {
+      short_rows::grid_vector_stores(16 * j, Wph, Q, p1 - p0, [&](int64_t shift, LaneMask m) {
         tls_delta.push_back(p0 * Q + shift);
         tls_mask.push_back(m);
       });
@@ -221,15 +315,19 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
   }
 }
 
-#else  // no AVX-512: im2col + gemm runs every convolution
+#else  // neither AVX-512 nor AVX2: im2col + gemm runs every convolution
 
 bool conv2d_direct_suits(const Conv2dShape&) {
   return false;
 }
 
+bool conv2d_direct_pays(const Conv2dShape&) {
+  return false;
+}
+
 void detail::conv2d_direct_rows(const Conv2dShape&, const float*, const float*, const float*, bool,
                                 float*, int64_t, int64_t) {
-  SPRIG_CHECK(false, "conv2d_direct_rows: sprig was built without AVX-512");
+  SPRIG_CHECK(false, "conv2d_direct_rows: sprig was built without AVX-512 or AVX2");
 }
 
 #endif

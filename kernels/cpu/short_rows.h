@@ -21,15 +21,18 @@
 
 namespace sprig::cpu::short_rows {
 
-#if defined(__AVX512F__)
+// A set of the 16 lanes of a vector of 16 positions, lane l as bit l (__mmask16 with AVX-512;
+// with AVX2 a vector of 16 positions is two registers of 8).
+using LaneMask = uint16_t;
+
 // Lanes [0, n) of a vector, n clipped to [0, 16].
-inline __mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
+inline LaneMask first_lanes(int64_t n) {
+  return n >= 16 ? LaneMask(0xFFFF) : n <= 0 ? LaneMask(0) : LaneMask((1u << n) - 1u);
 }
 
 // Lanes [lo, hi) of a vector.
-inline __mmask16 lanes_between(int64_t lo, int64_t hi) {
-  return __mmask16(first_lanes(hi) & ~first_lanes(lo));
+inline LaneMask lanes_between(int64_t lo, int64_t hi) {
+  return LaneMask(first_lanes(hi) & ~first_lanes(lo));
 }
 
 // A wide grid holds output rows Q long at a pitch of Wph >= Q: grid position i = row * Wph + q
@@ -46,7 +49,6 @@ inline void grid_vector_stores(int64_t v, int64_t Wph, int64_t Q, int64_t rows,
     if (lo < hi) store(-row * (Wph - Q), lanes_between(lo, hi));
   }
 }
-#endif
 
 // dst[0, n) = src[0, n), or max(0, src) when relu (NaN stays NaN, as relu_forward).
 inline void copy_row(float* dst, const float* src, int64_t n, bool relu) {
