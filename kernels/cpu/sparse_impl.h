@@ -22,6 +22,8 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #define SPRIG_SPARSE_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
 #endif
 
 namespace sprig::cpu::sparse_detail {
@@ -123,6 +125,48 @@ struct RowAcc {
       _mm512_storeu_ps(out + 16 * q, _mm512_add_ps(_mm512_add_ps(a[q], b[q]), bv));
     _mm512_mask_storeu_ps(out + 16 * (NV - 1), tail,
                           _mm512_add_ps(_mm512_add_ps(a[NV - 1], b[NV - 1]), bv));
+  }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
+// AVX2: each vector of 16 samples is two registers, and there is one chain (a), not two: 2 * NV
+// independent accumulators already cover the FMA latency, and a second set would not fit the 16
+// registers. The last vector's lanes beyond the panel are masked off on every load (maskload
+// never touches them). The loops are unrolled so that GCC keeps the array in registers.
+template <int NV>
+struct RowAcc {
+  static constexpr int U = 2 * NV;
+  __m256 a[U];
+  __m256i tail_lo, tail_hi;  // lanes of the last vector's two halves inside the panel
+  explicit RowAcc(int64_t w) {
+#pragma GCC unroll 8
+    for (int u = 0; u < U; u++) a[u] = _mm256_setzero_ps();
+    const int rem = int(w - 16 * (NV - 1));  // 1..16
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    tail_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
+    tail_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8), lane);
+  }
+  void fma_a(float v, const float* x) {
+    const __m256 vv = _mm256_set1_ps(v);
+#pragma GCC unroll 8
+    for (int u = 0; u < U - 2; u++) a[u] = _mm256_fmadd_ps(vv, _mm256_loadu_ps(x + 8 * u), a[u]);
+    a[U - 2] = _mm256_fmadd_ps(vv, _mm256_maskload_ps(x + 8 * (U - 2), tail_lo), a[U - 2]);
+    a[U - 1] = _mm256_fmadd_ps(vv, _mm256_maskload_ps(x + 8 * (U - 1), tail_hi), a[U - 1]);
+  }
+  void fma_b(float v, const float* x) { fma_a(v, x); }
+  // a = out (partial sums of an earlier column block).
+  void load(const float* out) {
+#pragma GCC unroll 8
+    for (int u = 0; u < U - 2; u++) a[u] = _mm256_loadu_ps(out + 8 * u);
+    a[U - 2] = _mm256_maskload_ps(out + 8 * (U - 2), tail_lo);
+    a[U - 1] = _mm256_maskload_ps(out + 8 * (U - 1), tail_hi);
+  }
+  void store_sum(float* out) { store(0.0f, out); }
+  void store(float bias, float* out) {
+    const __m256 bv = _mm256_set1_ps(bias);
+#pragma GCC unroll 8
+    for (int u = 0; u < U - 2; u++) _mm256_storeu_ps(out + 8 * u, _mm256_add_ps(a[u], bv));
+    _mm256_maskstore_ps(out + 8 * (U - 2), tail_lo, _mm256_add_ps(a[U - 2], bv));
+    _mm256_maskstore_ps(out + 8 * (U - 1), tail_hi, _mm256_add_ps(a[U - 1], bv));
   }
 };
 #else
