@@ -197,11 +197,11 @@ int vectors_for(int kb) {
   return std::min(kMaxVectors, (kRegisters - 1) / (kRegistersPerVector * (kb + 1)));
 }
 
-thread_local std::vector<float> tls_padded;    // xp (C, st, st, Hb, Wph) + slack
-thread_local std::vector<int64_t> tls_first;   // (nv + 1)
-thread_local std::vector<int64_t> tls_delta;   // (stores)
-thread_local std::vector<LaneMask> tls_mask;   // (stores)
-thread_local std::vector<int64_t> tls_taps;    // (R * S)
+thread_local std::vector<float> tls_padded;   // xp (C, st, st, Hb, Wph) + slack
+thread_local std::vector<int64_t> tls_first;  // (nv + 1)
+thread_local std::vector<int64_t> tls_delta;  // (stores)
+thread_local std::vector<LaneMask> tls_mask;  // (stores)
+thread_local std::vector<int64_t> tls_taps;   // (R * S)
 thread_local std::array<int64_t, 4> tls_geometry{-1, -1, -1, -1};  // Wph, Q, p0, p1 of the stores
 
 }  // namespace

@@ -152,7 +152,9 @@ struct RowAcc {
     a[U - 2] = _mm256_fmadd_ps(vv, _mm256_maskload_ps(x + 8 * (U - 2), tail_lo), a[U - 2]);
     a[U - 1] = _mm256_fmadd_ps(vv, _mm256_maskload_ps(x + 8 * (U - 1), tail_hi), a[U - 1]);
   }
-  void fma_b(float v, const float* x) { fma_a(v, x); }
+  void fma_b(float v, const float* x) {
+    fma_a(v, x);
+  }
   // a = out (partial sums of an earlier column block).
   void load(const float* out) {
 #pragma GCC unroll 8
@@ -160,7 +162,9 @@ struct RowAcc {
     a[U - 2] = _mm256_maskload_ps(out + 8 * (U - 2), tail_lo);
     a[U - 1] = _mm256_maskload_ps(out + 8 * (U - 1), tail_hi);
   }
-  void store_sum(float* out) { store(0.0f, out); }
+  void store_sum(float* out) {
+    store(0.0f, out);
+  }
   void store(float bias, float* out) {
     const __m256 bv = _mm256_set1_ps(bias);
 #pragma GCC unroll 8
