@@ -75,12 +75,58 @@ struct Band {
 };
 
 #if defined(__AVX512F__)
-// Outputs k0..k0+KB-1 at positions i0..i0+16V-1.
+// A vector of 16 grid positions: one register.
+struct Vec16 {
+  __m512 v;
+  static Vec16 set1(float x) { return {_mm512_set1_ps(x)}; }
+  static Vec16 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  // acc + w * x
+  static Vec16 fma(Vec16 w, Vec16 x, Vec16 acc) { return {_mm512_fmadd_ps(w.v, x.v, acc.v)}; }
+  // max(0, v): NaN (the second operand) passes through, as relu_forward.
+  Vec16 relu() const { return {_mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), v)}; }
+  void store(float* p, LaneMask m) const { _mm512_mask_storeu_ps(p, m, v); }
+};
+#else
+// With AVX2, two registers of 8. A half that a row border splits is stored by maskstore.
+struct Vec16 {
+  __m256 lo, hi;
+  static Vec16 set1(float x) {
+    const __m256 b = _mm256_set1_ps(x);
+    return {b, b};
+  }
+  static Vec16 load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+  static Vec16 fma(Vec16 w, Vec16 x, Vec16 acc) {
+    return {_mm256_fmadd_ps(w.lo, x.lo, acc.lo), _mm256_fmadd_ps(w.hi, x.hi, acc.hi)};
+  }
+  Vec16 relu() const {
+    return {_mm256_max_ps(_mm256_setzero_ps(), lo), _mm256_max_ps(_mm256_setzero_ps(), hi)};
+  }
+  void store(float* p, LaneMask m) const {
+    store_half(p, m & 0xFFu, lo);
+    store_half(p + 8, unsigned(m) >> 8, hi);
+  }
+  static void store_half(float* p, unsigned m8, __m256 v) {
+    if (m8 == 0xFFu) {
+      _mm256_storeu_ps(p, v);
+    } else if (m8 != 0u) {  // the lanes of m8 as the sign bits maskstore reads
+      const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+      const __m256i lanes = _mm256_and_si256(_mm256_set1_epi32(int(m8)), bit);
+      _mm256_maskstore_ps(p, _mm256_cmpeq_epi32(lanes, bit), v);
+    }
+  }
+};
+#endif
+
+// Outputs k0..k0+KB-1 at positions i0..i0+16V-1. The loops over the tile are unrolled so that
+// GCC keeps acc in registers (with AVX2, rolled, it stored the array to the stack after every
+// FMA, as it had in gemm's AVX2 micro-kernel).
 template <int KB, int V>
 void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
-  __m512 acc[KB][V];
+  Vec16 acc[KB][V];
+#pragma GCC unroll 8
   for (int kb = 0; kb < KB; ++kb) {
-    const __m512 init = _mm512_set1_ps(g.b ? g.b[k0 + kb] : 0.0f);
+    const Vec16 init = Vec16::set1(g.b ? g.b[k0 + kb] : 0.0f);
+#pragma GCC unroll 4
     for (int v = 0; v < V; ++v) acc[kb][v] = init;
   }
   const float* w = g.w + k0 * g.CRS;  // (KB, CRS) rows of this tile's channels
@@ -89,93 +135,30 @@ void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
     const float* wc = w + c * g.RS;
     for (int64_t t = 0; t < g.RS; ++t) {
       const float* xt = xc + g.tap[t];
-      __m512 xv[V];
-      for (int v = 0; v < V; ++v) xv[v] = _mm512_loadu_ps(xt + 16 * v);
+      Vec16 xv[V];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) xv[v] = Vec16::load(xt + 16 * v);
+#pragma GCC unroll 8
       for (int kb = 0; kb < KB; ++kb) {
-        const __m512 wv = _mm512_set1_ps(wc[kb * g.CRS + t]);
-        for (int v = 0; v < V; ++v) acc[kb][v] = _mm512_fmadd_ps(wv, xv[v], acc[kb][v]);
+        const Vec16 wv = Vec16::set1(wc[kb * g.CRS + t]);
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) acc[kb][v] = Vec16::fma(wv, xv[v], acc[kb][v]);
       }
     }
   }
   // Straight from registers to the output rows, the border columns masked off.
   const int64_t j0 = i0 / 16;
+#pragma GCC unroll 8
   for (int kb = 0; kb < KB; ++kb) {
     float* yk = g.y + (k0 + kb) * g.PQ + i0;
+#pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
-      __m512 out = acc[kb][v];
-      // max(0, out): NaN (the second operand) passes through, as relu_forward.
-      if (g.relu) out = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), out);
+      const Vec16 out = g.relu ? acc[kb][v].relu() : acc[kb][v];
       for (int64_t e = g.first[j0 + v]; e < g.first[j0 + v + 1]; ++e)
-        _mm512_mask_storeu_ps(yk + g.delta[e] + 16 * v, g.mask[e], out);
+        out.store(yk + g.delta[e] + 16 * v, g.mask[e]);
     }
   }
 }
-
-#else
-// Lanes of an 8-lane half of a LaneMask as the sign bits maskstore reads.
-inline __m256i half_mask(unsigned m8) {
-  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(m8)), bit), bit);
-}
-
-inline void store_half(float* p, unsigned m8, __m256 v) {
-  if (m8 == 0xFFu)
-    _mm256_storeu_ps(p, v);
-  else if (m8 != 0u)
-    _mm256_maskstore_ps(p, half_mask(m8), v);
-}
-
-// Outputs k0..k0+KB-1 at positions i0..i0+16V-1, each vector of 16 as two registers (U of them).
-// The loops over the tile are unrolled so that GCC keeps acc in registers (rolled, it stored
-// the arrays to the stack after every FMA, as it had in gemm's AVX2 micro-kernel).
-template <int KB, int V>
-void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
-  constexpr int U = 2 * V;
-  __m256 acc[KB][U];
-#pragma GCC unroll 8
-  for (int kb = 0; kb < KB; ++kb) {
-    const __m256 init = _mm256_set1_ps(g.b ? g.b[k0 + kb] : 0.0f);
-#pragma GCC unroll 8
-    for (int u = 0; u < U; ++u) acc[kb][u] = init;
-  }
-  const float* w = g.w + k0 * g.CRS;  // (KB, CRS) rows of this tile's channels
-  for (int64_t c = 0; c < g.C; ++c) {
-    const float* xc = xp + c * g.plane + i0;
-    const float* wc = w + c * g.RS;
-    for (int64_t t = 0; t < g.RS; ++t) {
-      const float* xt = xc + g.tap[t];
-      __m256 xv[U];
-#pragma GCC unroll 8
-      for (int u = 0; u < U; ++u) xv[u] = _mm256_loadu_ps(xt + 8 * u);
-#pragma GCC unroll 8
-      for (int kb = 0; kb < KB; ++kb) {
-        const __m256 wv = _mm256_broadcast_ss(wc + kb * g.CRS + t);
-#pragma GCC unroll 8
-        for (int u = 0; u < U; ++u) acc[kb][u] = _mm256_fmadd_ps(wv, xv[u], acc[kb][u]);
-      }
-    }
-  }
-  const int64_t j0 = i0 / 16;
-#pragma GCC unroll 8
-  for (int kb = 0; kb < KB; ++kb) {
-    float* yk = g.y + (k0 + kb) * g.PQ + i0;
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) {
-      __m256 lo = acc[kb][2 * v], hi = acc[kb][2 * v + 1];
-      // max(0, out): NaN (the second operand) passes through, as relu_forward.
-      if (g.relu) {
-        lo = _mm256_max_ps(_mm256_setzero_ps(), lo);
-        hi = _mm256_max_ps(_mm256_setzero_ps(), hi);
-      }
-      for (int64_t e = g.first[j0 + v]; e < g.first[j0 + v + 1]; ++e) {
-        float* p = yk + g.delta[e] + 16 * v;
-        store_half(p, g.mask[e] & 0xFFu, lo);
-        store_half(p + 8, unsigned(g.mask[e]) >> 8, hi);
-      }
-    }
-  }
-}
-#endif
 
 using TileFn = void (*)(const Band&, const float*, int64_t, int64_t);
 
