@@ -459,15 +459,16 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
   if (!p.conv && block.first) cands.push_back({PackFormat::Bsr, block});
   if (!p.conv && nm.first) cands.push_back({PackFormat::Nm, nm});
   p.times.clear();
-  size_t best = 0;
+  std::vector<size_t> bytes;  // (candidates) weight bytes in each format
   for (size_t i = 0; i < cands.size(); ++i) {
     pack_as(p, cands[i].kind, v, cands[i].shape);
+    bytes.push_back(p.weight_bytes());
     NoGradGuard no_grad;
     double ms = detail::time_median_sharded_ms(
         x, opt.repeats, [&](const Tensor& xs) { run_layer(p, module, xs, false); });
     p.times.push_back({i == 0 ? "dense" : p.format(), ms});
-    if (ms < p.times[best].ms) best = i;
   }
+  const size_t best = detail::smallest_within_noise(p.times, bytes);
   pack_as(p, cands[best].kind, v, cands[best].shape);
   p.reason = shrink_note + detail::best_against_runner_up(p.times, best) + at;
   if (!p.conv && !block.first && !nm.first) p.reason += " (no block or N:M pattern)";

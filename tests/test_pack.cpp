@@ -15,6 +15,7 @@
 #include "engine/safetensors.h"
 #include "infer/fold.h"
 #include "infer/pack.h"
+#include "infer/pack_internal.h"
 #include "kernels/cpu/threads.h"
 #include "prune/prune.h"
 #include "prune/shrink.h"
@@ -565,4 +566,23 @@ TEST_CASE("size report of a tiny model, checked by hand") {
                     uLong(bytes.size()), Z_DEFAULT_COMPRESSION) == Z_OK);
   CHECK(r.dense_gzip_bytes == int64_t(z));
   CHECK(r.ratio() == doctest::Approx(double(r.packed_bytes) / double(r.dense_file_bytes)));
+}
+
+TEST_CASE("the plan keeps the smaller weight unless another candidate is 5% faster or more") {
+  using infer::CandidateTime;
+  using infer::detail::best_against_runner_up;
+  using infer::detail::smallest_within_noise;
+  const std::vector<size_t> bytes = {313600, 47600, 52000};  // dense, csr, bsr
+  // csr 3% slower than dense: within noise, and 6.6x smaller.
+  std::vector<CandidateTime> t = {{"dense", 0.0040}, {"csr", 0.00412}, {"bsr 1x4", 0.0050}};
+  CHECK(smallest_within_noise(t, bytes) == 1);
+  CHECK(best_against_runner_up(t, 1) == "csr 0.0041 ms, within 5% of dense 0.0040 ms and smaller");
+  // csr 10% slower: dense is kept.
+  t[1].ms = 0.0044;
+  CHECK(smallest_within_noise(t, bytes) == 0);
+  CHECK(best_against_runner_up(t, 0) == "dense 0.0040 ms < csr 0.0044 ms");
+  // The fastest is kept where it is also the smallest, and the smaller of two ties wins.
+  t = {{"dense", 0.0050}, {"csr", 0.0030}, {"bsr 1x4", 0.0030}};
+  CHECK(smallest_within_noise(t, bytes) == 1);
+  CHECK(smallest_within_noise(t, {313600, 52000, 47600}) == 2);
 }
