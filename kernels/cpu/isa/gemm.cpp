@@ -235,6 +235,8 @@ void ukernel(int64_t kc, const float* __restrict a, const float* __restrict b, i
   }
   store_tile_generic<m>(t, c, rsc, csc, n, alpha, beta);
 #elif defined(__AVX2__) && defined(__FMA__)
+  // The row loops are unrolled so that GCC keeps c0 and c1 in registers: rolled, it stored each
+  // accumulator to the stack after every FMA (512^3 on a Zen 3 core: 30 against 82-87 GFLOP/s).
   __m256 c0[m], c1[m];
 #pragma GCC unroll 8
   for (int i = 0; i < m; i++) c0[i] = c1[i] = _mm256_setzero_ps();
