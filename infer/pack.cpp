@@ -618,7 +618,8 @@ void choose_schedule(InferenceModel& im, const PackOptions& opt) {
   std::string reason;
   for (auto& c : candidates) {
     std::sort(c.ms.begin(), c.ms.end());
-    if (c.ms[1] < 0.95 * candidates[0].ms[1] && c.ms[1] < best->ms[1]) best = &c;
+    if (c.ms[1] < detail::kFasterBeyondNoise * candidates[0].ms[1] && c.ms[1] < best->ms[1])
+      best = &c;
     char buf[96];
     std::snprintf(buf, sizeof buf, "%s %.3f ms", c.name.c_str(), c.ms[1]);
     reason += (reason.empty() ? "" : ", ") + std::string(buf);

@@ -80,6 +80,11 @@ inline std::string fmt_ms(double ms) {
   return buf;
 }
 
+// A plan's measurements differ by a few percent from run to run on a shared machine: a
+// candidate replaces the default (the smaller weight, whole shards) only when it takes at most
+// this fraction of the default's time, i.e. is 5% faster or more.
+constexpr double kFasterBeyondNoise = 0.95;
+
 // "csr 0.12 ms < dense 0.45 ms": measured candidate `best` (of two or more) against the next
 // fastest; "csr 0.0041 ms, within 5% of dense 0.0040 ms and smaller" where best is not the
 // fastest (smallest_within_noise).
@@ -105,7 +110,7 @@ inline size_t smallest_within_noise(const std::vector<CandidateTime>& times,
     if (times[i].ms < times[fastest].ms) fastest = i;
   size_t best = fastest;
   for (size_t i = 0; i < times.size(); ++i)
-    if (bytes[i] < bytes[best] && times[fastest].ms > 0.95 * times[i].ms) best = i;
+    if (bytes[i] < bytes[best] && times[fastest].ms > kFasterBeyondNoise * times[i].ms) best = i;
   return best;
 }
 
