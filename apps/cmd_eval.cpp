@@ -12,6 +12,7 @@ namespace {
 struct EvalArgs {
   std::string in, dataset, data_dir;
   int64_t batch_size = 256;
+  int64_t limit_test = -1;  // -1: the whole test split
   int threads = 0;
   std::string device = "cpu";
   bool json = false;
@@ -25,6 +26,7 @@ int run_eval(const EvalArgs& a) {
   std::string dataset;
   train::DataSource src =
       train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, 0, &dataset);
+  if (a.limit_test >= 0) src.data.test = data::take(src.data.test, a.limit_test);
   train::EvalResult r = train::evaluate(ck.model, src.data.test, src.task, a.batch_size);
   if (a.json) {
     nlohmann::json j = {{"in", a.in},           {"dataset", dataset},
@@ -53,6 +55,8 @@ Command add_eval_command(CLI::App& app) {
   app.add_option("--batch-size", a->batch_size, "samples per forward pass")
       ->check(IntRange(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
+  app.add_option("--limit-test", a->limit_test, "evaluate on the first N test samples only")
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
   app.add_option("--threads", a->threads, "OpenMP threads")->check(IntRange(0, 1024));
   add_device_flag(app, a->device);
   app.add_flag("--json", a->json, "print one JSON object");

@@ -80,6 +80,13 @@ TEST_CASE("train --json --out, then eval and summary of the checkpoint") {
   CHECK(jq["test_samples"] == 40);
   double hits = jq["test_accuracy"].get<double>() * 40;
   CHECK(hits == doctest::Approx(std::round(hits)).epsilon(1e-9));
+  // So does eval's.
+  Result eq = run("eval --in " + ck + " --limit-test 40 --json");
+  REQUIRE_MESSAGE(eq.code == 0, eq.out);
+  auto jeq = nlohmann::json::parse(last_line(eq.out));
+  CHECK(jeq["samples"] == 40);
+  hits = jeq["test_accuracy"].get<double>() * 40;
+  CHECK(hits == doctest::Approx(std::round(hits)).epsilon(1e-9));
 }
 
 TEST_CASE("file names that are not UTF-8 work everywhere (Linux paths are bytes)") {
