@@ -9,9 +9,9 @@
 
 #include "apps/experiments/experiment.h"
 #include "datasets/dataloader.h"
-#include "kernels/error.h"
 #include "engine/ops.h"
 #include "infer/pack.h"
+#include "kernels/error.h"
 #include "nn/checkpoint.h"
 #include "nn/summary.h"
 #include "prune/shrink.h"
@@ -32,7 +32,8 @@ struct PipelineArgs {
   double classifier_amount = 0.9;  // magnitude: fraction of the last layer's weights
   int finetune_epochs = 5;         // after the filter pruning
   int classifier_finetune_epochs = 1;
-  int64_t pack_batch = 1;  // the batch the inference plan is measured at
+  int64_t pack_batch = 1;            // the batch the inference plan is measured at
+  std::string pack_format = "auto";  // every layer's format, or auto: the plan measures
 };
 
 struct Stage {
@@ -156,6 +157,7 @@ Packed pack_and_run(const PipelineArgs& a, const BaseModel& base, const nn::Mode
   Packed p;
   infer::PackOptions po;
   po.batch = a.pack_batch;
+  po.format = infer::parse_pack_format(a.pack_format);
   po.seed = a.common.seed;
   p.model = infer::pack_model(model, po);
   p.path = (std::filesystem::path(a.out_dir) / "cnn2_packed.safetensors").string();
@@ -380,6 +382,10 @@ Command add_pipeline(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--pack-batch", a->pack_batch, "batch size the inference plan is measured at")
       ->check(IntRange(int64_t(1), int64_t(1) << 16))
+      ->capture_default_str();
+  app.add_option("--pack-format", a->pack_format,
+                 "dense, csr, bsr, nm, or auto (per layer, measured at --pack-batch)")
+      ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
       ->capture_default_str();
   app.add_option("--out-dir", a->out_dir, "where the checkpoints and the packed model go")
       ->check(NonEmptyPath)
