@@ -22,11 +22,7 @@ using sprig::testing::random_vec;
 
 namespace {
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-constexpr bool kLanesBuilt = true;
-#else
-constexpr bool kLanesBuilt = false;
-#endif
+const bool kLanesBuilt = lanes_built();
 
 // A lanes buffer (64-byte aligned, as the engine's allocator gives) filled with garbage.
 struct LanesBuf {

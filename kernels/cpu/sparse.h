@@ -86,8 +86,8 @@ void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* 
 // but for N; without them they are worked out on every call.
 // residual, when given, is (N, K, P, Q), apart from y, and is added before the ReLU: a residual
 // block's y = relu(conv(x) + shortcut) in one pass.
-// From csr_conv2d_group samples on (in an AVX-512 build, on shapes where it pays), samples are
-// taken that many at a time, one to a vector lane, and a last partial group costs a whole one;
+// From csr_conv2d_group samples on (in an AVX-512 or AVX2 build, on shapes where it pays), samples
+// are taken that many at a time, one to a vector lane, and a last partial group costs a whole one;
 // that path lays its input out differently and makes its own offsets (C*R*S + nnz work, small
 // next to 16 samples' products), so offsets are not read there.
 void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
@@ -108,9 +108,12 @@ struct LanesShape {
   int64_t group_floats() const;  // C * (H + 2 pad) * (W + 2 pad) * 16
   int64_t floats() const;        // the whole buffer
 };
-// Whether csr_conv2d_lanes takes w on s (an AVX-512 build, s.N >= 16, a stride up to 4, sizes
-// its int32 offsets reach). With both sides in lanes it pays at any density: nothing is laid out
-// and nothing transposed.
+// Whether this build has the lanes kernels (AVX-512, or AVX2 with FMA); without them the
+// functions below throw sprig::Error and csr_conv2d takes every sample on its own.
+bool lanes_built();
+// Whether csr_conv2d_lanes takes w on s (a build with lanes_built(), s.N >= 16, a stride up to 4,
+// sizes its int32 offsets reach). With both sides in lanes it pays at any density: nothing is laid
+// out and nothing transposed.
 bool csr_conv2d_lanes_fit(const CsrMatrix& w, const Conv2dShape& s);
 // Whether csr_conv2d, with x and y (N, ...), runs w on s 16 samples to a vector: where it fits
 // and pays for the lay-out and the transposed stores.
@@ -122,7 +125,7 @@ bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s);
 void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, int64_t x_pad,
                       const float* bias, float* y, int64_t y_pad, bool relu,
                       const float* residual = nullptr);
-// x (N, C, H, W) into lanes xl (a.floats()) and back. Throw sprig::Error without AVX-512.
+// x (N, C, H, W) into lanes xl (a.floats()) and back.
 void to_lanes(const LanesShape& a, const float* x, float* xl);
 void from_lanes(const LanesShape& a, const float* xl, float* x);
 // The option-A shortcut (shortcut_forward) from lanes of border x_pad to lanes of border y_pad.

@@ -14,6 +14,7 @@
 // Both cost: the lay-out ~0.13 ms of that 0.98, and the pieces, K*P*Q floats apart, share cache
 // sets and evict each other half written. A conv whose neighbours run here too takes and gives
 // its activations in the lanes layout instead, and does neither.
+// AVX2 builds run the same layout with tiles of 2 x 3 positions (below, at their lanes_tile).
 // The reference is conv2d_forward_ref on the same zeroed dense weights (tests/test_kernels_sparse).
 
 #include <algorithm>
@@ -32,12 +33,13 @@ namespace sprig::cpu {
 
 namespace {
 constexpr int64_t kLanes = csr_conv2d_group;  // samples in a group
-constexpr int64_t kTileQ = 8;                 // output positions of a tile row
+constexpr int64_t kMaxTileQ = 8;  // output positions of a tile row, at most (AVX-512's tiles)
 // Strides up to this many read their tiles' unused positions within kSlack floats past a group.
 constexpr int64_t kMaxStride = 4;
-// The last tile of a row reads up to kTileQ - 1 positions (each stride columns) past the real
-// ones; past the last row of a group, that is past its end.
-constexpr int64_t kSlack = kTileQ * kMaxStride * kLanes;
+// The last tile of a row reads up to kMaxTileQ - 1 positions (each stride columns) past the real
+// ones; past the last row of a group, that is past its end. The layout is the same whatever the
+// build's tiles.
+constexpr int64_t kSlack = kMaxTileQ * kMaxStride * kLanes;
 }  // namespace
 
 int64_t LanesShape::group_floats() const {
@@ -47,7 +49,7 @@ int64_t LanesShape::floats() const {
   return groups() * group_floats() + kSlack;
 }
 
-#ifdef SPRIG_SPARSE_AVX512
+#if defined(SPRIG_SPARSE_AVX512) || defined(SPRIG_SPARSE_AVX2)
 namespace {
 using namespace sparse_detail;
 
@@ -69,6 +71,37 @@ void lane_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, int6
         table[j] = int32_t(((c * Hp + r * s.dilation) * Wp + ss * s.dilation) * kLanes);
   for (int64_t k = 0; k < w.nnz(); k++) off[k] = table[col[k]];
 }
+
+// The border of channels [c0, c1), rows [p0, p1) of one group's y (C, Hp, Wp, 16) in layout a
+// zeroed: the pad columns of those rows, and the pad rows above (p0 == 0) and below (p1 == H).
+void zero_border(const LanesShape& a, int64_t c0, int64_t c1, int64_t p0, int64_t p1, float* y) {
+  if (a.pad == 0) return;
+  const int64_t Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
+  for (int64_t c = c0; c < c1; c++) {
+    float* yc = y + c * Hp * Wp * kLanes;  // (Hp, Wp, 16)
+    if (p0 == 0) std::fill_n(yc, a.pad * Wp * kLanes, 0.0f);
+    if (p1 == a.H) std::fill_n(yc + (a.pad + a.H) * Wp * kLanes, a.pad * Wp * kLanes, 0.0f);
+    for (int64_t p = p0; p < p1; p++) {
+      float* row = yc + (p + a.pad) * Wp * kLanes;
+      std::fill_n(row, a.pad * kLanes, 0.0f);
+      std::fill_n(row + (a.pad + a.W) * kLanes, a.pad * kLanes, 0.0f);
+    }
+  }
+}
+
+// Where one tile's sums (2 rows x kTileQ positions) go: into (N, K, P, Q) as 16 samples' row
+// pieces, or into a group's (K, P + 2 pad, Q + 2 pad, 16) lanes as they are.
+struct TileOut {
+  float* y;        // the tile's first output: sample 0 of the group, or its lanes vector
+  const float* r;  // the residual at the same place in its own (equal) layout, or nullptr
+  int64_t row;     // floats from an output row to the next
+  int64_t ldy;     // floats from a sample to the next (NCHW only)
+  int64_t nv;      // samples of the group that are stored (NCHW only)
+  bool lanes;
+};
+
+#ifdef SPRIG_SPARSE_AVX512
+constexpr int64_t kTileQ = 8;  // output positions of a tile row
 
 // Padded rows [h0, h1) of channels [c0, c1) of one group's xt (C, Hp, Wp, 16) in layout a, from
 // samples [n0, n0 + nv) of x (N, C, H, W); lanes past nv zero. 16 x 16 blocks (16 samples x 16
@@ -105,38 +138,6 @@ void fill_lanes(const LanesShape& a, const float* x, int64_t n0, int64_t nv, int
       }
     }
 }
-
-// The border of channels [c0, c1), rows [p0, p1) of one group's y (C, Hp, Wp, 16) in layout a
-// zeroed: the pad columns of those rows, and the pad rows above (p0 == 0) and below (p1 == H).
-void zero_border(const LanesShape& a, int64_t c0, int64_t c1, int64_t p0, int64_t p1, float* y) {
-  if (a.pad == 0) return;
-  const int64_t Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
-  const __m512 zero = _mm512_setzero_ps();
-  auto zero_vectors = [&](float* d, int64_t n) {
-    for (int64_t j = 0; j < n; j++) _mm512_store_ps(d + j * kLanes, zero);
-  };
-  for (int64_t c = c0; c < c1; c++) {
-    float* yc = y + c * Hp * Wp * kLanes;  // (Hp, Wp, 16)
-    if (p0 == 0) zero_vectors(yc, a.pad * Wp);
-    if (p1 == a.H) zero_vectors(yc + (a.pad + a.H) * Wp * kLanes, a.pad * Wp);
-    for (int64_t p = p0; p < p1; p++) {
-      float* row = yc + (p + a.pad) * Wp * kLanes;
-      zero_vectors(row, a.pad);
-      zero_vectors(row + (a.pad + a.W) * kLanes, a.pad);
-    }
-  }
-}
-
-// Where one tile's 2 x 8 sums go: into (N, K, P, Q) as 16 samples' row pieces (transposed in
-// registers), or into a group's (K, P + 2 pad, Q + 2 pad, 16) lanes as they are.
-struct TileOut {
-  float* y;        // the tile's first output: sample 0 of the group, or its lanes vector
-  const float* r;  // the residual at the same place in its own (equal) layout, or nullptr
-  int64_t row;     // floats from an output row to the next
-  int64_t ldy;     // floats from a sample to the next (NCHW only)
-  int64_t nv;      // samples of the group that are stored (NCHW only)
-  bool lanes;
-};
 
 // Output rows p .. p + PR - 1 (PR = 1 or 2), positions q0 .. q0 + nq - 1 (nq <= 8) of output
 // channel i for the group, at stride ST: bias + its stored weights in stored order (+ the
@@ -198,6 +199,152 @@ void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base
                  rn ? rn + out.row : nullptr));
   }
 }
+
+// One padded row's real positions (W, 16) of a group into the rows of its samples [0, nv), at
+// d + n * ld: 16 x 16 blocks transposed in registers.
+void row_from_lanes(const float* row, int64_t W, int64_t nv, float* d, int64_t ld) {
+  for (int64_t w0 = 0; w0 < W; w0 += 16) {
+    const int64_t wn = std::min<int64_t>(16, W - w0);
+    __m512 r[16];
+    for (int j = 0; j < 16; j++)
+      r[j] = j < wn ? _mm512_load_ps(row + (w0 + j) * kLanes) : _mm512_setzero_ps();
+    transpose16_regs(r);  // r[q]: sample kTransposedCol[q]'s positions w0 ..
+    const __mmask16 m = short_rows::first_lanes(wn);
+    for (int q = 0; q < 16; q++)
+      if (kTransposedCol[q] < nv) _mm512_mask_storeu_ps(d + kTransposedCol[q] * ld + w0, m, r[q]);
+  }
+}
+
+#else  // AVX2
+
+// AVX2 has 16 registers of 8 floats: a position of a group is two of them (samples 0-7, 8-15), so
+// a tile is 2 output rows x 3 positions, 12 accumulators, with room left for the broadcast
+// weight. Each stored weight then costs a broadcast and 12 FMAs that take their input from
+// memory: on Zen 3 (two loads and two FMAs a cycle) that is load- and FMA-bound alike.
+// Three positions waste little on the widths convs have: 33 computed for 32, 9 for 8.
+constexpr int64_t kTileQ = 3;  // output positions of a tile row
+
+// Lanes [0, n) of an 8-float vector, for maskload / maskstore.
+inline __m256i first8(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// As the AVX-512 fill_lanes, with 8 x 8 blocks (8 samples x 8 columns) transposed in registers.
+void fill_lanes(const LanesShape& a, const float* x, int64_t n0, int64_t nv, int64_t c0, int64_t c1,
+                int64_t h0, int64_t h1, float* xt) {
+  const int64_t CHW = a.C * a.H * a.W, Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
+  if (int64_t(tls_zero_row.size()) < a.W) tls_zero_row.assign(size_t(a.W), 0.0f);
+  for (int64_t c = c0; c < c1; c++)
+    for (int64_t hp = h0; hp < h1; hp++) {
+      float* d = xt + (c * Hp + hp) * Wp * kLanes;  // (Wp, 16) padded row hp
+      const int64_t h = hp - a.pad;
+      if (h < 0 || h >= a.H) {
+        std::fill_n(d, Wp * kLanes, 0.0f);
+        continue;
+      }
+      std::fill_n(d, a.pad * kLanes, 0.0f);
+      std::fill_n(d + (a.pad + a.W) * kLanes, a.pad * kLanes, 0.0f);
+      const float* rows[kLanes];  // row h of channel c of each sample
+      for (int64_t n = 0; n < kLanes; n++)
+        rows[n] = n < nv ? x + (n0 + n) * CHW + (c * a.H + h) * a.W : tls_zero_row.data();
+      float* dr = d + a.pad * kLanes;
+      for (int64_t w0 = 0; w0 < a.W; w0 += 8) {
+        const int64_t wn = std::min<int64_t>(8, a.W - w0);
+        const __m256i m = first8(wn);
+        for (int half = 0; half < 2; half++) {
+          __m256 r[8];
+          for (int n = 0; n < 8; n++) r[n] = _mm256_maskload_ps(rows[8 * half + n] + w0, m);
+          transpose8_regs(r);  // r[q]: column w0 + q of the half's 8 samples
+          for (int q = 0; q < wn; q++) _mm256_store_ps(dr + (w0 + q) * kLanes + 8 * half, r[q]);
+        }
+      }
+    }
+}
+
+// As the AVX-512 lanes_tile, with 2 x 3 positions. Accumulator 2 * (r * kTileQ + j) + h holds
+// row r, position j, samples 8h .. 8h + 7. An (N, K, P, Q) output goes through a buffer, one
+// float at a time: a sample's row piece is 3 floats.
+template <int PR, int ST, bool REV>
+void lanes_tile(const float* v, const int32_t* o, int64_t cnt, const float* base, int64_t pstep,
+                float bias, bool relu, int64_t nq, const TileOut& out) {
+  constexpr int64_t qstep = ST * kLanes;
+  constexpr int A = 2 * PR * kTileQ;
+  __m256 acc[A];
+#pragma GCC unroll 12
+  for (int j = 0; j < A; j++) acc[j] = _mm256_set1_ps(bias);
+  const float* base1 = base + pstep;  // the second row's taps
+  if (REV && cnt > 0) {  // the stored weights last to first (an empty row's arrays may be null)
+    v += cnt - 1;
+    o += cnt - 1;
+  }
+  for (int64_t t = 0; t < cnt; t++) {
+    const int64_t k = REV ? -t : t;
+    const __m256 vv = _mm256_broadcast_ss(v + k);
+    const float* b0 = base + o[k];
+    const float* b1 = base1 + o[k];
+    for (int j = 0; j < kTileQ; j++) {
+      acc[2 * j] = _mm256_fmadd_ps(vv, _mm256_load_ps(b0 + j * qstep), acc[2 * j]);
+      acc[2 * j + 1] = _mm256_fmadd_ps(vv, _mm256_load_ps(b0 + j * qstep + 8), acc[2 * j + 1]);
+    }
+    if (PR == 2)
+      for (int j = 0; j < kTileQ; j++) {
+        constexpr int r1 = 2 * kTileQ;
+        acc[r1 + 2 * j] = _mm256_fmadd_ps(vv, _mm256_load_ps(b1 + j * qstep), acc[r1 + 2 * j]);
+        acc[r1 + 2 * j + 1] =
+            _mm256_fmadd_ps(vv, _mm256_load_ps(b1 + j * qstep + 8), acc[r1 + 2 * j + 1]);
+      }
+  }
+  // The loops below run to constants, so that every accumulator index is one: an index that
+  // depends on nq makes GCC keep the array on the stack and store it at every stored weight.
+  if (out.lanes) {
+#pragma GCC unroll 2
+    for (int r = 0; r < PR; r++)
+#pragma GCC unroll 3
+      for (int j = 0; j < kTileQ; j++)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+          if (j >= nq) continue;
+          const int64_t at = r * out.row + j * kLanes + 8 * h;
+          __m256 t = acc[2 * (r * kTileQ + j) + h];
+          if (out.r) t = _mm256_add_ps(t, _mm256_load_ps(out.r + at));
+          // max(0, t): NaN (the second operand) passes through, as relu_forward.
+          _mm256_store_ps(out.y + at, relu ? _mm256_max_ps(_mm256_setzero_ps(), t) : t);
+        }
+    return;
+  }
+  alignas(32) float sums[A * 8];  // (PR, kTileQ, 16): the accumulators as they are
+#pragma GCC unroll 12
+  for (int j = 0; j < A; j++) _mm256_store_ps(sums + 8 * j, acc[j]);
+  for (int64_t n = 0; n < out.nv; n++) {
+    float* yn = out.y + n * out.ldy;
+    const float* rn = out.r ? out.r + n * out.ldy : nullptr;
+    for (int r = 0; r < PR; r++)
+      for (int j = 0; j < nq; j++) {
+        float t = sums[(r * kTileQ + j) * kLanes + n];
+        if (rn) t += rn[r * out.row + j];
+        yn[r * out.row + j] = relu && 0.0f > t ? 0.0f : t;  // as _mm256_max_ps(0, t) above
+      }
+  }
+}
+
+// As the AVX-512 row_from_lanes, with 8 x 8 blocks.
+void row_from_lanes(const float* row, int64_t W, int64_t nv, float* d, int64_t ld) {
+  for (int64_t w0 = 0; w0 < W; w0 += 8) {
+    const int64_t wn = std::min<int64_t>(8, W - w0);
+    const __m256i m = first8(wn);
+    for (int half = 0; half < 2 && 8 * half < nv; half++) {
+      __m256 r[8];
+      for (int j = 0; j < 8; j++)
+        r[j] = j < wn ? _mm256_load_ps(row + (w0 + j) * kLanes + 8 * half) : _mm256_setzero_ps();
+      transpose8_regs(r);  // r[q]: sample 8 half + q's positions w0 ..
+      for (int q = 0; q < 8 && 8 * half + q < nv; q++)
+        _mm256_maskstore_ps(d + (8 * half + q) * ld + w0, m, r[q]);
+    }
+  }
+}
+
+#endif
+static_assert(kTileQ <= kMaxTileQ, "a tile row reads past its group within kSlack");
 
 // f(std::integral_constant<int, stride>) for a stride of 1 to kMaxStride.
 template <class F>
@@ -316,6 +463,10 @@ bool nchw_out_suits(const CsrMatrix& w, const Conv2dShape& s) {
 
 }  // namespace
 
+bool lanes_built() {
+  return true;
+}
+
 bool csr_conv2d_lanes_fit(const CsrMatrix& w, const Conv2dShape& s) {
   const LanesShape a{s.N, s.C, s.H, s.W, s.pad};
   return s.N >= kLanes && s.stride <= kMaxStride && a.floats() <= INT32_MAX && w.rows == s.K &&
@@ -381,21 +532,9 @@ void from_lanes(const LanesShape& a, const float* xl, float* x) {
   run_items(a.groups() * a.C, T, [&](int64_t item) {
     const int64_t g = item / a.C, c = item % a.C, nv = std::min(kLanes, a.N - g * kLanes);
     const float* xc = xl + g * a.group_floats() + c * Hp * Wp * kLanes;  // (Hp, Wp, 16)
-    for (int64_t h = 0; h < a.H; h++) {
-      const float* row = xc + ((h + a.pad) * Wp + a.pad) * kLanes;  // (W, 16)
-      float* d = x + g * kLanes * CHW + (c * a.H + h) * a.W;        // sample 0's row h
-      for (int64_t w0 = 0; w0 < a.W; w0 += 16) {
-        const int64_t wn = std::min<int64_t>(16, a.W - w0);
-        __m512 r[16];
-        for (int j = 0; j < 16; j++)
-          r[j] = j < wn ? _mm512_load_ps(row + (w0 + j) * kLanes) : _mm512_setzero_ps();
-        transpose16_regs(r);  // r[q]: sample kTransposedCol[q]'s positions w0 ..
-        const __mmask16 m = short_rows::first_lanes(wn);
-        for (int q = 0; q < 16; q++)
-          if (kTransposedCol[q] < nv)
-            _mm512_mask_storeu_ps(d + kTransposedCol[q] * CHW + w0, m, r[q]);
-      }
-    }
+    for (int64_t h = 0; h < a.H; h++)
+      row_from_lanes(xc + ((h + a.pad) * Wp + a.pad) * kLanes, a.W, nv,
+                     x + g * kLanes * CHW + (c * a.H + h) * a.W, CHW);
   });
 }
 
@@ -415,15 +554,17 @@ void shortcut_lanes(const ShortcutShape& s, const float* xl, int64_t x_pad, floa
     const float* xc = xl + g * xa.group_floats() + c * (s.H + 2 * x_pad) * Wx * kLanes;
     for (int64_t p = 0; p < s.P(); p++)
       for (int64_t q = 0; q < s.Q(); q++)
-        _mm512_store_ps(
-            yk + ((p + y_pad) * Wy + q + y_pad) * kLanes,
-            _mm512_load_ps(xc + ((p * s.stride + x_pad) * Wx + q * s.stride + x_pad) * kLanes));
+        std::copy_n(xc + ((p * s.stride + x_pad) * Wx + q * s.stride + x_pad) * kLanes, kLanes,
+                    yk + ((p + y_pad) * Wy + q + y_pad) * kLanes);
   });
   std::fill(yl + ya.groups() * ya.group_floats(), yl + ya.floats(), 0.0f);
 }
 
-#else  // no AVX-512: csr_conv2d takes every sample on its own, and nothing runs in lanes
+#else  // neither AVX-512 nor AVX2: csr_conv2d takes every sample on its own, nothing runs in lanes
 
+bool lanes_built() {
+  return false;
+}
 bool csr_conv2d_lanes_fit(const CsrMatrix&, const Conv2dShape&) {
   return false;
 }
@@ -432,7 +573,7 @@ bool csr_conv2d_in_lanes(const CsrMatrix&, const Conv2dShape&) {
 }
 namespace {
 [[noreturn]] void no_lanes(const char* f) {
-  throw Error(std::string(f) + ": sample lanes need an AVX-512 build");
+  throw Error(std::string(f) + ": sample lanes need an AVX-512 or AVX2 build");
 }
 }  // namespace
 void csr_conv2d_lanes(const CsrMatrix&, const Conv2dShape&, const float*, int64_t, const float*,

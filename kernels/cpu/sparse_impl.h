@@ -24,6 +24,7 @@
 #define SPRIG_SPARSE_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#define SPRIG_SPARSE_AVX2 1
 #endif
 
 namespace sprig::cpu::sparse_detail {
@@ -299,6 +300,29 @@ inline void transpose16(const float* in, int64_t ldi, float* out, int64_t ldo) {
   for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(in + i * ldi);
   transpose16_regs(r);
   for (int q = 0; q < 16; q++) _mm512_storeu_ps(out + kTransposedCol[q] * ldo, r[q]);
+}
+#endif
+
+#ifdef SPRIG_SPARSE_AVX2
+// r (8 vectors) transposed in registers, 24 shuffles: afterwards r[q] holds lane q of every
+// input vector (lane i from r[i]).
+inline void transpose8_regs(__m256 (&r)[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; i++) {
+    r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x20);
+    t[4 + i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x31);
+  }
+  for (int i = 0; i < 8; i++) r[i] = t[i];
 }
 #endif
 
