@@ -388,7 +388,7 @@ Command add_bench_model_command(CLI::App& app) {
       ->check(IntRange(int64_t(1), int64_t(1) << 16))
       ->capture_default_str();
   app.add_option("--format", a->format, "plan: auto, or one format forced (dense|csr|bsr|nm)")
-      ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
+      ->check(PackFormatName)
       ->capture_default_str();
   app.add_flag("--no-shrink", a->no_shrink, "plan without shrinking zeroed neurons / filters");
   app.add_flag("--int8", a->int8,

@@ -11,9 +11,10 @@
 #include "apps/commands.h"
 #include "dist/comm.h"
 #include "engine/backend.h"
-#include "kernels/error.h"
 #include "engine/rng.h"
+#include "infer/pack.h"
 #include "kernels/cpu/threads.h"
+#include "kernels/error.h"
 #include "train/train_state.h"
 
 namespace sprig::app {
@@ -45,6 +46,12 @@ const CLI::Validator FractionBelowOne(
 // nothing, exit 0): refused at parse time.
 const CLI::Validator NonEmptyPath(
     [](std::string& value) -> std::string { return value.empty() ? "an empty path" : ""; }, "PATH");
+
+const CLI::Validator PackFormatName = [] {
+  std::vector<std::string> names;
+  for (infer::PackFormat f : infer::kPackFormats) names.push_back(infer::pack_format_name(f));
+  return CLI::IsMember(names);
+}();
 
 CLI::Validator IntRange(int64_t lo, int64_t hi) {
   return CLI::Validator(

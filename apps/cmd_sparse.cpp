@@ -394,7 +394,7 @@ int run_packed_eval(const SparseArgs& a) {
 
 void add_plan_flags(CLI::App& app, SparseArgs& a) {
   app.add_option("--format", a.format, "dense, csr, bsr, nm, or auto (measure and pick)")
-      ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
+      ->check(PackFormatName)
       ->capture_default_str();
   app.add_option("--batch", a.batch, "batch size the plan measures at")
       ->check(IntRange(int64_t(1), int64_t(1) << 16))

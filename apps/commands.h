@@ -39,6 +39,8 @@ extern const CLI::Validator FiniteNumber;
 extern const CLI::Validator FractionBelowOne;
 extern const CLI::Validator SeedNumber;    // decimal digits in [0, 2^64)
 extern const CLI::Validator NonEmptyPath;  // any bytes but none
+// A --format of sprig pack and the commands that pack: a name of infer::kPackFormats.
+extern const CLI::Validator PackFormatName;
 // An integer flag in [lo, hi]; "--epochs 1.5" is named as not a whole number, where
 // CLI::Range said "not in range".
 CLI::Validator IntRange(int64_t lo, int64_t hi);

@@ -25,8 +25,7 @@ using detail::fmt_ms;
 using detail::pct;
 
 PackFormat parse_pack_format(const std::string& s) {
-  for (auto f :
-       {PackFormat::Auto, PackFormat::Dense, PackFormat::Csr, PackFormat::Bsr, PackFormat::Nm})
+  for (PackFormat f : kPackFormats)
     if (s == pack_format_name(f)) return f;
   throw Error("--format must be auto, dense, csr, bsr or nm, got '" + s + "'");
 }

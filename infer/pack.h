@@ -30,6 +30,8 @@ namespace sprig::infer {
 inline constexpr const char* kPackedFormat = "sprig-packed-1";
 
 enum class PackFormat { Auto, Dense, Csr, Bsr, Nm };
+inline constexpr PackFormat kPackFormats[] = {PackFormat::Auto, PackFormat::Dense, PackFormat::Csr,
+                                              PackFormat::Bsr, PackFormat::Nm};
 PackFormat parse_pack_format(const std::string& s);  // auto|dense|csr|bsr|nm
 const char* pack_format_name(PackFormat f);
 

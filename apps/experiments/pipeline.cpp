@@ -385,7 +385,7 @@ Command add_pipeline(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--pack-format", a->pack_format,
                  "dense, csr, bsr, nm, or auto (per layer, measured at --pack-batch)")
-      ->check(CLI::IsMember({"auto", "dense", "csr", "bsr", "nm"}))
+      ->check(PackFormatName)
       ->capture_default_str();
   app.add_option("--out-dir", a->out_dir, "where the checkpoints and the packed model go")
       ->check(NonEmptyPath)
