@@ -327,7 +327,7 @@ inline void transpose8_regs(__m256 (&r)[8]) {
 #endif
 
 // out (n, ldo) = in (m, ldi) transposed (out[j, i] = in[i, j]), 16 x 16 blocks in registers
-// where the AVX-512 path is built.
+// where the AVX-512 path is built, 8 x 8 with AVX2.
 inline void transpose(const float* in, int64_t ldi, int64_t m, int64_t n, float* out, int64_t ldo) {
   int64_t i0 = 0;
 #ifdef SPRIG_SPARSE_AVX512
@@ -335,6 +335,18 @@ inline void transpose(const float* in, int64_t ldi, int64_t m, int64_t n, float*
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) transpose16(in + i0 * ldi + j, ldi, out + j * ldo + i0, ldo);
     for (int64_t i = i0; i < i0 + 16; i++)
+      for (int64_t jj = j; jj < n; jj++) out[jj * ldo + i] = in[i * ldi + jj];
+  }
+#elif defined(SPRIG_SPARSE_AVX2)
+  for (; i0 + 8 <= m; i0 += 8) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(in + (i0 + i) * ldi + j);
+      transpose8_regs(r);
+      for (int q = 0; q < 8; q++) _mm256_storeu_ps(out + (j + q) * ldo + i0, r[q]);
+    }
+    for (int64_t i = i0; i < i0 + 8; i++)
       for (int64_t jj = j; jj < n; jj++) out[jj * ldo + i] = in[i * ldi + jj];
   }
 #endif
