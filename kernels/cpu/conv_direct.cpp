@@ -28,9 +28,9 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/error.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/short_rows.h"
+#include "kernels/error.h"
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #define SPRIG_CONV_DIRECT 1
@@ -289,11 +289,13 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
 
   // Positions outer, channels inner: a tile's input rows stay in L1 across the channel blocks.
   const int KB = int(std::min<int64_t>(kMaxChannels, s.K)), V = vectors_for(KB);
+  const int64_t blocks = (s.K + KB - 1) / KB;
   for (int64_t v0 = 0; v0 < nv; v0 += V) {
     const int nvec = int(std::min<int64_t>(V, nv - v0));
-    for (int64_t k0 = 0; k0 < s.K; k0 += KB) {
-      const int kb = int(std::min<int64_t>(KB, s.K - k0));
+    for (int64_t bi = 0, k0 = 0; bi < blocks; bi++) {
+      const int kb = int((s.K - k0 + blocks - bi - 1) / (blocks - bi));
       kTiles[size_t(kb - 1)][size_t(nvec - 1)](g, xp, k0, v0 * 16);
+      k0 += kb;
     }
   }
 }
