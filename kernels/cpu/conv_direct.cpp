@@ -288,6 +288,8 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
                P * Q};
 
   // Positions outer, channels inner: a tile's input rows stay in L1 across the channel blocks.
+  // The blocks are as even as their number allows (16 = 6 + 5 + 5, not 6 + 6 + 4): a narrow
+  // tile loads as many inputs for fewer FMAs (AVX2's 4-channel tile cost 26% more a channel).
   const int KB = int(std::min<int64_t>(kMaxChannels, s.K)), V = vectors_for(KB);
   const int64_t blocks = (s.K + KB - 1) / KB;
   for (int64_t v0 = 0; v0 < nv; v0 += V) {
