@@ -103,40 +103,18 @@ struct TileOut {
 #ifdef SPRIG_SPARSE_AVX512
 constexpr int64_t kTileQ = 8;  // output positions of a tile row
 
-// Padded rows [h0, h1) of channels [c0, c1) of one group's xt (C, Hp, Wp, 16) in layout a, from
-// samples [n0, n0 + nv) of x (N, C, H, W); lanes past nv zero. 16 x 16 blocks (16 samples x 16
-// columns) are transposed in registers.
-void fill_lanes(const LanesShape& a, const float* x, int64_t n0, int64_t nv, int64_t c0, int64_t c1,
-                int64_t h0, int64_t h1, float* xt) {
-  const int64_t CHW = a.C * a.H * a.W, Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
-  if (int64_t(tls_zero_row.size()) < a.W) tls_zero_row.assign(size_t(a.W), 0.0f);
-  const __m512 zero = _mm512_setzero_ps();
-  for (int64_t c = c0; c < c1; c++)
-    for (int64_t hp = h0; hp < h1; hp++) {
-      float* d = xt + (c * Hp + hp) * Wp * kLanes;  // (Wp, 16) padded row hp
-      const int64_t h = hp - a.pad;
-      if (h < 0 || h >= a.H) {
-        for (int64_t j = 0; j < Wp; j++) _mm512_store_ps(d + j * kLanes, zero);
-        continue;
-      }
-      for (int64_t j = 0; j < a.pad; j++) {
-        _mm512_store_ps(d + j * kLanes, zero);
-        _mm512_store_ps(d + (a.pad + a.W + j) * kLanes, zero);
-      }
-      const float* rows[kLanes];  // row h of channel c of each sample
-      for (int64_t n = 0; n < kLanes; n++)
-        rows[n] = n < nv ? x + (n0 + n) * CHW + (c * a.H + h) * a.W : tls_zero_row.data();
-      float* dr = d + a.pad * kLanes;
-      for (int64_t w0 = 0; w0 < a.W; w0 += 16) {
-        const int64_t wn = std::min<int64_t>(16, a.W - w0);
-        const __mmask16 m = short_rows::first_lanes(wn);
-        __m512 r[16];
-        for (int n = 0; n < 16; n++) r[n] = _mm512_maskz_loadu_ps(m, rows[n] + w0);
-        transpose16_regs(r);
-        for (int q = 0; q < 16; q++)
-          if (kTransposedCol[q] < wn) _mm512_store_ps(dr + (w0 + kTransposedCol[q]) * kLanes, r[q]);
-      }
-    }
+// One row of W positions of 16 samples (rows[n], n < 16) into dr (W, 16): 16 x 16 blocks (16
+// samples x 16 columns) transposed in registers.
+void row_to_lanes(const float* const (&rows)[kLanes], int64_t W, float* dr) {
+  for (int64_t w0 = 0; w0 < W; w0 += 16) {
+    const int64_t wn = std::min<int64_t>(16, W - w0);
+    const __mmask16 m = short_rows::first_lanes(wn);
+    __m512 r[16];
+    for (int n = 0; n < 16; n++) r[n] = _mm512_maskz_loadu_ps(m, rows[n] + w0);
+    transpose16_regs(r);
+    for (int q = 0; q < 16; q++)
+      if (kTransposedCol[q] < wn) _mm512_store_ps(dr + (w0 + kTransposedCol[q]) * kLanes, r[q]);
+  }
 }
 
 // Output rows p .. p + PR - 1 (PR = 1 or 2), positions q0 .. q0 + nq - 1 (nq <= 8) of output
@@ -224,41 +202,18 @@ void row_from_lanes(const float* row, int64_t W, int64_t nv, float* d, int64_t l
 // Three positions waste little on the widths convs have: 33 computed for 32, 9 for 8.
 constexpr int64_t kTileQ = 3;  // output positions of a tile row
 
-// Lanes [0, n) of an 8-float vector, for maskload / maskstore.
-inline __m256i first8(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// As the AVX-512 fill_lanes, with 8 x 8 blocks (8 samples x 8 columns) transposed in registers.
-void fill_lanes(const LanesShape& a, const float* x, int64_t n0, int64_t nv, int64_t c0, int64_t c1,
-                int64_t h0, int64_t h1, float* xt) {
-  const int64_t CHW = a.C * a.H * a.W, Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
-  if (int64_t(tls_zero_row.size()) < a.W) tls_zero_row.assign(size_t(a.W), 0.0f);
-  for (int64_t c = c0; c < c1; c++)
-    for (int64_t hp = h0; hp < h1; hp++) {
-      float* d = xt + (c * Hp + hp) * Wp * kLanes;  // (Wp, 16) padded row hp
-      const int64_t h = hp - a.pad;
-      if (h < 0 || h >= a.H) {
-        std::fill_n(d, Wp * kLanes, 0.0f);
-        continue;
-      }
-      std::fill_n(d, a.pad * kLanes, 0.0f);
-      std::fill_n(d + (a.pad + a.W) * kLanes, a.pad * kLanes, 0.0f);
-      const float* rows[kLanes];  // row h of channel c of each sample
-      for (int64_t n = 0; n < kLanes; n++)
-        rows[n] = n < nv ? x + (n0 + n) * CHW + (c * a.H + h) * a.W : tls_zero_row.data();
-      float* dr = d + a.pad * kLanes;
-      for (int64_t w0 = 0; w0 < a.W; w0 += 8) {
-        const int64_t wn = std::min<int64_t>(8, a.W - w0);
-        const __m256i m = first8(wn);
-        for (int half = 0; half < 2; half++) {
-          __m256 r[8];
-          for (int n = 0; n < 8; n++) r[n] = _mm256_maskload_ps(rows[8 * half + n] + w0, m);
-          transpose8_regs(r);  // r[q]: column w0 + q of the half's 8 samples
-          for (int q = 0; q < wn; q++) _mm256_store_ps(dr + (w0 + q) * kLanes + 8 * half, r[q]);
-        }
-      }
+// As the AVX-512 row_to_lanes, with 8 x 8 blocks (8 samples x 8 columns).
+void row_to_lanes(const float* const (&rows)[kLanes], int64_t W, float* dr) {
+  for (int64_t w0 = 0; w0 < W; w0 += 8) {
+    const __m256i m = first8(W - w0);
+    const int64_t wn = std::min<int64_t>(8, W - w0);
+    for (int half = 0; half < 2; half++) {
+      __m256 r[8];
+      for (int n = 0; n < 8; n++) r[n] = _mm256_maskload_ps(rows[8 * half + n] + w0, m);
+      transpose8_regs(r);  // r[q]: column w0 + q of the half's 8 samples
+      for (int q = 0; q < wn; q++) _mm256_store_ps(dr + (w0 + q) * kLanes + 8 * half, r[q]);
     }
+  }
 }
 
 // As the AVX-512 lanes_tile, with 2 x 3 positions. Accumulator 2 * (r * kTileQ + j) + h holds
@@ -345,6 +300,29 @@ void row_from_lanes(const float* row, int64_t W, int64_t nv, float* d, int64_t l
 
 #endif
 static_assert(kTileQ <= kMaxTileQ, "a tile row reads past its group within kSlack");
+
+// Padded rows [h0, h1) of channels [c0, c1) of one group's xt (C, Hp, Wp, 16) in layout a, from
+// samples [n0, n0 + nv) of x (N, C, H, W); lanes past nv zero.
+void fill_lanes(const LanesShape& a, const float* x, int64_t n0, int64_t nv, int64_t c0, int64_t c1,
+                int64_t h0, int64_t h1, float* xt) {
+  const int64_t CHW = a.C * a.H * a.W, Hp = a.H + 2 * a.pad, Wp = a.W + 2 * a.pad;
+  if (int64_t(tls_zero_row.size()) < a.W) tls_zero_row.assign(size_t(a.W), 0.0f);
+  for (int64_t c = c0; c < c1; c++)
+    for (int64_t hp = h0; hp < h1; hp++) {
+      float* d = xt + (c * Hp + hp) * Wp * kLanes;  // (Wp, 16) padded row hp
+      const int64_t h = hp - a.pad;
+      if (h < 0 || h >= a.H) {
+        std::fill_n(d, Wp * kLanes, 0.0f);
+        continue;
+      }
+      std::fill_n(d, a.pad * kLanes, 0.0f);
+      std::fill_n(d + (a.pad + a.W) * kLanes, a.pad * kLanes, 0.0f);
+      const float* rows[kLanes];  // row h of channel c of each sample
+      for (int64_t n = 0; n < kLanes; n++)
+        rows[n] = n < nv ? x + (n0 + n) * CHW + (c * a.H + h) * a.W : tls_zero_row.data();
+      row_to_lanes(rows, a.W, d + a.pad * kLanes);
+    }
+}
 
 // f(std::integral_constant<int, stride>) for a stride of 1 to kMaxStride.
 template <class F>

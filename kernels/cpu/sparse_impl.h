@@ -129,6 +129,12 @@ struct RowAcc {
   }
 };
 #elif defined(__AVX2__) && defined(__FMA__)
+// Lanes [0, n) of an 8-float vector (none for n <= 0, all for n >= 8), for maskload / maskstore.
+inline __m256i first8(int64_t n) {
+  const int64_t c = std::min<int64_t>(std::max<int64_t>(n, 0), 8);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(c)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 // AVX2: each vector of 16 samples is two registers, and there is one chain (a), not two: 2 * NV
 // independent accumulators already cover the FMA latency, and a second set would not fit the 16
 // registers. The last vector's lanes beyond the panel are masked off on every load (maskload
@@ -141,10 +147,9 @@ struct RowAcc {
   explicit RowAcc(int64_t w) {
 #pragma GCC unroll 8
     for (int u = 0; u < U; u++) a[u] = _mm256_setzero_ps();
-    const int rem = int(w - 16 * (NV - 1));  // 1..16
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    tail_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
-    tail_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8), lane);
+    const int64_t rem = w - 16 * (NV - 1);  // 1..16
+    tail_lo = first8(rem);
+    tail_hi = first8(rem - 8);
   }
   void fma_a(float v, const float* x) {
     const __m256 vv = _mm256_set1_ps(v);
