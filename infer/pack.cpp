@@ -254,16 +254,13 @@ Tensor run_dense_linear(const PackedLayer& p, const nn::Linear& lin, const Tenso
   const float* bias = lin.bias ? lin.bias->value.data() : nullptr;
   if (bias)  // the product adds onto the bias rows
     for (int64_t n = 0; n < N; ++n) std::copy(bias, bias + p.rows, yd + n * p.rows);
-  // Where gemm takes x W^T as dot products, W is read unpacked; elsewhere it would pack W into
-  // panels on every call, where W^T is read in place instead.
-  const bool dots = cpu::gemm_takes_dots(N, p.rows, p.cols);
+  // Where gemm takes x W^T as dot products, W is read as stored; elsewhere W^T comes packed.
   const float beta = bias ? 1.0f : 0.0f;
-  if (dots)
+  if (cpu::gemm_takes_dots(N, p.rows, p.cols))
     cpu::gemm(false, true, N, p.rows, p.cols, 1.0f, x.data(), p.cols, lin.weight->value.data(),
               p.cols, beta, yd, p.rows);
   else
-    cpu::gemm(false, false, N, p.rows, p.cols, 1.0f, x.data(), p.cols, p.weight_t.data(), p.rows,
-              beta, yd, p.rows);
+    cpu::gemm_prepacked(false, N, x.data(), p.cols, p.weight_packed, beta, yd, p.rows);
   if (relu) cpu::relu_forward(y.numel(), yd, yd);
   return y;
 }
@@ -340,7 +337,8 @@ Tensor run_lanes(const PackedLayer& p, const nn::Conv2d& conv, const Tensor& x,
 Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
   if (p.int8) return detail::run_int8(p, m, x, relu);
   if (p.kind != PackFormat::Dense) return run_packed(p, m, x, relu);
-  if (!p.weight_t.empty()) return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, relu);
+  if (!p.weight_packed.panels.empty())
+    return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, relu);
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m); conv && !conv->fake_quant)
     return run_dense_conv(p, *conv, x, relu);
   Tensor y = m(x);  // a fake-quantised conv, as trained
@@ -529,16 +527,14 @@ Conv2dShape conv_shape(const nn::Conv2d& conv, int64_t N, int64_t H, int64_t W) 
 }
 
 void set_kernel_arrays(PackedLayer& p, const float* w) {
-  p.weight_t.clear();
+  p.weight_packed = {};
   p.conv_offsets.clear();
   auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
   if (p.kind == PackFormat::Csr && conv && p.in_shape.size() == 3)
     p.conv_offsets =
         cpu::csr_conv2d_offsets(p.csr, conv_shape(*conv, 1, p.in_shape[1], p.in_shape[2]));
   if (p.kind != PackFormat::Dense || p.conv) return;
-  p.weight_t.resize(size_t(p.rows * p.cols));
-  for (int64_t r = 0; r < p.rows; ++r)
-    for (int64_t c = 0; c < p.cols; ++c) p.weight_t[size_t(c * p.rows + r)] = w[r * p.cols + c];
+  p.weight_packed = cpu::gemm_pack_b(true, p.cols, p.rows, w, p.cols);  // op(B) = W^T
 }
 
 std::vector<WeightedLayer> weighted_layers(const nn::Model& m) {

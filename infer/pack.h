@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv_int8.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/cpu/sparse.h"
@@ -82,9 +83,10 @@ struct PackedLayer {
   cpu::CsrMatrix csr;                        // the one matching kind is filled
   cpu::BsrMatrix bsr;
   cpu::NmMatrix nm;
-  // A dense Linear's W^T (cols, rows), filled with kind Dense: gemm reads it in place at small
-  // batch (x W^T with W as stored packs W into panels on every call).
-  std::vector<float> weight_t;
+  // A dense Linear's W^T (cols, rows) in gemm's panels, packed once (cpu::gemm would pack it on
+  // every call); empty panels for every other layer. Where gemm takes dot products (batch 1-8,
+  // few outputs), W is read as stored instead.
+  cpu::GemmPackedB weight_packed;
   // A CSR conv layer's cpu::csr_conv2d_offsets at in_shape, made once (set_kernel_arrays).
   std::vector<int32_t> conv_offsets;
   std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense, Csr, Bsr)

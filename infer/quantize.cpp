@@ -170,7 +170,7 @@ void set_int8(PackedLayer& p, Int8Weights q, PackFormat kind, int64_t block_rows
   p.csr = {};
   p.bsr = {};
   p.nm = {};
-  p.weight_t.clear();
+  p.weight_packed = {};
   p.nonzero = nonzero;
   p.int8 = std::make_shared<const Int8Weights>(std::move(q));
 }

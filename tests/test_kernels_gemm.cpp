@@ -12,6 +12,7 @@
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/cpu/threads.h"
+#include "kernels/error.h"
 #include "tests/kernel_test_util.h"
 
 using namespace sprig::cpu;
@@ -25,7 +26,8 @@ struct Case {
   bool ta, tb;
   int64_t M, N, K;
   float alpha, beta;
-  int64_t pad = 0;  // extra row stride on A, B and C, to catch code that assumes ld == cols
+  int64_t pad = 0;         // extra row stride on A, B and C, to catch code that assumes ld == cols
+  bool prepacked = false;  // through gemm_pack_b and gemm_prepacked (alpha must be 1)
 };
 
 // Runs gemm and gemm_ref on the same random inputs and checks every element of C.
@@ -43,6 +45,7 @@ void check(const Case& c, bool nan_c = false, Isa isa = gemm_isa()) {
   CAPTURE(c.alpha);
   CAPTURE(c.beta);
   CAPTURE(c.pad);
+  CAPTURE(c.prepacked);
   const int64_t a_rows = c.ta ? c.K : c.M, a_cols = c.ta ? c.M : c.K;
   const int64_t b_rows = c.tb ? c.N : c.K, b_cols = c.tb ? c.K : c.N;
   const int64_t lda = a_cols + c.pad, ldb = b_cols + c.pad, ldc = c.N + c.pad;
@@ -52,8 +55,14 @@ void check(const Case& c, bool nan_c = false, Isa isa = gemm_isa()) {
   if (nan_c)
     for (auto& v : C0) v = std::numeric_limits<float>::quiet_NaN();
   auto C = C0, Cref = C0;
-  gemm_with(isa, c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(),
-            ldc);
+  if (c.prepacked) {
+    REQUIRE(c.alpha == 1.0f);  // gemm_prepacked has no alpha
+    const GemmPackedB packed = gemm_pack_b(c.tb, c.K, c.N, B.data(), ldb, isa);
+    gemm_prepacked(c.ta, c.M, A.data(), lda, packed, c.beta, C.data(), ldc);
+  } else {
+    gemm_with(isa, c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta,
+              C.data(), ldc);
+  }
   gemm_ref(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, Cref.data(),
            ldc);
   auto Aa = abs_vec(A), Ba = abs_vec(B), Cmag = abs_vec(C0);
@@ -134,6 +143,32 @@ TEST_CASE("every instruction-set build of gemm this CPU runs matches gemm_ref") 
       }
   }
   CHECK(tested >= 1);
+}
+
+TEST_CASE("gemm_prepacked (op(B) packed once by gemm_pack_b) matches gemm_ref") {
+  // Every instruction set, both transposes, 1 and 2 threads (slabs of C along N and along M),
+  // K in several blocks of 256 with a tail, N a ragged number of panels, a Linear's shapes.
+  const int64_t linear[][3] = {{64, 300, 784}, {256, 100, 300}, {32, 10, 100}, {200, 300, 784}};
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+    if (!isa_supported(isa)) {
+      CHECK_THROWS_WITH_AS(gemm_pack_b(false, 1, 1, nullptr, 1, isa),
+                           doctest::Contains("not supported"), sprig::Error);
+      continue;
+    }
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      CAPTURE(threads);
+      auto both = [&](const int64_t* s) {
+        for (int t = 0; t < 4; t++) {
+          check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.5f, 3, true}, false, isa);
+          check({(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2], 1.0f, 0.0f, 0, true}, true, isa);
+        }
+      };
+      for (auto& s : kSizes) both(s);
+      for (auto& s : linear) both(s);
+    }
+  }
+  omp_set_num_threads(2);
 }
 
 TEST_CASE("gemm with W stored (N, K) at batch 1-8 or few columns (the dot-product path)") {

@@ -57,10 +57,13 @@ void check_all_formats(const nn::Model& m) {
         CAPTURE(batch);
         CHECK(rel_diff(want, im.forward(x)) <= 1e-5);
         for (auto& l : im.layers) CHECK(!l.reason.empty());
-        // A dense Linear runs from its W^T (run_dense_linear); every other layer has none.
-        for (auto& l : im.layers)
-          CHECK(l.weight_t.size() ==
-                (l.kind == infer::PackFormat::Dense && !l.conv ? size_t(l.rows * l.cols) : 0));
+        // A dense Linear runs from its packed W^T (run_dense_linear); every other layer has none.
+        for (auto& l : im.layers) {
+          const bool dense_linear = l.kind == infer::PackFormat::Dense && !l.conv;
+          CHECK(l.weight_packed.panels.empty() == !dense_linear);
+          CHECK(l.weight_packed.K == (dense_linear ? l.cols : 0));
+          CHECK(l.weight_packed.N == (dense_linear ? l.rows : 0));
+        }
         if (f == infer::PackFormat::Csr)
           for (auto& l : im.layers) CHECK(l.kind == infer::PackFormat::Csr);
         if (f == infer::PackFormat::Auto)
@@ -369,7 +372,7 @@ TEST_CASE("packed file round trip: same layers, same outputs, dense weights rest
         CHECK(pf.model.layers[i].reason == im.layers[i].reason);
         CHECK(pf.model.layers[i].times.size() == im.layers[i].times.size());
         CHECK(pf.model.layers[i].nonzero == im.layers[i].nonzero);
-        CHECK(pf.model.layers[i].weight_t == im.layers[i].weight_t);
+        CHECK(pf.model.layers[i].weight_packed.panels == im.layers[i].weight_packed.panels);
       }
       // Unpacked dense weights are exactly the packed model's weights.
       auto a = im.model.named_parameters(), b = pf.model.model.named_parameters();

@@ -10,10 +10,14 @@
 
 namespace sprig::cpu {
 
-#define SPRIG_GEMM_DECLARE(ns)                                                                 \
-  namespace ns {                                                                               \
-  void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, \
-            int64_t, float, float*, int64_t);                                                  \
+#define SPRIG_GEMM_DECLARE(ns)                                                                     \
+  namespace ns {                                                                                   \
+  void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,     \
+            int64_t, float, float*, int64_t);                                                      \
+  int64_t packed_b_floats(int64_t, int64_t);                                                       \
+  void pack_b_whole(bool, int64_t, int64_t, const float*, int64_t, float*);                        \
+  void gemm_prepacked(bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, float, \
+                      float*, int64_t);                                                            \
   }
 SPRIG_GEMM_DECLARE(generic)
 #if defined(SPRIG_GEMM_X86_VARIANTS)
@@ -89,6 +93,45 @@ void gemm_with(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   gemm_with(gemm_isa(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+GemmPackedB gemm_pack_b(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb, Isa isa) {
+  SPRIG_CHECK(isa_supported(isa), "gemm_pack_b: instruction set ", isa_name(isa),
+              " is not supported here");
+  GemmPackedB p;
+  p.isa = isa;
+  p.K = K;
+  p.N = N;
+  switch (isa) {
+#if defined(SPRIG_GEMM_X86_VARIANTS)
+    case Isa::Avx512:
+      p.panels.resize(size_t(avx512::packed_b_floats(K, N)));
+      avx512::pack_b_whole(trans_b, K, N, B, ldb, p.panels.data());
+      break;
+    case Isa::Avx2:
+      p.panels.resize(size_t(avx2::packed_b_floats(K, N)));
+      avx2::pack_b_whole(trans_b, K, N, B, ldb, p.panels.data());
+      break;
+#endif
+    default:
+      p.panels.resize(size_t(generic::packed_b_floats(K, N)));
+      generic::pack_b_whole(trans_b, K, N, B, ldb, p.panels.data());
+  }
+  return p;
+}
+
+void gemm_prepacked(bool trans_a, int64_t M, const float* A, int64_t lda, const GemmPackedB& b,
+                    float beta, float* C, int64_t ldc) {
+  switch (b.isa) {
+#if defined(SPRIG_GEMM_X86_VARIANTS)
+    case Isa::Avx512:
+      return avx512::gemm_prepacked(trans_a, M, b.N, b.K, A, lda, b.panels.data(), beta, C, ldc);
+    case Isa::Avx2:
+      return avx2::gemm_prepacked(trans_a, M, b.N, b.K, A, lda, b.panels.data(), beta, C, ldc);
+#endif
+    default:
+      return generic::gemm_prepacked(trans_a, M, b.N, b.K, A, lda, b.panels.data(), beta, C, ldc);
+  }
 }
 
 // Up to 4 rows always, up to 8 when C has few columns (measured on AVX-512: at 8 x 300 x 784

@@ -1,6 +1,7 @@
 #pragma once
 // Dense matrix product on raw row-major pointers. Nothing here knows what a Tensor is.
 #include <cstdint>
+#include <vector>
 
 namespace sprig::cpu {
 
@@ -29,6 +30,20 @@ Isa gemm_isa();               // the one gemm uses
 void gemm_with(Isa isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                int64_t ldc);
+
+// op(B) (K, N) packed once into the panels gemm's micro-kernel reads, for a right-hand side that
+// many products share (a Linear layer's W^T at inference): gemm packs its B on every call.
+// The layout belongs to the instruction set that packed it.
+struct GemmPackedB {
+  Isa isa = Isa::Generic;
+  int64_t K = 0, N = 0;
+  std::vector<float> panels;
+};
+GemmPackedB gemm_pack_b(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb,
+                        Isa isa = gemm_isa());
+// C (M, N) = op(A) op(B) + beta * C with op(B) from gemm_pack_b; beta == 0 never reads C.
+void gemm_prepacked(bool trans_a, int64_t M, const float* A, int64_t lda, const GemmPackedB& b,
+                    float beta, float* C, int64_t ldc);
 
 // The naive triple loop (double accumulation) the tests compare gemm against.
 void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

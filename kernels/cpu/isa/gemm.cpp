@@ -298,17 +298,28 @@ constexpr std::array<Kernel, MR> kernels = make_kernels(std::make_integer_sequen
 
 thread_local Scratch tls_apack, tls_bpack, tls_partial;
 
+// op(B) packed whole, once, by pack_b_whole: K blocks of KC rows, block pc at p + pc * np (np: N
+// rounded up to NR) holding its (kc, NR) column panels, the one of column j (a multiple of NR)
+// at + j * kc. j0 is the first column of the caller's slab.
+struct PrepackedB {
+  const float* p;
+  int64_t np, j0;
+  const float* panel(int64_t pc, int64_t kc, int64_t j) const {
+    return p + pc * np + (j0 + j) * kc;
+  }
+};
+
 // C = alpha * a * b + beta * C on the calling thread. a: (M, K), b: (K, N), C element
-// (i, j) at c[i * rsc + j * csc].
+// (i, j) at c[i * rsc + j * csc]. With pre, b's panels are read from it (b is not used).
 void gemm_serial(int64_t M, int64_t N, int64_t K, float alpha, View a, View b, float beta, float* c,
-                 int64_t rsc, int64_t csc) {
-  float* ap = tls_apack.get(MC * KC);  // ceil(MC / MR) panels of (KC, MR)
-  float* bp = tls_bpack.get(KC * NC);  // ceil(NC / NR) panels of (KC, NR)
+                 int64_t rsc, int64_t csc, const PrepackedB* pre = nullptr) {
+  float* ap = tls_apack.get(MC * KC);                  // ceil(MC / MR) panels of (KC, MR)
+  float* bp = pre ? nullptr : tls_bpack.get(KC * NC);  // ceil(NC / NR) panels of (KC, NR)
   // With few rows of C each B panel is used only once or twice, so copying it costs about as
   // much as the products (conv forward: W (K, CRS) x col (CRS, PQ) with K = 8..16). Full
   // NR-column panels of a row-major B are then read in place; only the ragged last panel is
   // packed (zero-padded), since the kernel reads all NR columns.
-  const bool direct_b = b.cs == 1 && M <= kDirectBMaxM;
+  const bool direct_b = !pre && b.cs == 1 && M <= kDirectBMaxM;
   for (int64_t jc = 0; jc < N; jc += NC) {
     int64_t nc = std::min(NC, N - jc);
     const int64_t n_full = direct_b ? nc / NR * NR : 0;  // columns read in place
@@ -316,7 +327,7 @@ void gemm_serial(int64_t M, int64_t N, int64_t K, float alpha, View a, View b, f
       int64_t kc = std::min(KC, K - pc);
       float beta_k = pc == 0 ? beta : 1.0f;  // later K blocks add onto the first
       // Packed panels of columns [n_full, nc); panel p at bp + p * NR * kc.
-      if (n_full < nc) pack_b(View{b.at(pc, jc + n_full), b.rs, b.cs}, kc, nc - n_full, bp);
+      if (!pre && n_full < nc) pack_b(View{b.at(pc, jc + n_full), b.rs, b.cs}, kc, nc - n_full, bp);
       for (int64_t ic = 0; ic < M; ic += MC) {
         int64_t mc = std::min(MC, M - ic);
         pack_a(View{a.at(ic, pc), a.rs, a.cs}, mc, kc, ap);
@@ -326,7 +337,10 @@ void gemm_serial(int64_t M, int64_t N, int64_t K, float alpha, View a, View b, f
           for (int64_t jr = 0; jr < nc; jr += NR) {
             int n = (int)std::min<int64_t>(NR, nc - jr);
             float* ct = c + (ic + ir) * rsc + (jc + jr) * csc;
-            if (jr < n_full)
+            if (pre)
+              kern(kc, ap + ir * kc, pre->panel(pc, kc, jc + jr), NR, ct, rsc, csc, n, alpha,
+                   beta_k);
+            else if (jr < n_full)
               kern(kc, ap + ir * kc, b.at(pc, jc + jr), b.rs, ct, rsc, csc, n, alpha, beta_k);
             else
               kern(kc, ap + ir * kc, bp + (jr - n_full) * kc, NR, ct, rsc, csc, n, alpha, beta_k);
@@ -613,6 +627,49 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           float* p = C + i * rsc + j * csc;
           *p = beta == 0.0f ? s : s + beta * *p;
         }
+    });
+  }
+}
+
+int64_t packed_b_floats(int64_t K, int64_t N) {
+  return K * round_up(N, NR);
+}
+
+void pack_b_whole(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb, float* dst) {
+  const View b = trans_b ? View{B, 1, ldb} : View{B, ldb, 1};  // op(B) (K, N)
+  const int64_t np = round_up(N, NR);
+  for (int64_t pc = 0; pc < K; pc += KC)
+    pack_b(View{b.at(pc, 0), b.rs, b.cs}, std::min(KC, K - pc), N, dst + pc * np);
+}
+
+void gemm_prepacked(bool trans_a, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* pb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) return scale_c(M, N, beta, C, ldc);
+  const View a = trans_a ? View{A, 1, lda} : View{A, lda, 1};  // op(A) (M, K)
+  const View unused{nullptr, 0, 0};
+  const int64_t np = round_up(N, NR);
+  const int nt = M * N * K < kParallelMinWork ? 1 : available_threads();
+  if (nt <= 1) {
+    const PrepackedB pre{pb, np, 0};
+    return gemm_serial(M, N, K, 1.0f, a, unused, beta, C, ldc, 1, &pre);
+  }
+  // Slabs of C along N or along M, as gemm splits them (not along K: a caller whose C has too
+  // few tiles for that takes gemm's dot products).
+  const int64_t n_panels = np / NR, m_panels = (M + MR - 1) / MR;
+  if (work(M, (n_panels + nt - 1) / nt * NR, K) <= work((m_panels + nt - 1) / nt * MR, N, K)) {
+    run_items(nt, nt, [&](int64_t t) {
+      const int64_t j0 = split_at(N, nt, int(t), NR), j1 = split_at(N, nt, int(t) + 1, NR);
+      const PrepackedB slab{pb, np, j0};
+      if (j1 > j0) gemm_serial(M, j1 - j0, K, 1.0f, a, unused, beta, C + j0, ldc, 1, &slab);
+    });
+  } else {
+    const PrepackedB pre{pb, np, 0};
+    run_items(nt, nt, [&](int64_t t) {
+      const int64_t i0 = split_at(M, nt, int(t), MR), i1 = split_at(M, nt, int(t) + 1, MR);
+      if (i1 > i0)
+        gemm_serial(i1 - i0, N, K, 1.0f, View{a.at(i0, 0), a.rs, a.cs}, unused, beta, C + i0 * ldc,
+                    ldc, 1, &pre);
     });
   }
 }
