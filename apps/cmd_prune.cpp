@@ -20,7 +20,7 @@ struct PruneArgs {
   train::LrScheduleConfig lr;
   std::string taylor_variant = "reference";
   double amount = 0.5, threshold = -1.0, flops_reduction = -1.0;
-  int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1, rewind = -1;
+  int64_t count = -1, min_keep = 1, batch_size = 64, limit_train = -1, limit_test = -1, rewind = -1;
   std::vector<std::string> layers, exclude;
   int finetune_epochs = 0, criterion_batches = 10, threads = 0;
   train::OptimizerConfig optim{"adam", 1e-3f};
@@ -82,6 +82,7 @@ int run_prune(const PruneArgs& a) {
   train::DataSource src =
       train::load_data_for(ck.model, ck.metadata, a.in, a.dataset, a.data_dir, a.seed, &dataset);
   if (a.limit_train >= 0) src.data.train = data::take(src.data.train, a.limit_train);
+  if (a.limit_test >= 0) src.data.test = data::take(src.data.test, a.limit_test);
 
   train::PrunePlan plan;
   plan.spec.criterion = prune::parse_criterion(a.method);
@@ -314,6 +315,8 @@ Command add_prune_command(CLI::App& app) {
   add_checkpoint_data_flags(app, a->dataset, a->data_dir);
   app.add_option("--limit-train", a->limit_train, "use only the first N training samples")
       ->check(IntRange(int64_t(0), int64_t(1) << 40));
+  app.add_option("--limit-test", a->limit_test, "evaluate on the first N test samples only")
+      ->check(IntRange(int64_t(1), int64_t(1) << 40));
   app.add_option("--seed", a->seed, "seed for random scores and shuffling")
       ->check(SeedNumber)
       ->capture_default_str();

@@ -12,6 +12,7 @@
 
 #include "tests/cli_test_util.h"
 #include "tests/mlruns_test_util.h"
+#include "tests/sanitized.h"
 
 namespace fs = std::filesystem;
 using sprig::testing::count_lines;
@@ -47,7 +48,12 @@ void check_charts(const fs::path& html, const std::vector<std::pair<std::string,
   }
 }
 
-const char* kQuick = " --train-samples 1000 --test-samples 500 --threads 2";
+// Under ASan + UBSan (30-40x slower kernels) a quarter of the samples: no check here depends on
+// how many, only on the flags' echo (kTrainSamples) and the runs' shapes.
+constexpr int kTrainSamples = sprig::testing::kSanitized ? 250 : 1000;
+constexpr int kTestSamples = sprig::testing::kSanitized ? 200 : 500;
+const std::string kQuick = " --train-samples " + std::to_string(kTrainSamples) +
+                           " --test-samples " + std::to_string(kTestSamples) + " --threads 2";
 
 }  // namespace
 
@@ -82,7 +88,7 @@ TEST_CASE("iterative: base model as parent run, one child run per trial, report 
   std::vector<Run> children;
   load_runs(store, "sprig-iterative", parent, children);
   CHECK(parent.param("model") == "flatten linear(300) relu linear(100) relu linear(10)");
-  CHECK(parent.param("train_samples") == "1000");
+  CHECK(parent.param("train_samples") == std::to_string(kTrainSamples));
   CHECK(parent.param("total_trials") == "2");
   auto acc = parent.metric("test_accuracy");
   REQUIRE(acc.size() == 1);  // one point per base training epoch
@@ -267,7 +273,8 @@ TEST_CASE("taylor: from a --base checkpoint, summaries before and after, seed 00
   fs::remove_all(dir);
   fs::create_directories(dir);
   fs::path store = dir / "mlruns", html = dir / "t.html", ck = dir / "cnn2.safetensors";
-  Result t = run("train --model cnn2 --epochs 1 --limit-train 1000 --threads 2 --quiet --out " +
+  Result t = run("train --model cnn2 --epochs 1 --limit-train " + std::to_string(kTrainSamples) +
+                 " --limit-test " + std::to_string(kTestSamples) + " --threads 2 --quiet --out " +
                  ck.string());
   REQUIRE_MESSAGE(t.code == 0, t.out);
   Result r = run("experiment taylor --base " + ck.string() + " --finetune-epochs 2" + kQuick +
@@ -329,8 +336,8 @@ TEST_CASE("pipeline: train, Taylor + shrink, prune the classifier, pack, run, on
   CHECK(parent.metric("finetune_test_accuracy").size() == 1);
   double packed = parent.last("test_accuracy_packed");
   CHECK(packed == doctest::Approx(parent.last("test_accuracy_sparse")).epsilon(1e-9));
-  Result ran = run("run --in " + (out / "cnn2_packed.safetensors").string() +
-                   " --limit-test 500 --threads 2 --json");
+  Result ran = run("run --in " + (out / "cnn2_packed.safetensors").string() + " --limit-test " +
+                   std::to_string(kTestSamples) + " --threads 2 --json");
   REQUIRE_MESSAGE(ran.code == 0, ran.out);
   auto j = nlohmann::json::parse(last_line(ran.out));
   CHECK(j["test_accuracy"].get<double>() == doctest::Approx(packed).epsilon(1e-9));
