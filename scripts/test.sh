@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
-ctest --test-dir build --output-on-failure
+# Two suites at a time on 2 cores (the MPI suites alone: PROCESSORS in tests/CMakeLists.txt): on
+# a 2-vCPU Zen 3, 323 s against 390 s one at a time.
+ctest --test-dir build --output-on-failure -j"$(nproc)"
