@@ -87,6 +87,9 @@ struct PackedLayer {
   // every call); empty panels for every other layer. Where gemm takes dot products (batch 1-8,
   // few outputs), W is read as stored instead.
   cpu::GemmPackedB weight_packed;
+  // A dense conv's weight in the direct kernel's order (cpu::conv2d_direct_pack), packed once
+  // where that kernel runs the layer (conv2d_direct_pays); empty otherwise.
+  std::vector<float> conv_direct_w;
   // A CSR conv layer's cpu::csr_conv2d_offsets at in_shape, made once (set_kernel_arrays).
   std::vector<int32_t> conv_offsets;
   std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense, Csr, Bsr)

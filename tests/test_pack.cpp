@@ -16,6 +16,7 @@
 #include "infer/fold.h"
 #include "infer/pack.h"
 #include "infer/pack_internal.h"
+#include "kernels/cpu/conv.h"
 #include "kernels/cpu/threads.h"
 #include "prune/prune.h"
 #include "prune/shrink.h"
@@ -63,6 +64,13 @@ void check_all_formats(const nn::Model& m) {
           CHECK(l.weight_packed.panels.empty() == !dense_linear);
           CHECK(l.weight_packed.K == (dense_linear ? l.cols : 0));
           CHECK(l.weight_packed.N == (dense_linear ? l.rows : 0));
+          // A dense conv that the direct kernel runs holds its weight packed for it.
+          const auto* conv = dynamic_cast<const nn::Conv2d*>(l.module);
+          const bool direct =
+              l.kind == infer::PackFormat::Dense && conv &&
+              cpu::conv2d_direct_pays(
+                  infer::detail::conv_shape(*conv, 1, l.in_shape[1], l.in_shape[2]));
+          CHECK(l.conv_direct_w.size() == (direct ? size_t(l.rows * l.cols) : 0u));
         }
         if (f == infer::PackFormat::Csr)
           for (auto& l : im.layers) CHECK(l.kind == infer::PackFormat::Csr);
@@ -209,6 +217,20 @@ TEST_CASE("packed residual networks (BN folded, residual adds) equal the dense m
       CHECK(int64_t(l.conv_offsets.size()) == (l.conv ? l.csr.nnz() : 0));
       CHECK(loaded.conv_offsets == l.conv_offsets);
     }
+    // A dense pack's direct convs have their weights packed again when loaded, the same way.
+    o.format = infer::PackFormat::Dense;
+    infer::InferenceModel dense = infer::pack_model(m, o);
+    infer::save_packed(path, dense);
+    infer::PackedFile dense_pf = infer::load_packed(path);
+    size_t direct_layers = 0;
+    for (size_t i = 0; i < dense.layers.size(); ++i) {
+      direct_layers += !dense.layers[i].conv_direct_w.empty();
+      CHECK(dense_pf.model.layers[i].conv_direct_w == dense.layers[i].conv_direct_w);
+    }
+    // Every 3x3 conv of 16-64 channels, where this CPU has the direct kernel; no 1x1 shortcut.
+    const bool has_direct = cpu::conv2d_direct_suits({1, 16, 8, 8, 16, 3, 3, 1, 1, 1});
+    CHECK(direct_layers >= (has_direct ? 18u : 0u));
+    CHECK(rel_diff(dense.forward(x), dense_pf.model.forward(x)) == 0.0);
   }
   // Filter pruning across the residual streams: shrink removes channels, outputs unchanged.
   nn::Model f = pruned(nn::zoo_spec("resnet20b"), {3, 8, 8}, prune::Granularity::Filter, 0.3);

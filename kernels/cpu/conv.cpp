@@ -35,6 +35,7 @@ namespace {
 // Per-thread scratch that only grows, so warm calls do not allocate.
 thread_local std::vector<float> tls_col;             // im2col / dcol buffer (CRS, PQ)
 thread_local std::vector<float> tls_chunk_partials;  // (chunks, K*CRS + K), see backward
+thread_local std::vector<float> tls_direct_w;        // (K*CRS) w packed for the direct kernel
 
 // The backward pass sums dW over the batch in this many fixed chunks (fewer when the batch
 // is smaller). More chunks balance better between threads; each costs one (K, CRS) partial.
@@ -204,11 +205,12 @@ bool use_direct(const Conv2dShape& s, ConvForward how) {
 
 // Output rows [p0, p1) of yn (K, P, Q) = conv of one sample xn (C, H, W) with w (K, CRS)
 // (+ b (K) when not null, then ReLU when relu), directly or by im2col + gemm on the calling
-// thread's col buffer.
-void forward_rows(const Conv2dShape& s, const float* xn, const float* w, const float* b, bool relu,
-                  bool direct, float* yn, int64_t p0, int64_t p1) {
-  if (direct) {
-    detail::conv2d_direct_rows(s, xn, w, b, relu, yn, p0, p1);
+// thread's col buffer. direct_w: w packed by detail::conv2d_direct_pack, for the direct kernel
+// (null: im2col + gemm).
+void forward_rows(const Conv2dShape& s, const float* xn, const float* w, const float* direct_w,
+                  const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
+  if (direct_w) {
+    detail::conv2d_direct_rows(s, xn, direct_w, b, relu, yn, p0, p1);
     return;
   }
   const int64_t CRS = s.C * s.R * s.S, Q = s.Q(), PQ = s.P() * Q, L = (p1 - p0) * Q;
@@ -255,9 +257,16 @@ void flip_transpose(const Conv2dShape& s, const float* w, float* wf) {
 }  // namespace
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
-                    bool relu, ConvForward how) {
+                    bool relu, ConvForward how, const float* direct_w) {
   const int64_t P = s.P(), PQ = P * s.Q(), CHW = s.C * s.H * s.W;
-  const bool direct = use_direct(s, how);
+  // The direct kernel's weights: the caller's, or packed on the calling thread for its team.
+  if (!use_direct(s, how)) {
+    direct_w = nullptr;
+  } else if (!direct_w) {
+    float* wp = grow(tls_direct_w, s.K * s.C * s.R * s.S);
+    conv2d_direct_pack(s, w, wp);
+    direct_w = wp;
+  }
   const int T = available_threads();
   if (s.N < T && P >= T && s.K * s.C * s.R * s.S * PQ >= kSplitRowsMinWork) {
     // Fewer samples than threads (batch 1): each thread takes a band of output rows of every
@@ -267,12 +276,12 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     run_items(T, T, [&](int64_t t) {
       const int64_t p0 = P * t / T, p1 = P * (t + 1) / T;
       for (int64_t n = 0; n < s.N; n++)
-        if (p1 > p0) forward_rows(s, x + n * CHW, w, b, relu, direct, y + n * s.K * PQ, p0, p1);
+        if (p1 > p0) forward_rows(s, x + n * CHW, w, direct_w, b, relu, y + n * s.K * PQ, p0, p1);
     });
     return;
   }
   auto sample = [&](int64_t n) {
-    forward_rows(s, x + n * CHW, w, b, relu, direct, y + n * s.K * PQ, 0, P);
+    forward_rows(s, x + n * CHW, w, direct_w, b, relu, y + n * s.K * PQ, 0, P);
   };
   // One item per sample, claimed as threads come free: when another process takes one core
   // for a while the other thread keeps taking samples instead of waiting at the end (static
@@ -309,7 +318,11 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   const bool dx_by_forward = dx && transposed_as_forward(s, &tshape);
   std::vector<float> wflip(dx_by_forward ? KCRS : 0);  // (C, K, R, S)
   if (dx_by_forward) flip_transpose(s, w, wflip.data());
-  const bool dx_direct = dx_by_forward && use_direct(tshape, ConvForward::Auto);
+  std::vector<float> wflip_direct;  // wflip packed for the direct kernel, where it runs dx
+  if (dx_by_forward && use_direct(tshape, ConvForward::Auto)) {
+    wflip_direct.resize(KCRS);
+    conv2d_direct_pack(tshape, wflip.data(), wflip_direct.data());
+  }
 
   auto run_chunk = [&](int64_t c) {
     float* pdw = want_partial ? partials + c * part_len : nullptr;
@@ -334,7 +347,8 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
         if (pointwise) {
           gemm(true, false, s.C, PQ, s.K, 1.0f, w, CRS, dyn, PQ, 0.0f, dxn, PQ);
         } else if (dx_by_forward) {
-          forward_rows(tshape, dyn, wflip.data(), nullptr, false, dx_direct, dxn, 0, tshape.P());
+          forward_rows(tshape, dyn, wflip.data(), wflip_direct.empty() ? nullptr : wflip_direct.data(),
+                       nullptr, false, dxn, 0, tshape.P());
         } else {
           // (CRS, PQ): reuses the col buffer, which the dW product has finished with.
           float* dcol = grow(tls_col, CRS * PQ);

@@ -62,7 +62,8 @@ struct Band {
   int64_t C, K, CRS, RS;
   int64_t plane;       // floats of one input channel in xp (its st x st phases)
   const int64_t* tap;  // (R * S) offset of tap (r, s) from a position (r*d*Wp + s*d at stride 1)
-  const float* w;      // (K, C*R*S)
+  int64_t Wph;         // a row of the grid
+  const float* w;      // (K, C*R*S) packed by conv2d_direct_pack: block k0's (C, R*S, kb)
   const float* b;      // (K) or null
   bool relu;
   // Where vector j's lanes (positions 16 j ..) go: for e in [first[j], first[j + 1]), lanes
@@ -119,8 +120,11 @@ struct Vec16 {
 
 // Outputs k0..k0+KB-1 at positions i0..i0+16V-1. The loops over the tile are unrolled so that
 // GCC keeps acc in registers (with AVX2, rolled, it stored the array to the stack after every
-// FMA, as it had in gemm's AVX2 micro-kernel).
-template <int KB, int V>
+// FMA, as it had in gemm's AVX2 micro-kernel). With FIXED = R (an R x R kernel at stride 1,
+// dilation 1) the taps are unrolled too: each input load is a row pointer plus a constant, each
+// weight a constant past the channel's (R*S, KB) block, and there is no tap table to read (on
+// AVX2 the table's load and the loop took 6 of the 26 instructions a tap of cnn2's 3x3 cost).
+template <int KB, int V, int FIXED>
 void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
   Vec16 acc[KB][V];
 #pragma GCC unroll 8
@@ -129,21 +133,31 @@ void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) acc[kb][v] = init;
   }
-  const float* w = g.w + k0 * g.CRS;  // (KB, CRS) rows of this tile's channels
+  // One tap: V input vectors at xt, KB weights at wt.
+  auto tap = [&acc](const float* xt, const float* wt) {
+    Vec16 xv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) xv[v] = Vec16::load(xt + 16 * v);
+#pragma GCC unroll 8
+    for (int kb = 0; kb < KB; ++kb) {
+      const Vec16 wv = Vec16::set1(wt[kb]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[kb][v] = Vec16::fma(wv, xv[v], acc[kb][v]);
+    }
+  };
+  const float* w = g.w + k0 * g.CRS;  // (C, R*S, KB): this tile's block
   for (int64_t c = 0; c < g.C; ++c) {
     const float* xc = xp + c * g.plane + i0;
-    const float* wc = w + c * g.RS;
-    for (int64_t t = 0; t < g.RS; ++t) {
-      const float* xt = xc + g.tap[t];
-      Vec16 xv[V];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) xv[v] = Vec16::load(xt + 16 * v);
+    const float* wc = w + c * g.RS * KB;  // (R*S, KB)
+    if constexpr (FIXED > 0) {
 #pragma GCC unroll 8
-      for (int kb = 0; kb < KB; ++kb) {
-        const Vec16 wv = Vec16::set1(wc[kb * g.CRS + t]);
-#pragma GCC unroll 4
-        for (int v = 0; v < V; ++v) acc[kb][v] = Vec16::fma(wv, xv[v], acc[kb][v]);
+      for (int r = 0; r < FIXED; ++r) {
+        const float* xr = xc + r * g.Wph;
+#pragma GCC unroll 8
+        for (int t = 0; t < FIXED; ++t) tap(xr + t, wc + (r * FIXED + t) * KB);
       }
+    } else {
+      for (int64_t t = 0; t < g.RS; ++t) tap(xc + g.tap[t], wc + t * KB);
     }
   }
   // Straight from registers to the output rows, the border columns masked off.
@@ -162,22 +176,39 @@ void tile(const Band& g, const float* xp, int64_t k0, int64_t i0) {
 
 using TileFn = void (*)(const Band&, const float*, int64_t, int64_t);
 
-template <int KB, int... Vs>
+template <int FIXED, int KB, int... Vs>
 constexpr std::array<TileFn, sizeof...(Vs)> tiles_of(std::integer_sequence<int, Vs...>) {
-  return {&tile<KB, Vs + 1>...};
+  return {&tile<KB, Vs + 1, FIXED>...};
 }
-template <int... KBs>
+template <int FIXED, int... KBs>
 constexpr std::array<std::array<TileFn, kMaxVectors>, sizeof...(KBs)> tile_table(
     std::integer_sequence<int, KBs...>) {
-  return {tiles_of<KBs + 1>(std::make_integer_sequence<int, kMaxVectors>{})...};
+  return {tiles_of<FIXED, KBs + 1>(std::make_integer_sequence<int, kMaxVectors>{})...};
 }
-// kTiles[KB - 1][V - 1]
-constexpr auto kTiles = tile_table(std::make_integer_sequence<int, kMaxChannels>{});
+// kTiles*[KB - 1][V - 1]: any kernel; 3x3 and 5x5 at stride 1, dilation 1 (ResNet's, cnn2's and
+// LeNet-5's).
+constexpr auto kTiles = tile_table<0>(std::make_integer_sequence<int, kMaxChannels>{});
+constexpr auto kTiles3 = tile_table<3>(std::make_integer_sequence<int, kMaxChannels>{});
+constexpr auto kTiles5 = tile_table<5>(std::make_integer_sequence<int, kMaxChannels>{});
 
 // The widest V that keeps a tile's accumulators, its V input vectors and a broadcast within the
 // vector registers (32 with AVX-512: 24 / kb; 16 with AVX2).
 int vectors_for(int kb) {
   return std::min(kMaxVectors, (kRegisters - 1) / (kRegistersPerVector * (kb + 1)));
+}
+
+// Calls f(k0, kb) for each block of output channels a register tile takes, in order: as even
+// as their number allows (16 = 6 + 5 + 5, not 6 + 6 + 4), since a narrow tile loads as many
+// inputs for fewer FMAs (AVX2's 4-channel tile cost 26% more a channel).
+template <class F>
+void for_each_block(int64_t K, F f) {
+  const int KB = int(std::min<int64_t>(kMaxChannels, K));
+  const int64_t blocks = (K + KB - 1) / KB;
+  for (int64_t bi = 0, k0 = 0; bi < blocks; bi++) {
+    const int kb = int((K - k0 + blocks - bi - 1) / (blocks - bi));
+    f(k0, kb);
+    k0 += kb;
+  }
 }
 
 thread_local std::vector<float> tls_padded;   // xp (C, st, st, Hb, Wph) + slack
@@ -209,7 +240,16 @@ bool conv2d_direct_pays(const Conv2dShape& s) {
 #endif
 }
 
-void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const float* w,
+void conv2d_direct_pack(const Conv2dShape& s, const float* w, float* wp) {
+  const int64_t CRS = s.C * s.R * s.S;
+  for_each_block(s.K, [&](int64_t k0, int kb) {
+    float* dst = wp + k0 * CRS;  // (C*R*S, kb)
+    for (int64_t i = 0; i < CRS; ++i)
+      for (int j = 0; j < kb; ++j) dst[i * kb + j] = w[(k0 + j) * CRS + i];
+  });
+}
+
+void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const float* wp,
                                 const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
   const int64_t P = s.P(), Q = s.Q(), st = s.stride, d = s.dilation;
   const int64_t Wp = s.W + 2 * s.pad, Wph = (Wp + st - 1) / st;  // padded row, a phase's row
@@ -278,7 +318,8 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
                s.R * s.S,
                chan,
                tls_taps.data(),
-               w,
+               Wph,
+               wp,
                b,
                relu,
                tls_first.data(),
@@ -288,17 +329,14 @@ void detail::conv2d_direct_rows(const Conv2dShape& s, const float* xn, const flo
                P * Q};
 
   // Positions outer, channels inner: a tile's input rows stay in L1 across the channel blocks.
-  // The blocks are as even as their number allows (16 = 6 + 5 + 5, not 6 + 6 + 4): a narrow
-  // tile loads as many inputs for fewer FMAs (AVX2's 4-channel tile cost 26% more a channel).
-  const int KB = int(std::min<int64_t>(kMaxChannels, s.K)), V = vectors_for(KB);
-  const int64_t blocks = (s.K + KB - 1) / KB;
+  const int V = vectors_for(int(std::min<int64_t>(kMaxChannels, s.K)));
+  const bool unit = st == 1 && d == 1 && s.R == s.S;
+  const auto& tiles = unit && s.R == 3 ? kTiles3 : unit && s.R == 5 ? kTiles5 : kTiles;
   for (int64_t v0 = 0; v0 < nv; v0 += V) {
     const int nvec = int(std::min<int64_t>(V, nv - v0));
-    for (int64_t bi = 0, k0 = 0; bi < blocks; bi++) {
-      const int kb = int((s.K - k0 + blocks - bi - 1) / (blocks - bi));
-      kTiles[size_t(kb - 1)][size_t(nvec - 1)](g, xp, k0, v0 * 16);
-      k0 += kb;
-    }
+    for_each_block(s.K, [&](int64_t k0, int kb) {
+      tiles[size_t(kb - 1)][size_t(nvec - 1)](g, xp, k0, v0 * 16);
+    });
   }
 }
 
@@ -310,6 +348,10 @@ bool conv2d_direct_suits(const Conv2dShape&) {
 
 bool conv2d_direct_pays(const Conv2dShape&) {
   return false;
+}
+
+void conv2d_direct_pack(const Conv2dShape&, const float*, float*) {
+  SPRIG_CHECK(false, "conv2d_direct_pack: sprig was built without AVX-512 or AVX2");
 }
 
 void detail::conv2d_direct_rows(const Conv2dShape&, const float*, const float*, const float*, bool,
