@@ -66,10 +66,9 @@ void check_all_formats(const nn::Model& m) {
           CHECK(l.weight_packed.N == (dense_linear ? l.rows : 0));
           // A dense conv that the direct kernel runs holds its weight packed for it.
           const auto* conv = dynamic_cast<const nn::Conv2d*>(l.module);
-          const bool direct =
-              l.kind == infer::PackFormat::Dense && conv &&
-              cpu::conv2d_direct_pays(
-                  infer::detail::conv_shape(*conv, 1, l.in_shape[1], l.in_shape[2]));
+          const bool direct = l.kind == infer::PackFormat::Dense && conv &&
+                              cpu::conv2d_direct_pays(infer::detail::conv_shape(
+                                  *conv, 1, l.in_shape[1], l.in_shape[2]));
           CHECK(l.conv_direct_w.size() == (direct ? size_t(l.rows * l.cols) : 0u));
         }
         if (f == infer::PackFormat::Csr)

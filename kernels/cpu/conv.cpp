@@ -347,8 +347,9 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
         if (pointwise) {
           gemm(true, false, s.C, PQ, s.K, 1.0f, w, CRS, dyn, PQ, 0.0f, dxn, PQ);
         } else if (dx_by_forward) {
-          forward_rows(tshape, dyn, wflip.data(), wflip_direct.empty() ? nullptr : wflip_direct.data(),
-                       nullptr, false, dxn, 0, tshape.P());
+          forward_rows(tshape, dyn, wflip.data(),
+                       wflip_direct.empty() ? nullptr : wflip_direct.data(), nullptr, false, dxn, 0,
+                       tshape.P());
         } else {
           // (CRS, PQ): reuses the col buffer, which the dW product has finished with.
           float* dcol = grow(tls_col, CRS * PQ);
