@@ -205,7 +205,7 @@ bool use_direct(const Conv2dShape& s, ConvForward how) {
 
 // Output rows [p0, p1) of yn (K, P, Q) = conv of one sample xn (C, H, W) with w (K, CRS)
 // (+ b (K) when not null, then ReLU when relu), directly or by im2col + gemm on the calling
-// thread's col buffer. direct_w: w packed by detail::conv2d_direct_pack, for the direct kernel
+// thread's col buffer. direct_w: w packed by conv2d_direct_pack, for the direct kernel
 // (null: im2col + gemm).
 void forward_rows(const Conv2dShape& s, const float* xn, const float* w, const float* direct_w,
                   const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
