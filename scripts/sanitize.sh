@@ -12,7 +12,8 @@ launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 # -O1 -g1 (line tables): reports still have file:line stacks, and the instrumented build
 # compiles about 2.5x faster than with -O2 -g (gcc 12), which is most of this script's time;
-# apps/ (SPRIG_GLUE_O0) and tests/ at -O0 halve it again.
+# apps/ (SPRIG_GLUE_O0) and tests/ at -O0 halve it again. The dense kernels every training step
+# runs compile at -O2 (kernels/CMakeLists.txt says why).
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPRIG_SANITIZE=address,undefined \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DSPRIG_GLUE_O0=ON -DSPRIG_CUDA=OFF \
   "${launcher[@]}" >/dev/null

@@ -23,6 +23,7 @@ test_packages=(                # only with --test
   libomp-14-dev                # OpenMP for clang in the fuzz build
   chromium fonts-dejavu-core   # tests/report_check.py: reports rendered in headless Chromium
   python3-torch                # tests/torch_interchange.py (/usr/bin/python3): PyTorch twin of cnn2
+  ccache                       # the emulator build (scripts/cuda-emulate.sh) reuses objects
 )
 python_test_packages=(         # pip, only with --test
   mlflow                       # tests/mlflow_check.py: a real server and file-store reader
