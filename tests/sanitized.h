@@ -6,18 +6,10 @@
 // undefined behaviour) the first steps reach as the 200th do; the Release run (scripts/test.sh)
 // keeps the full lengths, and every check runs in both.
 
+#include "kernels/asan.h"
+
 namespace sprig::testing {
 
-#if defined(__SANITIZE_ADDRESS__)  // gcc
-inline constexpr bool kSanitized = true;
-#elif defined(__has_feature)  // clang
-#if __has_feature(address_sanitizer)
-inline constexpr bool kSanitized = true;
-#else
-inline constexpr bool kSanitized = false;
-#endif
-#else
-inline constexpr bool kSanitized = false;
-#endif
+inline constexpr bool kSanitized = SPRIG_ASAN;
 
 }  // namespace sprig::testing

@@ -12,15 +12,9 @@
 
 #include "cuda_runtime.h"
 #include "internal.h"
+#include "kernels/asan.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SPRIG_EMU_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SPRIG_EMU_ASAN 1
-#endif
-#endif
-#ifdef SPRIG_EMU_ASAN
+#if SPRIG_ASAN
 #include <sanitizer/asan_interface.h>  // the canary bytes are poisoned: ASan sees reads there too
 #include <sanitizer/common_interface_defs.h>  // and is told about each switch of stacks
 #endif
@@ -75,7 +69,7 @@ size_t capacity(size_t size) {
 }
 
 void poison(uintptr_t p, size_t bytes, bool on) {
-#ifdef SPRIG_EMU_ASAN
+#if SPRIG_ASAN
   if (on)
     ASAN_POISON_MEMORY_REGION(reinterpret_cast<void*>(p), bytes);
   else
@@ -96,7 +90,7 @@ void arm(uintptr_t p, Alloc& a) {  // canaries around [p, p + used)
 
 // The first canary byte that changed (offset from p), or -1.
 int64_t damaged(uintptr_t p, const Alloc& a) {
-#ifdef SPRIG_EMU_ASAN
+#if SPRIG_ASAN
   return -1;  // ASan stops at the access itself
 #endif
   const auto* b = reinterpret_cast<const unsigned char*>(p);
@@ -268,7 +262,7 @@ void save_and_load(Context& from, Context& to) {
 }
 #endif
 void switch_context(Context& from, Context& to) {
-#ifdef SPRIG_EMU_ASAN
+#if SPRIG_ASAN
   void* fake_stack = nullptr;
   __sanitizer_start_switch_fiber(&fake_stack, to.stack, to.stack_bytes);
   save_and_load(from, to);
@@ -299,7 +293,7 @@ std::string thread_name(const Thread& t) {
 }
 
 void runner_main() {
-#ifdef SPRIG_EMU_ASAN
+#if SPRIG_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &g.main.stack, &g.main.stack_bytes);
 #endif
   while (g.next < g.n && !g.failed) {

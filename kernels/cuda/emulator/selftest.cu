@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "kernels/asan.h"
+
 #define EXPECT(cond)                                                          \
   do {                                                                        \
     if (!(cond)) {                                                            \
@@ -91,7 +93,7 @@ int main() {
   EXPECT(cudaGetLastError() == cudaErrorLaunchFailure);
   deadlock_kernel<<<1, 32>>>(out);
   EXPECT(cudaGetLastError() == cudaErrorLaunchFailure);
-#ifndef __SANITIZE_ADDRESS__        // ASan stops the process at such a write, in the kernel
+#if !SPRIG_ASAN                    // ASan stops the process at such a write, in the kernel
   write_kernel<<<1, 32>>>(sum, 3);  // one float past the end
   EXPECT(cudaGetLastError() == cudaErrorIllegalAddress);
 #endif
@@ -102,7 +104,7 @@ int main() {
   EXPECT(cudaMemcpy(ones.data(), x, 512 * sizeof(float), cudaMemcpyDeviceToHost) ==
          cudaErrorInvalidValue);  // past the end
   EXPECT(cudaGetLastError() == cudaErrorInvalidValue);
-#ifndef __SANITIZE_ADDRESS__
+#if !SPRIG_ASAN
   sprig_emu::note_device_use(x, 0);  // as the caching allocator does when it frees a block
   write_kernel<<<1, 32>>>(x, 3);
   EXPECT(cudaGetLastError() == cudaErrorIllegalAddress);
