@@ -11,6 +11,7 @@ build=${1:-build-emu}
 jobs=${JOBS:-2}
 launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+export CCACHE_DEPEND=1  # as scripts/test.sh
 
 t0=$(date +%s)
 # Release, as scripts/test.sh builds: everything but kernels/cuda and the CUDA suites then
