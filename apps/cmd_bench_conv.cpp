@@ -224,15 +224,18 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
 int run_bench_direct_conv(const BenchConvArgs& a) {
   const Conv2dShape& s = a.s;
   SPRIG_CHECK(cpu::conv2d_direct_suits(s), "bench conv --direct: the direct kernel cannot run ",
-              shape_text(s), " (a 1x1 kernel is a plain gemm; and it needs AVX-512)");
+              shape_text(s), " (a 1x1 kernel is a plain gemm; and it needs AVX2 or AVX-512)");
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
   std::vector<float> yg(s.N * s.K * s.P() * s.Q()), yd(yg.size());                // (N,K,P,Q)
   Rng rng(1);
   for (auto* v : {&x, &w, &b})
     for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
+  // The direct kernel's weights packed once, as a packed model holds them (PackedLayer).
+  std::vector<float> wp(w.size());  // (K, C*R*S) in register-tile blocks
+  cpu::conv2d_direct_pack(s, w.data(), wp.data());
   auto run = [&](cpu::ConvForward how, std::vector<float>& y) {
-    return [&s, &x, &w, &b, how, &y] {
-      cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data(), false, how);
+    return [&s, &x, &w, &b, &wp, how, &y] {
+      cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data(), false, how, wp.data());
     };
   };
   const AbRounds t =
