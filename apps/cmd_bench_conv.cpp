@@ -96,6 +96,18 @@ double max_abs_diff(const std::vector<float>& u, const std::vector<float>& v) {
   return d;
 }
 
+// The dense forward as a packed model runs it: where conv2d_forward picks the direct kernel, its
+// weights packed once (PackedLayer::conv_direct_w), not on every call as training's forward does.
+// Empty (so null) where it picks im2col + gemm.
+std::vector<float> packed_direct_weights(const Conv2dShape& s, const std::vector<float>& w) {
+  std::vector<float> wp;  // (K, C*R*S) in register-tile blocks
+  if (cpu::conv2d_direct_pays(s)) {
+    wp.resize(w.size());
+    cpu::conv2d_direct_pack(s, w.data(), wp.data());
+  }
+  return wp;
+}
+
 // Dense conv2d_forward against csr_conv2d on the same weights with exactly a.sparsity of them
 // zeroed: `rounds` alternating medians of `repeats` runs each; the median round is reported.
 int run_bench_sparse_conv(const BenchConvArgs& a) {
@@ -120,8 +132,13 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
     yl = Tensor::empty({ya.floats()});
     cpu::to_lanes(xa, x.data(), xl.data());
   }
+  const std::vector<float> wp = packed_direct_weights(s, w);
   const AbRounds t = ab_rounds(
-      a, [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data()); },
+      a,
+      [&] {
+        cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yd.data(), false,
+                            cpu::ConvForward::Auto, wp.empty() ? nullptr : wp.data());
+      },
       [&] {
         if (a.lanes)
           cpu::csr_conv2d_lanes(csr, s, xl.data(), s.pad, b.data(), yl.data(), s.pad, false);
@@ -185,10 +202,14 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
     cpu::conv2d_u8s8_direct_dequantize(s, xq.data(), aq.zero, direct_w, aq.scale, scales.data(),
                                        b.data(), false, yd.data());
   };
+  const std::vector<float> wp = packed_direct_weights(s, w);
+  auto float_run = [&] {
+    cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yf.data(), false, cpu::ConvForward::Auto,
+                        wp.empty() ? nullptr : wp.data());
+  };
   std::vector<double> float_ms, im2col_ms, direct_ms;
   for (int r = 0; r < a.rounds; r++) {
-    float_ms.push_back(infer::time_median_ms(
-        [&] { cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yf.data()); }, a.repeats));
+    float_ms.push_back(infer::time_median_ms(float_run, a.repeats));
     im2col_ms.push_back(infer::time_median_ms(im2col, a.repeats));
     if (direct) direct_ms.push_back(infer::time_median_ms(direct_run, a.repeats));
   }
