@@ -96,12 +96,13 @@ double max_abs_diff(const std::vector<float>& u, const std::vector<float>& v) {
   return d;
 }
 
-// The dense forward as a packed model runs it: where conv2d_forward picks the direct kernel, its
-// weights packed once (PackedLayer::conv_direct_w), not on every call as training's forward does.
-// Empty (so null) where it picks im2col + gemm.
-std::vector<float> packed_direct_weights(const Conv2dShape& s, const std::vector<float>& w) {
+// The direct kernel's weights packed once, as a packed model holds them (PackedLayer::
+// conv_direct_w), not on every call as training's forward does. With only_where_it_pays, empty
+// (so null) where conv2d_forward's Auto path picks im2col + gemm instead.
+std::vector<float> packed_direct_weights(const Conv2dShape& s, const std::vector<float>& w,
+                                         bool only_where_it_pays = true) {
   std::vector<float> wp;  // (K, C*R*S) in register-tile blocks
-  if (cpu::conv2d_direct_pays(s)) {
+  if (!only_where_it_pays || cpu::conv2d_direct_pays(s)) {
     wp.resize(w.size());
     cpu::conv2d_direct_pack(s, w.data(), wp.data());
   }
@@ -251,9 +252,7 @@ int run_bench_direct_conv(const BenchConvArgs& a) {
   Rng rng(1);
   for (auto* v : {&x, &w, &b})
     for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
-  // The direct kernel's weights packed once, as a packed model holds them (PackedLayer).
-  std::vector<float> wp(w.size());  // (K, C*R*S) in register-tile blocks
-  cpu::conv2d_direct_pack(s, w.data(), wp.data());
+  const std::vector<float> wp = packed_direct_weights(s, w, /*only_where_it_pays=*/false);
   auto run = [&](cpu::ConvForward how, std::vector<float>& y) {
     return [&s, &x, &w, &b, &wp, how, &y] {
       cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data(), false, how, wp.data());
