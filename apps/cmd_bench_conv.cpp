@@ -7,8 +7,9 @@
 // With --int8 it times the float forward against the two int8 convolutions an int8 layer can
 // run (each with its input quantised and its output dequantised with the bias, as the int8
 // executor runs them): im2col + gemm_u8s8, and the direct kernel where the CPU suits it.
-// With --direct it times the float forward's two kernels against each other, interleaved in
-// rounds: im2col + gemm and the direct kernel (conv_direct.cpp).
+// With --direct it times the float forward's kernels against each other, interleaved in rounds:
+// im2col + gemm, the direct kernel (conv_direct.cpp) and, for 3x3 at stride 1, Winograd
+// (conv_winograd.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -38,7 +39,7 @@ struct BenchConvArgs {
   double sparsity = -1;  // < 0: dense forward and backward; else dense vs sparse forward
   bool lanes = false;    // with sparsity: the sparse conv from and to sample lanes
   bool int8 = false;     // float forward vs the int8 convolutions
-  bool direct = false;   // float forward: im2col + gemm vs direct
+  bool direct = false;   // float forward: im2col + gemm vs direct (vs Winograd)
   bool json = false;
 };
 
@@ -96,16 +97,14 @@ double max_abs_diff(const std::vector<float>& u, const std::vector<float>& v) {
   return d;
 }
 
-// The direct kernel's weights packed once, as a packed model holds them (PackedLayer::
-// conv_direct_w), not on every call as training's forward does. With only_where_it_pays, empty
-// (so null) where conv2d_forward's Auto path picks im2col + gemm instead.
-std::vector<float> packed_direct_weights(const Conv2dShape& s, const std::vector<float>& w,
-                                         bool only_where_it_pays = true) {
-  std::vector<float> wp;  // (K, C*R*S) in register-tile blocks
-  if (!only_where_it_pays || cpu::conv2d_direct_pays(s)) {
-    wp.resize(w.size());
-    cpu::conv2d_direct_pack(s, w.data(), wp.data());
-  }
+// w packed once for the kernel conv2d_forward runs under `how` (Auto: the one it picks), as a
+// packed model holds it (PackedLayer::conv_packed_w), not on every call as training's forward
+// does; empty (so null) for im2col + gemm, which reads w as it is.
+std::vector<float> packed_weights(const Conv2dShape& s, const std::vector<float>& w,
+                                  cpu::ConvForward how = cpu::ConvForward::Auto) {
+  const cpu::ConvForward kernel = cpu::conv2d_forward_kernel(s, how);
+  std::vector<float> wp(size_t(cpu::conv2d_packed_size(s, kernel)));
+  if (!wp.empty()) cpu::conv2d_forward_pack(s, kernel, w.data(), wp.data());
   return wp;
 }
 
@@ -133,7 +132,7 @@ int run_bench_sparse_conv(const BenchConvArgs& a) {
     yl = Tensor::empty({ya.floats()});
     cpu::to_lanes(xa, x.data(), xl.data());
   }
-  const std::vector<float> wp = packed_direct_weights(s, w);
+  const std::vector<float> wp = packed_weights(s, w);
   const AbRounds t = ab_rounds(
       a,
       [&] {
@@ -203,7 +202,7 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
     cpu::conv2d_u8s8_direct_dequantize(s, xq.data(), aq.zero, direct_w, aq.scale, scales.data(),
                                        b.data(), false, yd.data());
   };
-  const std::vector<float> wp = packed_direct_weights(s, w);
+  const std::vector<float> wp = packed_weights(s, w);
   auto float_run = [&] {
     cpu::conv2d_forward(s, x.data(), w.data(), b.data(), yf.data(), false, cpu::ConvForward::Auto,
                         wp.empty() ? nullptr : wp.data());
@@ -242,44 +241,67 @@ int run_bench_int8_conv(const BenchConvArgs& a) {
   return 0;
 }
 
-// The float forward by im2col + gemm against the direct kernel, `rounds` interleaved rounds.
+// The float forward's kernels against each other, interleaved in `rounds` rounds: im2col + gemm,
+// and the direct and Winograd kernels where they can run the shape, each on its weights packed
+// once. Speed-ups and differences are against im2col + gemm.
 int run_bench_direct_conv(const BenchConvArgs& a) {
   const Conv2dShape& s = a.s;
   SPRIG_CHECK(cpu::conv2d_direct_suits(s), "bench conv --direct: the direct kernel cannot run ",
               shape_text(s), " (a 1x1 kernel is a plain gemm; and it needs AVX2 or AVX-512)");
   std::vector<float> x(s.N * s.C * s.H * s.W), w(s.K * s.C * s.R * s.S), b(s.K);  // (N,C,H,W)...
-  std::vector<float> yg(s.N * s.K * s.P() * s.Q()), yd(yg.size());                // (N,K,P,Q)
   Rng rng(1);
   for (auto* v : {&x, &w, &b})
     for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
-  const std::vector<float> wp = packed_direct_weights(s, w, /*only_where_it_pays=*/false);
-  auto run = [&](cpu::ConvForward how, std::vector<float>& y) {
-    return [&s, &x, &w, &b, &wp, how, &y] {
-      cpu::conv2d_forward(s, x.data(), w.data(), b.data(), y.data(), false, how, wp.data());
-    };
+  struct Kernel {
+    const char* name;
+    cpu::ConvForward how;
+    std::vector<float> wp, y;  // packed weights, (N, K, P, Q)
+    std::vector<double> ms, ratio;
   };
-  const AbRounds t =
-      ab_rounds(a, run(cpu::ConvForward::Im2colGemm, yg), run(cpu::ConvForward::Direct, yd));
-  const double max_diff = max_abs_diff(yg, yd);
-  const double gms = t.a_ms, dms = t.b_ms;
-  const double gflop = 2e-9 * double(s.N) * s.K * s.C * s.R * s.S * s.P() * s.Q();
-  if (a.json) {
-    nlohmann::json j = shape_json(a, "conv2d_direct");
-    j.update({{"rounds", a.rounds},
-              {"im2col_ms", gms},
-              {"direct_ms", dms},
-              {"speedup", t.ratio},
-              {"speedup_min", t.ratio_min},
-              {"speedup_max", t.ratio_max},
-              {"max_abs_diff", max_diff}});
-    print_json_line(j);
-  } else {
-    std::printf(
-        "%s, %d threads: im2col+gemm %.4f ms (%.1f GFLOP/s), direct %.4f ms (%.1f GFLOP/s), "
-        "speed-up %.2fx (rounds %.2f-%.2f), max |diff| %.2g\n",
-        shape_text(s).c_str(), cpu::num_threads(), gms, gflop / (gms * 1e-3), dms,
-        gflop / (dms * 1e-3), t.ratio, t.ratio_min, t.ratio_max, max_diff);
+  std::vector<Kernel> ks;
+  ks.push_back({"im2col+gemm", cpu::ConvForward::Im2colGemm, {}, {}, {}, {}});
+  ks.push_back({"direct", cpu::ConvForward::Direct, {}, {}, {}, {}});
+  if (cpu::conv2d_winograd_suits(s))
+    ks.push_back({"winograd", cpu::ConvForward::Winograd, {}, {}, {}, {}});
+  for (Kernel& k : ks) {
+    k.wp = packed_weights(s, w, k.how);
+    k.y.resize(size_t(s.N * s.K * s.P() * s.Q()));
   }
+  for (int r = 0; r < a.rounds; r++)
+    for (Kernel& k : ks) {
+      k.ms.push_back(infer::time_median_ms(
+          [&] {
+            cpu::conv2d_forward(s, x.data(), w.data(), b.data(), k.y.data(), false, k.how,
+                                k.wp.empty() ? nullptr : k.wp.data());
+          },
+          a.repeats));
+      k.ratio.push_back(ks[0].ms.back() / k.ms.back());
+    }
+  const double gflop = 2e-9 * double(s.N) * s.K * s.C * s.R * s.S * s.P() * s.Q();
+  nlohmann::json j = shape_json(a, "conv2d_direct");
+  j["rounds"] = a.rounds;
+  if (!a.json)
+    std::printf("%s, %d threads, %d rounds:\n", shape_text(s).c_str(), cpu::num_threads(),
+                a.rounds);
+  for (Kernel& k : ks) {
+    const double ms = median_of(k.ms), diff = max_abs_diff(ks[0].y, k.y);
+    auto [lo, hi] = std::minmax_element(k.ratio.begin(), k.ratio.end());
+    // JSON keys: im2col_ms; direct_ms, speedup...; winograd_ms, winograd_speedup...
+    const std::string key = &k == &ks[0] ? "im2col" : k.name;
+    const std::string pre = &k == &ks[1] ? "" : key + "_";
+    j[key + "_ms"] = ms;
+    if (&k != &ks[0])
+      j.update({{pre + "speedup", median_of(k.ratio)},
+                {pre + "speedup_min", *lo},
+                {pre + "speedup_max", *hi},
+                {pre + "max_abs_diff", diff}});
+    if (!a.json)
+      std::printf(
+          "  %-12s %.4f ms (%.1f GFLOP/s as direct multiply-adds), speed-up %.2fx (rounds "
+          "%.2f-%.2f), max |diff| %.2g\n",
+          k.name, ms, gflop / (ms * 1e-3), median_of(k.ratio), *lo, *hi, diff);
+  }
+  if (a.json) print_json_line(j);
   return 0;
 }
 
@@ -362,7 +384,8 @@ Command add_bench_conv_command(CLI::App& app) {
   app.add_flag("--int8", a->int8,
                "time the float forward against the int8 convolutions (im2col + gemm, direct)");
   app.add_flag("--direct", a->direct,
-               "time the float forward's im2col + gemm against its direct kernel");
+               "time the float forward's im2col + gemm against its direct kernel and, for 3x3 at "
+               "stride 1, Winograd");
   app.add_option("--rounds", a->rounds, "with --sparsity, --int8 or --direct: alternating rounds")
       ->check(IntRange(1, 1000))
       ->capture_default_str();

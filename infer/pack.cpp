@@ -270,9 +270,8 @@ Tensor run_dense_conv(const PackedLayer& p, const nn::Conv2d& conv, const Tensor
   const Conv2dShape s = detail::conv_shape(p, "layer", conv, x);
   Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});  // (N, K, P, Q)
   cpu::conv2d_forward(s, x.data(), conv.weight->value.data(),
-                      conv.bias ? conv.bias->value.data() : nullptr, y.data(), relu,
-                      cpu::ConvForward::Auto,
-                      p.conv_direct_w.empty() ? nullptr : p.conv_direct_w.data());
+                      conv.bias ? conv.bias->value.data() : nullptr, y.data(), relu, p.conv_kernel,
+                      p.conv_packed_w.empty() ? nullptr : p.conv_packed_w.data());
   return y;
 }
 
@@ -530,7 +529,8 @@ Conv2dShape conv_shape(const nn::Conv2d& conv, int64_t N, int64_t H, int64_t W) 
 
 void set_kernel_arrays(PackedLayer& p, const float* w) {
   p.weight_packed = {};
-  p.conv_direct_w.clear();
+  p.conv_kernel = cpu::ConvForward::Auto;
+  p.conv_packed_w.clear();
   p.conv_offsets.clear();
   auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
   if (p.kind == PackFormat::Csr && conv && p.in_shape.size() == 3)
@@ -541,10 +541,10 @@ void set_kernel_arrays(PackedLayer& p, const float* w) {
     p.weight_packed = cpu::gemm_pack_b(true, p.cols, p.rows, w, p.cols);  // op(B) = W^T
   } else if (conv && p.in_shape.size() == 3) {
     const Conv2dShape s = conv_shape(*conv, 1, p.in_shape[1], p.in_shape[2]);
-    if (cpu::conv2d_direct_pays(s)) {
-      p.conv_direct_w.resize(size_t(p.rows * p.cols));
-      cpu::conv2d_direct_pack(s, w, p.conv_direct_w.data());
-    }
+    p.conv_kernel = cpu::conv2d_forward_kernel(s);
+    p.conv_packed_w.resize(size_t(cpu::conv2d_packed_size(s, p.conv_kernel)));
+    if (!p.conv_packed_w.empty())
+      cpu::conv2d_forward_pack(s, p.conv_kernel, w, p.conv_packed_w.data());
   }
 }
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/conv.h"
 #include "kernels/cpu/conv_int8.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_int8.h"
@@ -87,9 +88,11 @@ struct PackedLayer {
   // every call); empty panels for every other layer. Where gemm takes dot products (batch 1-8,
   // few outputs), W is read as stored instead.
   cpu::GemmPackedB weight_packed;
-  // A dense conv's weight in the direct kernel's order (cpu::conv2d_direct_pack), packed once
-  // where that kernel runs the layer (conv2d_direct_pays); empty otherwise.
-  std::vector<float> conv_direct_w;
+  // A dense conv's kernel (cpu::conv2d_forward_kernel at in_shape, Auto for every other layer)
+  // and its weight packed once for that kernel (cpu::conv2d_forward_pack): the direct kernel's
+  // order or Winograd's transformed filters; empty for im2col + gemm, which reads the weight.
+  cpu::ConvForward conv_kernel = cpu::ConvForward::Auto;
+  std::vector<float> conv_packed_w;
   // A CSR conv layer's cpu::csr_conv2d_offsets at in_shape, made once (set_kernel_arrays).
   std::vector<int32_t> conv_offsets;
   std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense, Csr, Bsr)

@@ -171,7 +171,8 @@ void set_int8(PackedLayer& p, Int8Weights q, PackFormat kind, int64_t block_rows
   p.bsr = {};
   p.nm = {};
   p.weight_packed = {};
-  p.conv_direct_w.clear();  // the int8 kernels run it now
+  p.conv_kernel = cpu::ConvForward::Auto;  // the int8 kernels run it now
+  p.conv_packed_w.clear();
   p.nonzero = nonzero;
   p.int8 = std::make_shared<const Int8Weights>(std::move(q));
 }

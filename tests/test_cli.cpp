@@ -13,6 +13,7 @@
 #include <string>
 
 #include "engine/text.h"
+#include "kernels/cpu/conv.h"
 #include "nn/checkpoint.h"
 #include "tests/cli_test_util.h"
 
@@ -157,6 +158,24 @@ TEST_CASE("bench conv times forward and backward of the shape it is given") {
   CHECK(k["sparse_ms"].get<double>() > 0.0);
   CHECK(k["speedup"].get<double>() >= k["speedup_min"].get<double>());
   CHECK(k["max_abs_diff"].get<double>() < 1e-4);
+  // --direct: the float forward's kernels side by side, each against im2col + gemm; Winograd
+  // where the CPU has it (3x3, stride 1).
+  Result d =
+      run("bench conv --n 2 --c 8 --h 9 --w 8 --k 6 --r 3 --pad 1 --threads 1 --direct --repeats 2 "
+          "--rounds 2 --json");
+  REQUIRE_MESSAGE(d.code == 0, d.out);
+  auto jd = nlohmann::json::parse(last_line(d.out));
+  CHECK(jd["kernel"] == "conv2d_direct");
+  CHECK(jd["im2col_ms"].get<double>() > 0.0);
+  CHECK(jd["direct_ms"].get<double>() > 0.0);
+  CHECK(jd["speedup"].get<double>() >= jd["speedup_min"].get<double>());
+  CHECK(jd["max_abs_diff"].get<double>() < 1e-4);
+  CHECK(jd.contains("winograd_ms") ==
+        sprig::cpu::conv2d_winograd_suits({2, 8, 9, 8, 6, 3, 3, 1, 1, 1}));
+  if (jd.contains("winograd_ms")) {
+    CHECK(jd["winograd_ms"].get<double>() > 0.0);
+    CHECK(jd["winograd_max_abs_diff"].get<double>() < 1e-4);
+  }
 }
 
 TEST_CASE("prune: global magnitude, filter pruning with shrink, and sensitivity") {

@@ -9,11 +9,11 @@
 #include <random>
 #include <vector>
 
-#include "kernels/error.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/conv_int8.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/cpu/threads.h"
+#include "kernels/error.h"
 #include "tests/kernel_test_util.h"
 
 using namespace sprig;
@@ -48,6 +48,14 @@ size_t y_size(const Conv2dShape& s) {
   return s.N * s.K * s.P() * s.Q();
 }
 
+// Every forward kernel that can run s on this CPU.
+std::vector<ConvForward> kernels_for(const Conv2dShape& s) {
+  std::vector<ConvForward> kernels = {ConvForward::Im2colGemm};
+  if (conv2d_direct_suits(s)) kernels.push_back(ConvForward::Direct);
+  if (conv2d_winograd_suits(s)) kernels.push_back(ConvForward::Winograd);
+  return kernels;
+}
+
 void check_conv(const Conv2dShape& s) {
   CAPTURE(s.N);
   CAPTURE(s.C);
@@ -67,8 +75,7 @@ void check_conv(const Conv2dShape& s) {
 
   // Forward, with and without bias and ReLU, by each kernel that can run s (Auto is one of
   // them, so it is not checked apart); outputs start as NaN to prove they are overwritten.
-  std::vector<ConvForward> kernels = {ConvForward::Im2colGemm};
-  if (conv2d_direct_suits(s)) kernels.push_back(ConvForward::Direct);
+  const std::vector<ConvForward> kernels = kernels_for(s);
   for (bool bias : {true, false}) {
     std::vector<float> yref(y_size(s)), ymag(y_size(s));
     conv2d_forward_ref(s, x.data(), w.data(), bias ? b.data() : nullptr, yref.data());
@@ -83,6 +90,13 @@ void check_conv(const Conv2dShape& s) {
         std::vector<float> y(y_size(s), nan);
         conv2d_forward(s, x.data(), w.data(), bias ? b.data() : nullptr, y.data(), relu, how);
         expect_close(bias ? "y (bias)" : "y", y, relu ? yref_relu : yref, ymag);
+        // The same from weights packed once (as the packed models hold them): bit-identical.
+        std::vector<float> wp(size_t(conv2d_packed_size(s, how)), nan), yp(y_size(s), nan);
+        if (wp.empty()) continue;
+        conv2d_forward_pack(s, how, w.data(), wp.data());
+        conv2d_forward(s, x.data(), nullptr, bias ? b.data() : nullptr, yp.data(), relu, how,
+                       wp.data());
+        CHECK(yp == y);
       }
   }
 
@@ -145,15 +159,25 @@ TEST_CASE("conv2d matches the direct reference") {
       {2, 3, 13, 16, 9, 5, 5, 3, 2, 1},
       {2, 3, 12, 11, 5, 3, 3, 2, 2, 2},
       {2, 4, 11, 12, 6, 1, 3, 2, 1, 1},
+      // Winograd's edges: odd output heights and widths (a last tile half outside), rows of 1-7
+      // tiles (one vector, natural lane order), of 8 and 16 tiles (shuffled only), of 9-15 (both),
+      // no padding and padding 2; more channels than a register tile and than a block's rows;
+      // and one output row or column.
+      {2, 3, 5, 5, 2, 3, 3, 1, 1, 1},
+      {2, 5, 17, 16, 7, 3, 3, 1, 1, 1},
+      {1, 4, 18, 34, 13, 3, 3, 1, 0, 1},
+      {2, 9, 12, 31, 6, 3, 3, 1, 2, 1},
+      {1, 70, 20, 21, 19, 3, 3, 1, 1, 1},
+      {3, 2, 3, 9, 3, 3, 3, 1, 0, 1},
+      {3, 2, 11, 3, 4, 3, 3, 1, 0, 1},
   };
   for (auto& s : shapes) check_conv(s);
   // One sample big enough (>= 2^18 multiply-adds) to be split into bands of output rows, one
   // per thread, each with its own im2col: stride 1, stride 2, pointwise, two samples.
   const Conv2dShape banded[] = {
-      {1, 8, 28, 28, 16, 3, 3, 1, 1, 1},
-      {1, 16, 28, 27, 32, 3, 3, 2, 1, 1},
-      {1, 64, 16, 15, 32, 1, 1, 1, 0, 1},
-      {2, 16, 14, 14, 32, 3, 3, 1, 1, 1},
+      {1, 8, 28, 28, 16, 3, 3, 1, 1, 1},  {1, 16, 28, 27, 32, 3, 3, 2, 1, 1},
+      {1, 64, 16, 15, 32, 1, 1, 1, 0, 1}, {2, 16, 14, 14, 32, 3, 3, 1, 1, 1},
+      {1, 16, 27, 28, 16, 3, 3, 1, 1, 1},  // bands of odd height: tiles start on odd rows
   };
   const int before = num_threads();
   for (int t : {2, 3}) {
@@ -180,6 +204,25 @@ TEST_CASE("conv2d_forward refuses to force the direct kernel where it cannot run
   CHECK(conv2d_direct_suits({1, 2, 9, 9, 3, 1, 3, 1, 0, 1}));
 }
 
+TEST_CASE("conv2d_forward refuses to force Winograd where it cannot run") {
+  // F(2x2, 3x3) is for 3x3 kernels at stride 1 without dilation only.
+  std::vector<float> x(2 * 169), w(3 * 2 * 25), y(3 * 169);
+  for (const Conv2dShape& s :
+       {Conv2dShape{1, 2, 9, 9, 3, 3, 3, 2, 1, 1}, Conv2dShape{1, 2, 9, 9, 3, 3, 3, 1, 2, 2},
+        Conv2dShape{1, 2, 9, 9, 3, 5, 5, 1, 2, 1}, Conv2dShape{1, 2, 9, 9, 3, 1, 3, 1, 0, 1},
+        Conv2dShape{1, 2, 9, 9, 3, 1, 1, 1, 0, 1}}) {
+    CAPTURE(s.R);
+    CAPTURE(s.S);
+    CAPTURE(s.stride);
+    CHECK_FALSE(conv2d_winograd_suits(s));
+    CHECK_FALSE(conv2d_winograd_pays(s));
+    CHECK(conv2d_forward_kernel(s) != ConvForward::Winograd);
+    CHECK_THROWS_WITH_AS(
+        conv2d_forward(s, x.data(), w.data(), nullptr, y.data(), false, ConvForward::Winograd),
+        doctest::Contains("Winograd F(2x2, 3x3) cannot run"), sprig::Error);
+  }
+}
+
 TEST_CASE("conv2d_forward's fused ReLU passes NaN through, as relu_forward, on every kernel") {
   // A NaN input reaches every output whose window covers it; max(v, 0) written the wrong way
   // round would turn those into 0 and hide the NaN from the loss checks downstream.
@@ -188,8 +231,7 @@ TEST_CASE("conv2d_forward's fused ReLU passes NaN through, as relu_forward, on e
   x[size_t(1 * 3 * 9 * 11 + 2 * 9 * 11 + 4 * 11 + 6)] = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> yref(y_size(s));
   conv2d_forward_ref(s, x.data(), w.data(), nullptr, yref.data());
-  std::vector<ConvForward> kernels = {ConvForward::Im2colGemm};
-  if (conv2d_direct_suits(s)) kernels.push_back(ConvForward::Direct);
+  const std::vector<ConvForward> kernels = kernels_for(s);
   for (ConvForward how : kernels) {
     CAPTURE(int(how));
     std::vector<float> y(y_size(s), 1.0f);

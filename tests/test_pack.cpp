@@ -64,12 +64,20 @@ void check_all_formats(const nn::Model& m) {
           CHECK(l.weight_packed.panels.empty() == !dense_linear);
           CHECK(l.weight_packed.K == (dense_linear ? l.cols : 0));
           CHECK(l.weight_packed.N == (dense_linear ? l.rows : 0));
-          // A dense conv that the direct kernel runs holds its weight packed for it.
+          // A dense conv holds its weight packed for the kernel Auto picks for it (none for
+          // im2col + gemm); every other layer holds none.
           const auto* conv = dynamic_cast<const nn::Conv2d*>(l.module);
-          const bool direct = l.kind == infer::PackFormat::Dense && conv &&
-                              cpu::conv2d_direct_pays(infer::detail::conv_shape(
-                                  *conv, 1, l.in_shape[1], l.in_shape[2]));
-          CHECK(l.conv_direct_w.size() == (direct ? size_t(l.rows * l.cols) : 0u));
+          const bool dense_conv = l.kind == infer::PackFormat::Dense && conv;
+          const Conv2dShape s =
+              conv ? infer::detail::conv_shape(*conv, 1, l.in_shape[1], l.in_shape[2])
+                   : Conv2dShape{};
+          const cpu::ConvForward kernel =
+              dense_conv ? cpu::conv2d_forward_kernel(s) : cpu::ConvForward::Auto;
+          CHECK(l.conv_kernel == kernel);
+          const int64_t floats = kernel == cpu::ConvForward::Direct     ? l.rows * l.cols
+                                 : kernel == cpu::ConvForward::Winograd ? 16 * s.K * s.C
+                                                                        : 0;
+          CHECK(int64_t(l.conv_packed_w.size()) == floats);
         }
         if (f == infer::PackFormat::Csr)
           for (auto& l : im.layers) CHECK(l.kind == infer::PackFormat::Csr);
@@ -216,19 +224,21 @@ TEST_CASE("packed residual networks (BN folded, residual adds) equal the dense m
       CHECK(int64_t(l.conv_offsets.size()) == (l.conv ? l.csr.nnz() : 0));
       CHECK(loaded.conv_offsets == l.conv_offsets);
     }
-    // A dense pack's direct convs have their weights packed again when loaded, the same way.
+    // A dense pack's direct and Winograd convs have their weights packed again when loaded, the
+    // same way.
     o.format = infer::PackFormat::Dense;
     infer::InferenceModel dense = infer::pack_model(m, o);
     infer::save_packed(path, dense);
     infer::PackedFile dense_pf = infer::load_packed(path);
-    size_t direct_layers = 0;
+    size_t packed_layers = 0;
     for (size_t i = 0; i < dense.layers.size(); ++i) {
-      direct_layers += !dense.layers[i].conv_direct_w.empty();
-      CHECK(dense_pf.model.layers[i].conv_direct_w == dense.layers[i].conv_direct_w);
+      packed_layers += !dense.layers[i].conv_packed_w.empty();
+      CHECK(dense_pf.model.layers[i].conv_kernel == dense.layers[i].conv_kernel);
+      CHECK(dense_pf.model.layers[i].conv_packed_w == dense.layers[i].conv_packed_w);
     }
     // Every 3x3 conv of 16-64 channels, where this CPU has the direct kernel; no 1x1 shortcut.
     const bool has_direct = cpu::conv2d_direct_suits({1, 16, 8, 8, 16, 3, 3, 1, 1, 1});
-    CHECK(direct_layers >= (has_direct ? 18u : 0u));
+    CHECK(packed_layers >= (has_direct ? 18u : 0u));
     CHECK(rel_diff(dense.forward(x), dense_pf.model.forward(x)) == 0.0);
   }
   // Filter pruning across the residual streams: shrink removes channels, outputs unchanged.

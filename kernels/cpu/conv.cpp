@@ -35,7 +35,7 @@ namespace {
 // Per-thread scratch that only grows, so warm calls do not allocate.
 thread_local std::vector<float> tls_col;             // im2col / dcol buffer (CRS, PQ)
 thread_local std::vector<float> tls_chunk_partials;  // (chunks, K*CRS + K), see backward
-thread_local std::vector<float> tls_direct_w;        // (K*CRS) w packed for the direct kernel
+thread_local std::vector<float> tls_packed_w;        // w packed for the forward's kernel
 
 // The backward pass sums dW over the batch in this many fixed chunks (fewer when the batch
 // is smaller). More chunks balance better between threads; each costs one (K, CRS) partial.
@@ -193,24 +193,18 @@ int batch_threads(int64_t N) {
   return N < 2 ? 1 : int(std::min<int64_t>(available_threads(), N));
 }
 
-// Whether the direct kernel runs s under `how`. Auto: where it pays (see conv_direct.cpp).
-bool use_direct(const Conv2dShape& s, ConvForward how) {
-  if (how == ConvForward::Im2colGemm) return false;
-  if (how == ConvForward::Auto) return conv2d_direct_pays(s);
-  SPRIG_CHECK(conv2d_direct_suits(s),
-              "conv2d_forward: the direct kernel cannot run this convolution (stride ", s.stride,
-              ", ", s.R, "x", s.S, " kernel, pad ", s.pad, ")");
-  return true;
-}
-
 // Output rows [p0, p1) of yn (K, P, Q) = conv of one sample xn (C, H, W) with w (K, CRS)
-// (+ b (K) when not null, then ReLU when relu), directly or by im2col + gemm on the calling
-// thread's col buffer. direct_w: w packed by conv2d_direct_pack, for the direct kernel
-// (null: im2col + gemm).
-void forward_rows(const Conv2dShape& s, const float* xn, const float* w, const float* direct_w,
-                  const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
-  if (direct_w) {
-    detail::conv2d_direct_rows(s, xn, direct_w, b, relu, yn, p0, p1);
+// (+ b (K) when not null, then ReLU when relu) by kernel (never Auto): the direct or Winograd
+// kernel on packed_w (conv2d_forward_pack), or im2col + gemm on the calling thread's col buffer.
+void forward_rows(const Conv2dShape& s, ConvForward kernel, const float* xn, const float* w,
+                  const float* packed_w, const float* b, bool relu, float* yn, int64_t p0,
+                  int64_t p1) {
+  if (kernel == ConvForward::Direct) {
+    detail::conv2d_direct_rows(s, xn, packed_w, b, relu, yn, p0, p1);
+    return;
+  }
+  if (kernel == ConvForward::Winograd) {
+    detail::conv2d_winograd_rows(s, xn, packed_w, b, relu, yn, p0, p1);
     return;
   }
   const int64_t CRS = s.C * s.R * s.S, Q = s.Q(), PQ = s.P() * Q, L = (p1 - p0) * Q;
@@ -256,16 +250,55 @@ void flip_transpose(const Conv2dShape& s, const float* w, float* wf) {
 
 }  // namespace
 
+ConvForward conv2d_forward_kernel(const Conv2dShape& s, ConvForward how) {
+  switch (how) {
+    case ConvForward::Auto:
+      return conv2d_winograd_pays(s) ? ConvForward::Winograd
+             : conv2d_direct_pays(s) ? ConvForward::Direct
+                                     : ConvForward::Im2colGemm;
+    case ConvForward::Direct:
+      SPRIG_CHECK(conv2d_direct_suits(s), "conv2d_forward: the direct kernel cannot run this ",
+                  "convolution (stride ", s.stride, ", ", s.R, "x", s.S, " kernel, pad ", s.pad,
+                  ")");
+      return how;
+    case ConvForward::Winograd:
+      SPRIG_CHECK(conv2d_winograd_suits(s), "conv2d_forward: Winograd F(2x2, 3x3) cannot run ",
+                  "this convolution (stride ", s.stride, ", ", s.R, "x", s.S, " kernel, dilation ",
+                  s.dilation, ")");
+      return how;
+    case ConvForward::Im2colGemm:
+      break;
+  }
+  return ConvForward::Im2colGemm;
+}
+
+int64_t conv2d_packed_size(const Conv2dShape& s, ConvForward kernel) {
+  switch (kernel) {
+    case ConvForward::Direct:
+      return s.K * s.C * s.R * s.S;
+    case ConvForward::Winograd:
+      return 16 * s.K * s.C;
+    default:
+      return 0;
+  }
+}
+
+void conv2d_forward_pack(const Conv2dShape& s, ConvForward kernel, const float* w, float* wp) {
+  if (kernel == ConvForward::Direct) conv2d_direct_pack(s, w, wp);
+  if (kernel == ConvForward::Winograd) conv2d_winograd_pack(s, w, wp);
+}
+
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
-                    bool relu, ConvForward how, const float* direct_w) {
+                    bool relu, ConvForward how, const float* packed_w) {
   const int64_t P = s.P(), PQ = P * s.Q(), CHW = s.C * s.H * s.W;
-  // The direct kernel's weights: the caller's, or packed on the calling thread for its team.
-  if (!use_direct(s, how)) {
-    direct_w = nullptr;
-  } else if (!direct_w) {
-    float* wp = grow(tls_direct_w, s.K * s.C * s.R * s.S);
-    conv2d_direct_pack(s, w, wp);
-    direct_w = wp;
+  // The kernel's weights: the caller's, or packed on the calling thread for its team.
+  const ConvForward kernel = conv2d_forward_kernel(s, how);
+  if (kernel == ConvForward::Im2colGemm) {
+    packed_w = nullptr;
+  } else if (!packed_w) {
+    float* wp = grow(tls_packed_w, size_t(conv2d_packed_size(s, kernel)));
+    conv2d_forward_pack(s, kernel, w, wp);
+    packed_w = wp;
   }
   const int T = available_threads();
   if (s.N < T && P >= T && s.K * s.C * s.R * s.S * PQ >= kSplitRowsMinWork) {
@@ -274,14 +307,18 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     // leave the core that wrote them (a threaded gemm over one shared im2col buffer made batch 1
     // slower with 2 threads than with 1). Bands write disjoint columns of y: no barrier.
     run_items(T, T, [&](int64_t t) {
-      const int64_t p0 = P * t / T, p1 = P * (t + 1) / T;
+      // Even row boundaries: Winograd's 2x2 tiles then fall on the same rows for any T, and
+      // so does its rounding.
+      const int64_t p0 = std::min(P, (P * t / T + 1) / 2 * 2);
+      const int64_t p1 = std::min(P, (P * (t + 1) / T + 1) / 2 * 2);
       for (int64_t n = 0; n < s.N; n++)
-        if (p1 > p0) forward_rows(s, x + n * CHW, w, direct_w, b, relu, y + n * s.K * PQ, p0, p1);
+        if (p1 > p0)
+          forward_rows(s, kernel, x + n * CHW, w, packed_w, b, relu, y + n * s.K * PQ, p0, p1);
     });
     return;
   }
   auto sample = [&](int64_t n) {
-    forward_rows(s, x + n * CHW, w, direct_w, b, relu, y + n * s.K * PQ, 0, P);
+    forward_rows(s, kernel, x + n * CHW, w, packed_w, b, relu, y + n * s.K * PQ, 0, P);
   };
   // One item per sample, claimed as threads come free: when another process takes one core
   // for a while the other thread keeps taking samples instead of waiting at the end (static
@@ -318,11 +355,12 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
   const bool dx_by_forward = dx && transposed_as_forward(s, &tshape);
   std::vector<float> wflip(dx_by_forward ? KCRS : 0);  // (C, K, R, S)
   if (dx_by_forward) flip_transpose(s, w, wflip.data());
-  std::vector<float> wflip_direct;  // wflip packed for the direct kernel, where it runs dx
-  if (dx_by_forward && use_direct(tshape, ConvForward::Auto)) {
-    wflip_direct.resize(KCRS);
-    conv2d_direct_pack(tshape, wflip.data(), wflip_direct.data());
-  }
+  // wflip packed for the kernel that runs dx, where that kernel reads packed weights
+  const ConvForward dx_kernel =
+      dx_by_forward ? conv2d_forward_kernel(tshape) : ConvForward::Im2colGemm;
+  std::vector<float> wflip_packed(size_t(conv2d_packed_size(tshape, dx_kernel)));
+  if (!wflip_packed.empty())
+    conv2d_forward_pack(tshape, dx_kernel, wflip.data(), wflip_packed.data());
 
   auto run_chunk = [&](int64_t c) {
     float* pdw = want_partial ? partials + c * part_len : nullptr;
@@ -347,9 +385,8 @@ void conv2d_backward(const Conv2dShape& s, const float* x, const float* w, const
         if (pointwise) {
           gemm(true, false, s.C, PQ, s.K, 1.0f, w, CRS, dyn, PQ, 0.0f, dxn, PQ);
         } else if (dx_by_forward) {
-          forward_rows(tshape, dyn, wflip.data(),
-                       wflip_direct.empty() ? nullptr : wflip_direct.data(), nullptr, false, dxn, 0,
-                       tshape.P());
+          forward_rows(tshape, dx_kernel, dyn, wflip.data(), wflip_packed.data(), nullptr, false,
+                       dxn, 0, tshape.P());
         } else {
           // (CRS, PQ): reuses the col buffer, which the dW product has finished with.
           float* dcol = grow(tls_col, CRS * PQ);
