@@ -13,7 +13,8 @@ folds it), and times at each batch size (default 1, 8, 64, 256):
 
 Sparse mode (--sparse). For each model (default mlp, cnn2, lenet5, resnet20) the same random
 checkpoint is pruned with `sprig prune --method magnitude --scope global --amount 0.9`
-(--amount; --scope layer prunes each layer to it; unstructured, every weight tensor) and both
+(--amount; --scope layer prunes each layer to it; unstructured, every weight tensor), or
+--checkpoint MODEL=PATH gives the pruned checkpoint (the main job's filter-pruned cnn2), and both
 the dense and the pruned checkpoints are
 exported (the pruned weights are exact zeros in the ONNX initializers). At each batch size
 (default 1, 64, 256) it times:
@@ -59,6 +60,7 @@ DeepSparse's usage analytics are switched off (NM_DISABLE_ANALYTICS=1) before it
 
     python3 bench/inference_vs_runtimes.py --threads 2 --batches 1,8,64,256 --rounds 3
     python3 bench/inference_vs_runtimes.py --sparse --threads 2 --rounds 3
+    python3 bench/inference_vs_runtimes.py --sparse --models cnn2 --checkpoint cnn2=out/X.safetensors
     python3 bench/inference_vs_runtimes.py --int8 --models mlp,cnn2 --threads 2 --rounds 3
 """
 import argparse
@@ -107,6 +109,15 @@ def make_pruned(tmp, name, ck, amount, scope):
            "--amount", str(amount), "--out", pck])
     sprig(["export", "--in", pck, "--out", ponnx])
     return pck, ponnx
+
+
+def given_pruned(tmp, name, ck):
+    """A pruned checkpoint given on the command line (--checkpoint) and its ONNX export."""
+    if not os.path.isfile(ck):
+        sys.exit(f"--checkpoint {name}={ck}: no such file")
+    ponnx = os.path.join(tmp, f"{name}.given.onnx")
+    sprig(["export", "--in", ck, "--out", ponnx])
+    return ck, ponnx
 
 
 def bench_sprig(ck, batch, threads, repeats, fmt, extra=()):
@@ -238,7 +249,7 @@ def run_dense(a, models, batches):
           "no more than ONNX Runtime)")
 
 
-def run_sparse(a, models, batches):
+def run_sparse(a, models, batches, given):
     print(f"sprig {SPRIG}; deepsparse {deepsparse.__version__}; onnxruntime {ort.__version__}; "
           f"threads {a.threads}; pruned {a.amount:.0%} by {a.scope} magnitude; "
           f"median of {a.repeats} runs per timing; {a.rounds} interleaved rounds")
@@ -246,7 +257,8 @@ def run_sparse(a, models, batches):
     hog = None
     with tempfile.TemporaryDirectory() as tmp:
         dense = {m: make_model(tmp, m) for m in models}
-        pruned = {m: make_pruned(tmp, m, dense[m][0], a.amount, a.scope) for m in models}
+        pruned = {m: given_pruned(tmp, m, given[m]) if m in given else
+                  make_pruned(tmp, m, dense[m][0], a.amount, a.scope) for m in models}
         ort_dense = {m: ort_session(dense[m][1], a.threads) for m in models}
         ort_pruned = {m: ort_session(pruned[m][1], a.threads) for m in models}
         engines, notes = {}, {}
@@ -293,7 +305,8 @@ def run_sparse(a, models, batches):
           "ds/sprig and ort/sprig: the median\nover rounds of the per-round ratio "
           "(> 1: sprig faster) and its range\n")
     for m in models:
-        print(f"{m}: pruned checkpoint {sparsity[m]:.1%} sparse")
+        source = f" ({given[m]}, given)" if m in given else ""
+        print(f"{m}: pruned checkpoint{source} {sparsity[m]:.1%} sparse")
         for b in batches:
             print(f"  deepsparse at batch {b}: {notes[(m, b)]}")
 
@@ -368,6 +381,10 @@ def main():
                    help="--sparse: fraction of the weights pruned (global magnitude)")
     p.add_argument("--scope", choices=("global", "layer"), default="global",
                    help="--sparse: one threshold for all weights, or each layer to --amount")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
+                   help="--sparse: time PATH, a pruned checkpoint of MODEL (the main job's "
+                        "out/cnn2_final.safetensors, say), instead of MODEL pruned by --amount; "
+                        "the ort column still runs the unpruned MODEL (repeatable)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
@@ -405,11 +422,17 @@ def main():
     for m in models:
         if m not in INPUT_SHAPES:
             sys.exit(f"--models: unknown model {m} (known: {', '.join(INPUT_SHAPES)})")
+    given = {}
+    for c in a.checkpoint:
+        m, sep, path = c.partition("=")
+        if not sep or m not in models or not a.sparse or a.int8:
+            sys.exit(f"--checkpoint {c}: wants MODEL=PATH with MODEL one of --models, and --sparse")
+        given[m] = path
     print(f"machine: {os.cpu_count()} CPUs; load average before: {os.getloadavg()}")
     if a.int8:
         run_int8(a, models, batches)
     elif a.sparse:
-        run_sparse(a, models, batches)
+        run_sparse(a, models, batches, given)
     else:
         run_dense(a, models, batches)
 
