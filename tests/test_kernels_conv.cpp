@@ -159,10 +159,10 @@ TEST_CASE("conv2d matches the direct reference") {
       {2, 3, 13, 16, 9, 5, 5, 3, 2, 1},
       {2, 3, 12, 11, 5, 3, 3, 2, 2, 2},
       {2, 4, 11, 12, 6, 1, 3, 2, 1, 1},
-      // Winograd's edges: odd output heights and widths (a last tile half outside), rows of 1-7
-      // tiles (one vector, natural lane order), of 8 and 16 tiles (shuffled only), of 9-15 (both),
-      // no padding and padding 2; more channels than a register tile and than a block's rows;
-      // and one output row or column.
+      // Winograd's edges: odd output heights and widths (a last tile half outside); with AVX2,
+      // rows of 1-7 tiles (one vector, natural lane order), of 8 and 16 tiles (shuffled only), of
+      // 9-15 (both); no padding and padding 2; more channels than a register tile and than a
+      // block's rows; and one output row or column.
       {2, 3, 5, 5, 2, 3, 3, 1, 1, 1},
       {2, 5, 17, 16, 7, 3, 3, 1, 1, 1},
       {1, 4, 18, 34, 13, 3, 3, 1, 0, 1},
@@ -170,6 +170,11 @@ TEST_CASE("conv2d matches the direct reference") {
       {1, 70, 20, 21, 19, 3, 3, 1, 1, 1},
       {3, 2, 3, 9, 3, 3, 3, 1, 0, 1},
       {3, 2, 11, 3, 4, 3, 3, 1, 0, 1},
+      // With AVX-512, rows of 5-8 tiles two to a vector and of 1-4 four to a vector, over
+      // several blocks of tile rows, the last one short.
+      {1, 64, 33, 13, 8, 3, 3, 1, 1, 1},
+      {1, 64, 30, 7, 8, 3, 3, 1, 1, 1},
+      {2, 24, 9, 8, 40, 3, 3, 1, 0, 1},
   };
   for (auto& s : shapes) check_conv(s);
   // One sample big enough (>= 2^18 multiply-adds) to be split into bands of output rows, one

@@ -55,14 +55,15 @@ bool conv2d_winograd_suits(const Conv2dShape& s) {
 #endif
 }
 
-// Measured on one core of an AMD Zen 5 at batch 64, Winograd / direct kernel time (bench conv
-// --direct): AVX2 (-march=znver3) 0.73 for 8 -> 16 at 28x28, 0.67 for 16 -> 16, 0.65 for 32 at
-// 14x14, 0.56 for 64 at 7x7. AVX-512 0.81 for 16 -> 16 at 32x32, 0.87-0.88 for 16 and 32 at
-// 28x28, 0.94 for 32 at 16x16, but 1.0 for 8 -> 16, and 1.14 for 32 at 14x14 and 64 at 7x7:
-// rows of 7 or 4 tiles leave most of a vector of 16 empty.
+// Measured on one core of an AMD Zen 5 at batch 64 (bench conv --direct), Winograd / direct
+// kernel time. AVX2 (-march=znver3): 0.71 for 8 -> 16 at 28x28 (0.72 at batch 1), 0.66 for 16
+// at 28x28, 0.60 for 32 at 14x14, 0.55 for 64 at 7x7. AVX-512: 0.72 for 64 at 7x7 (0.73 at
+// batch 1), 0.63 at 8x8, 0.84 for 32 at 14x14, 0.65 at 16x16, 0.87 for 16 at 32x32, 0.82 for
+// 16 -> 32 at 28x28, 0.96 for 16 at 28x28, but 1.15 for 8 -> 16 at 28x28: with 8 input
+// channels the transforms cost more than the 16-lane direct kernel's multiply-adds.
 bool conv2d_winograd_pays(const Conv2dShape& s) {
 #if defined(__AVX512F__)
-  return conv2d_winograd_suits(s) && s.C >= 16 && (s.Q() + 1) / 2 >= 8;
+  return conv2d_winograd_suits(s) && s.C >= 16;
 #else
   return conv2d_winograd_suits(s) && s.C >= 8;
 #endif
@@ -97,7 +98,7 @@ struct Vec {
   static Vec set1(float x) { return {_mm512_set1_ps(x)}; }
   static Vec load(const float* p) { return {_mm512_loadu_ps(p)}; }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
-  void store_first(float* p, int64_t n) const {  // the first n floats, n < 16
+  void store_first(float* p, int64_t n) const {  // the first n floats, n <= 16
     if (n > 0) _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1u), v);
   }
   friend Vec operator+(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -105,14 +106,44 @@ struct Vec {
   static Vec fma(Vec a, Vec b, Vec acc) { return {_mm512_fmadd_ps(a.v, b.v, acc.v)}; }
   // max(0, v): NaN (the second operand) passes through, as relu_forward.
   Vec relu() const { return {_mm512_max_ps(_mm512_setzero_ps(), v)}; }
-  // The even and odd floats of p[0, 32), in order (one two-source permute each).
-  template <bool NATURAL>
-  static void deinterleave(const float* p, Vec& even, Vec& odd) {
-    const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+  // The even and odd columns of RPV tile rows' patch rows, in order (one two-source permute
+  // each): 32 floats at p (RPV 1); 16 at p and at p + rs (2); 8 at each of p + j rs (4).
+  template <bool NATURAL, int RPV>
+  static void deinterleave(const float* p, int64_t rs, Vec& even, Vec& odd) {
+    __m512 a, b;
+    if (RPV == 1) {
+      a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+    } else if (RPV == 2) {
+      a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + rs);
+    } else {
+      a = halves(p, p + rs), b = halves(p + 2 * rs, p + 3 * rs);
+    }
     const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     even.v = _mm512_permutex2var_ps(a, ie, b);
     odd.v = _mm512_permutex2var_ps(a, io, b);
+  }
+  static __m512 halves(const float* lo, const float* hi) {  // 8 floats at lo, then 8 at hi
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_loadu_pd((const double*)lo)),
+                           _mm256_loadu_pd((const double*)hi), 1));
+  }
+  // Row j of the RPV output rows (RPV 2: first and second; RPV 4: the halves of each), n floats
+  // of it (at most 16 / RPV), to y[j] where y[j] is not null.
+  template <int RPV>
+  static void store_rows(Vec first, Vec second, float* const* y, int64_t n) {
+    if (RPV == 2) {
+      if (y[0]) first.store_first(y[0], n);
+      if (y[1]) second.store_first(y[1], n);
+      return;
+    }
+    const __m512 v[2] = {first.v, second.v};
+    for (int j = 0; j < 4; ++j) {
+      if (!y[j]) continue;
+      const __m512 shifted =
+          j % 2 ? _mm512_shuffle_f32x4(v[j / 2], v[j / 2], _MM_SHUFFLE(3, 2, 3, 2)) : v[j / 2];
+      _mm512_mask_storeu_ps(y[j], __mmask16((1u << n) - 1u), shifted);
+    }
   }
   // e0 o0 e1 o1 ... as two vectors.
   template <bool NATURAL>
@@ -144,8 +175,11 @@ struct Vec {
   Vec relu() const { return {_mm256_max_ps(_mm256_setzero_ps(), v)}; }
   // The even and odd floats of p[0, 16). One shuffle each leaves them in the order 0 1 4 5 2 3
   // 6 7, which interleave<false> undoes; NATURAL puts them in order (a lane permute more).
-  template <bool NATURAL>
-  static void deinterleave(const float* p, Vec& even, Vec& odd) {
+  // Only one tile row a vector (RPV 1): 8 tiles of 8 lanes are never more than a row's tiles
+  // worth sharing.
+  template <bool NATURAL, int RPV>
+  static void deinterleave(const float* p, int64_t, Vec& even, Vec& odd) {
+    static_assert(RPV == 1, "AVX2 vectors hold one tile row");
     const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
     even.v = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
     odd.v = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
@@ -162,6 +196,10 @@ struct Vec {
     first.v = NATURAL ? _mm256_permute2f128_ps(lo, hi, 0x20) : lo;
     second.v = NATURAL ? _mm256_permute2f128_ps(lo, hi, 0x31) : hi;
   }
+  template <int RPV>
+  static void store_rows(Vec, Vec, float* const*, int64_t) {
+    static_assert(RPV == 1, "AVX2 vectors hold one tile row");
+  }
   static __m256 natural(__m256 v) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
   }
@@ -173,16 +211,17 @@ thread_local std::vector<float> tls_xp;  // (C, 2 * rows + 2, Wx) a block's inpu
 thread_local std::vector<float> tls_v;   // (16, C, ld) transformed input, xi rows vs apart
 thread_local std::vector<float> tls_m;   // (16, K, ld) products, xi rows ms apart
 
-// V (xi, c, t .. t + kLanes) for kLanes tiles of one row: xr is the padded input row above them
-// at their first tile's left column (4 rows of xp, Wx apart); v points at V (0, c, t), xi rows
-// vs floats apart.
-template <bool NATURAL>
+// V (xi, c, t .. t + kLanes) for a vector of tiles: kLanes of one tile row (RPV 1), or the first
+// kLanes / RPV of RPV tile rows. xr is the padded input row above the first tile at its left
+// column (4 rows of xp, Wx apart; the next tile row's, 2 Wx further); v points at V (0, c, t),
+// xi rows vs floats apart.
+template <bool NATURAL, int RPV>
 inline void input_transform(const float* xr, int64_t Wx, float* v, int64_t vs) {
   Vec u[4][4];  // (row, column) of d B: B^T applied along each row
   for (int r = 0; r < 4; ++r) {
     Vec d0, d1, d2, d3;  // columns 2t, 2t + 1, 2t + 2, 2t + 3 of tile t
-    Vec::deinterleave<NATURAL>(xr + r * Wx, d0, d1);
-    Vec::deinterleave<NATURAL>(xr + r * Wx + 2, d2, d3);
+    Vec::template deinterleave<NATURAL, RPV>(xr + r * Wx, 2 * Wx, d0, d1);
+    Vec::template deinterleave<NATURAL, RPV>(xr + r * Wx + 2, 2 * Wx, d2, d3);
     u[r][0] = d0 - d2;
     u[r][1] = d1 + d2;
     u[r][2] = d2 - d1;
@@ -196,11 +235,12 @@ inline void input_transform(const float* xr, int64_t Wx, float* v, int64_t vs) {
   }
 }
 
-// Two output rows (y0, y1; y1 null past the band) of kLanes tiles of channel k from M (xi, k,
-// t ..) at m, xi rows ms floats apart; n of the 2 kLanes output columns are stored.
-template <bool NATURAL>
-inline void output_transform(const float* m, int64_t ms, float bias, bool relu, float* y0,
-                             float* y1, int64_t n) {
+// The output rows of a vector of tiles of channel k from M (xi, k, t ..) at m, xi rows ms
+// floats apart: y[2 j + i] is row i of tile row j (null where it is past the band); n output
+// columns of each are stored (of 2 kLanes / RPV).
+template <bool NATURAL, int RPV>
+inline void output_transform(const float* m, int64_t ms, float bias, bool relu, float* const* y,
+                             int64_t n) {
   Vec s[2][4];  // A^T m: A^T applied down each column
   for (int j = 0; j < 4; ++j) {
     const Vec m0 = Vec::load(m + (0 + j) * ms), m1 = Vec::load(m + (4 + j) * ms);
@@ -210,8 +250,6 @@ inline void output_transform(const float* m, int64_t ms, float bias, bool relu, 
   }
   const Vec b = Vec::set1(bias);
   for (int i = 0; i < 2; ++i) {
-    float* y = i == 0 ? y0 : y1;
-    if (!y) break;
     Vec e = s[i][0] + s[i][1] + s[i][2] + b;  // columns 2t
     Vec o = s[i][1] - s[i][2] - s[i][3] + b;  // columns 2t + 1
     if (relu) {
@@ -219,71 +257,87 @@ inline void output_transform(const float* m, int64_t ms, float bias, bool relu, 
       o = o.relu();
     }
     Vec first, second;
-    Vec::interleave<NATURAL>(e, o, first, second);
+    Vec::template interleave<NATURAL>(e, o, first, second);
+    if (RPV > 1) {
+      float* rows[RPV];
+      for (int j = 0; j < RPV; ++j) rows[j] = y[2 * j + i];
+      Vec::template store_rows<RPV>(first, second, rows, n);
+      continue;
+    }
+    float* yi = y[i];
+    if (!yi) continue;
     if (n >= 2 * kLanes) {
-      first.store(y);
-      second.store(y + kLanes);
+      first.store(yi);
+      second.store(yi + kLanes);
     } else if (n >= kLanes) {
-      first.store(y);
-      second.store_first(y + kLanes, n - kLanes);
+      first.store(yi);
+      second.store_first(yi + kLanes, n - kLanes);
     } else {
-      first.store_first(y, n);
+      first.store_first(yi, n);
     }
   }
 }
 
-// M (xi, k0 .. k0 + KB, t0 .. t0 + 2 kLanes) = U (xi, :, k0 .. k0 + KB)^T V (xi, :, t0 ..): v at
+// M (xi, k0 .. k0 + KB, t0 .. t0 + NV kLanes) = U (xi, :, k0 .. k0 + KB)^T V (xi, :, t0 ..): v at
 // V (xi, 0, t0) with channels ld apart, u at U (xi, 0, k0) with channels K apart, m at
-// M (xi, k0, t0).
-template <int KB>
+// M (xi, k0, t0). NV = 1 for a block's last kLanes tiles when a pair would be half empty (a 7x7
+// output is 16 tiles a sample).
+template <int KB, int NV>
 void product_tile(int64_t C, int64_t K, int64_t ld, const float* v, const float* u, float* m) {
-  Vec acc[KB][2];
+  Vec acc[KB][NV];
 #pragma GCC unroll 16
-  for (int kb = 0; kb < KB; ++kb) acc[kb][0] = acc[kb][1] = Vec::zero();
+  for (int kb = 0; kb < KB; ++kb)
+    for (int j = 0; j < NV; ++j) acc[kb][j] = Vec::zero();
   for (int64_t c = 0; c < C; ++c) {
-    const Vec x0 = Vec::load(v + c * ld), x1 = Vec::load(v + c * ld + kLanes);
+    Vec x[NV];
+    for (int j = 0; j < NV; ++j) x[j] = Vec::load(v + c * ld + j * kLanes);
     const float* uc = u + c * K;
 #pragma GCC unroll 16
     for (int kb = 0; kb < KB; ++kb) {
       const Vec w = Vec::set1(uc[kb]);
-      acc[kb][0] = Vec::fma(w, x0, acc[kb][0]);
-      acc[kb][1] = Vec::fma(w, x1, acc[kb][1]);
+      for (int j = 0; j < NV; ++j) acc[kb][j] = Vec::fma(w, x[j], acc[kb][j]);
     }
   }
 #pragma GCC unroll 16
-  for (int kb = 0; kb < KB; ++kb) {
-    acc[kb][0].store(m + kb * ld);
-    acc[kb][1].store(m + kb * ld + kLanes);
-  }
+  for (int kb = 0; kb < KB; ++kb)
+    for (int j = 0; j < NV; ++j) acc[kb][j].store(m + kb * ld + j * kLanes);
 }
 
 using ProductFn = void (*)(int64_t, int64_t, int64_t, const float*, const float*, float*);
-template <int... KBs>
+template <int NV, int... KBs>
 constexpr std::array<ProductFn, sizeof...(KBs)> product_table(std::integer_sequence<int, KBs...>) {
-  return {&product_tile<KBs + 1>...};
+  return {&product_tile<KBs + 1, NV>...};
 }
-// kProducts[KB - 1]
-constexpr auto kProducts = product_table(std::make_integer_sequence<int, Vec::kMaxChannels>{});
+// kProducts[NV - 1][KB - 1]
+constexpr std::array<ProductFn, Vec::kMaxChannels> kProducts[2] = {
+    product_table<1>(std::make_integer_sequence<int, Vec::kMaxChannels>{}),
+    product_table<2>(std::make_integer_sequence<int, Vec::kMaxChannels>{})};
 
-}  // namespace
-
-void detail::conv2d_winograd_rows(const Conv2dShape& s, const float* xn, const float* wt,
-                                  const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
+// The band's rows with RPV tile rows to a vector (see rows_per_vector).
+template <int RPV>
+void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const float* b,
+                   bool relu, float* yn, int64_t p0, int64_t p1) {
   const int64_t C = s.C, K = s.K, P = s.P(), Q = s.Q(), PQ = P * Q;
-  if (p1 <= p0 || Q <= 0) return;
   const int64_t TI = (p1 - p0 + 1) / 2, TJ = (Q + 1) / 2;  // tile rows of the band, tiles a row
-  const int64_t groups = (TJ + kLanes - 1) / kLanes;       // vectors of tiles a row
-  // A group's loads reach 2 kLanes + 2 columns past its first tile's; the copy's rows are that
-  // wide.
-  const int64_t Wx = 2 * kLanes * groups + 2;
-  // Tile rows a block: V and M of one block, 16 (C + K) ld floats, within about 256 KB of L2.
+  // Tiles of a row in V: TJ one after the other (RPV 1), or a vector's share, kLanes / RPV >= TJ.
+  const int64_t pitch = RPV == 1 ? TJ : kLanes / RPV;
+  const int64_t groups = (TJ + kLanes - 1) / kLanes;  // vectors of tiles a row (RPV 1)
+  // A vector's loads reach 2 kLanes / RPV + 2 columns past its first tile's; the copy's rows are
+  // that wide.
+  const int64_t Wx = 2 * (kLanes / RPV) * groups + 2;
   const int64_t target = std::max<int64_t>(2 * kLanes, 4096 / (C + K));
-  const int64_t rows_per_block = std::clamp<int64_t>((target - kLanes) / TJ, 1, TI);
+  // Tile rows a block (a multiple of 2 RPV where RPV > 1 and the band has that many, so that its
+  // tiles fill the products' pairs of vectors): V and M of one block, 16 (C + K) ld floats,
+  // within about 256 KB of L2.
+  const int64_t whole = RPV == 1 ? 1 : TI > RPV ? 2 * RPV : RPV;
+  const int64_t rows_per_block = std::max<int64_t>(
+      whole, std::clamp<int64_t>((target - kLanes) / pitch, 1, TI) / whole * whole);
   // A row of V / M: the block's tiles, a vector's spare lanes past the last, and the products'
   // pairs of vectors. The 16 xi rows are a cache line further apart than 16 such blocks: V (.,
   // c, t) for the 16 xi, which the transforms load or store together, would otherwise fall in
   // one L1 set whenever C ld were a multiple of 1024 (16-16 channels on 28x28 ran 30% slower).
-  const int64_t ld = (rows_per_block * TJ + kLanes + 2 * kLanes - 1) / (2 * kLanes) * (2 * kLanes);
+  const int64_t ld =
+      (rows_per_block * pitch + kLanes + 2 * kLanes - 1) / (2 * kLanes) * (2 * kLanes);
   const int64_t vs = C * ld + 16, ms = K * ld + 16;
   const int64_t Hx = 2 * rows_per_block + 2;
   if (tls_xp.size() < size_t(C * Hx * Wx)) tls_xp.resize(size_t(C * Hx * Wx));
@@ -294,8 +348,10 @@ void detail::conv2d_winograd_rows(const Conv2dShape& s, const float* xn, const f
   float* M = tls_m.data();
 
   for (int64_t ti0 = 0; ti0 < TI; ti0 += rows_per_block) {
-    const int64_t ti1 = std::min(TI, ti0 + rows_per_block), nt = (ti1 - ti0) * TJ;
-    const int64_t rows = 2 * (ti1 - ti0) + 2;
+    const int64_t ti1 = std::min(TI, ti0 + rows_per_block);
+    // Tile rows of the block's vectors (past ti1 with RPV > 1: computed from zeros, not stored)
+    const int64_t vrows = (ti1 - ti0 + RPV - 1) / RPV * RPV, nt = vrows * pitch;
+    const int64_t rows = 2 * vrows + 2;
     // xp (C, rows, Wx): input rows from p0 + 2 ti0 - pad, columns from -pad, zero outside.
     for (int64_t c = 0; c < C; ++c)
       for (int64_t r = 0; r < rows; ++r) {
@@ -310,16 +366,16 @@ void detail::conv2d_winograd_rows(const Conv2dShape& s, const float* xn, const f
         std::memcpy(dst + s.pad, xn + (c * s.H + h) * s.W, size_t(s.W) * sizeof(float));
         std::memset(dst + s.pad + s.W, 0, size_t(Wx - s.pad - s.W) * sizeof(float));
       }
-    // V (16, C, ld); each row's last group is stored in natural order (see the top).
+    // V (16, C, ld); with RPV 1 each row's last group is stored in natural order (see the top).
     for (int64_t c = 0; c < C; ++c)
-      for (int64_t ti = 0; ti < ti1 - ti0; ++ti) {
+      for (int64_t ti = 0; ti < vrows; ti += RPV) {
         const float* xr = xp + (c * Hx + 2 * ti) * Wx;
-        float* v = V + c * ld + ti * TJ;
+        float* v = V + c * ld + ti * pitch;
         for (int64_t tj = 0; tj < TJ; tj += kLanes) {
-          if (tj + kLanes <= TJ)
-            input_transform<false>(xr + 2 * tj, Wx, v + tj, vs);
+          if (RPV == 1 && tj + kLanes <= TJ)
+            input_transform<false, RPV>(xr + 2 * tj, Wx, v + tj, vs);
           else
-            input_transform<true>(xr + 2 * tj, Wx, v + tj, vs);
+            input_transform<true, RPV>(xr + 2 * tj, Wx, v + tj, vs);
         }
       }
     // M (16, K, ld): per xi, the tiles in pairs of vectors, the output channels in register
@@ -330,32 +386,54 @@ void detail::conv2d_winograd_rows(const Conv2dShape& s, const float* xn, const f
       const float* vx = V + xi * vs;
       const float* ux = wt + xi * C * K;
       float* mx = M + xi * ms;
-      for (int64_t t0 = 0; t0 < nt; t0 += 2 * kLanes)
+      for (int64_t t0 = 0; t0 < nt; t0 += 2 * kLanes) {
+        const auto& products = kProducts[nt - t0 > kLanes ? 1 : 0];
         for (int64_t bi = 0, k0 = 0; bi < kblocks; ++bi) {
           const int kb = int((K - k0 + kblocks - bi - 1) / (kblocks - bi));
-          kProducts[size_t(kb - 1)](C, K, ld, vx + t0, ux + k0, mx + k0 * ld + t0);
+          products[size_t(kb - 1)](C, K, ld, vx + t0, ux + k0, mx + k0 * ld + t0);
           k0 += kb;
         }
+      }
     }
     // y rows p0 + 2 ti and the next (when inside the band), columns 2 tj ...
     for (int64_t k = 0; k < K; ++k) {
       const float bias = b ? b[k] : 0.0f;
-      for (int64_t ti = ti0; ti < ti1; ++ti) {
-        const int64_t p = p0 + 2 * ti;
-        float* y0 = yn + k * PQ + p * Q;
-        float* y1 = p + 1 < p1 ? y0 + Q : nullptr;
-        const float* m = M + k * ld + (ti - ti0) * TJ;
+      for (int64_t ti = ti0; ti < ti1; ti += RPV) {
+        float* y[2 * RPV];  // rows i of tile rows ti + j at y[2 j + i], null past the band
+        for (int j = 0; j < RPV; ++j) {
+          const int64_t p = p0 + 2 * (ti + j);
+          y[2 * j] = ti + j < ti1 ? yn + k * PQ + p * Q : nullptr;
+          y[2 * j + 1] = ti + j < ti1 && p + 1 < p1 ? y[2 * j] + Q : nullptr;
+        }
+        const float* m = M + k * ld + (ti - ti0) * pitch;
         for (int64_t tj = 0; tj < TJ; tj += kLanes) {
-          const int64_t n = std::min<int64_t>(2 * kLanes, Q - 2 * tj);
-          float* y1j = y1 ? y1 + 2 * tj : nullptr;
-          if (tj + kLanes <= TJ)
-            output_transform<false>(m + tj, ms, bias, relu, y0 + 2 * tj, y1j, n);
+          const int64_t n = std::min<int64_t>(2 * kLanes / RPV, Q - 2 * tj);
+          float* yj[2 * RPV];
+          for (int e = 0; e < 2 * RPV; ++e) yj[e] = y[e] ? y[e] + 2 * tj : nullptr;
+          if (RPV == 1 && tj + kLanes <= TJ)
+            output_transform<false, RPV>(m + tj, ms, bias, relu, yj, n);
           else
-            output_transform<true>(m + tj, ms, bias, relu, y0 + 2 * tj, y1j, n);
+            output_transform<true, RPV>(m + tj, ms, bias, relu, yj, n);
         }
       }
     }
   }
+}
+
+}  // namespace
+
+void detail::conv2d_winograd_rows(const Conv2dShape& s, const float* xn, const float* wt,
+                                  const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
+  if (p1 <= p0 || s.Q() <= 0) return;
+  // With AVX-512, rows of at most 8 or 4 tiles share a vector two or four to one: alone, 7 tiles
+  // (14x14 outputs) or 4 (7x7) left most of a vector of 16 empty.
+  const int64_t TJ = (s.Q() + 1) / 2;
+#if defined(__AVX512F__)
+  if (TJ <= 4) return winograd_rows<4>(s, xn, wt, b, relu, yn, p0, p1);
+  if (TJ <= 8) return winograd_rows<2>(s, xn, wt, b, relu, yn, p0, p1);
+#endif
+  (void)TJ;
+  winograd_rows<1>(s, xn, wt, b, relu, yn, p0, p1);
 }
 
 #else  // no AVX2: the other kernels run every convolution
