@@ -446,10 +446,8 @@ void gemm_u8s8_dequantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_ze
 void gemm_u8s8_requantize_with(Int8Isa isa, int64_t M, const uint8_t* A, int64_t lda,
                                int32_t a_zero, const PackedInt8Weights& B, const Int8Dequantize& dq,
                                ActivationQuant out, uint8_t* q, int64_t ldq) {
-  // The vector constants only where the vector stores run (the generic path needs no AVX-512).
   gemm_run(isa, M, A, lda, a_zero, B,
-           Int8Sink::requantizing("gemm_u8s8_requantize", dq, out, q, ldq,
-                                  isa == Int8Isa::Amx || isa == Int8Isa::Vnni512));
+           Int8Sink::requantizing("gemm_u8s8_requantize", dq, out, q, ldq));
 }
 
 void gemm_u8s8_requantize(int64_t M, const uint8_t* A, int64_t lda, int32_t a_zero,

@@ -48,16 +48,15 @@ struct Int8Sink {
     s.dq = dq;
     return s;
   }
-  // vector: whether store16 will run (its constants need AVX-512; the plain path does not).
   static Int8Sink requantizing(const char* who, const Int8Dequantize& dq, ActivationQuant out,
-                               uint8_t* q, int64_t ldq, bool vector) {
+                               uint8_t* q, int64_t ldq) {
     SPRIG_CHECK(dq.w_scales != nullptr, who, ": no weight scales");
     Int8Sink s;
     s.q = q;
     s.ldy = ldq;
     s.dq = dq;
     s.out = out;
-    if (vector) s.out_consts = consts_of(out);
+    s.out_consts = quantize_consts(out);
     return s;
   }
 
@@ -82,11 +81,6 @@ struct Int8Sink {
       y[m * ldy + n] = v;
     else
       quantize_activations_ref(&v, 1, out, q + m * ldy + n);
-  }
-
- private:
-  __attribute__((target("avx512f"))) static QuantizeConsts consts_of(ActivationQuant a) {
-    return quantize_consts(a);
   }
 };
 

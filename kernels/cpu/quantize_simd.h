@@ -8,15 +8,17 @@
 
 namespace sprig::cpu::detail {
 
+// Scalars, broadcast where quantize16 uses them (from memory, into its instructions): a struct
+// of __m512 built by an AVX-512 function and held by code compiled without AVX-512 (a
+// SPRIG_NATIVE=OFF build on an AVX-512 CPU) was given a stack slot aligned to 32 bytes, and
+// the aligned 64-byte store into it crashed.
 struct QuantizeConsts {
-  __m512 scale, inv, hi, lo;
-  __m512i zero;
+  float scale, inv, hi, lo;
+  int32_t zero;
 };
 
-__attribute__((target("avx512f"))) inline QuantizeConsts quantize_consts(ActivationQuant a) {
-  return {_mm512_set1_ps(a.scale), _mm512_set1_ps(1.0f / a.scale),
-          _mm512_set1_ps(1048576.0f * a.scale), _mm512_set1_ps(-1048576.0f * a.scale),
-          _mm512_set1_epi32(a.zero)};
+inline QuantizeConsts quantize_consts(ActivationQuant a) {
+  return {a.scale, 1.0f / a.scale, 1048576.0f * a.scale, -1048576.0f * a.scale, a.zero};
 }
 
 // 16 floats -> their 16 codes as int32 lanes in [0, 255], those of quantize_activations_ref
@@ -28,13 +30,16 @@ __attribute__((target("avx512f"))) inline QuantizeConsts quantize_consts(Activat
 // INT_MIN, which the clamp below 0 makes 0. The maskz forms (all lanes kept) spare GCC 12 its
 // false "uninitialized" warning on the unmasked intrinsics' pass-through operand.
 __attribute__((target("avx512f"))) inline __m512i quantize16(__m512 x, const QuantizeConsts& c) {
-  const __m512 v = _mm512_maskz_min_ps(0xFFFF, c.hi, _mm512_maskz_max_ps(0xFFFF, c.lo, x));
-  const __m512 q0 = _mm512_mul_ps(v, c.inv);
-  const __m512 r = _mm512_fnmadd_ps(q0, c.scale, v);
-  const __m512 quotient = _mm512_fmadd_ps(r, c.inv, q0);
+  const __m512 inv = _mm512_set1_ps(c.inv);
+  const __m512 v = _mm512_maskz_min_ps(0xFFFF, _mm512_set1_ps(c.hi),
+                                       _mm512_maskz_max_ps(0xFFFF, _mm512_set1_ps(c.lo), x));
+  const __m512 q0 = _mm512_mul_ps(v, inv);
+  const __m512 r = _mm512_fnmadd_ps(q0, _mm512_set1_ps(c.scale), v);
+  const __m512 quotient = _mm512_fmadd_ps(r, inv, q0);
   // Round half to even (the default rounding mode), add the zero point, clamp below at 0 (the
   // saturating byte store clamps above at 255).
-  const __m512i code = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xFFFF, quotient), c.zero);
+  const __m512i code =
+      _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xFFFF, quotient), _mm512_set1_epi32(c.zero));
   return _mm512_maskz_max_epi32(0xFFFF, code, _mm512_setzero_si512());
 }
 

@@ -485,10 +485,6 @@ void csr_product(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
             });
 }
 
-bool vector_stores() {
-  return int8_isa_supported(Int8Isa::Vnni512);
-}
-
 }  // namespace
 
 void bsr_int8_linear(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc) {
@@ -502,9 +498,8 @@ void bsr_int8_linear_dequantize(const BsrInt8& w, int64_t B, const uint8_t* x, i
 
 void bsr_int8_linear_requantize(const BsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
                                 const Int8Dequantize& dq, ActivationQuant out, uint8_t* q) {
-  bsr_product(
-      w, B, x, x_zero,
-      Int8Sink::requantizing("bsr_int8_linear_requantize", dq, out, q, w.rows, vector_stores()));
+  bsr_product(w, B, x, x_zero,
+              Int8Sink::requantizing("bsr_int8_linear_requantize", dq, out, q, w.rows));
 }
 
 void csr_int8_linear(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero, int32_t* acc) {
@@ -518,9 +513,8 @@ void csr_int8_linear_dequantize(const CsrInt8& w, int64_t B, const uint8_t* x, i
 
 void csr_int8_linear_requantize(const CsrInt8& w, int64_t B, const uint8_t* x, int32_t x_zero,
                                 const Int8Dequantize& dq, ActivationQuant out, uint8_t* q) {
-  csr_product(
-      w, B, x, x_zero,
-      Int8Sink::requantizing("csr_int8_linear_requantize", dq, out, q, w.rows, vector_stores()));
+  csr_product(w, B, x, x_zero,
+              Int8Sink::requantizing("csr_int8_linear_requantize", dq, out, q, w.rows));
 }
 
 }  // namespace sprig::cpu
