@@ -195,8 +195,13 @@ struct PanelLanes {
   template <int NV>
   void store(const RowAcc<NV>& acc, float bias, bool relu, float* yi, const float* ri) const {
     const __m512 bv = _mm512_set1_ps(bias);
+    // The sums first, in an unrolled loop: acc indexed by the store loop's q kept GCC from
+    // holding it in registers, and every multiply-add of the row was stored to the stack.
+    __m512 sums[NV];
+#pragma GCC unroll 4
+    for (int q = 0; q < NV; ++q) sums[q] = _mm512_add_ps(_mm512_add_ps(acc.a[q], acc.b[q]), bv);
     for (int q = 0; q < NV; ++q) {
-      const __m512 s = _mm512_add_ps(_mm512_add_ps(acc.a[q], acc.b[q]), bv);
+      const __m512 s = sums[q];
       for (int64_t e = first[q]; e < first[q + 1]; ++e) {
         const int64_t at = delta[e] + 16 * q;
         __m512 t = ri ? _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask[e], ri + at)) : s;
