@@ -86,7 +86,11 @@ void bsr_block_rows(const BsrMatrix& a, int64_t I, const float* rhs, int64_t ldr
       }
     }
   }
-  for (int r = 0; r < nrows; r++) {
+  // Over BR, unrolled, not over nrows: acc indexed by a run-time row kept GCC from holding it
+  // in registers, and every multiply-add was followed by a store of the whole array.
+#pragma GCC unroll 4
+  for (int r = 0; r < BR; r++) {
+    if (r >= nrows) break;
     const __m512 bv = _mm512_set1_ps(bias ? bias[I * BR + r] : 0.0f);
     for (int q = 0; q < NV - 1; q++)
       _mm512_storeu_ps(out + r * ldr + 16 * q, _mm512_add_ps(acc[r][q], bv));
