@@ -18,7 +18,8 @@
 // leaves the tiles in the order 0 1 4 5 2 3 6 7; the output transform's interleave (one unpack)
 // undoes it, so full vectors skip the lane permutes. The last vector of a row, partly past its
 // end, is put in natural order, so that its spare lanes are its last ones and the next row's
-// first vector, stored just after it, overwrites them.
+// first vector, stored just after it, overwrites them. With AVX-512, rows of at most 8 or 4
+// tiles (14x14 and 7x7 outputs) share a vector two or four to one, at a pitch of 8 or 4 tiles.
 //
 // The rounding differs from the direct sum by a few ulps of the terms' magnitudes (G and B hold
 // 0, +-1 and +-1/2).
@@ -33,15 +34,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #define SPRIG_CONV_WINOGRAD 1
-// As in short_rows.h: GCC 12 builds some AVX-512 intrinsics from _mm512_undefined_*() and then
-// warns (-Wmaybe-uninitialized) wherever they are inlined; the first include decides.
-#pragma GCC diagnostic push
-#if !defined(__clang__)  // clang has no such warning
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "kernels/cpu/intrinsics.h"
 #endif
 
 namespace sprig::cpu {

@@ -8,15 +8,7 @@
 #include <cstring>
 
 #if defined(__AVX512F__)
-// As in sparse_impl.h: GCC 12 builds some intrinsics from _mm512_undefined_*() and then warns
-// (-Wmaybe-uninitialized, -Wuninitialized) wherever they are inlined; the first include decides.
-#pragma GCC diagnostic push
-#if !defined(__clang__)  // clang has no such warning
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "kernels/cpu/intrinsics.h"
 #endif
 
 namespace sprig::cpu::short_rows {
