@@ -182,7 +182,7 @@ TEST_CASE("conv2d matches the direct reference") {
   const Conv2dShape banded[] = {
       {1, 8, 28, 28, 16, 3, 3, 1, 1, 1},  {1, 16, 28, 27, 32, 3, 3, 2, 1, 1},
       {1, 64, 16, 15, 32, 1, 1, 1, 0, 1}, {2, 16, 14, 14, 32, 3, 3, 1, 1, 1},
-      {1, 16, 27, 28, 16, 3, 3, 1, 1, 1},  // bands of odd height: tiles start on odd rows
+      {1, 16, 27, 28, 16, 3, 3, 1, 1, 1},  // Winograd: split by output channels instead
   };
   const int before = num_threads();
   for (int t : {2, 3}) {

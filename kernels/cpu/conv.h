@@ -51,9 +51,10 @@ namespace detail {
 // by the direct kernel; only where conv2d_direct_suits(s). Single-threaded.
 void conv2d_direct_rows(const Conv2dShape& s, const float* xn, const float* wp, const float* b,
                         bool relu, float* yn, int64_t p0, int64_t p1);
-// The same by Winograd from wt (conv2d_winograd_pack); only where conv2d_winograd_suits(s).
+// The same by Winograd from wt (conv2d_winograd_pack), output channels [k0, k1) only; only
+// where conv2d_winograd_suits(s).
 void conv2d_winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const float* b,
-                          bool relu, float* yn, int64_t p0, int64_t p1);
+                          bool relu, float* yn, int64_t p0, int64_t p1, int64_t k0, int64_t k1);
 }  // namespace detail
 
 // Given dy (N, K, P, Q), writes (overwrites) any of dx (N, C, H, W), dw (K, C, R, S), db (K)

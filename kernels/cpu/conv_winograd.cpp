@@ -48,15 +48,16 @@ bool conv2d_winograd_suits(const Conv2dShape& s) {
 #endif
 }
 
-// Measured on one core of an AMD Zen 5 at batch 64 (bench conv --direct), Winograd / direct
-// kernel time. AVX2 (-march=znver3): 0.71 for 8 -> 16 at 28x28 (0.72 at batch 1), 0.66 for 16
-// at 28x28, 0.60 for 32 at 14x14, 0.55 for 64 at 7x7. AVX-512: 0.72 for 64 at 7x7 (0.73 at
-// batch 1), 0.63 at 8x8, 0.84 for 32 at 14x14, 0.65 at 16x16, 0.87 for 16 at 32x32, 0.82 for
-// 16 -> 32 at 28x28, 0.96 for 16 at 28x28, but 1.15 for 8 -> 16 at 28x28: with 8 input
-// channels the transforms cost more than the 16-lane direct kernel's multiply-adds.
+// Measured on an AMD Zen 5 (bench conv --direct), Winograd / direct kernel time. One core, batch
+// 64: AVX2 (-march=znver3) 0.71 for 8 -> 16 at 28x28, 0.66 for 16 at 28x28, 0.60 for 32 at
+// 14x14, 0.55 for 64 at 7x7; AVX-512 0.72 for 64 at 7x7, 0.63 at 8x8, 0.84 for 32 at 14x14,
+// 0.65 at 16x16, but 0.96 for 16 at 28x28 and 1.15 for 8 -> 16. Two threads, batch 1 (see
+// conv2d_forward's split): AVX2 0.77 for 8 -> 16, 0.67 for 16 at 28x28, 0.74 for 32 at 14x14;
+// AVX-512 0.67 for 64 at 7x7, 1.02-1.07 for 32 at 14x14, and 1.35-1.45 for 16 at 28x28 and
+// 32x32, whose transforms cost more than the 16-lane direct kernel's multiply-adds.
 bool conv2d_winograd_pays(const Conv2dShape& s) {
 #if defined(__AVX512F__)
-  return conv2d_winograd_suits(s) && s.C >= 16;
+  return conv2d_winograd_suits(s) && s.C >= 32;
 #else
   return conv2d_winograd_suits(s) && s.C >= 8;
 #endif
@@ -306,11 +307,11 @@ constexpr std::array<ProductFn, Vec::kMaxChannels> kProducts[2] = {
     product_table<1>(std::make_integer_sequence<int, Vec::kMaxChannels>{}),
     product_table<2>(std::make_integer_sequence<int, Vec::kMaxChannels>{})};
 
-// The band's rows with RPV tile rows to a vector (see rows_per_vector).
+// Output channels [k0, k1) of the band's rows, RPV tile rows to a vector.
 template <int RPV>
 void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const float* b,
-                   bool relu, float* yn, int64_t p0, int64_t p1) {
-  const int64_t C = s.C, K = s.K, P = s.P(), Q = s.Q(), PQ = P * Q;
+                   bool relu, float* yn, int64_t p0, int64_t p1, int64_t k0, int64_t k1) {
+  const int64_t C = s.C, K = s.K, Kt = k1 - k0, P = s.P(), Q = s.Q(), PQ = P * Q;
   const int64_t TI = (p1 - p0 + 1) / 2, TJ = (Q + 1) / 2;  // tile rows of the band, tiles a row
   // Tiles of a row in V: TJ one after the other (RPV 1), or a vector's share, kLanes / RPV >= TJ.
   const int64_t pitch = RPV == 1 ? TJ : kLanes / RPV;
@@ -318,7 +319,7 @@ void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const
   // A vector's loads reach 2 kLanes / RPV + 2 columns past its first tile's; the copy's rows are
   // that wide.
   const int64_t Wx = 2 * (kLanes / RPV) * groups + 2;
-  const int64_t target = std::max<int64_t>(2 * kLanes, 4096 / (C + K));
+  const int64_t target = std::max<int64_t>(2 * kLanes, 4096 / (C + Kt));
   // Tile rows a block (a multiple of 2 RPV where RPV > 1 and the band has that many, so that its
   // tiles fill the products' pairs of vectors): V and M of one block, 16 (C + K) ld floats,
   // within about 256 KB of L2.
@@ -331,7 +332,7 @@ void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const
   // one L1 set whenever C ld were a multiple of 1024 (16-16 channels on 28x28 ran 30% slower).
   const int64_t ld =
       (rows_per_block * pitch + kLanes + 2 * kLanes - 1) / (2 * kLanes) * (2 * kLanes);
-  const int64_t vs = C * ld + 16, ms = K * ld + 16;
+  const int64_t vs = C * ld + 16, ms = Kt * ld + 16;
   const int64_t Hx = 2 * rows_per_block + 2;
   if (tls_xp.size() < size_t(C * Hx * Wx)) tls_xp.resize(size_t(C * Hx * Wx));
   if (tls_v.size() < size_t(16 * vs)) tls_v.resize(size_t(16 * vs));
@@ -371,25 +372,25 @@ void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const
             input_transform<true, RPV>(xr + 2 * tj, Wx, v + tj, vs);
         }
       }
-    // M (16, K, ld): per xi, the tiles in pairs of vectors, the output channels in register
+    // M (16, Kt, ld): per xi, the tiles in pairs of vectors, the output channels in register
     // tiles (as even as their number allows, as the direct kernel splits them).
-    const int KB = int(std::min<int64_t>(Vec::kMaxChannels, K));
-    const int64_t kblocks = (K + KB - 1) / KB;
+    const int KB = int(std::min<int64_t>(Vec::kMaxChannels, Kt));
+    const int64_t kblocks = (Kt + KB - 1) / KB;
     for (int xi = 0; xi < 16; ++xi) {
       const float* vx = V + xi * vs;
       const float* ux = wt + xi * C * K;
       float* mx = M + xi * ms;
       for (int64_t t0 = 0; t0 < nt; t0 += 2 * kLanes) {
         const auto& products = kProducts[nt - t0 > kLanes ? 1 : 0];
-        for (int64_t bi = 0, k0 = 0; bi < kblocks; ++bi) {
-          const int kb = int((K - k0 + kblocks - bi - 1) / (kblocks - bi));
-          products[size_t(kb - 1)](C, K, ld, vx + t0, ux + k0, mx + k0 * ld + t0);
-          k0 += kb;
+        for (int64_t bi = 0, kk = 0; bi < kblocks; ++bi) {
+          const int kb = int((Kt - kk + kblocks - bi - 1) / (kblocks - bi));
+          products[size_t(kb - 1)](C, K, ld, vx + t0, ux + k0 + kk, mx + kk * ld + t0);
+          kk += kb;
         }
       }
     }
     // y rows p0 + 2 ti and the next (when inside the band), columns 2 tj ...
-    for (int64_t k = 0; k < K; ++k) {
+    for (int64_t k = k0; k < k1; ++k) {
       const float bias = b ? b[k] : 0.0f;
       for (int64_t ti = ti0; ti < ti1; ti += RPV) {
         float* y[2 * RPV];  // rows i of tile rows ti + j at y[2 j + i], null past the band
@@ -398,7 +399,7 @@ void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const
           y[2 * j] = ti + j < ti1 ? yn + k * PQ + p * Q : nullptr;
           y[2 * j + 1] = ti + j < ti1 && p + 1 < p1 ? y[2 * j] + Q : nullptr;
         }
-        const float* m = M + k * ld + (ti - ti0) * pitch;
+        const float* m = M + (k - k0) * ld + (ti - ti0) * pitch;
         for (int64_t tj = 0; tj < TJ; tj += kLanes) {
           const int64_t n = std::min<int64_t>(2 * kLanes / RPV, Q - 2 * tj);
           float* yj[2 * RPV];
@@ -416,23 +417,24 @@ void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const
 }  // namespace
 
 void detail::conv2d_winograd_rows(const Conv2dShape& s, const float* xn, const float* wt,
-                                  const float* b, bool relu, float* yn, int64_t p0, int64_t p1) {
-  if (p1 <= p0 || s.Q() <= 0) return;
+                                  const float* b, bool relu, float* yn, int64_t p0, int64_t p1,
+                                  int64_t k0, int64_t k1) {
+  if (p1 <= p0 || k1 <= k0 || s.Q() <= 0) return;
   // With AVX-512, rows of at most 8 or 4 tiles share a vector two or four to one: alone, 7 tiles
   // (14x14 outputs) or 4 (7x7) left most of a vector of 16 empty.
   const int64_t TJ = (s.Q() + 1) / 2;
 #if defined(__AVX512F__)
-  if (TJ <= 4) return winograd_rows<4>(s, xn, wt, b, relu, yn, p0, p1);
-  if (TJ <= 8) return winograd_rows<2>(s, xn, wt, b, relu, yn, p0, p1);
+  if (TJ <= 4) return winograd_rows<4>(s, xn, wt, b, relu, yn, p0, p1, k0, k1);
+  if (TJ <= 8) return winograd_rows<2>(s, xn, wt, b, relu, yn, p0, p1, k0, k1);
 #endif
   (void)TJ;
-  winograd_rows<1>(s, xn, wt, b, relu, yn, p0, p1);
+  winograd_rows<1>(s, xn, wt, b, relu, yn, p0, p1, k0, k1);
 }
 
 #else  // no AVX2: the other kernels run every convolution
 
 void detail::conv2d_winograd_rows(const Conv2dShape&, const float*, const float*, const float*,
-                                  bool, float*, int64_t, int64_t) {
+                                  bool, float*, int64_t, int64_t, int64_t, int64_t) {
   SPRIG_CHECK(false, "conv2d_winograd_rows: sprig was built without AVX2");
 }
 
