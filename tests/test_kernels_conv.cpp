@@ -178,11 +178,13 @@ TEST_CASE("conv2d matches the direct reference") {
   };
   for (auto& s : shapes) check_conv(s);
   // One sample big enough (>= 2^18 multiply-adds) to be split into bands of output rows, one
-  // per thread, each with its own im2col: stride 1, stride 2, pointwise, two samples.
+  // per thread, each with its own im2col: stride 1, stride 2, pointwise, two samples. Winograd
+  // takes bands of whole tile rows (27 rows: an odd last band), or splits the output channels
+  // where bands would be under 4 tile rows (14x14).
   const Conv2dShape banded[] = {
       {1, 8, 28, 28, 16, 3, 3, 1, 1, 1},  {1, 16, 28, 27, 32, 3, 3, 2, 1, 1},
       {1, 64, 16, 15, 32, 1, 1, 1, 0, 1}, {2, 16, 14, 14, 32, 3, 3, 1, 1, 1},
-      {1, 16, 27, 28, 16, 3, 3, 1, 1, 1},  // Winograd: split by output channels instead
+      {1, 16, 27, 28, 16, 3, 3, 1, 1, 1},
   };
   const int before = num_threads();
   for (int t : {2, 3}) {
