@@ -321,7 +321,7 @@ void winograd_rows(const Conv2dShape& s, const float* xn, const float* wt, const
   const int64_t Wx = 2 * (kLanes / RPV) * groups + 2;
   const int64_t target = std::max<int64_t>(2 * kLanes, 4096 / (C + Kt));
   // Tile rows a block (a multiple of 2 RPV where RPV > 1 and the band has that many, so that its
-  // tiles fill the products' pairs of vectors): V and M of one block, 16 (C + K) ld floats,
+  // tiles fill the products' pairs of vectors): V and M of one block, 16 (C + Kt) ld floats,
   // within about 256 KB of L2.
   const int64_t whole = RPV == 1 ? 1 : TI > RPV ? 2 * RPV : RPV;
   const int64_t rows_per_block = std::max<int64_t>(
