@@ -252,17 +252,20 @@ int run_bench_direct_conv(const BenchConvArgs& a) {
   Rng rng(1);
   for (auto* v : {&x, &w, &b})
     for (float& e : *v) e = rng.uniform(-1.0f, 1.0f);
+  // JSON keys: im2col_ms; direct_ms, speedup...; winograd_ms, winograd_speedup...
   struct Kernel {
     const char* name;
     cpu::ConvForward how;
+    const char* ms_key;        // "<key>_ms"
+    const char* ratio_key;     // prefix of its speedup* and max_abs_diff (none for im2col)
     std::vector<float> wp, y;  // packed weights, (N, K, P, Q)
     std::vector<double> ms, ratio;
   };
   std::vector<Kernel> ks;
-  ks.push_back({"im2col+gemm", cpu::ConvForward::Im2colGemm, {}, {}, {}, {}});
-  ks.push_back({"direct", cpu::ConvForward::Direct, {}, {}, {}, {}});
+  ks.push_back({"im2col+gemm", cpu::ConvForward::Im2colGemm, "im2col", nullptr, {}, {}, {}, {}});
+  ks.push_back({"direct", cpu::ConvForward::Direct, "direct", "", {}, {}, {}, {}});
   if (cpu::conv2d_winograd_suits(s))
-    ks.push_back({"winograd", cpu::ConvForward::Winograd, {}, {}, {}, {}});
+    ks.push_back({"winograd", cpu::ConvForward::Winograd, "winograd", "winograd_", {}, {}, {}, {}});
   for (Kernel& k : ks) {
     k.wp = packed_weights(s, w, k.how);
     k.y.resize(size_t(s.N * s.K * s.P() * s.Q()));
@@ -286,11 +289,9 @@ int run_bench_direct_conv(const BenchConvArgs& a) {
   for (Kernel& k : ks) {
     const double ms = median_of(k.ms), diff = max_abs_diff(ks[0].y, k.y);
     auto [lo, hi] = std::minmax_element(k.ratio.begin(), k.ratio.end());
-    // JSON keys: im2col_ms; direct_ms, speedup...; winograd_ms, winograd_speedup...
-    const std::string key = &k == &ks[0] ? "im2col" : k.name;
-    const std::string pre = &k == &ks[1] ? "" : key + "_";
-    j[key + "_ms"] = ms;
-    if (&k != &ks[0])
+    j[std::string(k.ms_key) + "_ms"] = ms;
+    const std::string pre = k.ratio_key ? k.ratio_key : "";
+    if (k.ratio_key)
       j.update({{pre + "speedup", median_of(k.ratio)},
                 {pre + "speedup_min", *lo},
                 {pre + "speedup_max", *hi},

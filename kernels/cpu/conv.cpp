@@ -322,8 +322,9 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
       return;
     }
     run_items(T, T, [&](int64_t t) {
-      int64_t p0 = P * t / T, p1 = P * (t + 1) / T;
-      if (winograd) p0 = std::min(P, (p0 + 1) / 2 * 2), p1 = std::min(P, (p1 + 1) / 2 * 2);
+      // Winograd's bands start on even rows, at whole tile rows.
+      auto edge = [&](int64_t p) { return winograd ? std::min(P, (p + 1) / 2 * 2) : p; };
+      const int64_t p0 = edge(P * t / T), p1 = edge(P * (t + 1) / T);
       for (int64_t n = 0; n < s.N; n++)
         if (p1 > p0)
           forward_rows(s, kernel, x + n * CHW, w, packed_w, b, relu, y + n * s.K * PQ, p0, p1);
