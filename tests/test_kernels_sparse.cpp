@@ -362,14 +362,18 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       {{3, 8, 28, 28, 16, 5, 5, 1, 2, 1}, 0.9, true, 5},   // more than 64 output positions
       // Big enough (stored entries x outputs >= 32768) for two threads:
       {{1, 16, 32, 32, 32, 3, 3, 2, 1, 1}, 0.9, true, -1},  // a ResNet downsampling conv
-      {{1, 8, 20, 20, 12, 3, 3, 1, 1, 1}, 0.8, true, 3},    // one sample, channels split
+      {{1, 8, 20, 20, 12, 3, 3, 1, 1, 1}, 0.8, true, 3},    // one sample, bands of rows
       {{1, 6, 23, 19, 10, 3, 3, 1, 2, 2}, 0.85, true, 4},   // the same, dilation 2
+      {{1, 32, 6, 6, 24, 3, 3, 1, 1, 1}, 0.5, true, -1},    // under 4 rows a thread: channels
+      {{1, 2, 64, 64, 6, 3, 3, 1, 1, 1}, 0.9, true, 1},     // bands of rows of 0-2 weights
       {{1, 48, 16, 16, 24, 1, 1, 1, 0, 1}, 0.7, false, 1},  // the same, 1x1: x read directly
       {{2, 8, 28, 28, 16, 3, 3, 1, 1, 1}, 0.9, true, -1},   // 2 samples on 3 threads
       {{1, 64, 12, 12, 16, 1, 1, 1, 1, 1}, 0.7, false, 0},  // the same, in place
       {{2, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 1.0, true, -1},      // all-zero weights: bias only
       {{1, 3, 5, 5, 4, 3, 3, 1, 1, 1}, 0.0, false, -1},     // dense
       {{1, 1, 1, 1, 2, 1, 1, 1, 0, 1}, 0.0, true, -1},      // one pixel
+      {{3, 1, 28, 28, 8, 3, 3, 1, 1, 1}, 0.9, true, 2},     // cnn2's first conv: 0-2 weights a row
+      {{2, 1, 13, 21, 5, 3, 3, 1, 1, 1}, 0.8, false, -1},   // 0-2 weights, rows of 16 + 5
       // From 16 samples, 16 samples to a vector (2 x 8 output tiles):
       {{17, 3, 9, 7, 5, 3, 3, 1, 1, 1}, 0.5, true, 2},      // a group of 1, odd rows, 7 wide
       {{16, 4, 12, 11, 6, 3, 3, 2, 1, 1}, 0.7, true, -1},   // stride 2
@@ -399,6 +403,7 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
     if (c.empty_filter >= 0)
       std::fill(w.begin() + c.empty_filter * CRS, w.begin() + (c.empty_filter + 1) * CRS, 0.0f);
     auto x = random_vec(size_t(s.N * s.C * s.H * s.W), uint32_t(s.H * s.W));
+    const auto x_other = random_vec(x.size(), uint32_t(s.H * s.W + 1));
     std::vector<float> bias = c.bias ? random_vec(size_t(s.K), 3) : std::vector<float>();
     const float* bp = c.bias ? bias.data() : nullptr;
     std::vector<float> want(outn), mag(outn);
@@ -412,7 +417,10 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       const int before = num_threads();
       for (int t : {1, 2, 3}) {
         set_num_threads(t);
+        // Another input first: the threads' buffers then hold other values than x's in every
+        // row a call could fail to lay out again.
         got[t - 1].assign(size_t(outn), -7.0f);
+        csr_conv2d(a, s, x_other.data(), bp, got[t - 1].data(), relu);
         csr_conv2d(a, s, x.data(), bp, got[t - 1].data(), relu);
       }
       set_num_threads(before);
@@ -470,6 +478,42 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
   std::vector<float> x(75), y(100);
   CHECK_THROWS_AS(csr_conv2d(a, s, x.data(), nullptr, y.data()), Error);
   CHECK_THROWS_AS(csr_conv2d_offsets(a, s), Error);
+}
+
+TEST_CASE("csr_conv2d lays out its padding again when another layout used the buffer") {
+  // One thread, so one buffer: each thread keeps the zeros of the last layout it laid out and
+  // writes only the input over them when the next call has the same one. The same input with
+  // other padding or strides writes its values where these zeros are.
+  const Conv2dShape shapes[] = {
+      {1, 2, 8, 8, 3, 3, 3, 1, 1, 1},  // A: rows of 10 with a zero at each end
+      {1, 2, 8, 8, 3, 3, 3, 1, 0, 1},  // the same input unpadded: rows of 8, input everywhere
+      {1, 2, 8, 8, 3, 3, 3, 1, 1, 1},  // A again
+      {1, 2, 8, 8, 3, 3, 3, 2, 1, 1},  // B: A's padding at stride 2, four 5 x 5 phase planes
+      {1, 2, 8, 8, 3, 3, 3, 2, 1, 1},  // B again: only the input is written
+      {1, 2, 8, 8, 3, 3, 3, 2, 2, 1},  // padding 2 at stride 2: 6 x 6 planes
+      {1, 2, 8, 8, 3, 3, 3, 2, 1, 1},  // B again
+      {1, 2, 8, 8, 3, 3, 3, 1, 1, 1},  // A again
+      {1, 3, 8, 8, 3, 3, 3, 1, 1, 1},  // A with a third channel, over the planes of padding 2
+  };
+  const int before = num_threads();
+  set_num_threads(1);
+  uint32_t seed = 50;
+  for (const Conv2dShape& s : shapes) {
+    CAPTURE(s.H);
+    CAPTURE(s.pad);
+    CAPTURE(s.stride);
+    const int64_t CRS = s.C * s.R * s.S, outn = s.K * s.P() * s.Q();
+    auto w = masked_weights(s.K, CRS, 0.3, 7);
+    auto x = random_vec(size_t(s.C * s.H * s.W), seed++);
+    std::vector<float> want(outn), mag(outn), got(outn, -7.0f);
+    conv2d_forward_ref(s, x.data(), w.data(), nullptr, want.data());
+    auto xa = abs_vec(x), wa = abs_vec(w);
+    conv2d_forward_ref(s, xa.data(), wa.data(), nullptr, mag.data());
+    CsrMatrix a = csr_from_dense(s.K, CRS, w.data());
+    csr_conv2d(a, s, x.data(), nullptr, got.data());
+    check_close(got, want, mag);
+  }
+  set_num_threads(before);
 }
 
 TEST_CASE("validate accepts packed matrices and rejects broken arrays") {
