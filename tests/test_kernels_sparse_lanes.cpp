@@ -98,7 +98,7 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
       {{16, 4, 12, 11, 6, 3, 3, 2, 1, 1}, 0.7},    // stride 2
       {{33, 2, 11, 10, 3, 3, 2, 1, 2, 2}, 0.5},    // dilation 2, 3x2, three groups
       {{20, 3, 6, 19, 4, 5, 5, 1, 2, 1}, 0.6},     // 5x5, 19 wide: tiles of 8, 8, 3
-      {{18, 4, 6, 6, 8, 1, 1, 1, 1, 1}, 0.3},      // 1x1 padded
+      {{18, 8, 6, 6, 8, 1, 1, 1, 1, 1}, 0.3},      // 1x1 padded
       {{16, 2, 5, 37, 4, 3, 3, 2, 0, 1}, 0.5},     // no padding, 37 wide
       {{19, 16, 12, 12, 16, 3, 3, 1, 1, 1}, 0.5},  // two groups on three threads
       {{32, 6, 3, 3, 4, 3, 3, 1, 1, 1}, 0.9},      // 3x3 images, few weights

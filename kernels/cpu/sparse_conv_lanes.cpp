@@ -427,16 +427,27 @@ void lanes_rows(const LanesConv& c, int64_t g, int64_t p0, int64_t p1) {
 // Whether the lanes suit w on s (with 16 samples or more) when the output is (N, K, P, Q). Each
 // tile then writes 8-position pieces of 16 samples' rows; the samples' outputs are K*P*Q floats
 // apart, often a multiple of 4 KiB, so those pieces share cache sets and evict each other half
-// written. Where a sample's output is big and its rows have few stored weights, that costs more
-// than the loads saved: 32 samples on one core, 3 -> 16 channels 32x32 at 90% zeros (2.7 stored a
-// row) took 0.31 ms against the per-sample path's 0.16, and 16 -> 16 at 90% (14 a row) 0.50
-// against 0.45, while at 70% (43 a row) it is 0.70 against 0.92. Staging the outputs to write
-// whole rows cost more than it saved. Rows of one stored weight or less go to few_entries_row on
-// the per-sample path.
+// written. Where rows have few stored weights, that costs more than the loads saved. Staging
+// the outputs to write whole rows cost more than it saved.
+// Measured against the per-sample path (sparse_conv.cpp, 8 samples a call), 32 samples, one
+// core, 3x3 convs at 90% zeros unless said:
+// - AVX-512 (Zen 5): lanes / per sample 1.83 at 2.7 stored a row (3 -> 16, 32x32), 1.37 at 3.6
+//   (4 -> 16), 0.79-0.81 at 4.3-4.5 (16 -> 32 at 14x14, 97%; 5 -> 16 at 28x28), 0.73-0.75 at
+//   7.2-14.4 (8 and 16 -> 16 at 28x28), 0.61 at 57.6 (64 at 7x7); on two threads 0.66 at 72 (16
+//   at 28x28, 50%).
+// - AVX2 keeps the rule first set for AVX-512 (9599d3b: 3 -> 16 at 32x32 0.31 against 0.16 ms,
+//   16 -> 16 at 28x28 0.50 against 0.45, and at 70% 0.70 against 0.92). The AVX2 build run on
+//   that Zen 5 suggests that it takes the lanes too early (1.57 at 7.2 a row for 8 -> 16 at
+//   16x16, 1.13 at 28.8, 0.95 at 57.6); not changed without an AVX2 machine to measure on.
 bool nchw_out_suits(const CsrMatrix& w, const Conv2dShape& s) {
   const double per_row = double(w.nnz()) / double(std::max<int64_t>(s.K, 1));
+#ifdef SPRIG_SPARSE_AVX512
+  (void)s;
+  return per_row >= 4.0;
+#else
   const double sample_bytes = 4.0 * double(s.K) * double(s.P()) * double(s.Q());
   return per_row >= 1.5 && (sample_bytes < 48.0 * 1024.0 || per_row >= 16.0);
+#endif
 }
 
 }  // namespace
