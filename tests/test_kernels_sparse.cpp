@@ -366,6 +366,8 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       {{1, 6, 23, 19, 10, 3, 3, 1, 2, 2}, 0.85, true, 4},   // the same, dilation 2
       {{1, 32, 6, 6, 24, 3, 3, 1, 1, 1}, 0.5, true, -1},    // under 4 rows a thread: channels
       {{1, 2, 64, 64, 6, 3, 3, 1, 1, 1}, 0.9, true, 1},     // bands of rows of 0-2 weights
+      {{1, 8, 40, 40, 12, 3, 3, 2, 2, 2}, 0.8, true, -1},   // bands at stride 2, dilation 2
+      {{1, 4, 50, 49, 8, 3, 3, 3, 1, 1}, 0.5, false, 2},    // bands at stride 3
       {{1, 48, 16, 16, 24, 1, 1, 1, 0, 1}, 0.7, false, 1},  // the same, 1x1: x read directly
       {{2, 8, 28, 28, 16, 3, 3, 1, 1, 1}, 0.9, true, -1},   // 2 samples on 3 threads
       {{1, 64, 12, 12, 16, 1, 1, 1, 1, 1}, 0.7, false, 0},  // the same, in place

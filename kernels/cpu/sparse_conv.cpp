@@ -77,8 +77,8 @@ void strided_copy(const float* xr, int64_t n, float* d) {
 
 // Channel c of sample xn (C, H, W) into its st*st phase planes: zeros, then each input row
 // scattered into the planes of its row phase (one branch-free strided loop per column phase).
-// zeroed: the planes' zeros are in place already (only the input is written). With stride 1,
-// only padded rows [hp0, hp1) are written; other strides write them all.
+// zeroed: the planes' zeros are in place already (only the input is written). Only padded
+// rows [hp0, hp1) are written (with !zeroed, all of them must be asked for).
 void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, int64_t c, float* xph,
                  bool zeroed, int64_t hp0, int64_t hp1) {
   float* xc = xph + c * l.st * l.st * l.plane;  // (st, st, Hph, Wph)
@@ -99,6 +99,7 @@ void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, in
     return;
   }
   if (!zeroed) std::fill(xc, xc + l.st * l.st * l.plane, 0.0f);
+  const int64_t h0 = std::max<int64_t>(0, hp0 - s.pad), h1 = std::min(s.H, hp1 - s.pad);
 #ifdef SPRIG_SPARSE_AVX512
   if (l.st == 2) {
     // Input column wi goes to column phase (wi + pad) % 2, at plane column (wi + pad) / 2: 32
@@ -109,7 +110,7 @@ void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, in
     const __m512i odd =
         _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     const int64_t b_even = s.pad % 2, b_odd = (s.pad + 1) % 2;
-    for (int64_t h = 0; h < s.H; h++) {
+    for (int64_t h = h0; h < h1; h++) {
       const float* xr = xn + (c * s.H + h) * s.W;  // (W)
       const int64_t hp = h + s.pad;
       float* d = xc + (hp % 2) * 2 * l.plane + hp / 2 * l.Wph;  // row hp / 2 of phase (hp % 2, 0)
@@ -127,7 +128,7 @@ void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, in
     return;
   }
 #endif
-  for (int64_t h = 0; h < s.H; h++) {
+  for (int64_t h = h0; h < h1; h++) {
     const float* xr = xn + (c * s.H + h) * s.W;  // (W)
     const int64_t hp = h + s.pad, a = hp % l.st, i = hp / l.st;
     for (int64_t b = 0; b < l.st; b++) {
@@ -457,15 +458,18 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
 
   // Output channels [r0, r1), output rows [p0, p1) of sample n, on the calling thread: the
   // input rows they read laid out in the thread's own buffer (x itself when direct), then the
-  // products. Other strides than 1 lay out the whole sample.
+  // products.
   auto sample_rows = [&](int64_t n, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
     const float* src = x + n * CHW;
     if (!l.direct) {
       float* xph = aligned_scratch(tls_xphase, size_t(l.floats));
       const bool zeroed = tls_zeroed.holds(s);
-      // Zeros are written everywhere the first time, so that later bands find them in place.
-      const int64_t hp0 = zeroed ? p0 : 0;
-      const int64_t hp1 = zeroed ? std::min(l.Hph, p1 + (s.R - 1) * s.dilation) : l.Hph;
+      // The padded rows that output rows [p0, p1) read; all of them the first time, when the
+      // zeros are written everywhere, so that later bands find them in place.
+      const int64_t Hp = s.H + 2 * s.pad;
+      const int64_t hp0 = zeroed ? p0 * s.stride : 0;
+      const int64_t hp1 =
+          zeroed ? std::min(Hp, (p1 - 1) * s.stride + (s.R - 1) * s.dilation + 1) : Hp;
       for (int64_t c = 0; c < s.C; c++) fill_phases(s, l, x + n * CHW, c, xph, zeroed, hp0, hp1);
       tls_zeroed = {s.C, s.H, s.W, s.pad, s.stride};
       src = xph;
@@ -478,14 +482,13 @@ void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const 
     run_items(s.N, T, [&](int64_t n) { sample_rows(n, 0, K, 0, P); });
     return;
   }
-  // Fewer samples than threads. With stride 1 and at least 4 output rows a thread, each thread
-  // takes a band of output rows of every channel and lays out only the input rows it reads
-  // (R - 1 rows more than its outputs). cnn2's 8 -> 16 conv at batch 1 (90% zeros), split
-  // over the output channels instead, gained 1.37x from a second thread, each laying out the
-  // whole sample. Otherwise the output channels are split by stored entries and every thread
-  // lays out each sample itself. Neither has a barrier inside the region, where a descheduled
-  // thread would stall the others.
-  if (s.stride == 1 && P >= 4 * T) {
+  // Fewer samples than threads. With at least 4 output rows a thread, each thread takes a band
+  // of output rows of every channel and lays out only the input rows it reads. cnn2's 8 -> 16
+  // conv at batch 1 (90% zeros), split over the output channels instead, gained 1.37x from a
+  // second thread, each laying out the whole sample. Otherwise the output channels are split by
+  // stored entries and every thread lays out each sample itself. Neither has a barrier inside
+  // the region, where a descheduled thread would stall the others.
+  if (P >= 4 * T) {
     run_items(T, T, [&](int64_t t) {
       for (int64_t n = 0; n < s.N; n++) sample_rows(n, 0, K, P * t / T, P * (t + 1) / T);
     });
