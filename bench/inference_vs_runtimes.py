@@ -32,6 +32,13 @@ and the reason below the table. After the table, per model: the pruned checkpoin
 the fraction of the graph DeepSparse runs itself (the rest falls back to its bundled ONNX
 Runtime) and the largest difference between DeepSparse's and ONNX Runtime's outputs.
 
+Sweep mode (--sweep MODEL). One model against both peers over sparsity (--sparsities, default
+0,0.5,0.7,0.9,0.95; pruned as in sparse mode, 0 being the unpruned checkpoint) at each batch size
+(default 1, 64), in interleaved rounds: sprig's packed plan (plan_ms) and its dense path
+(dense_ms) from one `sprig bench model`, DeepSparse and ONNX Runtime on the same pruned ONNX file
+(ONNX Runtime does not skip zeros: the dense peer). Prints a table and, with --svg PATH, writes a
+chart of time vs sparsity, one panel per batch size (bench/svg_chart.py).
+
 int8 mode (--int8). The same pruned checkpoints, quantised with `sprig quantize --int8-only`
 (calibrated on 256 Fashion-MNIST training images) and exported as QDQ ONNX (`sprig export`).
 At each batch size (default 1, 64, 256) it times:
@@ -62,6 +69,7 @@ DeepSparse's usage analytics are switched off (NM_DISABLE_ANALYTICS=1) before it
     python3 bench/inference_vs_runtimes.py --sparse --threads 2 --rounds 3
     python3 bench/inference_vs_runtimes.py --sparse --models cnn2 --checkpoint cnn2=out/X.safetensors
     python3 bench/inference_vs_runtimes.py --int8 --models mlp,cnn2 --threads 2 --rounds 3
+    python3 bench/inference_vs_runtimes.py --sweep resnet20 --svg bench/resnet20_sweep.svg
 """
 import argparse
 import json
@@ -82,6 +90,8 @@ try:
 except ImportError:
     missing.append("onnxruntime")
 deepsparse = None  # imported by main() for --sparse only
+
+from svg_chart import write_chart
 
 # Every model on Fashion-MNIST's (1, 28, 28) images (the ResNets as in bench/RESULTS.md).
 INPUT_SHAPES = {m: (1, 28, 28) for m in ("mlp", "cnn2", "lenet5", "resnet20", "resnet56")}
@@ -311,6 +321,69 @@ def run_sparse(a, models, batches, given):
             print(f"  deepsparse at batch {b}: {notes[(m, b)]}")
 
 
+SWEEP_COLORS = {"sprig plan": "#d62728", "sprig dense": "#1f77b4", "DeepSparse": "#9467bd",
+                "ONNX Runtime": "#2ca02c"}
+
+
+def run_sweep(a, m, batches, sparsities):
+    print(f"sprig {SPRIG}; deepsparse {deepsparse.__version__}; onnxruntime {ort.__version__}; "
+          f"threads {a.threads}; {m} pruned by {a.scope} magnitude; median of {a.repeats} runs "
+          f"per timing; {a.rounds} interleaved rounds")
+    shape = INPUT_SHAPES[m]
+    keys = [(sp, b) for sp in sparsities for b in batches]
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = make_model(tmp, m)
+        pruned = {}  # sparsity -> (checkpoint, onnx)
+        for sp in sparsities:
+            pruned[sp] = dense if sp == 0 else make_pruned(tmp, f"{m}_{sp:g}", dense[0], sp,
+                                                           a.scope)
+        sessions = {sp: ort_session(pruned[sp][1], a.threads) for sp in sparsities}
+        engines, notes = {}, {}
+        for sp, b in keys:
+            engines[(sp, b)], notes[(sp, b)] = deepsparse_engine(pruned[sp][1], shape, b,
+                                                                 a.threads, sessions[sp])
+        # per (sparsity, batch): each round's (plan, dense, deepsparse, ort) ms
+        times = {k: [] for k in keys}
+        real = {}  # sparsity -> the checkpoint's measured sparsity
+        for _ in range(a.rounds):
+            for sp, b in keys:
+                js = bench_sprig(pruned[sp][0], b, a.threads, a.repeats, "auto")
+                real[sp] = js["sparsity"]
+                d = float("nan")
+                if engines[(sp, b)] is not None:
+                    d = time_deepsparse(engines[(sp, b)], shape, b, a.repeats)
+                o = time_ort(sessions[sp], shape, b, a.repeats)
+                times[(sp, b)].append((js["plan_ms"], js["dense_ms"], d, o))
+    print(f"load average after: {os.getloadavg()}\n")
+    print(f"{'sparsity':>8}{'batch':>6}{'plan ms':>10}{'dense ms':>10}{'ds ms':>10}{'ort ms':>10}"
+          f"{'ds/plan':>10}  {'range':11}{'ort/plan':>10}  range")
+    best = {}
+    for sp, b in keys:
+        t = times[(sp, b)]
+        best[(sp, b)] = [min(r[i] for r in t) for i in range(4)]
+        p, dn, d, o = best[(sp, b)]
+        if engines[(sp, b)] is None:
+            ds_ms, ds_ratio = f"{'refused':>10}", f"{'-':>10}  {'':11}"
+        else:
+            ds_ms, ds_ratio = f"{d:>10.4f}", ratio_cell([r[2] / r[0] for r in t])
+        print(f"{real[sp]:>8.1%}{b:>6}{p:>10.4f}{dn:>10.4f}{ds_ms}{o:>10.4f}{ds_ratio}"
+              f"{ratio_cell([r[3] / r[0] for r in t])}")
+    print("\nms: the best round's median; plan / dense: sprig's packed plan and its dense path on "
+          "the same weights;\nds / ort: DeepSparse and ONNX Runtime on the same pruned ONNX "
+          "file; ratios: the median over rounds\nof the per-round ratio (> 1: sprig's plan "
+          "faster) and its range\n")
+    for sp, b in keys:
+        print(f"  {real[sp]:.1%} at batch {b}: deepsparse {notes[(sp, b)]}")
+    if a.svg:
+        panels = []
+        for b in batches:
+            series = {name: {sp: best[(sp, b)][i] for sp in sparsities}
+                      for i, name in enumerate(SWEEP_COLORS)}
+            panels.append((f"{m}, batch {b}, {a.threads} threads", series))
+        write_chart(a.svg, panels, sparsities, SWEEP_COLORS)
+        print(f"chart: {a.svg}")
+
+
 def run_int8(a, models, batches):
     print(f"sprig {SPRIG}; deepsparse {deepsparse.__version__}; onnxruntime {ort.__version__}; "
           f"threads {a.threads}; pruned {a.amount:.0%} by {a.scope} magnitude, then int8; "
@@ -391,11 +464,16 @@ def main():
     p.add_argument("--int8", action="store_true",
                    help="sprig's int8 kernels vs its float plan, DeepSparse and ONNX Runtime on "
                         "the pruned model quantised to int8 (QDQ)")
+    p.add_argument("--sweep", metavar="MODEL",
+                   help="MODEL's time vs sparsity against DeepSparse and ONNX Runtime")
+    p.add_argument("--sparsities", default="0,0.5,0.7,0.9,0.95",
+                   help="--sweep: the pruning amounts (0: the unpruned model)")
+    p.add_argument("--svg", help="--sweep: write the chart here")
     p.add_argument("--busy", action="store_true",
                    help="dense: time each round quiet and then with one core kept busy by a second "
                         "process, and compare the slowdowns; sparse: keep it busy throughout")
     a = p.parse_args()
-    if a.int8:
+    if a.int8 or a.sweep:
         a.sparse = True  # the pruned models, and DeepSparse
     if a.sparse:
         # Before the import: otherwise importing deepsparse looks up this machine's public IP
@@ -413,7 +491,10 @@ def main():
               f"(pip install {' '.join(missing)})", file=sys.stderr)
         sys.exit(2)
     SPRIG = os.environ.get("SPRIG", "./build/sprig")
-    if a.sparse:
+    if a.sweep:
+        models = [a.sweep]
+        batches = [int(b) for b in (a.batches or "1,64").split(",")]
+    elif a.sparse:
         models = (a.models or "mlp,cnn2,lenet5,resnet20").split(",")
         batches = [int(b) for b in (a.batches or "1,64,256").split(",")]
     else:
@@ -425,11 +506,21 @@ def main():
     given = {}
     for c in a.checkpoint:
         m, sep, path = c.partition("=")
-        if not sep or m not in models or not a.sparse or a.int8:
+        if not sep or m not in models or not a.sparse or a.int8 or a.sweep:
             sys.exit(f"--checkpoint {c}: wants MODEL=PATH with MODEL one of --models, and --sparse")
         given[m] = path
+    sparsities = []
+    if a.sweep:
+        try:
+            sparsities = [float(v) for v in a.sparsities.split(",")]
+        except ValueError:
+            sys.exit(f"--sparsities {a.sparsities}: want numbers in [0, 1) separated by commas")
+        if not sparsities or any(not 0 <= v < 1 for v in sparsities):
+            sys.exit(f"--sparsities {a.sparsities}: want numbers in [0, 1) separated by commas")
     print(f"machine: {os.cpu_count()} CPUs; load average before: {os.getloadavg()}")
-    if a.int8:
+    if a.sweep:
+        run_sweep(a, a.sweep, batches, sorted(set(sparsities)))
+    elif a.int8:
         run_int8(a, models, batches)
     elif a.sparse:
         run_sparse(a, models, batches, given)

@@ -32,6 +32,8 @@ import scipy.sparse
 import torch
 import torch.nn.functional as F
 
+from svg_chart import write_chart
+
 SHAPES = [(784, 300), (4096, 4096)]  # (in, out)
 BATCHES = [1, 64, 256]
 SPARSITIES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
@@ -100,54 +102,12 @@ def break_even(rows):
 
 def svg_plot(results, path):
     """Two panels (4096x4096 at batch 1 and 64): ms (log scale) vs sparsity, one line per method."""
-    panels = [(4096, 4096, 1), (4096, 4096, 64)]
-    W, H, pad_l, pad_r, pad_t, pad_b = 540, 340, 60, 20, 40, 50
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(panels)}" height="{H + 40}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect width="100%" height="100%" fill="white"/>']
-    for p, (n_in, n_out, batch) in enumerate(panels):
-        cells = results.get((n_in, n_out, batch), {})
-        vals = [v for r in cells.values() for v in r.values() if v > 0]
-        if not vals:
-            continue
-        lo, hi = np.log10(min(vals)) - 0.1, np.log10(max(vals)) + 0.1
-        x0, pw, ph = p * W + pad_l, W - pad_l - pad_r, H - pad_t - pad_b
-
-        def X(s):
-            return x0 + pw * s
-
-        def Y(ms):
-            return pad_t + ph * (1 - (np.log10(ms) - lo) / (hi - lo))
-        out.append(f'<text x="{x0 + pw / 2}" y="20" text-anchor="middle" font-weight="bold">'
-                   f'Linear {n_in}x{n_out}, batch {batch}</text>')
-        out.append(f'<rect x="{x0}" y="{pad_t}" width="{pw}" height="{ph}" fill="none" '
-                   f'stroke="#888"/>')
-        for e in range(int(np.floor(lo)), int(np.ceil(hi)) + 1):
-            for m in (1, 2, 5):
-                v = m * 10.0 ** e
-                if lo <= np.log10(v) <= hi:
-                    y = Y(v)
-                    out.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{y:.1f}" y2="{y:.1f}" '
-                               f'stroke="#eee"/>')
-                    out.append(f'<text x="{x0 - 5}" y="{y + 4:.1f}" text-anchor="end">{v:g}</text>')
-        for s in SPARSITIES:
-            out.append(f'<text x="{X(s):.1f}" y="{pad_t + ph + 15}" text-anchor="middle">'
-                       f'{int(round(100 * s))}</text>')
-        out.append(f'<text x="{x0 + pw / 2}" y="{pad_t + ph + 32}" text-anchor="middle">'
-                   f'sparsity % (ms, log scale)</text>')
-        for k, m in enumerate(METHODS):
-            pts = [(X(s), Y(cells[s][m])) for s in SPARSITIES if s in cells and cells[s][m] > 0]
-            d = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-            out.append(f'<polyline points="{d}" fill="none" stroke="{COLORS[m]}" stroke-width="2"/>')
-            for x, y in pts:
-                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{COLORS[m]}"/>')
-            ly = H + 5
-            lx = p * W + 10 + k * 104
-            out.append(f'<line x1="{lx}" x2="{lx + 16}" y1="{ly}" y2="{ly}" stroke="{COLORS[m]}" '
-                       f'stroke-width="3"/><text x="{lx + 20}" y="{ly + 4}">{m}</text>')
-    out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+    panels = []
+    for n_in, n_out, batch in [(4096, 4096, 1), (4096, 4096, 64)]:
+        cells = results.get((n_in, n_out, batch), {})  # {sparsity: {method: ms}}
+        panels.append((f"Linear {n_in}x{n_out}, batch {batch}",
+                       {m: {s: r[m] for s, r in cells.items()} for m in METHODS}))
+    write_chart(path, panels, SPARSITIES, COLORS)
 
 
 def model_rows(a, workdir):
