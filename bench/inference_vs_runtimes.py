@@ -26,6 +26,7 @@ exported (the pruned weights are exact zeros in the ONNX initializers). At each 
               scheduler; median of --repeats engine.run calls after a warm-up
   ort       : ONNX Runtime as above on the dense (unpruned) ONNX file, the usual baseline
   ort-p     : ONNX Runtime on the pruned ONNX file (it does not skip the zeros)
+--granularity 2:4 prunes every group of 4 weights to 2 instead (magnitude; 50% sparse).
 
 A model DeepSparse refuses (an operator it does not support, ...) shows "refused" in its cells
 and the reason below the table. After the table, per model: the pruned checkpoint's sparsity,
@@ -110,13 +111,13 @@ def make_model(tmp, name):
     return ck, onnx
 
 
-def make_pruned(tmp, name, ck, amount, scope):
-    """Magnitude pruning of every weight to `amount` (scope global or layer); the pruned
-    checkpoint and ONNX file."""
+def make_pruned(tmp, name, ck, amount, scope, granularity="element"):
+    """Magnitude pruning of every weight to `amount` (scope global or layer; an N:M granularity
+    such as 2:4 sets the amount itself); the pruned checkpoint and ONNX file."""
     pck = os.path.join(tmp, f"{name}.pruned.safetensors")
     ponnx = os.path.join(tmp, f"{name}.pruned.onnx")
-    sprig(["prune", "--in", ck, "--method", "magnitude", "--scope", scope,
-           "--amount", str(amount), "--out", pck])
+    sprig(["prune", "--in", ck, "--method", "magnitude", "--scope", scope, "--granularity",
+           granularity, "--amount", str(amount), "--out", pck])
     sprig(["export", "--in", pck, "--out", ponnx])
     return pck, ponnx
 
@@ -259,16 +260,24 @@ def run_dense(a, models, batches):
           "no more than ONNX Runtime)")
 
 
+def pruning(a):
+    """How --sparse prunes, in words."""
+    if a.granularity != "element":
+        return f"{a.granularity} by magnitude"
+    return f"{a.amount:.0%} by {a.scope} magnitude"
+
+
 def run_sparse(a, models, batches, given):
     print(f"sprig {SPRIG}; deepsparse {deepsparse.__version__}; onnxruntime {ort.__version__}; "
-          f"threads {a.threads}; pruned {a.amount:.0%} by {a.scope} magnitude; "
+          f"threads {a.threads}; pruned {pruning(a)}; "
           f"median of {a.repeats} runs per timing; {a.rounds} interleaved rounds")
     keys = [(m, b) for m in models for b in batches]
     hog = None
     with tempfile.TemporaryDirectory() as tmp:
         dense = {m: make_model(tmp, m) for m in models}
         pruned = {m: given_pruned(tmp, m, given[m]) if m in given else
-                  make_pruned(tmp, m, dense[m][0], a.amount, a.scope) for m in models}
+                  make_pruned(tmp, m, dense[m][0], a.amount, a.scope, a.granularity)
+                  for m in models}
         ort_dense = {m: ort_session(dense[m][1], a.threads) for m in models}
         ort_pruned = {m: ort_session(pruned[m][1], a.threads) for m in models}
         engines, notes = {}, {}
@@ -454,6 +463,8 @@ def main():
                    help="--sparse: fraction of the weights pruned (global magnitude)")
     p.add_argument("--scope", choices=("global", "layer"), default="global",
                    help="--sparse: one threshold for all weights, or each layer to --amount")
+    p.add_argument("--granularity", default="element",
+                   help="--sparse: element (unstructured), or N:M such as 2:4 (its own amount)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
                    help="--sparse: time PATH, a pruned checkpoint of MODEL (the main job's "
                         "out/cnn2_final.safetensors, say), instead of MODEL pruned by --amount; "
