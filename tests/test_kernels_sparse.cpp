@@ -388,6 +388,7 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       {{16, 1, 1, 1, 2, 1, 1, 1, 0, 1}, 0.0, true, -1},     // one pixel: 1x1 reads x directly
       {{19, 16, 12, 12, 16, 3, 3, 1, 1, 1}, 0.5, true, 7},  // two groups on three threads
       {{16, 1, 20, 20, 16, 3, 3, 1, 1, 1}, 0.9, true, -1},  // few weights a row: per sample
+      {{18, 36, 5, 7, 6, 3, 3, 1, 1, 1}, 0.3, true, 2},     // channel blocks, an empty filter
   };
   for (const auto& c : cases) {
     const Conv2dShape& s = c.s;

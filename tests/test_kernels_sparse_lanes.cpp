@@ -3,6 +3,7 @@
 // on (N, C, H, W), which test_kernels_sparse checks against conv2d_forward_ref.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -102,6 +103,8 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
       {{16, 2, 5, 37, 4, 3, 3, 2, 0, 1}, 0.5},     // no padding, 37 wide
       {{19, 16, 12, 12, 16, 3, 3, 1, 1, 1}, 0.5},  // two groups on three threads
       {{32, 6, 3, 3, 4, 3, 3, 1, 1, 1}, 0.9},      // 3x3 images, few weights
+      {{17, 40, 6, 6, 8, 3, 3, 1, 1, 1}, 0.5},     // 40 channels: 5 blocks of 8
+      {{16, 33, 9, 9, 6, 3, 3, 2, 1, 1}, 0.4},     // 33 channels at stride 2: blocks of 7 and 5
       // Lanes in or out only: csr_conv2d takes these a sample at a time.
       {{16, 1, 20, 20, 16, 3, 3, 1, 1, 1}, 0.9, false},  // under 1.5 weights a row
       {{17, 8, 5, 5, 4, 1, 1, 1, 0, 1}, 0.5, false},     // 1x1, unpadded: read in place
@@ -139,6 +142,22 @@ TEST_CASE("csr_conv2d_lanes with x, y and the residual in lanes equals csr_conv2
         std::vector<float> want(res.size(), -7.0f);  // (N, K, P, Q)
         csr_conv2d(a, s, x.data(), bias.data(), want.data(), relu, nullptr,
                    with_res ? res.data() : nullptr);
+        {
+          // Where csr_conv2d runs in lanes itself, want is the lanes kernel's: checked against
+          // the dense reference within rounding.
+          std::vector<float> ref(res.size()), mag(res.size());
+          const auto xa = abs_vec(x), wa = abs_vec(w), ba = abs_vec(bias);
+          conv2d_forward_ref(s, x.data(), w.data(), bias.data(), ref.data());
+          conv2d_forward_ref(s, xa.data(), wa.data(), ba.data(), mag.data());
+          int64_t bad = 0;
+          for (size_t e = 0; e < ref.size(); e++) {
+            float r = ref[e] + (with_res ? res[e] : 0.0f);
+            if (relu) r = std::max(r, 0.0f);
+            const float m = mag[e] + (with_res ? std::fabs(res[e]) : 0.0f);
+            if (!(std::fabs(want[e] - r) <= 1e-5f * m + 1e-30f)) bad++;
+          }
+          CHECK(bad == 0);
+        }
         if (!c.suits) {
           // csr_conv2d sums in another order: the lanes, (N, ...) in and out, are checked
           // against it within rounding and are then the bits the others must give.
