@@ -520,6 +520,11 @@ def main():
         if not sep or m not in models or not a.sparse or a.int8 or a.sweep:
             sys.exit(f"--checkpoint {c}: wants MODEL=PATH with MODEL one of --models, and --sparse")
         given[m] = path
+    if a.svg and not a.sweep:
+        sys.exit("--svg: draws --sweep's chart; give --sweep MODEL")
+    if a.sweep and a.granularity != "element":
+        sys.exit(f"--sweep prunes unstructured to each of --sparsities; --granularity "
+                 f"{a.granularity} sets its own amount")
     sparsities = []
     if a.sweep:
         try:
