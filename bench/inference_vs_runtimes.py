@@ -513,7 +513,7 @@ def main():
         batches = [int(b) for b in (a.batches or "1,8,64,256").split(",")]
     for m in models:
         if m not in INPUT_SHAPES:
-            sys.exit(f"--models: unknown model {m} (known: {', '.join(INPUT_SHAPES)})")
+            sys.exit(f"{'--sweep' if a.sweep else '--models'}: unknown model {m} (known: {', '.join(INPUT_SHAPES)})")
     given = {}
     for c in a.checkpoint:
         m, sep, path = c.partition("=")
