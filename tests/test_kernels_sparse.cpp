@@ -376,6 +376,8 @@ TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {
       {{1, 1, 1, 1, 2, 1, 1, 1, 0, 1}, 0.0, true, -1},      // one pixel
       {{3, 1, 28, 28, 8, 3, 3, 1, 1, 1}, 0.9, true, 2},     // cnn2's first conv: 0-2 weights a row
       {{2, 1, 13, 21, 5, 3, 3, 1, 1, 1}, 0.8, false, -1},   // 0-2 weights, rows of 16 + 5
+      {{2, 4, 11, 19, 6, 3, 3, 1, 1, 1}, 0.9, true, -1},    // 1-6 weights: rows and panels
+      {{1, 3, 17, 30, 8, 3, 3, 1, 1, 1}, 0.85, true, 3},    // about 4 weights a row
       // From 16 samples, 16 samples to a vector (2 x 8 output tiles):
       {{17, 3, 9, 7, 5, 3, 3, 1, 1, 1}, 0.5, true, 2},      // a group of 1, odd rows, 7 wide
       {{16, 4, 12, 11, 6, 3, 3, 2, 1, 1}, 0.7, true, -1},   // stride 2
