@@ -355,14 +355,14 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
                float* yn, const float* rn) {
   const float* val = w.values.data();
   const int64_t* rp = w.row_ptr.data();
-  const int64_t n_ext = (P - 1) * Wph + Q, PQ = ystride;
+  const int64_t n_ext = (P - 1) * Wph + Q;
   bool any_panel_row = false;  // the panels' set-up is for rows with more stored weights
   for (int64_t i = r0; i < r1; i++) {
     const int64_t cnt = rp[i + 1] - rp[i];
     any_panel_row |= cnt > kFewEntries;
     if (cnt <= kFewEntries)
       few_entries_row(val + rp[i], off + rp[i], cnt, src, P, Q, Wph, bias ? bias[i] : 0.0f, relu,
-                      yn + i * PQ, rn ? rn + i * PQ : nullptr);
+                      yn + i * ystride, rn ? rn + i * ystride : nullptr);
   }
   if (!any_panel_row) return;
 #ifdef SPRIG_SPARSE_AVX512
@@ -384,8 +384,8 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
         const int64_t cnt = rp[i + 1] - rp[i];
         if (cnt <= kFewEntries) continue;
         const float b = bias ? bias[i] : 0.0f;
-        float* yi = yn + i * PQ;
-        const float* ri = rn ? rn + i * PQ : nullptr;
+        float* yi = yn + i * ystride;
+        const float* ri = rn ? rn + i * ystride : nullptr;
 #ifdef SPRIG_SPARSE_AVX512
         // The panel's sums go from registers straight to the real outputs, lane-masked.
         RowAcc<NV> acc(wd);
