@@ -189,7 +189,7 @@ int run_bench_model_cuda(const ModelArgs& a, Device dev) {
       for (auto& t : l.times) times[t.format] = t.ms;
       layers.push_back({{"name", l.name},
                         {"type", l.conv ? "conv" : "linear"},
-                        {"kernel", l.kernel},
+                        {"kernel", l.format()},
                         {"rows", l.rows},
                         {"cols", l.cols},
                         {"sparsity", l.sparsity()},
@@ -214,7 +214,7 @@ int run_bench_model_cuda(const ModelArgs& a, Device dev) {
     std::printf("%s at batch %lld on %s: dense %.4f ms, plan %.4f ms, speedup %.2fx\n",
                 a.in.c_str(), (long long)a.batch, gpu.c_str(), dense_ms, plan_ms, speedup);
     for (auto& l : plan.layers())
-      std::printf("  layer %-3s %-9s %s\n", l.name.c_str(), l.kernel.c_str(), l.reason.c_str());
+      std::printf("  layer %-3s %-9s %s\n", l.name.c_str(), l.format().c_str(), l.reason.c_str());
   }
   return 0;
 }

@@ -64,15 +64,14 @@ Device device_of(const SparseArgs& a) {
 void add_gpu_flags(CLI::App& app, SparseArgs& a) {
   add_device_flag(app, a.device);
   app.add_option("--gpu-kernel", a.gpu_kernel,
-                 "with --device cuda: run every layer on this kernel instead of measuring "
-                 "(conv layers have no cusparse path and stay dense)")
+                 "with --device cuda: run every layer on this kernel instead of measuring")
       ->check(CLI::IsMember({"dense", "cusparse", "rowsplit", "coltile"}));
 }
 
 // The GPU plan's layers: kernel, measured candidates and why.
 nlohmann::json cuda_layers_json(const infer::CudaInferenceModel& g) {
   nlohmann::json layers = nlohmann::json::array();
-  for (const infer::CudaLayerPlan& l : g.layers()) {
+  for (const infer::PackedLayer& l : g.layers()) {
     nlohmann::json times = nlohmann::json::object();
     for (auto& t : l.times) times[t.format] = t.ms;
     layers.push_back({{"name", l.name},
@@ -81,7 +80,7 @@ nlohmann::json cuda_layers_json(const infer::CudaInferenceModel& g) {
                       {"cols", l.cols},
                       {"nonzero", l.nonzero},
                       {"sparsity", l.sparsity()},
-                      {"kernel", l.kernel},
+                      {"kernel", l.format()},
                       {"times_ms", times},
                       {"reason", l.reason}});
   }
@@ -276,11 +275,11 @@ int run_plan_cuda(const SparseArgs& a, Device dev) {
   const int nw = name_width(g.layers());
   std::printf("%-*s %-6s %-11s %8s  %-64s  %-9s  %s\n", nw, "layer", "type", "shape", "sparsity",
               "measured ms", "choice", "why");
-  for (const infer::CudaLayerPlan& l : g.layers()) {
+  for (const infer::PackedLayer& l : g.layers()) {
     const std::string times = times_str(l.times);
     std::printf("%-*s %-6s %-11s %7.1f%%  %-64s  %-9s  %s\n", nw, l.name.c_str(),
                 l.conv ? "conv" : "linear", shape_str(l.rows, l.cols).c_str(), 100.0 * l.sparsity(),
-                times.empty() ? "-" : times.c_str(), l.kernel.c_str(), l.reason.c_str());
+                times.empty() ? "-" : times.c_str(), l.format().c_str(), l.reason.c_str());
   }
   return 0;
 }
@@ -357,7 +356,7 @@ int run_packed_eval(const SparseArgs& a) {
   if (a.json) {
     nlohmann::json formats = nlohmann::json::object();
     if (gpu)
-      for (auto& l : gpu->layers()) formats[l.name] = l.kernel;
+      for (auto& l : gpu->layers()) formats[l.name] = l.format();
     else
       for (auto& l : m.layers) formats[l.name] = l.format();
     nlohmann::json j = {
@@ -376,7 +375,7 @@ int run_packed_eval(const SparseArgs& a) {
   std::string formats;
   if (gpu)
     for (auto& l : gpu->layers())
-      formats += (formats.empty() ? "" : ", ") + l.name + " " + l.kernel;
+      formats += (formats.empty() ? "" : ", ") + l.name + " " + l.format();
   else
     for (auto& l : m.layers) formats += (formats.empty() ? "" : ", ") + l.name + " " + l.format();
   std::printf("%s (%s) on %s test (%lld samples): ", a.in.c_str(), formats.c_str(), dataset.c_str(),

@@ -8,9 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/device.h"
 #include "kernels/shapes.h"
+#include "kernels/sparse_ref.h"
 
 namespace sprig {
 
@@ -77,6 +79,28 @@ class Backend {
                                        float* dx) const = 0;
   virtual void shortcut_forward(const ShortcutShape& s, const float* x, float* y) const = 0;
   virtual void shortcut_backward(const ShortcutShape& s, const float* dy, float* dx) const = 0;
+
+  // ---- sparse weights (kernels/*/sparse), inference only: the views' arrays on this device ----
+  // The kernels this backend has for a CSR weight, the candidates an inference plan times:
+  // {"csr"} on the CPU, {"cusparse", "rowsplit", "coltile"} on a GPU. `kernel` below is an
+  // index into them.
+  virtual std::vector<std::string> csr_kernels() const = 0;
+  // y (B, rows) = x (B, cols) W^T + bias (rows; may be null), then max(y, 0) when relu; x is
+  // (cols, B) when x_t and y is wanted as (rows, B) when y_t (as kernels/cpu/sparse.h).
+  virtual void csr_linear(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
+                          bool relu, float* y, bool y_t, int kernel) const = 0;
+  // The same with x (B, cols) and y (B, rows), for block-sparse and N:M weights (CPU only: a
+  // GPU backend throws sprig::Error; SparseWeight converts to CSR for it).
+  virtual void bsr_linear(const BsrRef& w, int64_t B, const float* x, const float* bias, bool relu,
+                          float* y) const = 0;
+  virtual void nm_linear(const NmRef& w, int64_t B, const float* x, const float* bias, bool relu,
+                         float* y) const = 0;
+  // y (N, K, P, Q) = conv(x (N, C, H, W), W (K, C*R*S)) + bias (K; may be null) + residual
+  // ((N, K, P, Q); may be null), then max(y, 0) when relu. offsets: cpu::csr_conv2d_offsets of
+  // w at s (may be null; the CPU's only, a GPU ignores them).
+  virtual void csr_conv2d(const CsrRef& w, const Conv2dShape& s, const float* x, const float* bias,
+                          const float* residual, bool relu, float* y, int kernel,
+                          const int32_t* offsets) const = 0;
 
   // ---- batch normalisation (kernels/*/norm), as kernels/cpu/norm.h ----------------------------
   virtual void batchnorm_forward_train(const BatchNormShape& s, const float* x, const float* gamma,

@@ -20,6 +20,7 @@
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/cpu/sparse.h"
 #include "kernels/error.h"
 
 namespace sprig {
@@ -181,6 +182,29 @@ class CpuBackend final : public Backend {
     return nz;
   }
 
+  std::vector<std::string> csr_kernels() const override { return {"csr"}; }
+  void csr_linear(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
+                  bool relu, float* y, bool y_t, int kernel) const override {
+    check_kernel(kernel);
+    cpu::csr_linear_ex(w, B, x, x_t, bias, relu, y, y_t);
+  }
+  void bsr_linear(const BsrRef& w, int64_t B, const float* x, const float* bias, bool relu,
+                  float* y) const override {
+    cpu::bsr_linear(w, B, x, bias, y);
+    if (relu) cpu::relu_forward(B * w.rows, y, y);
+  }
+  void nm_linear(const NmRef& w, int64_t B, const float* x, const float* bias, bool relu,
+                 float* y) const override {
+    cpu::nm_linear(w, B, x, bias, y);
+    if (relu) cpu::relu_forward(B * w.rows, y, y);
+  }
+  void csr_conv2d(const CsrRef& w, const Conv2dShape& s, const float* x, const float* bias,
+                  const float* residual, bool relu, float* y, int kernel,
+                  const int32_t* offsets) const override {
+    check_kernel(kernel);
+    cpu::csr_conv2d(w, s, x, bias, y, relu, offsets, residual);
+  }
+
   void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
                       float* y) const override {
     cpu::conv2d_forward(s, x, w, b, y);
@@ -290,6 +314,11 @@ class CpuBackend final : public Backend {
   }
   void fake_quantize_channels(int64_t rows, int64_t cols, const float* w, float* y) const override {
     cpu::fake_quantize_weights_per_channel(w, rows, cols, y);
+  }
+
+ private:
+  static void check_kernel(int kernel) {
+    SPRIG_CHECK(kernel == 0, "CPU CSR kernel ", kernel, " outside 0..0 (csr_kernels)");
   }
 };
 

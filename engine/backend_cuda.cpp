@@ -1,5 +1,6 @@
 // The CUDA backend: kernels/cuda behind the Backend interface. Compiled only in CUDA builds
 // (engine/CMakeLists.txt); nothing here runs until a CUDA tensor is asked for.
+#include <iterator>
 #include <mutex>
 
 #include "engine/backend.h"
@@ -14,6 +15,7 @@
 #include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/runtime.cuh"
+#include "kernels/cuda/sparse.cuh"
 #include "kernels/error.h"
 
 namespace sprig {
@@ -86,6 +88,34 @@ class CudaBackend final : public Backend {
   bool all_finite(int64_t n, const float* x) const override { return cuda::all_finite(n, x); }
   int64_t count_nonzero(int64_t n, const float* x) const override {
     return cuda::count_nonzero(n, x);
+  }
+
+  std::vector<std::string> csr_kernels() const override {
+    std::vector<std::string> names;
+    for (cuda::CsrAlgo a : cuda::kCsrAlgos) names.push_back(cuda::csr_algo_name(a));
+    return names;
+  }
+  void csr_linear(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
+                  bool relu, float* y, bool y_t, int kernel) const override {
+    cuda::csr_linear_ex(w, B, x, x_t, bias, relu, y, y_t, algo(kernel));
+  }
+  void bsr_linear(const BsrRef&, int64_t, const float*, const float*, bool, float*) const override {
+    throw Error("bsr_linear: block-sparse weights have no CUDA kernel (convert them to CSR)");
+  }
+  void nm_linear(const NmRef&, int64_t, const float*, const float*, bool, float*) const override {
+    throw Error("nm_linear: N:M weights have no CUDA kernel (convert them to CSR)");
+  }
+  void csr_conv2d(const CsrRef& w, const Conv2dShape& s, const float* x, const float* bias,
+                  const float* residual, bool relu, float* y, int kernel,
+                  const int32_t*) const override {
+    // The shortcut is added after the product, the ReLU with it (one pass, add_relu).
+    cuda::csr_conv2d(w, s, x, bias, y, relu && !residual, algo(kernel));
+    if (!residual) return;
+    const int64_t n = s.N * s.K * s.P() * s.Q();
+    if (relu)
+      cuda::add_relu(n, y, residual, y);
+    else
+      cuda::add(n, y, residual, y);
   }
 
   void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b,
@@ -198,6 +228,11 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  static cuda::CsrAlgo algo(int kernel) {
+    SPRIG_CHECK(kernel >= 0 && kernel < int(std::size(cuda::kCsrAlgos)), "CUDA CSR kernel ", kernel,
+                " outside 0..", std::size(cuda::kCsrAlgos) - 1);
+    return cuda::kCsrAlgos[kernel];
+  }
   int index_;
 };
 

@@ -3,6 +3,7 @@
 // Differentiable op front-ends. Each checks its inputs (shapes, dtypes, devices) and names
 // what disagrees, runs the kernel, and records a backward node when grad is needed.
 // Forward and backward of a family live side by side in engine/ops_<family>.cpp.
+#include "engine/sparse_weight.h"
 #include "engine/tensor.h"
 
 namespace sprig {
@@ -27,6 +28,26 @@ struct Conv2dOptions {
 // x (N, C, H, W), weight (K, C, R, S), bias (K) or undefined -> (N, K, P, Q)
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               const Conv2dOptions& opt = {});
+
+// Sparse weights (ops_sparse.cpp): inference only, nothing recorded for autograd. The weight
+// (engine/sparse_weight.h), x, bias and residual are on one device; bias is (rows) or undefined.
+struct SparseOptions {
+  bool relu = false;  // y = max(y, 0) after the bias and residual
+  // Linear, CSR: x given as (cols, N) and y wanted as (rows, N), so that consecutive sparse
+  // layers skip the transposes in between.
+  bool x_t = false, y_t = false;
+  int kernel = 0;   // CSR: which of the device's kernels runs it (Backend::csr_kernels)
+  Tensor residual;  // conv: (N, K, P, Q) added before the ReLU (a residual block's join)
+  // Conv on the CPU: I32 cpu::csr_conv2d_offsets of the weight at x's (C, H, W), made once by
+  // the caller (they cost a tenth of a 90%-sparse conv at batch 1); undefined: made per call.
+  Tensor conv_offsets;
+};
+// x (N, cols) -> y (N, rows) = x W^T + bias, any format (BSR and N:M on the CPU only).
+Tensor sparse_linear(const Tensor& x, const SparseWeight& w, const Tensor& bias,
+                     const SparseOptions& opt = {});
+// x (N, C, H, W), w of shape (K, C, R, S) in CSR -> (N, K, P, Q), as conv2d.
+Tensor sparse_conv2d(const Tensor& x, const SparseWeight& w, const Tensor& bias,
+                     const Conv2dOptions& conv = {}, const SparseOptions& opt = {});
 
 // Pooling (ops_pool.cpp). stride 0 means stride = kernel.
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);

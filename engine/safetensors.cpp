@@ -29,14 +29,15 @@ using Json = nlohmann::ordered_json;
 constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;  // the reference rejects > 100 MB
 constexpr int kMaxJsonDepth = 16;  // a valid header nests 3 deep; bound pathological input
 const char* const kMetadataKey = "__metadata__";
-const char* const kSupportedDTypes = "F32, I32, U8";
+const char* const kSupportedDTypes = "F32, I32, U8, U16";
 
 // safetensors' dtype names for sprig's dtypes.
 struct DTypeName {
   DType dtype;
   const char* name;
 };
-const DTypeName kDTypes[] = {{DType::F32, "F32"}, {DType::I32, "I32"}, {DType::U8, "U8"}};
+const DTypeName kDTypes[] = {
+    {DType::F32, "F32"}, {DType::I32, "I32"}, {DType::U8, "U8"}, {DType::U16, "U16"}};
 
 const char* st_dtype_name(DType t) {
   for (const DTypeName& d : kDTypes)

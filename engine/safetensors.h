@@ -2,7 +2,7 @@
 // safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian
 // header length N, N bytes of JSON describing each tensor (dtype, shape, byte range), then the
 // raw little-endian data. Checkpoints use this format so Python's safetensors and numpy can read
-// them. Supported dtypes: F32, I32, U8 (sprig's DType::F32/I32/U8).
+// them. Supported dtypes: F32, I32, U8, U16 (sprig's DType::F32/I32/U8/U16).
 #include <map>
 #include <string>
 #include <utility>

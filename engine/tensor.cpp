@@ -19,6 +19,8 @@ size_t dtype_size(DType t) {
       return 4;
     case DType::U8:
       return 1;
+    case DType::U16:
+      return 2;
   }
   return 0;
 }
@@ -31,6 +33,8 @@ const char* dtype_name(DType t) {
       return "int32";
     case DType::U8:
       return "uint8";
+    case DType::U16:
+      return "uint16";
   }
   return "?";
 }

@@ -12,7 +12,7 @@
 
 namespace sprig {
 
-enum class DType { F32, I32, U8 };
+enum class DType { F32, I32, U8, U16 };
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 
@@ -153,6 +153,10 @@ struct DTypeOf<int32_t> {
 template <>
 struct DTypeOf<uint8_t> {
   static constexpr DType value = DType::U8;
+};
+template <>
+struct DTypeOf<uint16_t> {
+  static constexpr DType value = DType::U16;
 };
 
 template <typename T>

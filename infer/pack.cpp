@@ -56,11 +56,12 @@ std::string PackedLayer::format() const {
     case PackFormat::Dense:
       return shrunk ? "shrunk-dense" : "dense";
     case PackFormat::Csr:
-      return "csr";
+      return sparse.defined() ? backend_for(sparse.device()).csr_kernels().at(size_t(kernel))
+                              : "csr";
     case PackFormat::Bsr:
-      return "bsr " + std::to_string(bsr.br) + "x" + std::to_string(bsr.bc);
+      return "bsr " + std::to_string(sparse.block_rows) + "x" + std::to_string(sparse.block_cols);
     case PackFormat::Nm:
-      return "nm " + std::to_string(nm.n) + ":" + std::to_string(nm.m);
+      return "nm " + std::to_string(sparse.n) + ":" + std::to_string(sparse.m);
     case PackFormat::Auto:
       break;
   }
@@ -84,11 +85,9 @@ size_t PackedLayer::weight_bytes() const {
     case PackFormat::Dense:
       return size_t(rows * cols) * sizeof(float);
     case PackFormat::Csr:
-      return csr.bytes();
     case PackFormat::Bsr:
-      return bsr.bytes();
     case PackFormat::Nm:
-      return nm.bytes();
+      return sparse.bytes();
     case PackFormat::Auto:
       break;
   }
@@ -169,6 +168,7 @@ namespace {
 // The layer's weight viewed as 2-D (rows, cols) and its pattern of kept weights: the mask where
 // there is one (a kept weight that happens to be 0 still counts as kept), else value != 0.
 struct WeightView {
+  Shape shape;  // the weight's own: (out, in) or (K, C, R, S)
   int64_t rows = 0, cols = 0;
   const float* w = nullptr;
   std::vector<uint8_t> kept;  // (rows, cols)
@@ -176,6 +176,7 @@ struct WeightView {
 
 WeightView view_of(const nn::Parameter& p) {
   WeightView v;
+  v.shape = p.value.shape();
   v.rows = p.value.size(0);
   v.cols = p.value.numel() / v.rows;
   v.w = p.value.data();
@@ -229,18 +230,19 @@ std::pair<int64_t, int64_t> detect_nm(const WeightView& v) {
   return best;
 }
 
-// Fills the kind's matrix from the dense weight.
+// Fills the kind's sparse weight from the dense weight.
 void pack_as(PackedLayer& p, PackFormat kind, const WeightView& v,
              std::pair<int64_t, int64_t> shape) {
   p.kind = kind;
-  p.csr = {};
-  p.bsr = {};
-  p.nm = {};
-  if (kind == PackFormat::Csr) p.csr = cpu::csr_from_dense(v.rows, v.cols, v.w);
+  p.sparse = {};
+  if (kind == PackFormat::Csr)
+    p.sparse = sparse_weight(cpu::csr_from_dense(v.rows, v.cols, v.w), v.shape);
   if (kind == PackFormat::Bsr)
-    p.bsr = cpu::bsr_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
+    p.sparse =
+        sparse_weight(cpu::bsr_from_dense(v.rows, v.cols, shape.first, shape.second, v.w), v.shape);
   if (kind == PackFormat::Nm)
-    p.nm = cpu::nm_from_dense(v.rows, v.cols, shape.first, shape.second, v.w);
+    p.sparse =
+        sparse_weight(cpu::nm_from_dense(v.rows, v.cols, shape.first, shape.second, v.w), v.shape);
   detail::set_kernel_arrays(p, v.w);
 }
 
@@ -275,38 +277,25 @@ Tensor run_dense_conv(const PackedLayer& p, const nn::Conv2d& conv, const Tensor
   return y;
 }
 
-// One forward of a packed (non-dense) layer: x (N, cols) for linear, (N, C, H, W) for conv; a
-// ReLU after it fused when relu (into csr_conv2d's stores; a pass over y for linear layers).
-// residual (conv only) is added before the ReLU, in the stores.
-Tensor run_packed(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu,
-                  const Tensor* residual = nullptr) {
+}  // namespace
+
+Tensor detail::run_sparse(const PackedLayer& p, nn::Module& m, const Tensor& x, SparseOptions opt) {
+  opt.kernel = p.kernel;
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    const Conv2dShape s = detail::conv_shape(p, "packed layer", *conv, x);
-    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()});
-    SPRIG_CHECK(!residual || (residual->shape() == y.shape() && residual->dtype() == DType::F32),
-                "residual block ending in ", p.name, ": its branches give ", to_string(y.shape()),
-                " and ", residual ? to_string(residual->shape()) : std::string());
-    // The offsets made for in_shape fit any batch of it (forward checks the input's shape).
-    const bool at_in_shape =
-        !p.conv_offsets.empty() && s.H == p.in_shape[1] && s.W == p.in_shape[2];
-    cpu::csr_conv2d(p.csr, s, x.data(), conv->bias ? conv->bias->value.data() : nullptr, y.data(),
-                    relu, at_in_shape ? p.conv_offsets.data() : nullptr,
-                    residual ? residual->data() : nullptr);
-    return y;
+    // The offsets made for in_shape fit any batch of it.
+    if (p.conv_offsets.defined() && x.dim() == 4 && x.size(2) == p.in_shape[1] &&
+        x.size(3) == p.in_shape[2])
+      opt.conv_offsets = p.conv_offsets;
+    return sparse_conv2d(x, p.sparse, conv->bias ? conv->bias->value : Tensor(), conv->opt, opt);
   }
   auto* lin = dynamic_cast<nn::Linear*>(&m);
   SPRIG_CHECK(lin, "packed layer ", p.name, " is neither conv nor linear");
-  SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "packed layer ", p.name, " (", lin->spec(),
-              ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
-  int64_t B = x.size(0);
-  Tensor y = Tensor::empty({B, p.rows});  // (B, out)
-  const float* bias = lin->bias ? lin->bias->value.data() : nullptr;
-  if (p.kind == PackFormat::Csr) cpu::csr_linear(p.csr, B, x.data(), bias, y.data());
-  if (p.kind == PackFormat::Bsr) cpu::bsr_linear(p.bsr, B, x.data(), bias, y.data());
-  if (p.kind == PackFormat::Nm) cpu::nm_linear(p.nm, B, x.data(), bias, y.data());
-  if (relu) cpu::relu_forward(y.numel(), y.data(), y.data());
-  return y;
+  SPRIG_CHECK(x.dim() == 2 && x.size(opt.x_t ? 0 : 1) == p.cols, "packed layer ", p.name, " (",
+              lin->spec(), ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
+  return sparse_linear(x, p.sparse, lin->bias ? lin->bias->value : Tensor(), opt);
 }
+
+namespace {
 
 // A CSR conv with its input, output or both in sample lanes (LayerCall::x_lanes, y_lanes), the
 // residual (in y's layout) and ReLU in its stores.
@@ -328,7 +317,7 @@ Tensor run_lanes(const PackedLayer& p, const nn::Conv2d& conv, const Tensor& x,
                      (c.y_lanes >= 0 ? r->numel() == y.numel() : r->shape() == y.shape())),
               "residual block ending in ", p.name, ": its branches give ",
               to_string({s.N, s.K, s.P(), s.Q()}), " and ", r ? to_string(r->shape()) : "");
-  cpu::csr_conv2d_lanes(p.csr, s, x.data(), c.x_lanes ? c.x_lanes->pad : -1,
+  cpu::csr_conv2d_lanes(p.sparse.csr(), s, x.data(), c.x_lanes ? c.x_lanes->pad : -1,
                         conv.bias ? conv.bias->value.data() : nullptr, y.data(), c.y_lanes, c.relu,
                         r ? r->data() : nullptr);
   return y;
@@ -337,7 +326,11 @@ Tensor run_lanes(const PackedLayer& p, const nn::Conv2d& conv, const Tensor& x,
 // One float or int8 layer's forward on the CPU, a ReLU after it fused when relu.
 Tensor run_layer(const PackedLayer& p, nn::Module& m, const Tensor& x, bool relu) {
   if (p.int8) return detail::run_int8(p, m, x, relu);
-  if (p.kind != PackFormat::Dense) return run_packed(p, m, x, relu);
+  if (p.kind != PackFormat::Dense) {
+    SparseOptions opt;
+    opt.relu = relu;
+    return detail::run_sparse(p, m, x, opt);
+  }
   if (!p.weight_packed.panels.empty())
     return run_dense_linear(p, dynamic_cast<nn::Linear&>(m), x, relu);
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m); conv && !conv->fake_quant)
@@ -364,21 +357,20 @@ class CpuLayers final : public detail::LayerRunner {
     if (!conv || p.kind != PackFormat::Csr || p.int8 || x.size() != 4 || x[1] != conv->in_channels)
       return -1;
     const Conv2dShape s = detail::conv_shape(*conv, x[0], x[2], x[3]);
-    return cpu::csr_conv2d_lanes_fit(p.csr, s) ? s.pad : -1;
+    return cpu::csr_conv2d_lanes_fit(p.sparse.csr(), s) ? s.pad : -1;
   }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
              const detail::LayerCall& c) const override {
     if (p.int8) return detail::run_int8(p, m, x, c.relu, c.requantize);
     if (c.x_lanes || c.y_lanes >= 0) return run_lanes(p, dynamic_cast<nn::Conv2d&>(m), x, c);
-    if (c.residual) return run_packed(p, m, x, c.relu, c.residual);
     const int64_t N = c.x_t ? x.size(1) : x.size(0);
-    if (!chains(p, N) || (!c.x_t && (x.dim() != 2 || x.size(1) != p.cols)))
-      return run_layer(p, m, x, c.relu);  // checks x and says what is wrong
-    auto& lin = dynamic_cast<nn::Linear&>(m);
-    Tensor y = c.y_t ? Tensor::empty({p.rows, N}) : Tensor::empty({N, p.rows});
-    cpu::csr_linear_ex(p.csr, N, x.data(), c.x_t, lin.bias ? lin.bias->value.data() : nullptr,
-                       c.relu, y.data(), c.y_t);
-    return y;
+    if (!c.residual && !chains(p, N)) return run_layer(p, m, x, c.relu);
+    SparseOptions opt;
+    opt.relu = c.relu;
+    opt.x_t = c.x_t;
+    opt.y_t = c.y_t;
+    if (c.residual) opt.residual = *c.residual;
+    return detail::run_sparse(p, m, x, opt);
   }
 };
 
@@ -531,11 +523,13 @@ void set_kernel_arrays(PackedLayer& p, const float* w) {
   p.weight_packed = {};
   p.conv_kernel = cpu::ConvForward::Auto;
   p.conv_packed_w.clear();
-  p.conv_offsets.clear();
+  p.conv_offsets = Tensor();
   auto* conv = dynamic_cast<const nn::Conv2d*>(p.module);
-  if (p.kind == PackFormat::Csr && conv && p.in_shape.size() == 3)
-    p.conv_offsets =
-        cpu::csr_conv2d_offsets(p.csr, conv_shape(*conv, 1, p.in_shape[1], p.in_shape[2]));
+  if (p.kind == PackFormat::Csr && conv && p.in_shape.size() == 3) {
+    const std::vector<int32_t> off = cpu::csr_conv2d_offsets(
+        p.sparse.csr(), conv_shape(*conv, 1, p.in_shape[1], p.in_shape[2]));  // (nnz)
+    p.conv_offsets = Tensor::from_vector_i32(off, {int64_t(off.size())});
+  }
   if (p.kind != PackFormat::Dense) return;
   if (!p.conv) {
     p.weight_packed = cpu::gemm_pack_b(true, p.cols, p.rows, w, p.cols);  // op(B) = W^T

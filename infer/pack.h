@@ -18,12 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/sparse_weight.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/conv_int8.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/quantize.h"
-#include "kernels/cpu/sparse.h"
 #include "kernels/cpu/sparse_int8.h"
 #include "nn/model.h"
 
@@ -76,14 +76,16 @@ struct PackedLayer {
   nn::Module* module = nullptr;  // the layer in InferenceModel::model
   bool conv = false;
   PackFormat kind = PackFormat::Dense;  // never Auto: what the plan chose
-  bool shrunk = false;                  // shrink changed this layer's shape
-  int64_t rows = 0, cols = 0;           // the weight as 2-D (out, in * kh * kw), after any shrink
+  // Kind Csr: which of its device's CSR kernels runs it (Backend::csr_kernels: the CPU has one,
+  // a GPU cusparse, rowsplit and coltile).
+  int kernel = 0;
+  bool shrunk = false;         // shrink changed this layer's shape
+  int64_t rows = 0, cols = 0;  // the weight as 2-D (out, in * kh * kw), after any shrink
   int64_t rows_before = 0, cols_before = 0;  // before shrink
   int64_t nonzero = 0;                       // nonzero weights
   Shape in_shape;                            // per-sample input shape of the layer
-  cpu::CsrMatrix csr;                        // the one matching kind is filled
-  cpu::BsrMatrix bsr;
-  cpu::NmMatrix nm;
+  // Kinds Csr, Bsr and Nm: the packed weight, on the CPU (a GPU model uploads its own copy).
+  SparseWeight sparse;
   // A dense Linear's W^T (cols, rows) in gemm's panels, packed once (cpu::gemm would pack it on
   // every call); empty panels for every other layer. Where gemm takes dot products (batch 1-8,
   // few outputs), W is read as stored instead.
@@ -93,8 +95,9 @@ struct PackedLayer {
   // order or Winograd's transformed filters; empty for im2col + gemm, which reads the weight.
   cpu::ConvForward conv_kernel = cpu::ConvForward::Auto;
   std::vector<float> conv_packed_w;
-  // A CSR conv layer's cpu::csr_conv2d_offsets at in_shape, made once (set_kernel_arrays).
-  std::vector<int32_t> conv_offsets;
+  // A CSR conv layer's cpu::csr_conv2d_offsets at in_shape, made once (set_kernel_arrays):
+  // I32 (nnz), SparseOptions::conv_offsets.
+  Tensor conv_offsets;
   std::shared_ptr<const Int8Weights> int8;  // set for an int8 layer (kinds Dense, Csr, Bsr)
   std::vector<CandidateTime> times;         // measured candidates (auto plans only)
   std::string reason;                       // why this kind, for `sprig plan`
@@ -103,7 +106,8 @@ struct PackedLayer {
     return rows * cols > 0 ? 1.0 - double(nonzero) / double(rows * cols) : 0.0;
   }
   // "dense", "shrunk-dense", "csr", "bsr 1x4", "nm 2:4", "int8 dense", "int8 csr",
-  // "int8 bsr 1x4", "int8 bsr 4x4"
+  // "int8 bsr 1x4", "int8 bsr 4x4"; a CSR layer on a GPU gives its kernel's name ("cusparse",
+  // "rowsplit", "coltile").
   std::string format() const;
   size_t weight_bytes() const;  // bytes of the weight in its format (dense: 4 per weight)
 };
@@ -221,19 +225,6 @@ struct CudaPlanOptions {
   int device = 0;  // CUDA device index
 };
 
-struct CudaLayerPlan {
-  std::string name;  // the layer's path, as PackedLayer::name
-  size_t index = 0;  // its position among the conv / linear layers
-  bool conv = false;
-  int64_t rows = 0, cols = 0, nonzero = 0;
-  std::string kernel;                // "dense", "cusparse", "rowsplit", "coltile" or "int8"
-  std::vector<CandidateTime> times;  // measured candidates (auto and csr plans)
-  std::string reason;
-  double sparsity() const {
-    return rows * cols > 0 ? 1.0 - double(nonzero) / double(rows * cols) : 0.0;
-  }
-};
-
 // An InferenceModel's layers uploaded to the GPU with a kernel chosen per layer.
 class CudaInferenceModel {
  public:
@@ -248,7 +239,9 @@ class CudaInferenceModel {
   Tensor forward(const Tensor& x) const;
   // Median ms of one forward at batch n on random input already on the GPU (no copies).
   double time_forward_ms(int64_t n, int repeats, uint64_t seed = 0) const;
-  const std::vector<CudaLayerPlan>& layers() const;
+  // Its layers as planned for the GPU: kind Dense or Csr (on PackedLayer::kernel, whose name
+  // format() gives), int8 layers as packed; times and reason the GPU plan's.
+  const std::vector<PackedLayer>& layers() const;
   const std::string& device() const;  // cuda_device_description()
 
  private:

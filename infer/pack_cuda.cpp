@@ -12,14 +12,12 @@
 #include <cstring>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
+#include "engine/ops.h"
 #include "engine/rng.h"
 #include "infer/executor.h"
-#include "kernels/cuda/conv.cuh"
-#include "kernels/cuda/eltwise.cuh"
-#include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/runtime.cuh"
-#include "kernels/cuda/sparse.cuh"
 #include "prune/shrink.h"
 #endif
 
@@ -52,7 +50,7 @@ Tensor CudaInferenceModel::forward(const Tensor&) const {
 double CudaInferenceModel::time_forward_ms(int64_t, int, uint64_t) const {
   no_cuda();
 }
-const std::vector<CudaLayerPlan>& CudaInferenceModel::layers() const {
+const std::vector<PackedLayer>& CudaInferenceModel::layers() const {
   no_cuda();
 }
 const std::string& CudaInferenceModel::device() const {
@@ -75,34 +73,22 @@ void ensure_gpu(int index = 0) {
   cuda::use_device(index);
 }
 
-enum class Kernel { Dense, Cusparse, RowSplit, ColTile };
-// sprig's kernels, which take and give transposed activations.
-bool own_kernel(Kernel k) {
-  return k == Kernel::RowSplit || k == Kernel::ColTile;
+// The kernels a GPU layer may run on: "dense" (cuBLAS / the dense conv) and the CUDA backend's
+// CSR kernels (Backend::csr_kernels: cusparse, rowsplit, coltile).
+std::vector<std::string> kernel_names(Device d) {
+  std::vector<std::string> names = backend_for(d).csr_kernels();
+  names.insert(names.begin(), "dense");
+  return names;
 }
 
-const char* kernel_name(Kernel k) {
-  switch (k) {
-    case Kernel::Dense:
-      return "dense";
-    case Kernel::Cusparse:
-      return "cusparse";
-    case Kernel::RowSplit:
-      return "rowsplit";
-    case Kernel::ColTile:
-      return "coltile";
-  }
-  return "?";
-}
-
-Kernel parse_kernel(const std::string& s) {
-  for (Kernel k : {Kernel::Dense, Kernel::Cusparse, Kernel::RowSplit, Kernel::ColTile})
-    if (s == kernel_name(k)) return k;
-  throw Error("GPU kernel must be dense, cusparse, rowsplit or coltile, got '" + s + "'");
-}
-
-cuda::CsrAlgo algo_of(Kernel k) {
-  return k == Kernel::ColTile ? cuda::CsrAlgo::ColTile : cuda::CsrAlgo::RowSplit;
+// p on the kernel called `name` (one of kernel_names).
+void set_kernel(PackedLayer& p, const std::vector<std::string>& names, const std::string& name) {
+  const auto it = std::find(names.begin(), names.end(), name);
+  std::string all;
+  for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
+  SPRIG_CHECK(it != names.end(), "GPU kernel must be one of ", all, ", got '", name, "'");
+  p.kind = it == names.begin() ? PackFormat::Dense : PackFormat::Csr;
+  p.kernel = int(it - names.begin()) - 1;
 }
 
 // The n values of v as a 1-D tensor of dtype (whose elements are Stored) on device d.
@@ -117,8 +103,6 @@ Tensor upload(const std::vector<T>& v, DType dtype, Device d) {
 // A conv / linear layer's GPU state beside its PackedLayer (whose module, in the GPU copy of
 // the model, holds the dense weight and bias on the GPU).
 struct GpuLayer {
-  Kernel kernel = Kernel::Dense;
-  cuda::DeviceCsr csr;  // for the CSR kernels
   // An int8 layer (PackedLayer::int8): its input quantised per tensor, exact int32 sums,
   // dequantised with the per-channel scales, bias and ReLU.
   Tensor w_words;   // linear: I32 (rows, ceil(cols / 4)) words of 4 int8
@@ -174,45 +158,28 @@ Tensor run_int8(const PackedLayer& p, const GpuLayer& g, nn::Module& m, const Te
   return y;
 }
 
-// One float layer's forward on its kernel: x (N, in...) or, on sprig's SpMMs, (in, N) when
-// c.x_t; y likewise. The ReLU after it is fused when c.relu (a pass over y for cuBLAS layers).
-Tensor run_float(const PackedLayer& p, const GpuLayer& g, nn::Module& m, const Tensor& x,
-                 const detail::LayerCall& c) {
-  const Device d = x.device();
-  const float* bias = bias_of(m);
+// One float layer's forward on its kernel: x (N, in...) or, on the CSR kernels, (in, N) when
+// c.x_t; y likewise. The ReLU after it is fused when c.relu (a pass over y for dense layers).
+Tensor run_float(const PackedLayer& p, nn::Module& m, const Tensor& x, const detail::LayerCall& c) {
+  if (p.kind == PackFormat::Csr) {
+    SparseOptions opt;
+    opt.relu = c.relu;
+    opt.x_t = c.x_t;
+    opt.y_t = c.y_t;
+    return detail::run_sparse(p, m, x, opt);
+  }
+  SPRIG_CHECK(!c.x_t && !c.y_t, "GPU inference: transposed activations reach dense layer ", p.name);
+  Tensor y;
   if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
-    const Conv2dShape s = detail::conv_shape(p, "GPU layer", *conv, x);
-    Tensor y = Tensor::empty({s.N, s.K, s.P(), s.Q()}, DType::F32, d);  // (N, K, P, Q)
-    if (own_kernel(g.kernel)) {
-      cuda::csr_conv2d(g.csr, s, x.ptr(), bias, y.ptr(), c.relu, algo_of(g.kernel));
-      return y;
-    }
-    cuda::conv2d_forward(s, x.ptr(), conv->weight->value.ptr(), bias, y.ptr());
-    if (c.relu) cuda::relu_forward(y.numel(), y.ptr(), y.ptr());
-    return y;
+    detail::conv_shape(p, "GPU layer", *conv, x);  // checks x
+    y = conv2d(x, conv->weight->value, conv->bias ? conv->bias->value : Tensor(), conv->opt);
+  } else {
+    auto& lin = dynamic_cast<nn::Linear&>(m);
+    SPRIG_CHECK(x.dim() == 2 && x.size(1) == p.cols, "GPU layer ", p.name, " (", lin.spec(),
+                ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
+    y = linear(x, lin.weight->value, lin.bias ? lin.bias->value : Tensor());
   }
-  auto& lin = dynamic_cast<nn::Linear&>(m);
-  SPRIG_CHECK(c.x_t || (x.dim() == 2 && x.size(1) == p.cols), "GPU layer ", p.name, " (",
-              lin.spec(), ") got input ", to_string(x.shape()), ", needs (N, ", p.cols, ")");
-  const int64_t N = c.x_t ? x.size(1) : x.size(0);
-  Tensor y = c.y_t ? Tensor::empty({p.rows, N}, DType::F32, d)   // (out, N)
-                   : Tensor::empty({N, p.rows}, DType::F32, d);  // (N, out)
-  if (own_kernel(g.kernel)) {
-    cuda::csr_linear_ex(g.csr, N, x.ptr(), c.x_t, bias, c.relu, y.ptr(), c.y_t, algo_of(g.kernel));
-    return y;
-  }
-  SPRIG_CHECK(!c.x_t && !c.y_t, "GPU inference: transposed activations reach a ",
-              kernel_name(g.kernel), " layer");
-  if (g.kernel == Kernel::Cusparse) {
-    cuda::csr_linear_cusparse(g.csr, N, x.ptr(), bias, y.ptr(), c.relu);
-    return y;
-  }
-  // y (N, out) = x (N, in) W^T
-  cuda::gemm(false, true, N, p.rows, p.cols, 1.0f, x.ptr(), p.cols, lin.weight->value.ptr(), p.cols,
-             0.0f, y.ptr(), p.rows);
-  if (bias) cuda::add_row_bias(N, p.rows, bias, y.ptr());
-  if (c.relu) cuda::relu_forward(y.numel(), y.ptr(), y.ptr());
-  return y;
+  return c.relu ? relu(y) : y;
 }
 
 }  // namespace
@@ -225,108 +192,95 @@ std::string cuda_device_description() {
 // The executor's conv / linear layers on the GPU.
 struct CudaInferenceModel::Impl final : detail::LayerRunner {
   Impl() : LayerRunner(&packed) {}  // Impl stays put (held by unique_ptr): the address holds
-
   nn::Model model;                  // the packed model's dense equivalent, on the GPU
-  std::vector<PackedLayer> packed;  // its layers: module in `model`, no host weight arrays
-  std::vector<GpuLayer> gpu;        // (packed.size())
-  std::vector<CudaLayerPlan> plans;
+  // Its layers, module in `model`, each planned for the GPU: kind Dense, or Csr on kernel
+  // `kernel` with its weight uploaded (sparse); times and reason the GPU plan's.
+  std::vector<PackedLayer> packed;
+  std::vector<GpuLayer> gpu;  // (packed.size())
   std::string device;
   Device dev;
-
   // sprig's SpMMs hand each other (features, N); at batch 1 both layouts are the same vector.
   bool chains(const PackedLayer& p, int64_t N) const override {
-    return !p.conv && own_kernel(gpu[p.index].kernel) && N > 1;
+    return !p.conv && p.kind == PackFormat::Csr && !p.int8 && p.format() != "cusparse" && N > 1;
   }
   bool requantizes(const PackedLayer&) const override { return false; }
   bool fuses_residual(const PackedLayer&) const override { return false; }
   int64_t lanes_pad(const PackedLayer&, const Shape&) const override { return -1; }
   Tensor run(const PackedLayer& p, nn::Module& m, const Tensor& x,
              const detail::LayerCall& c) const override {
-    if (!p.int8) return run_float(p, gpu[p.index], m, x, c);
+    if (!p.int8) return run_float(p, m, x, c);
     SPRIG_CHECK(!c.x_t && !c.y_t && !c.requantize, "GPU inference: int8 layer ", p.name,
                 " takes and gives (N, features) floats only");
     return run_int8(p, gpu[p.index], m, x, c.relu);
   }
-
-  // Measures the candidate kernels of layer i (dense weight and CSR both on the GPU) on random
-  // input at opt.batch, each as run alone ((N, in...) -> (N, out...)), and keeps the fastest.
-  void choose(size_t i, CudaLayerPlan& plan, const std::vector<Kernel>& cands,
-              const CudaPlanOptions& opt) {
-    const PackedLayer& p = packed[i];
-    GpuLayer& g = gpu[i];
+  // Measures the candidate kernels of layer i (names, of kernel_names) on random input at
+  // opt.batch, each as run alone ((N, in...) -> (N, out...)), and keeps the fastest.
+  void choose(size_t i, const std::vector<std::string>& names,
+              const std::vector<std::string>& cands, const CudaPlanOptions& opt) {
+    PackedLayer& p = packed[i];
     Shape xs = p.in_shape;
     xs.insert(xs.begin(), opt.batch);
     Rng rng(opt.seed + i);
     const Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng).to(dev);  // (batch, in...)
     size_t best = 0;
     for (size_t c = 0; c < cands.size(); ++c) {
-      g.kernel = cands[c];
-      const double ms =
-          time_median_ms([&] { run_float(p, g, *p.module, x, {}); }, opt.repeats, dev);
-      plan.times.push_back({kernel_name(cands[c]), ms});
-      if (ms < plan.times[best].ms) best = c;
+      set_kernel(p, names, cands[c]);
+      const double ms = time_median_ms([&] { run_float(p, *p.module, x, {}); }, opt.repeats, dev);
+      p.times.push_back({cands[c], ms});
+      if (ms < p.times[best].ms) best = c;
     }
-    g.kernel = cands[best];
-    plan.reason = (opt.format == PackFormat::Auto ? "" : "forced csr: ") +
-                  detail::best_against_runner_up(plan.times, best) + " at " + pct(plan.sparsity()) +
-                  " sparsity";
+    set_kernel(p, names, cands[best]);
+    p.reason = (opt.format == PackFormat::Auto ? "" : "forced csr: ") +
+               detail::best_against_runner_up(p.times, best) + " at " + pct(p.sparsity()) +
+               " sparsity";
   }
-
-  // Plans layer i: int8 as packed, forced, or measured.
-  void plan_layer(size_t i, const nn::Parameter& weight, const CudaPlanOptions& opt) {
+  // Plans layer i (src its CPU layer, weight its dense weight on the GPU): int8 as packed,
+  // forced, or measured.
+  void plan_layer(size_t i, const PackedLayer& src, const nn::Parameter& weight,
+                  const CudaPlanOptions& opt) {
     PackedLayer& p = packed[i];
-    GpuLayer& g = gpu[i];
-    CudaLayerPlan plan;
-    plan.name = p.name;
-    plan.index = i;
-    plan.conv = p.conv;
-    plan.rows = p.rows, plan.cols = p.cols;
-    plan.nonzero = p.nonzero;
+    p.kind = PackFormat::Dense;
     if (p.int8) {
-      // int8 layers run as the packed file says, on the GPU's int8 kernels: no plan to make.
-      upload_int8(g, p, dev);
-      plan.kernel = "int8";
-      plan.reason = "int8 in the packed file (" + p.format() + " on the CPU)";
-      plans.push_back(std::move(plan));
+      // int8 layers run as the packed file says, on the GPU's int8 kernels (dense): no plan.
+      upload_int8(gpu[i], p, dev);
+      p.reason = "int8 in the packed file (" + src.format() + " on the CPU)";
       return;
     }
-    auto csr = [&] {
-      const Tensor w = weight.value.to(Device::cpu());  // (rows, cols...)
-      return cuda::DeviceCsr(cpu::csr_from_dense(p.rows, p.cols, w.data()));
+    // The CPU's CSR weight where it has one (the same weights), else packed from the dense one.
+    auto upload_csr = [&] {
+      p.sparse =
+          (src.kind == PackFormat::Csr ? src.sparse
+                                       : sparse_weight_from_dense(SparseFormat::Csr, weight.value))
+              .to(dev);
     };
+    const std::vector<std::string> names = kernel_names(dev);
     if (!opt.force_kernel.empty()) {
-      g.kernel = parse_kernel(opt.force_kernel);
-      plan.reason = "forced " + opt.force_kernel;
-      if (p.conv && g.kernel == Kernel::Cusparse) {  // no cuSPARSE conv here
-        g.kernel = Kernel::Dense;
-        plan.reason += ", but conv layers have no cusparse path: dense";
-      }
-      if (g.kernel != Kernel::Dense) g.csr = csr();
+      set_kernel(p, names, opt.force_kernel);
+      p.reason = "forced " + opt.force_kernel;
+      if (p.kind == PackFormat::Csr) upload_csr();
     } else if (opt.format == PackFormat::Dense) {
-      plan.reason = "forced dense";
+      p.reason = "forced dense";
     } else {
-      std::vector<Kernel> cands;
-      if (opt.format == PackFormat::Auto) cands.push_back(Kernel::Dense);
-      if (!p.conv) cands.push_back(Kernel::Cusparse);
-      cands.push_back(Kernel::RowSplit);
-      cands.push_back(Kernel::ColTile);
-      g.csr = csr();
-      choose(i, plan, cands, opt);
+      std::vector<std::string> cands(names.begin() + (opt.format == PackFormat::Auto ? 0 : 1),
+                                     names.end());
+      upload_csr();
+      choose(i, names, cands, opt);
       if (opt.format == PackFormat::Bsr || opt.format == PackFormat::Nm)
-        plan.reason = std::string("no GPU ") + pack_format_name(opt.format) +
-                      " kernel, CSR instead; " + plan.reason;
-      if (g.kernel == Kernel::Dense) g.csr.reset();
+        p.reason = std::string("no GPU ") + pack_format_name(opt.format) +
+                   " kernel, CSR instead; " + p.reason;
+      if (p.kind == PackFormat::Dense) p.sparse = {};
     }
-    plan.kernel = kernel_name(g.kernel);
-    plans.push_back(std::move(plan));
   }
 };
 
 CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOptions& opt)
     : impl_(std::make_unique<Impl>()) {
   SPRIG_CHECK(opt.batch >= 1, "GPU plan: batch must be >= 1, got ", opt.batch);
-  if (!opt.force_kernel.empty()) parse_kernel(opt.force_kernel);  // a bad name fails first
   ensure_gpu(opt.device);
+  if (!opt.force_kernel.empty()) {  // a bad name fails first
+    PackedLayer probe;
+    set_kernel(probe, kernel_names(Device::cuda(opt.device)), opt.force_kernel);
+  }
   Impl& im = *impl_;
   im.device = cuda::device_name(opt.device);
   im.dev = Device::cuda(opt.device);
@@ -352,7 +306,8 @@ CudaInferenceModel::CudaInferenceModel(const InferenceModel& m, const CudaPlanOp
   }
   im.gpu.resize(layers.size());
   NoGradGuard no_grad;
-  for (size_t i = 0; i < layers.size(); ++i) im.plan_layer(i, *layers[i].weight(), opt);
+  for (size_t i = 0; i < layers.size(); ++i)
+    im.plan_layer(i, m.layers[i], *layers[i].weight(), opt);
   cuda::synchronize();  // errors of the uploads and measurements surface here
 }
 
@@ -381,8 +336,8 @@ double CudaInferenceModel::time_forward_ms(int64_t n, int repeats, uint64_t seed
   return time_median_ms([&] { detail::run_blocks(*im.model.net, x, im); }, repeats, im.dev);
 }
 
-const std::vector<CudaLayerPlan>& CudaInferenceModel::layers() const {
-  return impl_->plans;
+const std::vector<PackedLayer>& CudaInferenceModel::layers() const {
+  return impl_->packed;
 }
 const std::string& CudaInferenceModel::device() const {
   return impl_->device;
@@ -407,7 +362,12 @@ std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t rows, int64_t cols, dou
   const Device d = Device::cuda();
   const Tensor wd = Tensor::from_vector(w, {rows, cols}).to(d);
   const Tensor bd = Tensor::from_vector(bias, {rows}).to(d);
-  cuda::DeviceCsr csr(cpu::csr_from_dense(rows, cols, w.data()));
+  const SparseWeight csr =
+      sparse_weight(cpu::csr_from_dense(rows, cols, w.data()), {rows, cols}).to(d);
+  const std::vector<std::string> names = backend_for(d).csr_kernels();
+  auto kernel = [&](const char* name) {
+    return int(std::find(names.begin(), names.end(), name) - names.begin());
+  };
 
   std::vector<CudaSpmmTiming> out;
   for (int64_t B : batches) {
@@ -417,25 +377,15 @@ std::vector<CudaSpmmTiming> time_csr_linear_cuda(int64_t rows, int64_t cols, dou
     t.sparsity = 1.0 - double(nnz) / double(rows * cols);
     Rng xr(seed + 1 + uint64_t(B));
     const Tensor x = Tensor::uniform({B, cols}, -1.0f, 1.0f, xr).to(d);  // (B, cols)
-    // (B, rows) each: dense, cuSPARSE, row-split, column-tiled
-    Tensor yd = Tensor::empty({B, rows}, DType::F32, d),
-           yc = Tensor::empty({B, rows}, DType::F32, d),
-           yr = Tensor::empty({B, rows}, DType::F32, d),
-           yt = Tensor::empty({B, rows}, DType::F32, d);
-    t.dense_ms = time_median_ms(
-        [&] {
-          cuda::gemm(false, true, B, rows, cols, 1.0f, x.ptr(), cols, wd.ptr(), cols, 0.0f,
-                     yd.ptr(), rows);
-          cuda::add_row_bias(B, rows, bd.ptr(), yd.ptr());
-        },
-        repeats, d);
-    t.cusparse_ms = time_median_ms(
-        [&] { cuda::csr_linear_cusparse(csr, B, x.ptr(), bd.ptr(), yc.ptr()); }, repeats, d);
-    t.rowsplit_ms =
-        time_median_ms([&] { cuda::csr_linear(csr, B, x.ptr(), bd.ptr(), yr.ptr()); }, repeats, d);
-    t.coltile_ms = time_median_ms(
-        [&] { cuda::csr_linear(csr, B, x.ptr(), bd.ptr(), yt.ptr(), cuda::CsrAlgo::ColTile); },
-        repeats, d);
+    Tensor yd, yc, yr, yt;  // (B, rows) each: dense, cuSPARSE, row-split, column-tiled
+    t.dense_ms = time_median_ms([&] { yd = linear(x, wd, bd); }, repeats, d);
+    SparseOptions o;
+    o.kernel = kernel("cusparse");
+    t.cusparse_ms = time_median_ms([&] { yc = sparse_linear(x, csr, bd, o); }, repeats, d);
+    o.kernel = kernel("rowsplit");
+    t.rowsplit_ms = time_median_ms([&] { yr = sparse_linear(x, csr, bd, o); }, repeats, d);
+    o.kernel = kernel("coltile");
+    t.coltile_ms = time_median_ms([&] { yt = sparse_linear(x, csr, bd, o); }, repeats, d);
     const std::vector<float> hd = yd.to_vector(), hc = yc.to_vector(), hr = yr.to_vector(),
                              ht = yt.to_vector();
     double ref = 0.0, dc = 0.0, dr = 0.0, dt = 0.0;

@@ -137,23 +137,24 @@ void save_packed(const std::string& path, const InferenceModel& m,
       continue;
     }
     const std::string w = name;
+    const SparseWeight& a = p->sparse;  // on the CPU
     if (p->kind == PackFormat::Csr) {
-      const cpu::CsrMatrix& a = p->csr;
-      tensors.push_back({w + ".csr.values", copy_tensor(a.values, {a.nnz()})});
-      tensors.push_back({w + ".csr.row_ptr", i32_tensor(a.row_ptr, w + ".csr.row_ptr")});
-      tensors.push_back(
-          {w + ".csr.col", a.narrow() ? col_tensor(a.col16, true) : col_tensor(a.col32, false)});
+      tensors.push_back({w + ".csr.values", a.values});
+      tensors.push_back({w + ".csr.row_ptr", a.pointers});
+      if (a.indices.dtype() == DType::U16) {
+        const uint16_t* c = a.indices.data_as<uint16_t>();
+        tensors.push_back(
+            {w + ".csr.col", col_tensor(std::vector<uint16_t>(c, c + a.indices.numel()), true)});
+      } else {
+        tensors.push_back({w + ".csr.col", a.indices});
+      }
     } else if (p->kind == PackFormat::Bsr) {
-      const cpu::BsrMatrix& a = p->bsr;
-      tensors.push_back({w + ".bsr.values", copy_tensor(a.values, {a.nblocks(), a.br, a.bc})});
-      tensors.push_back({w + ".bsr.block_col", copy_tensor(a.block_col, {a.nblocks()})});
-      tensors.push_back(
-          {w + ".bsr.block_row_ptr", i32_tensor(a.block_row_ptr, w + ".bsr.block_row_ptr")});
+      tensors.push_back({w + ".bsr.values", a.values});
+      tensors.push_back({w + ".bsr.block_col", a.indices});
+      tensors.push_back({w + ".bsr.block_row_ptr", a.pointers});
     } else {
-      const cpu::NmMatrix& a = p->nm;
-      int64_t groups = (a.cols + a.m - 1) / a.m;
-      tensors.push_back({w + ".nm.values", copy_tensor(a.values, {a.rows, groups, a.n})});
-      tensors.push_back({w + ".nm.index", copy_tensor(a.index, {a.rows, groups, a.n})});
+      tensors.push_back({w + ".nm.values", a.values});
+      tensors.push_back({w + ".nm.index", a.indices});
     }
   }
   for (auto& l : m.layers) {
@@ -208,7 +209,7 @@ struct Loader {
                   i, " (weights must be finite)");
   }
   // row_ptr (n + 1) starts at 0, never decreases and ends at total.
-  std::vector<int64_t> row_ptr(const std::string& name, int64_t n, int64_t total) {
+  std::vector<int32_t> row_ptr(const std::string& name, int64_t n, int64_t total) {
     const Tensor& t = need(name, DType::I32, {n + 1});
     const int32_t* d = t.data_as<int32_t>();
     SPRIG_CHECK(d[0] == 0, path, ": tensor '", name, "' must start at 0, starts at ", d[0]);
@@ -217,11 +218,11 @@ struct Loader {
                   d[i], " then ", d[i + 1], ")");
     SPRIG_CHECK(d[n] == total, path, ": tensor '", name, "' ends at ", d[n], " but there are ",
                 total, " stored entries");
-    return std::vector<int64_t>(d, d + n + 1);
+    return std::vector<int32_t>(d, d + n + 1);
   }
   // The column indices of a CSR matrix with `cols` columns whose row pointers are ptr, stored by
   // col_tensor (U8 byte pairs up to 65536 columns, else I32), checked.
-  std::vector<int64_t> csr_cols(const std::string& name, const std::vector<int64_t>& ptr,
+  std::vector<int64_t> csr_cols(const std::string& name, const std::vector<int32_t>& ptr,
                                 int64_t cols) {
     const int64_t nnz = ptr.back();
     std::vector<int64_t> col(static_cast<size_t>(nnz));
@@ -237,7 +238,7 @@ struct Loader {
     return col;
   }
   // Column indices of each row are increasing and below limit.
-  void check_cols(const std::string& name, const std::vector<int64_t>& ptr,
+  void check_cols(const std::string& name, const std::vector<int32_t>& ptr,
                   const std::function<int64_t(int64_t)>& col, int64_t limit) {
     for (size_t r = 0; r + 1 < ptr.size(); ++r)
       for (int64_t k = ptr[r]; k < ptr[r + 1]; ++k) {
@@ -352,7 +353,7 @@ PackedFile load_packed(const std::string& path) {
         detail::set_kernel_arrays(p, dense);
       } else if (f == "csr") {
         p.kind = PackFormat::Csr;
-        cpu::CsrMatrix& a = p.csr;
+        cpu::CsrMatrix a;
         a.rows = p.rows;
         a.cols = p.cols;
         const Tensor& values = L.need_1d(w + ".csr.values", DType::F32);
@@ -367,6 +368,7 @@ PackedFile load_packed(const std::string& path) {
         else
           a.col32.assign(col.begin(), col.end());
         cpu::csr_to_dense(a, dense);
+        p.sparse = sparse_weight(a, weight->value.shape());
         detail::set_kernel_arrays(p, dense);
       } else if (f == "int8 dense" ||
                  (!p.conv && (f == "int8 csr" || f == "int8 bsr 1x4" || f == "int8 bsr 4x4"))) {
@@ -380,7 +382,7 @@ PackedFile load_packed(const std::string& path) {
           const int64_t nnz = values.numel();
           SPRIG_CHECK(nnz <= p.rows * p.cols, path, ": tensor '", w, ".int8.values' holds ", nnz,
                       " values but the weight has only ", p.rows * p.cols, " entries");
-          const std::vector<int64_t> ptr = L.row_ptr(w + ".int8.row_ptr", p.rows, nnz);
+          const std::vector<int32_t> ptr = L.row_ptr(w + ".int8.row_ptr", p.rows, nnz);
           const std::vector<int64_t> col = L.csr_cols(w + ".int8.col", ptr, p.cols);
           for (int64_t r = 0; r < p.rows; ++r)
             for (int64_t k = ptr[size_t(r)]; k < ptr[size_t(r + 1)]; ++k)
@@ -409,7 +411,7 @@ PackedFile load_packed(const std::string& path) {
         SPRIG_CHECK(br >= 1 && bc >= 1 && br <= 4096 && bc <= 4096, path, ": metadata '", fkey,
                     "' = '", f, "' is not 'bsr RxC'");
         p.kind = PackFormat::Bsr;
-        cpu::BsrMatrix& a = p.bsr;
+        cpu::BsrMatrix a;
         a.rows = p.rows;
         a.cols = p.cols;
         a.br = br;
@@ -436,12 +438,13 @@ PackedFile load_packed(const std::string& path) {
                             path, ": tensor '", w, ".bsr.values' block ", k,
                             " has a nonzero outside the matrix");
         cpu::bsr_to_dense(a, dense);
+        p.sparse = sparse_weight(a, weight->value.shape());
       } else if (f.rfind("nm ", 0) == 0 && !p.conv) {
         auto [n, mm] = parse_pair(f.substr(3), ':');
         SPRIG_CHECK(n >= 1 && mm >= n && mm <= 255, path, ": metadata '", fkey, "' = '", f,
                     "' is not 'nm N:M' with 0 < N <= M <= 255");
         p.kind = PackFormat::Nm;
-        cpu::NmMatrix& a = p.nm;
+        cpu::NmMatrix a;
         a.rows = p.rows;
         a.cols = p.cols;
         a.n = n;
@@ -471,6 +474,7 @@ PackedFile load_packed(const std::string& path) {
             }
           }
         cpu::nm_to_dense(a, dense);
+        p.sparse = sparse_weight(a, weight->value.shape());
       } else {
         throw Error(path + ": metadata '" + fkey + "' = '" + f + "' is not a format for " +
                     (p.conv ? "a conv" : "a linear") + " layer (dense, shrunk-dense, csr" +

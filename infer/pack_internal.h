@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/ops.h"
 #include "infer/pack.h"
 #include "nn/model.h"
 
@@ -35,6 +36,12 @@ Conv2dShape conv_shape(const nn::Conv2d& conv, int64_t N, int64_t H, int64_t W);
 // the fastest float format measured at opt.batch; fills p.times and p.reason (pack.cpp).
 void choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
             const PackOptions& opt);
+
+// One forward of a sparse layer p (kinds Csr, Bsr, Nm; module m) on its weight's device and its
+// kernel: x (N, cols) for linear, (N, C, H, W) for conv, or (cols, N) when opt.x_t; the ReLU,
+// a residual (conv) and the transposed layouts (CSR linear) as opt says; a CSR conv at its
+// in_shape takes the offsets made for it. Shared by the CPU's and the GPU's runners.
+Tensor run_sparse(const PackedLayer& p, nn::Module& m, const Tensor& x, SparseOptions opt);
 
 // One forward of an int8 layer p (module m): x (N, cols) for linear, (N, C, H, W) for conv,
 // quantised to uint8 with p.int8->input (or, as a U8 tensor, those codes already), the exact
@@ -69,7 +76,7 @@ double time_median_sharded_ms(const Tensor& x, int repeats,
 void set_int8(PackedLayer& p, Int8Weights q, PackFormat kind, int64_t block_rows = 1);
 
 // What p's kernel reads besides its weight, made once for its kind: W^T for a dense Linear
-// (whose weight w is (p.rows, p.cols)), the tap offsets for a CSR conv (p.csr, p.module and
+// (whose weight w is (p.rows, p.cols)), the tap offsets for a CSR conv (p.sparse, p.module and
 // p.in_shape set); cleared otherwise.
 void set_kernel_arrays(PackedLayer& p, const float* w);
 

@@ -167,9 +167,7 @@ void set_int8(PackedLayer& p, Int8Weights q, PackFormat kind, int64_t block_rows
       nonzero += v != 0;
     }
   p.kind = kind;
-  p.csr = {};
-  p.bsr = {};
-  p.nm = {};
+  p.sparse = {};
   p.weight_packed = {};
   p.conv_kernel = cpu::ConvForward::Auto;  // the int8 kernels run it now
   p.conv_packed_w.clear();

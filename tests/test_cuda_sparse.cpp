@@ -1,6 +1,6 @@
-// CSR Linear on the GPU (kernels/cuda/sparse.cuh) and packed models run there (infer/pack.h,
-// CudaInferenceModel). Built with tests/cuda_main.cpp, which exits 77 (CTest: skipped) when the
-// machine has no usable GPU, so every case here may assume one.
+// CSR Linear on the GPU (kernels/cuda/sparse.cuh, its weights uploaded by SparseWeight::to) and
+// packed models run there (infer/pack.h, CudaInferenceModel). Built with tests/cuda_main.cpp, which
+// exits 77 (CTest: skipped) when the machine has no usable GPU, so every case here may assume one.
 //   - cuSPARSE, the row-split and column-tiled kernels (all four x_t / y_t layouts, fused ReLU,
 //     float4 and scalar paths) and the naive kernel against cpu::csr_linear_ref: odd shapes,
 //     empty rows, an all-zero matrix, rows longer than a warp and than a column tile, 32-bit
@@ -21,7 +21,10 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/backend.h"
+#include "engine/ops.h"
 #include "engine/rng.h"
+#include "engine/sparse_weight.h"
 #include "infer/pack.h"
 #include "infer/quantize.h"
 #include "kernels/cpu/conv.h"
@@ -135,17 +138,17 @@ TEST_CASE("GPU csr_linear: cuSPARSE, sprig's kernels and the naive one equal the
     std::vector<float> want_relu = want;
     relu_in_place(want_relu);
 
-    cuda::DeviceCsr d(csr);
+    const SparseWeight sw = sparse_weight(csr, {c.rows, c.cols}).to(Device::cuda(0));
+    const CsrRef d = sw.csr();
     CHECK(d.nnz == csr.nnz());
+    CHECK((d.col32 && !d.col16));  // the GPU's kernels take 32-bit columns
     const size_t ny = size_t(c.B * c.rows);
     DeviceFloats xd(x), bd(bias);
     {
       DeviceFloats y(ny);
-      cuda::csr_linear_cusparse(d, c.B, xd.p, bd.p, y.p);
+      cuda::csr_linear(d, c.B, xd.p, bd.p, y.p, cuda::CsrAlgo::Cusparse);
       check_close(y.get(ny), want, magnitude, "cusparse");
-      cuda::csr_linear_cusparse(d, c.B, xd.p, bd.p, y.p, true);
-      check_close(y.get(ny), want_relu, magnitude, "cusparse + relu");
-      cuda::csr_linear_cusparse(d, c.B, xd.p, nullptr, y.p);  // no bias: the workspace is reused
+      cuda::csr_linear(d, c.B, xd.p, nullptr, y.p, cuda::CsrAlgo::Cusparse);
       std::vector<float> nob(ny);
       cpu::csr_linear_ref(csr, c.B, x.data(), nullptr, nob.data());
       check_close(y.get(ny), nob, magnitude, "cusparse, no bias");
@@ -163,12 +166,12 @@ TEST_CASE("GPU csr_linear: cuSPARSE, sprig's kernels and the naive one equal the
     const std::vector<float> want_t = transposed(want, c.B, c.rows),
                              want_relu_t = transposed(want_relu, c.B, c.rows),
                              magnitude_t = transposed(magnitude, c.B, c.rows);
-    for (auto algo : {cuda::CsrAlgo::RowSplit, cuda::CsrAlgo::ColTile})
+    for (auto algo : cuda::kCsrAlgos)
       for (int x_t = 0; x_t < 2; ++x_t)
         for (int y_t = 0; y_t < 2; ++y_t)
           for (int relu = 0; relu < 2; ++relu)
             for (size_t offset : {size_t(0), size_t(1)}) {
-              CAPTURE(algo == cuda::CsrAlgo::ColTile);
+              CAPTURE(cuda::csr_algo_name(algo));
               CAPTURE(x_t);
               CAPTURE(y_t);
               CAPTURE(relu);
@@ -182,7 +185,7 @@ TEST_CASE("GPU csr_linear: cuSPARSE, sprig's kernels and the naive one equal the
   }
 }
 
-TEST_CASE("GPU transpose and DeviceCsr moves") {
+TEST_CASE("GPU transpose; SparseWeight to the GPU and back") {
   for (auto [r, c] : {std::pair<int64_t, int64_t>{1, 1}, {31, 33}, {64, 64}, {257, 3}, {5, 1000}}) {
     CAPTURE(r);
     CAPTURE(c);
@@ -191,21 +194,32 @@ TEST_CASE("GPU transpose and DeviceCsr moves") {
     cuda::transpose(r, c, in.p, out.p);
     CHECK(out.get(a.size()) == transposed(a, r, c));
   }
-  std::vector<float> w = random_weight(9, 13, 0.4, 5);
-  cpu::CsrMatrix csr = cpu::csr_from_dense(9, 13, w.data());
-  cuda::DeviceCsr a(csr);
-  cuda::DeviceCsr b(std::move(a));
-  CHECK(a.row_ptr == nullptr);
-  CHECK(a.nnz == 0);
-  CHECK(b.nnz == csr.nnz());
-  std::vector<float> x = testing::random_vec(2 * 13, 6), want(2 * 9), got;
-  cpu::csr_linear_ref(csr, 2, x.data(), nullptr, want.data());
-  DeviceFloats xd(x), y(18);
-  cuda::csr_linear_cusparse(b, 2, xd.p, nullptr, y.p);  // creates b's cuSPARSE state
-  a = std::move(b);                                     // and a takes it over
-  cuda::csr_linear_cusparse(a, 2, xd.p, nullptr, y.p);
-  got = y.get(18);
-  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+  for (int64_t cols : {13, 70000}) {  // 16-bit columns on the CPU, and 32-bit
+    CAPTURE(cols);
+    const std::vector<float> w = random_weight(9, cols, 0.4, 5);
+    const SparseWeight cpu_w =
+        sparse_weight_from_dense(SparseFormat::Csr, Tensor::from_vector(w, {9, cols}));
+    const SparseWeight gpu_w = cpu_w.to(Device::cuda(0));
+    CHECK(gpu_w.device() == Device::cuda(0));
+    CHECK(gpu_w.indices.dtype() == DType::I32);
+    REQUIRE(gpu_w.row_order.defined());
+    // The row order: a permutation of the rows by decreasing length (ties in row order).
+    const std::vector<int32_t> order = gpu_w.row_order.to_vector_i32();
+    const std::vector<int32_t> ptr = cpu_w.pointers.to_vector_i32();
+    for (size_t i = 0; i < order.size(); ++i) {
+      CAPTURE(i);
+      if (i == 0) continue;
+      const int32_t a = order[i - 1], b = order[i];
+      const int32_t la = ptr[size_t(a) + 1] - ptr[size_t(a)],
+                    lb = ptr[size_t(b) + 1] - ptr[size_t(b)];
+      CHECK((la > lb || (la == lb && a < b)));
+    }
+    const SparseWeight back = gpu_w.to(Device::cpu());
+    CHECK(back.indices.dtype() == cpu_w.indices.dtype());
+    CHECK(!back.row_order.defined());
+    CHECK(back.to_dense().to_vector() == w);
+    CHECK(gpu_w.to_dense().to_vector() == w);
+  }
 }
 
 TEST_CASE("GPU csr_conv2d equals the CPU convolution") {
@@ -236,19 +250,80 @@ TEST_CASE("GPU csr_conv2d equals the CPU convolution") {
     cpu::conv2d_forward(s, xa.data(), wa.data(), ba.data(), magnitude.data());
     std::vector<float> want_relu = want;
     relu_in_place(want_relu);
-    cuda::DeviceCsr d(cpu::csr_from_dense(c.K, CRS, w.data()));
+    const SparseWeight sw =
+        sparse_weight(cpu::csr_from_dense(c.K, CRS, w.data()), {c.K, c.C, c.R, c.S})
+            .to(Device::cuda(0));
+    const CsrRef d = sw.csr();
     DeviceFloats xd(x), bd(bias), y(static_cast<size_t>(ny));
-    for (auto algo : {cuda::CsrAlgo::RowSplit, cuda::CsrAlgo::ColTile})
+    for (auto algo : cuda::kCsrAlgos)
       for (bool relu : {false, true}) {
-        CAPTURE(algo == cuda::CsrAlgo::ColTile);
+        CAPTURE(cuda::csr_algo_name(algo));
         CAPTURE(relu);
         cuda::csr_conv2d(d, s, xd.p, bd.p, y.p, relu, algo);
         check_close(y.get(size_t(ny)), relu ? want_relu : want, magnitude, "csr_conv2d");
       }
   }
-  cuda::DeviceCsr wrong(cpu::csr_from_dense(2, 5, random_weight(2, 5, 1.0, 1).data()));
+  const SparseWeight wrong =
+      sparse_weight(cpu::csr_from_dense(2, 5, random_weight(2, 5, 1.0, 1).data()), {2, 5})
+          .to(Device::cuda(0));
   Conv2dShape s{1, 1, 5, 5, 2, 3, 3, 1, 1, 1};
-  CHECK_THROWS_AS(cuda::csr_conv2d(wrong, s, nullptr, nullptr, nullptr), Error);  // 2x5, not 2x9
+  CHECK_THROWS_AS(cuda::csr_conv2d(wrong.csr(), s, nullptr, nullptr, nullptr), Error);  // not 2x9
+  // A CPU-layout view (16-bit columns, no row order) is refused, not misread.
+  const SparseWeight host =
+      sparse_weight(cpu::csr_from_dense(2, 5, random_weight(2, 5, 1.0, 1).data()), {2, 5});
+  DeviceFloats xd(std::vector<float>(5, 1.0f)), yd(2);
+  CHECK_THROWS_AS(cuda::csr_linear(host.csr(), 1, xd.p, nullptr, yd.p), Error);
+}
+
+TEST_CASE("sparse_linear and sparse_conv2d on the GPU equal the CPU's, on every kernel") {
+  const Device gpu = Device::cuda(0);
+  const std::vector<std::string> kernels = backend_for(gpu).csr_kernels();
+  CHECK(kernels == std::vector<std::string>{"cusparse", "rowsplit", "coltile"});
+  const Tensor w = Tensor::from_vector(random_weight(24, 40, 0.3, 3), {24, 40});
+  const SparseWeight cpu_w = sparse_weight_from_dense(SparseFormat::Csr, w);
+  const SparseWeight gpu_w = cpu_w.to(gpu);
+  const Tensor bias = Tensor::from_vector(testing::random_vec(24, 4), {24});
+  for (int64_t N : {1, 3, 64}) {
+    const Tensor x = Tensor::from_vector(testing::random_vec(size_t(N * 40), 5), {N, 40});
+    for (bool relu : {false, true}) {
+      SparseOptions o;
+      o.relu = relu;
+      const std::vector<float> want = sparse_linear(x, cpu_w, bias, o).to_vector();
+      for (int k = 0; k < int(kernels.size()); ++k) {
+        CAPTURE(N);
+        CAPTURE(relu);
+        CAPTURE(kernels[size_t(k)]);
+        o.kernel = k;
+        const std::vector<float> got = sparse_linear(x.to(gpu), gpu_w, bias.to(gpu), o).to_vector();
+        check_close(got, want, testing::abs_vec(want), "sparse_linear");
+      }
+    }
+  }
+  // A conv with a residual block's join (bias, shortcut, ReLU).
+  const Tensor cw = Tensor::from_vector(random_weight(8, 4 * 9, 0.3, 6), {8, 4, 3, 3});
+  const SparseWeight cpu_cw = sparse_weight_from_dense(SparseFormat::Csr, cw);
+  const SparseWeight gpu_cw = cpu_cw.to(gpu);
+  const Tensor cb = Tensor::from_vector(testing::random_vec(8, 7), {8});
+  const Tensor x = Tensor::from_vector(testing::random_vec(3 * 4 * 6 * 6, 8), {3, 4, 6, 6});
+  const Tensor r = Tensor::from_vector(testing::random_vec(3 * 8 * 6 * 6, 9), {3, 8, 6, 6});
+  SparseOptions o;
+  o.relu = true;
+  o.residual = r;
+  const Conv2dOptions conv{1, 1, 1};
+  const std::vector<float> want = sparse_conv2d(x, cpu_cw, cb, conv, o).to_vector();
+  o.residual = r.to(gpu);
+  for (int k = 0; k < int(kernels.size()); ++k) {
+    CAPTURE(kernels[size_t(k)]);
+    o.kernel = k;
+    const std::vector<float> got =
+        sparse_conv2d(x.to(gpu), gpu_cw, cb.to(gpu), conv, o).to_vector();
+    check_close(got, want, testing::abs_vec(want), "sparse_conv2d");
+  }
+  // A weight on the other device than the input, and a kernel the GPU does not have.
+  CHECK_THROWS_WITH_AS(sparse_linear(Tensor::zeros({2, 40}), gpu_w, Tensor()),
+                       doctest::Contains("the weight is on cuda"), Error);
+  o.kernel = 3;
+  CHECK_THROWS_AS(sparse_conv2d(x.to(gpu), gpu_cw, Tensor(), conv, o), Error);
 }
 
 namespace {
@@ -295,12 +370,17 @@ TEST_CASE("packed models on the GPU equal the dense masked model on the CPU") {
           CAPTURE(l.name);
           CHECK(!l.reason.empty());
           const std::string force = p.force;
-          // cuSPARSE has no conv path: such layers stay dense.
-          if (!force.empty()) CHECK(l.kernel == (l.conv && force == "cusparse" ? "dense" : force));
-          if (force.empty() && p.format == infer::PackFormat::Auto)
-            CHECK(l.times.size() == (l.conv ? 3 : 4));
-          if (force.empty() && p.format == infer::PackFormat::Csr) CHECK(l.kernel != "dense");
-          if (force.empty() && p.format == infer::PackFormat::Dense) CHECK(l.kernel == "dense");
+          // Every kernel, cuSPARSE included, runs conv layers too (after im2col).
+          if (!force.empty()) CHECK(l.format() == force);
+          if (force.empty() && p.format == infer::PackFormat::Auto) CHECK(l.times.size() == 4);
+          if (force.empty() && p.format == infer::PackFormat::Csr) {
+            CHECK(l.format() != "dense");
+            CHECK(l.times.size() == 3);
+          }
+          if (force.empty() && p.format == infer::PackFormat::Dense) CHECK(l.format() == "dense");
+          // A CSR layer's weight lives on the GPU, its dense one's nowhere.
+          CHECK(l.sparse.defined() == (l.kind == infer::PackFormat::Csr));
+          if (l.sparse.defined()) CHECK(!l.sparse.device().is_cpu());
         }
         // Batches of one (the row-split chain skips its transposes), odd, one float4 tile, and
         // past a tile.
@@ -369,7 +449,7 @@ TEST_CASE("int8 packed models on the GPU compute what they compute on the CPU") 
       infer::CudaInferenceModel g(q, go);
       for (auto& l : g.layers()) {
         CAPTURE(l.name);
-        CHECK(l.kernel == "int8");
+        CHECK(l.format() == "int8 dense");  // the GPU's int8 kernels are dense
         CHECK(l.reason.find("int8") != std::string::npos);
       }
       for (int64_t batch : {1, 3, 40}) {

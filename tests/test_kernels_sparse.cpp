@@ -320,12 +320,12 @@ TEST_CASE("bytes() of tiny matrices, counted by hand") {
                           0, 3, 0, 0, 4};
   CsrMatrix c = csr_from_dense(3, 5, w.data());
   CHECK(c.nnz() == 4);
-  CHECK(c.bytes() == 8 * 4 + 2 * 4 + 4 * 4);  // row_ptr, 16-bit columns, values
+  CHECK(c.bytes() == 4 * 4 + 2 * 4 + 4 * 4);  // row_ptr, 16-bit columns, values
   // 2x2 blocks: block rows {0,1}, {2}; block columns {0,1}, {2,3}, {4}. Kept: (0,0), (0,1),
   // (1,0), (1,2): 3 block-row pointers, 4 block columns, 4 x 4 values.
   BsrMatrix b = bsr_from_dense(3, 5, 2, 2, w.data());
   CHECK(b.nblocks() == 4);
-  CHECK(b.bytes() == 8 * 3 + 4 * 4 + 4 * 4 * 4);
+  CHECK(b.bytes() == 4 * 3 + 4 * 4 + 4 * 4 * 4);
   // 2:4 on 5 columns: 2 groups per row, 2 entries each: 12 values and 12 one-byte positions.
   NmMatrix n = nm_from_dense(3, 5, 2, 4, w.data());
   CHECK(n.bytes() == 4 * 12 + 12);
@@ -335,7 +335,7 @@ TEST_CASE("bytes() of tiny matrices, counted by hand") {
   CsrMatrix c32 = csr_from_dense(1, 70000, wide.data());
   CHECK(!c32.narrow());
   CHECK(c32.col32.size() == 1);
-  CHECK(c32.bytes() == 8 * 2 + 4 + 4);
+  CHECK(c32.bytes() == 4 * 2 + 4 + 4);
 }
 
 TEST_CASE("csr_conv2d equals conv2d_forward_ref on the same masked weights") {

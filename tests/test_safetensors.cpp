@@ -139,6 +139,10 @@ TEST_CASE("safetensors: round trip is bit-exact for every dtype, scalars, emptie
   tensors.push_back(
       {"odd_u8", u8_tensor({9, 8, 7}, {3})});  // makes later data unaligned if unsorted
   tensors.push_back({"after_u8", Tensor::from_vector({-0.0f, 1e-38f}, {2})});
+  Tensor u16 = Tensor::empty({3}, DType::U16);  // a sparse weight's 16-bit columns
+  const uint16_t u16_values[] = {0, 65535, 258};
+  std::memcpy(u16.data_as<uint16_t>(), u16_values, sizeof u16_values);
+  tensors.push_back({"u16", u16});
   std::map<std::string, std::string> meta = kExpectedMetadata;
   meta["empty"] = "";
   meta["quote\"and\nnewline"] = "\t\\";
@@ -268,7 +272,7 @@ TEST_CASE("safetensors: malformed headers are rejected with a precise message") 
   expect_bad_file(dir, R"({"a": {"dtype": 1, "shape": [1], "data_offsets": [0, 4]}})", f4,
                   {"dtype", "not a string"});
   expect_bad_file(dir, R"({"a": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}})", f4 + f4,
-                  {"unsupported dtype", "F64", "F32, I32, U8"});
+                  {"unsupported dtype", "F64", "F32, I32, U8, U16"});
   expect_bad_file(dir, R"({"a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}})", f4,
                   {"unsupported dtype", "BF16"});
   expect_bad_file(dir, R"({"a": {"dtype": "F32", "shape": 1, "data_offsets": [0, 4]}})", f4,

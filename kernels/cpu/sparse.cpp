@@ -13,17 +13,58 @@ namespace sprig::cpu {
 // Sizes: the bytes of the arrays a packed matrix keeps (what a packed file stores).
 
 size_t CsrMatrix::bytes() const {
-  return row_ptr.size() * sizeof(int64_t) + col16.size() * sizeof(uint16_t) +
+  return row_ptr.size() * sizeof(int32_t) + col16.size() * sizeof(uint16_t) +
          col32.size() * sizeof(int32_t) + values.size() * sizeof(float);
 }
 
 size_t BsrMatrix::bytes() const {
-  return block_row_ptr.size() * sizeof(int64_t) + block_col.size() * sizeof(int32_t) +
+  return block_row_ptr.size() * sizeof(int32_t) + block_col.size() * sizeof(int32_t) +
          values.size() * sizeof(float);
 }
 
 size_t NmMatrix::bytes() const {
   return values.size() * sizeof(float) + index.size() * sizeof(uint8_t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views of the arrays, for the kernels.
+
+CsrRef CsrMatrix::ref() const {
+  CsrRef r;
+  r.rows = rows;
+  r.cols = cols;
+  r.nnz = nnz();
+  r.row_ptr = row_ptr.data();
+  if (narrow())
+    r.col16 = col16.data();
+  else
+    r.col32 = col32.data();
+  r.values = values.data();
+  return r;
+}
+
+BsrRef BsrMatrix::ref() const {
+  BsrRef r;
+  r.rows = rows;
+  r.cols = cols;
+  r.br = br;
+  r.bc = bc;
+  r.nblocks = nblocks();
+  r.block_row_ptr = block_row_ptr.data();
+  r.block_col = block_col.data();
+  r.values = values.data();
+  return r;
+}
+
+NmRef NmMatrix::ref() const {
+  NmRef r;
+  r.rows = rows;
+  r.cols = cols;
+  r.n = n;
+  r.m = m;
+  r.values = values.data();
+  r.index = index.data();
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -37,9 +78,12 @@ CsrMatrix csr_from_dense(int64_t rows, int64_t cols, const float* w) {
   a.rows = rows;
   a.cols = cols;
   a.row_ptr.assign(rows + 1, 0);
+  SPRIG_CHECK(cols <= INT32_MAX, "csr_from_dense: ", cols, " columns do not fit int32");
   // Count first so that the arrays are allocated once.
   int64_t nnz = 0;
   for (int64_t i = 0; i < rows * cols; i++) nnz += w[i] != 0.0f;
+  SPRIG_CHECK(nnz <= INT32_MAX, "csr_from_dense: ", nnz,
+              " stored entries do not fit int32 row pointers");
   a.values.reserve(nnz);
   if (a.narrow())
     a.col16.reserve(nnz);
@@ -55,12 +99,12 @@ CsrMatrix csr_from_dense(int64_t rows, int64_t cols, const float* w) {
       else
         a.col32.push_back(int32_t(j));
     }
-    a.row_ptr[i + 1] = int64_t(a.values.size());
+    a.row_ptr[i + 1] = int32_t(a.values.size());
   }
   return a;
 }
 
-void csr_to_dense(const CsrMatrix& a, float* w) {
+void csr_to_dense(const CsrRef& a, float* w) {
   std::fill(w, w + a.rows * a.cols, 0.0f);
   for (int64_t i = 0; i < a.rows; i++)
     for (int64_t k = a.row_ptr[i]; k < a.row_ptr[i + 1]; k++) {
@@ -70,7 +114,7 @@ void csr_to_dense(const CsrMatrix& a, float* w) {
 }
 
 // The reference: y[b, i] = bias[i] + sum over the stored entries of row i, in double.
-void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y) {
+void csr_linear_ref(const CsrRef& w, int64_t B, const float* x, const float* bias, float* y) {
   for (int64_t b = 0; b < B; b++)
     for (int64_t i = 0; i < w.rows; i++) {
       double acc = bias ? bias[i] : 0.0;
@@ -90,6 +134,7 @@ BsrMatrix bsr_from_dense(int64_t rows, int64_t cols, int64_t br, int64_t bc, con
     throw Error("bsr_from_dense: bad shape " + std::to_string(rows) + "x" + std::to_string(cols) +
                 " with blocks " + std::to_string(br) + "x" + std::to_string(bc));
   if ((cols + bc - 1) / bc > INT32_MAX) throw Error("bsr_from_dense: too many block columns");
+  SPRIG_CHECK(cols <= INT32_MAX, "bsr_from_dense: ", cols, " columns do not fit int32");
   BsrMatrix a;
   a.rows = rows;
   a.cols = cols;
@@ -109,22 +154,24 @@ BsrMatrix bsr_from_dense(int64_t rows, int64_t cols, int64_t br, int64_t bc, con
             break;
           }
       if (!any) continue;
+      SPRIG_CHECK(a.nblocks() < INT32_MAX, "bsr_from_dense: more than ", INT32_MAX,
+                  " blocks do not fit int32 row pointers");
       a.block_col.push_back(int32_t(J));
       for (int64_t r = I * br; r < I * br + br; r++)
         for (int64_t c = J * bc; c < J * bc + bc; c++)
           a.values.push_back(r < rows && c < cols ? w[r * cols + c] : 0.0f);
     }
-    a.block_row_ptr[I + 1] = a.nblocks();
+    a.block_row_ptr[I + 1] = int32_t(a.nblocks());
   }
   return a;
 }
 
-void bsr_to_dense(const BsrMatrix& a, float* w) {
+void bsr_to_dense(const BsrRef& a, float* w) {
   std::fill(w, w + a.rows * a.cols, 0.0f);
   const int64_t nbr = (a.rows + a.br - 1) / a.br;
   for (int64_t I = 0; I < nbr; I++)
     for (int64_t k = a.block_row_ptr[I]; k < a.block_row_ptr[I + 1]; k++) {
-      const float* v = a.values.data() + k * a.br * a.bc;  // (br, bc)
+      const float* v = a.values + k * a.br * a.bc;  // (br, bc)
       for (int64_t r = 0; r < a.br; r++)
         for (int64_t c = 0; c < a.bc; c++) {
           int64_t i = I * a.br + r, j = int64_t(a.block_col[k]) * a.bc + c;
@@ -175,7 +222,7 @@ NmMatrix nm_from_dense(int64_t rows, int64_t cols, int64_t n, int64_t m, const f
   return a;
 }
 
-void nm_to_dense(const NmMatrix& a, float* w) {
+void nm_to_dense(const NmRef& a, float* w) {
   std::fill(w, w + a.rows * a.cols, 0.0f);
   const int64_t G = (a.cols + a.m - 1) / a.m;
   for (int64_t i = 0; i < a.rows; i++)
@@ -196,7 +243,7 @@ namespace {
 }
 
 // row_ptr (n + 1) starts at 0, never decreases and ends at total.
-void check_ptr(const char* what, const std::vector<int64_t>& ptr, int64_t n, int64_t total) {
+void check_ptr(const char* what, const std::vector<int32_t>& ptr, int64_t n, int64_t total) {
   if (int64_t(ptr.size()) != n + 1)
     bad(what, "row pointer has " + std::to_string(ptr.size()) + " entries, want " +
                   std::to_string(n + 1));

@@ -7,31 +7,37 @@
 #include <vector>
 
 #include "kernels/cpu/conv.h"
+#include "kernels/sparse_ref.h"
 
 namespace sprig::cpu {
 
 // Compressed sparse rows. Column indices are 16-bit when cols <= 65536 (half the index bytes),
-// else 32-bit; exactly one of col16 / col32 is filled.
+// else 32-bit; exactly one of col16 / col32 is filled. The kernels take it as a CsrRef (ref(), or
+// the conversion), which views these arrays: the matrix must outlive the view.
 struct CsrMatrix {
   int64_t rows = 0, cols = 0;
-  std::vector<int64_t> row_ptr;  // (rows + 1)
+  std::vector<int32_t> row_ptr;  // (rows + 1)
   std::vector<uint16_t> col16;   // (nnz) when narrow()
   std::vector<int32_t> col32;    // (nnz) otherwise
   std::vector<float> values;     // (nnz)
   int64_t nnz() const { return int64_t(values.size()); }
   bool narrow() const { return cols <= 65536; }
   size_t bytes() const;  // storage of the arrays above
+  CsrRef ref() const;
+  operator CsrRef() const { return ref(); }
 };
 
 // Block sparse rows: dense br x bc blocks, stored when any entry is nonzero. Edge blocks are
 // zero-padded to full size.
 struct BsrMatrix {
   int64_t rows = 0, cols = 0, br = 1, bc = 4;
-  std::vector<int64_t> block_row_ptr;  // (ceil(rows / br) + 1)
+  std::vector<int32_t> block_row_ptr;  // (ceil(rows / br) + 1)
   std::vector<int32_t> block_col;      // (nblocks) block column index
   std::vector<float> values;           // (nblocks, br, bc)
   int64_t nblocks() const { return int64_t(block_col.size()); }
   size_t bytes() const;
+  BsrRef ref() const;
+  operator BsrRef() const { return ref(); }
 };
 
 // N:M: every group of M consecutive columns of a row holds at most N nonzeros; each group
@@ -43,10 +49,13 @@ struct NmMatrix {
   std::vector<float> values;   // (rows, ceil(cols / m), n)
   std::vector<uint8_t> index;  // (rows, ceil(cols / m), n) position within the group, < m
   size_t bytes() const;
+  NmRef ref() const;
+  operator NmRef() const { return ref(); }
 };
 
 // Packing from a dense row-major W (rows, cols); zeros are dropped. nm_from_dense throws
-// sprig::Error when a group holds more than n nonzeros.
+// sprig::Error when a group holds more than n nonzeros; csr_from_dense and bsr_from_dense when
+// the stored entries (blocks) or the columns do not fit int32.
 CsrMatrix csr_from_dense(int64_t rows, int64_t cols, const float* w);
 BsrMatrix bsr_from_dense(int64_t rows, int64_t cols, int64_t br, int64_t bc, const float* w);
 NmMatrix nm_from_dense(int64_t rows, int64_t cols, int64_t n, int64_t m, const float* w);
@@ -57,26 +66,26 @@ void csr_validate(const CsrMatrix& a);
 void bsr_validate(const BsrMatrix& a);
 void nm_validate(const NmMatrix& a);
 // Back to dense (rows, cols), for tests and for unpacking.
-void csr_to_dense(const CsrMatrix& a, float* w);
-void bsr_to_dense(const BsrMatrix& a, float* w);
-void nm_to_dense(const NmMatrix& a, float* w);
+void csr_to_dense(const CsrRef& a, float* w);
+void bsr_to_dense(const BsrRef& a, float* w);
+void nm_to_dense(const NmRef& a, float* w);
 
 // y (B, rows) = x (B, cols) W^T + bias (rows; may be null): a Linear layer with sparse W.
 // y is overwritten. They run on sprig's threads (rows split by stored entries) when called
 // outside another kernel's item and the product is big enough, else on the calling thread; scratch
 // buffers are thread-local, so concurrent calls from different threads are safe. The result of
 // each output does not depend on the thread count.
-void csr_linear(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
-void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
-void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, float* y);
+void csr_linear(const CsrRef& w, int64_t B, const float* x, const float* bias, float* y);
+void bsr_linear(const BsrRef& w, int64_t B, const float* x, const float* bias, float* y);
+void nm_linear(const NmRef& w, int64_t B, const float* x, const float* bias, float* y);
 // csr_linear with either side transposed and an optional fused ReLU: x is (B, cols), or
 // (cols, B) when x_t; y is (B, rows), or (rows, B) when y_t; relu sets y = max(y, 0) after the
 // bias (NaN passes through, as relu_forward). Consecutive sparse layers keep their activations
 // transposed and skip csr_linear's transposes in and out. Same threading rules as csr_linear.
-void csr_linear_ex(const CsrMatrix& w, int64_t B, const float* x, bool x_t, const float* bias,
+void csr_linear_ex(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
                    bool relu, float* y, bool y_t);
 // The plain loop over the CSR arrays, the reference for all three.
-void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y);
+void csr_linear_ref(const CsrRef& w, int64_t B, const float* x, const float* bias, float* y);
 
 // y (N, K, P, Q) = conv(x (N, C, H, W), W) + bias with W (K, C*R*S) in CSR, then ReLU when
 // relu: a direct sparse convolution (each stored weight is one run of multiply-adds over a
@@ -90,8 +99,8 @@ void csr_linear_ref(const CsrMatrix& w, int64_t B, const float* x, const float* 
 // are taken that many at a time, one to a vector lane, and a last partial group costs a whole one;
 // that path lays its input out differently and makes its own offsets (C*R*S + nnz work, small
 // next to 16 samples' products), so offsets are not read there.
-void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y, bool relu = false, const int32_t* offsets = nullptr,
+void csr_conv2d(const CsrRef& w, const Conv2dShape& s, const float* x, const float* bias, float* y,
+                bool relu = false, const int32_t* offsets = nullptr,
                 const float* residual = nullptr);
 inline constexpr int64_t csr_conv2d_group = 16;
 
@@ -114,15 +123,15 @@ bool lanes_built();
 // Whether csr_conv2d_lanes takes w on s (a build with lanes_built(), s.N >= 16, a stride up to 4,
 // sizes its int32 offsets reach). With both sides in lanes it pays at any density: nothing is laid
 // out and nothing transposed.
-bool csr_conv2d_lanes_fit(const CsrMatrix& w, const Conv2dShape& s);
+bool csr_conv2d_lanes_fit(const CsrRef& w, const Conv2dShape& s);
 // Whether csr_conv2d, with x and y (N, ...), runs w on s 16 samples to a vector: where it fits
 // and pays for the lay-out and the transposed stores.
-bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s);
+bool csr_conv2d_in_lanes(const CsrRef& w, const Conv2dShape& s);
 // csr_conv2d with x, y or both in sample lanes: x is (N, C, H, W) when x_pad < 0, else lanes
 // LanesShape{N, C, H, W, x_pad} with x_pad >= s.pad; y is (N, K, P, Q) when y_pad < 0, else
 // lanes of border y_pad (border and slack written here); residual, when given, is laid out as y.
 // Throws sprig::Error where !csr_conv2d_lanes_fit(w, s) or x_pad is under s.pad.
-void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, int64_t x_pad,
+void csr_conv2d_lanes(const CsrRef& w, const Conv2dShape& s, const float* x, int64_t x_pad,
                       const float* bias, float* y, int64_t y_pad, bool relu,
                       const float* residual = nullptr);
 // x (N, C, H, W) into lanes xl (a.floats()) and back.
@@ -134,6 +143,6 @@ void shortcut_lanes(const ShortcutShape& s, const float* xl, int64_t x_pad, floa
 // (nnz) where the run of each stored weight of w starts in csr_conv2d's padded copy of one
 // sample of shape s (s.N is not used): work proportional to C*R*S + nnz, which at batch 1 is a
 // tenth of a 90%-sparse layer's time, so an inference plan makes them once per layer.
-std::vector<int32_t> csr_conv2d_offsets(const CsrMatrix& w, const Conv2dShape& s);
+std::vector<int32_t> csr_conv2d_offsets(const CsrRef& w, const Conv2dShape& s);
 
 }  // namespace sprig::cpu

@@ -21,16 +21,16 @@ using namespace sparse_detail;
 thread_local std::vector<float> tls_xt;  // (cols, ldx) the calling thread's transposed panel
 
 template <typename Idx>
-void csr_linear_ex_impl(const CsrMatrix& w, const Idx* col, int64_t B, const float* x, bool x_t,
+void csr_linear_ex_impl(const CsrRef& w, const Idx* col, int64_t B, const float* x, bool x_t,
                         const float* bias, bool relu, float* y, bool y_t) {
   const int64_t rows = w.rows, cols = w.cols, npanels = (B + kPanel - 1) / kPanel;
-  const int T = threads_for(double(w.nnz()) * B + double(rows) * B);
+  const int T = threads_for(double(w.nnz) * B + double(rows) * B);
   const bool by_panels = npanels >= T;
   const std::vector<int64_t> bounds =
       by_panels ? split_rows(npanels, T, [](int64_t p) { return p; })
                 : split_rows(rows, T, [&](int64_t i) { return w.row_ptr[i] + i; });
-  const float* val = w.values.data();
-  const int64_t* rp = w.row_ptr.data();
+  const float* val = w.values;
+  const int32_t* rp = w.row_ptr;
   const int64_t ldx = std::min(kPanel, (B + 15) / 16 * 16);
   run_items(T, T, [&](int64_t t) {
     const int64_t p0 = by_panels ? bounds[t] : 0, p1 = by_panels ? bounds[t + 1] : npanels;
@@ -64,13 +64,13 @@ void csr_linear_ex_impl(const CsrMatrix& w, const Idx* col, int64_t B, const flo
 
 }  // namespace
 
-void csr_linear_ex(const CsrMatrix& w, int64_t B, const float* x, bool x_t, const float* bias,
+void csr_linear_ex(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
                    bool relu, float* y, bool y_t) {
   if (B <= 0 || w.rows <= 0) return;
   if (w.narrow())
-    csr_linear_ex_impl(w, w.col16.data(), B, x, x_t, bias, relu, y, y_t);
+    csr_linear_ex_impl(w, w.col16, B, x, x_t, bias, relu, y, y_t);
   else
-    csr_linear_ex_impl(w, w.col32.data(), B, x, x_t, bias, relu, y, y_t);
+    csr_linear_ex_impl(w, w.col32, B, x, x_t, bias, relu, y, y_t);
 }
 
 }  // namespace sprig::cpu

@@ -150,7 +150,7 @@ void fill_phases(const Conv2dShape& s, const PhaseLayout& l, const float* xn, in
 // division per column or per stored weight costs more than a small conv's multiply-adds (at
 // batch 1, 4 per column had taken as long as a 64-channel layer's products).
 template <typename Idx>
-void tap_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, const PhaseLayout& l,
+void tap_offsets(const CsrRef& w, const Idx* col, const Conv2dShape& s, const PhaseLayout& l,
                  int32_t* off) {
   const int64_t RS = s.R * s.S;
   int32_t* table = [&] {
@@ -167,7 +167,7 @@ void tap_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, const
   const int64_t channel = l.st * l.st * l.plane;  // floats of one channel's phase planes
   for (int64_t c = 0; c < s.C; c++)
     for (int64_t t = 0; t < RS; t++) table[c * RS + t] = int32_t(c * channel) + tap[t];
-  for (int64_t k = 0; k < w.nnz(); k++) off[k] = table[col[k]];
+  for (int64_t k = 0; k < w.nnz; k++) off[k] = table[col[k]];
 }
 
 #ifndef SPRIG_SPARSE_AVX512
@@ -350,11 +350,11 @@ void few_entries_row(const float* val, const int32_t* off, int64_t cnt, const fl
 // outputs go straight to yn.
 // ystride: the distance between output channels of yn and rn (P * Q, or more where yn is a
 // band of rows of a taller output).
-void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, const float* src,
+void conv_rows(const CsrRef& w, const int32_t* off, int64_t r0, int64_t r1, const float* src,
                int64_t P, int64_t Q, int64_t Wph, int64_t ystride, const float* bias, bool relu,
                float* yn, const float* rn) {
-  const float* val = w.values.data();
-  const int64_t* rp = w.row_ptr.data();
+  const float* val = w.values;
+  const int32_t* rp = w.row_ptr;
   const int64_t n_ext = (P - 1) * Wph + Q;
   bool any_panel_row = false;  // the panels' set-up is for rows with more stored weights
   for (int64_t i = r0; i < r1; i++) {
@@ -419,7 +419,7 @@ void conv_rows(const CsrMatrix& w, const int32_t* off, int64_t r0, int64_t r1, c
 }
 
 // The layout of s's padded sample, after checking that w fits s.
-PhaseLayout checked_layout(const CsrMatrix& w, const Conv2dShape& s) {
+PhaseLayout checked_layout(const CsrRef& w, const Conv2dShape& s) {
   if (w.rows != s.K || w.cols != s.C * s.R * s.S)
     throw Error("csr_conv2d: weight is " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
                 ", conv needs " + std::to_string(s.K) + "x" + std::to_string(s.C * s.R * s.S) +
@@ -431,35 +431,35 @@ PhaseLayout checked_layout(const CsrMatrix& w, const Conv2dShape& s) {
   return l;
 }
 
-void fill_offsets(const CsrMatrix& w, const Conv2dShape& s, const PhaseLayout& l, int32_t* off) {
+void fill_offsets(const CsrRef& w, const Conv2dShape& s, const PhaseLayout& l, int32_t* off) {
   if (w.narrow())
-    tap_offsets(w, w.col16.data(), s, l, off);
+    tap_offsets(w, w.col16, s, l, off);
   else
-    tap_offsets(w, w.col32.data(), s, l, off);
+    tap_offsets(w, w.col32, s, l, off);
 }
 
 }  // namespace
 
-std::vector<int32_t> csr_conv2d_offsets(const CsrMatrix& w, const Conv2dShape& s) {
+std::vector<int32_t> csr_conv2d_offsets(const CsrRef& w, const Conv2dShape& s) {
   const PhaseLayout l = checked_layout(w, s);
-  std::vector<int32_t> off(size_t(w.nnz()));  // (nnz)
+  std::vector<int32_t> off(size_t(w.nnz));  // (nnz)
   fill_offsets(w, s, l, off.data());
   return off;
 }
 
-void csr_conv2d(const CsrMatrix& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y, bool relu, const int32_t* offsets, const float* residual) {
+void csr_conv2d(const CsrRef& w, const Conv2dShape& s, const float* x, const float* bias, float* y,
+                bool relu, const int32_t* offsets, const float* residual) {
   const PhaseLayout l = checked_layout(w, s);
   if (s.N <= 0 || s.K <= 0 || s.P() <= 0 || s.Q() <= 0) return;
   const int64_t P = s.P(), Q = s.Q(), PQ = P * Q, CHW = s.C * s.H * s.W, K = s.K;
-  const int T = threads_for(double(w.nnz()) * PQ * s.N);
+  const int T = threads_for(double(w.nnz) * PQ * s.N);
   if (csr_conv2d_in_lanes(w, s)) {  // sparse_conv_lanes.cpp
     csr_conv2d_lanes(w, s, x, -1, bias, y, -1, relu, residual);
     return;
   }
   const int32_t* off = offsets;
   if (!off) {
-    if (tls_off.size() < size_t(w.nnz())) tls_off.resize(size_t(w.nnz()));
+    if (tls_off.size() < size_t(w.nnz)) tls_off.resize(size_t(w.nnz));
     fill_offsets(w, s, l, tls_off.data());
     off = tls_off.data();
   }

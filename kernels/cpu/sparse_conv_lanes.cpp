@@ -64,7 +64,7 @@ thread_local std::vector<float> tls_zero_row;    // (W) zeros: the lanes of miss
 // off[k] = where the run of stored weight k starts in a group's (C, Hp, Wp, 16) input, through
 // a table of every column's offset (no division per stored weight).
 template <typename Idx>
-void lane_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, int64_t Hp, int64_t Wp,
+void lane_offsets(const CsrRef& w, const Idx* col, const Conv2dShape& s, int64_t Hp, int64_t Wp,
                   int32_t* off) {
   if (tls_col_off.size() < size_t(w.cols)) tls_col_off.resize(size_t(w.cols));
   int32_t* table = tls_col_off.data();  // (C*R*S)
@@ -72,7 +72,7 @@ void lane_offsets(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, int6
     for (int64_t r = 0; r < s.R; r++)
       for (int64_t ss = 0; ss < s.S; ss++, j++)
         table[j] = int32_t(((c * Hp + r * s.dilation) * Wp + ss * s.dilation) * kLanes);
-  for (int64_t k = 0; k < w.nnz(); k++) off[k] = table[col[k]];
+  for (int64_t k = 0; k < w.nnz; k++) off[k] = table[col[k]];
 }
 
 // From 32 input channels, a tile's stored weights are taken a block of channels at a time,
@@ -89,13 +89,13 @@ constexpr int64_t kPartial = 256;  // floats of one output channel's partial sum
 
 // The channels of a block (s.C: no blocks). AVX2's tiles (2 rows x 3 positions, 1.3 KB a
 // channel) fit L1 to 32 channels: there, blocks made 64 at 7x7 with 70% zeros 6% slower.
-int64_t channel_block(const CsrMatrix& w, const Conv2dShape& s) {
+int64_t channel_block(const CsrRef& w, const Conv2dShape& s) {
 #ifndef SPRIG_SPARSE_AVX512
   (void)w;
   return s.C;
 #else
   if (s.C < 32) return s.C;
-  const double per_row = double(w.nnz()) / double(std::max<int64_t>(w.rows, 1));
+  const double per_row = double(w.nnz) / double(std::max<int64_t>(w.rows, 1));
   const int64_t nb = std::min<int64_t>((s.C + 7) / 8, int64_t(per_row / 24.0));
   return nb > 1 ? (s.C + nb - 1) / nb : s.C;
 #endif
@@ -104,7 +104,7 @@ int64_t channel_block(const CsrMatrix& w, const Conv2dShape& s) {
 // blocks[i * (nb + 1) + b] = the first stored weight of row i whose input channel is in block b
 // (of cb channels) or later (the CSR columns of a row are increasing), nb = ceil(C / cb).
 template <typename Idx>
-void channel_blocks(const CsrMatrix& w, const Idx* col, const Conv2dShape& s, int64_t cb,
+void channel_blocks(const CsrRef& w, const Idx* col, const Conv2dShape& s, int64_t cb,
                     int64_t* blocks) {
   const int64_t nb = (s.C + cb - 1) / cb, RS = s.R * s.S;
   for (int64_t i = 0; i < w.rows; i++) {
@@ -398,7 +398,7 @@ static_assert(kMaxStride == 4, "with_stride instantiates strides 1 to 4");
 
 // One call's operands: x and y each (N, ...) or in lanes (pad >= 0).
 struct LanesConv {
-  const CsrMatrix& w;
+  const CsrRef& w;
   const int32_t* off;     // (nnz) lane_offsets in x's layout
   const int64_t* blocks;  // (K, nb + 1) channel_blocks, when there are blocks
   int64_t nb;             // channel blocks (1: none)
@@ -456,8 +456,8 @@ __attribute__((noinline)) void lanes_rows(const LanesConv& c, int64_t g, int64_t
     if (c.residual) rg = c.residual + n0 * out.ldy;
   }
   const int64_t pos = out.lanes ? kLanes : 1;  // floats from an output position to the next
-  const float* val = c.w.values.data();
-  const int64_t* rp = c.w.row_ptr.data();
+  const float* val = c.w.values;
+  const int32_t* rp = c.w.row_ptr;
   const int64_t nb = BLOCKED ? c.nb : 1;
   float* partial = BLOCKED ? aligned_scratch(tls_partial, size_t(s.K * kPartial)) : nullptr;
   for (int64_t p = p0; p < p1; p += 2)
@@ -509,8 +509,8 @@ __attribute__((noinline)) void lanes_rows(const LanesConv& c, int64_t g, int64_t
 //   16 -> 16 at 28x28 0.50 against 0.45, and at 70% 0.70 against 0.92). The AVX2 build run on
 //   that Zen 5 suggests that it takes the lanes too early (1.57 at 7.2 a row for 8 -> 16 at
 //   16x16, 1.13 at 28.8, 0.95 at 57.6); not changed without an AVX2 machine to measure on.
-bool nchw_out_suits(const CsrMatrix& w, const Conv2dShape& s) {
-  const double per_row = double(w.nnz()) / double(std::max<int64_t>(s.K, 1));
+bool nchw_out_suits(const CsrRef& w, const Conv2dShape& s) {
+  const double per_row = double(w.nnz) / double(std::max<int64_t>(s.K, 1));
 #ifdef SPRIG_SPARSE_AVX512
   (void)s;
   return per_row >= 4.0;
@@ -526,18 +526,18 @@ bool lanes_built() {
   return true;
 }
 
-bool csr_conv2d_lanes_fit(const CsrMatrix& w, const Conv2dShape& s) {
+bool csr_conv2d_lanes_fit(const CsrRef& w, const Conv2dShape& s) {
   const LanesShape a{s.N, s.C, s.H, s.W, s.pad};
   return s.N >= kLanes && s.stride <= kMaxStride && a.floats() <= INT32_MAX && w.rows == s.K &&
          w.cols == s.C * s.R * s.S && s.P() > 0 && s.Q() > 0;
 }
 
-bool csr_conv2d_in_lanes(const CsrMatrix& w, const Conv2dShape& s) {
+bool csr_conv2d_in_lanes(const CsrRef& w, const Conv2dShape& s) {
   const bool direct = s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0;  // x read in place
   return csr_conv2d_lanes_fit(w, s) && !direct && nchw_out_suits(w, s);
 }
 
-void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, int64_t x_pad,
+void csr_conv2d_lanes(const CsrRef& w, const Conv2dShape& s, const float* x, int64_t x_pad,
                       const float* bias, float* y, int64_t y_pad, bool relu,
                       const float* residual) {
   if (!csr_conv2d_lanes_fit(w, s))
@@ -552,24 +552,24 @@ void csr_conv2d_lanes(const CsrMatrix& w, const Conv2dShape& s, const float* x, 
   if (c.xa.pad >= 0 && c.xa.group_floats() > INT32_MAX)
     throw Error("csr_conv2d_lanes: a group of the input has more than 2^31 - 1 values");
   const int64_t Hp = s.H + 2 * std::max(x_pad, s.pad), Wp = s.W + 2 * std::max(x_pad, s.pad);
-  if (tls_lane_off.size() < size_t(w.nnz())) tls_lane_off.resize(size_t(w.nnz()));
+  if (tls_lane_off.size() < size_t(w.nnz)) tls_lane_off.resize(size_t(w.nnz));
   if (w.narrow())
-    lane_offsets(w, w.col16.data(), s, Hp, Wp, tls_lane_off.data());
+    lane_offsets(w, w.col16, s, Hp, Wp, tls_lane_off.data());
   else
-    lane_offsets(w, w.col32.data(), s, Hp, Wp, tls_lane_off.data());
+    lane_offsets(w, w.col32, s, Hp, Wp, tls_lane_off.data());
   c.off = tls_lane_off.data();
   const int64_t cb = channel_block(w, s), nb = (s.C + cb - 1) / cb;
   c.nb = nb;
   if (nb > 1) {
     if (tls_blocks.size() < size_t(s.K * (nb + 1))) tls_blocks.resize(size_t(s.K * (nb + 1)));
     if (w.narrow())
-      channel_blocks(w, w.col16.data(), s, cb, tls_blocks.data());
+      channel_blocks(w, w.col16, s, cb, tls_blocks.data());
     else
-      channel_blocks(w, w.col32.data(), s, cb, tls_blocks.data());
+      channel_blocks(w, w.col32, s, cb, tls_blocks.data());
     c.blocks = tls_blocks.data();
   }
   const int64_t P = s.P();
-  const int T = threads_for(double(w.nnz()) * P * s.Q() * s.N);
+  const int T = threads_for(double(w.nnz) * P * s.Q() * s.N);
   // Items are groups of 16 samples, each split into bands of output rows (an even number of
   // rows, for the 2-row tiles) when there are fewer groups than threads. Every output is summed
   // in the same order whatever the split.
@@ -638,10 +638,10 @@ void shortcut_lanes(const ShortcutShape& s, const float* xl, int64_t x_pad, floa
 bool lanes_built() {
   return false;
 }
-bool csr_conv2d_lanes_fit(const CsrMatrix&, const Conv2dShape&) {
+bool csr_conv2d_lanes_fit(const CsrRef&, const Conv2dShape&) {
   return false;
 }
-bool csr_conv2d_in_lanes(const CsrMatrix&, const Conv2dShape&) {
+bool csr_conv2d_in_lanes(const CsrRef&, const Conv2dShape&) {
   return false;
 }
 namespace {
@@ -649,7 +649,7 @@ namespace {
   throw Error(std::string(f) + ": sample lanes need an AVX-512 or AVX2 build");
 }
 }  // namespace
-void csr_conv2d_lanes(const CsrMatrix&, const Conv2dShape&, const float*, int64_t, const float*,
+void csr_conv2d_lanes(const CsrRef&, const Conv2dShape&, const float*, int64_t, const float*,
                       float*, int64_t, bool, const float*) {
   no_lanes("csr_conv2d_lanes");
 }

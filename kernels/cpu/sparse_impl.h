@@ -222,7 +222,7 @@ constexpr int64_t kCsrTileRows = 64;
 constexpr int64_t kColBlock = 192;
 
 template <int NV, typename Idx>
-void csr_tile(const Idx* col, const float* val, const int64_t* rp, int64_t i0, int64_t nr,
+void csr_tile(const Idx* col, const float* val, const int32_t* rp, int64_t i0, int64_t nr,
               int64_t cols, const float* rhs, int64_t ldr, int64_t w, const float* bias,
               float* tile, int64_t ldt, bool relu) {
   int64_t cur[kCsrTileRows];

@@ -43,12 +43,12 @@ thread_local std::vector<float> tls_panel;  // xT panel or padded x of the calli
 // Row i of a BSR matrix: each block contributes BC consecutive columns (BC = 0: a.bc at run
 // time). The zeros inside stored blocks are multiplied like any other value.
 template <int NV, int BC>
-void bsr_row(const BsrMatrix& a, int64_t i, const float* rhs, int64_t ldr, int64_t w, float bias,
+void bsr_row(const BsrRef& a, int64_t i, const float* rhs, int64_t ldr, int64_t w, float bias,
              float* out) {
   const int64_t bc = BC > 0 ? BC : a.bc, I = i / a.br, ri = i % a.br;
   RowAcc<NV> acc(w);
   for (int64_t k = a.block_row_ptr[I]; k < a.block_row_ptr[I + 1]; k++) {
-    const float* v = a.values.data() + (k * a.br + ri) * bc;     // (bc) this row of the block
+    const float* v = a.values + (k * a.br + ri) * bc;            // (bc) this row of the block
     const float* xr = rhs + int64_t(a.block_col[k]) * bc * ldr;  // (bc, ldr)
     int64_t c = 0;
     for (; c + 1 < bc; c += 2) {
@@ -65,7 +65,7 @@ void bsr_row(const BsrMatrix& a, int64_t i, const float* rhs, int64_t ldr, int64
 // loaded once and feeds BR rows, where bsr_row loads it BR times. Writes rows [0, nrows) of
 // out (BR, ldr); rows past the matrix (a short last block row) are computed and dropped.
 template <int NV, int BR, int BC>
-void bsr_block_rows(const BsrMatrix& a, int64_t I, const float* rhs, int64_t ldr, int64_t w,
+void bsr_block_rows(const BsrRef& a, int64_t I, const float* rhs, int64_t ldr, int64_t w,
                     const float* bias, int64_t nrows, float* out) {
   const int64_t bc = BC > 0 ? BC : a.bc;
   const int64_t rem = w - 16 * (NV - 1);
@@ -74,7 +74,7 @@ void bsr_block_rows(const BsrMatrix& a, int64_t I, const float* rhs, int64_t ldr
   for (int r = 0; r < BR; r++)
     for (int q = 0; q < NV; q++) acc[r][q] = _mm512_setzero_ps();
   for (int64_t k = a.block_row_ptr[I]; k < a.block_row_ptr[I + 1]; k++) {
-    const float* v = a.values.data() + k * BR * bc;              // (BR, bc)
+    const float* v = a.values + k * BR * bc;                     // (BR, bc)
     const float* xr = rhs + int64_t(a.block_col[k]) * bc * ldr;  // (bc, ldr)
     for (int64_t c = 0; c < bc; c++) {
       __m512 xv[NV];
@@ -102,11 +102,11 @@ void bsr_block_rows(const BsrMatrix& a, int64_t I, const float* rhs, int64_t ldr
 // Row i of an N:M matrix (N, M = 0: from a at run time). Entry k of group g is column
 // g * m + index; padding entries hold 0 at a valid column.
 template <int NV, int N, int M>
-void nm_row(const NmMatrix& a, int64_t i, const float* rhs, int64_t ldr, int64_t w, float bias,
+void nm_row(const NmRef& a, int64_t i, const float* rhs, int64_t ldr, int64_t w, float bias,
             float* out) {
   const int64_t n = N > 0 ? N : a.n, m = M > 0 ? M : a.m, G = (a.cols + m - 1) / m;
-  const float* v = a.values.data() + i * G * n;    // (G, n)
-  const uint8_t* ix = a.index.data() + i * G * n;  // (G, n)
+  const float* v = a.values + i * G * n;    // (G, n)
+  const uint8_t* ix = a.index + i * G * n;  // (G, n)
   RowAcc<NV> acc(w);
   for (int64_t g = 0; g < G; g++) {
     const float* xg = rhs + g * m * ldr;
@@ -225,11 +225,11 @@ float csr_dot(const Idx* col, const float* val, int64_t cnt, const float* x) {
 
 // Row i of a BSR matrix against one padded sample xp (cols_pad).
 template <int BC>
-float bsr_dot(const BsrMatrix& a, int64_t i, const float* xp) {
+float bsr_dot(const BsrRef& a, int64_t i, const float* xp) {
   const int64_t bc = BC > 0 ? BC : a.bc, bsize = a.br * bc, I = i / a.br, ri = i % a.br;
   const int64_t k0 = a.block_row_ptr[I], k1 = a.block_row_ptr[I + 1];
-  const float* v = a.values.data() + ri * bc;  // block k's part of this row: v + k * bsize
-  const int32_t* bcol = a.block_col.data();
+  const float* v = a.values + ri * bc;  // block k's part of this row: v + k * bsize
+  const int32_t* bcol = a.block_col;
   if (BC == 0) {
     float s = 0;
     for (int64_t k = k0; k < k1; k++)
@@ -259,10 +259,10 @@ float bsr_dot(const BsrMatrix& a, int64_t i, const float* xp) {
 }
 
 // Row i of an N:M matrix against one sample x (cols).
-float nm_dot(const NmMatrix& a, int64_t i, const float* x) {
+float nm_dot(const NmRef& a, int64_t i, const float* x) {
   const int64_t n = a.n, m = a.m, G = (a.cols + m - 1) / m, cnt = G * n;
-  const float* v = a.values.data() + i * cnt;    // (G, n)
-  const uint8_t* ix = a.index.data() + i * cnt;  // (G, n)
+  const float* v = a.values + i * cnt;    // (G, n)
+  const uint8_t* ix = a.index + i * cnt;  // (G, n)
 #ifdef SPRIG_SPARSE_AVX512
   if (16 % n == 0) {
     // 16 entries cover 16 / n whole groups: lane l reads column (k + l) / n * m + index.
@@ -288,13 +288,13 @@ float nm_dot(const NmMatrix& a, int64_t i, const float* x) {
 }
 
 template <typename Idx>
-void csr_linear_impl(const CsrMatrix& w, const Idx* col, int64_t B, const float* x,
-                     const float* bias, float* y) {
-  const int T = threads_for(double(w.nnz()) * B + double(w.rows) * B);
+void csr_linear_impl(const CsrRef& w, const Idx* col, int64_t B, const float* x, const float* bias,
+                     float* y) {
+  const int T = threads_for(double(w.nnz) * B + double(w.rows) * B);
   // + i: a row costs something even when empty.
   auto bounds = split_rows(w.rows, T, [&](int64_t i) { return w.row_ptr[i] + i; });
-  const float* val = w.values.data();
-  const int64_t* rp = w.row_ptr.data();
+  const float* val = w.values;
+  const int32_t* rp = w.row_ptr;
   if (B < 4) {
     run_items(T, T, [&](int64_t t) {
       for (int64_t i = bounds[t]; i < bounds[t + 1]; i++)
@@ -315,9 +315,9 @@ void csr_linear_impl(const CsrMatrix& w, const Idx* col, int64_t B, const float*
 }
 
 template <int BC>
-void bsr_linear_impl(const BsrMatrix& a, int64_t B, const float* x, const float* bias, float* y) {
+void bsr_linear_impl(const BsrRef& a, int64_t B, const float* x, const float* bias, float* y) {
   const int64_t nbc = (a.cols + a.bc - 1) / a.bc, cols_pad = nbc * a.bc;
-  const int T = threads_for(double(a.values.size()) * B + double(a.rows) * B);
+  const int T = threads_for(double(a.nblocks * a.br * a.bc) * B + double(a.rows) * B);
   // Whole block rows per thread, by stored blocks, so that a tile of 16 rows starts on a block
   // row; the row bounds are the block-row bounds times br.
   const int64_t nbr = (a.rows + a.br - 1) / a.br;
@@ -363,7 +363,7 @@ void bsr_linear_impl(const BsrMatrix& a, int64_t B, const float* x, const float*
 }
 
 template <int N, int M>
-void nm_linear_impl(const NmMatrix& a, int64_t B, const float* x, const float* bias, float* y) {
+void nm_linear_impl(const NmRef& a, int64_t B, const float* x, const float* bias, float* y) {
   const int64_t G = (a.cols + a.m - 1) / a.m;
   const int T = threads_for(double(G * a.n) * a.rows * B);
   auto bounds = split_rows(a.rows, T, [](int64_t i) { return i; });  // every row costs the same
@@ -390,15 +390,15 @@ void nm_linear_impl(const NmMatrix& a, int64_t B, const float* x, const float* b
 // ---------------------------------------------------------------------------------------------
 // Entry points.
 
-void csr_linear(const CsrMatrix& w, int64_t B, const float* x, const float* bias, float* y) {
+void csr_linear(const CsrRef& w, int64_t B, const float* x, const float* bias, float* y) {
   if (B <= 0 || w.rows <= 0) return;
   if (w.narrow())
-    csr_linear_impl(w, w.col16.data(), B, x, bias, y);
+    csr_linear_impl(w, w.col16, B, x, bias, y);
   else
-    csr_linear_impl(w, w.col32.data(), B, x, bias, y);
+    csr_linear_impl(w, w.col32, B, x, bias, y);
 }
 
-void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias, float* y) {
+void bsr_linear(const BsrRef& w, int64_t B, const float* x, const float* bias, float* y) {
   if (B <= 0 || w.rows <= 0) return;
   switch (w.bc) {
     case 1:
@@ -422,7 +422,7 @@ void bsr_linear(const BsrMatrix& w, int64_t B, const float* x, const float* bias
   }
 }
 
-void nm_linear(const NmMatrix& w, int64_t B, const float* x, const float* bias, float* y) {
+void nm_linear(const NmRef& w, int64_t B, const float* x, const float* bias, float* y) {
   if (B <= 0 || w.rows <= 0) return;
   if (w.n == 2 && w.m == 4)
     nm_linear_impl<2, 4>(w, B, x, bias, y);

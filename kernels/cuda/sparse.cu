@@ -112,14 +112,14 @@ __global__ void __launch_bounds__(kRowSplitThreads)
 }
 
 template <int L, int VEC>
-void launch_rowsplit(const DeviceCsr& w, int64_t B, const float* xt, const float* bias, bool relu,
+void launch_rowsplit(const CsrRef& w, int64_t B, const float* xt, const float* bias, bool relu,
                      float* yt) {
   constexpr int kRowsPerBlock = kRowSplitThreads / L;
   const int64_t batch_tiles = (B + int64_t(L) * VEC - 1) / (int64_t(L) * VEC);
   const int64_t row_tiles = (w.rows + kRowsPerBlock - 1) / kRowsPerBlock;
   dim3 grid(unsigned(batch_tiles), unsigned(std::min<int64_t>(row_tiles, 65535)));
   csr_rowsplit_kernel<L, VEC><<<grid, kRowSplitThreads, 0, stream()>>>(
-      w.rows, B, w.row_ptr, w.col, w.values, w.row_order, xt, bias, relu, yt);
+      w.rows, B, w.row_ptr, w.col32, w.values, w.row_order, xt, bias, relu, yt);
   SPRIG_CUDA_LAUNCHED("csr_rowsplit_kernel");
 }
 
@@ -173,17 +173,17 @@ __global__ void __launch_bounds__(kRowSplitThreads)
 }
 
 template <int L, int NB>
-void launch_vector(const DeviceCsr& w, const float* xt, const float* bias, bool relu, float* yt) {
+void launch_vector(const CsrRef& w, const float* xt, const float* bias, bool relu, float* yt) {
   constexpr int kRowsPerBlock = kRowSplitThreads / L;
   const int64_t row_tiles = (w.rows + kRowsPerBlock - 1) / kRowsPerBlock;
   csr_vector_kernel<L, NB>
       <<<unsigned(std::min<int64_t>(row_tiles, int64_t(1) << 30)), kRowSplitThreads, 0, stream()>>>(
-          w.rows, w.row_ptr, w.col, w.values, w.row_order, xt, bias, relu, yt);
+          w.rows, w.row_ptr, w.col32, w.values, w.row_order, xt, bias, relu, yt);
   SPRIG_CUDA_LAUNCHED("csr_vector_kernel");
 }
 
 template <int NB>
-void dispatch_vector(const DeviceCsr& w, const float* xt, const float* bias, bool relu, float* yt) {
+void dispatch_vector(const CsrRef& w, const float* xt, const float* bias, bool relu, float* yt) {
   const int64_t avg = w.rows > 0 ? w.nnz / w.rows : 0;  // entries per row
   if (avg <= 2)
     launch_vector<2, NB>(w, xt, bias, relu, yt);
@@ -200,7 +200,7 @@ void dispatch_vector(const DeviceCsr& w, const float* xt, const float* bias, boo
 // B <= 4: CSR-vector. Else lanes per row: enough for B at VEC per lane, a power of two up to a
 // warp.
 template <int VEC>
-void dispatch_rowsplit(const DeviceCsr& w, int64_t B, const float* xt, const float* bias, bool relu,
+void dispatch_rowsplit(const CsrRef& w, int64_t B, const float* xt, const float* bias, bool relu,
                        float* yt) {
   switch (B) {
     case 1:
@@ -346,13 +346,13 @@ __global__ void __launch_bounds__(kColTileThreads)
 }
 
 template <int VEC>
-void launch_coltile(const DeviceCsr& w, int64_t B, const float* xt, const float* bias, bool relu,
+void launch_coltile(const CsrRef& w, int64_t B, const float* xt, const float* bias, bool relu,
                     float* yt) {
   const int64_t batch_tiles = (B + 32 * VEC - 1) / (32 * VEC);
   const int64_t row_tiles = (w.rows + kColTileRows - 1) / kColTileRows;
   dim3 grid(unsigned(batch_tiles), unsigned(std::min<int64_t>(row_tiles, 65535)));
   csr_coltile_kernel<VEC><<<grid, kColTileThreads, 0, stream()>>>(
-      w.rows, w.cols, B, w.row_ptr, w.col, w.values, w.row_order, xt, bias, relu, yt);
+      w.rows, w.cols, B, w.row_ptr, w.col32, w.values, w.row_order, xt, bias, relu, yt);
   SPRIG_CUDA_LAUNCHED("csr_coltile_kernel");
 }
 
@@ -469,181 +469,89 @@ struct Scratch {
   }
 };
 
-// ---- cuSPARSE state kept in a DeviceCsr --------------------------------------------------------
-struct CusparseState {
-  cusparseSpMatDescr_t mat = nullptr;
-  void* buffer = nullptr;  // SpMM workspace, grown to the largest size asked for
-  size_t buffer_bytes = 0;
-};
-
-void destroy_state(void* p) noexcept {
-  auto* s = static_cast<CusparseState*>(p);
-  if (!s) return;
-  if (s->mat) cusparseDestroySpMat(s->mat);
-  try {
-    device_free(s->buffer, s->buffer_bytes);
-  } catch (...) {
-  }
-  delete s;
+// ---- cuSPARSE ----------------------------------------------------------------------------------
+// The weight's checks that every entry point makes: the kernels read col32 and row_order.
+void check_device_csr(const CsrRef& w, const char* what) {
+  SPRIG_CHECK(w.nnz == 0 || (w.col32 && w.values), what,
+              ": the GPU kernels take 32-bit column indices (CsrRef::col32)");
+  SPRIG_CHECK(w.rows == 0 || (w.row_ptr && w.row_order), what,
+              ": the weight has no row pointers or row order (SparseWeight::to makes them)");
 }
 
-}  // namespace
-
-// ---- DeviceCsr ---------------------------------------------------------------------------------
-DeviceCsr::DeviceCsr(const cpu::CsrMatrix& a) {
-  SPRIG_CHECK(a.rows >= 0 && a.cols >= 0 && int64_t(a.row_ptr.size()) == a.rows + 1,
-              "DeviceCsr: row_ptr has ", a.row_ptr.size(), " entries for ", a.rows, " rows");
-  SPRIG_CHECK(
-      a.nnz() < (int64_t(1) << 31) && a.cols < (int64_t(1) << 31) && a.rows < (int64_t(1) << 31),
-      "DeviceCsr: ", a.rows, "x", a.cols, " with ", a.nnz(),
-      " nonzeros does not fit 32-bit indices");
-  rows = a.rows;
-  cols = a.cols;
-  nnz = a.nnz();
-  std::vector<int32_t> ptr32(static_cast<size_t>(rows + 1));  // (rows + 1)
-  std::vector<int32_t> col32(static_cast<size_t>(nnz));       // (nnz)
-  std::vector<int32_t> order(static_cast<size_t>(rows));      // (rows)
-  for (size_t i = 0; i < ptr32.size(); ++i) ptr32[i] = int32_t(a.row_ptr[i]);
-  SPRIG_CHECK(ptr32.front() == 0 && ptr32.back() == nnz, "DeviceCsr: row_ptr runs from ",
-              ptr32.front(), " to ", ptr32.back(), " for ", nnz, " nonzeros");
-  SPRIG_CHECK(a.narrow() ? a.col16.size() == size_t(nnz) : a.col32.size() == size_t(nnz),
-              "DeviceCsr: ", nnz, " values but a different number of column indices");
-  for (size_t i = 0; i < col32.size(); ++i)
-    col32[i] = a.narrow() ? int32_t(a.col16[i]) : a.col32[i];
-  // The column-tiled kernel walks each row's columns in order (and all kernels index x by them).
-  for (int64_t r = 0; r < rows; ++r) {
-    SPRIG_CHECK(ptr32[size_t(r)] <= ptr32[size_t(r + 1)], "DeviceCsr: row_ptr decreases at row ",
-                r);
-    for (int32_t k = ptr32[size_t(r)]; k < ptr32[size_t(r + 1)]; ++k)
-      SPRIG_CHECK(col32[size_t(k)] >= 0 && col32[size_t(k)] < cols &&
-                      (k == ptr32[size_t(r)] || col32[size_t(k - 1)] < col32[size_t(k)]),
-                  "DeviceCsr: the columns of row ", r, " are not increasing and in [0, ", cols,
-                  ")");
-  }
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t p, int32_t q) {
-    return ptr32[size_t(p) + 1] - ptr32[size_t(p)] > ptr32[size_t(q) + 1] - ptr32[size_t(q)];
-  });
-  try {
-    row_ptr = static_cast<int32_t*>(device_alloc(ptr32.size() * sizeof(int32_t)));
-    col = static_cast<int32_t*>(device_alloc(std::max<size_t>(1, col32.size()) * sizeof(int32_t)));
-    values =
-        static_cast<float*>(device_alloc(std::max<size_t>(1, a.values.size()) * sizeof(float)));
-    row_order =
-        static_cast<int32_t*>(device_alloc(std::max<size_t>(1, order.size()) * sizeof(int32_t)));
-    copy_from_host(row_ptr, ptr32.data(), ptr32.size() * sizeof(int32_t));
-    copy_from_host(col, col32.data(), col32.size() * sizeof(int32_t));
-    copy_from_host(values, a.values.data(), a.values.size() * sizeof(float));
-    copy_from_host(row_order, order.data(), order.size() * sizeof(int32_t));
-  } catch (...) {
-    reset();
-    throw;
-  }
-}
-
-DeviceCsr::~DeviceCsr() {
-  try {
-    reset();
-  } catch (...) {
-  }
-}
-
-DeviceCsr::DeviceCsr(DeviceCsr&& o) noexcept {
-  *this = std::move(o);
-}
-
-DeviceCsr& DeviceCsr::operator=(DeviceCsr&& o) noexcept {
-  if (this != &o) {
-    try {
-      reset();
-    } catch (...) {
-    }
-    rows = o.rows;
-    cols = o.cols;
-    nnz = o.nnz;
-    row_ptr = o.row_ptr;
-    col = o.col;
-    values = o.values;
-    row_order = o.row_order;
-    cusparse_state = o.cusparse_state;
-    o.rows = o.cols = o.nnz = 0;
-    o.row_ptr = o.col = o.row_order = nullptr;
-    o.values = nullptr;
-    o.cusparse_state = nullptr;
-  }
-  return *this;
-}
-
-void DeviceCsr::reset() {
-  destroy_state(cusparse_state);
-  cusparse_state = nullptr;
-  // Sizes as allocated (at least one element each, see the constructor).
-  device_free(row_ptr, size_t(rows + 1) * sizeof(int32_t));
-  device_free(col, size_t(std::max<int64_t>(1, nnz)) * sizeof(int32_t));
-  device_free(values, size_t(std::max<int64_t>(1, nnz)) * sizeof(float));
-  device_free(row_order, size_t(std::max<int64_t>(1, rows)) * sizeof(int32_t));
-  row_ptr = col = row_order = nullptr;
-  values = nullptr;
-  rows = cols = nnz = 0;
-}
-
-size_t DeviceCsr::bytes() const {
-  return size_t(rows + 1 + nnz + rows) * sizeof(int32_t) + size_t(nnz) * sizeof(float);
-}
-
-// ---- entry points ------------------------------------------------------------------------------
-void csr_linear_cusparse(const DeviceCsr& w, int64_t B, const float* x, const float* bias, float* y,
-                         bool relu) {
-  if (B <= 0 || w.rows == 0) return;
+// y (B, rows) = x (B, cols) W^T by cusparseSpMM, no bias. x (B, cols) row-major is
+// X' (cols, B) column-major; y (B, rows) row-major is Y' (rows, B) column-major, and Y' = W X'.
+// The descriptors are made per call (host work only, no allocation on the GPU), the workspace
+// from the stream-ordered pool.
+void cusparse_spmm(const CsrRef& w, int64_t B, const float* x, float* y) {
   if (w.nnz == 0 || w.cols == 0) {  // cuSPARSE wants arrays; the product is 0
     zero(y, size_t(B * w.rows) * sizeof(float));
-    bias_relu(B, w.rows, bias, relu, y);
     return;
   }
   cusparseHandle_t h = cusparse();
-  auto* s = static_cast<CusparseState*>(w.cusparse_state);
-  if (!s) {
-    s = new CusparseState();
-    w.cusparse_state = s;
-    SPRIG_CUSPARSE_CHECK(cusparseCreateCsr(&s->mat, w.rows, w.cols, w.nnz, w.row_ptr, w.col,
-                                           w.values, CUSPARSE_INDEX_32I, CUSPARSE_INDEX_32I,
-                                           CUSPARSE_INDEX_BASE_ZERO, CUDA_R_32F));
-  }
-  // x (B, cols) row-major is X' (cols, B) column-major; y (B, rows) row-major is Y' (rows, B)
-  // column-major, and Y' = W X'.
+  cusparseSpMatDescr_t mat = nullptr;
   cusparseDnMatDescr_t xd = nullptr, yd = nullptr;
+  struct Destroy {
+    cusparseSpMatDescr_t* mat;
+    cusparseDnMatDescr_t *xd, *yd;
+    ~Destroy() {
+      if (*mat) cusparseDestroySpMat(*mat);
+      if (*xd) cusparseDestroyDnMat(*xd);
+      if (*yd) cusparseDestroyDnMat(*yd);
+    }
+  } destroy{&mat, &xd, &yd};
+  SPRIG_CUSPARSE_CHECK(cusparseCreateCsr(
+      &mat, w.rows, w.cols, w.nnz, const_cast<int32_t*>(w.row_ptr), const_cast<int32_t*>(w.col32),
+      const_cast<float*>(w.values), CUSPARSE_INDEX_32I, CUSPARSE_INDEX_32I,
+      CUSPARSE_INDEX_BASE_ZERO, CUDA_R_32F));
   SPRIG_CUSPARSE_CHECK(cusparseCreateDnMat(&xd, w.cols, B, w.cols, const_cast<float*>(x),
                                            CUDA_R_32F, CUSPARSE_ORDER_COL));
-  struct DestroyDn {
-    cusparseDnMatDescr_t* d;
-    ~DestroyDn() {
-      if (*d) cusparseDestroyDnMat(*d);
-    }
-  } destroy_x{&xd}, destroy_y{&yd};
   SPRIG_CUSPARSE_CHECK(
       cusparseCreateDnMat(&yd, w.rows, B, w.rows, y, CUDA_R_32F, CUSPARSE_ORDER_COL));
   const float alpha = 1.0f, beta = 0.0f;
   const auto op = CUSPARSE_OPERATION_NON_TRANSPOSE;
   size_t need = 0;
-  SPRIG_CUSPARSE_CHECK(cusparseSpMM_bufferSize(h, op, op, &alpha, s->mat, xd, &beta, yd, CUDA_R_32F,
+  SPRIG_CUSPARSE_CHECK(cusparseSpMM_bufferSize(h, op, op, &alpha, mat, xd, &beta, yd, CUDA_R_32F,
                                                CUSPARSE_SPMM_ALG_DEFAULT, &need));
-  if (!s->buffer || need > s->buffer_bytes) {
-    device_free(s->buffer, s->buffer_bytes);  // stream-ordered: earlier SpMMs are done first
-    s->buffer = nullptr;
-    s->buffer_bytes = std::max<size_t>(need, 256);
-    s->buffer = device_alloc(s->buffer_bytes);
-  }
-  SPRIG_CUSPARSE_CHECK(cusparseSpMM(h, op, op, &alpha, s->mat, xd, &beta, yd, CUDA_R_32F,
-                                    CUSPARSE_SPMM_ALG_DEFAULT, s->buffer));
-  bias_relu(B, w.rows, bias, relu, y);
+  Scratch buffer;  // freed stream-ordered, after the SpMM
+  buffer.alloc(std::max<size_t>(need, 256) / sizeof(float) + 1);
+  SPRIG_CUSPARSE_CHECK(cusparseSpMM(h, op, op, &alpha, mat, xd, &beta, yd, CUDA_R_32F,
+                                    CUSPARSE_SPMM_ALG_DEFAULT, buffer.p));
 }
 
-void csr_linear_ex(const DeviceCsr& w, int64_t B, const float* x, bool x_t, const float* bias,
+}  // namespace
+
+// ---- entry points ------------------------------------------------------------------------------
+const char* csr_algo_name(CsrAlgo a) {
+  switch (a) {
+    case CsrAlgo::RowSplit:
+      return "rowsplit";
+    case CsrAlgo::ColTile:
+      return "coltile";
+    case CsrAlgo::Cusparse:
+      return "cusparse";
+  }
+  return "?";
+}
+
+void csr_linear_ex(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
                    bool relu, float* y, bool y_t, CsrAlgo algo) {
   if (B <= 0 || w.rows == 0) return;
+  check_device_csr(w, "cuda::csr_linear");
   if (B == 1) x_t = y_t = true;  // (1, n) and (n, 1) are the same memory
   // Freed on return, also when a launch throws: stream-ordered, so after the queued kernels.
   Scratch x_scratch, y_scratch;
+  if (algo == CsrAlgo::Cusparse) {  // cuSPARSE takes x (B, cols) and gives y (B, rows)
+    const float* xb = x;            // (B, cols)
+    if (x_t && B > 1 && w.cols > 0) {
+      xb = x_scratch.alloc(size_t(B * w.cols));
+      transpose(w.cols, B, x, x_scratch.p);
+    }
+    float* yb = y_t && B > 1 ? y_scratch.alloc(size_t(B * w.rows)) : y;  // (B, rows)
+    cusparse_spmm(w, B, xb, yb);
+    bias_relu(B, w.rows, bias, relu, yb);
+    if (yb != y) transpose(B, w.rows, yb, y);
+    return;
+  }
   const float* xt = x;  // (cols, B)
   if (!x_t && w.cols > 0) {
     xt = x_scratch.alloc(size_t(B * w.cols));
@@ -664,21 +572,21 @@ void csr_linear_ex(const DeviceCsr& w, int64_t B, const float* x, bool x_t, cons
   if (!y_t) transpose(w.rows, B, yt, y);
 }
 
-void csr_linear(const DeviceCsr& w, int64_t B, const float* x, const float* bias, float* y,
+void csr_linear(const CsrRef& w, int64_t B, const float* x, const float* bias, float* y,
                 CsrAlgo algo) {
   csr_linear_ex(w, B, x, false, bias, false, y, false, algo);
 }
 
-void csr_linear_naive(const DeviceCsr& w, int64_t B, const float* x, const float* bias, float* y) {
+void csr_linear_naive(const CsrRef& w, int64_t B, const float* x, const float* bias, float* y) {
   const int64_t n = B * w.rows;
   if (n <= 0) return;
-  csr_naive_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(w.rows, w.cols, B, w.row_ptr, w.col,
+  csr_naive_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(w.rows, w.cols, B, w.row_ptr, w.col32,
                                                              w.values, x, bias, y);
   SPRIG_CUDA_LAUNCHED("csr_naive_kernel");
 }
 
-void csr_conv2d(const DeviceCsr& w, const Conv2dShape& s, const float* x, const float* bias,
-                float* y, bool relu, CsrAlgo algo) {
+void csr_conv2d(const CsrRef& w, const Conv2dShape& s, const float* x, const float* bias, float* y,
+                bool relu, CsrAlgo algo) {
   SPRIG_CHECK(w.rows == s.K && w.cols == s.C * s.R * s.S, "csr_conv2d: weight is ", w.rows, "x",
               w.cols, ", conv needs ", s.K, "x", s.C * s.R * s.S, " (K x C*R*S)");
   const int64_t PQ = s.P() * s.Q(), NPQ = s.N * PQ;

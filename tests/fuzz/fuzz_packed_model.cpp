@@ -13,6 +13,7 @@
 #include "engine/autograd.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
+#include "engine/sparse_weight.h"
 #include "infer/pack.h"
 #include "kernels/error.h"
 #include "tests/fuzz/fuzz_util.h"
@@ -43,18 +44,48 @@ bool within_budget(const std::string& path, sprig::fuzz::SpecBound* bound) {
   return bound->params <= 4e6 && bound->features <= 4e6;
 }
 
+template <typename T>
+std::vector<T> values_of(const sprig::Tensor& t) {
+  const T* p = t.data_as<T>();
+  return std::vector<T>(p, p + t.numel());
+}
+
+// The loaded layer's arrays, checked as the kernels need them (cpu::csr_validate and friends).
 void validate(const sprig::infer::PackedLayer& l) {
+  const sprig::SparseWeight& w = l.sparse;
   try {
+    if (l.kind != sprig::infer::PackFormat::Dense && (w.rows() != l.rows || w.cols() != l.cols))
+      throw sprig::Error("the sparse weight is not the layer's shape");
     switch (l.kind) {
-      case sprig::infer::PackFormat::Csr:
-        sprig::cpu::csr_validate(l.csr);
+      case sprig::infer::PackFormat::Csr: {
+        sprig::cpu::CsrMatrix a;
+        a.rows = w.rows(), a.cols = w.cols();
+        a.row_ptr = values_of<int32_t>(w.pointers);
+        if (w.indices.dtype() == sprig::DType::U16)
+          a.col16 = values_of<uint16_t>(w.indices);
+        else
+          a.col32 = values_of<int32_t>(w.indices);
+        a.values = values_of<float>(w.values);
+        sprig::cpu::csr_validate(a);
         break;
-      case sprig::infer::PackFormat::Bsr:
-        sprig::cpu::bsr_validate(l.bsr);
+      }
+      case sprig::infer::PackFormat::Bsr: {
+        sprig::cpu::BsrMatrix a;
+        a.rows = w.rows(), a.cols = w.cols(), a.br = w.block_rows, a.bc = w.block_cols;
+        a.block_row_ptr = values_of<int32_t>(w.pointers);
+        a.block_col = values_of<int32_t>(w.indices);
+        a.values = values_of<float>(w.values);
+        sprig::cpu::bsr_validate(a);
         break;
-      case sprig::infer::PackFormat::Nm:
-        sprig::cpu::nm_validate(l.nm);
+      }
+      case sprig::infer::PackFormat::Nm: {
+        sprig::cpu::NmMatrix a;
+        a.rows = w.rows(), a.cols = w.cols(), a.n = w.n, a.m = w.m;
+        a.values = values_of<float>(w.values);
+        a.index = values_of<uint8_t>(w.indices);
+        sprig::cpu::nm_validate(a);
         break;
+      }
       case sprig::infer::PackFormat::Dense:
       case sprig::infer::PackFormat::Auto:  // never a layer's kind
         break;
