@@ -84,7 +84,7 @@ class Backend {
   // The kernels this backend has for a CSR weight, the candidates an inference plan times:
   // {"csr"} on the CPU, {"cusparse", "rowsplit", "coltile"} on a GPU. `kernel` below is an
   // index into them.
-  virtual std::vector<std::string> csr_kernels() const = 0;
+  virtual const std::vector<std::string>& csr_kernels() const = 0;
   // y (B, rows) = x (B, cols) W^T + bias (rows; may be null), then max(y, 0) when relu; x is
   // (cols, B) when x_t and y is wanted as (rows, B) when y_t (as kernels/cpu/sparse.h).
   virtual void csr_linear(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,

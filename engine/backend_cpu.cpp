@@ -182,11 +182,18 @@ class CpuBackend final : public Backend {
     return nz;
   }
 
-  std::vector<std::string> csr_kernels() const override { return {"csr"}; }
+  const std::vector<std::string>& csr_kernels() const override {
+    static const std::vector<std::string> names = {"csr"};
+    return names;
+  }
   void csr_linear(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
                   bool relu, float* y, bool y_t, int kernel) const override {
     check_kernel(kernel);
-    cpu::csr_linear_ex(w, B, x, x_t, bias, relu, y, y_t);
+    if (x_t || y_t) return cpu::csr_linear_ex(w, B, x, x_t, bias, relu, y, y_t);
+    // (N, features) both ways: csr_linear's own schedule (its batch-1 and small-batch paths),
+    // the ReLU a pass after it.
+    cpu::csr_linear(w, B, x, bias, y);
+    if (relu) cpu::relu_forward(B * w.rows, y, y);
   }
   void bsr_linear(const BsrRef& w, int64_t B, const float* x, const float* bias, bool relu,
                   float* y) const override {

@@ -90,9 +90,12 @@ class CudaBackend final : public Backend {
     return cuda::count_nonzero(n, x);
   }
 
-  std::vector<std::string> csr_kernels() const override {
-    std::vector<std::string> names;
-    for (cuda::CsrAlgo a : cuda::kCsrAlgos) names.push_back(cuda::csr_algo_name(a));
+  const std::vector<std::string>& csr_kernels() const override {
+    static const std::vector<std::string> names = [] {
+      std::vector<std::string> n;
+      for (cuda::CsrAlgo a : cuda::kCsrAlgos) n.push_back(cuda::csr_algo_name(a));
+      return n;
+    }();
     return names;
   }
   void csr_linear(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,

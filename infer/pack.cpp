@@ -234,6 +234,7 @@ std::pair<int64_t, int64_t> detect_nm(const WeightView& v) {
 void pack_as(PackedLayer& p, PackFormat kind, const WeightView& v,
              std::pair<int64_t, int64_t> shape) {
   p.kind = kind;
+  p.kernel = 0;
   p.sparse = {};
   if (kind == PackFormat::Csr)
     p.sparse = sparse_weight(cpu::csr_from_dense(v.rows, v.cols, v.w), v.shape);
@@ -444,14 +445,19 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
   struct Cand {
     PackFormat kind;
     std::pair<int64_t, int64_t> shape;
+    int kernel = 0;  // kind Csr: which of the backend's CSR kernels
   };
-  std::vector<Cand> cands = {{PackFormat::Dense, {}}, {PackFormat::Csr, {}}};
+  // Dense, CSR on each of the CPU backend's CSR kernels, and BSR / N:M where the zeros fit.
+  std::vector<Cand> cands = {{PackFormat::Dense, {}}};
+  for (size_t k = 0; k < backend_for(Device::cpu()).csr_kernels().size(); ++k)
+    cands.push_back({PackFormat::Csr, {}, int(k)});
   if (!p.conv && block.first) cands.push_back({PackFormat::Bsr, block});
   if (!p.conv && nm.first) cands.push_back({PackFormat::Nm, nm});
   p.times.clear();
   std::vector<size_t> bytes;  // (candidates) weight bytes in each format
   for (size_t i = 0; i < cands.size(); ++i) {
     pack_as(p, cands[i].kind, v, cands[i].shape);
+    p.kernel = cands[i].kernel;
     bytes.push_back(p.weight_bytes());
     NoGradGuard no_grad;
     double ms = detail::time_median_sharded_ms(
@@ -460,6 +466,7 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
   }
   const size_t best = detail::smallest_within_noise(p.times, bytes);
   pack_as(p, cands[best].kind, v, cands[best].shape);
+  p.kernel = cands[best].kernel;
   p.reason = shrink_note + detail::best_against_runner_up(p.times, best) + at;
   if (!p.conv && !block.first && !nm.first) p.reason += " (no block or N:M pattern)";
 }
