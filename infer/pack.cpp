@@ -231,10 +231,11 @@ std::pair<int64_t, int64_t> detect_nm(const WeightView& v) {
 }
 
 // Fills the kind's sparse weight from the dense weight.
-void pack_as(PackedLayer& p, PackFormat kind, const WeightView& v,
-             std::pair<int64_t, int64_t> shape) {
+void pack_as(PackedLayer& p, const detail::Candidate& c, const WeightView& v) {
+  const PackFormat kind = c.kind;
+  const std::pair<int64_t, int64_t> shape = c.shape;
   p.kind = kind;
-  p.kernel = 0;
+  p.kernel = c.kernel;
   p.sparse = {};
   if (kind == PackFormat::Csr)
     p.sparse = sparse_weight(cpu::csr_from_dense(v.rows, v.cols, v.w), v.shape);
@@ -377,6 +378,34 @@ class CpuLayers final : public detail::LayerRunner {
 
 }  // namespace
 
+std::vector<detail::Candidate> detail::plan_candidates(Device d, bool with_dense, bool conv,
+                                                       std::pair<int64_t, int64_t> block,
+                                                       std::pair<int64_t, int64_t> nm) {
+  std::vector<Candidate> cands;
+  if (with_dense) cands.push_back({PackFormat::Dense});
+  for (size_t k = 0; k < backend_for(d).csr_kernels().size(); ++k)
+    cands.push_back({PackFormat::Csr, {0, 0}, int(k)});
+  if (!d.is_cpu() || conv) return cands;  // BSR and N:M: CPU linear kernels only
+  if (block.first) cands.push_back({PackFormat::Bsr, block});
+  if (nm.first) cands.push_back({PackFormat::Nm, nm});
+  return cands;
+}
+
+size_t detail::pick_candidate(PackedLayer& p, const std::vector<Candidate>& cands,
+                              const std::function<void(const Candidate&)>& make,
+                              const std::function<double()>& time) {
+  p.times.clear();
+  std::vector<size_t> bytes;  // (candidates) weight bytes in each format
+  for (const Candidate& c : cands) {
+    make(c);
+    bytes.push_back(p.weight_bytes());
+    p.times.push_back({c.kind == PackFormat::Dense ? "dense" : p.format(), time()});
+  }
+  const size_t best = smallest_within_noise(p.times, bytes);
+  make(cands[best]);
+  return best;
+}
+
 // Chooses p's kind: forced, or the fastest measured candidate.
 void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& weight,
                     const PackOptions& opt) {
@@ -398,20 +427,20 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
     std::string forced = std::string("forced ") + pack_format_name(opt.format);
     switch (opt.format) {
       case PackFormat::Dense:
-        pack_as(p, PackFormat::Dense, v, {});
+        pack_as(p, {PackFormat::Dense}, v);
         p.reason = shrink_note + forced;
         break;
       case PackFormat::Csr:
-        pack_as(p, PackFormat::Csr, v, {});
+        pack_as(p, {PackFormat::Csr}, v);
         p.reason = shrink_note + forced + at;
         break;
       case PackFormat::Bsr:
         if (p.conv) {
-          pack_as(p, PackFormat::Csr, v, {});
+          pack_as(p, {PackFormat::Csr}, v);
           p.reason = shrink_note + forced + ", but conv layers have no bsr kernel: csr" + at;
         } else {
           auto b = block.first ? block : std::make_pair(opt.block_rows, opt.block_cols);
-          pack_as(p, PackFormat::Bsr, v, b);
+          pack_as(p, {PackFormat::Bsr, b}, v);
           p.reason = shrink_note + forced +
                      (block.first ? " (the zeros form these blocks)"
                                   : " (no block pattern; given block)") +
@@ -420,14 +449,14 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
         break;
       case PackFormat::Nm:
         if (p.conv || !nm.first) {
-          pack_as(p, PackFormat::Csr, v, {});
+          pack_as(p, {PackFormat::Csr}, v);
           p.reason =
               shrink_note + forced +
               (p.conv ? ", but conv layers have no nm kernel: csr"
                       : ", but the zeros are not N:M (no N:M with N <= M/2 fits them): csr") +
               at;
         } else {
-          pack_as(p, PackFormat::Nm, v, nm);
+          pack_as(p, {PackFormat::Nm, nm}, v);
           p.reason = shrink_note + forced + at;
         }
         break;
@@ -442,31 +471,15 @@ void detail::choose(PackedLayer& p, nn::Module& module, const nn::Parameter& wei
   Shape xs = p.in_shape;
   xs.insert(xs.begin(), opt.batch);
   Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng);
-  struct Cand {
-    PackFormat kind;
-    std::pair<int64_t, int64_t> shape;
-    int kernel = 0;  // kind Csr: which of the backend's CSR kernels
-  };
-  // Dense, CSR on each of the CPU backend's CSR kernels, and BSR / N:M where the zeros fit.
-  std::vector<Cand> cands = {{PackFormat::Dense, {}}};
-  for (size_t k = 0; k < backend_for(Device::cpu()).csr_kernels().size(); ++k)
-    cands.push_back({PackFormat::Csr, {}, int(k)});
-  if (!p.conv && block.first) cands.push_back({PackFormat::Bsr, block});
-  if (!p.conv && nm.first) cands.push_back({PackFormat::Nm, nm});
-  p.times.clear();
-  std::vector<size_t> bytes;  // (candidates) weight bytes in each format
-  for (size_t i = 0; i < cands.size(); ++i) {
-    pack_as(p, cands[i].kind, v, cands[i].shape);
-    p.kernel = cands[i].kernel;
-    bytes.push_back(p.weight_bytes());
-    NoGradGuard no_grad;
-    double ms = detail::time_median_sharded_ms(
-        x, opt.repeats, [&](const Tensor& xs) { run_layer(p, module, xs, false); });
-    p.times.push_back({i == 0 ? "dense" : p.format(), ms});
-  }
-  const size_t best = detail::smallest_within_noise(p.times, bytes);
-  pack_as(p, cands[best].kind, v, cands[best].shape);
-  p.kernel = cands[best].kernel;
+  const std::vector<detail::Candidate> cands =
+      detail::plan_candidates(Device::cpu(), true, p.conv, block, nm);
+  NoGradGuard no_grad;
+  const size_t best = detail::pick_candidate(
+      p, cands, [&](const detail::Candidate& c) { pack_as(p, c, v); },
+      [&] {
+        return detail::time_median_sharded_ms(
+            x, opt.repeats, [&](const Tensor& xs) { run_layer(p, module, xs, false); });
+      });
   p.reason = shrink_note + detail::best_against_runner_up(p.times, best) + at;
   if (!p.conv && !block.first && !nm.first) p.reason += " (no block or N:M pattern)";
 }

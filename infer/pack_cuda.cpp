@@ -213,27 +213,6 @@ struct CudaInferenceModel::Impl final : detail::LayerRunner {
                 " takes and gives (N, features) floats only");
     return run_int8(p, gpu[p.index], m, x, c.relu);
   }
-  // Measures the candidate kernels of layer i (names, of kernel_names) on random input at
-  // opt.batch, each as run alone ((N, in...) -> (N, out...)), and keeps the fastest.
-  void choose(size_t i, const std::vector<std::string>& names,
-              const std::vector<std::string>& cands, const CudaPlanOptions& opt) {
-    PackedLayer& p = packed[i];
-    Shape xs = p.in_shape;
-    xs.insert(xs.begin(), opt.batch);
-    Rng rng(opt.seed + i);
-    const Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng).to(dev);  // (batch, in...)
-    size_t best = 0;
-    for (size_t c = 0; c < cands.size(); ++c) {
-      set_kernel(p, names, cands[c]);
-      const double ms = time_median_ms([&] { run_float(p, *p.module, x, {}); }, opt.repeats, dev);
-      p.times.push_back({cands[c], ms});
-      if (ms < p.times[best].ms) best = c;
-    }
-    set_kernel(p, names, cands[best]);
-    p.reason = (opt.format == PackFormat::Auto ? "" : "forced csr: ") +
-               detail::best_against_runner_up(p.times, best) + " at " + pct(p.sparsity()) +
-               " sparsity";
-  }
   // Plans layer i (src its CPU layer, weight its dense weight on the GPU): int8 as packed,
   // forced, or measured.
   void plan_layer(size_t i, const PackedLayer& src, const nn::Parameter& weight,
@@ -253,23 +232,37 @@ struct CudaInferenceModel::Impl final : detail::LayerRunner {
                                        : sparse_weight_from_dense(SparseFormat::Csr, weight.value))
               .to(dev);
     };
-    const std::vector<std::string> names = kernel_names(dev);
     if (!opt.force_kernel.empty()) {
-      set_kernel(p, names, opt.force_kernel);
+      set_kernel(p, kernel_names(dev), opt.force_kernel);
       p.reason = "forced " + opt.force_kernel;
       if (p.kind == PackFormat::Csr) upload_csr();
-    } else if (opt.format == PackFormat::Dense) {
-      p.reason = "forced dense";
-    } else {
-      std::vector<std::string> cands(names.begin() + (opt.format == PackFormat::Auto ? 0 : 1),
-                                     names.end());
-      upload_csr();
-      choose(i, names, cands, opt);
-      if (opt.format == PackFormat::Bsr || opt.format == PackFormat::Nm)
-        p.reason = std::string("no GPU ") + pack_format_name(opt.format) +
-                   " kernel, CSR instead; " + p.reason;
-      if (p.kind == PackFormat::Dense) p.sparse = {};
+      return;
     }
+    if (opt.format == PackFormat::Dense) {
+      p.reason = "forced dense";
+      return;
+    }
+    // Measured on random input at opt.batch, each candidate as run alone ((N, in...) ->
+    // (N, out...)): dense (auto plans) and every CSR kernel of the backend.
+    upload_csr();
+    Shape xs = p.in_shape;
+    xs.insert(xs.begin(), opt.batch);
+    Rng rng(opt.seed + i);
+    const Tensor x = Tensor::uniform(xs, -1.0f, 1.0f, rng).to(dev);  // (batch, in...)
+    const size_t best = detail::pick_candidate(
+        p, detail::plan_candidates(dev, opt.format == PackFormat::Auto, p.conv, {}, {}),
+        [&](const detail::Candidate& c) {
+          p.kind = c.kind;
+          p.kernel = c.kernel;
+        },
+        [&] { return time_median_ms([&] { run_float(p, *p.module, x, {}); }, opt.repeats, dev); });
+    p.reason = (opt.format == PackFormat::Auto ? "" : "forced csr: ") +
+               detail::best_against_runner_up(p.times, best) + " at " + pct(p.sparsity()) +
+               " sparsity";
+    if (opt.format == PackFormat::Bsr || opt.format == PackFormat::Nm)
+      p.reason = std::string("no GPU ") + pack_format_name(opt.format) + " kernel, CSR instead; " +
+                 p.reason;
+    if (p.kind == PackFormat::Dense) p.sparse = {};
   }
 };
 

@@ -3,7 +3,9 @@
 // plan (pack_cuda.cpp) share: the walk over a model's conv / linear layers and text pieces for
 // the "why" lines.
 #include <cstdio>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/ops.h"
@@ -120,6 +122,26 @@ inline size_t smallest_within_noise(const std::vector<CandidateTime>& times,
     if (bytes[i] < bytes[best] && times[fastest].ms > kFasterBeyondNoise * times[i].ms) best = i;
   return best;
 }
+
+// One candidate of a layer's plan: its kind (never Auto), the block (Bsr) or N:M (Nm) shape,
+// and for Csr which of the device's CSR kernels (Backend::csr_kernels).
+struct Candidate {
+  PackFormat kind = PackFormat::Dense;
+  std::pair<int64_t, int64_t> shape{0, 0};
+  int kernel = 0;
+};
+// The candidates of a layer on device d, the plan's for both devices: dense (with_dense), CSR on
+// each CSR kernel of d's backend, and, where d has their kernels (the CPU), BSR in `block` and
+// N:M in `nm` for linear layers whose zeros fit them ({0, 0}: none).
+std::vector<Candidate> plan_candidates(Device d, bool with_dense, bool conv,
+                                       std::pair<int64_t, int64_t> block,
+                                       std::pair<int64_t, int64_t> nm);
+// Times every candidate of p, made by make(c), with time() (ms of one forward as it will run),
+// into p.times, and leaves p as the one smallest_within_noise keeps (p.weight_bytes() of
+// each); returns its index.
+size_t pick_candidate(PackedLayer& p, const std::vector<Candidate>& cands,
+                      const std::function<void(const Candidate&)>& make,
+                      const std::function<double()>& time);
 
 // "92.0%"
 inline std::string pct(double f) {
