@@ -40,10 +40,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (auto& [name, t] : f.tensors) {
     if (name == "__metadata__" || !t.defined()) std::abort();
     total += uint64_t(t.nbytes());
-    const uint8_t* p = t.dtype() == sprig::DType::U8 ? t.data_as<uint8_t>()
-                       : t.dtype() == sprig::DType::I32
-                           ? reinterpret_cast<uint8_t*>(t.data_as<int32_t>())
-                           : reinterpret_cast<uint8_t*>(t.data());
+    // Every byte of the tensor, whatever its dtype.
+    const uint8_t* p = static_cast<const uint8_t*>(t.impl()->storage->data()) +
+                       t.impl()->offset * sprig::dtype_size(t.dtype());
     for (size_t i = 0; i < t.nbytes(); ++i) checksum += p[i];
     if (f.find(name) == nullptr) std::abort();
   }
