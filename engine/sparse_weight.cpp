@@ -119,9 +119,11 @@ SparseWeight SparseWeight::to(Device d) const {
   SparseWeight out = *this;
   out.values = to_device(values, d);
   out.pointers = to_device(pointers, d);
-  out.indices = to_device(indices, d);
   out.row_order = Tensor();
-  if (format != SparseFormat::Csr || !defined()) return out;
+  if (format != SparseFormat::Csr || !defined()) {
+    out.indices = to_device(indices, d);
+    return out;
+  }
   // The column width and the row order are per device; the rest copies as it is.
   const std::vector<int32_t> ptr = cpu_vector<int32_t>(pointers);  // (rows + 1)
   std::vector<int32_t> col(static_cast<size_t>(stored()));         // (nnz)
