@@ -37,6 +37,17 @@ void check_format(const SparseWeight& w, SparseFormat f) {
               sparse_format_name(f));
 }
 
+// A weight of format f and dense shape `shape`, its arrays still to fill from a rows x cols
+// matrix of the packers.
+SparseWeight empty_weight(SparseFormat f, const Shape& shape, int64_t rows, int64_t cols) {
+  SparseWeight w;
+  w.format = f;
+  w.shape = shape;
+  SPRIG_CHECK(w.rows() == rows && w.cols() == cols, "sparse weight of shape ", to_string(shape),
+              " from a ", rows, "x", cols, " ", sparse_format_name(f), " matrix");
+  return w;
+}
+
 }  // namespace
 
 const char* sparse_format_name(SparseFormat f) {
@@ -163,11 +174,7 @@ Tensor SparseWeight::to_dense() const {
 
 SparseWeight sparse_weight(const cpu::CsrMatrix& a, const Shape& shape) {
   cpu::csr_validate(a);
-  SparseWeight w;
-  w.format = SparseFormat::Csr;
-  w.shape = shape;
-  SPRIG_CHECK(w.rows() == a.rows && w.cols() == a.cols, "sparse weight of shape ", to_string(shape),
-              " from a ", a.rows, "x", a.cols, " CSR matrix");
+  SparseWeight w = empty_weight(SparseFormat::Csr, shape, a.rows, a.cols);
   w.values = cpu_tensor(a.values, {a.nnz()});
   w.pointers = cpu_tensor(a.row_ptr, {a.rows + 1});
   w.indices = a.narrow() ? cpu_tensor(a.col16, {a.nnz()}) : cpu_tensor(a.col32, {a.nnz()});
@@ -176,11 +183,7 @@ SparseWeight sparse_weight(const cpu::CsrMatrix& a, const Shape& shape) {
 
 SparseWeight sparse_weight(const cpu::BsrMatrix& a, const Shape& shape) {
   cpu::bsr_validate(a);
-  SparseWeight w;
-  w.format = SparseFormat::Bsr;
-  w.shape = shape;
-  SPRIG_CHECK(w.rows() == a.rows && w.cols() == a.cols, "sparse weight of shape ", to_string(shape),
-              " from a ", a.rows, "x", a.cols, " BSR matrix");
+  SparseWeight w = empty_weight(SparseFormat::Bsr, shape, a.rows, a.cols);
   w.block_rows = a.br;
   w.block_cols = a.bc;
   w.values = cpu_tensor(a.values, {a.nblocks(), a.br, a.bc});
@@ -191,11 +194,7 @@ SparseWeight sparse_weight(const cpu::BsrMatrix& a, const Shape& shape) {
 
 SparseWeight sparse_weight(const cpu::NmMatrix& a, const Shape& shape) {
   cpu::nm_validate(a);
-  SparseWeight w;
-  w.format = SparseFormat::Nm;
-  w.shape = shape;
-  SPRIG_CHECK(w.rows() == a.rows && w.cols() == a.cols, "sparse weight of shape ", to_string(shape),
-              " from a ", a.rows, "x", a.cols, " N:M matrix");
+  SparseWeight w = empty_weight(SparseFormat::Nm, shape, a.rows, a.cols);
   w.n = a.n;
   w.m = a.m;
   const int64_t groups = (a.cols + a.m - 1) / a.m;
