@@ -83,7 +83,7 @@ class Backend {
   // ---- sparse weights (kernels/*/sparse), inference only: the views' arrays on this device ----
   // The kernels this backend has for a CSR weight, the candidates an inference plan times:
   // {"csr"} on the CPU, {"cusparse", "rowsplit", "coltile"} on a GPU. `kernel` below is an
-  // index into them.
+  // index into them, which the front-ends check.
   virtual const std::vector<std::string>& csr_kernels() const = 0;
   // y (B, rows) = x (B, cols) W^T + bias (rows; may be null), then max(y, 0) when relu; x is
   // (cols, B) when x_t and y is wanted as (rows, B) when y_t (as kernels/cpu/sparse.h).

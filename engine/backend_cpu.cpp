@@ -187,8 +187,7 @@ class CpuBackend final : public Backend {
     return names;
   }
   void csr_linear(const CsrRef& w, int64_t B, const float* x, bool x_t, const float* bias,
-                  bool relu, float* y, bool y_t, int kernel) const override {
-    check_kernel(kernel);
+                  bool relu, float* y, bool y_t, int) const override {
     // Below 4 samples, (N, features) both ways, csr_linear's own batch-1 path, the ReLU a pass
     // after it; from 4, csr_linear_ex's panels (as the executor's chains of CSR layers). Each
     // the other way round was slower: mlp90 at batch 1 0.0107 -> 0.0142 ms, cnn2_c90 at 64 by 5%.
@@ -207,9 +206,8 @@ class CpuBackend final : public Backend {
     if (relu) cpu::relu_forward(B * w.rows, y, y);
   }
   void csr_conv2d(const CsrRef& w, const Conv2dShape& s, const float* x, const float* bias,
-                  const float* residual, bool relu, float* y, int kernel,
+                  const float* residual, bool relu, float* y, int,
                   const int32_t* offsets) const override {
-    check_kernel(kernel);
     cpu::csr_conv2d(w, s, x, bias, y, relu, offsets, residual);
   }
 
@@ -322,11 +320,6 @@ class CpuBackend final : public Backend {
   }
   void fake_quantize_channels(int64_t rows, int64_t cols, const float* w, float* y) const override {
     cpu::fake_quantize_weights_per_channel(w, rows, cols, y);
-  }
-
- private:
-  static void check_kernel(int kernel) {
-    SPRIG_CHECK(kernel == 0, "CPU CSR kernel ", kernel, " outside 0..0 (csr_kernels)");
   }
 };
 

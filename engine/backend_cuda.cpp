@@ -1,6 +1,5 @@
 // The CUDA backend: kernels/cuda behind the Backend interface. Compiled only in CUDA builds
 // (engine/CMakeLists.txt); nothing here runs until a CUDA tensor is asked for.
-#include <iterator>
 #include <mutex>
 
 #include "engine/backend.h"
@@ -231,11 +230,8 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static cuda::CsrAlgo algo(int kernel) {
-    SPRIG_CHECK(kernel >= 0 && kernel < int(std::size(cuda::kCsrAlgos)), "CUDA CSR kernel ", kernel,
-                " outside 0..", std::size(cuda::kCsrAlgos) - 1);
-    return cuda::kCsrAlgos[kernel];
-  }
+  // kernel: an index into csr_kernels(), checked by the front-ends (engine/ops_sparse.cpp).
+  static cuda::CsrAlgo algo(int kernel) { return cuda::kCsrAlgos[kernel]; }
   int index_;
 };
 

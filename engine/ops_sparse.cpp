@@ -17,7 +17,7 @@ void check_weight(const Tensor& x, const SparseWeight& w, const Tensor& bias, co
   if (!bias.defined()) return;
   check_float(bias, op, "bias");
   check_same_device(x, bias, op);
-  SPRIG_CHECK(bias.shape() == Shape{w.rows()}, op, ": bias ", to_string(bias.shape()),
+  SPRIG_CHECK(bias.dim() == 1 && bias.size(0) == w.rows(), op, ": bias ", to_string(bias.shape()),
               " does not match ", w.rows(), " outputs");
 }
 

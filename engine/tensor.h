@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "engine/device.h"
-#include "kernels/error.h"
 #include "engine/shape.h"
+#include "kernels/error.h"
 
 namespace sprig {
 

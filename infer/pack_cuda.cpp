@@ -201,7 +201,8 @@ struct CudaInferenceModel::Impl final : detail::LayerRunner {
   Device dev;
   // sprig's SpMMs hand each other (features, N); at batch 1 both layouts are the same vector.
   bool chains(const PackedLayer& p, int64_t N) const override {
-    return !p.conv && p.kind == PackFormat::Csr && !p.int8 && p.format() != "cusparse" && N > 1;
+    return !p.conv && p.kind == PackFormat::Csr && !p.int8 && N > 1 &&
+           backend_for(dev).csr_kernels()[size_t(p.kernel)] != "cusparse";
   }
   bool requantizes(const PackedLayer&) const override { return false; }
   bool fuses_residual(const PackedLayer&) const override { return false; }
